@@ -1,0 +1,25 @@
+// The clip-mem command line. Each command lives in src/cli/commands/<name>.ts and is listed once below.
+import yargs from 'yargs';
+import type { CommandModule } from 'yargs';
+
+const commands: CommandModule<any, any>[] = [];
+
+export async function main(argv: string[]): Promise<void> {
+  let parser = yargs(argv)
+    .scriptName('clip-mem')
+    .usage('$0 <command> [options]\n\nTells you exactly why your model ran out of memory, and what will fit instead.')
+    .strict()
+    .demandCommand(1, 'Name a command: start with `clip-mem native-probe` to see every limit that binds this process.')
+    .recommendCommands()
+    .help()
+    .alias('help', 'h')
+    .version()
+    .wrap(Math.min(110, process.stdout.columns || 110))
+    .fail((message, error) => {
+      if (error) throw error;
+      process.stderr.write(`clip-mem: ${message}\nRun \`clip-mem --help\` or \`clip-mem <command> --help\` for usage.\n`);
+      process.exit(2);
+    });
+  for (const command of commands) parser = parser.command(command);
+  await parser.parseAsync();
+}

@@ -1,0 +1,2 @@
+// Library entry point: every capability's public types and functions.
+export { loadAddon, packageRoot } from './native';

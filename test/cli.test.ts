@@ -1,0 +1,17 @@
+import test from 'ava';
+import { spawnSync } from 'node:child_process';
+import * as path from 'node:path';
+
+const bin = path.resolve(__dirname, '..', '..', 'bin', 'clip-mem.js');
+
+test('--help lists the commands and exits 0', (t) => {
+  const result = spawnSync(process.execPath, [bin, '--help'], { encoding: 'utf8' });
+  t.is(result.status, 0, result.stderr);
+  t.regex(result.stdout, /clip-mem <command>/);
+});
+
+test('an unknown option is a usage error with exit code 2', (t) => {
+  const result = spawnSync(process.execPath, [bin, '--no-such-option'], { encoding: 'utf8' });
+  t.is(result.status, 2);
+  t.regex(result.stderr, /Unknown argument/);
+});
