@@ -10,8 +10,8 @@ test('--help lists the commands and exits 0', (t) => {
   t.regex(result.stdout, /clip-mem <command>/);
 });
 
-test('an unknown option is a usage error with exit code 2', (t) => {
-  const result = spawnSync(process.execPath, [bin, '--no-such-option'], { encoding: 'utf8' });
+test('an unknown command is a usage error with exit code 2', (t) => {
+  const result = spawnSync(process.execPath, [bin, 'no-such-command'], { encoding: 'utf8' });
   t.is(result.status, 2);
   t.regex(result.stderr, /Unknown argument/);
 });
