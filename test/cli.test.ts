@@ -10,8 +10,8 @@ test('--help lists the commands and exits 0', (t) => {
   t.regex(result.stdout, /clip-mem <command>/);
 });
 
-test('an unknown command is a usage error with exit code 2', (t) => {
-  const result = spawnSync(process.execPath, [bin, 'no-such-command'], { encoding: 'utf8' });
+test('a usage error exits 2 and says where help is', (t) => {
+  const result = spawnSync(process.execPath, [bin, '--no-such-option'], { encoding: 'utf8' });
   t.is(result.status, 2);
-  t.regex(result.stderr, /Unknown argument/);
+  t.regex(result.stderr, /^clip-mem: .*\nRun `clip-mem --help`/);
 });
