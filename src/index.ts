@@ -1,2 +1,5 @@
 // Library entry point: every capability's public types and functions.
 export { loadAddon, packageRoot } from './native';
+export * from './clip/config';
+export * from './clip/dtype';
+export type { DType, Tensor, TensorData, TensorMap } from './clip/tensor';
