@@ -3,3 +3,4 @@ export { loadAddon, packageRoot } from './native';
 export * from './clip/config';
 export * from './clip/dtype';
 export type { DType, Tensor, TensorData, TensorMap } from './clip/tensor';
+export * from './clip/safetensors';
