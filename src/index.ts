@@ -1,2 +1,5 @@
 // Library entry point: every capability's public types and functions.
 export { loadAddon, packageRoot } from './native';
+export { formatBytes, parseBytes } from './units';
+export * from './probe/field';
+export * from './probe/cgroup';
