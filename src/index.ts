@@ -7,3 +7,4 @@ export * from './clip/config';
 export * from './clip/dtype';
 export type { DType, Tensor, TensorData, TensorMap } from './clip/tensor';
 export * from './clip/safetensors';
+export * from './clip/synthetic';
