@@ -6,3 +6,4 @@ export * from './probe/cgroup';
 export * from './clip/config';
 export * from './clip/dtype';
 export type { DType, Tensor, TensorData, TensorMap } from './clip/tensor';
+export * from './clip/safetensors';
