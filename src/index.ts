@@ -8,4 +8,5 @@ export * from './clip/dtype';
 export type { DType, Tensor, TensorData, TensorMap } from './clip/tensor';
 export * from './clip/safetensors';
 export * from './clip/synthetic';
+export * from './clip/checkpoint';
 export * from './clip/onnx';
