@@ -9,3 +9,4 @@ export type { DType, Tensor, TensorData, TensorMap } from './clip/tensor';
 export * from './clip/safetensors';
 export * from './clip/synthetic';
 export * from './clip/checkpoint';
+export * from './clip/onnx';
