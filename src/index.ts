@@ -10,3 +10,4 @@ export * from './clip/safetensors';
 export * from './clip/synthetic';
 export * from './clip/checkpoint';
 export * from './clip/onnx';
+export * from './clip/tokenizer';
