@@ -1,2 +1,9 @@
 // Library entry point: every capability's public types and functions.
 export { loadAddon, packageRoot } from './native';
+export { formatBytes, parseBytes } from './units';
+export * from './probe/field';
+export * from './probe/cgroup';
+export * from './clip/config';
+export * from './clip/dtype';
+export type { DType, Tensor, TensorData, TensorMap } from './clip/tensor';
+export * from './clip/safetensors';

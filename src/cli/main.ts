@@ -1,8 +1,9 @@
 // The clip-mem command line. Each command lives in src/cli/commands/<name>.ts and is listed once below.
 import yargs from 'yargs';
 import type { CommandModule } from 'yargs';
+import { compareCommand } from './commands/compare';
 
-const commands: CommandModule<any, any>[] = [];
+const commands: CommandModule<any, any>[] = [compareCommand];
 
 export async function main(argv: string[]): Promise<void> {
   let parser = yargs(argv)

@@ -1,0 +1,133 @@
+// mapFile(path) -> ArrayBuffer: the whole file mapped read-only (PROT_READ, MAP_PRIVATE) as an external
+// ArrayBuffer, so checkpoint tensors can be zero-copy views; the mapping is unmapped when the buffer is
+// garbage-collected, or at once by unmapFile(buffer) (which also detaches it, so stale views read as
+// empty instead of faulting). mappedBytes() is what this addon holds mapped now.
+// Errors carry code (e.g. "ENOMEM"), errno, syscall and path, like Node's fs errors.
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+#include "addon/module.h"
+
+namespace clipmem {
+namespace {
+
+struct Mapping {
+  void* address;
+  size_t length;
+  bool unmapped;
+};
+
+std::mutex registryMutex;
+std::unordered_map<void*, Mapping*> live;  // address -> mapping still mapped
+size_t liveBytes = 0;
+
+const char* ErrnoCode(int error) {
+  switch (error) {
+    case ENOMEM: return "ENOMEM";
+    case ENOENT: return "ENOENT";
+    case EACCES: return "EACCES";
+    case EISDIR: return "EISDIR";
+    case EINVAL: return "EINVAL";
+    case EMFILE: return "EMFILE";
+    case ENFILE: return "ENFILE";
+    case ENODEV: return "ENODEV";
+    case EOVERFLOW: return "EOVERFLOW";
+    default: return "EIO";
+  }
+}
+
+Napi::Error SystemError(Napi::Env env, int error, const char* syscall, const std::string& path) {
+  std::string message = std::string(syscall) + " " + path + ": " + std::strerror(error) + " (errno " + std::to_string(error) + ")";
+  Napi::Error result = Napi::Error::New(env, message);
+  result.Set("code", Napi::String::New(env, ErrnoCode(error)));
+  result.Set("errno", Napi::Number::New(env, error));
+  result.Set("syscall", Napi::String::New(env, syscall));
+  result.Set("path", Napi::String::New(env, path));
+  return result;
+}
+
+// Runs when V8 frees the buffer; unmapFile may have unmapped it already.
+void FinalizeMapping(Napi::Env, void*, Mapping* mapping) {
+  std::lock_guard<std::mutex> lock(registryMutex);
+  if (!mapping->unmapped) {
+    munmap(mapping->address, mapping->length);
+    live.erase(mapping->address);
+    liveBytes -= mapping->length;
+  }
+  delete mapping;
+}
+
+Napi::Value MapFile(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "mapFile(path): path must be a string");
+  std::string path = info[0].As<Napi::String>();
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw SystemError(env, errno, "open", path);
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    int error = errno;
+    close(fd);
+    throw SystemError(env, error, "fstat", path);
+  }
+  if (!S_ISREG(st.st_mode)) {
+    close(fd);
+    throw SystemError(env, EINVAL, "mmap", path + " (not a regular file)");
+  }
+  if (st.st_size == 0) {
+    close(fd);
+    throw SystemError(env, EINVAL, "mmap", path + " (empty file)");
+  }
+  size_t length = static_cast<size_t>(st.st_size);
+  void* address = mmap(nullptr, length, PROT_READ, MAP_PRIVATE, fd, 0);
+  int error = errno;
+  close(fd);  // the mapping keeps the file referenced
+  if (address == MAP_FAILED) throw SystemError(env, error, "mmap", path);
+  Mapping* mapping = new Mapping{address, length, false};
+  {
+    std::lock_guard<std::mutex> lock(registryMutex);
+    live[address] = mapping;
+    liveBytes += length;
+  }
+  return Napi::ArrayBuffer::New(env, address, length, FinalizeMapping, mapping);
+}
+
+Napi::Value UnmapFile(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsArrayBuffer()) throw Napi::TypeError::New(env, "unmapFile(buffer): buffer must be an ArrayBuffer from mapFile");
+  Napi::ArrayBuffer buffer = info[0].As<Napi::ArrayBuffer>();
+  void* address = buffer.Data();
+  {
+    std::lock_guard<std::mutex> lock(registryMutex);
+    auto found = live.find(address);
+    if (found == live.end()) return Napi::Boolean::New(env, false);
+    Mapping* mapping = found->second;
+    munmap(mapping->address, mapping->length);
+    mapping->unmapped = true;
+    liveBytes -= mapping->length;
+    live.erase(found);
+  }
+  buffer.Detach();
+  return Napi::Boolean::New(env, true);
+}
+
+Napi::Value MappedBytes(const Napi::CallbackInfo& info) {
+  std::lock_guard<std::mutex> lock(registryMutex);
+  return Napi::Number::New(info.Env(), static_cast<double>(liveBytes));
+}
+
+Capability registered([](Napi::Env env, Napi::Object exports) {
+  exports.Set("mapFile", Napi::Function::New(env, MapFile, "mapFile"));
+  exports.Set("unmapFile", Napi::Function::New(env, UnmapFile, "unmapFile"));
+  exports.Set("mappedBytes", Napi::Function::New(env, MappedBytes, "mappedBytes"));
+});
+
+}  // namespace
+}  // namespace clipmem

@@ -1,0 +1,265 @@
+// Reads the memory limits of this process's cgroups, v1 and v2, from /proc/self/cgroup and the cgroup
+// file systems listed in /proc/self/mountinfo, walking up from the process's group to the top of the
+// mount: a parent's limit binds its children, so the tightest group in the chain is the one that counts.
+// Reading only: nothing here creates, changes or removes a cgroup.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Field, Limit, Unknown, isUnknown, parseCount, parseField, readText, unknown } from './field';
+
+/** One cgroup's memory controller. Field names are version-neutral; each says where it comes from. */
+export interface MemoryCgroup {
+  version: 1 | 2;
+  /** The group's path inside its hierarchy, as /proc/self/cgroup writes it (e.g. "/slurm/uid_1/job_7"). */
+  path: string;
+  /** Where its files are, e.g. /sys/fs/cgroup/memory/slurm/uid_1/job_7. */
+  directory: string;
+  /** Hard limit: v1 memory.limit_in_bytes, v2 memory.max. Above it the kernel reclaims, then OOM-kills. */
+  limit: Field<Limit>;
+  /** v1 memory.soft_limit_in_bytes (reclaim target under pressure), v2 memory.high (throttling point). */
+  softLimit: Field<Limit>;
+  /** v1 memory.memsw.limit_in_bytes (memory + swap together), v2 memory.swap.max (swap alone). */
+  swapLimit: Field<Limit>;
+  /** v1 memory.usage_in_bytes, v2 memory.current. */
+  usage: Field<number>;
+  /** v1 memory.max_usage_in_bytes, v2 memory.peak (kernel >= 5.19). */
+  peak: Field<number>;
+  /** Times usage hit the limit: v1 memory.failcnt, v2 the "max" count in memory.events. */
+  failcnt: Field<number>;
+  /** Times the group ran out of memory: v2 "oom" in memory.events; v1 keeps no such count. */
+  oomEvents: Field<number>;
+  /** Processes the OOM killer killed in the group: "oom_kill" in memory.events (v2) / memory.oom_control (v1). */
+  oomKills: Field<number>;
+}
+
+/** One mounted hierarchy carrying the memory controller. */
+export interface CgroupHierarchy {
+  version: 1 | 2;
+  mountPoint: string;
+  /** This process's group in the hierarchy. */
+  path: string;
+  /** This process's group first, then each ancestor up to the top of the mount that has limit files. */
+  groups: MemoryCgroup[];
+  /** The group with the smallest hard limit, or null when none is limited. */
+  tightest: MemoryCgroup | null;
+}
+
+export interface CgroupReport {
+  hierarchies: CgroupHierarchy[];
+  /** The group with the smallest hard limit over all hierarchies, or null. */
+  tightest: MemoryCgroup | null;
+  /** Why a hierarchy is missing or unreadable, e.g. "cgroup v2 ... has no memory controller". */
+  notes: string[];
+}
+
+/** Where the files live; tests point these at sample trees under test/fixtures. */
+export interface CgroupSources {
+  procSelfCgroup?: string;
+  mountinfo?: string;
+  /** Prefixed to every mount point from mountinfo (a fixture tree standing in for /). */
+  root?: string;
+}
+
+export interface ProcCgroupEntry {
+  hierarchyId: number;
+  controllers: string[];
+  path: string;
+}
+
+/** Parses /proc/self/cgroup: "4:memory:/process_api/x" (v1) and "0::/user.slice/x" (v2). */
+export function parseProcCgroup(text: string): ProcCgroupEntry[] {
+  const entries: ProcCgroupEntry[] = [];
+  for (const line of text.split('\n')) {
+    const match = /^(\d+):([^:]*):(.*)$/.exec(line.trim());
+    if (!match) continue;
+    entries.push({
+      hierarchyId: Number(match[1]),
+      controllers: match[2] ? match[2].split(',') : [],
+      path: match[3]!,
+    });
+  }
+  return entries;
+}
+
+export interface CgroupMount {
+  version: 1 | 2;
+  /** The directory inside the hierarchy that is mounted (not "/" inside some containers). */
+  root: string;
+  mountPoint: string;
+  superOptions: string[];
+}
+
+/** The cgroup and cgroup2 mounts in /proc/self/mountinfo. */
+export function parseCgroupMounts(mountinfo: string): CgroupMount[] {
+  const mounts: CgroupMount[] = [];
+  for (const line of mountinfo.split('\n')) {
+    const [before, after] = line.split(' - ');
+    if (!before || !after) continue;
+    const fields = before.split(' ');
+    const [fsType, , superOptions] = after.split(' ');
+    if (fsType !== 'cgroup' && fsType !== 'cgroup2') continue;
+    mounts.push({
+      version: fsType === 'cgroup2' ? 2 : 1,
+      root: unescapeMountPath(fields[3] ?? '/'),
+      mountPoint: unescapeMountPath(fields[4] ?? ''),
+      superOptions: (superOptions ?? '').split(','),
+    });
+  }
+  return mounts;
+}
+
+function unescapeMountPath(text: string): string {
+  return text.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(parseInt(octal, 8)));
+}
+
+/** The sysfs directory of `cgroupPath` under `mount`, or undefined when the mount does not show it. */
+export function cgroupDirectory(mount: CgroupMount, cgroupPath: string, root = ''): string | undefined {
+  const mountRoot = mount.root === '/' ? '' : mount.root;
+  if (mountRoot && cgroupPath !== mountRoot && !cgroupPath.startsWith(`${mountRoot}/`)) return undefined;
+  return path.join(root + mount.mountPoint, cgroupPath.slice(mountRoot.length));
+}
+
+// v1 writes "no limit" as PAGE_COUNTER_MAX pages (9223372036854771712 with 4 KiB pages); v2 writes "max".
+const v1Unlimited = 2 ** 62;
+
+function parseLimit(text: string): Limit | undefined {
+  const trimmed = text.trim();
+  if (trimmed === 'max') return 'unlimited';
+  const count = parseCount(trimmed);
+  if (count === undefined) return undefined;
+  return count >= v1Unlimited ? 'unlimited' : count;
+}
+
+/** "key value" lines (memory.events, memory.oom_control, memory.stat) into a map. */
+export function parseKeyValues(text: string): Map<string, number> {
+  const values = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    const [key, value] = line.trim().split(/\s+/);
+    if (key && value !== undefined && /^\d+$/.test(value)) values.set(key, Number(value));
+  }
+  return values;
+}
+
+function readFile<T>(directory: string, name: string, parse: (text: string) => T | undefined): Field<T> {
+  const file = path.join(directory, name);
+  return parseField(readText(file), file, parse);
+}
+
+function readKey(directory: string, name: string, key: string): Field<number> {
+  return readFile(directory, name, (text) => parseKeyValues(text).get(key));
+}
+
+/** Reads one v1 memory cgroup directory. */
+export function readCgroupV1(directory: string, cgroupPath: string): MemoryCgroup {
+  return {
+    version: 1,
+    path: cgroupPath,
+    directory,
+    limit: readFile(directory, 'memory.limit_in_bytes', parseLimit),
+    softLimit: readFile(directory, 'memory.soft_limit_in_bytes', parseLimit),
+    swapLimit: readFile(directory, 'memory.memsw.limit_in_bytes', parseLimit),
+    usage: readFile(directory, 'memory.usage_in_bytes', parseCount),
+    peak: readFile(directory, 'memory.max_usage_in_bytes', parseCount),
+    failcnt: readFile(directory, 'memory.failcnt', parseCount),
+    oomEvents: unknown('cgroup v1 does not count OOM events, only OOM kills'),
+    oomKills: readKey(directory, 'memory.oom_control', 'oom_kill'),
+  };
+}
+
+/** Reads one v2 cgroup directory's memory controller. */
+export function readCgroupV2(directory: string, cgroupPath: string): MemoryCgroup {
+  const events = readFile(directory, 'memory.events', (text) => parseKeyValues(text));
+  const event = (key: string): Field<number> =>
+    isUnknown(events) ? events : events.get(key) ?? unknown(`${path.join(directory, 'memory.events')} has no "${key}"`);
+  return {
+    version: 2,
+    path: cgroupPath,
+    directory,
+    limit: readFile(directory, 'memory.max', parseLimit),
+    softLimit: readFile(directory, 'memory.high', parseLimit),
+    swapLimit: readFile(directory, 'memory.swap.max', parseLimit),
+    usage: readFile(directory, 'memory.current', parseCount),
+    peak: readFile(directory, 'memory.peak', parseCount),
+    failcnt: event('max'),
+    oomEvents: event('oom'),
+    oomKills: event('oom_kill'),
+  };
+}
+
+/** The group with the smallest numeric hard limit, or null. */
+export function tightestGroup(groups: MemoryCgroup[]): MemoryCgroup | null {
+  let best: MemoryCgroup | null = null;
+  for (const group of groups) {
+    if (typeof group.limit !== 'number') continue;
+    if (!best || group.limit < (best.limit as number)) best = group;
+  }
+  return best;
+}
+
+function readHierarchy(mount: CgroupMount, cgroupPath: string, root: string): CgroupHierarchy | string {
+  const own = cgroupDirectory(mount, cgroupPath, root);
+  if (!own) return `cgroup v${mount.version}: this process's group ${cgroupPath} is outside the mount at ${mount.mountPoint}`;
+  const read = mount.version === 1 ? readCgroupV1 : readCgroupV2;
+  const limitFile = mount.version === 1 ? 'memory.limit_in_bytes' : 'memory.max';
+  const top = path.resolve(root + mount.mountPoint);
+  const groups: MemoryCgroup[] = [];
+  let directory = own;
+  let groupPath = cgroupPath;
+  for (;;) {
+    const atTop = path.resolve(directory) === top;
+    // The hierarchy's real root has no limit (v2 has no limit files there; v1's cannot be set). The top
+    // of a container's mount or cgroup namespace is a real group, with limit files: that one counts.
+    const isRealRoot = !fs.existsSync(path.join(directory, limitFile)) || (mount.version === 1 && groupPath === '/');
+    if (!atTop || !isRealRoot) groups.push(read(directory, groupPath));
+    if (atTop || directory === path.dirname(directory)) break;
+    directory = path.dirname(directory);
+    groupPath = path.posix.dirname(groupPath);
+  }
+  return { version: mount.version, mountPoint: mount.mountPoint, path: cgroupPath, groups, tightest: tightestGroup(groups) };
+}
+
+/** Every memory cgroup hierarchy this process is in, with the limits along each chain. */
+export function readCgroups(sources: CgroupSources = {}): CgroupReport {
+  const root = sources.root ?? '';
+  const procSelfCgroup = sources.procSelfCgroup ?? '/proc/self/cgroup';
+  const mountinfoFile = sources.mountinfo ?? '/proc/self/mountinfo';
+  const notes: string[] = [];
+  const procText = readText(procSelfCgroup);
+  const mountText = readText(mountinfoFile);
+  if (isUnknown(procText) || isUnknown(mountText)) {
+    for (const text of [procText, mountText]) if (isUnknown(text)) notes.push(text);
+    return { hierarchies: [], tightest: null, notes };
+  }
+  const entries = parseProcCgroup(procText);
+  const mounts = parseCgroupMounts(mountText);
+  const hierarchies: CgroupHierarchy[] = [];
+
+  const v1Entry = entries.find((entry) => entry.hierarchyId !== 0 && entry.controllers.includes('memory'));
+  const v1Mount = mounts.find((mount) => mount.version === 1 && mount.superOptions.includes('memory'));
+  if (v1Entry && v1Mount) {
+    const hierarchy = readHierarchy(v1Mount, v1Entry.path, root);
+    if (typeof hierarchy === 'string') notes.push(hierarchy);
+    else hierarchies.push(hierarchy);
+  } else if (v1Entry) {
+    notes.push('cgroup v1: /proc/self/cgroup names a memory group but no memory cgroup file system is mounted');
+  }
+
+  const v2Entry = entries.find((entry) => entry.hierarchyId === 0);
+  const v2Mount = mounts.find((mount) => mount.version === 2);
+  if (v2Entry && v2Mount) {
+    const controllersFile = path.join(root + v2Mount.mountPoint, 'cgroup.controllers');
+    const controllers = readText(controllersFile);
+    if (isUnknown(controllers)) notes.push(`cgroup v2: ${controllers}`);
+    else if (!controllers.split(/\s+/).includes('memory')) {
+      notes.push(`cgroup v2 at ${v2Mount.mountPoint} has no memory controller (${v1Mount ? 'memory is on cgroup v1' : 'memory is not limited by cgroups'})`);
+    } else {
+      const hierarchy = readHierarchy(v2Mount, v2Entry.path, root);
+      if (typeof hierarchy === 'string') notes.push(hierarchy);
+      else hierarchies.push(hierarchy);
+    }
+  }
+  if (!v1Entry && !v2Entry) notes.push(`${procSelfCgroup} lists no cgroup with a memory controller`);
+  const tightest = tightestGroup(hierarchies.map((h) => h.tightest).filter((g): g is MemoryCgroup => g !== null));
+  return { hierarchies, tightest, notes };
+}
+
+export type { Field, Limit, Unknown };

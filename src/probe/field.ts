@@ -1,0 +1,52 @@
+// A measured value, or why it could not be measured. The report prints "unknown: <why>" in place of a
+// value it could not read, and goes on: one unreadable file never hides the rest of the report.
+import * as fs from 'node:fs';
+
+export type Unknown = `unknown: ${string}`;
+export type Field<T> = T | Unknown;
+/** A limit in bytes (or a count), or no limit at all. */
+export type Limit = number | 'unlimited';
+
+export function unknown(why: string): Unknown {
+  return `unknown: ${why}`;
+}
+
+export function isUnknown(value: unknown): value is Unknown {
+  return typeof value === 'string' && value.startsWith('unknown: ');
+}
+
+export function known<T>(value: Field<T>): T | undefined {
+  return isUnknown(value) ? undefined : (value as T);
+}
+
+/** "ENOENT (no such file or directory)" from a Node system error, else the error's message. */
+export function describeError(error: unknown): string {
+  const e = error as NodeJS.ErrnoException;
+  if (e && typeof e.code === 'string' && typeof e.syscall === 'string') {
+    const detail = /^[A-Z]+: ([^,]+),/.exec(e.message)?.[1];
+    return detail ? `${e.code} (${detail})` : e.code;
+  }
+  return e && e.message ? e.message : String(error);
+}
+
+/** The file's text, or "unknown: <file>: <why>". */
+export function readText(file: string): Field<string> {
+  try {
+    return fs.readFileSync(file, 'utf8');
+  } catch (error) {
+    return unknown(`${file}: ${describeError(error)}`);
+  }
+}
+
+/** Applies `parse` to a field's value; a parse error names the file and what it found. */
+export function parseField<T>(text: Field<string>, file: string, parse: (text: string) => T | undefined): Field<T> {
+  if (isUnknown(text)) return text;
+  const value = parse(text);
+  return value === undefined ? unknown(`${file}: cannot read "${text.trim().slice(0, 60)}"`) : value;
+}
+
+/** A whole non-negative number of bytes or events, as the kernel writes it. */
+export function parseCount(text: string): number | undefined {
+  const trimmed = text.trim();
+  return /^\d+$/.test(trimmed) ? Number(trimmed) : undefined;
+}

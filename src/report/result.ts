@@ -1,0 +1,220 @@
+// The result of `clip-mem run`: one versioned JSON object per line (JSONL). The first line describes the
+// run, then one line per scenario, written and fsync'd as each scenario finishes, so a run that is killed
+// keeps every finished scenario; a last line closes the run. `compare`, the Markdown and HTML reports
+// all read this one model.
+import * as fs from 'node:fs';
+
+/** Bumped when a field changes meaning or disappears; adding a field keeps the version. */
+export const RUN_SCHEMA = 'clip-mem-run/1';
+
+/** The limits a child ran under, in bytes; absent means not set by us. */
+export interface Limits {
+  /** RLIMIT_AS (`ulimit -v`): what VmSize may reach. */
+  as?: number;
+  /** RLIMIT_DATA: heap and private writable mappings. */
+  data?: number;
+  /** memory cgroup limit (memory.limit_in_bytes / memory.max). */
+  mem?: number;
+}
+
+export interface RunOptions {
+  model: string;
+  dtype: string;
+  batch: number;
+  backend: string;
+  threads: number;
+  limits: Limits;
+  timeoutMs: number;
+  scenarios: string[];
+}
+
+export interface Environment {
+  clipMemVersion: string;
+  node: string;
+  platform: string;
+  arch: string;
+  cpus: number;
+  hostname: string;
+  /** /proc/meminfo MemTotal and MemAvailable at the start of the run. */
+  memTotal: number | null;
+  memAvailable: number | null;
+  /** The limits this runner itself lives under (the children get these plus ours). */
+  inherited: { as: number | null; data: number | null; cgroupMem: number | null };
+}
+
+export interface RunHeader {
+  kind: 'run';
+  schema: string;
+  startedAt: string;
+  /** The command line that reproduces this run. */
+  command: string;
+  options: RunOptions;
+  environment: Environment;
+}
+
+/** Bytes; null where the figure could not be measured (e.g. a child killed before it reported). */
+export interface MemoryFigures {
+  rssBefore: number | null;
+  rssAfter: number | null;
+  rssPeak: number | null;
+  vmSizeBefore: number | null;
+  vmSizeAfter: number | null;
+  vmSizePeak: number | null;
+  /** The tracker's peaks: live malloc heap, anonymous mappings, file-backed mappings. */
+  heapPeak: number | null;
+  anonPeak: number | null;
+  filePeak: number | null;
+  /** The seed's "memory increase": RSS after minus RSS before the scenario's work. */
+  increase: number | null;
+}
+
+export const MEMORY_FIGURES: readonly (keyof MemoryFigures)[] = [
+  'rssBefore', 'rssAfter', 'rssPeak', 'vmSizeBefore', 'vmSizeAfter', 'vmSizePeak', 'heapPeak', 'anonPeak', 'filePeak', 'increase',
+];
+
+/** The same names as `clip-mem trace --json`'s `failures[]`. */
+export interface FailedAllocation {
+  fn: string;
+  size: number;
+  errno: number;
+  errnoName: string;
+  phase: string;
+  /** VmSize, VmData and RSS at the instant of the failure, when the tracker captured them. */
+  vmSize: number | null;
+  vmData: number | null;
+  rss: number | null;
+  /** Milliseconds since the child started, to place it on the timeline. */
+  tMs: number | null;
+  stack: string[];
+}
+
+export interface TimelinePoint {
+  tMs: number;
+  rss: number;
+  vmSize: number;
+  heap: number | null;
+  phase: string;
+}
+
+export interface Diagnosis {
+  /** The tracker's cause vocabulary: address-space, data-limit, cgroup-oom-kill, ..., none. */
+  cause: string;
+  evidence: string[];
+}
+
+/** The memory analysis row: what the scenario needed of the resource that binds, and what it had. */
+export interface MemoryAnalysis {
+  /** address space (RLIMIT_AS), data segment (RLIMIT_DATA), cgroup memory, or host RAM. */
+  resource: string;
+  required: number | null;
+  available: number | null;
+  /** required - available when positive; 0 when it fitted. */
+  deficit: number | null;
+  /** How required was measured, e.g. "VmSize at the failure + the failed request". */
+  basis: string;
+}
+
+export interface Fix {
+  /** What kind of change: dtype, batch, raise-limit, malloc-arena-max, slurm-mem, load-path. */
+  kind: string;
+  /** One sentence with the numbers, e.g. "float16 weights need 302,554,626 B: they fit in ...". */
+  text: string;
+  /** The command that applies it, when there is one. */
+  command?: string;
+}
+
+export type ScenarioStatus = 'passed' | 'failed';
+
+export interface ScenarioResult {
+  kind: 'scenario';
+  schema: string;
+  name: string;
+  status: ScenarioStatus;
+  wallMs: number;
+  exit: { code: number | null; signal: string | null };
+  timedOut: boolean;
+  /** The child's own error message when it threw (e.g. "Cannot allocate memory"). */
+  error: string | null;
+  memory: MemoryFigures;
+  failure: FailedAllocation | null;
+  failureCount: number;
+  lastPhase: string;
+  diagnosis: Diagnosis;
+  analysis: MemoryAnalysis;
+  fixes: Fix[];
+  /** Scenario-specific measured figures (tensors loaded, loss, logits shape, ...). */
+  figures: Record<string, number | string>;
+  timeline: TimelinePoint[];
+  /** The command that reruns only this scenario under the same limits. */
+  command: string;
+}
+
+export interface RunEnd {
+  kind: 'end';
+  schema: string;
+  finishedAt: string;
+  passed: number;
+  failed: number;
+  wallMs: number;
+}
+
+export interface RunResults {
+  header: RunHeader;
+  scenarios: ScenarioResult[];
+  /** Absent when the run was killed before it finished. */
+  end: RunEnd | null;
+}
+
+/** Appends the run's lines to FILE, each fsync'd before the next scenario starts. */
+export class ResultWriter {
+  private readonly fd: number;
+
+  constructor(readonly file: string, header: RunHeader) {
+    this.fd = fs.openSync(file, 'w');
+    this.append(header);
+  }
+
+  append(line: RunHeader | ScenarioResult | RunEnd): void {
+    fs.writeSync(this.fd, JSON.stringify(line) + '\n');
+    fs.fsyncSync(this.fd);
+  }
+
+  close(end: RunEnd): void {
+    this.append(end);
+    fs.closeSync(this.fd);
+  }
+}
+
+/** Reads a results file written by ResultWriter; a run killed midway reads as its finished scenarios. */
+export function readResults(file: string): RunResults {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (error) {
+    throw new Error(`cannot read results file ${file}: ${(error as Error).message}`);
+  }
+  const lines = text.split('\n');
+  let header: RunHeader | null = null;
+  let end: RunEnd | null = null;
+  const scenarios: ScenarioResult[] = [];
+  lines.forEach((line, index) => {
+    if (line.trim() === '') return;
+    let value: { kind?: unknown; schema?: unknown };
+    try {
+      value = JSON.parse(line);
+    } catch {
+      // A killed writer can leave a partial last line: everything before it is still good.
+      if (index === lines.length - 1) return;
+      throw new Error(`${file}:${index + 1}: not a JSON line; is this a \`clip-mem run --json\` file?`);
+    }
+    if (value.schema !== RUN_SCHEMA) {
+      throw new Error(`${file}:${index + 1}: schema is ${JSON.stringify(value.schema)}, this clip-mem reads ${RUN_SCHEMA}`);
+    }
+    if (value.kind === 'run') header = value as RunHeader;
+    else if (value.kind === 'scenario') scenarios.push(value as ScenarioResult);
+    else if (value.kind === 'end') end = value as RunEnd;
+    else throw new Error(`${file}:${index + 1}: unknown kind ${JSON.stringify(value.kind)}`);
+  });
+  if (!header) throw new Error(`${file}: no run header line; is this a \`clip-mem run --json\` file?`);
+  return { header, scenarios, end };
+}

@@ -1,0 +1,67 @@
+// The terminal report: the seed's passing/failing list, one line of figures per scenario, and for each
+// failure the allocation that failed, the cause with its evidence, and the fixes.
+import { formatBytes } from '../units';
+import type { Limits, RunHeader, ScenarioResult } from './result';
+
+export function bytesOrUnknown(value: number | null): string {
+  return value === null ? '?' : formatBytes(value);
+}
+
+export function exactBytes(value: number): string {
+  return `${value.toLocaleString('en-US')} B (${formatBytes(value)})`;
+}
+
+export function seconds(ms: number): string {
+  return `${(ms / 1000).toFixed(2)} s`;
+}
+
+export function describeLimits(limits: Limits): string {
+  const parts: string[] = [];
+  if (limits.as !== undefined) parts.push(`RLIMIT_AS ${formatBytes(limits.as)}`);
+  if (limits.data !== undefined) parts.push(`RLIMIT_DATA ${formatBytes(limits.data)}`);
+  if (limits.mem !== undefined) parts.push(`cgroup memory ${formatBytes(limits.mem)}`);
+  return parts.length ? parts.join(', ') : 'none (the limits this shell already has)';
+}
+
+export function describeExit(result: ScenarioResult): string {
+  if (result.timedOut) return 'killed at the timeout';
+  if (result.exit.signal) return `killed by ${result.exit.signal}`;
+  return `exit ${result.exit.code}`;
+}
+
+export function describeFailure(result: ScenarioResult): string {
+  const f = result.failure;
+  if (!f) return result.error ? `${describeExit(result)}: ${result.error}` : describeExit(result);
+  return `${f.fn}(${exactBytes(f.size)}) failed with ${f.errnoName}` + (f.phase ? ` during "${f.phase}"` : '');
+}
+
+/** One scenario as its passing line, or its failing block. */
+export function scenarioLines(result: ScenarioResult): string[] {
+  const m = result.memory;
+  const mark = result.status === 'passed' ? 'PASS' : 'FAIL';
+  const figures =
+    `${seconds(result.wallMs).padStart(8)}  RSS peak ${bytesOrUnknown(m.rssPeak).padStart(9)}` +
+    `  increase ${bytesOrUnknown(m.increase).padStart(9)}  VmSize peak ${bytesOrUnknown(m.vmSizePeak).padStart(9)}`;
+  const lines = [`  ${mark} ${result.name.padEnd(15)}${figures}`];
+  if (result.status === 'failed') {
+    lines.push(`       ${describeFailure(result)}`);
+    lines.push(`       cause: ${result.diagnosis.cause}`);
+    for (const evidence of result.diagnosis.evidence) lines.push(`         ${evidence}`);
+    if (result.lastPhase && !result.failure) lines.push(`       last phase: ${result.lastPhase}`);
+    for (const fix of result.fixes) lines.push(`       fix: ${fix.text}` + (fix.command ? `\n            ${fix.command}` : ''));
+  }
+  return lines;
+}
+
+export function renderTerminal(header: RunHeader, scenarios: ScenarioResult[]): string {
+  const o = header.options;
+  const lines = [
+    `clip-mem run: ${o.model} ${o.dtype}, batch ${o.batch}, backend ${o.backend}, ${o.threads} thread(s)`,
+    `limits: ${describeLimits(o.limits)}`,
+    '',
+  ];
+  for (const result of scenarios) lines.push(...scenarioLines(result));
+  const failed = scenarios.filter((s) => s.status === 'failed').length;
+  lines.push('', `${scenarios.length - failed} passed, ${failed} failed`);
+  return lines.join('\n') + '\n';
+}

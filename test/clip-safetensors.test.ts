@@ -1,0 +1,119 @@
+import test from 'ava';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { clipLayout, fileOrder, presetConfig } from '../src/clip/config';
+import {
+  SafetensorsError,
+  encodeSafetensorsHeader,
+  loadSafetensors,
+  readSafetensorsHeader,
+  serializeSafetensors,
+} from '../src/clip/safetensors';
+import { referenceDir } from './helpers/paths';
+
+const reference = path.join(referenceDir, 'model.safetensors');
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'clip-safetensors-'));
+test.after.always(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+function writeTemp(name: string, bytes: Uint8Array): string {
+  const file = path.join(tmp, name);
+  fs.writeFileSync(file, bytes);
+  return file;
+}
+
+test('the reference header is byte-for-byte what encodeSafetensorsHeader writes for the tiny layout', (t) => {
+  const bytes = fs.readFileSync(reference);
+  const header = encodeSafetensorsHeader(fileOrder(clipLayout(presetConfig('tiny'))));
+  t.deepEqual(Buffer.from(header), bytes.subarray(0, header.length));
+  const parsed = readSafetensorsHeader(reference);
+  t.is(parsed.dataOffset, header.length);
+  t.deepEqual(parsed.metadata, { format: 'pt' });
+  t.is(parsed.entries.length, clipLayout(presetConfig('tiny')).length);
+});
+
+test('mmap and copy load identical tensors; mmap views share one mapping', (t) => {
+  const mapped = loadSafetensors(reference, { mode: 'mmap' });
+  const copied = loadSafetensors(reference, { mode: 'copy' });
+  t.deepEqual([...mapped.tensors.keys()], [...copied.tensors.keys()]);
+  for (const [name, tensor] of mapped.tensors) {
+    const other = copied.tensors.get(name)!;
+    t.is(tensor.dtype, other.dtype);
+    t.deepEqual(tensor.shape, other.shape);
+    t.deepEqual(Buffer.from(tensor.data.buffer, tensor.data.byteOffset, tensor.data.byteLength), Buffer.from(other.data.buffer, other.data.byteOffset, other.data.byteLength));
+  }
+  const ids = mapped.tensors.get('vision_model.embeddings.position_ids')!.data as BigInt64Array;
+  t.deepEqual([...ids], Array.from({ length: 17 }, (_, i) => BigInt(i)));
+  const token = mapped.tensors.get('text_model.embeddings.token_embedding.weight')!;
+  t.is(token.data.buffer, mapped.tensors.get('logit_scale')!.data.buffer);
+  t.is(token.data.buffer.byteLength, fs.statSync(reference).size);
+  t.deepEqual(mapped.copiedForAlignment, []);
+  mapped.close();
+  t.is(token.data.length, 0); // detached after close: stale views read as empty, never fault
+});
+
+test('mmap copies only a tensor whose offset is misaligned for its dtype', (t) => {
+  const file = writeTemp(
+    'misaligned.safetensors',
+    serializeSafetensors([
+      { name: 'a', dtype: 'U8', shape: [3], data: new Uint8Array([1, 2, 3]) },
+      { name: 'b', dtype: 'F32', shape: [2], data: new Float32Array([1.5, -2]) },
+    ]),
+  );
+  const loaded = loadSafetensors(file, { mode: 'mmap' });
+  t.deepEqual(loaded.copiedForAlignment, ['b']);
+  t.deepEqual([...(loaded.tensors.get('b')!.data as Float32Array)], [1.5, -2]);
+  loaded.close();
+});
+
+test('onTensor reports each tensor in file order', (t) => {
+  const seen: string[] = [];
+  loadSafetensors(reference, { mode: 'copy', onTensor: (entry, index, count) => seen.push(`${index}/${count} ${entry.name}`) });
+  t.is(seen[0], '0/' + seen.length + ' text_model.embeddings.position_ids');
+  t.is(seen.length, clipLayout(presetConfig('tiny')).length);
+});
+
+function corrupt(name: string, header: object, dataBytes: number, extra?: (b: Buffer) => void): string {
+  const json = Buffer.from(JSON.stringify(header));
+  const out = Buffer.alloc(8 + json.length + dataBytes);
+  out.writeBigUInt64LE(BigInt(json.length), 0);
+  json.copy(out, 8);
+  extra?.(out);
+  return writeTemp(name, out);
+}
+
+const errorCases: [string, () => string, RegExp][] = [
+  ['too short', () => writeTemp('short', Buffer.from([1, 2, 3])), /: header length: the file is 3 bytes, shorter than the 8-byte/],
+  ['empty', () => writeTemp('empty', Buffer.alloc(0)), /: header length: the file is 0 bytes/],
+  ['huge header length', () => corrupt('huge', {}, 0, (b) => b.writeBigUInt64LE(0xffffffffffffn, 0)), /: header length: 281474976710655 bytes exceeds the 100000000-byte limit/],
+  ['header past the end', () => corrupt('past', {}, 0, (b) => b.writeBigUInt64LE(1000n, 0)), /: header length: 1000 bytes runs past the end of the file \(10 bytes\)/],
+  ['not JSON', () => writeTemp('nojson', Buffer.concat([Buffer.from([4, 0, 0, 0, 0, 0, 0, 0]), Buffer.from('{abc')])), /: header: is not valid JSON/],
+  ['not an object', () => corrupt('array', [1, 2], 0), /: header: is not a JSON object of tensors/],
+  ['bad dtype', () => corrupt('dtype', { w: { dtype: 'F128', shape: [1], data_offsets: [0, 16] } }, 16), /: tensor "w": dtype: "F128" is not a known dtype/],
+  ['bad shape', () => corrupt('shape', { w: { dtype: 'F32', shape: [-1], data_offsets: [0, 4] } }, 4), /: tensor "w": shape: \[-1\] is not a list/],
+  ['wrong size', () => corrupt('size', { w: { dtype: 'F32', shape: [2], data_offsets: [0, 4] } }, 4), /: tensor "w": data_offsets: \[0, 4\] spans 4 bytes but shape \[2\] of F32 needs 8/],
+  ['out of range', () => corrupt('range', { w: { dtype: 'F32', shape: [2], data_offsets: [0, 8] } }, 4), /: tensor "w": data_offsets: \[0, 8\] ends past the data section \(4 bytes/],
+  [
+    'overlap',
+    () => corrupt('overlap', { a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] }, b: { dtype: 'F32', shape: [2], data_offsets: [4, 12] } }, 12),
+    /: tensor "b": data_offsets: \[4, 12\] overlaps the previous tensor \(expected to begin at 8\)/,
+  ],
+  ['gap', () => corrupt('gap', { a: { dtype: 'U8', shape: [2], data_offsets: [2, 4] } }, 4), /: tensor "a": data_offsets: \[2, 4\] leaves a gap/],
+  ['trailing bytes', () => corrupt('trail', { a: { dtype: 'U8', shape: [2], data_offsets: [0, 2] } }, 5), /: data_offsets: the tensors cover 2 bytes but the data section holds 5/],
+  ['bad metadata', () => corrupt('meta', { __metadata__: { format: 3 } }, 0), /: __metadata__.format: must be a string, got 3/],
+];
+
+for (const [title, make, message] of errorCases) {
+  test(`a bad file is a SafetensorsError naming file, tensor and field: ${title}`, (t) => {
+    const file = make();
+    for (const mode of ['mmap', 'copy'] as const) {
+      const error = t.throws(() => loadSafetensors(file, { mode }), { instanceOf: SafetensorsError, message });
+      t.true(error!.message.startsWith(file + ': '));
+    }
+  });
+}
+
+test('a missing file is a plain ENOENT error with the path', (t) => {
+  t.throws(() => loadSafetensors(path.join(tmp, 'nope'), { mode: 'mmap' }), { code: 'ENOENT', message: /nope/ });
+  t.throws(() => loadSafetensors(path.join(tmp, 'nope'), { mode: 'copy' }), { code: 'ENOENT', message: /nope/ });
+});
