@@ -7,3 +7,6 @@ export * from './clip/config';
 export * from './clip/dtype';
 export type { DType, Tensor, TensorData, TensorMap } from './clip/tensor';
 export * from './clip/safetensors';
+export * from './clip/tfjs/backend';
+export * from './clip/tfjs/adamw';
+export * from './clip/tfjs/model';

@@ -49,7 +49,7 @@ export class AdamW {
     const { lr, betas: [beta1, beta2], eps, weightDecay } = this.options;
     let state = this.moments.get(parameter);
     if (!state) {
-      state = { m: tf.variable(tf.zerosLike(parameter), false), v: tf.variable(tf.zerosLike(parameter), false) };
+      state = { m: zerosVariable(parameter), v: zerosVariable(parameter) };
       this.moments.set(parameter, state);
     }
     const { m, v } = state;
@@ -72,6 +72,13 @@ export class AdamW {
     }
     this.moments.clear();
   }
+}
+
+function zerosVariable(like: tf.Tensor): tf.Variable {
+  const zeros = tf.zerosLike(like);
+  const variable = tf.variable(zeros, false); // shares the zeros' data
+  zeros.dispose();
+  return variable;
 }
 
 function assign(variable: tf.Variable, compute: () => tf.Tensor): void {

@@ -1,9 +1,11 @@
 // CLIP (Hugging Face CLIPModel semantics) in tfjs: forward pass, contrastive loss and an AdamW step.
 //
 // API:
-//   ClipTfjs.create(weights, architecture, options?) -> Promise<ClipTfjs>: selects the tfjs backend (see
+//   ClipTfjs.create(weights, config, options?) -> Promise<ClipTfjs>: selects the tfjs backend (see
 //       backend.ts) and makes one float32 tf.Variable per parameter of a TensorMap in the CLIPModel layout
-//       (F16 and BF16 are widened: no tfjs backend computes in float16).
+//       (F16 and BF16 are widened and int8 weight-only dequantized: no tfjs backend computes in float16).
+//       `config` (presetConfig / readHfConfig) gives head counts and LayerNorm epsilons; shapes come
+//       from the tensors.
 //   model.backend                 the TfjsBackendChoice that runs it.
 //   model.forward(batch)          -> ClipOutputs (no gradients): normalised image/text embeddings,
 //       logits_per_image, and the symmetric cross-entropy loss when there are as many images as texts.
@@ -17,20 +19,12 @@
 // an mmap-loaded checkpoint is not copied); each encoder layer runs in its own tf.tidy, so a forward pass
 // without gradients holds one layer's activations at a time; AdamW updates one parameter at a time.
 import * as tf from '@tensorflow/tfjs';
+import type { ClipConfig } from '../config';
+import { dequantizeInt8, int8ScaleName, toFloat32 } from '../dtype';
 import type { Tensor, TensorMap } from '../tensor';
 import { AdamW, type AdamWOptions } from './adamw';
 import { asTfjsMemoryError, selectTfjsBackend, type TfjsBackendChoice, type TfjsBackendName } from './backend';
 import { diagonalCrossEntropy, gatherRows, layerNorm, linear, matMul, quickGelu } from './layers';
-
-/** What the tensor shapes cannot tell: head counts and the LayerNorm epsilon (config.json's fields). */
-export interface ClipArchitecture {
-  /** text_config.num_attention_heads */
-  readonly textHeads: number;
-  /** vision_config.num_attention_heads */
-  readonly visionHeads: number;
-  /** layer_norm_eps of both towers (Hugging Face default 1e-5). */
-  readonly layerNormEps?: number;
-}
 
 /** Images as CLIPImageProcessor gives them: float32, NCHW [n, 3, size, size], row-major. */
 export interface ImageBatch {
@@ -91,24 +85,23 @@ const maskedScore = -1e9;
 export class ClipTfjs {
   private readonly parameters: Map<string, tf.Variable>;
   private readonly optimizer: AdamW;
-  private readonly eps: number;
   private readonly patchSize: number;
   private readonly imageSize: number;
 
   private constructor(
     readonly backend: TfjsBackendChoice,
     parameters: Map<string, tf.Variable>,
-    private readonly architecture: ClipArchitecture,
+    /** Head counts and LayerNorm epsilons; the shapes come from the tensors themselves. */
+    readonly config: ClipConfig,
     adamw: Partial<AdamWOptions> | undefined,
   ) {
     this.parameters = parameters;
     this.optimizer = new AdamW(adamw);
-    this.eps = architecture.layerNormEps ?? 1e-5;
     const patchShape = this.weight('vision_model.embeddings.patch_embedding.weight').shape; // [D, 3, p, p]
     this.patchSize = patchShape[2] as number;
     const positions = this.weight('vision_model.embeddings.position_embedding.weight').shape[0];
     this.imageSize = Math.round(Math.sqrt(positions - 1)) * this.patchSize;
-    for (const [tower, heads] of [['text_model', architecture.textHeads], ['vision_model', architecture.visionHeads]] as const) {
+    for (const [tower, heads] of [['text_model', config.text.numAttentionHeads], ['vision_model', config.vision.numAttentionHeads]] as const) {
       const width = this.weight(`${tower}.encoder.layers.0.self_attn.q_proj.weight`).shape[0];
       if (!Number.isInteger(heads) || heads < 1 || width % heads !== 0) {
         throw new Error(`ClipTfjs: ${tower} is ${width} wide, which ${heads} attention heads do not divide`);
@@ -116,17 +109,23 @@ export class ClipTfjs {
     }
   }
 
-  static async create(weights: TensorMap, architecture: ClipArchitecture, options: ClipTfjsOptions = {}): Promise<ClipTfjs> {
+  /**
+   * On the cpu backend, F32 tensors are used in place until their first update: keep an mmap-loaded
+   * checkpoint open (no close()) while the model lives.
+   */
+  static async create(weights: TensorMap, config: ClipConfig, options: ClipTfjsOptions = {}): Promise<ClipTfjs> {
     const backend = await selectTfjsBackend(options.backends);
     const parameters = new Map<string, tf.Variable>();
     try {
       for (const tensor of weights.values()) {
-        if (tensor.name.endsWith('position_ids')) continue; // buffers: positions are 0..n-1
-        const initial = toFloat32Tensor(tensor);
+        // position_ids are buffers (positions are 0..n-1); int8 scales are read with their weight.
+        const scaledWeight = tensor.name.endsWith('.scale') ? weights.get(tensor.name.slice(0, -'.scale'.length)) : undefined;
+        if (tensor.name.endsWith('position_ids') || scaledWeight?.dtype === 'I8') continue;
+        const initial = tf.tensor(parameterValues(tensor, weights), [...tensor.shape], 'float32');
         parameters.set(tensor.name, tf.variable(initial, true)); // shares initial's data
         initial.dispose();
       }
-      return new ClipTfjs(backend, parameters, architecture, options.adamw);
+      return new ClipTfjs(backend, parameters, config, options.adamw);
     } catch (error) {
       for (const variable of parameters.values()) variable.dispose();
       throw asTfjsMemoryError(error) ?? error;
@@ -135,12 +134,12 @@ export class ClipTfjs {
 
   /** Normalised image embeddings [n, projection]. */
   embedImages(images: ImageBatch): Float32Array {
-    return this.run(() => tf.tidy(() => normalise(this.imageFeatures(images))).dataSync() as Float32Array);
+    return this.run(() => readAndDispose(tf.tidy(() => normalise(this.imageFeatures(images)))));
   }
 
   /** Normalised text embeddings [n, projection]. */
   embedTexts(texts: TextBatch): Float32Array {
-    return this.run(() => tf.tidy(() => normalise(this.textFeatures(texts))).dataSync() as Float32Array);
+    return this.run(() => readAndDispose(tf.tidy(() => normalise(this.textFeatures(texts)))));
   }
 
   forward(batch: ClipBatch): ClipOutputs {
@@ -153,14 +152,12 @@ export class ClipTfjs {
         const loss = images.shape[0] === texts.shape[0] ? contrastiveLoss(logitsPerImage) : undefined;
         return { logitsPerImage, loss };
       });
-      const result: ClipOutputs = {
+      return {
         imageEmbeds,
         textEmbeds,
-        logitsPerImage: outputs.logitsPerImage.dataSync() as Float32Array,
-        ...(outputs.loss ? { loss: outputs.loss.dataSync()[0] } : {}),
+        logitsPerImage: readAndDispose(outputs.logitsPerImage),
+        ...(outputs.loss ? { loss: readAndDispose(outputs.loss)[0] } : {}),
       };
-      tf.dispose([outputs.logitsPerImage, outputs.loss ?? []]);
-      return result;
     });
   }
 
@@ -176,8 +173,7 @@ export class ClipTfjs {
     return this.run(() => {
       const variables = [...this.parameters.values()];
       const { value, grads } = tf.variableGrads(() => this.loss(batch), variables);
-      const loss = value.dataSync()[0];
-      value.dispose();
+      const loss = readAndDispose(value)[0];
       const gradients = new Map<string, Float32Array>();
       const updates: [tf.Variable, tf.Tensor][] = [];
       for (const [name, variable] of this.parameters) {
@@ -192,7 +188,7 @@ export class ClipTfjs {
 
   /** A parameter's current value, row-major in its checkpoint shape. */
   parameter(name: string): Float32Array {
-    return this.weight(name).dataSync() as Float32Array;
+    return (this.weight(name).dataSync() as Float32Array).slice(); // cpu would hand out its own array
   }
 
   /** Names of the trainable parameters, in checkpoint order. */
@@ -253,9 +249,9 @@ export class ClipTfjs {
         tf.add(tf.reshape(gatherRows(table, texts.data), [count, length, width]), tf.slice(positions, [0, 0], [length, width])),
       );
       const causalMask = tf.tidy(() => tf.mul(tf.sub(1, tf.linalg.bandPart(tf.ones([length, length]), -1, 0)), maskedScore));
-      hidden = this.encoder('text_model', hidden, this.architecture.textHeads, causalMask);
+      hidden = this.encoder('text_model', hidden, this.config.text.numAttentionHeads, causalMask);
       const pooled = gatherRows(tf.reshape(hidden, [count * length, width]) as tf.Tensor2D, pooledRows);
-      const normed = layerNorm(pooled, this.weight('text_model.final_layer_norm.weight'), this.weight('text_model.final_layer_norm.bias'), this.eps);
+      const normed = layerNorm(pooled, this.weight('text_model.final_layer_norm.weight'), this.weight('text_model.final_layer_norm.bias'), this.config.text.layerNormEps);
       return linear(normed, this.weight('text_projection.weight')) as tf.Tensor2D;
     });
   }
@@ -277,22 +273,23 @@ export class ClipTfjs {
       const embedded = tf.reshape(linear(patches, tf.reshape(patchWeight, [hidden, channels * patch * patch])), [count, grid * grid, hidden]);
       const classToken = tf.tile(tf.reshape(this.weight('vision_model.embeddings.class_embedding'), [1, 1, hidden]), [count, 1, 1]);
       let states: tf.Tensor = tf.add(tf.concat([classToken, embedded], 1), this.weight('vision_model.embeddings.position_embedding.weight'));
-      states = layerNorm(states, this.weight('vision_model.pre_layrnorm.weight'), this.weight('vision_model.pre_layrnorm.bias'), this.eps);
-      states = this.encoder('vision_model', states, this.architecture.visionHeads);
+      states = layerNorm(states, this.weight('vision_model.pre_layrnorm.weight'), this.weight('vision_model.pre_layrnorm.bias'), this.config.vision.layerNormEps);
+      states = this.encoder('vision_model', states, this.config.vision.numAttentionHeads);
       const classState = tf.reshape(tf.slice(states, [0, 0, 0], [count, 1, hidden]), [count, hidden]);
-      const normed = layerNorm(classState, this.weight('vision_model.post_layernorm.weight'), this.weight('vision_model.post_layernorm.bias'), this.eps);
+      const normed = layerNorm(classState, this.weight('vision_model.post_layernorm.weight'), this.weight('vision_model.post_layernorm.bias'), this.config.vision.layerNormEps);
       return linear(normed, this.weight('visual_projection.weight')) as tf.Tensor2D;
     });
   }
 
   private encoder(tower: 'text_model' | 'vision_model', hidden: tf.Tensor, heads: number, mask?: tf.Tensor): tf.Tensor {
+    const eps = tower === 'text_model' ? this.config.text.layerNormEps : this.config.vision.layerNormEps;
     for (let index = 0; this.parameters.has(`${tower}.encoder.layers.${index}.layer_norm1.weight`); index += 1) {
       const layer = this.layer(`${tower}.encoder.layers.${index}`);
       const input = hidden;
       // Its own tidy: only the layer output survives (and, while recording gradients, what the tape saves).
       hidden = tf.tidy(() => {
-        const attended = tf.add(input, this.attention(layerNorm(input, ...layer.ln1, this.eps), layer, heads, mask));
-        const expanded = quickGelu(linear(layerNorm(attended, ...layer.ln2, this.eps), ...layer.fc1));
+        const attended = tf.add(input, this.attention(layerNorm(input, ...layer.ln1, eps), layer, heads, mask));
+        const expanded = quickGelu(linear(layerNorm(attended, ...layer.ln2, eps), ...layer.fc1));
         return tf.add(attended, linear(expanded, ...layer.fc2));
       });
     }
@@ -325,6 +322,14 @@ export class ClipTfjs {
       fc1: pair('mlp.fc1'),
       fc2: pair('mlp.fc2'),
     };
+  }
+}
+
+function readAndDispose(tensor: tf.Tensor): Float32Array {
+  try {
+    return tensor.dataSync() as Float32Array;
+  } finally {
+    tensor.dispose();
   }
 }
 
@@ -370,34 +375,15 @@ function patchRows(images: ImageBatch, patch: number): Float32Array {
   return rows;
 }
 
-/** A checkpoint tensor as float32 (F32 data is used as is, not copied). */
-function toFloat32Tensor(tensor: Tensor): tf.Tensor {
-  const shape = [...tensor.shape];
-  switch (tensor.dtype) {
-    case 'F32':
-      return tf.tensor(tensor.data as Float32Array, shape, 'float32');
-    case 'F16':
-      return tf.tensor(halfToFloat(tensor.data as Uint16Array), shape, 'float32');
-    case 'BF16': {
-      const bits = new Uint32Array(tensor.data.length);
-      (tensor.data as Uint16Array).forEach((value, i) => (bits[i] = value << 16));
-      return tf.tensor(new Float32Array(bits.buffer), shape, 'float32');
-    }
-    default:
-      throw new Error(`ClipTfjs: ${tensor.name} is ${tensor.dtype}; the model takes F32, F16 or BF16 parameters`);
+/** A parameter's values as float32: F32 as is (not copied), F16/BF16 widened, int8 dequantized with its scale. */
+function parameterValues(tensor: Tensor, weights: TensorMap): Float32Array {
+  if (tensor.dtype === 'I8') {
+    const scale = weights.get(int8ScaleName(tensor.name));
+    if (!scale) throw new Error(`ClipTfjs: ${tensor.name} is int8 but the checkpoint has no ${int8ScaleName(tensor.name)}`);
+    return dequantizeInt8(tensor, scale);
   }
-}
-
-function halfToFloat(halves: Uint16Array): Float32Array {
-  const out = new Float32Array(halves.length);
-  for (let i = 0; i < halves.length; i += 1) {
-    const h = halves[i];
-    const sign = h & 0x8000 ? -1 : 1;
-    const exponent = (h >> 10) & 0x1f;
-    const fraction = h & 0x3ff;
-    if (exponent === 0) out[i] = sign * 2 ** -14 * (fraction / 1024);
-    else if (exponent === 31) out[i] = fraction ? NaN : sign * Infinity;
-    else out[i] = sign * 2 ** (exponent - 15) * (1 + fraction / 1024);
+  if (tensor.dtype !== 'F32' && tensor.dtype !== 'F16' && tensor.dtype !== 'BF16') {
+    throw new Error(`ClipTfjs: ${tensor.name} is ${tensor.dtype}; the model takes F32, F16, BF16 or int8 weight-only parameters`);
   }
-  return out;
+  return toFloat32(tensor);
 }
