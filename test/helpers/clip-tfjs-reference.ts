@@ -36,7 +36,13 @@ export const referenceBatch: ClipBatch = {
   images: { data: Float32Array.from(inputs.pixel_values), shape: inputs.pixel_values_shape },
   texts: { data: Int32Array.from(inputs.input_ids.flat()), shape: [inputs.input_ids.length, inputs.input_ids[0].length] },
 };
-const adamw = { lr: outputs.adamw.lr, betas: outputs.adamw.betas, eps: outputs.adamw.eps, weightDecay: outputs.adamw.weight_decay };
+const adamw = {
+  lr: outputs.adamw.lr,
+  beta1: outputs.adamw.betas[0],
+  beta2: outputs.adamw.betas[1],
+  eps: outputs.adamw.eps,
+  weightDecay: outputs.adamw.weight_decay,
+};
 
 export function referenceWeights(): TensorMap {
   return loadSafetensors(path.join(referenceDir, 'model.safetensors'), { mode: 'copy' }).tensors;

@@ -2,24 +2,19 @@
 // bias-corrected Adam step. It updates one variable at a time and frees each temporary at once, so the
 // update needs a few times the largest parameter, not (as tfjs's own Adam does) ~11x all of them.
 import * as tf from '@tensorflow/tfjs';
-
-export interface AdamWOptions {
-  readonly lr: number;
-  readonly betas: readonly [number, number];
-  readonly eps: number;
-  readonly weightDecay: number;
-}
+// One hyperparameter type for both training paths (onnxruntime's and this one).
+import type { AdamWOptions } from '../onnx/train';
 
 /** torch.optim.AdamW's defaults. */
-export const pytorchAdamWDefaults: AdamWOptions = { lr: 1e-3, betas: [0.9, 0.999], eps: 1e-8, weightDecay: 0.01 };
+const pytorchAdamWDefaults: Required<AdamWOptions> = { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01 };
 
 export class AdamW {
-  readonly options: AdamWOptions;
+  readonly options: Required<AdamWOptions>;
   private steps = 0;
   /** First and second moments by variable, created (zero) at a variable's first update. */
   private readonly moments = new Map<tf.Variable, { m: tf.Variable; v: tf.Variable }>();
 
-  constructor(options: Partial<AdamWOptions> = {}) {
+  constructor(options: AdamWOptions = {}) {
     this.options = { ...pytorchAdamWDefaults, ...options };
   }
 
@@ -46,7 +41,7 @@ export class AdamW {
   }
 
   private update(parameter: tf.Variable, gradient: tf.Tensor): void {
-    const { lr, betas: [beta1, beta2], eps, weightDecay } = this.options;
+    const { lr, beta1, beta2, eps, weightDecay } = this.options;
     let state = this.moments.get(parameter);
     if (!state) {
       state = { m: zerosVariable(parameter), v: zerosVariable(parameter) };

@@ -7,7 +7,7 @@
 //       `config` (presetConfig / readHfConfig) gives head counts and LayerNorm epsilons; shapes come
 //       from the tensors.
 //   model.backend                 the TfjsBackendChoice that runs it.
-//   model.forward(batch)          -> ClipOutputs (no gradients): normalised image/text embeddings,
+//   model.forward(batch)          -> ClipTfjsOutputs (no gradients): normalised image/text embeddings,
 //       logits_per_image, and the symmetric cross-entropy loss when there are as many images as texts.
 //   model.embedImages(images) / model.embedTexts(texts) -> Float32Array: normalised embeddings [n, projection].
 //   model.trainStep(batch, report?) -> ClipTrainStep: loss, gradients and one AdamW update; `report`
@@ -22,7 +22,8 @@ import * as tf from '@tensorflow/tfjs';
 import type { ClipConfig } from '../config';
 import { dequantizeInt8, int8ScaleName, toFloat32 } from '../dtype';
 import type { Tensor, TensorMap } from '../tensor';
-import { AdamW, type AdamWOptions } from './adamw';
+import type { AdamWOptions } from '../onnx/train';
+import { AdamW } from './adamw';
 import { asTfjsMemoryError, selectTfjsBackend, type TfjsBackendChoice, type TfjsBackendName } from './backend';
 import { diagonalCrossEntropy, gatherRows, layerNorm, linear, matMul, quickGelu } from './layers';
 
@@ -43,7 +44,7 @@ export interface ClipBatch {
   readonly texts: TextBatch;
 }
 
-export interface ClipOutputs {
+export interface ClipTfjsOutputs {
   /** [images, projection], unit length. */
   readonly imageEmbeds: Float32Array;
   /** [texts, projection], unit length. */
@@ -65,7 +66,7 @@ export interface ClipTfjsOptions {
   /** Backends to try, in order (default tensorflow-gpu, tensorflow, wasm, cpu). */
   readonly backends?: readonly TfjsBackendName[];
   /** AdamW settings for trainStep (default PyTorch's). */
-  readonly adamw?: Partial<AdamWOptions>;
+  readonly adamw?: AdamWOptions;
 }
 
 interface EncoderLayer {
@@ -93,7 +94,7 @@ export class ClipTfjs {
     parameters: Map<string, tf.Variable>,
     /** Head counts and LayerNorm epsilons; the shapes come from the tensors themselves. */
     readonly config: ClipConfig,
-    adamw: Partial<AdamWOptions> | undefined,
+    adamw: AdamWOptions | undefined,
   ) {
     this.parameters = parameters;
     this.optimizer = new AdamW(adamw);
@@ -142,7 +143,7 @@ export class ClipTfjs {
     return this.run(() => readAndDispose(tf.tidy(() => normalise(this.textFeatures(texts)))));
   }
 
-  forward(batch: ClipBatch): ClipOutputs {
+  forward(batch: ClipBatch): ClipTfjsOutputs {
     return this.run(() => {
       const [imageEmbeds, textEmbeds] = [this.embedImages(batch.images), this.embedTexts(batch.texts)];
       const outputs = tf.tidy(() => {
