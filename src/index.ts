@@ -11,3 +11,6 @@ export * from './clip/synthetic';
 export * from './clip/checkpoint';
 export * from './clip/onnx';
 export * from './clip/tokenizer';
+export * from './clip/tfjs/backend';
+export * from './clip/tfjs/adamw';
+export * from './clip/tfjs/model';
