@@ -14,3 +14,4 @@ export * from './clip/tokenizer';
 export * from './clip/tfjs/backend';
 export * from './clip/tfjs/adamw';
 export * from './clip/tfjs/model';
+export * from './clip/processor';
