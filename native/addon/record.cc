@@ -1,0 +1,259 @@
+// Reads an allocation record (native/record/record.h) into plain JS objects, live or after the process
+// ended, and sets the tracker's phase label when this process itself runs under the tracker.
+#include <cxxabi.h>
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "addon/module.h"
+#include "record/record.h"
+
+namespace clipmem {
+namespace {
+
+const char* const kFnNames[] = CLIPMEM_FN_NAMES;
+
+template <typename T>
+T snapshot(const T& field) {
+  return __atomic_load_n(&field, __ATOMIC_ACQUIRE);
+}
+
+Napi::Value bytes(Napi::Env env, int64_t value) { return Napi::Number::New(env, double(value)); }
+
+std::string bounded(const char* text, size_t size) { return std::string(text, strnlen(text, size)); }
+
+std::string hex(uint64_t value) {
+  char text[32];
+  snprintf(text, sizeof text, "0x%llx", static_cast<unsigned long long>(value));
+  return text;
+}
+
+std::string demangle(const std::string& name) {
+  if (name.rfind("_Z", 0) != 0) return name;
+  int status = 0;
+  char* readable = abi::__cxa_demangle(name.c_str(), nullptr, nullptr, &status);
+  if (status != 0 || !readable) return name;
+  std::string result(readable);
+  free(readable);
+  return result;
+}
+
+Napi::Object ReadFailure(Napi::Env env, const ClipmemFailure& f, const ClipmemModule* modules, uint32_t modules_used) {
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("sequence", Napi::Number::New(env, double(f.sequence)));
+  out.Set("fn", f.fn < CLIPMEM_FN_COUNT ? kFnNames[f.fn] : "unknown");
+  out.Set("size", bytes(env, int64_t(f.size)));
+  out.Set("sizeOverflow", Napi::Boolean::New(env, f.flags & CLIPMEM_FAILURE_SIZE_OVERFLOW));
+  out.Set("injected", Napi::Boolean::New(env, f.flags & CLIPMEM_FAILURE_INJECTED));
+  out.Set("nmemb", bytes(env, int64_t(f.nmemb)));
+  out.Set("elemSize", bytes(env, int64_t(f.elem_size)));
+  out.Set("alignment", bytes(env, int64_t(f.alignment)));
+  out.Set("oldSize", bytes(env, int64_t(f.old_size)));
+  out.Set("address", hex(f.address));
+  out.Set("prot", f.prot);
+  out.Set("flags", f.map_flags);
+  out.Set("fd", f.fd);
+  out.Set("fdPath", bounded(f.fd_path, sizeof f.fd_path));
+  out.Set("offset", bytes(env, f.offset));
+  out.Set("errno", f.error);
+  out.Set("vmSize", bytes(env, f.vm_size));
+  out.Set("vmData", bytes(env, f.vm_data));
+  out.Set("rss", bytes(env, f.rss));
+  out.Set("mapCount", bytes(env, f.map_count));
+  out.Set("maxMapCount", bytes(env, f.max_map_count));
+  out.Set("commitLimit", bytes(env, f.commit_limit));
+  out.Set("committedAs", bytes(env, f.committed_as));
+  out.Set("memTotal", bytes(env, f.mem_total));
+  out.Set("overcommitMemory", f.overcommit_memory);
+  out.Set("tid", f.tid);
+  out.Set("timeNs", Napi::Number::New(env, double(f.time_ns)));
+  out.Set("heapCurrent", bytes(env, f.heap_current));
+  out.Set("anonMapped", bytes(env, f.anon_mapped));
+  out.Set("fileMapped", bytes(env, f.file_mapped));
+  out.Set("phase", bounded(f.phase, sizeof f.phase));
+  uint32_t depth = f.stack_depth < CLIPMEM_STACK_DEPTH ? f.stack_depth : CLIPMEM_STACK_DEPTH;
+  Napi::Array frames = Napi::Array::New(env, depth);
+  for (uint32_t i = 0; i < depth; ++i) {
+    Napi::Object frame = Napi::Object::New(env);
+    frame.Set("address", hex(f.stack[i]));
+    uint16_t index = f.frame_module[i];
+    if (index != CLIPMEM_NO_MODULE && index < modules_used && modules[index].base) {
+      frame.Set("module", bounded(modules[index].path, sizeof modules[index].path));
+      frame.Set("offset", hex(f.stack[i] - modules[index].base));
+    }
+    std::string symbol = bounded(f.frame_symbol[i], sizeof f.frame_symbol[i]);
+    if (!symbol.empty()) frame.Set("symbol", demangle(symbol));
+    frames.Set(i, frame);
+  }
+  out.Set("stack", frames);
+  return out;
+}
+
+// readRecord(path): one consistent-enough snapshot of the record (counters are read without stopping
+// the writer; ring entries being rewritten at that instant are skipped).
+Napi::Value ReadRecord(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "readRecord(path: string)");
+  std::string path = info[0].As<Napi::String>();
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) throw Napi::Error::New(env, "cannot open the record " + path + ": " + strerror(errno));
+  struct stat st;
+  if (fstat(fd, &st) != 0 || st.st_size <= 0) {
+    close(fd);
+    throw Napi::Error::New(env, "the record " + path + " is empty (the process died while creating it)");
+  }
+  void* base = mmap(nullptr, size_t(st.st_size), PROT_READ, MAP_SHARED, fd, 0);
+  close(fd);
+  if (base == MAP_FAILED) throw Napi::Error::New(env, "cannot map the record " + path + ": " + strerror(errno));
+  struct Unmap {
+    void* base;
+    size_t size;
+    ~Unmap() { munmap(base, size); }
+  } unmap{base, size_t(st.st_size)};
+  const auto* h = static_cast<const ClipmemRecordHeader*>(base);
+  if (const char* problem = clipmem_header_problem(h, uint64_t(st.st_size)))
+    throw Napi::Error::New(env, "the record " + path + " cannot be read: " + problem);
+  const char* bytes_base = static_cast<const char*>(base);
+  const auto* slots = reinterpret_cast<const ClipmemThreadSlot*>(bytes_base + h->slots_offset);
+  const auto* failures = reinterpret_cast<const ClipmemFailure*>(bytes_base + h->failures_offset);
+  const auto* timeline = reinterpret_cast<const ClipmemSample*>(bytes_base + h->timeline_offset);
+  const auto* phases = reinterpret_cast<const ClipmemPhase*>(bytes_base + h->phases_offset);
+  const auto* modules = reinterpret_cast<const ClipmemModule*>(bytes_base + h->modules_offset);
+
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("path", path);
+  out.Set("pid", h->pid);
+  out.Set("parentPid", h->parent_pid);
+  out.Set("execGeneration", h->exec_generation);
+  out.Set("state", snapshot(h->state) == CLIPMEM_STATE_EXITED ? "exited" : "running");
+  out.Set("startNs", Napi::Number::New(env, double(h->start_ns)));
+  out.Set("endNs", Napi::Number::New(env, double(snapshot(h->end_ns))));
+  out.Set("rlimitAs", bytes(env, h->rlimit_as));
+  out.Set("rlimitData", bytes(env, h->rlimit_data));
+  out.Set("exe", bounded(h->exe, sizeof h->exe));
+
+  // Heap: the folded counter plus every thread's unfolded delta.
+  int64_t heap = snapshot(h->heap_current);
+  Napi::Object calls = Napi::Object::New(env);
+  uint64_t call_totals[CLIPMEM_FN_COUNT] = {};
+  uint64_t histogram[CLIPMEM_HISTOGRAM_BUCKETS] = {};
+  uint32_t slots_used = snapshot(h->slots_used);
+  for (uint32_t i = 0; i < CLIPMEM_THREAD_SLOTS; ++i) {
+    if (i >= slots_used && i != CLIPMEM_THREAD_SLOTS - 1) continue;
+    heap += snapshot(slots[i].heap_delta);
+    for (int fn = 0; fn < CLIPMEM_FN_COUNT; ++fn) call_totals[fn] += snapshot(slots[i].calls[fn]);
+    for (int b = 0; b < CLIPMEM_HISTOGRAM_BUCKETS; ++b) histogram[b] += snapshot(slots[i].histogram[b]);
+  }
+  for (int fn = 0; fn < CLIPMEM_FN_COUNT; ++fn) calls.Set(kFnNames[fn], Napi::Number::New(env, double(call_totals[fn])));
+  Napi::Array hist = Napi::Array::New(env, CLIPMEM_HISTOGRAM_BUCKETS);
+  for (uint32_t b = 0; b < CLIPMEM_HISTOGRAM_BUCKETS; ++b) hist.Set(b, Napi::Number::New(env, double(histogram[b])));
+  out.Set("calls", calls);
+  out.Set("histogram", hist);
+  out.Set("threads", Napi::Number::New(env, slots_used > CLIPMEM_THREAD_SLOTS ? CLIPMEM_THREAD_SLOTS : slots_used));
+
+  Napi::Object counters = Napi::Object::New(env);
+  counters.Set("heapCurrent", bytes(env, heap));
+  counters.Set("heapPeak", bytes(env, snapshot(h->heap_peak) > heap ? snapshot(h->heap_peak) : heap));
+  counters.Set("anonMapped", bytes(env, snapshot(h->anon_mapped)));
+  counters.Set("anonPeak", bytes(env, snapshot(h->anon_peak)));
+  counters.Set("fileMapped", bytes(env, snapshot(h->file_mapped)));
+  counters.Set("filePeak", bytes(env, snapshot(h->file_peak)));
+  counters.Set("reservedMapped", bytes(env, snapshot(h->reserved_mapped)));
+  counters.Set("reservedPeak", bytes(env, snapshot(h->reserved_peak)));
+  counters.Set("unmappedUnknown", bytes(env, snapshot(h->unmapped_unknown)));
+  counters.Set("vmPeak", bytes(env, snapshot(h->vm_peak)));
+  counters.Set("rssPeak", bytes(env, snapshot(h->rss_peak)));
+  out.Set("counters", counters);
+  out.Set("injectedFaults", snapshot(h->injected_faults));
+
+  uint32_t modules_used = snapshot(h->modules_used);
+  if (modules_used > CLIPMEM_MODULE_CAPACITY) modules_used = CLIPMEM_MODULE_CAPACITY;
+
+  // Rings: entries in sequence order, the latest `capacity` of `total`.
+  uint64_t failures_total = snapshot(h->failures_total);
+  out.Set("failuresTotal", Napi::Number::New(env, double(failures_total)));
+  Napi::Array failure_list = Napi::Array::New(env);
+  uint64_t first = failures_total > CLIPMEM_FAILURE_CAPACITY ? failures_total - CLIPMEM_FAILURE_CAPACITY + 1 : 1;
+  for (uint64_t seq = first; seq <= failures_total; ++seq) {
+    const ClipmemFailure& f = failures[(seq - 1) % CLIPMEM_FAILURE_CAPACITY];
+    if (snapshot(f.sequence) != seq) continue;
+    failure_list.Set(failure_list.Length(), ReadFailure(env, f, modules, modules_used));
+  }
+  out.Set("failures", failure_list);
+
+  uint64_t samples_total = snapshot(h->samples_total);
+  out.Set("samplesTotal", Napi::Number::New(env, double(samples_total)));
+  Napi::Array samples = Napi::Array::New(env);
+  first = samples_total > CLIPMEM_TIMELINE_CAPACITY ? samples_total - CLIPMEM_TIMELINE_CAPACITY : 0;
+  for (uint64_t i = first; i < samples_total; ++i) {
+    const ClipmemSample& s = timeline[i % CLIPMEM_TIMELINE_CAPACITY];
+    if (s.time_ns == 0) continue;
+    Napi::Object sample = Napi::Object::New(env);
+    sample.Set("timeNs", Napi::Number::New(env, double(s.time_ns)));
+    sample.Set("heap", bytes(env, s.heap_current));
+    sample.Set("anon", bytes(env, s.anon_mapped));
+    sample.Set("file", bytes(env, s.file_mapped));
+    sample.Set("reserved", bytes(env, s.reserved_mapped));
+    sample.Set("vmSize", bytes(env, s.vm_size));
+    sample.Set("rss", bytes(env, s.rss));
+    sample.Set("phaseIndex", s.phase_index);
+    samples.Set(samples.Length(), sample);
+  }
+  out.Set("timeline", samples);
+
+  uint64_t phases_total = snapshot(h->phases_total);
+  out.Set("phasesTotal", Napi::Number::New(env, double(phases_total)));
+  out.Set("currentPhase", snapshot(h->current_phase));
+  Napi::Array markers = Napi::Array::New(env);
+  first = phases_total > CLIPMEM_PHASE_CAPACITY ? phases_total - CLIPMEM_PHASE_CAPACITY + 1 : 1;
+  for (uint64_t seq = first; seq <= phases_total; ++seq) {
+    const ClipmemPhase& p = phases[(seq - 1) % CLIPMEM_PHASE_CAPACITY];
+    if (snapshot(p.sequence) != seq) continue;
+    Napi::Object marker = Napi::Object::New(env);
+    marker.Set("index", Napi::Number::New(env, double(seq)));
+    marker.Set("timeNs", Napi::Number::New(env, double(p.time_ns)));
+    marker.Set("label", bounded(p.label, sizeof p.label));
+    marker.Set("heap", bytes(env, p.heap_current));
+    marker.Set("anon", bytes(env, p.anon_mapped));
+    marker.Set("file", bytes(env, p.file_mapped));
+    markers.Set(markers.Length(), marker);
+  }
+  out.Set("phases", markers);
+  return out;
+}
+
+using SetPhaseFn = int (*)(const char*);
+
+// setPhase(label): true if this process runs under the tracker and the label was recorded.
+Napi::Value SetPhase(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "setPhase(label: string)");
+  static SetPhaseFn set_phase = reinterpret_cast<SetPhaseFn>(dlsym(RTLD_DEFAULT, "clipmem_tracker_set_phase"));
+  if (!set_phase) return Napi::Boolean::New(env, false);
+  std::string label = info[0].As<Napi::String>();
+  return Napi::Boolean::New(env, set_phase(label.c_str()) != 0);
+}
+
+// demangle(name): a C++ symbol made readable (unchanged if it is not a mangled name).
+Napi::Value Demangle(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(info.Env(), "demangle(name: string)");
+  return Napi::String::New(info.Env(), demangle(info[0].As<Napi::String>()));
+}
+
+Capability registered([](Napi::Env env, Napi::Object exports) {
+  exports.Set("readRecord", Napi::Function::New(env, ReadRecord, "readRecord"));
+  exports.Set("setPhase", Napi::Function::New(env, SetPhase, "setPhase"));
+  exports.Set("demangle", Napi::Function::New(env, Demangle, "demangle"));
+  exports.Set("recordVersion", Napi::Number::New(env, CLIPMEM_RECORD_VERSION));
+});
+
+}  // namespace
+}  // namespace clipmem

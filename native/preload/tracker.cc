@@ -1,0 +1,1013 @@
+// The allocation tracker: counts every allocation and records every failed one, byte-exact, into a
+// MAP_SHARED record file (native/record/record.h) that outlives a SIGKILL.
+//
+// Rules that keep it safe inside any process:
+// - the success path takes no lock and allocates nothing: per-thread counters in the record, plus a few
+//   relaxed atomics; everything slow (files, /proc, stacks) happens only on failures and rare samples;
+// - a reentrancy guard in initial-exec TLS: whatever the tracker itself calls passes through untracked;
+// - dlsym may call calloc before the real one is known: served from a static bootstrap arena;
+// - errno is preserved across everything the tracker does;
+// - the first hooked call initializes (so frees of blocks allocated before tracking cannot unbalance the
+//   counters), the unwinder is warmed then so that capturing a stack later never allocates;
+// - a forked child gets its own record, seeded with the parent's counters (it inherits the heap);
+// - initialization failures are loud: one line on stderr naming the cause.
+#include <dlfcn.h>
+#include <errno.h>
+#include <execinfo.h>
+#include <fcntl.h>
+#include <malloc.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "preload/tracker.h"
+#include "record/record.h"
+
+#define LIKELY(x) __builtin_expect(!!(x), 1)
+#define UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+namespace clipmem {
+namespace {
+
+// ---------------------------------------------------------------- the real functions
+
+struct RealFunctions {
+  void* (*malloc)(size_t);
+  void* (*calloc)(size_t, size_t);
+  void* (*realloc)(void*, size_t);
+  void* (*reallocarray)(void*, size_t, size_t);
+  void (*free)(void*);
+  int (*posix_memalign)(void**, size_t, size_t);
+  void* (*aligned_alloc)(size_t, size_t);
+  void* (*memalign)(size_t, size_t);
+  void* (*valloc)(size_t);
+  void* (*pvalloc)(size_t);
+  void* (*mmap)(void*, size_t, int, int, int, off_t);
+  void* (*mmap64)(void*, size_t, int, int, int, off_t);
+  int (*munmap)(void*, size_t);
+  void* (*mremap)(void*, size_t, size_t, int, ...);
+  int (*pthread_create)(pthread_t*, const pthread_attr_t*, void* (*)(void*), void*);
+};
+
+RealFunctions real;
+int resolving = 0;  // set while dlsym runs: its allocations come from the bootstrap arena
+
+// dlsym's own calloc (and whatever else runs before the real allocator is known).
+alignas(64) char bootstrap_arena[64 * 1024];
+size_t bootstrap_used = 0;
+
+bool in_bootstrap(const void* ptr) {
+  return ptr >= static_cast<const void*>(bootstrap_arena) &&
+         ptr < static_cast<const void*>(bootstrap_arena + sizeof bootstrap_arena);
+}
+
+void* bootstrap_alloc(size_t size) {
+  size_t start = (__atomic_fetch_add(&bootstrap_used, (size + 15) & ~size_t(15), __ATOMIC_RELAXED));
+  if (start + size > sizeof bootstrap_arena) {
+    static const char message[] = "clip-mem tracker: bootstrap arena exhausted while resolving libc symbols\n";
+    (void)!write(2, message, sizeof message - 1);
+    abort();
+  }
+  return bootstrap_arena + start;  // static storage: already zero, as calloc promises
+}
+
+template <typename T>
+void resolve_one(T& slot, const char* name) {
+  slot = reinterpret_cast<T>(dlsym(RTLD_NEXT, name));
+}
+
+void resolve_real_functions() {
+  resolving = 1;
+  resolve_one(real.calloc, "calloc");  // first: dlsym itself may need calloc
+  resolve_one(real.malloc, "malloc");
+  resolve_one(real.realloc, "realloc");
+  resolve_one(real.reallocarray, "reallocarray");
+  resolve_one(real.free, "free");
+  resolve_one(real.posix_memalign, "posix_memalign");
+  resolve_one(real.aligned_alloc, "aligned_alloc");
+  resolve_one(real.memalign, "memalign");
+  resolve_one(real.valloc, "valloc");
+  resolve_one(real.pvalloc, "pvalloc");
+  resolve_one(real.mmap, "mmap");
+  resolve_one(real.mmap64, "mmap64");
+  resolve_one(real.munmap, "munmap");
+  resolve_one(real.mremap, "mremap");
+  resolve_one(real.pthread_create, "pthread_create");
+  resolving = 0;
+  if (!real.malloc || !real.calloc || !real.free || !real.mmap || !real.munmap || !real.pthread_create) {
+    static const char message[] = "clip-mem tracker: cannot find libc's allocator with dlsym(RTLD_NEXT)\n";
+    (void)!write(2, message, sizeof message - 1);
+    abort();
+  }
+}
+
+inline void ensure_resolved() {
+  if (UNLIKELY(!real.free)) resolve_real_functions();
+}
+
+// ---------------------------------------------------------------- state
+
+__thread int guard __attribute__((tls_model("initial-exec"))) = 0;
+__thread ClipmemThreadSlot* thread_slot __attribute__((tls_model("initial-exec"))) = nullptr;
+
+enum State { kUninitialized, kInitializing, kTracking, kDisabled };
+int state = kUninitialized;
+
+ClipmemRecordHeader* record = nullptr;
+ClipmemThreadSlot* slots = nullptr;
+ClipmemFailure* failures = nullptr;
+ClipmemSample* timeline = nullptr;
+ClipmemPhase* phases = nullptr;
+ClipmemModule* modules = nullptr;
+char record_dir[CLIPMEM_PATH_BYTES];
+char record_path[CLIPMEM_PATH_BYTES + 32];
+
+// Fault injection (CLIPMEM_FAIL).
+struct Injection {
+  bool active;
+  uint64_t nth;    // fail exactly the nth call (1-based), 0: unused
+  uint64_t above;  // fail every call asking for more than this many bytes, 0: unused
+  uint64_t calls;
+};
+Injection injections[CLIPMEM_FN_COUNT];
+bool any_injection = false;
+
+// Heap bytes a thread accumulates before folding them into the shared counter.
+constexpr int64_t kFoldBytes = 1 << 20;
+constexpr uint64_t kSampleIntervalNs = 10 * 1000 * 1000;
+constexpr uint64_t kMinSampleGapNs = 1000 * 1000;
+constexpr int64_t kSampleChangeBytes = 64 << 20;
+uint64_t last_sample_ns = 0;
+int64_t last_sample_total = 0;
+
+struct Guard {
+  Guard() { ++guard; }
+  ~Guard() { --guard; }
+};
+
+struct ErrnoKeeper {
+  int saved = errno;
+  ~ErrnoKeeper() { errno = saved; }
+};
+
+template <typename T>
+inline T load(const T& x) { return __atomic_load_n(&x, __ATOMIC_RELAXED); }
+template <typename T>
+inline void store(T& x, T v) { __atomic_store_n(&x, v, __ATOMIC_RELAXED); }
+template <typename T>
+inline T add(T& x, T v) { return __atomic_add_fetch(&x, v, __ATOMIC_RELAXED); }
+
+inline void raise_peak(int64_t& peak, int64_t value) {
+  int64_t seen = load(peak);
+  while (value > seen && !__atomic_compare_exchange_n(&peak, &seen, value, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+  }
+}
+
+uint64_t now_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return uint64_t(ts.tv_sec) * 1000000000u + uint64_t(ts.tv_nsec);
+}
+
+void say(const char* a, const char* b = "", const char* c = "", const char* d = "") {
+  char line[1024];
+  int n = snprintf(line, sizeof line, "clip-mem tracker (pid %d): %s%s%s%s\n", int(getpid()), a, b, c, d);
+  if (n > 0) (void)!write(2, line, size_t(n) < sizeof line ? size_t(n) : sizeof line - 1);
+}
+
+// ---------------------------------------------------------------- /proc readers (no allocation)
+
+// Reads a small file into buf (NUL-terminated); returns the length or -1.
+ssize_t read_small_file(const char* path, char* buf, size_t size) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  size_t used = 0;
+  while (used + 1 < size) {
+    ssize_t n = read(fd, buf + used, size - 1 - used);
+    if (n <= 0) break;
+    used += size_t(n);
+  }
+  close(fd);
+  buf[used] = 0;
+  return ssize_t(used);
+}
+
+// "Key:   1234 kB" -> bytes; -1 if the key is absent.
+int64_t field_kib(const char* text, const char* key) {
+  const char* at = strstr(text, key);
+  if (!at) return -1;
+  at += strlen(key);
+  while (*at == ' ' || *at == '\t') ++at;
+  return int64_t(strtoll(at, nullptr, 10)) * 1024;
+}
+
+int64_t read_number_file(const char* path) {
+  char buf[64];
+  if (read_small_file(path, buf, sizeof buf) <= 0) return -1;
+  return strtoll(buf, nullptr, 10);
+}
+
+int64_t count_map_lines() {
+  int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  char buf[4096];
+  int64_t lines = 0;
+  ssize_t n;
+  while ((n = read(fd, buf, sizeof buf)) > 0)
+    for (ssize_t i = 0; i < n; ++i) lines += buf[i] == '\n';
+  close(fd);
+  return lines;
+}
+
+void read_statm(int64_t* vm_size, int64_t* rss) {
+  char buf[256];
+  *vm_size = *rss = -1;
+  if (read_small_file("/proc/self/statm", buf, sizeof buf) <= 0) return;
+  long page = sysconf(_SC_PAGESIZE);
+  char* end = nullptr;
+  long long size = strtoll(buf, &end, 10);
+  long long resident = strtoll(end, nullptr, 10);
+  *vm_size = size * page;
+  *rss = resident * page;
+}
+
+// ---------------------------------------------------------------- thread slots and counters
+
+ClipmemThreadSlot* shared_slot() { return &slots[CLIPMEM_THREAD_SLOTS - 1]; }
+
+inline ClipmemThreadSlot* my_slot() {
+  ClipmemThreadSlot* slot = thread_slot;
+  if (LIKELY(slot)) return slot;
+  uint32_t index = __atomic_fetch_add(&record->slots_used, 1u, __ATOMIC_RELAXED);
+  if (index >= CLIPMEM_THREAD_SLOTS - 1) {
+    store(record->slots_used, uint32_t(CLIPMEM_THREAD_SLOTS));
+    slot = shared_slot();
+  } else {
+    slot = &slots[index];
+    store(slot->tid, int32_t(syscall(SYS_gettid)));
+  }
+  thread_slot = slot;
+  return slot;
+}
+
+inline void bump(uint64_t& counter, ClipmemThreadSlot* slot) {
+  if (UNLIKELY(slot == shared_slot())) add(counter, uint64_t(1));
+  else store(counter, load(counter) + 1);
+}
+
+int64_t mapped_total() {
+  return load(record->heap_current) + load(record->anon_mapped) + load(record->file_mapped);
+}
+
+void take_sample(uint64_t now) {
+  uint64_t index = __atomic_fetch_add(&record->samples_total, uint64_t(1), __ATOMIC_RELAXED);
+  ClipmemSample* sample = &timeline[index % CLIPMEM_TIMELINE_CAPACITY];
+  sample->time_ns = now;
+  sample->heap_current = load(record->heap_current);
+  sample->anon_mapped = load(record->anon_mapped);
+  sample->file_mapped = load(record->file_mapped);
+  sample->reserved_mapped = load(record->reserved_mapped);
+  read_statm(&sample->vm_size, &sample->rss);
+  sample->phase_index = load(record->current_phase);
+  raise_peak(record->vm_peak, sample->vm_size);
+  raise_peak(record->rss_peak, sample->rss);
+}
+
+// Called after counters changed by a fold or a mapping: a sample every 10 ms of activity, or sooner after
+// a change of 64 MiB, never closer than 1 ms.
+void maybe_sample() {
+  uint64_t now = now_ns();
+  uint64_t last = load(last_sample_ns);
+  int64_t total = mapped_total();
+  int64_t change = total - load(last_sample_total);
+  if (change < 0) change = -change;
+  if (now - last < kMinSampleGapNs) return;
+  if (now - last < kSampleIntervalNs && change < kSampleChangeBytes) return;
+  if (!__atomic_compare_exchange_n(&last_sample_ns, &last, now, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) return;
+  store(last_sample_total, total);
+  Guard g;
+  take_sample(now);
+}
+
+void fold(ClipmemThreadSlot* slot) {
+  int64_t delta = slot == shared_slot() ? __atomic_exchange_n(&slot->heap_delta, int64_t(0), __ATOMIC_RELAXED)
+                                        : load(slot->heap_delta);
+  if (slot != shared_slot()) store(slot->heap_delta, int64_t(0));
+  int64_t current = add(record->heap_current, delta);
+  raise_peak(record->heap_peak, current);
+  maybe_sample();
+}
+
+inline void count_heap(int fn, size_t requested, int64_t bytes) {
+  ClipmemThreadSlot* slot = my_slot();
+  bump(slot->calls[fn], slot);
+  if (fn != CLIPMEM_FN_FREE) bump(slot->histogram[clipmem_histogram_bucket(requested)], slot);
+  int64_t delta;
+  if (UNLIKELY(slot == shared_slot())) delta = add(slot->heap_delta, bytes);
+  else {
+    delta = load(slot->heap_delta) + bytes;
+    store(slot->heap_delta, delta);
+  }
+  if (UNLIKELY(delta > kFoldBytes || delta < -kFoldBytes)) fold(slot);
+  else if (bytes > 0) {
+    int64_t current = load(record->heap_current) + delta;
+    if (UNLIKELY(current > load(record->heap_peak))) raise_peak(record->heap_peak, current);
+  }
+}
+
+inline void count_call(int fn) {
+  ClipmemThreadSlot* slot = my_slot();
+  bump(slot->calls[fn], slot);
+}
+
+// ---------------------------------------------------------------- mapping table
+
+// Mappings the tracker saw, by start address, so that munmap/mremap can subtract what mmap added.
+// Open addressing without locks: a key is claimed with a CAS; removal leaves a tombstone.
+constexpr size_t kMapSlots = 1 << 17;
+constexpr uintptr_t kTombstone = 1;
+struct MapEntry {
+  uintptr_t start;
+  uint64_t length;
+  int kind;
+};
+MapEntry map_table[kMapSlots];
+enum MapKind { kAnon, kFile, kReserved };
+
+size_t map_hash(uintptr_t start) { return (start >> 12) * 0x9E3779B97F4A7C15ull >> (64 - 17); }
+
+int64_t& kind_counter(int kind) {
+  return kind == kAnon ? record->anon_mapped : kind == kFile ? record->file_mapped : record->reserved_mapped;
+}
+int64_t& kind_peak(int kind) {
+  return kind == kAnon ? record->anon_peak : kind == kFile ? record->file_peak : record->reserved_peak;
+}
+
+void map_add(uintptr_t start, uint64_t length, int kind) {
+  raise_peak(kind_peak(kind), add(kind_counter(kind), int64_t(length)));
+  size_t i = map_hash(start);
+  for (size_t probes = 0; probes < 64; ++probes, i = (i + 1) & (kMapSlots - 1)) {
+    uintptr_t key = load(map_table[i].start);
+    if (key != 0 && key != kTombstone) continue;
+    if (!__atomic_compare_exchange_n(&map_table[i].start, &key, uintptr_t(~0ull), false, __ATOMIC_ACQUIRE,
+                                     __ATOMIC_RELAXED))
+      continue;
+    map_table[i].length = length;
+    map_table[i].kind = kind;
+    __atomic_store_n(&map_table[i].start, start, __ATOMIC_RELEASE);
+    return;
+  }
+  // Table crowded: the mapping stays counted; its munmap will land in unmapped_unknown.
+}
+
+// Removes the entry starting at `start`; returns false if the tracker never saw it.
+bool map_take(uintptr_t start, MapEntry* out) {
+  size_t i = map_hash(start);
+  for (size_t probes = 0; probes < 64; ++probes, i = (i + 1) & (kMapSlots - 1)) {
+    uintptr_t key = __atomic_load_n(&map_table[i].start, __ATOMIC_ACQUIRE);
+    if (key == 0) return false;
+    if (key != start) continue;
+    if (!__atomic_compare_exchange_n(&map_table[i].start, &key, uintptr_t(~0ull), false, __ATOMIC_ACQUIRE,
+                                     __ATOMIC_RELAXED))
+      return false;
+    *out = map_table[i];
+    out->start = start;
+    __atomic_store_n(&map_table[i].start, kTombstone, __ATOMIC_RELEASE);
+    return true;
+  }
+  return false;
+}
+
+// Subtracts [start, start+length) from what the tracker counts as mapped.
+void map_remove(uintptr_t start, uint64_t length) {
+  while (length > 0) {
+    MapEntry entry;
+    if (!map_take(start, &entry)) {
+      add(record->unmapped_unknown, int64_t(length));
+      return;
+    }
+    uint64_t covered = entry.length < length ? entry.length : length;
+    add(kind_counter(entry.kind), -int64_t(entry.length));
+    // Unmapped the head of a longer mapping: the tail stays (map_add counts it again).
+    if (entry.length > covered) map_add(start + covered, entry.length - covered, entry.kind);
+    start += covered;
+    length -= covered;
+  }
+}
+
+// ---------------------------------------------------------------- failures
+
+struct FailureArgs {
+  int fn;
+  uint64_t size = 0, nmemb = 0, elem_size = 0, alignment = 0, old_size = 0, address = 0;
+  int prot = 0, flags = 0, fd = -1, error = ENOMEM;
+  int64_t offset = 0;
+  uint32_t failure_flags = 0;
+};
+
+void describe_frame(void* address, uint16_t* module, char* symbol);
+
+void record_failure(const FailureArgs& args) {
+  Guard g;
+  ErrnoKeeper keep;
+  uint64_t sequence = __atomic_add_fetch(&record->failures_total, uint64_t(1), __ATOMIC_RELAXED);
+  ClipmemFailure* f = &failures[(sequence - 1) % CLIPMEM_FAILURE_CAPACITY];
+  __atomic_store_n(&f->sequence, uint64_t(0), __ATOMIC_RELEASE);
+  f->fn = uint32_t(args.fn);
+  f->flags = args.failure_flags;
+  f->size = args.size;
+  f->nmemb = args.nmemb;
+  f->elem_size = args.elem_size;
+  f->alignment = args.alignment;
+  f->old_size = args.old_size;
+  f->address = args.address;
+  f->prot = args.prot;
+  f->map_flags = args.flags;
+  f->fd = args.fd;
+  f->error = args.error;
+  f->offset = args.offset;
+  f->fd_path[0] = 0;
+  if (args.fd >= 0 && (args.fn == CLIPMEM_FN_MMAP || args.fn == CLIPMEM_FN_MMAP64)) {
+    char link[64];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", args.fd);
+    ssize_t n = readlink(link, f->fd_path, sizeof f->fd_path - 1);
+    f->fd_path[n > 0 ? n : 0] = 0;
+  }
+  char text[4096];
+  f->vm_size = f->vm_data = f->rss = -1;
+  if (read_small_file("/proc/self/status", text, sizeof text) > 0) {
+    f->vm_size = field_kib(text, "VmSize:");
+    f->vm_data = field_kib(text, "VmData:");
+    f->rss = field_kib(text, "VmRSS:");
+  }
+  f->commit_limit = f->committed_as = f->mem_total = -1;
+  if (read_small_file("/proc/meminfo", text, sizeof text) > 0) {
+    f->commit_limit = field_kib(text, "CommitLimit:");
+    f->committed_as = field_kib(text, "Committed_AS:");
+    int64_t ram = field_kib(text, "MemTotal:"), swap = field_kib(text, "SwapTotal:");
+    f->mem_total = ram < 0 ? -1 : ram + (swap > 0 ? swap : 0);
+  }
+  f->map_count = count_map_lines();
+  f->max_map_count = read_number_file("/proc/sys/vm/max_map_count");
+  f->overcommit_memory = int32_t(read_number_file("/proc/sys/vm/overcommit_memory"));
+  f->tid = int32_t(syscall(SYS_gettid));
+  f->time_ns = now_ns();
+  ClipmemThreadSlot* slot = my_slot();
+  f->heap_current = load(record->heap_current) + load(slot->heap_delta);
+  f->anon_mapped = load(record->anon_mapped);
+  f->file_mapped = load(record->file_mapped);
+  uint32_t phase = load(record->current_phase);
+  f->phase_index = phase;
+  f->phase[0] = 0;
+  if (phase) memcpy(f->phase, phases[(phase - 1) % CLIPMEM_PHASE_CAPACITY].label, CLIPMEM_PHASE_LABEL_BYTES);
+  f->phase[CLIPMEM_PHASE_LABEL_BYTES - 1] = 0;
+  void* frames[CLIPMEM_STACK_DEPTH + 2];
+  int depth = backtrace(frames, CLIPMEM_STACK_DEPTH + 2);
+  // Drop record_failure and the hook: the stack starts at the interposed function's caller... or at
+  // the interposed function itself (preload.cc), which the reader shows as the libc call.
+  int skip = depth > 2 ? 2 : 0;
+  f->stack_depth = uint32_t(depth - skip > CLIPMEM_STACK_DEPTH ? CLIPMEM_STACK_DEPTH : depth - skip);
+  for (uint32_t i = 0; i < f->stack_depth; ++i) {
+    f->stack[i] = uint64_t(uintptr_t(frames[i + skip]));
+    describe_frame(frames[i + skip], &f->frame_module[i], f->frame_symbol[i]);
+  }
+  __atomic_store_n(&f->sequence, sequence, __ATOMIC_RELEASE);
+  take_sample(f->time_ns);
+}
+
+// Index of the module with this base in the record's module table, adding it if new.
+uint16_t module_index(const void* base, const char* path) {
+  uint32_t used = load(record->modules_used);
+  if (used > CLIPMEM_MODULE_CAPACITY) used = CLIPMEM_MODULE_CAPACITY;
+  for (uint32_t i = 0; i < used; ++i)
+    if (__atomic_load_n(&modules[i].base, __ATOMIC_ACQUIRE) == uint64_t(uintptr_t(base))) return uint16_t(i);
+  uint32_t index = __atomic_fetch_add(&record->modules_used, 1u, __ATOMIC_RELAXED);
+  if (index >= CLIPMEM_MODULE_CAPACITY) return CLIPMEM_NO_MODULE;
+  snprintf(modules[index].path, sizeof modules[index].path, "%s", path ? path : "");
+  __atomic_store_n(&modules[index].base, uint64_t(uintptr_t(base)), __ATOMIC_RELEASE);
+  return uint16_t(index);
+}
+
+// dladdr in the failing process: the module and nearest symbol of a return address.
+void describe_frame(void* address, uint16_t* module, char* symbol) {
+  Dl_info info;
+  *module = CLIPMEM_NO_MODULE;
+  symbol[0] = 0;
+  // A return address points after the call: look up the byte before it, inside the calling function.
+  if (!dladdr(static_cast<char*>(address) - 1, &info)) return;
+  if (info.dli_fbase) {
+    const char* path = info.dli_fname;
+    char exe[CLIPMEM_PATH_BYTES];
+    if (!path || !*path) {  // the main program: dladdr gives an empty name
+      ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+      exe[n > 0 ? n : 0] = 0;
+      path = exe;
+    }
+    *module = module_index(info.dli_fbase, path);
+  }
+  if (info.dli_sname) snprintf(symbol, CLIPMEM_SYMBOL_BYTES, "%s", info.dli_sname);
+}
+
+// Decides whether fault injection fails this call.
+bool inject(int fn, uint64_t size) {
+  Injection& rule = injections[fn];
+  if (!rule.active) return false;
+  uint64_t call = __atomic_add_fetch(&rule.calls, uint64_t(1), __ATOMIC_RELAXED);
+  if ((rule.nth && call == rule.nth) || (rule.above && size > rule.above)) {
+    add(record->injected_faults, 1u);
+    return true;
+  }
+  return false;
+}
+
+int fn_by_name(const char* name, size_t length) {
+  static const char* const names[] = CLIPMEM_FN_NAMES;
+  for (int i = 0; i < CLIPMEM_FN_COUNT; ++i)
+    if (strlen(names[i]) == length && strncmp(names[i], name, length) == 0) return i;
+  return -1;
+}
+
+// CLIPMEM_FAIL="fn:nth=N,fn:above=S,...". A bad rule is loud and ignored.
+void parse_injections(const char* spec) {
+  while (spec && *spec) {
+    const char* end = strchr(spec, ',');
+    size_t length = end ? size_t(end - spec) : strlen(spec);
+    const char* colon = static_cast<const char*>(memchr(spec, ':', length));
+    int fn = colon ? fn_by_name(spec, size_t(colon - spec)) : -1;
+    char* number_end = nullptr;
+    unsigned long long value = 0;
+    bool nth = false, ok = false;
+    if (fn >= 0) {
+      if (strncmp(colon + 1, "nth=", 4) == 0) nth = true, ok = true, value = strtoull(colon + 5, &number_end, 10);
+      else if (strncmp(colon + 1, "above=", 6) == 0) ok = true, value = strtoull(colon + 7, &number_end, 10);
+      ok = ok && number_end == spec + length;
+    }
+    if (!ok) {
+      char rule[128];
+      snprintf(rule, sizeof rule, "%.*s", int(length), spec);
+      say(CLIPMEM_ENV_FAIL ": cannot read rule \"", rule,
+          "\"; write fn:nth=N or fn:above=BYTES with fn one of malloc, calloc, realloc, ..., mmap, pthread_create");
+    } else {
+      injections[fn].active = true;
+      (nth ? injections[fn].nth : injections[fn].above) = value;
+      any_injection = true;
+    }
+    spec = end ? end + 1 : nullptr;
+  }
+}
+
+// ---------------------------------------------------------------- record creation, init, fork, exit
+
+bool create_record(int parent_pid) {
+  int fd = -1;
+  uint32_t generation = 0;
+  for (; generation < 1000; ++generation) {
+    snprintf(record_path, sizeof record_path, "%s/%d.%u.rec", record_dir, int(getpid()), generation);
+    fd = open(record_path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd >= 0 || errno != EEXIST) break;
+  }
+  if (fd < 0) {
+    say("cannot create a record in ", record_dir, ": ", strerror(errno));
+    return false;
+  }
+  uint64_t size = clipmem_record_size();
+  if (ftruncate(fd, off_t(size)) != 0) {
+    say("cannot size the record ", record_path, ": ", strerror(errno));
+    close(fd);
+    return false;
+  }
+  void* base = real.mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  close(fd);
+  if (base == MAP_FAILED) {
+    say("cannot map the record ", record_path, ": ", strerror(errno));
+    return false;
+  }
+  auto* header = static_cast<ClipmemRecordHeader*>(base);
+  clipmem_header_layout(header);
+  header->pid = int32_t(getpid());
+  header->parent_pid = parent_pid;
+  header->exec_generation = generation;
+  header->state = CLIPMEM_STATE_RUNNING;
+  header->start_ns = now_ns();
+  rlimit limit;
+  header->rlimit_as = getrlimit(RLIMIT_AS, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY ? int64_t(limit.rlim_cur) : -1;
+  header->rlimit_data =
+      getrlimit(RLIMIT_DATA, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY ? int64_t(limit.rlim_cur) : -1;
+  ssize_t n = readlink("/proc/self/exe", header->exe, sizeof header->exe - 1);
+  header->exe[n > 0 ? n : 0] = 0;
+  char* bytes = static_cast<char*>(base);
+  slots = reinterpret_cast<ClipmemThreadSlot*>(bytes + header->slots_offset);
+  failures = reinterpret_cast<ClipmemFailure*>(bytes + header->failures_offset);
+  timeline = reinterpret_cast<ClipmemSample*>(bytes + header->timeline_offset);
+  phases = reinterpret_cast<ClipmemPhase*>(bytes + header->phases_offset);
+  modules = reinterpret_cast<ClipmemModule*>(bytes + header->modules_offset);
+  record = header;
+  __atomic_store_n(&header->magic[0], CLIPMEM_RECORD_MAGIC[0], __ATOMIC_RELAXED);
+  memcpy(header->magic + 1, CLIPMEM_RECORD_MAGIC + 1, 7);
+  __atomic_thread_fence(__ATOMIC_RELEASE);
+  return true;
+}
+
+// In the child of fork: the inherited record belongs to the parent. Start our own, seeded with the
+// parent's counters (the child inherits its heap and mappings, and will free them).
+void after_fork_in_child() {
+  if (load(state) != kTracking) return;
+  Guard g;
+  ErrnoKeeper keep;
+  ClipmemRecordHeader* parent = record;
+  ClipmemThreadSlot* parent_slots = slots;
+  int64_t heap = parent->heap_current;
+  for (uint32_t i = 0; i < CLIPMEM_THREAD_SLOTS; ++i) heap += parent_slots[i].heap_delta;
+  thread_slot = nullptr;
+  int parent_pid = parent->pid;
+  if (!create_record(parent_pid)) {
+    record = nullptr;
+    store(state, int(kDisabled));
+    real.munmap(parent, clipmem_record_size());
+    return;
+  }
+  record->heap_current = heap;
+  record->heap_peak = heap;
+  record->anon_mapped = record->anon_peak = parent->anon_mapped;
+  record->file_mapped = record->file_peak = parent->file_mapped;
+  record->reserved_mapped = record->reserved_peak = parent->reserved_mapped;
+  record->current_phase = 0;
+  if (parent->current_phase) {  // the child starts in the phase its parent was in
+    const ClipmemPhase& marker = reinterpret_cast<ClipmemPhase*>(reinterpret_cast<char*>(parent) +
+                                                                  parent->phases_offset)[(parent->current_phase - 1) % CLIPMEM_PHASE_CAPACITY];
+    phases[0] = marker;
+    phases[0].sequence = 1;
+    record->phases_total = 1;
+    record->current_phase = 1;
+  }
+  real.munmap(parent, clipmem_record_size());
+  for (Injection& rule : injections) rule.calls = 0;
+}
+
+void at_exit_handler() {
+  if (load(state) != kTracking || !record) return;
+  Guard g;
+  ErrnoKeeper keep;
+  char text[4096];
+  if (read_small_file("/proc/self/status", text, sizeof text) > 0) {
+    raise_peak(record->vm_peak, field_kib(text, "VmPeak:"));
+    raise_peak(record->rss_peak, field_kib(text, "VmHWM:"));
+  }
+  take_sample(now_ns());
+  store(record->end_ns, now_ns());
+  __atomic_store_n(&record->state, uint32_t(CLIPMEM_STATE_EXITED), __ATOMIC_RELEASE);
+}
+
+void initialize() {
+  int expected = kUninitialized;
+  if (!__atomic_compare_exchange_n(&state, &expected, int(kInitializing), false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+    return;
+  Guard g;
+  ErrnoKeeper keep;
+  ensure_resolved();
+  const char* dir = getenv(CLIPMEM_ENV_RECORD_DIR);
+  if (!dir || !*dir) {
+    // Preloaded without a launcher: forward everything, record nothing.
+    store(state, int(kDisabled));
+    return;
+  }
+  if (strlen(dir) >= sizeof record_dir) {
+    say(CLIPMEM_ENV_RECORD_DIR " is longer than ", "255 bytes", "; this process is not tracked", "");
+    store(state, int(kDisabled));
+    return;
+  }
+  strcpy(record_dir, dir);
+  if (!create_record(0)) {
+    store(state, int(kDisabled));
+    return;
+  }
+  parse_injections(getenv(CLIPMEM_ENV_FAIL));
+  void* frames[4];
+  backtrace(frames, 4);  // loads libgcc_s now, so that a later stack capture never allocates
+  pthread_atfork(nullptr, nullptr, after_fork_in_child);
+  atexit(at_exit_handler);
+  take_sample(now_ns());
+  store(last_sample_ns, now_ns());
+  __atomic_store_n(&state, int(kTracking), __ATOMIC_RELEASE);
+}
+
+// True when this call should be counted: tracking is on and we are not inside the tracker.
+inline bool tracking() {
+  if (UNLIKELY(guard)) return false;
+  int s = __atomic_load_n(&state, __ATOMIC_ACQUIRE);
+  if (LIKELY(s == kTracking)) return true;
+  if (s == kUninitialized) {
+    initialize();
+    return __atomic_load_n(&state, __ATOMIC_ACQUIRE) == kTracking;
+  }
+  return false;
+}
+
+__attribute__((constructor)) void initialize_at_load() {
+  ensure_resolved();
+  initialize();
+}
+
+inline size_t usable(void* ptr) { return ptr ? malloc_usable_size(ptr) : 0; }
+
+// Common ending for the malloc family.
+inline void* finish_alloc(int fn, void* ptr, FailureArgs& args) {
+  if (LIKELY(ptr)) {
+    count_heap(fn, args.size, int64_t(usable(ptr)));
+  } else {
+    args.error = errno;
+    count_call(fn);
+    record_failure(args);
+  }
+  return ptr;
+}
+
+inline bool injected(int fn, FailureArgs& args) {
+  if (LIKELY(!any_injection) || !inject(fn, args.size)) return false;
+  args.failure_flags |= CLIPMEM_FAILURE_INJECTED;
+  args.error = ENOMEM;
+  count_call(fn);
+  record_failure(args);
+  return true;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- hooks
+
+void* malloc_hook(size_t size) {
+  if (UNLIKELY(!real.malloc)) {
+    if (resolving) return bootstrap_alloc(size);
+    ensure_resolved();
+  }
+  if (!tracking()) return real.malloc(size);
+  FailureArgs args{CLIPMEM_FN_MALLOC};
+  args.size = size;
+  if (UNLIKELY(injected(CLIPMEM_FN_MALLOC, args))) return errno = ENOMEM, nullptr;
+  return finish_alloc(CLIPMEM_FN_MALLOC, real.malloc(size), args);
+}
+
+void* calloc_hook(size_t nmemb, size_t size) {
+  if (UNLIKELY(!real.calloc)) {
+    if (resolving) {
+      size_t total;
+      return __builtin_mul_overflow(nmemb, size, &total) ? nullptr : bootstrap_alloc(total);
+    }
+    ensure_resolved();
+  }
+  if (!tracking()) return real.calloc(nmemb, size);
+  FailureArgs args{CLIPMEM_FN_CALLOC};
+  unsigned __int128 total = (unsigned __int128)nmemb * size;
+  args.size = uint64_t(total);
+  args.nmemb = nmemb;
+  args.elem_size = size;
+  if (total >> 64) args.failure_flags |= CLIPMEM_FAILURE_SIZE_OVERFLOW;
+  if (UNLIKELY(injected(CLIPMEM_FN_CALLOC, args))) return errno = ENOMEM, nullptr;
+  return finish_alloc(CLIPMEM_FN_CALLOC, real.calloc(nmemb, size), args);
+}
+
+void* realloc_hook(void* ptr, size_t size) {
+  ensure_resolved();
+  if (UNLIKELY(in_bootstrap(ptr))) {  // a bootstrap block moving to the real heap
+    void* moved = malloc_hook(size);
+    if (moved) memcpy(moved, ptr, size);
+    return moved;
+  }
+  if (!tracking()) return real.realloc(ptr, size);
+  FailureArgs args{CLIPMEM_FN_REALLOC};
+  args.size = size;
+  args.address = uintptr_t(ptr);
+  size_t old_size = usable(ptr);
+  args.old_size = old_size;
+  if (UNLIKELY(injected(CLIPMEM_FN_REALLOC, args))) return errno = ENOMEM, nullptr;
+  void* result = real.realloc(ptr, size);
+  if (result || (ptr && size == 0)) {  // realloc(p, 0) frees p
+    count_heap(CLIPMEM_FN_REALLOC, size, int64_t(usable(result)) - int64_t(old_size));
+  } else {
+    args.error = errno;
+    count_call(CLIPMEM_FN_REALLOC);
+    record_failure(args);
+  }
+  return result;
+}
+
+void* reallocarray_hook(void* ptr, size_t nmemb, size_t size) {
+  ensure_resolved();
+  if (!tracking() || !real.reallocarray) {
+    size_t total;
+    if (__builtin_mul_overflow(nmemb, size, &total)) return errno = ENOMEM, nullptr;
+    return real.reallocarray ? real.reallocarray(ptr, nmemb, size) : realloc_hook(ptr, total);
+  }
+  FailureArgs args{CLIPMEM_FN_REALLOCARRAY};
+  unsigned __int128 total = (unsigned __int128)nmemb * size;
+  args.size = uint64_t(total);
+  args.nmemb = nmemb;
+  args.elem_size = size;
+  args.address = uintptr_t(ptr);
+  if (total >> 64) args.failure_flags |= CLIPMEM_FAILURE_SIZE_OVERFLOW;
+  size_t old_size = usable(ptr);
+  args.old_size = old_size;
+  if (UNLIKELY(injected(CLIPMEM_FN_REALLOCARRAY, args))) return errno = ENOMEM, nullptr;
+  void* result = real.reallocarray(ptr, nmemb, size);
+  if (result) {
+    count_heap(CLIPMEM_FN_REALLOCARRAY, args.size, int64_t(usable(result)) - int64_t(old_size));
+  } else {
+    args.error = errno;
+    count_call(CLIPMEM_FN_REALLOCARRAY);
+    record_failure(args);
+  }
+  return result;
+}
+
+void free_hook(void* ptr) {
+  if (UNLIKELY(!ptr || in_bootstrap(ptr))) return;
+  ensure_resolved();
+  if (tracking()) count_heap(CLIPMEM_FN_FREE, 0, -int64_t(malloc_usable_size(ptr)));
+  real.free(ptr);
+}
+
+int posix_memalign_hook(void** out, size_t alignment, size_t size) {
+  ensure_resolved();
+  if (!tracking()) return real.posix_memalign(out, alignment, size);
+  FailureArgs args{CLIPMEM_FN_POSIX_MEMALIGN};
+  args.size = size;
+  args.alignment = alignment;
+  if (UNLIKELY(injected(CLIPMEM_FN_POSIX_MEMALIGN, args))) return ENOMEM;
+  int error = real.posix_memalign(out, alignment, size);
+  if (LIKELY(error == 0)) {
+    count_heap(CLIPMEM_FN_POSIX_MEMALIGN, size, int64_t(usable(*out)));
+  } else {
+    args.error = error;  // posix_memalign returns its error instead of setting errno
+    count_call(CLIPMEM_FN_POSIX_MEMALIGN);
+    record_failure(args);
+  }
+  return error;
+}
+
+#define CLIPMEM_ALIGNED_HOOK(name, FN, call, ...)             \
+  {                                                           \
+    ensure_resolved();                                        \
+    if (!tracking()) return call;                             \
+    FailureArgs args{FN};                                     \
+    __VA_ARGS__;                                              \
+    if (UNLIKELY(injected(FN, args))) return errno = ENOMEM, nullptr; \
+    return finish_alloc(FN, call, args);                      \
+  }
+
+void* aligned_alloc_hook(size_t alignment, size_t size)
+    CLIPMEM_ALIGNED_HOOK(aligned_alloc, CLIPMEM_FN_ALIGNED_ALLOC, real.aligned_alloc(alignment, size),
+                         args.size = size, args.alignment = alignment)
+void* memalign_hook(size_t alignment, size_t size)
+    CLIPMEM_ALIGNED_HOOK(memalign, CLIPMEM_FN_MEMALIGN, real.memalign(alignment, size), args.size = size,
+                         args.alignment = alignment)
+void* valloc_hook(size_t size)
+    CLIPMEM_ALIGNED_HOOK(valloc, CLIPMEM_FN_VALLOC, real.valloc(size), args.size = size,
+                         args.alignment = uint64_t(sysconf(_SC_PAGESIZE)))
+void* pvalloc_hook(size_t size)
+    CLIPMEM_ALIGNED_HOOK(pvalloc, CLIPMEM_FN_PVALLOC, real.pvalloc(size), args.size = size,
+                         args.alignment = uint64_t(sysconf(_SC_PAGESIZE)))
+
+void* mmap_hook(int fn, void* addr, size_t length, int prot, int flags, int fd, off_t offset) {
+  ensure_resolved();
+  auto* call = fn == CLIPMEM_FN_MMAP64 && real.mmap64 ? real.mmap64 : real.mmap;
+  if (!tracking()) return call(addr, length, prot, flags, fd, offset);
+  FailureArgs args{fn};
+  args.size = length;
+  args.address = uintptr_t(addr);
+  args.prot = prot;
+  args.flags = flags;
+  args.fd = (flags & MAP_ANONYMOUS) ? -1 : fd;
+  args.offset = offset;
+  if (UNLIKELY(injected(fn, args))) return errno = ENOMEM, MAP_FAILED;
+  void* result = call(addr, length, prot, flags, fd, offset);
+  count_call(fn);
+  if (LIKELY(result != MAP_FAILED)) {
+    Guard g;
+    ErrnoKeeper keep;
+    bump(my_slot()->histogram[clipmem_histogram_bucket(length)], my_slot());
+    int kind = prot == PROT_NONE ? kReserved : (flags & MAP_ANONYMOUS) ? kAnon : kFile;
+    uint64_t rounded = (length + 4095) & ~uint64_t(4095);
+    if (flags & MAP_FIXED) map_remove(uintptr_t(result), rounded);  // replaced whatever was there
+    map_add(uintptr_t(result), rounded, kind);
+    maybe_sample();
+  } else {
+    args.error = errno;
+    record_failure(args);
+  }
+  return result;
+}
+
+int munmap_hook(void* addr, size_t length) {
+  ensure_resolved();
+  if (!tracking()) return real.munmap(addr, length);
+  int result = real.munmap(addr, length);
+  count_call(CLIPMEM_FN_MUNMAP);
+  if (result == 0) {
+    Guard g;
+    ErrnoKeeper keep;
+    map_remove(uintptr_t(addr), (length + 4095) & ~uint64_t(4095));
+    maybe_sample();
+  }
+  return result;
+}
+
+void* mremap_hook(void* old_address, size_t old_size, size_t new_size, int flags, void* new_address) {
+  ensure_resolved();
+  if (!tracking()) return real.mremap(old_address, old_size, new_size, flags, new_address);
+  FailureArgs args{CLIPMEM_FN_MREMAP};
+  args.size = new_size;
+  args.old_size = old_size;
+  args.address = uintptr_t(old_address);
+  args.flags = flags;
+  if (UNLIKELY(injected(CLIPMEM_FN_MREMAP, args))) return errno = ENOMEM, MAP_FAILED;
+  void* result = real.mremap(old_address, old_size, new_size, flags, new_address);
+  count_call(CLIPMEM_FN_MREMAP);
+  if (result != MAP_FAILED) {
+    Guard g;
+    ErrnoKeeper keep;
+    bump(my_slot()->histogram[clipmem_histogram_bucket(new_size)], my_slot());
+    MapEntry entry;
+    uint64_t old_rounded = (old_size + 4095) & ~uint64_t(4095);
+    if (map_take(uintptr_t(old_address), &entry)) {
+      add(kind_counter(entry.kind), -int64_t(entry.length));
+      if (entry.length > old_rounded)  // only the head moved: the rest stays where it was
+        map_add(uintptr_t(old_address) + old_rounded, entry.length - old_rounded, entry.kind);
+      map_add(uintptr_t(result), (new_size + 4095) & ~uint64_t(4095), entry.kind);
+    } else {
+      add(record->unmapped_unknown, int64_t(old_rounded));
+      map_add(uintptr_t(result), (new_size + 4095) & ~uint64_t(4095), kAnon);
+    }
+    maybe_sample();
+  } else {
+    args.error = errno;
+    record_failure(args);
+  }
+  return result;
+}
+
+int pthread_create_hook(pthread_t* thread, const pthread_attr_t* attr, void* (*start)(void*), void* arg) {
+  ensure_resolved();
+  if (!tracking()) return real.pthread_create(thread, attr, start, arg);
+  FailureArgs args{CLIPMEM_FN_PTHREAD_CREATE};
+  size_t stack_size = 0;
+  {
+    Guard g;
+    pthread_attr_t defaults;
+    if (attr) pthread_attr_getstacksize(attr, &stack_size);
+    else if (pthread_getattr_default_np(&defaults) == 0) {
+      pthread_attr_getstacksize(&defaults, &stack_size);
+      pthread_attr_destroy(&defaults);
+    }
+  }
+  args.size = stack_size;  // the thread's stack: what glibc maps, and what fails under a limit
+  if (UNLIKELY(injected(CLIPMEM_FN_PTHREAD_CREATE, args))) return EAGAIN;
+  int error = real.pthread_create(thread, attr, start, arg);
+  count_call(CLIPMEM_FN_PTHREAD_CREATE);
+  if (error != 0) {
+    args.error = error;  // glibc turns the stack's ENOMEM into EAGAIN
+    record_failure(args);
+  }
+  return error;
+}
+
+}  // namespace clipmem
+
+// ---------------------------------------------------------------- exported to the tracked program
+
+// Sets the phase label that later failures and samples carry (called by clip-mem's addon through
+// dlsym, so a process without the tracker simply finds no such symbol). Returns 1 if recorded.
+extern "C" __attribute__((visibility("default"))) int clipmem_tracker_set_phase(const char* label) {
+  using namespace clipmem;
+  if (!tracking()) return 0;
+  Guard g;
+  ErrnoKeeper keep;
+  uint64_t sequence = __atomic_add_fetch(&record->phases_total, uint64_t(1), __ATOMIC_RELAXED);
+  ClipmemPhase* marker = &phases[(sequence - 1) % CLIPMEM_PHASE_CAPACITY];
+  __atomic_store_n(&marker->sequence, uint64_t(0), __ATOMIC_RELEASE);
+  marker->time_ns = now_ns();
+  ClipmemThreadSlot* slot = my_slot();
+  if (slot != shared_slot()) fold(slot);  // markers carry exact counters from this thread's view
+  marker->heap_current = load(record->heap_current);
+  marker->anon_mapped = load(record->anon_mapped);
+  marker->file_mapped = load(record->file_mapped);
+  size_t n = 0;
+  for (; label && label[n] && n < CLIPMEM_PHASE_LABEL_BYTES - 1; ++n) marker->label[n] = label[n];
+  marker->label[n] = 0;
+  __atomic_store_n(&marker->sequence, sequence, __ATOMIC_RELEASE);
+  store(record->current_phase, uint32_t(sequence));
+  take_sample(marker->time_ns);
+  return 1;
+}
+
+// The record this process writes ("" when not tracked).
+extern "C" __attribute__((visibility("default"))) const char* clipmem_tracker_record_path() {
+  return clipmem::record ? clipmem::record_path : "";
+}

@@ -1,0 +1,261 @@
+// The allocation record: one file, mapped MAP_SHARED by the tracked process (writer) and by clip-mem
+// (reader, live or after the process ended). Everything the tracker knows lives here, so a SIGKILL loses
+// nothing that was written. Shared by native/preload (writer) and native/addon/record.cc (reader).
+//
+// Layout: RecordHeader at offset 0, then the arrays it names by offset and count (thread slots, failure
+// ring, timeline ring, phase markers, module table). A reader checks magic, version and header_size before trusting
+// the offsets. Plain C layout, fixed-width fields, no pointers: a 64-bit reader reads any 64-bit writer.
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+
+#define CLIPMEM_RECORD_MAGIC "CLIPMEMR"
+#define CLIPMEM_RECORD_VERSION 1u
+
+// Environment handed from the launcher to the tracked process.
+#define CLIPMEM_ENV_RECORD_DIR "CLIPMEM_RECORD_DIR"  // private directory (0700) where each process writes <pid>.<n>.rec
+#define CLIPMEM_ENV_FAIL "CLIPMEM_FAIL"              // fault injection, e.g. "malloc:nth=3,mmap:above=1048576"
+
+enum ClipmemFn {
+  CLIPMEM_FN_MALLOC,
+  CLIPMEM_FN_CALLOC,
+  CLIPMEM_FN_REALLOC,
+  CLIPMEM_FN_REALLOCARRAY,
+  CLIPMEM_FN_FREE,
+  CLIPMEM_FN_POSIX_MEMALIGN,
+  CLIPMEM_FN_ALIGNED_ALLOC,
+  CLIPMEM_FN_MEMALIGN,
+  CLIPMEM_FN_VALLOC,
+  CLIPMEM_FN_PVALLOC,
+  CLIPMEM_FN_MMAP,
+  CLIPMEM_FN_MMAP64,
+  CLIPMEM_FN_MUNMAP,
+  CLIPMEM_FN_MREMAP,
+  CLIPMEM_FN_PTHREAD_CREATE,
+  CLIPMEM_FN_COUNT
+};
+
+// Names in ClipmemFn order; the reader reports these strings.
+#define CLIPMEM_FN_NAMES                                                                                   \
+  {"malloc", "calloc", "realloc", "reallocarray", "free", "posix_memalign", "aligned_alloc", "memalign", \
+   "valloc", "pvalloc", "mmap", "mmap64", "munmap", "mremap", "pthread_create"}
+
+// Size histogram: bucket b counts requests with 2^(b-1) < size <= 2^b (bucket 0: size 0 or 1).
+#define CLIPMEM_HISTOGRAM_BUCKETS 48
+
+#define CLIPMEM_THREAD_SLOTS 512
+#define CLIPMEM_FAILURE_CAPACITY 256
+#define CLIPMEM_TIMELINE_CAPACITY 4096
+#define CLIPMEM_PHASE_CAPACITY 1024
+#define CLIPMEM_PHASE_LABEL_BYTES 112
+#define CLIPMEM_STACK_DEPTH 32
+#define CLIPMEM_PATH_BYTES 256
+#define CLIPMEM_SYMBOL_BYTES 64
+#define CLIPMEM_MODULE_CAPACITY 128
+#define CLIPMEM_NO_MODULE 0xffffu
+
+// Failure flags.
+#define CLIPMEM_FAILURE_SIZE_OVERFLOW 1u  // calloc/reallocarray: nmemb*size overflowed; size holds the low 64 bits
+#define CLIPMEM_FAILURE_INJECTED 2u       // made to fail by CLIPMEM_FAIL, not by the system
+
+// Record states (RecordHeader.state).
+#define CLIPMEM_STATE_RUNNING 1u
+#define CLIPMEM_STATE_EXITED 2u  // the process ran its exit handlers (a SIGKILL leaves RUNNING)
+
+// Per-thread counters. Each thread owns one slot and writes it without atomics (single writer); the
+// reader sums all slots. The last slot is shared by threads that find none free and is updated atomically.
+typedef struct ClipmemThreadSlot {
+  int32_t tid;
+  uint32_t reserved;
+  int64_t heap_delta;  // heap bytes allocated minus freed not yet folded into RecordHeader.heap_current
+  uint64_t calls[CLIPMEM_FN_COUNT];
+  uint64_t histogram[CLIPMEM_HISTOGRAM_BUCKETS];
+  uint8_t padding[64 - (8 + 8 + 8 * CLIPMEM_FN_COUNT + 8 * CLIPMEM_HISTOGRAM_BUCKETS) % 64];
+} ClipmemThreadSlot;
+
+typedef struct ClipmemFailure {
+  uint64_t sequence;  // 1-based failure number; 0 while the entry is being written
+  uint32_t fn;        // ClipmemFn
+  uint32_t flags;     // CLIPMEM_FAILURE_*
+  uint64_t size;      // requested bytes exactly as asked (calloc: nmemb*size; mremap: new size)
+  uint64_t nmemb;     // calloc/reallocarray element count (else 0)
+  uint64_t elem_size; // calloc/reallocarray element size (else 0)
+  uint64_t alignment; // memalign family (else 0)
+  uint64_t old_size;  // realloc: usable size of the old block; mremap: old size
+  uint64_t address;   // mmap/mremap hint or old address
+  int32_t prot;       // mmap
+  int32_t map_flags;  // mmap flags, mremap flags
+  int32_t fd;         // mmap (-1 for anonymous)
+  int32_t error;      // errno (pthread_create / posix_memalign: the returned error)
+  int64_t offset;     // mmap file offset
+  char fd_path[CLIPMEM_PATH_BYTES];
+  // Process state at the instant of the failure (bytes; -1 where unknown).
+  int64_t vm_size;
+  int64_t vm_data;
+  int64_t rss;
+  int64_t map_count;       // lines of /proc/self/maps
+  int64_t max_map_count;   // /proc/sys/vm/max_map_count
+  int64_t commit_limit;    // /proc/meminfo CommitLimit
+  int64_t committed_as;    // /proc/meminfo Committed_AS
+  int64_t mem_total;       // /proc/meminfo MemTotal + SwapTotal
+  int32_t overcommit_memory;  // /proc/sys/vm/overcommit_memory
+  int32_t tid;
+  uint64_t time_ns;        // CLOCK_MONOTONIC
+  int64_t heap_current;    // tracker counters at the failure
+  int64_t anon_mapped;
+  int64_t file_mapped;
+  uint32_t phase_index;    // 1-based index of the phase marker in force (0: none)
+  uint32_t stack_depth;
+  char phase[CLIPMEM_PHASE_LABEL_BYTES];
+  uint64_t stack[CLIPMEM_STACK_DEPTH];   // return addresses, innermost first
+  // Resolved in the process at the failure (dladdr), since addresses mean nothing outside it: the module
+  // (index into the module table, CLIPMEM_NO_MODULE if none) and the nearest exported symbol, mangled,
+  // truncated to CLIPMEM_SYMBOL_BYTES-1.
+  uint16_t frame_module[CLIPMEM_STACK_DEPTH];
+  char frame_symbol[CLIPMEM_STACK_DEPTH][CLIPMEM_SYMBOL_BYTES];
+} ClipmemFailure;
+
+// A loaded object seen in a failure's stack: the reader runs addr2line on path at (address - base).
+typedef struct ClipmemModule {
+  uint64_t base;  // dli_fbase
+  char path[CLIPMEM_PATH_BYTES];
+} ClipmemModule;
+
+typedef struct ClipmemSample {
+  uint64_t time_ns;
+  int64_t heap_current;
+  int64_t anon_mapped;
+  int64_t file_mapped;
+  int64_t reserved_mapped;
+  int64_t vm_size;  // from /proc/self/statm at the sample
+  int64_t rss;
+  uint32_t phase_index;
+  uint32_t reserved;
+} ClipmemSample;
+
+typedef struct ClipmemPhase {
+  uint64_t sequence;  // 1-based; 0 while being written
+  uint64_t time_ns;
+  int64_t heap_current;
+  int64_t anon_mapped;
+  int64_t file_mapped;
+  char label[CLIPMEM_PHASE_LABEL_BYTES];
+} ClipmemPhase;
+
+typedef struct ClipmemRecordHeader {
+  char magic[8];  // CLIPMEM_RECORD_MAGIC, written last at creation
+  uint32_t version;
+  uint32_t header_size;  // sizeof(ClipmemRecordHeader) of the writer
+  uint64_t total_size;   // bytes of the file
+  // Array geometry: offset from the start of the file, entry count, entry size.
+  uint64_t slots_offset;
+  uint32_t slots_count, slot_size;
+  uint64_t failures_offset;
+  uint32_t failures_capacity, failure_size;
+  uint64_t timeline_offset;
+  uint32_t timeline_capacity, sample_size;
+  uint64_t phases_offset;
+  uint32_t phases_capacity, phase_size;
+  uint64_t modules_offset;
+  uint32_t modules_capacity, module_size;
+
+  int32_t pid;
+  int32_t parent_pid;        // for a forked child: the process it was forked from (its record is the parent's)
+  uint32_t exec_generation;  // n in <pid>.<n>.rec: 0 for a process's first image, +1 for each exec
+  uint32_t state;            // CLIPMEM_STATE_*
+  uint64_t start_ns;         // CLOCK_MONOTONIC when the record was created
+  uint64_t end_ns;           // when the exit handlers ran (0 if never)
+  int64_t rlimit_as;         // -1: unlimited
+  int64_t rlimit_data;
+  char exe[CLIPMEM_PATH_BYTES];
+
+  // Counters. heap_current is the folded part; the true current heap is heap_current + sum of slot deltas.
+  int64_t heap_current;
+  int64_t heap_peak;
+  int64_t anon_mapped;
+  int64_t anon_peak;
+  int64_t file_mapped;
+  int64_t file_peak;
+  int64_t reserved_mapped;  // PROT_NONE at mmap time (address space reserved, not committed)
+  int64_t reserved_peak;
+  int64_t unmapped_unknown; // munmap of ranges the tracker did not see mapped (mapped before it, or by libc internally)
+  int64_t vm_peak;          // VmPeak / VmHWM: from /proc/self/status at exit, else the largest sample
+  int64_t rss_peak;
+  uint32_t slots_used;      // thread slots handed out (the last slot is shared once all are taken)
+  uint32_t injected_faults;
+  uint64_t failures_total;  // failures ever; the ring keeps the latest failures_capacity
+  uint64_t samples_total;
+  uint64_t phases_total;
+  uint32_t current_phase;   // 1-based index of the latest phase marker (0: none)
+  uint32_t modules_used;    // entries of the module table claimed (an entry is complete once its base is non-zero)
+} ClipmemRecordHeader;
+
+// The whole file: header then arrays, each 64-byte aligned.
+static inline uint64_t clipmem_align64(uint64_t n) { return (n + 63u) & ~(uint64_t)63u; }
+static inline uint64_t clipmem_slots_offset(void) { return clipmem_align64(sizeof(ClipmemRecordHeader)); }
+static inline uint64_t clipmem_failures_offset(void) {
+  return clipmem_align64(clipmem_slots_offset() + (uint64_t)CLIPMEM_THREAD_SLOTS * sizeof(ClipmemThreadSlot));
+}
+static inline uint64_t clipmem_timeline_offset(void) {
+  return clipmem_align64(clipmem_failures_offset() + (uint64_t)CLIPMEM_FAILURE_CAPACITY * sizeof(ClipmemFailure));
+}
+static inline uint64_t clipmem_phases_offset(void) {
+  return clipmem_align64(clipmem_timeline_offset() + (uint64_t)CLIPMEM_TIMELINE_CAPACITY * sizeof(ClipmemSample));
+}
+static inline uint64_t clipmem_modules_offset(void) {
+  return clipmem_align64(clipmem_phases_offset() + (uint64_t)CLIPMEM_PHASE_CAPACITY * sizeof(ClipmemPhase));
+}
+static inline uint64_t clipmem_record_size(void) {
+  return (clipmem_modules_offset() + (uint64_t)CLIPMEM_MODULE_CAPACITY * sizeof(ClipmemModule) + 4095u) & ~(uint64_t)4095u;
+}
+
+// Fills a zeroed header with the layout above (everything but magic, which the writer stores last).
+static inline void clipmem_header_layout(ClipmemRecordHeader* h) {
+  h->version = CLIPMEM_RECORD_VERSION;
+  h->header_size = (uint32_t)sizeof(ClipmemRecordHeader);
+  h->total_size = clipmem_record_size();
+  h->slots_offset = clipmem_slots_offset();
+  h->slots_count = CLIPMEM_THREAD_SLOTS;
+  h->slot_size = (uint32_t)sizeof(ClipmemThreadSlot);
+  h->failures_offset = clipmem_failures_offset();
+  h->failures_capacity = CLIPMEM_FAILURE_CAPACITY;
+  h->failure_size = (uint32_t)sizeof(ClipmemFailure);
+  h->timeline_offset = clipmem_timeline_offset();
+  h->timeline_capacity = CLIPMEM_TIMELINE_CAPACITY;
+  h->sample_size = (uint32_t)sizeof(ClipmemSample);
+  h->phases_offset = clipmem_phases_offset();
+  h->phases_capacity = CLIPMEM_PHASE_CAPACITY;
+  h->phase_size = (uint32_t)sizeof(ClipmemPhase);
+  h->modules_offset = clipmem_modules_offset();
+  h->modules_capacity = CLIPMEM_MODULE_CAPACITY;
+  h->module_size = (uint32_t)sizeof(ClipmemModule);
+}
+
+// Checks that a mapped file of `file_size` bytes is a record this reader understands; returns NULL or a
+// sentence saying what is wrong.
+static inline const char* clipmem_header_problem(const ClipmemRecordHeader* h, uint64_t file_size) {
+  if (file_size < sizeof(ClipmemRecordHeader)) return "file is shorter than a record header";
+  for (int i = 0; i < 8; i++)
+    if (h->magic[i] != CLIPMEM_RECORD_MAGIC[i]) return "bad magic (not a clip-mem record, or still being created)";
+  if (h->version != CLIPMEM_RECORD_VERSION) return "unsupported record version";
+  if (h->header_size != sizeof(ClipmemRecordHeader)) return "header size differs from this reader's";
+  if (h->total_size > file_size) return "file is shorter than the size its header states";
+  ClipmemRecordHeader expected = {};
+  clipmem_header_layout(&expected);
+  if (h->slots_offset != expected.slots_offset || h->slot_size != expected.slot_size ||
+      h->failures_offset != expected.failures_offset || h->failure_size != expected.failure_size ||
+      h->timeline_offset != expected.timeline_offset || h->sample_size != expected.sample_size ||
+      h->phases_offset != expected.phases_offset || h->phase_size != expected.phase_size ||
+      h->modules_offset != expected.modules_offset || h->module_size != expected.module_size ||
+      h->modules_capacity != expected.modules_capacity ||
+      h->slots_count != expected.slots_count || h->failures_capacity != expected.failures_capacity ||
+      h->timeline_capacity != expected.timeline_capacity || h->phases_capacity != expected.phases_capacity)
+    return "array layout differs from this reader's";
+  return 0;
+}
+
+static inline unsigned clipmem_histogram_bucket(uint64_t size) {
+  if (size <= 1) return 0;
+  unsigned bucket = 64u - (unsigned)__builtin_clzll(size - 1);  // ceil(log2(size))
+  return bucket < CLIPMEM_HISTOGRAM_BUCKETS ? bucket : CLIPMEM_HISTOGRAM_BUCKETS - 1;
+}

@@ -1,0 +1,135 @@
+// The CLIP forward graph with Hugging Face CLIPModel semantics, built on Graph. Hidden states stay 2-D
+// ([batch * tokens, width]) so every linear layer is one Gemm with transB = 1 over the checkpoint's
+// [out, in] weight as stored (no transposed copy), and the patch convolution is a Gemm over patches
+// (stride = kernel). The same builder serves inference (weights as file-backed initializers) and
+// training (weights as graph inputs, see train.ts).
+//
+// API:
+//   interface ClipParams { get(name): Value; rows(name, indices): Value }   where weights come from
+//   imageFeatures(g, config, params, pixels [B, C, H, W]): Value     visual_projection output [B, P]
+//   textFeatures(g, config, params, ids [B, S] int64): Value          text_projection output [B, P]
+//   normalize(g, x): Value                                           x / ||x|| over the last axis
+//   clipHead(g, params, imageEmbeds, textEmbeds): { logitsPerImage, logitsPerText, loss? }
+import type { ClipConfig } from '../config';
+import { ElemType, Graph, Value } from './graph';
+
+/** How the graph reaches a checkpoint tensor: as a float32 value, or the rows of an embedding table. */
+export interface ClipParams {
+  get(name: string): Value;
+  rows(name: string, indices: Value): Value;
+}
+
+interface TowerShape {
+  hiddenSize: number;
+  numAttentionHeads: number;
+  numHiddenLayers: number;
+  layerNormEps: number;
+}
+
+function linear(g: Graph, p: ClipParams, x: Value, prefix: string, bias = true): Value {
+  return g.gemm(x, p.get(`${prefix}.weight`), bias ? p.get(`${prefix}.bias`) : undefined, { transB: true });
+}
+
+function layerNorm(g: Graph, p: ClipParams, x: Value, prefix: string, eps: number): Value {
+  return g.layerNorm(x, p.get(`${prefix}.weight`), p.get(`${prefix}.bias`), eps).y;
+}
+
+/** Causal additive mask [S, S]: 0 on and below the diagonal, a large negative above it. */
+function causalMask(g: Graph, s: number): Value {
+  const mask = new Float32Array(s * s);
+  for (let i = 0; i < s; i++) for (let j = i + 1; j < s; j++) mask[i * s + j] = -3.4028234663852886e38;
+  return g.constant(mask, [s, s]);
+}
+
+function attention(g: Graph, p: ClipParams, x: Value, prefix: string, t: TowerShape, batch: number, seq: number, mask?: Value): Value {
+  const h = t.numAttentionHeads;
+  const dh = t.hiddenSize / h;
+  const heads = (v: Value): Value => g.reshape(v, [batch, seq, h, dh]);
+  const q = g.transpose(heads(g.mul(linear(g, p, x, `${prefix}.q_proj`), g.scalar(dh ** -0.5))), [0, 2, 1, 3]);
+  const kT = g.transpose(heads(linear(g, p, x, `${prefix}.k_proj`)), [0, 2, 3, 1]);
+  const v = g.transpose(heads(linear(g, p, x, `${prefix}.v_proj`)), [0, 2, 1, 3]);
+  let scores = g.matmul(q, kT); // [B, H, S, S]
+  if (mask) scores = g.add(scores, mask);
+  const context = g.matmul(g.softmax(scores, -1), v); // [B, H, S, dh]
+  const merged = g.reshape(g.transpose(context, [0, 2, 1, 3]), [batch * seq, t.hiddenSize]);
+  return linear(g, p, merged, `${prefix}.out_proj`);
+}
+
+function quickGelu(g: Graph, x: Value): Value {
+  return g.mul(x, g.sigmoid(g.mul(x, g.scalar(1.702))));
+}
+
+function encoder(g: Graph, p: ClipParams, hidden: Value, prefix: string, t: TowerShape, batch: number, seq: number, mask?: Value): Value {
+  let h = hidden;
+  for (let i = 0; i < t.numHiddenLayers; i++) {
+    const layer = `${prefix}.encoder.layers.${i}`;
+    h = g.add(h, attention(g, p, layerNorm(g, p, h, `${layer}.layer_norm1`, t.layerNormEps), `${layer}.self_attn`, t, batch, seq, mask));
+    const mlp = linear(g, p, quickGelu(g, linear(g, p, layerNorm(g, p, h, `${layer}.layer_norm2`, t.layerNormEps), `${layer}.mlp.fc1`)), `${layer}.mlp.fc2`);
+    h = g.add(h, mlp);
+  }
+  return h;
+}
+
+export function imageFeatures(g: Graph, config: ClipConfig, p: ClipParams, pixels: Value): Value {
+  const v = config.vision;
+  const [batch, channels, height, width] = pixels.shape;
+  if (channels !== v.numChannels || height !== v.imageSize || width !== v.imageSize) {
+    throw new Error(`pixel values are [${pixels.shape.join(', ')}]; this model takes [batch, ${v.numChannels}, ${v.imageSize}, ${v.imageSize}]`);
+  }
+  const patch = v.patchSize;
+  const grid = v.imageSize / patch;
+  const patches = grid * grid;
+  const seq = patches + 1;
+  const d = v.hiddenSize;
+  const unfolded = g.reshape(
+    g.transpose(g.reshape(pixels, [batch, channels, grid, patch, grid, patch]), [0, 2, 4, 1, 3, 5]),
+    [batch * patches, channels * patch * patch],
+  );
+  const kernel = g.reshape(p.get('vision_model.embeddings.patch_embedding.weight'), [d, channels * patch * patch]);
+  const embedded = g.reshape(g.gemm(unfolded, kernel, undefined, { transB: true }), [batch, patches, d]);
+  const cls = g.expand(g.reshape(p.get('vision_model.embeddings.class_embedding'), [1, 1, d]), [batch, 1, d]);
+  const tokens = g.add(g.concat([cls, embedded], 1), p.get('vision_model.embeddings.position_embedding.weight'));
+  let h = layerNorm(g, p, g.reshape(tokens, [batch * seq, d]), 'vision_model.pre_layrnorm', v.layerNormEps);
+  h = encoder(g, p, h, 'vision_model', v, batch, seq);
+  const pooled = g.reshape(g.slice(g.reshape(h, [batch, seq, d]), 1, 0, 1), [batch, d]);
+  const post = layerNorm(g, p, pooled, 'vision_model.post_layernorm', v.layerNormEps);
+  return g.gemm(post, p.get('visual_projection.weight'), undefined, { transB: true });
+}
+
+export function textFeatures(g: Graph, config: ClipConfig, p: ClipParams, ids: Value): Value {
+  const t = config.text;
+  const [batch, seq] = ids.shape;
+  if (seq > t.maxPositionEmbeddings) {
+    throw new Error(`input ids have ${seq} tokens; this model takes at most ${t.maxPositionEmbeddings} (pad or truncate to it)`);
+  }
+  const d = t.hiddenSize;
+  const tokens = g.reshape(p.rows('text_model.embeddings.token_embedding.weight', g.reshape(ids, [batch * seq])), [batch, seq, d]);
+  const positions = g.slice(p.get('text_model.embeddings.position_embedding.weight'), 0, 0, seq);
+  let h = g.reshape(g.add(tokens, positions), [batch * seq, d]);
+  h = encoder(g, p, h, 'text_model', t, batch, seq, causalMask(g, seq));
+  // Pooled at the end-of-text token, the highest id of each row (HF's argmax): a one-hot row product.
+  const select = g.reshape(g.oneHot(g.argMax(ids, 1), seq), [batch, 1, seq]);
+  const pooled = g.reshape(g.matmul(select, g.reshape(h, [batch, seq, d])), [batch, d]);
+  const post = layerNorm(g, p, pooled, 'text_model.final_layer_norm', t.layerNormEps);
+  return g.gemm(post, p.get('text_projection.weight'), undefined, { transB: true });
+}
+
+export function normalize(g: Graph, x: Value): Value {
+  return g.div(x, g.sqrt(g.reduceSum(g.mul(x, x), [-1], true)));
+}
+
+/** Logits scaled by exp(logit_scale) and, when both batches are equal, the symmetric contrastive loss. */
+export function clipHead(g: Graph, p: ClipParams, imageEmbeds: Value, textEmbeds: Value): { logitsPerImage: Value; logitsPerText: Value; loss?: Value } {
+  const logitsPerText = g.mul(g.gemm(textEmbeds, imageEmbeds, undefined, { transB: true }), g.exp(p.get('logit_scale')));
+  const logitsPerImage = g.transpose(logitsPerText, [1, 0]);
+  const n = imageEmbeds.shape[0];
+  if (textEmbeds.shape[0] !== n) return { logitsPerImage, logitsPerText };
+  // (CE(logits_per_text, arange) + CE(logits_per_image, arange)) / 2 = -sum(diag(lsm_rows + lsm_cols)) / 2n
+  const diagonal = new Float32Array(n * n);
+  for (let i = 0; i < n; i++) diagonal[i * n + i] = -1 / (2 * n);
+  const both = g.add(g.logSoftmax(logitsPerText, 1), g.logSoftmax(logitsPerText, 0));
+  const loss = g.reduceSum(g.mul(both, g.constant(diagonal, [n, n])), [0, 1], false);
+  return { logitsPerImage, logitsPerText, loss };
+}
+
+export { ElemType };

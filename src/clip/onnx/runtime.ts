@@ -1,0 +1,220 @@
+// CLIP inference through onnxruntime-node, clip-mem's default inference runtime. The ONNX model is built
+// in memory; its weights are initializers with external data pointing at byte ranges of the safetensors
+// file itself (onnxruntime maps them), so nothing is copied and no .onnx file is written. fp16 weights
+// are cast to float32 inside the graph and int8 weight-only weights dequantized (DequantizeLinear with
+// the per-row scale); constant folding and pre-packing are switched off so those stay lazy and the
+// weights are held once, in the file's dtype.
+//
+// API:
+//   createOnnxClip(checkpoint, options?): Promise<OnnxClip>
+//     checkpoint: a model.safetensors path, or a directory holding model.safetensors (+ config.json)
+//     options: { config?: ClipConfig (default: <dir>/config.json, else the preset named by `preset`),
+//                preset?: string, threads?: number (default 2) }
+//   OnnxClip.encodeImage(pixels: Float32Array, batch): Promise<Float32Array>   normalised [batch, P]
+//   OnnxClip.encodeText(ids: ArrayLike<number|bigint>, batch): Promise<Float32Array>  normalised [batch, P]
+//   OnnxClip.forward(pixels, ids, batch): Promise<ClipOutputs>   embeddings, logits_per_image, loss
+//   OnnxClip.weightFormat: 'fp32' | 'fp16' | 'int8' (from the file's dtypes); OnnxClip.close()
+//   buildInferenceModel(header, config, graph: 'image' | 'text' | 'both', batch, seq): Uint8Array
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as ort from 'onnxruntime-node';
+import { ClipConfig, presetConfig, readHfConfig, WeightFormat } from '../config';
+import { int8ScaleName } from '../dtype';
+import { readSafetensorsHeader, SafetensorsEntry, SafetensorsHeader } from '../safetensors';
+import { clipHead, ClipParams, imageFeatures, normalize, textFeatures } from './clip-graph';
+import { ElemType, Graph, Value } from './graph';
+
+export interface OnnxClipOptions {
+  config?: ClipConfig;
+  preset?: string;
+  threads?: number;
+}
+
+export interface ClipOutputs {
+  imageEmbeds: Float32Array;
+  textEmbeds: Float32Array;
+  /** [batch, batch] row-major. */
+  logitsPerImage: Float32Array;
+  loss: number;
+}
+
+export interface OnnxClip {
+  readonly config: ClipConfig;
+  readonly file: string;
+  readonly weightFormat: WeightFormat;
+  encodeImage(pixels: Float32Array, batch: number): Promise<Float32Array>;
+  encodeText(ids: ArrayLike<number | bigint>, batch: number): Promise<Float32Array>;
+  forward(pixels: Float32Array, ids: ArrayLike<number | bigint>, batch: number): Promise<ClipOutputs>;
+  close(): Promise<void>;
+}
+
+const ELEM: Partial<Record<string, ElemType>> = { F32: ElemType.FLOAT, F16: ElemType.FLOAT16, I8: ElemType.INT8 };
+
+/** Weights as file-backed initializers, converted to float32 where they are used. */
+function fileParams(g: Graph, header: SafetensorsHeader): ClipParams {
+  const entries = new Map(header.entries.map((e) => [e.name, e]));
+  const location = path.basename(header.file);
+  const declared = new Map<string, Value>();
+  const entry = (name: string): SafetensorsEntry => {
+    const e = entries.get(name);
+    if (!e) throw new Error(`${header.file}: tensor ${JSON.stringify(name)} is missing (is this a CLIPModel checkpoint?)`);
+    return e;
+  };
+  const stored = (name: string): Value => {
+    let v = declared.get(name);
+    if (!v) {
+      const e = entry(name);
+      const type = ELEM[e.dtype];
+      if (type === undefined) throw new Error(`${header.file}: tensor ${name}: dtype ${e.dtype} is not one onnxruntime runs here (F32, F16, I8)`);
+      v = g.external(name, type, e.shape, { location, offset: header.dataOffset + e.begin, length: e.bytes });
+      declared.set(name, v);
+    }
+    return v;
+  };
+  const converted = new Map<string, Value>();
+  return {
+    get(name) {
+      let v = converted.get(name);
+      if (!v) {
+        const raw = stored(name);
+        v = raw.type === ElemType.INT8 ? g.dequantize(raw, stored(int8ScaleName(name)), 0) : g.cast(raw, ElemType.FLOAT);
+        converted.set(name, v);
+      }
+      return v;
+    },
+    rows(name, indices) {
+      // Gather first, convert only the rows used: the table stays in its stored dtype.
+      const raw = stored(name);
+      const picked = g.cast(g.gather(raw, indices), ElemType.FLOAT);
+      if (raw.type !== ElemType.INT8) return picked;
+      const scales = g.reshape(g.gather(stored(int8ScaleName(name)), indices), [indices.shape[0], 1]);
+      return g.mul(picked, scales);
+    },
+  };
+}
+
+export type InferenceGraph = 'image' | 'text' | 'both';
+
+/** The serialized inference model: inputs pixel_values / input_ids, outputs image_embeds / text_embeds (+ logits, loss). */
+export function buildInferenceModel(header: SafetensorsHeader, config: ClipConfig, which: InferenceGraph, batch: number, seq: number): Uint8Array {
+  const g = new Graph(`clip_${which}`);
+  const p = fileParams(g, header);
+  const v = config.vision;
+  let image: Value | undefined;
+  let text: Value | undefined;
+  if (which !== 'text') {
+    const pixels = g.input('pixel_values', ElemType.FLOAT, [batch, v.numChannels, v.imageSize, v.imageSize]);
+    image = g.output(normalize(g, imageFeatures(g, config, p, pixels)), 'image_embeds');
+  }
+  if (which !== 'image') {
+    const ids = g.input('input_ids', ElemType.INT64, [batch, seq]);
+    text = g.output(normalize(g, textFeatures(g, config, p, ids)), 'text_embeds');
+  }
+  if (image && text) {
+    const head = clipHead(g, p, image, text);
+    g.output(head.logitsPerImage, 'logits_per_image');
+    if (head.loss) g.output(head.loss, 'loss');
+  }
+  return g.toModel();
+}
+
+/** Session options shared by every clip-mem ORT session (see the README's onnxruntime section). */
+export function sessionOptions(threads: number, externalDataDir?: string): ort.InferenceSession.SessionOptions {
+  return {
+    intraOpNumThreads: threads,
+    interOpNumThreads: 1,
+    graphOptimizationLevel: 'all',
+    extra: {
+      session: {
+        // The weights live in the checkpoint; keep them there instead of packed or folded copies.
+        disable_prepacking: '1',
+        ...(externalDataDir ? { model_external_initializers_file_folder_path: externalDataDir } : {}),
+      },
+      optimization: { disable_specified_optimizers: 'ConstantFolding' },
+    },
+  };
+}
+
+function resolveCheckpoint(checkpoint: string): { file: string; dir: string } {
+  const stat = fs.statSync(checkpoint, { throwIfNoEntry: false });
+  if (!stat) throw new Error(`checkpoint ${checkpoint} does not exist: pass a model.safetensors file or its directory`);
+  const file = stat.isDirectory() ? path.join(checkpoint, 'model.safetensors') : checkpoint;
+  if (!fs.existsSync(file)) throw new Error(`${checkpoint} holds no model.safetensors`);
+  return { file: path.resolve(file), dir: path.dirname(path.resolve(file)) };
+}
+
+/** The config: given, else config.json beside the checkpoint, else the named preset. */
+export function checkpointConfig(dir: string, options: { config?: ClipConfig; preset?: string }): ClipConfig {
+  if (options.config) return options.config;
+  if (fs.existsSync(path.join(dir, 'config.json'))) return readHfConfig(dir);
+  if (options.preset) return presetConfig(options.preset);
+  throw new Error(`${dir} has no config.json: pass { preset } (e.g. 'vit-b-32') or { config }`);
+}
+
+export function weightFormatOf(header: SafetensorsHeader): WeightFormat {
+  const dtypes = new Set(header.entries.map((e) => e.dtype));
+  return dtypes.has('I8') ? 'int8' : dtypes.has('F16') ? 'fp16' : 'fp32';
+}
+
+const toInt64 = (ids: ArrayLike<number | bigint>): BigInt64Array => BigInt64Array.from(Array.from(ids), (x) => BigInt(x));
+
+export async function createOnnxClip(checkpoint: string, options: OnnxClipOptions = {}): Promise<OnnxClip> {
+  const { file, dir } = resolveCheckpoint(checkpoint);
+  const header = readSafetensorsHeader(file);
+  const config = checkpointConfig(dir, options);
+  const threads = options.threads ?? 2;
+  // One session per graph and input shape, created on first use.
+  const sessions = new Map<string, Promise<ort.InferenceSession>>();
+  const session = (which: InferenceGraph, batch: number, seq: number): Promise<ort.InferenceSession> => {
+    const key = `${which}:${batch}:${seq}`;
+    let s = sessions.get(key);
+    if (!s) {
+      const model = buildInferenceModel(header, config, which, batch, seq);
+      s = ort.InferenceSession.create(model, sessionOptions(threads, dir));
+      sessions.set(key, s);
+    }
+    return s;
+  };
+  const v = config.vision;
+  const pixelTensor = (pixels: Float32Array, batch: number): ort.Tensor => {
+    const shape = [batch, v.numChannels, v.imageSize, v.imageSize];
+    if (pixels.length !== shape.reduce((a, b) => a * b)) {
+      throw new Error(`encodeImage: ${pixels.length} pixel values for batch ${batch}; expected [${shape.join(', ')}] = ${shape.reduce((a, b) => a * b)}`);
+    }
+    return new ort.Tensor('float32', pixels, shape);
+  };
+  const idsTensor = (ids: ArrayLike<number | bigint>, batch: number): ort.Tensor => {
+    if (batch < 1 || ids.length % batch !== 0) throw new Error(`encodeText: ${ids.length} ids do not split into ${batch} rows`);
+    return new ort.Tensor('int64', toInt64(ids), [batch, ids.length / batch]);
+  };
+  const data = (t: ort.OnnxValue): Float32Array => (t as ort.Tensor).data as Float32Array;
+  return {
+    config,
+    file,
+    weightFormat: weightFormatOf(header),
+    async encodeImage(pixels, batch) {
+      const s = await session('image', batch, 0);
+      return data((await s.run({ pixel_values: pixelTensor(pixels, batch) })).image_embeds);
+    },
+    async encodeText(ids, batch) {
+      const input = idsTensor(ids, batch);
+      const s = await session('text', batch, input.dims[1]);
+      return data((await s.run({ input_ids: input })).text_embeds);
+    },
+    async forward(pixels, ids, batch) {
+      const input = idsTensor(ids, batch);
+      const s = await session('both', batch, input.dims[1]);
+      const out = await s.run({ pixel_values: pixelTensor(pixels, batch), input_ids: input });
+      return {
+        imageEmbeds: data(out.image_embeds),
+        textEmbeds: data(out.text_embeds),
+        logitsPerImage: data(out.logits_per_image),
+        loss: data(out.loss)[0],
+      };
+    },
+    async close() {
+      for (const s of sessions.values()) await (await s).release();
+      sessions.clear();
+    },
+  };
+}

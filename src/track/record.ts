@@ -1,0 +1,163 @@
+// The allocation record written by the interposer (native/record/record.h), read through the addon:
+// live while the process runs, or after it ended (the file survives a SIGKILL).
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { loadAddon } from '../native';
+
+export type TrackedFn =
+  | 'malloc'
+  | 'calloc'
+  | 'realloc'
+  | 'reallocarray'
+  | 'free'
+  | 'posix_memalign'
+  | 'aligned_alloc'
+  | 'memalign'
+  | 'valloc'
+  | 'pvalloc'
+  | 'mmap'
+  | 'mmap64'
+  | 'munmap'
+  | 'mremap'
+  | 'pthread_create';
+
+export interface RecordFrame {
+  address: string;
+  /** Loaded object holding the address, and the address relative to its load base (for addr2line). */
+  module?: string;
+  offset?: string;
+  /** Nearest exported symbol (dladdr in the traced process), demangled. */
+  symbol?: string;
+}
+
+/** One failed allocation, exactly as asked. Byte figures are -1 where /proc could not be read. */
+export interface RecordFailure {
+  sequence: number;
+  fn: TrackedFn;
+  /** Requested bytes (calloc/reallocarray: nmemb*size, low 64 bits if sizeOverflow; mremap: new size). */
+  size: number;
+  sizeOverflow: boolean;
+  /** Made to fail by CLIPMEM_FAIL fault injection, not by the system. */
+  injected: boolean;
+  nmemb: number;
+  elemSize: number;
+  alignment: number;
+  oldSize: number;
+  address: string;
+  prot: number;
+  flags: number;
+  fd: number;
+  fdPath: string;
+  offset: number;
+  errno: number;
+  vmSize: number;
+  vmData: number;
+  rss: number;
+  mapCount: number;
+  maxMapCount: number;
+  commitLimit: number;
+  committedAs: number;
+  memTotal: number;
+  overcommitMemory: number;
+  tid: number;
+  timeNs: number;
+  heapCurrent: number;
+  anonMapped: number;
+  fileMapped: number;
+  phase: string;
+  stack: RecordFrame[];
+}
+
+export interface RecordSample {
+  timeNs: number;
+  heap: number;
+  anon: number;
+  file: number;
+  reserved: number;
+  vmSize: number;
+  rss: number;
+  phaseIndex: number;
+}
+
+export interface RecordPhase {
+  index: number;
+  timeNs: number;
+  label: string;
+  heap: number;
+  anon: number;
+  file: number;
+}
+
+export interface RecordCounters {
+  heapCurrent: number;
+  heapPeak: number;
+  anonMapped: number;
+  anonPeak: number;
+  fileMapped: number;
+  filePeak: number;
+  /** PROT_NONE mappings (address space reserved, not committed). */
+  reservedMapped: number;
+  reservedPeak: number;
+  /** munmap of ranges the tracker never saw mapped (mapped before it started, or inside libc). */
+  unmappedUnknown: number;
+  /** VmPeak / VmHWM from /proc at exit, or the largest sample if the process was killed. */
+  vmPeak: number;
+  rssPeak: number;
+}
+
+export interface AllocationRecord {
+  path: string;
+  pid: number;
+  /** Set for a forked child: the pid it was forked from. */
+  parentPid: number;
+  /** 0 for a process's first program, +1 for each exec. */
+  execGeneration: number;
+  /** 'running' also for a process that was killed before its exit handlers ran. */
+  state: 'running' | 'exited';
+  startNs: number;
+  endNs: number;
+  /** -1: unlimited. */
+  rlimitAs: number;
+  rlimitData: number;
+  exe: string;
+  counters: RecordCounters;
+  calls: Record<TrackedFn, number>;
+  /** Bucket b counts requests of 2^(b-1) < size <= 2^b bytes (bucket 0: 0 or 1 byte). */
+  histogram: number[];
+  threads: number;
+  injectedFaults: number;
+  failuresTotal: number;
+  /** The latest failures (up to 256) in order. */
+  failures: RecordFailure[];
+  samplesTotal: number;
+  timeline: RecordSample[];
+  phasesTotal: number;
+  currentPhase: number;
+  phases: RecordPhase[];
+}
+
+interface RecordAddon {
+  readRecord(file: string): AllocationRecord;
+}
+
+/** Reads one record file (a snapshot: call again to follow a live process). */
+export function readRecord(file: string): AllocationRecord {
+  return loadAddon<RecordAddon>().readRecord(file);
+}
+
+/** The records in a launcher's record directory, by pid then exec generation. */
+export function listRecords(dir: string): { pid: number; generation: number; file: string }[] {
+  const found: { pid: number; generation: number; file: string }[] = [];
+  for (const name of fs.readdirSync(dir)) {
+    const match = /^(\d+)\.(\d+)\.rec$/.exec(name);
+    if (match) found.push({ pid: Number(match[1]), generation: Number(match[2]), file: path.join(dir, name) });
+  }
+  return found.sort((a, b) => a.pid - b.pid || a.generation - b.generation);
+}
+
+/** The record of the program a pid finally ran (its last exec), or undefined if it never loaded the tracker. */
+export function finalRecordOf(dir: string, pid: number): string | undefined {
+  return listRecords(dir)
+    .filter((entry) => entry.pid === pid)
+    .pop()?.file;
+}

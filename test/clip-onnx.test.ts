@@ -1,0 +1,178 @@
+import test from 'ava';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import * as ort from 'onnxruntime-node';
+import { clipLayout, fileOrder, presetConfig } from '../src/clip/config';
+import { dequantizeInt8, int8ScaleName, toFloat32 } from '../src/clip/dtype';
+import { encodeSafetensorsHeader, loadSafetensors, parseSafetensorsHeader, serializeSafetensors } from '../src/clip/safetensors';
+import { ensureSyntheticCheckpoint } from '../src/clip/synthetic';
+import { buildInferenceModel, createOnnxClip } from '../src/clip/onnx/runtime';
+import { createOnnxTrainer } from '../src/clip/onnx/train';
+import { ElemType, Graph } from '../src/clip/onnx/graph';
+import { gradients } from '../src/clip/onnx/grad';
+import { referenceDir } from './helpers/paths';
+
+const inputs = JSON.parse(fs.readFileSync(path.join(referenceDir, 'inputs.json'), 'utf8'));
+const outputs = JSON.parse(fs.readFileSync(path.join(referenceDir, 'outputs.json'), 'utf8'));
+const pixels = Float32Array.from(inputs.pixel_values as number[]);
+const ids = (inputs.input_ids as number[][]).flat();
+const flat = (x: unknown): number[] => (Array.isArray(x) ? x.flat(4) : [x as number]);
+
+function maxDiff(actual: ArrayLike<number>, expected: readonly number[]): number {
+  if (actual.length !== expected.length) return Infinity;
+  let max = 0;
+  for (let i = 0; i < expected.length; i++) max = Math.max(max, Math.abs(actual[i] - expected[i]));
+  return max;
+}
+
+test('ORT forward reproduces the PyTorch reference (embeddings, logits, loss) within 1e-4', async (t) => {
+  const clip = await createOnnxClip(referenceDir, { threads: 1 });
+  t.is(clip.weightFormat, 'fp32');
+  const out = await clip.forward(pixels, ids, 3);
+  t.true(maxDiff(out.imageEmbeds, flat(outputs.image_embeds)) < 1e-4);
+  t.true(maxDiff(out.textEmbeds, flat(outputs.text_embeds)) < 1e-4);
+  t.true(maxDiff(out.logitsPerImage, flat(outputs.logits_per_image)) < 1e-4);
+  t.true(Math.abs(out.loss - outputs.loss) < 1e-4);
+  // The towers alone give the same embeddings.
+  t.true(maxDiff(await clip.encodeImage(pixels, 3), Array.from(out.imageEmbeds)) < 1e-6);
+  t.true(maxDiff(await clip.encodeText(ids, 3), Array.from(out.textEmbeds)) < 1e-6);
+  await clip.close();
+});
+
+test('bad input shapes get errors that say what the model takes', async (t) => {
+  const clip = await createOnnxClip(referenceDir, { threads: 1 });
+  await t.throwsAsync(clip.encodeImage(new Float32Array(10), 1), { message: /10 pixel values for batch 1; expected \[1, 3, 32, 32\]/ });
+  await t.throwsAsync(clip.encodeText([98, 99, 99], 2), { message: /3 ids do not split into 2 rows/ });
+  await t.throwsAsync(clip.encodeText(new Array(17).fill(99), 1), { message: /17 tokens; this model takes at most 16/ });
+  await clip.close();
+});
+
+test('training gradients and one AdamW step reproduce PyTorch within 1e-4', async (t) => {
+  const trainer = await createOnnxTrainer(referenceDir, { batch: 3, threads: 1, adamw: outputs.adamw && {
+    lr: outputs.adamw.lr, beta1: outputs.adamw.betas[0], beta2: outputs.adamw.betas[1], eps: outputs.adamw.eps, weightDecay: outputs.adamw.weight_decay,
+  } });
+  const loss = await trainer.computeGradients(pixels, ids);
+  t.true(Math.abs(loss - outputs.loss) < 1e-4);
+  for (const [name, expected] of Object.entries(outputs.grads_step0)) {
+    t.true(maxDiff(trainer.grads.get(name)!, flat(expected)) < 1e-4, name);
+  }
+  trainer.applyAdamW();
+  t.is(trainer.steps, 1);
+  for (const [name, expected] of Object.entries(outputs.params_after_step)) {
+    t.true(maxDiff(trainer.params.get(name)!, flat(expected)) < 1e-4, name);
+  }
+  t.true(Math.abs((await trainer.computeGradients(pixels, ids)) - outputs.loss_after_step) < 1e-4);
+  await trainer.close();
+});
+
+test('gradients match central finite differences, shorter text included (Slice -> Pad rule)', async (t) => {
+  const seq = 8;
+  const shortIds = (inputs.input_ids as number[][]).map((row) => [...row.slice(0, seq - 1), 99]).flat();
+  const trainer = await createOnnxTrainer(referenceDir, { batch: 3, seq, threads: 1 });
+  await trainer.computeGradients(pixels, shortIds);
+  const probes: Array<[string, number]> = [
+    ['text_model.embeddings.position_embedding.weight', 3 * 32 + 5],
+    ['text_model.embeddings.position_embedding.weight', 12 * 32 + 1], // past seq: gradient exactly 0
+    ['vision_model.embeddings.class_embedding', 7],
+    ['vision_model.pre_layrnorm.weight', 2],
+    ['text_model.encoder.layers.1.self_attn.k_proj.weight', 40],
+    ['vision_model.embeddings.patch_embedding.weight', 100],
+  ];
+  const analytic = probes.map(([name, i]) => trainer.grads.get(name)![i]);
+  t.is(analytic[1], 0);
+  const h = 1e-2;
+  for (const [k, [name, i]] of probes.entries()) {
+    const p = trainer.params.get(name)!;
+    const keep = p[i];
+    p[i] = keep + h;
+    const up = await trainer.computeGradients(pixels, shortIds);
+    p[i] = keep - h;
+    const down = await trainer.computeGradients(pixels, shortIds);
+    p[i] = keep;
+    const numeric = (up - down) / (2 * h);
+    t.true(Math.abs(numeric - analytic[k]) < 2e-3 + 2e-2 * Math.abs(numeric), `${name}[${i}]: ${analytic[k]} vs ${numeric}`);
+  }
+  await trainer.close();
+});
+
+test('gradient rules of Div, Sqrt, Concat, Expand and ReduceSum match finite differences', async (t) => {
+  // f(x, y) = sum(concat(x / sqrt(sum(x*x)), expand(y)) * w)
+  const g = new Graph('rules');
+  const x = g.input('x', ElemType.FLOAT, [2, 3]);
+  const y = g.input('y', ElemType.FLOAT, [1, 3]);
+  const w = g.constant(Float32Array.from({ length: 15 }, (_, i) => Math.sin(i + 1)), [5, 3]);
+  const n = g.div(x, g.sqrt(g.reduceSum(g.mul(x, x), [-1], true)));
+  const loss = g.reduceSum(g.mul(g.concat([n, g.expand(y, [3, 3])], 0), w), [0, 1], false);
+  g.output(loss, 'loss');
+  const grads = gradients(g, loss, [x, y]);
+  g.output(grads.get(x)!, 'dx');
+  g.output(grads.get(y)!, 'dy');
+  const session = await ort.InferenceSession.create(g.toModel(), { intraOpNumThreads: 1 });
+  const xv = Float32Array.from([0.3, -1.2, 0.5, 2, 0.1, -0.4]);
+  const yv = Float32Array.from([0.7, -0.2, 1.1]);
+  const run = async (a: Float32Array, b: Float32Array) =>
+    session.run({ x: new ort.Tensor('float32', a, [2, 3]), y: new ort.Tensor('float32', b, [1, 3]) });
+  const base = await run(xv, yv);
+  const h = 1e-3;
+  for (const [which, values, name] of [['x', xv, 'dx'], ['y', yv, 'dy']] as const) {
+    for (let i = 0; i < values.length; i++) {
+      const plus = Float32Array.from(values);
+      const minus = Float32Array.from(values);
+      plus[i] += h;
+      minus[i] -= h;
+      const up = (await (which === 'x' ? run(plus, yv) : run(xv, plus))).loss.data[0] as number;
+      const down = (await (which === 'x' ? run(minus, yv) : run(xv, minus))).loss.data[0] as number;
+      t.true(Math.abs((up - down) / (2 * h) - (base[name].data[i] as number)) < 2e-3, `${name}[${i}]`);
+    }
+  }
+  await session.release();
+});
+
+test('a vit-b-32 model keeps every weight in the checkpoint file: 398 external initializers, model bytes < 0.1% of the weights', (t) => {
+  const specs = fileOrder(clipLayout(presetConfig('vit-b-32')));
+  const json = encodeSafetensorsHeader(specs, { format: 'pt' });
+  const dataBytes = specs.reduce((sum, s) => sum + s.bytes, 0);
+  const header = parseSafetensorsHeader(json.subarray(8), json.length + dataBytes, 'vit-b-32/model.safetensors');
+  const model = buildInferenceModel(header, presetConfig('vit-b-32'), 'both', 2, 77);
+  const text = Buffer.from(model).toString('latin1');
+  t.is(text.split('model.safetensors').length - 1, 398); // every tensor but the two position_ids
+  t.true(model.length < dataBytes / 1000);
+});
+
+/** Writes `tensors` as a checkpoint in a fresh temporary directory. */
+function writeCheckpoint(dir: string, name: string, tensors: Parameters<typeof serializeSafetensors>[0]): string {
+  const file = path.join(dir, name);
+  fs.writeFileSync(file, serializeSafetensors(tensors));
+  return file;
+}
+
+for (const format of ['fp16', 'int8'] as const) {
+  test(`${format} weights run in-graph and equal fp32 on the same (converted) values`, async (t) => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), `clip-onnx-${format}-`));
+    try {
+      const { file } = ensureSyntheticCheckpoint({ config: 'tiny', format, cacheDir: dir });
+      // The same values widened to fp32: what the fp16 Cast / int8 DequantizeLinear must compute.
+      const stored = loadSafetensors(file, { mode: 'copy' }).tensors;
+      const widened = [...stored.values()]
+        .filter((tensor) => !tensor.name.endsWith('.scale'))
+        .map((tensor) => {
+          if (tensor.dtype === 'I64' || tensor.dtype === 'F32') return tensor;
+          const data = tensor.dtype === 'I8' ? dequantizeInt8(tensor, stored.get(int8ScaleName(tensor.name))!) : toFloat32(tensor);
+          return { name: tensor.name, dtype: 'F32' as const, shape: tensor.shape, data };
+        });
+      const fp32File = writeCheckpoint(dir, 'widened.safetensors', widened);
+      const quantized = await createOnnxClip(file, { preset: 'tiny', threads: 1 });
+      const reference = await createOnnxClip(fp32File, { preset: 'tiny', threads: 1 });
+      t.is(quantized.weightFormat, format);
+      const out = await quantized.forward(pixels, ids, 3);
+      const expected = await reference.forward(pixels, ids, 3);
+      t.true(maxDiff(out.imageEmbeds, Array.from(expected.imageEmbeds)) < 1e-5);
+      t.true(maxDiff(out.textEmbeds, Array.from(expected.textEmbeds)) < 1e-5);
+      await quantized.close();
+      await reference.close();
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+}
