@@ -18,11 +18,14 @@
 //   readSafetensorsHeader(file): SafetensorsHeader
 //   loadSafetensors(file, { mode = 'mmap' | 'copy', onTensor? }): LoadedCheckpoint
 //   interface LoadedCheckpoint { file, mode, header, tensors: TensorMap, copiedForAlignment, close() }
+// Each tensor load first calls the tracker's setPhase(<tensor name>) (src/track/phase.ts), so a failure
+// recorded by `clip-mem trace` names the tensor being loaded.
 //   encodeSafetensorsHeader(specs, metadata): Uint8Array   prefix + JSON header padded with spaces to a
 //                                                multiple of 8; specs in file order, offsets contiguous
 //   serializeSafetensors(tensors, metadata): Buffer          a whole small file in memory (tests, fixtures)
 import * as fs from 'node:fs';
 import { loadAddon } from '../native';
+import { setPhase } from '../track/phase';
 import type { TensorSpec } from './config';
 import { DTYPE_BYTES, isDType, typedArrayFor } from './dtype';
 import type { Tensor, TensorMap } from './tensor';
@@ -260,6 +263,7 @@ function loadByMmap(file: string, options: LoadOptions): LoadedCheckpoint {
     const tensors: TensorMap = new Map();
     const copiedForAlignment: string[] = [];
     header.entries.forEach((entry, index) => {
+      setPhase(entry.name);
       const offset = header.dataOffset + entry.begin;
       const numel = entry.bytes / DTYPE_BYTES[entry.dtype];
       let data;
@@ -285,6 +289,7 @@ function loadByCopy(file: string, options: LoadOptions): LoadedCheckpoint {
     const header = readHeaderFromFd(fd, file);
     const tensors: TensorMap = new Map();
     header.entries.forEach((entry, index) => {
+      setPhase(entry.name);
       let buffer: ArrayBuffer;
       try {
         buffer = new ArrayBuffer(entry.bytes);

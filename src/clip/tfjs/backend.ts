@@ -1,0 +1,197 @@
+// Chooses the tfjs backend for the CLIP model and names the memory limits each backend runs into.
+//
+// API:
+//   selectTfjsBackend(candidates?)  -> Promise<TfjsBackendChoice>: the first candidate that is installed
+//       and initialises becomes tfjs's backend (default order tensorflow-gpu, tensorflow, wasm, cpu); the
+//       choice says which one runs and why each earlier one was skipped. Later calls return the same choice.
+//   TfjsMemoryError: what a tfjs allocation failure was (wasm heap full, no address space for wasm, an
+//       ArrayBuffer the OS refused), with the tracker's cause name where the failure alone decides it.
+//   asTfjsMemoryError(error)       -> TfjsMemoryError | undefined: classifies an error thrown by tfjs.
+//
+// tfjs-node and tfjs-node-gpu are optionalDependencies that often fail to install (no prebuilt
+// libtensorflow for the platform): they are required lazily, and their absence is a reason, not an error.
+// @tensorflow/tfjs, not tfjs-core alone: the bundle registers the gradients and the cpu backend.
+import * as tf from '@tensorflow/tfjs';
+import * as tfWasm from '@tensorflow/tfjs-backend-wasm';
+
+/** Backends in tfjs's own names: `tensorflow` is libtensorflow through tfjs-node (or -gpu, with CUDA). */
+export type TfjsBackendName = 'tensorflow-gpu' | 'tensorflow' | 'wasm' | 'cpu';
+
+export const defaultTfjsBackendOrder: readonly TfjsBackendName[] = ['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'];
+
+export interface TfjsBackendChoice {
+  /** The backend that runs. */
+  readonly name: TfjsBackendName;
+  /** The npm package that provides it. */
+  readonly package: string;
+  /** How it runs, e.g. "SIMD, single-threaded" for wasm. */
+  readonly detail: string;
+  /** Every candidate tried before it, with the reason it was not used. */
+  readonly skipped: readonly { readonly name: TfjsBackendName; readonly reason: string }[];
+}
+
+// ES2022's lib has no WebAssembly types; these two are all this file touches.
+declare const WebAssembly: { Memory: new (descriptor: { initial: number }) => unknown; RuntimeError: new () => Error };
+
+const packages: Record<TfjsBackendName, string> = {
+  'tensorflow-gpu': '@tensorflow/tfjs-node-gpu',
+  tensorflow: '@tensorflow/tfjs-node',
+  wasm: '@tensorflow/tfjs-backend-wasm',
+  cpu: '@tensorflow/tfjs-backend-cpu',
+};
+
+let chosen: Promise<TfjsBackendChoice> | undefined;
+
+/**
+ * Makes the first usable candidate tfjs's backend for this process (tfjs has one global backend).
+ * Throws, listing every reason, when none initialises.
+ */
+export function selectTfjsBackend(candidates: readonly TfjsBackendName[] = defaultTfjsBackendOrder): Promise<TfjsBackendChoice> {
+  chosen ??= trySelect(candidates);
+  return chosen;
+}
+
+async function trySelect(candidates: readonly TfjsBackendName[]): Promise<TfjsBackendChoice> {
+  if (candidates.length === 0) throw new Error('selectTfjsBackend: name at least one backend to try');
+  const skipped: { name: TfjsBackendName; reason: string }[] = [];
+  for (const name of candidates) {
+    const reason = await initialise(name);
+    if (reason === undefined) return { name, package: packages[name], detail: await describe(name), skipped };
+    skipped.push({ name, reason });
+  }
+  chosen = undefined;
+  throw new Error(`No tfjs backend initialised: ${skipped.map((s) => `${s.name}: ${s.reason}`).join('; ')}`);
+}
+
+/** Returns undefined when `name` is now tfjs's backend, else why it is not. */
+async function initialise(name: TfjsBackendName): Promise<string | undefined> {
+  if (name === 'tensorflow' || name === 'tensorflow-gpu') {
+    // Either package registers the `tensorflow` backend on the shared tfjs-core when it loads; tfjs-node-gpu
+    // may already have registered it (and skipped itself for want of CUDA).
+    if (name === 'tensorflow-gpu' || !tf.findBackendFactory('tensorflow')) {
+      try {
+        require(packages[name]);
+      } catch (error) {
+        const code = (error as NodeJS.ErrnoException).code;
+        return code === 'MODULE_NOT_FOUND' ? `${packages[name]} is not installed` : `${packages[name]} failed to load: ${message(error)}`;
+      }
+    }
+    if (!(await setQuietly('tensorflow'))) return `the tensorflow backend of ${packages[name]} did not initialise`;
+    if (name === 'tensorflow-gpu' && !usesGpu()) return `${packages[name]} loaded but found no CUDA device`;
+    return undefined;
+  }
+  if (name === 'wasm') {
+    // V8 reserves ~10 GiB of address space for a wasm memory; under a smaller RLIMIT_AS the wasm module
+    // fails deep inside emscripten with a misleading "serve the .wasm file" message, so test it first.
+    const reservation = wasmReservationFailure();
+    if (reservation) return reservation;
+    tfWasm.setWasmPaths(wasmDirectory());
+  }
+  return (await setQuietly(name)) ? undefined : `the ${name} backend did not initialise`;
+}
+
+function wasmDirectory(): string {
+  return require('node:path').dirname(require.resolve('@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm.wasm')) + '/';
+}
+
+function wasmReservationFailure(): string | undefined {
+  try {
+    new WebAssembly.Memory({ initial: 1 });
+    return undefined;
+  } catch (error) {
+    return (
+      `no address space for WebAssembly memory (${message(error)}): V8 reserves about 10 GiB of virtual ` +
+      `address space for each wasm memory, so the wasm backend needs RLIMIT_AS (ulimit -v) of more than ~10.5 GiB`
+    );
+  }
+}
+
+function usesGpu(): boolean {
+  // tfjs-node-gpu falls back to the CPU silently when CUDA is missing; its binding says which it uses.
+  const binding = (tf.backend() as unknown as { binding?: { isUsingGpuDevice?: () => boolean } }).binding;
+  return binding?.isUsingGpuDevice?.() ?? true;
+}
+
+/** tf.setBackend logs its own failure and the cpu backend prints an install banner: keep both off stdout. */
+async function setQuietly(name: string): Promise<boolean> {
+  const warn = console.warn;
+  console.warn = () => undefined;
+  try {
+    const ok = await tf.setBackend(name);
+    if (ok && name === 'cpu') (tf.backend() as unknown as { firstUse: boolean }).firstUse = false;
+    return ok;
+  } finally {
+    console.warn = warn;
+  }
+}
+
+async function describe(name: TfjsBackendName): Promise<string> {
+  if (name === 'wasm') {
+    const simd = (await tf.env().getAsync('WASM_HAS_SIMD_SUPPORT')) as boolean;
+    const threads = tfWasm.getThreadsCount();
+    return `${simd ? 'SIMD' : 'no SIMD'}, ${threads > 1 ? `${threads} threads` : 'single-threaded (tfjs-backend-wasm has no threads in Node)'}, heap at most 4 GiB`;
+  }
+  if (name === 'cpu') return 'pure JavaScript, single-threaded';
+  return name === 'tensorflow-gpu' ? 'libtensorflow with CUDA' : 'libtensorflow on the CPU';
+}
+
+function message(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+/** The limit a tfjs allocation ran into. */
+export type TfjsMemoryFailure =
+  /** wasm32 linear memory cannot grow past 4 GiB: the heap of the wasm backend is full. */
+  | 'wasm-heap'
+  /** V8 could not reserve address space for a WebAssembly memory (RLIMIT_AS). */
+  | 'wasm-address-space'
+  /** The OS refused an ArrayBuffer (cpu backend tensors, or reading data back). */
+  | 'array-buffer';
+
+export class TfjsMemoryError extends Error {
+  constructor(
+    readonly failure: TfjsMemoryFailure,
+    /** The tracker's cause name when this failure alone decides it; an ArrayBuffer refusal needs its evidence. */
+    readonly cause: 'js-heap' | 'address-space' | undefined,
+    message: string,
+    /** tfjs's own accounting of live tensor bytes when it failed. */
+    readonly tensorBytes: number,
+    readonly original: unknown,
+  ) {
+    super(message);
+    this.name = 'TfjsMemoryError';
+  }
+}
+
+/** Classifies an error from a tfjs call; undefined when it is not a memory failure. */
+export function asTfjsMemoryError(error: unknown): TfjsMemoryError | undefined {
+  if (error instanceof TfjsMemoryError) return error;
+  const text = message(error);
+  const bytes = tf.memory().numBytes;
+  const live = `tfjs held ${(bytes / 2 ** 20).toFixed(1)} MiB of tensors`;
+  if (tf.getBackend() === 'wasm' && error instanceof WebAssembly.RuntimeError && text.startsWith('Aborted(')) {
+    // emscripten aborts when malloc cannot grow the heap; the wasm module is unusable afterwards.
+    return new TfjsMemoryError(
+      'wasm-heap',
+      'js-heap',
+      `the tfjs wasm backend's heap is full: wasm32 memory cannot grow past 4 GiB and ${live} ` +
+        `(${text}). The wasm module is now unusable: start a new process with a smaller batch or model, ` +
+        `or install @tensorflow/tfjs-node(-gpu), whose tensors are not limited to 4 GiB`,
+      bytes,
+      error,
+    );
+  }
+  if (error instanceof RangeError && /WebAssembly\.(Memory|instantiate)|Wasm memory/.test(text)) {
+    return new TfjsMemoryError('wasm-address-space', 'address-space', `no address space for WebAssembly memory: ${text}`, bytes, error);
+  }
+  if (error instanceof RangeError && text.includes('Array buffer allocation failed')) {
+    return new TfjsMemoryError(
+      'array-buffer',
+      undefined,
+      `the OS refused memory for a tensor's ArrayBuffer while ${live} (${text}); run under \`clip-mem trace\` to see the limit it hit`,
+      bytes,
+      error,
+    );
+  }
+  return undefined;
+}
