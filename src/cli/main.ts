@@ -2,8 +2,9 @@
 import yargs from 'yargs';
 import type { CommandModule } from 'yargs';
 import { compareCommand } from './commands/compare';
+import { traceCommandModule } from './commands/trace';
 
-const commands: CommandModule<any, any>[] = [compareCommand];
+const commands: CommandModule<any, any>[] = [compareCommand, traceCommandModule];
 
 export async function main(argv: string[]): Promise<void> {
   let parser = yargs(argv)
