@@ -134,7 +134,8 @@ char record_path[CLIPMEM_PATH_BYTES + 32];
 struct Injection {
   bool active;
   uint64_t nth;    // fail exactly the nth call (1-based), 0: unused
-  uint64_t above;  // fail every call asking for more than this many bytes, 0: unused
+  bool has_above;
+  uint64_t above;  // fail every call asking for more than this many bytes
   uint64_t calls;
 };
 Injection injections[CLIPMEM_FN_COUNT];
@@ -506,7 +507,7 @@ void describe_frame(void* address, uint16_t* module, char* symbol) {
   if (info.dli_fbase) {
     const char* path = info.dli_fname;
     char exe[CLIPMEM_PATH_BYTES];
-    if (!path || !*path) {  // the main program: dladdr gives an empty name
+    if (!path || path[0] != '/') {  // the main program: dladdr gives "" or the name it was run by
       ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
       exe[n > 0 ? n : 0] = 0;
       path = exe;
@@ -521,7 +522,7 @@ bool inject(int fn, uint64_t size) {
   Injection& rule = injections[fn];
   if (!rule.active) return false;
   uint64_t call = __atomic_add_fetch(&rule.calls, uint64_t(1), __ATOMIC_RELAXED);
-  if ((rule.nth && call == rule.nth) || (rule.above && size > rule.above)) {
+  if ((rule.nth && call == rule.nth) || (rule.has_above && size > rule.above)) {
     add(record->injected_faults, 1u);
     return true;
   }
@@ -557,7 +558,8 @@ void parse_injections(const char* spec) {
           "\"; write fn:nth=N or fn:above=BYTES with fn one of malloc, calloc, realloc, ..., mmap, pthread_create");
     } else {
       injections[fn].active = true;
-      (nth ? injections[fn].nth : injections[fn].above) = value;
+      if (nth) injections[fn].nth = value;
+      else injections[fn].has_above = true, injections[fn].above = value;
       any_injection = true;
     }
     spec = end ? end + 1 : nullptr;
@@ -733,7 +735,7 @@ inline void* finish_alloc(int fn, void* ptr, FailureArgs& args) {
 inline bool injected(int fn, FailureArgs& args) {
   if (LIKELY(!any_injection) || !inject(fn, args.size)) return false;
   args.failure_flags |= CLIPMEM_FAILURE_INJECTED;
-  args.error = ENOMEM;
+  args.error = fn == CLIPMEM_FN_PTHREAD_CREATE ? EAGAIN : ENOMEM;  // what glibc returns when the stack cannot be mapped
   count_call(fn);
   record_failure(args);
   return true;
@@ -993,9 +995,13 @@ extern "C" __attribute__((visibility("default"))) int clipmem_tracker_set_phase(
   ClipmemPhase* marker = &phases[(sequence - 1) % CLIPMEM_PHASE_CAPACITY];
   __atomic_store_n(&marker->sequence, uint64_t(0), __ATOMIC_RELEASE);
   marker->time_ns = now_ns();
-  ClipmemThreadSlot* slot = my_slot();
-  if (slot != shared_slot()) fold(slot);  // markers carry exact counters from this thread's view
-  marker->heap_current = load(record->heap_current);
+  // The heap at the marker: the folded counter plus every thread's unfolded bytes (exact when the
+  // other threads are not allocating at this instant).
+  int64_t heap = load(record->heap_current);
+  uint32_t used = load(record->slots_used);
+  for (uint32_t i = 0; i < CLIPMEM_THREAD_SLOTS; ++i)
+    if (i < used || i == CLIPMEM_THREAD_SLOTS - 1) heap += load(slots[i].heap_delta);
+  marker->heap_current = heap;
   marker->anon_mapped = load(record->anon_mapped);
   marker->file_mapped = load(record->file_mapped);
   size_t n = 0;

@@ -3,8 +3,9 @@ import yargs from 'yargs';
 import type { CommandModule } from 'yargs';
 import { compareCommand } from './commands/compare';
 import { nativeProbeCommand } from './commands/native-probe';
+import { traceCommandModule } from './commands/trace';
 
-const commands: CommandModule<any, any>[] = [nativeProbeCommand, compareCommand];
+const commands: CommandModule<any, any>[] = [nativeProbeCommand, compareCommand, traceCommandModule];
 
 export async function main(argv: string[]): Promise<void> {
   let parser = yargs(argv)
