@@ -1,11 +1,12 @@
 // The clip-mem command line. Each command lives in src/cli/commands/<name>.ts and is listed once below.
 import yargs from 'yargs';
 import type { CommandModule } from 'yargs';
+import { checkpointCommand } from './commands/checkpoint';
 import { compareCommand } from './commands/compare';
 import { nativeProbeCommand } from './commands/native-probe';
 import { traceCommandModule } from './commands/trace';
 
-const commands: CommandModule<any, any>[] = [nativeProbeCommand, compareCommand, traceCommandModule];
+const commands: CommandModule<any, any>[] = [nativeProbeCommand, compareCommand, traceCommandModule, checkpointCommand];
 
 export async function main(argv: string[]): Promise<void> {
   let parser = yargs(argv)
