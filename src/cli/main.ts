@@ -3,9 +3,10 @@ import yargs from 'yargs';
 import type { CommandModule } from 'yargs';
 import { compareCommand } from './commands/compare';
 import { nativeProbeCommand } from './commands/native-probe';
+import { runCommand } from './commands/run';
 import { traceCommandModule } from './commands/trace';
 
-const commands: CommandModule<any, any>[] = [nativeProbeCommand, compareCommand, traceCommandModule];
+const commands: CommandModule<any, any>[] = [nativeProbeCommand, traceCommandModule, runCommand, compareCommand];
 
 export async function main(argv: string[]): Promise<void> {
   let parser = yargs(argv)
