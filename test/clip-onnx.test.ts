@@ -3,7 +3,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
-import { clipLayout, fileOrder, presetConfig } from '../src/clip/config';
+import { clipLayout, fileOrder, presetConfig, readHfConfig } from '../src/clip/config';
+import { ClipTfjs } from '../src/clip/tfjs/model';
 import { dequantizeInt8, int8ScaleName, toFloat32 } from '../src/clip/dtype';
 import { encodeSafetensorsHeader, loadSafetensors, parseSafetensorsHeader, serializeSafetensors } from '../src/clip/safetensors';
 import { ensureSyntheticCheckpoint } from '../src/clip/synthetic';
@@ -189,3 +190,31 @@ for (const format of ['fp16', 'int8'] as const) {
     }
   });
 }
+
+test('tfjs and onnxruntime give the same embeddings for the same weights (cosine >= 0.9999)', async (t) => {
+  const weights = loadSafetensors(path.join(referenceDir, 'model.safetensors'), { mode: 'copy' }).tensors;
+  const config = readHfConfig(referenceDir);
+  const tfjsModel = await ClipTfjs.create(weights, config, { backends: ['cpu'] });
+  const onnx = await createOnnxClip(referenceDir, { threads: 1 });
+  const n = 3;
+  const pairs: Array<[Float32Array, Float32Array]> = [
+    [tfjsModel.embedImages({ data: pixels, shape: [n, 3, 32, 32] }), await onnx.encodeImage(pixels, n)],
+    [tfjsModel.embedTexts({ data: Int32Array.from(ids), shape: [n, 16] }), await onnx.encodeText(ids, n)],
+  ];
+  for (const [a, b] of pairs) {
+    const width = a.length / n;
+    for (let row = 0; row < n; row++) {
+      let dot = 0;
+      let na = 0;
+      let nb = 0;
+      for (let i = row * width; i < (row + 1) * width; i++) {
+        dot += a[i] * b[i];
+        na += a[i] * a[i];
+        nb += b[i] * b[i];
+      }
+      t.true(dot / Math.sqrt(na * nb) >= 0.9999);
+    }
+  }
+  tfjsModel.dispose();
+  await onnx.close();
+});

@@ -1,12 +1,13 @@
 // The clip-mem command line. Each command lives in src/cli/commands/<name>.ts and is listed once below.
 import yargs from 'yargs';
 import type { CommandModule } from 'yargs';
+import { checkpointCommand } from './commands/checkpoint';
 import { compareCommand } from './commands/compare';
 import { nativeProbeCommand } from './commands/native-probe';
 import { runCommand } from './commands/run';
 import { traceCommandModule } from './commands/trace';
 
-const commands: CommandModule<any, any>[] = [nativeProbeCommand, traceCommandModule, runCommand, compareCommand];
+const commands: CommandModule<any, any>[] = [nativeProbeCommand, traceCommandModule, runCommand, compareCommand, checkpointCommand];
 
 export async function main(argv: string[]): Promise<void> {
   let parser = yargs(argv)

@@ -15,6 +15,7 @@
 //   OnnxClip.forward(pixels, ids, batch): Promise<ClipOutputs>   embeddings, logits_per_image, loss
 //   OnnxClip.weightFormat: 'fp32' | 'fp16' | 'int8' (from the file's dtypes); OnnxClip.close()
 //   buildInferenceModel(header, config, graph: 'image' | 'text' | 'both', batch, seq): Uint8Array
+//   inferenceGraph(...same): Graph                              the graph before serialization
 //   resolveModel(model, options): { config, weightsFile }      shared with train.ts
 //   sessionOptions(threads, externalDataDir?)                   the options of every clip-mem ORT session
 import * as path from 'node:path';
@@ -103,8 +104,13 @@ function fileParams(g: Graph, header: SafetensorsHeader): ClipParams {
 
 export type InferenceGraph = 'image' | 'text' | 'both';
 
-/** The serialized inference model: inputs pixel_values / input_ids, outputs image_embeds / text_embeds (+ logits, loss). */
+/** The inference model: inputs pixel_values / input_ids, outputs image_embeds / text_embeds (+ logits, loss). */
 export function buildInferenceModel(header: SafetensorsHeader, config: ClipConfig, which: InferenceGraph, batch: number, seq: number): Uint8Array {
+  return inferenceGraph(header, config, which, batch, seq).toModel();
+}
+
+/** The graph buildInferenceModel serializes (the benchmark counts its matrix products). */
+export function inferenceGraph(header: SafetensorsHeader, config: ClipConfig, which: InferenceGraph, batch: number, seq: number): Graph {
   const g = new Graph(`clip_${which}`);
   const p = fileParams(g, header);
   const v = config.vision;
@@ -123,7 +129,7 @@ export function buildInferenceModel(header: SafetensorsHeader, config: ClipConfi
     g.output(head.logitsPerImage, 'logits_per_image');
     if (head.loss) g.output(head.loss, 'loss');
   }
-  return g.toModel();
+  return g;
 }
 
 /** Session options shared by every clip-mem ORT session (see the README's onnxruntime section). */
