@@ -4,7 +4,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { NATIVE_PROBE_SCHEMA_VERSION } from '../src/probe/probe';
 import { readCgroups } from '../src/probe/cgroup';
-import { probeJson, runNativeProbe, schemaErrors, stubGpuLibrary } from './helpers/probe-cli';
+import { spawnSync } from 'node:child_process';
+import { probeJson, repoRoot, runNativeProbe, schemaErrors, stubGpuLibrary } from './helpers/probe-cli';
 
 const GiB = 2 ** 30;
 const MiB = 2 ** 20;
@@ -25,6 +26,16 @@ test('--json follows the versioned schema in schema/', (t) => {
   t.is(report.models[0]!.weightBytes, 183564);
 });
 
+test('native-probe starts light: no ML runtime (onnxruntime, tfjs, sharp) is loaded for it', (t) => {
+  // The probe must stay fast (scripts/bench-probe): command modules load their runtimes in their handlers.
+  const script =
+    "require('./dist/src/cli/main.js').main(['native-probe', '--json']).then(() => process.stderr.write(JSON.stringify(" +
+    "Object.keys(require.cache).filter((f) => /node_modules\\/(onnxruntime-node|onnxruntime-common|@tensorflow|sharp)\\//.test(f)))))";
+  const run = spawnSync(process.execPath, ['-e', script], { cwd: repoRoot, encoding: 'utf8' });
+  t.is(run.status, 0, run.stderr);
+  t.deepEqual(JSON.parse(run.stderr), []);
+});
+
 test('unknown options and models are usage errors (exit 2)', (t) => {
   const option = runNativeProbe(['--bogus']);
   t.is(option.status, 2);
@@ -38,6 +49,7 @@ test('under prlimit --as=2147483648: RLIMIT_AS exact, reservable = limit - VmSiz
   const limit = 2147483648;
   const report = probeJson(['--model', 'vit-b-32'], { wrapper: ['prlimit', `--as=${limit}`] });
   t.deepEqual(report.limits.as, { soft: limit, hard: limit });
+  t.is(schemaErrors(report), '');
   const expected = limit - (report.process.vmSize as number);
   const reservable = report.allocator.reservable.total;
   t.true(Math.abs(reservable - expected) <= 0.05 * expected, `reservable ${reservable}, limit - VmSize ${expected}`);
@@ -113,6 +125,7 @@ test('with the stub NVML/CUDA library: its devices and figures appear', (t) => {
   const env = { CLIP_MEM_NVML_LIBRARY: stubGpuLibrary, CLIP_MEM_CUDA_LIBRARY: stubGpuLibrary };
   const { gpu } = probeJson([], { env });
   t.is(gpu.nvml.unavailable, undefined);
+  t.is(schemaErrors(probeJson([], { env })), '');
   t.is(gpu.nvml.driverVersion, '999.99.stub');
   t.deepEqual(gpu.nvml.devices![0], {
     index: 0,

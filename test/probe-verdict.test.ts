@@ -37,6 +37,7 @@ function seedStory(): ProbeFacts {
   return {
     limits: { as: { soft: 4 * GiB, hard: 4 * GiB }, data: unlimited, rss: unlimited, stack: unlimited, memlock: unlimited, nproc: unlimited },
     status: { vmSize, vmPeak: vmSize, vmRss: 650 * MiB, vmHwm: 650 * MiB, vmData: 3 * GiB, vmStk: 132 * 1024, threads: 40 },
+    mappings: 1200,
     host: { ...sampleHost(), overcommitMemory: 0 },
     cgroups: { hierarchies: [], tightest: null, notes: [] },
     slurm: null,
@@ -51,6 +52,12 @@ test('seed story: the address-space limit binds first, with the headroom in byte
     'address space: 3.91 GiB of RLIMIT_AS 4.00 GiB used, 92 MiB (96468992 bytes) left; largest mappable block 92 MiB (96468992 bytes)',
   );
   t.deepEqual(result.constraints.map((c) => c.name), ['address space', 'physical memory']);
+  t.deepEqual(result.notes, ['RLIMIT_AS soft = hard: only the job\'s launcher (scheduler, container, shell profile) can raise it']);
+  const raisable = verdict({ ...seedStory(), limits: { ...seedStory().limits, as: { soft: 4 * GiB, hard: 'unlimited' } }, mappings: 65000 });
+  t.deepEqual(raisable.notes, [
+    'the RLIMIT_AS soft limit can be raised by this user up to the hard limit unlimited: ulimit -S -v unlimited',
+    '65000 mappings of vm.max_map_count 65530: mmap fails with ENOMEM at the limit whatever the sizes',
+  ]);
 });
 
 test('seed story: vit-b-32 fits neither via mmap nor via copy; the reasons name the limit', (t) => {

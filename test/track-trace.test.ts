@@ -60,6 +60,7 @@ test('C program under RLIMIT_AS 64M: each function fails with its exact size', (
     ['pthread_create', base + 7 * 4096, 'EAGAIN', 'probes'],
   ]);
   t.true(report.failures.every((f) => f.limit?.cause === 'address-space'));
+  t.true(report.failures.every((f) => f.stack[0]!.startsWith('each_function ')), 'stacks start at the caller');
   t.is(report.failures[3]!.detail.alignment, 64);
   t.is(report.failures[4]!.detail.alignment, 4096);
   t.is(report.diagnosis.cause, 'address-space');

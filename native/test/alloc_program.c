@@ -4,7 +4,8 @@
  *   alloc_program small         every tracked function once with a small, distinct size (for CLIPMEM_FAIL)
  *   alloc_program calloc-overflow
  *   alloc_program mapfile PATH BYTES   a read-only private mapping of a sparse file
- *   alloc_program stress THREADS PAIRS malloc/free pairs on THREADS threads, then fork + exec */
+ *   alloc_program stress THREADS PAIRS malloc/free pairs on THREADS threads, then fork + exec
+ *   alloc_program loop PAIRS           64-byte malloc/free pairs on one thread (scripts/bench-tracker) */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
@@ -130,10 +131,16 @@ int main(int argc, char** argv) {
     report("mmap", p != MAP_FAILED);
     close(fd);
     return p == MAP_FAILED ? 1 : 0;
+  } else if (argc > 2 && strcmp(argv[1], "loop") == 0) {
+    long pairs = atol(argv[2]);
+    for (long i = 0; i < pairs; i++) {
+      void* volatile p = malloc(64);
+      free(p);
+    }
   } else if (argc > 3 && strcmp(argv[1], "stress") == 0) {
     return stress(atoi(argv[2]), atol(argv[3]));
   } else {
-    fprintf(stderr, "usage: alloc_program probes|small|calloc-overflow|mapfile PATH BYTES|stress THREADS PAIRS\n");
+    fprintf(stderr, "usage: alloc_program probes|small|calloc-overflow|mapfile PATH BYTES|stress THREADS PAIRS|loop PAIRS\n");
     return 2;
   }
   return 0;

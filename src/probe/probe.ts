@@ -72,7 +72,7 @@ export function runProbe(options: ProbeOptions = {}): NativeProbeReport {
   const allocator = addon.probeAllocator();
   // After the allocator probe: a CUDA context reserves address space for good.
   const gpu = probeGpu(env);
-  const facts: ProbeFacts = { limits, status, host, cgroups, slurm, allocator };
+  const facts: ProbeFacts = { limits, status, mappings, host, cgroups, slurm, allocator };
   const result = verdict(facts);
   const models = (options.models ?? []).map((model) => modelFit(model, options.weights ?? 'fp32', facts, result.constraints));
   return {

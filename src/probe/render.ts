@@ -156,6 +156,7 @@ export function renderProbe(report: NativeProbeReport): string {
   out.push('8. Verdict');
   out.push(`  binds first: ${verdict.summary}`);
   for (const c of verdict.constraints.slice(1)) out.push(`  then:        ${describeConstraint(c)}`);
+  for (const note of verdict.notes) out.push(`  note:        ${note}`);
   for (const fit of report.models) {
     out.push(`  model ${fit.model} (${fit.weights}, ${formatBytes(fit.weightBytes)}; largest tensor ${fit.largestTensor.name} ${formatBytes(fit.largestTensor.bytes)}):`);
     for (const check of [fit.viaMmap, fit.viaCopy, fit.training]) out.push(`    ${check.explanation}`);

@@ -3,7 +3,7 @@
 import { describeLayout, WeightFormat } from '../clip/config';
 import { formatBytes } from '../units';
 import type { CgroupReport, MemoryCgroup } from './cgroup';
-import { known } from './field';
+import { Field, known } from './field';
 import type { AllocatorProbe, ResourceLimits } from './native';
 import type { HostMemory, ProcessStatus } from './proc';
 import { SlurmJob, slurmNodeMemory } from './slurm';
@@ -26,6 +26,8 @@ export interface Constraint {
 export interface ProbeFacts {
   limits: ResourceLimits;
   status: ProcessStatus;
+  /** Lines of /proc/self/maps. */
+  mappings: Field<number>;
   host: HostMemory;
   cgroups: CgroupReport;
   slurm: SlurmJob | null;
@@ -90,6 +92,8 @@ export interface Verdict {
   largestMappableBlock: number;
   /** One line, e.g. "address space: 3.91 GiB of RLIMIT_AS 4.00 GiB used, 92 MiB (96468992 bytes) left; ...". */
   summary: string;
+  /** What else to know: a soft limit that may be raised, a map count close to vm.max_map_count. */
+  notes: string[];
 }
 
 export function describeConstraint(c: Constraint): string {
@@ -102,7 +106,32 @@ export function verdict(facts: ProbeFacts): Verdict {
   const largestMappableBlock = facts.allocator.readWriteMapping.largest;
   const block = `largest mappable block ${formatBytes(largestMappableBlock)} (${largestMappableBlock} bytes)`;
   const summary = bindsFirst ? `${describeConstraint(bindsFirst)}; ${block}` : `no memory limit could be read; ${block}`;
-  return { bindsFirst, constraints: list, largestMappableBlock, summary };
+  return { bindsFirst, constraints: list, largestMappableBlock, summary, notes: verdictNotes(facts, bindsFirst) };
+}
+
+const raisableLimits: Record<string, { limit: 'as' | 'data'; ulimit: string }> = {
+  RLIMIT_AS: { limit: 'as', ulimit: '-v' },
+  RLIMIT_DATA: { limit: 'data', ulimit: '-d' },
+};
+
+function verdictNotes(facts: ProbeFacts, bindsFirst: Constraint | null): string[] {
+  const notes: string[] = [];
+  const raisable = bindsFirst ? raisableLimits[bindsFirst.source] : undefined;
+  if (raisable) {
+    const { soft, hard } = facts.limits[raisable.limit];
+    if (soft !== hard) {
+      const to = hard === 'unlimited' ? 'unlimited' : String(Math.floor(hard / 1024));
+      notes.push(`the ${bindsFirst!.source} soft limit can be raised by this user up to the hard limit ${hard === 'unlimited' ? 'unlimited' : formatBytes(hard)}: ulimit -S ${raisable.ulimit} ${to}`);
+    } else {
+      notes.push(`${bindsFirst!.source} soft = hard: only the job's launcher (scheduler, container, shell profile) can raise it`);
+    }
+  }
+  const mappings = known(facts.mappings);
+  const maxMapCount = known(facts.host.maxMapCount);
+  if (mappings !== undefined && maxMapCount !== undefined && mappings >= 0.9 * maxMapCount) {
+    notes.push(`${mappings} mappings of vm.max_map_count ${maxMapCount}: mmap fails with ENOMEM at the limit whatever the sizes`);
+  }
+  return notes;
 }
 
 export interface FitCheck {
