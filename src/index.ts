@@ -38,3 +38,4 @@ export type { ChildCgroup } from './track/cgroup';
 export { programKind } from './track/program';
 export { causes, diagnose, errnoName, explainFailure } from './diagnose';
 export type { Cause, Diagnosis, DiagnosisInput, FailureFacts } from './diagnose';
+export * from './clip/pytorch';
