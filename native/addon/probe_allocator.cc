@@ -1,15 +1,33 @@
 // Capability: what can be allocated right now (native/probe/allocator_probe.h), for the native-probe report.
+#include <cerrno>
 #include <cstring>
+#include <string>
 
 #include "addon/module.h"
 #include "probe/allocator_probe.h"
 
 namespace {
 
+// "ENOMEM" for ENOMEM. strerrorname_np is glibc >= 2.32; clusters run older ones, and the probe's
+// failures are almost always one of these.
+std::string errnoName(int error) {
+#if __GLIBC_PREREQ(2, 32)
+  if (const char* name = strerrorname_np(error)) return name;
+#endif
+  switch (error) {
+    case ENOMEM: return "ENOMEM";
+    case EINVAL: return "EINVAL";
+    case EAGAIN: return "EAGAIN";
+    case EPERM: return "EPERM";
+    case EACCES: return "EACCES";
+    case EOVERFLOW: return "EOVERFLOW";
+    default: return "errno " + std::to_string(error);
+  }
+}
+
 void setErrno(Napi::Env env, Napi::Object target, int error) {
   if (error == 0) return;
-  const char* name = strerrorname_np(error);
-  target.Set("errno", Napi::String::New(env, name ? name : std::to_string(error)));
+  target.Set("errno", Napi::String::New(env, errnoName(error)));
   target.Set("error", Napi::String::New(env, std::strerror(error)));
 }
 

@@ -33,10 +33,15 @@ Napi::Value ReadResourceLimits(const Napi::CallbackInfo& info) {
   return limits;
 }
 
-// glibc's view of its heap: how much it holds from the kernel, how much of that is in use.
+// glibc's view of its heap: how much it holds from the kernel, how much of that is in use. Clusters run old
+// glibc: before 2.33 only mallinfo() exists, whose int fields wrap above 2 GiB.
 Napi::Value ReadMallinfo(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
+#if __GLIBC_PREREQ(2, 33)
   struct mallinfo2 state = mallinfo2();
+#else
+  struct mallinfo state = mallinfo();
+#endif
   Napi::Object result = Napi::Object::New(env);
   result.Set("arena", Napi::Number::New(env, static_cast<double>(state.arena)));        // main heap from brk
   result.Set("hblkhd", Napi::Number::New(env, static_cast<double>(state.hblkhd)));      // bytes in mmap'd blocks

@@ -50,7 +50,9 @@ Napi::Object ReadFailure(Napi::Env env, const ClipmemFailure& f, const ClipmemMo
   Napi::Object out = Napi::Object::New(env);
   out.Set("sequence", Napi::Number::New(env, double(f.sequence)));
   out.Set("fn", f.fn < CLIPMEM_FN_COUNT ? kFnNames[f.fn] : "unknown");
-  out.Set("size", bytes(env, int64_t(f.size)));
+  // An overflowing nmemb*size is reported as the product it asked for (a double: not exact, but honest).
+  out.Set("size", Napi::Number::New(env, (f.flags & CLIPMEM_FAILURE_SIZE_OVERFLOW) ? double(f.nmemb) * double(f.elem_size)
+                                                                                   : double(f.size)));
   out.Set("sizeOverflow", Napi::Boolean::New(env, f.flags & CLIPMEM_FAILURE_SIZE_OVERFLOW));
   out.Set("injected", Napi::Boolean::New(env, f.flags & CLIPMEM_FAILURE_INJECTED));
   out.Set("nmemb", bytes(env, int64_t(f.nmemb)));

@@ -134,7 +134,8 @@ char record_path[CLIPMEM_PATH_BYTES + 32];
 struct Injection {
   bool active;
   uint64_t nth;    // fail exactly the nth call (1-based), 0: unused
-  uint64_t above;  // fail every call asking for more than this many bytes, 0: unused
+  bool has_above;
+  uint64_t above;  // fail every call asking for more than this many bytes
   uint64_t calls;
 };
 Injection injections[CLIPMEM_FN_COUNT];
@@ -243,7 +244,7 @@ void read_statm(int64_t* vm_size, int64_t* rss) {
 
 ClipmemThreadSlot* shared_slot() { return &slots[CLIPMEM_THREAD_SLOTS - 1]; }
 
-inline ClipmemThreadSlot* my_slot() {
+__attribute__((always_inline)) inline ClipmemThreadSlot* my_slot() {
   ClipmemThreadSlot* slot = thread_slot;
   if (LIKELY(slot)) return slot;
   uint32_t index = __atomic_fetch_add(&record->slots_used, 1u, __ATOMIC_RELAXED);
@@ -306,7 +307,7 @@ void fold(ClipmemThreadSlot* slot) {
   maybe_sample();
 }
 
-inline void count_heap(int fn, size_t requested, int64_t bytes) {
+__attribute__((always_inline)) inline void count_heap(int fn, size_t requested, int64_t bytes) {
   ClipmemThreadSlot* slot = my_slot();
   bump(slot->calls[fn], slot);
   if (fn != CLIPMEM_FN_FREE) bump(slot->histogram[clipmem_histogram_bucket(requested)], slot);
@@ -469,11 +470,14 @@ void record_failure(const FailureArgs& args) {
   f->phase[0] = 0;
   if (phase) memcpy(f->phase, phases[(phase - 1) % CLIPMEM_PHASE_CAPACITY].label, CLIPMEM_PHASE_LABEL_BYTES);
   f->phase[CLIPMEM_PHASE_LABEL_BYTES - 1] = 0;
-  void* frames[CLIPMEM_STACK_DEPTH + 2];
-  int depth = backtrace(frames, CLIPMEM_STACK_DEPTH + 2);
-  // Drop record_failure and the hook: the stack starts at the interposed function's caller... or at
-  // the interposed function itself (preload.cc), which the reader shows as the libc call.
-  int skip = depth > 2 ? 2 : 0;
+  // The stack starts at the caller of the interposed function: frames inside this library are dropped.
+  void* frames[CLIPMEM_STACK_DEPTH + 8];
+  int depth = backtrace(frames, CLIPMEM_STACK_DEPTH + 8);
+  int skip = 0;
+  Dl_info own, info;
+  if (dladdr(reinterpret_cast<void*>(&record_failure), &own)) {
+    while (skip < depth && dladdr(static_cast<char*>(frames[skip]) - 1, &info) && info.dli_fbase == own.dli_fbase) ++skip;
+  }
   f->stack_depth = uint32_t(depth - skip > CLIPMEM_STACK_DEPTH ? CLIPMEM_STACK_DEPTH : depth - skip);
   for (uint32_t i = 0; i < f->stack_depth; ++i) {
     f->stack[i] = uint64_t(uintptr_t(frames[i + skip]));
@@ -506,7 +510,7 @@ void describe_frame(void* address, uint16_t* module, char* symbol) {
   if (info.dli_fbase) {
     const char* path = info.dli_fname;
     char exe[CLIPMEM_PATH_BYTES];
-    if (!path || !*path) {  // the main program: dladdr gives an empty name
+    if (!path || path[0] != '/') {  // the main program: dladdr gives "" or the name it was run by
       ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
       exe[n > 0 ? n : 0] = 0;
       path = exe;
@@ -521,7 +525,7 @@ bool inject(int fn, uint64_t size) {
   Injection& rule = injections[fn];
   if (!rule.active) return false;
   uint64_t call = __atomic_add_fetch(&rule.calls, uint64_t(1), __ATOMIC_RELAXED);
-  if ((rule.nth && call == rule.nth) || (rule.above && size > rule.above)) {
+  if ((rule.nth && call == rule.nth) || (rule.has_above && size > rule.above)) {
     add(record->injected_faults, 1u);
     return true;
   }
@@ -557,7 +561,8 @@ void parse_injections(const char* spec) {
           "\"; write fn:nth=N or fn:above=BYTES with fn one of malloc, calloc, realloc, ..., mmap, pthread_create");
     } else {
       injections[fn].active = true;
-      (nth ? injections[fn].nth : injections[fn].above) = value;
+      if (nth) injections[fn].nth = value;
+      else injections[fn].has_above = true, injections[fn].above = value;
       any_injection = true;
     }
     spec = end ? end + 1 : nullptr;
@@ -718,25 +723,52 @@ __attribute__((constructor)) void initialize_at_load() {
 
 inline size_t usable(void* ptr) { return ptr ? malloc_usable_size(ptr) : 0; }
 
-// Common ending for the malloc family.
-inline void* finish_alloc(int fn, void* ptr, FailureArgs& args) {
-  if (LIKELY(ptr)) {
-    count_heap(fn, args.size, int64_t(usable(ptr)));
-  } else {
-    args.error = errno;
-    count_call(fn);
-    record_failure(args);
-  }
-  return ptr;
+// The failure path of the malloc family, kept out of line: the success path builds no FailureArgs.
+__attribute__((noinline, cold)) void heap_failure(int fn, uint64_t size, uint64_t nmemb, uint64_t elem_size,
+                                                   uint64_t alignment, const void* old, uint64_t old_size, int error,
+                                                   uint32_t flags) {
+  FailureArgs args{fn};
+  args.size = size;
+  args.nmemb = nmemb;
+  args.elem_size = elem_size;
+  args.alignment = alignment;
+  args.address = uintptr_t(old);
+  args.old_size = old_size;
+  args.error = error;
+  args.failure_flags = flags;
+  count_call(fn);
+  record_failure(args);
+}
+
+// Fault injection for the malloc family: true (and the failure recorded) if this call must fail.
+__attribute__((noinline, cold)) bool inject_heap(int fn, uint64_t size, uint64_t nmemb, uint64_t elem_size,
+                                                  uint64_t alignment, const void* old, uint64_t old_size,
+                                                  uint32_t flags) {
+  if (!inject(fn, size)) return false;
+  heap_failure(fn, size, nmemb, elem_size, alignment, old, old_size, ENOMEM, flags | CLIPMEM_FAILURE_INJECTED);
+  return true;
 }
 
 inline bool injected(int fn, FailureArgs& args) {
   if (LIKELY(!any_injection) || !inject(fn, args.size)) return false;
   args.failure_flags |= CLIPMEM_FAILURE_INJECTED;
-  args.error = ENOMEM;
+  args.error = fn == CLIPMEM_FN_PTHREAD_CREATE ? EAGAIN : ENOMEM;  // what glibc returns when the stack cannot be mapped
   count_call(fn);
   record_failure(args);
   return true;
+}
+
+// Common ending for malloc-like calls (a new block, or NULL).
+__attribute__((always_inline)) inline void* finish_alloc(int fn, void* ptr, uint64_t size, uint64_t alignment) {
+  if (LIKELY(ptr)) count_heap(fn, size, int64_t(usable(ptr)));
+  else heap_failure(fn, size, 0, 0, alignment, nullptr, 0, errno, 0);
+  return ptr;
+}
+
+uint32_t overflow_flag(size_t nmemb, size_t size, uint64_t* total) {
+  unsigned __int128 product = (unsigned __int128)nmemb * size;
+  *total = uint64_t(product);
+  return (product >> 64) ? CLIPMEM_FAILURE_SIZE_OVERFLOW : 0;
 }
 
 }  // namespace
@@ -749,10 +781,8 @@ void* malloc_hook(size_t size) {
     ensure_resolved();
   }
   if (!tracking()) return real.malloc(size);
-  FailureArgs args{CLIPMEM_FN_MALLOC};
-  args.size = size;
-  if (UNLIKELY(injected(CLIPMEM_FN_MALLOC, args))) return errno = ENOMEM, nullptr;
-  return finish_alloc(CLIPMEM_FN_MALLOC, real.malloc(size), args);
+  if (UNLIKELY(any_injection) && inject_heap(CLIPMEM_FN_MALLOC, size, 0, 0, 0, nullptr, 0, 0)) return errno = ENOMEM, nullptr;
+  return finish_alloc(CLIPMEM_FN_MALLOC, real.malloc(size), size, 0);
 }
 
 void* calloc_hook(size_t nmemb, size_t size) {
@@ -764,14 +794,14 @@ void* calloc_hook(size_t nmemb, size_t size) {
     ensure_resolved();
   }
   if (!tracking()) return real.calloc(nmemb, size);
-  FailureArgs args{CLIPMEM_FN_CALLOC};
-  unsigned __int128 total = (unsigned __int128)nmemb * size;
-  args.size = uint64_t(total);
-  args.nmemb = nmemb;
-  args.elem_size = size;
-  if (total >> 64) args.failure_flags |= CLIPMEM_FAILURE_SIZE_OVERFLOW;
-  if (UNLIKELY(injected(CLIPMEM_FN_CALLOC, args))) return errno = ENOMEM, nullptr;
-  return finish_alloc(CLIPMEM_FN_CALLOC, real.calloc(nmemb, size), args);
+  uint64_t total;
+  uint32_t flags = overflow_flag(nmemb, size, &total);
+  if (UNLIKELY(any_injection) && inject_heap(CLIPMEM_FN_CALLOC, total, nmemb, size, 0, nullptr, 0, flags))
+    return errno = ENOMEM, nullptr;
+  void* ptr = real.calloc(nmemb, size);
+  if (LIKELY(ptr)) count_heap(CLIPMEM_FN_CALLOC, total, int64_t(usable(ptr)));
+  else heap_failure(CLIPMEM_FN_CALLOC, total, nmemb, size, 0, nullptr, 0, errno, flags);
+  return ptr;
 }
 
 void* realloc_hook(void* ptr, size_t size) {
@@ -782,20 +812,14 @@ void* realloc_hook(void* ptr, size_t size) {
     return moved;
   }
   if (!tracking()) return real.realloc(ptr, size);
-  FailureArgs args{CLIPMEM_FN_REALLOC};
-  args.size = size;
-  args.address = uintptr_t(ptr);
   size_t old_size = usable(ptr);
-  args.old_size = old_size;
-  if (UNLIKELY(injected(CLIPMEM_FN_REALLOC, args))) return errno = ENOMEM, nullptr;
+  if (UNLIKELY(any_injection) && inject_heap(CLIPMEM_FN_REALLOC, size, 0, 0, 0, ptr, old_size, 0))
+    return errno = ENOMEM, nullptr;
   void* result = real.realloc(ptr, size);
-  if (result || (ptr && size == 0)) {  // realloc(p, 0) frees p
+  if (LIKELY(result || (ptr && size == 0)))  // realloc(p, 0) frees p
     count_heap(CLIPMEM_FN_REALLOC, size, int64_t(usable(result)) - int64_t(old_size));
-  } else {
-    args.error = errno;
-    count_call(CLIPMEM_FN_REALLOC);
-    record_failure(args);
-  }
+  else
+    heap_failure(CLIPMEM_FN_REALLOC, size, 0, 0, 0, ptr, old_size, errno, 0);
   return result;
 }
 
@@ -806,24 +830,14 @@ void* reallocarray_hook(void* ptr, size_t nmemb, size_t size) {
     if (__builtin_mul_overflow(nmemb, size, &total)) return errno = ENOMEM, nullptr;
     return real.reallocarray ? real.reallocarray(ptr, nmemb, size) : realloc_hook(ptr, total);
   }
-  FailureArgs args{CLIPMEM_FN_REALLOCARRAY};
-  unsigned __int128 total = (unsigned __int128)nmemb * size;
-  args.size = uint64_t(total);
-  args.nmemb = nmemb;
-  args.elem_size = size;
-  args.address = uintptr_t(ptr);
-  if (total >> 64) args.failure_flags |= CLIPMEM_FAILURE_SIZE_OVERFLOW;
+  uint64_t total;
+  uint32_t flags = overflow_flag(nmemb, size, &total);
   size_t old_size = usable(ptr);
-  args.old_size = old_size;
-  if (UNLIKELY(injected(CLIPMEM_FN_REALLOCARRAY, args))) return errno = ENOMEM, nullptr;
+  if (UNLIKELY(any_injection) && inject_heap(CLIPMEM_FN_REALLOCARRAY, total, nmemb, size, 0, ptr, old_size, flags))
+    return errno = ENOMEM, nullptr;
   void* result = real.reallocarray(ptr, nmemb, size);
-  if (result) {
-    count_heap(CLIPMEM_FN_REALLOCARRAY, args.size, int64_t(usable(result)) - int64_t(old_size));
-  } else {
-    args.error = errno;
-    count_call(CLIPMEM_FN_REALLOCARRAY);
-    record_failure(args);
-  }
+  if (result) count_heap(CLIPMEM_FN_REALLOCARRAY, total, int64_t(usable(result)) - int64_t(old_size));
+  else heap_failure(CLIPMEM_FN_REALLOCARRAY, total, nmemb, size, 0, ptr, old_size, errno, flags);
   return result;
 }
 
@@ -837,43 +851,31 @@ void free_hook(void* ptr) {
 int posix_memalign_hook(void** out, size_t alignment, size_t size) {
   ensure_resolved();
   if (!tracking()) return real.posix_memalign(out, alignment, size);
-  FailureArgs args{CLIPMEM_FN_POSIX_MEMALIGN};
-  args.size = size;
-  args.alignment = alignment;
-  if (UNLIKELY(injected(CLIPMEM_FN_POSIX_MEMALIGN, args))) return ENOMEM;
+  if (UNLIKELY(any_injection) && inject_heap(CLIPMEM_FN_POSIX_MEMALIGN, size, 0, 0, alignment, nullptr, 0, 0))
+    return ENOMEM;
   int error = real.posix_memalign(out, alignment, size);
-  if (LIKELY(error == 0)) {
-    count_heap(CLIPMEM_FN_POSIX_MEMALIGN, size, int64_t(usable(*out)));
-  } else {
-    args.error = error;  // posix_memalign returns its error instead of setting errno
-    count_call(CLIPMEM_FN_POSIX_MEMALIGN);
-    record_failure(args);
-  }
+  if (LIKELY(error == 0)) count_heap(CLIPMEM_FN_POSIX_MEMALIGN, size, int64_t(usable(*out)));
+  else heap_failure(CLIPMEM_FN_POSIX_MEMALIGN, size, 0, 0, alignment, nullptr, 0, error, 0);  // returned, not errno
   return error;
 }
 
-#define CLIPMEM_ALIGNED_HOOK(name, FN, call, ...)             \
-  {                                                           \
-    ensure_resolved();                                        \
-    if (!tracking()) return call;                             \
-    FailureArgs args{FN};                                     \
-    __VA_ARGS__;                                              \
-    if (UNLIKELY(injected(FN, args))) return errno = ENOMEM, nullptr; \
-    return finish_alloc(FN, call, args);                      \
+#define CLIPMEM_ALIGNED_HOOK(FN, call, size, alignment)                                               \
+  {                                                                                                   \
+    ensure_resolved();                                                                                \
+    if (!tracking()) return call;                                                                     \
+    if (UNLIKELY(any_injection) && inject_heap(FN, size, 0, 0, alignment, nullptr, 0, 0))             \
+      return errno = ENOMEM, nullptr;                                                                 \
+    return finish_alloc(FN, call, size, alignment);                                                   \
   }
 
 void* aligned_alloc_hook(size_t alignment, size_t size)
-    CLIPMEM_ALIGNED_HOOK(aligned_alloc, CLIPMEM_FN_ALIGNED_ALLOC, real.aligned_alloc(alignment, size),
-                         args.size = size, args.alignment = alignment)
+    CLIPMEM_ALIGNED_HOOK(CLIPMEM_FN_ALIGNED_ALLOC, real.aligned_alloc(alignment, size), size, alignment)
 void* memalign_hook(size_t alignment, size_t size)
-    CLIPMEM_ALIGNED_HOOK(memalign, CLIPMEM_FN_MEMALIGN, real.memalign(alignment, size), args.size = size,
-                         args.alignment = alignment)
+    CLIPMEM_ALIGNED_HOOK(CLIPMEM_FN_MEMALIGN, real.memalign(alignment, size), size, alignment)
 void* valloc_hook(size_t size)
-    CLIPMEM_ALIGNED_HOOK(valloc, CLIPMEM_FN_VALLOC, real.valloc(size), args.size = size,
-                         args.alignment = uint64_t(sysconf(_SC_PAGESIZE)))
+    CLIPMEM_ALIGNED_HOOK(CLIPMEM_FN_VALLOC, real.valloc(size), size, uint64_t(sysconf(_SC_PAGESIZE)))
 void* pvalloc_hook(size_t size)
-    CLIPMEM_ALIGNED_HOOK(pvalloc, CLIPMEM_FN_PVALLOC, real.pvalloc(size), args.size = size,
-                         args.alignment = uint64_t(sysconf(_SC_PAGESIZE)))
+    CLIPMEM_ALIGNED_HOOK(CLIPMEM_FN_PVALLOC, real.pvalloc(size), size, uint64_t(sysconf(_SC_PAGESIZE)))
 
 void* mmap_hook(int fn, void* addr, size_t length, int prot, int flags, int fd, off_t offset) {
   ensure_resolved();
@@ -993,9 +995,13 @@ extern "C" __attribute__((visibility("default"))) int clipmem_tracker_set_phase(
   ClipmemPhase* marker = &phases[(sequence - 1) % CLIPMEM_PHASE_CAPACITY];
   __atomic_store_n(&marker->sequence, uint64_t(0), __ATOMIC_RELEASE);
   marker->time_ns = now_ns();
-  ClipmemThreadSlot* slot = my_slot();
-  if (slot != shared_slot()) fold(slot);  // markers carry exact counters from this thread's view
-  marker->heap_current = load(record->heap_current);
+  // The heap at the marker: the folded counter plus every thread's unfolded bytes (exact when the
+  // other threads are not allocating at this instant).
+  int64_t heap = load(record->heap_current);
+  uint32_t used = load(record->slots_used);
+  for (uint32_t i = 0; i < CLIPMEM_THREAD_SLOTS; ++i)
+    if (i < used || i == CLIPMEM_THREAD_SLOTS - 1) heap += load(slots[i].heap_delta);
+  marker->heap_current = heap;
   marker->anon_mapped = load(record->anon_mapped);
   marker->file_mapped = load(record->file_mapped);
   size_t n = 0;

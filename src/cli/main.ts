@@ -1,9 +1,12 @@
 // The clip-mem command line. Each command lives in src/cli/commands/<name>.ts and is listed once below.
 import yargs from 'yargs';
 import type { CommandModule } from 'yargs';
+import { checkpointCommand } from './commands/checkpoint';
 import { compareCommand } from './commands/compare';
+import { nativeProbeCommand } from './commands/native-probe';
+import { traceCommandModule } from './commands/trace';
 
-const commands: CommandModule<any, any>[] = [compareCommand];
+const commands: CommandModule<any, any>[] = [nativeProbeCommand, compareCommand, traceCommandModule, checkpointCommand];
 
 export async function main(argv: string[]): Promise<void> {
   let parser = yargs(argv)
@@ -17,7 +20,8 @@ export async function main(argv: string[]): Promise<void> {
     .version()
     .wrap(Math.min(110, process.stdout.columns || 110))
     .fail((message, error) => {
-      if (error) throw error;
+      // yargs reports its own usage failures (including a command's .check) as YError: those exit 2.
+      if (error instanceof Error && error.name !== 'YError') throw error;
       process.stderr.write(`clip-mem: ${message}\nRun \`clip-mem --help\` or \`clip-mem <command> --help\` for usage.\n`);
       process.exit(2);
     });

@@ -6,28 +6,37 @@
 // weights are held once, in the file's dtype.
 //
 // API:
-//   createOnnxClip(checkpoint, options?): Promise<OnnxClip>
-//     checkpoint: a model.safetensors path, or a directory holding model.safetensors (+ config.json)
-//     options: { config?: ClipConfig (default: <dir>/config.json, else the preset named by `preset`),
-//                preset?: string, threads?: number (default 2) }
+//   createOnnxClip(model, options?): Promise<OnnxClip>
+//     model: what resolveClipModel takes (a preset name: its synthetic checkpoint; a model directory; a
+//            model.safetensors beside its config.json; a hub id in the local cache), or { config, weightsFile }
+//     options: { format?: 'fp32' | 'fp16' | 'int8' (presets), threads?: number (default 2) }
 //   OnnxClip.encodeImage(pixels: Float32Array, batch): Promise<Float32Array>   normalised [batch, P]
 //   OnnxClip.encodeText(ids: ArrayLike<number|bigint>, batch): Promise<Float32Array>  normalised [batch, P]
 //   OnnxClip.forward(pixels, ids, batch): Promise<ClipOutputs>   embeddings, logits_per_image, loss
 //   OnnxClip.weightFormat: 'fp32' | 'fp16' | 'int8' (from the file's dtypes); OnnxClip.close()
 //   buildInferenceModel(header, config, graph: 'image' | 'text' | 'both', batch, seq): Uint8Array
-import * as fs from 'node:fs';
+//   inferenceGraph(...same): Graph                              the graph before serialization
+//   resolveModel(model, options): { config, weightsFile }      shared with train.ts
+//   sessionOptions(threads, externalDataDir?)                   the options of every clip-mem ORT session
 import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
-import { ClipConfig, presetConfig, readHfConfig, WeightFormat } from '../config';
+import { ResolveOptions, resolveClipModel } from '../checkpoint';
+import type { ClipConfig, WeightFormat } from '../config';
 import { int8ScaleName } from '../dtype';
 import { readSafetensorsHeader, SafetensorsEntry, SafetensorsHeader } from '../safetensors';
 import { clipHead, ClipParams, imageFeatures, normalize, textFeatures } from './clip-graph';
 import { ElemType, Graph, Value } from './graph';
 
-export interface OnnxClipOptions {
-  config?: ClipConfig;
-  preset?: string;
+/** A checkpoint: a spec for resolveClipModel, or weights with their config. */
+export type ClipModelSpec = string | { config: ClipConfig; weightsFile: string };
+
+export interface OnnxClipOptions extends ResolveOptions {
   threads?: number;
+}
+
+export function resolveModel(model: ClipModelSpec, options: ResolveOptions = {}): { config: ClipConfig; weightsFile: string } {
+  const { config, weightsFile } = typeof model === 'string' ? resolveClipModel(model, options) : model;
+  return { config, weightsFile: path.resolve(weightsFile) };
 }
 
 export interface ClipOutputs {
@@ -95,8 +104,13 @@ function fileParams(g: Graph, header: SafetensorsHeader): ClipParams {
 
 export type InferenceGraph = 'image' | 'text' | 'both';
 
-/** The serialized inference model: inputs pixel_values / input_ids, outputs image_embeds / text_embeds (+ logits, loss). */
+/** The inference model: inputs pixel_values / input_ids, outputs image_embeds / text_embeds (+ logits, loss). */
 export function buildInferenceModel(header: SafetensorsHeader, config: ClipConfig, which: InferenceGraph, batch: number, seq: number): Uint8Array {
+  return inferenceGraph(header, config, which, batch, seq).toModel();
+}
+
+/** The graph buildInferenceModel serializes (the benchmark counts its matrix products). */
+export function inferenceGraph(header: SafetensorsHeader, config: ClipConfig, which: InferenceGraph, batch: number, seq: number): Graph {
   const g = new Graph(`clip_${which}`);
   const p = fileParams(g, header);
   const v = config.vision;
@@ -115,7 +129,7 @@ export function buildInferenceModel(header: SafetensorsHeader, config: ClipConfi
     g.output(head.logitsPerImage, 'logits_per_image');
     if (head.loss) g.output(head.loss, 'loss');
   }
-  return g.toModel();
+  return g;
 }
 
 /** Session options shared by every clip-mem ORT session (see the README's onnxruntime section). */
@@ -135,22 +149,6 @@ export function sessionOptions(threads: number, externalDataDir?: string): ort.I
   };
 }
 
-function resolveCheckpoint(checkpoint: string): { file: string; dir: string } {
-  const stat = fs.statSync(checkpoint, { throwIfNoEntry: false });
-  if (!stat) throw new Error(`checkpoint ${checkpoint} does not exist: pass a model.safetensors file or its directory`);
-  const file = stat.isDirectory() ? path.join(checkpoint, 'model.safetensors') : checkpoint;
-  if (!fs.existsSync(file)) throw new Error(`${checkpoint} holds no model.safetensors`);
-  return { file: path.resolve(file), dir: path.dirname(path.resolve(file)) };
-}
-
-/** The config: given, else config.json beside the checkpoint, else the named preset. */
-export function checkpointConfig(dir: string, options: { config?: ClipConfig; preset?: string }): ClipConfig {
-  if (options.config) return options.config;
-  if (fs.existsSync(path.join(dir, 'config.json'))) return readHfConfig(dir);
-  if (options.preset) return presetConfig(options.preset);
-  throw new Error(`${dir} has no config.json: pass { preset } (e.g. 'vit-b-32') or { config }`);
-}
-
 export function weightFormatOf(header: SafetensorsHeader): WeightFormat {
   const dtypes = new Set(header.entries.map((e) => e.dtype));
   return dtypes.has('I8') ? 'int8' : dtypes.has('F16') ? 'fp16' : 'fp32';
@@ -158,10 +156,10 @@ export function weightFormatOf(header: SafetensorsHeader): WeightFormat {
 
 const toInt64 = (ids: ArrayLike<number | bigint>): BigInt64Array => BigInt64Array.from(Array.from(ids), (x) => BigInt(x));
 
-export async function createOnnxClip(checkpoint: string, options: OnnxClipOptions = {}): Promise<OnnxClip> {
-  const { file, dir } = resolveCheckpoint(checkpoint);
+export async function createOnnxClip(model: ClipModelSpec, options: OnnxClipOptions = {}): Promise<OnnxClip> {
+  const { config, weightsFile: file } = resolveModel(model, options);
+  const dir = path.dirname(file);
   const header = readSafetensorsHeader(file);
-  const config = checkpointConfig(dir, options);
   const threads = options.threads ?? 2;
   // One session per graph and input shape, created on first use.
   const sessions = new Map<string, Promise<ort.InferenceSession>>();

@@ -1,33 +1,40 @@
-// The fast CLIP training path: one onnxruntime session runs forward, the symmetric contrastive loss and
-// every parameter gradient (reverse mode over our own graph, grad.ts); AdamW (PyTorch semantics,
-// decoupled weight decay) then updates the parameters in place in JS. Memory is the minimum the method
-// needs: parameters, gradients and AdamW's two moments, each held once, in float32 (4 x 605 MB for
-// vit-b-32). The parameters are graph inputs (onnxruntime reads the JS arrays without copying) and the
-// gradients pre-allocated outputs (onnxruntime writes into the JS arrays), reused every step.
+// The fast CLIP training path: onnxruntime runs forward, the symmetric contrastive loss and every
+// parameter gradient (reverse mode over our own graph, grad.ts); AdamW (PyTorch semantics, decoupled
+// weight decay) then updates the parameters in place in JS.
+//
+// Memory: parameters and AdamW's two moments are held once, in float32 (3 x 605 MB for vit-b-32); the
+// parameters are graph inputs that onnxruntime reads without copying. onnxruntime-node 1.30 copies
+// every output (pre-allocated or not) out of buffers onnxruntime allocates itself, so a gradient costs
+// twice its size while a run returns. A step therefore runs three graphs: (1) both towers forward, the
+// head and the loss, with the gradients of the loss w.r.t. the two towers' projected features and
+// logit_scale; (2) the text tower again, backpropagating those feature gradients into its parameters;
+// (3) the same for the vision tower. Each tower's gradients land in one reused buffer and are applied by
+// AdamW before the next tower runs, so at most one tower's gradients (vit-b-32: vision, 352 MB) exist,
+// twice, at any time. Recomputing the towers' forward costs about a third more compute.
 // Parameters are read from the checkpoint by copy, not mmap: an mmap'd file's pages would count in RSS
 // again beside the writable copy training needs.
 //
 // API:
-//   createOnnxTrainer(checkpoint, options): Promise<OnnxTrainer>
-//     options: { batch, seq? (default max positions), config?, preset?, threads? (2), adamw?: AdamWOptions }
-//   AdamWOptions { lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weightDecay = 0.01 }  (torch defaults,
-//     except lr which torch requires)
-//   OnnxTrainer.computeGradients(pixels, ids): Promise<number>   loss; fills trainer.grads
-//   OnnxTrainer.applyAdamW(): void                               one AdamW update from trainer.grads
-//   OnnxTrainer.step(pixels, ids): Promise<number>               both; returns the loss before the update
-//   OnnxTrainer.params / grads: Map<string, Float32Array>        live views (checkpoint order)
-//   buildTrainingModel(config, shapes, batch, seq): Uint8Array   inputs: pixel_values, input_ids, every
-//     parameter by its checkpoint name; outputs: loss, `grad.<name>` for every parameter
+//   createOnnxTrainer(model, options): Promise<OnnxTrainer>
+//     model: as createOnnxClip takes it (preset, directory, file, hub id, or { config, weightsFile })
+//     options: { batch, seq? (default max positions), threads? (2), adamw?: AdamWOptions, format?, ... }
+//   AdamWOptions { lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weightDecay = 0.01 }  (torch's defaults;
+//     torch requires lr)
+//   OnnxTrainer.loss(pixels, ids): Promise<number>                  forward only
+//   OnnxTrainer.computeGradients(pixels, ids, visit): Promise<number>
+//     the loss; visit(name, grad) sees every parameter's gradient once (the view is reused afterwards)
+//   OnnxTrainer.step(pixels, ids): Promise<number>                 gradients + AdamW; the loss before it
+//   OnnxTrainer.params: Map<string, Float32Array>                   live (checkpoint order); .steps
+//   buildTrainingModels(config, shapes, batch, seq): { head, text, vision }   the three graphs
 import * as ort from 'onnxruntime-node';
-import * as fs from 'node:fs';
-import * as path from 'node:path';
+import type { ResolveOptions } from '../checkpoint';
 import type { ClipConfig } from '../config';
 import { toFloat32 } from '../dtype';
 import { loadSafetensors } from '../safetensors';
 import { clipHead, ClipParams, imageFeatures, normalize, textFeatures } from './clip-graph';
 import { gradients } from './grad';
 import { ElemType, Graph, Value } from './graph';
-import { checkpointConfig, sessionOptions } from './runtime';
+import { ClipModelSpec, resolveModel, sessionOptions } from './runtime';
 
 export interface AdamWOptions {
   lr?: number;
@@ -37,11 +44,9 @@ export interface AdamWOptions {
   weightDecay?: number;
 }
 
-export interface OnnxTrainerOptions {
+export interface OnnxTrainerOptions extends ResolveOptions {
   batch: number;
   seq?: number;
-  config?: ClipConfig;
-  preset?: string;
   threads?: number;
   adamw?: AdamWOptions;
 }
@@ -49,23 +54,26 @@ export interface OnnxTrainerOptions {
 export interface OnnxTrainer {
   readonly config: ClipConfig;
   readonly params: Map<string, Float32Array>;
-  readonly grads: Map<string, Float32Array>;
   /** AdamW steps applied so far. */
   readonly steps: number;
-  computeGradients(pixels: Float32Array, ids: ArrayLike<number | bigint>): Promise<number>;
-  applyAdamW(): void;
+  loss(pixels: Float32Array, ids: ArrayLike<number | bigint>): Promise<number>;
+  computeGradients(pixels: Float32Array, ids: ArrayLike<number | bigint>, visit: (name: string, grad: Float32Array) => void): Promise<number>;
   step(pixels: Float32Array, ids: ArrayLike<number | bigint>): Promise<number>;
   close(): Promise<void>;
 }
 
-export const gradName = (param: string): string => `grad.${param}`;
+export const gradName = (name: string): string => `grad.${name}`;
+const IMAGE_FEATURES = 'image_features';
+const TEXT_FEATURES = 'text_features';
 
-/** The training graph for parameters of the given shapes (name -> shape, in checkpoint order). */
-export function buildTrainingModel(config: ClipConfig, shapes: ReadonlyMap<string, readonly number[]>, batch: number, seq: number): Uint8Array {
-  const g = new Graph('clip_train');
-  const v = config.vision;
-  const pixels = g.input('pixel_values', ElemType.FLOAT, [batch, v.numChannels, v.imageSize, v.imageSize]);
-  const ids = g.input('input_ids', ElemType.INT64, [batch, seq]);
+export interface TrainingModel {
+  bytes: Uint8Array;
+  /** Parameters whose gradients the graph outputs (as `grad.<name>`), in output order. */
+  params: string[];
+}
+
+/** Parameters as graph inputs, declared on first use. */
+function inputParams(g: Graph, shapes: ReadonlyMap<string, readonly number[]>): { params: ClipParams; inputs: Map<string, Value> } {
   const inputs = new Map<string, Value>();
   const params: ClipParams = {
     get(name) {
@@ -80,24 +88,63 @@ export function buildTrainingModel(config: ClipConfig, shapes: ReadonlyMap<strin
     },
     rows: (name, indices) => g.gather(params.get(name), indices),
   };
-  const image = normalize(g, imageFeatures(g, config, params, pixels));
-  const text = normalize(g, textFeatures(g, config, params, ids));
-  const { loss } = clipHead(g, params, image, text);
-  g.output(loss!, 'loss');
-  const unused = [...shapes.keys()].filter((name) => !inputs.has(name));
-  if (unused.length) throw new Error(`training: checkpoint tensors the model does not use: ${unused.join(', ')}`);
-  const grads = gradients(g, loss!, [...inputs.values()]);
-  for (const [param, grad] of grads) {
-    // A gradient value that is already a graph output (or an input) would need a second name: copy it.
-    const named = g.outputs.includes(grad) || g.inputs.includes(grad) ? g.node('Identity', [grad], [grad])[0] : grad;
-    g.output(named, gradName(param.name));
-  }
-  return g.toModel();
+  return { params, inputs };
 }
 
-export async function createOnnxTrainer(checkpoint: string, options: OnnxTrainerOptions): Promise<OnnxTrainer> {
-  const file = fs.statSync(checkpoint).isDirectory() ? path.join(checkpoint, 'model.safetensors') : checkpoint;
-  const config = checkpointConfig(path.dirname(path.resolve(file)), options);
+function outputGradients(g: Graph, loss: Value, wrt: readonly Value[]): void {
+  for (const [value, grad] of gradients(g, loss, wrt)) {
+    // A gradient that is already a graph output or input would need a second name: copy it.
+    const named = g.outputs.includes(grad) || g.inputs.includes(grad) ? g.node('Identity', [grad], [grad])[0] : grad;
+    g.output(named, gradName(value.name));
+  }
+}
+
+/**
+ * head: pixels + ids + every parameter -> loss and the gradients w.r.t. image_features,
+ *       text_features (the projections' outputs) and logit_scale;
+ * text / vision: one tower's inputs, its parameters and the feature gradient (`grad.<features>` as an
+ *       input) -> the gradients of its parameters (the vector-Jacobian product of the tower).
+ */
+export function buildTrainingModels(
+  config: ClipConfig,
+  shapes: ReadonlyMap<string, readonly number[]>,
+  batch: number,
+  seq: number,
+): { head: TrainingModel; text: TrainingModel; vision: TrainingModel } {
+  const v = config.vision;
+  const pixelShape = [batch, v.numChannels, v.imageSize, v.imageSize];
+  const tower = (which: 'text' | 'vision'): TrainingModel => {
+    const g = new Graph(`clip_train_${which}`);
+    const { params, inputs } = inputParams(g, shapes);
+    const features =
+      which === 'vision'
+        ? imageFeatures(g, config, params, g.input('pixel_values', ElemType.FLOAT, pixelShape))
+        : textFeatures(g, config, params, g.input('input_ids', ElemType.INT64, [batch, seq]));
+    const seed = g.input(gradName(which === 'vision' ? IMAGE_FEATURES : TEXT_FEATURES), ElemType.FLOAT, features.shape);
+    outputGradients(g, g.reduceSum(g.mul(features, seed), [0, 1], false), [...inputs.values()]);
+    return { bytes: g.toModel(), params: [...inputs.keys()] };
+  };
+  const g = new Graph('clip_train_head');
+  const { params } = inputParams(g, shapes);
+  const image = imageFeatures(g, config, params, g.input('pixel_values', ElemType.FLOAT, pixelShape));
+  const text = textFeatures(g, config, params, g.input('input_ids', ElemType.INT64, [batch, seq]));
+  image.name = IMAGE_FEATURES;
+  text.name = TEXT_FEATURES;
+  const { loss } = clipHead(g, params, normalize(g, image), normalize(g, text));
+  if (!loss) throw new Error('training needs as many texts as images');
+  g.output(loss, 'loss');
+  const logitScale = params.get('logit_scale');
+  outputGradients(g, loss, [image, text, logitScale]);
+  const text_ = tower('text');
+  const vision = tower('vision');
+  const covered = new Set([...text_.params, ...vision.params, 'logit_scale']);
+  const unused = [...shapes.keys()].filter((name) => !covered.has(name));
+  if (unused.length) throw new Error(`training: checkpoint tensors the model does not use: ${unused.join(', ')}`);
+  return { head: { bytes: g.toModel(), params: ['logit_scale'] }, text: text_, vision };
+}
+
+export async function createOnnxTrainer(model: ClipModelSpec, options: OnnxTrainerOptions): Promise<OnnxTrainer> {
+  const { config, weightsFile: file } = resolveModel(model, options);
   const { batch } = options;
   const seq = options.seq ?? config.text.maxPositionEmbeddings;
   const adamw = { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, ...options.adamw };
@@ -110,68 +157,99 @@ export async function createOnnxTrainer(checkpoint: string, options: OnnxTrainer
     params.set(name, toFloat32(tensor));
     shapes.set(name, tensor.shape);
   }
-
-  const model = buildTrainingModel(config, shapes, batch, seq);
-  const session = await ort.InferenceSession.create(model, sessionOptions(options.threads ?? 2));
-  const grads = new Map<string, Float32Array>();
-  const feeds: Record<string, ort.Tensor> = {};
-  const fetches: Record<string, ort.Tensor> = {};
-  for (const [name, data] of params) {
-    const shape = shapes.get(name)!;
-    feeds[name] = new ort.Tensor('float32', data, shape);
-    const grad = new Float32Array(data.length);
-    grads.set(name, grad);
-    fetches[gradName(name)] = new ort.Tensor('float32', grad, shape);
-  }
-  const lossOut = new Float32Array(1);
-  fetches.loss = new ort.Tensor('float32', lossOut, []);
+  const models = buildTrainingModels(config, shapes, batch, seq);
+  // No arena: what a run allocates goes back to the allocator when it returns, so the next graph's
+  // gradients reuse it instead of adding to the peak.
+  const options_ = { ...sessionOptions(options.threads ?? 2), enableCpuMemArena: false };
+  const [head, text, vision] = await Promise.all(
+    [models.head, models.text, models.vision].map((m) => ort.InferenceSession.create(m.bytes, options_)),
+  );
+  const paramFeeds: Record<string, ort.Tensor> = {};
+  for (const [name, data] of params) paramFeeds[name] = new ort.Tensor('float32', data, shapes.get(name)!);
+  // One buffer for the gradients of the larger tower, carved into per-parameter views for each graph.
+  const gradElements = (m: TrainingModel) => m.params.reduce((sum, name) => sum + params.get(name)!.length, 0);
+  const pool = new Float32Array(Math.max(gradElements(models.text), gradElements(models.vision), 1));
+  const fetchesFor = (m: TrainingModel) => {
+    const views = new Map<string, Float32Array>();
+    let at = 0;
+    for (const name of m.params) {
+      const n = params.get(name)!.length;
+      views.set(name, pool.subarray(at, at + n));
+      at += n;
+    }
+    const fetches: Record<string, ort.Tensor> = {};
+    for (const [name, view] of views) fetches[gradName(name)] = new ort.Tensor('float32', view, shapes.get(name)!);
+    return { views, fetches };
+  };
+  const towers = [
+    { session: text, ...fetchesFor(models.text), seed: gradName(TEXT_FEATURES) },
+    { session: vision, ...fetchesFor(models.vision), seed: gradName(IMAGE_FEATURES) },
+  ];
   const v = config.vision;
-  const pixelCount = batch * v.numChannels * v.imageSize * v.imageSize;
+  const pixelShape = [batch, v.numChannels, v.imageSize, v.imageSize];
+  const pixelCount = pixelShape.reduce((a, b) => a * b);
+  const inputFeeds = (pixels: Float32Array, ids: ArrayLike<number | bigint>): Record<string, ort.Tensor> => {
+    if (pixels.length !== pixelCount) throw new Error(`training step: ${pixels.length} pixel values, expected ${pixelCount} (batch ${batch})`);
+    if (ids.length !== batch * seq) throw new Error(`training step: ${ids.length} input ids, expected ${batch} x ${seq}`);
+    return {
+      ...paramFeeds,
+      pixel_values: new ort.Tensor('float32', pixels, pixelShape),
+      input_ids: new ort.Tensor('int64', BigInt64Array.from(Array.from(ids), (x) => BigInt(x)), [batch, seq]),
+    };
+  };
+  const pick = (session: ort.InferenceSession, feeds: Record<string, ort.Tensor>) =>
+    Object.fromEntries(session.inputNames.map((name) => [name, feeds[name]]));
+
   let moments: Map<string, { m: Float32Array; v: Float32Array }> | undefined;
   let steps = 0;
+  const adamwUpdate = (name: string, g: Float32Array): void => {
+    const p = params.get(name)!;
+    moments ??= new Map([...params].map(([n, q]) => [n, { m: new Float32Array(q.length), v: new Float32Array(q.length) }]));
+    const { m, v: s } = moments.get(name)!;
+    const { lr, beta1, beta2, eps, weightDecay } = adamw;
+    const t = steps + 1;
+    const stepSize = lr / (1 - beta1 ** t);
+    const correction2 = Math.sqrt(1 - beta2 ** t);
+    const decay = 1 - lr * weightDecay;
+    for (let i = 0; i < p.length; i++) {
+      const gi = g[i];
+      const mi = beta1 * m[i] + (1 - beta1) * gi;
+      const si = beta2 * s[i] + (1 - beta2) * gi * gi;
+      m[i] = mi;
+      s[i] = si;
+      p[i] = p[i] * decay - (stepSize * mi) / (Math.sqrt(si) / correction2 + eps);
+    }
+  };
 
   const trainer: OnnxTrainer = {
     config,
     params,
-    grads,
     get steps() {
       return steps;
     },
-    async computeGradients(pixels, ids) {
-      if (pixels.length !== pixelCount) throw new Error(`training step: ${pixels.length} pixel values, expected ${pixelCount} (batch ${batch})`);
-      if (ids.length !== batch * seq) throw new Error(`training step: ${ids.length} input ids, expected ${batch} x ${seq}`);
-      feeds.pixel_values = new ort.Tensor('float32', pixels, [batch, v.numChannels, v.imageSize, v.imageSize]);
-      feeds.input_ids = new ort.Tensor('int64', BigInt64Array.from(Array.from(ids), (x) => BigInt(x)), [batch, seq]);
-      await session.run(feeds, fetches);
-      return lossOut[0];
+    async loss(pixels, ids) {
+      const out = await head.run(pick(head, inputFeeds(pixels, ids)), ['loss']);
+      return (out.loss.data as Float32Array)[0];
     },
-    applyAdamW() {
-      moments ??= new Map([...params].map(([name, p]) => [name, { m: new Float32Array(p.length), v: new Float32Array(p.length) }]));
-      steps++;
-      const { lr, beta1, beta2, eps, weightDecay } = adamw;
-      const stepSize = lr / (1 - beta1 ** steps);
-      const correction2 = Math.sqrt(1 - beta2 ** steps);
-      const decay = 1 - lr * weightDecay;
-      for (const [name, p] of params) {
-        const g = grads.get(name)!;
-        const { m, v: s } = moments.get(name)!;
-        for (let i = 0; i < p.length; i++) {
-          const gi = g[i];
-          const mi = beta1 * m[i] + (1 - beta1) * gi;
-          const si = beta2 * s[i] + (1 - beta2) * gi * gi;
-          m[i] = mi;
-          s[i] = si;
-          p[i] = p[i] * decay - (stepSize * mi) / (Math.sqrt(si) / correction2 + eps);
-        }
+    async computeGradients(pixels, ids, visit) {
+      const feeds = inputFeeds(pixels, ids);
+      const out = await head.run(pick(head, feeds));
+      const loss = (out.loss.data as Float32Array)[0];
+      for (const tower of towers) {
+        feeds[tower.seed] = out[tower.seed] as ort.Tensor;
+        await tower.session.run(pick(tower.session, feeds), tower.fetches);
+        for (const [name, grad] of tower.views) visit(name, grad);
       }
+      visit('logit_scale', out[gradName('logit_scale')].data as Float32Array);
+      return loss;
     },
     async step(pixels, ids) {
-      const loss = await trainer.computeGradients(pixels, ids);
-      trainer.applyAdamW();
+      const loss = await trainer.computeGradients(pixels, ids, adamwUpdate);
+      steps++;
       return loss;
     },
     async close() {
-      await session.release();
+      for (const session of [head, text, vision]) await session.release();
     },
   };
   return trainer;

@@ -1,0 +1,147 @@
+/* A small program the tracker's tests run under clip-mem trace: each mode makes allocations that fail
+ * under a limit or fault injection, with sizes the tests check byte for byte.
+ *   alloc_program probes        every tracked function once with a large, distinct size
+ *   alloc_program small         every tracked function once with a small, distinct size (for CLIPMEM_FAIL)
+ *   alloc_program calloc-overflow
+ *   alloc_program mapfile PATH BYTES   a read-only private mapping of a sparse file
+ *   alloc_program stress THREADS PAIRS malloc/free pairs on THREADS threads, then fork + exec
+ *   alloc_program loop PAIRS           64-byte malloc/free pairs on one thread (scripts/bench-tracker) */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static void phase(const char* label) {
+  int (*set_phase)(const char*) = (int (*)(const char*))dlsym(RTLD_DEFAULT, "clipmem_tracker_set_phase");
+  if (set_phase) set_phase(label);
+}
+
+static void* idle(void* arg) { return arg; }
+
+static void report(const char* what, int ok) { printf("%s %s\n", what, ok ? "ok" : "failed"); }
+
+/* One call of each tracked function, sized `base + k` so every failure is recognizable. */
+static void each_function(size_t base) {
+  void* p = malloc(base + 1);
+  report("malloc", p != NULL);
+  free(p);
+  p = calloc(base + 2, 1);
+  report("calloc", p != NULL);
+  free(p);
+  void* small = malloc(16);
+  p = realloc(small, base + 3);
+  report("realloc", p != NULL);
+  free(p ? p : small);
+  p = NULL;
+  int error = posix_memalign(&p, 64, base + 4);
+  report("posix_memalign", error == 0);
+  free(p);
+  p = aligned_alloc(4096, base + 4096 * 2);
+  report("aligned_alloc", p != NULL);
+  free(p);
+  p = mmap(NULL, base + 5, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  report("mmap", p != MAP_FAILED);
+  if (p != MAP_FAILED) munmap(p, base + 5);
+  void* page = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  p = mremap(page, 4096, base + 6 * 4096, MREMAP_MAYMOVE);
+  report("mremap", p != MAP_FAILED);
+  munmap(p != MAP_FAILED ? p : page, p != MAP_FAILED ? base + 6 * 4096 : 4096);
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setstacksize(&attr, base + 7 * 4096);
+  pthread_t thread;
+  error = pthread_create(&thread, &attr, idle, NULL);
+  report("pthread_create", error == 0);
+  if (error == 0) pthread_join(thread, NULL);
+  pthread_attr_destroy(&attr);
+}
+
+struct Stress {
+  long pairs;
+};
+
+static void* stress_thread(void* arg) {
+  long pairs = ((struct Stress*)arg)->pairs;
+  void* window[16] = {0};
+  uint32_t seed = (uint32_t)(uintptr_t)&window;
+  for (long i = 0; i < pairs; i++) {
+    seed = seed * 1664525u + 1013904223u;
+    int slot = (int)(seed >> 28);
+    free(window[slot]);
+    window[slot] = malloc(1 + (seed >> 8) % 4096);
+  }
+  for (int i = 0; i < 16; i++) free(window[i]);
+  return NULL;
+}
+
+static int stress(int threads, long pairs) {
+  pthread_t ids[64];
+  struct Stress arg = {pairs};
+  struct Stress warm = {1000};
+  if (threads > 64) threads = 64;
+  printf("stress: %d threads x %ld malloc/free pairs\n", threads, pairs);
+  fflush(stdout);
+  /* Warm-up: glibc caches thread stacks and their TLS blocks; the measured round reuses them. */
+  for (int i = 0; i < threads; i++) pthread_create(&ids[i], NULL, stress_thread, &warm);
+  for (int i = 0; i < threads; i++) pthread_join(ids[i], NULL);
+  phase("before stress");
+  for (int i = 0; i < threads; i++) pthread_create(&ids[i], NULL, stress_thread, &arg);
+  for (int i = 0; i < threads; i++) pthread_join(ids[i], NULL);
+  pid_t child = fork();
+  if (child == 0) {
+    struct Stress small = {100000};
+    stress_thread(&small);
+    execl("/bin/true", "true", (char*)NULL);
+    _exit(127);
+  }
+  int status = 0;
+  waitpid(child, &status, 0);
+  phase("after stress");
+  printf("child exit %d\n", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+  return 0;
+}
+
+int main(int argc, char** argv) {
+  setvbuf(stdout, NULL, _IOLBF, 0);
+  printf("alloc_program %s\n", argc > 1 ? argv[1] : "");
+  if (argc > 1 && strcmp(argv[1], "probes") == 0) {
+    phase("probes");
+    each_function(256u << 20); /* 256 MiB: fails under a 64 MiB RLIMIT_AS */
+  } else if (argc > 1 && strcmp(argv[1], "small") == 0) {
+    phase("small");
+    each_function(1000000); /* CLIPMEM_FAIL=...:above=999999 fails exactly these */
+  } else if (argc > 1 && strcmp(argv[1], "calloc-overflow") == 0) {
+    volatile size_t count = (size_t)1 << 62; /* volatile: the compiler must not see the overflow coming */
+    void* p = calloc(count, 16);
+    report("calloc", p != NULL);
+  } else if (argc > 3 && strcmp(argv[1], "mapfile") == 0) {
+    size_t bytes = strtoull(argv[3], NULL, 10);
+    int fd = open(argv[2], O_RDWR | O_CREAT | O_TRUNC, 0600);
+    if (fd < 0 || ftruncate(fd, (off_t)bytes) != 0) return perror(argv[2]), 2;
+    phase("map weights read-only");
+    void* p = mmap(NULL, bytes, PROT_READ, MAP_PRIVATE, fd, 0);
+    report("mmap", p != MAP_FAILED);
+    close(fd);
+    return p == MAP_FAILED ? 1 : 0;
+  } else if (argc > 2 && strcmp(argv[1], "loop") == 0) {
+    long pairs = atol(argv[2]);
+    for (long i = 0; i < pairs; i++) {
+      void* volatile p = malloc(64);
+      free(p);
+    }
+  } else if (argc > 3 && strcmp(argv[1], "stress") == 0) {
+    return stress(atoi(argv[2]), atol(argv[3]));
+  } else {
+    fprintf(stderr, "usage: alloc_program probes|small|calloc-overflow|mapfile PATH BYTES|stress THREADS PAIRS|loop PAIRS\n");
+    return 2;
+  }
+  return 0;
+}

@@ -1,0 +1,77 @@
+// `clip-mem checkpoint [model]`: make (presets) or check (model directories, hub snapshots) a CLIP
+// checkpoint and say what it holds: where it is, its entries, parameters and bytes per dtype.
+import type { CommandModule } from 'yargs';
+import { DEFAULT_PRESET, WEIGHT_FORMATS, WeightFormat, fileOrder, layoutTotals } from '../../clip/config';
+import { checkCheckpointLayout, resolveClipModel } from '../../clip/checkpoint';
+import { readSafetensorsHeader } from '../../clip/safetensors';
+import { SyntheticProgress } from '../../clip/synthetic';
+import { formatBytes } from '../../units';
+
+interface CheckpointArgs {
+  model: string;
+  format: WeightFormat;
+  seed: number;
+  layout: boolean;
+  json: boolean;
+}
+
+/** Progress on stderr: one updating line on a terminal, a line per 10% otherwise. */
+function progressPrinter(): (p: SyntheticProgress) => void {
+  let lastTenth = -1;
+  return (p) => {
+    const fraction = p.bytesWritten / p.totalBytes;
+    const line = `writing ${formatBytes(p.bytesWritten)} / ${formatBytes(p.totalBytes)} (${(fraction * 100).toFixed(0)}%) ${p.tensor}`;
+    if (process.stderr.isTTY) {
+      process.stderr.write(`\r\x1b[K${line}${fraction >= 1 ? '\n' : ''}`);
+    } else if (Math.floor(fraction * 10) > lastTenth) {
+      lastTenth = Math.floor(fraction * 10);
+      process.stderr.write(`${line}\n`);
+    }
+  };
+}
+
+export const checkpointCommand: CommandModule<{}, CheckpointArgs> = {
+  command: 'checkpoint [model]',
+  describe: 'Make a synthetic CLIP checkpoint with the real layout (presets), or check a model directory; show its tensors and bytes',
+  builder: (yargs) =>
+    yargs
+      .positional('model', {
+        type: 'string',
+        default: DEFAULT_PRESET,
+        describe: 'a preset (vit-b-32, vit-b-16, vit-l-14, tiny), a model directory with config.json + model.safetensors, or a hub id in the local Hugging Face cache',
+      })
+      .option('format', { choices: WEIGHT_FORMATS, default: 'fp32' as WeightFormat, describe: 'weight format of a synthetic checkpoint (int8 = I8 weights + F32 per-row <name>.scale)' })
+      .option('seed', { type: 'number', default: 0, describe: 'seed of the synthetic values' })
+      .option('layout', { type: 'boolean', default: false, describe: 'list every tensor (file order: name, dtype, shape, bytes)' })
+      .option('json', { type: 'boolean', default: false, describe: 'print the result as JSON' })
+      .example('$0 checkpoint', 'write (once) and describe the synthetic vit-b-32 fp32 checkpoint in $CLIP_MEM_CACHE or ~/.cache/clip-mem')
+      .example('$0 checkpoint vit-b-32 --format int8', 'the int8 weight-only variant: about a quarter of the bytes')
+      .example('$0 checkpoint ~/models/my-clip --layout', 'check a model directory against its config.json and list its tensors')
+      .epilogue(
+        'Synthetic checkpoints have exactly the layout and byte size of the Hugging Face model.safetensors (names, dtypes, shapes, ' +
+          'file order, padded header), with seeded values; they are written once through a temporary file and a rename. ' +
+          'A user checkpoint is validated (header, offsets, every tensor the config needs, shapes); errors name the file, the tensor and the field.',
+      ),
+  handler: (args) => {
+    const model = resolveClipModel(args.model, { format: args.format, seed: args.seed, onProgress: args.json ? undefined : progressPrinter() });
+    const header = readSafetensorsHeader(model.weightsFile);
+    checkCheckpointLayout(header, model.config);
+    const tensors = fileOrder(header.entries).map(({ name, dtype, shape, bytes }) => ({ name, dtype, shape, bytes }));
+    const totals = layoutTotals(tensors);
+    const largest = tensors.reduce((a, b) => (b.bytes > a.bytes ? b : a));
+    if (args.json) {
+      process.stdout.write(
+        JSON.stringify({ model: args.model, kind: model.kind, file: model.weightsFile, fileBytes: header.fileSize, headerBytes: header.dataOffset, ...totals, largest, tensors: args.layout ? tensors : undefined }, null, 2) + '\n',
+      );
+      return;
+    }
+    const lines = [
+      `${model.description}`,
+      `  ${totals.entries} tensors, ${totals.parameters.toLocaleString('en-US')} parameters, file ${formatBytes(header.fileSize)} (${header.fileSize} B, header ${header.dataOffset} B)`,
+      ...Object.entries(totals.bytesByDtype).map(([dtype, bytes]) => `  ${dtype.padEnd(4)} ${formatBytes(bytes!).padStart(10)}  (${bytes} B)`),
+      `  largest: ${largest.name} ${largest.dtype} ${largest.shape.join('x')} = ${largest.bytes} B`,
+    ];
+    if (args.layout) lines.push('', ...tensors.map((s) => `${s.name}\t${s.dtype}\t${s.shape.length ? s.shape.join('x') : 'scalar'}\t${s.bytes}`));
+    process.stdout.write(lines.join('\n') + '\n');
+  },
+};

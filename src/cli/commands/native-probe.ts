@@ -1,0 +1,50 @@
+// `clip-mem native-probe`: every limit that binds this process, what can be allocated now, the verdict.
+import type { CommandModule } from 'yargs';
+import { PRESET_NAMES, WEIGHT_FORMATS, WeightFormat, resolveClipConfig } from '../../clip/config';
+import { CUDA_LIBRARY_VARIABLE, NVML_LIBRARY_VARIABLE } from '../../probe/gpu';
+import { runProbe } from '../../probe/probe';
+import { renderProbe } from '../../probe/render';
+
+interface NativeProbeArgs {
+  json: boolean;
+  model: string[];
+  weights: WeightFormat;
+}
+
+export const nativeProbeCommand: CommandModule<{}, NativeProbeArgs> = {
+  command: 'native-probe',
+  describe: 'Show every memory limit that binds this process, what can be allocated right now, and which limit binds first',
+  builder: (yargs) =>
+    yargs
+      .option('json', { type: 'boolean', default: false, describe: 'print the report as JSON (schema/native-probe.schema.json)' })
+      .option('model', {
+        type: 'string',
+        array: true,
+        default: [] as string[],
+        describe: `check whether a CLIP model fits via mmap, via copy and for AdamW training: ${PRESET_NAMES.join(', ')}, or a model directory with config.json`,
+      })
+      .option('weights', { choices: WEIGHT_FORMATS, default: 'fp32' as WeightFormat, describe: 'weight format for --model' })
+      .check((args) => {
+        // A bad --model is a usage error (exit 2), found before probing.
+        for (const model of args.model) {
+          try {
+            resolveClipConfig(model);
+          } catch (error) {
+            return `--model: ${(error as Error).message}`;
+          }
+        }
+        return true;
+      })
+      .example('$0 native-probe', 'the limits, the allocator probe and the verdict as a table')
+      .example('$0 native-probe --model vit-b-32', 'and whether CLIP ViT-B/32 fits now')
+      .example('prlimit --as=4G $0 native-probe --json', 'the report under a 4 GiB address-space limit, for scripts')
+      .epilogue(
+        'The verdict names the limit with the least headroom: the first one an allocation will hit. ' +
+          `GPU libraries are found by dlopen; set ${NVML_LIBRARY_VARIABLE} / ${CUDA_LIBRARY_VARIABLE} to a path to use others. ` +
+          'README.md explains every field.',
+      ),
+  handler: (args) => {
+    const report = runProbe({ models: args.model, weights: args.weights });
+    process.stdout.write(args.json ? JSON.stringify(report, null, 2) + '\n' : renderProbe(report));
+  },
+};

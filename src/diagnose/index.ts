@@ -1,0 +1,296 @@
+// Why a process ran out of memory: one cause from a fixed vocabulary, with evidence sentences that show
+// the arithmetic ("VmSize 3.95 GiB + 96.5 MiB > RLIMIT_AS 4.00 GiB"). Input is what a traced run
+// observed (src/track/launcher.ts); fixes are built on top of this by src/diagnose/fixes*.ts.
+import * as os from 'node:os';
+import { formatBytes } from '../units';
+
+export type Cause =
+  | 'address-space'
+  | 'data-limit'
+  | 'commit-limit'
+  | 'overcommit-heuristic'
+  | 'map-count'
+  | 'cgroup-oom-kill'
+  | 'host-oom-kill'
+  | 'gpu-memory'
+  | 'js-heap'
+  | 'not-memory'
+  | 'none';
+
+export const causes: readonly Cause[] = [
+  'address-space',
+  'data-limit',
+  'commit-limit',
+  'overcommit-heuristic',
+  'map-count',
+  'cgroup-oom-kill',
+  'host-oom-kill',
+  'gpu-memory',
+  'js-heap',
+  'not-memory',
+  'none',
+];
+
+export interface Diagnosis {
+  cause: Cause;
+  evidence: string[];
+}
+
+/** What is known of one failed allocation (a RecordFailure fits; -1 or absent: unknown). */
+export interface FailureFacts {
+  fn: string;
+  size: number;
+  errno: number;
+  sizeOverflow?: boolean;
+  injected?: boolean;
+  nmemb?: number;
+  elemSize?: number;
+  prot?: number;
+  flags?: number;
+  fd?: number;
+  fdPath?: string;
+  vmSize?: number;
+  vmData?: number;
+  mapCount?: number;
+  maxMapCount?: number;
+  commitLimit?: number;
+  committedAs?: number;
+  memTotal?: number;
+  overcommitMemory?: number;
+  phase?: string;
+}
+
+export interface DiagnosisInput {
+  exit: { code: number | null; signal: string | null };
+  /** Limits in force for the process, bytes (absent: none). */
+  limits: { as?: number; data?: number; mem?: number };
+  failures: FailureFacts[];
+  /** The memory cgroup the process ran in, if we made one. */
+  cgroup?: { path?: string; limit: number | null; oomKills: number | null; peak?: number | null };
+  /** Kernel OOM kills on the host during the run (/proc/vmstat oom_kill difference). */
+  hostOomKills?: number | null;
+  /** The tail of the process's stderr (and stdout): runtimes say some things only there. */
+  output?: string;
+  /** Peak bytes of file-backed mappings, when tracked. */
+  filePeak?: number;
+  /** Last state the tracker saw (for a process killed without a failure). */
+  last?: { phase?: string; heap?: number; rss?: number; anon?: number; file?: number };
+  /** Why the process has no allocation record, if it has none. */
+  notTracked?: string;
+}
+
+const PROT_WRITE = 2;
+const MAP_SHARED = 1;
+const MAP_STACK = 0x20000;
+const ENOMEM = 12;
+const EAGAIN = 11;
+
+export function errnoName(errno: number): string {
+  const entry = Object.entries(os.constants.errno).find(([, value]) => value === errno);
+  return entry ? entry[0] : `errno ${errno}`;
+}
+
+function known(value: number | undefined): value is number {
+  return value !== undefined && value >= 0;
+}
+
+function describeRequest(f: FailureFacts): string {
+  const bytes = `${f.size} bytes (${formatBytes(f.size)})`;
+  if (f.fn === 'pthread_create') return `pthread_create of a thread with a ${formatBytes(f.size)} stack`;
+  if (f.fn === 'mmap' || f.fn === 'mmap64') {
+    const what = f.fd !== undefined && f.fd >= 0 ? `file mapping of ${f.fdPath || `fd ${f.fd}`}` : 'anonymous mapping';
+    const access = f.prot === undefined ? '' : (f.prot & PROT_WRITE) === 0 ? 'read-only ' : '';
+    const article = /^[aeiou]/.test(access + what) ? 'an' : 'a';
+    return `${f.fn} of ${article} ${access}${what}, ${bytes}`;
+  }
+  return `${f.fn} of ${bytes}`;
+}
+
+/** RLIMIT_DATA counts private writable mappings (Linux >= 4.7), and the heap; not read-only or shared ones. */
+function countsAsData(f: FailureFacts): boolean {
+  if (f.fn !== 'mmap' && f.fn !== 'mmap64') return true;
+  const prot = f.prot ?? PROT_WRITE;
+  const flags = f.flags ?? 0;
+  return (prot & PROT_WRITE) !== 0 && (flags & MAP_SHARED) === 0 && (flags & MAP_STACK) === 0;
+}
+
+/** The cause of one failed allocation and the arithmetic that shows it; undefined if nothing explains it. */
+export function explainFailure(f: FailureFacts, limits: DiagnosisInput['limits']): Diagnosis | undefined {
+  const request = describeRequest(f);
+  if (f.injected) return undefined;
+  if (f.sizeOverflow) {
+    return {
+      cause: 'not-memory',
+      evidence: [
+        `${f.fn}(${BigInt(f.nmemb ?? 0)}, ${BigInt(f.elemSize ?? 0)}): the product overflows 64 bits, so no amount of ` +
+          'memory could satisfy it ' +
+          '(a size computation bug, not a memory shortage)',
+      ],
+    };
+  }
+  if (f.errno !== ENOMEM && !(f.fn === 'pthread_create' && f.errno === EAGAIN)) {
+    return { cause: 'not-memory', evidence: [`${request} failed with ${errnoName(f.errno)}, which is not a memory shortage`] };
+  }
+  const readOnlyFile =
+    (f.fn === 'mmap' || f.fn === 'mmap64') && f.fd !== undefined && f.fd >= 0 && ((f.prot ?? 0) & PROT_WRITE) === 0;
+  if (limits.as !== undefined && known(f.vmSize)) {
+    const total = f.vmSize + f.size;
+    // malloc asks the kernel for more than the caller asked: page rounding, 64 MiB thread arenas.
+    const slack = 64 * 2 ** 20;
+    if (total > limits.as || (f.fn !== 'mmap' && f.fn !== 'mmap64' && total + slack > limits.as)) {
+      const relation = total > limits.as ? '>' : `is within ${formatBytes(limits.as - total)} of`;
+      const evidence = [
+        `VmSize ${formatBytes(f.vmSize)} + ${formatBytes(f.size)} ${relation} RLIMIT_AS ${formatBytes(limits.as)}: ` +
+          `${request} needs address space the limit does not leave`,
+      ];
+      if (total <= limits.as) {
+        evidence.push('malloc reserves more than it is asked for (page rounding, 64 MiB per-thread arenas)');
+      }
+      if (readOnlyFile) {
+        evidence.push(
+          'a read-only file mapping counts against RLIMIT_AS (address space) but not RLIMIT_DATA: it is not data',
+        );
+      }
+      if (f.fn === 'pthread_create') {
+        evidence.push("every thread's stack is mapped address space: RLIMIT_AS caps how many threads can start");
+      }
+      return { cause: 'address-space', evidence };
+    }
+  }
+  if (limits.data !== undefined && known(f.vmData) && countsAsData(f) && f.vmData + f.size > limits.data) {
+    return {
+      cause: 'data-limit',
+      evidence: [
+        `VmData ${formatBytes(f.vmData)} + ${formatBytes(f.size)} > RLIMIT_DATA ${formatBytes(limits.data)}: ` +
+          `${request} is private writable memory, which RLIMIT_DATA counts`,
+      ],
+    };
+  }
+  if (known(f.mapCount) && known(f.maxMapCount) && f.mapCount >= f.maxMapCount - 2) {
+    return {
+      cause: 'map-count',
+      evidence: [`${f.mapCount} mappings = vm.max_map_count ${f.maxMapCount}: ${request} needs one more mapping`],
+    };
+  }
+  if (f.overcommitMemory === 2 && known(f.committedAs) && known(f.commitLimit) && f.committedAs + f.size > f.commitLimit) {
+    return {
+      cause: 'commit-limit',
+      evidence: [
+        `Committed_AS ${formatBytes(f.committedAs)} + ${formatBytes(f.size)} > CommitLimit ${formatBytes(f.commitLimit)} ` +
+          `(vm.overcommit_memory=2): ${request} cannot be committed`,
+      ],
+    };
+  }
+  if (f.overcommitMemory === 0 && known(f.memTotal) && f.size > f.memTotal) {
+    return {
+      cause: 'overcommit-heuristic',
+      evidence: [
+        `${formatBytes(f.size)} > RAM + swap ${formatBytes(f.memTotal)}: vm.overcommit_memory=0 refuses a single ` +
+          `allocation larger than all memory (${request})`,
+      ],
+    };
+  }
+  return undefined;
+}
+
+const outputSigns: { pattern: RegExp; cause: Cause; say: (limits: DiagnosisInput['limits']) => string }[] = [
+  {
+    pattern: /Failed to reserve virtual memory for CodeRange/,
+    cause: 'address-space',
+    say: (limits) =>
+      'V8 could not reserve its CodeRange at start-up ("Failed to reserve virtual memory for CodeRange", exit 133): ' +
+      `node needs about 700 MiB of address space before running any code` +
+      (limits.as !== undefined ? `, more than RLIMIT_AS ${formatBytes(limits.as)} allows` : ''),
+  },
+  {
+    pattern: /JavaScript heap out of memory|Reached heap limit/,
+    cause: 'js-heap',
+    say: () => 'V8 reached its JavaScript heap limit ("JavaScript heap out of memory"): raise --max-old-space-size or keep less on the JS heap',
+  },
+  {
+    pattern: /CUDA out of memory|cudaErrorMemoryAllocation|CUBLAS_STATUS_ALLOC_FAILED|out of memory on device|CUDA_ERROR_OUT_OF_MEMORY/,
+    cause: 'gpu-memory',
+    say: () => 'the GPU ran out of device memory (the runtime reported an out-of-memory error on the device)',
+  },
+  {
+    pattern: /libgomp: Thread creation failed/,
+    cause: 'address-space',
+    say: (limits) =>
+      'libgomp could not create its OpenMP threads ("Thread creation failed"): each thread stack is mapped address space' +
+      (limits.as !== undefined ? ` under RLIMIT_AS ${formatBytes(limits.as)}` : ''),
+  },
+];
+
+function lastState(last: DiagnosisInput['last']): string | undefined {
+  if (!last) return undefined;
+  const parts: string[] = [];
+  if (last.phase) parts.push(`phase "${last.phase}"`);
+  if (last.rss !== undefined && last.rss >= 0) parts.push(`RSS ${formatBytes(last.rss)}`);
+  if (last.heap !== undefined) parts.push(`heap ${formatBytes(last.heap)}`);
+  if (last.anon !== undefined) parts.push(`anonymous mappings ${formatBytes(last.anon)}`);
+  if (last.file !== undefined) parts.push(`file mappings ${formatBytes(last.file)}`);
+  return parts.length ? `last seen before the kill: ${parts.join(', ')}` : undefined;
+}
+
+export function diagnose(input: DiagnosisInput): Diagnosis {
+  const { exit, limits } = input;
+  const evidence: string[] = [];
+  const killed = exit.signal === 'SIGKILL' || exit.code === 137;
+  const last = lastState(input.last);
+
+  if (input.cgroup && (input.cgroup.oomKills ?? 0) > 0) {
+    const limit = input.cgroup.limit !== null ? ` at limit ${formatBytes(input.cgroup.limit)}` : '';
+    evidence.push(`killed by the kernel OOM killer in cgroup ${input.cgroup.path ?? ''}${limit}`.replace('  ', ' '));
+    if (input.cgroup.peak) evidence.push(`the cgroup's memory peaked at ${formatBytes(input.cgroup.peak)} (RSS + page cache)`);
+    if (last) evidence.push(last);
+    return { cause: 'cgroup-oom-kill', evidence };
+  }
+  if (killed && (input.hostOomKills ?? 0) > 0) {
+    evidence.push(`killed by SIGKILL while the host's OOM killer killed ${input.hostOomKills} process(es) (/proc/vmstat oom_kill)`);
+    if (last) evidence.push(last);
+    return { cause: 'host-oom-kill', evidence };
+  }
+
+  let found: Diagnosis | undefined;
+  for (const sign of outputSigns) {
+    if (input.output && sign.pattern.test(input.output)) {
+      found = { cause: sign.cause, evidence: [sign.say(limits)] };
+      break;
+    }
+  }
+  const real = input.failures.filter((f) => !f.injected);
+  for (const failure of real) {
+    const explained = explainFailure(failure, limits);
+    if (!explained) continue;
+    if (!found) found = explained;
+    else if (found.cause === explained.cause) found.evidence.push(...explained.evidence);
+    break;
+  }
+  const injected = input.failures.length - real.length;
+  if (found) {
+    if (real.length > 1) found.evidence.push(`${real.length} allocations failed in all`);
+    if (injected) found.evidence.push(`${injected} failure(s) were injected by CLIPMEM_FAIL`);
+    return found;
+  }
+  if (injected) evidence.push(`${injected} failure(s) were injected by CLIPMEM_FAIL (fault injection, not a limit)`);
+  for (const failure of real) {
+    evidence.push(`${describeRequest(failure)} failed with ${errnoName(failure.errno)}, and no known limit explains it`);
+  }
+  if (limits.data !== undefined && input.filePeak && input.filePeak > 0) {
+    evidence.push(
+      `file mappings peaked at ${formatBytes(input.filePeak)}; read-only file mappings are not data, so ` +
+        `RLIMIT_DATA ${formatBytes(limits.data)} does not count them (RLIMIT_AS would)`,
+    );
+  }
+  if (input.notTracked) evidence.push(input.notTracked);
+  if (exit.code === 0) {
+    evidence.unshift('exited with code 0' + (input.failures.length ? '' : '; no allocation failed'));
+    return { cause: 'none', evidence };
+  }
+  const how = exit.signal ? `killed by ${exit.signal}` : `exited with code ${exit.code}`;
+  evidence.unshift(
+    killed ? `${how}, but no OOM killer counted a kill (not an out-of-memory kill)` : `${how}; no allocation failed for lack of memory`,
+  );
+  if (last && killed) evidence.push(last);
+  return { cause: 'not-memory', evidence };
+}

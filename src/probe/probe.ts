@@ -1,0 +1,99 @@
+// `native-probe` as a library call: every limit that binds this process, what can be allocated now, and
+// the verdict. Cheap (a few ms, no pages touched) so it can run at the start of any job.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { WeightFormat } from '../clip/config';
+import { packageRoot } from '../native';
+import { CgroupReport, CgroupSources, readCgroups } from './cgroup';
+import type { Field } from './field';
+import { probeGpu } from './gpu';
+import { AllocatorProbe, GpuReport, Mallinfo, ResourceLimits, probeAddon } from './native';
+import { HostMemory, ProcessStatus, countMappings, readHostMemory, readProcessStatus } from './proc';
+import { SlurmJob, readSlurmJob } from './slurm';
+import { ModelFit, ProbeFacts, Verdict, modelFit, verdict } from './verdict';
+
+/** Bumped whenever a field of the --json output changes meaning or disappears (schema/native-probe.schema.json). */
+export const NATIVE_PROBE_SCHEMA_VERSION = 1;
+
+export interface ProcessMemory extends ProcessStatus {
+  /** Lines of /proc/self/maps: compare with host.maxMapCount. */
+  mappings: Field<number>;
+  mallinfo: Mallinfo;
+  /** MALLOC_ARENA_MAX as set in the environment, or null. */
+  mallocArenaMax: string | null;
+  /** GLIBC_TUNABLES (may set glibc.malloc.arena_max and friends), or null. */
+  glibcTunables: string | null;
+}
+
+export interface NativeProbeReport {
+  schemaVersion: typeof NATIVE_PROBE_SCHEMA_VERSION;
+  tool: { name: string; version: string };
+  pid: number;
+  time: string;
+  limits: ResourceLimits;
+  process: ProcessMemory;
+  host: HostMemory;
+  cgroups: CgroupReport;
+  slurm: SlurmJob | null;
+  gpu: GpuReport;
+  allocator: AllocatorProbe;
+  verdict: Verdict;
+  models: ModelFit[];
+}
+
+export interface ProbeOptions {
+  /** CLIP presets or model directories to check against the limits. */
+  models?: string[];
+  weights?: WeightFormat;
+  env?: NodeJS.ProcessEnv;
+  /** Where the cgroup files are (tests point this at sample trees). */
+  cgroupSources?: CgroupSources;
+}
+
+function toolVersion(): string {
+  try {
+    return JSON.parse(fs.readFileSync(path.join(packageRoot, 'package.json'), 'utf8')).version as string;
+  } catch {
+    return 'unknown';
+  }
+}
+
+export function runProbe(options: ProbeOptions = {}): NativeProbeReport {
+  const env = options.env ?? process.env;
+  const addon = probeAddon();
+  // The process's own figures first, before the probe's own work can move them.
+  const status = readProcessStatus();
+  const mappings = countMappings();
+  const mallinfo = addon.readMallinfo();
+  const limits = addon.readResourceLimits();
+  const host = readHostMemory();
+  const cgroups = readCgroups(options.cgroupSources);
+  const slurm = readSlurmJob(env);
+  const allocator = addon.probeAllocator();
+  // After the allocator probe: a CUDA context reserves address space for good.
+  const gpu = probeGpu(env);
+  const facts: ProbeFacts = { limits, status, mappings, host, cgroups, slurm, allocator };
+  const result = verdict(facts);
+  const models = (options.models ?? []).map((model) => modelFit(model, options.weights ?? 'fp32', facts, result.constraints));
+  return {
+    schemaVersion: NATIVE_PROBE_SCHEMA_VERSION,
+    tool: { name: 'clip-mem', version: toolVersion() },
+    pid: process.pid,
+    time: new Date().toISOString(),
+    limits,
+    process: {
+      ...status,
+      mappings,
+      mallinfo,
+      mallocArenaMax: env.MALLOC_ARENA_MAX ?? null,
+      glibcTunables: env.GLIBC_TUNABLES ?? null,
+    },
+    host,
+    cgroups,
+    slurm,
+    gpu,
+    allocator,
+    verdict: result,
+    models,
+  };
+}

@@ -1,0 +1,103 @@
+// Readers for the kernel's view of this process and the host: /proc/self/status, /proc/self/maps,
+// /proc/meminfo, the overcommit and map-count sysctls, transparent hugepages. Each value that cannot be
+// read is "unknown: <why>"; the parsers are exported for other modules reading other pids' files.
+import { Field, isUnknown, parseCount, parseField, readText, unknown } from './field';
+
+/** "Key:  value kB" lines (/proc/<pid>/status, /proc/meminfo) into bytes (kB -> bytes) or plain counts. */
+export function parseKbLines(text: string): Map<string, number> {
+  const values = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    const match = /^([\w()]+):\s+(\d+)(\s+kB)?\s*$/.exec(line);
+    if (match) values.set(match[1]!, Number(match[2]) * (match[3] ? 1024 : 1));
+  }
+  return values;
+}
+
+function pick(values: Field<Map<string, number>>, file: string, key: string): Field<number> {
+  if (isUnknown(values)) return values;
+  return values.get(key) ?? unknown(`${file} has no ${key}`);
+}
+
+export interface ProcessStatus {
+  /** Address space mapped (what RLIMIT_AS counts). */
+  vmSize: Field<number>;
+  vmPeak: Field<number>;
+  /** Resident set (what cgroups and the OOM killer mostly see). */
+  vmRss: Field<number>;
+  vmHwm: Field<number>;
+  /** Private writable memory (what RLIMIT_DATA counts since Linux 4.7). */
+  vmData: Field<number>;
+  vmStk: Field<number>;
+  threads: Field<number>;
+}
+
+/** /proc/<pid>/status, or another file in its format. */
+export function readProcessStatus(file = '/proc/self/status'): ProcessStatus {
+  const values = parseField(readText(file), file, parseKbLines);
+  return {
+    vmSize: pick(values, file, 'VmSize'),
+    vmPeak: pick(values, file, 'VmPeak'),
+    vmRss: pick(values, file, 'VmRSS'),
+    vmHwm: pick(values, file, 'VmHWM'),
+    vmData: pick(values, file, 'VmData'),
+    vmStk: pick(values, file, 'VmStk'),
+    threads: pick(values, file, 'Threads'),
+  };
+}
+
+/** Number of mappings (lines of /proc/<pid>/maps), to compare with vm.max_map_count. */
+export function countMappings(file = '/proc/self/maps'): Field<number> {
+  return parseField(readText(file), file, (text) => text.split('\n').filter((line) => line.length > 0).length);
+}
+
+export interface HostMemory {
+  memTotal: Field<number>;
+  memAvailable: Field<number>;
+  swapTotal: Field<number>;
+  swapFree: Field<number>;
+  /** Most that may be committed when overcommit_memory is 2. */
+  commitLimit: Field<number>;
+  committedAs: Field<number>;
+  /** 0: heuristic, 1: always, 2: never (strict accounting against CommitLimit). */
+  overcommitMemory: Field<number>;
+  overcommitRatio: Field<number>;
+  overcommitKbytes: Field<number>;
+  maxMapCount: Field<number>;
+  /** The selected mode of /sys/kernel/mm/transparent_hugepage/enabled: always, madvise or never. */
+  transparentHugepage: Field<string>;
+}
+
+function readNumberFile(file: string): Field<number> {
+  return parseField(readText(file), file, parseCount);
+}
+
+/** The bracketed choice in a sysfs selector such as "always [madvise] never". */
+export function selectedChoice(text: string): string | undefined {
+  return /\[([^\]]+)\]/.exec(text)?.[1];
+}
+
+export interface HostSources {
+  meminfo?: string;
+  sysctlDirectory?: string;
+  transparentHugepage?: string;
+}
+
+export function readHostMemory(sources: HostSources = {}): HostMemory {
+  const meminfoFile = sources.meminfo ?? '/proc/meminfo';
+  const sysctl = sources.sysctlDirectory ?? '/proc/sys/vm';
+  const thpFile = sources.transparentHugepage ?? '/sys/kernel/mm/transparent_hugepage/enabled';
+  const meminfo = parseField(readText(meminfoFile), meminfoFile, parseKbLines);
+  return {
+    memTotal: pick(meminfo, meminfoFile, 'MemTotal'),
+    memAvailable: pick(meminfo, meminfoFile, 'MemAvailable'),
+    swapTotal: pick(meminfo, meminfoFile, 'SwapTotal'),
+    swapFree: pick(meminfo, meminfoFile, 'SwapFree'),
+    commitLimit: pick(meminfo, meminfoFile, 'CommitLimit'),
+    committedAs: pick(meminfo, meminfoFile, 'Committed_AS'),
+    overcommitMemory: readNumberFile(`${sysctl}/overcommit_memory`),
+    overcommitRatio: readNumberFile(`${sysctl}/overcommit_ratio`),
+    overcommitKbytes: readNumberFile(`${sysctl}/overcommit_kbytes`),
+    maxMapCount: readNumberFile(`${sysctl}/max_map_count`),
+    transparentHugepage: parseField(readText(thpFile), thpFile, selectedChoice),
+  };
+}

@@ -1,0 +1,208 @@
+// A traced run as scripts read it (`trace --json`) and as people read it (the terminal summary).
+// The JSON names exit / failures / peaks / diagnosis are a contract: keep them.
+import * as os from 'node:os';
+import { Diagnosis, diagnose, errnoName, explainFailure } from '../diagnose';
+import { formatBytes } from '../units';
+import { TraceLimits, TraceRun } from './launcher';
+import { RecordFailure } from './record';
+import { SymbolizedFrame, formatFrame, symbolize } from './symbolize';
+
+export interface TraceFailure {
+  fn: string;
+  /** Bytes exactly as requested (calloc: nmemb*size). */
+  size: number;
+  errno: number;
+  errnoName: string;
+  phase: string;
+  /** Innermost first: "name (file:line)" or "name (module+0xoffset)". */
+  stack: string[];
+  sizeOverflow: boolean;
+  injected: boolean;
+  /** The limit this failure hit, with the arithmetic; absent if none explains it. */
+  limit?: Diagnosis;
+  /** Process state at the failure (bytes; -1 unknown). */
+  vmSize: number;
+  vmData: number;
+  rss: number;
+  tid: number;
+  /** Everything the record holds about it (mmap prot/flags/fd path/offset, alignment, ...). */
+  detail: Omit<RecordFailure, 'stack'>;
+}
+
+export interface TraceReport {
+  command: string[];
+  pid: number;
+  limits: TraceLimits;
+  exit: { code: number | null; signal: string | null };
+  timedOut: boolean;
+  durationMs: number;
+  tracked: boolean;
+  notTracked?: string;
+  failuresTotal: number;
+  failures: TraceFailure[];
+  /** Bytes; null where unknown (no record). */
+  peaks: { heap: number | null; anon: number | null; file: number | null; rss: number | null; vmsize: number | null };
+  /** Counters at the end (or at the kill). */
+  last: { heap: number; anon: number; file: number; reserved: number; phase: string } | null;
+  calls: Record<string, number> | null;
+  phases: { label: string; heap: number; anon: number; file: number }[];
+  cgroup?: TraceRun['cgroup'];
+  hostOomKills: number | null;
+  descendants: { pid: number; exe: string; failures: number }[];
+  diagnosis: Diagnosis;
+}
+
+/** Limits in force: what we set, else what the record saw in the process (inherited ulimits). */
+function effectiveLimits(run: TraceRun): TraceLimits {
+  const limits: TraceLimits = { ...run.limits };
+  if (limits.as === undefined && run.record && run.record.rlimitAs >= 0) limits.as = run.record.rlimitAs;
+  if (limits.data === undefined && run.record && run.record.rlimitData >= 0) limits.data = run.record.rlimitData;
+  return limits;
+}
+
+export function buildTraceReport(run: TraceRun): TraceReport {
+  const record = run.record;
+  const limits = effectiveLimits(run);
+  const recordFailures = record?.failures ?? [];
+  const stacks = symbolize(recordFailures.map((f) => f.stack));
+  const failures: TraceFailure[] = recordFailures.map((f, i) => {
+    const { stack: _stack, ...detail } = f;
+    return {
+      fn: f.fn,
+      size: f.size,
+      errno: f.errno,
+      errnoName: errnoName(f.errno),
+      phase: f.phase,
+      stack: (stacks[i] as SymbolizedFrame[]).map(formatFrame),
+      sizeOverflow: f.sizeOverflow,
+      injected: f.injected,
+      limit: explainFailure(f, limits),
+      vmSize: f.vmSize,
+      vmData: f.vmData,
+      rss: f.rss,
+      tid: f.tid,
+      detail,
+    };
+  });
+  const lastSample = record?.timeline[record.timeline.length - 1];
+  const phaseLabel = record && record.currentPhase ? record.phases.find((p) => p.index === record.currentPhase)?.label ?? '' : '';
+  const last = record
+    ? {
+        heap: record.counters.heapCurrent,
+        anon: record.counters.anonMapped,
+        file: record.counters.fileMapped,
+        reserved: record.counters.reservedMapped,
+        phase: phaseLabel,
+      }
+    : null;
+  const diagnosis = diagnose({
+    exit: run.exit,
+    limits,
+    failures: recordFailures,
+    cgroup: run.cgroup,
+    hostOomKills: run.hostOomKills,
+    output: run.stderrTail + run.stdoutTail,
+    filePeak: record?.counters.filePeak,
+    last: last ? { ...last, rss: lastSample?.rss } : undefined,
+    notTracked: run.notTracked,
+  });
+  return {
+    command: run.command,
+    pid: run.pid,
+    limits: run.limits,
+    exit: run.exit,
+    timedOut: run.timedOut,
+    durationMs: run.durationMs,
+    tracked: record !== undefined,
+    notTracked: run.notTracked,
+    failuresTotal: record?.failuresTotal ?? 0,
+    failures,
+    peaks: {
+      heap: record?.counters.heapPeak ?? null,
+      anon: record?.counters.anonPeak ?? null,
+      file: record?.counters.filePeak ?? null,
+      rss: record && record.counters.rssPeak > 0 ? record.counters.rssPeak : null,
+      vmsize: record && record.counters.vmPeak > 0 ? record.counters.vmPeak : null,
+    },
+    last,
+    calls: record ? { ...record.calls } : null,
+    phases: (record?.phases ?? []).map((p) => ({ label: p.label, heap: p.heap, anon: p.anon, file: p.file })),
+    cgroup: run.cgroup,
+    hostOomKills: run.hostOomKills,
+    descendants: run.descendants.map((d) => ({ pid: d.pid, exe: d.exe, failures: d.failuresTotal })),
+    diagnosis,
+  };
+}
+
+function bytes(value: number | null): string {
+  return value === null || value < 0 ? '?' : formatBytes(value);
+}
+
+function requested(f: TraceFailure): string {
+  if (f.sizeOverflow) return `${BigInt(f.detail.nmemb)} x ${BigInt(f.detail.elemSize)} bytes (more than 2^64)`;
+  return `${f.size} bytes (${formatBytes(f.size)})`;
+}
+
+function describeExit(report: TraceReport): string {
+  const { code, signal } = report.exit;
+  const took = `after ${(report.durationMs / 1000).toFixed(1)} s`;
+  if (report.diagnosis.cause === 'cgroup-oom-kill' && report.cgroup) {
+    return `killed by the kernel OOM killer in cgroup ${report.cgroup.path} at limit ${formatBytes(report.cgroup.limit)} ${took}`;
+  }
+  if (report.timedOut) return `killed (${signal}) at the timeout ${took}`;
+  if (signal) {
+    const number = os.constants.signals[signal as keyof typeof os.constants.signals];
+    return `killed by ${signal}${number ? ` (${number})` : ''} ${took}`;
+  }
+  return `exited with code ${code} ${took}`;
+}
+
+/** The terminal summary printed after the child's own output. */
+export function formatTraceReport(report: TraceReport): string {
+  const lines: string[] = [];
+  lines.push(`clip-mem trace: ${report.command.join(' ')} (pid ${report.pid}) ${describeExit(report)}`);
+  const limits = [
+    report.limits.as !== undefined ? `RLIMIT_AS ${formatBytes(report.limits.as)}` : '',
+    report.limits.data !== undefined ? `RLIMIT_DATA ${formatBytes(report.limits.data)}` : '',
+    report.limits.mem !== undefined ? `cgroup memory ${formatBytes(report.limits.mem)}` : '',
+  ].filter(Boolean);
+  if (limits.length) lines.push(`  limits: ${limits.join(', ')}`);
+  if (!report.tracked) {
+    lines.push(`  not tracked: ${report.notTracked}`);
+  } else {
+    const p = report.peaks;
+    lines.push(
+      `  peaks: heap ${bytes(p.heap)}, anonymous mappings ${bytes(p.anon)}, file mappings ${bytes(p.file)}, ` +
+        `RSS ${bytes(p.rss)}, VmSize ${bytes(p.vmsize)}`,
+    );
+    if (report.last && (report.exit.signal || report.diagnosis.cause === 'cgroup-oom-kill')) {
+      lines.push(
+        `  last counters: heap ${bytes(report.last.heap)}, anonymous ${bytes(report.last.anon)}, file ${bytes(report.last.file)}` +
+          (report.last.phase ? `, phase "${report.last.phase}"` : ''),
+      );
+    }
+    if (report.failuresTotal === 0) lines.push('  no allocation failed');
+    else {
+      const shown = report.failures.length < report.failuresTotal ? ` (the latest ${report.failures.length} shown)` : '';
+      lines.push(`  ${report.failuresTotal} failed allocation(s)${shown}:`);
+    }
+    report.failures.forEach((f, i) => {
+      const flags = [f.injected ? 'injected' : ''].filter(Boolean);
+      lines.push(
+        `  #${i + 1} ${f.fn} of ${requested(f)} failed: ${f.errnoName} (${f.errno})` +
+          (f.phase ? ` in phase "${f.phase}"` : '') +
+          (flags.length ? ` [${flags.join(', ')}]` : ''),
+      );
+      if (f.detail.fdPath) lines.push(`      file ${f.detail.fdPath} at offset ${f.detail.offset}`);
+      for (const sentence of f.limit?.evidence ?? []) lines.push(`      ${f.limit!.cause}: ${sentence}`);
+      for (const frame of f.stack.slice(0, 12)) lines.push(`      at ${frame}`);
+      if (f.stack.length > 12) lines.push(`      ... ${f.stack.length - 12} more frames (see --json)`);
+    });
+    for (const d of report.descendants.filter((d) => d.failures > 0)) {
+      lines.push(`  child process ${d.pid} (${d.exe}): ${d.failures} failed allocation(s)`);
+    }
+  }
+  lines.push(`  diagnosis: ${report.diagnosis.cause}`);
+  for (const sentence of report.diagnosis.evidence) lines.push(`    ${sentence}`);
+  return lines.join('\n') + '\n';
+}
