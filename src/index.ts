@@ -25,3 +25,4 @@ export * from './clip/tfjs/backend';
 export * from './clip/tfjs/adamw';
 export * from './clip/tfjs/model';
 export * from './clip/processor';
+export * from './clip/pytorch';

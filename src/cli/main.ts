@@ -4,9 +4,10 @@ import type { CommandModule } from 'yargs';
 import { checkpointCommand } from './commands/checkpoint';
 import { compareCommand } from './commands/compare';
 import { nativeProbeCommand } from './commands/native-probe';
+import { runCommand } from './commands/run';
 import { traceCommandModule } from './commands/trace';
 
-const commands: CommandModule<any, any>[] = [nativeProbeCommand, compareCommand, traceCommandModule, checkpointCommand];
+const commands: CommandModule<any, any>[] = [nativeProbeCommand, traceCommandModule, runCommand, compareCommand, checkpointCommand];
 
 export async function main(argv: string[]): Promise<void> {
   let parser = yargs(argv)

@@ -43,6 +43,12 @@ export function scenarioLines(result: ScenarioResult): string[] {
     `${seconds(result.wallMs).padStart(8)}  RSS peak ${bytesOrUnknown(m.rssPeak).padStart(9)}` +
     `  increase ${bytesOrUnknown(m.increase).padStart(9)}  VmSize peak ${bytesOrUnknown(m.vmSizePeak).padStart(9)}`;
   const lines = [`  ${mark} ${result.name.padEnd(15)}${figures}`];
+  const a = result.analysis;
+  if (result.status === 'passed' && !a.resource.startsWith('host')) {
+    // Under a limit, say why it fitted (e.g. a file mapping that RLIMIT_DATA does not count).
+    if (a.available !== null && a.required !== null) lines.push(`       fits: ${a.basis} ${formatBytes(a.required)} of ${a.resource} ${formatBytes(a.available)}`);
+    for (const evidence of result.diagnosis.evidence.filter((e) => !e.startsWith('exited with code 0'))) lines.push(`         ${evidence}`);
+  }
   if (result.status === 'failed') {
     lines.push(`       ${describeFailure(result)}`);
     lines.push(`       cause: ${result.diagnosis.cause}`);

@@ -1,0 +1,93 @@
+// The tracker's cost, measured side by side in one run: each workload untracked, under clip-mem's
+// interposer, and under Debian's heaptrack, interleaved run by run (median of N), printed as ratios.
+// Goals: 64-byte malloc/free loop tracked <= 1.3x untracked; a realistic node workload <= 3% slower;
+// at least 10x less added time than heaptrack on both.
+// Usage: npm run build && node dist/scripts/bench-tracker.js [runs=3] [pairs=20000000]
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { preloadLibrary } from '../src/track/binaries';
+
+const root = path.resolve(__dirname, '..', '..');
+const runs = Number(process.argv[2] ?? 3);
+const pairs = Number(process.argv[3] ?? 20000000);
+const program = path.join(root, 'build', 'test-programs', 'alloc_program');
+
+// A realistic node workload: parse and build JSON, strings, objects, Buffers and typed-array math.
+const nodeWorkload = `
+const rows = [];
+for (let i = 0; i < 200000; i++) rows.push({ id: i, name: 'token_' + i, weights: [i % 7, i % 11, i % 13] });
+const text = JSON.stringify(rows);
+const back = JSON.parse(text);
+let sum = 0;
+for (const row of back) sum += row.weights[0] + row.name.length;
+const buffers = [];
+for (let i = 0; i < 2000; i++) buffers.push(Buffer.alloc(64 * 1024, i & 255));
+const a = new Float32Array(1 << 22), b = new Float32Array(1 << 22);
+for (let r = 0; r < 20; r++) for (let i = 0; i < a.length; i++) a[i] += b[i] * 0.5 + r;
+process.stdout.write(String(sum + buffers.length + a[7]) + '\\n');
+`;
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)]!;
+}
+
+type Mode = 'untracked' | 'clip-mem' | 'heaptrack';
+
+interface Timing {
+  wallMs: number;
+  /** User + system CPU time of the command (GNU time): steadier than wall time on a shared machine. */
+  cpuMs: number;
+}
+
+function runOnce(mode: Mode, command: string[], scratch: string): Timing {
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  let argv = command;
+  if (mode === 'clip-mem') {
+    env.LD_PRELOAD = preloadLibrary();
+    env.CLIPMEM_RECORD_DIR = fs.mkdtempSync(path.join(scratch, 'record-'));
+  } else if (mode === 'heaptrack') {
+    argv = ['heaptrack', '-o', path.join(scratch, `heaptrack-${Date.now()}`), ...command];
+  }
+  const timeFile = path.join(scratch, 'time.txt');
+  const start = process.hrtime.bigint();
+  const result = spawnSync('/usr/bin/time', ['-o', timeFile, '-f', '%U %S', ...argv], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+  const wallMs = Number(process.hrtime.bigint() - start) / 1e6;
+  if (result.status !== 0) throw new Error(`${mode}: ${argv.join(' ')} exited ${result.status}: ${result.stderr}`);
+  const [user, system] = fs.readFileSync(timeFile, 'utf8').trim().split('\n').pop()!.split(' ').map(Number);
+  return { wallMs, cpuMs: (user! + system!) * 1000 };
+}
+
+function measure(name: string, goal: number, command: string[], scratch: string, withHeaptrack: boolean): void {
+  const modes: Mode[] = withHeaptrack ? ['untracked', 'clip-mem', 'heaptrack'] : ['untracked', 'clip-mem'];
+  const times = new Map<Mode, Timing[]>(modes.map((mode) => [mode, []]));
+  for (let i = 0; i < runs; i++) for (const mode of modes) times.get(mode)!.push(runOnce(mode, command, scratch));
+  const lines = [`${name} (median of ${runs}; goal: clip-mem <= ${goal.toFixed(2)}x untracked)`];
+  for (const kind of ['cpuMs', 'wallMs'] as const) {
+    const of = (mode: Mode) => median(times.get(mode)!.map((t) => t[kind]));
+    const base = of('untracked');
+    const tracked = of('clip-mem');
+    const label = kind === 'cpuMs' ? 'CPU ' : 'wall';
+    let line = `  ${label}: untracked ${base.toFixed(0)} ms, clip-mem ${tracked.toFixed(0)} ms = ${(tracked / base).toFixed(2)}x`;
+    if (withHeaptrack) {
+      const heaptrack = of('heaptrack');
+      const added = Math.max(tracked - base, 1);
+      line += `, heaptrack ${heaptrack.toFixed(0)} ms = ${(heaptrack / base).toFixed(2)}x;`;
+      line += ` added time ${(heaptrack - base).toFixed(0)} vs ${(tracked - base).toFixed(0)} ms = ${((heaptrack - base) / added).toFixed(1)}x less than heaptrack (goal >= 10x)`;
+    }
+    lines.push(line);
+  }
+  process.stdout.write(lines.join('\n') + '\n');
+}
+
+const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'clipmem-bench-'));
+const heaptrackAvailable = spawnSync('heaptrack', ['--version'], { stdio: 'ignore' }).status === 0;
+if (!heaptrackAvailable) process.stdout.write('heaptrack not found (Debian: apt-get install heaptrack): its columns are skipped\n');
+try {
+  measure(`64-byte malloc/free loop, ${pairs} pairs`, 1.3, [program, 'loop', String(pairs)], scratch, heaptrackAvailable);
+  measure('node workload: JSON, objects, Buffers, typed arrays', 1.03, [process.execPath, '-e', nodeWorkload], scratch, heaptrackAvailable);
+} finally {
+  fs.rmSync(scratch, { recursive: true, force: true });
+}

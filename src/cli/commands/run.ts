@@ -1,0 +1,148 @@
+// `clip-mem run`: the seed's scenarios, each in its own child under the limits asked for, diagnosed,
+// with fixes and reports.
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import type { CommandModule } from 'yargs';
+import { resolveClipModel, type ClipModelSource } from '../../clip/checkpoint';
+import { WEIGHT_FORMATS, type WeightFormat } from '../../clip/config';
+import { renderHtml } from '../../report/html';
+import { renderMarkdown } from '../../report/markdown';
+import type { Limits, RunOptions } from '../../report/result';
+import { renderTerminal } from '../../report/terminal';
+import { SCENARIOS, SCENARIO_NAMES, scenarioByName } from '../../scenarios/index';
+import { runScenarios, type ProgressEvent } from '../../scenarios/runner';
+import type { ScenarioOptions } from '../../scenarios/scenario';
+import { formatBytes, parseBytes } from '../../units';
+
+export const BACKENDS = ['auto', 'onnxruntime', 'tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] as const;
+
+interface RunArgs {
+  scenarios: string[];
+  model: string;
+  dtype: WeightFormat;
+  batch: number;
+  'large-batch': number;
+  backend: string;
+  threads: number;
+  'limit-as'?: string;
+  'limit-data'?: string;
+  'limit-mem'?: string;
+  timeout: number;
+  json?: string;
+  markdown?: string;
+  html?: string;
+}
+
+/** The model for --model (clipdata's resolution: preset, directory, file or hub id); a preset's synthetic
+ * checkpoint is made on first use, with progress. */
+function resolveModel(model: string, dtype: WeightFormat, progress: (text: string) => void): ClipModelSource {
+  let shown = -1;
+  return resolveClipModel(model, {
+    format: dtype,
+    onProgress: ({ bytesWritten, totalBytes }) => {
+      // Every percent on a terminal line that rewrites itself; every tenth in a log.
+      const percent = Math.floor((100 * bytesWritten) / totalBytes);
+      if (percent !== shown && (process.stderr.isTTY || percent % 10 === 0)) progress(`making the synthetic ${model} ${dtype} checkpoint (first use): ${percent}% of ${formatBytes(totalBytes)}`);
+      shown = percent;
+    },
+  });
+}
+
+function limitsOf(args: RunArgs): Limits {
+  const limits: Limits = {};
+  if (args['limit-as'] !== undefined) limits.as = parseBytes(args['limit-as'], '--limit-as');
+  if (args['limit-data'] !== undefined) limits.data = parseBytes(args['limit-data'], '--limit-data');
+  if (args['limit-mem'] !== undefined) limits.mem = parseBytes(args['limit-mem'], '--limit-mem');
+  return limits;
+}
+
+/** The options of a run as a command line (limits in exact bytes), for the reports' reproducible commands. */
+export function commandLine(names: readonly string[], options: RunOptions, scenario: ScenarioOptions, outputs = ''): string {
+  const parts = ['clip-mem run', ...names, `--model ${options.model}`, `--dtype ${options.dtype}`, `--batch ${options.batch}`];
+  if (names.includes('large-batch')) parts.push(`--large-batch ${scenario.largeBatch}`);
+  parts.push(`--backend ${options.backend}`, `--threads ${options.threads}`);
+  if (options.limits.as !== undefined) parts.push(`--limit-as ${options.limits.as}`);
+  if (options.limits.data !== undefined) parts.push(`--limit-data ${options.limits.data}`);
+  if (options.limits.mem !== undefined) parts.push(`--limit-mem ${options.limits.mem}`);
+  return parts.join(' ') + outputs;
+}
+
+function progressPrinter(): (event: ProgressEvent | string) => void {
+  const tty = process.stderr.isTTY;
+  let lastKey = '';
+  return (event) => {
+    if (typeof event === 'string') {
+      process.stderr.write(tty ? `\r\x1b[K${event}` : `${event}\n`);
+      return;
+    }
+    const memory = event.rss !== null ? `  RSS ${formatBytes(event.rss)}  VmSize ${formatBytes(event.vmSize!)}` : '';
+    const line = `[${event.index}/${event.total}] ${event.scenario}  ${(event.elapsedMs / 1000).toFixed(1)} s  ${event.phase || 'running'}${memory}`;
+    if (tty) process.stderr.write(`\r\x1b[K${line.slice(0, (process.stderr.columns || 120) - 1)}`);
+    else if (`${event.scenario} ${event.phase}` !== lastKey) process.stderr.write(`${line}\n`);
+    lastKey = `${event.scenario} ${event.phase}`;
+  };
+}
+
+export const runCommand: CommandModule<{}, RunArgs> = {
+  command: 'run [scenarios..]',
+  describe: 'Run the CLIP scenarios, each in its own child under simulated limits; diagnose every failure and say what would fit',
+  builder: (yargs) =>
+    yargs
+      .positional('scenarios', { type: 'string', array: true, choices: SCENARIO_NAMES, default: SCENARIO_NAMES, describe: 'scenarios to run (default: all, in this order)' })
+      .option('model', { type: 'string', default: 'vit-b-32', describe: 'preset (vit-b-32, vit-b-16, vit-l-14, tiny; a synthetic checkpoint with the real layout is made on first use), a model directory or a .safetensors file' })
+      .option('dtype', { choices: WEIGHT_FORMATS, default: 'fp32' as WeightFormat, describe: 'weight format' })
+      .option('batch', { type: 'number', default: 2, describe: 'batch of clip-forward and clip-train' })
+      .option('large-batch', { type: 'number', default: 32, describe: 'batch of large-batch' })
+      .option('backend', { choices: BACKENDS, default: 'auto', describe: 'auto: onnxruntime for inference and training, the best tfjs backend for basic-ops and small-mlp; or one tfjs backend for everything' })
+      .option('threads', { type: 'number', default: Math.min(os.cpus().length, 4), describe: 'compute threads of the runtime' })
+      .option('limit-as', { type: 'string', describe: 'RLIMIT_AS of each child (what `ulimit -v` sets), e.g. 1.2G' })
+      .option('limit-data', { type: 'string', describe: 'RLIMIT_DATA of each child (`ulimit -d`)' })
+      .option('limit-mem', { type: 'string', describe: 'memory cgroup limit of each child (what Slurm --mem or a container sets); needs a writable cgroup' })
+      .option('timeout', { type: 'number', default: 600, describe: 'seconds before a child and its whole process group are killed' })
+      .option('json', { type: 'string', describe: 'write the results as JSON lines (one per scenario, as each finishes) to FILE' })
+      .option('markdown', { type: 'string', describe: 'write the Markdown report to FILE' })
+      .option('html', { type: 'string', describe: 'write the self-contained HTML report (memory timelines) to FILE' })
+      .example('$0 run', 'all eight scenarios on the synthetic vit-b-32 checkpoint')
+      .example('$0 run clip-load-copy --limit-as 1.2G', "the seed's failure: a 101187584-byte allocation under an address-space limit")
+      .example('$0 run clip-train --limit-mem 1G --json run.json', 'a cgroup (Slurm --mem) kill, results kept as JSON lines')
+      .epilogue(
+        `Scenarios:\n${SCENARIOS.map((s) => `  ${s.name.padEnd(15)} ${s.summary}`).join('\n')}\n\n` +
+          'Exit status: 0 when every scenario passed, 1 when any failed, 2 on a usage error.',
+      ),
+  handler: async (args) => {
+    const names = [...new Set(args.scenarios)];
+    names.forEach(scenarioByName);
+    const limits = limitsOf(args);
+    const print = progressPrinter();
+    const needsCheckpoint = names.some((n) => scenarioByName(n).usesCheckpoint);
+    const model = resolveModel(args.model, args.dtype, print);
+    if (needsCheckpoint && process.stderr.isTTY) process.stderr.write('\r\x1b[K');
+    const options: RunOptions = {
+      model: args.model,
+      dtype: args.dtype,
+      batch: args.batch,
+      backend: args.backend,
+      threads: args.threads,
+      limits,
+      timeoutMs: args.timeout * 1000,
+      scenarios: names,
+    };
+    const scenarioOptions: ScenarioOptions = {
+      model: args.model, config: model.config, tokenizer: model.tokenizer, checkpoint: needsCheckpoint ? model.weightsFile : '', dtype: args.dtype, batch: args.batch, largeBatch: args['large-batch'], backend: args.backend, threads: args.threads,
+    };
+    const outputs = ['json', 'markdown', 'html'].filter((k) => args[k as 'json']).map((k) => ` --${k} ${args[k as 'json']}`).join('');
+    const results = await runScenarios({
+      options,
+      scenarioOptions,
+      command: commandLine(names, options, scenarioOptions, outputs),
+      scenarioCommand: (name) => commandLine([name], options, scenarioOptions),
+      jsonFile: args.json,
+      progress: print,
+    });
+    if (process.stderr.isTTY) process.stderr.write('\r\x1b[K');
+    process.stdout.write(renderTerminal(results.header, results.scenarios));
+    if (args.markdown) fs.writeFileSync(args.markdown, renderMarkdown(results));
+    if (args.html) fs.writeFileSync(args.html, renderHtml(results));
+    process.exitCode = results.end!.failed ? 1 : 0;
+  },
+};

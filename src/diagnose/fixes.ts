@@ -1,0 +1,172 @@
+// Fixes for a failed scenario, each with numbers computed for this model and this limit, and the memory
+// analysis row (required / available / deficit) they are computed from. A fix is offered only when the
+// measured numbers support it: a smaller dtype only when its weights fit in the headroom measured before
+// loading, MALLOC_ARENA_MAX only when the arenas it would give back cover the deficit, and so on.
+import { describeLayout, type WeightFormat } from '../clip/config';
+import type { Environment, Fix, MemoryAnalysis, RunOptions, ScenarioResult } from '../report/result';
+import type { ScenarioOptions } from '../scenarios/scenario';
+import { formatBytes } from '../units';
+
+const MiB = 1024 * 1024;
+
+/** glibc's per-thread arena heaps are reserved 64 MiB at a time (HEAP_MAX_SIZE on 64-bit). */
+export const ARENA_HEAP_BYTES = 64 * MiB;
+
+/**
+ * Fraction of slack kept between a predicted need and the limit before a fix is called one that fits:
+ * the loaders' own buffers, allocator rounding and the runtime's growth are not in the weight bytes.
+ */
+const SAFETY = 0.1;
+
+/** Scenarios whose work is loading the weights (their need is VmSize before + the weights). */
+const LOADING_SCENARIOS = new Set(['clip-load', 'clip-load-copy']);
+
+const roundUpMiB = (bytes: number) => Math.ceil(bytes / MiB) * MiB;
+const exact = (bytes: number) => `${bytes.toLocaleString('en-US')} B (${formatBytes(bytes)})`;
+
+type Analysed = Pick<ScenarioResult, 'name' | 'status' | 'memory' | 'failure' | 'diagnosis' | 'figures'>;
+
+export function memoryAnalysis(result: Analysed, options: RunOptions, environment: Environment): MemoryAnalysis {
+  const { limits } = options;
+  const f = result.failure;
+  const m = result.memory;
+  const row = (resource: string, required: number | null, available: number | null, basis: string): MemoryAnalysis => ({
+    resource,
+    required,
+    available,
+    deficit: required !== null && available !== null ? Math.max(0, required - available) : null,
+    basis,
+  });
+  switch (result.diagnosis.cause) {
+    case 'address-space':
+      return f && f.vmSize !== null
+        ? row('address space (RLIMIT_AS)', f.vmSize + f.size, limits.as ?? null, 'VmSize at the failure + the failed request')
+        : row('address space (RLIMIT_AS)', null, limits.as ?? null, 'the failure left no VmSize reading');
+    case 'data-limit':
+      return f && f.vmData !== null
+        ? row('data segment (RLIMIT_DATA)', f.vmData + f.size, limits.data ?? null, 'VmData at the failure + the failed request')
+        : row('data segment (RLIMIT_DATA)', null, limits.data ?? null, 'the failure left no VmData reading');
+    case 'cgroup-oom-kill':
+      return { resource: 'cgroup memory', required: m.rssPeak, available: limits.mem ?? null, deficit: null, basis: 'RSS when killed: a lower bound, the next allocation did not fit' };
+  }
+  if (limits.as !== undefined) return row('address space (RLIMIT_AS)', m.vmSizePeak, limits.as, 'VmSize peak');
+  if (limits.mem !== undefined) return row('cgroup memory', m.rssPeak, limits.mem, 'RSS peak');
+  if (limits.data !== undefined) return row('data segment (RLIMIT_DATA)', null, limits.data, 'no VmData peak is measured; file mappings are not data');
+  return row('host RAM (MemAvailable)', m.rssPeak, environment.memAvailable, 'RSS peak');
+}
+
+function weightBytes(model: string, format: WeightFormat): number {
+  return describeLayout(model, format).totals.totalBytes;
+}
+
+function rerun(result: Analysed, change: string): string {
+  return `clip-mem run ${result.name} ${change}`;
+}
+
+/** What a loading scenario needs in all: the VmSize it started from plus every weight byte. */
+function loadingNeed(result: Analysed, model: string, format: WeightFormat): number | null {
+  return result.memory.vmSizeBefore === null ? null : result.memory.vmSizeBefore + weightBytes(model, format);
+}
+
+function addressSpaceFixes(result: Analysed, options: RunOptions, scenario: ScenarioOptions): Fix[] {
+  const limit = options.limits.as;
+  const f = result.failure;
+  if (limit === undefined) return [];
+  const fixes: Fix[] = [];
+  const format = scenario.dtype as WeightFormat;
+  const loading = LOADING_SCENARIOS.has(result.name);
+  const need = loading ? loadingNeed(result, scenario.model, format) : f?.vmSize != null ? f.vmSize + f.size : null;
+  if (need !== null) {
+    const target = roundUpMiB(need * (1 + (loading ? SAFETY : 0)));
+    const how = loading
+      ? `loading ${scenario.model} ${format} needs VmSize ${formatBytes(result.memory.vmSizeBefore!)} before loading + ${exact(weightBytes(scenario.model, format))} of weights`
+      : `this allocation alone needed VmSize ${formatBytes(f!.vmSize!)} + ${exact(f!.size)}; later steps may need more`;
+    fixes.push({
+      kind: 'raise-limit',
+      text: `raise \`ulimit -v\` to at least ${target / 1024} KiB (${formatBytes(target)}): ${how}`,
+      command: `ulimit -v ${target / 1024}   # then: ${rerun(result, `--limit-as ${target / MiB}M`)}`,
+    });
+  }
+  // A smaller weight format fits when its bytes fit in what the limit left above the VmSize before loading.
+  if (result.memory.vmSizeBefore !== null && (loading || /^load /.test(f?.phase ?? ''))) {
+    const headroom = limit - result.memory.vmSizeBefore;
+    for (const smaller of (['fp16', 'int8'] as const).filter((d) => d !== format && weightBytes(scenario.model, d) < weightBytes(scenario.model, format))) {
+      const bytes = weightBytes(scenario.model, smaller);
+      if (bytes * (1 + SAFETY) <= headroom) {
+        fixes.push({
+          kind: 'dtype',
+          text: `${smaller} weights need ${exact(bytes)}: they fit in the ${formatBytes(headroom)} of address space left above VmSize ${formatBytes(result.memory.vmSizeBefore)} under RLIMIT_AS ${formatBytes(limit)}`,
+          command: rerun(result, `--dtype ${smaller} --limit-as ${Math.floor(limit / MiB)}M`),
+        });
+        break;
+      }
+    }
+  }
+  // glibc gives each thread that allocates its own 64 MiB arena heap; capping them returns that space.
+  const heaps = Number(result.figures.mallocArenaHeaps ?? 0);
+  const deficit = need !== null ? need - limit : null;
+  if (heaps > 1 && deficit !== null && deficit > 0) {
+    const returned = (heaps - 1) * ARENA_HEAP_BYTES;
+    if (returned * (1 - SAFETY) >= deficit) {
+      fixes.push({
+        kind: 'malloc-arena-max',
+        text: `MALLOC_ARENA_MAX=2 would return ~${formatBytes(returned)} of address space (${heaps} arena heaps of 64 MiB reserved, 2 kept), more than the ${formatBytes(deficit)} missing`,
+        command: `MALLOC_ARENA_MAX=2 ${rerun(result, `--limit-as ${Math.floor(limit / MiB)}M`)}`,
+      });
+    }
+  }
+  return fixes;
+}
+
+function dataLimitFixes(result: Analysed, options: RunOptions): Fix[] {
+  const limit = options.limits.data;
+  const f = result.failure;
+  if (limit === undefined) return [];
+  const fixes: Fix[] = [];
+  if (f?.vmData != null) {
+    const target = roundUpMiB(f.vmData + f.size);
+    fixes.push({
+      kind: 'raise-limit',
+      text: `raise \`ulimit -d\` to at least ${target / 1024} KiB (${formatBytes(target)}): VmData ${formatBytes(f.vmData)} + the failed ${exact(f.size)}; later steps may need more`,
+      command: `ulimit -d ${target / 1024}`,
+    });
+  }
+  if (result.name === 'clip-load-copy') {
+    fixes.push({
+      kind: 'load-path',
+      text: 'load by mmap (the clip-load scenario): a read-only file mapping is not data, so RLIMIT_DATA does not count the weights at all',
+      command: `clip-mem run clip-load --limit-data ${Math.floor(limit / MiB)}M`,
+    });
+  }
+  return fixes;
+}
+
+function cgroupFixes(result: Analysed, options: RunOptions): Fix[] {
+  const limit = options.limits.mem;
+  if (limit === undefined) return [];
+  const rss = result.memory.rssPeak;
+  return [
+    {
+      kind: 'slurm-mem',
+      text:
+        `the job needs more than the ${formatBytes(limit)} cgroup limit it was killed at` +
+        (rss !== null ? ` (RSS ${formatBytes(rss)} at the last reading)` : '') +
+        `: in Slurm, ask for \`--mem\` above ${Math.ceil(limit / MiB)}M; \`clip-mem fit --limit-mem\` finds the size that passes`,
+    },
+  ];
+}
+
+/** The fixes the numbers support, for one failed scenario; none for a passing one. */
+export function proposeFixes(result: Analysed, options: RunOptions, scenario: ScenarioOptions): Fix[] {
+  if (result.status === 'passed') return [];
+  switch (result.diagnosis.cause) {
+    case 'address-space':
+      return addressSpaceFixes(result, options, scenario);
+    case 'data-limit':
+      return dataLimitFixes(result, options);
+    case 'cgroup-oom-kill':
+      return cgroupFixes(result, options);
+    default:
+      return [];
+  }
+}

@@ -1,0 +1,27 @@
+// What `clip-mem run` and its scenario child (child.ts) hand each other.
+import type { ScenarioOptions } from './scenario';
+
+/** The environment variables through which the parent hands the request to the child. */
+export const CHILD_REQUEST_ENV = 'CLIP_MEM_SCENARIO';
+export const CHILD_RESULT_ENV = 'CLIP_MEM_SCENARIO_RESULT';
+
+export interface ChildRequest {
+  name: string;
+  options: ScenarioOptions;
+}
+
+export interface ChildReport {
+  rssBefore: number;
+  vmSizeBefore: number;
+  rssAfter: number;
+  vmSizeAfter: number;
+  /** The kernel's high-water marks for the whole child: VmHWM and VmPeak. */
+  rssPeak: number;
+  vmSizePeak: number;
+  workMs: number;
+  /** glibc arena heaps (64 MiB reservations) at the end: what MALLOC_ARENA_MAX could give back. */
+  mallocArenaHeaps: number;
+  figures: Record<string, number | string>;
+  /** The error the scenario threw, with its errno code when it has one. */
+  error: string | null;
+}

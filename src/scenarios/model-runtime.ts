@@ -1,0 +1,62 @@
+// The runtime a model scenario uses: onnxruntime-node (the default, for inference and the fast training
+// path), or tfjs on one named backend when --backend names one.
+import { createOnnxClip, createOnnxTrainer } from '../clip/onnx';
+import { loadSafetensors } from '../clip/safetensors';
+import { defaultTfjsBackendOrder, type TfjsBackendName } from '../clip/tfjs/backend';
+import { ClipTfjs } from '../clip/tfjs/model';
+import { setPhase } from '../track/phase';
+import type { Figures, ScenarioOptions } from './scenario';
+import { syntheticIds, syntheticPixels } from './inputs';
+
+function tfjsBackend(options: ScenarioOptions): TfjsBackendName | null {
+  return (defaultTfjsBackendOrder as readonly string[]).includes(options.backend) ? (options.backend as TfjsBackendName) : null;
+}
+
+async function tfjsModel(options: ScenarioOptions, backend: TfjsBackendName): Promise<ClipTfjs> {
+  const config = options.config;
+  const loaded = loadSafetensors(options.checkpoint, { mode: 'mmap' });
+  setPhase('build the tfjs model');
+  return ClipTfjs.create(loaded.tensors, config, { backends: [backend] });
+}
+
+/** Image and text towers on `batch` images and texts, with the contrastive loss, no gradients. */
+export async function forwardScenario(options: ScenarioOptions, batch: number, label: string): Promise<Figures> {
+  const config = options.config;
+  const pixels = syntheticPixels(config, batch);
+  const ids = syntheticIds(config, batch);
+  const backend = tfjsBackend(options);
+  if (backend) {
+    const model = await tfjsModel(options, backend);
+    setPhase(`${label} forward batch ${batch} (tfjs ${model.backend.name})`);
+    const out = model.forward({ images: { data: pixels, shape: [batch, 3, config.vision.imageSize, config.vision.imageSize] }, texts: { data: ids, shape: [batch, config.text.maxPositionEmbeddings] } });
+    return { runtime: `tfjs ${model.backend.name}`, batch, embeddingValues: out.imageEmbeds.length, loss: Number((out.loss ?? NaN).toFixed(4)) };
+  }
+  setPhase(`${label} create onnxruntime session`);
+  const clip = await createOnnxClip({ config, weightsFile: options.checkpoint }, { threads: options.threads });
+  setPhase(`${label} forward batch ${batch} (onnxruntime)`);
+  const out = await clip.forward(pixels, ids, batch);
+  await clip.close();
+  return { runtime: 'onnxruntime', batch, embeddingValues: out.imageEmbeds.length, loss: Number(out.loss.toFixed(4)) };
+}
+
+/** One training step: loss, gradients of every parameter, AdamW update. */
+export async function trainScenario(options: ScenarioOptions, batch: number): Promise<Figures> {
+  const config = options.config;
+  const pixels = syntheticPixels(config, batch);
+  const ids = syntheticIds(config, batch);
+  const backend = tfjsBackend(options);
+  if (backend) {
+    const model = await tfjsModel(options, backend);
+    setPhase(`train step batch ${batch} (tfjs ${model.backend.name})`);
+    const step = model.trainStep({ images: { data: pixels, shape: [batch, 3, config.vision.imageSize, config.vision.imageSize] }, texts: { data: ids, shape: [batch, config.text.maxPositionEmbeddings] } });
+    return { runtime: `tfjs ${model.backend.name}`, batch, loss: Number(step.loss.toFixed(4)) };
+  }
+  setPhase('train load weights and build the training graph');
+  const trainer = await createOnnxTrainer({ config, weightsFile: options.checkpoint }, { batch, threads: options.threads });
+  setPhase(`train step batch ${batch} (onnxruntime gradients + AdamW)`);
+  const loss = await trainer.step(pixels, ids);
+  setPhase('train loss after the step');
+  const after = await trainer.loss(pixels, ids);
+  await trainer.close();
+  return { runtime: 'onnxruntime', batch, loss: Number(loss.toFixed(4)), lossAfterStep: Number(after.toFixed(4)) };
+}

@@ -1,0 +1,105 @@
+// The cause vocabulary and its evidence sentences, from facts as a traced run reports them.
+import test from 'ava';
+import { DiagnosisInput, FailureFacts, diagnose, explainFailure } from '../src/diagnose';
+
+const GiB = 2 ** 30;
+const MiB = 2 ** 20;
+
+function failure(facts: Partial<FailureFacts>): FailureFacts {
+  return { fn: 'malloc', size: 101187584, errno: 12, overcommitMemory: 0, memTotal: 24 * GiB, mapCount: 100, maxMapCount: 65530, ...facts };
+}
+
+function run(input: Partial<DiagnosisInput>): DiagnosisInput {
+  return { exit: { code: 1, signal: null }, limits: {}, failures: [], ...input };
+}
+
+test('address-space: the seed story, with the arithmetic', (t) => {
+  const seed = failure({ fn: 'mmap', size: 101187584, vmSize: 3.95 * GiB, prot: 3, flags: 0x22, fd: -1 });
+  const d = diagnose(run({ limits: { as: 4 * GiB }, failures: [seed] }));
+  t.is(d.cause, 'address-space');
+  t.is(
+    d.evidence[0],
+    'VmSize 3.95 GiB + 97 MiB > RLIMIT_AS 4.00 GiB: mmap of an anonymous mapping, 101187584 bytes (97 MiB) needs address space the limit does not leave',
+  );
+});
+
+test('data-limit: private writable memory over RLIMIT_DATA', (t) => {
+  const d = explainFailure(failure({ vmData: 950 * MiB, vmSize: 2 * GiB }), { data: 1 * GiB });
+  t.deepEqual(d, {
+    cause: 'data-limit',
+    evidence: ['VmData 950 MiB + 97 MiB > RLIMIT_DATA 1.00 GiB: malloc of 101187584 bytes (97 MiB) is private writable memory, which RLIMIT_DATA counts'],
+  });
+});
+
+test('a read-only file mapping is not data: RLIMIT_DATA does not explain its failure', (t) => {
+  const readOnly = failure({ fn: 'mmap', prot: 1, flags: 2, fd: 5, fdPath: '/m.safetensors', vmData: 900 * MiB });
+  t.is(explainFailure(readOnly, { data: 1 * GiB }), undefined);
+});
+
+test('commit-limit under vm.overcommit_memory=2', (t) => {
+  const d = explainFailure(failure({ overcommitMemory: 2, committedAs: 11 * GiB, commitLimit: 11.5 * GiB, size: GiB }), {});
+  t.is(d?.cause, 'commit-limit');
+  t.is(d?.evidence[0], 'Committed_AS 11.00 GiB + 1.00 GiB > CommitLimit 11.50 GiB (vm.overcommit_memory=2): malloc of 1073741824 bytes (1.00 GiB) cannot be committed');
+});
+
+test('overcommit-heuristic: one allocation larger than RAM + swap', (t) => {
+  const d = explainFailure(failure({ size: 32 * GiB, memTotal: 24 * GiB }), {});
+  t.is(d?.cause, 'overcommit-heuristic');
+  t.regex(d!.evidence[0]!, /^32\.00 GiB > RAM \+ swap 24\.00 GiB: vm\.overcommit_memory=0 refuses/);
+});
+
+test('map-count: every mapping slot used', (t) => {
+  const d = explainFailure(failure({ fn: 'mmap', fd: -1, prot: 3, mapCount: 65530, maxMapCount: 65530, size: 4096 }), {});
+  t.is(d?.cause, 'map-count');
+  t.is(d?.evidence[0], '65530 mappings = vm.max_map_count 65530: mmap of an anonymous mapping, 4096 bytes (4.0 KiB) needs one more mapping');
+});
+
+test('pthread_create EAGAIN under RLIMIT_AS is address space (libgomp "Thread creation failed")', (t) => {
+  const d = diagnose(
+    run({
+      limits: { as: GiB },
+      failures: [failure({ fn: 'pthread_create', errno: 11, size: 8 * MiB, vmSize: 1020 * MiB })],
+      output: 'libgomp: Thread creation failed: Resource temporarily unavailable\n',
+    }),
+  );
+  t.is(d.cause, 'address-space');
+  t.true(d.evidence[0]!.startsWith('libgomp could not create its OpenMP threads'));
+  t.true(d.evidence.some((e) => e.startsWith('VmSize 1020 MiB + 8.0 MiB > RLIMIT_AS 1.00 GiB')));
+});
+
+test('cgroup-oom-kill with the last state', (t) => {
+  const d = diagnose(
+    run({
+      exit: { code: null, signal: 'SIGKILL' },
+      cgroup: { path: '/a/clipmem-1-1', limit: 300 * MiB, oomKills: 1 },
+      last: { phase: 'touch', heap: 280 * MiB },
+    }),
+  );
+  t.deepEqual(d, {
+    cause: 'cgroup-oom-kill',
+    evidence: ['killed by the kernel OOM killer in cgroup /a/clipmem-1-1 at limit 300 MiB', 'last seen before the kill: phase "touch", heap 280 MiB'],
+  });
+});
+
+test('host-oom-kill, js-heap, gpu-memory, not-memory, none', (t) => {
+  t.is(diagnose(run({ exit: { code: null, signal: 'SIGKILL' }, hostOomKills: 1 })).cause, 'host-oom-kill');
+  t.is(diagnose(run({ exit: { code: null, signal: 'SIGKILL' }, hostOomKills: 0 })).cause, 'not-memory');
+  t.is(diagnose(run({ output: 'FATAL ERROR: Reached heap limit Allocation failed - JavaScript heap out of memory' })).cause, 'js-heap');
+  t.is(diagnose(run({ output: 'torch.cuda.OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 MiB' })).cause, 'gpu-memory');
+  t.is(diagnose(run({ exit: { code: 2, signal: null } })).cause, 'not-memory');
+  t.deepEqual(diagnose(run({ exit: { code: 0, signal: null } })), { cause: 'none', evidence: ['exited with code 0; no allocation failed'] });
+});
+
+test('V8 CodeRange start failure is address space', (t) => {
+  const d = diagnose(
+    run({ exit: { code: 133, signal: null }, limits: { as: 600 * MiB }, output: 'Fatal process out of memory: Failed to reserve virtual memory for CodeRange' }),
+  );
+  t.is(d.cause, 'address-space');
+  t.regex(d.evidence[0]!, /more than RLIMIT_AS 600 MiB allows$/);
+});
+
+test('a failure with another errno is not a memory shortage', (t) => {
+  const d = explainFailure(failure({ fn: 'mmap', errno: 22, fd: 3, fdPath: '/x', prot: 1 }), {});
+  t.is(d?.cause, 'not-memory');
+  t.regex(d!.evidence[0]!, /failed with EINVAL, which is not a memory shortage$/);
+});
