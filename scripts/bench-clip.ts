@@ -34,13 +34,18 @@ interface Result {
   flops?: number;
   matmulGflops?: number;
   firstSeconds?: number;
+  /** RssFile / RssAnon when the measurement ended: file-backed pages are the checkpoint's own. */
+  rssFile?: number;
+  rssAnon?: number;
   note?: string;
 }
 
-function peakRss(): number {
-  const status = fs.readFileSync('/proc/self/status', 'utf8');
-  return Number(/VmHWM:\s+(\d+) kB/.exec(status)![1]) * 1024;
+function status(field: string): number {
+  const text = fs.readFileSync('/proc/self/status', 'utf8');
+  return Number(new RegExp(`${field}:\\s+(\\d+) kB`).exec(text)![1]) * 1024;
 }
+const peakRss = (): number => status('VmHWM');
+const residency = () => ({ rssFile: status('RssFile'), rssAnon: status('RssAnon') });
 
 const seconds = (start: bigint): number => Number(process.hrtime.bigint() - start) / 1e9;
 
@@ -109,7 +114,7 @@ async function child(kind: Kind, format: WeightFormat): Promise<Result> {
       bytesTouched += bytes.length;
     }
     const took = seconds(start);
-    return { kind, format, seconds: took, peakRss: peakRss(), bytesTouched, note: checksum < 0 ? 'impossible' : undefined };
+    return { kind, format, seconds: took, peakRss: peakRss(), ...residency(), bytesTouched, note: checksum < 0 ? 'impossible' : undefined };
   }
   const { imageSize } = model.config.vision;
   const seq = model.config.text.maxPositionEmbeddings;
@@ -128,12 +133,13 @@ async function child(kind: Kind, format: WeightFormat): Promise<Result> {
       best = Math.min(best, seconds(start));
     }
     const peak = peakRss();
+    const resident = residency();
     await clip.close();
     const header = readSafetensorsHeader(file);
     const work = [inferenceGraph(header, model.config, 'image', BATCH, 0), inferenceGraph(header, model.config, 'text', BATCH, seq)].map(matmulWork);
     const flops = work[0].flops + work[1].flops;
     const matmulGflops = await plainMatmulGflops([...work[0].shapes, ...work[1].shapes], threads);
-    return { kind, format, seconds: best, firstSeconds, peakRss: peak, flops, matmulGflops };
+    return { kind, format, seconds: best, firstSeconds, peakRss: peak, ...resident, flops, matmulGflops };
   }
   if (kind === 'tfjs-wasm-forward') {
     const { ClipTfjs } = await import('../src/clip/tfjs/model');
@@ -148,7 +154,7 @@ async function child(kind: Kind, format: WeightFormat): Promise<Result> {
     const firstSeconds = seconds(start);
     start = process.hrtime.bigint();
     run();
-    return { kind, format, seconds: seconds(start), firstSeconds, peakRss: peakRss(), note: `backend ${tfjsModel.backend.name}` };
+    return { kind, format, seconds: seconds(start), firstSeconds, peakRss: peakRss(), ...residency(), note: `backend ${tfjsModel.backend.name}` };
   }
   // ort-train
   let start = process.hrtime.bigint();
@@ -157,7 +163,7 @@ async function child(kind: Kind, format: WeightFormat): Promise<Result> {
   const firstSeconds = seconds(start);
   start = process.hrtime.bigint();
   await trainer.step(pixels, ids);
-  return { kind, format, seconds: seconds(start), firstSeconds, peakRss: peakRss() };
+  return { kind, format, seconds: seconds(start), firstSeconds, peakRss: peakRss(), ...residency() };
 }
 
 function runChild(kind: Kind, format: WeightFormat): Result {
@@ -211,11 +217,11 @@ async function main(): Promise<void> {
     process.stdout.write(`${JSON.stringify({ batch: BATCH, pytorchMiB: PYTORCH, results }, null, 2)}\n`);
     return;
   }
-  const rows: string[][] = [['measurement', 'format', 'time', 'peak RSS', 'PyTorch (peak RSS, time)', 'goal', 'verdict']];
+  const rows: string[][] = [['measurement', 'format', 'time', 'peak RSS', 'RSS file/anon at end', 'PyTorch (peak RSS, time)', 'goal', 'verdict']];
   const verdict = (ok: boolean | undefined) => (ok === undefined ? '-' : ok ? 'met' : 'NOT met');
   for (const r of results) {
     if (r.kind === 'baseline') {
-      rows.push(['node baseline', '-', '-', mib(r.peakRss), '-', '-', '-']);
+      rows.push(['node baseline', '-', '-', mib(r.peakRss), '-', '-', '-', '-']);
       continue;
     }
     let goal = '-';
@@ -244,7 +250,7 @@ async function main(): Promise<void> {
       pytorch = `${PYTORCH.train} MiB, ${PYTORCH_SECONDS.train} s`;
       time = `${secs(r.seconds)} (first step, with setup: ${secs(r.firstSeconds)})`;
     }
-    rows.push([r.kind + (r.note ? ` (${r.note})` : ''), r.format, time, mib(r.peakRss), pytorch, goal, verdict(ok)]);
+    rows.push([r.kind + (r.note ? ` (${r.note})` : ''), r.format, time, mib(r.peakRss), `${mib(r.rssFile)} / ${mib(r.rssAnon)}`, pytorch, goal, verdict(ok)]);
   }
   const widths = rows[0].map((_, c) => Math.max(...rows.map((row) => row[c].length)));
   for (const row of rows) log(row.map((cell, c) => cell.padEnd(widths[c])).join('  ').trimEnd());

@@ -53,8 +53,9 @@ test('a model directory and a file inside it load; a wrong checkpoint names the 
   fs.writeFileSync(path.join(broken, 'model.safetensors'), serializeSafetensors(tensors.filter((x) => x.name !== 'visual_projection.weight')));
   t.throws(() => loadClipCheckpoint(broken), { message: `${broken}/model.safetensors: tensor "visual_projection.weight": entry: missing: ${broken}/config.json needs F32 [16,32]. Is this a CLIPModel checkpoint for that config?` });
   fs.rmSync(path.join(broken, 'model.safetensors'));
+  t.throws(() => loadClipCheckpoint(broken), { message: `${broken} has neither model.safetensors nor pytorch_model.bin` });
   fs.writeFileSync(path.join(broken, 'pytorch_model.bin'), '');
-  t.throws(() => loadClipCheckpoint(broken), { message: /has no model.safetensors. It has pytorch_model.bin: convert it once/ });
+  t.throws(() => loadClipCheckpoint(broken), { message: /pytorch_model.bin: is not a zip archive/ });
   t.throws(() => resolveClipModel('no-such-thing'), { message: /is not a CLIP preset/ });
 });
 

@@ -13,9 +13,13 @@
 import type { ClipConfig } from '../config';
 import { ElemType, Graph, Value } from './graph';
 
-/** How the graph reaches a checkpoint tensor: as a float32 value, or the rows of an embedding table. */
+/**
+ * How the graph reaches a checkpoint tensor: as a float32 value, or the rows of an embedding table.
+ * `input` is the activation the tensor is applied to: a converting source (fp16, int8) converts only
+ * once it exists, so one converted weight is alive at a time instead of all of them.
+ */
 export interface ClipParams {
-  get(name: string): Value;
+  get(name: string, input?: Value): Value;
   rows(name: string, indices: Value): Value;
 }
 
@@ -27,11 +31,11 @@ interface TowerShape {
 }
 
 function linear(g: Graph, p: ClipParams, x: Value, prefix: string, bias = true): Value {
-  return g.gemm(x, p.get(`${prefix}.weight`), bias ? p.get(`${prefix}.bias`) : undefined, { transB: true });
+  return g.gemm(x, p.get(`${prefix}.weight`, x), bias ? p.get(`${prefix}.bias`, x) : undefined, { transB: true });
 }
 
 function layerNorm(g: Graph, p: ClipParams, x: Value, prefix: string, eps: number): Value {
-  return g.layerNorm(x, p.get(`${prefix}.weight`), p.get(`${prefix}.bias`), eps).y;
+  return g.layerNorm(x, p.get(`${prefix}.weight`, x), p.get(`${prefix}.bias`, x), eps).y;
 }
 
 /** Causal additive mask [S, S]: 0 on and below the diagonal, a large negative above it. */
@@ -85,7 +89,7 @@ export function imageFeatures(g: Graph, config: ClipConfig, p: ClipParams, pixel
     g.transpose(g.reshape(pixels, [batch, channels, grid, patch, grid, patch]), [0, 2, 4, 1, 3, 5]),
     [batch * patches, channels * patch * patch],
   );
-  const kernel = g.reshape(p.get('vision_model.embeddings.patch_embedding.weight'), [d, channels * patch * patch]);
+  const kernel = g.reshape(p.get('vision_model.embeddings.patch_embedding.weight', unfolded), [d, channels * patch * patch]);
   const embedded = g.reshape(g.gemm(unfolded, kernel, undefined, { transB: true }), [batch, patches, d]);
   const cls = g.expand(g.reshape(p.get('vision_model.embeddings.class_embedding'), [1, 1, d]), [batch, 1, d]);
   const tokens = g.add(g.concat([cls, embedded], 1), p.get('vision_model.embeddings.position_embedding.weight'));
@@ -93,7 +97,7 @@ export function imageFeatures(g: Graph, config: ClipConfig, p: ClipParams, pixel
   h = encoder(g, p, h, 'vision_model', v, batch, seq);
   const pooled = g.reshape(g.slice(g.reshape(h, [batch, seq, d]), 1, 0, 1), [batch, d]);
   const post = layerNorm(g, p, pooled, 'vision_model.post_layernorm', v.layerNormEps);
-  return g.gemm(post, p.get('visual_projection.weight'), undefined, { transB: true });
+  return g.gemm(post, p.get('visual_projection.weight', post), undefined, { transB: true });
 }
 
 export function textFeatures(g: Graph, config: ClipConfig, p: ClipParams, ids: Value): Value {
@@ -111,7 +115,7 @@ export function textFeatures(g: Graph, config: ClipConfig, p: ClipParams, ids: V
   const select = g.reshape(g.oneHot(g.argMax(ids, 1), seq), [batch, 1, seq]);
   const pooled = g.reshape(g.matmul(select, g.reshape(h, [batch, seq, d])), [batch, d]);
   const post = layerNorm(g, p, pooled, 'text_model.final_layer_norm', t.layerNormEps);
-  return g.gemm(post, p.get('text_projection.weight'), undefined, { transB: true });
+  return g.gemm(post, p.get('text_projection.weight', post), undefined, { transB: true });
 }
 
 export function normalize(g: Graph, x: Value): Value {

@@ -80,16 +80,25 @@ function fileParams(g: Graph, header: SafetensorsHeader): ClipParams {
     }
     return v;
   };
-  const converted = new Map<string, Value>();
+  // onnxruntime runs every node whose inputs are ready as early as it likes: a Cast of an initializer
+  // would run at the start, and all converted weights would be alive together. An Expand of the stored
+  // weight to a shape derived from the activation's Shape (always [1]: a no-op broadcast) makes the
+  // conversion wait for that activation, and keeps it out of reach of constant folding.
+  const afterInput = (raw: Value, input: Value | undefined): Value => {
+    if (!input) return raw;
+    const batchDim = g.node('Shape', [input], [{ type: ElemType.INT64, shape: [1] }], {
+      start: { kind: 'int', value: 0 },
+      end: { kind: 'int', value: 1 },
+    })[0];
+    const one = g.add(g.mul(batchDim, g.int64s([0])), g.int64s([1]));
+    return g.node('Expand', [raw, one], [{ type: raw.type, shape: raw.shape }])[0];
+  };
   return {
-    get(name) {
-      let v = converted.get(name);
-      if (!v) {
-        const raw = stored(name);
-        v = raw.type === ElemType.INT8 ? g.dequantize(raw, stored(int8ScaleName(name)), 0) : g.cast(raw, ElemType.FLOAT);
-        converted.set(name, v);
-      }
-      return v;
+    get(name, input) {
+      const raw = stored(name);
+      if (raw.type === ElemType.FLOAT) return raw;
+      const lazy = afterInput(raw, input);
+      return raw.type === ElemType.INT8 ? g.dequantize(lazy, stored(int8ScaleName(name)), 0) : g.cast(lazy, ElemType.FLOAT);
     },
     rows(name, indices) {
       // Gather first, convert only the rows used: the table stays in its stored dtype.
