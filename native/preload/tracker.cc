@@ -571,6 +571,45 @@ void parse_injections(const char* spec) {
 
 // ---------------------------------------------------------------- record creation, init, fork, exit
 
+// glibc's usable size read straight from the chunk header (what malloc_usable_size computes, without the
+// call): the size field before the block, low bits are flags; mmapped chunks carry one more word of header.
+// Used only when start-up checks proved the allocator is glibc's and the two agree.
+bool glibc_chunks = false;
+
+inline size_t chunk_usable(void* ptr) {
+  size_t header = static_cast<size_t*>(ptr)[-1];
+  return (header & ~size_t(7)) - ((header & 2) ? 16 : 8);
+}
+
+__attribute__((always_inline)) inline size_t usable(void* ptr) {
+  if (!ptr) return 0;
+  return LIKELY(glibc_chunks) ? chunk_usable(ptr) : malloc_usable_size(ptr);
+}
+
+// True if real.malloc is glibc's and its chunk headers read as malloc_usable_size says, for small,
+// large (mmapped) and aligned blocks.
+bool check_glibc_chunks() {
+  void* libc = dlopen("libc.so.6", RTLD_NOW | RTLD_NOLOAD);
+  if (!libc) return false;
+  bool same = dlsym(libc, "malloc") == reinterpret_cast<void*>(real.malloc) &&
+              dlsym(libc, "free") == reinterpret_cast<void*>(real.free);
+  dlclose(libc);
+  if (!same) return false;
+  const size_t sizes[] = {1, 24, 100, 4000, 200000, 4 << 20};
+  for (size_t size : sizes) {
+    void* block = real.malloc(size);
+    if (!block) return false;
+    bool agree = chunk_usable(block) == malloc_usable_size(block);
+    real.free(block);
+    if (!agree) return false;
+  }
+  void* aligned = nullptr;
+  if (real.posix_memalign(&aligned, 4096, 5000) != 0) return false;
+  bool agree = chunk_usable(aligned) == malloc_usable_size(aligned);
+  real.free(aligned);
+  return agree;
+}
+
 bool create_record(int parent_pid) {
   int fd = -1;
   uint32_t generation = 0;
@@ -695,6 +734,7 @@ void initialize() {
     return;
   }
   parse_injections(getenv(CLIPMEM_ENV_FAIL));
+  glibc_chunks = check_glibc_chunks();
   void* frames[4];
   backtrace(frames, 4);  // loads libgcc_s now, so that a later stack capture never allocates
   pthread_atfork(nullptr, nullptr, after_fork_in_child);
@@ -721,7 +761,7 @@ __attribute__((constructor)) void initialize_at_load() {
   initialize();
 }
 
-inline size_t usable(void* ptr) { return ptr ? malloc_usable_size(ptr) : 0; }
+
 
 // The failure path of the malloc family, kept out of line: the success path builds no FailureArgs.
 __attribute__((noinline, cold)) void heap_failure(int fn, uint64_t size, uint64_t nmemb, uint64_t elem_size,
@@ -844,7 +884,7 @@ void* reallocarray_hook(void* ptr, size_t nmemb, size_t size) {
 void free_hook(void* ptr) {
   if (UNLIKELY(!ptr || in_bootstrap(ptr))) return;
   ensure_resolved();
-  if (tracking()) count_heap(CLIPMEM_FN_FREE, 0, -int64_t(malloc_usable_size(ptr)));
+  if (tracking()) count_heap(CLIPMEM_FN_FREE, 0, -int64_t(usable(ptr)));
   real.free(ptr);
 }
 
