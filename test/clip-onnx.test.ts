@@ -233,3 +233,21 @@ test('vit-b-32 training graphs: text (197 tensors, 63,428,096 params) and vision
   // The graphs hold no weights: well under a megabyte each.
   for (const m of [models.head, models.text, models.vision]) t.true(m.bytes.length < 1_000_000);
 });
+
+test('training widens an fp16 checkpoint to exactly its float32 values and refuses int8', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'clip-onnx-train-'));
+  try {
+    const config = presetConfig('tiny');
+    const { file } = ensureSyntheticCheckpoint({ config: 'tiny', format: 'fp16', cacheDir: dir });
+    const trainer = await createOnnxTrainer({ config, weightsFile: file }, { batch: 3, threads: 1 });
+    const stored = loadSafetensors(file, { mode: 'copy' }).tensors;
+    t.is(trainer.params.size, 78);
+    for (const [name, values] of trainer.params) t.deepEqual(values, toFloat32(stored.get(name)!), name);
+    t.true(Number.isFinite(await trainer.step(pixels, ids)));
+    await trainer.close();
+    const int8 = ensureSyntheticCheckpoint({ config: 'tiny', format: 'int8', cacheDir: dir }).file;
+    await t.throwsAsync(createOnnxTrainer({ config, weightsFile: int8 }, { batch: 3 }), { message: /is I8; training reads F32, F16 or BF16 weights/ });
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
