@@ -1,6 +1,6 @@
 import test from 'ava';
 import * as path from 'node:path';
-import { cgroupDirectory, parseCgroupMounts, parseProcCgroup, readCgroups } from '../src/probe/cgroup';
+import { cgroupDirectory, locateMemoryCgroups, parseCgroupMounts, parseProcCgroup, readCgroups } from '../src/probe/cgroup';
 
 const fixtures = path.resolve(__dirname, '..', '..', 'test', 'fixtures');
 const sample = (name: string) => ({
@@ -96,4 +96,13 @@ test('this machine: the own memory group is found and read (whatever its limits)
     t.is(typeof hierarchy.groups[0]!.usage, 'number', JSON.stringify(hierarchy.groups[0]));
   }
   t.pass();
+});
+
+test('locateMemoryCgroups: the own group per version with its mount, and why v2 is left out', (t) => {
+  const v2 = locateMemoryCgroups(sample('cgroup-v2'));
+  t.deepEqual(v2.notes, []);
+  t.is(v2.groups.length, 1);
+  t.like(v2.groups[0], { version: 2, path: '/slurm/job_42/step_0', directory: path.join(fixtures, 'cgroup-v2', 'sys/fs/cgroup/slurm/job_42/step_0') });
+  const none = locateMemoryCgroups({ procSelfCgroup: '/nonexistent/cgroup' });
+  t.deepEqual(none, { groups: [], notes: ['unknown: /nonexistent/cgroup: ENOENT (no such file or directory)'] });
 });

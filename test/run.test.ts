@@ -152,3 +152,19 @@ test.serial('the default run: all eight scenarios pass on vit-b-32, and compare 
   t.regex(gate.stdout, /clip-train +rssPeak .* \+10\.0% +REGRESSION/);
   t.regex(gate.stdout, /clip-train +wallMs .* \+10\.0% +REGRESSION/);
 });
+
+test.serial('a dtype fix is offered only when its weights fit the measured headroom, and then it works', (t) => {
+  const baseline = run(['clip-load-copy']);
+  const before = scenario(baseline.results, 'clip-load-copy').memory.vmSizeBefore!;
+  // fp32 weights (577 MiB) do not fit in 400 MiB of headroom; fp16 (289 MiB) do.
+  const bound = before + 400 * MiB;
+  const limited = run(['clip-load-copy', '--limit-as', String(bound)]);
+  const copy = scenario(limited.results, 'clip-load-copy');
+  t.is(copy.status, 'failed');
+  t.is(copy.diagnosis.cause, 'address-space', copy.diagnosis.evidence.join('\n'));
+  const dtype = copy.fixes.find((f) => f.kind === 'dtype');
+  t.truthy(dtype, JSON.stringify(copy.fixes));
+  t.regex(dtype!.text, /^fp16 weights need 302,55\d,\d{3} B/);
+  const fixed = run(dtype!.command!.replace(/^clip-mem run /, '').split(' '));
+  t.is(fixed.status, 0, fixed.stdout);
+});

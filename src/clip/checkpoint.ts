@@ -1,7 +1,8 @@
 // Where a CLIP checkpoint comes from, and loading it: a preset (a synthetic checkpoint in the clip-mem
-// cache, written on first use), a user's model directory (config.json + model.safetensors, as
-// save_pretrained writes it), a safetensors file inside such a directory, or a Hugging Face hub id found
-// in the local hub cache (HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub).
+// cache, written on first use), a user's model directory (config.json + model.safetensors, else
+// pytorch_model.bin, as save_pretrained writes them), a weights file inside such a directory, or a
+// Hugging Face hub id found in the local hub cache (HF_HUB_CACHE, else $HF_HOME/hub, else
+// ~/.cache/huggingface/hub).
 //
 // API:
 //   DEFAULT_HUB_ID = 'openai/clip-vit-base-patch32'
@@ -9,15 +10,18 @@
 //   findHfSnapshot(repoId = DEFAULT_HUB_ID, env): string | undefined   snapshots/<refs/main>, else newest
 //   openModelDirectory(dir): ClipModelSource                             config + weights + tokenizer files
 //   resolveClipModel(spec = 'vit-b-32', options): ClipModelSource         preset | directory | file | hub id
-//   checkCheckpointLayout(header, config): void                          throws SafetensorsError on a
+//   readCheckpointIndex(file): { file, entries }                         safetensors or pytorch_model.bin
+//   checkCheckpointLayout(index, config): void                           throws SafetensorsError on a
 //                                     missing tensor or a wrong shape (position_ids may be absent)
 //   loadClipCheckpoint(spec, options): LoadedClipCheckpoint              resolve + check + load (mmap|copy)
-//   interface ClipModelSource { kind, spec, config, weightsFile, tokenizer?, description }
+//   interface ClipModelSource { kind, spec, config, weightsFile, weightsFormat, tokenizer?, description }
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { ClipConfig, WeightFormat, clipLayout, isInt8Quantized, isPresetName, presetConfig, readHfConfig } from './config';
-import { LoadOptions, LoadedCheckpoint, SafetensorsError, SafetensorsHeader, loadSafetensors, readSafetensorsHeader } from './safetensors';
+import { loadPytorchCheckpoint, readPytorchCheckpoint } from './pytorch';
+import { LoadOptions, LoadedCheckpoint, SafetensorsError, loadSafetensors, readSafetensorsHeader } from './safetensors';
+import type { DType } from './tensor';
 import { SyntheticOptions, ensureSyntheticCheckpoint } from './synthetic';
 
 export const DEFAULT_HUB_ID = 'openai/clip-vit-base-patch32';
@@ -35,6 +39,8 @@ export interface ClipModelSource {
   spec: string;
   config: ClipConfig;
   weightsFile: string;
+  /** model.safetensors, or a torch.save zip (pytorch_model.bin). */
+  weightsFormat: 'safetensors' | 'pytorch';
   /** Tokenizer files found beside the weights (presets have none: they use a synthetic vocabulary). */
   tokenizer?: TokenizerFiles;
   /** One line for reports: where the weights come from. */
@@ -67,6 +73,28 @@ export function findHfSnapshot(repoId: string = DEFAULT_HUB_ID, env: NodeJS.Proc
   return candidates[0];
 }
 
+/** torch.save files are zips: "PK" at the start. */
+function weightsFormatOf(file: string): 'safetensors' | 'pytorch' {
+  const fd = fs.openSync(file, 'r');
+  try {
+    const magic = Buffer.alloc(2);
+    fs.readSync(fd, magic, 0, 2, 0);
+    return magic.toString('latin1') === 'PK' || file.endsWith('.bin') || file.endsWith('.pt') || file.endsWith('.pth') ? 'pytorch' : 'safetensors';
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** The tensor list of a checkpoint file, whatever its format. */
+export interface CheckpointIndex {
+  file: string;
+  entries: { name: string; dtype: DType; shape: readonly number[] }[];
+}
+
+export function readCheckpointIndex(file: string): CheckpointIndex {
+  return weightsFormatOf(file) === 'pytorch' ? readPytorchCheckpoint(file) : readSafetensorsHeader(file);
+}
+
 function existing(dir: string, name: string): string | undefined {
   const file = path.join(dir, name);
   return fs.existsSync(file) ? file : undefined;
@@ -75,20 +103,15 @@ function existing(dir: string, name: string): string | undefined {
 /** A model directory as save_pretrained / the hub cache lays it out. */
 export function openModelDirectory(dir: string, kind: 'directory' | 'hub' = 'directory', spec: string = dir): ClipModelSource {
   const config = readHfConfig(dir);
-  const weightsFile = existing(dir, 'model.safetensors');
-  if (!weightsFile) {
-    const hint = existing(dir, 'pytorch_model.bin')
-      ? ' It has pytorch_model.bin: convert it once with `python -c "from transformers import CLIPModel; CLIPModel.from_pretrained(\'DIR\').save_pretrained(\'DIR\', safe_serialization=True)"`.'
-      : '';
-    throw new Error(`${dir} has no model.safetensors.${hint.replace(/DIR/g, dir)}`);
-  }
+  const weightsFile = existing(dir, 'model.safetensors') ?? existing(dir, 'pytorch_model.bin');
+  if (!weightsFile) throw new Error(`${dir} has neither model.safetensors nor pytorch_model.bin`);
   const tokenizer: TokenizerFiles = {
     tokenizerJson: existing(dir, 'tokenizer.json'),
     vocabJson: existing(dir, 'vocab.json'),
     mergesTxt: existing(dir, 'merges.txt'),
   };
   const hasTokenizer = tokenizer.tokenizerJson || (tokenizer.vocabJson && tokenizer.mergesTxt);
-  return { kind, spec, config, weightsFile, tokenizer: hasTokenizer ? tokenizer : undefined, description: `${weightsFile} (${kind === 'hub' ? `hub cache, ${spec}` : 'model directory'})` };
+  return { kind, spec, config, weightsFile, weightsFormat: weightsFormatOf(weightsFile), tokenizer: hasTokenizer ? tokenizer : undefined, description: `${weightsFile} (${kind === 'hub' ? `hub cache, ${spec}` : 'model directory'})` };
 }
 
 export interface ResolveOptions extends Omit<SyntheticOptions, 'config'> {
@@ -104,7 +127,7 @@ export function resolveClipModel(spec: string = 'vit-b-32', options: ResolveOpti
     const config = presetConfig(spec);
     const format: WeightFormat = options.format ?? 'fp32';
     const { file } = ensureSyntheticCheckpoint({ ...options, config });
-    return { kind: 'preset', spec, config, weightsFile: file, description: `${file} (synthetic ${spec} ${format}, seed ${options.seed ?? 0})` };
+    return { kind: 'preset', spec, config, weightsFile: file, weightsFormat: 'safetensors', description: `${file} (synthetic ${spec} ${format}, seed ${options.seed ?? 0})` };
   }
   if (fs.existsSync(spec)) {
     if (fs.statSync(spec).isDirectory()) return openModelDirectory(spec);
@@ -112,7 +135,7 @@ export function resolveClipModel(spec: string = 'vit-b-32', options: ResolveOpti
     if (!fs.existsSync(path.join(dir, 'config.json'))) {
       throw new Error(`${spec}: a checkpoint file needs its config.json beside it (${dir}/config.json is missing); pass the model directory`);
     }
-    return { ...openModelDirectory(dir), spec, weightsFile: spec, description: `${spec} (model file)` };
+    return { ...openModelDirectory(dir), spec, weightsFile: spec, weightsFormat: weightsFormatOf(spec), description: `${spec} (model file)` };
   }
   if (/^[\w.-]+\/[\w.-]+$/.test(spec)) {
     const snapshot = findHfSnapshot(spec, options.env);
@@ -130,7 +153,7 @@ export function resolveClipModel(spec: string = 'vit-b-32', options: ResolveOpti
  * bf16, int8 weight-only): every parameter present with the config's shape. position_ids may be
  * absent (recent transformers releases do not save them).
  */
-export function checkCheckpointLayout(header: SafetensorsHeader, config: ClipConfig): void {
+export function checkCheckpointLayout(header: CheckpointIndex, config: ClipConfig): void {
   const present = new Map(header.entries.map((e) => [e.name, e]));
   for (const spec of clipLayout(config)) {
     const entry = present.get(spec.name);
@@ -154,6 +177,7 @@ export interface LoadedClipCheckpoint extends LoadedCheckpoint {
 /** Resolve `spec` (see resolveClipModel), check its layout against its config, and load it. */
 export function loadClipCheckpoint(spec: string = 'vit-b-32', options: ResolveOptions & LoadOptions = {}): LoadedClipCheckpoint {
   const model = resolveClipModel(spec, options);
-  checkCheckpointLayout(readSafetensorsHeader(model.weightsFile), model.config);
-  return { ...loadSafetensors(model.weightsFile, options), model };
+  checkCheckpointLayout(readCheckpointIndex(model.weightsFile), model.config);
+  const load = model.weightsFormat === 'pytorch' ? loadPytorchCheckpoint : loadSafetensors;
+  return { ...load(model.weightsFile, options), model };
 }

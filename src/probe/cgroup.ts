@@ -4,7 +4,7 @@
 // Reading only: nothing here creates, changes or removes a cgroup.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Field, Limit, Unknown, isUnknown, parseCount, parseField, readText, unknown } from './field';
+import { Field, Limit, isUnknown, parseCount, parseField, readText, unknown } from './field';
 
 /** One cgroup's memory controller. Field names are version-neutral; each says where it comes from. */
 export interface MemoryCgroup {
@@ -195,14 +195,13 @@ export function tightestGroup(groups: MemoryCgroup[]): MemoryCgroup | null {
   return best;
 }
 
-function readHierarchy(mount: CgroupMount, cgroupPath: string, root: string): CgroupHierarchy | string {
-  const own = cgroupDirectory(mount, cgroupPath, root);
-  if (!own) return `cgroup v${mount.version}: this process's group ${cgroupPath} is outside the mount at ${mount.mountPoint}`;
+function readHierarchy(own: OwnMemoryCgroup, root: string): CgroupHierarchy {
+  const { mount, path: cgroupPath } = own;
   const read = mount.version === 1 ? readCgroupV1 : readCgroupV2;
   const limitFile = mount.version === 1 ? 'memory.limit_in_bytes' : 'memory.max';
   const top = path.resolve(root + mount.mountPoint);
   const groups: MemoryCgroup[] = [];
-  let directory = own;
+  let directory = own.directory;
   let groupPath = cgroupPath;
   for (;;) {
     const atTop = path.resolve(directory) === top;
@@ -217,49 +216,61 @@ function readHierarchy(mount: CgroupMount, cgroupPath: string, root: string): Cg
   return { version: mount.version, mountPoint: mount.mountPoint, path: cgroupPath, groups, tightest: tightestGroup(groups) };
 }
 
-/** Every memory cgroup hierarchy this process is in, with the limits along each chain. */
-export function readCgroups(sources: CgroupSources = {}): CgroupReport {
+/** This process's group in a hierarchy that has the memory controller. */
+export interface OwnMemoryCgroup {
+  version: 1 | 2;
+  mount: CgroupMount;
+  /** The group's path inside the hierarchy. */
+  path: string;
+  /** Its directory (under `sources.root` when given). */
+  directory: string;
+}
+
+/**
+ * This process's memory cgroups: v1 where a memory hierarchy is mounted, v2 where the memory controller
+ * is enabled at the v2 root. `notes` say why a version is missing. (Also where to create child groups.)
+ */
+export function locateMemoryCgroups(sources: CgroupSources = {}): { groups: OwnMemoryCgroup[]; notes: string[] } {
   const root = sources.root ?? '';
   const procSelfCgroup = sources.procSelfCgroup ?? '/proc/self/cgroup';
   const mountinfoFile = sources.mountinfo ?? '/proc/self/mountinfo';
-  const notes: string[] = [];
   const procText = readText(procSelfCgroup);
   const mountText = readText(mountinfoFile);
   if (isUnknown(procText) || isUnknown(mountText)) {
-    for (const text of [procText, mountText]) if (isUnknown(text)) notes.push(text);
-    return { hierarchies: [], tightest: null, notes };
+    return { groups: [], notes: [procText, mountText].filter(isUnknown) };
   }
   const entries = parseProcCgroup(procText);
   const mounts = parseCgroupMounts(mountText);
-  const hierarchies: CgroupHierarchy[] = [];
+  const groups: OwnMemoryCgroup[] = [];
+  const notes: string[] = [];
+  const add = (mount: CgroupMount, cgroupPath: string) => {
+    const directory = cgroupDirectory(mount, cgroupPath, root);
+    if (directory) groups.push({ version: mount.version, mount, path: cgroupPath, directory });
+    else notes.push(`cgroup v${mount.version}: this process's group ${cgroupPath} is outside the mount at ${mount.mountPoint}`);
+  };
 
   const v1Entry = entries.find((entry) => entry.hierarchyId !== 0 && entry.controllers.includes('memory'));
   const v1Mount = mounts.find((mount) => mount.version === 1 && mount.superOptions.includes('memory'));
-  if (v1Entry && v1Mount) {
-    const hierarchy = readHierarchy(v1Mount, v1Entry.path, root);
-    if (typeof hierarchy === 'string') notes.push(hierarchy);
-    else hierarchies.push(hierarchy);
-  } else if (v1Entry) {
-    notes.push('cgroup v1: /proc/self/cgroup names a memory group but no memory cgroup file system is mounted');
-  }
+  if (v1Entry && v1Mount) add(v1Mount, v1Entry.path);
+  else if (v1Entry) notes.push('cgroup v1: /proc/self/cgroup names a memory group but no memory cgroup file system is mounted');
 
   const v2Entry = entries.find((entry) => entry.hierarchyId === 0);
   const v2Mount = mounts.find((mount) => mount.version === 2);
   if (v2Entry && v2Mount) {
-    const controllersFile = path.join(root + v2Mount.mountPoint, 'cgroup.controllers');
-    const controllers = readText(controllersFile);
+    const controllers = readText(path.join(root + v2Mount.mountPoint, 'cgroup.controllers'));
     if (isUnknown(controllers)) notes.push(`cgroup v2: ${controllers}`);
     else if (!controllers.split(/\s+/).includes('memory')) {
       notes.push(`cgroup v2 at ${v2Mount.mountPoint} has no memory controller (${v1Mount ? 'memory is on cgroup v1' : 'memory is not limited by cgroups'})`);
-    } else {
-      const hierarchy = readHierarchy(v2Mount, v2Entry.path, root);
-      if (typeof hierarchy === 'string') notes.push(hierarchy);
-      else hierarchies.push(hierarchy);
-    }
+    } else add(v2Mount, v2Entry.path);
   }
   if (!v1Entry && !v2Entry) notes.push(`${procSelfCgroup} lists no cgroup with a memory controller`);
+  return { groups, notes };
+}
+
+/** Every memory cgroup hierarchy this process is in, with the limits along each chain. */
+export function readCgroups(sources: CgroupSources = {}): CgroupReport {
+  const { groups, notes } = locateMemoryCgroups(sources);
+  const hierarchies = groups.map((own) => readHierarchy(own, sources.root ?? ''));
   const tightest = tightestGroup(hierarchies.map((h) => h.tightest).filter((g): g is MemoryCgroup => g !== null));
   return { hierarchies, tightest, notes };
 }
-
-export type { Field, Limit, Unknown };

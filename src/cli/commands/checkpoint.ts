@@ -2,8 +2,9 @@
 // checkpoint and say what it holds: where it is, its entries, parameters and bytes per dtype.
 import type { CommandModule } from 'yargs';
 import { DEFAULT_PRESET, WEIGHT_FORMATS, WeightFormat, fileOrder, layoutTotals } from '../../clip/config';
-import { checkCheckpointLayout, resolveClipModel } from '../../clip/checkpoint';
-import { readSafetensorsHeader } from '../../clip/safetensors';
+import * as fs from 'node:fs';
+import { checkCheckpointLayout, readCheckpointIndex, resolveClipModel } from '../../clip/checkpoint';
+import { DTYPE_BYTES } from '../../clip/dtype';
 import { SyntheticProgress } from '../../clip/synthetic';
 import { formatBytes } from '../../units';
 
@@ -32,7 +33,7 @@ function progressPrinter(): (p: SyntheticProgress) => void {
 
 export const checkpointCommand: CommandModule<{}, CheckpointArgs> = {
   command: 'checkpoint [model]',
-  describe: 'Make a synthetic CLIP checkpoint with the real layout (presets), or check a model directory; show its tensors and bytes',
+  describe: 'Make a synthetic CLIP checkpoint with the real layout (presets), or check a model directory (safetensors or pytorch_model.bin); show its tensors and bytes',
   builder: (yargs) =>
     yargs
       .positional('model', {
@@ -54,20 +55,21 @@ export const checkpointCommand: CommandModule<{}, CheckpointArgs> = {
       ),
   handler: (args) => {
     const model = resolveClipModel(args.model, { format: args.format, seed: args.seed, onProgress: args.json ? undefined : progressPrinter() });
-    const header = readSafetensorsHeader(model.weightsFile);
-    checkCheckpointLayout(header, model.config);
-    const tensors = fileOrder(header.entries).map(({ name, dtype, shape, bytes }) => ({ name, dtype, shape, bytes }));
+    const index = readCheckpointIndex(model.weightsFile);
+    checkCheckpointLayout(index, model.config);
+    const fileBytes = fs.statSync(model.weightsFile).size;
+    const tensors = fileOrder(index.entries).map(({ name, dtype, shape }) => ({ name, dtype, shape: [...shape], bytes: shape.reduce((a, b) => a * b, 1) * DTYPE_BYTES[dtype] }));
     const totals = layoutTotals(tensors);
     const largest = tensors.reduce((a, b) => (b.bytes > a.bytes ? b : a));
     if (args.json) {
       process.stdout.write(
-        JSON.stringify({ model: args.model, kind: model.kind, file: model.weightsFile, fileBytes: header.fileSize, headerBytes: header.dataOffset, ...totals, largest, tensors: args.layout ? tensors : undefined }, null, 2) + '\n',
+        JSON.stringify({ model: args.model, kind: model.kind, file: model.weightsFile, weightsFormat: model.weightsFormat, fileBytes, ...totals, largest, tensors: args.layout ? tensors : undefined }, null, 2) + '\n',
       );
       return;
     }
     const lines = [
       `${model.description}`,
-      `  ${totals.entries} tensors, ${totals.parameters.toLocaleString('en-US')} parameters, file ${formatBytes(header.fileSize)} (${header.fileSize} B, header ${header.dataOffset} B)`,
+      `  ${totals.entries} tensors, ${totals.parameters.toLocaleString('en-US')} parameters, ${model.weightsFormat} file ${formatBytes(fileBytes)} (${fileBytes} B)`,
       ...Object.entries(totals.bytesByDtype).map(([dtype, bytes]) => `  ${dtype.padEnd(4)} ${formatBytes(bytes!).padStart(10)}  (${bytes} B)`),
       `  largest: ${largest.name} ${largest.dtype} ${largest.shape.join('x')} = ${largest.bytes} B`,
     ];

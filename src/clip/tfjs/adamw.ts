@@ -1,7 +1,18 @@
 // AdamW with PyTorch's semantics (torch.optim.AdamW, amsgrad off): decoupled weight decay, then the
-// bias-corrected Adam step. It updates one variable at a time and frees each temporary at once, so the
-// update needs a few times the largest parameter, not (as tfjs's own Adam does) ~11x all of them.
+// bias-corrected Adam step, one variable at a time (tfjs's own Adam holds ~11x the parameters in
+// temporaries). On the wasm backend the update runs in place in the wasm heap, as PyTorch's does: no
+// allocation at all, so steps do not fragment the 4 GiB heap. Elsewhere it uses tf ops, each temporary
+// freed at once: a few times the largest parameter.
 import * as tf from '@tensorflow/tfjs';
+import { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
+import { setPhase } from '../../track/phase';
+
+export interface AdamWUpdate {
+  /** The parameter's name, for the tracker's phase ("adamw <name>"). */
+  readonly name: string;
+  readonly parameter: tf.Variable;
+  readonly gradient: tf.Tensor;
+}
 // One hyperparameter type for both training paths (onnxruntime's and this one).
 import type { AdamWOptions } from '../onnx/train';
 
@@ -29,11 +40,12 @@ export class AdamW {
    * One optimizer step: updates every variable with its gradient, in order, and disposes each gradient
    * right after its update.
    */
-  step(gradients: Iterable<[tf.Variable, tf.Tensor]>): void {
+  step(updates: Iterable<AdamWUpdate>): void {
     this.steps += 1;
-    for (const [variable, gradient] of gradients) {
+    for (const { name, parameter, gradient } of updates) {
+      setPhase(`adamw ${name}`);
       try {
-        this.update(variable, gradient);
+        this.update(parameter, gradient);
       } finally {
         gradient.dispose();
       }
@@ -50,6 +62,22 @@ export class AdamW {
     const { m, v } = state;
     const biasCorrection1 = 1 - beta1 ** this.steps;
     const biasCorrection2 = 1 - beta2 ** this.steps;
+    const backend = tf.backend();
+    if (backend instanceof BackendWasm && [parameter, m, v].every((t) => backend.refCount(t.dataId) === 1)) {
+      // Views of the heap taken after the last allocation, so no growth can detach them mid-loop.
+      const [p, g, m1, v2] = [parameter, gradient, m, v].map((t) => backend.typedArrayFromHeap(t) as Float32Array);
+      const decay = 1 - lr * weightDecay;
+      const stepSize = lr / biasCorrection1;
+      const sqrtBiasCorrection2 = Math.sqrt(biasCorrection2);
+      for (let i = 0; i < p.length; i += 1) {
+        const mi = beta1 * m1[i] + (1 - beta1) * g[i];
+        const vi = beta2 * v2[i] + (1 - beta2) * g[i] * g[i];
+        m1[i] = mi;
+        v2[i] = vi;
+        p[i] = p[i] * decay - (stepSize * mi) / (Math.sqrt(vi) / sqrtBiasCorrection2 + eps);
+      }
+      return;
+    }
     // Each assignment in its own tidy: a temporary lives only for one line, not for the whole update.
     assign(m, () => tf.add(tf.mul(m, beta1), tf.mul(gradient, 1 - beta1)));
     assign(v, () => tf.add(tf.mul(v, beta2), tf.mul(tf.square(gradient), 1 - beta2)));

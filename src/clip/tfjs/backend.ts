@@ -4,8 +4,9 @@
 //   selectTfjsBackend(candidates?)  -> Promise<TfjsBackendChoice>: the first candidate that is installed
 //       and initialises becomes tfjs's backend (default order tensorflow-gpu, tensorflow, wasm, cpu); the
 //       choice says which one runs and why each earlier one was skipped. Later calls return the same choice.
-//   TfjsMemoryError: what a tfjs allocation failure was (wasm heap full, no address space for wasm, an
-//       ArrayBuffer the OS refused), with the tracker's cause name where the failure alone decides it.
+//   TfjsMemoryError { failure, diagnosisCause, requestedBytes }: what a tfjs allocation failure was (wasm
+//       heap full, no address space for wasm, an ArrayBuffer the OS refused), with the tracker's cause
+//       name where the failure alone decides it.
 //   asTfjsMemoryError(error)       -> TfjsMemoryError | undefined: classifies an error thrown by tfjs.
 //
 // tfjs-node and tfjs-node-gpu are optionalDependencies that often fail to install (no prebuilt
@@ -13,6 +14,7 @@
 // @tensorflow/tfjs, not tfjs-core alone: the bundle registers the gradients and the cpu backend.
 import * as tf from '@tensorflow/tfjs';
 import * as tfWasm from '@tensorflow/tfjs-backend-wasm';
+import { formatBytes } from '../../units';
 
 /** Backends in tfjs's own names: `tensorflow` is libtensorflow through tfjs-node (or -gpu, with CUDA). */
 export type TfjsBackendName = 'tensorflow-gpu' | 'tensorflow' | 'wasm' | 'cpu';
@@ -70,7 +72,9 @@ async function initialise(name: TfjsBackendName): Promise<string | undefined> {
     // may already have registered it (and skipped itself for want of CUDA).
     if (name === 'tensorflow-gpu' || !tf.findBackendFactory('tensorflow')) {
       try {
-        require(packages[name]);
+        // A half-installed package (no native binding) registers its kernels before failing: keep its
+        // hundreds of "already registered" warnings off the terminal.
+        await quietly(() => require(packages[name]));
       } catch (error) {
         const code = (error as NodeJS.ErrnoException).code;
         return code === 'MODULE_NOT_FOUND' ? `${packages[name]} is not installed` : `${packages[name]} failed to load: ${message(error)}`;
@@ -87,7 +91,45 @@ async function initialise(name: TfjsBackendName): Promise<string | undefined> {
     if (reservation) return reservation;
     tfWasm.setWasmPaths(wasmDirectory());
   }
-  return (await setQuietly(name)) ? undefined : `the ${name} backend did not initialise`;
+  if (!(await setQuietly(name))) return `the ${name} backend did not initialise`;
+  if (name === 'wasm') guardWasmMalloc(tf.backend() as tfWasm.BackendWasm);
+  return undefined;
+}
+
+interface WasmModule {
+  HEAPU8: Uint8Array;
+  asm: { malloc(bytes: number): number };
+  _malloc(bytes: number): number;
+}
+
+/**
+ * tfjs-backend-wasm does not check malloc: when the heap cannot grow, a null pointer flows into the
+ * kernels and the process later traps at random ("memory access out of bounds", "remainder by zero",
+ * "Aborted()"). Checking here turns that into a TfjsMemoryError at the allocation itself, before tfjs
+ * has registered anything, so the backend stays usable (a smaller batch can run in the same process).
+ */
+function guardWasmMalloc(backend: tfWasm.BackendWasm): void {
+  const module = backend.wasm as unknown as WasmModule;
+  const malloc = module.asm.malloc; // the raw export (module._malloc is a lazy stub that replaces itself)
+  module._malloc = (bytes: number): number => {
+    // wasm's malloc takes a 32-bit size: a larger request would wrap around to a small block.
+    if (bytes > 0xffffffff) throw wasmHeapFull(bytes, module.HEAPU8.length);
+    const pointer = malloc(bytes);
+    if (pointer === 0 && bytes > 0) throw wasmHeapFull(bytes, module.HEAPU8.length);
+    return pointer;
+  };
+}
+
+function wasmHeapFull(bytes: number, heapBytes: number): TfjsMemoryError {
+  return new TfjsMemoryError(
+    'wasm-heap',
+    'js-heap',
+    `the tfjs wasm heap cannot grow to allocate ${bytes} bytes (${formatBytes(bytes)}) for a tensor: wasm32 ` +
+      `memory stops at 4 GiB and the heap is ${formatBytes(heapBytes)} already. Use a smaller batch or model, ` +
+      `or install @tensorflow/tfjs-node(-gpu), whose tensors are not limited to 4 GiB`,
+    bytes,
+    undefined,
+  );
 }
 
 function wasmDirectory(): string {
@@ -114,12 +156,16 @@ function usesGpu(): boolean {
 
 /** tf.setBackend logs its own failure and the cpu backend prints an install banner: keep both off stdout. */
 async function setQuietly(name: string): Promise<boolean> {
+  const ok = await quietly(() => tf.setBackend(name));
+  if (ok && name === 'cpu') (tf.backend() as unknown as { firstUse: boolean }).firstUse = false;
+  return ok;
+}
+
+async function quietly<T>(work: () => T | Promise<T>): Promise<T> {
   const warn = console.warn;
   console.warn = () => undefined;
   try {
-    const ok = await tf.setBackend(name);
-    if (ok && name === 'cpu') (tf.backend() as unknown as { firstUse: boolean }).firstUse = false;
-    return ok;
+    return await work();
   } finally {
     console.warn = warn;
   }
@@ -151,14 +197,15 @@ export type TfjsMemoryFailure =
 export class TfjsMemoryError extends Error {
   constructor(
     readonly failure: TfjsMemoryFailure,
-    /** The tracker's cause name when this failure alone decides it; an ArrayBuffer refusal needs its evidence. */
-    readonly cause: 'js-heap' | 'address-space' | undefined,
+    /** The tracker's diagnosis cause when this failure alone decides it; an ArrayBuffer refusal needs its evidence. */
+    readonly diagnosisCause: 'js-heap' | 'address-space' | undefined,
     message: string,
-    /** tfjs's own accounting of live tensor bytes when it failed. */
-    readonly tensorBytes: number,
-    readonly original: unknown,
+    /** The allocation that failed, when known. */
+    readonly requestedBytes: number | undefined,
+    /** The error tfjs threw. */
+    cause: unknown,
   ) {
-    super(message);
+    super(message, { cause });
     this.name = 'TfjsMemoryError';
   }
 }
@@ -167,29 +214,27 @@ export class TfjsMemoryError extends Error {
 export function asTfjsMemoryError(error: unknown): TfjsMemoryError | undefined {
   if (error instanceof TfjsMemoryError) return error;
   const text = message(error);
-  const bytes = tf.memory().numBytes;
-  const live = `tfjs held ${(bytes / 2 ** 20).toFixed(1)} MiB of tensors`;
   if (tf.getBackend() === 'wasm' && error instanceof WebAssembly.RuntimeError && text.startsWith('Aborted(')) {
-    // emscripten aborts when malloc cannot grow the heap; the wasm module is unusable afterwards.
+    // An allocation inside a kernel (XNNPACK's packing, its workspace) failed: emscripten aborts.
     return new TfjsMemoryError(
       'wasm-heap',
       'js-heap',
-      `the tfjs wasm backend's heap is full: wasm32 memory cannot grow past 4 GiB and ${live} ` +
-        `(${text}). The wasm module is now unusable: start a new process with a smaller batch or model, ` +
+      `the tfjs wasm backend aborted (${text}), most likely because its heap could not grow: wasm32 memory stops at ` +
+        `4 GiB. The wasm module is unusable now: start a new process with a smaller batch or model, ` +
         `or install @tensorflow/tfjs-node(-gpu), whose tensors are not limited to 4 GiB`,
-      bytes,
+      undefined,
       error,
     );
   }
   if (error instanceof RangeError && /WebAssembly\.(Memory|instantiate)|Wasm memory/.test(text)) {
-    return new TfjsMemoryError('wasm-address-space', 'address-space', `no address space for WebAssembly memory: ${text}`, bytes, error);
+    return new TfjsMemoryError('wasm-address-space', 'address-space', `no address space for WebAssembly memory: ${text}`, undefined, error);
   }
   if (error instanceof RangeError && text.includes('Array buffer allocation failed')) {
     return new TfjsMemoryError(
       'array-buffer',
       undefined,
-      `the OS refused memory for a tensor's ArrayBuffer while ${live} (${text}); run under \`clip-mem trace\` to see the limit it hit`,
-      bytes,
+      `the OS refused memory for a tensor's ArrayBuffer (${text}); run under \`clip-mem trace\` to see the limit it hit`,
+      undefined,
       error,
     );
   }

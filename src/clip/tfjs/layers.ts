@@ -25,38 +25,57 @@ export const matMul = tf.customGrad((...inputs: (tf.Tensor | tf.GradSaveFunc)[])
 }) as (a: tf.Tensor, b: tf.Tensor) => tf.Tensor;
 
 /**
- * PyTorch's nn.Linear on the last axis: x @ weight^T + bias, weight as stored [out, in], no bias when
- * `bias` is undefined. The forward multiplies by a transposed copy of the weight; the gradients
- * need no transposed weight at all (dx = dy @ W, dW = dy^T @ x).
+ * PyTorch's nn.Linear on the last axis, with the weight stored transposed ([in, out], see
+ * ClipTfjs): x @ weightT + bias. Neither the forward nor the gradients transpose anything weight-sized:
+ * dx = (weightT @ dy^T)^T and dweightT = x^T @ dy transpose only activations, which are small beside
+ * the weights at CLIP's batch sizes, and every matmul is untransposed.
  */
-export function linear(x: tf.Tensor, weight: tf.Tensor2D, bias?: tf.Tensor1D): tf.Tensor {
-  const [out, inner] = weight.shape;
+export function linear(x: tf.Tensor, weightT: tf.Tensor2D, bias?: tf.Tensor1D): tf.Tensor {
+  const [inner, out] = weightT.shape;
   const rows = tf.reshape(x, [-1, inner]) as tf.Tensor2D;
-  const y = bias ? linearWithBias(rows, weight, bias) : linearNoBias(rows, weight);
+  const y = bias ? linearWithBias(rows, weightT, bias) : linearNoBias(rows, weightT);
   return tf.reshape(y, [...x.shape.slice(0, -1), out]);
 }
 
+function linearGradients(dy: tf.Tensor, x: tf.Tensor, weightT: tf.Tensor): [tf.Tensor, tf.Tensor] {
+  return [
+    tf.tidy(() => tf.transpose(tf.matMul(weightT, tf.transpose(dy)))),
+    tf.tidy(() => tf.matMul(tf.transpose(x), dy)),
+  ];
+}
+
+/**
+ * The wasm backend's XNNPACK matmul packs its right operand and caches the packing until that tensor is
+ * freed: for a weight, a second copy of it for the model's lifetime (vit-b-32: +577 MiB of a 4 GiB heap,
+ * enough to make training fail). Multiplying by a temporary copy drops the packing with the copy; on
+ * the cpu backend the copy is free (it shares the data).
+ */
+function withUncachedWeight(weightT: tf.Tensor, multiply: (w: tf.Tensor2D) => tf.Tensor): tf.Tensor {
+  const copy = tf.clone(weightT) as tf.Tensor2D;
+  try {
+    return multiply(copy);
+  } finally {
+    copy.dispose();
+  }
+}
+
 const linearWithBias = tf.customGrad((...inputs: (tf.Tensor | tf.GradSaveFunc)[]) => {
-  const [x, w, b, save] = inputs as [tf.Tensor2D, tf.Tensor2D, tf.Tensor1D, tf.GradSaveFunc];
-  save([x, w]);
+  const [x, weightT, bias, save] = inputs as [tf.Tensor2D, tf.Tensor2D, tf.Tensor1D, tf.GradSaveFunc];
+  save([x, weightT]);
   return {
-    value: tf.tidy(() => tf.fused.matMul({ a: x, b: tf.transpose(w), bias: b })),
-    gradFunc: (dy: tf.Tensor, [sx, sw]: tf.Tensor[]) => [
-      tf.matMul(dy, sw),
-      tf.tidy(() => tf.matMul(tf.transpose(dy), sx)),
-      tf.sum(dy, 0),
-    ],
+    value: withUncachedWeight(weightT, (w) => tf.fused.matMul({ a: x, b: w, bias })),
+    gradFunc: (dy: tf.Tensor, [sx, sw]: tf.Tensor[]) => [...linearGradients(dy, sx, sw), tf.sum(dy, 0)],
   };
-}) as (x: tf.Tensor2D, w: tf.Tensor2D, b: tf.Tensor1D) => tf.Tensor2D;
+}) as (x: tf.Tensor2D, weightT: tf.Tensor2D, bias: tf.Tensor1D) => tf.Tensor2D;
 
 const linearNoBias = tf.customGrad((...inputs: (tf.Tensor | tf.GradSaveFunc)[]) => {
-  const [x, w, save] = inputs as [tf.Tensor2D, tf.Tensor2D, tf.GradSaveFunc];
-  save([x, w]);
+  const [x, weightT, save] = inputs as [tf.Tensor2D, tf.Tensor2D, tf.GradSaveFunc];
+  save([x, weightT]);
   return {
-    value: tf.tidy(() => tf.matMul(x, tf.transpose(w))),
-    gradFunc: (dy: tf.Tensor, [sx, sw]: tf.Tensor[]) => [tf.matMul(dy, sw), tf.tidy(() => tf.matMul(tf.transpose(dy), sx))],
+    value: withUncachedWeight(weightT, (w) => tf.matMul(x, w)),
+    gradFunc: (dy: tf.Tensor, [sx, sw]: tf.Tensor[]) => linearGradients(dy, sx, sw),
   };
-}) as (x: tf.Tensor2D, w: tf.Tensor2D) => tf.Tensor2D;
+}) as (x: tf.Tensor2D, weightT: tf.Tensor2D) => tf.Tensor2D;
 
 /**
  * table[indices] along axis 0 (an embedding lookup). The table's gradient is a scatter-add of dy

@@ -1,0 +1,49 @@
+// `clip-mem run` on this machine: the wall time of each scenario (child start to exit, tracker included)
+// and of the whole run, beside PyTorch's time for the same operation (../shared/clip/pytorch-anchor.md,
+// one thread, reference BLAS) and the goal of the whole default run (< 3 minutes once the checkpoint exists).
+//
+//   npm run build:ts && nice node dist/scripts/bench-run.js [run options, e.g. --model tiny or clip-train]
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { readResults } from '../src/report/result';
+
+const PYTORCH_SECONDS: Record<string, number> = {
+  'small-mlp': 0.07,
+  'clip-load': 0.1,
+  'clip-load-copy': 2.7,
+  'clip-forward': 12.3,
+  'clip-train': 34.1,
+  'large-batch': 182,
+};
+const GOAL_SECONDS = 180;
+
+const json = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'clip-mem-bench-run-')), 'run.json');
+const bin = path.resolve(__dirname, '..', '..', 'bin', 'clip-mem.js');
+const started = performance.now();
+const child = spawnSync(process.execPath, [bin, 'run', ...process.argv.slice(2), '--json', json], { stdio: ['ignore', 'ignore', 'inherit'] });
+const totalSeconds = (performance.now() - started) / 1000;
+const results = readResults(json);
+
+// PyTorch's figures are for vit-b-32 at batch 2 (32 for large-batch): compared only for that model.
+const comparable = results.header.options.model === 'vit-b-32' && results.header.options.batch === 2;
+const rows = results.scenarios.map((s) => {
+  const pytorch = comparable ? PYTORCH_SECONDS[s.name] : undefined;
+  const seconds = s.wallMs / 1000;
+  return [
+    s.name,
+    s.status,
+    seconds.toFixed(2),
+    pytorch === undefined ? '-' : pytorch.toFixed(2),
+    pytorch === undefined ? '-' : `${(seconds / pytorch).toFixed(2)}x`,
+  ];
+});
+const header = ['scenario', 'status', 'seconds', 'pytorch s', 'ratio'];
+const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
+console.log(`clip-mem run ${process.argv.slice(2).join(' ')} (model ${results.header.options.model}, ${os.cpus().length} CPUs)`);
+console.log(line(header));
+for (const row of rows) console.log(line(row));
+console.log(`whole run: ${totalSeconds.toFixed(1)} s (goal < ${GOAL_SECONDS} s for the default run once the checkpoint exists: ${(totalSeconds / GOAL_SECONDS).toFixed(2)}x of it)`);
+process.exitCode = child.status ?? 1;
