@@ -44,7 +44,7 @@ test.serial('AdamW updates in place in the wasm heap: no tf op at all, only the 
   const parameter = tf.variable(initial);
   initial.dispose();
   const optimizer = new AdamW({ lr: 0.1 });
-  const step = (gradient: number[]) => tf.profile(() => void optimizer.step([[parameter, tf.tensor1d(gradient)]]));
+  const step = (gradient: number[]) => tf.profile(() => void optimizer.step([{ name: 'p', parameter, gradient: tf.tensor1d(gradient) }]));
   const first = await step([0.5, 0.5, -1]);
   t.deepEqual(first.kernels.map((k) => k.name), ['ZerosLike', 'ZerosLike']);
   t.is(first.newTensors, 2); // the moments; the gradient is freed after its update

@@ -28,7 +28,8 @@ import type { ClipConfig } from '../config';
 import { dequantizeInt8, int8ScaleName, toFloat32 } from '../dtype';
 import type { Tensor, TensorMap } from '../tensor';
 import type { AdamWOptions } from '../onnx/train';
-import { AdamW } from './adamw';
+import { setPhase } from '../../track/phase';
+import { AdamW, type AdamWUpdate } from './adamw';
 import { asTfjsMemoryError, selectTfjsBackend, type TfjsBackendChoice, type TfjsBackendName } from './backend';
 import { diagonalCrossEntropy, gatherRows, layerNorm, linear, matMul, quickGelu } from './layers';
 
@@ -85,6 +86,9 @@ interface EncoderLayer {
   readonly fc2: [tf.Tensor2D, tf.Tensor1D];
 }
 
+/** What a pass is for, in the tracker's phase labels ("tfjs forward text_model.encoder.layers.3"). */
+type Stage = 'forward' | 'train forward';
+
 /** A large negative score for masked attention: exp() of it is 0, and no inf reaches a gradient. */
 const maskedScore = -1e9;
 
@@ -138,6 +142,7 @@ export class ClipTfjs {
         if (tensor.name.endsWith('position_ids') || scaledWeight?.dtype === 'I8') continue;
         const shape = [...tensor.shape];
         const isLinear = linearWeight.test(tensor.name) && shape.length >= 2;
+        setPhase(`tfjs upload ${tensor.name}`);
         const initial = tf.tidy(() => {
           const values = tf.tensor(parameterValues(tensor, weights), shape, 'float32');
           return isLinear ? tf.transpose(tf.reshape(values, [shape[0], -1])) : values;
@@ -155,12 +160,12 @@ export class ClipTfjs {
 
   /** Normalised image embeddings [n, projection]. */
   embedImages(images: ImageBatch): Float32Array {
-    return this.run(() => readAndDispose(tf.tidy(() => normalise(this.imageFeatures(images)))));
+    return this.run(() => readAndDispose(tf.tidy(() => normalise(this.imageFeatures(images, 'forward')))));
   }
 
   /** Normalised text embeddings [n, projection]. */
   embedTexts(texts: TextBatch): Float32Array {
-    return this.run(() => readAndDispose(tf.tidy(() => normalise(this.textFeatures(texts)))));
+    return this.run(() => readAndDispose(tf.tidy(() => normalise(this.textFeatures(texts, 'forward')))));
   }
 
   forward(batch: ClipBatch): ClipTfjsOutputs {
@@ -193,14 +198,18 @@ export class ClipTfjs {
     }
     return this.run(() => {
       const variables = [...this.parameters.values()];
-      const { value, grads } = tf.variableGrads(() => this.loss(batch), variables);
+      const { value, grads } = tf.variableGrads(() => {
+        const loss = this.loss(batch, 'train forward');
+        setPhase('tfjs train backward (gradients of every parameter)');
+        return loss;
+      }, variables);
       const loss = readAndDispose(value)[0];
       const gradients = new Map<string, Float32Array>();
-      const updates: [tf.Variable, tf.Tensor][] = [];
+      const updates: AdamWUpdate[] = [];
       for (const [name, variable] of this.parameters) {
         const gradient = grads[variable.name];
         if (report.includes(name)) gradients.set(name, this.inCheckpointLayout(name, gradient));
-        updates.push([variable, gradient]);
+        updates.push({ name, parameter: variable, gradient });
       }
       this.optimizer.step(updates);
       return { loss, gradients };
@@ -243,9 +252,9 @@ export class ClipTfjs {
     return found as unknown as tf.Tensor<R>;
   }
 
-  private loss(batch: ClipBatch): tf.Scalar {
+  private loss(batch: ClipBatch, stage: Stage): tf.Scalar {
     return tf.tidy(() => {
-      const logitsPerImage = this.logits(normalise(this.imageFeatures(batch.images)), normalise(this.textFeatures(batch.texts)));
+      const logitsPerImage = this.logits(normalise(this.imageFeatures(batch.images, stage)), normalise(this.textFeatures(batch.texts, stage)));
       return contrastiveLoss(logitsPerImage);
     });
   }
@@ -256,7 +265,7 @@ export class ClipTfjs {
   }
 
   /** Projected, unnormalised text features [n, projection]. */
-  private textFeatures(texts: TextBatch): tf.Tensor2D {
+  private textFeatures(texts: TextBatch, stage: Stage): tf.Tensor2D {
     const [count, length] = texts.shape;
     const table = this.weight<tf.Rank.R2>('text_model.embeddings.token_embedding.weight');
     const positions = this.weight<tf.Rank.R2>('text_model.embeddings.position_embedding.weight');
@@ -276,7 +285,7 @@ export class ClipTfjs {
         tf.add(tf.reshape(gatherRows(table, texts.data), [count, length, width]), tf.slice(positions, [0, 0], [length, width])),
       );
       const causalMask = tf.tidy(() => tf.mul(tf.sub(1, tf.linalg.bandPart(tf.ones([length, length]), -1, 0)), maskedScore));
-      hidden = this.encoder('text_model', hidden, this.config.text.numAttentionHeads, causalMask);
+      hidden = this.encoder('text_model', stage, hidden, this.config.text.numAttentionHeads, causalMask);
       const pooled = gatherRows(tf.reshape(hidden, [count * length, width]) as tf.Tensor2D, pooledRows);
       const normed = layerNorm(pooled, this.weight('text_model.final_layer_norm.weight'), this.weight('text_model.final_layer_norm.bias'), this.config.text.layerNormEps);
       return linear(normed, this.weight('text_projection.weight')) as tf.Tensor2D;
@@ -284,7 +293,7 @@ export class ClipTfjs {
   }
 
   /** Projected, unnormalised image features [n, projection]. */
-  private imageFeatures(images: ImageBatch): tf.Tensor2D {
+  private imageFeatures(images: ImageBatch, stage: Stage): tf.Tensor2D {
     const [count, channels, height, width] = images.shape;
     const patchWeightT = this.weight<tf.Rank.R2>('vision_model.embeddings.patch_embedding.weight'); // [C*p*p, D]
     const [hidden, weightChannels, patch] = this.transposed.get('vision_model.embeddings.patch_embedding.weight')!;
@@ -301,17 +310,18 @@ export class ClipTfjs {
       const classToken = tf.tile(tf.reshape(this.weight('vision_model.embeddings.class_embedding'), [1, 1, hidden]), [count, 1, 1]);
       let states: tf.Tensor = tf.add(tf.concat([classToken, embedded], 1), this.weight('vision_model.embeddings.position_embedding.weight'));
       states = layerNorm(states, this.weight('vision_model.pre_layrnorm.weight'), this.weight('vision_model.pre_layrnorm.bias'), this.config.vision.layerNormEps);
-      states = this.encoder('vision_model', states, this.config.vision.numAttentionHeads);
+      states = this.encoder('vision_model', stage, states, this.config.vision.numAttentionHeads);
       const classState = tf.reshape(tf.slice(states, [0, 0, 0], [count, 1, hidden]), [count, hidden]);
       const normed = layerNorm(classState, this.weight('vision_model.post_layernorm.weight'), this.weight('vision_model.post_layernorm.bias'), this.config.vision.layerNormEps);
       return linear(normed, this.weight('visual_projection.weight')) as tf.Tensor2D;
     });
   }
 
-  private encoder(tower: 'text_model' | 'vision_model', hidden: tf.Tensor, heads: number, mask?: tf.Tensor): tf.Tensor {
+  private encoder(tower: 'text_model' | 'vision_model', stage: Stage, hidden: tf.Tensor, heads: number, mask?: tf.Tensor): tf.Tensor {
     const eps = tower === 'text_model' ? this.config.text.layerNormEps : this.config.vision.layerNormEps;
     for (let index = 0; this.parameters.has(`${tower}.encoder.layers.${index}.layer_norm1.weight`); index += 1) {
       const layer = this.layer(`${tower}.encoder.layers.${index}`);
+      setPhase(`tfjs ${stage} ${tower}.encoder.layers.${index}`);
       const input = hidden;
       // Its own tidy: only the layer output survives (and, while recording gradients, what the tape saves).
       hidden = tf.tidy(() => {
