@@ -39,3 +39,4 @@ export { programKind } from './track/program';
 export { causes, diagnose, errnoName, explainFailure } from './diagnose';
 export type { Cause, Diagnosis, DiagnosisInput, FailureFacts } from './diagnose';
 export * from './clip/pytorch';
+export * from './clip/convert';
