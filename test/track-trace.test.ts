@@ -203,3 +203,11 @@ test('600 threads, more than the record has slots: the rest share one slot and t
   t.true(report.calls!.malloc >= 600 * 1000);
   t.is(report.calls!.pthread_create, 601);
 });
+
+test('a tracked shell that execs a static binary: the lost track is reported', (t) => {
+  const { status, report } = trace([], ['sh', '-c', 'exec /sbin/ldconfig -p > /dev/null']);
+  t.is(status, 0);
+  t.true(report.tracked);
+  t.regex(report.lostTrack!, /never reached its exit handlers: it exec'd a program that did not load the interposer/);
+  t.true(report.diagnosis.evidence.includes(report.lostTrack!));
+});
