@@ -211,3 +211,10 @@ test('a tracked shell that execs a static binary: the lost track is reported', (
   t.regex(report.lostTrack!, /never reached its exit handlers: it exec'd a program that did not load the interposer/);
   t.true(report.diagnosis.evidence.includes(report.lostTrack!));
 });
+
+test('errno survives the tracker: successful calls leave it as the program set it', (t) => {
+  const { status, report } = trace([], [program, 'errno']);
+  t.is(status, 0);
+  t.is(report.failuresTotal, 0);
+  t.true(report.timeline.length > 1);
+});
