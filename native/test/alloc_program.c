@@ -5,7 +5,8 @@
  *   alloc_program calloc-overflow
  *   alloc_program mapfile PATH BYTES   a read-only private mapping of a sparse file
  *   alloc_program stress THREADS PAIRS malloc/free pairs on THREADS threads, then fork + exec
- *   alloc_program loop PAIRS           64-byte malloc/free pairs on one thread (scripts/bench-tracker) */
+ *   alloc_program loop PAIRS           64-byte malloc/free pairs on one thread (scripts/bench-tracker)
+ *   alloc_program threads COUNT        COUNT short threads one after another (more than the record's slots) */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
@@ -137,10 +138,21 @@ int main(int argc, char** argv) {
       void* volatile p = malloc(64);
       free(p);
     }
+  } else if (argc > 2 && strcmp(argv[1], "threads") == 0) {
+    struct Stress few = {1000};
+    pthread_t id;
+    pthread_create(&id, NULL, stress_thread, &few); /* warm glibc's stack cache */
+    pthread_join(id, NULL);
+    phase("before threads");
+    for (int i = 0, n = atoi(argv[2]); i < n; i++) {
+      pthread_create(&id, NULL, stress_thread, &few);
+      pthread_join(id, NULL);
+    }
+    phase("after threads");
   } else if (argc > 3 && strcmp(argv[1], "stress") == 0) {
     return stress(atoi(argv[2]), atol(argv[3]));
   } else {
-    fprintf(stderr, "usage: alloc_program probes|small|calloc-overflow|mapfile PATH BYTES|stress THREADS PAIRS|loop PAIRS\n");
+    fprintf(stderr, "usage: alloc_program probes|small|calloc-overflow|mapfile PATH BYTES|stress THREADS PAIRS|loop PAIRS|threads COUNT\n");
     return 2;
   }
   return 0;
