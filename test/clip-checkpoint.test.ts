@@ -15,6 +15,19 @@ function modelDir(dir: string): string {
   return dir;
 }
 
+/** A snapshot as huggingface_hub lays it out: files are symlinks into ../../blobs/<hash>. */
+function hubSnapshot(repo: string, revision: string): string {
+  const dir = path.join(repo, 'snapshots', revision);
+  fs.mkdirSync(dir, { recursive: true });
+  fs.mkdirSync(path.join(repo, 'blobs'), { recursive: true });
+  for (const f of ['config.json', 'model.safetensors']) {
+    const blob = path.join(repo, 'blobs', `${revision}-${f}`);
+    fs.copyFileSync(path.join(referenceDir, f), blob);
+    fs.symlinkSync(path.relative(dir, blob), path.join(dir, f));
+  }
+  return dir;
+}
+
 test('hub cache dir honours HF_HUB_CACHE, then HF_HOME, then XDG_CACHE_HOME, then ~/.cache', (t) => {
   t.is(hfHubCacheDir({ HF_HUB_CACHE: '/a', HF_HOME: '/b' }), '/a');
   t.is(hfHubCacheDir({ HF_HOME: '/b' }), '/b/hub');
@@ -24,8 +37,8 @@ test('hub cache dir honours HF_HUB_CACHE, then HF_HOME, then XDG_CACHE_HOME, the
 
 test('a hub snapshot is found through refs/main and loaded with its tokenizer files', (t) => {
   const repo = path.join(tmp, 'hf', 'hub', 'models--openai--clip-vit-base-patch32');
-  modelDir(path.join(repo, 'snapshots', 'old'));
-  const snapshot = modelDir(path.join(repo, 'snapshots', 'c0ffee'));
+  hubSnapshot(repo, 'old');
+  const snapshot = hubSnapshot(repo, 'c0ffee');
   fs.writeFileSync(path.join(snapshot, 'vocab.json'), '{}');
   fs.writeFileSync(path.join(snapshot, 'merges.txt'), '#version: 0.2\n');
   fs.mkdirSync(path.join(repo, 'refs'));

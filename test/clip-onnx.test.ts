@@ -9,7 +9,7 @@ import { dequantizeInt8, int8ScaleName, toFloat32 } from '../src/clip/dtype';
 import { encodeSafetensorsHeader, loadSafetensors, parseSafetensorsHeader, serializeSafetensors } from '../src/clip/safetensors';
 import { ensureSyntheticCheckpoint } from '../src/clip/synthetic';
 import { buildInferenceModel, createOnnxClip } from '../src/clip/onnx/runtime';
-import { createOnnxTrainer, OnnxTrainer } from '../src/clip/onnx/train';
+import { buildTrainingModels, createOnnxTrainer, OnnxTrainer } from '../src/clip/onnx/train';
 import { ElemType, Graph } from '../src/clip/onnx/graph';
 import { gradients } from '../src/clip/onnx/grad';
 import { referenceDir } from './helpers/paths';
@@ -217,4 +217,37 @@ test('tfjs and onnxruntime give the same embeddings for the same weights (cosine
   }
   tfjsModel.dispose();
   await onnx.close();
+});
+
+test('vit-b-32 training graphs: text (197 tensors, 63,428,096 params) and vision (200, 87,849,216) backprop apart, + logit_scale', (t) => {
+  const config = presetConfig('vit-b-32');
+  const shapes = new Map(clipLayout(config).filter((s) => s.dtype === 'F32').map((s) => [s.name, s.shape]));
+  const models = buildTrainingModels(config, shapes, 2, 77);
+  const count = (names: readonly string[]) => names.reduce((sum, name) => sum + shapes.get(name)!.reduce((a, b) => a * b, 1), 0);
+  t.deepEqual(models.head.params, ['logit_scale']);
+  t.is(models.text.params.length, 197);
+  t.is(count(models.text.params), 63_428_096);
+  t.is(models.vision.params.length, 200);
+  t.is(count(models.vision.params), 87_849_216);
+  t.is(count(models.text.params) + count(models.vision.params) + 1, 151_277_313); // every parameter once
+  // The graphs hold no weights: well under a megabyte each.
+  for (const m of [models.head, models.text, models.vision]) t.true(m.bytes.length < 1_000_000);
+});
+
+test('training widens an fp16 checkpoint to exactly its float32 values and refuses int8', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'clip-onnx-train-'));
+  try {
+    const config = presetConfig('tiny');
+    const { file } = ensureSyntheticCheckpoint({ config: 'tiny', format: 'fp16', cacheDir: dir });
+    const trainer = await createOnnxTrainer({ config, weightsFile: file }, { batch: 3, threads: 1 });
+    const stored = loadSafetensors(file, { mode: 'copy' }).tensors;
+    t.is(trainer.params.size, 78);
+    for (const [name, values] of trainer.params) t.deepEqual(values, toFloat32(stored.get(name)!), name);
+    t.true(Number.isFinite(await trainer.step(pixels, ids)));
+    await trainer.close();
+    const int8 = ensureSyntheticCheckpoint({ config: 'tiny', format: 'int8', cacheDir: dir }).file;
+    await t.throwsAsync(createOnnxTrainer({ config, weightsFile: int8 }, { batch: 3 }), { message: /is I8; training reads F32, F16 or BF16 weights/ });
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -1,6 +1,7 @@
 import test from 'ava';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import * as zlib from 'node:zlib';
 import sharp from 'sharp';
 import { presetConfig } from '../src/clip/config';
 import { ImageInputError, preprocessImage, preprocessImages, processorOptionsFor } from '../src/clip/processor';
@@ -74,5 +75,11 @@ test('corrupt, truncated and oversized images get clear errors', async (t) => {
   const big = await sharp({ create: { width: 300, height: 200, channels: 3, background: '#808080', noise: { type: 'gaussian', mean: 128, sigma: 60 } } }).png().toBuffer();
   await t.throwsAsync(preprocessImage(big.subarray(0, Math.floor(big.length / 2))), { instanceOf: ImageInputError, message: /^cannot decode the image buffer/ });
   await t.throwsAsync(preprocessImage(png, { maxPixels: 1000 }), { message: 'the image buffer (119 bytes) is 50x40 = 2000 pixels, over the limit of 1000: decoding it would need 6000 bytes before resizing to 224. Downscale it first, or raise maxPixels.' });
+  // a decompression bomb: the 50x40 PNG with an IHDR claiming 100000x80000 (CRC fixed): refused before decoding
+  const bomb = Buffer.from(png);
+  bomb.writeUInt32BE(100_000, 16);
+  bomb.writeUInt32BE(80_000, 20);
+  bomb.writeUInt32BE(zlib.crc32(bomb.subarray(12, 29)), 29);
+  await t.throwsAsync(preprocessImage(bomb), { message: /^the image buffer \(119 bytes\) is 100000x80000 = 8000000000 pixels, over the limit of 100000000: / });
   await t.throwsAsync(preprocessImage('/no/such/image.png'), { message: /^cannot decode \/no\/such\/image.png: / });
 });

@@ -6,7 +6,8 @@ import test from 'ava';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { SafetensorsError, loadSafetensors } from '../src/clip/safetensors';
+import { clipLayout, fileOrder, presetConfig } from '../src/clip/config';
+import { SafetensorsError, encodeSafetensorsHeader, loadSafetensors, parseSafetensorsHeader } from '../src/clip/safetensors';
 import { referenceDir } from './helpers/paths';
 
 const CASES = 3000;
@@ -163,4 +164,35 @@ test(`${CASES} seeded corrupted checkpoints: clear errors naming the file, both 
   // they are checked against the file; what remains is uncollected garbage of 192 KB files.
   t.true(peakArrayBuffers - baseline.arrayBuffers < 64 * 2 ** 20, `array buffers grew by ${peakArrayBuffers - baseline.arrayBuffers}`);
   t.true(peakRss - baseline.rss < 256 * 2 ** 20, `RSS grew by ${peakRss - baseline.rss}`);
+});
+
+test('1000 seeded corruptions of the vit-b-32 header (in memory, against the real file size) are clear errors', (t) => {
+  const layout = fileOrder(clipLayout(presetConfig('vit-b-32')));
+  const encoded = encodeSafetensorsHeader(layout);
+  const fileSize = encoded.length + layout.reduce((sum, s) => sum + s.bytes, 0);
+  const json = JSON.parse(Buffer.from(encoded.subarray(8)).toString('utf8'));
+  const vitNames = Object.keys(json).filter((k) => k !== '__metadata__');
+  t.is(parseSafetensorsHeader(encoded.subarray(8), fileSize, 'vit-b-32').entries.length, 400);
+  let errors = 0;
+  for (let i = 0; i < 1000; i++) {
+    const random = rng(100_000 + i);
+    const mutated = structuredClone(json);
+    const entry = mutated[pick(random, vitNames)];
+    let size = fileSize;
+    switch (i % 5) {
+      case 0: entry.data_offsets[int(random, 2)] += 1 + int(random, 1 << 20); break;
+      case 1: entry.shape = [...entry.shape, pick(random, [2, 3, 49408, 2 ** 40])]; break;
+      case 2: entry.dtype = pick(random, ['F16', 'BF16', 'I8', 'Q4', '']); break; // never F32's or I64's size
+      case 3: size = int(random, fileSize); break; // a truncated file
+      case 4: delete mutated[pick(random, vitNames)]; break;
+    }
+    const bytes = Buffer.from(JSON.stringify(mutated));
+    try {
+      parseSafetensorsHeader(bytes, size === fileSize ? 8 + bytes.length + (fileSize - encoded.length) : size, 'vit-b-32.safetensors');
+    } catch (error) {
+      if (!(error instanceof SafetensorsError) || !error.message.startsWith('vit-b-32.safetensors: ')) throw error;
+      errors++;
+    }
+  }
+  t.is(errors, 1000);
 });

@@ -9,17 +9,18 @@ import { TfjsMemoryError, selectTfjsBackend } from '../src/clip/tfjs/backend';
 import { ClipTfjs } from '../src/clip/tfjs/model';
 import { referenceBatch, referenceConfig, referenceTests, referenceWeights } from './helpers/clip-tfjs-reference';
 
-test.serial('the default order skips the tfjs-node packages that are not installed and runs wasm with SIMD', async (t) => {
+test.serial('the default order skips the tfjs-node packages that do not load and runs wasm with SIMD', async (t) => {
   const choice = await selectTfjsBackend();
-  t.deepEqual(choice, {
-    name: 'wasm',
-    package: '@tensorflow/tfjs-backend-wasm',
-    detail: 'SIMD, single-threaded (tfjs-backend-wasm has no threads in Node), heap at most 4 GiB',
-    skipped: [
-      { name: 'tensorflow-gpu', reason: '@tensorflow/tfjs-node-gpu is not installed' },
-      { name: 'tensorflow', reason: '@tensorflow/tfjs-node is not installed' },
-    ],
-  });
+  t.is(choice.name, 'wasm');
+  t.is(choice.package, '@tensorflow/tfjs-backend-wasm');
+  t.is(choice.detail, 'SIMD, single-threaded (tfjs-backend-wasm has no threads in Node), heap at most 4 GiB');
+  t.deepEqual(
+    choice.skipped.map((s) => s.name),
+    ['tensorflow-gpu', 'tensorflow'],
+  );
+  // npm drops them when their install script cannot fetch libtensorflow; with --ignore-scripts they stay, unbuilt.
+  t.regex(choice.skipped[0].reason, /^@tensorflow\/tfjs-node-gpu (is not installed$|failed to load: )/);
+  t.regex(choice.skipped[1].reason, /^@tensorflow\/tfjs-node (is not installed$|failed to load: )/);
 });
 
 referenceTests(test, 'wasm');
@@ -43,7 +44,7 @@ test.serial('AdamW updates in place in the wasm heap: no tf op at all, only the 
   const parameter = tf.variable(initial);
   initial.dispose();
   const optimizer = new AdamW({ lr: 0.1 });
-  const step = (gradient: number[]) => tf.profile(() => void optimizer.step([[parameter, tf.tensor1d(gradient)]]));
+  const step = (gradient: number[]) => tf.profile(() => void optimizer.step([{ name: 'p', parameter, gradient: tf.tensor1d(gradient) }]));
   const first = await step([0.5, 0.5, -1]);
   t.deepEqual(first.kernels.map((k) => k.name), ['ZerosLike', 'ZerosLike']);
   t.is(first.newTensors, 2); // the moments; the gradient is freed after its update

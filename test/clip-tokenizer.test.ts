@@ -66,4 +66,6 @@ test('the synthetic vocabulary has the config size, its bos/eos and context leng
   t.is(big.tokenize('x').length, 77);
   t.is(new Set(big.encode('abcdefghij')).size, 10);
   t.true(big.encode('abc').every((id) => id < 49406));
+  t.is(ClipTokenizer.forModel({ config: presetConfig('tiny') }).vocabSize, 100);
+  t.is(ClipTokenizer.forModel({ config: presetConfig('tiny'), tokenizer: { vocabJson: path.join(dir, 'vocab.json'), mergesTxt: path.join(dir, 'merges.txt') } }).vocabSize, 49408);
 });

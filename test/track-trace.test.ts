@@ -193,3 +193,28 @@ test('stress: 8 threads x 1,000,000 malloc/free pairs, fork and exec: no crash, 
   t.true(report.calls!.free >= 8 * 1000000);
   t.is(report.descendants.length, 2); // the forked child, then /bin/true it exec'd
 });
+
+test('600 threads, more than the record has slots: the rest share one slot and the counters still balance', (t) => {
+  const { status, report } = trace([], [program, 'threads', '600']);
+  t.is(status, 0);
+  const before = report.phases.find((p) => p.label === 'before threads')!;
+  const after = report.phases.find((p) => p.label === 'after threads')!;
+  t.is(after.heap, before.heap);
+  t.true(report.calls!.malloc >= 600 * 1000);
+  t.is(report.calls!.pthread_create, 601);
+});
+
+test('a tracked shell that execs a static binary: the lost track is reported', (t) => {
+  const { status, report } = trace([], ['sh', '-c', 'exec /sbin/ldconfig -p > /dev/null']);
+  t.is(status, 0);
+  t.true(report.tracked);
+  t.regex(report.lostTrack!, /never reached its exit handlers: it exec'd a program that did not load the interposer/);
+  t.true(report.diagnosis.evidence.includes(report.lostTrack!));
+});
+
+test('errno survives the tracker: successful calls leave it as the program set it', (t) => {
+  const { status, report } = trace([], [program, 'errno']);
+  t.is(status, 0);
+  t.is(report.failuresTotal, 0);
+  t.true(report.timeline.length > 1);
+});

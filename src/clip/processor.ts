@@ -15,7 +15,7 @@
 //   preprocessImages(inputs, options): Promise<PixelBatch>          { pixelValues, batch, size }
 //   resizeBicubicPil(rgb: Uint8Array, width, height, outWidth, outHeight): Uint8Array  (HWC, 3 channels)
 //   class ImageInputError                                           every bad-input error
-import sharp, { type Sharp } from 'sharp';
+import type { Sharp } from 'sharp';
 import type { ClipConfig } from './config';
 
 export const CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073] as const;
@@ -71,6 +71,8 @@ function describeInput(input: ImageInput): string {
 async function toRgb8(input: ImageInput, maxPixels: number): Promise<{ rgb: Uint8Array; width: number; height: number }> {
   if (typeof input === 'object' && 'layout' in input) return rawToRgb8(input);
   const what = describeInput(input);
+  // loaded on first use: importing clip-mem must not load libvips for commands that never decode images
+  const sharp = require('sharp') as typeof import('sharp').default;
   let image: Sharp;
   let width: number;
   let height: number;

@@ -13,11 +13,13 @@
 //     static fromTokenizerJson(file)
 //     static fromFiles({ tokenizerJson?, vocabJson?, mergesTxt? })   (TokenizerFiles of checkpoint.ts)
 //     static synthetic(config: ClipConfig)         vocab of config.text.vocabSize, its bos/eos ids, no merges
+//     static forModel(model: ClipModelSource)      the model's own files, else synthetic for its config
 //     vocabSize, bosId, eosId, contextLength (77, or the config's max positions for synthetic)
 //     encode(text): number[]                       BPE ids without the specials
 //     tokenize(texts, contextLength?): TokenizedBatch   padded batch
 //   interface TokenizedBatch { inputIds: Int32Array, attentionMask: Int32Array, batch, length }
 import * as fs from 'node:fs';
+import type { ClipModelSource } from './checkpoint';
 import type { ClipConfig } from './config';
 
 export const CONTEXT_LENGTH = 77;
@@ -157,6 +159,11 @@ export class ClipTokenizer {
     vocab.set(START, bosTokenId);
     vocab.set(END, eosTokenId);
     return new ClipTokenizer(vocab, new Map(), vocabSize, bosTokenId, eosTokenId, maxPositionEmbeddings, `synthetic vocabulary of ${vocabSize}`);
+  }
+
+  /** The tokenizer files found beside the model's weights, else a synthetic vocabulary of its config. */
+  static forModel(model: Pick<ClipModelSource, 'config' | 'tokenizer'>): ClipTokenizer {
+    return model.tokenizer ? ClipTokenizer.fromFiles(model.tokenizer) : ClipTokenizer.synthetic(model.config);
   }
 
   private static build(vocab: Map<string, number>, merges: string[], source: string, mergesSource: string): ClipTokenizer {

@@ -5,6 +5,14 @@
 // freed at once: a few times the largest parameter.
 import * as tf from '@tensorflow/tfjs';
 import { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
+import { setPhase } from '../../track/phase';
+
+export interface AdamWUpdate {
+  /** The parameter's name, for the tracker's phase ("adamw <name>"). */
+  readonly name: string;
+  readonly parameter: tf.Variable;
+  readonly gradient: tf.Tensor;
+}
 // One hyperparameter type for both training paths (onnxruntime's and this one).
 import type { AdamWOptions } from '../onnx/train';
 
@@ -32,11 +40,12 @@ export class AdamW {
    * One optimizer step: updates every variable with its gradient, in order, and disposes each gradient
    * right after its update.
    */
-  step(gradients: Iterable<[tf.Variable, tf.Tensor]>): void {
+  step(updates: Iterable<AdamWUpdate>): void {
     this.steps += 1;
-    for (const [variable, gradient] of gradients) {
+    for (const { name, parameter, gradient } of updates) {
+      setPhase(`adamw ${name}`);
       try {
-        this.update(variable, gradient);
+        this.update(parameter, gradient);
       } finally {
         gradient.dispose();
       }

@@ -72,7 +72,9 @@ async function initialise(name: TfjsBackendName): Promise<string | undefined> {
     // may already have registered it (and skipped itself for want of CUDA).
     if (name === 'tensorflow-gpu' || !tf.findBackendFactory('tensorflow')) {
       try {
-        require(packages[name]);
+        // A half-installed package (no native binding) registers its kernels before failing: keep its
+        // hundreds of "already registered" warnings off the terminal.
+        await quietly(() => require(packages[name]));
       } catch (error) {
         const code = (error as NodeJS.ErrnoException).code;
         return code === 'MODULE_NOT_FOUND' ? `${packages[name]} is not installed` : `${packages[name]} failed to load: ${message(error)}`;
@@ -154,12 +156,16 @@ function usesGpu(): boolean {
 
 /** tf.setBackend logs its own failure and the cpu backend prints an install banner: keep both off stdout. */
 async function setQuietly(name: string): Promise<boolean> {
+  const ok = await quietly(() => tf.setBackend(name));
+  if (ok && name === 'cpu') (tf.backend() as unknown as { firstUse: boolean }).firstUse = false;
+  return ok;
+}
+
+async function quietly<T>(work: () => T | Promise<T>): Promise<T> {
   const warn = console.warn;
   console.warn = () => undefined;
   try {
-    const ok = await tf.setBackend(name);
-    if (ok && name === 'cpu') (tf.backend() as unknown as { firstUse: boolean }).firstUse = false;
-    return ok;
+    return await work();
   } finally {
     console.warn = warn;
   }

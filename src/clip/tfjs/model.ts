@@ -24,11 +24,12 @@
 // a forward pass without gradients holds one layer's activations at a time; AdamW updates one parameter
 // at a time.
 import * as tf from '@tensorflow/tfjs';
-import type { ClipConfig } from '../config';
+import { clipLayout, type ClipConfig, type TensorSpec } from '../config';
 import { dequantizeInt8, int8ScaleName, toFloat32 } from '../dtype';
 import type { Tensor, TensorMap } from '../tensor';
 import type { AdamWOptions } from '../onnx/train';
-import { AdamW } from './adamw';
+import { setPhase } from '../../track/phase';
+import { AdamW, type AdamWUpdate } from './adamw';
 import { asTfjsMemoryError, selectTfjsBackend, type TfjsBackendChoice, type TfjsBackendName } from './backend';
 import { diagonalCrossEntropy, gatherRows, layerNorm, linear, matMul, quickGelu } from './layers';
 
@@ -85,6 +86,9 @@ interface EncoderLayer {
   readonly fc2: [tf.Tensor2D, tf.Tensor1D];
 }
 
+/** What a pass is for, in the tracker's phase labels ("tfjs forward text_model.encoder.layers.3"). */
+type Stage = 'forward' | 'train forward';
+
 /** A large negative score for masked attention: exp() of it is 0, and no inf reaches a gradient. */
 const maskedScore = -1e9;
 
@@ -92,35 +96,19 @@ const maskedScore = -1e9;
 const linearWeight = /(\.(q_proj|k_proj|v_proj|out_proj|fc1|fc2)|^text_projection|^visual_projection|\.patch_embedding)\.weight$/;
 
 export class ClipTfjs {
-  private readonly parameters: Map<string, tf.Variable>;
-  /** The checkpoint shape of every parameter stored transposed. */
-  private readonly transposed: Map<string, number[]>;
   private readonly optimizer: AdamW;
-  private readonly patchSize: number;
-  private readonly imageSize: number;
 
   private constructor(
     readonly backend: TfjsBackendChoice,
-    parameters: Map<string, tf.Variable>,
-    transposed: Map<string, number[]>,
-    /** Head counts and LayerNorm epsilons; the shapes come from the tensors themselves. */
+    /** By checkpoint name, in the config's module order. */
+    private readonly parameters: Map<string, tf.Variable>,
+    /** The parameters stored transposed ([in, out]). */
+    private readonly transposed: Set<string>,
+    /** Shapes (checked against the tensors), head counts, LayerNorm epsilons. */
     readonly config: ClipConfig,
     adamw: AdamWOptions | undefined,
   ) {
-    this.parameters = parameters;
-    this.transposed = transposed;
     this.optimizer = new AdamW(adamw);
-    this.weight('vision_model.embeddings.patch_embedding.weight');
-    const patchShape = transposed.get('vision_model.embeddings.patch_embedding.weight')!; // [D, 3, p, p]
-    this.patchSize = patchShape[2];
-    const positions = this.weight('vision_model.embeddings.position_embedding.weight').shape[0];
-    this.imageSize = Math.round(Math.sqrt(positions - 1)) * this.patchSize;
-    for (const [tower, heads] of [['text_model', config.text.numAttentionHeads], ['vision_model', config.vision.numAttentionHeads]] as const) {
-      const width = this.weight(`${tower}.encoder.layers.0.self_attn.q_proj.weight`).shape[0]; // square
-      if (!Number.isInteger(heads) || heads < 1 || width % heads !== 0) {
-        throw new Error(`ClipTfjs: ${tower} is ${width} wide, which ${heads} attention heads do not divide`);
-      }
-    }
   }
 
   /**
@@ -128,22 +116,21 @@ export class ClipTfjs {
    * checkpoint open (no close()) while the model lives.
    */
   static async create(weights: TensorMap, config: ClipConfig, options: ClipTfjsOptions = {}): Promise<ClipTfjs> {
+    const specs = parameterSpecs(weights, config);
     const backend = await selectTfjsBackend(options.backends);
     const parameters = new Map<string, tf.Variable>();
-    const transposed = new Map<string, number[]>();
+    const transposed = new Set<string>();
     try {
-      for (const tensor of weights.values()) {
-        // position_ids are buffers (positions are 0..n-1); int8 scales are read with their weight.
-        const scaledWeight = tensor.name.endsWith('.scale') ? weights.get(tensor.name.slice(0, -'.scale'.length)) : undefined;
-        if (tensor.name.endsWith('position_ids') || scaledWeight?.dtype === 'I8') continue;
-        const shape = [...tensor.shape];
-        const isLinear = linearWeight.test(tensor.name) && shape.length >= 2;
+      for (const { name, shape } of specs) {
+        const tensor = weights.get(name)!;
+        const isLinear = linearWeight.test(name);
+        setPhase(`tfjs upload ${name}`);
         const initial = tf.tidy(() => {
           const values = tf.tensor(parameterValues(tensor, weights), shape, 'float32');
           return isLinear ? tf.transpose(tf.reshape(values, [shape[0], -1])) : values;
         });
-        if (isLinear) transposed.set(tensor.name, shape);
-        parameters.set(tensor.name, tf.variable(initial, true)); // shares initial's data
+        if (isLinear) transposed.add(name);
+        parameters.set(name, tf.variable(initial, true)); // shares initial's data
         initial.dispose();
       }
       return new ClipTfjs(backend, parameters, transposed, config, options.adamw);
@@ -155,12 +142,12 @@ export class ClipTfjs {
 
   /** Normalised image embeddings [n, projection]. */
   embedImages(images: ImageBatch): Float32Array {
-    return this.run(() => readAndDispose(tf.tidy(() => normalise(this.imageFeatures(images)))));
+    return this.run(() => readAndDispose(tf.tidy(() => normalise(this.imageFeatures(images, 'forward')))));
   }
 
   /** Normalised text embeddings [n, projection]. */
   embedTexts(texts: TextBatch): Float32Array {
-    return this.run(() => readAndDispose(tf.tidy(() => normalise(this.textFeatures(texts)))));
+    return this.run(() => readAndDispose(tf.tidy(() => normalise(this.textFeatures(texts, 'forward')))));
   }
 
   forward(batch: ClipBatch): ClipTfjsOutputs {
@@ -193,14 +180,18 @@ export class ClipTfjs {
     }
     return this.run(() => {
       const variables = [...this.parameters.values()];
-      const { value, grads } = tf.variableGrads(() => this.loss(batch), variables);
+      const { value, grads } = tf.variableGrads(() => {
+        const loss = this.loss(batch, 'train forward');
+        setPhase('tfjs train backward (gradients of every parameter)');
+        return loss;
+      }, variables);
       const loss = readAndDispose(value)[0];
       const gradients = new Map<string, Float32Array>();
-      const updates: [tf.Variable, tf.Tensor][] = [];
+      const updates: AdamWUpdate[] = [];
       for (const [name, variable] of this.parameters) {
         const gradient = grads[variable.name];
         if (report.includes(name)) gradients.set(name, this.inCheckpointLayout(name, gradient));
-        updates.push([variable, gradient]);
+        updates.push({ name, parameter: variable, gradient });
       }
       this.optimizer.step(updates);
       return { loss, gradients };
@@ -239,13 +230,13 @@ export class ClipTfjs {
 
   private weight<R extends tf.Rank = tf.Rank>(name: string): tf.Tensor<R> {
     const found = this.parameters.get(name);
-    if (!found) throw new Error(`ClipTfjs: the checkpoint has no tensor ${name} (a CLIPModel checkpoint names it so)`);
+    if (!found) throw new Error(`ClipTfjs: the model has no parameter ${name}`);
     return found as unknown as tf.Tensor<R>;
   }
 
-  private loss(batch: ClipBatch): tf.Scalar {
+  private loss(batch: ClipBatch, stage: Stage): tf.Scalar {
     return tf.tidy(() => {
-      const logitsPerImage = this.logits(normalise(this.imageFeatures(batch.images)), normalise(this.textFeatures(batch.texts)));
+      const logitsPerImage = this.logits(normalise(this.imageFeatures(batch.images, stage)), normalise(this.textFeatures(batch.texts, stage)));
       return contrastiveLoss(logitsPerImage);
     });
   }
@@ -256,7 +247,7 @@ export class ClipTfjs {
   }
 
   /** Projected, unnormalised text features [n, projection]. */
-  private textFeatures(texts: TextBatch): tf.Tensor2D {
+  private textFeatures(texts: TextBatch, stage: Stage): tf.Tensor2D {
     const [count, length] = texts.shape;
     const table = this.weight<tf.Rank.R2>('text_model.embeddings.token_embedding.weight');
     const positions = this.weight<tf.Rank.R2>('text_model.embeddings.position_embedding.weight');
@@ -276,7 +267,7 @@ export class ClipTfjs {
         tf.add(tf.reshape(gatherRows(table, texts.data), [count, length, width]), tf.slice(positions, [0, 0], [length, width])),
       );
       const causalMask = tf.tidy(() => tf.mul(tf.sub(1, tf.linalg.bandPart(tf.ones([length, length]), -1, 0)), maskedScore));
-      hidden = this.encoder('text_model', hidden, this.config.text.numAttentionHeads, causalMask);
+      hidden = this.encoder('text_model', stage, hidden, this.config.text.numAttentionHeads, causalMask);
       const pooled = gatherRows(tf.reshape(hidden, [count * length, width]) as tf.Tensor2D, pooledRows);
       const normed = layerNorm(pooled, this.weight('text_model.final_layer_norm.weight'), this.weight('text_model.final_layer_norm.bias'), this.config.text.layerNormEps);
       return linear(normed, this.weight('text_projection.weight')) as tf.Tensor2D;
@@ -284,16 +275,16 @@ export class ClipTfjs {
   }
 
   /** Projected, unnormalised image features [n, projection]. */
-  private imageFeatures(images: ImageBatch): tf.Tensor2D {
+  private imageFeatures(images: ImageBatch, stage: Stage): tf.Tensor2D {
     const [count, channels, height, width] = images.shape;
     const patchWeightT = this.weight<tf.Rank.R2>('vision_model.embeddings.patch_embedding.weight'); // [C*p*p, D]
-    const [hidden, weightChannels, patch] = this.transposed.get('vision_model.embeddings.patch_embedding.weight')!;
-    if (channels !== weightChannels || height !== this.imageSize || width !== this.imageSize || images.data.length !== count * channels * height * width) {
+    const { hiddenSize: hidden, numChannels, imageSize, patchSize: patch } = this.config.vision;
+    if (channels !== numChannels || height !== imageSize || width !== imageSize || images.data.length !== count * channels * height * width) {
       throw new Error(
-        `ClipTfjs: images must be float32 [n, ${weightChannels}, ${this.imageSize}, ${this.imageSize}] (NCHW, as CLIPImageProcessor makes them); got shape [${images.shape.join(', ')}] with ${images.data.length} values`,
+        `ClipTfjs: images must be float32 [n, ${numChannels}, ${imageSize}, ${imageSize}] (NCHW, as CLIPImageProcessor makes them); got shape [${images.shape.join(', ')}] with ${images.data.length} values`,
       );
     }
-    const grid = this.imageSize / patch;
+    const grid = imageSize / patch;
     return tf.tidy(() => {
       // The patch convolution has stride = kernel: a matmul of each patch's pixels with the kernel.
       const patches = tf.tensor2d(patchRows(images, patch), [count * grid * grid, channels * patch * patch]);
@@ -301,17 +292,18 @@ export class ClipTfjs {
       const classToken = tf.tile(tf.reshape(this.weight('vision_model.embeddings.class_embedding'), [1, 1, hidden]), [count, 1, 1]);
       let states: tf.Tensor = tf.add(tf.concat([classToken, embedded], 1), this.weight('vision_model.embeddings.position_embedding.weight'));
       states = layerNorm(states, this.weight('vision_model.pre_layrnorm.weight'), this.weight('vision_model.pre_layrnorm.bias'), this.config.vision.layerNormEps);
-      states = this.encoder('vision_model', states, this.config.vision.numAttentionHeads);
+      states = this.encoder('vision_model', stage, states, this.config.vision.numAttentionHeads);
       const classState = tf.reshape(tf.slice(states, [0, 0, 0], [count, 1, hidden]), [count, hidden]);
       const normed = layerNorm(classState, this.weight('vision_model.post_layernorm.weight'), this.weight('vision_model.post_layernorm.bias'), this.config.vision.layerNormEps);
       return linear(normed, this.weight('visual_projection.weight')) as tf.Tensor2D;
     });
   }
 
-  private encoder(tower: 'text_model' | 'vision_model', hidden: tf.Tensor, heads: number, mask?: tf.Tensor): tf.Tensor {
+  private encoder(tower: 'text_model' | 'vision_model', stage: Stage, hidden: tf.Tensor, heads: number, mask?: tf.Tensor): tf.Tensor {
     const eps = tower === 'text_model' ? this.config.text.layerNormEps : this.config.vision.layerNormEps;
     for (let index = 0; this.parameters.has(`${tower}.encoder.layers.${index}.layer_norm1.weight`); index += 1) {
       const layer = this.layer(`${tower}.encoder.layers.${index}`);
+      setPhase(`tfjs ${stage} ${tower}.encoder.layers.${index}`);
       const input = hidden;
       // Its own tidy: only the layer output survives (and, while recording gradients, what the tape saves).
       hidden = tf.tidy(() => {
@@ -367,6 +359,27 @@ function normalise(features: tf.Tensor2D): tf.Tensor2D {
 /** (cross-entropy of logits_per_text + cross-entropy of logits_per_image) / 2, as CLIPModel's clip_loss. */
 function contrastiveLoss(logitsPerImage: tf.Tensor2D): tf.Scalar {
   return tf.tidy(() => tf.div(tf.add(diagonalCrossEntropy(tf.transpose(logitsPerImage)), diagonalCrossEntropy(logitsPerImage)), 2));
+}
+
+/**
+ * The parameters `config` implies (position_ids aside: positions are 0..n-1), each checked to be in
+ * `weights` in its shape; other tensors (int8 scales) are read with their weight.
+ */
+function parameterSpecs(weights: TensorMap, config: ClipConfig): TensorSpec[] {
+  for (const [tower, { hiddenSize, numAttentionHeads: heads }] of [['text_model', config.text], ['vision_model', config.vision]] as const) {
+    if (!Number.isInteger(heads) || heads < 1 || hiddenSize % heads !== 0) {
+      throw new Error(`ClipTfjs: ${tower} is ${hiddenSize} wide, which ${heads} attention heads do not divide`);
+    }
+  }
+  const specs = clipLayout(config).filter((spec) => !spec.name.endsWith('position_ids'));
+  for (const spec of specs) {
+    const tensor = weights.get(spec.name);
+    if (!tensor) throw new Error(`ClipTfjs: the checkpoint has no tensor ${spec.name}, which config ${config.name} needs`);
+    if (tensor.shape.length !== spec.shape.length || tensor.shape.some((size, i) => size !== spec.shape[i])) {
+      throw new Error(`ClipTfjs: ${spec.name} has shape [${tensor.shape.join(', ')}], but config ${config.name} needs [${spec.shape.join(', ')}]`);
+    }
+  }
+  return specs;
 }
 
 function checkTexts(texts: TextBatch, vocabulary: number, maxLength: number): void {
