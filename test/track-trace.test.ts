@@ -66,6 +66,15 @@ test('C program under RLIMIT_AS 64M: each function fails with its exact size', (
   t.is(report.diagnosis.cause, 'address-space');
 });
 
+test('C program under RLIMIT_DATA 64M: each function fails as data, thread stacks included', (t) => {
+  const { report } = trace(['--limit-data', '64M'], [program, 'probes']);
+  t.deepEqual(
+    report.failures.map((f) => [f.fn, f.limit?.cause]),
+    ['malloc', 'calloc', 'realloc', 'posix_memalign', 'aligned_alloc', 'mmap', 'mremap', 'pthread_create'].map((fn) => [fn, 'data-limit']),
+  );
+  t.regex(report.diagnosis.evidence[0]!, /^VmData .* \+ 256 MiB > RLIMIT_DATA 64 MiB: malloc of 268435457 bytes \(256 MiB\) is private writable memory/);
+});
+
 test('C program under fault injection: the chosen calls fail with ENOMEM, flagged injected', (t) => {
   const rules = [
     'malloc:above=999999',
