@@ -211,3 +211,29 @@ test('a tracked shell that execs a static binary: the lost track is reported', (
   t.regex(report.lostTrack!, /never reached its exit handlers: it exec'd a program that did not load the interposer/);
   t.true(report.diagnosis.evidence.includes(report.lostTrack!));
 });
+
+test('errno survives the tracker: successful calls leave it as the program set it', (t) => {
+  const { status, report } = trace([], [program, 'errno']);
+  t.is(status, 0);
+  t.is(report.failuresTotal, 0);
+  t.true(report.timeline.length > 1);
+});
+
+const overcommitHeuristic = fs.readFileSync('/proc/sys/vm/overcommit_memory', 'utf8').trim() === '0';
+(overcommitHeuristic ? test : test.skip)('python3 asking for 1 TiB under vm.overcommit_memory=0: overcommit-heuristic, with the phase set through ctypes', (t) => {
+  const script = [
+    'import ctypes',
+    'ctypes.CDLL(None).clipmem_tracker_set_phase(b"load weights")',
+    'try:',
+    '    bytearray(1 << 40)',
+    'except MemoryError:',
+    '    print("MemoryError")',
+  ].join('\n');
+  const { status, report } = trace([], ['python3', '-c', script]);
+  t.is(status, 0);
+  const failure = report.failures.find((f) => f.size === 2 ** 40 + 1)!;
+  t.is(failure.fn, 'malloc');
+  t.is(failure.phase, 'load weights');
+  t.is(report.diagnosis.cause, 'overcommit-heuristic');
+  t.regex(report.diagnosis.evidence[0]!, /^1\.00 TiB > RAM \+ swap .* GiB: vm\.overcommit_memory=0 refuses a single allocation larger than all memory/);
+});
