@@ -299,6 +299,7 @@ void maybe_sample() {
   if (!__atomic_compare_exchange_n(&last_sample_ns, &last, now, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) return;
   store(last_sample_total, total);
   Guard g;
+  ErrnoKeeper keep;
   take_sample(now);
 }
 
