@@ -219,10 +219,10 @@ test('tfjs and onnxruntime give the same embeddings for the same weights (cosine
   await onnx.close();
 });
 
-test('vit-b-32 training: two backward graphs per tower, each parameter in exactly one; at most 44,927,232 gradients at a time', (t) => {
+test('vit-b-32 training in two backward graphs per tower: each parameter in exactly one; at most 44,927,232 gradients at a time', (t) => {
   const config = presetConfig('vit-b-32');
   const shapes = new Map(clipLayout(config).filter((s) => s.dtype === 'F32').map((s) => [s.name, s.shape]));
-  const models = buildTrainingModels(config, shapes, 2, 77);
+  const models = buildTrainingModels(config, shapes, 2, 77, 2);
   const count = (names: readonly string[]) => names.reduce((sum, name) => sum + shapes.get(name)!.reduce((a, b) => a * b, 1), 0);
   t.deepEqual(models.head.params, ['logit_scale']);
   t.deepEqual(
@@ -256,6 +256,29 @@ test('training widens an fp16 checkpoint to exactly its float32 values and refus
     await trainer.close();
     const int8 = ensureSyntheticCheckpoint({ config: 'tiny', format: 'int8', cacheDir: dir }).file;
     await t.throwsAsync(createOnnxTrainer({ config, weightsFile: int8 }, { batch: 3 }), { message: /is I8; training reads F32, F16 or BF16 weights/ });
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('segmented backward (middle segments included) gives the same gradients as one graph per tower', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'clip-onnx-segments-'));
+  try {
+    const tiny = presetConfig('tiny');
+    const config = { ...tiny, name: 'tiny-3-layers', text: { ...tiny.text, numHiddenLayers: 3 }, vision: { ...tiny.vision, numHiddenLayers: 3 } };
+    const { file } = ensureSyntheticCheckpoint({ config, cacheDir: dir });
+    const gradientsWith = async (segments: number) => {
+      const trainer = await createOnnxTrainer({ config, weightsFile: file }, { batch: 3, threads: 1, segments });
+      const grads = new Map<string, Float32Array>();
+      const loss = await trainer.computeGradients(pixels, ids, (name, grad) => grads.set(name, grad.slice()));
+      await trainer.close();
+      return { loss, grads };
+    };
+    const whole = await gradientsWith(1);
+    const split = await gradientsWith(3);
+    t.is(split.grads.size, whole.grads.size);
+    t.is(split.loss, whole.loss);
+    for (const [name, grad] of whole.grads) t.true(maxDiff(split.grads.get(name)!, Array.from(grad)) < 1e-6, name);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

@@ -5,12 +5,14 @@
 // Memory: parameters and AdamW's two moments are held once, in float32 (3 x 605 MB for vit-b-32); the
 // parameters are graph inputs that onnxruntime reads without copying. onnxruntime-node 1.30 copies
 // every output (pre-allocated or not) out of buffers onnxruntime allocates itself, so a gradient costs
-// twice its size while a run returns. A step therefore runs three graphs: (1) both towers forward, the
-// head and the loss, with the gradients of the loss w.r.t. the two towers' projected features and
-// logit_scale; (2) the text tower again, backpropagating those feature gradients into its parameters;
-// (3) the same for the vision tower. Each tower's gradients land in one reused buffer and are applied by
-// AdamW before the next tower runs, so at most one tower's gradients (vit-b-32: vision, 352 MB) exist,
-// twice, at any time. Recomputing the towers' forward costs about a third more compute.
+// at least twice its size while a run returns. A step therefore runs several graphs: the head graph
+// (both towers forward, the loss, its gradients w.r.t. the two towers' projected features and
+// logit_scale, and the hidden states at segment boundaries), then for each tower its segments of layers
+// from the top down, each recomputing its own layers' forward from the saved boundary state and
+// backpropagating the gradient of its output into its parameters and its input state. Each segment's
+// gradients land in one reused buffer and AdamW applies them before the next segment runs, so only one
+// segment's gradients exist at a time (vit-b-32, 4 segments: at most 28 M). The forward pass runs twice
+// in all, whatever the number of segments.
 // Parameters are read from the checkpoint by copy, not mmap: an mmap'd file's pages would count in RSS
 // again beside the writable copy training needs.
 //
@@ -25,7 +27,7 @@
 //     the loss; visit(name, grad) sees every parameter's gradient once (the view is reused afterwards)
 //   OnnxTrainer.step(pixels, ids): Promise<number>                 gradients + AdamW; the loss before it
 //   OnnxTrainer.params: Map<string, Float32Array>                   live (checkpoint order); .steps
-//   buildTrainingModels(config, shapes, batch, seq): { head, text, vision }   the three graphs
+//   buildTrainingModels(config, shapes, batch, seq, segments = 2): { head, backward[] }   the graphs
 import * as ort from 'onnxruntime-node';
 import type { ResolveOptions } from '../checkpoint';
 import type { ClipConfig } from '../config';
@@ -48,7 +50,7 @@ export interface AdamWOptions {
 export interface OnnxTrainerOptions extends ResolveOptions {
   batch: number;
   seq?: number;
-  /** Backward graphs per tower (default 2): fewer gradients alive at once, a little more recompute. */
+  /** Backward graphs per tower (default 4, at most one per layer): fewer gradients alive at once. */
   segments?: number;
   threads?: number;
   adamw?: AdamWOptions;
@@ -165,7 +167,8 @@ export function buildTrainingModels(
       const [from, to] = [cuts[i], cuts[i + 1]];
       const g = new Graph(`clip_train_${tower}_${from}_${to}`);
       const { params: segmentParams, inputs } = inputParams(g, shapes);
-      const ids = tower === 'text' && (from === 0 || to === layersOf(tower)) ? g.input('input_ids', ElemType.INT64, [batch, seq]) : undefined;
+      // Text segments take the ids even when they only need their length (a middle segment).
+      const ids = tower === 'text' ? g.input('input_ids', ElemType.INT64, [batch, seq]) : undefined;
       const input =
         from > 0
           ? g.input(hiddenName(tower, from), ElemType.FLOAT, [batch * towerTokens(config, tower, seq), widthOf(tower)])
@@ -242,7 +245,7 @@ export async function createOnnxTrainer(model: ClipModelSpec, options: OnnxTrain
   const adamw = { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, ...options.adamw };
 
   const { params, shapes } = readFloat32Params(file);
-  const models = buildTrainingModels(config, shapes, batch, seq, options.segments ?? 2);
+  const models = buildTrainingModels(config, shapes, batch, seq, options.segments ?? 4);
   // No arena: what a run allocates goes back to the allocator when it returns, so the next graph's
   // gradients reuse it instead of adding to the peak.
   const options_ = { ...sessionOptions(options.threads ?? 2), enableCpuMemArena: false };
