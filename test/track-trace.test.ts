@@ -66,6 +66,15 @@ test('C program under RLIMIT_AS 64M: each function fails with its exact size', (
   t.is(report.diagnosis.cause, 'address-space');
 });
 
+test('C program under RLIMIT_DATA 64M: each function fails as data, thread stacks included', (t) => {
+  const { report } = trace(['--limit-data', '64M'], [program, 'probes']);
+  t.deepEqual(
+    report.failures.map((f) => [f.fn, f.limit?.cause]),
+    ['malloc', 'calloc', 'realloc', 'posix_memalign', 'aligned_alloc', 'mmap', 'mremap', 'pthread_create'].map((fn) => [fn, 'data-limit']),
+  );
+  t.regex(report.diagnosis.evidence[0]!, /^VmData .* \+ 256 MiB > RLIMIT_DATA 64 MiB: malloc of 268435457 bytes \(256 MiB\) is private writable memory/);
+});
+
 test('C program under fault injection: the chosen calls fail with ENOMEM, flagged injected', (t) => {
   const rules = [
     'malloc:above=999999',
@@ -192,4 +201,48 @@ test('stress: 8 threads x 1,000,000 malloc/free pairs, fork and exec: no crash, 
   t.true(report.calls!.malloc >= 8 * 1000000);
   t.true(report.calls!.free >= 8 * 1000000);
   t.is(report.descendants.length, 2); // the forked child, then /bin/true it exec'd
+});
+
+test('600 threads, more than the record has slots: the rest share one slot and the counters still balance', (t) => {
+  const { status, report } = trace([], [program, 'threads', '600']);
+  t.is(status, 0);
+  const before = report.phases.find((p) => p.label === 'before threads')!;
+  const after = report.phases.find((p) => p.label === 'after threads')!;
+  t.is(after.heap, before.heap);
+  t.true(report.calls!.malloc >= 600 * 1000);
+  t.is(report.calls!.pthread_create, 601);
+});
+
+test('a tracked shell that execs a static binary: the lost track is reported', (t) => {
+  const { status, report } = trace([], ['sh', '-c', 'exec /sbin/ldconfig -p > /dev/null']);
+  t.is(status, 0);
+  t.true(report.tracked);
+  t.regex(report.lostTrack!, /never reached its exit handlers: it exec'd a program that did not load the interposer/);
+  t.true(report.diagnosis.evidence.includes(report.lostTrack!));
+});
+
+test('errno survives the tracker: successful calls leave it as the program set it', (t) => {
+  const { status, report } = trace([], [program, 'errno']);
+  t.is(status, 0);
+  t.is(report.failuresTotal, 0);
+  t.true(report.timeline.length > 1);
+});
+
+const overcommitHeuristic = fs.readFileSync('/proc/sys/vm/overcommit_memory', 'utf8').trim() === '0';
+(overcommitHeuristic ? test : test.skip)('python3 asking for 1 TiB under vm.overcommit_memory=0: overcommit-heuristic, with the phase set through ctypes', (t) => {
+  const script = [
+    'import ctypes',
+    'ctypes.CDLL(None).clipmem_tracker_set_phase(b"load weights")',
+    'try:',
+    '    bytearray(1 << 40)',
+    'except MemoryError:',
+    '    print("MemoryError")',
+  ].join('\n');
+  const { status, report } = trace([], ['python3', '-c', script]);
+  t.is(status, 0);
+  const failure = report.failures.find((f) => f.size === 2 ** 40 + 1)!;
+  t.is(failure.fn, 'malloc');
+  t.is(failure.phase, 'load weights');
+  t.is(report.diagnosis.cause, 'overcommit-heuristic');
+  t.regex(report.diagnosis.evidence[0]!, /^1\.00 TiB > RAM \+ swap .* GiB: vm\.overcommit_memory=0 refuses a single allocation larger than all memory/);
 });

@@ -115,8 +115,12 @@ inline void ensure_resolved() {
 
 // ---------------------------------------------------------------- state
 
-__thread int guard __attribute__((tls_model("initial-exec"))) = 0;
-__thread ClipmemThreadSlot* thread_slot __attribute__((tls_model("initial-exec"))) = nullptr;
+// One initial-exec TLS block: the hot path reaches both fields through a single TLS offset.
+struct ThreadState {
+  ClipmemThreadSlot* slot;  // this thread's counters (null until its first tracked call)
+  int guard;                // > 0 while the tracker itself runs: calls pass through untracked
+};
+__thread ThreadState tls __attribute__((tls_model("initial-exec"))) = {nullptr, 0};
 
 enum State { kUninitialized, kInitializing, kTracking, kDisabled };
 int state = kUninitialized;
@@ -150,8 +154,8 @@ uint64_t last_sample_ns = 0;
 int64_t last_sample_total = 0;
 
 struct Guard {
-  Guard() { ++guard; }
-  ~Guard() { --guard; }
+  Guard() { ++tls.guard; }
+  ~Guard() { --tls.guard; }
 };
 
 struct ErrnoKeeper {
@@ -242,10 +246,10 @@ void read_statm(int64_t* vm_size, int64_t* rss) {
 
 // ---------------------------------------------------------------- thread slots and counters
 
-ClipmemThreadSlot* shared_slot() { return &slots[CLIPMEM_THREAD_SLOTS - 1]; }
+inline ClipmemThreadSlot* shared_slot() { return &slots[CLIPMEM_THREAD_SLOTS - 1]; }
 
 __attribute__((always_inline)) inline ClipmemThreadSlot* my_slot() {
-  ClipmemThreadSlot* slot = thread_slot;
+  ClipmemThreadSlot* slot = tls.slot;
   if (LIKELY(slot)) return slot;
   uint32_t index = __atomic_fetch_add(&record->slots_used, 1u, __ATOMIC_RELAXED);
   if (index >= CLIPMEM_THREAD_SLOTS - 1) {
@@ -255,7 +259,7 @@ __attribute__((always_inline)) inline ClipmemThreadSlot* my_slot() {
     slot = &slots[index];
     store(slot->tid, int32_t(syscall(SYS_gettid)));
   }
-  thread_slot = slot;
+  tls.slot = slot;
   return slot;
 }
 
@@ -295,6 +299,7 @@ void maybe_sample() {
   if (!__atomic_compare_exchange_n(&last_sample_ns, &last, now, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) return;
   store(last_sample_total, total);
   Guard g;
+  ErrnoKeeper keep;
   take_sample(now);
 }
 
@@ -305,6 +310,20 @@ void fold(ClipmemThreadSlot* slot) {
   int64_t current = add(record->heap_current, delta);
   raise_peak(record->heap_peak, current);
   maybe_sample();
+}
+
+// Counting into this thread's own slot (single writer: plain loads and stores, no lock prefix).
+__attribute__((always_inline)) inline void count_own_slot(ClipmemThreadSlot* slot, int fn, size_t requested, int64_t bytes) {
+  store(slot->calls[fn], load(slot->calls[fn]) + 1);
+  if (fn != CLIPMEM_FN_FREE) {
+    unsigned bucket = clipmem_histogram_bucket(requested);
+    store(slot->histogram[bucket], load(slot->histogram[bucket]) + 1);
+  }
+  int64_t delta = load(slot->heap_delta) + bytes;
+  store(slot->heap_delta, delta);
+  if (UNLIKELY(delta > kFoldBytes || delta < -kFoldBytes)) fold(slot);
+  else if (bytes > 0 && UNLIKELY(load(record->heap_current) + delta > load(record->heap_peak)))
+    raise_peak(record->heap_peak, load(record->heap_current) + delta);
 }
 
 __attribute__((always_inline)) inline void count_heap(int fn, size_t requested, int64_t bytes) {
@@ -571,6 +590,45 @@ void parse_injections(const char* spec) {
 
 // ---------------------------------------------------------------- record creation, init, fork, exit
 
+// glibc's usable size read straight from the chunk header (what malloc_usable_size computes, without the
+// call): the size field before the block, low bits are flags; mmapped chunks carry one more word of header.
+// Used only when start-up checks proved the allocator is glibc's and the two agree.
+bool glibc_chunks = false;
+
+inline size_t chunk_usable(void* ptr) {
+  size_t header = static_cast<size_t*>(ptr)[-1];
+  return (header & ~size_t(7)) - ((header & 2) ? 16 : 8);
+}
+
+__attribute__((always_inline)) inline size_t usable(void* ptr) {
+  if (!ptr) return 0;
+  return LIKELY(glibc_chunks) ? chunk_usable(ptr) : malloc_usable_size(ptr);
+}
+
+// True if real.malloc is glibc's and its chunk headers read as malloc_usable_size says, for small,
+// large (mmapped) and aligned blocks.
+bool check_glibc_chunks() {
+  void* libc = dlopen("libc.so.6", RTLD_NOW | RTLD_NOLOAD);
+  if (!libc) return false;
+  bool same = dlsym(libc, "malloc") == reinterpret_cast<void*>(real.malloc) &&
+              dlsym(libc, "free") == reinterpret_cast<void*>(real.free);
+  dlclose(libc);
+  if (!same) return false;
+  const size_t sizes[] = {1, 24, 100, 4000, 200000, 4 << 20};
+  for (size_t size : sizes) {
+    void* block = real.malloc(size);
+    if (!block) return false;
+    bool agree = chunk_usable(block) == malloc_usable_size(block);
+    real.free(block);
+    if (!agree) return false;
+  }
+  void* aligned = nullptr;
+  if (real.posix_memalign(&aligned, 4096, 5000) != 0) return false;
+  bool agree = chunk_usable(aligned) == malloc_usable_size(aligned);
+  real.free(aligned);
+  return agree;
+}
+
 bool create_record(int parent_pid) {
   int fd = -1;
   uint32_t generation = 0;
@@ -610,6 +668,7 @@ bool create_record(int parent_pid) {
   header->exe[n > 0 ? n : 0] = 0;
   char* bytes = static_cast<char*>(base);
   slots = reinterpret_cast<ClipmemThreadSlot*>(bytes + header->slots_offset);
+  slots[CLIPMEM_THREAD_SLOTS - 1].shared = 1;
   failures = reinterpret_cast<ClipmemFailure*>(bytes + header->failures_offset);
   timeline = reinterpret_cast<ClipmemSample*>(bytes + header->timeline_offset);
   phases = reinterpret_cast<ClipmemPhase*>(bytes + header->phases_offset);
@@ -631,7 +690,7 @@ void after_fork_in_child() {
   ClipmemThreadSlot* parent_slots = slots;
   int64_t heap = parent->heap_current;
   for (uint32_t i = 0; i < CLIPMEM_THREAD_SLOTS; ++i) heap += parent_slots[i].heap_delta;
-  thread_slot = nullptr;
+  tls.slot = nullptr;
   int parent_pid = parent->pid;
   if (!create_record(parent_pid)) {
     record = nullptr;
@@ -695,6 +754,7 @@ void initialize() {
     return;
   }
   parse_injections(getenv(CLIPMEM_ENV_FAIL));
+  glibc_chunks = check_glibc_chunks();
   void* frames[4];
   backtrace(frames, 4);  // loads libgcc_s now, so that a later stack capture never allocates
   pthread_atfork(nullptr, nullptr, after_fork_in_child);
@@ -706,7 +766,7 @@ void initialize() {
 
 // True when this call should be counted: tracking is on and we are not inside the tracker.
 inline bool tracking() {
-  if (UNLIKELY(guard)) return false;
+  if (UNLIKELY(tls.guard)) return false;
   int s = __atomic_load_n(&state, __ATOMIC_ACQUIRE);
   if (LIKELY(s == kTracking)) return true;
   if (s == kUninitialized) {
@@ -721,7 +781,7 @@ __attribute__((constructor)) void initialize_at_load() {
   initialize();
 }
 
-inline size_t usable(void* ptr) { return ptr ? malloc_usable_size(ptr) : 0; }
+
 
 // The failure path of the malloc family, kept out of line: the success path builds no FailureArgs.
 __attribute__((noinline, cold)) void heap_failure(int fn, uint64_t size, uint64_t nmemb, uint64_t elem_size,
@@ -780,9 +840,19 @@ void* malloc_hook(size_t size) {
     if (resolving) return bootstrap_alloc(size);
     ensure_resolved();
   }
-  if (!tracking()) return real.malloc(size);
-  if (UNLIKELY(any_injection) && inject_heap(CLIPMEM_FN_MALLOC, size, 0, 0, 0, nullptr, 0, 0)) return errno = ENOMEM, nullptr;
-  return finish_alloc(CLIPMEM_FN_MALLOC, real.malloc(size), size, 0);
+  if (UNLIKELY(any_injection) && tracking() && inject_heap(CLIPMEM_FN_MALLOC, size, 0, 0, 0, nullptr, 0, 0))
+    return errno = ENOMEM, nullptr;
+  void* ptr = real.malloc(size);
+  // Fast path: this thread has its own slot and is not inside the tracker.
+  ClipmemThreadSlot* slot = tls.slot;
+  if (LIKELY(ptr && slot && !tls.guard && !slot->shared)) {
+    count_own_slot(slot, CLIPMEM_FN_MALLOC, size, int64_t(usable(ptr)));
+    return ptr;
+  }
+  if (!tracking()) return ptr;
+  if (LIKELY(ptr)) count_heap(CLIPMEM_FN_MALLOC, size, int64_t(usable(ptr)));
+  else heap_failure(CLIPMEM_FN_MALLOC, size, 0, 0, 0, nullptr, 0, errno, 0);
+  return ptr;
 }
 
 void* calloc_hook(size_t nmemb, size_t size) {
@@ -844,7 +914,9 @@ void* reallocarray_hook(void* ptr, size_t nmemb, size_t size) {
 void free_hook(void* ptr) {
   if (UNLIKELY(!ptr || in_bootstrap(ptr))) return;
   ensure_resolved();
-  if (tracking()) count_heap(CLIPMEM_FN_FREE, 0, -int64_t(malloc_usable_size(ptr)));
+  ClipmemThreadSlot* slot = tls.slot;
+  if (LIKELY(slot && !tls.guard && !slot->shared)) count_own_slot(slot, CLIPMEM_FN_FREE, 0, -int64_t(usable(ptr)));
+  else if (tracking()) count_heap(CLIPMEM_FN_FREE, 0, -int64_t(usable(ptr)));
   real.free(ptr);
 }
 

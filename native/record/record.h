@@ -66,7 +66,7 @@ enum ClipmemFn {
 // reader sums all slots. The last slot is shared by threads that find none free and is updated atomically.
 typedef struct ClipmemThreadSlot {
   int32_t tid;
-  uint32_t reserved;
+  uint32_t shared;     // 1 for the last slot, used by every thread that found no free one: atomic updates
   int64_t heap_delta;  // heap bytes allocated minus freed not yet folded into RecordHeader.heap_current
   uint64_t calls[CLIPMEM_FN_COUNT];
   uint64_t histogram[CLIPMEM_HISTOGRAM_BUCKETS];

@@ -5,7 +5,9 @@
  *   alloc_program calloc-overflow
  *   alloc_program mapfile PATH BYTES   a read-only private mapping of a sparse file
  *   alloc_program stress THREADS PAIRS malloc/free pairs on THREADS threads, then fork + exec
- *   alloc_program loop PAIRS           64-byte malloc/free pairs on one thread (scripts/bench-tracker) */
+ *   alloc_program loop PAIRS           64-byte malloc/free pairs on one thread (scripts/bench-tracker)
+ *   alloc_program threads COUNT        COUNT short threads one after another (more than the record's slots)
+ *   alloc_program errno                errno survives tracked calls that succeed (exit 0) or not (exit 1) */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
@@ -137,10 +139,32 @@ int main(int argc, char** argv) {
       void* volatile p = malloc(64);
       free(p);
     }
+  } else if (argc > 1 && strcmp(argv[1], "errno") == 0) {
+    /* Enough traffic to cross the tracker's fold and sampling points (1 MiB, 64 MiB of change). */
+    for (int round = 0; round < 200; round++) {
+      errno = 4321;
+      void* big = malloc(1 << 20);
+      void* mapped = mmap(NULL, 70 << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      munmap(mapped, 70 << 20);
+      free(big);
+      if (errno != 4321) return printf("errno changed to %d in round %d\n", errno, round), 1;
+    }
+    printf("errno preserved\n");
+  } else if (argc > 2 && strcmp(argv[1], "threads") == 0) {
+    struct Stress few = {1000};
+    pthread_t id;
+    pthread_create(&id, NULL, stress_thread, &few); /* warm glibc's stack cache */
+    pthread_join(id, NULL);
+    phase("before threads");
+    for (int i = 0, n = atoi(argv[2]); i < n; i++) {
+      pthread_create(&id, NULL, stress_thread, &few);
+      pthread_join(id, NULL);
+    }
+    phase("after threads");
   } else if (argc > 3 && strcmp(argv[1], "stress") == 0) {
     return stress(atoi(argv[2]), atol(argv[3]));
   } else {
-    fprintf(stderr, "usage: alloc_program probes|small|calloc-overflow|mapfile PATH BYTES|stress THREADS PAIRS|loop PAIRS\n");
+    fprintf(stderr, "usage: alloc_program probes|small|calloc-overflow|mapfile PATH BYTES|stress THREADS PAIRS|loop PAIRS|threads COUNT|errno\n");
     return 2;
   }
   return 0;

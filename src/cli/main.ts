@@ -3,11 +3,12 @@ import yargs from 'yargs';
 import type { CommandModule } from 'yargs';
 import { checkpointCommand } from './commands/checkpoint';
 import { compareCommand } from './commands/compare';
+import { estimateCommand } from './commands/estimate';
 import { nativeProbeCommand } from './commands/native-probe';
 import { runCommand } from './commands/run';
 import { traceCommandModule } from './commands/trace';
 
-const commands: CommandModule<any, any>[] = [nativeProbeCommand, traceCommandModule, runCommand, compareCommand, checkpointCommand];
+const commands: CommandModule<any, any>[] = [nativeProbeCommand, traceCommandModule, runCommand, compareCommand, checkpointCommand, estimateCommand];
 
 export async function main(argv: string[]): Promise<void> {
   let parser = yargs(argv)

@@ -65,6 +65,8 @@ export interface TraceRun {
   program: ProgramKind;
   /** Why the child has no record, when it has none ("static binary", "never loaded the interposer"). */
   notTracked?: string;
+  /** Set when the last tracked program exec'd something the interposer did not enter (or left by _exit). */
+  lostTrack?: string;
   cgroup?: CgroupOutcome;
   /** Kernel OOM kills anywhere on the host during the run (/proc/vmstat oom_kill). */
   hostOomKills: number | null;
@@ -191,6 +193,12 @@ export async function traceCommand(options: TraceOptions): Promise<TraceRun> {
       }
     }
 
+    // A normal exit without the tracker's exit handler: the tracked image was replaced by exec.
+    const lostTrack =
+      record && record.state === 'running' && exit.signal === null
+        ? `${record.exe} never reached its exit handlers: it exec'd a program that did not load the interposer ` +
+          '(a static binary, or LD_PRELOAD cleared), or left through _exit; what ran after that is not tracked'
+        : undefined;
     if (cgroup) {
       const figures = readChildCgroup(cgroup);
       outcome = {
@@ -213,6 +221,7 @@ export async function traceCommand(options: TraceOptions): Promise<TraceRun> {
       descendants,
       program,
       notTracked,
+      lostTrack,
       cgroup: outcome,
       hostOomKills: hostOomBefore !== null && hostOomAfter !== null ? hostOomAfter - hostOomBefore : null,
       stderrTail: stderrTail.toString('utf8'),

@@ -38,6 +38,7 @@ export interface TraceReport {
   durationMs: number;
   tracked: boolean;
   notTracked?: string;
+  lostTrack?: string;
   failuresTotal: number;
   failures: TraceFailure[];
   /** Bytes; null where unknown (no record). */
@@ -46,6 +47,8 @@ export interface TraceReport {
   last: { heap: number; anon: number; file: number; reserved: number; phase: string } | null;
   calls: Record<string, number> | null;
   phases: { label: string; heap: number; anon: number; file: number }[];
+  /** Samples over time (ms since the record started; bytes): on activity every 10 ms or 64 MiB of change. */
+  timeline: { ms: number; heap: number; anon: number; file: number; rss: number; vmsize: number; phase: string }[];
   cgroup?: TraceRun['cgroup'];
   hostOomKills: number | null;
   descendants: { pid: number; exe: string; failures: number }[];
@@ -104,7 +107,7 @@ export function buildTraceReport(run: TraceRun): TraceReport {
     output: run.stderrTail + run.stdoutTail,
     filePeak: record?.counters.filePeak,
     last: last ? { ...last, rss: lastSample?.rss } : undefined,
-    notTracked: run.notTracked,
+    notTracked: run.notTracked ?? run.lostTrack,
   });
   return {
     command: run.command,
@@ -115,6 +118,7 @@ export function buildTraceReport(run: TraceRun): TraceReport {
     durationMs: run.durationMs,
     tracked: record !== undefined,
     notTracked: run.notTracked,
+    lostTrack: run.lostTrack,
     failuresTotal: record?.failuresTotal ?? 0,
     failures,
     peaks: {
@@ -127,6 +131,15 @@ export function buildTraceReport(run: TraceRun): TraceReport {
     last,
     calls: record ? { ...record.calls } : null,
     phases: (record?.phases ?? []).map((p) => ({ label: p.label, heap: p.heap, anon: p.anon, file: p.file })),
+    timeline: (record?.timeline ?? []).map((sample) => ({
+      ms: Math.round((sample.timeNs - record!.startNs) / 1e6),
+      heap: sample.heap,
+      anon: sample.anon,
+      file: sample.file,
+      rss: sample.rss,
+      vmsize: sample.vmSize,
+      phase: record!.phases.find((p) => p.index === sample.phaseIndex)?.label ?? '',
+    })),
     cgroup: run.cgroup,
     hostOomKills: run.hostOomKills,
     descendants: run.descendants.map((d) => ({ pid: d.pid, exe: d.exe, failures: d.failuresTotal })),
@@ -181,6 +194,7 @@ export function formatTraceReport(report: TraceReport): string {
           (report.last.phase ? `, phase "${report.last.phase}"` : ''),
       );
     }
+    if (report.lostTrack) lines.push(`  note: ${report.lostTrack}`);
     if (report.failuresTotal === 0) lines.push('  no allocation failed');
     else {
       const shown = report.failures.length < report.failuresTotal ? ` (the latest ${report.failures.length} shown)` : '';

@@ -37,28 +37,32 @@ export class AdamW {
   }
 
   /**
-   * One optimizer step: updates every variable with its gradient, in order, and disposes each gradient
-   * right after its update.
+   * One optimizer step: updates every parameter with its gradient, in order, and disposes each gradient
+   * right after its update (all of them, whatever happens). The moments are all created before any
+   * parameter changes, so running out of memory for them leaves the model as it was; on wasm nothing
+   * after that allocates.
    */
-  step(updates: Iterable<AdamWUpdate>): void {
-    this.steps += 1;
-    for (const { name, parameter, gradient } of updates) {
-      setPhase(`adamw ${name}`);
-      try {
+  step(updates: readonly AdamWUpdate[]): void {
+    try {
+      for (const { name, parameter } of updates) {
+        if (this.moments.has(parameter)) continue;
+        setPhase(`adamw moments ${name}`);
+        this.moments.set(parameter, { m: zerosVariable(parameter), v: zerosVariable(parameter) });
+      }
+      this.steps += 1;
+      for (const { name, parameter, gradient } of updates) {
+        setPhase(`adamw ${name}`);
         this.update(parameter, gradient);
-      } finally {
         gradient.dispose();
       }
+    } finally {
+      for (const { gradient } of updates) if (!gradient.isDisposed) gradient.dispose();
     }
   }
 
   private update(parameter: tf.Variable, gradient: tf.Tensor): void {
     const { lr, beta1, beta2, eps, weightDecay } = this.options;
-    let state = this.moments.get(parameter);
-    if (!state) {
-      state = { m: zerosVariable(parameter), v: zerosVariable(parameter) };
-      this.moments.set(parameter, state);
-    }
+    const state = this.moments.get(parameter)!;
     const { m, v } = state;
     const biasCorrection1 = 1 - beta1 ** this.steps;
     const biasCorrection2 = 1 - beta2 ** this.steps;

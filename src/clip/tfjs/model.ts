@@ -24,7 +24,7 @@
 // a forward pass without gradients holds one layer's activations at a time; AdamW updates one parameter
 // at a time.
 import * as tf from '@tensorflow/tfjs';
-import type { ClipConfig } from '../config';
+import { clipLayout, type ClipConfig, type TensorSpec } from '../config';
 import { dequantizeInt8, int8ScaleName, toFloat32 } from '../dtype';
 import type { Tensor, TensorMap } from '../tensor';
 import type { AdamWOptions } from '../onnx/train';
@@ -96,35 +96,19 @@ const maskedScore = -1e9;
 const linearWeight = /(\.(q_proj|k_proj|v_proj|out_proj|fc1|fc2)|^text_projection|^visual_projection|\.patch_embedding)\.weight$/;
 
 export class ClipTfjs {
-  private readonly parameters: Map<string, tf.Variable>;
-  /** The checkpoint shape of every parameter stored transposed. */
-  private readonly transposed: Map<string, number[]>;
   private readonly optimizer: AdamW;
-  private readonly patchSize: number;
-  private readonly imageSize: number;
 
   private constructor(
     readonly backend: TfjsBackendChoice,
-    parameters: Map<string, tf.Variable>,
-    transposed: Map<string, number[]>,
-    /** Head counts and LayerNorm epsilons; the shapes come from the tensors themselves. */
+    /** By checkpoint name, in the config's module order. */
+    private readonly parameters: Map<string, tf.Variable>,
+    /** The parameters stored transposed ([in, out]). */
+    private readonly transposed: Set<string>,
+    /** Shapes (checked against the tensors), head counts, LayerNorm epsilons. */
     readonly config: ClipConfig,
     adamw: AdamWOptions | undefined,
   ) {
-    this.parameters = parameters;
-    this.transposed = transposed;
     this.optimizer = new AdamW(adamw);
-    this.weight('vision_model.embeddings.patch_embedding.weight');
-    const patchShape = transposed.get('vision_model.embeddings.patch_embedding.weight')!; // [D, 3, p, p]
-    this.patchSize = patchShape[2];
-    const positions = this.weight('vision_model.embeddings.position_embedding.weight').shape[0];
-    this.imageSize = Math.round(Math.sqrt(positions - 1)) * this.patchSize;
-    for (const [tower, heads] of [['text_model', config.text.numAttentionHeads], ['vision_model', config.vision.numAttentionHeads]] as const) {
-      const width = this.weight(`${tower}.encoder.layers.0.self_attn.q_proj.weight`).shape[0]; // square
-      if (!Number.isInteger(heads) || heads < 1 || width % heads !== 0) {
-        throw new Error(`ClipTfjs: ${tower} is ${width} wide, which ${heads} attention heads do not divide`);
-      }
-    }
   }
 
   /**
@@ -132,23 +116,21 @@ export class ClipTfjs {
    * checkpoint open (no close()) while the model lives.
    */
   static async create(weights: TensorMap, config: ClipConfig, options: ClipTfjsOptions = {}): Promise<ClipTfjs> {
+    const specs = parameterSpecs(weights, config);
     const backend = await selectTfjsBackend(options.backends);
     const parameters = new Map<string, tf.Variable>();
-    const transposed = new Map<string, number[]>();
+    const transposed = new Set<string>();
     try {
-      for (const tensor of weights.values()) {
-        // position_ids are buffers (positions are 0..n-1); int8 scales are read with their weight.
-        const scaledWeight = tensor.name.endsWith('.scale') ? weights.get(tensor.name.slice(0, -'.scale'.length)) : undefined;
-        if (tensor.name.endsWith('position_ids') || scaledWeight?.dtype === 'I8') continue;
-        const shape = [...tensor.shape];
-        const isLinear = linearWeight.test(tensor.name) && shape.length >= 2;
-        setPhase(`tfjs upload ${tensor.name}`);
+      for (const { name, shape } of specs) {
+        const tensor = weights.get(name)!;
+        const isLinear = linearWeight.test(name);
+        setPhase(`tfjs upload ${name}`);
         const initial = tf.tidy(() => {
           const values = tf.tensor(parameterValues(tensor, weights), shape, 'float32');
           return isLinear ? tf.transpose(tf.reshape(values, [shape[0], -1])) : values;
         });
-        if (isLinear) transposed.set(tensor.name, shape);
-        parameters.set(tensor.name, tf.variable(initial, true)); // shares initial's data
+        if (isLinear) transposed.add(name);
+        parameters.set(name, tf.variable(initial, true)); // shares initial's data
         initial.dispose();
       }
       return new ClipTfjs(backend, parameters, transposed, config, options.adamw);
@@ -248,7 +230,7 @@ export class ClipTfjs {
 
   private weight<R extends tf.Rank = tf.Rank>(name: string): tf.Tensor<R> {
     const found = this.parameters.get(name);
-    if (!found) throw new Error(`ClipTfjs: the checkpoint has no tensor ${name} (a CLIPModel checkpoint names it so)`);
+    if (!found) throw new Error(`ClipTfjs: the model has no parameter ${name}`);
     return found as unknown as tf.Tensor<R>;
   }
 
@@ -296,13 +278,13 @@ export class ClipTfjs {
   private imageFeatures(images: ImageBatch, stage: Stage): tf.Tensor2D {
     const [count, channels, height, width] = images.shape;
     const patchWeightT = this.weight<tf.Rank.R2>('vision_model.embeddings.patch_embedding.weight'); // [C*p*p, D]
-    const [hidden, weightChannels, patch] = this.transposed.get('vision_model.embeddings.patch_embedding.weight')!;
-    if (channels !== weightChannels || height !== this.imageSize || width !== this.imageSize || images.data.length !== count * channels * height * width) {
+    const { hiddenSize: hidden, numChannels, imageSize, patchSize: patch } = this.config.vision;
+    if (channels !== numChannels || height !== imageSize || width !== imageSize || images.data.length !== count * channels * height * width) {
       throw new Error(
-        `ClipTfjs: images must be float32 [n, ${weightChannels}, ${this.imageSize}, ${this.imageSize}] (NCHW, as CLIPImageProcessor makes them); got shape [${images.shape.join(', ')}] with ${images.data.length} values`,
+        `ClipTfjs: images must be float32 [n, ${numChannels}, ${imageSize}, ${imageSize}] (NCHW, as CLIPImageProcessor makes them); got shape [${images.shape.join(', ')}] with ${images.data.length} values`,
       );
     }
-    const grid = this.imageSize / patch;
+    const grid = imageSize / patch;
     return tf.tidy(() => {
       // The patch convolution has stride = kernel: a matmul of each patch's pixels with the kernel.
       const patches = tf.tensor2d(patchRows(images, patch), [count * grid * grid, channels * patch * patch]);
@@ -377,6 +359,27 @@ function normalise(features: tf.Tensor2D): tf.Tensor2D {
 /** (cross-entropy of logits_per_text + cross-entropy of logits_per_image) / 2, as CLIPModel's clip_loss. */
 function contrastiveLoss(logitsPerImage: tf.Tensor2D): tf.Scalar {
   return tf.tidy(() => tf.div(tf.add(diagonalCrossEntropy(tf.transpose(logitsPerImage)), diagonalCrossEntropy(logitsPerImage)), 2));
+}
+
+/**
+ * The parameters `config` implies (position_ids aside: positions are 0..n-1), each checked to be in
+ * `weights` in its shape; other tensors (int8 scales) are read with their weight.
+ */
+function parameterSpecs(weights: TensorMap, config: ClipConfig): TensorSpec[] {
+  for (const [tower, { hiddenSize, numAttentionHeads: heads }] of [['text_model', config.text], ['vision_model', config.vision]] as const) {
+    if (!Number.isInteger(heads) || heads < 1 || hiddenSize % heads !== 0) {
+      throw new Error(`ClipTfjs: ${tower} is ${hiddenSize} wide, which ${heads} attention heads do not divide`);
+    }
+  }
+  const specs = clipLayout(config).filter((spec) => !spec.name.endsWith('position_ids'));
+  for (const spec of specs) {
+    const tensor = weights.get(spec.name);
+    if (!tensor) throw new Error(`ClipTfjs: the checkpoint has no tensor ${spec.name}, which config ${config.name} needs`);
+    if (tensor.shape.length !== spec.shape.length || tensor.shape.some((size, i) => size !== spec.shape[i])) {
+      throw new Error(`ClipTfjs: ${spec.name} has shape [${tensor.shape.join(', ')}], but config ${config.name} needs [${spec.shape.join(', ')}]`);
+    }
+  }
+  return specs;
 }
 
 function checkTexts(texts: TextBatch, vocabulary: number, maxLength: number): void {

@@ -1,0 +1,211 @@
+// `clip-mem estimate`: the model terms (model.ts) on top of the measured runtime baseline, corrected by
+// calibration when there is one, with the uncertainty that follows from what was measured; and the
+// calibration itself (children at a few batch sizes, least-squares fits).
+import { resolveClipConfig, type ClipConfig, type WeightFormat } from '../clip/config';
+import { modelTerms, sumRss, sumVmSize, trainableBytes, type Component, type Optimizer, type Phase, PHASES } from './model';
+import { runPhases } from './runs';
+import { loadRuntimeRecord, saveRuntimeRecord, type Calibration, type LinearFit, type Peak, type RuntimeRecord } from './store';
+
+export const BASELINE_MODEL = 'tiny';
+
+export interface EstimateRequest {
+  /** Preset name, model directory or config.json. */
+  model: string;
+  dtype: WeightFormat;
+  batch: number;
+  phase: Phase;
+  optimizer: Optimizer;
+}
+
+export interface Uncertainty {
+  rss: number;
+  vmSize: number;
+  basis: string;
+}
+
+export interface PhaseEstimate extends EstimateRequest {
+  /** Runtime baseline, the model terms, then the calibration correction (when there is one). */
+  components: Component[];
+  /** Baseline + model terms, before calibration. */
+  modelled: Peak;
+  predicted: Peak;
+  calibration: { kind: 'this config' | 'transferred' | 'none'; from?: string };
+  /** null when nothing was calibrated: the figure is the model terms and the baseline alone. */
+  uncertainty: Uncertainty | null;
+  /** load only: the same checkpoint by mmap (nothing resident until used; the file is address space). */
+  mmap?: Peak;
+}
+
+const at = (fit: LinearFit, batch: number) => fit.constant + fit.slope * batch;
+
+/** Least squares of y = constant + slope x batch; one distinct batch gives a constant only. */
+export function fitLine(points: readonly { batch: number; y: number }[]): LinearFit {
+  const n = points.length;
+  const meanX = points.reduce((s, p) => s + p.batch, 0) / n;
+  const meanY = points.reduce((s, p) => s + p.y, 0) / n;
+  const sxx = points.reduce((s, p) => s + (p.batch - meanX) ** 2, 0);
+  const slope = sxx === 0 ? 0 : points.reduce((s, p) => s + (p.batch - meanX) * (p.y - meanY), 0) / sxx;
+  return { constant: meanY - slope * meanX, slope };
+}
+
+/** Per-sample activation bytes of a phase (the part of the terms that grows with the batch). */
+function activationSlope(config: ClipConfig, dtype: WeightFormat, phase: Phase, optimizer: Optimizer): number {
+  if (phase === 'load') return 0;
+  return modelTerms(config, dtype, phase, 2, optimizer).activationBytes - modelTerms(config, dtype, phase, 1, optimizer).activationBytes;
+}
+
+function sameModel(a: string, b: ClipConfig): boolean {
+  return a === b.name;
+}
+
+/** The calibration that applies: this model, dtype and phase; else the same phase's, preferring the dtype. */
+function pickCalibration(record: RuntimeRecord, config: ClipConfig, dtype: string, phase: Phase): { calibration: Calibration; exact: boolean } | null {
+  const ofPhase = record.calibrations.filter((c) => c.phase === phase);
+  const exact = ofPhase.find((c) => sameModel(c.model, config) && c.dtype === dtype);
+  if (exact) return { calibration: exact, exact: true };
+  const other = ofPhase.find((c) => c.dtype === dtype) ?? ofPhase[0];
+  return other ? { calibration: other, exact: false } : null;
+}
+
+export function estimatePhase(config: ClipConfig, request: EstimateRequest, record: RuntimeRecord): PhaseEstimate {
+  const baseline = record.baseline;
+  if (!baseline) throw new Error(`no runtime baseline for ${record.key}: measure it first (ensureBaseline)`);
+  const terms = modelTerms(config, request.dtype, request.phase, request.batch, request.optimizer);
+  const base = baseline.phases[request.phase];
+  const components: Component[] = [
+    { name: 'runtime baseline', rss: base.rss, vmSize: base.vmSize, basis: `Node + onnxruntime, measured: the ${BASELINE_MODEL} preset's ${request.phase} in a child` },
+    ...terms.components,
+  ];
+  const modelled = { rss: sumRss(components), vmSize: sumVmSize(components) };
+  const estimate: PhaseEstimate = { ...request, components, modelled, predicted: modelled, calibration: { kind: 'none' }, uncertainty: null };
+  if (request.phase === 'load') {
+    const weights = terms.components[0].vmSize;
+    estimate.mmap = { rss: base.rss, vmSize: base.vmSize + weights };
+  }
+  const picked = pickCalibration(record, config, request.dtype, request.phase);
+  if (!picked) return estimate;
+  const { calibration, exact } = picked;
+  const from = `${calibration.model} ${calibration.dtype} at batch ${calibration.points.map((p) => p.batch).join(', ')}`;
+  let residual: Peak;
+  if (exact) {
+    residual = { rss: at(calibration.residualFit.rss, request.batch), vmSize: at(calibration.residualFit.vmSize, request.batch) };
+  } else {
+    // The constant is the runtime's (it transfers as is); the per-sample part scales with the activations.
+    const source = resolveClipConfig(calibration.model);
+    const sourceSlope = activationSlope(source, calibration.dtype as WeightFormat, request.phase, request.optimizer);
+    const scale = sourceSlope > 0 ? activationSlope(config, request.dtype, request.phase, request.optimizer) / sourceSlope : 1;
+    const scaled = (fit: LinearFit) => fit.constant + fit.slope * scale * request.batch;
+    residual = { rss: scaled(calibration.residualFit.rss), vmSize: scaled(calibration.residualFit.vmSize) };
+  }
+  components.push({
+    name: 'calibration',
+    rss: residual.rss,
+    vmSize: residual.vmSize,
+    basis: `${exact ? 'measured' : 'transferred from'} ${from}: what the terms miss (allocator slack, runtime buffers)`,
+  });
+  estimate.predicted = { rss: modelled.rss + residual.rss, vmSize: modelled.vmSize + residual.vmSize };
+  estimate.calibration = { kind: exact ? 'this config' : 'transferred', from };
+  estimate.uncertainty = exact ? fitUncertainty(calibration, estimate.predicted) : transferUncertainty(record, request.phase, residual, estimate.predicted);
+  return estimate;
+}
+
+/** A calibrated config: the worst miss of the fit at its own points, at least 1% (run-to-run noise). */
+function fitUncertainty(calibration: Calibration, predicted: Peak): Uncertainty {
+  const worst = (key: keyof Peak) =>
+    Math.max(
+      0.01 * predicted[key],
+      ...calibration.points.map((p) => Math.abs(p.measured[key] - (p.modelled[key] + at(calibration.residualFit[key], p.batch)))),
+    );
+  return { rss: worst('rss'), vmSize: worst('vmSize'), basis: `the calibration fit's largest miss at its own points (at least 1%)` };
+}
+
+/**
+ * A config never run: the correction borrowed from another might not hold at all, and the terms alone
+ * missed by up to the worst relative error seen on the calibrated configs: the larger of the two.
+ */
+function transferUncertainty(record: RuntimeRecord, phase: Phase, residual: Peak, predicted: Peak): Uncertainty {
+  const points = record.calibrations.filter((c) => c.phase === phase).flatMap((c) => c.points);
+  const worst = (key: keyof Peak) => Math.max(0, ...points.map((p) => Math.abs(p.measured[key] - p.modelled[key]) / p.measured[key]));
+  return {
+    rss: Math.max(Math.abs(residual.rss), worst('rss') * predicted.rss),
+    vmSize: Math.max(Math.abs(residual.vmSize), worst('vmSize') * predicted.vmSize),
+    basis: `never run: the borrowed correction, or the terms' worst miss on the calibrated configs (${(100 * worst('rss')).toFixed(1)}% of RSS), whichever is larger`,
+  };
+}
+
+/** The runtime baseline of this runtime, measured in children the first time (or when `refresh`). */
+export async function ensureBaseline(threads: number, progress: (line: string) => void, refresh = false): Promise<RuntimeRecord> {
+  const record = loadRuntimeRecord(threads);
+  if (record.baseline && !refresh) return record;
+  progress(`measuring the runtime baseline (${record.key}): the ${BASELINE_MODEL} preset's load, forward and train in children, once`);
+  const runs = await runPhases({ model: BASELINE_MODEL, dtype: 'fp32', batch: 1, phases: PHASES, threads, progress });
+  const config = resolveClipConfig(BASELINE_MODEL);
+  const phases = {} as Record<Phase, Peak>;
+  for (const run of runs) {
+    const m = run.result.memory;
+    if (run.result.status !== 'passed' || m.rssPeak === null || m.vmSizePeak === null) {
+      throw new Error(`the baseline run of ${run.result.name} (${BASELINE_MODEL}) failed: ${run.result.error ?? run.result.diagnosis.cause}; try \`${run.result.command}\``);
+    }
+    const terms = modelTerms(config, 'fp32', run.phase, 1).components;
+    phases[run.phase] = { rss: m.rssPeak - sumRss(terms), vmSize: m.vmSizePeak - sumVmSize(terms) };
+  }
+  record.baseline = { measuredAt: new Date().toISOString(), phases };
+  saveRuntimeRecord(record);
+  return record;
+}
+
+/**
+ * `estimate --calibrate`: each phase of the model at each batch in its own child; per phase, the
+ * measured peaks and the fits (measured, and measured minus modelled) are stored with the runtime.
+ */
+export async function calibrate(
+  model: string,
+  dtype: WeightFormat,
+  batches: readonly number[],
+  threads: number,
+  progress: (line: string) => void,
+): Promise<Calibration[]> {
+  let record = await ensureBaseline(threads, progress);
+  const config = resolveClipConfig(model);
+  const phases: Phase[] = dtype === 'int8' ? ['load', 'forward'] : ['load', 'forward', 'train'];
+  const points = new Map<Phase, Calibration['points']>(phases.map((p) => [p, []]));
+  for (const [i, batch] of batches.entries()) {
+    // The load does not depend on the batch: measured once.
+    const runs = await runPhases({ model, dtype, batch, phases: i === 0 ? phases : phases.filter((p) => p !== 'load'), threads, progress });
+    for (const run of runs) {
+      const m = run.result.memory;
+      if (run.result.status !== 'passed' || m.rssPeak === null || m.vmSizePeak === null) {
+        throw new Error(`calibration run ${run.result.name} at batch ${batch} failed: ${run.result.error ?? run.result.diagnosis.cause}; try \`${run.result.command}\``);
+      }
+      const modelled = estimatePhase(config, { model, dtype, batch, phase: run.phase, optimizer: 'adamw' }, { ...record, calibrations: [] }).modelled;
+      points.get(run.phase)!.push({ batch, measured: { rss: m.rssPeak, vmSize: m.vmSizePeak }, modelled });
+    }
+  }
+  const calibrations = phases.map((phase): Calibration => {
+    const ps = points.get(phase)!;
+    const line = (y: (p: Calibration['points'][number]) => number) => fitLine(ps.map((p) => ({ batch: p.batch, y: y(p) })));
+    return {
+      model: config.name,
+      dtype,
+      phase,
+      measuredAt: new Date().toISOString(),
+      points: ps,
+      measuredFit: { rss: line((p) => p.measured.rss), vmSize: line((p) => p.measured.vmSize) },
+      residualFit: { rss: line((p) => p.measured.rss - p.modelled.rss), vmSize: line((p) => p.measured.vmSize - p.modelled.vmSize) },
+    };
+  });
+  record = loadRuntimeRecord(threads);
+  record.calibrations = [...record.calibrations.filter((c) => !(c.model === config.name && c.dtype === dtype)), ...calibrations];
+  saveRuntimeRecord(record);
+  return calibrations;
+}
+
+/**
+ * What `accelerate estimate-memory` prints for the same model: the parameters at the dtype's size, and
+ * for training with Adam four times the float32 parameters (weights, gradients, two moments).
+ */
+export function accelerateFigures(config: ClipConfig, dtype: WeightFormat): { weights: number; adamTraining: number } {
+  const fp32 = trainableBytes(config);
+  const perParameter = { fp32: 4, fp16: 2, int8: 1 }[dtype];
+  return { weights: (fp32 / 4) * perParameter, adamTraining: 4 * fp32 };
+}

@@ -1,0 +1,144 @@
+// Activation memory from the graphs clip-mem really runs: the onnxruntime inference graph
+// (src/clip/onnx/runtime.ts) and the three training graphs (src/clip/onnx/train.ts), built for the
+// model's shapes and batch, then executed on paper in node order: each node's outputs are allocated when
+// it runs, every tensor is freed after its last consumer, shape-only ops (Reshape) share their input's
+// buffer, graph outputs live until the run returns. Two figures come out of the one walk:
+// - peakBytes: freed memory goes straight back (the training sessions run without onnxruntime's arena);
+// - plannedBytes: onnxruntime's planner, which hands a freed buffer only to a later tensor of exactly the
+//   same size and keeps every buffer for the run (the inference sessions, with the arena).
+// Both are exact in bytes for our graphs; what the allocators add on top, calibration measures.
+import type { ClipConfig, WeightFormat } from '../clip/config';
+import { clipLayout, fileOrder } from '../clip/config';
+import { inferenceGraph } from '../clip/onnx/runtime';
+import { buildTrainingModels } from '../clip/onnx/train';
+import { ElemType, Graph, numel, type Value } from '../clip/onnx/graph';
+import type { SafetensorsHeader } from '../clip/safetensors';
+
+const ELEMENT_BYTES: Record<ElemType, number> = {
+  [ElemType.FLOAT]: 4,
+  [ElemType.UINT8]: 1,
+  [ElemType.INT8]: 1,
+  [ElemType.INT32]: 4,
+  [ElemType.INT64]: 8,
+  [ElemType.BOOL]: 1,
+  [ElemType.FLOAT16]: 2,
+};
+
+/** Ops whose output is a view of their input's buffer in onnxruntime. */
+const ALIASING_OPS = new Set(['Reshape', 'Squeeze', 'Unsqueeze', 'Flatten']);
+
+export const valueBytes = (v: Value): number => numel(v.shape) * ELEMENT_BYTES[v.type];
+
+export interface GraphMemory {
+  /** Largest sum of live intermediate tensors (outputs included while they are alive). */
+  peakBytes: number;
+  /** Sum of the buffers the planner allocates when freed buffers serve only tensors of their exact size. */
+  plannedBytes: number;
+  /** The op at which the peak is reached and the node's index, for explanations. */
+  peakAt: { index: number; op: string };
+  /** The graph's outputs (onnxruntime-node copies each into a JS buffer when the run returns). */
+  outputBytes: number;
+  /** Inline constants (masks, scalars, shape operands): held for the session's life. */
+  constantBytes: number;
+}
+
+/** Walks the graph in node order with the planner's lifetimes (see the file comment). */
+export function plannedPeak(g: Graph): GraphMemory {
+  const inputs = new Set(g.inputs);
+  const outputs = new Set(g.outputs);
+  // A buffer is identified by the value that allocated it; aliases map to their source buffer.
+  const bufferOf = new Map<Value, Value>();
+  const lastUse = new Map<Value, number>();
+  const ownBuffer = (v: Value) => bufferOf.get(v) ?? v;
+  g.nodes.forEach((node, index) => {
+    if (ALIASING_OPS.has(node.op) && node.inputs[0]) {
+      bufferOf.set(node.outputs[0], ownBuffer(node.inputs[0]));
+    }
+    for (const input of node.inputs) if (input) lastUse.set(ownBuffer(input), index);
+    for (const output of node.outputs) {
+      const buffer = ownBuffer(output);
+      if (!lastUse.has(buffer) || lastUse.get(buffer)! < index) lastUse.set(buffer, index);
+    }
+  });
+  for (const output of outputs) lastUse.set(ownBuffer(output), Infinity);
+  const freeAt = new Map<number, Value[]>();
+  for (const [buffer, index] of lastUse) {
+    if (index === Infinity || inputs.has(buffer) || g.isConstant(buffer)) continue;
+    freeAt.set(index, [...(freeAt.get(index) ?? []), buffer]);
+  }
+  let live = 0;
+  let peakBytes = 0;
+  let peakAt = { index: -1, op: '' };
+  let plannedBytes = 0;
+  const freeBySize = new Map<number, number>();
+  g.nodes.forEach((node, index) => {
+    for (const output of node.outputs) {
+      if (ownBuffer(output) !== output) continue;
+      const bytes = valueBytes(output);
+      live += bytes;
+      const spare = freeBySize.get(bytes) ?? 0;
+      if (spare) freeBySize.set(bytes, spare - 1);
+      else plannedBytes += bytes;
+    }
+    if (live > peakBytes) {
+      peakBytes = live;
+      peakAt = { index, op: node.op };
+    }
+    for (const buffer of freeAt.get(index) ?? []) {
+      const bytes = valueBytes(buffer);
+      live -= bytes;
+      freeBySize.set(bytes, (freeBySize.get(bytes) ?? 0) + 1);
+    }
+  });
+  let constantBytes = 0;
+  for (const [value, init] of g.initializers) if (init.raw) constantBytes += valueBytes(value);
+  const outputBytes = [...outputs].reduce((sum, v) => sum + valueBytes(v), 0);
+  return { peakBytes, plannedBytes, peakAt, outputBytes, constantBytes };
+}
+
+/** A header with the layout of the checkpoint this config and format would have (no file is read). */
+export function layoutHeader(config: ClipConfig, format: WeightFormat): SafetensorsHeader {
+  let begin = 0;
+  const entries = fileOrder(clipLayout(config, format)).map((spec) => {
+    const entry = { ...spec, begin, end: begin + spec.bytes };
+    begin = entry.end;
+    return entry;
+  });
+  return { file: `${config.name}-${format}.safetensors`, fileSize: begin, headerLength: 0, dataOffset: 8, entries, metadata: {} };
+}
+
+/** The inference graph `clip-mem run clip-forward` runs (both towers, logits, loss) at this batch. */
+export function forwardGraphMemory(config: ClipConfig, format: WeightFormat, batch: number): GraphMemory {
+  return plannedPeak(inferenceGraph(layoutHeader(config, format), config, 'both', batch, config.text.maxPositionEmbeddings));
+}
+
+export interface TrainingGraphsMemory {
+  head: GraphMemory;
+  text: GraphMemory;
+  vision: GraphMemory;
+}
+
+/**
+ * The three graphs of a training step (head, text tower, vision tower). train.ts returns them serialized;
+ * the Graph objects are caught as they serialize, so the walk sees exactly the graphs the trainer runs.
+ */
+export function trainingGraphMemory(config: ClipConfig, batch: number): TrainingGraphsMemory {
+  const shapes = new Map(clipLayout(config, 'fp32').filter((s) => s.dtype === 'F32').map((s) => [s.name, s.shape] as const));
+  const graphs = new Map<string, Graph>();
+  const serialize = Graph.prototype.toModel;
+  Graph.prototype.toModel = function (this: Graph, ...args: Parameters<Graph['toModel']>) {
+    graphs.set(this.name, this);
+    return serialize.apply(this, args);
+  };
+  try {
+    buildTrainingModels(config, shapes, batch, config.text.maxPositionEmbeddings);
+  } finally {
+    Graph.prototype.toModel = serialize;
+  }
+  const walk = (name: string) => {
+    const g = graphs.get(name);
+    if (!g) throw new Error(`training graph ${name} was not built (has src/clip/onnx/train.ts changed its graph names?)`);
+    return plannedPeak(g);
+  };
+  return { head: walk('clip_train_head'), text: walk('clip_train_text'), vision: walk('clip_train_vision') };
+}

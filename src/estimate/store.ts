@@ -1,0 +1,96 @@
+// What estimate measures once and keeps: the runtime baseline and the calibration fits, in the clip-mem
+// cache directory, each under the key of the runtime it belongs to (backend and its version, Node,
+// clip-mem, threads): another onnxruntime or another Node measures again.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { clipMemCacheDir } from '../clip/synthetic';
+import type { Phase } from './model';
+
+export const ESTIMATE_STORE_SCHEMA = 'clip-mem-estimate/1';
+export const ESTIMATE_BACKEND = 'onnxruntime';
+
+/** Bytes of one phase's peak. */
+export interface Peak {
+  rss: number;
+  vmSize: number;
+}
+
+export interface LinearFit {
+  /** bytes */
+  constant: number;
+  /** bytes per sample of the batch */
+  slope: number;
+}
+
+export interface Calibration {
+  model: string;
+  dtype: string;
+  phase: Phase;
+  measuredAt: string;
+  /** What the children measured at each batch, and what the model terms + baseline predicted. */
+  points: { batch: number; measured: Peak; modelled: Peak }[];
+  /** measured = constant + slope x batch (least squares over the points). */
+  measuredFit: { rss: LinearFit; vmSize: LinearFit };
+  /** measured - modelled = constant + slope x batch: what the shape terms miss. */
+  residualFit: { rss: LinearFit; vmSize: LinearFit };
+}
+
+export interface RuntimeRecord {
+  key: string;
+  backend: string;
+  versions: { backend: string; node: string; clipMem: string };
+  threads: number;
+  /** Runtime baseline per phase: the tiny preset's measured peak minus its own (negligible) terms. */
+  baseline?: { measuredAt: string; phases: Record<Phase, Peak> };
+  calibrations: Calibration[];
+}
+
+interface StoreFile {
+  schema: string;
+  runtimes: Record<string, RuntimeRecord>;
+}
+
+export function storeFile(): string {
+  return path.join(clipMemCacheDir(), 'estimate.json');
+}
+
+export function runtimeVersions(): RuntimeRecord['versions'] {
+  return {
+    backend: `onnxruntime-node ${(require('onnxruntime-node/package.json') as { version: string }).version}`,
+    node: process.version,
+    clipMem: (require('../../../package.json') as { version: string }).version,
+  };
+}
+
+export function runtimeKey(threads: number): string {
+  const v = runtimeVersions();
+  return `${v.backend}, node ${v.node}, clip-mem ${v.clipMem}, ${threads} thread(s)`;
+}
+
+function readStore(): StoreFile {
+  const file = storeFile();
+  if (!fs.existsSync(file)) return { schema: ESTIMATE_STORE_SCHEMA, runtimes: {} };
+  let parsed: StoreFile;
+  try {
+    parsed = JSON.parse(fs.readFileSync(file, 'utf8')) as StoreFile;
+  } catch (error) {
+    throw new Error(`${file}: not valid JSON (${(error as Error).message}); delete it and clip-mem measures again`);
+  }
+  // Another schema is another clip-mem's: measure again rather than misread it.
+  return parsed.schema === ESTIMATE_STORE_SCHEMA ? parsed : { schema: ESTIMATE_STORE_SCHEMA, runtimes: {} };
+}
+
+export function loadRuntimeRecord(threads: number): RuntimeRecord {
+  const key = runtimeKey(threads);
+  return readStore().runtimes[key] ?? { key, backend: ESTIMATE_BACKEND, versions: runtimeVersions(), threads, calibrations: [] };
+}
+
+export function saveRuntimeRecord(record: RuntimeRecord): void {
+  const store = readStore();
+  store.runtimes[record.key] = record;
+  const file = storeFile();
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  const temporary = `${file}.${process.pid}.tmp`;
+  fs.writeFileSync(temporary, JSON.stringify(store, null, 1) + '\n');
+  fs.renameSync(temporary, file);
+}

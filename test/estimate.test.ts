@@ -1,0 +1,114 @@
+// The arithmetic of `clip-mem estimate` in exact bytes: the graph walk, the per-phase terms of the tiny
+// and vit-b-32 presets, calibration fits and their transfer. Nothing here runs a model.
+import test from 'ava';
+import { presetConfig } from '../src/clip/config';
+import { ElemType, Graph } from '../src/clip/onnx/graph';
+import { accelerateFigures, estimatePhase, fitLine } from '../src/estimate/estimate';
+import { forwardGraphMemory, plannedPeak, trainingGraphMemory } from '../src/estimate/graph-memory';
+import { modelTerms, trainableBytes } from '../src/estimate/model';
+import type { RuntimeRecord } from '../src/estimate/store';
+
+const vitB32 = presetConfig('vit-b-32');
+const tiny = presetConfig('tiny');
+const byName = (components: { name: string; rss: number; vmSize: number }[]) => Object.fromEntries(components.map((c) => [c.name, c.rss]));
+
+test('the graph walk: lifetimes to the last consumer, Reshape shares its buffer, outputs live to the end, exact-size reuse', (t) => {
+  const g = new Graph('walk');
+  const x = g.input('x', ElemType.FLOAT, [4, 8]); // 128 B, the caller's
+  const a = g.sigmoid(x); // 128 B
+  const b = g.mul(a, a); // 128 B; a dies here
+  const c = g.reshape(b, [32]); // a view of b
+  const d = g.concat([c, c], 0); // 256 B; b dies here
+  g.output(d);
+  const memory = plannedPeak(g);
+  // live: a; a + b; (a freed) b; b + d = 384 at the Concat
+  t.is(memory.peakBytes, 384);
+  t.deepEqual(memory.peakAt, { index: memory.peakAt.index, op: 'Concat' });
+  // planned: a and b cannot serve d (256 B), so every buffer is new: 128 + 128 + 256
+  t.is(memory.plannedBytes, 512);
+  t.is(memory.outputBytes, 256);
+  t.is(memory.constantBytes, 8); // the reshape's int64 shape operand
+});
+
+test('vit-b-32 parameters and accelerate figures in bytes', (t) => {
+  t.is(trainableBytes(vitB32), 605_109_252); // 151,277,313 float32 parameters
+  t.deepEqual(accelerateFigures(vitB32, 'fp32'), { weights: 605_109_252, adamTraining: 2_420_437_008 });
+  t.is((605_109_252 / 2 ** 20).toFixed(2), '577.08');
+  t.is((2_420_437_008 / 2 ** 30).toFixed(2), '2.25');
+  t.deepEqual(accelerateFigures(vitB32, 'fp16'), { weights: 302_554_626, adamTraining: 2_420_437_008 });
+});
+
+test('load: the checkpoint bytes (parameters + the I64 position_ids) per weight format', (t) => {
+  t.is(byName(modelTerms(vitB32, 'fp32', 'load', 0).components).weights, 605_110_268); // + (77 + 50) x 8 B
+  t.is(byName(modelTerms(vitB32, 'fp16', 'load', 0).components).weights, 302_555_642);
+  t.is(byName(modelTerms(vitB32, 'int8', 'load', 0).components).weights, 152_650_232);
+  t.is(byName(modelTerms(tiny, 'fp32', 'load', 0).components).weights, 183_564);
+});
+
+test('forward: resident weights are all but the token table, plus 64 KiB per looked-up row', (t) => {
+  const terms = modelTerms(vitB32, 'fp32', 'forward', 2);
+  // 605,110,268 - 49408 x 512 x 4 (101,187,584) + 2 x 77 rows x 65,536
+  t.is(terms.components[0].rss, 605_110_268 - 101_187_584 + 154 * 65_536);
+  t.is(terms.components[0].vmSize, 2 * 605_110_268);
+  const graph = forwardGraphMemory(vitB32, 'fp32', 2);
+  t.is(graph.outputBytes, 2 * 512 * 4 * 2 + 2 * 2 * 4 + 4); // two embeddings [2, 512], logits [2, 2], loss
+  t.is(terms.components[1].rss, graph.plannedBytes + graph.constantBytes);
+  t.true(graph.plannedBytes >= graph.peakBytes);
+  // tiny: its table (100 x 32 x 4 B) is smaller than one fault-around window, so all of it counts
+  t.is(modelTerms(tiny, 'fp32', 'forward', 2).components[0].rss, 183_564);
+});
+
+test('train: float32 parameters, one tower of gradients twice, two AdamW moments; SGD keeps none', (t) => {
+  const graphs = trainingGraphMemory(vitB32, 2);
+  t.is(graphs.vision.outputBytes, 351_396_864); // 87,849,216 vision parameters
+  t.is(graphs.text.outputBytes, 253_712_384); // 63,428,096 text parameters
+  t.is(graphs.head.outputBytes, 2 * 512 * 4 * 2 + 4 + 4); // loss, two feature gradients, logit_scale's
+  const adamw = byName(modelTerms(vitB32, 'fp32', 'train', 2).components);
+  t.is(adamw.weights, 605_109_252);
+  t.is(adamw.gradients, 2 * 351_396_864);
+  t.is(adamw['optimizer states'], 1_210_218_504);
+  t.is(adamw.activations, graphs.vision.peakBytes - 351_396_864 + graphs.vision.constantBytes);
+  const sgd = byName(modelTerms(vitB32, 'fp32', 'train', 2, 'sgd').components);
+  t.is(sgd['optimizer states'], 0);
+  // fp16 checkpoints train in float32: the same terms
+  t.deepEqual(byName(modelTerms(vitB32, 'fp16', 'train', 2).components), adamw);
+  const tinyTrain = byName(modelTerms(tiny, 'fp32', 'train', 2).components);
+  t.is(tinyTrain.weights, 183_300);
+  t.is(tinyTrain['optimizer states'], 366_600);
+  t.throws(() => modelTerms(vitB32, 'int8', 'train', 1), { message: /fp32 or fp16/ });
+});
+
+test('fitLine: least squares, a single batch gives a constant', (t) => {
+  t.deepEqual(fitLine([{ batch: 1, y: 110 }, { batch: 4, y: 140 }]), { constant: 100, slope: 10 });
+  t.deepEqual(fitLine([{ batch: 2, y: 7 }, { batch: 2, y: 9 }]), { constant: 8, slope: 0 });
+});
+
+function record(): RuntimeRecord {
+  const phases = { load: { rss: 100, vmSize: 1000 }, forward: { rss: 200, vmSize: 2000 }, train: { rss: 300, vmSize: 3000 } };
+  return { key: 'test runtime', backend: 'onnxruntime', versions: { backend: 'x', node: 'y', clipMem: 'z' }, threads: 2, baseline: { measuredAt: '', phases }, calibrations: [] };
+}
+
+test('estimatePhase: baseline + terms, then the calibration of this config or one transferred with its uncertainty', (t) => {
+  const r = record();
+  const request = { model: 'vit-b-32', dtype: 'fp32' as const, batch: 2, phase: 'load' as const, optimizer: 'adamw' as const };
+  const plain = estimatePhase(vitB32, request, r);
+  t.deepEqual(plain.predicted, { rss: 100 + 605_110_268, vmSize: 1000 + 605_110_268 });
+  t.deepEqual(plain.mmap, { rss: 100, vmSize: 1000 + 605_110_268 });
+  t.is(plain.uncertainty, null);
+  const modelled = plain.modelled;
+  r.calibrations.push({
+    model: 'vit-b-32', dtype: 'fp32', phase: 'load', measuredAt: '',
+    points: [{ batch: 1, measured: { rss: modelled.rss - 5_000_000, vmSize: modelled.vmSize }, modelled }],
+    measuredFit: { rss: { constant: modelled.rss - 5_000_000, slope: 0 }, vmSize: { constant: modelled.vmSize, slope: 0 } },
+    residualFit: { rss: { constant: -5_000_000, slope: 0 }, vmSize: { constant: 0, slope: 0 } },
+  });
+  const calibrated = estimatePhase(vitB32, request, r);
+  t.is(calibrated.predicted.rss, modelled.rss - 5_000_000);
+  t.is(calibrated.calibration.kind, 'this config');
+  t.is(calibrated.uncertainty!.rss, 0.01 * calibrated.predicted.rss); // the fit is exact at its point: the 1% floor
+  // fp16 was never calibrated: vit-b-32 fp32's correction is borrowed, and the uncertainty is at least it
+  const borrowed = estimatePhase(vitB32, { ...request, dtype: 'fp16' }, r);
+  t.is(borrowed.calibration.kind, 'transferred');
+  t.is(borrowed.predicted.rss, borrowed.modelled.rss - 5_000_000);
+  t.true(borrowed.uncertainty!.rss >= 5_000_000);
+});
