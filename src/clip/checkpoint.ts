@@ -109,7 +109,14 @@ function existing(dir: string, name: string): string | undefined {
 export function openModelDirectory(dir: string, kind: 'directory' | 'hub' = 'directory', spec: string = dir): ClipModelSource {
   const config = readHfConfig(dir);
   const weightsFile = existing(dir, 'model.safetensors') ?? existing(dir, 'pytorch_model.bin');
-  if (!weightsFile) throw new Error(`${dir} has neither model.safetensors nor pytorch_model.bin`);
+  if (!weightsFile) {
+    const sharded = existing(dir, 'model.safetensors.index.json') ?? existing(dir, 'pytorch_model.bin.index.json');
+    throw new Error(
+      sharded
+        ? `${dir} holds a sharded checkpoint (${path.basename(sharded)}), which clip-mem does not read: save it as one file (save_pretrained(..., max_shard_size="100GB"))`
+        : `${dir} has neither model.safetensors nor pytorch_model.bin`,
+    );
+  }
   const tokenizer: TokenizerFiles = {
     tokenizerJson: existing(dir, 'tokenizer.json'),
     vocabJson: existing(dir, 'vocab.json'),
