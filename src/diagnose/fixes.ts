@@ -2,6 +2,7 @@
 // analysis row (required / available / deficit) they are computed from. A fix is offered only when the
 // measured numbers support it: a smaller dtype only when its weights fit in the headroom measured before
 // loading, MALLOC_ARENA_MAX only when the arenas it would give back cover the deficit, and so on.
+import * as fs from 'node:fs';
 import { describeLayout, type WeightFormat } from '../clip/config';
 import { estimatePhase, type PhaseEstimate } from '../estimate/estimate';
 import type { Phase } from '../estimate/model';
@@ -69,9 +70,17 @@ function rerun(result: Analysed, change: string): string {
   return `clip-mem run ${result.name} ${change}`;
 }
 
-/** What a loading scenario needs in all: the VmSize it started from plus every weight byte. */
-function loadingNeed(result: Analysed, model: string, format: WeightFormat): number | null {
-  return result.memory.vmSizeBefore === null ? null : result.memory.vmSizeBefore + weightBytes(model, format);
+/**
+ * What a loading scenario needs in all: the VmSize it started from plus every weight byte (by copy), or
+ * plus the whole file (by mmap: the mapping covers the header too).
+ */
+function loadingNeed(result: Analysed, scenario: ScenarioOptions, format: WeightFormat): number | null {
+  if (result.memory.vmSizeBefore === null) return null;
+  return result.memory.vmSizeBefore + loadedBytes(result, scenario, format);
+}
+
+function loadedBytes(result: Analysed, scenario: ScenarioOptions, format: WeightFormat): number {
+  return result.name === 'clip-load' ? fs.statSync(scenario.checkpoint).size : weightBytes(scenario.model, format);
 }
 
 function addressSpaceFixes(result: Analysed, options: RunOptions, scenario: ScenarioOptions): Fix[] {
@@ -81,11 +90,11 @@ function addressSpaceFixes(result: Analysed, options: RunOptions, scenario: Scen
   const fixes: Fix[] = [];
   const format = scenario.dtype as WeightFormat;
   const loading = LOADING_SCENARIOS.has(result.name);
-  const need = loading ? loadingNeed(result, scenario.model, format) : f?.vmSize != null ? f.vmSize + f.size : null;
+  const need = loading ? loadingNeed(result, scenario, format) : f?.vmSize != null ? f.vmSize + f.size : null;
   if (need !== null) {
     const target = roundUpMiB(need * (1 + (loading ? SAFETY : 0)));
     const how = loading
-      ? `loading ${scenario.model} ${format} needs VmSize ${formatBytes(result.memory.vmSizeBefore!)} before loading + ${exact(weightBytes(scenario.model, format))} of weights`
+      ? `loading ${scenario.model} ${format} needs VmSize ${formatBytes(result.memory.vmSizeBefore!)} before loading + ${exact(loadedBytes(result, scenario, format))} ${result.name === 'clip-load' ? 'for the file mapping' : 'of weights'}`
       : `this allocation alone needed VmSize ${formatBytes(f!.vmSize!)} + ${exact(f!.size)}; later steps may need more`;
     fixes.push({
       kind: 'raise-limit',
