@@ -11,7 +11,7 @@
 // from the top down, each recomputing its own layers' forward from the saved boundary state and
 // backpropagating the gradient of its output into its parameters and its input state. Each segment's
 // gradients land in one reused buffer and AdamW applies them before the next segment runs, so only one
-// segment's gradients exist at a time (vit-b-32, 4 segments: at most 28 M). The forward pass runs twice
+// segment's gradients exist at a time (vit-b-32, 4 segments: at most 34,793,472, text layers 0-2 with the token embedding). The forward pass runs twice
 // in all, whatever the number of segments.
 // Parameters are read from the checkpoint by copy, not mmap: an mmap'd file's pages would count in RSS
 // again beside the writable copy training needs.
@@ -28,7 +28,7 @@
 //   OnnxTrainer.step(pixels, ids): Promise<number>                 gradients + AdamW; the loss before it
 //   OnnxTrainer.params: Map<string, Float32Array>                   live (checkpoint order); .steps
 //   buildTrainingModels(config, shapes, batch, seq, segments = 2): { head, backward[] }   the graphs
-import * as ort from 'onnxruntime-node';
+import type * as ort from 'onnxruntime-node';
 import type { ResolveOptions } from '../checkpoint';
 import type { ClipConfig } from '../config';
 import * as fs from 'node:fs';
@@ -37,7 +37,7 @@ import { readSafetensorsHeader } from '../safetensors';
 import { clipHead, ClipParams, normalize, Tower, towerSegment, towerTokens } from './clip-graph';
 import { gradients } from './grad';
 import { ElemType, Graph, Value } from './graph';
-import { ClipModelSpec, resolveModel, sessionOptions } from './runtime';
+import { ClipModelSpec, onnxruntime, resolveModel, sessionOptions } from './runtime';
 
 export interface AdamWOptions {
   lr?: number;
@@ -249,15 +249,15 @@ export async function createOnnxTrainer(model: ClipModelSpec, options: OnnxTrain
   // No arena: what a run allocates goes back to the allocator when it returns, so the next graph's
   // gradients reuse it instead of adding to the peak.
   const options_ = { ...sessionOptions(options.threads ?? 2), enableCpuMemArena: false };
-  const head = await ort.InferenceSession.create(models.head.bytes, options_);
+  const head = await onnxruntime().InferenceSession.create(models.head.bytes, options_);
   const paramFeeds: Record<string, ort.Tensor> = {};
-  for (const [name, data] of params) paramFeeds[name] = new ort.Tensor('float32', data, shapes.get(name)!);
+  for (const [name, data] of params) paramFeeds[name] = new (onnxruntime().Tensor)('float32', data, shapes.get(name)!);
   // One buffer for the gradients of the largest segment, carved into per-parameter views for each graph.
   const gradElements = (m: TrainingModel) => m.params.reduce((sum, name) => sum + params.get(name)!.length, 0);
   const pool = new Float32Array(Math.max(1, ...models.backward.map(gradElements)));
   const backward: Array<{ session: ort.InferenceSession; views: Map<string, Float32Array>; fetches: Record<string, ort.Tensor | null> }> = [];
   for (const m of models.backward) {
-    const session = await ort.InferenceSession.create(m.bytes, options_);
+    const session = await onnxruntime().InferenceSession.create(m.bytes, options_);
     const views = new Map<string, Float32Array>();
     const fetches: Record<string, ort.Tensor | null> = {};
     let at = 0;
@@ -265,7 +265,7 @@ export async function createOnnxTrainer(model: ClipModelSpec, options: OnnxTrain
       const view = pool.subarray(at, at + params.get(name)!.length);
       at += view.length;
       views.set(name, view);
-      fetches[gradName(name)] = new ort.Tensor('float32', view, shapes.get(name)!);
+      fetches[gradName(name)] = new (onnxruntime().Tensor)('float32', view, shapes.get(name)!);
     }
     // The input hidden state's gradient (segments above the first): small, onnxruntime allocates it.
     for (const output of session.outputNames) if (!(output in fetches)) fetches[output] = null;
@@ -279,8 +279,8 @@ export async function createOnnxTrainer(model: ClipModelSpec, options: OnnxTrain
     if (ids.length !== batch * seq) throw new Error(`training step: ${ids.length} input ids, expected ${batch} x ${seq}`);
     return {
       ...paramFeeds,
-      pixel_values: new ort.Tensor('float32', pixels, pixelShape),
-      input_ids: new ort.Tensor('int64', BigInt64Array.from(Array.from(ids), (x) => BigInt(x)), [batch, seq]),
+      pixel_values: new (onnxruntime().Tensor)('float32', pixels, pixelShape),
+      input_ids: new (onnxruntime().Tensor)('int64', BigInt64Array.from(Array.from(ids), (x) => BigInt(x)), [batch, seq]),
     };
   };
   const pick = (session: ort.InferenceSession, feeds: Record<string, ort.Tensor>) =>
