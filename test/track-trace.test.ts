@@ -66,6 +66,15 @@ test('C program under RLIMIT_AS 64M: each function fails with its exact size', (
   t.is(report.diagnosis.cause, 'address-space');
 });
 
+test('C program under RLIMIT_DATA 64M: each function fails as data, thread stacks included', (t) => {
+  const { report } = trace(['--limit-data', '64M'], [program, 'probes']);
+  t.deepEqual(
+    report.failures.map((f) => [f.fn, f.limit?.cause]),
+    ['malloc', 'calloc', 'realloc', 'posix_memalign', 'aligned_alloc', 'mmap', 'mremap', 'pthread_create'].map((fn) => [fn, 'data-limit']),
+  );
+  t.regex(report.diagnosis.evidence[0]!, /^VmData .* \+ 256 MiB > RLIMIT_DATA 64 MiB: malloc of 268435457 bytes \(256 MiB\) is private writable memory/);
+});
+
 test('C program under fault injection: the chosen calls fail with ENOMEM, flagged injected', (t) => {
   const rules = [
     'malloc:above=999999',
@@ -147,6 +156,7 @@ test('node touching 1 GiB in a 300M cgroup: cgroup-oom-kill with the last counte
   t.regex(report.diagnosis.evidence[0]!, /^killed by the kernel OOM killer in cgroup \/.*clipmem-\d+-\d+ at limit 300 MiB$/);
   t.is(report.last!.phase, 'touch 1 GiB');
   t.true(report.last!.heap > 200 * 2 ** 20);
+  t.true(report.last!.rss! > 0);
   t.true(report.diagnosis.evidence.some((e) => e.startsWith('last seen before the kill: phase "touch 1 GiB"')));
   t.regex(stderr, /killed by the kernel OOM killer in cgroup/);
   const mount = '/sys/fs/cgroup/memory';

@@ -50,7 +50,10 @@ export function memoryAnalysis(result: Analysed, options: RunOptions, environmen
       return { resource: 'cgroup memory', required: m.rssPeak, available: limits.mem ?? null, deficit: null, basis: 'RSS when killed: a lower bound, the next allocation did not fit' };
   }
   if (limits.as !== undefined) return row('address space (RLIMIT_AS)', m.vmSizePeak, limits.as, 'VmSize peak');
-  if (limits.mem !== undefined) return row('cgroup memory', m.rssPeak, limits.mem, 'RSS peak');
+  if (limits.mem !== undefined) {
+    // The cgroup counts its own charge (anonymous memory + page cache it brought in), not shared pages.
+    return m.cgroupPeak != null ? row('cgroup memory', m.cgroupPeak, limits.mem, 'cgroup charge peak') : row('cgroup memory', m.rssPeak, limits.mem, 'RSS peak');
+  }
   if (limits.data !== undefined) return row('data segment (RLIMIT_DATA)', null, limits.data, 'no VmData peak is measured; file mappings are not data');
   return row('host RAM (MemAvailable)', m.rssPeak, environment.memAvailable, 'RSS peak');
 }
