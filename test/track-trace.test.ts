@@ -156,6 +156,7 @@ test('node touching 1 GiB in a 300M cgroup: cgroup-oom-kill with the last counte
   t.regex(report.diagnosis.evidence[0]!, /^killed by the kernel OOM killer in cgroup \/.*clipmem-\d+-\d+ at limit 300 MiB$/);
   t.is(report.last!.phase, 'touch 1 GiB');
   t.true(report.last!.heap > 200 * 2 ** 20);
+  t.true(report.last!.rss! > 0);
   t.true(report.diagnosis.evidence.some((e) => e.startsWith('last seen before the kill: phase "touch 1 GiB"')));
   t.regex(stderr, /killed by the kernel OOM killer in cgroup/);
   const mount = '/sys/fs/cgroup/memory';
