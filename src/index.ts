@@ -39,6 +39,7 @@ export { programKind } from './track/program';
 export { causes, diagnose, errnoName, explainFailure } from './diagnose';
 export type { Cause, Diagnosis, DiagnosisInput, FailureFacts } from './diagnose';
 export * from './clip/pytorch';
+export * from './clip/convert';
 export * from './estimate/model';
 export { forwardGraphMemory, plannedPeak, trainingGraphMemory } from './estimate/graph-memory';
 export type { GraphMemory, TrainingGraphsMemory } from './estimate/graph-memory';

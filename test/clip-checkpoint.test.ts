@@ -67,6 +67,8 @@ test('a model directory and a file inside it load; a wrong checkpoint names the 
   t.throws(() => loadClipCheckpoint(broken), { message: `${broken}/model.safetensors: tensor "visual_projection.weight": entry: missing: ${broken}/config.json needs F32 [16,32]. Is this a CLIPModel checkpoint for that config?` });
   fs.rmSync(path.join(broken, 'model.safetensors'));
   t.throws(() => loadClipCheckpoint(broken), { message: `${broken} has neither model.safetensors nor pytorch_model.bin` });
+  fs.writeFileSync(path.join(broken, 'model.safetensors.index.json'), '{}');
+  t.throws(() => loadClipCheckpoint(broken), { message: /holds a sharded checkpoint \(model.safetensors.index.json\), which clip-mem does not read/ });
   fs.writeFileSync(path.join(broken, 'pytorch_model.bin'), '');
   t.throws(() => loadClipCheckpoint(broken), { message: /pytorch_model.bin: is not a zip archive/ });
   t.throws(() => resolveClipModel('no-such-thing'), { message: /is not a CLIP preset/ });

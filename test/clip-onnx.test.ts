@@ -219,19 +219,28 @@ test('tfjs and onnxruntime give the same embeddings for the same weights (cosine
   await onnx.close();
 });
 
-test('vit-b-32 training graphs: text (197 tensors, 63,428,096 params) and vision (200, 87,849,216) backprop apart, + logit_scale', (t) => {
+test('vit-b-32 training in two backward graphs per tower: each parameter in exactly one; at most 44,927,232 gradients at a time', (t) => {
   const config = presetConfig('vit-b-32');
   const shapes = new Map(clipLayout(config).filter((s) => s.dtype === 'F32').map((s) => [s.name, s.shape]));
-  const models = buildTrainingModels(config, shapes, 2, 77);
+  const models = buildTrainingModels(config, shapes, 2, 77, 2);
   const count = (names: readonly string[]) => names.reduce((sum, name) => sum + shapes.get(name)!.reduce((a, b) => a * b, 1), 0);
   t.deepEqual(models.head.params, ['logit_scale']);
-  t.is(models.text.params.length, 197);
-  t.is(count(models.text.params), 63_428_096);
-  t.is(models.vision.params.length, 200);
-  t.is(count(models.vision.params), 87_849_216);
-  t.is(count(models.text.params) + count(models.vision.params) + 1, 151_277_313); // every parameter once
+  t.deepEqual(
+    models.backward.map((m) => [m.name, m.params.length, count(m.params)]),
+    [
+      // 6 layers: 6 x (4 attention projections + fc1 + fc2 + 2 norms) = 96 tensors; 3,152,384 (text) and
+      // 7,087,872 (vision) parameters a layer. Embeddings join the first segment, the head the last.
+      ['text layers 6-11', 99, 19_177_472], // + final_layer_norm 1,024 + text_projection 262,144
+      ['text layers 0-5', 98, 44_250_624], // + token embedding 25,296,896 + positions 39,424
+      ['vision layers 6-11', 99, 42_921_984], // + post_layernorm 1,536 + visual_projection 393,216
+      ['vision layers 0-5', 101, 44_927_232], // + patch 2,359,296 + class 768 + positions 38,400 + pre_layrnorm 1,536
+    ],
+  );
+  const all = [...models.backward.flatMap((m) => m.params), 'logit_scale'];
+  t.is(new Set(all).size, all.length);
+  t.is(count(all), 151_277_313); // every parameter once
   // The graphs hold no weights: well under a megabyte each.
-  for (const m of [models.head, models.text, models.vision]) t.true(m.bytes.length < 1_000_000);
+  for (const m of [models.head, ...models.backward]) t.true(m.bytes.length < 1_000_000);
 });
 
 test('training widens an fp16 checkpoint to exactly its float32 values and refuses int8', async (t) => {
@@ -247,6 +256,29 @@ test('training widens an fp16 checkpoint to exactly its float32 values and refus
     await trainer.close();
     const int8 = ensureSyntheticCheckpoint({ config: 'tiny', format: 'int8', cacheDir: dir }).file;
     await t.throwsAsync(createOnnxTrainer({ config, weightsFile: int8 }, { batch: 3 }), { message: /is I8; training reads F32, F16 or BF16 weights/ });
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('segmented backward (middle segments included) gives the same gradients as one graph per tower', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'clip-onnx-segments-'));
+  try {
+    const tiny = presetConfig('tiny');
+    const config = { ...tiny, name: 'tiny-3-layers', text: { ...tiny.text, numHiddenLayers: 3 }, vision: { ...tiny.vision, numHiddenLayers: 3 } };
+    const { file } = ensureSyntheticCheckpoint({ config, cacheDir: dir });
+    const gradientsWith = async (segments: number) => {
+      const trainer = await createOnnxTrainer({ config, weightsFile: file }, { batch: 3, threads: 1, segments });
+      const grads = new Map<string, Float32Array>();
+      const loss = await trainer.computeGradients(pixels, ids, (name, grad) => grads.set(name, grad.slice()));
+      await trainer.close();
+      return { loss, grads };
+    };
+    const whole = await gradientsWith(1);
+    const split = await gradientsWith(3);
+    t.is(split.grads.size, whole.grads.size);
+    t.is(split.loss, whole.loss);
+    for (const [name, grad] of whole.grads) t.true(maxDiff(split.grads.get(name)!, Array.from(grad)) < 1e-6, name);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

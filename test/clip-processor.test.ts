@@ -4,7 +4,8 @@ import * as path from 'node:path';
 import * as zlib from 'node:zlib';
 import sharp from 'sharp';
 import { presetConfig } from '../src/clip/config';
-import { ImageInputError, preprocessImage, preprocessImages, processorOptionsFor } from '../src/clip/processor';
+import * as os from 'node:os';
+import { ImageInputError, preprocessImage, preprocessImages, processorOptionsFor, processorOptionsForModel, readPreprocessorConfig } from '../src/clip/processor';
 import { referenceDir } from './helpers/paths';
 
 const imageFile = path.join(referenceDir, 'image.png');
@@ -82,4 +83,21 @@ test('corrupt, truncated and oversized images get clear errors', async (t) => {
   bomb.writeUInt32BE(zlib.crc32(bomb.subarray(12, 29)), 29);
   await t.throwsAsync(preprocessImage(bomb), { message: /^the image buffer \(119 bytes\) is 100000x80000 = 8000000000 pixels, over the limit of 100000000: / });
   await t.throwsAsync(preprocessImage('/no/such/image.png'), { message: /^cannot decode \/no\/such\/image.png: / });
+});
+
+test('preprocessor_config.json sets the sizes and statistics; other processors are refused', (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'clip-preprocessor-'));
+  const file = path.join(dir, 'preprocessor_config.json');
+  // openai/clip-vit-base-patch32's file
+  fs.writeFileSync(file, JSON.stringify({ crop_size: 224, do_center_crop: true, do_normalize: true, do_resize: true, feature_extractor_type: 'CLIPFeatureExtractor', image_mean: [0.48145466, 0.4578275, 0.40821073], image_std: [0.26862954, 0.26130258, 0.27577711], resample: 3, size: 224 }));
+  t.deepEqual(readPreprocessorConfig(dir), { shortestEdge: 224, cropSize: 224, mean: [0.48145466, 0.4578275, 0.40821073], std: [0.26862954, 0.26130258, 0.27577711] });
+  t.deepEqual(processorOptionsForModel({ config: presetConfig('tiny'), weightsFile: path.join(dir, 'model.safetensors') }).cropSize, 224);
+  t.deepEqual(processorOptionsForModel({ config: presetConfig('tiny'), weightsFile: path.join(referenceDir, 'model.safetensors') }), { shortestEdge: 32, cropSize: 32 });
+  fs.writeFileSync(file, JSON.stringify({ size: { shortest_edge: 336 }, crop_size: { height: 336, width: 336 } }));
+  t.deepEqual(readPreprocessorConfig(file), { shortestEdge: 336, cropSize: 336 });
+  fs.writeFileSync(file, JSON.stringify({ crop_size: { height: 224, width: 200 } }));
+  t.throws(() => readPreprocessorConfig(file), { message: `${file}: crop_size: non-square crops ({"height":224,"width":200}) are not CLIP's` });
+  fs.writeFileSync(file, JSON.stringify({ resample: 2 }));
+  t.throws(() => readPreprocessorConfig(file), { message: /resample: 2 is not bicubic/ });
+  fs.rmSync(dir, { recursive: true });
 });

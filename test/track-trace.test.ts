@@ -66,6 +66,15 @@ test('C program under RLIMIT_AS 64M: each function fails with its exact size', (
   t.is(report.diagnosis.cause, 'address-space');
 });
 
+test('C program under RLIMIT_DATA 64M: each function fails as data, thread stacks included', (t) => {
+  const { report } = trace(['--limit-data', '64M'], [program, 'probes']);
+  t.deepEqual(
+    report.failures.map((f) => [f.fn, f.limit?.cause]),
+    ['malloc', 'calloc', 'realloc', 'posix_memalign', 'aligned_alloc', 'mmap', 'mremap', 'pthread_create'].map((fn) => [fn, 'data-limit']),
+  );
+  t.regex(report.diagnosis.evidence[0]!, /^VmData .* \+ 256 MiB > RLIMIT_DATA 64 MiB: malloc of 268435457 bytes \(256 MiB\) is private writable memory/);
+});
+
 test('C program under fault injection: the chosen calls fail with ENOMEM, flagged injected', (t) => {
   const rules = [
     'malloc:above=999999',
@@ -147,6 +156,7 @@ test('node touching 1 GiB in a 300M cgroup: cgroup-oom-kill with the last counte
   t.regex(report.diagnosis.evidence[0]!, /^killed by the kernel OOM killer in cgroup \/.*clipmem-\d+-\d+ at limit 300 MiB$/);
   t.is(report.last!.phase, 'touch 1 GiB');
   t.true(report.last!.heap > 200 * 2 ** 20);
+  t.true(report.last!.rss! > 0);
   t.true(report.diagnosis.evidence.some((e) => e.startsWith('last seen before the kill: phase "touch 1 GiB"')));
   t.regex(stderr, /killed by the kernel OOM killer in cgroup/);
   const mount = '/sys/fs/cgroup/memory';
@@ -217,4 +227,23 @@ test('errno survives the tracker: successful calls leave it as the program set i
   t.is(status, 0);
   t.is(report.failuresTotal, 0);
   t.true(report.timeline.length > 1);
+});
+
+const overcommitHeuristic = fs.readFileSync('/proc/sys/vm/overcommit_memory', 'utf8').trim() === '0';
+(overcommitHeuristic ? test : test.skip)('python3 asking for 1 TiB under vm.overcommit_memory=0: overcommit-heuristic, with the phase set through ctypes', (t) => {
+  const script = [
+    'import ctypes',
+    'ctypes.CDLL(None).clipmem_tracker_set_phase(b"load weights")',
+    'try:',
+    '    bytearray(1 << 40)',
+    'except MemoryError:',
+    '    print("MemoryError")',
+  ].join('\n');
+  const { status, report } = trace([], ['python3', '-c', script]);
+  t.is(status, 0);
+  const failure = report.failures.find((f) => f.size === 2 ** 40 + 1)!;
+  t.is(failure.fn, 'malloc');
+  t.is(failure.phase, 'load weights');
+  t.is(report.diagnosis.cause, 'overcommit-heuristic');
+  t.regex(report.diagnosis.evidence[0]!, /^1\.00 TiB > RAM \+ swap .* GiB: vm\.overcommit_memory=0 refuses a single allocation larger than all memory/);
 });

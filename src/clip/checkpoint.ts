@@ -9,7 +9,9 @@
 //   hfHubCacheDir(env = process.env): string
 //   findHfSnapshot(repoId = DEFAULT_HUB_ID, env): string | undefined   snapshots/<refs/main>, else newest
 //   openModelDirectory(dir): ClipModelSource                             config + weights + tokenizer files
-//   resolveClipModel(spec = 'vit-b-32', options): ClipModelSource         preset | directory | file | hub id
+//   resolveClipModel(spec = 'vit-b-32', options): ClipModelSource         preset | directory | file | hub id;
+//       with options.format, a user's checkpoint in another format (or a pytorch_model.bin) is converted
+//       once into the cache and weightsFile is the conversion (convertedFrom: the original)
 //   readCheckpointIndex(file): { file, entries }                         safetensors or pytorch_model.bin
 //   checkCheckpointLayout(index, config): void                           throws SafetensorsError on a
 //                                     missing tensor or a wrong shape (position_ids may be absent)
@@ -19,6 +21,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { ClipConfig, WeightFormat, clipLayout, isInt8Quantized, isPresetName, presetConfig, readHfConfig } from './config';
+import { checkpointWeightFormat, ensureConvertedCheckpoint } from './convert';
 import { loadPytorchCheckpoint, readPytorchCheckpoint } from './pytorch';
 import { LoadOptions, LoadedCheckpoint, SafetensorsError, loadSafetensors, readSafetensorsHeader } from './safetensors';
 import type { DType } from './tensor';
@@ -41,6 +44,8 @@ export interface ClipModelSource {
   weightsFile: string;
   /** model.safetensors, or a torch.save zip (pytorch_model.bin). */
   weightsFormat: 'safetensors' | 'pytorch';
+  /** The user's own weights file when weightsFile is its conversion to the asked format (in the cache). */
+  convertedFrom?: string;
   /** Tokenizer files found beside the weights (presets have none: they use a synthetic vocabulary). */
   tokenizer?: TokenizerFiles;
   /** One line for reports: where the weights come from. */
@@ -104,7 +109,14 @@ function existing(dir: string, name: string): string | undefined {
 export function openModelDirectory(dir: string, kind: 'directory' | 'hub' = 'directory', spec: string = dir): ClipModelSource {
   const config = readHfConfig(dir);
   const weightsFile = existing(dir, 'model.safetensors') ?? existing(dir, 'pytorch_model.bin');
-  if (!weightsFile) throw new Error(`${dir} has neither model.safetensors nor pytorch_model.bin`);
+  if (!weightsFile) {
+    const sharded = existing(dir, 'model.safetensors.index.json') ?? existing(dir, 'pytorch_model.bin.index.json');
+    throw new Error(
+      sharded
+        ? `${dir} holds a sharded checkpoint (${path.basename(sharded)}), which clip-mem does not read: save it as one file (save_pretrained(..., max_shard_size="100GB"))`
+        : `${dir} has neither model.safetensors nor pytorch_model.bin`,
+    );
+  }
   const tokenizer: TokenizerFiles = {
     tokenizerJson: existing(dir, 'tokenizer.json'),
     vocabJson: existing(dir, 'vocab.json'),
@@ -129,6 +141,10 @@ export function resolveClipModel(spec: string = 'vit-b-32', options: ResolveOpti
     const { file } = ensureSyntheticCheckpoint({ ...options, config });
     return { kind: 'preset', spec, config, weightsFile: file, weightsFormat: 'safetensors', description: `${file} (synthetic ${spec} ${format}, seed ${options.seed ?? 0})` };
   }
+  return inFormat(resolveUserModel(spec, options), options);
+}
+
+function resolveUserModel(spec: string, options: ResolveOptions): ClipModelSource {
   if (fs.existsSync(spec)) {
     if (fs.statSync(spec).isDirectory()) return openModelDirectory(spec);
     const dir = path.dirname(spec);
@@ -146,6 +162,24 @@ export function resolveClipModel(spec: string = 'vit-b-32', options: ResolveOpti
     );
   }
   throw new Error(`"${spec}" is not a CLIP preset (vit-b-32, vit-b-16, vit-l-14, tiny), an existing model directory or file, or a hub id like ${DEFAULT_HUB_ID}`);
+}
+
+/**
+ * With options.format: the user's weights in that format, as safetensors. A pytorch_model.bin, or a
+ * file in another format, is converted once into the clip-mem cache (see convert.ts).
+ */
+function inFormat(model: ClipModelSource, options: ResolveOptions): ClipModelSource {
+  if (!options.format) return model;
+  const native = model.weightsFormat === 'safetensors' ? checkpointWeightFormat(readCheckpointIndex(model.weightsFile).entries) : undefined;
+  if (native === options.format) return model;
+  const { file } = ensureConvertedCheckpoint(model.weightsFile, options.format, { cacheDir: options.cacheDir, onProgress: options.onProgress });
+  return {
+    ...model,
+    weightsFile: file,
+    weightsFormat: 'safetensors',
+    convertedFrom: model.weightsFile,
+    description: `${file} (${options.format} conversion of ${model.description})`,
+  };
 }
 
 /**

@@ -10,6 +10,9 @@
 //   toFloat32(tensor): Float32Array              F32 (same array), F16, BF16, F64, ints -> float32
 //   dequantizeInt8(weight, scale): Float32Array  int8 weight-only: w[r, ...] = q[r, ...] * scale[r]
 //   int8ScaleName(weightName)                    `${weightName}.scale` (see WeightFormat in config.ts)
+//   float32ToFloat16Array(values): Uint16Array
+//   int8RowScales(values, rows): Float32Array    per row: max |v| / 127 (1 for an all-zero row)
+//   quantizeInt8Rows(values, scales, firstRow): Int8Array   round(v / scale[row]), clamped to +-127
 import type { DType, Tensor, TensorData } from './tensor';
 
 export const DTYPE_BYTES: Readonly<Record<DType, number>> = {
@@ -152,4 +155,32 @@ export function dequantizeInt8(weight: Tensor, scale: Tensor): Float32Array {
     for (let i = 0; i < rowLength; i++) out[base + i] = q[base + i] * s[r];
   }
   return out;
+}
+
+export function float32ToFloat16Array(values: Float32Array): Uint16Array {
+  const out = new Uint16Array(values.length);
+  for (let i = 0; i < values.length; i++) out[i] = float32ToFloat16Bits(values[i]);
+  return out;
+}
+
+/** Per-row scales of an int8 weight-only tensor (rows = first dimension). */
+export function int8RowScales(values: Float32Array, rows: number): Float32Array {
+  const rowLength = rows ? values.length / rows : 0;
+  const scales = new Float32Array(rows);
+  for (let r = 0; r < rows; r++) {
+    let max = 0;
+    for (let i = r * rowLength; i < (r + 1) * rowLength; i++) max = Math.max(max, Math.abs(values[i]));
+    scales[r] = max > 0 ? max / 127 : 1;
+  }
+  return scales;
+}
+
+/** Quantizes whole rows (values holds rows firstRow, firstRow + 1, ... of the tensor). */
+export function quantizeInt8Rows(values: Float32Array, scales: Float32Array, firstRow: number, rowLength: number): Int8Array {
+  const q = new Int8Array(values.length);
+  for (let i = 0; i < values.length; i++) {
+    const scale = scales[firstRow + Math.floor(i / rowLength)];
+    q[i] = Math.max(-127, Math.min(127, Math.round(values[i] / scale)));
+  }
+  return q;
 }

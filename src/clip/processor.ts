@@ -8,6 +8,9 @@
 //   CLIP_MEAN, CLIP_STD, DEFAULT_MAX_PIXELS
 //   interface ProcessorOptions { shortestEdge = 224, cropSize = 224, mean, std, maxPixels }
 //   processorOptionsFor(config: ClipConfig): ProcessorOptions   image_size of the vision config
+//   readPreprocessorConfig(fileOrDir): ProcessorOptions         a Hugging Face preprocessor_config.json
+//   processorOptionsForModel({ config, weightsFile }): ProcessorOptions   the model's preprocessor_config.json
+//                                                                beside its weights, else its config
 //   type ImageInput = string (file) | Buffer/Uint8Array (encoded image) | RawImage
 //   interface RawImage { data: Float32Array | Uint8Array, width, height, channels (1, 3 or 4), layout: 'hwc' | 'chw' }
 //        floats must be in [0, 1] (as PIL's conversion requires); uint8 are 0..255 pixels
@@ -15,6 +18,8 @@
 //   preprocessImages(inputs, options): Promise<PixelBatch>          { pixelValues, batch, size }
 //   resizeBicubicPil(rgb: Uint8Array, width, height, outWidth, outHeight): Uint8Array  (HWC, 3 channels)
 //   class ImageInputError                                           every bad-input error
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import type { Sharp } from 'sharp';
 import type { ClipConfig } from './config';
 
@@ -59,6 +64,54 @@ export class ImageInputError extends Error {
 /** The processor sizes for a model config: its vision image_size for the resize and the crop. */
 export function processorOptionsFor(config: ClipConfig): ProcessorOptions {
   return { shortestEdge: config.vision.imageSize, cropSize: config.vision.imageSize };
+}
+
+/**
+ * CLIPImageProcessor's settings from a preprocessor_config.json (the file, or inside a model directory):
+ * size ({shortest_edge} or a number), crop_size ({height, width} square, or a number), image_mean,
+ * image_std. Other processors' options (do_resize false, non-square crops, resample other than bicubic)
+ * are refused: clip-mem would not reproduce them.
+ */
+export function readPreprocessorConfig(fileOrDir: string): ProcessorOptions {
+  const file = fs.statSync(fileOrDir).isDirectory() ? path.join(fileOrDir, 'preprocessor_config.json') : fileOrDir;
+  let json: Record<string, unknown>;
+  try {
+    json = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (error) {
+    throw new Error(`cannot read ${file}: ${(error as Error).message}`);
+  }
+  const fail = (field: string, detail: string): never => {
+    throw new Error(`${file}: ${field}: ${detail}`);
+  };
+  const positive = (v: unknown, field: string): number => (Number.isInteger(v) && (v as number) > 0 ? (v as number) : fail(field, `expected a positive integer, got ${JSON.stringify(v)}`));
+  const size = json.size as unknown;
+  const crop = json.crop_size as unknown;
+  const options: ProcessorOptions = {};
+  if (size !== undefined) options.shortestEdge = typeof size === 'object' && size ? positive((size as Record<string, unknown>).shortest_edge, 'size.shortest_edge') : positive(size, 'size');
+  if (crop !== undefined) {
+    if (typeof crop === 'object' && crop) {
+      const { height, width } = crop as Record<string, unknown>;
+      if (height !== width) fail('crop_size', `non-square crops (${JSON.stringify(crop)}) are not CLIP's`);
+      options.cropSize = positive(height, 'crop_size.height');
+    } else options.cropSize = positive(crop, 'crop_size');
+  }
+  for (const [key, target] of [['image_mean', 'mean'], ['image_std', 'std']] as const) {
+    const v = json[key];
+    if (v === undefined) continue;
+    if (!Array.isArray(v) || v.length !== 3 || !v.every((x) => typeof x === 'number' && Number.isFinite(x))) fail(key, `expected 3 numbers, got ${JSON.stringify(v)}`);
+    options[target] = v as number[];
+  }
+  if (json.do_resize === false || json.do_center_crop === false || json.do_normalize === false || json.do_rescale === false) {
+    fail('do_*', 'a processor that skips resize, crop, rescale or normalize is not CLIPImageProcessor as clip-mem reproduces it');
+  }
+  if (json.resample !== undefined && json.resample !== 3) fail('resample', `${JSON.stringify(json.resample)} is not bicubic (3)`);
+  return options;
+}
+
+/** The model's own preprocessor_config.json (beside its weights), else sizes from its config. */
+export function processorOptionsForModel(model: { config: ClipConfig; weightsFile: string; convertedFrom?: string }): ProcessorOptions {
+  const file = path.join(path.dirname(model.convertedFrom ?? model.weightsFile), 'preprocessor_config.json');
+  return fs.existsSync(file) ? readPreprocessorConfig(file) : processorOptionsFor(model.config);
 }
 
 function describeInput(input: ImageInput): string {

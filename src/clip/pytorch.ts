@@ -367,6 +367,10 @@ function readIndex(fd: number, file: string): PytorchCheckpointIndex {
       if (shape[d] !== 1 && stride[d] !== expected) contiguous = false;
       expected *= shape[d];
     }
+    if (numel * size > storage.numel * size) {
+      // a broadcast view (stride 0): materializing it could take far more memory than the file holds
+      throw new PytorchCheckpointError(file, `tensor ${JSON.stringify(name)}: a view of ${numel} elements over a storage of ${storage.numel} (stride ${JSON.stringify(stride)}); save it with .contiguous() first`);
+    }
     entries.push({ name, dtype: storage.dtype, shape, bytes: numel * size, storageOffset: entry.dataOffset, storageBytes: storage.numel * size, elementOffset: offset, stride, contiguous });
   }
   return { file, fileSize, entries };

@@ -23,7 +23,11 @@
 //   encodeSafetensorsHeader(specs, metadata): Uint8Array   prefix + JSON header padded with spaces to a
 //                                                multiple of 8; specs in file order, offsets contiguous
 //   serializeSafetensors(tensors, metadata): Buffer          a whole small file in memory (tests, fixtures)
+//   writeSafetensorsFile(file, specs, chunksOf, onProgress)  streams a file: specs in file order, each
+//                                                tensor's bytes from chunksOf(spec); temp file + rename
+//   interface WriteProgress { bytesWritten, totalBytes, tensor }
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { loadAddon } from '../native';
 import { setPhase } from '../track/phase';
 import type { TensorSpec } from './config';
@@ -334,4 +338,55 @@ export function serializeSafetensors(tensors: readonly Tensor[], metadata: Recor
   const specs = tensors.map((t) => ({ name: t.name, dtype: t.dtype, shape: [...t.shape], bytes: t.data.byteLength }));
   const parts = [encodeSafetensorsHeader(specs, metadata), ...tensors.map((t) => new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength))];
   return Buffer.concat(parts);
+}
+
+export interface WriteProgress {
+  bytesWritten: number;
+  totalBytes: number;
+  tensor: string;
+}
+
+/**
+ * Writes a safetensors file tensor by tensor (specs in file order; chunksOf yields each one's bytes,
+ * exactly spec.bytes of them) into a temporary file beside `file`, then renames it into place: an
+ * interrupted write never leaves a partial file under the final name.
+ */
+export function writeSafetensorsFile(
+  file: string,
+  specs: readonly TensorSpec[],
+  chunksOf: (spec: TensorSpec) => Iterable<Uint8Array>,
+  onProgress?: (progress: WriteProgress) => void,
+  metadata: Record<string, string> = { format: 'pt' },
+): void {
+  const header = encodeSafetensorsHeader(specs, metadata);
+  const totalBytes = header.length + specs.reduce((sum, s) => sum + s.bytes, 0);
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  const temp = `${file}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`;
+  const fd = fs.openSync(temp, 'w');
+  try {
+    let bytesWritten = 0;
+    const write = (bytes: Uint8Array, tensor: string) => {
+      let done = 0;
+      while (done < bytes.length) done += fs.writeSync(fd, bytes, done, bytes.length - done);
+      bytesWritten += bytes.length;
+      onProgress?.({ bytesWritten, totalBytes, tensor });
+    };
+    write(header, '(header)');
+    for (const spec of specs) {
+      const before = bytesWritten;
+      for (const chunk of chunksOf(spec)) write(chunk, spec.name);
+      if (bytesWritten - before !== spec.bytes) throw new Error(`writing ${file}: tensor ${spec.name} produced ${bytesWritten - before} bytes, expected ${spec.bytes}`);
+    }
+    fs.fsyncSync(fd);
+    fs.closeSync(fd);
+    fs.renameSync(temp, file);
+  } catch (error) {
+    try {
+      fs.closeSync(fd);
+    } catch {
+      // already closed
+    }
+    fs.rmSync(temp, { force: true });
+    throw error;
+  }
 }

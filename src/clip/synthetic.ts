@@ -19,20 +19,16 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { ClipConfig, TensorSpec, WeightFormat, clipLayout, fileOrder, isPresetName, layoutTotals, resolveClipConfig } from './config';
-import { DTYPE_BYTES, float32ToFloat16Bits } from './dtype';
-import { encodeSafetensorsHeader, readSafetensorsHeader } from './safetensors';
+import { ClipConfig, TensorSpec, WeightFormat, clipLayout, fileOrder, isPresetName, resolveClipConfig } from './config';
+import { DTYPE_BYTES, float32ToFloat16Array, int8RowScales, quantizeInt8Rows } from './dtype';
+import { WriteProgress, readSafetensorsHeader, writeSafetensorsFile } from './safetensors';
 
 export const DEFAULT_SEED = 0;
 /** Part of the cache file name: bump when the generated values change. */
 const GENERATOR_VERSION = 1;
 const CHUNK_ELEMENTS = 1 << 20;
 
-export interface SyntheticProgress {
-  bytesWritten: number;
-  totalBytes: number;
-  tensor: string;
-}
+export type SyntheticProgress = WriteProgress;
 
 export interface SyntheticOptions {
   /** A preset name, a model directory / config.json, or a config already read. Default vit-b-32. */
@@ -91,35 +87,7 @@ export function writeSyntheticCheckpoint(file: string, options: SyntheticOptions
   const seed = options.seed ?? DEFAULT_SEED;
   const specs = fileOrder(clipLayout(config, format));
   const fp32ByName = new Map(clipLayout(config, 'fp32').map((s) => [s.name, s]));
-  const header = encodeSafetensorsHeader(specs);
-  const totalBytes = header.length + layoutTotals(specs).totalBytes;
-  fs.mkdirSync(path.dirname(file), { recursive: true });
-  const temp = `${file}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`;
-  const fd = fs.openSync(temp, 'w');
-  try {
-    let bytesWritten = 0;
-    const write = (bytes: Uint8Array, tensor: string) => {
-      let done = 0;
-      while (done < bytes.length) done += fs.writeSync(fd, bytes, done, bytes.length - done);
-      bytesWritten += bytes.length;
-      options.onProgress?.({ bytesWritten, totalBytes, tensor });
-    };
-    write(header, '(header)');
-    for (const spec of specs) {
-      for (const chunk of encodedChunks(spec, fp32ByName, config, seed)) write(chunk, spec.name);
-    }
-    fs.fsyncSync(fd);
-    fs.closeSync(fd);
-    fs.renameSync(temp, file);
-  } catch (error) {
-    try {
-      fs.closeSync(fd);
-    } catch {
-      // already closed
-    }
-    fs.rmSync(temp, { force: true });
-    throw error;
-  }
+  writeSafetensorsFile(file, specs, (spec) => encodedChunks(spec, fp32ByName, config, seed), options.onProgress);
 }
 
 // mulberry32: small, fast, and good enough for weights whose only job is to be deterministic and sane.
@@ -169,20 +137,27 @@ export function syntheticTensorValues(spec: TensorSpec, config: ClipConfig, seed
   return out;
 }
 
-/** Per-row scales of an int8 weight: max |v| of the row / 127 (1 for an all-zero row). */
+/** The fp32 values of a tensor in chunks of whole rows (at most ~CHUNK_ELEMENTS): [first row, values]. */
+function* valueChunks(spec: TensorSpec, config: ClipConfig, seed: number): Generator<[number, Float32Array]> {
+  const numel = spec.bytes / 4;
+  const rows = spec.shape.length ? spec.shape[0] : 1;
+  const rowLength = numel / rows;
+  const rowsPerChunk = Math.max(1, Math.floor(CHUNK_ELEMENTS / rowLength));
+  const { center, spread } = distribution(spec, config);
+  const next = rng(tensorSeed(spec.name, seed));
+  for (let r0 = 0; r0 < rows; r0 += rowsPerChunk) {
+    const values = new Float32Array(Math.min(rowsPerChunk, rows - r0) * rowLength);
+    fill(values, next, center, spread);
+    yield [r0, values];
+  }
+}
+
+/** Per-row scales of an int8 weight, from a first pass over its values. */
 function int8Scales(spec: TensorSpec, config: ClipConfig, seed: number): Float32Array {
   const rows = spec.shape[0];
   const rowLength = spec.bytes / 4 / rows;
-  const { center, spread } = distribution(spec, config);
-  const next = rng(tensorSeed(spec.name, seed));
-  const row = new Float32Array(rowLength);
   const scales = new Float32Array(rows);
-  for (let r = 0; r < rows; r++) {
-    fill(row, next, center, spread);
-    let max = 0;
-    for (let i = 0; i < rowLength; i++) max = Math.max(max, Math.abs(row[i]));
-    scales[r] = max > 0 ? max / 127 : 1;
-  }
+  for (const [r0, values] of valueChunks(spec, config, seed)) scales.set(int8RowScales(values, values.length / rowLength), r0);
   return scales;
 }
 
@@ -202,30 +177,11 @@ function* encodedChunks(spec: TensorSpec, fp32ByName: Map<string, TensorSpec>, c
     yield new Uint8Array(int8Scales(weight, config, seed).buffer);
     return;
   }
-  const numel = source.bytes / 4;
-  const rows = source.shape.length ? source.shape[0] : 1;
-  const rowLength = numel / rows;
-  const rowsPerChunk = Math.max(1, Math.floor(CHUNK_ELEMENTS / rowLength));
-  const { center, spread } = distribution(source, config);
-  const next = rng(tensorSeed(source.name, seed));
+  const rowLength = source.shape.length ? source.bytes / 4 / source.shape[0] : 1;
   const scales = spec.dtype === 'I8' ? int8Scales(source, config, seed) : undefined;
-  for (let r0 = 0; r0 < rows; r0 += rowsPerChunk) {
-    const chunkRows = Math.min(rowsPerChunk, rows - r0);
-    const values = new Float32Array(chunkRows * rowLength);
-    fill(values, next, center, spread);
-    if (spec.dtype === 'F32') {
-      yield new Uint8Array(values.buffer);
-    } else if (spec.dtype === 'F16') {
-      const half = new Uint16Array(values.length);
-      for (let i = 0; i < values.length; i++) half[i] = float32ToFloat16Bits(values[i]);
-      yield new Uint8Array(half.buffer);
-    } else {
-      const q = new Int8Array(values.length);
-      for (let r = 0; r < chunkRows; r++) {
-        const scale = scales![r0 + r];
-        for (let i = 0; i < rowLength; i++) q[r * rowLength + i] = Math.max(-127, Math.min(127, Math.round(values[r * rowLength + i] / scale)));
-      }
-      yield new Uint8Array(q.buffer);
-    }
+  for (const [r0, values] of valueChunks(source, config, seed)) {
+    if (spec.dtype === 'F32') yield new Uint8Array(values.buffer);
+    else if (spec.dtype === 'F16') yield new Uint8Array(float32ToFloat16Array(values).buffer);
+    else yield new Uint8Array(quantizeInt8Rows(values, scales!, r0, rowLength).buffer);
   }
 }

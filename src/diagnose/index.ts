@@ -81,7 +81,7 @@ export interface DiagnosisInput {
 
 const PROT_WRITE = 2;
 const MAP_SHARED = 1;
-const MAP_STACK = 0x20000;
+const MAP_GROWSDOWN = 0x100;
 const ENOMEM = 12;
 const EAGAIN = 11;
 
@@ -106,12 +106,15 @@ function describeRequest(f: FailureFacts): string {
   return `${f.fn} of ${bytes}`;
 }
 
-/** RLIMIT_DATA counts private writable mappings (Linux >= 4.7), and the heap; not read-only or shared ones. */
+/**
+ * RLIMIT_DATA counts private writable mappings (Linux >= 4.7) and the heap; not read-only, shared or
+ * grows-down stack ones (MAP_STACK, which glibc uses for thread stacks, does not exempt a mapping).
+ */
 function countsAsData(f: FailureFacts): boolean {
   if (f.fn !== 'mmap' && f.fn !== 'mmap64') return true;
   const prot = f.prot ?? PROT_WRITE;
   const flags = f.flags ?? 0;
-  return (prot & PROT_WRITE) !== 0 && (flags & MAP_SHARED) === 0 && (flags & MAP_STACK) === 0;
+  return (prot & PROT_WRITE) !== 0 && (flags & MAP_SHARED) === 0 && (flags & MAP_GROWSDOWN) === 0;
 }
 
 /** The cause of one failed allocation and the arithmetic that shows it; undefined if nothing explains it. */

@@ -38,7 +38,7 @@ export interface Comparison {
 }
 
 function figureOf(scenario: ScenarioResult, figure: keyof MemoryFigures | 'wallMs'): number | null {
-  return figure === 'wallMs' ? scenario.wallMs : scenario.memory[figure];
+  return figure === 'wallMs' ? scenario.wallMs : (scenario.memory[figure] ?? null);
 }
 
 export function compareRuns(base: RunResults, next: RunResults, options: CompareOptions): Comparison {

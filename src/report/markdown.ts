@@ -20,6 +20,7 @@ function scenarioSection(result: ScenarioResult): string[] {
     `- VmSize before / after / peak: ${bytesOrUnknown(m.vmSizeBefore)} / ${bytesOrUnknown(m.vmSizeAfter)} / ${bytesOrUnknown(m.vmSizePeak)}`,
     `- Tracked peaks: heap ${bytesOrUnknown(m.heapPeak)}, anonymous mappings ${bytesOrUnknown(m.anonPeak)}, file mappings ${bytesOrUnknown(m.filePeak)}`,
   ];
+  if (m.cgroupPeak != null) lines.push(`- Memory cgroup charge at its peak: ${bytesOrUnknown(m.cgroupPeak)} (anonymous memory + the page cache it brought in)`);
   const figures = Object.entries(result.figures);
   if (figures.length) lines.push(`- Measured: ${figures.map(([k, v]) => `${k} ${typeof v === 'number' ? v.toLocaleString('en-US') : v}`).join(', ')}`);
   if (result.status === 'failed') {

@@ -66,6 +66,11 @@ export interface MemoryFigures {
   filePeak: number | null;
   /** The seed's "memory increase": RSS after minus RSS before the scenario's work. */
   increase: number | null;
+  /**
+   * What the memory cgroup charged at its peak (memory.max_usage_in_bytes / memory.peak) when the child
+   * ran in one (--limit-mem): anonymous memory plus the page cache it brought in, not shared pages.
+   */
+  cgroupPeak?: number | null;
 }
 
 export const MEMORY_FIGURES: readonly (keyof MemoryFigures)[] = [

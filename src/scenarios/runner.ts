@@ -153,7 +153,7 @@ async function runOne(name: string, request: RunRequest, environment: Environmen
   const report = readChildReport(resultFile);
   const failure = failureOf(record);
   const status = run.exit.code === 0 && !run.timedOut && report !== null && report.error === null ? 'passed' : 'failed';
-  const memory = memoryFigures(report, record, timeline);
+  const memory = { ...memoryFigures(report, record, timeline), cgroupPeak: run.cgroup?.peak ?? null };
   const output = `${run.stderrTail}\n${run.stdoutTail}`;
   const last = record?.timeline[record.timeline.length - 1];
   const diagnosis = limitBeforeAbort(options.limits, record, diagnose({

@@ -68,6 +68,11 @@ export interface TraceRun {
   /** Set when the last tracked program exec'd something the interposer did not enter (or left by _exit). */
   lostTrack?: string;
   cgroup?: CgroupOutcome;
+  /**
+   * The child's RSS and VmSize as last read from outside (/proc/PID/statm every 100 ms): pages touched
+   * without an allocation call (e.g. filling a buffer) show here before a kill, not in the record.
+   */
+  lastSeen: { rss: number; vmSize: number; atMs: number } | null;
   /** Kernel OOM kills anywhere on the host during the run (/proc/vmstat oom_kill). */
   hostOomKills: number | null;
   /** Last 64 KiB of the child's stderr and stdout, for the diagnosis. */
@@ -154,6 +159,16 @@ export async function traceCommand(options: TraceOptions): Promise<TraceRun> {
             }
           }, options.timeoutMs)
         : undefined;
+    let lastSeen: TraceRun['lastSeen'] = null;
+    const pageSize = 4096;
+    const watcher = setInterval(() => {
+      try {
+        const [size, resident] = fs.readFileSync(`/proc/${child.pid}/statm`, 'utf8').split(' ').map(Number);
+        if (size) lastSeen = { rss: resident! * pageSize, vmSize: size * pageSize, atMs: Date.now() - started };
+      } catch {
+        // exited between two reads
+      }
+    }, 100);
     const poller = options.onRecord
       ? setInterval(() => {
           const file = finalRecordOf(recordDir, child.pid!);
@@ -171,6 +186,7 @@ export async function traceCommand(options: TraceOptions): Promise<TraceRun> {
     });
     if (timer) clearTimeout(timer);
     if (poller) clearInterval(poller);
+    clearInterval(watcher);
     const durationMs = Date.now() - started;
     const hostOomAfter = hostOomKillCount();
 
@@ -223,6 +239,7 @@ export async function traceCommand(options: TraceOptions): Promise<TraceRun> {
       notTracked,
       lostTrack,
       cgroup: outcome,
+      lastSeen,
       hostOomKills: hostOomBefore !== null && hostOomAfter !== null ? hostOomAfter - hostOomBefore : null,
       stderrTail: stderrTail.toString('utf8'),
       stdoutTail: stdoutTail.toString('utf8'),

@@ -43,8 +43,8 @@ export interface TraceReport {
   failures: TraceFailure[];
   /** Bytes; null where unknown (no record). */
   peaks: { heap: number | null; anon: number | null; file: number | null; rss: number | null; vmsize: number | null };
-  /** Counters at the end (or at the kill). */
-  last: { heap: number; anon: number; file: number; reserved: number; phase: string } | null;
+  /** Counters at the end (or at the kill); rss as last read from outside, every 100 ms. */
+  last: { heap: number; anon: number; file: number; reserved: number; phase: string; rss: number | null } | null;
   calls: Record<string, number> | null;
   phases: { label: string; heap: number; anon: number; file: number }[];
   /** Samples over time (ms since the record started; bytes): on activity every 10 ms or 64 MiB of change. */
@@ -96,6 +96,7 @@ export function buildTraceReport(run: TraceRun): TraceReport {
         file: record.counters.fileMapped,
         reserved: record.counters.reservedMapped,
         phase: phaseLabel,
+        rss: run.lastSeen?.rss ?? lastSample?.rss ?? null,
       }
     : null;
   const diagnosis = diagnose({
@@ -106,7 +107,7 @@ export function buildTraceReport(run: TraceRun): TraceReport {
     hostOomKills: run.hostOomKills,
     output: run.stderrTail + run.stdoutTail,
     filePeak: record?.counters.filePeak,
-    last: last ? { ...last, rss: lastSample?.rss } : undefined,
+    last: last ? { ...last, rss: last.rss ?? undefined } : undefined,
     notTracked: run.notTracked ?? run.lostTrack,
   });
   return {
@@ -190,7 +191,7 @@ export function formatTraceReport(report: TraceReport): string {
     );
     if (report.last && (report.exit.signal || report.diagnosis.cause === 'cgroup-oom-kill')) {
       lines.push(
-        `  last counters: heap ${bytes(report.last.heap)}, anonymous ${bytes(report.last.anon)}, file ${bytes(report.last.file)}` +
+        `  last counters: RSS ${bytes(report.last.rss)}, heap ${bytes(report.last.heap)}, anonymous ${bytes(report.last.anon)}, file ${bytes(report.last.file)}` +
           (report.last.phase ? `, phase "${report.last.phase}"` : ''),
       );
     }

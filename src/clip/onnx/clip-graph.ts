@@ -8,6 +8,8 @@
 //   interface ClipParams { get(name): Value; rows(name, indices): Value }   where weights come from
 //   imageFeatures(g, config, params, pixels [B, C, H, W]): Value     visual_projection output [B, P]
 //   textFeatures(g, config, params, ids [B, S] int64): Value          text_projection output [B, P]
+//   towerSegment(g, config, params, tower, input, ids, from, to)     layers [from, to) of one tower
+//   towerTokens(config, tower, textLength)                           tokens per row in a tower
 //   normalize(g, x): Value                                           x / ||x|| over the last axis
 //   clipHead(g, params, imageEmbeds, textEmbeds): { logitsPerImage, logitsPerText, loss? }
 import type { ClipConfig } from '../config';
@@ -63,9 +65,9 @@ function quickGelu(g: Graph, x: Value): Value {
   return g.mul(x, g.sigmoid(g.mul(x, g.scalar(1.702))));
 }
 
-function encoder(g: Graph, p: ClipParams, hidden: Value, prefix: string, t: TowerShape, batch: number, seq: number, mask?: Value): Value {
+function encoderLayers(g: Graph, p: ClipParams, hidden: Value, prefix: string, t: TowerShape, batch: number, seq: number, from: number, to: number, mask?: Value): Value {
   let h = hidden;
-  for (let i = 0; i < t.numHiddenLayers; i++) {
+  for (let i = from; i < to; i++) {
     const layer = `${prefix}.encoder.layers.${i}`;
     h = g.add(h, attention(g, p, layerNorm(g, p, h, `${layer}.layer_norm1`, t.layerNormEps), `${layer}.self_attn`, t, batch, seq, mask));
     const mlp = linear(g, p, quickGelu(g, linear(g, p, layerNorm(g, p, h, `${layer}.layer_norm2`, t.layerNormEps), `${layer}.mlp.fc1`)), `${layer}.mlp.fc2`);
@@ -74,7 +76,15 @@ function encoder(g: Graph, p: ClipParams, hidden: Value, prefix: string, t: Towe
   return h;
 }
 
-export function imageFeatures(g: Graph, config: ClipConfig, p: ClipParams, pixels: Value): Value {
+export type Tower = 'text' | 'vision';
+
+/** Tokens per row inside a tower: the text length, or the patches plus the class token. */
+export function towerTokens(config: ClipConfig, tower: Tower, textLength: number): number {
+  return tower === 'text' ? textLength : (config.vision.imageSize / config.vision.patchSize) ** 2 + 1;
+}
+
+/** Patch embedding (a Gemm over the unfolded patches), class token, positions, pre-layernorm: [B * tokens, D]. */
+function visionEmbeddings(g: Graph, config: ClipConfig, p: ClipParams, pixels: Value): Value {
   const v = config.vision;
   const [batch, channels, height, width] = pixels.shape;
   if (channels !== v.numChannels || height !== v.imageSize || width !== v.imageSize) {
@@ -83,7 +93,6 @@ export function imageFeatures(g: Graph, config: ClipConfig, p: ClipParams, pixel
   const patch = v.patchSize;
   const grid = v.imageSize / patch;
   const patches = grid * grid;
-  const seq = patches + 1;
   const d = v.hiddenSize;
   const unfolded = g.reshape(
     g.transpose(g.reshape(pixels, [batch, channels, grid, patch, grid, patch]), [0, 2, 4, 1, 3, 5]),
@@ -93,14 +102,11 @@ export function imageFeatures(g: Graph, config: ClipConfig, p: ClipParams, pixel
   const embedded = g.reshape(g.gemm(unfolded, kernel, undefined, { transB: true }), [batch, patches, d]);
   const cls = g.expand(g.reshape(p.get('vision_model.embeddings.class_embedding'), [1, 1, d]), [batch, 1, d]);
   const tokens = g.add(g.concat([cls, embedded], 1), p.get('vision_model.embeddings.position_embedding.weight'));
-  let h = layerNorm(g, p, g.reshape(tokens, [batch * seq, d]), 'vision_model.pre_layrnorm', v.layerNormEps);
-  h = encoder(g, p, h, 'vision_model', v, batch, seq);
-  const pooled = g.reshape(g.slice(g.reshape(h, [batch, seq, d]), 1, 0, 1), [batch, d]);
-  const post = layerNorm(g, p, pooled, 'vision_model.post_layernorm', v.layerNormEps);
-  return g.gemm(post, p.get('visual_projection.weight', post), undefined, { transB: true });
+  return layerNorm(g, p, g.reshape(tokens, [batch * (patches + 1), d]), 'vision_model.pre_layrnorm', v.layerNormEps);
 }
 
-export function textFeatures(g: Graph, config: ClipConfig, p: ClipParams, ids: Value): Value {
+/** Token and position embeddings: [B * S, D]. */
+function textEmbeddings(g: Graph, config: ClipConfig, p: ClipParams, ids: Value): Value {
   const t = config.text;
   const [batch, seq] = ids.shape;
   if (seq > t.maxPositionEmbeddings) {
@@ -109,13 +115,44 @@ export function textFeatures(g: Graph, config: ClipConfig, p: ClipParams, ids: V
   const d = t.hiddenSize;
   const tokens = g.reshape(p.rows('text_model.embeddings.token_embedding.weight', g.reshape(ids, [batch * seq])), [batch, seq, d]);
   const positions = g.slice(p.get('text_model.embeddings.position_embedding.weight'), 0, 0, seq);
-  let h = g.reshape(g.add(tokens, positions), [batch * seq, d]);
-  h = encoder(g, p, h, 'text_model', t, batch, seq, causalMask(g, seq));
-  // Pooled at the end-of-text token, the highest id of each row (HF's argmax): a one-hot row product.
-  const select = g.reshape(g.oneHot(g.argMax(ids, 1), seq), [batch, 1, seq]);
-  const pooled = g.reshape(g.matmul(select, g.reshape(h, [batch, seq, d])), [batch, d]);
-  const post = layerNorm(g, p, pooled, 'text_model.final_layer_norm', t.layerNormEps);
-  return g.gemm(post, p.get('text_projection.weight', post), undefined, { transB: true });
+  return g.reshape(g.add(tokens, positions), [batch * seq, d]);
+}
+
+/**
+ * Encoder layers [from, to) of one tower, with the embeddings when from = 0 (then `input` is the pixels
+ * or the ids; else the hidden state [B * tokens, D] before layer `from`) and the pooling, final norm and
+ * projection when `to` is the layer count (then the result is the features [B, P]; else the hidden
+ * state after layer to - 1). Text pooling reads `ids`. Training runs a tower in such segments.
+ */
+export function towerSegment(g: Graph, config: ClipConfig, p: ClipParams, tower: Tower, input: Value, ids: Value | undefined, from: number, to: number): Value {
+  const t = tower === 'text' ? config.text : config.vision;
+  const prefix = tower === 'text' ? 'text_model' : 'vision_model';
+  const seq = towerTokens(config, tower, ids?.shape[1] ?? 0);
+  const batch = from > 0 ? input.shape[0] / seq : input.shape[0];
+  let h = from > 0 ? input : tower === 'text' ? textEmbeddings(g, config, p, input) : visionEmbeddings(g, config, p, input);
+  h = encoderLayers(g, p, h, prefix, t, batch, seq, from, to, tower === 'text' ? causalMask(g, seq) : undefined);
+  if (to < t.numHiddenLayers) return h;
+  const d = t.hiddenSize;
+  let pooled: Value;
+  if (tower === 'vision') {
+    pooled = g.reshape(g.slice(g.reshape(h, [batch, seq, d]), 1, 0, 1), [batch, d]); // the class token
+  } else {
+    // Pooled at the end-of-text token, the highest id of each row (HF's argmax): a one-hot row product.
+    const select = g.reshape(g.oneHot(g.argMax(ids!, 1), seq), [batch, 1, seq]);
+    pooled = g.reshape(g.matmul(select, g.reshape(h, [batch, seq, d])), [batch, d]);
+  }
+  const norm = tower === 'text' ? 'text_model.final_layer_norm' : 'vision_model.post_layernorm';
+  const post = layerNorm(g, p, pooled, norm, t.layerNormEps);
+  const projection = tower === 'text' ? 'text_projection.weight' : 'visual_projection.weight';
+  return g.gemm(post, p.get(projection, post), undefined, { transB: true });
+}
+
+export function imageFeatures(g: Graph, config: ClipConfig, p: ClipParams, pixels: Value): Value {
+  return towerSegment(g, config, p, 'vision', pixels, undefined, 0, config.vision.numHiddenLayers);
+}
+
+export function textFeatures(g: Graph, config: ClipConfig, p: ClipParams, ids: Value): Value {
+  return towerSegment(g, config, p, 'text', ids, ids, 0, config.text.numHiddenLayers);
 }
 
 export function normalize(g: Graph, x: Value): Value {

@@ -5,12 +5,15 @@
 // Memory: parameters and AdamW's two moments are held once, in float32 (3 x 605 MB for vit-b-32); the
 // parameters are graph inputs that onnxruntime reads without copying. onnxruntime-node 1.30 copies
 // every output (pre-allocated or not) out of buffers onnxruntime allocates itself, so a gradient costs
-// twice its size while a run returns. A step therefore runs three graphs: (1) both towers forward, the
-// head and the loss, with the gradients of the loss w.r.t. the two towers' projected features and
-// logit_scale; (2) the text tower again, backpropagating those feature gradients into its parameters;
-// (3) the same for the vision tower. Each tower's gradients land in one reused buffer and are applied by
-// AdamW before the next tower runs, so at most one tower's gradients (vit-b-32: vision, 352 MB) exist,
-// twice, at any time. Recomputing the towers' forward costs about a third more compute.
+// at least twice its size while a run returns. A step therefore runs several graphs: the head graph
+// (both towers forward, the loss, its gradients w.r.t. the two towers' projected features and
+// logit_scale, and the hidden states at segment boundaries), then for each tower its segments of layers
+// from the top down, each recomputing its own layers' forward from the saved boundary state and
+// backpropagating the gradient of its output into its parameters and its input state. Each segment's
+// gradients land in one reused buffer and AdamW applies them before the next segment runs, so only one
+// segment's gradients exist at a time (vit-b-32: 87,849,216 with one segment per tower, the vision
+// tower; 34,793,472 with 4, text layers 0-2 with the token embedding). The forward pass runs twice
+// in all, whatever the number of segments.
 // Parameters are read from the checkpoint by copy, not mmap: an mmap'd file's pages would count in RSS
 // again beside the writable copy training needs.
 //
@@ -25,17 +28,17 @@
 //     the loss; visit(name, grad) sees every parameter's gradient once (the view is reused afterwards)
 //   OnnxTrainer.step(pixels, ids): Promise<number>                 gradients + AdamW; the loss before it
 //   OnnxTrainer.params: Map<string, Float32Array>                   live (checkpoint order); .steps
-//   buildTrainingModels(config, shapes, batch, seq): { head, text, vision }   the three graphs
-import * as ort from 'onnxruntime-node';
+//   buildTrainingModels(config, shapes, batch, seq, segments = 1): { head, backward[] }   the graphs
+import type * as ort from 'onnxruntime-node';
 import type { ResolveOptions } from '../checkpoint';
 import type { ClipConfig } from '../config';
 import * as fs from 'node:fs';
 import { bfloat16BitsToFloat32, DTYPE_BYTES, float16BitsToFloat32 } from '../dtype';
 import { readSafetensorsHeader } from '../safetensors';
-import { clipHead, ClipParams, imageFeatures, normalize, textFeatures } from './clip-graph';
+import { clipHead, ClipParams, normalize, Tower, towerSegment, towerTokens } from './clip-graph';
 import { gradients } from './grad';
 import { ElemType, Graph, Value } from './graph';
-import { ClipModelSpec, resolveModel, sessionOptions } from './runtime';
+import { ClipModelSpec, onnxruntime, resolveModel, sessionOptions } from './runtime';
 
 export interface AdamWOptions {
   lr?: number;
@@ -48,6 +51,11 @@ export interface AdamWOptions {
 export interface OnnxTrainerOptions extends ResolveOptions {
   batch: number;
   seq?: number;
+  /**
+   * Backward graphs per tower (default 1, at most one per layer): more segments, fewer gradients alive at
+   * once (vit-b-32 batch 2: 1 -> ~2650 MiB peak, 4 -> ~2280 MiB), the same compute.
+   */
+  segments?: number;
   threads?: number;
   adamw?: AdamWOptions;
 }
@@ -68,9 +76,26 @@ const IMAGE_FEATURES = 'image_features';
 const TEXT_FEATURES = 'text_features';
 
 export interface TrainingModel {
+  /** What the graph computes, for messages: `head`, `text layers 6-11`, ... */
+  name: string;
   bytes: Uint8Array;
   /** Parameters whose gradients the graph outputs (as `grad.<name>`), in output order. */
   params: string[];
+}
+
+export interface TrainingModels {
+  head: TrainingModel;
+  /** Backward graphs in the order they run: each tower's segments from its last layers down. */
+  backward: TrainingModel[];
+}
+
+const hiddenName = (tower: Tower, layer: number): string => `hidden.${tower}.${layer}`;
+const featuresName = (tower: Tower): string => (tower === 'vision' ? IMAGE_FEATURES : TEXT_FEATURES);
+
+/** Layer boundaries splitting `layers` into `segments` nearly equal runs: [0, ..., layers]. */
+function boundaries(layers: number, segments: number): number[] {
+  const n = Math.max(1, Math.min(layers, Math.floor(segments)));
+  return Array.from({ length: n + 1 }, (_, i) => Math.round((i * layers) / n));
 }
 
 /** Parameters as graph inputs, declared on first use. */
@@ -101,47 +126,70 @@ function outputGradients(g: Graph, loss: Value, wrt: readonly Value[]): void {
 }
 
 /**
- * head: pixels + ids + every parameter -> loss and the gradients w.r.t. image_features,
- *       text_features (the projections' outputs) and logit_scale;
- * text / vision: one tower's inputs, its parameters and the feature gradient (`grad.<features>` as an
- *       input) -> the gradients of its parameters (the vector-Jacobian product of the tower).
+ * head: pixels + ids + every parameter -> loss; the gradients w.r.t. image_features, text_features (the
+ *   projections' outputs) and logit_scale; the hidden states at the segment boundaries (`hidden.<tower>.<layer>`).
+ * backward, one per tower segment (layers [from, to)): the segment's input (pixels or ids when from = 0,
+ *   else hidden.<tower>.<from>), its parameters and the gradient of its output (`grad.<features>` or
+ *   `grad.hidden.<tower>.<to>`) -> the gradients of its parameters and of its input hidden state.
  */
 export function buildTrainingModels(
   config: ClipConfig,
   shapes: ReadonlyMap<string, readonly number[]>,
   batch: number,
   seq: number,
-): { head: TrainingModel; text: TrainingModel; vision: TrainingModel } {
+  segments = 1,
+): TrainingModels {
   const v = config.vision;
   const pixelShape = [batch, v.numChannels, v.imageSize, v.imageSize];
-  const tower = (which: 'text' | 'vision'): TrainingModel => {
-    const g = new Graph(`clip_train_${which}`);
-    const { params, inputs } = inputParams(g, shapes);
-    const features =
-      which === 'vision'
-        ? imageFeatures(g, config, params, g.input('pixel_values', ElemType.FLOAT, pixelShape))
-        : textFeatures(g, config, params, g.input('input_ids', ElemType.INT64, [batch, seq]));
-    const seed = g.input(gradName(which === 'vision' ? IMAGE_FEATURES : TEXT_FEATURES), ElemType.FLOAT, features.shape);
-    outputGradients(g, g.reduceSum(g.mul(features, seed), [0, 1], false), [...inputs.values()]);
-    return { bytes: g.toModel(), params: [...inputs.keys()] };
-  };
-  const g = new Graph('clip_train_head');
-  const { params } = inputParams(g, shapes);
-  const image = imageFeatures(g, config, params, g.input('pixel_values', ElemType.FLOAT, pixelShape));
-  const text = textFeatures(g, config, params, g.input('input_ids', ElemType.INT64, [batch, seq]));
-  image.name = IMAGE_FEATURES;
-  text.name = TEXT_FEATURES;
-  const { loss } = clipHead(g, params, normalize(g, image), normalize(g, text));
+  const towers: Tower[] = ['text', 'vision'];
+  const layersOf = (tower: Tower) => (tower === 'text' ? config.text : config.vision).numHiddenLayers;
+  const widthOf = (tower: Tower) => (tower === 'text' ? config.text : config.vision).hiddenSize;
+
+  const head = new Graph('clip_train_head');
+  const { params } = inputParams(head, shapes);
+  const headInputs = { vision: head.input('pixel_values', ElemType.FLOAT, pixelShape), text: head.input('input_ids', ElemType.INT64, [batch, seq]) };
+  const features = {} as Record<Tower, Value>;
+  for (const tower of towers) {
+    const cuts = boundaries(layersOf(tower), segments);
+    let h = headInputs[tower];
+    for (let i = 0; i + 1 < cuts.length; i++) {
+      h = towerSegment(head, config, params, tower, h, headInputs.text, cuts[i], cuts[i + 1]);
+      if (i + 2 < cuts.length) head.output(h, hiddenName(tower, cuts[i + 1]));
+    }
+    h.name = featuresName(tower);
+    features[tower] = h;
+  }
+  const { loss } = clipHead(head, params, normalize(head, features.vision), normalize(head, features.text));
   if (!loss) throw new Error('training needs as many texts as images');
-  g.output(loss, 'loss');
-  const logitScale = params.get('logit_scale');
-  outputGradients(g, loss, [image, text, logitScale]);
-  const text_ = tower('text');
-  const vision = tower('vision');
-  const covered = new Set([...text_.params, ...vision.params, 'logit_scale']);
+  head.output(loss, 'loss');
+  outputGradients(head, loss, [features.vision, features.text, params.get('logit_scale')]);
+
+  const backward: TrainingModel[] = [];
+  for (const tower of towers) {
+    const cuts = boundaries(layersOf(tower), segments);
+    for (let i = cuts.length - 2; i >= 0; i--) {
+      const [from, to] = [cuts[i], cuts[i + 1]];
+      // One segment keeps the plain tower name (src/estimate walks clip_train_text / clip_train_vision).
+      const g = new Graph(cuts.length === 2 ? `clip_train_${tower}` : `clip_train_${tower}_${from}_${to}`);
+      const { params: segmentParams, inputs } = inputParams(g, shapes);
+      // Text segments take the ids even when they only need their length (a middle segment).
+      const ids = tower === 'text' ? g.input('input_ids', ElemType.INT64, [batch, seq]) : undefined;
+      const input =
+        from > 0
+          ? g.input(hiddenName(tower, from), ElemType.FLOAT, [batch * towerTokens(config, tower, seq), widthOf(tower)])
+          : tower === 'vision'
+            ? g.input('pixel_values', ElemType.FLOAT, pixelShape)
+            : ids!;
+      const out = towerSegment(g, config, segmentParams, tower, input, ids, from, to);
+      const seed = g.input(gradName(to === layersOf(tower) ? featuresName(tower) : hiddenName(tower, to)), ElemType.FLOAT, out.shape);
+      outputGradients(g, g.reduceSum(g.mul(out, seed), [0, 1], false), [...inputs.values(), ...(from > 0 ? [input] : [])]);
+      backward.push({ name: `${tower} layers ${from}-${to - 1}`, bytes: g.toModel(), params: [...inputs.keys()] });
+    }
+  }
+  const covered = new Set([...backward.flatMap((m) => m.params), 'logit_scale']);
   const unused = [...shapes.keys()].filter((name) => !covered.has(name));
   if (unused.length) throw new Error(`training: checkpoint tensors the model does not use: ${unused.join(', ')}`);
-  return { head: { bytes: g.toModel(), params: ['logit_scale'] }, text: text_, vision };
+  return { head: { name: 'head', bytes: head.toModel(), params: ['logit_scale'] }, backward };
 }
 
 /** float32 of every 16-bit pattern (256 KiB): widening by lookup is ~20x faster than computing it. */
@@ -202,34 +250,32 @@ export async function createOnnxTrainer(model: ClipModelSpec, options: OnnxTrain
   const adamw = { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, ...options.adamw };
 
   const { params, shapes } = readFloat32Params(file);
-  const models = buildTrainingModels(config, shapes, batch, seq);
+  const models = buildTrainingModels(config, shapes, batch, seq, options.segments ?? 1);
   // No arena: what a run allocates goes back to the allocator when it returns, so the next graph's
   // gradients reuse it instead of adding to the peak.
   const options_ = { ...sessionOptions(options.threads ?? 2), enableCpuMemArena: false };
-  const [head, text, vision] = await Promise.all(
-    [models.head, models.text, models.vision].map((m) => ort.InferenceSession.create(m.bytes, options_)),
-  );
+  const head = await onnxruntime().InferenceSession.create(models.head.bytes, options_);
   const paramFeeds: Record<string, ort.Tensor> = {};
-  for (const [name, data] of params) paramFeeds[name] = new ort.Tensor('float32', data, shapes.get(name)!);
-  // One buffer for the gradients of the larger tower, carved into per-parameter views for each graph.
+  for (const [name, data] of params) paramFeeds[name] = new (onnxruntime().Tensor)('float32', data, shapes.get(name)!);
+  // One buffer for the gradients of the largest segment, carved into per-parameter views for each graph.
   const gradElements = (m: TrainingModel) => m.params.reduce((sum, name) => sum + params.get(name)!.length, 0);
-  const pool = new Float32Array(Math.max(gradElements(models.text), gradElements(models.vision), 1));
-  const fetchesFor = (m: TrainingModel) => {
+  const pool = new Float32Array(Math.max(1, ...models.backward.map(gradElements)));
+  const backward: Array<{ session: ort.InferenceSession; views: Map<string, Float32Array>; fetches: Record<string, ort.Tensor | null> }> = [];
+  for (const m of models.backward) {
+    const session = await onnxruntime().InferenceSession.create(m.bytes, options_);
     const views = new Map<string, Float32Array>();
+    const fetches: Record<string, ort.Tensor | null> = {};
     let at = 0;
     for (const name of m.params) {
-      const n = params.get(name)!.length;
-      views.set(name, pool.subarray(at, at + n));
-      at += n;
+      const view = pool.subarray(at, at + params.get(name)!.length);
+      at += view.length;
+      views.set(name, view);
+      fetches[gradName(name)] = new (onnxruntime().Tensor)('float32', view, shapes.get(name)!);
     }
-    const fetches: Record<string, ort.Tensor> = {};
-    for (const [name, view] of views) fetches[gradName(name)] = new ort.Tensor('float32', view, shapes.get(name)!);
-    return { views, fetches };
-  };
-  const towers = [
-    { session: text, ...fetchesFor(models.text), seed: gradName(TEXT_FEATURES) },
-    { session: vision, ...fetchesFor(models.vision), seed: gradName(IMAGE_FEATURES) },
-  ];
+    // The input hidden state's gradient (segments above the first): small, onnxruntime allocates it.
+    for (const output of session.outputNames) if (!(output in fetches)) fetches[output] = null;
+    backward.push({ session, views, fetches });
+  }
   const v = config.vision;
   const pixelShape = [batch, v.numChannels, v.imageSize, v.imageSize];
   const pixelCount = pixelShape.reduce((a, b) => a * b);
@@ -238,8 +284,8 @@ export async function createOnnxTrainer(model: ClipModelSpec, options: OnnxTrain
     if (ids.length !== batch * seq) throw new Error(`training step: ${ids.length} input ids, expected ${batch} x ${seq}`);
     return {
       ...paramFeeds,
-      pixel_values: new ort.Tensor('float32', pixels, pixelShape),
-      input_ids: new ort.Tensor('int64', BigInt64Array.from(Array.from(ids), (x) => BigInt(x)), [batch, seq]),
+      pixel_values: new (onnxruntime().Tensor)('float32', pixels, pixelShape),
+      input_ids: new (onnxruntime().Tensor)('int64', BigInt64Array.from(Array.from(ids), (x) => BigInt(x)), [batch, seq]),
     };
   };
   const pick = (session: ort.InferenceSession, feeds: Record<string, ort.Tensor>) =>
@@ -277,13 +323,15 @@ export async function createOnnxTrainer(model: ClipModelSpec, options: OnnxTrain
       return (out.loss.data as Float32Array)[0];
     },
     async computeGradients(pixels, ids, visit) {
-      const feeds = inputFeeds(pixels, ids);
+      // Every graph's outputs become feeds by name: hidden states, feature and hidden-state gradients.
+      const feeds: Record<string, ort.Tensor> = inputFeeds(pixels, ids);
       const out = await head.run(pick(head, feeds));
+      Object.assign(feeds, out);
       const loss = (out.loss.data as Float32Array)[0];
-      for (const tower of towers) {
-        feeds[tower.seed] = out[tower.seed] as ort.Tensor;
-        await tower.session.run(pick(tower.session, feeds), tower.fetches);
-        for (const [name, grad] of tower.views) visit(name, grad);
+      for (const segment of backward) {
+        const result = await segment.session.run(pick(segment.session, feeds), segment.fetches);
+        for (const [name, value] of Object.entries(result)) if (segment.fetches[name] === null) feeds[name] = value as ort.Tensor;
+        for (const [name, grad] of segment.views) visit(name, grad);
       }
       visit('logit_scale', out[gradName('logit_scale')].data as Float32Array);
       return loss;
@@ -294,7 +342,7 @@ export async function createOnnxTrainer(model: ClipModelSpec, options: OnnxTrain
       return loss;
     },
     async close() {
-      for (const session of [head, text, vision]) await session.release();
+      for (const session of [head, ...backward.map((b) => b.session)]) await session.release();
     },
   };
   return trainer;

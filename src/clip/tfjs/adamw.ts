@@ -37,28 +37,41 @@ export class AdamW {
   }
 
   /**
-   * One optimizer step: updates every variable with its gradient, in order, and disposes each gradient
-   * right after its update.
+   * Creates the moments of every parameter that has none yet. Called before the first forward pass,
+   * it puts them beside the parameters, below the memory that each step's activations and gradients
+   * take and give back, so that memory is reused step after step instead of fragmenting the heap.
    */
-  step(updates: Iterable<AdamWUpdate>): void {
-    this.steps += 1;
-    for (const { name, parameter, gradient } of updates) {
-      setPhase(`adamw ${name}`);
-      try {
+  createMoments(parameters: readonly Pick<AdamWUpdate, 'name' | 'parameter'>[]): void {
+    for (const { name, parameter } of parameters) {
+      if (this.moments.has(parameter)) continue;
+      setPhase(`adamw moments ${name}`);
+      this.moments.set(parameter, { m: zerosVariable(parameter), v: zerosVariable(parameter) });
+    }
+  }
+
+  /**
+   * One optimizer step: updates every parameter with its gradient, in order, and disposes each gradient
+   * right after its update (all of them, whatever happens). The moments are all created before any
+   * parameter changes, so running out of memory for them leaves the model as it was; on wasm nothing
+   * after that allocates.
+   */
+  step(updates: readonly AdamWUpdate[]): void {
+    try {
+      this.createMoments(updates);
+      this.steps += 1;
+      for (const { name, parameter, gradient } of updates) {
+        setPhase(`adamw ${name}`);
         this.update(parameter, gradient);
-      } finally {
         gradient.dispose();
       }
+    } finally {
+      for (const { gradient } of updates) if (!gradient.isDisposed) gradient.dispose();
     }
   }
 
   private update(parameter: tf.Variable, gradient: tf.Tensor): void {
     const { lr, beta1, beta2, eps, weightDecay } = this.options;
-    let state = this.moments.get(parameter);
-    if (!state) {
-      state = { m: zerosVariable(parameter), v: zerosVariable(parameter) };
-      this.moments.set(parameter, state);
-    }
+    const state = this.moments.get(parameter)!;
     const { m, v } = state;
     const biasCorrection1 = 1 - beta1 ** this.steps;
     const biasCorrection2 = 1 - beta2 ** this.steps;
