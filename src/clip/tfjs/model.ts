@@ -31,7 +31,7 @@ import type { AdamWOptions } from '../onnx/train';
 import { setPhase } from '../../track/phase';
 import { AdamW, type AdamWUpdate } from './adamw';
 import { asTfjsMemoryError, selectTfjsBackend, type TfjsBackendChoice, type TfjsBackendName } from './backend';
-import { diagonalCrossEntropy, gatherRows, layerNorm, linear, matMul, quickGelu } from './layers';
+import { diagonalCrossEntropy, gatherRows, layerNorm, linear, matMul, quickGelu, recomputedInBackward } from './layers';
 
 /** Images as CLIPImageProcessor gives them: float32, NCHW [n, 3, size, size], row-major. */
 export interface ImageBatch {
@@ -180,6 +180,7 @@ export class ClipTfjs {
     }
     return this.run(() => {
       const variables = [...this.parameters.values()];
+      this.optimizer.createMoments([...this.parameters].map(([name, parameter]) => ({ name, parameter })));
       const { value, grads } = tf.variableGrads(() => {
         const loss = this.loss(batch, 'train forward');
         setPhase('tfjs train backward (gradients of every parameter)');
@@ -302,15 +303,22 @@ export class ClipTfjs {
   private encoder(tower: 'text_model' | 'vision_model', stage: Stage, hidden: tf.Tensor, heads: number, mask?: tf.Tensor): tf.Tensor {
     const eps = tower === 'text_model' ? this.config.text.layerNormEps : this.config.vision.layerNormEps;
     for (let index = 0; this.parameters.has(`${tower}.encoder.layers.${index}.layer_norm1.weight`); index += 1) {
-      const layer = this.layer(`${tower}.encoder.layers.${index}`);
-      setPhase(`tfjs ${stage} ${tower}.encoder.layers.${index}`);
-      const input = hidden;
-      // Its own tidy: only the layer output survives (and, while recording gradients, what the tape saves).
-      hidden = tf.tidy(() => {
-        const attended = tf.add(input, this.attention(layerNorm(input, ...layer.ln1, eps), layer, heads, mask));
-        const expanded = quickGelu(linear(layerNorm(attended, ...layer.ln2, eps), ...layer.fc1));
-        return tf.add(attended, linear(expanded, ...layer.fc2));
-      });
+      const prefix = `${tower}.encoder.layers.${index}`;
+      const parameters = encoderLayerParameters.map((name) => this.weight(`${prefix}.${name}`));
+      setPhase(`tfjs ${stage} ${prefix}`);
+      // One checkpointed block per layer: only its output survives the forward pass (and, while
+      // recording gradients, its inputs); its backward recomputes it.
+      const block = recomputedInBackward(
+        (input, ...rest) => {
+          const layer = encoderLayer(rest.slice(-encoderLayerParameters.length));
+          const layerMask = mask ? rest[0] : undefined;
+          const attended = tf.add(input, this.attention(layerNorm(input, ...layer.ln1, eps), layer, heads, layerMask));
+          const expanded = quickGelu(linear(layerNorm(attended, ...layer.ln2, eps), ...layer.fc1));
+          return tf.add(attended, linear(expanded, ...layer.fc2));
+        },
+        () => setPhase(`tfjs train backward ${prefix}`),
+      );
+      hidden = block(hidden, ...(mask ? [mask] : []), ...parameters);
     }
     return hidden;
   }
@@ -328,20 +336,25 @@ export class ClipTfjs {
     return linear(tf.reshape(tf.transpose(context, [0, 2, 1, 3]), [count, length, width]), ...layer.out);
   }
 
-  private layer(prefix: string): EncoderLayer {
-    const pair = (name: string): [tf.Tensor2D, tf.Tensor1D] => [this.weight(`${prefix}.${name}.weight`), this.weight(`${prefix}.${name}.bias`)];
-    const norm = (name: string): [tf.Tensor1D, tf.Tensor1D] => [this.weight(`${prefix}.${name}.weight`), this.weight(`${prefix}.${name}.bias`)];
-    return {
-      ln1: norm('layer_norm1'),
-      ln2: norm('layer_norm2'),
-      q: pair('self_attn.q_proj'),
-      k: pair('self_attn.k_proj'),
-      v: pair('self_attn.v_proj'),
-      out: pair('self_attn.out_proj'),
-      fc1: pair('mlp.fc1'),
-      fc2: pair('mlp.fc2'),
-    };
-  }
+}
+
+/** An encoder layer's parameters, each with .weight and .bias, in the order encoderLayer() reads them. */
+const encoderLayerParameters = ['layer_norm1', 'layer_norm2', 'self_attn.q_proj', 'self_attn.k_proj', 'self_attn.v_proj', 'self_attn.out_proj', 'mlp.fc1', 'mlp.fc2'].flatMap(
+  (part) => [`${part}.weight`, `${part}.bias`],
+);
+
+function encoderLayer(parameters: tf.Tensor[]): EncoderLayer {
+  const pair = <W extends tf.Tensor>(i: number): [W, tf.Tensor1D] => [parameters[2 * i] as W, parameters[2 * i + 1] as tf.Tensor1D];
+  return {
+    ln1: pair<tf.Tensor1D>(0),
+    ln2: pair<tf.Tensor1D>(1),
+    q: pair<tf.Tensor2D>(2),
+    k: pair<tf.Tensor2D>(3),
+    v: pair<tf.Tensor2D>(4),
+    out: pair<tf.Tensor2D>(5),
+    fc1: pair<tf.Tensor2D>(6),
+    fc2: pair<tf.Tensor2D>(7),
+  };
 }
 
 function readAndDispose(tensor: tf.Tensor): Float32Array {
