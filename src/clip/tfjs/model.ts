@@ -118,7 +118,8 @@ export class ClipTfjs {
 
   /**
    * On the cpu backend, F32 tensors are used in place until their first update: keep an mmap-loaded
-   * checkpoint open (no close()) while the model lives.
+   * checkpoint open (no close()) while the model lives. Every other backend copies the weights: close
+   * the checkpoint after create() and its pages leave the resident set.
    */
   static async create(weights: TensorMap, config: ClipConfig, options: ClipTfjsOptions = {}): Promise<ClipTfjs> {
     const specs = parameterSpecs(weights, config);
