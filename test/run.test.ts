@@ -186,3 +186,13 @@ test.serial("with the estimate's runtime baseline measured, a cgroup kill gets t
   const fixed = cli(slurm[0].command!.replace(/^clip-mem /, '').split(' '));
   t.is(fixed.status, 0, fixed.stdout);
 });
+
+test.serial('--timeout kills the child with its process group, and the run goes on to the next scenario', (t) => {
+  const result = run(['clip-train', 'clip-load', '--model', 'tiny', '--timeout', '0.3']);
+  t.is(result.status, 1);
+  const train = scenario(result.results, 'clip-train');
+  t.true(train.timedOut);
+  t.is(train.exit.signal, 'SIGKILL');
+  t.regex(train.diagnosis.evidence[0], /^killed with its process group after the 0\.3 s timeout/);
+  t.deepEqual(result.results.scenarios.map((s) => s.name), ['clip-train', 'clip-load']);
+});
