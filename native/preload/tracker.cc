@@ -68,14 +68,21 @@ bool in_bootstrap(const void* ptr) {
   return uintptr_t(ptr) - uintptr_t(bootstrap_arena) < sizeof bootstrap_arena;
 }
 
+// glibc's chunk header flag for a chunk of its own mapping (malloc/malloc.c IS_MMAPPED).
+constexpr size_t kChunkMmapped = 2;
+
+// Each block is preceded by a header word that reads as a glibc mmapped chunk, so that free's fast path,
+// which sends mmapped chunks to the slow path, needs no separate test for bootstrap blocks.
 void* bootstrap_alloc(size_t size) {
-  size_t start = (__atomic_fetch_add(&bootstrap_used, (size + 15) & ~size_t(15), __ATOMIC_RELAXED));
-  if (start + size > sizeof bootstrap_arena) {
+  size_t start = (__atomic_fetch_add(&bootstrap_used, ((size + 15) & ~size_t(15)) + 16, __ATOMIC_RELAXED));
+  if (start + 16 + size > sizeof bootstrap_arena) {
     static const char message[] = "clip-mem tracker: bootstrap arena exhausted while resolving libc symbols\n";
     (void)!write(2, message, sizeof message - 1);
     abort();
   }
-  return bootstrap_arena + start;  // static storage: already zero, as calloc promises
+  char* block = bootstrap_arena + start + 16;
+  reinterpret_cast<size_t*>(block)[-1] = kChunkMmapped;
+  return block;  // static storage: already zero, as calloc promises
 }
 
 template <typename T>
@@ -645,7 +652,7 @@ void parse_injections(const char* spec) {
 // Used only when start-up checks proved the allocator is glibc's and the two agree (glibc_chunks).
 inline size_t chunk_usable(void* ptr) {
   size_t header = static_cast<size_t*>(ptr)[-1];
-  return (header & ~size_t(7)) - 8 - ((header & 2) << 2);  // IS_MMAPPED (2): 16 bytes of header, else 8
+  return (header & ~size_t(7)) - ((header & kChunkMmapped) ? 16 : 8);
 }
 
 __attribute__((always_inline)) inline size_t usable(void* ptr) {
@@ -918,11 +925,21 @@ __attribute__((noinline)) void* grew(ClipmemThreadSlot* slot, int64_t delta, voi
   heap_grew(slot, delta);
   return ptr;
 }
+// A block in a chunk of its own mapping (16 bytes of header): counted here, off the fast path.
+__attribute__((noinline)) void* grew_mmapped(ClipmemThreadSlot* slot, void* ptr) {
+  int64_t delta;
+  if (grows_past_limit(slot, int64_t(chunk_usable(ptr)), &delta)) heap_grew(slot, delta);
+  return ptr;
+}
 __attribute__((noinline)) void fold_then_free(ClipmemThreadSlot* slot, void* ptr) {
   fold(slot);
   real.free(ptr);
 }
 }  // namespace
+
+// The size glibc's allocation fast path adds for a block: its chunk size less the 8-byte header word;
+// the caller has sent mmapped chunks (and bootstrap blocks, which read as mmapped) elsewhere.
+inline int64_t heap_chunk_usable(size_t header) { return int64_t(header & ~size_t(7)) - 8; }
 
 void* malloc_hook(size_t size) {
   ClipmemThreadSlot* slot = tls.fast;
@@ -930,8 +947,10 @@ void* malloc_hook(size_t size) {
   count_fast(slot, CLIPMEM_FN_MALLOC, size);
   void* ptr = real.malloc(size);
   if (UNLIKELY(!ptr)) return fast_alloc_failed(slot, CLIPMEM_FN_MALLOC, size, 0, 0, 0);
+  size_t header = static_cast<size_t*>(ptr)[-1];
+  if (UNLIKELY(header & kChunkMmapped)) return grew_mmapped(slot, ptr);
   int64_t delta;
-  if (grows_past_limit(slot, int64_t(chunk_usable(ptr)), &delta)) return grew(slot, delta, ptr);
+  if (grows_past_limit(slot, heap_chunk_usable(header), &delta)) return grew(slot, delta, ptr);
   return ptr;
 }
 
@@ -993,6 +1012,7 @@ void* reallocarray_hook(void* ptr, size_t nmemb, size_t size) {
 
 namespace {
 __attribute__((noinline)) void free_slow(void* ptr) {
+  if (in_bootstrap(ptr)) return;
   ensure_resolved();
   if (tracking()) count_heap(CLIPMEM_FN_FREE, 0, -int64_t(usable(ptr)));
   real.free(ptr);
@@ -1000,11 +1020,14 @@ __attribute__((noinline)) void free_slow(void* ptr) {
 }  // namespace
 
 void free_hook(void* ptr) {
-  if (UNLIKELY(!ptr || in_bootstrap(ptr))) return;
+  if (UNLIKELY(!ptr)) return;
   ClipmemThreadSlot* slot = tls.fast;
   if (UNLIKELY(!slot)) return free_slow(ptr);
+  // Read only once the fast path is on: glibc's chunks are verified then.
+  size_t header = static_cast<size_t*>(ptr)[-1];
+  if (UNLIKELY(header & kChunkMmapped)) return free_slow(ptr);  // mmapped chunks and bootstrap blocks
   bump_own(slot->calls[CLIPMEM_FN_FREE]);
-  if (shrinks_past_fold(slot, int64_t(chunk_usable(ptr)))) return fold_then_free(slot, ptr);
+  if (shrinks_past_fold(slot, heap_chunk_usable(header))) return fold_then_free(slot, ptr);
   real.free(ptr);
 }
 
