@@ -10,7 +10,8 @@ import {
   readSafetensorsHeader,
   serializeSafetensors,
 } from '../src/clip/safetensors';
-import { referenceDir } from './helpers/paths';
+import { spawnSync } from 'node:child_process';
+import { referenceDir, repoRoot } from './helpers/paths';
 
 const reference = path.join(referenceDir, 'model.safetensors');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'clip-safetensors-'));
@@ -116,4 +117,39 @@ for (const [title, make, message] of errorCases) {
 test('a missing file is a plain ENOENT error with the path', (t) => {
   t.throws(() => loadSafetensors(path.join(tmp, 'nope'), { mode: 'mmap' }), { code: 'ENOENT', message: /nope/ });
   t.throws(() => loadSafetensors(path.join(tmp, 'nope'), { mode: 'copy' }), { code: 'ENOENT', message: /nope/ });
+});
+
+test('the addon unmaps a mapping when its buffer is collected, or at once by unmapFile', (t) => {
+  const addon = path.join(repoRoot, 'build', 'Release', 'clip_mem.node');
+  const script = `
+    const a = require(${JSON.stringify(addon)});
+    const file = ${JSON.stringify(reference)};
+    const mapped = () => require('fs').readFileSync('/proc/self/maps', 'utf8').includes(file);
+    let b = a.mapFile(file);
+    const out = { mappedBytes: a.mappedBytes(), inMaps: mapped() };
+    b = null;
+    gc();
+    setTimeout(() => {
+      gc();
+      setTimeout(() => {
+        Object.assign(out, { afterGc: a.mappedBytes(), inMapsAfterGc: mapped() });
+        const c = a.mapFile(file);
+        Object.assign(out, { unmapped: a.unmapFile(c), afterUnmap: a.mappedBytes(), detachedLength: c.byteLength, again: a.unmapFile(c) });
+        try { a.mapFile('/no/such/file'); } catch (e) { out.error = [e.code, e.errno, e.syscall, e.message]; }
+        console.log(JSON.stringify(out));
+      }, 20);
+    }, 20);`;
+  const result = spawnSync(process.execPath, ['--expose-gc', '-e', script], { encoding: 'utf8' });
+  t.is(result.status, 0, result.stderr);
+  t.deepEqual(JSON.parse(result.stdout), {
+    mappedBytes: fs.statSync(reference).size,
+    inMaps: true,
+    afterGc: 0,
+    inMapsAfterGc: false,
+    unmapped: true,
+    afterUnmap: 0,
+    detachedLength: 0,
+    again: false,
+    error: ['ENOENT', 2, 'open', 'open /no/such/file: No such file or directory (errno 2)'],
+  });
 });

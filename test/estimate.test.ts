@@ -26,6 +26,8 @@ test('the graph walk: lifetimes to the last consumer, Reshape shares its buffer,
   t.deepEqual(memory.peakAt, { index: memory.peakAt.index, op: 'Concat' });
   // planned: a and b cannot serve d (256 B), so every buffer is new: 128 + 128 + 256
   t.is(memory.plannedBytes, 512);
+  // held at once: a's buffer is released after the Mul, so at most b + d
+  t.is(memory.plannedPeakBytes, 384);
   t.is(memory.outputBytes, 256);
   t.is(memory.constantBytes, 8); // the reshape's int64 shape operand
 });
@@ -70,6 +72,11 @@ test('train: float32 parameters, one tower of gradients twice, two AdamW moments
   t.is(adamw.activations, graphs.vision.peakBytes - 351_396_864 + graphs.vision.constantBytes);
   const sgd = byName(modelTerms(vitB32, 'fp32', 'train', 2, 'sgd').components);
   t.is(sgd['optimizer states'], 0);
+  // Without moments the heap a run leaves binds: at batch 6 the text tower's planned buffers
+  const sgd6 = byName(modelTerms(vitB32, 'fp32', 'train', 6, 'sgd').components);
+  const text6 = trainingGraphMemory(vitB32, 6).text;
+  t.is(sgd6.gradients, 351_396_864 + 253_712_384);
+  t.is(sgd6.activations, text6.plannedBytes - 253_712_384 + text6.constantBytes);
   // fp16 checkpoints train in float32: the same terms
   t.deepEqual(byName(modelTerms(vitB32, 'fp16', 'train', 2).components), adamw);
   const tinyTrain = byName(modelTerms(tiny, 'fp32', 'train', 2).components);

@@ -4,11 +4,12 @@ import type { CommandModule } from 'yargs';
 import { checkpointCommand } from './commands/checkpoint';
 import { compareCommand } from './commands/compare';
 import { estimateCommand } from './commands/estimate';
+import { fitCommand } from './commands/fit';
 import { nativeProbeCommand } from './commands/native-probe';
 import { runCommand } from './commands/run';
 import { traceCommandModule } from './commands/trace';
 
-const commands: CommandModule<any, any>[] = [nativeProbeCommand, traceCommandModule, runCommand, compareCommand, checkpointCommand, estimateCommand];
+const commands: CommandModule<any, any>[] = [nativeProbeCommand, traceCommandModule, runCommand, compareCommand, checkpointCommand, estimateCommand, fitCommand];
 
 export async function main(argv: string[]): Promise<void> {
   let parser = yargs(argv)

@@ -2,7 +2,11 @@
 // analysis row (required / available / deficit) they are computed from. A fix is offered only when the
 // measured numbers support it: a smaller dtype only when its weights fit in the headroom measured before
 // loading, MALLOC_ARENA_MAX only when the arenas it would give back cover the deficit, and so on.
+import * as fs from 'node:fs';
 import { describeLayout, type WeightFormat } from '../clip/config';
+import { estimatePhase, type PhaseEstimate } from '../estimate/estimate';
+import type { Phase } from '../estimate/model';
+import { loadRuntimeRecord } from '../estimate/store';
 import type { Environment, Fix, MemoryAnalysis, RunOptions, ScenarioResult } from '../report/result';
 import type { ScenarioOptions } from '../scenarios/scenario';
 import { formatBytes } from '../units';
@@ -24,7 +28,7 @@ const LOADING_SCENARIOS = new Set(['clip-load', 'clip-load-copy']);
 const roundUpMiB = (bytes: number) => Math.ceil(bytes / MiB) * MiB;
 const exact = (bytes: number) => `${bytes.toLocaleString('en-US')} B (${formatBytes(bytes)})`;
 
-type Analysed = Pick<ScenarioResult, 'name' | 'status' | 'memory' | 'failure' | 'diagnosis' | 'figures'>;
+type Analysed = Pick<ScenarioResult, 'name' | 'status' | 'memory' | 'failure' | 'diagnosis' | 'figures' | 'command'>;
 
 export function memoryAnalysis(result: Analysed, options: RunOptions, environment: Environment): MemoryAnalysis {
   const { limits } = options;
@@ -62,13 +66,30 @@ function weightBytes(model: string, format: WeightFormat): number {
   return describeLayout(model, format).totals.totalBytes;
 }
 
+/**
+ * The scenario's own reproducible command (model, dtype, batch, backend, limits) with some options
+ * changed: `--dtype fp16 --limit-as 1443M` replaces those two and keeps the rest.
+ */
 function rerun(result: Analysed, change: string): string {
-  return `clip-mem run ${result.name} ${change}`;
+  let command = result.command;
+  for (const [, option, value] of change.matchAll(/(--[\w-]+) (\S+)/g)) {
+    const present = new RegExp(`${option} \\S+`);
+    command = present.test(command) ? command.replace(present, `${option} ${value}`) : `${command} ${option} ${value}`;
+  }
+  return command;
 }
 
-/** What a loading scenario needs in all: the VmSize it started from plus every weight byte. */
-function loadingNeed(result: Analysed, model: string, format: WeightFormat): number | null {
-  return result.memory.vmSizeBefore === null ? null : result.memory.vmSizeBefore + weightBytes(model, format);
+/**
+ * What a loading scenario needs in all: the VmSize it started from plus every weight byte (by copy), or
+ * plus the whole file (by mmap: the mapping covers the header too).
+ */
+function loadingNeed(result: Analysed, scenario: ScenarioOptions, format: WeightFormat): number | null {
+  if (result.memory.vmSizeBefore === null) return null;
+  return result.memory.vmSizeBefore + loadedBytes(result, scenario, format);
+}
+
+function loadedBytes(result: Analysed, scenario: ScenarioOptions, format: WeightFormat): number {
+  return result.name === 'clip-load' ? fs.statSync(scenario.checkpoint).size : weightBytes(scenario.model, format);
 }
 
 function addressSpaceFixes(result: Analysed, options: RunOptions, scenario: ScenarioOptions): Fix[] {
@@ -78,11 +99,11 @@ function addressSpaceFixes(result: Analysed, options: RunOptions, scenario: Scen
   const fixes: Fix[] = [];
   const format = scenario.dtype as WeightFormat;
   const loading = LOADING_SCENARIOS.has(result.name);
-  const need = loading ? loadingNeed(result, scenario.model, format) : f?.vmSize != null ? f.vmSize + f.size : null;
+  const need = loading ? loadingNeed(result, scenario, format) : f?.vmSize != null ? f.vmSize + f.size : null;
   if (need !== null) {
     const target = roundUpMiB(need * (1 + (loading ? SAFETY : 0)));
     const how = loading
-      ? `loading ${scenario.model} ${format} needs VmSize ${formatBytes(result.memory.vmSizeBefore!)} before loading + ${exact(weightBytes(scenario.model, format))} of weights`
+      ? `loading ${scenario.model} ${format} needs VmSize ${formatBytes(result.memory.vmSizeBefore!)} before loading + ${exact(loadedBytes(result, scenario, format))} ${result.name === 'clip-load' ? 'for the file mapping' : 'of weights'}`
       : `this allocation alone needed VmSize ${formatBytes(f!.vmSize!)} + ${exact(f!.size)}; later steps may need more`;
     fixes.push({
       kind: 'raise-limit',
@@ -138,7 +159,7 @@ function dataLimitFixes(result: Analysed, options: RunOptions): Fix[] {
     fixes.push({
       kind: 'load-path',
       text: 'load by mmap (the clip-load scenario): a read-only file mapping is not data, so RLIMIT_DATA does not count the weights at all',
-      command: `clip-mem run clip-load --limit-data ${Math.floor(limit / MiB)}M`,
+      command: rerun({ ...result, command: result.command.replace(/^clip-mem run clip-load-copy/, 'clip-mem run clip-load') }, `--limit-data ${Math.floor(limit / MiB)}M`),
     });
   }
   return fixes;
@@ -159,9 +180,74 @@ function cgroupFixes(result: Analysed, options: RunOptions): Fix[] {
   ];
 }
 
-/** The fixes the numbers support, for one failed scenario; none for a passing one. */
-export function proposeFixes(result: Analysed, options: RunOptions, scenario: ScenarioOptions): Fix[] {
-  if (result.status === 'passed') return [];
+/** The model scenarios whose memory `clip-mem estimate` predicts, with the batch option each runs at. */
+const ESTIMATED: Record<string, { phase: Phase; batchOption: '--batch' | '--large-batch' }> = {
+  'clip-forward': { phase: 'forward', batchOption: '--batch' },
+  'large-batch': { phase: 'forward', batchOption: '--large-batch' },
+  'clip-train': { phase: 'train', batchOption: '--batch' },
+};
+
+/** What the limit that bound counts, predicted with its uncertainty added (the cautious figure). */
+function needed(estimate: PhaseEstimate, cause: string): number | null {
+  const u = estimate.uncertainty;
+  if (cause === 'address-space') return estimate.predicted.vmSize + (u?.vmSize ?? 0);
+  if (cause === 'cgroup-oom-kill' || cause === 'data-limit') return estimate.predicted.rss + (u?.rss ?? 0);
+  return null;
+}
+
+/**
+ * Fixes from `clip-mem estimate`'s prediction for this model, phase and batch: the largest smaller batch
+ * that fits the limit, and the limit this batch needs. Offered only when the runtime's baseline has been
+ * measured (`clip-mem estimate` does it once), so every number is one the estimate stands behind.
+ */
+function estimatedFixes(result: Analysed, options: RunOptions, scenario: ScenarioOptions): Fix[] {
+  const estimated = ESTIMATED[result.name];
+  const cause = result.diagnosis.cause;
+  const limit = cause === 'address-space' ? options.limits.as : cause === 'cgroup-oom-kill' ? options.limits.mem : cause === 'data-limit' ? options.limits.data : undefined;
+  if (!estimated || limit === undefined) return [];
+  const record = loadRuntimeRecord(scenario.threads);
+  if (!record.baseline) return [];
+  const batch = estimated.batchOption === '--batch' ? scenario.batch : scenario.largeBatch;
+  const at = (b: number) => estimatePhase(scenario.config, { model: scenario.model, dtype: scenario.dtype as WeightFormat, batch: b, phase: estimated.phase, optimizer: 'adamw' }, record);
+  const fixes: Fix[] = [];
+  const current = needed(at(batch), cause);
+  // An estimate that says the failing batch fits is wrong for this case: it supports no fix.
+  if (current === null || current <= limit) return [];
+  {
+    const what = cause === 'address-space' ? '`ulimit -v`' : cause === 'data-limit' ? '`ulimit -d`' : 'the memory limit';
+    const target = roundUpMiB(current);
+    fixes.push({
+      kind: cause === 'cgroup-oom-kill' ? 'slurm-mem' : 'raise-limit',
+      text:
+        `${estimated.phase} at batch ${batch} is predicted to need ${formatBytes(current)} (${cause === 'address-space' ? 'VmSize' : 'RSS'}, uncertainty included): ` +
+        (cause === 'cgroup-oom-kill' ? `in Slurm, \`--mem\` at least ${target / MiB}M` : `raise ${what} to at least ${formatBytes(target)}`),
+      command: rerun(result, `--limit-${cause === 'address-space' ? 'as' : cause === 'data-limit' ? 'data' : 'mem'} ${target / MiB}M`),
+    });
+  }
+  // The largest smaller batch predicted to fit (predictions grow with the batch: bisect).
+  let lo = 0;
+  let hi = batch;
+  while (hi - lo > 1) {
+    const mid = Math.floor((lo + hi) / 2);
+    const need = needed(at(mid), cause);
+    if (need !== null && need <= limit) lo = mid;
+    else hi = mid;
+  }
+  if (lo === 0 && batch > 1) {
+    const need = needed(at(1), cause);
+    if (need !== null && need <= limit) lo = 1;
+  }
+  if (lo >= 1 && lo < batch) {
+    fixes.push({
+      kind: 'batch',
+      text: `batch ${lo} is predicted to need ${formatBytes(needed(at(lo), cause)!)} (uncertainty included): it fits under ${formatBytes(limit)}; batch ${lo + 1} would not`,
+      command: rerun(result, `${estimated.batchOption} ${lo} --limit-${cause === 'address-space' ? 'as' : cause === 'data-limit' ? 'data' : 'mem'} ${Math.floor(limit / MiB)}M`),
+    });
+  }
+  return fixes;
+}
+
+function measuredFixes(result: Analysed, options: RunOptions, scenario: ScenarioOptions): Fix[] {
   switch (result.diagnosis.cause) {
     case 'address-space':
       return addressSpaceFixes(result, options, scenario);
@@ -172,4 +258,18 @@ export function proposeFixes(result: Analysed, options: RunOptions, scenario: Sc
     default:
       return [];
   }
+}
+
+/** The fixes the numbers support, for one failed scenario; none for a passing one. */
+export function proposeFixes(result: Analysed, options: RunOptions, scenario: ScenarioOptions): Fix[] {
+  if (result.status === 'passed') return [];
+  let estimated: Fix[] = [];
+  try {
+    estimated = estimatedFixes(result, options, scenario);
+  } catch {
+    // The estimate cannot model this configuration: only the fixes read off the measurements remain.
+  }
+  // A predicted need for the whole phase replaces the lower bound read off one failed allocation.
+  const replaced = new Set<string>(estimated.map((f) => f.kind).filter((kind) => kind === 'raise-limit' || kind === 'slurm-mem'));
+  return [...measuredFixes(result, options, scenario).filter((f) => !replaced.has(f.kind)), ...estimated];
 }

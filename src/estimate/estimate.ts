@@ -2,6 +2,7 @@
 // calibration when there is one, with the uncertainty that follows from what was measured; and the
 // calibration itself (children at a few batch sizes, least-squares fits).
 import { resolveClipConfig, type ClipConfig, type WeightFormat } from '../clip/config';
+import { forwardGraphMemory, trainingGraphMemory } from './graph-memory';
 import { modelTerms, sumRss, sumVmSize, trainableBytes, type Component, type Optimizer, type Phase, PHASES } from './model';
 import { runPhases } from './runs';
 import { loadRuntimeRecord, saveRuntimeRecord, type Calibration, type LinearFit, type Peak, type RuntimeRecord } from './store';
@@ -48,20 +49,22 @@ export function fitLine(points: readonly { batch: number; y: number }[]): Linear
   return { constant: meanY - slope * meanX, slope };
 }
 
-/** Per-sample activation bytes of a phase (the part of the terms that grows with the batch). */
-function activationSlope(config: ClipConfig, dtype: WeightFormat, phase: Phase, optimizer: Optimizer): number {
+/**
+ * Per-sample bytes of the buffers onnxruntime plans for a phase's graphs (the inference graph; the two
+ * tower graphs of a step): how a per-sample correction measured on one model scales to another.
+ */
+function plannedPerSample(config: ClipConfig, dtype: WeightFormat, phase: Phase): number {
   if (phase === 'load') return 0;
-  return modelTerms(config, dtype, phase, 2, optimizer).activationBytes - modelTerms(config, dtype, phase, 1, optimizer).activationBytes;
-}
-
-function sameModel(a: string, b: ClipConfig): boolean {
-  return a === b.name;
+  if (phase === 'forward') return forwardGraphMemory(config, dtype, 2).plannedBytes - forwardGraphMemory(config, dtype, 1).plannedBytes;
+  const [one, two] = [trainingGraphMemory(config, 1), trainingGraphMemory(config, 2)];
+  return two.text.plannedBytes + two.vision.plannedBytes - one.text.plannedBytes - one.vision.plannedBytes;
 }
 
 /** The calibration that applies: this model, dtype and phase; else the same phase's, preferring the dtype. */
-function pickCalibration(record: RuntimeRecord, config: ClipConfig, dtype: string, phase: Phase): { calibration: Calibration; exact: boolean } | null {
-  const ofPhase = record.calibrations.filter((c) => c.phase === phase);
-  const exact = ofPhase.find((c) => sameModel(c.model, config) && c.dtype === dtype);
+function pickCalibration(record: RuntimeRecord, config: ClipConfig, dtype: string, phase: Phase, optimizer: Optimizer): { calibration: Calibration; exact: boolean } | null {
+  // A training step's correction belongs to its optimizer (they leave the heap differently).
+  const ofPhase = record.calibrations.filter((c) => c.phase === phase && (phase !== 'train' || (c.optimizer ?? 'adamw') === optimizer));
+  const exact = ofPhase.find((c) => c.model === config.name && c.dtype === dtype);
   if (exact) return { calibration: exact, exact: true };
   const other = ofPhase.find((c) => c.dtype === dtype) ?? ofPhase[0];
   return other ? { calibration: other, exact: false } : null;
@@ -82,19 +85,19 @@ export function estimatePhase(config: ClipConfig, request: EstimateRequest, reco
     const weights = terms.components[0].vmSize;
     estimate.mmap = { rss: base.rss, vmSize: base.vmSize + weights };
   }
-  const picked = pickCalibration(record, config, request.dtype, request.phase);
+  const picked = pickCalibration(record, config, request.dtype, request.phase, request.optimizer);
   if (!picked) return estimate;
   const { calibration, exact } = picked;
   const from = `${calibration.model} ${calibration.dtype} at batch ${calibration.points.map((p) => p.batch).join(', ')}`;
   let residual: Peak;
   if (exact) {
-    residual = { rss: at(calibration.residualFit.rss, request.batch), vmSize: at(calibration.residualFit.vmSize, request.batch) };
+    residual = { rss: Math.round(at(calibration.residualFit.rss, request.batch)), vmSize: Math.round(at(calibration.residualFit.vmSize, request.batch)) };
   } else {
     // The constant is the runtime's (it transfers as is); the per-sample part scales with the activations.
     const source = resolveClipConfig(calibration.model);
-    const sourceSlope = activationSlope(source, calibration.dtype as WeightFormat, request.phase, request.optimizer);
-    const scale = sourceSlope > 0 ? activationSlope(config, request.dtype, request.phase, request.optimizer) / sourceSlope : 1;
-    const scaled = (fit: LinearFit) => fit.constant + fit.slope * scale * request.batch;
+    const sourceSlope = plannedPerSample(source, calibration.dtype as WeightFormat, request.phase);
+    const scale = sourceSlope > 0 ? plannedPerSample(config, request.dtype, request.phase) / sourceSlope : 1;
+    const scaled = (fit: LinearFit) => Math.round(fit.constant + fit.slope * scale * request.batch);
     residual = { rss: scaled(calibration.residualFit.rss), vmSize: scaled(calibration.residualFit.vmSize) };
   }
   components.push({
@@ -116,7 +119,7 @@ function fitUncertainty(calibration: Calibration, predicted: Peak): Uncertainty 
       0.01 * predicted[key],
       ...calibration.points.map((p) => Math.abs(p.measured[key] - (p.modelled[key] + at(calibration.residualFit[key], p.batch)))),
     );
-  return { rss: worst('rss'), vmSize: worst('vmSize'), basis: `the calibration fit's largest miss at its own points (at least 1%)` };
+  return { rss: Math.round(worst('rss')), vmSize: Math.round(worst('vmSize')), basis: `the calibration fit's largest miss at its own points (at least 1%)` };
 }
 
 /**
@@ -127,8 +130,8 @@ function transferUncertainty(record: RuntimeRecord, phase: Phase, residual: Peak
   const points = record.calibrations.filter((c) => c.phase === phase).flatMap((c) => c.points);
   const worst = (key: keyof Peak) => Math.max(0, ...points.map((p) => Math.abs(p.measured[key] - p.modelled[key]) / p.measured[key]));
   return {
-    rss: Math.max(Math.abs(residual.rss), worst('rss') * predicted.rss),
-    vmSize: Math.max(Math.abs(residual.vmSize), worst('vmSize') * predicted.vmSize),
+    rss: Math.round(Math.max(Math.abs(residual.rss), worst('rss') * predicted.rss)),
+    vmSize: Math.round(Math.max(Math.abs(residual.vmSize), worst('vmSize') * predicted.vmSize)),
     basis: `never run: the borrowed correction, or the terms' worst miss on the calibrated configs (${(100 * worst('rss')).toFixed(1)}% of RSS), whichever is larger`,
   };
 }
@@ -188,6 +191,7 @@ export async function calibrate(
       model: config.name,
       dtype,
       phase,
+      ...(phase === 'train' ? { optimizer: 'adamw' } : {}),
       measuredAt: new Date().toISOString(),
       points: ps,
       measuredFit: { rss: line((p) => p.measured.rss), vmSize: line((p) => p.measured.vmSize) },

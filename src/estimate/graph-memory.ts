@@ -34,6 +34,8 @@ export interface GraphMemory {
   peakBytes: number;
   /** Sum of the buffers the planner allocates when freed buffers serve only tensors of their exact size. */
   plannedBytes: number;
+  /** The most of those buffers held at once, each released after the last use of the last tensor it served. */
+  plannedPeakBytes: number;
   /** The op at which the peak is reached and the node's index, for explanations. */
   peakAt: { index: number; op: string };
   /** The graph's outputs (onnxruntime-node copies each into a JS buffer when the run returns). */
@@ -69,31 +71,47 @@ export function plannedPeak(g: Graph): GraphMemory {
   let live = 0;
   let peakBytes = 0;
   let peakAt = { index: -1, op: '' };
-  let plannedBytes = 0;
-  const freeBySize = new Map<number, number>();
+  // The planner's buffers: a freed one serves the next tensor of its exact size; each is released after
+  // the last use of the last tensor it served.
+  const buffers: { bytes: number; from: number; until: number }[] = [];
+  const spareBySize = new Map<number, number[]>();
+  const bufferOfTensor = new Map<Value, number>();
   g.nodes.forEach((node, index) => {
     for (const output of node.outputs) {
       if (ownBuffer(output) !== output) continue;
       const bytes = valueBytes(output);
       live += bytes;
-      const spare = freeBySize.get(bytes) ?? 0;
-      if (spare) freeBySize.set(bytes, spare - 1);
-      else plannedBytes += bytes;
+      const spare = spareBySize.get(bytes)?.pop();
+      const id = spare ?? buffers.push({ bytes, from: index, until: index }) - 1;
+      buffers[id].until = lastUse.get(output) ?? index;
+      bufferOfTensor.set(output, id);
     }
     if (live > peakBytes) {
       peakBytes = live;
       peakAt = { index, op: node.op };
     }
     for (const buffer of freeAt.get(index) ?? []) {
-      const bytes = valueBytes(buffer);
-      live -= bytes;
-      freeBySize.set(bytes, (freeBySize.get(bytes) ?? 0) + 1);
+      live -= valueBytes(buffer);
+      const id = bufferOfTensor.get(buffer)!;
+      spareBySize.set(buffers[id].bytes, [...(spareBySize.get(buffers[id].bytes) ?? []), id]);
     }
   });
+  const plannedBytes = buffers.reduce((sum, b) => sum + b.bytes, 0);
+  const delta = new Map<number, number>();
+  for (const b of buffers) {
+    delta.set(b.from, (delta.get(b.from) ?? 0) + b.bytes);
+    if (b.until !== Infinity) delta.set(b.until + 1, (delta.get(b.until + 1) ?? 0) - b.bytes);
+  }
+  let held = 0;
+  let plannedPeakBytes = 0;
+  for (const index of [...delta.keys()].sort((a, b) => a - b)) {
+    held += delta.get(index)!;
+    plannedPeakBytes = Math.max(plannedPeakBytes, held);
+  }
   let constantBytes = 0;
   for (const [value, init] of g.initializers) if (init.raw) constantBytes += valueBytes(value);
   const outputBytes = [...outputs].reduce((sum, v) => sum + valueBytes(v), 0);
-  return { peakBytes, plannedBytes, peakAt, outputBytes, constantBytes };
+  return { peakBytes, plannedBytes, plannedPeakBytes, peakAt, outputBytes, constantBytes };
 }
 
 /** A header with the layout of the checkpoint this config and format would have (no file is read). */

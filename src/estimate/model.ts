@@ -28,8 +28,6 @@ export interface ModelTerms {
   batch: number;
   /** The terms above the runtime baseline, in bytes. */
   components: Component[];
-  /** The part of `activations` that grows with the batch (for calibration's slope). */
-  activationBytes: number;
 }
 
 function weightBytes(config: ClipConfig, format: WeightFormat): { total: number; tokenTable: number; tokenRow: number } {
@@ -53,7 +51,6 @@ function loadTerms(config: ClipConfig, format: WeightFormat): ModelTerms {
     phase: 'load',
     batch: 0,
     components: [{ name: 'weights', rss: w.total, vmSize: w.total, basis: `${format} checkpoint read by copy (by mmap: 0 resident, ${w.total} B of address space)` }],
-    activationBytes: 0,
   };
 }
 
@@ -84,47 +81,55 @@ function forwardTerms(config: ClipConfig, format: WeightFormat, batch: number, g
         basis: `inference graph: onnxruntime's planned buffers (exact-size reuse; ${graph.peakBytes} B live at most)`,
       },
     ],
-    activationBytes: graph.plannedBytes,
   };
 }
 
 /**
  * train: float32 parameters (fp16 checkpoints are widened), one reused gradient buffer for the larger
- * tower, AdamW's two moments (allocated at the first update, after the text tower), and the largest of the
- * three graph runs; a tower run's peak holds its gradients in onnxruntime's buffers (copied out when it
- * returns) beside its activations.
+ * tower, AdamW's two moments, and the graph runs. The training sessions run without onnxruntime's arena,
+ * so a run's tensors go back to malloc, which keeps the heap they grew (every planned buffer of the run)
+ * and hands it to later allocations: the next run's tensors, and AdamW's moments. The peak is therefore
+ * the larger of the biggest run's planned buffers and the moments plus the live tensors of the vision
+ * run (the last one, whose gradients onnxruntime holds beside the JS buffer they are copied into).
  */
 function trainTerms(config: ClipConfig, batch: number, optimizer: Optimizer): ModelTerms {
   const graphs = trainingGraphMemory(config, batch);
   const params = trainableBytes(config);
   const pool = Math.max(graphs.text.outputBytes, graphs.vision.outputBytes);
   const moments = optimizer === 'adamw' ? 2 * params : 0;
-  // The runs in step order: head and text before the first AdamW update, vision after it.
   const runs = [
-    { name: 'head', graph: graphs.head, beside: 0 },
-    { name: 'text tower', graph: graphs.text, beside: 0 },
-    { name: 'vision tower', graph: graphs.vision, beside: moments },
+    { name: 'head', graph: graphs.head },
+    { name: 'text tower', graph: graphs.text },
+    { name: 'vision tower', graph: graphs.vision },
   ];
-  const binding = runs.reduce((a, b) => (b.graph.peakBytes + b.beside > a.graph.peakBytes + a.beside ? b : a));
-  const g = binding.graph;
-  const gradientsInGraph = Math.min(g.outputBytes, g.peakBytes);
-  const activations = g.peakBytes - gradientsInGraph + g.constantBytes;
-  const optimizerHeld = binding.beside;
+  const heap = runs.reduce((a, b) => (b.graph.plannedBytes > a.graph.plannedBytes ? b : a));
+  const vision = graphs.vision;
   const both = (rss: number) => ({ rss, vmSize: rss });
+  const weights = { name: 'weights', ...both(params), basis: 'float32 parameters, read by copy' };
+  const state = optimizer === 'adamw' ? "AdamW's two float32 moments" : 'plain SGD keeps no state';
+  if (moments + vision.peakBytes >= heap.graph.plannedBytes) {
+    const gradientsInGraph = Math.min(vision.outputBytes, vision.peakBytes);
+    return {
+      phase: 'train',
+      batch,
+      components: [
+        weights,
+        { name: 'gradients', ...both(pool + gradientsInGraph), basis: `one tower's buffer (${pool} B) + onnxruntime's output copy in the vision tower run` },
+        { name: 'optimizer states', ...both(moments), basis: state },
+        { name: 'activations', ...both(vision.peakBytes - gradientsInGraph + vision.constantBytes), basis: `vision tower graph walk, live tensors at most (peak at ${vision.peakAt.op}, node ${vision.peakAt.index})` },
+      ],
+    };
+  }
+  const g = heap.graph;
   return {
     phase: 'train',
     batch,
     components: [
-      { name: 'weights', ...both(params), basis: 'float32 parameters, read by copy' },
-      { name: 'gradients', ...both(pool + gradientsInGraph), basis: `one tower's buffer (${pool} B) + onnxruntime's output copy in the ${binding.name} run` },
-      {
-        name: 'optimizer states',
-        ...both(optimizerHeld),
-        basis: optimizer === 'adamw' ? (optimizerHeld ? "AdamW's two float32 moments" : `AdamW's moments come after the ${binding.name} run, which binds`) : 'plain SGD keeps no state',
-      },
-      { name: 'activations', ...both(activations), basis: `${binding.name} graph walk, peak at ${g.peakAt.op} (node ${g.peakAt.index})` },
+      weights,
+      { name: 'gradients', ...both(pool + g.outputBytes), basis: `one tower's buffer (${pool} B) + onnxruntime's output copy in the ${heap.name} run` },
+      { name: 'optimizer states', ...both(0), basis: moments ? `${state}: they reuse the heap the ${heap.name} run left (${moments} B)` : state },
+      { name: 'activations', ...both(g.plannedBytes - g.outputBytes + g.constantBytes), basis: `${heap.name} graph: the planner's buffers (exact-size reuse), kept by malloc after the run` },
     ],
-    activationBytes: g.peakBytes - gradientsInGraph,
   };
 }
 

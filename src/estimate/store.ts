@@ -26,6 +26,8 @@ export interface Calibration {
   model: string;
   dtype: string;
   phase: Phase;
+  /** train: the optimizer of the runs (`clip-mem run` trains with AdamW). */
+  optimizer?: string;
   measuredAt: string;
   /** What the children measured at each batch, and what the model terms + baseline predicted. */
   points: { batch: number; measured: Peak; modelled: Peak }[];

@@ -18,8 +18,9 @@
 //   inferenceGraph(...same): Graph                              the graph before serialization
 //   resolveModel(model, options): { config, weightsFile }      shared with train.ts
 //   sessionOptions(threads, externalDataDir?)                   the options of every clip-mem ORT session
+//   onnxruntime(): the onnxruntime-node module, loaded on first use
 import * as path from 'node:path';
-import * as ort from 'onnxruntime-node';
+import type * as ort from 'onnxruntime-node';
 import { ResolveOptions, resolveClipModel } from '../checkpoint';
 import type { ClipConfig, WeightFormat } from '../config';
 import { int8ScaleName } from '../dtype';
@@ -55,6 +56,11 @@ export interface OnnxClip {
   encodeText(ids: ArrayLike<number | bigint>, batch: number): Promise<Float32Array>;
   forward(pixels: Float32Array, ids: ArrayLike<number | bigint>, batch: number): Promise<ClipOutputs>;
   close(): Promise<void>;
+}
+
+/** onnxruntime-node, loaded on first use: importing the graph builders (the estimator does) stays light. */
+export function onnxruntime(): typeof ort {
+  return require('onnxruntime-node') as typeof ort;
 }
 
 const ELEM: Partial<Record<string, ElemType>> = { F32: ElemType.FLOAT, F16: ElemType.FLOAT16, I8: ElemType.INT8 };
@@ -177,7 +183,7 @@ export async function createOnnxClip(model: ClipModelSpec, options: OnnxClipOpti
     let s = sessions.get(key);
     if (!s) {
       const model = buildInferenceModel(header, config, which, batch, seq);
-      s = ort.InferenceSession.create(model, sessionOptions(threads, dir));
+      s = onnxruntime().InferenceSession.create(model, sessionOptions(threads, dir));
       sessions.set(key, s);
     }
     return s;
@@ -188,11 +194,11 @@ export async function createOnnxClip(model: ClipModelSpec, options: OnnxClipOpti
     if (pixels.length !== shape.reduce((a, b) => a * b)) {
       throw new Error(`encodeImage: ${pixels.length} pixel values for batch ${batch}; expected [${shape.join(', ')}] = ${shape.reduce((a, b) => a * b)}`);
     }
-    return new ort.Tensor('float32', pixels, shape);
+    return new (onnxruntime().Tensor)('float32', pixels, shape);
   };
   const idsTensor = (ids: ArrayLike<number | bigint>, batch: number): ort.Tensor => {
     if (batch < 1 || ids.length % batch !== 0) throw new Error(`encodeText: ${ids.length} ids do not split into ${batch} rows`);
-    return new ort.Tensor('int64', toInt64(ids), [batch, ids.length / batch]);
+    return new (onnxruntime().Tensor)('int64', toInt64(ids), [batch, ids.length / batch]);
   };
   const data = (t: ort.OnnxValue): Float32Array => (t as ort.Tensor).data as Float32Array;
   return {

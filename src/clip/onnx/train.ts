@@ -11,7 +11,8 @@
 // from the top down, each recomputing its own layers' forward from the saved boundary state and
 // backpropagating the gradient of its output into its parameters and its input state. Each segment's
 // gradients land in one reused buffer and AdamW applies them before the next segment runs, so only one
-// segment's gradients exist at a time (vit-b-32, 4 segments: at most 28 M). The forward pass runs twice
+// segment's gradients exist at a time (vit-b-32: 34,793,472 with the default 4 segments, text layers 0-2
+// with the token embedding; 87,849,216, the vision tower, with 1). The forward pass runs twice
 // in all, whatever the number of segments.
 // Parameters are read from the checkpoint by copy, not mmap: an mmap'd file's pages would count in RSS
 // again beside the writable copy training needs.
@@ -19,7 +20,7 @@
 // API:
 //   createOnnxTrainer(model, options): Promise<OnnxTrainer>
 //     model: as createOnnxClip takes it (preset, directory, file, hub id, or { config, weightsFile })
-//     options: { batch, seq? (default max positions), threads? (2), adamw?: AdamWOptions, format?, ... }
+//     options: { batch, seq? (default max positions), threads? (2), segments? (4), adamw?: AdamWOptions, format?, ... }
 //   AdamWOptions { lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weightDecay = 0.01 }  (torch's defaults;
 //     torch requires lr)
 //   OnnxTrainer.loss(pixels, ids): Promise<number>                  forward only
@@ -27,8 +28,9 @@
 //     the loss; visit(name, grad) sees every parameter's gradient once (the view is reused afterwards)
 //   OnnxTrainer.step(pixels, ids): Promise<number>                 gradients + AdamW; the loss before it
 //   OnnxTrainer.params: Map<string, Float32Array>                   live (checkpoint order); .steps
-//   buildTrainingModels(config, shapes, batch, seq, segments = 2): { head, backward[] }   the graphs
-import * as ort from 'onnxruntime-node';
+//   buildTrainingModels(config, shapes, batch, seq, segments = 1): { head, backward[] }   the graphs
+//   DEFAULT_TRAINING_SEGMENTS (4): what createOnnxTrainer passes as `segments` by default
+import type * as ort from 'onnxruntime-node';
 import type { ResolveOptions } from '../checkpoint';
 import type { ClipConfig } from '../config';
 import * as fs from 'node:fs';
@@ -37,7 +39,7 @@ import { readSafetensorsHeader } from '../safetensors';
 import { clipHead, ClipParams, normalize, Tower, towerSegment, towerTokens } from './clip-graph';
 import { gradients } from './grad';
 import { ElemType, Graph, Value } from './graph';
-import { ClipModelSpec, resolveModel, sessionOptions } from './runtime';
+import { ClipModelSpec, onnxruntime, resolveModel, sessionOptions } from './runtime';
 
 export interface AdamWOptions {
   lr?: number;
@@ -50,7 +52,11 @@ export interface AdamWOptions {
 export interface OnnxTrainerOptions extends ResolveOptions {
   batch: number;
   seq?: number;
-  /** Backward graphs per tower (default 4, at most one per layer): fewer gradients alive at once. */
+  /**
+   * Backward graphs per tower (default DEFAULT_TRAINING_SEGMENTS = 4, at most one per layer): more
+   * segments, fewer gradients alive at once (vit-b-32 batch 2: 1 -> 2650-2880 MiB peak, 4 -> 2200-2330
+   * MiB), the same compute.
+   */
   segments?: number;
   threads?: number;
   adamw?: AdamWOptions;
@@ -68,6 +74,8 @@ export interface OnnxTrainer {
 }
 
 export const gradName = (name: string): string => `grad.${name}`;
+/** Backward segments per tower the trainer uses unless told otherwise. */
+export const DEFAULT_TRAINING_SEGMENTS = 4;
 const IMAGE_FEATURES = 'image_features';
 const TEXT_FEATURES = 'text_features';
 
@@ -133,7 +141,7 @@ export function buildTrainingModels(
   shapes: ReadonlyMap<string, readonly number[]>,
   batch: number,
   seq: number,
-  segments = 2,
+  segments = 1,
 ): TrainingModels {
   const v = config.vision;
   const pixelShape = [batch, v.numChannels, v.imageSize, v.imageSize];
@@ -165,7 +173,8 @@ export function buildTrainingModels(
     const cuts = boundaries(layersOf(tower), segments);
     for (let i = cuts.length - 2; i >= 0; i--) {
       const [from, to] = [cuts[i], cuts[i + 1]];
-      const g = new Graph(`clip_train_${tower}_${from}_${to}`);
+      // One segment keeps the plain tower name (src/estimate walks clip_train_text / clip_train_vision).
+      const g = new Graph(cuts.length === 2 ? `clip_train_${tower}` : `clip_train_${tower}_${from}_${to}`);
       const { params: segmentParams, inputs } = inputParams(g, shapes);
       // Text segments take the ids even when they only need their length (a middle segment).
       const ids = tower === 'text' ? g.input('input_ids', ElemType.INT64, [batch, seq]) : undefined;
@@ -245,19 +254,19 @@ export async function createOnnxTrainer(model: ClipModelSpec, options: OnnxTrain
   const adamw = { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, ...options.adamw };
 
   const { params, shapes } = readFloat32Params(file);
-  const models = buildTrainingModels(config, shapes, batch, seq, options.segments ?? 4);
+  const models = buildTrainingModels(config, shapes, batch, seq, options.segments ?? DEFAULT_TRAINING_SEGMENTS);
   // No arena: what a run allocates goes back to the allocator when it returns, so the next graph's
   // gradients reuse it instead of adding to the peak.
   const options_ = { ...sessionOptions(options.threads ?? 2), enableCpuMemArena: false };
-  const head = await ort.InferenceSession.create(models.head.bytes, options_);
+  const head = await onnxruntime().InferenceSession.create(models.head.bytes, options_);
   const paramFeeds: Record<string, ort.Tensor> = {};
-  for (const [name, data] of params) paramFeeds[name] = new ort.Tensor('float32', data, shapes.get(name)!);
+  for (const [name, data] of params) paramFeeds[name] = new (onnxruntime().Tensor)('float32', data, shapes.get(name)!);
   // One buffer for the gradients of the largest segment, carved into per-parameter views for each graph.
   const gradElements = (m: TrainingModel) => m.params.reduce((sum, name) => sum + params.get(name)!.length, 0);
   const pool = new Float32Array(Math.max(1, ...models.backward.map(gradElements)));
   const backward: Array<{ session: ort.InferenceSession; views: Map<string, Float32Array>; fetches: Record<string, ort.Tensor | null> }> = [];
   for (const m of models.backward) {
-    const session = await ort.InferenceSession.create(m.bytes, options_);
+    const session = await onnxruntime().InferenceSession.create(m.bytes, options_);
     const views = new Map<string, Float32Array>();
     const fetches: Record<string, ort.Tensor | null> = {};
     let at = 0;
@@ -265,7 +274,7 @@ export async function createOnnxTrainer(model: ClipModelSpec, options: OnnxTrain
       const view = pool.subarray(at, at + params.get(name)!.length);
       at += view.length;
       views.set(name, view);
-      fetches[gradName(name)] = new ort.Tensor('float32', view, shapes.get(name)!);
+      fetches[gradName(name)] = new (onnxruntime().Tensor)('float32', view, shapes.get(name)!);
     }
     // The input hidden state's gradient (segments above the first): small, onnxruntime allocates it.
     for (const output of session.outputNames) if (!(output in fetches)) fetches[output] = null;
@@ -279,8 +288,8 @@ export async function createOnnxTrainer(model: ClipModelSpec, options: OnnxTrain
     if (ids.length !== batch * seq) throw new Error(`training step: ${ids.length} input ids, expected ${batch} x ${seq}`);
     return {
       ...paramFeeds,
-      pixel_values: new ort.Tensor('float32', pixels, pixelShape),
-      input_ids: new ort.Tensor('int64', BigInt64Array.from(Array.from(ids), (x) => BigInt(x)), [batch, seq]),
+      pixel_values: new (onnxruntime().Tensor)('float32', pixels, pixelShape),
+      input_ids: new (onnxruntime().Tensor)('int64', BigInt64Array.from(Array.from(ids), (x) => BigInt(x)), [batch, seq]),
     };
   };
   const pick = (session: ort.InferenceSession, feeds: Record<string, ort.Tensor>) =>

@@ -37,6 +37,19 @@ export class AdamW {
   }
 
   /**
+   * Creates the moments of every parameter that has none yet. Called before the first forward pass,
+   * it puts them beside the parameters, below the memory that each step's activations and gradients
+   * take and give back, so that memory is reused step after step instead of fragmenting the heap.
+   */
+  createMoments(parameters: readonly Pick<AdamWUpdate, 'name' | 'parameter'>[]): void {
+    for (const { name, parameter } of parameters) {
+      if (this.moments.has(parameter)) continue;
+      setPhase(`adamw moments ${name}`);
+      this.moments.set(parameter, { m: zerosVariable(parameter), v: zerosVariable(parameter) });
+    }
+  }
+
+  /**
    * One optimizer step: updates every parameter with its gradient, in order, and disposes each gradient
    * right after its update (all of them, whatever happens). The moments are all created before any
    * parameter changes, so running out of memory for them leaves the model as it was; on wasm nothing
@@ -44,11 +57,7 @@ export class AdamW {
    */
   step(updates: readonly AdamWUpdate[]): void {
     try {
-      for (const { name, parameter } of updates) {
-        if (this.moments.has(parameter)) continue;
-        setPhase(`adamw moments ${name}`);
-        this.moments.set(parameter, { m: zerosVariable(parameter), v: zerosVariable(parameter) });
-      }
+      this.createMoments(updates);
       this.steps += 1;
       for (const { name, parameter, gradient } of updates) {
         setPhase(`adamw ${name}`);

@@ -1,28 +1,33 @@
 // CLIP (Hugging Face CLIPModel semantics) in tfjs: forward pass, contrastive loss and an AdamW step.
 //
 // API:
-//   ClipTfjs.create(weights, config, options?) -> Promise<ClipTfjs>: selects the tfjs backend (see
-//       backend.ts) and makes one float32 tf.Variable per parameter of a TensorMap in the CLIPModel layout
-//       (F16 and BF16 are widened and int8 weight-only dequantized: no tfjs backend computes in float16).
-//       `config` (presetConfig / readHfConfig) gives head counts and LayerNorm epsilons; shapes come
-//       from the tensors.
-//   model.backend                 the TfjsBackendChoice that runs it.
-//   model.forward(batch)          -> ClipTfjsOutputs (no gradients): normalised image/text embeddings,
+//   ClipTfjs.create(weights, config, options?) -> Promise<ClipTfjs>: checks that `weights` holds every
+//       parameter `config` (presetConfig / readHfConfig) implies, in its shape; selects the tfjs backend
+//       (options.backends, see backend.ts) and makes one float32 tf.Variable per parameter (F16 and BF16
+//       are widened and int8 weight-only dequantized: no tfjs backend computes in float16).
+//       options.adamw: AdamWOptions (lr, beta1, beta2, eps, weightDecay; PyTorch's defaults).
+//   model.backend                 the TfjsBackendChoice that runs it; model.config the ClipConfig.
+//   model.forward({ images, texts }) -> ClipTfjsOutputs (no gradients): normalised image/text embeddings,
 //       logits_per_image, and the symmetric cross-entropy loss when there are as many images as texts.
-//   model.embedImages(images) / model.embedTexts(texts) -> Float32Array: normalised embeddings [n, projection].
-//   model.trainStep(batch, report?) -> ClipTrainStep: loss, gradients and one AdamW update; `report`
-//       names the parameters whose gradients come back.
-//   model.parameter(name)         -> Float32Array: a parameter's current value (HF shape, row-major).
+//   model.embedImages(images) / model.embedTexts(texts) -> Float32Array: normalised embeddings
+//       [n, projection]; images { data: Float32Array, shape: [n, 3, size, size] } (NCHW), texts
+//       { data: Int32Array, shape: [n, length] }.
+//   model.trainStep(batch, report?) -> ClipTrainStep: loss (before the update), every gradient, one AdamW
+//       update; `report` names the parameters whose gradients come back (checkpoint layout).
+//   model.parameter(name)         -> Float32Array: a parameter's current value (checkpoint shape, row-major).
+//   model.parameterNames          the trainable parameters, in the config's module order.
 //   model.dispose()               frees every tensor the model and its optimizer hold.
+//   Errors: bad input throws an Error naming the tensor, shape or id; running out of memory throws a
+//   TfjsMemoryError (backend.ts).
 //
 // Layout: linear weights (attention and MLP projections, text/visual projections, the patch convolution
 // as [D, C*p*p]) are stored transposed, [in, out], so every matmul of the forward and backward passes
-// is untransposed (the wasm backend's fast path) and no weight is ever transposed after loading;
-// parameter() and reported gradients are in the checkpoint's layout.
+// is untransposed (the wasm backend's fast path) and no weight is ever transposed after loading.
 // Memory: parameters are tfjs variables (on the cpu backend a non-transposed F32 tensor's data is used
-// in place, so an mmap-loaded checkpoint is not copied); each encoder layer runs in its own tf.tidy, so
-// a forward pass without gradients holds one layer's activations at a time; AdamW updates one parameter
-// at a time.
+// in place, so an mmap-loaded checkpoint is not copied); each encoder layer is a gradient checkpoint
+// (recomputedInBackward): without gradients a forward pass holds one layer's activations at a time, and
+// a training step keeps only the layers' inputs and runs one layer's backward at a time; AdamW's moments
+// are made before the first forward pass and it updates one parameter at a time (in place on wasm).
 import * as tf from '@tensorflow/tfjs';
 import { clipLayout, type ClipConfig, type TensorSpec } from '../config';
 import { dequantizeInt8, int8ScaleName, toFloat32 } from '../dtype';
@@ -31,7 +36,7 @@ import type { AdamWOptions } from '../onnx/train';
 import { setPhase } from '../../track/phase';
 import { AdamW, type AdamWUpdate } from './adamw';
 import { asTfjsMemoryError, selectTfjsBackend, type TfjsBackendChoice, type TfjsBackendName } from './backend';
-import { diagonalCrossEntropy, gatherRows, layerNorm, linear, matMul, quickGelu } from './layers';
+import { diagonalCrossEntropy, gatherRows, layerNorm, linear, matMul, quickGelu, recomputedInBackward } from './layers';
 
 /** Images as CLIPImageProcessor gives them: float32, NCHW [n, 3, size, size], row-major. */
 export interface ImageBatch {
@@ -113,7 +118,8 @@ export class ClipTfjs {
 
   /**
    * On the cpu backend, F32 tensors are used in place until their first update: keep an mmap-loaded
-   * checkpoint open (no close()) while the model lives.
+   * checkpoint open (no close()) while the model lives. Every other backend copies the weights: close
+   * the checkpoint after create() and its pages leave the resident set.
    */
   static async create(weights: TensorMap, config: ClipConfig, options: ClipTfjsOptions = {}): Promise<ClipTfjs> {
     const specs = parameterSpecs(weights, config);
@@ -180,6 +186,7 @@ export class ClipTfjs {
     }
     return this.run(() => {
       const variables = [...this.parameters.values()];
+      this.optimizer.createMoments([...this.parameters].map(([name, parameter]) => ({ name, parameter })));
       const { value, grads } = tf.variableGrads(() => {
         const loss = this.loss(batch, 'train forward');
         setPhase('tfjs train backward (gradients of every parameter)');
@@ -302,15 +309,22 @@ export class ClipTfjs {
   private encoder(tower: 'text_model' | 'vision_model', stage: Stage, hidden: tf.Tensor, heads: number, mask?: tf.Tensor): tf.Tensor {
     const eps = tower === 'text_model' ? this.config.text.layerNormEps : this.config.vision.layerNormEps;
     for (let index = 0; this.parameters.has(`${tower}.encoder.layers.${index}.layer_norm1.weight`); index += 1) {
-      const layer = this.layer(`${tower}.encoder.layers.${index}`);
-      setPhase(`tfjs ${stage} ${tower}.encoder.layers.${index}`);
-      const input = hidden;
-      // Its own tidy: only the layer output survives (and, while recording gradients, what the tape saves).
-      hidden = tf.tidy(() => {
-        const attended = tf.add(input, this.attention(layerNorm(input, ...layer.ln1, eps), layer, heads, mask));
-        const expanded = quickGelu(linear(layerNorm(attended, ...layer.ln2, eps), ...layer.fc1));
-        return tf.add(attended, linear(expanded, ...layer.fc2));
-      });
+      const prefix = `${tower}.encoder.layers.${index}`;
+      const parameters = encoderLayerParameters.map((name) => this.weight(`${prefix}.${name}`));
+      setPhase(`tfjs ${stage} ${prefix}`);
+      // One checkpointed block per layer: only its output survives the forward pass (and, while
+      // recording gradients, its inputs); its backward recomputes it.
+      const block = recomputedInBackward(
+        (input, ...rest) => {
+          const layer = encoderLayer(rest.slice(-encoderLayerParameters.length));
+          const layerMask = mask ? rest[0] : undefined;
+          const attended = tf.add(input, this.attention(layerNorm(input, ...layer.ln1, eps), layer, heads, layerMask));
+          const expanded = quickGelu(linear(layerNorm(attended, ...layer.ln2, eps), ...layer.fc1));
+          return tf.add(attended, linear(expanded, ...layer.fc2));
+        },
+        () => setPhase(`tfjs train backward ${prefix}`),
+      );
+      hidden = block(hidden, ...(mask ? [mask] : []), ...parameters);
     }
     return hidden;
   }
@@ -328,20 +342,25 @@ export class ClipTfjs {
     return linear(tf.reshape(tf.transpose(context, [0, 2, 1, 3]), [count, length, width]), ...layer.out);
   }
 
-  private layer(prefix: string): EncoderLayer {
-    const pair = (name: string): [tf.Tensor2D, tf.Tensor1D] => [this.weight(`${prefix}.${name}.weight`), this.weight(`${prefix}.${name}.bias`)];
-    const norm = (name: string): [tf.Tensor1D, tf.Tensor1D] => [this.weight(`${prefix}.${name}.weight`), this.weight(`${prefix}.${name}.bias`)];
-    return {
-      ln1: norm('layer_norm1'),
-      ln2: norm('layer_norm2'),
-      q: pair('self_attn.q_proj'),
-      k: pair('self_attn.k_proj'),
-      v: pair('self_attn.v_proj'),
-      out: pair('self_attn.out_proj'),
-      fc1: pair('mlp.fc1'),
-      fc2: pair('mlp.fc2'),
-    };
-  }
+}
+
+/** An encoder layer's parameters, each with .weight and .bias, in the order encoderLayer() reads them. */
+const encoderLayerParameters = ['layer_norm1', 'layer_norm2', 'self_attn.q_proj', 'self_attn.k_proj', 'self_attn.v_proj', 'self_attn.out_proj', 'mlp.fc1', 'mlp.fc2'].flatMap(
+  (part) => [`${part}.weight`, `${part}.bias`],
+);
+
+function encoderLayer(parameters: tf.Tensor[]): EncoderLayer {
+  const pair = <W extends tf.Tensor>(i: number): [W, tf.Tensor1D] => [parameters[2 * i] as W, parameters[2 * i + 1] as tf.Tensor1D];
+  return {
+    ln1: pair<tf.Tensor1D>(0),
+    ln2: pair<tf.Tensor1D>(1),
+    q: pair<tf.Tensor2D>(2),
+    k: pair<tf.Tensor2D>(3),
+    v: pair<tf.Tensor2D>(4),
+    out: pair<tf.Tensor2D>(5),
+    fc1: pair<tf.Tensor2D>(6),
+    fc2: pair<tf.Tensor2D>(7),
+  };
 }
 
 function readAndDispose(tensor: tf.Tensor): Float32Array {

@@ -1,0 +1,112 @@
+// `clip-mem fit`: the largest batch under a limit, the cheapest change when none fits, and --verify.
+import type { CommandModule } from 'yargs';
+import { resolveClipConfig, WEIGHT_FORMATS, type WeightFormat } from '../../clip/config';
+import { ensureBaseline } from '../../estimate/estimate';
+import { cheapest, fitPlan, LIMIT_MEASURES, limitedFigure, verifyBoundary, type FitAnswer, type FitLimit, type LimitKind, type Verification } from '../../estimate/fit';
+import { OPTIMIZERS, PHASES, type Optimizer, type Phase } from '../../estimate/model';
+import { formatBytes, parseBytes } from '../../units';
+import { defaultThreads, endProgress, progressLine } from './estimate';
+
+interface FitArgs {
+  'limit-as'?: string;
+  'limit-data'?: string;
+  'limit-mem'?: string;
+  phase: Phase;
+  model: string;
+  dtype: WeightFormat;
+  optimizer: Optimizer;
+  'max-batch': number;
+  threads: number;
+  verify: boolean;
+  json: boolean;
+}
+
+function limitOf(args: FitArgs): FitLimit {
+  const given = (['as', 'data', 'mem'] as LimitKind[]).filter((k) => args[`limit-${k}`] !== undefined);
+  if (given.length !== 1) throw new Error('give exactly one of --limit-as, --limit-data, --limit-mem');
+  const kind = given[0];
+  return { kind, bytes: parseBytes(args[`limit-${kind}`]!, `--limit-${kind}`) };
+}
+
+function describeAnswer(a: FitAnswer, limit: FitLimit): string {
+  const config = resolveClipConfig(a.model);
+  const figure = (e: FitAnswer['estimate']) => {
+    const u = e.uncertainty ? ` ± ${formatBytes(limit.kind === 'mem' ? e.uncertainty.rss : e.uncertainty.vmSize)}` : '';
+    return `${formatBytes(limitedFigure(e, limit.kind, config))}${u}`;
+  };
+  const what = `${a.model} ${a.dtype}${a.estimate.phase === 'train' ? ` ${a.optimizer}` : ''}`;
+  if (a.batch === 0) return `${what}: does not fit at batch 1 (needs ${figure(a.estimate)})`;
+  const next = a.next ? `; batch ${a.batch + 1} would need ${figure(a.next)}` : '';
+  return `${what}: batch ${a.batch} (needs ${figure(a.estimate)}${next})`;
+}
+
+function renderVerification(v: Verification): string {
+  const lines = [`verify: ${v.runs.length} run(s) in children under ${LIMIT_MEASURES[v.limit.kind].option} ${formatBytes(v.limit.bytes)} (at most ${v.maxRuns})`];
+  for (const r of v.runs) {
+    const peaks = `RSS peak ${r.rssPeak === null ? 'unknown' : formatBytes(r.rssPeak)}, VmSize peak ${r.vmSizePeak === null ? 'unknown' : formatBytes(r.vmSizePeak)}`;
+    lines.push(`  batch ${String(r.batch).padStart(4)}  ${r.passed ? 'PASS' : 'FAIL'}  ${peaks}${r.passed ? '' : `  cause ${r.cause}${r.evidence[0] ? `: ${r.evidence[0]}` : ''}`}`);
+  }
+  if (v.proven) lines.push(`proven: batch ${v.passed} passes and batch ${v.failed} fails under the limit${v.passed === v.predicted ? ' (as predicted)' : ` (predicted ${v.predicted})`}`);
+  else if (v.failed === 1) lines.push('proven: not even batch 1 passes under the limit');
+  else lines.push(`every batch run up to ${v.passed} passed (--max-batch bounds the search)`);
+  return lines.join('\n');
+}
+
+export const fitCommand: CommandModule<{}, FitArgs> = {
+  command: 'fit',
+  describe: 'The largest batch that fits a limit, the cheapest change when none does; --verify proves the boundary by running it',
+  builder: (yargs) =>
+    yargs
+      .option('limit-as', { type: 'string', describe: 'address-space limit (ulimit -v / RLIMIT_AS), e.g. 4G' })
+      .option('limit-data', { type: 'string', describe: 'data-segment limit (ulimit -d / RLIMIT_DATA)' })
+      .option('limit-mem', { type: 'string', describe: 'memory cgroup limit (Slurm --mem, a container), e.g. 1500M' })
+      .option('phase', { choices: PHASES, default: 'train' as Phase, describe: 'what has to fit' })
+      .option('model', { type: 'string', default: 'vit-b-32', describe: 'preset, model directory or config.json' })
+      .option('dtype', { choices: WEIGHT_FORMATS, default: 'fp32' as WeightFormat, describe: 'weight format' })
+      .option('optimizer', { choices: OPTIMIZERS, default: 'adamw' as Optimizer, describe: 'train: adamw or sgd' })
+      .option('max-batch', { type: 'number', default: 256, describe: 'largest batch considered' })
+      .option('threads', { type: 'number', default: defaultThreads(), describe: 'compute threads' })
+      .option('verify', { type: 'boolean', default: false, describe: 'run the answer and the next batch up in children under the limit (bisecting if the prediction was wrong)' })
+      .option('json', { type: 'boolean', default: false, describe: 'print the plan (and the verification) as JSON' })
+      .check((args) => {
+        limitOf(args as FitArgs);
+        if (!Number.isSafeInteger(args['max-batch']) || args['max-batch'] < 1) throw new Error(`--max-batch must be a positive integer, got ${args['max-batch']}`);
+        return true;
+      })
+      .example('$0 fit --limit-mem 1500M --phase train', 'what trains under a 1500 MiB cgroup (Slurm --mem=1500M)')
+      .example('$0 fit --limit-as 2G --phase forward --verify', 'the largest forward batch under ulimit -v 2G, proven by runs')
+      .epilogue(
+        'The limit is compared with the estimate\'s figure for what it counts: --limit-mem with RSS, --limit-as with VmSize, ' +
+          '--limit-data with VmSize less the read-only weight mapping. Changes are tried cheapest first: a smaller weight format, ' +
+          'plain SGD (train), a smaller preset. With --verify the answer runs in a child under the limit, then the next batch up; ' +
+          'when the prediction was wrong the remaining bracket is bisected. Exit status: 0 when something fits (and, with --verify, ' +
+          'the boundary was proven), 1 otherwise, 2 on a usage error.',
+      ),
+  handler: async (args) => {
+    const limit = limitOf(args);
+    const quiet = args.json ? () => undefined : progressLine;
+    const record = await ensureBaseline(args.threads, quiet);
+    endProgress();
+    const plan = fitPlan({ model: args.model, dtype: args.dtype, optimizer: args.optimizer }, args.phase, limit, record, args['max-batch']);
+    const choice = cheapest(plan);
+    let verification: Verification | undefined;
+    if (args.verify && choice) {
+      verification = await verifyBoundary(choice, args.phase, limit, choice.batch, args['max-batch'], args.threads, progressLine);
+      endProgress();
+    }
+    process.exitCode = choice && (!args.verify || verification?.proven) ? 0 : 1;
+    if (args.json) {
+      process.stdout.write(JSON.stringify({ runtime: record.key, phase: args.phase, limit, answer: plan.answer, alternatives: plan.alternatives, choice: choice ?? null, verification: verification ?? null }, null, 1) + '\n');
+      return;
+    }
+    const lines = [
+      `clip-mem fit: ${args.phase} under ${LIMIT_MEASURES[limit.kind].option} ${formatBytes(limit.bytes)} (${limit.bytes} B), compared with ${LIMIT_MEASURES[limit.kind].counts}`,
+      `as asked: ${describeAnswer(plan.answer, limit)}`,
+    ];
+    if (plan.alternatives.length) lines.push('changes, cheapest first:', ...plan.alternatives.map((a) => `  ${a.change}: ${describeAnswer(a, limit)}`));
+    if (!choice) lines.push('nothing fits: raise the limit');
+    else if (choice !== plan.answer) lines.push(`cheapest change that fits: ${choice.change}, batch ${choice.batch}`);
+    if (verification) lines.push(renderVerification(verification));
+    process.stdout.write(lines.join('\n') + '\n');
+  },
+};
