@@ -1,6 +1,7 @@
 // `clip-mem run` end to end, on real children under real limits. vit-b-32 only where the issue's
 // figures need it (the seed's 101187584-byte allocation, the cgroup kill, the default run); the rest on tiny.
 import test from 'ava';
+import Ajv from 'ajv';
 import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -11,6 +12,13 @@ import { readCgroups } from '../src/probe/cgroup';
 const root = path.resolve(__dirname, '..', '..');
 const bin = path.join(root, 'bin', 'clip-mem.js');
 const MiB = 1024 * 1024;
+
+const validate = new Ajv({ allErrors: true, allowUnionTypes: true }).compile(JSON.parse(fs.readFileSync(path.join(root, 'schema', 'clip-mem-run.schema.json'), 'utf8')));
+
+/** Where a JSONL line breaks the versioned schema in schema/ ('' when it follows it). */
+function schemaErrors(line: unknown): string {
+  return validate(line) ? '' : JSON.stringify(validate.errors);
+}
 
 function tempDir(): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), 'clip-mem-run-test-'));
@@ -46,6 +54,7 @@ test.serial('clip-load-copy under RLIMIT_AS with ~50 MiB of headroom: the 101187
   t.is(copy.diagnosis.cause, 'address-space');
   t.regex(limited.stdout, /FAIL clip-load-copy[^]*\(101,187,584 B \(97 MiB\)\) failed with ENOMEM during "text_model\.embeddings\.token_embedding\.weight"/);
   t.is(copy.analysis.required! - copy.analysis.available! > 0, true);
+  for (const line of limited.results.scenarios) t.is(schemaErrors(line), '');
 
   // clip-load: the whole file's read-only mapping, its exact length, fails under the same bound.
   const mapped = scenario(limited.results, 'clip-load');
@@ -120,6 +129,7 @@ test.serial('every scenario on tiny: reports written, reproducible commands, --h
   t.true(train.timeline.length > 2);
   t.is(train.command, 'clip-mem run clip-train --model tiny --dtype fp32 --batch 2 --backend auto --threads ' + result.results.header.options.threads);
   t.regex(fs.readFileSync(md, 'utf8'), /8 of 8 scenarios passed/);
+  for (const line of [result.results.header, ...result.results.scenarios, result.results.end]) t.is(schemaErrors(line), '');
   t.is((fs.readFileSync(html, 'utf8').match(/<svg /g) ?? []).length, 8);
   const help = spawnSync(process.execPath, [bin, 'run', '--help'], { encoding: 'utf8' });
   for (const name of ['basic-ops', 'small-mlp', 'clip-processor', 'clip-load', 'clip-load-copy', 'clip-forward', 'clip-train', 'large-batch']) {
