@@ -168,3 +168,31 @@ test.serial('a dtype fix is offered only when its weights fit the measured headr
   const fixed = run(dtype!.command!.replace(/^clip-mem run /, '').split(' '));
   t.is(fixed.status, 0, fixed.stdout);
 });
+
+test.serial("with the estimate's runtime baseline measured, a cgroup kill gets the limit its batch needs, and that limit works", (t) => {
+  const env = { ...process.env, CLIP_MEM_CACHE: fs.mkdtempSync(path.join(os.tmpdir(), 'clip-mem-fix-estimate-')) };
+  const cli = (args: string[]) => spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', env, timeout: 600_000 });
+  const baseline = cli(['estimate', '--model', 'tiny', '--phase', 'train']);
+  t.is(baseline.status, 0, baseline.stderr);
+  const json = path.join(tempDir(), 'run.json');
+  const killed = cli(['run', 'clip-train', '--model', 'tiny', '--limit-mem', '50M', '--json', json]);
+  t.is(killed.status, 1, killed.stdout);
+  const train = scenario(readResults(json), 'clip-train');
+  t.is(train.diagnosis.cause, 'cgroup-oom-kill');
+  const slurm = train.fixes.filter((f) => f.kind === 'slurm-mem');
+  t.is(slurm.length, 1, JSON.stringify(train.fixes));
+  t.regex(slurm[0].text, /^train at batch 2 is predicted to need .* \(RSS, uncertainty included\): in Slurm, `--mem` at least \d+M$/);
+  t.regex(slurm[0].command!, /^clip-mem run clip-train --model tiny .*--limit-mem \d+M$/);
+  const fixed = cli(slurm[0].command!.replace(/^clip-mem /, '').split(' '));
+  t.is(fixed.status, 0, fixed.stdout);
+});
+
+test.serial('--timeout kills the child with its process group, and the run goes on to the next scenario', (t) => {
+  const result = run(['clip-train', 'clip-load', '--model', 'tiny', '--timeout', '0.3']);
+  t.is(result.status, 1);
+  const train = scenario(result.results, 'clip-train');
+  t.true(train.timedOut);
+  t.is(train.exit.signal, 'SIGKILL');
+  t.regex(train.diagnosis.evidence[0], /^killed with its process group after the 0\.3 s timeout/);
+  t.deepEqual(result.results.scenarios.map((s) => s.name), ['clip-train', 'clip-load']);
+});

@@ -28,7 +28,7 @@ const LOADING_SCENARIOS = new Set(['clip-load', 'clip-load-copy']);
 const roundUpMiB = (bytes: number) => Math.ceil(bytes / MiB) * MiB;
 const exact = (bytes: number) => `${bytes.toLocaleString('en-US')} B (${formatBytes(bytes)})`;
 
-type Analysed = Pick<ScenarioResult, 'name' | 'status' | 'memory' | 'failure' | 'diagnosis' | 'figures'>;
+type Analysed = Pick<ScenarioResult, 'name' | 'status' | 'memory' | 'failure' | 'diagnosis' | 'figures' | 'command'>;
 
 export function memoryAnalysis(result: Analysed, options: RunOptions, environment: Environment): MemoryAnalysis {
   const { limits } = options;
@@ -66,8 +66,17 @@ function weightBytes(model: string, format: WeightFormat): number {
   return describeLayout(model, format).totals.totalBytes;
 }
 
+/**
+ * The scenario's own reproducible command (model, dtype, batch, backend, limits) with some options
+ * changed: `--dtype fp16 --limit-as 1443M` replaces those two and keeps the rest.
+ */
 function rerun(result: Analysed, change: string): string {
-  return `clip-mem run ${result.name} ${change}`;
+  let command = result.command;
+  for (const [, option, value] of change.matchAll(/(--[\w-]+) (\S+)/g)) {
+    const present = new RegExp(`${option} \\S+`);
+    command = present.test(command) ? command.replace(present, `${option} ${value}`) : `${command} ${option} ${value}`;
+  }
+  return command;
 }
 
 /**
@@ -150,7 +159,7 @@ function dataLimitFixes(result: Analysed, options: RunOptions): Fix[] {
     fixes.push({
       kind: 'load-path',
       text: 'load by mmap (the clip-load scenario): a read-only file mapping is not data, so RLIMIT_DATA does not count the weights at all',
-      command: `clip-mem run clip-load --limit-data ${Math.floor(limit / MiB)}M`,
+      command: rerun({ ...result, command: result.command.replace(/^clip-mem run clip-load-copy/, 'clip-mem run clip-load') }, `--limit-data ${Math.floor(limit / MiB)}M`),
     });
   }
   return fixes;
@@ -202,7 +211,9 @@ function estimatedFixes(result: Analysed, options: RunOptions, scenario: Scenari
   const at = (b: number) => estimatePhase(scenario.config, { model: scenario.model, dtype: scenario.dtype as WeightFormat, batch: b, phase: estimated.phase, optimizer: 'adamw' }, record);
   const fixes: Fix[] = [];
   const current = needed(at(batch), cause);
-  if (current !== null && current > limit) {
+  // An estimate that says the failing batch fits is wrong for this case: it supports no fix.
+  if (current === null || current <= limit) return [];
+  {
     const what = cause === 'address-space' ? '`ulimit -v`' : cause === 'data-limit' ? '`ulimit -d`' : 'the memory limit';
     const target = roundUpMiB(current);
     fixes.push({
@@ -210,7 +221,7 @@ function estimatedFixes(result: Analysed, options: RunOptions, scenario: Scenari
       text:
         `${estimated.phase} at batch ${batch} is predicted to need ${formatBytes(current)} (${cause === 'address-space' ? 'VmSize' : 'RSS'}, uncertainty included): ` +
         (cause === 'cgroup-oom-kill' ? `in Slurm, \`--mem\` at least ${target / MiB}M` : `raise ${what} to at least ${formatBytes(target)}`),
-      command: `clip-mem run ${result.name} ${estimated.batchOption} ${batch} --limit-${cause === 'address-space' ? 'as' : cause === 'data-limit' ? 'data' : 'mem'} ${target / MiB}M`,
+      command: rerun(result, `--limit-${cause === 'address-space' ? 'as' : cause === 'data-limit' ? 'data' : 'mem'} ${target / MiB}M`),
     });
   }
   // The largest smaller batch predicted to fit (predictions grow with the batch: bisect).
