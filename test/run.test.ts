@@ -163,7 +163,7 @@ test.serial('the default run: all eight scenarios pass on vit-b-32, and compare 
   t.regex(gate.stdout, /clip-train +wallMs .* \+10\.0% +REGRESSION/);
 });
 
-test.serial('a dtype fix is offered only when its weights fit the measured headroom, and then it works', (t) => {
+test.serial('dtype and MALLOC_ARENA_MAX fixes are offered only when the measured headroom supports them, and then they work', (t) => {
   const baseline = run(['clip-load-copy']);
   const before = scenario(baseline.results, 'clip-load-copy').memory.vmSizeBefore!;
   // fp32 weights (577 MiB) do not fit in 400 MiB of headroom; fp16 (289 MiB) do.
@@ -177,6 +177,15 @@ test.serial('a dtype fix is offered only when its weights fit the measured headr
   t.regex(dtype!.text, /^fp16 weights need 302,55\d,\d{3} B/);
   const fixed = run(dtype!.command!.replace(/^clip-mem run /, '').split(' '));
   t.is(fixed.status, 0, fixed.stdout);
+
+  // Node's threads each reserved a 64 MiB malloc arena: capping them returns more than is missing.
+  const arena = copy.fixes.find((f) => f.kind === 'malloc-arena-max');
+  t.truthy(arena, JSON.stringify(copy.fixes));
+  t.regex(arena!.command!, /^MALLOC_ARENA_MAX=2 clip-mem run clip-load-copy /);
+  const capped = spawnSync(process.execPath, [bin, ...arena!.command!.replace(/^MALLOC_ARENA_MAX=2 clip-mem /, '').split(' ')], {
+    encoding: 'utf8', env: { ...process.env, MALLOC_ARENA_MAX: '2' },
+  });
+  t.is(capped.status, 0, capped.stdout);
 });
 
 test.serial("with the estimate's runtime baseline measured, a cgroup kill gets the limit its batch needs, and that limit works", (t) => {

@@ -8,13 +8,12 @@ import { estimatePhase, type PhaseEstimate } from '../estimate/estimate';
 import type { Phase } from '../estimate/model';
 import { loadRuntimeRecord } from '../estimate/store';
 import type { Environment, Fix, MemoryAnalysis, RunOptions, ScenarioResult } from '../report/result';
+import { ARENA_HEAP_BYTES } from '../scenarios/child-protocol';
 import type { ScenarioOptions } from '../scenarios/scenario';
 import { formatBytes } from '../units';
 
 const MiB = 1024 * 1024;
 
-/** glibc's per-thread arena heaps are reserved 64 MiB at a time (HEAP_MAX_SIZE on 64-bit). */
-export const ARENA_HEAP_BYTES = 64 * MiB;
 
 /**
  * Fraction of slack kept between a predicted need and the limit before a fix is called one that fits:
@@ -134,7 +133,7 @@ function addressSpaceFixes(result: Analysed, options: RunOptions, scenario: Scen
     if (returned * (1 - SAFETY) >= deficit) {
       fixes.push({
         kind: 'malloc-arena-max',
-        text: `MALLOC_ARENA_MAX=2 would return ~${formatBytes(returned)} of address space (${heaps} arena heaps of 64 MiB reserved, 2 kept), more than the ${formatBytes(deficit)} missing`,
+        text: `MALLOC_ARENA_MAX=2 would return ~${formatBytes(returned)} of address space (${heaps} thread arena heaps of 64 MiB reserved; it keeps the main arena and one of them), more than the ${formatBytes(deficit)} missing`,
         command: `MALLOC_ARENA_MAX=2 ${rerun(result, `--limit-as ${Math.floor(limit / MiB)}M`)}`,
       });
     }
