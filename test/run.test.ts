@@ -215,3 +215,18 @@ test.serial('--timeout kills the child with its process group, and the run goes 
   t.regex(train.diagnosis.evidence[0], /^killed with its process group after the 0\.3 s timeout/);
   t.deepEqual(result.results.scenarios.map((s) => s.name), ['clip-train', 'clip-load']);
 });
+
+test.serial('clip-load-copy under RLIMIT_DATA: data-limit, and both fixes work (ulimit -d for the weights left, or load by mmap)', (t) => {
+  const limited = run(['clip-load-copy', '--limit-data', '300M']);
+  const copy = scenario(limited.results, 'clip-load-copy');
+  t.is(copy.status, 'failed');
+  t.is(copy.diagnosis.cause, 'data-limit', copy.diagnosis.evidence.join('\n'));
+  const raise = copy.fixes.find((f) => f.kind === 'raise-limit');
+  const mmap = copy.fixes.find((f) => f.kind === 'load-path');
+  t.regex(raise!.text, /of weights still to load from ".+" on/);
+  t.regex(mmap!.command!, /^clip-mem run clip-load .*--limit-data 300M$/);
+  for (const fix of [raise!, mmap!]) {
+    const rerun = run(fix.command!.replace(/^.*clip-mem run /, '').split(' '));
+    t.is(rerun.status, 0, `${fix.command}\n${rerun.stdout}`);
+  }
+});
