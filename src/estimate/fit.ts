@@ -12,10 +12,13 @@ import { traceCommand } from '../track/launcher';
 import { estimatePhase, type PhaseEstimate } from './estimate';
 import { modelTerms, type Optimizer, type Phase } from './model';
 import { runPhases } from './runs';
-import { SGD_REQUEST_ENV, SGD_RESULT_ENV, type SgdStepReport, type SgdStepRequest } from './sgd-child';
+import { TRAIN_REQUEST_ENV, TRAIN_RESULT_ENV, type TrainStepReport, type TrainStepRequest } from './train-child';
 import type { RuntimeRecord } from './store';
 
 export type LimitKind = 'as' | 'data' | 'mem';
+
+/** The segment count fit proposes for training (the trainer's opt-in; 4 halves the gradients held at once). */
+export const SEGMENTS_CHANGE = 4;
 
 export interface FitLimit {
   kind: LimitKind;
@@ -33,6 +36,8 @@ export interface FitConfig {
   model: string;
   dtype: WeightFormat;
   optimizer: Optimizer;
+  /** train: backward graphs per tower (1: what `clip-mem run` trains with). */
+  segments: number;
 }
 
 export interface FitAnswer extends FitConfig {
@@ -84,7 +89,7 @@ function answerFor(request: FitConfig, phase: Phase, limit: FitLimit, record: Ru
 
 /**
  * The request's answer, then the changes in the order of their cost to the user: a smaller weight
- * format, plain SGD (train), then smaller presets.
+ * format; for training, backward segments (same result), plain SGD, both; then smaller presets.
  */
 export function fitPlan(request: FitConfig, phase: Phase, limit: FitLimit, record: RuntimeRecord, maxBatch: number): { answer: FitAnswer; alternatives: FitAnswer[] } {
   const answer = answerFor(request, phase, limit, record, maxBatch, '');
@@ -94,8 +99,15 @@ export function fitPlan(request: FitConfig, phase: Phase, limit: FitLimit, recor
     const change = phase === 'train' ? `--dtype ${dtype} (the trainer widens it to float32: training memory is the same)` : `--dtype ${dtype}`;
     alternatives.push(answerFor({ ...request, dtype }, phase, limit, record, maxBatch, change));
   }
-  if (phase === 'train' && request.optimizer === 'adamw') {
-    alternatives.push(answerFor({ ...request, optimizer: 'sgd' }, phase, limit, record, maxBatch, '--optimizer sgd (no optimizer state)'));
+  if (phase === 'train') {
+    const segmented = `--segments ${SEGMENTS_CHANGE} (the trainer's backward in ${SEGMENTS_CHANGE} graphs per tower: fewer gradients at once, same compute)`;
+    if (request.segments < SEGMENTS_CHANGE) alternatives.push(answerFor({ ...request, segments: SEGMENTS_CHANGE }, phase, limit, record, maxBatch, segmented));
+    if (request.optimizer === 'adamw') {
+      alternatives.push(answerFor({ ...request, optimizer: 'sgd' }, phase, limit, record, maxBatch, '--optimizer sgd (no optimizer state)'));
+      if (request.segments < SEGMENTS_CHANGE) {
+        alternatives.push(answerFor({ ...request, optimizer: 'sgd', segments: SEGMENTS_CHANGE }, phase, limit, record, maxBatch, `--optimizer sgd and ${segmented}`));
+      }
+    }
   }
   const size = (name: string) => modelTerms(resolveClipConfig(name), 'fp32', 'load', 0).components[0].rss;
   const current = size(request.model);
@@ -145,21 +157,21 @@ async function runWithRunner(config: FitConfig, phase: Phase, batch: number, lim
   return { batch, passed: r.status === 'passed', rssPeak: r.memory.rssPeak, vmSizePeak: r.memory.vmSizePeak, cause: r.diagnosis.cause, evidence: r.diagnosis.evidence, command: r.command };
 }
 
-/** `clip-mem run` trains with AdamW only: an SGD step runs in our own child, through the tracker's launcher. */
-async function runSgdStep(config: FitConfig, batch: number, limit: FitLimit, threads: number, progress: (l: string) => void): Promise<VerifyRun> {
+/** A training step `clip-mem run` does not offer (SGD, segments) runs in our own child, through the tracker's launcher. */
+async function runTrainStep(config: FitConfig, batch: number, limit: FitLimit, threads: number, progress: (l: string) => void): Promise<VerifyRun> {
   const source = resolveClipModel(config.model, { format: config.dtype });
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'clip-mem-fit-'));
   const resultFile = path.join(dir, 'result.json');
-  const request: SgdStepRequest = { model: config.model, weightsFile: source.weightsFile, batch, threads, lr: 1e-3 };
-  progress(`${config.model} ${config.dtype} batch ${batch}: SGD training step under ${LIMIT_MEASURES[limit.kind].option} ${limit.bytes}`);
+  const request: TrainStepRequest = { model: config.model, weightsFile: source.weightsFile, batch, threads, optimizer: config.optimizer, segments: config.segments, lr: 1e-3 };
+  progress(`${config.model} ${config.dtype} batch ${batch}: ${config.optimizer} training step (${config.segments} segment(s)) under ${LIMIT_MEASURES[limit.kind].option} ${limit.bytes}`);
   try {
     const run = await traceCommand({
-      command: [process.execPath, path.join(__dirname, 'sgd-child.js')],
+      command: [process.execPath, path.join(__dirname, 'train-child.js')],
       limits: limitsOf(limit),
       timeoutMs: 600_000,
-      env: { ...process.env, [SGD_REQUEST_ENV]: JSON.stringify(request), [SGD_RESULT_ENV]: resultFile },
+      env: { ...process.env, [TRAIN_REQUEST_ENV]: JSON.stringify(request), [TRAIN_RESULT_ENV]: resultFile },
     });
-    const report = fs.existsSync(resultFile) ? (JSON.parse(fs.readFileSync(resultFile, 'utf8')) as SgdStepReport) : null;
+    const report = fs.existsSync(resultFile) ? (JSON.parse(fs.readFileSync(resultFile, 'utf8')) as TrainStepReport) : null;
     const passed = run.exit.code === 0 && report !== null;
     const record = run.record;
     const last = record?.timeline[record.timeline.length - 1];
@@ -182,7 +194,7 @@ async function runSgdStep(config: FitConfig, batch: number, limit: FitLimit, thr
       vmSizePeak: report?.vmSizePeak ?? tracked(record?.counters.vmPeak),
       cause: passed ? 'none' : diagnosis.cause,
       evidence: diagnosis.evidence,
-      command: `clip-mem fit --verify --phase train --optimizer sgd --model ${config.model} --dtype ${config.dtype} ${LIMIT_MEASURES[limit.kind].option} ${limit.bytes}`,
+      command: `clip-mem fit --verify --phase train --optimizer ${config.optimizer} --segments ${config.segments} --model ${config.model} --dtype ${config.dtype} ${LIMIT_MEASURES[limit.kind].option} ${limit.bytes}`,
     };
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
@@ -204,7 +216,9 @@ export async function verifyBoundary(
   progress: (line: string) => void,
 ): Promise<Verification> {
   const run = (batch: number) =>
-    config.optimizer === 'sgd' && phase === 'train' ? runSgdStep(config, batch, limit, threads, progress) : runWithRunner(config, phase, batch, limit, threads, progress);
+    phase === 'train' && (config.optimizer !== 'adamw' || config.segments !== 1)
+      ? runTrainStep(config, batch, limit, threads, progress)
+      : runWithRunner(config, phase, batch, limit, threads, progress);
   const runs: VerifyRun[] = [];
   let passed: number | null = null;
   let failed: number | null = null;

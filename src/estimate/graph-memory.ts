@@ -132,31 +132,34 @@ export function forwardGraphMemory(config: ClipConfig, format: WeightFormat, bat
 
 export interface TrainingGraphsMemory {
   head: GraphMemory;
-  text: GraphMemory;
-  vision: GraphMemory;
+  /** Each tower's backward graphs (one per segment of layers), in the order the trainer runs them. */
+  text: GraphMemory[];
+  vision: GraphMemory[];
 }
 
 /**
- * The three graphs of a training step (head, text tower, vision tower). train.ts returns them serialized;
- * the Graph objects are caught as they serialize, so the walk sees exactly the graphs the trainer runs.
+ * The graphs of a training step (head, then each tower's backward segments) as train.ts builds them for
+ * `segments` per tower. train.ts returns them serialized; the Graph objects are caught as they
+ * serialize, so the walk sees exactly the graphs the trainer runs.
  */
-export function trainingGraphMemory(config: ClipConfig, batch: number): TrainingGraphsMemory {
+export function trainingGraphMemory(config: ClipConfig, batch: number, segments = 1): TrainingGraphsMemory {
   const shapes = new Map(clipLayout(config, 'fp32').filter((s) => s.dtype === 'F32').map((s) => [s.name, s.shape] as const));
-  const graphs = new Map<string, Graph>();
+  const graphs: Graph[] = [];
   const serialize = Graph.prototype.toModel;
   Graph.prototype.toModel = function (this: Graph, ...args: Parameters<Graph['toModel']>) {
-    graphs.set(this.name, this);
+    graphs.push(this);
     return serialize.apply(this, args);
   };
   try {
-    buildTrainingModels(config, shapes, batch, config.text.maxPositionEmbeddings);
+    buildTrainingModels(config, shapes, batch, config.text.maxPositionEmbeddings, segments);
   } finally {
     Graph.prototype.toModel = serialize;
   }
-  const walk = (name: string) => {
-    const g = graphs.get(name);
-    if (!g) throw new Error(`training graph ${name} was not built (has src/clip/onnx/train.ts changed its graph names?)`);
-    return plannedPeak(g);
-  };
-  return { head: walk('clip_train_head'), text: walk('clip_train_text'), vision: walk('clip_train_vision') };
+  const head = graphs.find((g) => g.name === 'clip_train_head');
+  const tower = (name: string) => graphs.filter((g) => g.name === `clip_train_${name}` || g.name.startsWith(`clip_train_${name}_`)).map(plannedPeak);
+  const memory = { head: head && plannedPeak(head), text: tower('text'), vision: tower('vision') };
+  if (!memory.head || !memory.text.length || !memory.vision.length) {
+    throw new Error('the training graphs were not all found (has src/clip/onnx/train.ts changed its graph names clip_train_head / clip_train_<tower>[_<from>_<to>]?)');
+  }
+  return memory as TrainingGraphsMemory;
 }

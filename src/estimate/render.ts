@@ -14,7 +14,8 @@ const twoDecimals = (bytes: number) => (bytes >= 2 ** 30 ? `${(bytes / 2 ** 30).
 function phaseTitle(e: PhaseEstimate): string {
   if (e.phase === 'load') return 'load (by copy: every weight read into memory)';
   if (e.phase === 'forward') return `forward, batch ${e.batch} (onnxruntime, no gradients)`;
-  return `train step, batch ${e.batch} (onnxruntime gradients + ${e.optimizer === 'adamw' ? 'AdamW' : 'plain SGD'})`;
+  const segments = (e.segments ?? 1) > 1 ? `, backward in ${e.segments} segments per tower` : '';
+  return `train step, batch ${e.batch} (onnxruntime gradients${segments} + ${e.optimizer === 'adamw' ? 'AdamW' : 'plain SGD'})`;
 }
 
 export function renderPhase(e: PhaseEstimate): string {

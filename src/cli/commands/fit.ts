@@ -15,6 +15,7 @@ interface FitArgs {
   model: string;
   dtype: WeightFormat;
   optimizer: Optimizer;
+  segments: number;
   'max-batch': number;
   threads: number;
   verify: boolean;
@@ -34,7 +35,7 @@ function describeAnswer(a: FitAnswer, limit: FitLimit): string {
     const u = e.uncertainty ? ` ± ${formatBytes(limit.kind === 'mem' ? e.uncertainty.rss : e.uncertainty.vmSize)}` : '';
     return `${formatBytes(limitedFigure(e, limit.kind, config))}${u}`;
   };
-  const what = `${a.model} ${a.dtype}${a.estimate.phase === 'train' ? ` ${a.optimizer}` : ''}`;
+  const what = `${a.model} ${a.dtype}${a.estimate.phase === 'train' ? ` ${a.optimizer}${a.segments > 1 ? `, ${a.segments} segments` : ''}` : ''}`;
   if (a.batch === 0) return `${what}: does not fit at batch 1 (needs ${figure(a.estimate)})`;
   const next = a.next ? `; batch ${a.batch + 1} would need ${figure(a.next)}` : '';
   return `${what}: batch ${a.batch} (needs ${figure(a.estimate)}${next})`;
@@ -64,6 +65,7 @@ export const fitCommand: CommandModule<{}, FitArgs> = {
       .option('model', { type: 'string', default: 'vit-b-32', describe: 'preset, model directory or config.json' })
       .option('dtype', { choices: WEIGHT_FORMATS, default: 'fp32' as WeightFormat, describe: 'weight format' })
       .option('optimizer', { choices: OPTIMIZERS, default: 'adamw' as Optimizer, describe: 'train: adamw or sgd' })
+      .option('segments', { type: 'number', default: 1, describe: "train: the trainer's backward graphs per tower (1: what clip-mem run trains with)" })
       .option('max-batch', { type: 'number', default: 256, describe: 'largest batch considered' })
       .option('threads', { type: 'number', default: defaultThreads(), describe: 'compute threads' })
       .option('verify', { type: 'boolean', default: false, describe: 'run the answer and the next batch up in children under the limit (bisecting if the prediction was wrong)' })
@@ -71,6 +73,7 @@ export const fitCommand: CommandModule<{}, FitArgs> = {
       .check((args) => {
         limitOf(args as FitArgs);
         if (!Number.isSafeInteger(args['max-batch']) || args['max-batch'] < 1) throw new Error(`--max-batch must be a positive integer, got ${args['max-batch']}`);
+        if (!Number.isSafeInteger(args.segments) || args.segments < 1) throw new Error(`--segments must be a positive integer, got ${args.segments}`);
         return true;
       })
       .example('$0 fit --limit-mem 1500M --phase train', 'what trains under a 1500 MiB cgroup (Slurm --mem=1500M)')
@@ -87,7 +90,7 @@ export const fitCommand: CommandModule<{}, FitArgs> = {
     const quiet = args.json ? () => undefined : progressLine;
     const record = await ensureBaseline(args.threads, quiet);
     endProgress();
-    const plan = fitPlan({ model: args.model, dtype: args.dtype, optimizer: args.optimizer }, args.phase, limit, record, args['max-batch']);
+    const plan = fitPlan({ model: args.model, dtype: args.dtype, optimizer: args.optimizer, segments: args.segments }, args.phase, limit, record, args['max-batch']);
     const choice = cheapest(plan);
     let verification: Verification | undefined;
     if (args.verify && choice) {
