@@ -127,6 +127,8 @@ export interface VerifyRun {
   passed: boolean;
   rssPeak: number | null;
   vmSizePeak: number | null;
+  /** The peak of what the limit counts: the cgroup's charge for --limit-mem, VmSize for the rlimits. */
+  limitedPeak: number | null;
   cause: string;
   evidence: string[];
   /** The command that repeats this run. */
@@ -142,7 +144,7 @@ export interface Verification {
   /** Largest batch seen to pass and smallest seen to fail (null when the bracket's end was not run). */
   passed: number | null;
   failed: number | null;
-  /** The bound on runs: those made before the bisection, plus ceil(log2(range)) for the range it bisects. */
+  /** ceil(log2(maxBatch)) + 1: what a plain bisection of [1, maxBatch] could need, with the boundary pair run. */
   maxRuns: number;
   proven: boolean;
 }
@@ -154,7 +156,8 @@ function limitsOf(limit: FitLimit): Limits {
 async function runWithRunner(config: FitConfig, phase: Phase, batch: number, limit: FitLimit, threads: number, progress: (l: string) => void): Promise<VerifyRun> {
   const [run] = await runPhases({ model: config.model, dtype: config.dtype, batch, phases: [phase], threads, limits: limitsOf(limit), progress });
   const r = run.result;
-  return { batch, passed: r.status === 'passed', rssPeak: r.memory.rssPeak, vmSizePeak: r.memory.vmSizePeak, cause: r.diagnosis.cause, evidence: r.diagnosis.evidence, command: r.command };
+  const limitedPeak = limit.kind === 'mem' ? (r.memory.cgroupPeak ?? null) : r.memory.vmSizePeak;
+  return { batch, passed: r.status === 'passed', rssPeak: r.memory.rssPeak, vmSizePeak: r.memory.vmSizePeak, limitedPeak, cause: r.diagnosis.cause, evidence: r.diagnosis.evidence, command: r.command };
 }
 
 /** A training step `clip-mem run` does not offer (SGD, segments) runs in our own child, through the tracker's launcher. */
@@ -187,11 +190,13 @@ async function runTrainStep(config: FitConfig, batch: number, limit: FitLimit, t
       notTracked: run.notTracked,
     });
     const tracked = (v: number | undefined) => (v !== undefined && v > 0 ? v : null);
+    const vmSizePeak = report?.vmSizePeak ?? tracked(record?.counters.vmPeak);
     return {
       batch,
       passed,
       rssPeak: report?.rssPeak ?? tracked(record?.counters.rssPeak),
-      vmSizePeak: report?.vmSizePeak ?? tracked(record?.counters.vmPeak),
+      vmSizePeak,
+      limitedPeak: limit.kind === 'mem' ? (run.cgroup?.peak ?? null) : vmSizePeak,
       cause: passed ? 'none' : diagnosis.cause,
       evidence: diagnosis.evidence,
       command: `clip-mem fit --verify --phase train --optimizer ${config.optimizer} --segments ${config.segments} --model ${config.model} --dtype ${config.dtype} ${LIMIT_MEASURES[limit.kind].option} ${limit.bytes}`,
@@ -202,9 +207,10 @@ async function runTrainStep(config: FitConfig, batch: number, limit: FitLimit, t
 }
 
 /**
- * Runs the predicted batch; if it passes, the next one up; if the prediction was wrong, bisects the
- * bracket that remains ([1, batch) below a failure, (batch + 1, maxBatch] above a pass) until a passing
- * batch and the batch above it, failing, have both run.
+ * Runs the predicted batch; if it passes, the next one up. When the prediction was wrong it searches on:
+ * above a pass, it steps by the headroom the run left (limit - its measured peak) over the estimate's
+ * per-sample growth, until a batch fails; below a failure, and between a pass and a failure, it bisects.
+ * It stops when a passing batch and the batch above it, failing, have both run.
  */
 export async function verifyBoundary(
   config: FitConfig,
@@ -213,6 +219,7 @@ export async function verifyBoundary(
   predicted: number,
   maxBatch: number,
   threads: number,
+  perSample: (batch: number) => number,
   progress: (line: string) => void,
 ): Promise<Verification> {
   const run = (batch: number) =>
@@ -220,43 +227,28 @@ export async function verifyBoundary(
       ? runTrainStep(config, batch, limit, threads, progress)
       : runWithRunner(config, phase, batch, limit, threads, progress);
   const runs: VerifyRun[] = [];
-  let passed: number | null = null;
-  let failed: number | null = null;
+  let lo = 0; // the largest batch seen to pass (0: none yet)
+  let hi = maxBatch + 1; // the smallest batch seen to fail (maxBatch + 1: none yet)
   const probe = async (batch: number) => {
     const result = await run(batch);
     runs.push(result);
-    if (result.passed) passed = passed === null ? batch : Math.max(passed, batch);
-    else failed = failed === null ? batch : Math.min(failed, batch);
-    return result.passed;
+    if (result.passed) lo = Math.max(lo, batch);
+    else hi = Math.min(hi, batch);
+    return result;
   };
   const start = Math.min(Math.max(predicted, 1), maxBatch);
-  let lo = 0; // a batch known to pass (0: none yet)
-  let hi = maxBatch + 1; // a batch known to fail (maxBatch + 1: none yet)
-  if (await probe(start)) {
-    lo = start;
-    if (start < maxBatch) {
-      if (await probe(start + 1)) lo = start + 1;
-      else hi = start + 1;
+  if ((await probe(start)).passed && start < maxBatch) {
+    let last = await probe(start + 1);
+    while (last.passed && lo < maxBatch) {
+      const headroom = last.limitedPeak === null ? 0 : limit.bytes - last.limitedPeak;
+      const step = Math.max(1, Math.floor(headroom / Math.max(perSample(lo), 1)));
+      last = await probe(Math.min(lo + step, maxBatch));
     }
-  } else {
-    hi = start;
   }
-  // Above a pass with no failure seen yet, double until one fails (a bisection towards maxBatch would run
-  // batches far past the prediction).
-  while (hi > maxBatch && lo >= 1 && lo < maxBatch) {
-    const up = Math.min(2 * lo, maxBatch);
-    if (await probe(up)) lo = up;
-    else hi = up;
+  while (hi - lo > 1 && lo < maxBatch) {
+    await probe(Math.floor((lo + hi) / 2));
   }
-  const range = Math.max(hi - lo - 1, 1);
-  const maxRuns = runs.length + Math.ceil(Math.log2(range));
-  while (hi - lo > 1) {
-    const mid = Math.floor((lo + hi) / 2);
-    if (await probe(mid)) lo = mid;
-    else hi = mid;
-  }
-  // Bisection ends next to a batch it did not run itself only at the bracket's ends (batch 1 failed, or
-  // maxBatch passed); then there is no boundary to show.
-  const proven = lo >= 1 && hi <= maxBatch && runs.some((r) => r.batch === lo && r.passed) && runs.some((r) => r.batch === hi && !r.passed);
-  return { config, phase, limit, predicted, runs, passed, failed, maxRuns, proven };
+  const maxRuns = Math.ceil(Math.log2(maxBatch)) + 1;
+  const proven = lo >= 1 && hi <= maxBatch && hi === lo + 1;
+  return { config, phase, limit, predicted, runs, passed: lo >= 1 ? lo : null, failed: hi <= maxBatch ? hi : null, maxRuns, proven };
 }

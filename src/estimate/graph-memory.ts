@@ -125,9 +125,19 @@ export function layoutHeader(config: ClipConfig, format: WeightFormat): Safetens
   return { file: `${config.name}-${format}.safetensors`, fileSize: begin, headerLength: 0, dataOffset: 8, entries, metadata: {} };
 }
 
+/** Building and walking a vit-b-32 training step's graphs takes a fraction of a second: fit asks often. */
+const walks = new Map<string, unknown>();
+function remembered<T>(key: string, walk: () => T): T {
+  if (!walks.has(key)) walks.set(key, walk());
+  return walks.get(key) as T;
+}
+const shapesKey = (config: ClipConfig) => JSON.stringify({ ...config, name: '' });
+
 /** The inference graph `clip-mem run clip-forward` runs (both towers, logits, loss) at this batch. */
 export function forwardGraphMemory(config: ClipConfig, format: WeightFormat, batch: number): GraphMemory {
-  return plannedPeak(inferenceGraph(layoutHeader(config, format), config, 'both', batch, config.text.maxPositionEmbeddings));
+  return remembered(`forward ${shapesKey(config)} ${format} ${batch}`, () =>
+    plannedPeak(inferenceGraph(layoutHeader(config, format), config, 'both', batch, config.text.maxPositionEmbeddings)),
+  );
 }
 
 export interface TrainingGraphsMemory {
@@ -143,6 +153,10 @@ export interface TrainingGraphsMemory {
  * serialize, so the walk sees exactly the graphs the trainer runs.
  */
 export function trainingGraphMemory(config: ClipConfig, batch: number, segments = 1): TrainingGraphsMemory {
+  return remembered(`train ${shapesKey(config)} ${batch} ${segments}`, () => walkTrainingGraphs(config, batch, segments));
+}
+
+function walkTrainingGraphs(config: ClipConfig, batch: number, segments: number): TrainingGraphsMemory {
   const shapes = new Map(clipLayout(config, 'fp32').filter((s) => s.dtype === 'F32').map((s) => [s.name, s.shape] as const));
   const graphs: Graph[] = [];
   const serialize = Graph.prototype.toModel;

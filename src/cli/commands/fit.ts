@@ -1,7 +1,7 @@
 // `clip-mem fit`: the largest batch under a limit, the cheapest change when none fits, and --verify.
 import type { CommandModule } from 'yargs';
 import { resolveClipConfig, WEIGHT_FORMATS, type WeightFormat } from '../../clip/config';
-import { ensureBaseline } from '../../estimate/estimate';
+import { ensureBaseline, estimatePhase } from '../../estimate/estimate';
 import { cheapest, fitPlan, LIMIT_MEASURES, limitedFigure, verifyBoundary, type FitAnswer, type FitLimit, type LimitKind, type Verification } from '../../estimate/fit';
 import { OPTIMIZERS, PHASES, type Optimizer, type Phase } from '../../estimate/model';
 import { formatBytes, parseBytes } from '../../units';
@@ -42,9 +42,10 @@ function describeAnswer(a: FitAnswer, limit: FitLimit): string {
 }
 
 function renderVerification(v: Verification): string {
-  const lines = [`verify: ${v.runs.length} run(s) in children under ${LIMIT_MEASURES[v.limit.kind].option} ${formatBytes(v.limit.bytes)} (at most ${v.maxRuns})`];
+  const lines = [`verify: ${v.runs.length} run(s) in children under ${LIMIT_MEASURES[v.limit.kind].option} ${formatBytes(v.limit.bytes)} (a bisection of 1..--max-batch could need ${v.maxRuns})`];
   for (const r of v.runs) {
-    const peaks = `RSS peak ${r.rssPeak === null ? 'unknown' : formatBytes(r.rssPeak)}, VmSize peak ${r.vmSizePeak === null ? 'unknown' : formatBytes(r.vmSizePeak)}`;
+    const counted = v.limit.kind === 'mem' && r.limitedPeak !== null ? `, cgroup charge peak ${formatBytes(r.limitedPeak)}` : '';
+    const peaks = `RSS peak ${r.rssPeak === null ? 'unknown' : formatBytes(r.rssPeak)}, VmSize peak ${r.vmSizePeak === null ? 'unknown' : formatBytes(r.vmSizePeak)}${counted}`;
     lines.push(`  batch ${String(r.batch).padStart(4)}  ${r.passed ? 'PASS' : 'FAIL'}  ${peaks}${r.passed ? '' : `  cause ${r.cause}${r.evidence[0] ? `: ${r.evidence[0]}` : ''}`}`);
   }
   if (v.proven) lines.push(`proven: batch ${v.passed} passes and batch ${v.failed} fails under the limit${v.passed === v.predicted ? ' (as predicted)' : ` (predicted ${v.predicted})`}`);
@@ -94,7 +95,9 @@ export const fitCommand: CommandModule<{}, FitArgs> = {
     const choice = cheapest(plan);
     let verification: Verification | undefined;
     if (args.verify && choice) {
-      verification = await verifyBoundary(choice, args.phase, limit, choice.batch, args['max-batch'], args.threads, progressLine);
+      const config = resolveClipConfig(choice.model);
+      const figure = (batch: number) => limitedFigure(estimatePhase(config, { ...choice, batch, phase: args.phase }, record), limit.kind, config);
+      verification = await verifyBoundary(choice, args.phase, limit, choice.batch, args['max-batch'], args.threads, (b) => figure(b + 1) - figure(b), progressLine);
       endProgress();
     }
     process.exitCode = choice && (!args.verify || verification?.proven) ? 0 : 1;
