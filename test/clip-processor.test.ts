@@ -5,7 +5,8 @@ import * as zlib from 'node:zlib';
 import sharp from 'sharp';
 import { presetConfig } from '../src/clip/config';
 import * as os from 'node:os';
-import { ImageInputError, preprocessImage, preprocessImages, processorOptionsFor, processorOptionsForModel, readPreprocessorConfig } from '../src/clip/processor';
+import { createHash } from 'node:crypto';
+import { ImageInputError, preprocessImage, preprocessImages, processorOptionsFor, processorOptionsForModel, readPreprocessorConfig, resizeBicubicPil } from '../src/clip/processor';
 import { referenceDir } from './helpers/paths';
 
 const imageFile = path.join(referenceDir, 'image.png');
@@ -100,4 +101,24 @@ test('preprocessor_config.json sets the sizes and statistics; other processors a
   fs.writeFileSync(file, JSON.stringify({ resample: 2 }));
   t.throws(() => readPreprocessorConfig(file), { message: /resample: 2 is not bicubic/ });
   fs.rmSync(dir, { recursive: true });
+});
+
+// sha256 of PIL 9.4's Image.resize(BICUBIC) output (test/fixtures/processor/pil-bicubic.py): down- and
+// upscaling along either axis, and the identity.
+const PIL_BICUBIC: Record<string, [number, number, string]> = {
+  '400x300': [298, 224, '92d282c69aec879f2799ef1bb5c5a570bc53f43e625a7e19f08dfc999441ff3d'],
+  '1000x250': [896, 224, '9e5e5162fe7ad6b6a7254e77f766efe35255ae8d070bef07c36a925028418664'],
+  '97x513': [224, 1184, '700adf9252f3b2f2712895b1b2b2c8630164a942547ed78603cd0059d0e454de'],
+  '50x40': [280, 224, 'bbfab2f79bf49dbfe1026a7622039345aa9089d3165b6abe4d4add212e342a50'],
+  '224x224': [224, 224, '5718ac9d744439f6603a7b31485cff8638a5b7037c11b77e4289db0df87ad9c1'],
+  '225x224': [225, 224, '829393501477081be3012cd68f4cf03cbd4b6d988167b996899df0f02829e749'],
+};
+
+test('resizeBicubicPil is bit-exact with PIL, downscaling and upscaling', (t) => {
+  for (const [size, [outWidth, outHeight, hash]] of Object.entries(PIL_BICUBIC)) {
+    const [w, h] = size.split('x').map(Number);
+    const image = new Uint8Array(w * h * 3);
+    for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) for (let c = 0; c < 3; c++) image[(y * w + x) * 3 + c] = (x * 7 + y * 13 + c * 50 + ((x * y) % 31)) % 256;
+    t.is(createHash('sha256').update(resizeBicubicPil(image, w, h, outWidth, outHeight)).digest('hex'), hash, size);
+  }
 });

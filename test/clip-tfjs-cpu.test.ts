@@ -56,6 +56,9 @@ test.serial('cpu: bad input gets an error that names what is wrong', async (t) =
     message: 'ClipTfjs: the model has no parameter text_model.no_such.weight',
   });
   model.dispose();
+  await t.throwsAsync(ClipTfjs.create(weights, referenceConfig, { backends: ['wasm', 'tensorflow'] }), {
+    message: 'tfjs already runs on cpu in this process (chosen by an earlier call), and tfjs has one backend per process: wasm, tensorflow cannot run here. Use a new process.',
+  });
   const wrongHeads = { ...referenceConfig, text: { ...referenceConfig.text, numAttentionHeads: 5 } };
   await t.throwsAsync(ClipTfjs.create(weights, wrongHeads, { backends: ['cpu'] }), {
     message: 'ClipTfjs: text_model is 32 wide, which 5 attention heads do not divide',

@@ -204,6 +204,21 @@ test('stress: 8 threads x 1,000,000 malloc/free pairs, fork and exec: no crash, 
   t.is(report.descendants.length, 2); // the forked child, then /bin/true it exec'd
 });
 
+test('heap peak is exact to the byte for one thread across folds, shrinking and regrowth', (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'clipmem-trace-test-'));
+  const json = path.join(dir, 'trace.json');
+  const result = spawnSync(process.execPath, [bin, 'trace', '--json', json, '--', program, 'peak'], { cwd: root, encoding: 'utf8' });
+  const report = JSON.parse(fs.readFileSync(json, 'utf8')) as TraceReport;
+  fs.rmSync(dir, { recursive: true });
+  t.is(result.status, 0);
+  const highest = Number(/peak above start (\d+)/.exec(result.stdout)![1]);
+  t.true(highest > 20 * 1024 * 1024);
+  const before = report.phases.find((p) => p.label === 'before peak')!;
+  const after = report.phases.find((p) => p.label === 'after peak')!;
+  t.is(after.heap, before.heap);
+  t.is(report.peaks.heap, before.heap + highest);
+});
+
 test('600 threads, more than the record has slots: the rest share one slot and the counters still balance', (t) => {
   const { status, report } = trace([], [program, 'threads', '600']);
   t.is(status, 0);

@@ -65,18 +65,24 @@ alignas(64) char bootstrap_arena[64 * 1024];
 size_t bootstrap_used = 0;
 
 bool in_bootstrap(const void* ptr) {
-  return ptr >= static_cast<const void*>(bootstrap_arena) &&
-         ptr < static_cast<const void*>(bootstrap_arena + sizeof bootstrap_arena);
+  return uintptr_t(ptr) - uintptr_t(bootstrap_arena) < sizeof bootstrap_arena;
 }
 
+// glibc's chunk header flag for a chunk of its own mapping (malloc/malloc.c IS_MMAPPED).
+constexpr size_t kChunkMmapped = 2;
+
+// Each block is preceded by a header word that reads as a glibc mmapped chunk, so that free's fast path,
+// which sends mmapped chunks to the slow path, needs no separate test for bootstrap blocks.
 void* bootstrap_alloc(size_t size) {
-  size_t start = (__atomic_fetch_add(&bootstrap_used, (size + 15) & ~size_t(15), __ATOMIC_RELAXED));
-  if (start + size > sizeof bootstrap_arena) {
+  size_t start = (__atomic_fetch_add(&bootstrap_used, ((size + 15) & ~size_t(15)) + 16, __ATOMIC_RELAXED));
+  if (start + 16 + size > sizeof bootstrap_arena) {
     static const char message[] = "clip-mem tracker: bootstrap arena exhausted while resolving libc symbols\n";
     (void)!write(2, message, sizeof message - 1);
     abort();
   }
-  return bootstrap_arena + start;  // static storage: already zero, as calloc promises
+  char* block = bootstrap_arena + start + 16;
+  reinterpret_cast<size_t*>(block)[-1] = kChunkMmapped;
+  return block;  // static storage: already zero, as calloc promises
 }
 
 template <typename T>
@@ -115,15 +121,23 @@ inline void ensure_resolved() {
 
 // ---------------------------------------------------------------- state
 
-// One initial-exec TLS block: the hot path reaches both fields through a single TLS offset.
+// One initial-exec TLS block: the hot path reads one field of it, `fast`, which folds every condition
+// of the fast path into a single null test.
 struct ThreadState {
+  // This thread's own slot while the fast path may count into it: tracking, not inside the tracker, an
+  // own (not the shared) slot, glibc's chunk headers verified, no fault injection. Else null.
+  ClipmemThreadSlot* fast;
   ClipmemThreadSlot* slot;  // this thread's counters (null until its first tracked call)
   int guard;                // > 0 while the tracker itself runs: calls pass through untracked
 };
-__thread ThreadState tls __attribute__((tls_model("initial-exec"))) = {nullptr, 0};
+__thread ThreadState tls __attribute__((tls_model("initial-exec"))) = {nullptr, nullptr, 0};
 
 enum State { kUninitialized, kInitializing, kTracking, kDisabled };
 int state = kUninitialized;
+
+// Set at start when real.malloc is glibc's and its chunk headers read as malloc_usable_size says.
+bool glibc_chunks = false;
+bool any_injection = false;  // CLIPMEM_FAIL set: every call takes the slow path, which injects
 
 ClipmemRecordHeader* record = nullptr;
 ClipmemThreadSlot* slots = nullptr;
@@ -143,7 +157,6 @@ struct Injection {
   uint64_t calls;
 };
 Injection injections[CLIPMEM_FN_COUNT];
-bool any_injection = false;
 
 // Heap bytes a thread accumulates before folding them into the shared counter.
 constexpr int64_t kFoldBytes = 1 << 20;
@@ -153,9 +166,22 @@ constexpr int64_t kSampleChangeBytes = 64 << 20;
 uint64_t last_sample_ns = 0;
 int64_t last_sample_total = 0;
 
+// Recomputes tls.fast after its slot, its guard or the global conditions changed.
+inline void refresh_fast() {
+  ClipmemThreadSlot* slot = tls.slot;
+  bool fast = slot && !slot->shared && tls.guard == 0 && glibc_chunks && !any_injection &&
+              __atomic_load_n(&state, __ATOMIC_ACQUIRE) == kTracking;
+  tls.fast = fast ? slot : nullptr;
+}
+
 struct Guard {
-  Guard() { ++tls.guard; }
-  ~Guard() { --tls.guard; }
+  Guard() {
+    ++tls.guard;
+    tls.fast = nullptr;
+  }
+  ~Guard() {
+    if (--tls.guard == 0) refresh_fast();
+  }
 };
 
 struct ErrnoKeeper {
@@ -248,6 +274,15 @@ void read_statm(int64_t* vm_size, int64_t* rss) {
 
 inline ClipmemThreadSlot* shared_slot() { return &slots[CLIPMEM_THREAD_SLOTS - 1]; }
 
+// The heap_delta above which an own slot's next allocation may set a new peak (or must fold): the room
+// between the peak and the folded heap, at most the fold size. Other threads' folds make it stale,
+// which costs at most one extra check or misses less than their unfolded bytes (the documented bound).
+inline int64_t grow_limit_now(int64_t delta) {
+  int64_t room = load(record->heap_peak) - load(record->heap_current);
+  if (room < delta) room = delta;
+  return room < kFoldBytes ? room : kFoldBytes;
+}
+
 __attribute__((always_inline)) inline ClipmemThreadSlot* my_slot() {
   ClipmemThreadSlot* slot = tls.slot;
   if (LIKELY(slot)) return slot;
@@ -258,8 +293,10 @@ __attribute__((always_inline)) inline ClipmemThreadSlot* my_slot() {
   } else {
     slot = &slots[index];
     store(slot->tid, int32_t(syscall(SYS_gettid)));
+    store(slot->grow_limit, grow_limit_now(0));
   }
   tls.slot = slot;
+  refresh_fast();
   return slot;
 }
 
@@ -309,21 +346,41 @@ void fold(ClipmemThreadSlot* slot) {
   if (slot != shared_slot()) store(slot->heap_delta, int64_t(0));
   int64_t current = add(record->heap_current, delta);
   raise_peak(record->heap_peak, current);
+  if (slot != shared_slot()) store(slot->grow_limit, grow_limit_now(0));
   maybe_sample();
 }
 
-// Counting into this thread's own slot (single writer: plain loads and stores, no lock prefix).
-__attribute__((always_inline)) inline void count_own_slot(ClipmemThreadSlot* slot, int fn, size_t requested, int64_t bytes) {
-  store(slot->calls[fn], load(slot->calls[fn]) + 1);
-  if (fn != CLIPMEM_FN_FREE) {
-    unsigned bucket = clipmem_histogram_bucket(requested);
-    store(slot->histogram[bucket], load(slot->histogram[bucket]) + 1);
-  }
-  int64_t delta = load(slot->heap_delta) + bytes;
+// An own slot's heap_delta passed its grow_limit: a new peak, or time to fold.
+__attribute__((noinline)) void heap_grew(ClipmemThreadSlot* slot, int64_t delta) {
+  if (delta > kFoldBytes) return fold(slot);
+  raise_peak(record->heap_peak, load(record->heap_current) + delta);
+  store(slot->grow_limit, grow_limit_now(delta));
+}
+
+// The fast path counts into this thread's own slot, of which it is the only writer: no lock prefix.
+// An increment is one add to memory, written as asm because relaxed atomics compile to a load, an add
+// and a store; its store is one aligned 8-byte write, which a reader never sees torn.
+__attribute__((always_inline)) inline void bump_own(uint64_t& counter) {
+#if defined(__x86_64__)
+  asm volatile("addq $1, %0" : "+m"(counter));
+#else
+  store(counter, load(counter) + 1);
+#endif
+}
+__attribute__((always_inline)) inline void count_fast(ClipmemThreadSlot* slot, int fn, uint64_t requested) {
+  bump_own(slot->calls[fn]);
+  bump_own(slot->histogram[clipmem_histogram_bucket(requested)]);
+}
+// An allocation only compares the new delta with the slot's grow_limit; a free only checks the fold.
+__attribute__((always_inline)) inline bool grows_past_limit(ClipmemThreadSlot* slot, int64_t bytes, int64_t* delta) {
+  *delta = load(slot->heap_delta) + bytes;
+  store(slot->heap_delta, *delta);
+  return UNLIKELY(*delta > load(slot->grow_limit));
+}
+__attribute__((always_inline)) inline bool shrinks_past_fold(ClipmemThreadSlot* slot, int64_t bytes) {
+  int64_t delta = load(slot->heap_delta) - bytes;
   store(slot->heap_delta, delta);
-  if (UNLIKELY(delta > kFoldBytes || delta < -kFoldBytes)) fold(slot);
-  else if (bytes > 0 && UNLIKELY(load(record->heap_current) + delta > load(record->heap_peak)))
-    raise_peak(record->heap_peak, load(record->heap_current) + delta);
+  return UNLIKELY(delta < -kFoldBytes);
 }
 
 __attribute__((always_inline)) inline void count_heap(int fn, size_t requested, int64_t bytes) {
@@ -592,12 +649,10 @@ void parse_injections(const char* spec) {
 
 // glibc's usable size read straight from the chunk header (what malloc_usable_size computes, without the
 // call): the size field before the block, low bits are flags; mmapped chunks carry one more word of header.
-// Used only when start-up checks proved the allocator is glibc's and the two agree.
-bool glibc_chunks = false;
-
+// Used only when start-up checks proved the allocator is glibc's and the two agree (glibc_chunks).
 inline size_t chunk_usable(void* ptr) {
   size_t header = static_cast<size_t*>(ptr)[-1];
-  return (header & ~size_t(7)) - ((header & 2) ? 16 : 8);
+  return (header & ~size_t(7)) - ((header & kChunkMmapped) ? 16 : 8);
 }
 
 __attribute__((always_inline)) inline size_t usable(void* ptr) {
@@ -835,7 +890,8 @@ uint32_t overflow_flag(size_t nmemb, size_t size, uint64_t* total) {
 
 // ---------------------------------------------------------------- hooks
 
-void* malloc_hook(size_t size) {
+namespace {
+__attribute__((noinline)) void* malloc_slow(size_t size) {
   if (UNLIKELY(!real.malloc)) {
     if (resolving) return bootstrap_alloc(size);
     ensure_resolved();
@@ -843,15 +899,58 @@ void* malloc_hook(size_t size) {
   if (UNLIKELY(any_injection) && tracking() && inject_heap(CLIPMEM_FN_MALLOC, size, 0, 0, 0, nullptr, 0, 0))
     return errno = ENOMEM, nullptr;
   void* ptr = real.malloc(size);
-  // Fast path: this thread has its own slot and is not inside the tracker.
-  ClipmemThreadSlot* slot = tls.slot;
-  if (LIKELY(ptr && slot && !tls.guard && !slot->shared)) {
-    count_own_slot(slot, CLIPMEM_FN_MALLOC, size, int64_t(usable(ptr)));
-    return ptr;
-  }
   if (!tracking()) return ptr;
   if (LIKELY(ptr)) count_heap(CLIPMEM_FN_MALLOC, size, int64_t(usable(ptr)));
   else heap_failure(CLIPMEM_FN_MALLOC, size, 0, 0, 0, nullptr, 0, errno, 0);
+  return ptr;
+}
+}  // namespace
+
+namespace {
+// The fast path counted the call and its size before the call failed: failures stay out of the
+// histogram, and heap_failure counts the call itself.
+__attribute__((noinline, cold)) void* fast_alloc_failed(ClipmemThreadSlot* slot, int fn, uint64_t size, uint64_t nmemb,
+                                                         uint64_t elem_size, uint32_t flags) {
+  int error = errno;
+  unsigned bucket = clipmem_histogram_bucket(size);
+  store(slot->histogram[bucket], load(slot->histogram[bucket]) - 1);
+  store(slot->calls[fn], load(slot->calls[fn]) - 1);
+  heap_failure(fn, size, nmemb, elem_size, 0, nullptr, 0, error, flags);
+  errno = error;
+  return nullptr;
+}
+
+// Out of line so that the fast paths keep no registers across it: a new peak or a fold, then the block.
+__attribute__((noinline)) void* grew(ClipmemThreadSlot* slot, int64_t delta, void* ptr) {
+  heap_grew(slot, delta);
+  return ptr;
+}
+// A block in a chunk of its own mapping (16 bytes of header): counted here, off the fast path.
+__attribute__((noinline)) void* grew_mmapped(ClipmemThreadSlot* slot, void* ptr) {
+  int64_t delta;
+  if (grows_past_limit(slot, int64_t(chunk_usable(ptr)), &delta)) heap_grew(slot, delta);
+  return ptr;
+}
+__attribute__((noinline)) void fold_then_free(ClipmemThreadSlot* slot, void* ptr) {
+  fold(slot);
+  real.free(ptr);
+}
+}  // namespace
+
+// The size glibc's allocation fast path adds for a block: its chunk size less the 8-byte header word;
+// the caller has sent mmapped chunks (and bootstrap blocks, which read as mmapped) elsewhere.
+inline int64_t heap_chunk_usable(size_t header) { return int64_t(header & ~size_t(7)) - 8; }
+
+void* malloc_hook(size_t size) {
+  ClipmemThreadSlot* slot = tls.fast;
+  if (UNLIKELY(!slot)) return malloc_slow(size);
+  count_fast(slot, CLIPMEM_FN_MALLOC, size);
+  void* ptr = real.malloc(size);
+  if (UNLIKELY(!ptr)) return fast_alloc_failed(slot, CLIPMEM_FN_MALLOC, size, 0, 0, 0);
+  size_t header = static_cast<size_t*>(ptr)[-1];
+  if (UNLIKELY(header & kChunkMmapped)) return grew_mmapped(slot, ptr);
+  int64_t delta;
+  if (grows_past_limit(slot, heap_chunk_usable(header), &delta)) return grew(slot, delta, ptr);
   return ptr;
 }
 
@@ -911,12 +1010,24 @@ void* reallocarray_hook(void* ptr, size_t nmemb, size_t size) {
   return result;
 }
 
-void free_hook(void* ptr) {
-  if (UNLIKELY(!ptr || in_bootstrap(ptr))) return;
+namespace {
+__attribute__((noinline)) void free_slow(void* ptr) {
+  if (in_bootstrap(ptr)) return;
   ensure_resolved();
-  ClipmemThreadSlot* slot = tls.slot;
-  if (LIKELY(slot && !tls.guard && !slot->shared)) count_own_slot(slot, CLIPMEM_FN_FREE, 0, -int64_t(usable(ptr)));
-  else if (tracking()) count_heap(CLIPMEM_FN_FREE, 0, -int64_t(usable(ptr)));
+  if (tracking()) count_heap(CLIPMEM_FN_FREE, 0, -int64_t(usable(ptr)));
+  real.free(ptr);
+}
+}  // namespace
+
+void free_hook(void* ptr) {
+  if (UNLIKELY(!ptr)) return;
+  ClipmemThreadSlot* slot = tls.fast;
+  if (UNLIKELY(!slot)) return free_slow(ptr);
+  // Read only once the fast path is on: glibc's chunks are verified then.
+  size_t header = static_cast<size_t*>(ptr)[-1];
+  if (UNLIKELY(header & kChunkMmapped)) return free_slow(ptr);  // mmapped chunks and bootstrap blocks
+  bump_own(slot->calls[CLIPMEM_FN_FREE]);
+  if (shrinks_past_fold(slot, heap_chunk_usable(header))) return fold_then_free(slot, ptr);
   real.free(ptr);
 }
 

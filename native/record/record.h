@@ -68,9 +68,10 @@ typedef struct ClipmemThreadSlot {
   int32_t tid;
   uint32_t shared;     // 1 for the last slot, used by every thread that found no free one: atomic updates
   int64_t heap_delta;  // heap bytes allocated minus freed not yet folded into RecordHeader.heap_current
+  int64_t grow_limit;  // writer's bookkeeping: heap_delta above which an allocation may be a new peak (or folds)
   uint64_t calls[CLIPMEM_FN_COUNT];
   uint64_t histogram[CLIPMEM_HISTOGRAM_BUCKETS];
-  uint8_t padding[64 - (8 + 8 + 8 * CLIPMEM_FN_COUNT + 8 * CLIPMEM_HISTOGRAM_BUCKETS) % 64];
+  uint8_t padding[64 - (8 + 8 + 8 + 8 * CLIPMEM_FN_COUNT + 8 * CLIPMEM_HISTOGRAM_BUCKETS) % 64];
 } ClipmemThreadSlot;
 
 typedef struct ClipmemFailure {
@@ -254,8 +255,12 @@ static inline const char* clipmem_header_problem(const ClipmemRecordHeader* h, u
   return 0;
 }
 
+// ceil(log2(size)) without branches (it runs on every tracked allocation): the bit length of size-1,
+// taken as 63 - clz(2n+1) so that n = 0 needs no special case; n is capped so that every size above
+// 2^(BUCKETS-2) lands in the last bucket.
 static inline unsigned clipmem_histogram_bucket(uint64_t size) {
-  if (size <= 1) return 0;
-  unsigned bucket = 64u - (unsigned)__builtin_clzll(size - 1);  // ceil(log2(size))
-  return bucket < CLIPMEM_HISTOGRAM_BUCKETS ? bucket : CLIPMEM_HISTOGRAM_BUCKETS - 1;
+  const uint64_t cap = (uint64_t)1 << (CLIPMEM_HISTOGRAM_BUCKETS - 2);
+  uint64_t n = size - (size != 0);
+  n = n < cap ? n : cap;
+  return 63u - (unsigned)__builtin_clzll(2 * n + 1);
 }

@@ -5,6 +5,7 @@
  *   alloc_program calloc-overflow
  *   alloc_program mapfile PATH BYTES   a read-only private mapping of a sparse file
  *   alloc_program stress THREADS PAIRS malloc/free pairs on THREADS threads, then fork + exec
+ *   alloc_program peak                 heap growth and shrinkage: prints its peak above the start (exact)
  *   alloc_program loop PAIRS           64-byte malloc/free pairs on one thread (scripts/bench-tracker)
  *   alloc_program threads COUNT        COUNT short threads one after another (more than the record's slots)
  *   alloc_program errno                errno survives tracked calls that succeed (exit 0) or not (exit 1) */
@@ -12,6 +13,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -133,6 +135,27 @@ int main(int argc, char** argv) {
     report("mmap", p != MAP_FAILED);
     close(fd);
     return p == MAP_FAILED ? 1 : 0;
+  } else if (argc > 1 && strcmp(argv[1], "peak") == 0) {
+    /* The heap grows across many of the tracker's 1 MiB folds, shrinks, grows again less far, and
+     * returns to where it started; prints the highest point above the start in malloc_usable_size bytes. */
+    enum { kBlocks = 4000 };
+    static void* blocks[kBlocks];
+    long long running = 0, highest = 0;
+    phase("before peak");
+    for (int i = 0; i < kBlocks; i++) {
+      blocks[i] = malloc(100 + (size_t)i * 3);
+      running += (long long)malloc_usable_size(blocks[i]);
+      if (running > highest) highest = running;
+    }
+    for (int i = 0; i < kBlocks; i += 2) running -= (long long)malloc_usable_size(blocks[i]), free(blocks[i]);
+    for (int i = 0; i < kBlocks; i += 2) {
+      blocks[i] = malloc(50 + (size_t)i);
+      running += (long long)malloc_usable_size(blocks[i]);
+      if (running > highest) highest = running;
+    }
+    for (int i = 0; i < kBlocks; i++) free(blocks[i]);
+    phase("after peak");
+    printf("peak above start %lld\n", highest);
   } else if (argc > 2 && strcmp(argv[1], "loop") == 0) {
     long pairs = atol(argv[2]);
     for (long i = 0; i < pairs; i++) {
@@ -164,7 +187,7 @@ int main(int argc, char** argv) {
   } else if (argc > 3 && strcmp(argv[1], "stress") == 0) {
     return stress(atoi(argv[2]), atol(argv[3]));
   } else {
-    fprintf(stderr, "usage: alloc_program probes|small|calloc-overflow|mapfile PATH BYTES|stress THREADS PAIRS|loop PAIRS|threads COUNT|errno\n");
+    fprintf(stderr, "usage: alloc_program probes|small|calloc-overflow|mapfile PATH BYTES|stress THREADS PAIRS|peak|loop PAIRS|threads COUNT|errno\n");
     return 2;
   }
   return 0;

@@ -87,6 +87,9 @@ TEST(RecordFormat, HistogramBucketsArePowersOfTwo) {
   EXPECT_EQ(clipmem_histogram_bucket(64), 6u);
   EXPECT_EQ(clipmem_histogram_bucket(65), 7u);
   EXPECT_EQ(clipmem_histogram_bucket(101187584), 27u);  // CLIP's token embedding: 2^26 < n <= 2^27
+  EXPECT_EQ(clipmem_histogram_bucket(1ull << 46), 46u);
+  EXPECT_EQ(clipmem_histogram_bucket((1ull << 46) + 1), unsigned(CLIPMEM_HISTOGRAM_BUCKETS - 1));
+  EXPECT_EQ(clipmem_histogram_bucket(1ull << 63), unsigned(CLIPMEM_HISTOGRAM_BUCKETS - 1));
   EXPECT_EQ(clipmem_histogram_bucket(~0ull), unsigned(CLIPMEM_HISTOGRAM_BUCKETS - 1));
 }
 

@@ -42,7 +42,9 @@ export function scenarioLines(result: ScenarioResult): string[] {
   const figures =
     `${seconds(result.wallMs).padStart(8)}  RSS peak ${bytesOrUnknown(m.rssPeak).padStart(9)}` +
     `  increase ${bytesOrUnknown(m.increase).padStart(9)}  VmSize peak ${bytesOrUnknown(m.vmSizePeak).padStart(9)}`;
-  const lines = [`  ${mark} ${result.name.padEnd(15)}${figures}`];
+  // Which runtime ran it (onnxruntime, or the tfjs backend the fallback chose), as the scenario reported.
+  const runtime = result.figures.runtime ?? (result.figures.backend !== undefined ? `tfjs ${result.figures.backend}` : undefined);
+  const lines = [`  ${mark} ${result.name.padEnd(15)}${figures}${runtime !== undefined ? `  [${runtime}]` : ''}`];
   const a = result.analysis;
   if (result.status === 'passed' && !a.resource.startsWith('host')) {
     // Under a limit, say why it fitted (e.g. a file mapping that RLIMIT_DATA does not count).

@@ -1,15 +1,12 @@
 // basic-ops: create tensors and multiply two 1000x1000 matrices, the seed's first sanity check.
 import * as tf from '@tensorflow/tfjs-core';
 import { setPhase } from '../track/phase';
+import { BASIC_OPS_N as N, catalogEntry } from './catalog';
 import type { Scenario } from './scenario';
 import { tfjsBackendFor } from './tfjs-backend';
 
-const N = 1000;
-
 export const basicOps: Scenario = {
-  name: 'basic-ops',
-  summary: `tensor creation (zeros, ones, seeded normal ${N}x${N}) and a ${N}x${N} matmul`,
-  usesCheckpoint: false,
+  ...catalogEntry('basic-ops'),
   async run(options) {
     const backend = await tfjsBackendFor(options.backend);
     setPhase('basic-ops create tensors');

@@ -1,12 +1,11 @@
 // clip-load-copy: the checkpoint loaded without mmap: each tensor allocated, then read into. This is the
 // path where the seed's 101187584-byte allocation (the token embedding) failed.
 import { loadSafetensors } from '../clip/safetensors';
+import { catalogEntry } from './catalog';
 import type { Scenario } from './scenario';
 
 export const clipLoadCopy: Scenario = {
-  name: 'clip-load-copy',
-  summary: 'load the checkpoint by copy: allocate each tensor and read it (no mmap)',
-  usesCheckpoint: true,
+  ...catalogEntry('clip-load-copy'),
   async run(options) {
     const loaded = loadSafetensors(options.checkpoint, { mode: 'copy' });
     let bytes = 0;

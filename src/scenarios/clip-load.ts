@@ -1,12 +1,11 @@
 // clip-load: the checkpoint loaded by mmap, tensors as zero-copy views over a read-only file mapping
 // (safetensors' way). The mapping's length is the file's: under RLIMIT_AS it must fit whole.
 import { loadSafetensors } from '../clip/safetensors';
+import { catalogEntry } from './catalog';
 import type { Scenario } from './scenario';
 
 export const clipLoad: Scenario = {
-  name: 'clip-load',
-  summary: 'load the safetensors checkpoint by mmap (zero-copy views over a read-only file mapping)',
-  usesCheckpoint: true,
+  ...catalogEntry('clip-load'),
   async run(options) {
     const loaded = loadSafetensors(options.checkpoint, { mode: 'mmap' });
     let bytes = 0;

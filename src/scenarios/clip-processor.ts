@@ -4,10 +4,11 @@ import sharp from 'sharp';
 import { preprocessImages, processorOptionsFor } from '../clip/processor';
 import { ClipTokenizer } from '../clip/tokenizer';
 import { setPhase } from '../track/phase';
+import { SAMPLE_IMAGE, catalogEntry } from './catalog';
+
+const { width: WIDTH, height: HEIGHT } = SAMPLE_IMAGE;
 import type { Scenario } from './scenario';
 
-const WIDTH = 640;
-const HEIGHT = 480;
 const TEXTS = ['a photo of a cat', 'a diagram of a transformer', 'two dogs playing in the snow', 'a plate of food'];
 
 /** A deterministic 640x480 photo-sized JPEG (a gradient with a pattern), as a camera would give. */
@@ -25,9 +26,7 @@ function sampleJpeg(index: number): Promise<Buffer> {
 }
 
 export const clipProcessor: Scenario = {
-  name: 'clip-processor',
-  summary: `image processor (${WIDTH}x${HEIGHT} JPEGs: decode, bicubic resize, crop, normalise) and tokenizer on --batch inputs`,
-  usesCheckpoint: false,
+  ...catalogEntry('clip-processor'),
   async run(options) {
     const batch = options.batch;
     setPhase('clip-processor encode sample images');

@@ -1,5 +1,6 @@
-// The scenarios of `clip-mem run`, in the order they run (cheap checks first, as in the seed report).
+// The scenarios' implementations, by name (the names, order and summaries are in catalog.ts).
 import { basicOps } from './basic-ops';
+import { catalogEntry } from './catalog';
 import { clipForward } from './clip-forward';
 import { clipLoad } from './clip-load';
 import { clipLoadCopy } from './clip-load-copy';
@@ -9,12 +10,10 @@ import { largeBatch } from './large-batch';
 import type { Scenario } from './scenario';
 import { smallMlp } from './small-mlp';
 
-export const SCENARIOS: readonly Scenario[] = [basicOps, smallMlp, clipProcessor, clipLoad, clipLoadCopy, clipForward, clipTrain, largeBatch];
+const SCENARIOS: readonly Scenario[] = [basicOps, smallMlp, clipProcessor, clipLoad, clipLoadCopy, clipForward, clipTrain, largeBatch];
 
-export const SCENARIO_NAMES = SCENARIOS.map((s) => s.name);
-
+/** The implementation of a catalog scenario (this loads every runtime: for the child, not the CLI). */
 export function scenarioByName(name: string): Scenario {
-  const scenario = SCENARIOS.find((s) => s.name === name);
-  if (!scenario) throw new Error(`unknown scenario "${name}": choose from ${SCENARIO_NAMES.join(', ')}`);
-  return scenario;
+  const entry = catalogEntry(name);
+  return SCENARIOS.find((s) => s.name === entry.name)!;
 }

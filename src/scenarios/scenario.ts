@@ -3,6 +3,7 @@
 // the tracker's phase labels as it goes and returns the figures it measured itself.
 import type { TokenizerFiles } from '../clip/checkpoint';
 import type { ClipConfig } from '../clip/config';
+import type { CatalogEntry } from './catalog';
 
 export interface ScenarioOptions {
   /** Preset name, model directory or safetensors file, as given to --model. */
@@ -28,11 +29,6 @@ export interface ScenarioOptions {
 /** Scenario-specific measured figures: counts, bytes, losses, shapes. */
 export type Figures = Record<string, number | string>;
 
-export interface Scenario {
-  name: string;
-  /** One line for --help and the reports. */
-  summary: string;
-  /** Whether it reads the checkpoint (the parent then makes sure it exists before the child starts). */
-  usesCheckpoint: boolean;
+export interface Scenario extends CatalogEntry {
   run(options: ScenarioOptions): Promise<Figures>;
 }

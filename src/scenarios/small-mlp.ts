@@ -4,16 +4,12 @@ import * as tf from '@tensorflow/tfjs-core';
 // tfjs-core's CommonJS bundle registers no gradients; the tfjs union package registers them on it.
 import '@tensorflow/tfjs';
 import { setPhase } from '../track/phase';
+import { MLP_BATCH as BATCH, MLP_WIDTHS as WIDTHS, catalogEntry } from './catalog';
 import type { Scenario } from './scenario';
 import { tfjsBackendFor } from './tfjs-backend';
 
-const WIDTHS = [1000, 512, 256, 10];
-const BATCH = 64;
-
 export const smallMlp: Scenario = {
-  name: 'small-mlp',
-  summary: `MLP ${WIDTHS.join('-')}, batch ${BATCH}, forward and backward`,
-  usesCheckpoint: false,
+  ...catalogEntry('small-mlp'),
   async run(options) {
     const backend = await tfjsBackendFor(options.backend);
     setPhase('small-mlp create');

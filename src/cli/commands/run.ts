@@ -9,8 +9,8 @@ import { renderHtml } from '../../report/html';
 import { renderMarkdown } from '../../report/markdown';
 import type { Limits, RunOptions } from '../../report/result';
 import { renderTerminal } from '../../report/terminal';
-import { SCENARIOS, SCENARIO_NAMES, scenarioByName } from '../../scenarios/index';
-import { runScenarios, type ProgressEvent } from '../../scenarios/runner';
+import { SCENARIO_CATALOG, SCENARIO_NAMES, catalogEntry } from '../../scenarios/catalog';
+import type { ProgressEvent } from '../../scenarios/runner';
 import type { ScenarioOptions } from '../../scenarios/scenario';
 import { formatBytes, parseBytes } from '../../units';
 
@@ -106,15 +106,15 @@ export const runCommand: CommandModule<{}, RunArgs> = {
       .example('$0 run clip-load-copy --limit-as 1.2G', "the seed's failure: a 101187584-byte allocation under an address-space limit")
       .example('$0 run clip-train --limit-mem 1G --json run.json', 'a cgroup (Slurm --mem) kill, results kept as JSON lines')
       .epilogue(
-        `Scenarios:\n${SCENARIOS.map((s) => `  ${s.name.padEnd(15)} ${s.summary}`).join('\n')}\n\n` +
+        `Scenarios:\n${SCENARIO_CATALOG.map((s) => `  ${s.name.padEnd(15)} ${s.summary}`).join('\n')}\n\n` +
           'Exit status: 0 when every scenario passed, 1 when any failed, 2 on a usage error.',
       ),
   handler: async (args) => {
     const names = [...new Set(args.scenarios)];
-    names.forEach(scenarioByName);
+    names.forEach(catalogEntry);
     const limits = limitsOf(args);
     const print = progressPrinter();
-    const needsCheckpoint = names.some((n) => scenarioByName(n).usesCheckpoint);
+    const needsCheckpoint = names.some((n) => catalogEntry(n).usesCheckpoint);
     const model = resolveModel(args.model, args.dtype, print);
     if (needsCheckpoint && process.stderr.isTTY) process.stderr.write('\r\x1b[K');
     const options: RunOptions = {
@@ -131,6 +131,8 @@ export const runCommand: CommandModule<{}, RunArgs> = {
       model: args.model, config: model.config, tokenizer: model.tokenizer, checkpoint: needsCheckpoint ? model.weightsFile : '', dtype: args.dtype, batch: args.batch, largeBatch: args['large-batch'], backend: args.backend, threads: args.threads,
     };
     const outputs = ['json', 'markdown', 'html'].filter((k) => args[k as 'json']).map((k) => ` --${k} ${args[k as 'json']}`).join('');
+    // Loaded here, not at the top: other commands (native-probe) must start without the ML runtimes.
+    const { runScenarios } = await import('../../scenarios/runner');
     const results = await runScenarios({
       options,
       scenarioOptions,

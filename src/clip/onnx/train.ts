@@ -11,8 +11,8 @@
 // from the top down, each recomputing its own layers' forward from the saved boundary state and
 // backpropagating the gradient of its output into its parameters and its input state. Each segment's
 // gradients land in one reused buffer and AdamW applies them before the next segment runs, so only one
-// segment's gradients exist at a time (vit-b-32: 87,849,216 with one segment per tower, the vision
-// tower; 34,793,472 with 4, text layers 0-2 with the token embedding). The forward pass runs twice
+// segment's gradients exist at a time (vit-b-32: 34,793,472 with the default 4 segments, text layers 0-2
+// with the token embedding; 87,849,216, the vision tower, with 1). The forward pass runs twice
 // in all, whatever the number of segments.
 // Parameters are read from the checkpoint by copy, not mmap: an mmap'd file's pages would count in RSS
 // again beside the writable copy training needs.
@@ -20,7 +20,7 @@
 // API:
 //   createOnnxTrainer(model, options): Promise<OnnxTrainer>
 //     model: as createOnnxClip takes it (preset, directory, file, hub id, or { config, weightsFile })
-//     options: { batch, seq? (default max positions), threads? (2), adamw?: AdamWOptions, format?, ... }
+//     options: { batch, seq? (default max positions), threads? (2), segments? (4), adamw?: AdamWOptions, format?, ... }
 //   AdamWOptions { lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weightDecay = 0.01 }  (torch's defaults;
 //     torch requires lr)
 //   OnnxTrainer.loss(pixels, ids): Promise<number>                  forward only
@@ -29,6 +29,7 @@
 //   OnnxTrainer.step(pixels, ids): Promise<number>                 gradients + AdamW; the loss before it
 //   OnnxTrainer.params: Map<string, Float32Array>                   live (checkpoint order); .steps
 //   buildTrainingModels(config, shapes, batch, seq, segments = 1): { head, backward[] }   the graphs
+//   DEFAULT_TRAINING_SEGMENTS (4): what createOnnxTrainer passes as `segments` by default
 import type * as ort from 'onnxruntime-node';
 import type { ResolveOptions } from '../checkpoint';
 import type { ClipConfig } from '../config';
@@ -52,8 +53,9 @@ export interface OnnxTrainerOptions extends ResolveOptions {
   batch: number;
   seq?: number;
   /**
-   * Backward graphs per tower (default 1, at most one per layer): more segments, fewer gradients alive at
-   * once (vit-b-32 batch 2: 1 -> ~2650 MiB peak, 4 -> ~2280 MiB), the same compute.
+   * Backward graphs per tower (default DEFAULT_TRAINING_SEGMENTS = 4, at most one per layer): more
+   * segments, fewer gradients alive at once (vit-b-32 batch 2: 1 -> 2650-2880 MiB peak, 4 -> 2200-2330
+   * MiB), the same compute.
    */
   segments?: number;
   threads?: number;
@@ -72,12 +74,16 @@ export interface OnnxTrainer {
 }
 
 export const gradName = (name: string): string => `grad.${name}`;
+/** Backward segments per tower the trainer uses unless told otherwise. */
+export const DEFAULT_TRAINING_SEGMENTS = 4;
 const IMAGE_FEATURES = 'image_features';
 const TEXT_FEATURES = 'text_features';
 
 export interface TrainingModel {
   /** What the graph computes, for messages: `head`, `text layers 6-11`, ... */
   name: string;
+  /** The graph itself (src/estimate walks it) and its serialization. */
+  graph: Graph;
   bytes: Uint8Array;
   /** Parameters whose gradients the graph outputs (as `grad.<name>`), in output order. */
   params: string[];
@@ -183,13 +189,13 @@ export function buildTrainingModels(
       const out = towerSegment(g, config, segmentParams, tower, input, ids, from, to);
       const seed = g.input(gradName(to === layersOf(tower) ? featuresName(tower) : hiddenName(tower, to)), ElemType.FLOAT, out.shape);
       outputGradients(g, g.reduceSum(g.mul(out, seed), [0, 1], false), [...inputs.values(), ...(from > 0 ? [input] : [])]);
-      backward.push({ name: `${tower} layers ${from}-${to - 1}`, bytes: g.toModel(), params: [...inputs.keys()] });
+      backward.push({ name: `${tower} layers ${from}-${to - 1}`, graph: g, bytes: g.toModel(), params: [...inputs.keys()] });
     }
   }
   const covered = new Set([...backward.flatMap((m) => m.params), 'logit_scale']);
   const unused = [...shapes.keys()].filter((name) => !covered.has(name));
   if (unused.length) throw new Error(`training: checkpoint tensors the model does not use: ${unused.join(', ')}`);
-  return { head: { name: 'head', bytes: head.toModel(), params: ['logit_scale'] }, backward };
+  return { head: { name: 'head', graph: head, bytes: head.toModel(), params: ['logit_scale'] }, backward };
 }
 
 /** float32 of every 16-bit pattern (256 KiB): widening by lookup is ~20x faster than computing it. */
@@ -250,7 +256,7 @@ export async function createOnnxTrainer(model: ClipModelSpec, options: OnnxTrain
   const adamw = { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, ...options.adamw };
 
   const { params, shapes } = readFloat32Params(file);
-  const models = buildTrainingModels(config, shapes, batch, seq, options.segments ?? 1);
+  const models = buildTrainingModels(config, shapes, batch, seq, options.segments ?? DEFAULT_TRAINING_SEGMENTS);
   // No arena: what a run allocates goes back to the allocator when it returns, so the next graph's
   // gradients reuse it instead of adding to the peak.
   const options_ = { ...sessionOptions(options.threads ?? 2), enableCpuMemArena: false };

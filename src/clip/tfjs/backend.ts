@@ -3,7 +3,8 @@
 // API:
 //   selectTfjsBackend(candidates?)  -> Promise<TfjsBackendChoice>: the first candidate that is installed
 //       and initialises becomes tfjs's backend (default order tensorflow-gpu, tensorflow, wasm, cpu); the
-//       choice says which one runs and why each earlier one was skipped. Later calls return the same choice.
+//       choice says which one runs and why each earlier one was skipped. Later calls return the same choice,
+//       or throw when their candidates do not include it (tfjs has one backend per process).
 //   TfjsMemoryError { failure, diagnosisCause, requestedBytes }: what a tfjs allocation failure was (wasm
 //       heap full, no address space for wasm, an ArrayBuffer the OS refused), with the tracker's cause
 //       name where the failure alone decides it.
@@ -48,9 +49,16 @@ let chosen: Promise<TfjsBackendChoice> | undefined;
  * Makes the first usable candidate tfjs's backend for this process (tfjs has one global backend).
  * Throws, listing every reason, when none initialises.
  */
-export function selectTfjsBackend(candidates: readonly TfjsBackendName[] = defaultTfjsBackendOrder): Promise<TfjsBackendChoice> {
+export async function selectTfjsBackend(candidates: readonly TfjsBackendName[] = defaultTfjsBackendOrder): Promise<TfjsBackendChoice> {
   chosen ??= trySelect(candidates);
-  return chosen;
+  const choice = await chosen;
+  if (!candidates.includes(choice.name)) {
+    throw new Error(
+      `tfjs already runs on ${choice.name} in this process (chosen by an earlier call), and tfjs has one backend per ` +
+        `process: ${candidates.join(', ')} cannot run here. Use a new process.`,
+    );
+  }
+  return choice;
 }
 
 async function trySelect(candidates: readonly TfjsBackendName[]): Promise<TfjsBackendChoice> {

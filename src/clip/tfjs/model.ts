@@ -1,28 +1,33 @@
 // CLIP (Hugging Face CLIPModel semantics) in tfjs: forward pass, contrastive loss and an AdamW step.
 //
 // API:
-//   ClipTfjs.create(weights, config, options?) -> Promise<ClipTfjs>: selects the tfjs backend (see
-//       backend.ts) and makes one float32 tf.Variable per parameter of a TensorMap in the CLIPModel layout
-//       (F16 and BF16 are widened and int8 weight-only dequantized: no tfjs backend computes in float16).
-//       `config` (presetConfig / readHfConfig) gives head counts and LayerNorm epsilons; shapes come
-//       from the tensors.
-//   model.backend                 the TfjsBackendChoice that runs it.
-//   model.forward(batch)          -> ClipTfjsOutputs (no gradients): normalised image/text embeddings,
+//   ClipTfjs.create(weights, config, options?) -> Promise<ClipTfjs>: checks that `weights` holds every
+//       parameter `config` (presetConfig / readHfConfig) implies, in its shape; selects the tfjs backend
+//       (options.backends, see backend.ts) and makes one float32 tf.Variable per parameter (F16 and BF16
+//       are widened and int8 weight-only dequantized: no tfjs backend computes in float16).
+//       options.adamw: AdamWOptions (lr, beta1, beta2, eps, weightDecay; PyTorch's defaults).
+//   model.backend                 the TfjsBackendChoice that runs it; model.config the ClipConfig.
+//   model.forward({ images, texts }) -> ClipTfjsOutputs (no gradients): normalised image/text embeddings,
 //       logits_per_image, and the symmetric cross-entropy loss when there are as many images as texts.
-//   model.embedImages(images) / model.embedTexts(texts) -> Float32Array: normalised embeddings [n, projection].
-//   model.trainStep(batch, report?) -> ClipTrainStep: loss, gradients and one AdamW update; `report`
-//       names the parameters whose gradients come back.
-//   model.parameter(name)         -> Float32Array: a parameter's current value (HF shape, row-major).
+//   model.embedImages(images) / model.embedTexts(texts) -> Float32Array: normalised embeddings
+//       [n, projection]; images { data: Float32Array, shape: [n, 3, size, size] } (NCHW), texts
+//       { data: Int32Array, shape: [n, length] }.
+//   model.trainStep(batch, report?) -> ClipTrainStep: loss (before the update), every gradient, one AdamW
+//       update; `report` names the parameters whose gradients come back (checkpoint layout).
+//   model.parameter(name)         -> Float32Array: a parameter's current value (checkpoint shape, row-major).
+//   model.parameterNames          the trainable parameters, in the config's module order.
 //   model.dispose()               frees every tensor the model and its optimizer hold.
+//   Errors: bad input throws an Error naming the tensor, shape or id; running out of memory throws a
+//   TfjsMemoryError (backend.ts).
 //
 // Layout: linear weights (attention and MLP projections, text/visual projections, the patch convolution
 // as [D, C*p*p]) are stored transposed, [in, out], so every matmul of the forward and backward passes
-// is untransposed (the wasm backend's fast path) and no weight is ever transposed after loading;
-// parameter() and reported gradients are in the checkpoint's layout.
+// is untransposed (the wasm backend's fast path) and no weight is ever transposed after loading.
 // Memory: parameters are tfjs variables (on the cpu backend a non-transposed F32 tensor's data is used
-// in place, so an mmap-loaded checkpoint is not copied); each encoder layer runs in its own tf.tidy, so
-// a forward pass without gradients holds one layer's activations at a time; AdamW updates one parameter
-// at a time.
+// in place, so an mmap-loaded checkpoint is not copied); each encoder layer is a gradient checkpoint
+// (recomputedInBackward): without gradients a forward pass holds one layer's activations at a time, and
+// a training step keeps only the layers' inputs and runs one layer's backward at a time; AdamW's moments
+// are made before the first forward pass and it updates one parameter at a time (in place on wasm).
 import * as tf from '@tensorflow/tfjs';
 import { clipLayout, type ClipConfig, type TensorSpec } from '../config';
 import { dequantizeInt8, int8ScaleName, toFloat32 } from '../dtype';
@@ -113,7 +118,8 @@ export class ClipTfjs {
 
   /**
    * On the cpu backend, F32 tensors are used in place until their first update: keep an mmap-loaded
-   * checkpoint open (no close()) while the model lives.
+   * checkpoint open (no close()) while the model lives. Every other backend copies the weights: close
+   * the checkpoint after create() and its pages leave the resident set.
    */
   static async create(weights: TensorMap, config: ClipConfig, options: ClipTfjsOptions = {}): Promise<ClipTfjs> {
     const specs = parameterSpecs(weights, config);
