@@ -108,7 +108,9 @@ export function estimatePhase(config: ClipConfig, request: EstimateRequest, reco
   });
   estimate.predicted = { rss: modelled.rss + residual.rss, vmSize: modelled.vmSize + residual.vmSize };
   estimate.calibration = { kind: exact ? 'this config' : 'transferred', from };
-  estimate.uncertainty = exact ? fitUncertainty(calibration, estimate.predicted) : transferUncertainty(record, request.phase, residual, estimate.predicted);
+  estimate.uncertainty = exact
+    ? fitUncertainty(calibration, estimate.predicted)
+    : transferUncertainty(record, request, residual, estimate.predicted, termsPerSample(config, request.dtype, request.phase, request.optimizer, request.segments ?? 1));
   return estimate;
 }
 
@@ -135,15 +137,28 @@ function fitUncertainty(calibration: Calibration, predicted: Peak): Uncertainty 
 
 /**
  * A config never run: the correction borrowed from another might not hold at all, and the terms alone
- * missed by up to the worst relative error seen on the calibrated configs: the larger of the two.
+ * missed by up to the worst relative error seen on the calibrated configs: the larger of the two; plus
+ * the per-sample growth, which the terms got wrong on the calibrated configs by up to the fraction their
+ * residual slope shows, applied to this config's own per-sample terms.
  */
-function transferUncertainty(record: RuntimeRecord, phase: Phase, residual: Peak, predicted: Peak): Uncertainty {
-  const points = record.calibrations.filter((c) => c.phase === phase).flatMap((c) => refit(c, record).points);
+function transferUncertainty(record: RuntimeRecord, request: EstimateRequest, residual: Peak, predicted: Peak, perSample: number): Uncertainty {
+  const calibrations = record.calibrations.filter((c) => c.phase === request.phase).map((c) => refit(c, record));
+  const points = calibrations.flatMap((c) => c.points);
   const worst = (key: keyof Peak) => Math.max(0, ...points.map((p) => Math.abs(p.measured[key] - p.modelled[key]) / p.measured[key]));
+  const slopeMiss = Math.max(
+    0,
+    ...calibrations.map((c) => {
+      const modelled = termsPerSample(resolveClipConfig(c.model), c.dtype as WeightFormat, c.phase, (c.optimizer ?? 'adamw') as Optimizer, 1);
+      return modelled > 0 ? Math.abs(c.residualFit.rss.slope) / modelled : 0;
+    }),
+  );
+  const growth = slopeMiss * perSample * request.batch;
   return {
-    rss: Math.round(Math.max(Math.abs(residual.rss), worst('rss') * predicted.rss)),
-    vmSize: Math.round(Math.max(Math.abs(residual.vmSize), worst('vmSize') * predicted.vmSize)),
-    basis: `never run: the borrowed correction, or the terms' worst miss on the calibrated configs (${(100 * worst('rss')).toFixed(1)}% of RSS), whichever is larger`,
+    rss: Math.round(Math.max(Math.abs(residual.rss), worst('rss') * predicted.rss) + growth),
+    vmSize: Math.round(Math.max(Math.abs(residual.vmSize), worst('vmSize') * predicted.vmSize) + growth),
+    basis:
+      `never run: the borrowed correction or the terms' worst miss on the calibrated configs (${(100 * worst('rss')).toFixed(1)}% of RSS), ` +
+      `whichever is larger, + ${(100 * slopeMiss).toFixed(0)}% of this config's per-sample terms x batch (how far the per-sample terms were off there)`,
   };
 }
 
