@@ -2,6 +2,7 @@
 // calibration when there is one, with the uncertainty that follows from what was measured; and the
 // calibration itself (children at a few batch sizes, least-squares fits).
 import { resolveClipConfig, type ClipConfig, type WeightFormat } from '../clip/config';
+import { DEFAULT_TRAINING_SEGMENTS } from '../clip/onnx/train';
 import { modelTerms, sumRss, sumVmSize, trainableBytes, type Component, type Optimizer, type Phase, PHASES } from './model';
 import { runPhases } from './runs';
 import { loadRuntimeRecord, saveRuntimeRecord, type Calibration, type LinearFit, type Peak, type RuntimeRecord } from './store';
@@ -15,7 +16,7 @@ export interface EstimateRequest {
   batch: number;
   phase: Phase;
   optimizer: Optimizer;
-  /** train: backward graphs per tower (the trainer's `segments`; 1, its default, is what `clip-mem run` trains with). */
+  /** train: backward graphs per tower (the trainer's `segments`; its default is what `clip-mem run` trains with). */
   segments?: number;
 }
 
@@ -62,7 +63,7 @@ function pickCalibration(record: RuntimeRecord, config: ClipConfig, dtype: strin
   const { phase, optimizer } = request;
   // A training step's correction belongs to its optimizer (they leave the heap differently).
   const ofPhase = record.calibrations.filter((c) => c.phase === phase && (phase !== 'train' || (c.optimizer ?? 'adamw') === optimizer));
-  const sameSegments = phase !== 'train' || (request.segments ?? 1) === 1; // calibration runs `clip-mem run`: one segment
+  const sameSegments = phase !== 'train' || (request.segments ?? DEFAULT_TRAINING_SEGMENTS) === DEFAULT_TRAINING_SEGMENTS; // calibration runs `clip-mem run`: the trainer's default
   const exact = sameSegments ? ofPhase.find((c) => c.model === config.name && c.dtype === dtype) : undefined;
   if (exact) return { calibration: exact, exact: true };
   const other = ofPhase.find((c) => c.dtype === dtype) ?? ofPhase[0];
@@ -72,7 +73,7 @@ function pickCalibration(record: RuntimeRecord, config: ClipConfig, dtype: strin
 export function estimatePhase(config: ClipConfig, request: EstimateRequest, record: RuntimeRecord): PhaseEstimate {
   const baseline = record.baseline;
   if (!baseline) throw new Error(`no runtime baseline for ${record.key}: measure it first (ensureBaseline)`);
-  const terms = modelTerms(config, request.dtype, request.phase, request.batch, request.optimizer, request.segments ?? 1);
+  const terms = modelTerms(config, request.dtype, request.phase, request.batch, request.optimizer, request.segments ?? DEFAULT_TRAINING_SEGMENTS);
   const base = baseline.phases[request.phase];
   const components: Component[] = [
     { name: 'runtime baseline', rss: base.rss, vmSize: base.vmSize, basis: `Node + onnxruntime, measured: the ${BASELINE_MODEL} preset's ${request.phase} in a child` },
@@ -95,8 +96,8 @@ export function estimatePhase(config: ClipConfig, request: EstimateRequest, reco
   } else {
     // The constant is the runtime's (it transfers as is); the per-sample part scales with the activations.
     const source = resolveClipConfig(calibration.model);
-    const sourceSlope = termsPerSample(source, calibration.dtype as WeightFormat, request.phase, request.optimizer, 1);
-    const scale = sourceSlope > 0 ? termsPerSample(config, request.dtype, request.phase, request.optimizer, request.segments ?? 1) / sourceSlope : 1;
+    const sourceSlope = termsPerSample(source, calibration.dtype as WeightFormat, request.phase, request.optimizer, DEFAULT_TRAINING_SEGMENTS);
+    const scale = sourceSlope > 0 ? termsPerSample(config, request.dtype, request.phase, request.optimizer, request.segments ?? DEFAULT_TRAINING_SEGMENTS) / sourceSlope : 1;
     const scaled = (fit: LinearFit) => Math.round(fit.constant + fit.slope * scale * request.batch);
     residual = { rss: scaled(calibration.residualFit.rss), vmSize: scaled(calibration.residualFit.vmSize) };
   }
@@ -110,7 +111,7 @@ export function estimatePhase(config: ClipConfig, request: EstimateRequest, reco
   estimate.calibration = { kind: exact ? 'this config' : 'transferred', from };
   estimate.uncertainty = exact
     ? fitUncertainty(calibration, estimate.predicted)
-    : transferUncertainty(record, request, residual, estimate.predicted, termsPerSample(config, request.dtype, request.phase, request.optimizer, request.segments ?? 1));
+    : transferUncertainty(record, request, residual, estimate.predicted, termsPerSample(config, request.dtype, request.phase, request.optimizer, request.segments ?? DEFAULT_TRAINING_SEGMENTS));
   return estimate;
 }
 
@@ -148,7 +149,7 @@ function transferUncertainty(record: RuntimeRecord, request: EstimateRequest, re
   const slopeMiss = Math.max(
     0,
     ...calibrations.map((c) => {
-      const modelled = termsPerSample(resolveClipConfig(c.model), c.dtype as WeightFormat, c.phase, (c.optimizer ?? 'adamw') as Optimizer, 1);
+      const modelled = termsPerSample(resolveClipConfig(c.model), c.dtype as WeightFormat, c.phase, (c.optimizer ?? 'adamw') as Optimizer, DEFAULT_TRAINING_SEGMENTS);
       return modelled > 0 ? Math.abs(c.residualFit.rss.slope) / modelled : 0;
     }),
   );

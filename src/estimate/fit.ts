@@ -6,6 +6,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { resolveClipModel } from '../clip/checkpoint';
 import { PRESET_NAMES, resolveClipConfig, type ClipConfig, type WeightFormat } from '../clip/config';
+import { DEFAULT_TRAINING_SEGMENTS } from '../clip/onnx/train';
 import { diagnose } from '../diagnose';
 import type { Limits } from '../report/result';
 import { traceCommand } from '../track/launcher';
@@ -17,8 +18,10 @@ import type { RuntimeRecord } from './store';
 
 export type LimitKind = 'as' | 'data' | 'mem';
 
-/** The segment count fit proposes for training (the trainer's opt-in; 4 halves the gradients held at once). */
-export const SEGMENTS_CHANGE = 4;
+/** The most backward segments the trainer takes: one per layer of the deeper tower (the fewest gradients at once). */
+export function mostSegments(config: ClipConfig): number {
+  return Math.max(config.text.numHiddenLayers, config.vision.numHiddenLayers);
+}
 
 export interface FitLimit {
   kind: LimitKind;
@@ -36,7 +39,7 @@ export interface FitConfig {
   model: string;
   dtype: WeightFormat;
   optimizer: Optimizer;
-  /** train: backward graphs per tower (1: what `clip-mem run` trains with). */
+  /** train: backward graphs per tower (DEFAULT_TRAINING_SEGMENTS: what `clip-mem run` trains with). */
   segments: number;
 }
 
@@ -100,12 +103,13 @@ export function fitPlan(request: FitConfig, phase: Phase, limit: FitLimit, recor
     alternatives.push(answerFor({ ...request, dtype }, phase, limit, record, maxBatch, change));
   }
   if (phase === 'train') {
-    const segmented = `--segments ${SEGMENTS_CHANGE} (the trainer's backward in ${SEGMENTS_CHANGE} graphs per tower: fewer gradients at once, same compute)`;
-    if (request.segments < SEGMENTS_CHANGE) alternatives.push(answerFor({ ...request, segments: SEGMENTS_CHANGE }, phase, limit, record, maxBatch, segmented));
+    const most = mostSegments(resolveClipConfig(request.model));
+    const segmented = `--segments ${most} (the trainer's backward one graph per layer: fewer gradients at once, same compute)`;
+    if (request.segments < most) alternatives.push(answerFor({ ...request, segments: most }, phase, limit, record, maxBatch, segmented));
     if (request.optimizer === 'adamw') {
       alternatives.push(answerFor({ ...request, optimizer: 'sgd' }, phase, limit, record, maxBatch, '--optimizer sgd (no optimizer state)'));
-      if (request.segments < SEGMENTS_CHANGE) {
-        alternatives.push(answerFor({ ...request, optimizer: 'sgd', segments: SEGMENTS_CHANGE }, phase, limit, record, maxBatch, `--optimizer sgd and ${segmented}`));
+      if (request.segments < most) {
+        alternatives.push(answerFor({ ...request, optimizer: 'sgd', segments: most }, phase, limit, record, maxBatch, `--optimizer sgd and ${segmented}`));
       }
     }
   }
@@ -223,7 +227,7 @@ export async function verifyBoundary(
   progress: (line: string) => void,
 ): Promise<Verification> {
   const run = (batch: number) =>
-    phase === 'train' && (config.optimizer !== 'adamw' || config.segments !== 1)
+    phase === 'train' && (config.optimizer !== 'adamw' || config.segments !== DEFAULT_TRAINING_SEGMENTS)
       ? runTrainStep(config, batch, limit, threads, progress)
       : runWithRunner(config, phase, batch, limit, threads, progress);
   const runs: VerifyRun[] = [];

@@ -10,8 +10,8 @@
 import type { ClipConfig, WeightFormat } from '../clip/config';
 import { clipLayout, fileOrder } from '../clip/config';
 import { inferenceGraph } from '../clip/onnx/runtime';
-import { buildTrainingModels } from '../clip/onnx/train';
-import { ElemType, Graph, numel, type Value } from '../clip/onnx/graph';
+import { buildTrainingModels, DEFAULT_TRAINING_SEGMENTS } from '../clip/onnx/train';
+import { ElemType, numel, type Graph, type Value } from '../clip/onnx/graph';
 import type { SafetensorsHeader } from '../clip/safetensors';
 
 const ELEMENT_BYTES: Record<ElemType, number> = {
@@ -147,33 +147,16 @@ export interface TrainingGraphsMemory {
   vision: GraphMemory[];
 }
 
-/**
- * The graphs of a training step (head, then each tower's backward segments) as train.ts builds them for
- * `segments` per tower. train.ts returns them serialized; the Graph objects are caught as they
- * serialize, so the walk sees exactly the graphs the trainer runs.
- */
-export function trainingGraphMemory(config: ClipConfig, batch: number, segments = 1): TrainingGraphsMemory {
-  return remembered(`train ${shapesKey(config)} ${batch} ${segments}`, () => walkTrainingGraphs(config, batch, segments));
-}
-
-function walkTrainingGraphs(config: ClipConfig, batch: number, segments: number): TrainingGraphsMemory {
-  const shapes = new Map(clipLayout(config, 'fp32').filter((s) => s.dtype === 'F32').map((s) => [s.name, s.shape] as const));
-  const graphs: Graph[] = [];
-  const serialize = Graph.prototype.toModel;
-  Graph.prototype.toModel = function (this: Graph, ...args: Parameters<Graph['toModel']>) {
-    graphs.push(this);
-    return serialize.apply(this, args);
-  };
-  try {
-    buildTrainingModels(config, shapes, batch, config.text.maxPositionEmbeddings, segments);
-  } finally {
-    Graph.prototype.toModel = serialize;
-  }
-  const head = graphs.find((g) => g.name === 'clip_train_head');
-  const tower = (name: string) => graphs.filter((g) => g.name === `clip_train_${name}` || g.name.startsWith(`clip_train_${name}_`)).map(plannedPeak);
-  const memory = { head: head && plannedPeak(head), text: tower('text'), vision: tower('vision') };
-  if (!memory.head || !memory.text.length || !memory.vision.length) {
-    throw new Error('the training graphs were not all found (has src/clip/onnx/train.ts changed its graph names clip_train_head / clip_train_<tower>[_<from>_<to>]?)');
-  }
-  return memory as TrainingGraphsMemory;
+/** The graphs of a training step (head, then each tower's backward segments) as train.ts builds them. */
+export function trainingGraphMemory(config: ClipConfig, batch: number, segments = DEFAULT_TRAINING_SEGMENTS): TrainingGraphsMemory {
+  return remembered(`train ${shapesKey(config)} ${batch} ${segments}`, () => {
+    const shapes = new Map(clipLayout(config, 'fp32').filter((s) => s.dtype === 'F32').map((s) => [s.name, s.shape] as const));
+    const models = buildTrainingModels(config, shapes, batch, config.text.maxPositionEmbeddings, segments);
+    const tower = (name: string) => models.backward.filter((m) => m.name.startsWith(`${name} `)).map((m) => plannedPeak(m.graph));
+    const memory = { head: plannedPeak(models.head.graph), text: tower('text'), vision: tower('vision') };
+    if (!memory.text.length || !memory.vision.length) {
+      throw new Error(`the training graphs of each tower were not found (backward graphs: ${models.backward.map((m) => m.name).join(', ')}; has src/clip/onnx/train.ts renamed them?)`);
+    }
+    return memory;
+  });
 }

@@ -4,6 +4,7 @@
 // (baseline.ts) and calibration (calibration.ts) adds what the terms miss (allocator slack, per-sample
 // runtime buffers). RSS and address space (VmSize, what RLIMIT_AS counts) are predicted separately.
 import { clipLayout, layoutTotals, type ClipConfig, type WeightFormat } from '../clip/config';
+import { DEFAULT_TRAINING_SEGMENTS } from '../clip/onnx/train';
 import { forwardGraphMemory, trainingGraphMemory, type GraphMemory } from './graph-memory';
 
 export const PHASES = ['load', 'forward', 'train'] as const;
@@ -115,7 +116,7 @@ function trainTerms(config: ClipConfig, batch: number, optimizer: Optimizer, seg
 }
 
 /** The shape terms of one phase (everything above the runtime baseline). */
-export function modelTerms(config: ClipConfig, format: WeightFormat, phase: Phase, batch: number, optimizer: Optimizer = 'adamw', segments = 1): ModelTerms {
+export function modelTerms(config: ClipConfig, format: WeightFormat, phase: Phase, batch: number, optimizer: Optimizer = 'adamw', segments = DEFAULT_TRAINING_SEGMENTS): ModelTerms {
   if (phase === 'load') return loadTerms(config, format);
   if (phase === 'forward') return forwardTerms(config, format, batch, forwardGraphMemory(config, format, batch));
   if (format === 'int8') throw new Error('training needs fp32 or fp16 weights (the trainer refuses int8 weight-only checkpoints)');

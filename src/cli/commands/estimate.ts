@@ -2,6 +2,7 @@
 // and `--calibrate` to measure what the model terms miss.
 import * as os from 'node:os';
 import type { CommandModule } from 'yargs';
+import { DEFAULT_TRAINING_SEGMENTS } from '../../clip/onnx/train';
 import { resolveClipConfig, WEIGHT_FORMATS, type WeightFormat } from '../../clip/config';
 import { calibrate, ensureBaseline, estimatePhase, type PhaseEstimate } from '../../estimate/estimate';
 import { OPTIMIZERS, PHASES, type Optimizer, type Phase } from '../../estimate/model';
@@ -50,7 +51,7 @@ export const estimateCommand: CommandModule<{}, EstimateArgs> = {
       .option('batch', { type: 'number', default: 2, describe: 'images (and as many texts) per forward or training step' })
       .option('phase', { choices: PHASES, describe: 'one phase (default: load, forward and train)' })
       .option('optimizer', { choices: OPTIMIZERS, default: 'adamw' as Optimizer, describe: 'train: AdamW (two float32 moments, what clip-mem run trains with) or plain SGD (no state)' })
-      .option('segments', { type: 'number', default: 1, describe: "train: the trainer's backward graphs per tower (fewer gradients at once; 1 is what clip-mem run trains with)" })
+      .option('segments', { type: 'number', default: DEFAULT_TRAINING_SEGMENTS, describe: "train: the trainer's backward graphs per tower (more: fewer gradients at once; the default is what clip-mem run trains with)" })
       .option('threads', { type: 'number', default: defaultThreads(), describe: 'compute threads (the baseline is measured per thread count)' })
       .option('json', { type: 'boolean', default: false, describe: 'print the estimates as JSON' })
       .option('calibrate', { type: 'boolean', default: false, describe: 'run the phases at --calibrate-batches in children and store the fits for this runtime' })

@@ -1,5 +1,6 @@
 // `clip-mem fit`: the largest batch under a limit, the cheapest change when none fits, and --verify.
 import type { CommandModule } from 'yargs';
+import { DEFAULT_TRAINING_SEGMENTS } from '../../clip/onnx/train';
 import { resolveClipConfig, WEIGHT_FORMATS, type WeightFormat } from '../../clip/config';
 import { ensureBaseline, estimatePhase } from '../../estimate/estimate';
 import { cheapest, fitPlan, LIMIT_MEASURES, limitedFigure, verifyBoundary, type FitAnswer, type FitLimit, type LimitKind, type Verification } from '../../estimate/fit';
@@ -35,7 +36,7 @@ function describeAnswer(a: FitAnswer, limit: FitLimit): string {
     const u = e.uncertainty ? ` ± ${formatBytes(limit.kind === 'mem' ? e.uncertainty.rss : e.uncertainty.vmSize)}` : '';
     return `${formatBytes(limitedFigure(e, limit.kind, config))}${u}`;
   };
-  const what = `${a.model} ${a.dtype}${a.estimate.phase === 'train' ? ` ${a.optimizer}${a.segments > 1 ? `, ${a.segments} segments` : ''}` : ''}`;
+  const what = `${a.model} ${a.dtype}${a.estimate.phase === 'train' ? ` ${a.optimizer}${a.segments !== DEFAULT_TRAINING_SEGMENTS ? `, ${a.segments} segments` : ''}` : ''}`;
   if (a.batch === 0) return `${what}: does not fit at batch 1 (needs ${figure(a.estimate)})`;
   const next = a.next ? `; batch ${a.batch + 1} would need ${figure(a.next)}` : '';
   return `${what}: batch ${a.batch} (needs ${figure(a.estimate)}${next})`;
@@ -66,7 +67,7 @@ export const fitCommand: CommandModule<{}, FitArgs> = {
       .option('model', { type: 'string', default: 'vit-b-32', describe: 'preset, model directory or config.json' })
       .option('dtype', { choices: WEIGHT_FORMATS, default: 'fp32' as WeightFormat, describe: 'weight format' })
       .option('optimizer', { choices: OPTIMIZERS, default: 'adamw' as Optimizer, describe: 'train: adamw or sgd' })
-      .option('segments', { type: 'number', default: 1, describe: "train: the trainer's backward graphs per tower (1: what clip-mem run trains with)" })
+      .option('segments', { type: 'number', default: DEFAULT_TRAINING_SEGMENTS, describe: "train: the trainer's backward graphs per tower (the default is what clip-mem run trains with)" })
       .option('max-batch', { type: 'number', default: 256, describe: 'largest batch considered' })
       .option('threads', { type: 'number', default: defaultThreads(), describe: 'compute threads' })
       .option('verify', { type: 'boolean', default: false, describe: 'run the answer and the next batch up in children under the limit (bisecting if the prediction was wrong)' })
