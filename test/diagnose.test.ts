@@ -103,3 +103,16 @@ test('a failure with another errno is not a memory shortage', (t) => {
   t.is(d?.cause, 'not-memory');
   t.regex(d!.evidence[0]!, /failed with EINVAL, which is not a memory shortage$/);
 });
+
+test("V8's heap-out-of-memory abort after a refusal a limit explains: the limit is the cause", (t) => {
+  const refused = failure({ fn: 'mmap', size: 268435456, vmSize: 1.9 * GiB, prot: 3, flags: 0x22, fd: -1 });
+  const d = diagnose(run({
+    limits: { as: 2 * GiB },
+    failures: [refused],
+    output: 'FATAL ERROR: Reached heap limit Allocation failed - JavaScript heap out of memory',
+  }));
+  t.is(d.cause, 'address-space');
+  t.is(d.evidence[d.evidence.length - 1], 'V8 then aborted ("JavaScript heap out of memory") because that allocation was refused');
+  const unexplained = failure({ fn: 'malloc', size: 64, errno: 12, memTotal: 24 * GiB });
+  t.is(diagnose(run({ failures: [unexplained], output: 'JavaScript heap out of memory' })).cause, 'js-heap');
+});

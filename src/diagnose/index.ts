@@ -267,6 +267,11 @@ export function diagnose(input: DiagnosisInput): Diagnosis {
     if (!explained) continue;
     if (!found) found = explained;
     else if (found.cause === explained.cause) found.evidence.push(...explained.evidence);
+    else if (found.cause === 'js-heap' && explained.cause !== 'not-memory') {
+      // V8 also aborts with "JavaScript heap out of memory" when the OS refuses one of its own
+      // allocations: a limit that explains the refusal is the cause, V8's abort its consequence.
+      found = { cause: explained.cause, evidence: [...explained.evidence, `V8 then aborted ("JavaScript heap out of memory") because that allocation was refused`] };
+    }
     break;
   }
   const injected = input.failures.length - real.length;

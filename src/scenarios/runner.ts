@@ -10,12 +10,12 @@ import { known, type Limit } from '../probe/field';
 import { probeAddon } from '../probe/native';
 import { readHostMemory } from '../probe/proc';
 import type {
-  Environment, FailedAllocation, Limits, MemoryFigures, RunEnd, RunHeader, RunOptions, RunResults, ScenarioResult, TimelinePoint,
+  Environment, FailedAllocation, MemoryFigures, RunEnd, RunHeader, RunOptions, RunResults, ScenarioResult, TimelinePoint,
 } from '../report/result';
 import { RUN_SCHEMA, ResultWriter } from '../report/result';
 import type { AllocationRecord } from '../track/record';
 import { CHILD_REQUEST_ENV, CHILD_RESULT_ENV, type ChildReport, type ChildRequest } from './child-protocol';
-import { diagnose, errnoName, explainFailure, type Diagnosis } from '../diagnose';
+import { diagnose, errnoName } from '../diagnose';
 import { traceCommand } from '../track/launcher';
 import type { ScenarioOptions } from './scenario';
 import { proposeFixes, memoryAnalysis } from '../diagnose/fixes';
@@ -156,7 +156,7 @@ async function runOne(name: string, request: RunRequest, environment: Environmen
   const memory = { ...memoryFigures(report, record, timeline), cgroupPeak: run.cgroup?.peak ?? null };
   const output = `${run.stderrTail}\n${run.stdoutTail}`;
   const last = record?.timeline[record.timeline.length - 1];
-  const diagnosis = limitBeforeAbort(options.limits, record, diagnose({
+  const diagnosis = diagnose({
     exit: run.exit,
     limits: options.limits,
     failures: record?.failures ?? [],
@@ -166,7 +166,7 @@ async function runOne(name: string, request: RunRequest, environment: Environmen
     filePeak: record?.counters.filePeak,
     last: record ? { phase: lastPhase, heap: record.counters.heapCurrent, rss: last?.rss, anon: record.counters.anonMapped, file: record.counters.fileMapped } : undefined,
     notTracked: run.notTracked,
-  }));
+  });
   if (run.timedOut) diagnosis.evidence.unshift(`killed with its process group after the ${options.timeoutMs / 1000} s timeout`);
   const result: ScenarioResult = {
     kind: 'scenario',
@@ -191,18 +191,6 @@ async function runOne(name: string, request: RunRequest, environment: Environmen
   result.analysis = memoryAnalysis(result, options, environment);
   result.fixes = proposeFixes(result, options, scenarioOptions);
   return result;
-}
-
-/**
- * V8 aborts with "JavaScript heap out of memory" when the OS refuses one of its own allocations, not
- * only at its heap limit. When the tracker recorded that refusal and a limit explains it, the limit is
- * the cause and V8's abort is its consequence.
- */
-function limitBeforeAbort(limits: Limits, record: AllocationRecord | null, diagnosis: Diagnosis): Diagnosis {
-  if (diagnosis.cause !== 'js-heap' || !record) return diagnosis;
-  const explained = record.failures.filter((f) => !f.injected).map((f) => explainFailure(f, limits)).find((d) => d !== undefined);
-  if (!explained || (explained.cause !== 'address-space' && explained.cause !== 'data-limit')) return diagnosis;
-  return { cause: explained.cause, evidence: [...explained.evidence, `V8 then aborted ("JavaScript heap out of memory") because that allocation was refused`] };
 }
 
 function phaseOf(record: AllocationRecord, index: number): string {
