@@ -954,8 +954,9 @@ void* malloc_hook(size_t size) {
   ClipmemThreadSlot* slot = tls.fast;
   if (UNLIKELY(!slot)) return malloc_slow(size);
   count_fast(slot, CLIPMEM_FN_MALLOC, size);
+  slot->request = size;
   void* ptr = real.malloc(size);
-  if (UNLIKELY(!ptr)) return fast_alloc_failed(slot, CLIPMEM_FN_MALLOC, size, 0, 0, 0);
+  if (UNLIKELY(!ptr)) return fast_alloc_failed(slot, CLIPMEM_FN_MALLOC, slot->request, 0, 0, 0);
   return count_block(slot, ptr);
 }
 
