@@ -369,13 +369,13 @@ __attribute__((always_inline)) inline void bump_own(uint64_t& counter) {
 }
 __attribute__((always_inline)) inline void count_fast(ClipmemThreadSlot* slot, int fn, uint64_t requested) {
   bump_own(slot->calls[fn]);
-  bump_own(slot->histogram[clipmem_histogram_bucket(requested)]);
+  bump_own(slot->histogram[uint64_t(clipmem_histogram_bucket(requested))]);
 }
 // An allocation only compares the new delta with the slot's grow_limit; a free only checks the fold.
 __attribute__((always_inline)) inline bool grows_past_limit(ClipmemThreadSlot* slot, int64_t bytes, int64_t* delta) {
   *delta = load(slot->heap_delta) + bytes;
   store(slot->heap_delta, *delta);
-  return UNLIKELY(*delta > load(slot->grow_limit));
+  return UNLIKELY(*delta > slot->grow_limit);  // only this thread reads or writes it: a plain load
 }
 __attribute__((always_inline)) inline bool shrinks_past_fold(ClipmemThreadSlot* slot, int64_t bytes) {
   int64_t delta = load(slot->heap_delta) - bytes;
@@ -904,9 +904,7 @@ __attribute__((noinline)) void* malloc_slow(size_t size) {
   else heap_failure(CLIPMEM_FN_MALLOC, size, 0, 0, 0, nullptr, 0, errno, 0);
   return ptr;
 }
-}  // namespace
 
-namespace {
 // The fast path counted the call and its size before the call failed: failures stay out of the
 // histogram, and heap_failure counts the call itself.
 __attribute__((noinline, cold)) void* fast_alloc_failed(ClipmemThreadSlot* slot, int fn, uint64_t size, uint64_t nmemb,
@@ -1037,7 +1035,7 @@ void* realloc_hook(void* ptr, size_t size) {
   count_fast(slot, CLIPMEM_FN_REALLOC, size);
   int64_t delta = load(slot->heap_delta) + int64_t(chunk_usable(result)) - old_size;
   store(slot->heap_delta, delta);
-  if (UNLIKELY(delta > load(slot->grow_limit) || delta < -kFoldBytes)) heap_changed(slot, delta);
+  if (UNLIKELY(delta > slot->grow_limit || delta < -kFoldBytes)) heap_changed(slot, delta);
   return result;
 }
 
