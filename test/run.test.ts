@@ -1,6 +1,7 @@
 // `clip-mem run` end to end, on real children under real limits. vit-b-32 only where the issue's
 // figures need it (the seed's 101187584-byte allocation, the cgroup kill, the default run); the rest on tiny.
 import test from 'ava';
+import Ajv from 'ajv';
 import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -12,14 +13,21 @@ const root = path.resolve(__dirname, '..', '..');
 const bin = path.join(root, 'bin', 'clip-mem.js');
 const MiB = 1024 * 1024;
 
+const validate = new Ajv({ allErrors: true, allowUnionTypes: true }).compile(JSON.parse(fs.readFileSync(path.join(root, 'schema', 'clip-mem-run.schema.json'), 'utf8')));
+
+/** Where a JSONL line breaks the versioned schema in schema/ ('' when it follows it). */
+function schemaErrors(line: unknown): string {
+  return validate(line) ? '' : JSON.stringify(validate.errors);
+}
+
 function tempDir(): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), 'clip-mem-run-test-'));
 }
 
-function run(args: string[]): { status: number | null; stdout: string; stderr: string; results: ReturnType<typeof readResults> } {
+function run(args: string[]): { pid: number; status: number | null; stdout: string; stderr: string; results: ReturnType<typeof readResults> } {
   const json = path.join(tempDir(), 'run.json');
   const result = spawnSync(process.execPath, [bin, 'run', ...args, '--json', json], { encoding: 'utf8', timeout: 600_000 });
-  return { status: result.status, stdout: result.stdout, stderr: result.stderr, results: readResults(json) };
+  return { pid: result.pid, status: result.status, stdout: result.stdout, stderr: result.stderr, results: readResults(json) };
 }
 
 function scenario(results: ReturnType<typeof readResults>, name: string): ScenarioResult {
@@ -46,6 +54,7 @@ test.serial('clip-load-copy under RLIMIT_AS with ~50 MiB of headroom: the 101187
   t.is(copy.diagnosis.cause, 'address-space');
   t.regex(limited.stdout, /FAIL clip-load-copy[^]*\(101,187,584 B \(97 MiB\)\) failed with ENOMEM during "text_model\.embeddings\.token_embedding\.weight"/);
   t.is(copy.analysis.required! - copy.analysis.available! > 0, true);
+  for (const line of limited.results.scenarios) t.is(schemaErrors(line), '');
 
   // clip-load: the whole file's read-only mapping, its exact length, fails under the same bound.
   const mapped = scenario(limited.results, 'clip-load');
@@ -79,14 +88,14 @@ test.serial('clip-train under a 1 GiB cgroup: cgroup-oom-kill with the last phas
   t.regex(train.lastPhase, /train/);
   t.true(train.diagnosis.evidence.some((e) => /last seen before the kill: phase ".+", RSS .*, heap /.test(e)), train.diagnosis.evidence.join('\n'));
   t.true(train.fixes.some((f) => f.kind === 'slurm-mem'));
-  t.deepEqual(leftoverCgroups(), []);
+  t.deepEqual(leftoverCgroups(limited.pid), []);
 });
 
-/** clip-mem's child groups (clipmem-<pid>-<n>) still present under this process's own memory cgroup. */
-function leftoverCgroups(): string[] {
+/** The child groups (clipmem-<runner pid>-<n>) a runner left under this process's own memory cgroup. */
+function leftoverCgroups(runnerPid: number): string[] {
   const own = readCgroups().hierarchies[0]?.groups[0]?.directory;
   if (!own) return [];
-  return fs.readdirSync(own).filter((name) => /^clipmem-\d+-\d+$/.test(name));
+  return fs.readdirSync(own).filter((name) => name.startsWith(`clipmem-${runnerPid}-`));
 }
 
 test.serial('killing the runner keeps every finished scenario in the JSONL and leaves no cgroup behind', async (t) => {
@@ -103,7 +112,7 @@ test.serial('killing the runner keeps every finished scenario in the JSONL and l
   const results = readResults(json);
   t.deepEqual(results.scenarios.map((s) => s.name), ['basic-ops']);
   t.is(results.end, null);
-  t.deepEqual(leftoverCgroups(), []);
+  t.deepEqual(leftoverCgroups(child.pid!), []);
 });
 
 test.serial('every scenario on tiny: reports written, reproducible commands, --help lists the scenarios', (t) => {
@@ -120,6 +129,7 @@ test.serial('every scenario on tiny: reports written, reproducible commands, --h
   t.true(train.timeline.length > 2);
   t.is(train.command, 'clip-mem run clip-train --model tiny --dtype fp32 --batch 2 --backend auto --threads ' + result.results.header.options.threads);
   t.regex(fs.readFileSync(md, 'utf8'), /8 of 8 scenarios passed/);
+  for (const line of [result.results.header, ...result.results.scenarios, result.results.end]) t.is(schemaErrors(line), '');
   t.is((fs.readFileSync(html, 'utf8').match(/<svg /g) ?? []).length, 8);
   const help = spawnSync(process.execPath, [bin, 'run', '--help'], { encoding: 'utf8' });
   for (const name of ['basic-ops', 'small-mlp', 'clip-processor', 'clip-load', 'clip-load-copy', 'clip-forward', 'clip-train', 'large-batch']) {
@@ -153,7 +163,7 @@ test.serial('the default run: all eight scenarios pass on vit-b-32, and compare 
   t.regex(gate.stdout, /clip-train +wallMs .* \+10\.0% +REGRESSION/);
 });
 
-test.serial('a dtype fix is offered only when its weights fit the measured headroom, and then it works', (t) => {
+test.serial('dtype and MALLOC_ARENA_MAX fixes are offered only when the measured headroom supports them, and then they work', (t) => {
   const baseline = run(['clip-load-copy']);
   const before = scenario(baseline.results, 'clip-load-copy').memory.vmSizeBefore!;
   // fp32 weights (577 MiB) do not fit in 400 MiB of headroom; fp16 (289 MiB) do.
@@ -167,6 +177,15 @@ test.serial('a dtype fix is offered only when its weights fit the measured headr
   t.regex(dtype!.text, /^fp16 weights need 302,55\d,\d{3} B/);
   const fixed = run(dtype!.command!.replace(/^clip-mem run /, '').split(' '));
   t.is(fixed.status, 0, fixed.stdout);
+
+  // Node's threads each reserved a 64 MiB malloc arena: capping them returns more than is missing.
+  const arena = copy.fixes.find((f) => f.kind === 'malloc-arena-max');
+  t.truthy(arena, JSON.stringify(copy.fixes));
+  t.regex(arena!.command!, /^MALLOC_ARENA_MAX=2 clip-mem run clip-load-copy /);
+  const capped = spawnSync(process.execPath, [bin, ...arena!.command!.replace(/^MALLOC_ARENA_MAX=2 clip-mem /, '').split(' ')], {
+    encoding: 'utf8', env: { ...process.env, MALLOC_ARENA_MAX: '2' },
+  });
+  t.is(capped.status, 0, capped.stdout);
 });
 
 test.serial("with the estimate's runtime baseline measured, a cgroup kill gets the limit its batch needs, and that limit works", (t) => {
@@ -185,4 +204,29 @@ test.serial("with the estimate's runtime baseline measured, a cgroup kill gets t
   t.regex(slurm[0].command!, /^clip-mem run clip-train --model tiny .*--limit-mem \d+M$/);
   const fixed = cli(slurm[0].command!.replace(/^clip-mem /, '').split(' '));
   t.is(fixed.status, 0, fixed.stdout);
+});
+
+test.serial('--timeout kills the child with its process group, and the run goes on to the next scenario', (t) => {
+  const result = run(['clip-train', 'clip-load', '--model', 'tiny', '--timeout', '0.3']);
+  t.is(result.status, 1);
+  const train = scenario(result.results, 'clip-train');
+  t.true(train.timedOut);
+  t.is(train.exit.signal, 'SIGKILL');
+  t.regex(train.diagnosis.evidence[0], /^killed with its process group after the 0\.3 s timeout/);
+  t.deepEqual(result.results.scenarios.map((s) => s.name), ['clip-train', 'clip-load']);
+});
+
+test.serial('clip-load-copy under RLIMIT_DATA: data-limit, and both fixes work (ulimit -d for the weights left, or load by mmap)', (t) => {
+  const limited = run(['clip-load-copy', '--limit-data', '300M']);
+  const copy = scenario(limited.results, 'clip-load-copy');
+  t.is(copy.status, 'failed');
+  t.is(copy.diagnosis.cause, 'data-limit', copy.diagnosis.evidence.join('\n'));
+  const raise = copy.fixes.find((f) => f.kind === 'raise-limit');
+  const mmap = copy.fixes.find((f) => f.kind === 'load-path');
+  t.regex(raise!.text, /of weights still to load from ".+" on/);
+  t.regex(mmap!.command!, /^clip-mem run clip-load .*--limit-data 300M$/);
+  for (const fix of [raise!, mmap!]) {
+    const rerun = run(fix.command!.replace(/^.*clip-mem run /, '').split(' '));
+    t.is(rerun.status, 0, `${fix.command}\n${rerun.stdout}`);
+  }
 });

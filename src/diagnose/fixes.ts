@@ -3,18 +3,18 @@
 // measured numbers support it: a smaller dtype only when its weights fit in the headroom measured before
 // loading, MALLOC_ARENA_MAX only when the arenas it would give back cover the deficit, and so on.
 import * as fs from 'node:fs';
+import { readSafetensorsHeader } from '../clip/safetensors';
 import { describeLayout, type WeightFormat } from '../clip/config';
 import { estimatePhase, type PhaseEstimate } from '../estimate/estimate';
 import type { Phase } from '../estimate/model';
 import { loadRuntimeRecord } from '../estimate/store';
 import type { Environment, Fix, MemoryAnalysis, RunOptions, ScenarioResult } from '../report/result';
+import { ARENA_HEAP_BYTES } from '../scenarios/child-protocol';
 import type { ScenarioOptions } from '../scenarios/scenario';
 import { formatBytes } from '../units';
 
 const MiB = 1024 * 1024;
 
-/** glibc's per-thread arena heaps are reserved 64 MiB at a time (HEAP_MAX_SIZE on 64-bit). */
-export const ARENA_HEAP_BYTES = 64 * MiB;
 
 /**
  * Fraction of slack kept between a predicted need and the limit before a fix is called one that fits:
@@ -134,7 +134,7 @@ function addressSpaceFixes(result: Analysed, options: RunOptions, scenario: Scen
     if (returned * (1 - SAFETY) >= deficit) {
       fixes.push({
         kind: 'malloc-arena-max',
-        text: `MALLOC_ARENA_MAX=2 would return ~${formatBytes(returned)} of address space (${heaps} arena heaps of 64 MiB reserved, 2 kept), more than the ${formatBytes(deficit)} missing`,
+        text: `MALLOC_ARENA_MAX=2 would return ~${formatBytes(returned)} of address space (${heaps} thread arena heaps of 64 MiB reserved; it keeps the main arena and one of them), more than the ${formatBytes(deficit)} missing`,
         command: `MALLOC_ARENA_MAX=2 ${rerun(result, `--limit-as ${Math.floor(limit / MiB)}M`)}`,
       });
     }
@@ -142,17 +142,31 @@ function addressSpaceFixes(result: Analysed, options: RunOptions, scenario: Scen
   return fixes;
 }
 
-function dataLimitFixes(result: Analysed, options: RunOptions): Fix[] {
+/**
+ * Bytes a copy load still had to allocate when it failed: the tensor whose phase was in force and every
+ * one after it in the file (the loaders set the phase to the tensor's name before reading it).
+ */
+function bytesLeftToLoad(checkpoint: string, phase: string): number | null {
+  const entries = readSafetensorsHeader(checkpoint).entries;
+  const at = entries.findIndex((e) => e.name === phase);
+  return at < 0 ? null : entries.slice(at).reduce((sum, e) => sum + e.bytes, 0);
+}
+
+function dataLimitFixes(result: Analysed, options: RunOptions, scenario: ScenarioOptions): Fix[] {
   const limit = options.limits.data;
   const f = result.failure;
   if (limit === undefined) return [];
   const fixes: Fix[] = [];
   if (f?.vmData != null) {
-    const target = roundUpMiB(f.vmData + f.size);
+    const left = result.name === 'clip-load-copy' ? bytesLeftToLoad(scenario.checkpoint, f.phase) : null;
+    const need = f.vmData + (left ?? f.size);
+    const target = roundUpMiB(need * (left !== null ? 1 + SAFETY : 1));
     fixes.push({
       kind: 'raise-limit',
-      text: `raise \`ulimit -d\` to at least ${target / 1024} KiB (${formatBytes(target)}): VmData ${formatBytes(f.vmData)} + the failed ${exact(f.size)}; later steps may need more`,
-      command: `ulimit -d ${target / 1024}`,
+      text:
+        `raise \`ulimit -d\` to at least ${target / 1024} KiB (${formatBytes(target)}): VmData ${formatBytes(f.vmData)} at the failure + ` +
+        (left !== null ? `the ${exact(left)} of weights still to load from "${f.phase}" on (10% slack)` : `the failed ${exact(f.size)}; later steps may need more`),
+      command: `ulimit -d ${target / 1024}   # then: ${rerun(result, `--limit-data ${target / MiB}M`)}`,
     });
   }
   if (result.name === 'clip-load-copy') {
@@ -252,7 +266,7 @@ function measuredFixes(result: Analysed, options: RunOptions, scenario: Scenario
     case 'address-space':
       return addressSpaceFixes(result, options, scenario);
     case 'data-limit':
-      return dataLimitFixes(result, options);
+      return dataLimitFixes(result, options, scenario);
     case 'cgroup-oom-kill':
       return cgroupFixes(result, options);
     default:

@@ -2,7 +2,7 @@
 // calibration when there is one, with the uncertainty that follows from what was measured; and the
 // calibration itself (children at a few batch sizes, least-squares fits).
 import { resolveClipConfig, type ClipConfig, type WeightFormat } from '../clip/config';
-import { forwardGraphMemory, trainingGraphMemory } from './graph-memory';
+import { DEFAULT_TRAINING_SEGMENTS } from '../clip/onnx/train';
 import { modelTerms, sumRss, sumVmSize, trainableBytes, type Component, type Optimizer, type Phase, PHASES } from './model';
 import { runPhases } from './runs';
 import { loadRuntimeRecord, saveRuntimeRecord, type Calibration, type LinearFit, type Peak, type RuntimeRecord } from './store';
@@ -16,6 +16,8 @@ export interface EstimateRequest {
   batch: number;
   phase: Phase;
   optimizer: Optimizer;
+  /** train: backward graphs per tower (the trainer's `segments`; its default is what `clip-mem run` trains with). */
+  segments?: number;
 }
 
 export interface Uncertainty {
@@ -49,22 +51,20 @@ export function fitLine(points: readonly { batch: number; y: number }[]): Linear
   return { constant: meanY - slope * meanX, slope };
 }
 
-/**
- * Per-sample bytes of the buffers onnxruntime plans for a phase's graphs (the inference graph; the two
- * tower graphs of a step): how a per-sample correction measured on one model scales to another.
- */
-function plannedPerSample(config: ClipConfig, dtype: WeightFormat, phase: Phase): number {
+/** Per-sample bytes of a phase's terms: how a per-sample correction measured on one model scales to another. */
+function termsPerSample(config: ClipConfig, dtype: WeightFormat, phase: Phase, optimizer: Optimizer, segments: number): number {
   if (phase === 'load') return 0;
-  if (phase === 'forward') return forwardGraphMemory(config, dtype, 2).plannedBytes - forwardGraphMemory(config, dtype, 1).plannedBytes;
-  const [one, two] = [trainingGraphMemory(config, 1), trainingGraphMemory(config, 2)];
-  return two.text.plannedBytes + two.vision.plannedBytes - one.text.plannedBytes - one.vision.plannedBytes;
+  const at = (batch: number) => sumRss(modelTerms(config, dtype, phase, batch, optimizer, segments).components);
+  return at(2) - at(1);
 }
 
 /** The calibration that applies: this model, dtype and phase; else the same phase's, preferring the dtype. */
-function pickCalibration(record: RuntimeRecord, config: ClipConfig, dtype: string, phase: Phase, optimizer: Optimizer): { calibration: Calibration; exact: boolean } | null {
+function pickCalibration(record: RuntimeRecord, config: ClipConfig, dtype: string, request: EstimateRequest): { calibration: Calibration; exact: boolean } | null {
+  const { phase, optimizer } = request;
   // A training step's correction belongs to its optimizer (they leave the heap differently).
   const ofPhase = record.calibrations.filter((c) => c.phase === phase && (phase !== 'train' || (c.optimizer ?? 'adamw') === optimizer));
-  const exact = ofPhase.find((c) => c.model === config.name && c.dtype === dtype);
+  const sameSegments = phase !== 'train' || (request.segments ?? DEFAULT_TRAINING_SEGMENTS) === DEFAULT_TRAINING_SEGMENTS; // calibration runs `clip-mem run`: the trainer's default
+  const exact = sameSegments ? ofPhase.find((c) => c.model === config.name && c.dtype === dtype) : undefined;
   if (exact) return { calibration: exact, exact: true };
   const other = ofPhase.find((c) => c.dtype === dtype) ?? ofPhase[0];
   return other ? { calibration: other, exact: false } : null;
@@ -73,7 +73,7 @@ function pickCalibration(record: RuntimeRecord, config: ClipConfig, dtype: strin
 export function estimatePhase(config: ClipConfig, request: EstimateRequest, record: RuntimeRecord): PhaseEstimate {
   const baseline = record.baseline;
   if (!baseline) throw new Error(`no runtime baseline for ${record.key}: measure it first (ensureBaseline)`);
-  const terms = modelTerms(config, request.dtype, request.phase, request.batch, request.optimizer);
+  const terms = modelTerms(config, request.dtype, request.phase, request.batch, request.optimizer, request.segments ?? DEFAULT_TRAINING_SEGMENTS);
   const base = baseline.phases[request.phase];
   const components: Component[] = [
     { name: 'runtime baseline', rss: base.rss, vmSize: base.vmSize, basis: `Node + onnxruntime, measured: the ${BASELINE_MODEL} preset's ${request.phase} in a child` },
@@ -85,9 +85,10 @@ export function estimatePhase(config: ClipConfig, request: EstimateRequest, reco
     const weights = terms.components[0].vmSize;
     estimate.mmap = { rss: base.rss, vmSize: base.vmSize + weights };
   }
-  const picked = pickCalibration(record, config, request.dtype, request.phase, request.optimizer);
+  const picked = pickCalibration(record, config, request.dtype, request);
   if (!picked) return estimate;
-  const { calibration, exact } = picked;
+  const { calibration: stored, exact } = picked;
+  const calibration = refit(stored, record);
   const from = `${calibration.model} ${calibration.dtype} at batch ${calibration.points.map((p) => p.batch).join(', ')}`;
   let residual: Peak;
   if (exact) {
@@ -95,8 +96,8 @@ export function estimatePhase(config: ClipConfig, request: EstimateRequest, reco
   } else {
     // The constant is the runtime's (it transfers as is); the per-sample part scales with the activations.
     const source = resolveClipConfig(calibration.model);
-    const sourceSlope = plannedPerSample(source, calibration.dtype as WeightFormat, request.phase);
-    const scale = sourceSlope > 0 ? plannedPerSample(config, request.dtype, request.phase) / sourceSlope : 1;
+    const sourceSlope = termsPerSample(source, calibration.dtype as WeightFormat, request.phase, request.optimizer, DEFAULT_TRAINING_SEGMENTS);
+    const scale = sourceSlope > 0 ? termsPerSample(config, request.dtype, request.phase, request.optimizer, request.segments ?? DEFAULT_TRAINING_SEGMENTS) / sourceSlope : 1;
     const scaled = (fit: LinearFit) => Math.round(fit.constant + fit.slope * scale * request.batch);
     residual = { rss: scaled(calibration.residualFit.rss), vmSize: scaled(calibration.residualFit.vmSize) };
   }
@@ -108,8 +109,21 @@ export function estimatePhase(config: ClipConfig, request: EstimateRequest, reco
   });
   estimate.predicted = { rss: modelled.rss + residual.rss, vmSize: modelled.vmSize + residual.vmSize };
   estimate.calibration = { kind: exact ? 'this config' : 'transferred', from };
-  estimate.uncertainty = exact ? fitUncertainty(calibration, estimate.predicted) : transferUncertainty(record, request.phase, residual, estimate.predicted);
+  estimate.uncertainty = exact
+    ? fitUncertainty(calibration, estimate.predicted)
+    : transferUncertainty(record, request, residual, estimate.predicted, termsPerSample(config, request.dtype, request.phase, request.optimizer, request.segments ?? DEFAULT_TRAINING_SEGMENTS));
   return estimate;
+}
+
+/** The stored points fitted against the current model terms and baseline (the model may have changed since). */
+function refit(calibration: Calibration, record: RuntimeRecord): Calibration {
+  const config = resolveClipConfig(calibration.model);
+  const points = calibration.points.map((p) => {
+    const request: EstimateRequest = { model: calibration.model, dtype: calibration.dtype as WeightFormat, batch: p.batch, phase: calibration.phase, optimizer: (calibration.optimizer ?? 'adamw') as Optimizer };
+    return { ...p, modelled: estimatePhase(config, request, { ...record, calibrations: [] }).modelled };
+  });
+  const line = (y: (p: Calibration['points'][number]) => number) => fitLine(points.map((p) => ({ batch: p.batch, y: y(p) })));
+  return { ...calibration, points, residualFit: { rss: line((p) => p.measured.rss - p.modelled.rss), vmSize: line((p) => p.measured.vmSize - p.modelled.vmSize) } };
 }
 
 /** A calibrated config: the worst miss of the fit at its own points, at least 1% (run-to-run noise). */
@@ -124,15 +138,28 @@ function fitUncertainty(calibration: Calibration, predicted: Peak): Uncertainty 
 
 /**
  * A config never run: the correction borrowed from another might not hold at all, and the terms alone
- * missed by up to the worst relative error seen on the calibrated configs: the larger of the two.
+ * missed by up to the worst relative error seen on the calibrated configs: the larger of the two; plus
+ * the per-sample growth, which the terms got wrong on the calibrated configs by up to the fraction their
+ * residual slope shows, applied to this config's own per-sample terms.
  */
-function transferUncertainty(record: RuntimeRecord, phase: Phase, residual: Peak, predicted: Peak): Uncertainty {
-  const points = record.calibrations.filter((c) => c.phase === phase).flatMap((c) => c.points);
+function transferUncertainty(record: RuntimeRecord, request: EstimateRequest, residual: Peak, predicted: Peak, perSample: number): Uncertainty {
+  const calibrations = record.calibrations.filter((c) => c.phase === request.phase).map((c) => refit(c, record));
+  const points = calibrations.flatMap((c) => c.points);
   const worst = (key: keyof Peak) => Math.max(0, ...points.map((p) => Math.abs(p.measured[key] - p.modelled[key]) / p.measured[key]));
+  const slopeMiss = Math.max(
+    0,
+    ...calibrations.map((c) => {
+      const modelled = termsPerSample(resolveClipConfig(c.model), c.dtype as WeightFormat, c.phase, (c.optimizer ?? 'adamw') as Optimizer, DEFAULT_TRAINING_SEGMENTS);
+      return modelled > 0 ? Math.abs(c.residualFit.rss.slope) / modelled : 0;
+    }),
+  );
+  const growth = slopeMiss * perSample * request.batch;
   return {
-    rss: Math.round(Math.max(Math.abs(residual.rss), worst('rss') * predicted.rss)),
-    vmSize: Math.round(Math.max(Math.abs(residual.vmSize), worst('vmSize') * predicted.vmSize)),
-    basis: `never run: the borrowed correction, or the terms' worst miss on the calibrated configs (${(100 * worst('rss')).toFixed(1)}% of RSS), whichever is larger`,
+    rss: Math.round(Math.max(Math.abs(residual.rss), worst('rss') * predicted.rss) + growth),
+    vmSize: Math.round(Math.max(Math.abs(residual.vmSize), worst('vmSize') * predicted.vmSize) + growth),
+    basis:
+      `never run: the borrowed correction or the terms' worst miss on the calibrated configs (${(100 * worst('rss')).toFixed(1)}% of RSS), ` +
+      `whichever is larger, + ${(100 * slopeMiss).toFixed(0)}% of this config's per-sample terms x batch (how far the per-sample terms were off there)`,
   };
 }
 

@@ -6,16 +6,22 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { resolveClipModel } from '../clip/checkpoint';
 import { PRESET_NAMES, resolveClipConfig, type ClipConfig, type WeightFormat } from '../clip/config';
+import { DEFAULT_TRAINING_SEGMENTS } from '../clip/onnx/train';
 import { diagnose } from '../diagnose';
 import type { Limits } from '../report/result';
 import { traceCommand } from '../track/launcher';
 import { estimatePhase, type PhaseEstimate } from './estimate';
 import { modelTerms, type Optimizer, type Phase } from './model';
 import { runPhases } from './runs';
-import { SGD_REQUEST_ENV, SGD_RESULT_ENV, type SgdStepReport, type SgdStepRequest } from './sgd-child';
+import { TRAIN_REQUEST_ENV, TRAIN_RESULT_ENV, type TrainStepReport, type TrainStepRequest } from './train-child';
 import type { RuntimeRecord } from './store';
 
 export type LimitKind = 'as' | 'data' | 'mem';
+
+/** The most backward segments the trainer takes: one per layer of the deeper tower (the fewest gradients at once). */
+export function mostSegments(config: ClipConfig): number {
+  return Math.max(config.text.numHiddenLayers, config.vision.numHiddenLayers);
+}
 
 export interface FitLimit {
   kind: LimitKind;
@@ -33,6 +39,8 @@ export interface FitConfig {
   model: string;
   dtype: WeightFormat;
   optimizer: Optimizer;
+  /** train: backward graphs per tower (DEFAULT_TRAINING_SEGMENTS: what `clip-mem run` trains with). */
+  segments: number;
 }
 
 export interface FitAnswer extends FitConfig {
@@ -84,7 +92,7 @@ function answerFor(request: FitConfig, phase: Phase, limit: FitLimit, record: Ru
 
 /**
  * The request's answer, then the changes in the order of their cost to the user: a smaller weight
- * format, plain SGD (train), then smaller presets.
+ * format; for training, backward segments (same result), plain SGD, both; then smaller presets.
  */
 export function fitPlan(request: FitConfig, phase: Phase, limit: FitLimit, record: RuntimeRecord, maxBatch: number): { answer: FitAnswer; alternatives: FitAnswer[] } {
   const answer = answerFor(request, phase, limit, record, maxBatch, '');
@@ -94,8 +102,16 @@ export function fitPlan(request: FitConfig, phase: Phase, limit: FitLimit, recor
     const change = phase === 'train' ? `--dtype ${dtype} (the trainer widens it to float32: training memory is the same)` : `--dtype ${dtype}`;
     alternatives.push(answerFor({ ...request, dtype }, phase, limit, record, maxBatch, change));
   }
-  if (phase === 'train' && request.optimizer === 'adamw') {
-    alternatives.push(answerFor({ ...request, optimizer: 'sgd' }, phase, limit, record, maxBatch, '--optimizer sgd (no optimizer state)'));
+  if (phase === 'train') {
+    const most = mostSegments(resolveClipConfig(request.model));
+    const segmented = `--segments ${most} (the trainer's backward one graph per layer: fewer gradients at once, same compute)`;
+    if (request.segments < most) alternatives.push(answerFor({ ...request, segments: most }, phase, limit, record, maxBatch, segmented));
+    if (request.optimizer === 'adamw') {
+      alternatives.push(answerFor({ ...request, optimizer: 'sgd' }, phase, limit, record, maxBatch, '--optimizer sgd (no optimizer state)'));
+      if (request.segments < most) {
+        alternatives.push(answerFor({ ...request, optimizer: 'sgd', segments: most }, phase, limit, record, maxBatch, `--optimizer sgd and ${segmented}`));
+      }
+    }
   }
   const size = (name: string) => modelTerms(resolveClipConfig(name), 'fp32', 'load', 0).components[0].rss;
   const current = size(request.model);
@@ -115,6 +131,8 @@ export interface VerifyRun {
   passed: boolean;
   rssPeak: number | null;
   vmSizePeak: number | null;
+  /** The peak of what the limit counts: the cgroup's charge for --limit-mem, VmSize for the rlimits. */
+  limitedPeak: number | null;
   cause: string;
   evidence: string[];
   /** The command that repeats this run. */
@@ -130,7 +148,7 @@ export interface Verification {
   /** Largest batch seen to pass and smallest seen to fail (null when the bracket's end was not run). */
   passed: number | null;
   failed: number | null;
-  /** The bound on runs: those made before the bisection, plus ceil(log2(range)) for the range it bisects. */
+  /** ceil(log2(maxBatch)) + 1: what a plain bisection of [1, maxBatch] could need, with the boundary pair run. */
   maxRuns: number;
   proven: boolean;
 }
@@ -142,24 +160,25 @@ function limitsOf(limit: FitLimit): Limits {
 async function runWithRunner(config: FitConfig, phase: Phase, batch: number, limit: FitLimit, threads: number, progress: (l: string) => void): Promise<VerifyRun> {
   const [run] = await runPhases({ model: config.model, dtype: config.dtype, batch, phases: [phase], threads, limits: limitsOf(limit), progress });
   const r = run.result;
-  return { batch, passed: r.status === 'passed', rssPeak: r.memory.rssPeak, vmSizePeak: r.memory.vmSizePeak, cause: r.diagnosis.cause, evidence: r.diagnosis.evidence, command: r.command };
+  const limitedPeak = limit.kind === 'mem' ? (r.memory.cgroupPeak ?? null) : r.memory.vmSizePeak;
+  return { batch, passed: r.status === 'passed', rssPeak: r.memory.rssPeak, vmSizePeak: r.memory.vmSizePeak, limitedPeak, cause: r.diagnosis.cause, evidence: r.diagnosis.evidence, command: r.command };
 }
 
-/** `clip-mem run` trains with AdamW only: an SGD step runs in our own child, through the tracker's launcher. */
-async function runSgdStep(config: FitConfig, batch: number, limit: FitLimit, threads: number, progress: (l: string) => void): Promise<VerifyRun> {
+/** A training step `clip-mem run` does not offer (SGD, segments) runs in our own child, through the tracker's launcher. */
+async function runTrainStep(config: FitConfig, batch: number, limit: FitLimit, threads: number, progress: (l: string) => void): Promise<VerifyRun> {
   const source = resolveClipModel(config.model, { format: config.dtype });
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'clip-mem-fit-'));
   const resultFile = path.join(dir, 'result.json');
-  const request: SgdStepRequest = { model: config.model, weightsFile: source.weightsFile, batch, threads, lr: 1e-3 };
-  progress(`${config.model} ${config.dtype} batch ${batch}: SGD training step under ${LIMIT_MEASURES[limit.kind].option} ${limit.bytes}`);
+  const request: TrainStepRequest = { model: config.model, weightsFile: source.weightsFile, batch, threads, optimizer: config.optimizer, segments: config.segments, lr: 1e-3 };
+  progress(`${config.model} ${config.dtype} batch ${batch}: ${config.optimizer} training step (${config.segments} segment(s)) under ${LIMIT_MEASURES[limit.kind].option} ${limit.bytes}`);
   try {
     const run = await traceCommand({
-      command: [process.execPath, path.join(__dirname, 'sgd-child.js')],
+      command: [process.execPath, path.join(__dirname, 'train-child.js')],
       limits: limitsOf(limit),
       timeoutMs: 600_000,
-      env: { ...process.env, [SGD_REQUEST_ENV]: JSON.stringify(request), [SGD_RESULT_ENV]: resultFile },
+      env: { ...process.env, [TRAIN_REQUEST_ENV]: JSON.stringify(request), [TRAIN_RESULT_ENV]: resultFile },
     });
-    const report = fs.existsSync(resultFile) ? (JSON.parse(fs.readFileSync(resultFile, 'utf8')) as SgdStepReport) : null;
+    const report = fs.existsSync(resultFile) ? (JSON.parse(fs.readFileSync(resultFile, 'utf8')) as TrainStepReport) : null;
     const passed = run.exit.code === 0 && report !== null;
     const record = run.record;
     const last = record?.timeline[record.timeline.length - 1];
@@ -175,14 +194,16 @@ async function runSgdStep(config: FitConfig, batch: number, limit: FitLimit, thr
       notTracked: run.notTracked,
     });
     const tracked = (v: number | undefined) => (v !== undefined && v > 0 ? v : null);
+    const vmSizePeak = report?.vmSizePeak ?? tracked(record?.counters.vmPeak);
     return {
       batch,
       passed,
       rssPeak: report?.rssPeak ?? tracked(record?.counters.rssPeak),
-      vmSizePeak: report?.vmSizePeak ?? tracked(record?.counters.vmPeak),
+      vmSizePeak,
+      limitedPeak: limit.kind === 'mem' ? (run.cgroup?.peak ?? null) : vmSizePeak,
       cause: passed ? 'none' : diagnosis.cause,
       evidence: diagnosis.evidence,
-      command: `clip-mem fit --verify --phase train --optimizer sgd --model ${config.model} --dtype ${config.dtype} ${LIMIT_MEASURES[limit.kind].option} ${limit.bytes}`,
+      command: `clip-mem fit --verify --phase train --optimizer ${config.optimizer} --segments ${config.segments} --model ${config.model} --dtype ${config.dtype} ${LIMIT_MEASURES[limit.kind].option} ${limit.bytes}`,
     };
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
@@ -190,9 +211,10 @@ async function runSgdStep(config: FitConfig, batch: number, limit: FitLimit, thr
 }
 
 /**
- * Runs the predicted batch; if it passes, the next one up; if the prediction was wrong, bisects the
- * bracket that remains ([1, batch) below a failure, (batch + 1, maxBatch] above a pass) until a passing
- * batch and the batch above it, failing, have both run.
+ * Runs the predicted batch; if it passes, the next one up. When the prediction was wrong it searches on:
+ * above a pass, it steps by the headroom the run left (limit - its measured peak) over the estimate's
+ * per-sample growth, until a batch fails; below a failure, and between a pass and a failure, it bisects.
+ * It stops when a passing batch and the batch above it, failing, have both run.
  */
 export async function verifyBoundary(
   config: FitConfig,
@@ -201,48 +223,36 @@ export async function verifyBoundary(
   predicted: number,
   maxBatch: number,
   threads: number,
+  perSample: (batch: number) => number,
   progress: (line: string) => void,
 ): Promise<Verification> {
   const run = (batch: number) =>
-    config.optimizer === 'sgd' && phase === 'train' ? runSgdStep(config, batch, limit, threads, progress) : runWithRunner(config, phase, batch, limit, threads, progress);
+    phase === 'train' && (config.optimizer !== 'adamw' || config.segments !== DEFAULT_TRAINING_SEGMENTS)
+      ? runTrainStep(config, batch, limit, threads, progress)
+      : runWithRunner(config, phase, batch, limit, threads, progress);
   const runs: VerifyRun[] = [];
-  let passed: number | null = null;
-  let failed: number | null = null;
+  let lo = 0; // the largest batch seen to pass (0: none yet)
+  let hi = maxBatch + 1; // the smallest batch seen to fail (maxBatch + 1: none yet)
   const probe = async (batch: number) => {
     const result = await run(batch);
     runs.push(result);
-    if (result.passed) passed = passed === null ? batch : Math.max(passed, batch);
-    else failed = failed === null ? batch : Math.min(failed, batch);
-    return result.passed;
+    if (result.passed) lo = Math.max(lo, batch);
+    else hi = Math.min(hi, batch);
+    return result;
   };
   const start = Math.min(Math.max(predicted, 1), maxBatch);
-  let lo = 0; // a batch known to pass (0: none yet)
-  let hi = maxBatch + 1; // a batch known to fail (maxBatch + 1: none yet)
-  if (await probe(start)) {
-    lo = start;
-    if (start < maxBatch) {
-      if (await probe(start + 1)) lo = start + 1;
-      else hi = start + 1;
+  if ((await probe(start)).passed && start < maxBatch) {
+    let last = await probe(start + 1);
+    while (last.passed && lo < maxBatch) {
+      const headroom = last.limitedPeak === null ? 0 : limit.bytes - last.limitedPeak;
+      const step = Math.max(1, Math.floor(headroom / Math.max(perSample(lo), 1)));
+      last = await probe(Math.min(lo + step, maxBatch));
     }
-  } else {
-    hi = start;
   }
-  // Above a pass with no failure seen yet, double until one fails (a bisection towards maxBatch would run
-  // batches far past the prediction).
-  while (hi > maxBatch && lo >= 1 && lo < maxBatch) {
-    const up = Math.min(2 * lo, maxBatch);
-    if (await probe(up)) lo = up;
-    else hi = up;
+  while (hi - lo > 1 && lo < maxBatch) {
+    await probe(Math.floor((lo + hi) / 2));
   }
-  const range = Math.max(hi - lo - 1, 1);
-  const maxRuns = runs.length + Math.ceil(Math.log2(range));
-  while (hi - lo > 1) {
-    const mid = Math.floor((lo + hi) / 2);
-    if (await probe(mid)) lo = mid;
-    else hi = mid;
-  }
-  // Bisection ends next to a batch it did not run itself only at the bracket's ends (batch 1 failed, or
-  // maxBatch passed); then there is no boundary to show.
-  const proven = lo >= 1 && hi <= maxBatch && runs.some((r) => r.batch === lo && r.passed) && runs.some((r) => r.batch === hi && !r.passed);
-  return { config, phase, limit, predicted, runs, passed, failed, maxRuns, proven };
+  const maxRuns = Math.ceil(Math.log2(maxBatch)) + 1;
+  const proven = lo >= 1 && hi <= maxBatch && hi === lo + 1;
+  return { config, phase, limit, predicted, runs, passed: lo >= 1 ? lo : null, failed: hi <= maxBatch ? hi : null, maxRuns, proven };
 }

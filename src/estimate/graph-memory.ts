@@ -10,8 +10,8 @@
 import type { ClipConfig, WeightFormat } from '../clip/config';
 import { clipLayout, fileOrder } from '../clip/config';
 import { inferenceGraph } from '../clip/onnx/runtime';
-import { buildTrainingModels } from '../clip/onnx/train';
-import { ElemType, Graph, numel, type Value } from '../clip/onnx/graph';
+import { buildTrainingModels, DEFAULT_TRAINING_SEGMENTS } from '../clip/onnx/train';
+import { ElemType, numel, type Graph, type Value } from '../clip/onnx/graph';
 import type { SafetensorsHeader } from '../clip/safetensors';
 
 const ELEMENT_BYTES: Record<ElemType, number> = {
@@ -125,38 +125,38 @@ export function layoutHeader(config: ClipConfig, format: WeightFormat): Safetens
   return { file: `${config.name}-${format}.safetensors`, fileSize: begin, headerLength: 0, dataOffset: 8, entries, metadata: {} };
 }
 
+/** Building and walking a vit-b-32 training step's graphs takes a fraction of a second: fit asks often. */
+const walks = new Map<string, unknown>();
+function remembered<T>(key: string, walk: () => T): T {
+  if (!walks.has(key)) walks.set(key, walk());
+  return walks.get(key) as T;
+}
+const shapesKey = (config: ClipConfig) => JSON.stringify({ ...config, name: '' });
+
 /** The inference graph `clip-mem run clip-forward` runs (both towers, logits, loss) at this batch. */
 export function forwardGraphMemory(config: ClipConfig, format: WeightFormat, batch: number): GraphMemory {
-  return plannedPeak(inferenceGraph(layoutHeader(config, format), config, 'both', batch, config.text.maxPositionEmbeddings));
+  return remembered(`forward ${shapesKey(config)} ${format} ${batch}`, () =>
+    plannedPeak(inferenceGraph(layoutHeader(config, format), config, 'both', batch, config.text.maxPositionEmbeddings)),
+  );
 }
 
 export interface TrainingGraphsMemory {
   head: GraphMemory;
-  text: GraphMemory;
-  vision: GraphMemory;
+  /** Each tower's backward graphs (one per segment of layers), in the order the trainer runs them. */
+  text: GraphMemory[];
+  vision: GraphMemory[];
 }
 
-/**
- * The three graphs of a training step (head, text tower, vision tower). train.ts returns them serialized;
- * the Graph objects are caught as they serialize, so the walk sees exactly the graphs the trainer runs.
- */
-export function trainingGraphMemory(config: ClipConfig, batch: number): TrainingGraphsMemory {
-  const shapes = new Map(clipLayout(config, 'fp32').filter((s) => s.dtype === 'F32').map((s) => [s.name, s.shape] as const));
-  const graphs = new Map<string, Graph>();
-  const serialize = Graph.prototype.toModel;
-  Graph.prototype.toModel = function (this: Graph, ...args: Parameters<Graph['toModel']>) {
-    graphs.set(this.name, this);
-    return serialize.apply(this, args);
-  };
-  try {
-    buildTrainingModels(config, shapes, batch, config.text.maxPositionEmbeddings);
-  } finally {
-    Graph.prototype.toModel = serialize;
-  }
-  const walk = (name: string) => {
-    const g = graphs.get(name);
-    if (!g) throw new Error(`training graph ${name} was not built (has src/clip/onnx/train.ts changed its graph names?)`);
-    return plannedPeak(g);
-  };
-  return { head: walk('clip_train_head'), text: walk('clip_train_text'), vision: walk('clip_train_vision') };
+/** The graphs of a training step (head, then each tower's backward segments) as train.ts builds them. */
+export function trainingGraphMemory(config: ClipConfig, batch: number, segments = DEFAULT_TRAINING_SEGMENTS): TrainingGraphsMemory {
+  return remembered(`train ${shapesKey(config)} ${batch} ${segments}`, () => {
+    const shapes = new Map(clipLayout(config, 'fp32').filter((s) => s.dtype === 'F32').map((s) => [s.name, s.shape] as const));
+    const models = buildTrainingModels(config, shapes, batch, config.text.maxPositionEmbeddings, segments);
+    const tower = (name: string) => models.backward.filter((m) => m.name.startsWith(`${name} `)).map((m) => plannedPeak(m.graph));
+    const memory = { head: plannedPeak(models.head.graph), text: tower('text'), vision: tower('vision') };
+    if (!memory.text.length || !memory.vision.length) {
+      throw new Error(`the training graphs of each tower were not found (backward graphs: ${models.backward.map((m) => m.name).join(', ')}; has src/clip/onnx/train.ts renamed them?)`);
+    }
+    return memory;
+  });
 }

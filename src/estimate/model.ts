@@ -4,6 +4,7 @@
 // (baseline.ts) and calibration (calibration.ts) adds what the terms miss (allocator slack, per-sample
 // runtime buffers). RSS and address space (VmSize, what RLIMIT_AS counts) are predicted separately.
 import { clipLayout, layoutTotals, type ClipConfig, type WeightFormat } from '../clip/config';
+import { DEFAULT_TRAINING_SEGMENTS } from '../clip/onnx/train';
 import { forwardGraphMemory, trainingGraphMemory, type GraphMemory } from './graph-memory';
 
 export const PHASES = ['load', 'forward', 'train'] as const;
@@ -85,60 +86,41 @@ function forwardTerms(config: ClipConfig, format: WeightFormat, batch: number, g
 }
 
 /**
- * train: float32 parameters (fp16 checkpoints are widened), one reused gradient buffer for the larger
- * tower, AdamW's two moments, and the graph runs. The training sessions run without onnxruntime's arena,
- * so a run's tensors go back to malloc, which keeps the heap they grew (every planned buffer of the run)
- * and hands it to later allocations: the next run's tensors, and AdamW's moments. The peak is therefore
- * the larger of the biggest run's planned buffers and the moments plus the live tensors of the vision
- * run (the last one, whose gradients onnxruntime holds beside the JS buffer they are copied into).
+ * train: float32 parameters (fp16 checkpoints are widened), one reused gradient buffer for the largest
+ * backward graph, AdamW's two moments, and the graph runs (head, then each tower's segments). The
+ * training sessions run without onnxruntime's arena: a run's tensors go back to malloc, which keeps the
+ * heap they grew. A tower's segments have the same shapes and reuse it; the other tower's do not, nor do
+ * AdamW's moments (allocated at once). So the head and each tower add the peak of live tensors of their
+ * largest run, its gradient outputs included (onnxruntime copies them into the JS buffer, then frees them).
  */
-function trainTerms(config: ClipConfig, batch: number, optimizer: Optimizer): ModelTerms {
-  const graphs = trainingGraphMemory(config, batch);
+function trainTerms(config: ClipConfig, batch: number, optimizer: Optimizer, segments: number): ModelTerms {
+  const graphs = trainingGraphMemory(config, batch, segments);
   const params = trainableBytes(config);
-  const pool = Math.max(graphs.text.outputBytes, graphs.vision.outputBytes);
-  const moments = optimizer === 'adamw' ? 2 * params : 0;
-  const runs = [
-    { name: 'head', graph: graphs.head },
-    { name: 'text tower', graph: graphs.text },
-    { name: 'vision tower', graph: graphs.vision },
-  ];
-  const heap = runs.reduce((a, b) => (b.graph.plannedBytes > a.graph.plannedBytes ? b : a));
-  const vision = graphs.vision;
+  const backward = [...graphs.text, ...graphs.vision];
+  const pool = Math.max(...backward.map((g) => g.outputBytes));
+  const largest = [graphs.text, graphs.vision].map((runs) => runs.reduce((a, b) => (b.peakBytes > a.peakBytes ? b : a)));
+  const outputs = largest.reduce((sum, g) => sum + g.outputBytes, 0);
+  const live = [graphs.head, ...largest].reduce((sum, g) => sum + g.peakBytes + g.constantBytes, 0);
   const both = (rss: number) => ({ rss, vmSize: rss });
-  const weights = { name: 'weights', ...both(params), basis: 'float32 parameters, read by copy' };
-  const state = optimizer === 'adamw' ? "AdamW's two float32 moments" : 'plain SGD keeps no state';
-  if (moments + vision.peakBytes >= heap.graph.plannedBytes) {
-    const gradientsInGraph = Math.min(vision.outputBytes, vision.peakBytes);
-    return {
-      phase: 'train',
-      batch,
-      components: [
-        weights,
-        { name: 'gradients', ...both(pool + gradientsInGraph), basis: `one tower's buffer (${pool} B) + onnxruntime's output copy in the vision tower run` },
-        { name: 'optimizer states', ...both(moments), basis: state },
-        { name: 'activations', ...both(vision.peakBytes - gradientsInGraph + vision.constantBytes), basis: `vision tower graph walk, live tensors at most (peak at ${vision.peakAt.op}, node ${vision.peakAt.index})` },
-      ],
-    };
-  }
-  const g = heap.graph;
+  const perTower = segments === 1 ? 'both towers' : `each tower's largest of ${segments} segments`;
   return {
     phase: 'train',
     batch,
     components: [
-      weights,
-      { name: 'gradients', ...both(pool + g.outputBytes), basis: `one tower's buffer (${pool} B) + onnxruntime's output copy in the ${heap.name} run` },
-      { name: 'optimizer states', ...both(0), basis: moments ? `${state}: they reuse the heap the ${heap.name} run left (${moments} B)` : state },
-      { name: 'activations', ...both(g.plannedBytes - g.outputBytes + g.constantBytes), basis: `${heap.name} graph: the planner's buffers (exact-size reuse), kept by malloc after the run` },
+      { name: 'weights', ...both(params), basis: 'float32 parameters, read by copy' },
+      { name: 'gradients', ...both(pool + outputs), basis: `the JS buffer of the largest backward graph (${pool} B) + onnxruntime's output buffers of ${perTower} (copied, freed, kept by malloc)` },
+      { name: 'optimizer states', ...both(optimizer === 'adamw' ? 2 * params : 0), basis: optimizer === 'adamw' ? "AdamW's two float32 moments" : 'plain SGD keeps no state' },
+      { name: 'activations', ...both(live - outputs), basis: `graph walks: the live tensors at most of the head and of ${perTower}, whose heap malloc keeps` },
     ],
   };
 }
 
 /** The shape terms of one phase (everything above the runtime baseline). */
-export function modelTerms(config: ClipConfig, format: WeightFormat, phase: Phase, batch: number, optimizer: Optimizer = 'adamw'): ModelTerms {
+export function modelTerms(config: ClipConfig, format: WeightFormat, phase: Phase, batch: number, optimizer: Optimizer = 'adamw', segments = DEFAULT_TRAINING_SEGMENTS): ModelTerms {
   if (phase === 'load') return loadTerms(config, format);
   if (phase === 'forward') return forwardTerms(config, format, batch, forwardGraphMemory(config, format, batch));
   if (format === 'int8') throw new Error('training needs fp32 or fp16 weights (the trainer refuses int8 weight-only checkpoints)');
-  return trainTerms(config, batch, optimizer);
+  return trainTerms(config, batch, optimizer, segments);
 }
 
 export const sumRss = (components: readonly Component[]): number => components.reduce((s, c) => s + c.rss, 0);

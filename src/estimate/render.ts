@@ -1,6 +1,7 @@
 // The terminal form of `clip-mem estimate`: per phase, each component as RSS and as address space, the
 // peak with its uncertainty, then accelerate's figures for the same model and why ours differ.
 import type { ClipConfig } from '../clip/config';
+import { DEFAULT_TRAINING_SEGMENTS } from '../clip/onnx/train';
 import { formatBytes } from '../units';
 import { accelerateFigures, type PhaseEstimate } from './estimate';
 import type { RuntimeRecord } from './store';
@@ -14,7 +15,8 @@ const twoDecimals = (bytes: number) => (bytes >= 2 ** 30 ? `${(bytes / 2 ** 30).
 function phaseTitle(e: PhaseEstimate): string {
   if (e.phase === 'load') return 'load (by copy: every weight read into memory)';
   if (e.phase === 'forward') return `forward, batch ${e.batch} (onnxruntime, no gradients)`;
-  return `train step, batch ${e.batch} (onnxruntime gradients + ${e.optimizer === 'adamw' ? 'AdamW' : 'plain SGD'})`;
+  const segments = `, backward in ${e.segments ?? DEFAULT_TRAINING_SEGMENTS} segment(s) per tower`;
+  return `train step, batch ${e.batch} (onnxruntime gradients${segments} + ${e.optimizer === 'adamw' ? 'AdamW' : 'plain SGD'})`;
 }
 
 export function renderPhase(e: PhaseEstimate): string {

@@ -1,6 +1,7 @@
 // What estimate measures once and keeps: the runtime baseline and the calibration fits, in the clip-mem
 // cache directory, each under the key of the runtime it belongs to (backend and its version, Node,
 // clip-mem, threads): another onnxruntime or another Node measures again.
+import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { clipMemCacheDir } from '../clip/synthetic';
@@ -29,11 +30,11 @@ export interface Calibration {
   /** train: the optimizer of the runs (`clip-mem run` trains with AdamW). */
   optimizer?: string;
   measuredAt: string;
-  /** What the children measured at each batch, and what the model terms + baseline predicted. */
+  /** What the children measured at each batch, and what the model terms + baseline predicted then. */
   points: { batch: number; measured: Peak; modelled: Peak }[];
   /** measured = constant + slope x batch (least squares over the points). */
   measuredFit: { rss: LinearFit; vmSize: LinearFit };
-  /** measured - modelled = constant + slope x batch: what the shape terms miss. */
+  /** measured - modelled = constant + slope x batch when calibrated (estimates refit it against the current model). */
   residualFit: { rss: LinearFit; vmSize: LinearFit };
 }
 
@@ -56,11 +57,27 @@ export function storeFile(): string {
   return path.join(clipMemCacheDir(), 'estimate.json');
 }
 
+/**
+ * clip-mem's version and a digest of the code that decides what a measured phase holds (the onnx runtime
+ * and trainer, the scenarios): a change there measures again, as a new version would. The estimate's own
+ * model is not in it: calibration keeps the measured points and fits them against the current model.
+ */
+function implementationDigest(): string {
+  const hash = createHash('sha256');
+  const dist = path.resolve(__dirname, '..');
+  for (const dir of ['clip/onnx', 'scenarios']) {
+    for (const file of fs.readdirSync(path.join(dist, dir)).filter((f) => f.endsWith('.js')).sort()) {
+      hash.update(file).update(fs.readFileSync(path.join(dist, dir, file)));
+    }
+  }
+  return hash.digest('hex').slice(0, 12);
+}
+
 export function runtimeVersions(): RuntimeRecord['versions'] {
   return {
     backend: `onnxruntime-node ${(require('onnxruntime-node/package.json') as { version: string }).version}`,
     node: process.version,
-    clipMem: (require('../../../package.json') as { version: string }).version,
+    clipMem: `${(require('../../../package.json') as { version: string }).version} (code ${implementationDigest()})`,
   };
 }
 

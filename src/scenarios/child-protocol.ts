@@ -25,3 +25,6 @@ export interface ChildReport {
   /** The error the scenario threw, with its errno code when it has one. */
   error: string | null;
 }
+
+/** glibc's per-thread arena heaps are reserved 64 MiB at a time (HEAP_MAX_SIZE on 64-bit). */
+export const ARENA_HEAP_BYTES = 64 * 1024 * 1024;

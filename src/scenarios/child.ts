@@ -6,10 +6,8 @@
 import * as fs from 'node:fs';
 import { known } from '../probe/field';
 import { readProcessStatus } from '../probe/proc';
-import { CHILD_REQUEST_ENV, CHILD_RESULT_ENV, type ChildReport, type ChildRequest } from './child-protocol';
+import { ARENA_HEAP_BYTES, CHILD_REQUEST_ENV, CHILD_RESULT_ENV, type ChildReport, type ChildRequest } from './child-protocol';
 import { scenarioByName } from './index';
-
-const ARENA_HEAP_BYTES = 64 * 1024 * 1024;
 
 /**
  * glibc's per-thread arena heaps in /proc/self/maps: an anonymous read-write mapping at a 64 MiB-aligned

@@ -246,7 +246,7 @@ function stopOnSignal(signal: NodeJS.Signals): void {
 const signalExitCode = (signal: NodeJS.Signals) => 128 + (os.constants.signals[signal] ?? 15);
 
 /** Runs the scenarios one after another; a failing one never stops the rest. */
-export async function runScenarios(request: RunRequest, onResult: (result: ScenarioResult) => void = () => undefined): Promise<RunResults> {
+export async function runScenarios(request: RunRequest): Promise<RunResults> {
   const header: RunHeader = {
     kind: 'run',
     schema: RUN_SCHEMA,
@@ -268,7 +268,6 @@ export async function runScenarios(request: RunRequest, onResult: (result: Scena
       if (stopRequested) break; // killed by us: not a result
       scenarios.push(result);
       writer?.append(result);
-      onResult(result);
     }
   } finally {
     for (const signal of signals) process.off(signal, stopOnSignal);
@@ -286,4 +285,3 @@ export async function runScenarios(request: RunRequest, onResult: (result: Scena
   return { header, scenarios, end };
 }
 
-export type { Limits };

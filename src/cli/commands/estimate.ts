@@ -2,6 +2,7 @@
 // and `--calibrate` to measure what the model terms miss.
 import * as os from 'node:os';
 import type { CommandModule } from 'yargs';
+import { DEFAULT_TRAINING_SEGMENTS } from '../../clip/onnx/train';
 import { resolveClipConfig, WEIGHT_FORMATS, type WeightFormat } from '../../clip/config';
 import { calibrate, ensureBaseline, estimatePhase, type PhaseEstimate } from '../../estimate/estimate';
 import { OPTIMIZERS, PHASES, type Optimizer, type Phase } from '../../estimate/model';
@@ -15,6 +16,7 @@ interface EstimateArgs {
   batch: number;
   phase?: Phase;
   optimizer: Optimizer;
+  segments: number;
   threads: number;
   json: boolean;
   calibrate: boolean;
@@ -49,6 +51,7 @@ export const estimateCommand: CommandModule<{}, EstimateArgs> = {
       .option('batch', { type: 'number', default: 2, describe: 'images (and as many texts) per forward or training step' })
       .option('phase', { choices: PHASES, describe: 'one phase (default: load, forward and train)' })
       .option('optimizer', { choices: OPTIMIZERS, default: 'adamw' as Optimizer, describe: 'train: AdamW (two float32 moments, what clip-mem run trains with) or plain SGD (no state)' })
+      .option('segments', { type: 'number', default: DEFAULT_TRAINING_SEGMENTS, describe: "train: the trainer's backward graphs per tower (more: fewer gradients at once; the default is what clip-mem run trains with)" })
       .option('threads', { type: 'number', default: defaultThreads(), describe: 'compute threads (the baseline is measured per thread count)' })
       .option('json', { type: 'boolean', default: false, describe: 'print the estimates as JSON' })
       .option('calibrate', { type: 'boolean', default: false, describe: 'run the phases at --calibrate-batches in children and store the fits for this runtime' })
@@ -56,6 +59,7 @@ export const estimateCommand: CommandModule<{}, EstimateArgs> = {
       .option('refresh-baseline', { type: 'boolean', default: false, describe: 'measure the runtime baseline again' })
       .check((args) => {
         if (!Number.isSafeInteger(args.batch) || args.batch < 1) throw new Error(`--batch must be a positive integer, got ${args.batch}`);
+        if (!Number.isSafeInteger(args.segments) || args.segments < 1) throw new Error(`--segments must be a positive integer, got ${args.segments}`);
         if (args.phase === 'train' && args.dtype === 'int8') throw new Error('--phase train needs --dtype fp32 or fp16: the trainer refuses int8 weight-only checkpoints');
         parseBatches(args['calibrate-batches']);
         return true;
@@ -93,7 +97,7 @@ export const estimateCommand: CommandModule<{}, EstimateArgs> = {
     endProgress();
     const phases = args.phase ? [args.phase] : args.dtype === 'int8' ? (['load', 'forward'] as Phase[]) : PHASES;
     const estimates: PhaseEstimate[] = phases.map((phase) =>
-      estimatePhase(config, { model: args.model, dtype: args.dtype, batch: args.batch, phase, optimizer: args.optimizer }, record),
+      estimatePhase(config, { model: args.model, dtype: args.dtype, batch: args.batch, phase, optimizer: args.optimizer, segments: args.segments }, record),
     );
     if (args.json) {
       process.stdout.write(JSON.stringify({ runtime: record.key, model: config.name, estimates }, null, 1) + '\n');

@@ -1,7 +1,8 @@
 // `clip-mem fit`: the largest batch under a limit, the cheapest change when none fits, and --verify.
 import type { CommandModule } from 'yargs';
+import { DEFAULT_TRAINING_SEGMENTS } from '../../clip/onnx/train';
 import { resolveClipConfig, WEIGHT_FORMATS, type WeightFormat } from '../../clip/config';
-import { ensureBaseline } from '../../estimate/estimate';
+import { ensureBaseline, estimatePhase } from '../../estimate/estimate';
 import { cheapest, fitPlan, LIMIT_MEASURES, limitedFigure, verifyBoundary, type FitAnswer, type FitLimit, type LimitKind, type Verification } from '../../estimate/fit';
 import { OPTIMIZERS, PHASES, type Optimizer, type Phase } from '../../estimate/model';
 import { formatBytes, parseBytes } from '../../units';
@@ -15,6 +16,7 @@ interface FitArgs {
   model: string;
   dtype: WeightFormat;
   optimizer: Optimizer;
+  segments: number;
   'max-batch': number;
   threads: number;
   verify: boolean;
@@ -34,16 +36,17 @@ function describeAnswer(a: FitAnswer, limit: FitLimit): string {
     const u = e.uncertainty ? ` ± ${formatBytes(limit.kind === 'mem' ? e.uncertainty.rss : e.uncertainty.vmSize)}` : '';
     return `${formatBytes(limitedFigure(e, limit.kind, config))}${u}`;
   };
-  const what = `${a.model} ${a.dtype}${a.estimate.phase === 'train' ? ` ${a.optimizer}` : ''}`;
+  const what = `${a.model} ${a.dtype}${a.estimate.phase === 'train' ? ` ${a.optimizer}${a.segments !== DEFAULT_TRAINING_SEGMENTS ? `, ${a.segments} segments` : ''}` : ''}`;
   if (a.batch === 0) return `${what}: does not fit at batch 1 (needs ${figure(a.estimate)})`;
   const next = a.next ? `; batch ${a.batch + 1} would need ${figure(a.next)}` : '';
   return `${what}: batch ${a.batch} (needs ${figure(a.estimate)}${next})`;
 }
 
 function renderVerification(v: Verification): string {
-  const lines = [`verify: ${v.runs.length} run(s) in children under ${LIMIT_MEASURES[v.limit.kind].option} ${formatBytes(v.limit.bytes)} (at most ${v.maxRuns})`];
+  const lines = [`verify: ${v.runs.length} run(s) in children under ${LIMIT_MEASURES[v.limit.kind].option} ${formatBytes(v.limit.bytes)} (a bisection of 1..--max-batch could need ${v.maxRuns})`];
   for (const r of v.runs) {
-    const peaks = `RSS peak ${r.rssPeak === null ? 'unknown' : formatBytes(r.rssPeak)}, VmSize peak ${r.vmSizePeak === null ? 'unknown' : formatBytes(r.vmSizePeak)}`;
+    const counted = v.limit.kind === 'mem' && r.limitedPeak !== null ? `, cgroup charge peak ${formatBytes(r.limitedPeak)}` : '';
+    const peaks = `RSS peak ${r.rssPeak === null ? 'unknown' : formatBytes(r.rssPeak)}, VmSize peak ${r.vmSizePeak === null ? 'unknown' : formatBytes(r.vmSizePeak)}${counted}`;
     lines.push(`  batch ${String(r.batch).padStart(4)}  ${r.passed ? 'PASS' : 'FAIL'}  ${peaks}${r.passed ? '' : `  cause ${r.cause}${r.evidence[0] ? `: ${r.evidence[0]}` : ''}`}`);
   }
   if (v.proven) lines.push(`proven: batch ${v.passed} passes and batch ${v.failed} fails under the limit${v.passed === v.predicted ? ' (as predicted)' : ` (predicted ${v.predicted})`}`);
@@ -64,6 +67,7 @@ export const fitCommand: CommandModule<{}, FitArgs> = {
       .option('model', { type: 'string', default: 'vit-b-32', describe: 'preset, model directory or config.json' })
       .option('dtype', { choices: WEIGHT_FORMATS, default: 'fp32' as WeightFormat, describe: 'weight format' })
       .option('optimizer', { choices: OPTIMIZERS, default: 'adamw' as Optimizer, describe: 'train: adamw or sgd' })
+      .option('segments', { type: 'number', default: DEFAULT_TRAINING_SEGMENTS, describe: "train: the trainer's backward graphs per tower (the default is what clip-mem run trains with)" })
       .option('max-batch', { type: 'number', default: 256, describe: 'largest batch considered' })
       .option('threads', { type: 'number', default: defaultThreads(), describe: 'compute threads' })
       .option('verify', { type: 'boolean', default: false, describe: 'run the answer and the next batch up in children under the limit (bisecting if the prediction was wrong)' })
@@ -71,6 +75,7 @@ export const fitCommand: CommandModule<{}, FitArgs> = {
       .check((args) => {
         limitOf(args as FitArgs);
         if (!Number.isSafeInteger(args['max-batch']) || args['max-batch'] < 1) throw new Error(`--max-batch must be a positive integer, got ${args['max-batch']}`);
+        if (!Number.isSafeInteger(args.segments) || args.segments < 1) throw new Error(`--segments must be a positive integer, got ${args.segments}`);
         return true;
       })
       .example('$0 fit --limit-mem 1500M --phase train', 'what trains under a 1500 MiB cgroup (Slurm --mem=1500M)')
@@ -87,11 +92,13 @@ export const fitCommand: CommandModule<{}, FitArgs> = {
     const quiet = args.json ? () => undefined : progressLine;
     const record = await ensureBaseline(args.threads, quiet);
     endProgress();
-    const plan = fitPlan({ model: args.model, dtype: args.dtype, optimizer: args.optimizer }, args.phase, limit, record, args['max-batch']);
+    const plan = fitPlan({ model: args.model, dtype: args.dtype, optimizer: args.optimizer, segments: args.segments }, args.phase, limit, record, args['max-batch']);
     const choice = cheapest(plan);
     let verification: Verification | undefined;
     if (args.verify && choice) {
-      verification = await verifyBoundary(choice, args.phase, limit, choice.batch, args['max-batch'], args.threads, progressLine);
+      const config = resolveClipConfig(choice.model);
+      const figure = (batch: number) => limitedFigure(estimatePhase(config, { ...choice, batch, phase: args.phase }, record), limit.kind, config);
+      verification = await verifyBoundary(choice, args.phase, limit, choice.batch, args['max-batch'], args.threads, (b) => figure(b + 1) - figure(b), progressLine);
       endProgress();
     }
     process.exitCode = choice && (!args.verify || verification?.proven) ? 0 : 1;

@@ -82,6 +82,8 @@ const TEXT_FEATURES = 'text_features';
 export interface TrainingModel {
   /** What the graph computes, for messages: `head`, `text layers 6-11`, ... */
   name: string;
+  /** The graph itself (src/estimate walks it) and its serialization. */
+  graph: Graph;
   bytes: Uint8Array;
   /** Parameters whose gradients the graph outputs (as `grad.<name>`), in output order. */
   params: string[];
@@ -187,13 +189,13 @@ export function buildTrainingModels(
       const out = towerSegment(g, config, segmentParams, tower, input, ids, from, to);
       const seed = g.input(gradName(to === layersOf(tower) ? featuresName(tower) : hiddenName(tower, to)), ElemType.FLOAT, out.shape);
       outputGradients(g, g.reduceSum(g.mul(out, seed), [0, 1], false), [...inputs.values(), ...(from > 0 ? [input] : [])]);
-      backward.push({ name: `${tower} layers ${from}-${to - 1}`, bytes: g.toModel(), params: [...inputs.keys()] });
+      backward.push({ name: `${tower} layers ${from}-${to - 1}`, graph: g, bytes: g.toModel(), params: [...inputs.keys()] });
     }
   }
   const covered = new Set([...backward.flatMap((m) => m.params), 'logit_scale']);
   const unused = [...shapes.keys()].filter((name) => !covered.has(name));
   if (unused.length) throw new Error(`training: checkpoint tensors the model does not use: ${unused.join(', ')}`);
-  return { head: { name: 'head', bytes: head.toModel(), params: ['logit_scale'] }, backward };
+  return { head: { name: 'head', graph: head, bytes: head.toModel(), params: ['logit_scale'] }, backward };
 }
 
 /** float32 of every 16-bit pattern (256 KiB): widening by lookup is ~20x faster than computing it. */
