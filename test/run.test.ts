@@ -24,10 +24,10 @@ function tempDir(): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), 'clip-mem-run-test-'));
 }
 
-function run(args: string[]): { status: number | null; stdout: string; stderr: string; results: ReturnType<typeof readResults> } {
+function run(args: string[]): { pid: number; status: number | null; stdout: string; stderr: string; results: ReturnType<typeof readResults> } {
   const json = path.join(tempDir(), 'run.json');
   const result = spawnSync(process.execPath, [bin, 'run', ...args, '--json', json], { encoding: 'utf8', timeout: 600_000 });
-  return { status: result.status, stdout: result.stdout, stderr: result.stderr, results: readResults(json) };
+  return { pid: result.pid, status: result.status, stdout: result.stdout, stderr: result.stderr, results: readResults(json) };
 }
 
 function scenario(results: ReturnType<typeof readResults>, name: string): ScenarioResult {
@@ -88,14 +88,14 @@ test.serial('clip-train under a 1 GiB cgroup: cgroup-oom-kill with the last phas
   t.regex(train.lastPhase, /train/);
   t.true(train.diagnosis.evidence.some((e) => /last seen before the kill: phase ".+", RSS .*, heap /.test(e)), train.diagnosis.evidence.join('\n'));
   t.true(train.fixes.some((f) => f.kind === 'slurm-mem'));
-  t.deepEqual(leftoverCgroups(), []);
+  t.deepEqual(leftoverCgroups(limited.pid), []);
 });
 
-/** clip-mem's child groups (clipmem-<pid>-<n>) still present under this process's own memory cgroup. */
-function leftoverCgroups(): string[] {
+/** The child groups (clipmem-<runner pid>-<n>) a runner left under this process's own memory cgroup. */
+function leftoverCgroups(runnerPid: number): string[] {
   const own = readCgroups().hierarchies[0]?.groups[0]?.directory;
   if (!own) return [];
-  return fs.readdirSync(own).filter((name) => /^clipmem-\d+-\d+$/.test(name));
+  return fs.readdirSync(own).filter((name) => name.startsWith(`clipmem-${runnerPid}-`));
 }
 
 test.serial('killing the runner keeps every finished scenario in the JSONL and leaves no cgroup behind', async (t) => {
@@ -112,7 +112,7 @@ test.serial('killing the runner keeps every finished scenario in the JSONL and l
   const results = readResults(json);
   t.deepEqual(results.scenarios.map((s) => s.name), ['basic-ops']);
   t.is(results.end, null);
-  t.deepEqual(leftoverCgroups(), []);
+  t.deepEqual(leftoverCgroups(child.pid!), []);
 });
 
 test.serial('every scenario on tiny: reports written, reproducible commands, --help lists the scenarios', (t) => {
