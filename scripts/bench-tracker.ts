@@ -1,8 +1,10 @@
 // The tracker's cost, measured side by side in one run: each workload untracked, under clip-mem's
 // interposer, and under Debian's heaptrack, interleaved run by run (median of N), printed as ratios.
 // Goals: 64-byte malloc/free loop tracked <= 1.3x untracked; a realistic node workload <= 3% slower;
-// at least 10x less added time than heaptrack on both.
-// Usage: npm run build && node dist/scripts/bench-tracker.js [runs=3] [pairs=20000000]
+// at least 10x less added time than heaptrack on both. The loop also runs under two interposers that
+// only forward (build/test-programs/libclipmem_forward_*.so): what interposition itself costs, the floor
+// under the tracker's figure.
+// Usage: npm run build && node dist/scripts/bench-tracker.js [runs=5] [pairs=50000000]
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -10,9 +12,11 @@ import * as path from 'node:path';
 import { preloadLibrary } from '../src/track/binaries';
 
 const root = path.resolve(__dirname, '..', '..');
-const runs = Number(process.argv[2] ?? 3);
-const pairs = Number(process.argv[3] ?? 20000000);
-const program = path.join(root, 'build', 'test-programs', 'alloc_program');
+const runs = Number(process.argv[2] ?? 5);
+// CPU time comes in 10 ms steps: 50M pairs (~0.4 s untracked) keep a step near 2% of the figure.
+const pairs = Number(process.argv[3] ?? 50000000);
+const testPrograms = path.join(root, 'build', 'test-programs');
+const program = path.join(testPrograms, 'alloc_program');
 
 // A realistic node workload: parse and build JSON, strings, objects, Buffers and typed-array math.
 const nodeWorkload = `
@@ -34,7 +38,13 @@ function median(values: number[]): number {
   return sorted[Math.floor(sorted.length / 2)]!;
 }
 
-type Mode = 'untracked' | 'clip-mem' | 'heaptrack';
+type Mode = 'untracked' | 'clip-mem' | 'heaptrack' | 'forward-only' | 'forward-inspect';
+
+// The forwarding baselines, by mode: malloc jumps straight to glibc's, or calls it and returns its block.
+const forwarders: Partial<Record<Mode, string>> = {
+  'forward-only': path.join(testPrograms, 'libclipmem_forward_only.so'),
+  'forward-inspect': path.join(testPrograms, 'libclipmem_forward_inspect.so'),
+};
 
 interface Timing {
   wallMs: number;
@@ -50,6 +60,8 @@ function runOnce(mode: Mode, command: string[], scratch: string): Timing {
     env.CLIPMEM_RECORD_DIR = fs.mkdtempSync(path.join(scratch, 'record-'));
   } else if (mode === 'heaptrack') {
     argv = ['heaptrack', '-o', path.join(scratch, `heaptrack-${Date.now()}`), ...command];
+  } else if (forwarders[mode]) {
+    env.LD_PRELOAD = forwarders[mode];
   }
   const timeFile = path.join(scratch, 'time.txt');
   const start = process.hrtime.bigint();
@@ -60,8 +72,10 @@ function runOnce(mode: Mode, command: string[], scratch: string): Timing {
   return { wallMs, cpuMs: (user! + system!) * 1000 };
 }
 
-function measure(name: string, goal: number, command: string[], scratch: string, withHeaptrack: boolean): void {
-  const modes: Mode[] = withHeaptrack ? ['untracked', 'clip-mem', 'heaptrack'] : ['untracked', 'clip-mem'];
+function measure(name: string, goal: number, command: string[], scratch: string, withHeaptrack: boolean, withForwarders = false): void {
+  const modes: Mode[] = ['untracked', 'clip-mem'];
+  if (withHeaptrack) modes.push('heaptrack');
+  if (withForwarders) modes.push('forward-only', 'forward-inspect');
   const times = new Map<Mode, Timing[]>(modes.map((mode) => [mode, []]));
   for (let i = 0; i < runs; i++) for (const mode of modes) times.get(mode)!.push(runOnce(mode, command, scratch));
   const lines = [`${name} (median of ${runs}; goal: clip-mem <= ${goal.toFixed(2)}x untracked)`];
@@ -80,6 +94,14 @@ function measure(name: string, goal: number, command: string[], scratch: string,
           : ` added time ${(heaptrack - base).toFixed(0)} vs ${(tracked - base).toFixed(0)} ms = ${((heaptrack - base) / (tracked - base)).toFixed(1)}x less than heaptrack (goal >= 10x)`;
     }
     lines.push(line);
+    if (withForwarders) {
+      const only = of('forward-only');
+      const inspect = of('forward-inspect');
+      lines.push(
+        `        interposition alone: forward only ${only.toFixed(0)} ms = ${(only / base).toFixed(2)}x, ` +
+          `forward and see the block ${inspect.toFixed(0)} ms = ${(inspect / base).toFixed(2)}x (the floor for a tracker that reads its size)`,
+      );
+    }
   }
   process.stdout.write(lines.join('\n') + '\n');
 }
@@ -88,7 +110,7 @@ const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'clipmem-bench-'));
 const heaptrackAvailable = spawnSync('heaptrack', ['--version'], { stdio: 'ignore' }).status === 0;
 if (!heaptrackAvailable) process.stdout.write('heaptrack not found (Debian: apt-get install heaptrack): its columns are skipped\n');
 try {
-  measure(`64-byte malloc/free loop, ${pairs} pairs`, 1.3, [program, 'loop', String(pairs)], scratch, heaptrackAvailable);
+  measure(`64-byte malloc/free loop, ${pairs} pairs`, 1.3, [program, 'loop', String(pairs)], scratch, heaptrackAvailable, true);
   measure('node workload: JSON, objects, Buffers, typed arrays', 1.03, [process.execPath, '-e', nodeWorkload], scratch, heaptrackAvailable);
 } finally {
   fs.rmSync(scratch, { recursive: true, force: true });

@@ -369,13 +369,13 @@ __attribute__((always_inline)) inline void bump_own(uint64_t& counter) {
 }
 __attribute__((always_inline)) inline void count_fast(ClipmemThreadSlot* slot, int fn, uint64_t requested) {
   bump_own(slot->calls[fn]);
-  bump_own(slot->histogram[clipmem_histogram_bucket(requested)]);
+  bump_own(slot->histogram[uint64_t(clipmem_histogram_bucket(requested))]);
 }
 // An allocation only compares the new delta with the slot's grow_limit; a free only checks the fold.
 __attribute__((always_inline)) inline bool grows_past_limit(ClipmemThreadSlot* slot, int64_t bytes, int64_t* delta) {
   *delta = load(slot->heap_delta) + bytes;
   store(slot->heap_delta, *delta);
-  return UNLIKELY(*delta > load(slot->grow_limit));
+  return UNLIKELY(*delta > slot->grow_limit);  // only this thread reads or writes it: a plain load
 }
 __attribute__((always_inline)) inline bool shrinks_past_fold(ClipmemThreadSlot* slot, int64_t bytes) {
   int64_t delta = load(slot->heap_delta) - bytes;
@@ -904,9 +904,7 @@ __attribute__((noinline)) void* malloc_slow(size_t size) {
   else heap_failure(CLIPMEM_FN_MALLOC, size, 0, 0, 0, nullptr, 0, errno, 0);
   return ptr;
 }
-}  // namespace
 
-namespace {
 // The fast path counted the call and its size before the call failed: failures stay out of the
 // histogram, and heap_failure counts the call itself.
 __attribute__((noinline, cold)) void* fast_alloc_failed(ClipmemThreadSlot* slot, int fn, uint64_t size, uint64_t nmemb,
@@ -941,12 +939,8 @@ __attribute__((noinline)) void fold_then_free(ClipmemThreadSlot* slot, void* ptr
 // the caller has sent mmapped chunks (and bootstrap blocks, which read as mmapped) elsewhere.
 inline int64_t heap_chunk_usable(size_t header) { return int64_t(header & ~size_t(7)) - 8; }
 
-void* malloc_hook(size_t size) {
-  ClipmemThreadSlot* slot = tls.fast;
-  if (UNLIKELY(!slot)) return malloc_slow(size);
-  count_fast(slot, CLIPMEM_FN_MALLOC, size);
-  void* ptr = real.malloc(size);
-  if (UNLIKELY(!ptr)) return fast_alloc_failed(slot, CLIPMEM_FN_MALLOC, size, 0, 0, 0);
+// The end of a fast allocation: the new block's usable bytes into this thread's delta.
+__attribute__((always_inline)) inline void* count_block(ClipmemThreadSlot* slot, void* ptr) {
   size_t header = static_cast<size_t*>(ptr)[-1];
   if (UNLIKELY(header & kChunkMmapped)) return grew_mmapped(slot, ptr);
   int64_t delta;
@@ -954,7 +948,18 @@ void* malloc_hook(size_t size) {
   return ptr;
 }
 
-void* calloc_hook(size_t nmemb, size_t size) {
+void* malloc_hook(size_t size) {
+  ClipmemThreadSlot* slot = tls.fast;
+  if (UNLIKELY(!slot)) return malloc_slow(size);
+  count_fast(slot, CLIPMEM_FN_MALLOC, size);
+  slot->request = size;
+  void* ptr = real.malloc(size);
+  if (UNLIKELY(!ptr)) return fast_alloc_failed(slot, CLIPMEM_FN_MALLOC, slot->request, 0, 0, 0);
+  return count_block(slot, ptr);
+}
+
+namespace {
+__attribute__((noinline)) void* calloc_slow(size_t nmemb, size_t size) {
   if (UNLIKELY(!real.calloc)) {
     if (resolving) {
       size_t total;
@@ -972,8 +977,21 @@ void* calloc_hook(size_t nmemb, size_t size) {
   else heap_failure(CLIPMEM_FN_CALLOC, total, nmemb, size, 0, nullptr, 0, errno, flags);
   return ptr;
 }
+}  // namespace
 
-void* realloc_hook(void* ptr, size_t size) {
+void* calloc_hook(size_t nmemb, size_t size) {
+  ClipmemThreadSlot* slot = tls.fast;
+  if (UNLIKELY(!slot)) return calloc_slow(nmemb, size);
+  uint64_t total;
+  uint32_t flags = overflow_flag(nmemb, size, &total);
+  count_fast(slot, CLIPMEM_FN_CALLOC, total);
+  void* ptr = real.calloc(nmemb, size);
+  if (UNLIKELY(!ptr)) return fast_alloc_failed(slot, CLIPMEM_FN_CALLOC, total, nmemb, size, flags);
+  return count_block(slot, ptr);
+}
+
+namespace {
+__attribute__((noinline)) void* realloc_slow(void* ptr, size_t size) {
   ensure_resolved();
   if (UNLIKELY(in_bootstrap(ptr))) {  // a bootstrap block moving to the real heap
     void* moved = malloc_hook(size);
@@ -989,6 +1007,35 @@ void* realloc_hook(void* ptr, size_t size) {
     count_heap(CLIPMEM_FN_REALLOC, size, int64_t(usable(result)) - int64_t(old_size));
   else
     heap_failure(CLIPMEM_FN_REALLOC, size, 0, 0, 0, ptr, old_size, errno, 0);
+  return result;
+}
+
+// realloc returned NULL on the fast path: it freed the block (size 0) or failed.
+__attribute__((noinline, cold)) void* realloc_null(void* ptr, size_t size, uint64_t old_size) {
+  if (size == 0) count_heap(CLIPMEM_FN_REALLOC, 0, -int64_t(old_size));
+  else heap_failure(CLIPMEM_FN_REALLOC, size, 0, 0, 0, ptr, old_size, errno, 0);
+  return nullptr;
+}
+
+// An own slot's delta left [-fold, grow_limit] after a call that may grow or shrink the heap.
+__attribute__((noinline)) void heap_changed(ClipmemThreadSlot* slot, int64_t delta) {
+  if (delta < -kFoldBytes) fold(slot);
+  else heap_grew(slot, delta);
+}
+}  // namespace
+
+void* realloc_hook(void* ptr, size_t size) {
+  ClipmemThreadSlot* slot = tls.fast;
+  if (UNLIKELY(!slot || !ptr)) return realloc_slow(ptr, size);
+  size_t header = static_cast<size_t*>(ptr)[-1];
+  if (UNLIKELY(header & kChunkMmapped)) return realloc_slow(ptr, size);  // mmapped chunks and bootstrap blocks
+  int64_t old_size = heap_chunk_usable(header);
+  void* result = real.realloc(ptr, size);
+  if (UNLIKELY(!result)) return realloc_null(ptr, size, uint64_t(old_size));
+  count_fast(slot, CLIPMEM_FN_REALLOC, size);
+  int64_t delta = load(slot->heap_delta) + int64_t(chunk_usable(result)) - old_size;
+  store(slot->heap_delta, delta);
+  if (UNLIKELY(delta > slot->grow_limit || delta < -kFoldBytes)) heap_changed(slot, delta);
   return result;
 }
 

@@ -69,9 +69,10 @@ typedef struct ClipmemThreadSlot {
   uint32_t shared;     // 1 for the last slot, used by every thread that found no free one: atomic updates
   int64_t heap_delta;  // heap bytes allocated minus freed not yet folded into RecordHeader.heap_current
   int64_t grow_limit;  // writer's bookkeeping: heap_delta above which an allocation may be a new peak (or folds)
+  uint64_t request;    // writer's bookkeeping: the size asked by this thread's latest malloc
   uint64_t calls[CLIPMEM_FN_COUNT];
   uint64_t histogram[CLIPMEM_HISTOGRAM_BUCKETS];
-  uint8_t padding[64 - (8 + 8 + 8 + 8 * CLIPMEM_FN_COUNT + 8 * CLIPMEM_HISTOGRAM_BUCKETS) % 64];
+  uint8_t padding[64 - (8 + 8 + 8 + 8 + 8 * CLIPMEM_FN_COUNT + 8 * CLIPMEM_HISTOGRAM_BUCKETS) % 64];
 } ClipmemThreadSlot;
 
 typedef struct ClipmemFailure {

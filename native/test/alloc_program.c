@@ -136,8 +136,9 @@ int main(int argc, char** argv) {
     close(fd);
     return p == MAP_FAILED ? 1 : 0;
   } else if (argc > 1 && strcmp(argv[1], "peak") == 0) {
-    /* The heap grows across many of the tracker's 1 MiB folds, shrinks, grows again less far, and
-     * returns to where it started; prints the highest point above the start in malloc_usable_size bytes. */
+    /* The heap grows across many of the tracker's 1 MiB folds, shrinks, grows again less far (malloc,
+     * calloc, realloc both ways, realloc to 0), and returns to where it started; prints the highest point
+     * above the start in malloc_usable_size bytes. */
     enum { kBlocks = 4000 };
     static void* blocks[kBlocks];
     long long running = 0, highest = 0;
@@ -149,10 +150,19 @@ int main(int argc, char** argv) {
     }
     for (int i = 0; i < kBlocks; i += 2) running -= (long long)malloc_usable_size(blocks[i]), free(blocks[i]);
     for (int i = 0; i < kBlocks; i += 2) {
-      blocks[i] = malloc(50 + (size_t)i);
+      blocks[i] = i % 4 ? calloc(50 + (size_t)i, 1) : malloc(50 + (size_t)i);
       running += (long long)malloc_usable_size(blocks[i]);
       if (running > highest) highest = running;
     }
+    for (int i = 1; i < kBlocks; i += 2) { /* realloc in place or moved, larger and smaller */
+      running -= (long long)malloc_usable_size(blocks[i]);
+      blocks[i] = realloc(blocks[i], i % 3 ? 20 + (size_t)i : 200 + (size_t)i * 5);
+      running += (long long)malloc_usable_size(blocks[i]);
+      if (running > highest) highest = running;
+    }
+    running -= (long long)malloc_usable_size(blocks[1]);
+    if (realloc(blocks[1], 0) != NULL) return printf("realloc(p, 0) did not free\n"), 1;
+    blocks[1] = NULL;
     for (int i = 0; i < kBlocks; i++) free(blocks[i]);
     phase("after peak");
     printf("peak above start %lld\n", highest);

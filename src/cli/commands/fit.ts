@@ -82,10 +82,11 @@ export const fitCommand: CommandModule<{}, FitArgs> = {
       .example('$0 fit --limit-as 2G --phase forward --verify', 'the largest forward batch under ulimit -v 2G, proven by runs')
       .epilogue(
         'The limit is compared with the estimate\'s figure for what it counts: --limit-mem with RSS, --limit-as with VmSize, ' +
-          '--limit-data with VmSize less the read-only weight mapping. Changes are tried cheapest first: a smaller weight format, ' +
-          'plain SGD (train), a smaller preset. With --verify the answer runs in a child under the limit, then the next batch up; ' +
-          'when the prediction was wrong the remaining bracket is bisected. Exit status: 0 when something fits (and, with --verify, ' +
-          'the boundary was proven), 1 otherwise, 2 on a usage error.',
+          '--limit-data with VmSize less the read-only weight mapping. Changes are tried cheapest first: a smaller weight format; ' +
+          'for training one backward segment per layer, plain SGD, both; then a smaller preset. With --verify the answer runs in a ' +
+          'child under the limit, then the next batch up; when the prediction was wrong it steps up by the measured headroom over ' +
+          'the estimated per-sample growth until a batch fails, and bisects between a pass and a failure. Exit status: 0 when ' +
+          'something fits (and, with --verify, the boundary was proven), 1 otherwise, 2 on a usage error.',
       ),
   handler: async (args) => {
     const limit = limitOf(args);
