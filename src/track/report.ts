@@ -42,7 +42,15 @@ export interface TraceReport {
   failuresTotal: number;
   failures: TraceFailure[];
   /** Bytes; null where unknown (no record). */
-  peaks: { heap: number | null; anon: number | null; file: number | null; rss: number | null; vmsize: number | null };
+  peaks: {
+    heap: number | null;
+    anon: number | null;
+    file: number | null;
+    /** Mapped PROT_NONE (reserved address space; V8 and wasm reserve this way and commit with mprotect, which is not tracked). */
+    reserved: number | null;
+    rss: number | null;
+    vmsize: number | null;
+  };
   /** Counters at the end (or at the kill); rss as last read from outside, every 100 ms. */
   last: { heap: number; anon: number; file: number; reserved: number; phase: string; rss: number | null } | null;
   calls: Record<string, number> | null;
@@ -126,6 +134,7 @@ export function buildTraceReport(run: TraceRun): TraceReport {
       heap: record?.counters.heapPeak ?? null,
       anon: record?.counters.anonPeak ?? null,
       file: record?.counters.filePeak ?? null,
+      reserved: record?.counters.reservedPeak ?? null,
       rss: record && record.counters.rssPeak > 0 ? record.counters.rssPeak : null,
       vmsize: record && record.counters.vmPeak > 0 ? record.counters.vmPeak : null,
     },
@@ -187,6 +196,7 @@ export function formatTraceReport(report: TraceReport): string {
     const p = report.peaks;
     lines.push(
       `  peaks: heap ${bytes(p.heap)}, anonymous mappings ${bytes(p.anon)}, file mappings ${bytes(p.file)}, ` +
+        `reserved (PROT_NONE when mapped) ${bytes(p.reserved)}, ` +
         `RSS ${bytes(p.rss)}, VmSize ${bytes(p.vmsize)}`,
     );
     if (report.last && (report.exit.signal || report.diagnosis.cause === 'cgroup-oom-kill')) {
