@@ -9,23 +9,13 @@ import * as path from 'node:path';
 import { clipLayout, fileOrder, presetConfig } from '../src/clip/config';
 import { SafetensorsError, encodeSafetensorsHeader, loadSafetensors, parseSafetensorsHeader } from '../src/clip/safetensors';
 import { referenceDir } from './helpers/paths';
+import { mulberry32 } from '../src/random';
 
 const CASES = 3000;
 const original = fs.readFileSync(path.join(referenceDir, 'model.safetensors'));
 const headerLength = Number(original.readBigUInt64LE(0));
 const header = JSON.parse(original.subarray(8, 8 + headerLength).toString('utf8')) as Record<string, any>;
 const names = Object.keys(header).filter((k) => k !== '__metadata__');
-
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function withHeader(json: unknown, data = original.subarray(8 + headerLength)): Buffer {
   const text = Buffer.from(JSON.stringify(json));
@@ -133,7 +123,7 @@ test(`${CASES} seeded corrupted checkpoints: clear errors naming the file, both 
   try {
     for (let i = 0; i < CASES; i++) {
       const kind = kinds[i % kinds.length];
-      const bytes = mutations[kind](rng(i));
+      const bytes = mutations[kind](mulberry32(i));
       fs.writeFileSync(file, bytes);
       const mapped = outcome(file, 'mmap');
       const copied = outcome(file, 'copy');
@@ -175,7 +165,7 @@ test('1000 seeded corruptions of the vit-b-32 header (in memory, against the rea
   t.is(parseSafetensorsHeader(encoded.subarray(8), fileSize, 'vit-b-32').entries.length, 400);
   let errors = 0;
   for (let i = 0; i < 1000; i++) {
-    const random = rng(100_000 + i);
+    const random = mulberry32(100_000 + i);
     const mutated = structuredClone(json);
     const entry = mutated[pick(random, vitNames)];
     let size = fileSize;

@@ -22,6 +22,7 @@ import * as path from 'node:path';
 import { ClipConfig, TensorSpec, WeightFormat, clipLayout, fileOrder, isPresetName, resolveClipConfig } from './config';
 import { DTYPE_BYTES, float32ToFloat16Array, int8RowScales, quantizeInt8Rows } from './dtype';
 import { WriteProgress, readSafetensorsHeader, writeSafetensorsFile } from './safetensors';
+import { mulberry32 } from '../random';
 
 export const DEFAULT_SEED = 0;
 /** Part of the cache file name: bump when the generated values change. */
@@ -90,18 +91,6 @@ export function writeSyntheticCheckpoint(file: string, options: SyntheticOptions
   writeSafetensorsFile(file, specs, (spec) => encodedChunks(spec, fp32ByName, config, seed), options.onProgress);
 }
 
-// mulberry32: small, fast, and good enough for weights whose only job is to be deterministic and sane.
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 function tensorSeed(name: string, seed: number): number {
   return createHash('sha256').update(`${seed}\0${name}`).digest().readUInt32LE(0);
 }
@@ -133,7 +122,7 @@ export function syntheticTensorValues(spec: TensorSpec, config: ClipConfig, seed
     return out;
   }
   const { center, spread } = distribution(spec, config);
-  fill(out, rng(tensorSeed(spec.name, seed)), center, spread);
+  fill(out, mulberry32(tensorSeed(spec.name, seed)), center, spread);
   return out;
 }
 
@@ -144,7 +133,7 @@ function* valueChunks(spec: TensorSpec, config: ClipConfig, seed: number): Gener
   const rowLength = numel / rows;
   const rowsPerChunk = Math.max(1, Math.floor(CHUNK_ELEMENTS / rowLength));
   const { center, spread } = distribution(spec, config);
-  const next = rng(tensorSeed(spec.name, seed));
+  const next = mulberry32(tensorSeed(spec.name, seed));
   for (let r0 = 0; r0 < rows; r0 += rowsPerChunk) {
     const values = new Float32Array(Math.min(rowsPerChunk, rows - r0) * rowLength);
     fill(values, next, center, spread);

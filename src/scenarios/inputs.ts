@@ -1,23 +1,12 @@
 // Deterministic inputs for the model scenarios: pixel values in the range CLIPImageProcessor produces
 // and token rows shaped like the tokenizer's (start token, words, end token, end-token padding).
 import type { ClipConfig } from '../clip/config';
-
-/** A small seeded generator (mulberry32): the same inputs on every run, so runs compare. */
-function random(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { mulberry32 } from '../random';
 
 /** [batch, channels, size, size] values in [-1.79, 2.15], what normalising 0..255 with CLIP's mean/std gives. */
 export function syntheticPixels(config: ClipConfig, batch: number, seed = 1): Float32Array {
   const v = config.vision;
-  const next = random(seed);
+  const next = mulberry32(seed);
   return Float32Array.from({ length: batch * v.numChannels * v.imageSize * v.imageSize }, () => -1.79 + 3.94 * next());
 }
 
@@ -25,7 +14,7 @@ export function syntheticPixels(config: ClipConfig, batch: number, seed = 1): Fl
 export function syntheticIds(config: ClipConfig, batch: number, seed = 2): Int32Array {
   const t = config.text;
   const length = t.maxPositionEmbeddings;
-  const next = random(seed);
+  const next = mulberry32(seed);
   const ids = new Int32Array(batch * length).fill(t.eosTokenId);
   const wordIds = Math.min(t.bosTokenId, t.eosTokenId);
   for (let row = 0; row < batch; row++) {
