@@ -3,7 +3,7 @@
 import { createOnnxClip, createOnnxTrainer } from '../clip/onnx';
 import { loadSafetensors } from '../clip/safetensors';
 import { defaultTfjsBackendOrder, type TfjsBackendName } from '../clip/tfjs/backend';
-import { ClipTfjs } from '../clip/tfjs/model';
+import { ClipTfjs, type ClipBatch } from '../clip/tfjs/model';
 import { setPhase } from '../track/phase';
 import type { Figures, ScenarioOptions } from './scenario';
 import { syntheticIds, syntheticPixels } from './inputs';
@@ -13,28 +13,39 @@ function tfjsBackend(options: ScenarioOptions): TfjsBackendName | null {
 }
 
 async function tfjsModel(options: ScenarioOptions, backend: TfjsBackendName): Promise<ClipTfjs> {
-  const config = options.config;
   const loaded = loadSafetensors(options.checkpoint, { mode: 'mmap' });
   setPhase('build the tfjs model');
-  return ClipTfjs.create(loaded.tensors, config, { backends: [backend] });
+  const model = await ClipTfjs.create(loaded.tensors, options.config, { backends: [backend] });
+  // Other backends copy the weights in (cpu reads them in place): unmapping returns the file's pages.
+  if (model.backend.name !== 'cpu') loaded.close();
+  return model;
+}
+
+/** Deterministic images and texts for `batch` pairs, in the shapes both runtimes take. */
+function syntheticBatch(options: ScenarioOptions, batch: number): ClipBatch {
+  const config = options.config;
+  const size = config.vision.imageSize;
+  return {
+    images: { data: syntheticPixels(config, batch), shape: [batch, 3, size, size] },
+    texts: { data: syntheticIds(config, batch), shape: [batch, config.text.maxPositionEmbeddings] },
+  };
 }
 
 /** Image and text towers on `batch` images and texts, with the contrastive loss, no gradients. */
 export async function forwardScenario(options: ScenarioOptions, batch: number, label: string): Promise<Figures> {
   const config = options.config;
-  const pixels = syntheticPixels(config, batch);
-  const ids = syntheticIds(config, batch);
+  const inputs = syntheticBatch(options, batch);
   const backend = tfjsBackend(options);
   if (backend) {
     const model = await tfjsModel(options, backend);
     setPhase(`${label} forward batch ${batch} (tfjs ${model.backend.name})`);
-    const out = model.forward({ images: { data: pixels, shape: [batch, 3, config.vision.imageSize, config.vision.imageSize] }, texts: { data: ids, shape: [batch, config.text.maxPositionEmbeddings] } });
+    const out = model.forward(inputs);
     return { runtime: `tfjs ${model.backend.name}`, batch, embeddingValues: out.imageEmbeds.length, loss: Number((out.loss ?? NaN).toFixed(4)) };
   }
   setPhase(`${label} create onnxruntime session`);
   const clip = await createOnnxClip({ config, weightsFile: options.checkpoint }, { threads: options.threads });
   setPhase(`${label} forward batch ${batch} (onnxruntime)`);
-  const out = await clip.forward(pixels, ids, batch);
+  const out = await clip.forward(inputs.images.data, inputs.texts.data, batch);
   await clip.close();
   return { runtime: 'onnxruntime', batch, embeddingValues: out.imageEmbeds.length, loss: Number(out.loss.toFixed(4)) };
 }
@@ -42,13 +53,14 @@ export async function forwardScenario(options: ScenarioOptions, batch: number, l
 /** One training step: loss, gradients of every parameter, AdamW update. */
 export async function trainScenario(options: ScenarioOptions, batch: number): Promise<Figures> {
   const config = options.config;
-  const pixels = syntheticPixels(config, batch);
-  const ids = syntheticIds(config, batch);
+  const inputs = syntheticBatch(options, batch);
+  const { data: pixels } = inputs.images;
+  const { data: ids } = inputs.texts;
   const backend = tfjsBackend(options);
   if (backend) {
     const model = await tfjsModel(options, backend);
     setPhase(`train step batch ${batch} (tfjs ${model.backend.name})`);
-    const step = model.trainStep({ images: { data: pixels, shape: [batch, 3, config.vision.imageSize, config.vision.imageSize] }, texts: { data: ids, shape: [batch, config.text.maxPositionEmbeddings] } });
+    const step = model.trainStep(inputs);
     return { runtime: `tfjs ${model.backend.name}`, batch, loss: Number(step.loss.toFixed(4)) };
   }
   setPhase('train load weights and build the training graph');
