@@ -46,5 +46,5 @@ export type { GraphMemory, TrainingGraphsMemory } from './estimate/graph-memory'
 export { accelerateFigures, calibrate, ensureBaseline, estimatePhase, fitLine } from './estimate/estimate';
 export type { EstimateRequest, PhaseEstimate, Uncertainty } from './estimate/estimate';
 export type { Calibration, LinearFit, Peak, RuntimeRecord } from './estimate/store';
-export { cheapest, fitPlan, largestFitting, limitedFigure, verifyBoundary } from './estimate/fit';
-export type { FitAnswer, FitConfig, FitLimit, LimitKind, Verification, VerifyRun } from './estimate/fit';
+export { cheapest, fitPlan, largestFitting, limitedFigure, maxSearchRuns, searchBoundary, verifyBoundary } from './estimate/fit';
+export type { Boundary, FitAnswer, FitConfig, FitLimit, LimitKind, Verification, VerifyRun } from './estimate/fit';

@@ -6,7 +6,7 @@ import * as path from 'node:path';
 import { presetConfig } from '../src/clip/config';
 import { DEFAULT_TRAINING_SEGMENTS } from '../src/clip/onnx/train';
 import { estimatePhase } from '../src/estimate/estimate';
-import { cheapest, fitPlan, largestFitting, limitedFigure } from '../src/estimate/fit';
+import { cheapest, fitPlan, largestFitting, limitedFigure, maxSearchRuns, searchBoundary, type Boundary } from '../src/estimate/fit';
 import type { RuntimeRecord } from '../src/estimate/store';
 
 const bin = path.resolve(__dirname, '..', '..', 'bin', 'clip-mem.js');
@@ -17,6 +17,57 @@ test('largestFitting: the last batch that fits, 0 when batch 1 does not, bounded
   t.is(largestFitting((b) => b <= 1, 256), 1);
   t.is(largestFitting(() => false, 256), 0);
   t.is(largestFitting(() => true, 100), 100);
+});
+
+/** The batches the search runs when exactly the batches up to `boundary` pass (0: none does), and what it finds. */
+function searched(maxBatch: number, predicted: number | undefined, boundary: number): { tried: number[]; found: Boundary } {
+  const search = searchBoundary(maxBatch, predicted);
+  const tried: number[] = [];
+  let step = search.next();
+  while (!step.done) {
+    tried.push(step.value);
+    step = search.next(step.value <= boundary);
+  }
+  return { tried, found: step.value };
+}
+
+test('searchBoundary: the prediction and the batch above it when it is right, else a bisection of 1..maxBatch in at most ceil(log2(maxBatch)) + 1 runs', (t) => {
+  t.deepEqual([1, 2, 3, 100, 128, 256, 257].map(maxSearchRuns), [1, 2, 3, 8, 8, 9, 10]);
+  // Right: 2 runs, the one nearer the middle of 1..256 first
+  t.deepEqual(searched(256, 17, 17), { tried: [18, 17], found: { passed: 17, failed: 18 } });
+  t.deepEqual(searched(256, 200, 200), { tried: [200, 201], found: { passed: 200, failed: 201 } });
+  // The edges: batch 1 fails; --max-batch passes (nothing above it to run), at the bound exactly
+  t.deepEqual(searched(256, 17, 0), { tried: [18, 17, 8, 4, 2, 1], found: { passed: 0, failed: 1 } });
+  t.deepEqual(searched(256, 17, 256), { tried: [18, 137, 197, 227, 242, 249, 253, 255, 256], found: { passed: 256, failed: 257 } });
+  t.deepEqual(searched(256, 256, 256), { tried: [256], found: { passed: 256, failed: 257 } });
+  t.deepEqual(searched(256, 1, 0), { tried: [2, 1], found: { passed: 0, failed: 1 } });
+  // Wrong by a few: 18 passing leaves 18..256, which 8 runs can only settle by halving it from the top
+  t.deepEqual(searched(256, 17, 22), { tried: [18, 137, 77, 47, 32, 25, 21, 23, 22], found: { passed: 22, failed: 23 } });
+  t.deepEqual(searched(256, 17, 16), { tried: [18, 17, 8, 12, 14, 15, 16], found: { passed: 16, failed: 17 } });
+  // No prediction (fit's search on the estimate): the plain bisection
+  t.deepEqual(searched(256, undefined, 37), { tried: [128, 64, 32, 48, 40, 36, 38, 37], found: { passed: 37, failed: 38 } });
+  t.deepEqual(searched(1, 1, 1), { tried: [1], found: { passed: 1, failed: 2 } });
+});
+
+test('searchBoundary: every boundary under every prediction found within the bound, the passing batch and the one above it both run', (t) => {
+  const wrong: string[] = [];
+  for (const maxBatch of [1, 2, 3, 5, 8, 13, 33, 100, 256]) {
+    for (let predicted = 1; predicted <= maxBatch; predicted++) {
+      for (let boundary = 0; boundary <= maxBatch; boundary++) {
+        const { tried, found } = searched(maxBatch, predicted, boundary);
+        const ok =
+          found.passed === boundary &&
+          found.failed === boundary + 1 &&
+          tried.length <= maxSearchRuns(maxBatch) &&
+          new Set(tried).size === tried.length &&
+          tried.every((b) => b >= 1 && b <= maxBatch) &&
+          (boundary === 0 || tried.includes(boundary)) &&
+          (boundary === maxBatch || tried.includes(boundary + 1));
+        if (!ok) wrong.push(`maxBatch ${maxBatch}, predicted ${predicted}, boundary ${boundary}: ran ${tried.join(', ')}`);
+      }
+    }
+  }
+  t.deepEqual(wrong, []);
 });
 
 function record(): RuntimeRecord {
@@ -61,6 +112,8 @@ test.serial('fit --verify --limit-mem 1500M --phase train: a batch that trains u
   t.regex(out, new RegExp(`batch +${passed}  PASS  RSS peak `));
   t.regex(out, new RegExp(`batch +${failed}  FAIL  RSS peak .* cause cgroup-oom-kill`));
   t.regex(out, /cheapest change that fits: --optimizer sgd/);
-  const runs = /verify: (\d+) run\(s\) .* \(a bisection of 1..--max-batch could need (\d+)\)/.exec(out)!;
-  t.true(Number(runs[1]) <= Number(runs[2]), out);
+  const runs = /verify: (\d+) run\(s\) .* \(at most (\d+): ceil\(log2\(--max-batch\)\) \+ 1\)/.exec(out)!;
+  t.is(Number(runs[2]), 9);
+  t.true(Number(runs[1]) <= 9, out);
+  t.is(out.match(/^ {2}batch +\d+ {2}(PASS|FAIL)/gm)!.length, Number(runs[1]));
 });

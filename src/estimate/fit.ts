@@ -1,19 +1,12 @@
 // `clip-mem fit`: the largest batch whose predicted peak stays under a limit, the cheapest change (dtype,
 // optimizer, preset) when none does, and `--verify`: the answer and the next batch up run in children
-// under the limit, bisecting when the prediction was wrong.
-import * as fs from 'node:fs';
-import * as os from 'node:os';
-import * as path from 'node:path';
-import { resolveClipModel } from '../clip/checkpoint';
+// under the limit, a bisection of 1..--max-batch when the prediction was wrong.
 import { PRESET_NAMES, resolveClipConfig, type ClipConfig, type WeightFormat } from '../clip/config';
 import { DEFAULT_TRAINING_SEGMENTS } from '../clip/onnx/train';
-import { diagnose } from '../diagnose';
 import type { Limits } from '../report/result';
-import { traceCommand } from '../track/launcher';
 import { estimatePhase, type PhaseEstimate } from './estimate';
 import { modelTerms, type Optimizer, type Phase } from './model';
-import { runPhases } from './runs';
-import { TRAIN_REQUEST_ENV, TRAIN_RESULT_ENV, type TrainStepReport, type TrainStepRequest } from './train-child';
+import { runPhases, runTrainStep } from './runs';
 import type { RuntimeRecord } from './store';
 
 export type LimitKind = 'as' | 'data' | 'mem';
@@ -62,22 +55,53 @@ export function limitedFigure(e: PhaseEstimate, kind: LimitKind, config: ClipCon
   return e.predicted.vmSize - mapped;
 }
 
+/** ceil(log2(maxBatch)) + 1: the most runs a search for the boundary in [1, maxBatch] takes. */
+export function maxSearchRuns(maxBatch: number): number {
+  let halvings = 0;
+  while (2 ** halvings < maxBatch) halvings++;
+  return halvings + 1;
+}
+
+/** The largest batch known to pass (0: none) and the smallest known to fail (maxBatch + 1: none). */
+export interface Boundary {
+  passed: number;
+  failed: number;
+}
+
+/**
+ * The boundary between the batches in [1, maxBatch] that pass and those that fail (a batch passes when
+ * every smaller one does): yields each batch to try and is sent whether it passed; returns once the
+ * largest passing batch and the one above it are known (the range's ends count as known). A bisection
+ * that aims at `predicted` and the batch above it while the prediction still stands (2 runs when it is
+ * right), at the middle otherwise; each try stays where either outcome leaves no more candidates than the
+ * remaining runs can halve down, so it never takes more than maxSearchRuns(maxBatch).
+ */
+export function* searchBoundary(maxBatch: number, predicted?: number): Generator<number, Boundary, boolean> {
+  let passed = 0;
+  let failed = maxBatch + 1;
+  for (let left = maxSearchRuns(maxBatch); failed - passed > 1; left--) {
+    const half = 2 ** (left - 1);
+    const low = Math.max(passed + 1, failed - half);
+    const high = Math.min(failed - 1, passed + half);
+    // Unreachable while the bound holds: 1..maxBatch has maxBatch + 1 boundaries, at most 2^maxSearchRuns.
+    if (left === 0 || low > high) throw new Error(`the boundary search over 1..${maxBatch} ran out of runs between ${passed} and ${failed}`);
+    const middle = (passed + failed) / 2;
+    const target = predicted !== undefined && passed <= predicted && predicted < failed ? predicted + 0.5 : middle;
+    const [batch] = [Math.floor(target), Math.ceil(target)]
+      .map((b) => Math.min(Math.max(b, low), high))
+      .sort((a, b) => Math.abs(a - target) - Math.abs(b - target) || Math.abs(a - middle) - Math.abs(b - middle));
+    if (yield batch) passed = batch;
+    else failed = batch;
+  }
+  return { passed, failed };
+}
+
 /** The largest batch in [1, maxBatch] whose figure fits (figures grow with the batch), or 0. */
 export function largestFitting(fits: (batch: number) => boolean, maxBatch: number): number {
-  if (!fits(1)) return 0;
-  let lo = 1;
-  let hi = 2;
-  while (hi <= maxBatch && fits(hi)) {
-    lo = hi;
-    hi *= 2;
-  }
-  hi = Math.min(hi, maxBatch + 1);
-  while (hi - lo > 1) {
-    const mid = Math.floor((lo + hi) / 2);
-    if (fits(mid)) lo = mid;
-    else hi = mid;
-  }
-  return lo;
+  const search = searchBoundary(maxBatch);
+  let step = search.next();
+  while (!step.done) step = search.next(fits(step.value));
+  return step.value.passed;
 }
 
 function answerFor(request: FitConfig, phase: Phase, limit: FitLimit, record: RuntimeRecord, maxBatch: number, change: string): FitAnswer {
@@ -148,7 +172,7 @@ export interface Verification {
   /** Largest batch seen to pass and smallest seen to fail (null when the bracket's end was not run). */
   passed: number | null;
   failed: number | null;
-  /** ceil(log2(maxBatch)) + 1: what a plain bisection of [1, maxBatch] could need, with the boundary pair run. */
+  /** maxSearchRuns(maxBatch): the most runs the search may take. */
   maxRuns: number;
   proven: boolean;
 }
@@ -164,57 +188,25 @@ async function runWithRunner(config: FitConfig, phase: Phase, batch: number, lim
   return { batch, passed: r.status === 'passed', rssPeak: r.memory.rssPeak, vmSizePeak: r.memory.vmSizePeak, limitedPeak, cause: r.diagnosis.cause, evidence: r.diagnosis.evidence, command: r.command };
 }
 
-/** A training step `clip-mem run` does not offer (SGD, segments) runs in our own child, through the tracker's launcher. */
-async function runTrainStep(config: FitConfig, batch: number, limit: FitLimit, threads: number, progress: (l: string) => void): Promise<VerifyRun> {
-  const source = resolveClipModel(config.model, { format: config.dtype });
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'clip-mem-fit-'));
-  const resultFile = path.join(dir, 'result.json');
-  const request: TrainStepRequest = { model: config.model, weightsFile: source.weightsFile, batch, threads, optimizer: config.optimizer, segments: config.segments, lr: 1e-3 };
-  progress(`${config.model} ${config.dtype} batch ${batch}: ${config.optimizer} training step (${config.segments} segment(s)) under ${LIMIT_MEASURES[limit.kind].option} ${limit.bytes}`);
-  try {
-    const run = await traceCommand({
-      command: [process.execPath, path.join(__dirname, 'train-child.js')],
-      limits: limitsOf(limit),
-      timeoutMs: 600_000,
-      env: { ...process.env, [TRAIN_REQUEST_ENV]: JSON.stringify(request), [TRAIN_RESULT_ENV]: resultFile },
-    });
-    const report = fs.existsSync(resultFile) ? (JSON.parse(fs.readFileSync(resultFile, 'utf8')) as TrainStepReport) : null;
-    const passed = run.exit.code === 0 && report !== null;
-    const record = run.record;
-    const last = record?.timeline[record.timeline.length - 1];
-    const diagnosis = diagnose({
-      exit: run.exit,
-      limits: limitsOf(limit),
-      failures: record?.failures ?? [],
-      cgroup: run.cgroup && { path: run.cgroup.path, limit: run.cgroup.limit, oomKills: run.cgroup.oomKills, peak: run.cgroup.peak },
-      hostOomKills: run.hostOomKills,
-      output: `${run.stderrTail}\n${run.stdoutTail}`,
-      filePeak: record?.counters.filePeak,
-      last: record ? { heap: record.counters.heapCurrent, rss: last?.rss, anon: record.counters.anonMapped, file: record.counters.fileMapped } : undefined,
-      notTracked: run.notTracked,
-    });
-    const tracked = (v: number | undefined) => (v !== undefined && v > 0 ? v : null);
-    const vmSizePeak = report?.vmSizePeak ?? tracked(record?.counters.vmPeak);
-    return {
-      batch,
-      passed,
-      rssPeak: report?.rssPeak ?? tracked(record?.counters.rssPeak),
-      vmSizePeak,
-      limitedPeak: limit.kind === 'mem' ? (run.cgroup?.peak ?? null) : vmSizePeak,
-      cause: passed ? 'none' : diagnosis.cause,
-      evidence: diagnosis.evidence,
-      command: `clip-mem fit --verify --phase train --optimizer ${config.optimizer} --segments ${config.segments} --model ${config.model} --dtype ${config.dtype} ${LIMIT_MEASURES[limit.kind].option} ${limit.bytes}`,
-    };
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
+/** A training step `clip-mem run` does not offer (SGD, segments) runs in clip-mem's own training child. */
+async function runWithTrainChild(config: FitConfig, batch: number, limit: FitLimit, threads: number, progress: (l: string) => void): Promise<VerifyRun> {
+  const r = await runTrainStep({ ...config, batch, threads, limits: limitsOf(limit), progress });
+  return {
+    batch,
+    passed: r.passed,
+    rssPeak: r.rssPeak,
+    vmSizePeak: r.vmSizePeak,
+    limitedPeak: limit.kind === 'mem' ? r.cgroupPeak : r.vmSizePeak,
+    cause: r.cause,
+    evidence: r.evidence,
+    command: `clip-mem fit --verify --phase train --optimizer ${config.optimizer} --segments ${config.segments} --model ${config.model} --dtype ${config.dtype} ${LIMIT_MEASURES[limit.kind].option} ${limit.bytes}`,
+  };
 }
 
 /**
- * Runs the predicted batch; if it passes, the next one up. When the prediction was wrong it searches on:
- * above a pass, it steps by the headroom the run left (limit - its measured peak) over the estimate's
- * per-sample growth, until a batch fails; below a failure, and between a pass and a failure, it bisects.
- * It stops when a passing batch and the batch above it, failing, have both run.
+ * Runs the search for the boundary (searchBoundary) in children under the limit, seeded by the predicted
+ * batch: the prediction and the batch above it when it is right, a bisection of 1..maxBatch otherwise,
+ * at most maxSearchRuns(maxBatch) runs.
  */
 export async function verifyBoundary(
   config: FitConfig,
@@ -223,36 +215,21 @@ export async function verifyBoundary(
   predicted: number,
   maxBatch: number,
   threads: number,
-  perSample: (batch: number) => number,
   progress: (line: string) => void,
 ): Promise<Verification> {
   const run = (batch: number) =>
     phase === 'train' && (config.optimizer !== 'adamw' || config.segments !== DEFAULT_TRAINING_SEGMENTS)
-      ? runTrainStep(config, batch, limit, threads, progress)
+      ? runWithTrainChild(config, batch, limit, threads, progress)
       : runWithRunner(config, phase, batch, limit, threads, progress);
   const runs: VerifyRun[] = [];
-  let lo = 0; // the largest batch seen to pass (0: none yet)
-  let hi = maxBatch + 1; // the smallest batch seen to fail (maxBatch + 1: none yet)
-  const probe = async (batch: number) => {
-    const result = await run(batch);
+  const search = searchBoundary(maxBatch, predicted);
+  let step = search.next();
+  while (!step.done) {
+    const result = await run(step.value);
     runs.push(result);
-    if (result.passed) lo = Math.max(lo, batch);
-    else hi = Math.min(hi, batch);
-    return result;
-  };
-  const start = Math.min(Math.max(predicted, 1), maxBatch);
-  if ((await probe(start)).passed && start < maxBatch) {
-    let last = await probe(start + 1);
-    while (last.passed && lo < maxBatch) {
-      const headroom = last.limitedPeak === null ? 0 : limit.bytes - last.limitedPeak;
-      const step = Math.max(1, Math.floor(headroom / Math.max(perSample(lo), 1)));
-      last = await probe(Math.min(lo + step, maxBatch));
-    }
+    step = search.next(result.passed);
   }
-  while (hi - lo > 1 && lo < maxBatch) {
-    await probe(Math.floor((lo + hi) / 2));
-  }
-  const maxRuns = Math.ceil(Math.log2(maxBatch)) + 1;
-  const proven = lo >= 1 && hi <= maxBatch && hi === lo + 1;
-  return { config, phase, limit, predicted, runs, passed: lo >= 1 ? lo : null, failed: hi <= maxBatch ? hi : null, maxRuns, proven };
+  const { passed, failed } = step.value;
+  const proven = passed >= 1 && failed <= maxBatch;
+  return { config, phase, limit, predicted, runs, passed: passed >= 1 ? passed : null, failed: failed <= maxBatch ? failed : null, maxRuns: maxSearchRuns(maxBatch), proven };
 }

@@ -1,13 +1,20 @@
 // The measured side of estimate and fit: one phase of one model, run in children through the run
-// engineer's scenario runner (the tracker's launcher underneath: limits before exec, a cgroup per child,
-// every child's memory peaks). Nothing here starts a process of its own.
+// engineer's scenario runner, and the training steps `clip-mem run` does not offer (plain SGD, other
+// segment counts) in clip-mem's own training child; both through the tracker's launcher (limits before
+// exec, a cgroup per child, every child's memory peaks).
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { commandLine } from '../cli/commands/run';
 import { resolveClipModel } from '../clip/checkpoint';
 import type { WeightFormat } from '../clip/config';
+import { diagnose } from '../diagnose';
 import type { Limits, RunOptions, ScenarioResult } from '../report/result';
 import { runScenarios, type ProgressEvent } from '../scenarios/runner';
 import type { ScenarioOptions } from '../scenarios/scenario';
-import type { Phase } from './model';
+import { traceCommand } from '../track/launcher';
+import type { Optimizer, Phase } from './model';
+import { TRAIN_REQUEST_ENV, TRAIN_RESULT_ENV, type TrainStepReport, type TrainStepRequest } from './train-child';
 
 /** The scenario of `clip-mem run` that measures each phase. */
 export const PHASE_SCENARIOS: Record<Phase, string> = { load: 'clip-load-copy', forward: 'clip-forward', train: 'clip-train' };
@@ -73,4 +80,72 @@ export async function runPhases(request: PhaseRunRequest): Promise<PhaseRun[]> {
     },
   });
   return results.scenarios.map((result) => ({ phase: request.phases[names.indexOf(result.name)], batch: request.batch, result }));
+}
+
+export interface TrainStepRunRequest {
+  model: string;
+  dtype: WeightFormat;
+  batch: number;
+  optimizer: Optimizer;
+  /** The trainer's backward graphs per tower. */
+  segments: number;
+  threads: number;
+  limits?: Limits;
+  progress?: (line: string) => void;
+}
+
+export interface TrainStepRun {
+  passed: boolean;
+  rssPeak: number | null;
+  vmSizePeak: number | null;
+  /** The child's memory cgroup's charge peak (null without --limit-mem). */
+  cgroupPeak: number | null;
+  /** 'none' when it passed, else the diagnosis' cause and its evidence. */
+  cause: string;
+  evidence: string[];
+}
+
+/** One training step in clip-mem's own child (train-child.ts) through the tracker's launcher. */
+export async function runTrainStep(request: TrainStepRunRequest): Promise<TrainStepRun> {
+  const { model, dtype, batch, optimizer, segments, threads } = request;
+  const limits = request.limits ?? {};
+  const source = resolveClipModel(model, { format: dtype });
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'clip-mem-train-step-'));
+  const resultFile = path.join(dir, 'result.json');
+  const childRequest: TrainStepRequest = { model, weightsFile: source.weightsFile, batch, threads, optimizer, segments, lr: 1e-3 };
+  request.progress?.(`${model} ${dtype} batch ${batch}: ${optimizer} training step (${segments} segment(s)) in clip-mem's training child`);
+  try {
+    const run = await traceCommand({
+      command: [process.execPath, path.join(__dirname, 'train-child.js')],
+      limits,
+      timeoutMs: 600_000,
+      env: { ...process.env, [TRAIN_REQUEST_ENV]: JSON.stringify(childRequest), [TRAIN_RESULT_ENV]: resultFile },
+    });
+    const report = fs.existsSync(resultFile) ? (JSON.parse(fs.readFileSync(resultFile, 'utf8')) as TrainStepReport) : null;
+    const passed = run.exit.code === 0 && report !== null;
+    const record = run.record;
+    const last = record?.timeline[record.timeline.length - 1];
+    const diagnosis = diagnose({
+      exit: run.exit,
+      limits,
+      failures: record?.failures ?? [],
+      cgroup: run.cgroup && { path: run.cgroup.path, limit: run.cgroup.limit, oomKills: run.cgroup.oomKills, peak: run.cgroup.peak },
+      hostOomKills: run.hostOomKills,
+      output: `${run.stderrTail}\n${run.stdoutTail}`,
+      filePeak: record?.counters.filePeak,
+      last: record ? { heap: record.counters.heapCurrent, rss: last?.rss, anon: record.counters.anonMapped, file: record.counters.fileMapped } : undefined,
+      notTracked: run.notTracked,
+    });
+    const tracked = (v: number | undefined) => (v !== undefined && v > 0 ? v : null);
+    return {
+      passed,
+      rssPeak: report?.rssPeak ?? tracked(record?.counters.rssPeak),
+      vmSizePeak: report?.vmSizePeak ?? tracked(record?.counters.vmPeak),
+      cgroupPeak: run.cgroup?.peak ?? null,
+      cause: passed ? 'none' : diagnosis.cause,
+      evidence: diagnosis.evidence,
+    };
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 }

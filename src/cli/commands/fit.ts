@@ -2,7 +2,7 @@
 import type { CommandModule } from 'yargs';
 import { DEFAULT_TRAINING_SEGMENTS } from '../../clip/onnx/train';
 import { resolveClipConfig, WEIGHT_FORMATS, type WeightFormat } from '../../clip/config';
-import { ensureBaseline, estimatePhase } from '../../estimate/estimate';
+import { ensureBaseline } from '../../estimate/estimate';
 import { cheapest, fitPlan, LIMIT_MEASURES, limitedFigure, verifyBoundary, type FitAnswer, type FitLimit, type LimitKind, type Verification } from '../../estimate/fit';
 import { OPTIMIZERS, PHASES, type Optimizer, type Phase } from '../../estimate/model';
 import { formatBytes, parseBytes } from '../../units';
@@ -43,7 +43,7 @@ function describeAnswer(a: FitAnswer, limit: FitLimit): string {
 }
 
 function renderVerification(v: Verification): string {
-  const lines = [`verify: ${v.runs.length} run(s) in children under ${LIMIT_MEASURES[v.limit.kind].option} ${formatBytes(v.limit.bytes)} (a bisection of 1..--max-batch could need ${v.maxRuns})`];
+  const lines = [`verify: ${v.runs.length} run(s) in children under ${LIMIT_MEASURES[v.limit.kind].option} ${formatBytes(v.limit.bytes)} (at most ${v.maxRuns}: ceil(log2(--max-batch)) + 1)`];
   for (const r of v.runs) {
     const counted = v.limit.kind === 'mem' && r.limitedPeak !== null ? `, cgroup charge peak ${formatBytes(r.limitedPeak)}` : '';
     const peaks = `RSS peak ${r.rssPeak === null ? 'unknown' : formatBytes(r.rssPeak)}, VmSize peak ${r.vmSizePeak === null ? 'unknown' : formatBytes(r.vmSizePeak)}${counted}`;
@@ -70,7 +70,7 @@ export const fitCommand: CommandModule<{}, FitArgs> = {
       .option('segments', { type: 'number', default: DEFAULT_TRAINING_SEGMENTS, describe: "train: the trainer's backward graphs per tower (the default is what clip-mem run trains with)" })
       .option('max-batch', { type: 'number', default: 256, describe: 'largest batch considered' })
       .option('threads', { type: 'number', default: defaultThreads(), describe: 'compute threads' })
-      .option('verify', { type: 'boolean', default: false, describe: 'run the answer and the next batch up in children under the limit (bisecting if the prediction was wrong)' })
+      .option('verify', { type: 'boolean', default: false, describe: 'run the answer and the next batch up in children under the limit (a bisection of 1..--max-batch if the prediction was wrong)' })
       .option('json', { type: 'boolean', default: false, describe: 'print the plan (and the verification) as JSON' })
       .check((args) => {
         limitOf(args as FitArgs);
@@ -84,8 +84,8 @@ export const fitCommand: CommandModule<{}, FitArgs> = {
         'The limit is compared with the estimate\'s figure for what it counts: --limit-mem with RSS, --limit-as with VmSize, ' +
           '--limit-data with VmSize less the read-only weight mapping. Changes are tried cheapest first: a smaller weight format; ' +
           'for training one backward segment per layer, plain SGD, both; then a smaller preset. With --verify the answer runs in a ' +
-          'child under the limit, then the next batch up; when the prediction was wrong it steps up by the measured headroom over ' +
-          'the estimated per-sample growth until a batch fails, and bisects between a pass and a failure. Exit status: 0 when ' +
+          'child under the limit, and the next batch up; when the prediction was wrong, a bisection of 1..--max-batch finds the ' +
+          'batch that passes with the one above it failing, in at most ceil(log2(--max-batch)) + 1 runs. Exit status: 0 when ' +
           'something fits (and, with --verify, the boundary was proven), 1 otherwise, 2 on a usage error.',
       ),
   handler: async (args) => {
@@ -97,9 +97,7 @@ export const fitCommand: CommandModule<{}, FitArgs> = {
     const choice = cheapest(plan);
     let verification: Verification | undefined;
     if (args.verify && choice) {
-      const config = resolveClipConfig(choice.model);
-      const figure = (batch: number) => limitedFigure(estimatePhase(config, { ...choice, batch, phase: args.phase }, record), limit.kind, config);
-      verification = await verifyBoundary(choice, args.phase, limit, choice.batch, args['max-batch'], args.threads, (b) => figure(b + 1) - figure(b), progressLine);
+      verification = await verifyBoundary(choice, args.phase, limit, choice.batch, args['max-batch'], args.threads, progressLine);
       endProgress();
     }
     process.exitCode = choice && (!args.verify || verification?.proven) ? 0 : 1;
