@@ -112,6 +112,7 @@ test.serial('fit --verify --limit-mem 1500M --phase train: a batch that trains u
   t.regex(out, new RegExp(`batch +${passed}  PASS  RSS peak `));
   t.regex(out, new RegExp(`batch +${failed}  FAIL  RSS peak .* cause cgroup-oom-kill`));
   t.regex(out, /cheapest change that fits: --optimizer sgd/);
+  t.regex(out, /note: plain SGD is model-only/);
   const runs = /verify: (\d+) run\(s\) .* \(at most (\d+): ceil\(log2\(--max-batch\)\) \+ 1\)/.exec(out)!;
   t.is(Number(runs[2]), 9);
   t.true(Number(runs[1]) <= 9, out);

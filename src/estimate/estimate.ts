@@ -12,6 +12,17 @@ export const BASELINE_MODEL = 'tiny';
 /** The run-to-run variation of a phase's peak seen on this project's machine (training, vit-b-32). */
 export const RUN_TO_RUN = 0.03;
 
+/**
+ * Why a plain SGD step stays the terms and the baseline alone. Measured here (vit-b-32 fp32, 2 threads): the
+ * SGD step in the training child grew 8 MiB per sample between batch 1 and 4 but ~28 MiB per sample between
+ * 17 and 21 (malloc reuses the freed load buffers at small batches), so a calibration at 1 and 4 predicted
+ * 110 MiB (8%) below the measured peak at batch 18, where the terms alone were 60 MiB (4%) above: on the
+ * unsafe side, where `fit` must not be.
+ */
+export const SGD_MODEL_ONLY =
+  'plain SGD is model-only (the terms and the baseline, never calibrated): a calibration at small batches does not extrapolate to the ' +
+  'batches a limit decides (vit-b-32: 8 MiB/sample at batch 1-4, ~28 MiB/sample at 17-21); uncalibrated, it erred 4% high at batch 18';
+
 export interface EstimateRequest {
   /** Preset name, model directory or config.json. */
   model: string;

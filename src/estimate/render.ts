@@ -3,7 +3,7 @@
 import type { ClipConfig } from '../clip/config';
 import { DEFAULT_TRAINING_SEGMENTS } from '../clip/onnx/train';
 import { formatBytes } from '../units';
-import { accelerateFigures, type PhaseEstimate } from './estimate';
+import { accelerateFigures, SGD_MODEL_ONLY, type PhaseEstimate } from './estimate';
 import type { RuntimeRecord } from './store';
 
 const pad = (text: string, width: number) => text.padEnd(width);
@@ -25,6 +25,7 @@ export function renderPhase(e: PhaseEstimate): string {
   const plusMinus = (key: 'rss' | 'vmSize') => (e.uncertainty ? ` ± ${formatBytes(e.uncertainty[key])}` : '');
   lines.push(`  ${pad('peak', 18)}${padLeft(formatBytes(e.predicted.rss), 12)}${padLeft(formatBytes(e.predicted.vmSize), 12)}  (${e.predicted.rss} B RSS${plusMinus('rss')}; ${e.predicted.vmSize} B VmSize${plusMinus('vmSize')})`);
   if (e.uncertainty) lines.push(`  uncertainty: ${e.uncertainty.basis}`);
+  else if (e.phase === 'train' && e.optimizer === 'sgd') lines.push(`  uncertainty: ${SGD_MODEL_ONLY}`);
   else lines.push('  uncertainty: not calibrated on this machine: the model terms and the measured baseline only; `clip-mem estimate --calibrate` measures it');
   if (e.mmap) lines.push(`  by mmap instead: RSS ${formatBytes(e.mmap.rss)} (pages come in when used), VmSize ${formatBytes(e.mmap.vmSize)} (the whole file is mapped at once)`);
   return lines.join('\n');

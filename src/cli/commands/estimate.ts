@@ -4,7 +4,7 @@ import * as os from 'node:os';
 import type { CommandModule } from 'yargs';
 import { DEFAULT_TRAINING_SEGMENTS } from '../../clip/onnx/train';
 import { resolveClipConfig, WEIGHT_FORMATS, type WeightFormat } from '../../clip/config';
-import { calibrate, ensureBaseline, estimatePhase, type PhaseEstimate } from '../../estimate/estimate';
+import { calibrate, ensureBaseline, estimatePhase, SGD_MODEL_ONLY, type PhaseEstimate } from '../../estimate/estimate';
 import { OPTIMIZERS, PHASES, type Optimizer, type Phase } from '../../estimate/model';
 import { renderAccelerate, renderHeader, renderPhase } from '../../estimate/render';
 import { loadRuntimeRecord, storeFile } from '../../estimate/store';
@@ -54,7 +54,7 @@ export const estimateCommand: CommandModule<{}, EstimateArgs> = {
       .option('segments', { type: 'number', default: DEFAULT_TRAINING_SEGMENTS, describe: "train: the trainer's backward graphs per tower (more: fewer gradients at once; the default is what clip-mem run trains with)" })
       .option('threads', { type: 'number', default: defaultThreads(), describe: 'compute threads (the baseline is measured per thread count)' })
       .option('json', { type: 'boolean', default: false, describe: 'print the estimates as JSON' })
-      .option('calibrate', { type: 'boolean', default: false, describe: 'run the phases at --calibrate-batches in children and store the fits for this runtime' })
+      .option('calibrate', { type: 'boolean', default: false, describe: 'run the phases at --calibrate-batches in children and store the fits for this runtime (training: AdamW; plain SGD stays model-only)' })
       .option('calibrate-batches', { type: 'string', default: '1,4', describe: 'batch sizes --calibrate runs' })
       .option('refresh-baseline', { type: 'boolean', default: false, describe: 'measure the runtime baseline again' })
       .check((args) => {
@@ -90,6 +90,7 @@ export const estimateCommand: CommandModule<{}, EstimateArgs> = {
             `the terms miss ${formatBytes(c.residualFit.rss.constant)} + ${formatBytes(c.residualFit.rss.slope)} x batch  [${points}]\n`,
         );
       }
+      if (calibrations.some((c) => c.phase === 'train')) process.stdout.write(`train (sgd): not calibrated: ${SGD_MODEL_ONLY}\n`);
       process.stdout.write(`stored in ${storeFile()} for ${loadRuntimeRecord(args.threads).key}\n`);
       return;
     }

@@ -2,7 +2,7 @@
 import type { CommandModule } from 'yargs';
 import { DEFAULT_TRAINING_SEGMENTS } from '../../clip/onnx/train';
 import { resolveClipConfig, WEIGHT_FORMATS, type WeightFormat } from '../../clip/config';
-import { ensureBaseline } from '../../estimate/estimate';
+import { ensureBaseline, SGD_MODEL_ONLY } from '../../estimate/estimate';
 import { cheapest, fitPlan, LIMIT_MEASURES, limitedFigure, verifyBoundary, type FitAnswer, type FitLimit, type LimitKind, type Verification } from '../../estimate/fit';
 import { OPTIMIZERS, PHASES, type Optimizer, type Phase } from '../../estimate/model';
 import { formatBytes, parseBytes } from '../../units';
@@ -110,6 +110,7 @@ export const fitCommand: CommandModule<{}, FitArgs> = {
       `as asked: ${describeAnswer(plan.answer, limit)}`,
     ];
     if (plan.alternatives.length) lines.push('changes, cheapest first:', ...plan.alternatives.map((a) => `  ${a.change}: ${describeAnswer(a, limit)}`));
+    if ([plan.answer, ...plan.alternatives].some((a) => a.estimate.phase === 'train' && a.optimizer === 'sgd')) lines.push(`note: ${SGD_MODEL_ONLY}`);
     if (!choice) lines.push('nothing fits: raise the limit');
     else if (choice !== plan.answer) lines.push(`cheapest change that fits: ${choice.change}, batch ${choice.batch}`);
     if (verification) lines.push(renderVerification(verification));
