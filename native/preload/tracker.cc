@@ -72,7 +72,8 @@ bool in_bootstrap(const void* ptr) {
 constexpr size_t kChunkMmapped = 2;
 
 // Each block is preceded by a header word that reads as a glibc mmapped chunk, so that free's fast path,
-// which sends mmapped chunks to the slow path, needs no separate test for bootstrap blocks.
+// which sends mmapped chunks to the slow path, needs no separate test for bootstrap blocks; the word
+// before it holds the size asked, for realloc to copy no more than the block holds.
 void* bootstrap_alloc(size_t size) {
   size_t start = (__atomic_fetch_add(&bootstrap_used, ((size + 15) & ~size_t(15)) + 16, __ATOMIC_RELAXED));
   if (start + 16 + size > sizeof bootstrap_arena) {
@@ -82,6 +83,7 @@ void* bootstrap_alloc(size_t size) {
   }
   char* block = bootstrap_arena + start + 16;
   reinterpret_cast<size_t*>(block)[-1] = kChunkMmapped;
+  reinterpret_cast<size_t*>(block)[-2] = size;
   return block;  // static storage: already zero, as calloc promises
 }
 
@@ -114,6 +116,8 @@ void resolve_real_functions() {
     abort();
   }
 }
+
+size_t bootstrap_size(const void* ptr) { return static_cast<const size_t*>(ptr)[-2]; }
 
 inline void ensure_resolved() {
   if (UNLIKELY(!real.free)) resolve_real_functions();
@@ -995,7 +999,8 @@ __attribute__((noinline)) void* realloc_slow(void* ptr, size_t size) {
   ensure_resolved();
   if (UNLIKELY(in_bootstrap(ptr))) {  // a bootstrap block moving to the real heap
     void* moved = malloc_hook(size);
-    if (moved) memcpy(moved, ptr, size);
+    size_t old_size = bootstrap_size(ptr);
+    if (moved) memcpy(moved, ptr, size < old_size ? size : old_size);
     return moved;
   }
   if (!tracking()) return real.realloc(ptr, size);
@@ -1041,10 +1046,10 @@ void* realloc_hook(void* ptr, size_t size) {
 
 void* reallocarray_hook(void* ptr, size_t nmemb, size_t size) {
   ensure_resolved();
-  if (!tracking() || !real.reallocarray) {
+  if (!tracking() || !real.reallocarray || in_bootstrap(ptr)) {  // glibc cannot resize a bootstrap block
     size_t total;
     if (__builtin_mul_overflow(nmemb, size, &total)) return errno = ENOMEM, nullptr;
-    return real.reallocarray ? real.reallocarray(ptr, nmemb, size) : realloc_hook(ptr, total);
+    return real.reallocarray && !in_bootstrap(ptr) ? real.reallocarray(ptr, nmemb, size) : realloc_hook(ptr, total);
   }
   uint64_t total;
   uint32_t flags = overflow_flag(nmemb, size, &total);
