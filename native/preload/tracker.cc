@@ -501,7 +501,8 @@ void record_failure(const FailureArgs& args) {
   ErrnoKeeper keep;
   uint64_t sequence = __atomic_add_fetch(&record->failures_total, uint64_t(1), __ATOMIC_RELAXED);
   ClipmemFailure* f = &failures[(sequence - 1) % CLIPMEM_FAILURE_CAPACITY];
-  __atomic_store_n(&f->sequence, uint64_t(0), __ATOMIC_RELEASE);
+  __atomic_store_n(&f->sequence, uint64_t(0), __ATOMIC_RELAXED);
+  __atomic_thread_fence(__ATOMIC_RELEASE);  // the 0 is visible before any field below changes (a seqlock)
   f->fn = uint32_t(args.fn);
   f->flags = args.failure_flags;
   f->size = args.size;
@@ -1228,7 +1229,8 @@ extern "C" __attribute__((visibility("default"))) int clipmem_tracker_set_phase(
   ErrnoKeeper keep;
   uint64_t sequence = __atomic_add_fetch(&record->phases_total, uint64_t(1), __ATOMIC_RELAXED);
   ClipmemPhase* marker = &phases[(sequence - 1) % CLIPMEM_PHASE_CAPACITY];
-  __atomic_store_n(&marker->sequence, uint64_t(0), __ATOMIC_RELEASE);
+  __atomic_store_n(&marker->sequence, uint64_t(0), __ATOMIC_RELAXED);
+  __atomic_thread_fence(__ATOMIC_RELEASE);  // the 0 is visible before any field below changes (a seqlock)
   marker->time_ns = now_ns();
   // The heap at the marker: the folded counter plus every thread's unfolded bytes (exact when the
   // other threads are not allocating at this instant).
