@@ -740,39 +740,55 @@ bool create_record(int parent_pid) {
   return true;
 }
 
-// In the child of fork: the inherited record belongs to the parent. Start our own, seeded with the
-// parent's counters (the child inherits its heap and mappings, and will free them).
+// What a forked child inherits, taken by the forking thread before fork: once fork returns, the parent
+// goes on writing its record (MAP_SHARED, so the child sees those writes), and a child reading it then
+// would count the parent's later allocations as its own.
+struct ForkSeed {
+  int64_t heap, anon_mapped, file_mapped, reserved_mapped;
+  ClipmemPhase phase;  // the marker the parent was in (sequence 0: none)
+};
+ForkSeed fork_seed;
+
+void before_fork() {
+  if (load(state) != kTracking) return;
+  Guard g;
+  ErrnoKeeper keep;
+  int64_t heap = load(record->heap_current);
+  for (uint32_t i = 0; i < CLIPMEM_THREAD_SLOTS; ++i) heap += load(slots[i].heap_delta);
+  fork_seed.heap = heap;
+  fork_seed.anon_mapped = load(record->anon_mapped);
+  fork_seed.file_mapped = load(record->file_mapped);
+  fork_seed.reserved_mapped = load(record->reserved_mapped);
+  uint32_t phase = load(record->current_phase);
+  if (phase) fork_seed.phase = phases[(phase - 1) % CLIPMEM_PHASE_CAPACITY];
+  fork_seed.phase.sequence = phase ? 1 : 0;
+}
+
+// In the child of fork: the inherited record belongs to the parent. Start our own, seeded with what the
+// parent had at the fork (the child inherits its heap and mappings, and will free them).
 void after_fork_in_child() {
   if (load(state) != kTracking) return;
   Guard g;
   ErrnoKeeper keep;
   ClipmemRecordHeader* parent = record;
-  ClipmemThreadSlot* parent_slots = slots;
-  int64_t heap = parent->heap_current;
-  for (uint32_t i = 0; i < CLIPMEM_THREAD_SLOTS; ++i) heap += parent_slots[i].heap_delta;
   tls.slot = nullptr;
-  int parent_pid = parent->pid;
-  if (!create_record(parent_pid)) {
+  if (!create_record(parent->pid)) {
     record = nullptr;
     store(state, int(kDisabled));
     real.munmap(parent, clipmem_record_size());
     return;
   }
-  record->heap_current = heap;
-  record->heap_peak = heap;
-  record->anon_mapped = record->anon_peak = parent->anon_mapped;
-  record->file_mapped = record->file_peak = parent->file_mapped;
-  record->reserved_mapped = record->reserved_peak = parent->reserved_mapped;
+  real.munmap(parent, clipmem_record_size());
+  record->heap_current = record->heap_peak = fork_seed.heap;
+  record->anon_mapped = record->anon_peak = fork_seed.anon_mapped;
+  record->file_mapped = record->file_peak = fork_seed.file_mapped;
+  record->reserved_mapped = record->reserved_peak = fork_seed.reserved_mapped;
   record->current_phase = 0;
-  if (parent->current_phase) {  // the child starts in the phase its parent was in
-    const ClipmemPhase& marker = reinterpret_cast<ClipmemPhase*>(reinterpret_cast<char*>(parent) +
-                                                                  parent->phases_offset)[(parent->current_phase - 1) % CLIPMEM_PHASE_CAPACITY];
-    phases[0] = marker;
-    phases[0].sequence = 1;
+  if (fork_seed.phase.sequence) {  // the child starts in the phase its parent was in
+    phases[0] = fork_seed.phase;
     record->phases_total = 1;
     record->current_phase = 1;
   }
-  real.munmap(parent, clipmem_record_size());
   for (Injection& rule : injections) rule.calls = 0;
 }
 
@@ -817,7 +833,7 @@ void initialize() {
   glibc_chunks = check_glibc_chunks();
   void* frames[4];
   backtrace(frames, 4);  // loads libgcc_s now, so that a later stack capture never allocates
-  pthread_atfork(nullptr, nullptr, after_fork_in_child);
+  pthread_atfork(before_fork, nullptr, after_fork_in_child);
   atexit(at_exit_handler);
   take_sample(now_ns());
   store(last_sample_ns, now_ns());
