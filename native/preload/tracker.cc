@@ -631,15 +631,19 @@ void parse_injections(const char* spec) {
     unsigned long long value = 0;
     bool nth = false, ok = false;
     if (fn >= 0) {
-      if (strncmp(colon + 1, "nth=", 4) == 0) nth = true, ok = true, value = strtoull(colon + 5, &number_end, 10);
-      else if (strncmp(colon + 1, "above=", 6) == 0) ok = true, value = strtoull(colon + 7, &number_end, 10);
-      ok = ok && number_end == spec + length;
+      const char* number = nullptr;
+      if (strncmp(colon + 1, "nth=", 4) == 0) nth = true, number = colon + 5;
+      else if (strncmp(colon + 1, "above=", 6) == 0) number = colon + 7;
+      // Digits only, up to the rule's end: strtoull alone takes "" as 0 (nth=0 never fails, above=0
+      // fails everything) and "-1" as 2^64-1.
+      if (number && *number >= '0' && *number <= '9') value = strtoull(number, &number_end, 10);
+      ok = number_end == spec + length && !(nth && value == 0);
     }
     if (!ok) {
       char rule[128];
       snprintf(rule, sizeof rule, "%.*s", int(length), spec);
       say(CLIPMEM_ENV_FAIL ": cannot read rule \"", rule,
-          "\"; write fn:nth=N or fn:above=BYTES with fn one of malloc, calloc, realloc, ..., mmap, pthread_create");
+          "\"; write fn:nth=N (N >= 1) or fn:above=BYTES with fn one of malloc, calloc, realloc, ..., mmap, pthread_create");
     } else {
       injections[fn].active = true;
       if (nth) injections[fn].nth = value;
