@@ -31,6 +31,10 @@
 #include "preload/tracker.h"
 #include "record/record.h"
 
+#ifndef MREMAP_DONTUNMAP  // Linux 5.7; older glibc headers lack the name
+#define MREMAP_DONTUNMAP 4
+#endif
+
 #define LIKELY(x) __builtin_expect(!!(x), 1)
 #define UNLIKELY(x) __builtin_expect(!!(x), 0)
 
@@ -1194,13 +1198,16 @@ void* mremap_hook(void* old_address, size_t old_size, size_t new_size, int flags
     bump(my_slot()->histogram[clipmem_histogram_bucket(new_size)], my_slot());
     MapEntry entry;
     uint64_t old_rounded = (old_size + 4095) & ~uint64_t(4095);
+    bool old_stays = flags & MREMAP_DONTUNMAP;  // the pages move, the old range stays mapped (empty)
     if (map_take(uintptr_t(old_address), &entry)) {
       add(kind_counter(entry.kind), -int64_t(entry.length));
-      if (entry.length > old_rounded)  // only the head moved: the rest stays where it was
+      if (old_stays)
+        map_add(uintptr_t(old_address), entry.length, entry.kind);
+      else if (entry.length > old_rounded)  // only the head moved: the rest stays where it was
         map_add(uintptr_t(old_address) + old_rounded, entry.length - old_rounded, entry.kind);
       map_add(uintptr_t(result), (new_size + 4095) & ~uint64_t(4095), entry.kind);
     } else {
-      add(record->unmapped_unknown, int64_t(old_rounded));
+      if (!old_stays) add(record->unmapped_unknown, int64_t(old_rounded));
       map_add(uintptr_t(result), (new_size + 4095) & ~uint64_t(4095), kAnon);
     }
     maybe_sample();
