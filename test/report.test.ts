@@ -48,6 +48,14 @@ test('terminal report: passing and failing lines with exact bytes, cause, eviden
   t.regex(text, /1 passed, 1 failed\n$/);
 });
 
+test('terminal report: a pass that survived refused allocations says so, and which runtime it ran on', (t) => {
+  const { header, scenarios } = sampleResults();
+  const refused = 'VmSize 1.04 GiB + 10.00 GiB > RLIMIT_AS 1.27 GiB: mmap64 of a read-only anonymous mapping, 10737479680 bytes (10.00 GiB) needs address space the limit does not leave';
+  const survived = { ...scenarios[0], failureCount: 30, figures: { backend: 'cpu' }, diagnosis: { cause: 'none' as const, evidence: [refused, '30 allocations failed in all'] } };
+  const text = renderTerminal(header, [survived]);
+  t.true(text.includes(`  [tfjs cpu]\n       fits: VmSize peak 920 MiB of address space (RLIMIT_AS) 1.27 GiB\n       recovered from 30 refused allocation(s), and ran on tfjs cpu; the first:\n         ${refused}\n\n`), text);
+});
+
 test('Markdown report: the seed structure, with the memory analysis table', (t) => {
   const md = renderMarkdown(sampleResults());
   const headings = md.split('\n').filter((l) => l.startsWith('## '));

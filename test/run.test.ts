@@ -265,6 +265,17 @@ test.serial('under RLIMIT_AS the batch fix waits for a calibrated estimate, and 
   }
 });
 
+test.serial("onnxruntime's library refused by the dynamic loader under RLIMIT_AS is address space, not 'not-memory'", (t) => {
+  const before = scenario(run(['clip-forward', '--model', 'tiny']).results, 'clip-forward').memory.vmSizeBefore!;
+  // libonnxruntime.so.1 maps ~45 MB: 16 MiB above the VmSize the scenario starts from cannot hold it.
+  const limited = run(['clip-forward', '--model', 'tiny', '--limit-as', String(before + 16 * MiB)]);
+  const forward = scenario(limited.results, 'clip-forward');
+  t.is(forward.status, 'failed');
+  t.regex(forward.error ?? '', /failed to map segment from shared object/);
+  t.is(forward.diagnosis.cause, 'address-space');
+  t.regex(forward.diagnosis.evidence[0], /^the dynamic loader could not map libonnxruntime\.so\.1 /);
+});
+
 test.serial('--timeout kills the child with its process group, and the run goes on to the next scenario', (t) => {
   const result = run(['clip-train', 'clip-load', '--model', 'tiny', '--timeout', '0.3']);
   t.is(result.status, 1);

@@ -44,11 +44,11 @@ export function memoryAnalysis(result: Analysed, options: RunOptions, environmen
   switch (result.diagnosis.cause) {
     case 'address-space':
       return f && f.vmSize !== null
-        ? row('address space (RLIMIT_AS)', f.vmSize + f.size, limits.as ?? null, 'VmSize at the failure + the failed request')
+        ? row('address space (RLIMIT_AS)', f.vmSize + f.size, limits.as ?? null, 'VmSize at the failure + the failed request (a lower bound: what the rest of the work needs is not counted)')
         : row('address space (RLIMIT_AS)', null, limits.as ?? null, 'the failure left no VmSize reading');
     case 'data-limit':
       return f && f.vmData !== null
-        ? row('data segment (RLIMIT_DATA)', f.vmData + f.size, limits.data ?? null, 'VmData at the failure + the failed request')
+        ? row('data segment (RLIMIT_DATA)', f.vmData + f.size, limits.data ?? null, 'VmData at the failure + the failed request (a lower bound: what the rest of the work needs is not counted)')
         : row('data segment (RLIMIT_DATA)', null, limits.data ?? null, 'the failure left no VmData reading');
     case 'cgroup-oom-kill':
       return { resource: 'cgroup memory', required: m.rssPeak, available: limits.mem ?? null, deficit: null, basis: 'RSS when killed: a lower bound, the next allocation did not fit' };
