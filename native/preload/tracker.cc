@@ -710,8 +710,10 @@ bool create_record(int parent_pid) {
     return false;
   }
   uint64_t size = clipmem_record_size();
-  if (ftruncate(fd, off_t(size)) != 0) {
-    say("cannot size the record ", record_path, ": ", strerror(errno));
+  // Blocks reserved now, not a sparse file: on a full filesystem (a small tmpfs) the first write to a page
+  // of the mapping would kill the program with SIGBUS instead of failing here.
+  if (int error = posix_fallocate(fd, 0, off_t(size))) {
+    say("cannot size the record ", record_path, ": ", strerror(error));
     close(fd);
     return false;
   }
