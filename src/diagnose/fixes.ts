@@ -236,7 +236,19 @@ function estimatedFixes(result: Analysed, options: RunOptions, scenario: Scenari
   // An uncalibrated VmSize misses what malloc reserves as the batch grows (tiny large-batch 4096: 1.80 GiB
   // predicted, 2.17 GiB measured, and "batch 3415 fits 1700M" failed): only a calibrated one is offered.
   // RSS uncalibrated stays on the safe side of a cgroup's charge (tiny batch 2459: 400 MiB predicted, 322 MiB charged).
-  if (cause === 'address-space' && !failing.uncertainty) return none;
+  if (cause === 'address-space' && !failing.uncertainty) {
+    // Calibrating at this batch and a quarter of it measures what the model misses, here.
+    const option = (name: string) => new RegExp(`${name} (\\S+)`).exec(result.command)?.[1];
+    const command = `clip-mem estimate --calibrate --model ${option('--model')} --dtype ${option('--dtype')} --threads ${option('--threads')} --calibrate-batches ${Math.max(1, Math.floor(batch / 4))},${batch}`;
+    return {
+      fixes: [{
+        kind: 'calibrate',
+        text: `for the batch that fits under ${formatBytes(limit)}, calibrate the estimate first (uncalibrated, it misses what malloc reserves as the batch grows), then run this scenario again`,
+        command,
+      }],
+      need: null,
+    };
+  }
   const current = needed(failing, cause);
   // An estimate that says the failing batch fits is wrong for this case: it supports no fix.
   if (current === null || current <= limit) return none;
