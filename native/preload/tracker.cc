@@ -79,6 +79,8 @@ constexpr size_t kChunkMmapped = 2;
 // which sends mmapped chunks to the slow path, needs no separate test for bootstrap blocks; the word
 // before it holds the size asked, for realloc to copy no more than the block holds.
 void* bootstrap_alloc(size_t size) {
+  // Larger than the whole arena: a plain allocation failure (and no wrap-around in the rounding below).
+  if (size > sizeof bootstrap_arena) return errno = ENOMEM, nullptr;
   size_t start = (__atomic_fetch_add(&bootstrap_used, ((size + 15) & ~size_t(15)) + 16, __ATOMIC_RELAXED));
   if (start + 16 + size > sizeof bootstrap_arena) {
     static const char message[] = "clip-mem tracker: bootstrap arena exhausted while resolving libc symbols\n";
