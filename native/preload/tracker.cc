@@ -79,6 +79,8 @@ constexpr size_t kChunkMmapped = 2;
 // which sends mmapped chunks to the slow path, needs no separate test for bootstrap blocks; the word
 // before it holds the size asked, for realloc to copy no more than the block holds.
 void* bootstrap_alloc(size_t size) {
+  // Larger than the whole arena: a plain allocation failure (and no wrap-around in the rounding below).
+  if (size > sizeof bootstrap_arena) return errno = ENOMEM, nullptr;
   size_t start = (__atomic_fetch_add(&bootstrap_used, ((size + 15) & ~size_t(15)) + 16, __ATOMIC_RELAXED));
   if (start + 16 + size > sizeof bootstrap_arena) {
     static const char message[] = "clip-mem tracker: bootstrap arena exhausted while resolving libc symbols\n";
@@ -710,8 +712,10 @@ bool create_record(int parent_pid) {
     return false;
   }
   uint64_t size = clipmem_record_size();
-  if (ftruncate(fd, off_t(size)) != 0) {
-    say("cannot size the record ", record_path, ": ", strerror(errno));
+  // Blocks reserved now, not a sparse file: on a full filesystem (a small tmpfs) the first write to a page
+  // of the mapping would kill the program with SIGBUS instead of failing here.
+  if (int error = posix_fallocate(fd, 0, off_t(size))) {
+    say("cannot size the record ", record_path, ": ", strerror(error));
     close(fd);
     return false;
   }
