@@ -98,6 +98,14 @@ test('V8 CodeRange start failure is address space', (t) => {
   t.regex(d.evidence[0]!, /more than RLIMIT_AS 600 MiB allows$/);
 });
 
+test("ld.so failing to map a library's segments is address space under RLIMIT_AS only", (t) => {
+  const output = 'ERR_DLOPEN_FAILED: libonnxruntime.so.1: failed to map segment from shared object';
+  const d = diagnose(run({ exit: { code: 1, signal: null }, limits: { as: 1100 * MiB }, output }));
+  t.is(d.cause, 'address-space');
+  t.regex(d.evidence[0]!, /^the dynamic loader could not map libonnxruntime\.so\.1 .* under RLIMIT_AS 1\.07 GiB: /);
+  t.is(diagnose(run({ exit: { code: 1, signal: null }, limits: {}, output })).cause, 'not-memory', 'a noexec mount fails the same way');
+});
+
 test('a failure with another errno is not a memory shortage', (t) => {
   const d = explainFailure(failure({ fn: 'mmap', errno: 22, fd: 3, fdPath: '/x', prot: 1 }), {});
   t.is(d?.cause, 'not-memory');

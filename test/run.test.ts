@@ -200,10 +200,80 @@ test.serial("with the estimate's runtime baseline measured, a cgroup kill gets t
   t.is(train.diagnosis.cause, 'cgroup-oom-kill');
   const slurm = train.fixes.filter((f) => f.kind === 'slurm-mem');
   t.is(slurm.length, 1, JSON.stringify(train.fixes));
-  t.regex(slurm[0].text, /^train at batch 2 is predicted to need .* \(RSS, uncertainty included\): in Slurm, `--mem` at least \d+M$/);
+  t.regex(slurm[0].text, /^train at batch 2 is predicted to need .* \(RSS, not calibrated: `clip-mem estimate --calibrate` narrows it\): in Slurm, `--mem` at least \d+M$/);
   t.regex(slurm[0].command!, /^clip-mem run clip-train --model tiny .*--limit-mem \d+M$/);
   const fixed = cli(slurm[0].command!.replace(/^clip-mem /, '').split(' '));
   t.is(fixed.status, 0, fixed.stdout);
+});
+
+/** The batch fix's number and its command, checked against the run's own limit option. */
+function batchFix(result: ScenarioResult, limitOption: string): { batch: number; command: string } {
+  const fix = result.fixes.find((f) => f.kind === 'batch');
+  if (!fix) throw new Error(`no batch fix in ${JSON.stringify(result.fixes)}`);
+  const batch = Number(/^batch (\d+) is predicted to need /.exec(fix.text)?.[1]);
+  if (!fix.command!.includes(` --large-batch ${batch} `) || !fix.command!.endsWith(` ${limitOption}`)) throw new Error(`the command does not run batch ${batch} ${limitOption}: ${fix.command}`);
+  return { batch, command: fix.command! };
+}
+
+test.serial('a large batch killed by its cgroup gets the largest batch the estimate fits, and that batch passes', (t) => {
+  const env = { ...process.env, CLIP_MEM_CACHE: fs.mkdtempSync(path.join(os.tmpdir(), 'clip-mem-fix-batch-')) };
+  const cli = (args: string[]) => spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', env, timeout: 600_000 });
+  t.is(cli(['estimate', '--model', 'tiny', '--phase', 'forward']).status, 0);
+  // tiny at batch 4096 peaks at ~770 MiB RSS (activations ~150 KiB a sample): 400 MiB kills it.
+  const json = path.join(tempDir(), 'run.json');
+  const killed = cli(['run', 'large-batch', '--model', 'tiny', '--large-batch', '4096', '--limit-mem', '400M', '--json', json]);
+  t.is(killed.status, 1, killed.stdout);
+  const large = scenario(readResults(json), 'large-batch');
+  t.is(large.diagnosis.cause, 'cgroup-oom-kill');
+  const { batch, command } = batchFix(large, '--limit-mem 400M');
+  t.true(batch > 1 && batch < 4096, String(batch));
+  t.regex(killed.stdout, new RegExp(`fix: batch ${batch} is predicted to need .* it fits under 400 MiB; batch ${batch + 1} would not`));
+  const fixed = cli(command.replace(/^clip-mem /, '').split(' '));
+  t.is(fixed.status, 0, `${command}\n${fixed.stdout}`);
+});
+
+test.serial('under RLIMIT_AS the batch fix waits for a calibrated estimate, and then the batch and the limit it proposes both pass', (t) => {
+  const env = { ...process.env, CLIP_MEM_CACHE: fs.mkdtempSync(path.join(os.tmpdir(), 'clip-mem-fix-batch-as-')) };
+  const cli = (args: string[]) => spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', env, timeout: 600_000 });
+  t.is(cli(['estimate', '--model', 'tiny', '--phase', 'forward']).status, 0);
+  // tiny at batch 4096 peaks at ~2.17 GiB of VmSize: 1700M fails it in the forward.
+  const failing = ['run', 'large-batch', '--model', 'tiny', '--large-batch', '4096', '--limit-as', '1700M'];
+  const runFailing = () => {
+    const json = path.join(tempDir(), 'run.json');
+    const result = cli([...failing, '--json', json]);
+    t.is(result.status, 1, result.stdout);
+    const large = scenario(readResults(json), 'large-batch');
+    t.is(large.diagnosis.cause, 'address-space', large.diagnosis.evidence.join('\n'));
+    return large;
+  };
+  // The uncalibrated VmSize model under-predicts this batch by ~20%: no batch or limit from it, and no
+  // MALLOC_ARENA_MAX from the failed allocation's shortfall alone (the phase needs far more).
+  // It says how to calibrate instead; that command is what makes the batch fix possible.
+  const uncalibrated = runFailing();
+  t.deepEqual(uncalibrated.fixes.filter((f) => f.kind === 'batch' || f.kind === 'malloc-arena-max'), [], JSON.stringify(uncalibrated.fixes));
+  const calibrate = uncalibrated.fixes.find((f) => f.kind === 'calibrate');
+  t.regex(calibrate?.command ?? '', /^clip-mem estimate --calibrate --model tiny --dtype fp32 --threads \d+ --calibrate-batches 1024,4096$/);
+  t.is(cli(calibrate!.command!.replace(/^clip-mem /, '').split(' ')).status, 0);
+  const calibrated = runFailing();
+  const { batch, command } = batchFix(calibrated, '--limit-as 1700M');
+  t.true(batch > 1 && batch < 4096, String(batch));
+  const raise = calibrated.fixes.find((f) => f.kind === 'raise-limit');
+  t.regex(raise!.text, /^forward at batch 4096 is predicted to need .* \(VmSize, uncertainty included\): raise `ulimit -v` to at least /);
+  for (const fix of [command, raise!.command!]) {
+    const rerun = cli(fix.replace(/^clip-mem /, '').split(' '));
+    t.is(rerun.status, 0, `${fix}\n${rerun.stdout}`);
+  }
+});
+
+test.serial("onnxruntime's library refused by the dynamic loader under RLIMIT_AS is address space, not 'not-memory'", (t) => {
+  const before = scenario(run(['clip-forward', '--model', 'tiny']).results, 'clip-forward').memory.vmSizeBefore!;
+  // libonnxruntime.so.1 maps ~45 MB: 16 MiB above the VmSize the scenario starts from cannot hold it.
+  const limited = run(['clip-forward', '--model', 'tiny', '--limit-as', String(before + 16 * MiB)]);
+  const forward = scenario(limited.results, 'clip-forward');
+  t.is(forward.status, 'failed');
+  t.regex(forward.error ?? '', /failed to map segment from shared object/);
+  t.is(forward.diagnosis.cause, 'address-space');
+  t.regex(forward.diagnosis.evidence[0], /^the dynamic loader could not map libonnxruntime\.so\.1 /);
 });
 
 test.serial('--timeout kills the child with its process group, and the run goes on to the next scenario', (t) => {

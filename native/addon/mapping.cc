@@ -96,7 +96,17 @@ Napi::Value MapFile(const Napi::CallbackInfo& info) {
     live[address] = mapping;
     liveBytes += length;
   }
-  return Napi::ArrayBuffer::New(env, address, length, FinalizeMapping, mapping);
+  try {
+    return Napi::ArrayBuffer::New(env, address, length, FinalizeMapping, mapping);
+  } catch (...) {
+    // No buffer, so no finalizer will ever run (e.g. a runtime that forbids external buffers): undo here.
+    std::lock_guard<std::mutex> lock(registryMutex);
+    munmap(address, length);
+    live.erase(address);
+    liveBytes -= length;
+    delete mapping;
+    throw;
+  }
 }
 
 Napi::Value UnmapFile(const Napi::CallbackInfo& info) {

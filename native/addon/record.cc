@@ -26,6 +26,16 @@ T snapshot(const T& field) {
   return __atomic_load_n(&field, __ATOMIC_ACQUIRE);
 }
 
+// A ring entry as a seqlock reader sees it: copied out, then kept only if its sequence still reads `seq`
+// after the copy (the writer zeroes it before rewriting an entry, and stores it again when done).
+template <typename Entry>
+bool stableCopy(const Entry& shared, uint64_t seq, Entry* copy) {
+  if (snapshot(shared.sequence) != seq) return false;
+  memcpy(static_cast<void*>(copy), &shared, sizeof(Entry));
+  __atomic_thread_fence(__ATOMIC_ACQUIRE);
+  return __atomic_load_n(&shared.sequence, __ATOMIC_RELAXED) == seq;
+}
+
 Napi::Value bytes(Napi::Env env, int64_t value) { return Napi::Number::New(env, double(value)); }
 
 std::string bounded(const char* text, size_t size) { return std::string(text, strnlen(text, size)); }
@@ -185,8 +195,8 @@ Napi::Value ReadRecord(const Napi::CallbackInfo& info) {
   Napi::Array failure_list = Napi::Array::New(env);
   uint64_t first = failures_total > CLIPMEM_FAILURE_CAPACITY ? failures_total - CLIPMEM_FAILURE_CAPACITY + 1 : 1;
   for (uint64_t seq = first; seq <= failures_total; ++seq) {
-    const ClipmemFailure& f = failures[(seq - 1) % CLIPMEM_FAILURE_CAPACITY];
-    if (snapshot(f.sequence) != seq) continue;
+    ClipmemFailure f;
+    if (!stableCopy(failures[(seq - 1) % CLIPMEM_FAILURE_CAPACITY], seq, &f)) continue;
     failure_list.Set(failure_list.Length(), ReadFailure(env, f, modules, modules_used));
   }
   out.Set("failures", failure_list);
@@ -217,8 +227,8 @@ Napi::Value ReadRecord(const Napi::CallbackInfo& info) {
   Napi::Array markers = Napi::Array::New(env);
   first = phases_total > CLIPMEM_PHASE_CAPACITY ? phases_total - CLIPMEM_PHASE_CAPACITY + 1 : 1;
   for (uint64_t seq = first; seq <= phases_total; ++seq) {
-    const ClipmemPhase& p = phases[(seq - 1) % CLIPMEM_PHASE_CAPACITY];
-    if (snapshot(p.sequence) != seq) continue;
+    ClipmemPhase p;
+    if (!stableCopy(phases[(seq - 1) % CLIPMEM_PHASE_CAPACITY], seq, &p)) continue;
     Napi::Object marker = Napi::Object::New(env);
     marker.Set("index", Napi::Number::New(env, double(seq)));
     marker.Set("timeNs", Napi::Number::New(env, double(p.time_ns)));

@@ -31,6 +31,10 @@
 #include "preload/tracker.h"
 #include "record/record.h"
 
+#ifndef MREMAP_DONTUNMAP  // Linux 5.7; older glibc headers lack the name
+#define MREMAP_DONTUNMAP 4
+#endif
+
 #define LIKELY(x) __builtin_expect(!!(x), 1)
 #define UNLIKELY(x) __builtin_expect(!!(x), 0)
 
@@ -72,8 +76,11 @@ bool in_bootstrap(const void* ptr) {
 constexpr size_t kChunkMmapped = 2;
 
 // Each block is preceded by a header word that reads as a glibc mmapped chunk, so that free's fast path,
-// which sends mmapped chunks to the slow path, needs no separate test for bootstrap blocks.
+// which sends mmapped chunks to the slow path, needs no separate test for bootstrap blocks; the word
+// before it holds the size asked, for realloc to copy no more than the block holds.
 void* bootstrap_alloc(size_t size) {
+  // Larger than the whole arena: a plain allocation failure (and no wrap-around in the rounding below).
+  if (size > sizeof bootstrap_arena) return errno = ENOMEM, nullptr;
   size_t start = (__atomic_fetch_add(&bootstrap_used, ((size + 15) & ~size_t(15)) + 16, __ATOMIC_RELAXED));
   if (start + 16 + size > sizeof bootstrap_arena) {
     static const char message[] = "clip-mem tracker: bootstrap arena exhausted while resolving libc symbols\n";
@@ -82,6 +89,7 @@ void* bootstrap_alloc(size_t size) {
   }
   char* block = bootstrap_arena + start + 16;
   reinterpret_cast<size_t*>(block)[-1] = kChunkMmapped;
+  reinterpret_cast<size_t*>(block)[-2] = size;
   return block;  // static storage: already zero, as calloc promises
 }
 
@@ -114,6 +122,8 @@ void resolve_real_functions() {
     abort();
   }
 }
+
+size_t bootstrap_size(const void* ptr) { return static_cast<const size_t*>(ptr)[-2]; }
 
 inline void ensure_resolved() {
   if (UNLIKELY(!real.free)) resolve_real_functions();
@@ -497,7 +507,8 @@ void record_failure(const FailureArgs& args) {
   ErrnoKeeper keep;
   uint64_t sequence = __atomic_add_fetch(&record->failures_total, uint64_t(1), __ATOMIC_RELAXED);
   ClipmemFailure* f = &failures[(sequence - 1) % CLIPMEM_FAILURE_CAPACITY];
-  __atomic_store_n(&f->sequence, uint64_t(0), __ATOMIC_RELEASE);
+  __atomic_store_n(&f->sequence, uint64_t(0), __ATOMIC_RELAXED);
+  __atomic_thread_fence(__ATOMIC_RELEASE);  // the 0 is visible before any field below changes (a seqlock)
   f->fn = uint32_t(args.fn);
   f->flags = args.failure_flags;
   f->size = args.size;
@@ -626,15 +637,19 @@ void parse_injections(const char* spec) {
     unsigned long long value = 0;
     bool nth = false, ok = false;
     if (fn >= 0) {
-      if (strncmp(colon + 1, "nth=", 4) == 0) nth = true, ok = true, value = strtoull(colon + 5, &number_end, 10);
-      else if (strncmp(colon + 1, "above=", 6) == 0) ok = true, value = strtoull(colon + 7, &number_end, 10);
-      ok = ok && number_end == spec + length;
+      const char* number = nullptr;
+      if (strncmp(colon + 1, "nth=", 4) == 0) nth = true, number = colon + 5;
+      else if (strncmp(colon + 1, "above=", 6) == 0) number = colon + 7;
+      // Digits only, up to the rule's end: strtoull alone takes "" as 0 (nth=0 never fails, above=0
+      // fails everything) and "-1" as 2^64-1.
+      if (number && *number >= '0' && *number <= '9') value = strtoull(number, &number_end, 10);
+      ok = number_end == spec + length && !(nth && value == 0);
     }
     if (!ok) {
       char rule[128];
       snprintf(rule, sizeof rule, "%.*s", int(length), spec);
       say(CLIPMEM_ENV_FAIL ": cannot read rule \"", rule,
-          "\"; write fn:nth=N or fn:above=BYTES with fn one of malloc, calloc, realloc, ..., mmap, pthread_create");
+          "\"; write fn:nth=N (N >= 1) or fn:above=BYTES with fn one of malloc, calloc, realloc, ..., mmap, pthread_create");
     } else {
       injections[fn].active = true;
       if (nth) injections[fn].nth = value;
@@ -697,8 +712,10 @@ bool create_record(int parent_pid) {
     return false;
   }
   uint64_t size = clipmem_record_size();
-  if (ftruncate(fd, off_t(size)) != 0) {
-    say("cannot size the record ", record_path, ": ", strerror(errno));
+  // Blocks reserved now, not a sparse file: on a full filesystem (a small tmpfs) the first write to a page
+  // of the mapping would kill the program with SIGBUS instead of failing here.
+  if (int error = posix_fallocate(fd, 0, off_t(size))) {
+    say("cannot size the record ", record_path, ": ", strerror(error));
     close(fd);
     return false;
   }
@@ -735,39 +752,55 @@ bool create_record(int parent_pid) {
   return true;
 }
 
-// In the child of fork: the inherited record belongs to the parent. Start our own, seeded with the
-// parent's counters (the child inherits its heap and mappings, and will free them).
+// What a forked child inherits, taken by the forking thread before fork: once fork returns, the parent
+// goes on writing its record (MAP_SHARED, so the child sees those writes), and a child reading it then
+// would count the parent's later allocations as its own.
+struct ForkSeed {
+  int64_t heap, anon_mapped, file_mapped, reserved_mapped;
+  ClipmemPhase phase;  // the marker the parent was in (sequence 0: none)
+};
+ForkSeed fork_seed;
+
+void before_fork() {
+  if (load(state) != kTracking) return;
+  Guard g;
+  ErrnoKeeper keep;
+  int64_t heap = load(record->heap_current);
+  for (uint32_t i = 0; i < CLIPMEM_THREAD_SLOTS; ++i) heap += load(slots[i].heap_delta);
+  fork_seed.heap = heap;
+  fork_seed.anon_mapped = load(record->anon_mapped);
+  fork_seed.file_mapped = load(record->file_mapped);
+  fork_seed.reserved_mapped = load(record->reserved_mapped);
+  uint32_t phase = load(record->current_phase);
+  if (phase) fork_seed.phase = phases[(phase - 1) % CLIPMEM_PHASE_CAPACITY];
+  fork_seed.phase.sequence = phase ? 1 : 0;
+}
+
+// In the child of fork: the inherited record belongs to the parent. Start our own, seeded with what the
+// parent had at the fork (the child inherits its heap and mappings, and will free them).
 void after_fork_in_child() {
   if (load(state) != kTracking) return;
   Guard g;
   ErrnoKeeper keep;
   ClipmemRecordHeader* parent = record;
-  ClipmemThreadSlot* parent_slots = slots;
-  int64_t heap = parent->heap_current;
-  for (uint32_t i = 0; i < CLIPMEM_THREAD_SLOTS; ++i) heap += parent_slots[i].heap_delta;
   tls.slot = nullptr;
-  int parent_pid = parent->pid;
-  if (!create_record(parent_pid)) {
+  if (!create_record(parent->pid)) {
     record = nullptr;
     store(state, int(kDisabled));
     real.munmap(parent, clipmem_record_size());
     return;
   }
-  record->heap_current = heap;
-  record->heap_peak = heap;
-  record->anon_mapped = record->anon_peak = parent->anon_mapped;
-  record->file_mapped = record->file_peak = parent->file_mapped;
-  record->reserved_mapped = record->reserved_peak = parent->reserved_mapped;
+  real.munmap(parent, clipmem_record_size());
+  record->heap_current = record->heap_peak = fork_seed.heap;
+  record->anon_mapped = record->anon_peak = fork_seed.anon_mapped;
+  record->file_mapped = record->file_peak = fork_seed.file_mapped;
+  record->reserved_mapped = record->reserved_peak = fork_seed.reserved_mapped;
   record->current_phase = 0;
-  if (parent->current_phase) {  // the child starts in the phase its parent was in
-    const ClipmemPhase& marker = reinterpret_cast<ClipmemPhase*>(reinterpret_cast<char*>(parent) +
-                                                                  parent->phases_offset)[(parent->current_phase - 1) % CLIPMEM_PHASE_CAPACITY];
-    phases[0] = marker;
-    phases[0].sequence = 1;
+  if (fork_seed.phase.sequence) {  // the child starts in the phase its parent was in
+    phases[0] = fork_seed.phase;
     record->phases_total = 1;
     record->current_phase = 1;
   }
-  real.munmap(parent, clipmem_record_size());
   for (Injection& rule : injections) rule.calls = 0;
 }
 
@@ -812,7 +845,7 @@ void initialize() {
   glibc_chunks = check_glibc_chunks();
   void* frames[4];
   backtrace(frames, 4);  // loads libgcc_s now, so that a later stack capture never allocates
-  pthread_atfork(nullptr, nullptr, after_fork_in_child);
+  pthread_atfork(before_fork, nullptr, after_fork_in_child);
   atexit(at_exit_handler);
   take_sample(now_ns());
   store(last_sample_ns, now_ns());
@@ -995,7 +1028,8 @@ __attribute__((noinline)) void* realloc_slow(void* ptr, size_t size) {
   ensure_resolved();
   if (UNLIKELY(in_bootstrap(ptr))) {  // a bootstrap block moving to the real heap
     void* moved = malloc_hook(size);
-    if (moved) memcpy(moved, ptr, size);
+    size_t old_size = bootstrap_size(ptr);
+    if (moved) memcpy(moved, ptr, size < old_size ? size : old_size);
     return moved;
   }
   if (!tracking()) return real.realloc(ptr, size);
@@ -1041,10 +1075,10 @@ void* realloc_hook(void* ptr, size_t size) {
 
 void* reallocarray_hook(void* ptr, size_t nmemb, size_t size) {
   ensure_resolved();
-  if (!tracking() || !real.reallocarray) {
+  if (!tracking() || !real.reallocarray || in_bootstrap(ptr)) {  // glibc cannot resize a bootstrap block
     size_t total;
     if (__builtin_mul_overflow(nmemb, size, &total)) return errno = ENOMEM, nullptr;
-    return real.reallocarray ? real.reallocarray(ptr, nmemb, size) : realloc_hook(ptr, total);
+    return real.reallocarray && !in_bootstrap(ptr) ? real.reallocarray(ptr, nmemb, size) : realloc_hook(ptr, total);
   }
   uint64_t total;
   uint32_t flags = overflow_flag(nmemb, size, &total);
@@ -1168,13 +1202,16 @@ void* mremap_hook(void* old_address, size_t old_size, size_t new_size, int flags
     bump(my_slot()->histogram[clipmem_histogram_bucket(new_size)], my_slot());
     MapEntry entry;
     uint64_t old_rounded = (old_size + 4095) & ~uint64_t(4095);
+    bool old_stays = flags & MREMAP_DONTUNMAP;  // the pages move, the old range stays mapped (empty)
     if (map_take(uintptr_t(old_address), &entry)) {
       add(kind_counter(entry.kind), -int64_t(entry.length));
-      if (entry.length > old_rounded)  // only the head moved: the rest stays where it was
+      if (old_stays)
+        map_add(uintptr_t(old_address), entry.length, entry.kind);
+      else if (entry.length > old_rounded)  // only the head moved: the rest stays where it was
         map_add(uintptr_t(old_address) + old_rounded, entry.length - old_rounded, entry.kind);
       map_add(uintptr_t(result), (new_size + 4095) & ~uint64_t(4095), entry.kind);
     } else {
-      add(record->unmapped_unknown, int64_t(old_rounded));
+      if (!old_stays) add(record->unmapped_unknown, int64_t(old_rounded));
       map_add(uintptr_t(result), (new_size + 4095) & ~uint64_t(4095), kAnon);
     }
     maybe_sample();
@@ -1223,7 +1260,8 @@ extern "C" __attribute__((visibility("default"))) int clipmem_tracker_set_phase(
   ErrnoKeeper keep;
   uint64_t sequence = __atomic_add_fetch(&record->phases_total, uint64_t(1), __ATOMIC_RELAXED);
   ClipmemPhase* marker = &phases[(sequence - 1) % CLIPMEM_PHASE_CAPACITY];
-  __atomic_store_n(&marker->sequence, uint64_t(0), __ATOMIC_RELEASE);
+  __atomic_store_n(&marker->sequence, uint64_t(0), __ATOMIC_RELAXED);
+  __atomic_thread_fence(__ATOMIC_RELEASE);  // the 0 is visible before any field below changes (a seqlock)
   marker->time_ns = now_ns();
   // The heap at the marker: the folded counter plus every thread's unfolded bytes (exact when the
   // other threads are not allocating at this instant).

@@ -244,6 +244,9 @@ static inline const char* clipmem_header_problem(const ClipmemRecordHeader* h, u
   if (h->total_size > file_size) return "file is shorter than the size its header states";
   ClipmemRecordHeader expected = {};
   clipmem_header_layout(&expected);
+  // The reader walks the arrays at the offsets below: a header understating total_size must not let it
+  // read past the end of the mapped file (SIGBUS).
+  if (h->total_size != expected.total_size) return "array layout differs from this reader's";
   if (h->slots_offset != expected.slots_offset || h->slot_size != expected.slot_size ||
       h->failures_offset != expected.failures_offset || h->failure_size != expected.failure_size ||
       h->timeline_offset != expected.timeline_offset || h->sample_size != expected.sample_size ||

@@ -8,7 +8,8 @@
  *   alloc_program peak                 heap growth and shrinkage: prints its peak above the start (exact)
  *   alloc_program loop PAIRS           64-byte malloc/free pairs on one thread (scripts/bench-tracker)
  *   alloc_program threads COUNT        COUNT short threads one after another (more than the record's slots)
- *   alloc_program errno                errno survives tracked calls that succeed (exit 0) or not (exit 1) */
+ *   alloc_program errno                errno survives tracked calls that succeed (exit 0) or not (exit 1)
+ *   alloc_program dontunmap            1 MiB anonymous mapping moved by mremap(MREMAP_DONTUNMAP): 2 MiB stay mapped */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
@@ -194,10 +195,17 @@ int main(int argc, char** argv) {
       pthread_join(id, NULL);
     }
     phase("after threads");
+  } else if (argc > 1 && strcmp(argv[1], "dontunmap") == 0) {
+#ifndef MREMAP_DONTUNMAP
+#define MREMAP_DONTUNMAP 4
+#endif
+    void* old = mmap(NULL, 1 << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    void* moved = old == MAP_FAILED ? MAP_FAILED : mremap(old, 1 << 20, 1 << 20, MREMAP_MAYMOVE | MREMAP_DONTUNMAP);
+    report("mremap", moved != MAP_FAILED);
   } else if (argc > 3 && strcmp(argv[1], "stress") == 0) {
     return stress(atoi(argv[2]), atol(argv[3]));
   } else {
-    fprintf(stderr, "usage: alloc_program probes|small|calloc-overflow|mapfile PATH BYTES|stress THREADS PAIRS|peak|loop PAIRS|threads COUNT|errno\n");
+    fprintf(stderr, "usage: alloc_program probes|small|calloc-overflow|mapfile PATH BYTES|stress THREADS PAIRS|peak|loop PAIRS|threads COUNT|errno|dontunmap\n");
     return 2;
   }
   return 0;

@@ -79,6 +79,15 @@ TEST(RecordFormat, ReaderRejectsWhatItCannotTrust) {
   EXPECT_STREQ(clipmem_header_problem(header, file.size()), "array layout differs from this reader's");
 }
 
+TEST(RecordFormat, ReaderRejectsAFileTooShortForTheArraysWhateverItsHeaderClaims) {
+  // A truncated (or forged) record whose header understates its size: the arrays would end past the file.
+  std::vector<char> file = fresh_record();
+  auto* header = reinterpret_cast<ClipmemRecordHeader*>(file.data());
+  uint64_t short_size = clipmem_failures_offset();
+  header->total_size = short_size;
+  EXPECT_STREQ(clipmem_header_problem(header, short_size), "array layout differs from this reader's");
+}
+
 TEST(RecordFormat, HistogramBucketsArePowersOfTwo) {
   EXPECT_EQ(clipmem_histogram_bucket(0), 0u);
   EXPECT_EQ(clipmem_histogram_bucket(1), 0u);

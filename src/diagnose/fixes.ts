@@ -44,11 +44,11 @@ export function memoryAnalysis(result: Analysed, options: RunOptions, environmen
   switch (result.diagnosis.cause) {
     case 'address-space':
       return f && f.vmSize !== null
-        ? row('address space (RLIMIT_AS)', f.vmSize + f.size, limits.as ?? null, 'VmSize at the failure + the failed request')
+        ? row('address space (RLIMIT_AS)', f.vmSize + f.size, limits.as ?? null, 'VmSize at the failure + the failed request (a lower bound: what the rest of the work needs is not counted)')
         : row('address space (RLIMIT_AS)', null, limits.as ?? null, 'the failure left no VmSize reading');
     case 'data-limit':
       return f && f.vmData !== null
-        ? row('data segment (RLIMIT_DATA)', f.vmData + f.size, limits.data ?? null, 'VmData at the failure + the failed request')
+        ? row('data segment (RLIMIT_DATA)', f.vmData + f.size, limits.data ?? null, 'VmData at the failure + the failed request (a lower bound: what the rest of the work needs is not counted)')
         : row('data segment (RLIMIT_DATA)', null, limits.data ?? null, 'the failure left no VmData reading');
     case 'cgroup-oom-kill':
       return { resource: 'cgroup memory', required: m.rssPeak, available: limits.mem ?? null, deficit: null, basis: 'RSS when killed: a lower bound, the next allocation did not fit' };
@@ -92,7 +92,11 @@ function loadedBytes(result: Analysed, scenario: ScenarioOptions, format: Weight
   return result.name === 'clip-load' ? fs.statSync(scenario.checkpoint).size : weightBytes(scenario.model, format);
 }
 
-function addressSpaceFixes(result: Analysed, options: RunOptions, scenario: ScenarioOptions): Fix[] {
+/**
+ * `phaseNeed`: the VmSize the estimate predicts for the whole failing phase, when it stands behind one.
+ * Without it a non-loading scenario knows only the failed allocation's need, a lower bound.
+ */
+function addressSpaceFixes(result: Analysed, options: RunOptions, scenario: ScenarioOptions, phaseNeed: number | null): Fix[] {
   const limit = options.limits.as;
   const f = result.failure;
   if (limit === undefined) return [];
@@ -127,8 +131,11 @@ function addressSpaceFixes(result: Analysed, options: RunOptions, scenario: Scen
     }
   }
   // glibc gives each thread that allocates its own 64 MiB arena heap; capping them returns that space.
+  // Only a need for the whole load or phase supports it: the failed allocation's alone is a lower bound
+  // (tiny large-batch 4096 under 1700M: 31 MiB short at the failure, ~570 MiB short for the phase).
   const heaps = Number(result.figures.mallocArenaHeaps ?? 0);
-  const deficit = need !== null ? need - limit : null;
+  const wholeNeed = loading ? need : phaseNeed;
+  const deficit = wholeNeed !== null ? wholeNeed - limit : null;
   if (heaps > 1 && deficit !== null && deficit > 0) {
     const returned = (heaps - 1) * ARENA_HEAP_BYTES;
     if (returned * (1 - SAFETY) >= deficit) {
@@ -211,31 +218,53 @@ function needed(estimate: PhaseEstimate, cause: string): number | null {
 
 /**
  * Fixes from `clip-mem estimate`'s prediction for this model, phase and batch: the largest smaller batch
- * that fits the limit, and the limit this batch needs. Offered only when the runtime's baseline has been
- * measured (`clip-mem estimate` does it once), so every number is one the estimate stands behind.
+ * that fits the limit, and the limit this batch needs; with the predicted need of the failing batch (the
+ * address-space fixes weigh MALLOC_ARENA_MAX against it). Offered only when the runtime's baseline has
+ * been measured (`clip-mem estimate` does it once), so every number is one the estimate stands behind.
  */
-function estimatedFixes(result: Analysed, options: RunOptions, scenario: ScenarioOptions): Fix[] {
+function estimatedFixes(result: Analysed, options: RunOptions, scenario: ScenarioOptions): { fixes: Fix[]; need: number | null } {
+  const none = { fixes: [], need: null };
   const estimated = ESTIMATED[result.name];
   const cause = result.diagnosis.cause;
   const limit = cause === 'address-space' ? options.limits.as : cause === 'cgroup-oom-kill' ? options.limits.mem : cause === 'data-limit' ? options.limits.data : undefined;
-  if (!estimated || limit === undefined) return [];
+  if (!estimated || limit === undefined) return none;
   const record = loadRuntimeRecord(scenario.threads);
-  if (!record.baseline) return [];
+  if (!record.baseline) return none;
   const batch = estimated.batchOption === '--batch' ? scenario.batch : scenario.largeBatch;
   const at = (b: number) => estimatePhase(scenario.config, { model: scenario.model, dtype: scenario.dtype as WeightFormat, batch: b, phase: estimated.phase, optimizer: 'adamw' }, record);
-  const fixes: Fix[] = [];
-  const current = needed(at(batch), cause);
+  const failing = at(batch);
+  // An uncalibrated VmSize misses what malloc reserves as the batch grows (tiny large-batch 4096: 1.80 GiB
+  // predicted, 2.17 GiB measured, and "batch 3415 fits 1700M" failed): only a calibrated one is offered.
+  // RSS uncalibrated stays on the safe side of a cgroup's charge (tiny batch 2459: 400 MiB predicted, 322 MiB charged).
+  if (cause === 'address-space' && !failing.uncertainty) {
+    // Calibrating at this batch and a quarter of it measures what the model misses, here.
+    const option = (name: string) => new RegExp(`${name} (\\S+)`).exec(result.command)?.[1];
+    const command = `clip-mem estimate --calibrate --model ${option('--model')} --dtype ${option('--dtype')} --threads ${option('--threads')} --calibrate-batches ${Math.max(1, Math.floor(batch / 4))},${batch}`;
+    return {
+      fixes: [{
+        kind: 'calibrate',
+        text: `for the batch that fits under ${formatBytes(limit)}, calibrate the estimate first (uncalibrated, it misses what malloc reserves as the batch grows), then run this scenario again`,
+        command,
+      }],
+      need: null,
+    };
+  }
+  const current = needed(failing, cause);
   // An estimate that says the failing batch fits is wrong for this case: it supports no fix.
-  if (current === null || current <= limit) return [];
+  if (current === null || current <= limit) return none;
+  const fixes: Fix[] = [];
+  const counted = cause === 'address-space' ? 'VmSize' : 'RSS';
+  const how = failing.uncertainty ? `${counted}, uncertainty included` : `${counted}, not calibrated: \`clip-mem estimate --calibrate\` narrows it`;
+  const limitOption = `--limit-${cause === 'address-space' ? 'as' : cause === 'data-limit' ? 'data' : 'mem'}`;
   {
     const what = cause === 'address-space' ? '`ulimit -v`' : cause === 'data-limit' ? '`ulimit -d`' : 'the memory limit';
     const target = roundUpMiB(current);
     fixes.push({
       kind: cause === 'cgroup-oom-kill' ? 'slurm-mem' : 'raise-limit',
       text:
-        `${estimated.phase} at batch ${batch} is predicted to need ${formatBytes(current)} (${cause === 'address-space' ? 'VmSize' : 'RSS'}, uncertainty included): ` +
+        `${estimated.phase} at batch ${batch} is predicted to need ${formatBytes(current)} (${how}): ` +
         (cause === 'cgroup-oom-kill' ? `in Slurm, \`--mem\` at least ${target / MiB}M` : `raise ${what} to at least ${formatBytes(target)}`),
-      command: rerun(result, `--limit-${cause === 'address-space' ? 'as' : cause === 'data-limit' ? 'data' : 'mem'} ${target / MiB}M`),
+      command: rerun(result, `${limitOption} ${target / MiB}M`),
     });
   }
   // The largest smaller batch predicted to fit (predictions grow with the batch: bisect).
@@ -254,17 +283,17 @@ function estimatedFixes(result: Analysed, options: RunOptions, scenario: Scenari
   if (lo >= 1 && lo < batch) {
     fixes.push({
       kind: 'batch',
-      text: `batch ${lo} is predicted to need ${formatBytes(needed(at(lo), cause)!)} (uncertainty included): it fits under ${formatBytes(limit)}; batch ${lo + 1} would not`,
-      command: rerun(result, `${estimated.batchOption} ${lo} --limit-${cause === 'address-space' ? 'as' : cause === 'data-limit' ? 'data' : 'mem'} ${Math.floor(limit / MiB)}M`),
+      text: `batch ${lo} is predicted to need ${formatBytes(needed(at(lo), cause)!)} (${how}): it fits under ${formatBytes(limit)}; batch ${lo + 1} would not`,
+      command: rerun(result, `${estimated.batchOption} ${lo} ${limitOption} ${Math.floor(limit / MiB)}M`),
     });
   }
-  return fixes;
+  return { fixes, need: cause === 'address-space' ? current : null };
 }
 
-function measuredFixes(result: Analysed, options: RunOptions, scenario: ScenarioOptions): Fix[] {
+function measuredFixes(result: Analysed, options: RunOptions, scenario: ScenarioOptions, phaseNeed: number | null): Fix[] {
   switch (result.diagnosis.cause) {
     case 'address-space':
-      return addressSpaceFixes(result, options, scenario);
+      return addressSpaceFixes(result, options, scenario, phaseNeed);
     case 'data-limit':
       return dataLimitFixes(result, options, scenario);
     case 'cgroup-oom-kill':
@@ -277,13 +306,13 @@ function measuredFixes(result: Analysed, options: RunOptions, scenario: Scenario
 /** The fixes the numbers support, for one failed scenario; none for a passing one. */
 export function proposeFixes(result: Analysed, options: RunOptions, scenario: ScenarioOptions): Fix[] {
   if (result.status === 'passed') return [];
-  let estimated: Fix[] = [];
+  let estimated: ReturnType<typeof estimatedFixes> = { fixes: [], need: null };
   try {
     estimated = estimatedFixes(result, options, scenario);
   } catch {
     // The estimate cannot model this configuration: only the fixes read off the measurements remain.
   }
   // A predicted need for the whole phase replaces the lower bound read off one failed allocation.
-  const replaced = new Set<string>(estimated.map((f) => f.kind).filter((kind) => kind === 'raise-limit' || kind === 'slurm-mem'));
-  return [...measuredFixes(result, options, scenario).filter((f) => !replaced.has(f.kind)), ...estimated];
+  const replaced = new Set<string>(estimated.fixes.map((f) => f.kind).filter((kind) => kind === 'raise-limit' || kind === 'slurm-mem'));
+  return [...measuredFixes(result, options, scenario, estimated.need).filter((f) => !replaced.has(f.kind)), ...estimated.fixes];
 }

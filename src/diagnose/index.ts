@@ -196,7 +196,18 @@ export function explainFailure(f: FailureFacts, limits: DiagnosisInput['limits']
   return undefined;
 }
 
-const outputSigns: { pattern: RegExp; cause: Cause; say: (limits: DiagnosisInput['limits']) => string }[] = [
+const outputSigns: { pattern: RegExp; cause: Cause; when?: (limits: DiagnosisInput['limits']) => boolean; say: (limits: DiagnosisInput['limits'], output: string) => string }[] = [
+  {
+    // ld.so maps a library's segments itself (not through the interposed mmap), so no failure is recorded.
+    pattern: /failed to map segment from shared object/,
+    cause: 'address-space',
+    when: (limits) => limits.as !== undefined,
+    say: (limits, output) => {
+      const library = /([^\s:]+\.so[\w.]*): failed to map segment/.exec(output)?.[1] ?? 'a shared library';
+      return `the dynamic loader could not map ${library} ("failed to map segment from shared object") under RLIMIT_AS ${formatBytes(limits.as!)}: ` +
+        "a library's code and data are address space, and the limit left too little to load it";
+    },
+  },
   {
     pattern: /Failed to reserve virtual memory for CodeRange/,
     cause: 'address-space',
@@ -256,8 +267,8 @@ export function diagnose(input: DiagnosisInput): Diagnosis {
 
   let found: Diagnosis | undefined;
   for (const sign of outputSigns) {
-    if (input.output && sign.pattern.test(input.output)) {
-      found = { cause: sign.cause, evidence: [sign.say(limits)] };
+    if (input.output && sign.pattern.test(input.output) && (sign.when?.(limits) ?? true)) {
+      found = { cause: sign.cause, evidence: [sign.say(limits, input.output)] };
       break;
     }
   }

@@ -9,6 +9,11 @@ export function escapeHtml(text: string): string {
   return text.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
 }
 
+/** Escaped text whose `backticked` spans (commands and options in the fixes' texts) become <code>. */
+function withCode(text: string): string {
+  return escapeHtml(text).replace(/`([^`]+)`/g, '<code>$1</code>');
+}
+
 const WIDTH = 720;
 const HEIGHT = 240;
 const PAD = { left: 70, right: 16, top: 16, bottom: 36 };
@@ -18,6 +23,11 @@ const SERIES = [
   { key: 'vmSize', label: 'VmSize', color: '#ff7f0e' },
   { key: 'heap', label: 'tracked heap', color: '#2ca02c' },
 ] as const;
+
+/** A round axis step: the power of two at or above `rough` bytes, so the labels read 256 MiB, 512 MiB, 1 GiB. */
+function byteStep(rough: number): number {
+  return 2 ** Math.ceil(Math.log2(Math.max(rough, 1)));
+}
 
 /** The timeline as an inline SVG: RSS, VmSize and heap against time, limits dashed, the failure in red. */
 export function timelineSvg(result: ScenarioResult, limits: Limits): string {
@@ -38,15 +48,17 @@ export function timelineSvg(result: ScenarioResult, limits: Limits): string {
     `<svg xmlns="http://www.w3.org/2000/svg" class="timeline" width="${WIDTH}" height="${HEIGHT}" viewBox="0 0 ${WIDTH} ${HEIGHT}" role="img" aria-label="memory timeline of ${escapeHtml(result.name)}">`,
     `<rect x="${PAD.left}" y="${PAD.top}" width="${WIDTH - PAD.left - PAD.right}" height="${HEIGHT - PAD.top - PAD.bottom}" fill="#fafafa" stroke="#ccc"/>`,
   ];
-  for (let i = 0; i <= 4; i++) {
-    const v = (maxV / 4) * i;
+  const step = byteStep(maxV / 4);
+  for (let v = 0; v <= maxV; v += step) {
     parts.push(`<text x="${PAD.left - 6}" y="${y(v) + 4}" text-anchor="end" font-size="11">${escapeHtml(formatBytes(v))}</text>`);
+  }
+  for (let i = 0; i <= 4; i++) {
     const t = (maxT / 4) * i;
     parts.push(`<text x="${x(t)}" y="${HEIGHT - PAD.bottom + 16}" text-anchor="middle" font-size="11">${(t / 1000).toFixed(2)} s</text>`);
   }
   for (const h of horizontal) {
     parts.push(`<line class="limit" x1="${PAD.left}" x2="${WIDTH - PAD.right}" y1="${y(h.value)}" y2="${y(h.value)}" stroke="#d62728" stroke-dasharray="6 4"/>`);
-    parts.push(`<text x="${PAD.left + 4}" y="${y(h.value) - 4}" font-size="11" fill="#d62728">${escapeHtml(h.label)}</text>`);
+    parts.push(`<text x="${PAD.left + 4}" y="${y(h.value) - 4}" font-size="11" fill="#d62728" stroke="#fafafa" stroke-width="3" paint-order="stroke">${escapeHtml(h.label)}</text>`);
   }
   for (const series of SERIES) {
     const coords = points
@@ -59,7 +71,7 @@ export function timelineSvg(result: ScenarioResult, limits: Limits): string {
     parts.push(`<line class="failure" x1="${x(failureT)}" x2="${x(failureT)}" y1="${PAD.top}" y2="${HEIGHT - PAD.bottom}" stroke="#d62728" stroke-width="2"/>`);
     if (failure?.vmSize) parts.push(`<circle class="failure-point" cx="${x(failureT)}" cy="${y(failure.vmSize + failure.size)}" r="5" fill="#d62728"/>`);
     const anchor = x(failureT) > WIDTH / 2 ? 'end' : 'start';
-    parts.push(`<text class="failure-label" x="${x(failureT) + (anchor === 'end' ? -6 : 6)}" y="${PAD.top + 36}" text-anchor="${anchor}" font-size="12" fill="#d62728">${escapeHtml(label)}</text>`);
+    parts.push(`<text class="failure-label" x="${x(failureT) + (anchor === 'end' ? -6 : 6)}" y="${PAD.top + 36}" text-anchor="${anchor}" font-size="12" fill="#d62728" stroke="#fff" stroke-width="4" paint-order="stroke">${escapeHtml(label)}</text>`);
   }
   SERIES.forEach((series, i) => {
     parts.push(`<text x="${PAD.left + 8 + i * 110}" y="${HEIGHT - 6}" font-size="11" fill="${series.color}">&#9632; ${series.label}</text>`);
@@ -82,11 +94,11 @@ function scenarioHtml(result: ScenarioResult, limits: Limits): string {
   if (result.lastPhase) rows.push(['last phase', result.lastPhase]);
   if (result.status === 'failed') rows.push(['cause', result.diagnosis.cause]);
   const evidence = result.status === 'failed' ? `<ul class="evidence">${result.diagnosis.evidence.map((e) => `<li>${escapeHtml(e)}</li>`).join('')}</ul>` : '';
-  const fixes = result.fixes.length ? `<h4>Fixes</h4><ul class="fixes">${result.fixes.map((f) => `<li>${escapeHtml(f.text)}${f.command ? ` <code>${escapeHtml(f.command)}</code>` : ''}</li>`).join('')}</ul>` : '';
+  const fixes = result.fixes.length ? `<h4>Fixes</h4><ul class="fixes">${result.fixes.map((f) => `<li>${withCode(f.text)}${f.command ? `<pre>${escapeHtml(f.command)}</pre>` : ''}</li>`).join('')}</ul>` : '';
   return (
     `<section class="scenario ${result.status}" id="scenario-${escapeHtml(result.name)}"><h3>${escapeHtml(result.name)}: ${result.status}</h3>` +
     `<table>${rows.map(([k, v]) => `<tr><th>${escapeHtml(k)}</th><td>${escapeHtml(v)}</td></tr>`).join('')}</table>` +
-    evidence + timelineSvg(result, limits) + fixes + `<p>Rerun: <code>${escapeHtml(result.command)}</code></p></section>`
+    evidence + timelineSvg(result, limits) + fixes + `<p>Rerun:</p><pre>${escapeHtml(result.command)}</pre></section>`
   );
 }
 
@@ -111,7 +123,8 @@ export function renderHtml(results: RunResults): string {
 body{font-family:system-ui,sans-serif;max-width:960px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.5em 0}th,td{border:1px solid #ddd;padding:3px 8px;text-align:left;font-size:14px}
 tr.failed td:nth-child(2),section.failed h3{color:#d62728}tr.passed td:nth-child(2){color:#2ca02c}
-code{background:#f3f3f3;padding:1px 4px}section.scenario{border-top:1px solid #ccc;margin-top:1.5em}
+code,pre{background:#f3f3f3;padding:1px 4px}pre{white-space:pre-wrap;overflow-wrap:anywhere;margin:.3em 0}
+section.scenario{border-top:1px solid #ccc;margin-top:1.5em}
 </style></head><body>
 <h1>clip-mem run report: ${escapeHtml(o.model)}</h1>
 <h2>Summary</h2>

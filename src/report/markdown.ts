@@ -103,7 +103,8 @@ export function renderMarkdown(results: RunResults): string {
   const fixes = failed.flatMap((s) => s.fixes.map((fix) => ({ scenario: s.name, fix })));
   if (fixes.length === 0) lines.push(failed.length ? 'No change is supported by the measured numbers; see each cause above.' : 'Every scenario fits under these limits; nothing to change.');
   for (const { scenario, fix } of fixes) {
-    lines.push(`- **${scenario}** (${fix.kind}): ${fix.text}` + (fix.command ? ` \`${fix.command}\`` : ''));
+    lines.push(`- **${scenario}** (${fix.kind}): ${fix.text}`);
+    if (fix.command) lines.push('', '  ```sh', `  ${fix.command}`, '  ```', '');
   }
   lines.push('');
   return lines.join('\n');

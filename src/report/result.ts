@@ -120,7 +120,7 @@ export interface MemoryAnalysis {
 }
 
 export interface Fix {
-  /** What kind of change: dtype, batch, raise-limit, malloc-arena-max, slurm-mem, load-path. */
+  /** What kind of change: dtype, batch, raise-limit, malloc-arena-max, slurm-mem, load-path, calibrate (the estimate, before a batch can be proposed). */
   kind: string;
   /** One sentence with the numbers, e.g. "float16 weights need 302,554,626 B: they fit in ...". */
   text: string;

@@ -49,7 +49,12 @@ export function scenarioLines(result: ScenarioResult): string[] {
   if (result.status === 'passed' && !a.resource.startsWith('host')) {
     // Under a limit, say why it fitted (e.g. a file mapping that RLIMIT_DATA does not count).
     if (a.available !== null && a.required !== null) lines.push(`       fits: ${a.basis} ${formatBytes(a.required)} of ${a.resource} ${formatBytes(a.available)}`);
-    for (const evidence of result.diagnosis.evidence.filter((e) => !e.startsWith('exited with code 0'))) lines.push(`         ${evidence}`);
+    const evidence = result.diagnosis.evidence.filter((e) => !e.startsWith('exited with code 0') && !/^\d+ allocations failed in all$/.test(e));
+    // Refusals the scenario survived (tfjs falls back from wasm when its reservation is refused).
+    if (result.failureCount > 0 && evidence.length) {
+      lines.push(`       recovered from ${result.failureCount} refused allocation(s)${runtime !== undefined ? `, and ran on ${runtime}` : ''}; the first:`);
+    }
+    for (const line of evidence) lines.push(`         ${line}`);
   }
   if (result.status === 'failed') {
     lines.push(`       ${describeFailure(result)}`);

@@ -162,7 +162,8 @@ async function runOne(name: string, request: RunRequest, environment: Environmen
     failures: record?.failures ?? [],
     cgroup: run.cgroup && { path: run.cgroup.path, limit: run.cgroup.limit, oomKills: run.cgroup.oomKills, peak: run.cgroup.peak },
     hostOomKills: run.hostOomKills,
-    output,
+    // The child reports a caught error (e.g. a runtime's dlopen message) in its report, not on stderr.
+    output: report?.error ? `${output}\n${report.error}` : output,
     filePeak: record?.counters.filePeak,
     last: record ? { phase: lastPhase, heap: record.counters.heapCurrent, rss: last?.rss, anon: record.counters.anonMapped, file: record.counters.fileMapped } : undefined,
     notTracked: run.notTracked,

@@ -56,14 +56,17 @@ function limitsOf(args: RunArgs): Limits {
   return limits;
 }
 
-/** The options of a run as a command line (limits in exact bytes), for the reports' reproducible commands. */
+/** A limit as the command line takes it back, exact: "1700M" when it is whole MiB (as typed, mostly), else bytes. */
+const limitText = (bytes: number) => (bytes % 2 ** 20 === 0 ? `${bytes / 2 ** 20}M` : String(bytes));
+
+/** The options of a run as a command line (limits exact), for the reports' reproducible commands. */
 export function commandLine(names: readonly string[], options: RunOptions, scenario: ScenarioOptions, outputs = ''): string {
   const parts = ['clip-mem run', ...names, `--model ${options.model}`, `--dtype ${options.dtype}`, `--batch ${options.batch}`];
   if (names.includes('large-batch')) parts.push(`--large-batch ${scenario.largeBatch}`);
   parts.push(`--backend ${options.backend}`, `--threads ${options.threads}`);
-  if (options.limits.as !== undefined) parts.push(`--limit-as ${options.limits.as}`);
-  if (options.limits.data !== undefined) parts.push(`--limit-data ${options.limits.data}`);
-  if (options.limits.mem !== undefined) parts.push(`--limit-mem ${options.limits.mem}`);
+  if (options.limits.as !== undefined) parts.push(`--limit-as ${limitText(options.limits.as)}`);
+  if (options.limits.data !== undefined) parts.push(`--limit-data ${limitText(options.limits.data)}`);
+  if (options.limits.mem !== undefined) parts.push(`--limit-mem ${limitText(options.limits.mem)}`);
   return parts.join(' ') + outputs;
 }
 
