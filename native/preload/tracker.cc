@@ -438,8 +438,8 @@ int64_t& kind_peak(int kind) {
   return kind == kAnon ? record->anon_peak : kind == kFile ? record->file_peak : record->reserved_peak;
 }
 
-void map_add(uintptr_t start, uint64_t length, int kind) {
-  raise_peak(kind_peak(kind), add(kind_counter(kind), int64_t(length)));
+// Puts an entry in the table without counting it (the caller has counted its bytes).
+void map_insert(uintptr_t start, uint64_t length, int kind) {
   size_t i = map_hash(start);
   for (size_t probes = 0; probes < 64; ++probes, i = (i + 1) & (kMapSlots - 1)) {
     uintptr_t key = load(map_table[i].start);
@@ -453,6 +453,11 @@ void map_add(uintptr_t start, uint64_t length, int kind) {
     return;
   }
   // Table crowded: the mapping stays counted; its munmap will land in unmapped_unknown.
+}
+
+void map_add(uintptr_t start, uint64_t length, int kind) {
+  raise_peak(kind_peak(kind), add(kind_counter(kind), int64_t(length)));
+  map_insert(start, length, kind);
 }
 
 // Removes the entry starting at `start`; returns false if the tracker never saw it.
@@ -473,20 +478,61 @@ bool map_take(uintptr_t start, MapEntry* out) {
   return false;
 }
 
-// Subtracts [start, start+length) from what the tracker counts as mapped.
-void map_remove(uintptr_t start, uint64_t length) {
-  while (length > 0) {
-    MapEntry entry;
-    if (!map_take(start, &entry)) {
-      add(record->unmapped_unknown, int64_t(length));
-      return;
+// Removes the entry that contains `address` (it starts before it), scanning the whole table: only for
+// munmap/mprotect of a range that starts inside a mapping, not on any allocation path. If none contains it,
+// sets *next to the lowest tracked start in (address, end), or leaves it at end.
+bool map_take_containing(uintptr_t address, uintptr_t end, MapEntry* out, uintptr_t* next) {
+  for (size_t i = 0; i < kMapSlots; ++i) {
+    uintptr_t key = __atomic_load_n(&map_table[i].start, __ATOMIC_ACQUIRE);
+    if (key == 0 || key == kTombstone || key == uintptr_t(~0ull)) continue;
+    if (key > address) {
+      if (key < *next && key < end) *next = key;
+      continue;
     }
-    uint64_t covered = entry.length < length ? entry.length : length;
-    add(kind_counter(entry.kind), -int64_t(entry.length));
-    // Unmapped the head of a longer mapping: the tail stays (map_add counts it again).
-    if (entry.length > covered) map_add(start + covered, entry.length - covered, entry.kind);
-    start += covered;
-    length -= covered;
+    if (address - key >= __atomic_load_n(&map_table[i].length, __ATOMIC_RELAXED)) continue;
+    if (!__atomic_compare_exchange_n(&map_table[i].start, &key, uintptr_t(~0ull), false, __ATOMIC_ACQUIRE,
+                                     __ATOMIC_RELAXED))
+      continue;
+    // Owned now; another thread may have replaced the entry between the look and the CAS: check again.
+    if (address - key < map_table[i].length) {
+      *out = map_table[i];
+      out->start = key;
+      __atomic_store_n(&map_table[i].start, kTombstone, __ATOMIC_RELEASE);
+      return true;
+    }
+    __atomic_store_n(&map_table[i].start, key, __ATOMIC_RELEASE);
+  }
+  return false;
+}
+
+// Takes the tracked entry holding `start` (by its exact start, else by a scan). Without one, returns the
+// untracked bytes from `start` up to the next tracked mapping in the range (or its end) in *gap.
+bool map_take_at(uintptr_t start, uintptr_t end, MapEntry* out, uint64_t* gap) {
+  if (map_take(start, out)) return true;
+  uintptr_t next = end;
+  if (map_take_containing(start, end, out, &next)) return true;
+  *gap = next - start;
+  return false;
+}
+
+// Subtracts [start, start+length) from what the tracker counts as mapped: whole mappings, their heads,
+// middles and tails (the parts outside the range stay tracked).
+void map_remove(uintptr_t start, uint64_t length) {
+  uintptr_t end = start + length;
+  while (start < end) {
+    MapEntry entry;
+    uint64_t gap;
+    if (!map_take_at(start, end, &entry, &gap)) {
+      add(record->unmapped_unknown, int64_t(gap));
+      start += gap;
+      continue;
+    }
+    uintptr_t entry_end = entry.start + entry.length;
+    uintptr_t cut_end = entry_end < end ? entry_end : end;
+    add(kind_counter(entry.kind), -int64_t(cut_end - start));
+    if (start > entry.start) map_insert(entry.start, start - entry.start, entry.kind);
+    if (entry_end > cut_end) map_insert(cut_end, entry_end - cut_end, entry.kind);
+    start = cut_end;
   }
 }
 

@@ -9,7 +9,9 @@
  *   alloc_program loop PAIRS           64-byte malloc/free pairs on one thread (scripts/bench-tracker)
  *   alloc_program threads COUNT        COUNT short threads one after another (more than the record's slots)
  *   alloc_program errno                errno survives tracked calls that succeed (exit 0) or not (exit 1)
- *   alloc_program dontunmap            1 MiB anonymous mapping moved by mremap(MREMAP_DONTUNMAP): 2 MiB stay mapped */
+ *   alloc_program dontunmap            1 MiB anonymous mapping moved by mremap(MREMAP_DONTUNMAP): 2 MiB stay mapped
+ *   alloc_program unmap-parts          1 MiB anonymous mapping: munmap of its middle, its tail, then of the whole
+ *                                      MiB (512 KiB of it already gone), a phase after each */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
@@ -202,10 +204,23 @@ int main(int argc, char** argv) {
     void* old = mmap(NULL, 1 << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     void* moved = old == MAP_FAILED ? MAP_FAILED : mremap(old, 1 << 20, 1 << 20, MREMAP_MAYMOVE | MREMAP_DONTUNMAP);
     report("mremap", moved != MAP_FAILED);
+  } else if (argc > 1 && strcmp(argv[1], "unmap-parts") == 0) {
+    const size_t kib = 1024;
+    phase("start");
+    char* region = mmap(NULL, 1024 * kib, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (region == MAP_FAILED) return report("mmap", 0), 1;
+    phase("mapped");
+    int ok = munmap(region + 256 * kib, 256 * kib) == 0; /* the middle */
+    phase("middle unmapped");
+    ok = ok && munmap(region + 768 * kib, 256 * kib) == 0; /* the tail */
+    phase("tail unmapped");
+    ok = ok && munmap(region, 1024 * kib) == 0; /* the two pieces left and the two holes */
+    phase("all unmapped");
+    report("munmap", ok);
   } else if (argc > 3 && strcmp(argv[1], "stress") == 0) {
     return stress(atoi(argv[2]), atol(argv[3]));
   } else {
-    fprintf(stderr, "usage: alloc_program probes|small|calloc-overflow|mapfile PATH BYTES|stress THREADS PAIRS|peak|loop PAIRS|threads COUNT|errno|dontunmap\n");
+    fprintf(stderr, "usage: alloc_program probes|small|calloc-overflow|mapfile PATH BYTES|stress THREADS PAIRS|peak|loop PAIRS|threads COUNT|errno|dontunmap|unmap-parts\n");
     return 2;
   }
   return 0;

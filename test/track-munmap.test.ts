@@ -1,0 +1,56 @@
+// munmap of the middle or the tail of a tracked mapping subtracts exactly those bytes (V8 trims its
+// reservations this way); a range over holes counts only the holes as unknown.
+import test from 'ava';
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { preloadLibrary } from '../src/track/binaries';
+import { AllocationRecord, listRecords, readRecord } from '../src/track/record';
+
+const root = path.resolve(__dirname, '..', '..');
+const program = path.join(root, 'build', 'test-programs', 'alloc_program');
+const KiB = 1024;
+
+function traceProgram(mode: string, dir: string): { stdout: string; stderr: string; status: number | null; record: AllocationRecord } {
+  const run = spawnSync(program, [mode], {
+    env: { ...process.env, LD_PRELOAD: preloadLibrary(), CLIPMEM_RECORD_DIR: dir },
+    encoding: 'utf8',
+  });
+  const records = listRecords(dir);
+  if (records.length !== 1) throw new Error(`expected one record in ${dir}, found ${records.length}: ${run.stderr}`);
+  return { stdout: run.stdout, stderr: run.stderr, status: run.status, record: readRecord(records[0]!.file) };
+}
+
+/** Counters at each phase marker, relative to the first ("start"). */
+function byPhase(record: AllocationRecord): Record<string, { anon: number; reserved: number }> {
+  const reservedAt = (index: number): number => {
+    const sample = record.timeline.find((s) => s.phaseIndex === index);
+    if (!sample) throw new Error(`no sample at phase ${index}`);
+    return sample.reserved;
+  };
+  const start = record.phases[0]!;
+  const out: Record<string, { anon: number; reserved: number }> = {};
+  for (const p of record.phases)
+    out[p.label] = { anon: p.anon - start.anon, reserved: reservedAt(p.index) - reservedAt(start.index) };
+  return out;
+}
+
+test('munmap of the middle, then the tail, then the whole of a 1 MiB mapping subtracts exactly the unmapped bytes', (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'clipmem-munmap-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const { stdout, stderr, status, record } = traceProgram('unmap-parts', dir);
+  t.is(status, 0, stderr);
+  t.regex(stdout, /^munmap ok$/m);
+  t.is(record.calls.munmap, 3);
+  t.deepEqual(byPhase(record), {
+    start: { anon: 0, reserved: 0 },
+    mapped: { anon: 1024 * KiB, reserved: 0 },
+    'middle unmapped': { anon: 768 * KiB, reserved: 0 },
+    'tail unmapped': { anon: 512 * KiB, reserved: 0 },
+    'all unmapped': { anon: 0, reserved: 0 },
+  });
+  // The last munmap covered the two 256 KiB holes left by the first two: only those are unknown.
+  t.is(record.counters.unmappedUnknown, 512 * KiB);
+  t.is(record.counters.anonPeak - record.phases[0]!.anon, 1024 * KiB);
+});
