@@ -1,5 +1,6 @@
 // munmap of the middle or the tail of a tracked mapping subtracts exactly those bytes (V8 trims its
-// reservations this way); a range over holes counts only the holes as unknown.
+// reservations this way); a range over holes counts only the holes as unknown. mprotect moves bytes between
+// reserved (PROT_NONE) and anonymous (V8 commits pages of its reservations this way).
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -36,21 +37,26 @@ function byPhase(record: AllocationRecord): Record<string, { anon: number; reser
   return out;
 }
 
-test('munmap of the middle, then the tail, then the whole of a 1 MiB mapping subtracts exactly the unmapped bytes', (t) => {
+test('munmap of the middle, the tail, the whole of a 1 MiB mapping subtracts exactly the unmapped bytes; mprotect moves bytes between reserved and anonymous', (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'clipmem-munmap-'));
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   const { stdout, stderr, status, record } = traceProgram('unmap-parts', dir);
   t.is(status, 0, stderr);
   t.regex(stdout, /^munmap ok$/m);
-  t.is(record.calls.munmap, 3);
+  t.is(record.calls.munmap, 4);
   t.deepEqual(byPhase(record), {
     start: { anon: 0, reserved: 0 },
     mapped: { anon: 1024 * KiB, reserved: 0 },
     'middle unmapped': { anon: 768 * KiB, reserved: 0 },
     'tail unmapped': { anon: 512 * KiB, reserved: 0 },
     'all unmapped': { anon: 0, reserved: 0 },
+    reserved: { anon: 0, reserved: 1024 * KiB },
+    committed: { anon: 256 * KiB, reserved: 768 * KiB },
+    decommitted: { anon: 128 * KiB, reserved: 896 * KiB },
+    'reservation unmapped': { anon: 0, reserved: 0 },
   });
   // The last munmap covered the two 256 KiB holes left by the first two: only those are unknown.
   t.is(record.counters.unmappedUnknown, 512 * KiB);
   t.is(record.counters.anonPeak - record.phases[0]!.anon, 1024 * KiB);
+  t.is(record.counters.reservedPeak, 1024 * KiB);
 });

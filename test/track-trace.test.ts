@@ -43,6 +43,7 @@ test('node under RLIMIT_AS 1G: the 101187584-byte allocation fails with ENOMEM, 
   t.regex(stderr, /calloc of 101187584 bytes \(97 MiB\) failed: ENOMEM \(12\)/);
   t.truthy(report.peaks.heap && report.peaks.vmsize && report.peaks.rss);
   t.true(report.peaks.reserved! > 0, 'V8 reserves its heap PROT_NONE');
+  t.true(report.peaks.anon! > 0, 'V8 commits pages of its reservations with mprotect: they count as anonymous');
 });
 
 test('C program under RLIMIT_AS 64M: each function fails with its exact size', (t) => {

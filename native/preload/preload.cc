@@ -32,6 +32,7 @@ CLIPMEM_EXPORT void* mmap64(void* addr, size_t length, int prot, int flags, int 
   return clipmem::mmap_hook(CLIPMEM_FN_MMAP64, addr, length, prot, flags, fd, offset);
 }
 CLIPMEM_EXPORT int munmap(void* addr, size_t length) { return clipmem::munmap_hook(addr, length); }
+CLIPMEM_EXPORT int mprotect(void* addr, size_t length, int prot) { return clipmem::mprotect_hook(addr, length, prot); }
 CLIPMEM_EXPORT void* mremap(void* old_address, size_t old_size, size_t new_size, int flags, ...) {
   void* new_address = nullptr;
   if (flags & MREMAP_FIXED) {

@@ -57,6 +57,7 @@ struct RealFunctions {
   void* (*mmap)(void*, size_t, int, int, int, off_t);
   void* (*mmap64)(void*, size_t, int, int, int, off_t);
   int (*munmap)(void*, size_t);
+  int (*mprotect)(void*, size_t, int);
   void* (*mremap)(void*, size_t, size_t, int, ...);
   int (*pthread_create)(pthread_t*, const pthread_attr_t*, void* (*)(void*), void*);
 };
@@ -113,10 +114,11 @@ void resolve_real_functions() {
   resolve_one(real.mmap, "mmap");
   resolve_one(real.mmap64, "mmap64");
   resolve_one(real.munmap, "munmap");
+  resolve_one(real.mprotect, "mprotect");
   resolve_one(real.mremap, "mremap");
   resolve_one(real.pthread_create, "pthread_create");
   resolving = 0;
-  if (!real.malloc || !real.calloc || !real.free || !real.mmap || !real.munmap || !real.pthread_create) {
+  if (!real.malloc || !real.calloc || !real.free || !real.mmap || !real.munmap || !real.mprotect || !real.pthread_create) {
     static const char message[] = "clip-mem tracker: cannot find libc's allocator with dlsym(RTLD_NEXT)\n";
     (void)!write(2, message, sizeof message - 1);
     abort();
@@ -428,13 +430,17 @@ struct MapEntry {
 };
 MapEntry map_table[kMapSlots];
 enum MapKind { kAnon, kFile, kReserved };
+// Added to kReserved for a file mapping made PROT_NONE: mprotect back to readable counts it as file again.
+constexpr int kReservedFromFile = 4;
 
 size_t map_hash(uintptr_t start) { return (start >> 12) * 0x9E3779B97F4A7C15ull >> (64 - 17); }
 
 int64_t& kind_counter(int kind) {
+  kind &= ~kReservedFromFile;
   return kind == kAnon ? record->anon_mapped : kind == kFile ? record->file_mapped : record->reserved_mapped;
 }
 int64_t& kind_peak(int kind) {
+  kind &= ~kReservedFromFile;
   return kind == kAnon ? record->anon_peak : kind == kFile ? record->file_peak : record->reserved_peak;
 }
 
@@ -532,6 +538,40 @@ void map_remove(uintptr_t start, uint64_t length) {
     add(kind_counter(entry.kind), -int64_t(cut_end - start));
     if (start > entry.start) map_insert(entry.start, start - entry.start, entry.kind);
     if (entry_end > cut_end) map_insert(cut_end, entry_end - cut_end, entry.kind);
+    start = cut_end;
+  }
+}
+
+// The kind a mapping of `kind` has after mprotect(prot): PROT_NONE reserves it, anything else commits it.
+int reprotected_kind(int kind, int prot) {
+  if (prot == PROT_NONE) return kind == kAnon ? kReserved : kind == kFile ? kReserved | kReservedFromFile : kind;
+  return kind == kReserved ? kAnon : kind == (kReserved | kReservedFromFile) ? kFile : kind;
+}
+
+// Moves the tracked bytes of [start, start+length) between the reserved and the anonymous/file counters
+// (V8 reserves PROT_NONE and commits pages with mprotect); the parts outside the range keep their kind.
+void map_reprotect(uintptr_t start, uint64_t length, int prot) {
+  uintptr_t end = start + length;
+  while (start < end) {
+    MapEntry entry;
+    uint64_t gap;
+    if (!map_take_at(start, end, &entry, &gap)) {  // untracked: nothing counted to move
+      start += gap;
+      continue;
+    }
+    uintptr_t entry_end = entry.start + entry.length;
+    uintptr_t cut_end = entry_end < end ? entry_end : end;
+    int kind = reprotected_kind(entry.kind, prot);
+    if (kind == entry.kind) {
+      map_insert(entry.start, entry.length, entry.kind);
+    } else {
+      int64_t moved = int64_t(cut_end - start);
+      add(kind_counter(entry.kind), -moved);
+      raise_peak(kind_peak(kind), add(kind_counter(kind), moved));
+      if (start > entry.start) map_insert(entry.start, start - entry.start, entry.kind);
+      map_insert(start, uint64_t(moved), kind);
+      if (entry_end > cut_end) map_insert(cut_end, entry_end - cut_end, entry.kind);
+    }
     start = cut_end;
   }
 }
@@ -1205,7 +1245,8 @@ void* mmap_hook(int fn, void* addr, size_t length, int prot, int flags, int fd, 
     Guard g;
     ErrnoKeeper keep;
     bump(my_slot()->histogram[clipmem_histogram_bucket(length)], my_slot());
-    int kind = prot == PROT_NONE ? kReserved : (flags & MAP_ANONYMOUS) ? kAnon : kFile;
+    int kind = (flags & MAP_ANONYMOUS) ? kAnon : kFile;
+    if (prot == PROT_NONE) kind = reprotected_kind(kind, PROT_NONE);
     uint64_t rounded = (length + 4095) & ~uint64_t(4095);
     if (flags & MAP_FIXED) map_remove(uintptr_t(result), rounded);  // replaced whatever was there
     map_add(uintptr_t(result), rounded, kind);
@@ -1227,6 +1268,18 @@ int munmap_hook(void* addr, size_t length) {
     ErrnoKeeper keep;
     map_remove(uintptr_t(addr), (length + 4095) & ~uint64_t(4095));
     maybe_sample();
+  }
+  return result;
+}
+
+// Not counted in calls (the record's call table has no slot for it): only its effect on the counters.
+int mprotect_hook(void* addr, size_t length, int prot) {
+  ensure_resolved();
+  int result = real.mprotect(addr, length, prot);
+  if (result == 0 && tracking()) {
+    Guard g;
+    ErrnoKeeper keep;
+    map_reprotect(uintptr_t(addr), (length + 4095) & ~uint64_t(4095), prot);
   }
   return result;
 }

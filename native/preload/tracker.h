@@ -19,6 +19,7 @@ void* valloc_hook(size_t size);
 void* pvalloc_hook(size_t size);
 void* mmap_hook(int fn, void* addr, size_t length, int prot, int flags, int fd, off_t offset);
 int munmap_hook(void* addr, size_t length);
+int mprotect_hook(void* addr, size_t length, int prot);
 void* mremap_hook(void* old_address, size_t old_size, size_t new_size, int flags, void* new_address);
 int pthread_create_hook(pthread_t* thread, const pthread_attr_t* attr, void* (*start)(void*), void* arg);
 

@@ -11,7 +11,9 @@
  *   alloc_program errno                errno survives tracked calls that succeed (exit 0) or not (exit 1)
  *   alloc_program dontunmap            1 MiB anonymous mapping moved by mremap(MREMAP_DONTUNMAP): 2 MiB stay mapped
  *   alloc_program unmap-parts          1 MiB anonymous mapping: munmap of its middle, its tail, then of the whole
- *                                      MiB (512 KiB of it already gone), a phase after each */
+ *                                      MiB (512 KiB of it already gone), a phase after each; then a 1 MiB PROT_NONE
+ *                                      reservation: 256 KiB of its middle made read-write, 128 KiB of that back
+ *                                      to PROT_NONE, the whole unmapped */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
@@ -216,6 +218,15 @@ int main(int argc, char** argv) {
     phase("tail unmapped");
     ok = ok && munmap(region, 1024 * kib) == 0; /* the two pieces left and the two holes */
     phase("all unmapped");
+    char* reservation = mmap(NULL, 1024 * kib, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (reservation == MAP_FAILED) return report("mmap", 0), 1;
+    phase("reserved");
+    ok = ok && mprotect(reservation + 256 * kib, 256 * kib, PROT_READ | PROT_WRITE) == 0;
+    phase("committed");
+    ok = ok && mprotect(reservation + 256 * kib, 128 * kib, PROT_NONE) == 0;
+    phase("decommitted");
+    ok = ok && munmap(reservation, 1024 * kib) == 0;
+    phase("reservation unmapped");
     report("munmap", ok);
   } else if (argc > 3 && strcmp(argv[1], "stress") == 0) {
     return stress(atoi(argv[2]), atol(argv[3]));

@@ -196,7 +196,7 @@ export function formatTraceReport(report: TraceReport): string {
     const p = report.peaks;
     lines.push(
       `  peaks: heap ${bytes(p.heap)}, anonymous mappings ${bytes(p.anon)}, file mappings ${bytes(p.file)}, ` +
-        `reserved (PROT_NONE when mapped) ${bytes(p.reserved)}, ` +
+        `reserved (PROT_NONE) ${bytes(p.reserved)}, ` +
         `RSS ${bytes(p.rss)}, VmSize ${bytes(p.vmsize)}`,
     );
     if (report.last && (report.exit.signal || report.diagnosis.cause === 'cgroup-oom-kill')) {
