@@ -1,6 +1,7 @@
 // munmap of the middle or the tail of a tracked mapping subtracts exactly those bytes (V8 trims its
 // reservations this way); a range over holes counts only the holes as unknown. mprotect moves bytes between
-// reserved (PROT_NONE) and anonymous (V8 commits pages of its reservations this way).
+// reserved (PROT_NONE) and anonymous (V8 commits pages of its reservations this way), or file for a file
+// mapping that was PROT_NONE.
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -24,36 +25,43 @@ function traceProgram(mode: string, dir: string): { stdout: string; stderr: stri
 }
 
 /** Counters at each phase marker, relative to the first ("start"). */
-function byPhase(record: AllocationRecord): Record<string, { anon: number; reserved: number }> {
+function byPhase(record: AllocationRecord): Record<string, { anon: number; file: number; reserved: number }> {
   const reservedAt = (index: number): number => {
     const sample = record.timeline.find((s) => s.phaseIndex === index);
     if (!sample) throw new Error(`no sample at phase ${index}`);
     return sample.reserved;
   };
   const start = record.phases[0]!;
-  const out: Record<string, { anon: number; reserved: number }> = {};
+  const out: Record<string, { anon: number; file: number; reserved: number }> = {};
   for (const p of record.phases)
-    out[p.label] = { anon: p.anon - start.anon, reserved: reservedAt(p.index) - reservedAt(start.index) };
+    out[p.label] = {
+      anon: p.anon - start.anon,
+      file: p.file - start.file,
+      reserved: reservedAt(p.index) - reservedAt(start.index),
+    };
   return out;
 }
 
-test('munmap of the middle, the tail, the whole of a 1 MiB mapping subtracts exactly the unmapped bytes; mprotect moves bytes between reserved and anonymous', (t) => {
+test('munmap of the middle, the tail, the whole of a 1 MiB mapping subtracts exactly the unmapped bytes; mprotect moves bytes between reserved and anonymous or file', (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'clipmem-munmap-'));
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   const { stdout, stderr, status, record } = traceProgram('unmap-parts', dir);
   t.is(status, 0, stderr);
   t.regex(stdout, /^munmap ok$/m);
-  t.is(record.calls.munmap, 4);
+  t.is(record.calls.munmap, 5);
   t.deepEqual(byPhase(record), {
-    start: { anon: 0, reserved: 0 },
-    mapped: { anon: 1024 * KiB, reserved: 0 },
-    'middle unmapped': { anon: 768 * KiB, reserved: 0 },
-    'tail unmapped': { anon: 512 * KiB, reserved: 0 },
-    'all unmapped': { anon: 0, reserved: 0 },
-    reserved: { anon: 0, reserved: 1024 * KiB },
-    committed: { anon: 256 * KiB, reserved: 768 * KiB },
-    decommitted: { anon: 128 * KiB, reserved: 896 * KiB },
-    'reservation unmapped': { anon: 0, reserved: 0 },
+    start: { anon: 0, file: 0, reserved: 0 },
+    mapped: { anon: 1024 * KiB, file: 0, reserved: 0 },
+    'middle unmapped': { anon: 768 * KiB, file: 0, reserved: 0 },
+    'tail unmapped': { anon: 512 * KiB, file: 0, reserved: 0 },
+    'all unmapped': { anon: 0, file: 0, reserved: 0 },
+    reserved: { anon: 0, file: 0, reserved: 1024 * KiB },
+    committed: { anon: 256 * KiB, file: 0, reserved: 768 * KiB },
+    decommitted: { anon: 128 * KiB, file: 0, reserved: 896 * KiB },
+    'reservation unmapped': { anon: 0, file: 0, reserved: 0 },
+    'file reserved': { anon: 0, file: 0, reserved: 16 * KiB },
+    'file readable': { anon: 0, file: 16 * KiB, reserved: 0 },
+    'file unmapped': { anon: 0, file: 0, reserved: 0 },
   });
   // The last munmap covered the two 256 KiB holes left by the first two: only those are unknown.
   t.is(record.counters.unmappedUnknown, 512 * KiB);

@@ -13,7 +13,8 @@
  *   alloc_program unmap-parts          1 MiB anonymous mapping: munmap of its middle, its tail, then of the whole
  *                                      MiB (512 KiB of it already gone), a phase after each; then a 1 MiB PROT_NONE
  *                                      reservation: 256 KiB of its middle made read-write, 128 KiB of that back
- *                                      to PROT_NONE, the whole unmapped */
+ *                                      to PROT_NONE, the whole unmapped; then 16 KiB of this program's file mapped
+ *                                      PROT_NONE, made readable, unmapped */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
@@ -227,6 +228,15 @@ int main(int argc, char** argv) {
     phase("decommitted");
     ok = ok && munmap(reservation, 1024 * kib) == 0;
     phase("reservation unmapped");
+    int fd = open("/proc/self/exe", O_RDONLY);
+    char* file = fd < 0 ? MAP_FAILED : mmap(NULL, 16 * kib, PROT_NONE, MAP_PRIVATE, fd, 0);
+    if (file == MAP_FAILED) return report("mmap", 0), 1;
+    close(fd);
+    phase("file reserved");
+    ok = ok && mprotect(file, 16 * kib, PROT_READ) == 0;
+    phase("file readable");
+    ok = ok && munmap(file, 16 * kib) == 0;
+    phase("file unmapped");
     report("munmap", ok);
   } else if (argc > 3 && strcmp(argv[1], "stress") == 0) {
     return stress(atoi(argv[2]), atol(argv[3]));
