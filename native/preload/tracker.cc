@@ -586,15 +586,29 @@ struct FailureArgs {
   uint32_t failure_flags = 0;
 };
 
+// The failure and phase rings are seqlocks: an entry's sequence reads 0 while it is rewritten, then the
+// number it was claimed with, so a reader keeps a copy only if the sequence held (native/addon/record.cc).
+template <class Entry>
+Entry* claim_ring_entry(uint64_t* total, Entry* ring, uint64_t capacity, uint64_t* sequence) {
+  *sequence = __atomic_add_fetch(total, uint64_t(1), __ATOMIC_RELAXED);
+  Entry* entry = &ring[(*sequence - 1) % capacity];
+  __atomic_store_n(&entry->sequence, uint64_t(0), __ATOMIC_RELAXED);
+  __atomic_thread_fence(__ATOMIC_RELEASE);  // the 0 is visible before any field changes
+  return entry;
+}
+
+template <class Entry>
+void publish_ring_entry(Entry* entry, uint64_t sequence) {
+  __atomic_store_n(&entry->sequence, sequence, __ATOMIC_RELEASE);
+}
+
 void describe_frame(void* address, uint16_t* module, char* symbol);
 
 void record_failure(const FailureArgs& args) {
   Guard g;
   ErrnoKeeper keep;
-  uint64_t sequence = __atomic_add_fetch(&record->failures_total, uint64_t(1), __ATOMIC_RELAXED);
-  ClipmemFailure* f = &failures[(sequence - 1) % CLIPMEM_FAILURE_CAPACITY];
-  __atomic_store_n(&f->sequence, uint64_t(0), __ATOMIC_RELAXED);
-  __atomic_thread_fence(__ATOMIC_RELEASE);  // the 0 is visible before any field below changes (a seqlock)
+  uint64_t sequence;
+  ClipmemFailure* f = claim_ring_entry(&record->failures_total, failures, CLIPMEM_FAILURE_CAPACITY, &sequence);
   f->fn = uint32_t(args.fn);
   f->flags = args.failure_flags;
   f->size = args.size;
@@ -656,7 +670,7 @@ void record_failure(const FailureArgs& args) {
     f->stack[i] = uint64_t(uintptr_t(frames[i + skip]));
     describe_frame(frames[i + skip], &f->frame_module[i], f->frame_symbol[i]);
   }
-  __atomic_store_n(&f->sequence, sequence, __ATOMIC_RELEASE);
+  publish_ring_entry(f, sequence);
   take_sample(f->time_ns);
 }
 
@@ -1357,10 +1371,8 @@ extern "C" __attribute__((visibility("default"))) int clipmem_tracker_set_phase(
   if (!tracking()) return 0;
   Guard g;
   ErrnoKeeper keep;
-  uint64_t sequence = __atomic_add_fetch(&record->phases_total, uint64_t(1), __ATOMIC_RELAXED);
-  ClipmemPhase* marker = &phases[(sequence - 1) % CLIPMEM_PHASE_CAPACITY];
-  __atomic_store_n(&marker->sequence, uint64_t(0), __ATOMIC_RELAXED);
-  __atomic_thread_fence(__ATOMIC_RELEASE);  // the 0 is visible before any field below changes (a seqlock)
+  uint64_t sequence;
+  ClipmemPhase* marker = claim_ring_entry(&record->phases_total, phases, CLIPMEM_PHASE_CAPACITY, &sequence);
   marker->time_ns = now_ns();
   // The heap at the marker: the folded counter plus every thread's unfolded bytes (exact when the
   // other threads are not allocating at this instant).
@@ -1374,7 +1386,7 @@ extern "C" __attribute__((visibility("default"))) int clipmem_tracker_set_phase(
   size_t n = 0;
   for (; label && label[n] && n < CLIPMEM_PHASE_LABEL_BYTES - 1; ++n) marker->label[n] = label[n];
   marker->label[n] = 0;
-  __atomic_store_n(&marker->sequence, sequence, __ATOMIC_RELEASE);
+  publish_ring_entry(marker, sequence);
   store(record->current_phase, uint32_t(sequence));
   take_sample(marker->time_ns);
   return 1;
