@@ -15,6 +15,7 @@ import { loadSafetensors, readSafetensorsHeader } from '../src/clip/safetensors'
 import { createOnnxClip, inferenceGraph } from '../src/clip/onnx/runtime';
 import { createOnnxTrainer, DEFAULT_TRAINING_SEGMENTS } from '../src/clip/onnx/train';
 import { ElemType, Graph } from '../src/clip/onnx/graph';
+import { parseKbLines } from '../src/probe/proc';
 
 const MiB = 1024 * 1024;
 const BATCH = 2;
@@ -41,8 +42,7 @@ interface Result {
 }
 
 function status(field: string): number {
-  const text = fs.readFileSync('/proc/self/status', 'utf8');
-  return Number(new RegExp(`${field}:\\s+(\\d+) kB`).exec(text)![1]) * 1024;
+  return parseKbLines(fs.readFileSync('/proc/self/status', 'utf8')).get(field)!;
 }
 const peakRss = (): number => status('VmHWM');
 const residency = () => ({ rssFile: status('RssFile'), rssAnon: status('RssAnon') });
