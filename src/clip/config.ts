@@ -20,7 +20,7 @@
 // class_embedding and logit_scale stay F32. The I64 position_ids buffers are kept in every format.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { DTYPE_BYTES, int8ScaleName } from './dtype';
+import { DTYPE_BYTES, int8ScaleName, tensorBytes } from './dtype';
 import type { DType } from './tensor';
 
 export interface ClipTextConfig {
@@ -268,7 +268,7 @@ export function resolveClipConfig(presetOrPath: string): ClipConfig {
 }
 
 function spec(name: string, dtype: DType, shape: number[]): TensorSpec {
-  return { name, dtype, shape, bytes: shape.reduce((a, b) => a * b, 1) * DTYPE_BYTES[dtype] };
+  return { name, dtype, shape, bytes: tensorBytes(dtype, shape) };
 }
 
 function encoderLayers(prefix: string, layers: number, width: number, intermediate: number): TensorSpec[] {

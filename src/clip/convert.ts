@@ -15,7 +15,7 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { TensorSpec, WeightFormat, fileOrder } from './config';
-import { DTYPE_BYTES, float32ToFloat16Array, int8RowScales, int8ScaleName, quantizeInt8Rows, toFloat32 } from './dtype';
+import { float32ToFloat16Array, tensorBytes, int8RowScales, int8ScaleName, quantizeInt8Rows, toFloat32 } from './dtype';
 import { loadPytorchCheckpoint } from './pytorch';
 import { WriteProgress, loadSafetensors, writeSafetensorsFile } from './safetensors';
 import { clipMemCacheDir } from './synthetic';
@@ -25,10 +25,6 @@ type EntryLike = { name: string; dtype: DType; shape: readonly number[] };
 
 const FLOAT_DTYPES: readonly DType[] = ['F32', 'F16', 'BF16', 'F64'];
 const isFloat = (dtype: DType) => FLOAT_DTYPES.includes(dtype);
-
-function bytesOf(dtype: DType, shape: readonly number[]): number {
-  return shape.reduce((a, b) => a * b, 1) * DTYPE_BYTES[dtype];
-}
 
 /** fp32 / fp16 when every float tensor has that dtype; int8 when rank >= 2 weights are I8 with scales. */
 export function checkpointWeightFormat(entries: readonly EntryLike[]): WeightFormat | undefined {
@@ -48,12 +44,12 @@ export function convertedLayout(entries: readonly EntryLike[], format: WeightFor
   const out: TensorSpec[] = [];
   for (const e of entries) {
     const shape = [...e.shape];
-    if (!isFloat(e.dtype)) out.push({ name: e.name, dtype: e.dtype, shape, bytes: bytesOf(e.dtype, shape) });
-    else if (format === 'fp16') out.push({ name: e.name, dtype: 'F16', shape, bytes: bytesOf('F16', shape) });
+    if (!isFloat(e.dtype)) out.push({ name: e.name, dtype: e.dtype, shape, bytes: tensorBytes(e.dtype, shape) });
+    else if (format === 'fp16') out.push({ name: e.name, dtype: 'F16', shape, bytes: tensorBytes('F16', shape) });
     else if (format === 'int8' && shape.length >= 2) {
-      out.push({ name: e.name, dtype: 'I8', shape, bytes: bytesOf('I8', shape) });
-      out.push({ name: int8ScaleName(e.name), dtype: 'F32', shape: [shape[0]], bytes: bytesOf('F32', [shape[0]]) });
-    } else out.push({ name: e.name, dtype: 'F32', shape, bytes: bytesOf('F32', shape) });
+      out.push({ name: e.name, dtype: 'I8', shape, bytes: tensorBytes('I8', shape) });
+      out.push({ name: int8ScaleName(e.name), dtype: 'F32', shape: [shape[0]], bytes: tensorBytes('F32', [shape[0]]) });
+    } else out.push({ name: e.name, dtype: 'F32', shape, bytes: tensorBytes('F32', shape) });
   }
   return fileOrder(out);
 }

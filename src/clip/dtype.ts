@@ -32,6 +32,16 @@ export function isDType(value: unknown): value is DType {
   return typeof value === 'string' && Object.prototype.hasOwnProperty.call(DTYPE_BYTES, value);
 }
 
+/** Elements in a tensor of this shape (1 for a scalar). */
+export function numel(shape: readonly number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+/** Bytes of a tensor of this dtype and shape. */
+export function tensorBytes(dtype: DType, shape: readonly number[]): number {
+  return numel(shape) * DTYPE_BYTES[dtype];
+}
+
 /** A typed view of `numel` elements at `byteOffset` (which must be aligned for the dtype). */
 export function typedArrayFor(dtype: DType, buffer: ArrayBufferLike, byteOffset: number, numel: number): TensorData {
   switch (dtype) {

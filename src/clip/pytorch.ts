@@ -16,7 +16,7 @@ import * as fs from 'node:fs';
 import { loadAddon } from '../native';
 import { setPhase } from '../track/phase';
 import type { TensorSpec } from './config';
-import { DTYPE_BYTES, typedArrayFor } from './dtype';
+import { DTYPE_BYTES, numel, typedArrayFor } from './dtype';
 import { LoadOptions, LoadedCheckpoint, SafetensorsEntry, TensorAllocationError } from './safetensors';
 import type { DType, TensorData, TensorMap } from './tensor';
 
@@ -355,9 +355,9 @@ function readIndex(fd: number, file: string): PytorchCheckpointIndex {
     if (storage.numel * size > entry.size) {
       throw new PytorchCheckpointError(file, `tensor ${JSON.stringify(name)}: storage data/${storage.key} holds ${entry.size} bytes, less than ${storage.numel} x ${storage.dtype}`);
     }
-    const numel = shape.reduce((a, b) => a * b, 1);
-    let extent = numel ? offset + 1 : offset;
-    if (numel) for (let d = 0; d < shape.length; d++) extent += (shape[d] - 1) * stride[d];
+    const count = numel(shape);
+    let extent = count ? offset + 1 : offset;
+    if (count) for (let d = 0; d < shape.length; d++) extent += (shape[d] - 1) * stride[d];
     if (!Number.isSafeInteger(extent) || extent > storage.numel) {
       throw new PytorchCheckpointError(file, `tensor ${JSON.stringify(name)}: shape ${JSON.stringify(shape)} stride ${JSON.stringify(stride)} at offset ${offset} reaches past its storage of ${storage.numel} elements`);
     }
@@ -367,11 +367,11 @@ function readIndex(fd: number, file: string): PytorchCheckpointIndex {
       if (shape[d] !== 1 && stride[d] !== expected) contiguous = false;
       expected *= shape[d];
     }
-    if (numel * size > storage.numel * size) {
+    if (count * size > storage.numel * size) {
       // a broadcast view (stride 0): materializing it could take far more memory than the file holds
-      throw new PytorchCheckpointError(file, `tensor ${JSON.stringify(name)}: a view of ${numel} elements over a storage of ${storage.numel} (stride ${JSON.stringify(stride)}); save it with .contiguous() first`);
+      throw new PytorchCheckpointError(file, `tensor ${JSON.stringify(name)}: a view of ${count} elements over a storage of ${storage.numel} (stride ${JSON.stringify(stride)}); save it with .contiguous() first`);
     }
-    entries.push({ name, dtype: storage.dtype, shape, bytes: numel * size, storageOffset: entry.dataOffset, storageBytes: storage.numel * size, elementOffset: offset, stride, contiguous });
+    entries.push({ name, dtype: storage.dtype, shape, bytes: count * size, storageOffset: entry.dataOffset, storageBytes: storage.numel * size, elementOffset: offset, stride, contiguous });
   }
   return { file, fileSize, entries };
 }

@@ -4,7 +4,7 @@ import type { CommandModule } from 'yargs';
 import { DEFAULT_PRESET, WEIGHT_FORMATS, WeightFormat, fileOrder, layoutTotals } from '../../clip/config';
 import * as fs from 'node:fs';
 import { checkCheckpointLayout, readCheckpointIndex, resolveClipModel } from '../../clip/checkpoint';
-import { DTYPE_BYTES } from '../../clip/dtype';
+import { tensorBytes } from '../../clip/dtype';
 import { SyntheticProgress } from '../../clip/synthetic';
 import { formatBytes } from '../../units';
 
@@ -58,7 +58,7 @@ export const checkpointCommand: CommandModule<{}, CheckpointArgs> = {
     const index = readCheckpointIndex(model.weightsFile);
     checkCheckpointLayout(index, model.config);
     const fileBytes = fs.statSync(model.weightsFile).size;
-    const tensors = fileOrder(index.entries).map(({ name, dtype, shape }) => ({ name, dtype, shape: [...shape], bytes: shape.reduce((a, b) => a * b, 1) * DTYPE_BYTES[dtype] }));
+    const tensors = fileOrder(index.entries).map(({ name, dtype, shape }) => ({ name, dtype, shape: [...shape], bytes: tensorBytes(dtype, shape) }));
     const totals = layoutTotals(tensors);
     const largest = tensors.reduce((a, b) => (b.bytes > a.bytes ? b : a));
     if (args.json) {

@@ -13,6 +13,7 @@
 //     oneHot, argMax, cast, dequantize
 //   g.toModel(opset = 17): Uint8Array                          serialized ModelProto
 import { AttributeValue, ElemType, encodeModel, NodeSpec, TensorSpec } from './proto';
+import { numel } from '../dtype';
 
 export { ElemType };
 
@@ -34,7 +35,7 @@ const int = (value: number): AttributeValue => ({ kind: 'int', value });
 const ints = (value: readonly number[]): AttributeValue => ({ kind: 'ints', value });
 const float = (value: number): AttributeValue => ({ kind: 'float', value });
 
-export const numel = (shape: readonly number[]): number => shape.reduce((a, b) => a * b, 1);
+export { numel };
 export const sameShape = (a: readonly number[], b: readonly number[]): boolean =>
   a.length === b.length && a.every((d, i) => d === b[i]);
 const describe = (v: Value): string => `${v.name}[${v.shape.join(',')}]`;

@@ -26,7 +26,7 @@ import type { ClipConfig, WeightFormat } from '../config';
 import { int8ScaleName } from '../dtype';
 import { readSafetensorsHeader, SafetensorsEntry, SafetensorsHeader } from '../safetensors';
 import { clipHead, ClipParams, imageFeatures, normalize, textFeatures } from './clip-graph';
-import { ElemType, Graph, Value } from './graph';
+import { ElemType, Graph, Value, numel } from './graph';
 
 /** A checkpoint: a spec for resolveClipModel, or weights with their config. */
 export type ClipModelSpec = string | { config: ClipConfig; weightsFile: string };
@@ -191,8 +191,8 @@ export async function createOnnxClip(model: ClipModelSpec, options: OnnxClipOpti
   const v = config.vision;
   const pixelTensor = (pixels: Float32Array, batch: number): ort.Tensor => {
     const shape = [batch, v.numChannels, v.imageSize, v.imageSize];
-    if (pixels.length !== shape.reduce((a, b) => a * b)) {
-      throw new Error(`encodeImage: ${pixels.length} pixel values for batch ${batch}; expected [${shape.join(', ')}] = ${shape.reduce((a, b) => a * b)}`);
+    if (pixels.length !== numel(shape)) {
+      throw new Error(`encodeImage: ${pixels.length} pixel values for batch ${batch}; expected [${shape.join(', ')}] = ${numel(shape)}`);
     }
     return new (onnxruntime().Tensor)('float32', pixels, shape);
   };

@@ -38,7 +38,7 @@ import { bfloat16BitsToFloat32, DTYPE_BYTES, float16BitsToFloat32 } from '../dty
 import { readSafetensorsHeader } from '../safetensors';
 import { clipHead, ClipParams, normalize, Tower, towerSegment, towerTokens } from './clip-graph';
 import { gradients } from './grad';
-import { ElemType, Graph, Value } from './graph';
+import { ElemType, Graph, Value, numel } from './graph';
 import { ClipModelSpec, onnxruntime, resolveModel, sessionOptions } from './runtime';
 
 export interface AdamWOptions {
@@ -284,7 +284,7 @@ export async function createOnnxTrainer(model: ClipModelSpec, options: OnnxTrain
   }
   const v = config.vision;
   const pixelShape = [batch, v.numChannels, v.imageSize, v.imageSize];
-  const pixelCount = pixelShape.reduce((a, b) => a * b);
+  const pixelCount = numel(pixelShape);
   const inputFeeds = (pixels: Float32Array, ids: ArrayLike<number | bigint>): Record<string, ort.Tensor> => {
     if (pixels.length !== pixelCount) throw new Error(`training step: ${pixels.length} pixel values, expected ${pixelCount} (batch ${batch})`);
     if (ids.length !== batch * seq) throw new Error(`training step: ${ids.length} input ids, expected ${batch} x ${seq}`);
