@@ -9,6 +9,9 @@ import { probeJson, repoRoot, runNativeProbe, schemaErrors, stubGpuLibrary } fro
 
 const GiB = 2 ** 30;
 const MiB = 2 ** 20;
+// VmSize and VmData are read once, before the allocator probe; V8's threads map and unmap pages meanwhile
+// (CI saw VmData 20 KiB lower at the probe than at the read), so bounds drawn from them allow 1 MiB.
+const procDrift = MiB;
 
 test('the human report prints every section, the verdict last', (t) => {
   const run = runNativeProbe(['--model', 'tiny']);
@@ -54,7 +57,7 @@ test('under prlimit --as=2147483648: RLIMIT_AS exact, reservable = limit - VmSiz
   const reservable = report.allocator.reservable.total;
   t.true(Math.abs(reservable - expected) <= 0.05 * expected, `reservable ${reservable}, limit - VmSize ${expected}`);
   t.is(report.allocator.reservable.errno, 'ENOMEM');
-  t.true(report.allocator.reservation.largest <= expected);
+  t.true(report.allocator.reservation.largest <= expected + procDrift);
   t.like(report.verdict.bindsFirst, { name: 'address space', source: 'RLIMIT_AS', limit, headroom: expected });
   t.regex(report.verdict.summary, /^address space: \d+ MiB of RLIMIT_AS 2\.00 GiB used, /);
   // 577 MiB of weights fit in ~1.3 GiB; 4x for AdamW does not.
@@ -69,10 +72,10 @@ test('under prlimit --data=1G: RLIMIT_DATA shown, the largest malloc respects it
   const report = probeJson([], { wrapper: ['prlimit', `--data=${limit}`] });
   t.deepEqual(report.limits.data, { soft: limit, hard: limit });
   const headroom = limit - (report.process.vmData as number);
-  t.true(report.allocator.malloc.largest <= headroom, `malloc ${report.allocator.malloc.largest}, DATA headroom ${headroom}`);
+  t.true(report.allocator.malloc.largest <= headroom + procDrift, `malloc ${report.allocator.malloc.largest}, DATA headroom ${headroom}`);
   t.true(report.allocator.malloc.largest > headroom - 64 * MiB, `malloc ${report.allocator.malloc.largest}, DATA headroom ${headroom}`);
   t.is(report.allocator.malloc.errno, 'ENOMEM');
-  t.true(report.allocator.readWriteMapping.largest <= headroom);
+  t.true(report.allocator.readWriteMapping.largest <= headroom + procDrift);
   // Reservations are not data: the address space stays open far beyond the limit.
   t.true(report.allocator.reservation.largest > 4 * limit);
   t.like(report.verdict.bindsFirst, { name: 'data segment', source: 'RLIMIT_DATA', limit });
