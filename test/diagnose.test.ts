@@ -54,6 +54,33 @@ test('map-count: every mapping slot used', (t) => {
   t.is(d?.evidence[0], '65530 mappings = vm.max_map_count 65530: mmap of an anonymous mapping, 4096 bytes (4.0 KiB) needs one more mapping');
 });
 
+test('mprotect making a private reservation writable: data-limit, commit-limit or map-count, never address-space', (t) => {
+  // Flags as the tracker reads them from /proc/self/maps: MAP_PRIVATE | MAP_ANONYMOUS.
+  const commit = failure({ fn: 'mprotect', size: 256 * MiB, prot: 3, flags: 0x22, fd: -1, vmSize: 3.9 * GiB, vmData: 40 * MiB });
+  t.deepEqual(explainFailure(commit, { data: 64 * MiB }), {
+    cause: 'data-limit',
+    evidence: [
+      'VmData 40 MiB + 256 MiB > RLIMIT_DATA 64 MiB: mprotect making 268435456 bytes (256 MiB) of anonymous memory read-write is private writable memory, which RLIMIT_DATA counts',
+    ],
+  });
+  // It maps nothing new: a VmSize close to RLIMIT_AS does not explain it.
+  t.is(explainFailure(commit, { as: 4 * GiB }), undefined);
+  const overcommitted = explainFailure({ ...commit, overcommitMemory: 2, committedAs: 11.9 * GiB, commitLimit: 12 * GiB }, { as: 4 * GiB });
+  t.is(overcommitted?.cause, 'commit-limit');
+  t.is(
+    overcommitted?.evidence[0],
+    'Committed_AS 11.90 GiB + 256 MiB > CommitLimit 12.00 GiB (vm.overcommit_memory=2): mprotect making 268435456 bytes (256 MiB) of anonymous memory read-write cannot be committed',
+  );
+  const split = explainFailure({ ...commit, size: 4096, mapCount: 65530 }, {});
+  t.is(split?.cause, 'map-count');
+  t.is(split?.evidence[0], '65530 mappings = vm.max_map_count 65530: mprotect making 4096 bytes (4.0 KiB) of anonymous memory read-write needs one more mapping');
+});
+
+test('mprotect of a shared file mapping is not data: RLIMIT_DATA does not explain its failure', (t) => {
+  const shared = failure({ fn: 'mprotect', size: 64 * MiB, prot: 3, flags: 1, fdPath: '/dev/shm/x', vmData: 40 * MiB });
+  t.is(explainFailure(shared, { data: 64 * MiB }), undefined);
+});
+
 test('pthread_create EAGAIN under RLIMIT_AS is address space (libgomp "Thread creation failed")', (t) => {
   const d = diagnose(
     run({

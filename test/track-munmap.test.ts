@@ -49,6 +49,7 @@ test('munmap of the middle, the tail, the whole of a 1 MiB mapping subtracts exa
   t.is(status, 0, stderr);
   t.regex(stdout, /^munmap ok$/m);
   t.is(record.calls.munmap, 5);
+  t.is(record.calls.mprotect, 3);
   t.deepEqual(byPhase(record), {
     start: { anon: 0, file: 0, reserved: 0 },
     mapped: { anon: 1024 * KiB, file: 0, reserved: 0 },

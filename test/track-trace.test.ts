@@ -5,24 +5,12 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { TraceReport } from '../src/track/report';
+import { trace } from './helpers/trace';
 
 const root = path.resolve(__dirname, '..', '..');
 const program = path.join(root, 'build', 'test-programs', 'alloc_program');
 const bin = path.join(root, 'bin', 'clip-mem.js');
 const phaseModule = path.join(root, 'dist', 'src', 'track', 'phase.js');
-
-function trace(options: string[], command: string[]): { status: number | null; report: TraceReport; stderr: string } {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'clipmem-trace-test-'));
-  const json = path.join(dir, 'trace.json');
-  const result = spawnSync(process.execPath, [bin, 'trace', ...options, '--json', json, '--', ...command], {
-    cwd: root,
-    encoding: 'utf8',
-    timeout: 120000,
-  });
-  const report = JSON.parse(fs.readFileSync(json, 'utf8')) as TraceReport;
-  fs.rmSync(dir, { recursive: true });
-  return { status: result.status, report, stderr: result.stderr };
-}
 
 test('node under RLIMIT_AS 1G: the 101187584-byte allocation fails with ENOMEM, cause address-space', (t) => {
   const { status, report, stderr } = trace(

@@ -270,6 +270,46 @@ int64_t count_map_lines() {
   return lines;
 }
 
+// The mapping holding `address` as /proc/self/maps describes it: MAP_SHARED or MAP_PRIVATE, with
+// MAP_ANONYMOUS when no file backs it, into *flags, and its file (if any) into path. Returns false if no
+// mapping holds it. For failed mprotect calls only: the tracker's own table keeps no sharing flags.
+bool describe_mapping_at(uintptr_t address, int* flags, char* path, size_t path_size) {
+  int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  char buf[4096], line[CLIPMEM_PATH_BYTES + 128];
+  size_t used = 0;
+  bool found = false;
+  ssize_t n;
+  while (!found && (n = read(fd, buf, sizeof buf)) > 0) {
+    for (ssize_t i = 0; i < n && !found; ++i) {
+      if (buf[i] != '\n') {
+        if (used + 1 < sizeof line) line[used++] = buf[i];
+        continue;
+      }
+      line[used] = 0;
+      used = 0;
+      // "start-end perms offset dev inode   path"
+      char* end = nullptr;
+      uintptr_t start = uintptr_t(strtoull(line, &end, 16));
+      if (*end != '-') continue;
+      uintptr_t stop = uintptr_t(strtoull(end + 1, &end, 16));
+      if (address < start || address >= stop || strlen(end) < 5) continue;
+      found = true;
+      *flags = end[4] == 's' ? MAP_SHARED : MAP_PRIVATE;
+      const char* field = end + 5;
+      for (int skip = 0; skip < 3; ++skip) {  // offset, device, inode
+        while (*field == ' ') ++field;
+        while (*field && *field != ' ') ++field;
+      }
+      while (*field == ' ') ++field;
+      if (*field == '/') snprintf(path, path_size, "%s", field);
+      else *flags |= MAP_ANONYMOUS, path[0] = 0;
+    }
+  }
+  close(fd);
+  return found;
+}
+
 void read_statm(int64_t* vm_size, int64_t* rss) {
   char buf[256];
   *vm_size = *rss = -1;
@@ -629,6 +669,8 @@ void record_failure(const FailureArgs& args) {
     ssize_t n = readlink(link, f->fd_path, sizeof f->fd_path - 1);
     f->fd_path[n > 0 ? n : 0] = 0;
   }
+  // Whether the pages were private (data, committed when made writable) or shared, and their file.
+  if (args.fn == CLIPMEM_FN_MPROTECT) describe_mapping_at(uintptr_t(args.address), &f->map_flags, f->fd_path, sizeof f->fd_path);
   char text[4096];
   f->vm_size = f->vm_data = f->rss = -1;
   if (read_small_file("/proc/self/status", text, sizeof text) > 0) {
@@ -749,7 +791,7 @@ void parse_injections(const char* spec) {
       char rule[128];
       snprintf(rule, sizeof rule, "%.*s", int(length), spec);
       say(CLIPMEM_ENV_FAIL ": cannot read rule \"", rule,
-          "\"; write fn:nth=N (N >= 1) or fn:above=BYTES with fn one of malloc, calloc, realloc, ..., mmap, pthread_create");
+          "\"; write fn:nth=N (N >= 1) or fn:above=BYTES with fn one of malloc, calloc, realloc, ..., mmap, mremap, pthread_create, mprotect");
     } else {
       injections[fn].active = true;
       if (nth) injections[fn].nth = value;
@@ -1286,14 +1328,26 @@ int munmap_hook(void* addr, size_t length) {
   return result;
 }
 
-// Not counted in calls (the record's call table has no slot for it): only its effect on the counters.
+// A failure is an allocation failure when it makes private pages writable (RLIMIT_DATA, the commit
+// limit) or has to split a mapping (vm.max_map_count); success moves bytes between the counters.
 int mprotect_hook(void* addr, size_t length, int prot) {
   ensure_resolved();
+  if (!tracking()) return real.mprotect(addr, length, prot);
+  FailureArgs args{CLIPMEM_FN_MPROTECT};
+  args.size = length;
+  args.address = uintptr_t(addr);
+  args.prot = prot;
+  if (UNLIKELY(injected(CLIPMEM_FN_MPROTECT, args))) return errno = ENOMEM, -1;
   int result = real.mprotect(addr, length, prot);
-  if (result == 0 && tracking()) {
+  count_call(CLIPMEM_FN_MPROTECT);
+  if (result == 0) {
     Guard g;
     ErrnoKeeper keep;
     map_reprotect(uintptr_t(addr), (length + 4095) & ~uint64_t(4095), prot);
+    maybe_sample();
+  } else {
+    args.error = errno;
+    record_failure(args);
   }
   return result;
 }

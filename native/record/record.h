@@ -10,7 +10,7 @@
 #include <stdint.h>
 
 #define CLIPMEM_RECORD_MAGIC "CLIPMEMR"
-#define CLIPMEM_RECORD_VERSION 1u
+#define CLIPMEM_RECORD_VERSION 2u  // 2: mprotect in the call table and the failures
 
 // Environment handed from the launcher to the tracked process.
 #define CLIPMEM_ENV_RECORD_DIR "CLIPMEM_RECORD_DIR"  // private directory (0700) where each process writes <pid>.<n>.rec
@@ -32,13 +32,15 @@ enum ClipmemFn {
   CLIPMEM_FN_MUNMAP,
   CLIPMEM_FN_MREMAP,
   CLIPMEM_FN_PTHREAD_CREATE,
+  CLIPMEM_FN_MPROTECT,  // making pages writable commits them: V8 and glibc arenas allocate this way
   CLIPMEM_FN_COUNT
 };
 
 // Names in ClipmemFn order; the reader reports these strings.
 #define CLIPMEM_FN_NAMES                                                                                   \
   {"malloc", "calloc", "realloc", "reallocarray", "free", "posix_memalign", "aligned_alloc", "memalign", \
-   "valloc", "pvalloc", "mmap", "mmap64", "munmap", "mremap", "pthread_create"}
+   "valloc", "pvalloc", "mmap", "mmap64", "munmap", "mremap", "pthread_create", \
+   "mprotect"}
 
 // Size histogram: bucket b counts requests with 2^(b-1) < size <= 2^b (bucket 0: size 0 or 1).
 #define CLIPMEM_HISTOGRAM_BUCKETS 48
@@ -79,18 +81,18 @@ typedef struct ClipmemFailure {
   uint64_t sequence;  // 1-based failure number; 0 while the entry is being written
   uint32_t fn;        // ClipmemFn
   uint32_t flags;     // CLIPMEM_FAILURE_*
-  uint64_t size;      // requested bytes exactly as asked (calloc: nmemb*size; mremap: new size)
+  uint64_t size;      // requested bytes exactly as asked (calloc: nmemb*size; mremap: new size; mprotect: length)
   uint64_t nmemb;     // calloc/reallocarray element count (else 0)
   uint64_t elem_size; // calloc/reallocarray element size (else 0)
   uint64_t alignment; // memalign family (else 0)
   uint64_t old_size;  // realloc: usable size of the old block; mremap: old size
-  uint64_t address;   // mmap/mremap hint or old address
-  int32_t prot;       // mmap
-  int32_t map_flags;  // mmap flags, mremap flags
-  int32_t fd;         // mmap (-1 for anonymous)
+  uint64_t address;   // mmap/mremap hint or old address; mprotect: the start of the range
+  int32_t prot;       // mmap, mprotect
+  int32_t map_flags;  // mmap flags, mremap flags; mprotect: the mapping's MAP_SHARED or MAP_PRIVATE (| MAP_ANONYMOUS)
+  int32_t fd;         // mmap (-1 for anonymous and for mprotect)
   int32_t error;      // errno (pthread_create / posix_memalign: the returned error)
   int64_t offset;     // mmap file offset
-  char fd_path[CLIPMEM_PATH_BYTES];
+  char fd_path[CLIPMEM_PATH_BYTES];  // mmap: the file of fd; mprotect: the file mapped there (/proc/self/maps)
   // Process state at the instant of the failure (bytes; -1 where unknown).
   int64_t vm_size;
   int64_t vm_data;

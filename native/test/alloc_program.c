@@ -14,7 +14,9 @@
  *                                      MiB (512 KiB of it already gone), a phase after each; then a 1 MiB PROT_NONE
  *                                      reservation: 256 KiB of its middle made read-write, 128 KiB of that back
  *                                      to PROT_NONE, the whole unmapped; then 16 KiB of this program's file mapped
- *                                      PROT_NONE, made readable, unmapped */
+ *                                      PROT_NONE, made readable, unmapped
+ *   alloc_program commit BYTES         reserves BYTES (rounded up to pages) PROT_NONE, then makes exactly BYTES
+ *                                      of it read-write with mprotect (how V8 and glibc arenas commit memory) */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
@@ -238,10 +240,20 @@ int main(int argc, char** argv) {
     ok = ok && munmap(file, 16 * kib) == 0;
     phase("file unmapped");
     report("munmap", ok);
+  } else if (argc > 2 && strcmp(argv[1], "commit") == 0) {
+    size_t bytes = strtoull(argv[2], NULL, 10);
+    size_t reserved = (bytes + 4095) & ~(size_t)4095;
+    phase("reserve");
+    void* reservation = mmap(NULL, reserved, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (reservation == MAP_FAILED) return report("mmap", 0), 1;
+    phase("commit");
+    int ok = mprotect(reservation, bytes, PROT_READ | PROT_WRITE) == 0;
+    report("mprotect", ok);
+    return ok ? 0 : 1;
   } else if (argc > 3 && strcmp(argv[1], "stress") == 0) {
     return stress(atoi(argv[2]), atol(argv[3]));
   } else {
-    fprintf(stderr, "usage: alloc_program probes|small|calloc-overflow|mapfile PATH BYTES|stress THREADS PAIRS|peak|loop PAIRS|threads COUNT|errno|dontunmap|unmap-parts\n");
+    fprintf(stderr, "usage: alloc_program probes|small|calloc-overflow|mapfile PATH BYTES|stress THREADS PAIRS|peak|loop PAIRS|threads COUNT|errno|dontunmap|unmap-parts|commit BYTES\n");
     return 2;
   }
   return 0;

@@ -36,7 +36,7 @@ TEST(RecordFormat, ThreadSlotsFillWholeCacheLines) {
   EXPECT_EQ(sizeof(ClipmemThreadSlot) % 64, 0u);
 }
 
-TEST(RecordFormat, FixedSizesOfTheVersion1Layout) {
+TEST(RecordFormat, FixedSizesOfTheLayout) {
   // A change here changes the file format: bump CLIPMEM_RECORD_VERSION with it.
   EXPECT_EQ(sizeof(ClipmemThreadSlot), 576u);
   EXPECT_EQ(sizeof(ClipmemSample), 64u);
@@ -72,7 +72,7 @@ TEST(RecordFormat, ReaderRejectsWhatItCannotTrust) {
   EXPECT_STREQ(clipmem_header_problem(header, file.size()),
                "bad magic (not a clip-mem record, or still being created)");
   header->magic[0] = 'C';
-  header->version = 2;
+  header->version = CLIPMEM_RECORD_VERSION + 1;
   EXPECT_STREQ(clipmem_header_problem(header, file.size()), "unsupported record version");
   header->version = CLIPMEM_RECORD_VERSION;
   header->failure_size += 8;
@@ -109,6 +109,7 @@ TEST(RecordFormat, FunctionNamesFollowTheEnum) {
   EXPECT_STREQ(names[CLIPMEM_FN_POSIX_MEMALIGN], "posix_memalign");
   EXPECT_STREQ(names[CLIPMEM_FN_MMAP64], "mmap64");
   EXPECT_STREQ(names[CLIPMEM_FN_PTHREAD_CREATE], "pthread_create");
+  EXPECT_STREQ(names[CLIPMEM_FN_MPROTECT], "mprotect");
 }
 
 }  // namespace

@@ -94,9 +94,29 @@ function known(value: number | undefined): value is number {
   return value !== undefined && value >= 0;
 }
 
+/** PROT_READ|PROT_WRITE as "read-write", PROT_READ as "read-only". */
+function protName(prot: number | undefined): string {
+  if (prot === undefined) return 'accessible';
+  if (prot === 0) return 'PROT_NONE';
+  const names = (
+    [
+      [1, 'read'],
+      [2, 'write'],
+      [4, 'execute'],
+    ] as const
+  )
+    .filter(([bit]) => (prot & bit) !== 0)
+    .map(([, name]) => name);
+  return names.length === 1 ? `${names[0]}-only` : names.join('-');
+}
+
 function describeRequest(f: FailureFacts): string {
   const bytes = `${f.size} bytes (${formatBytes(f.size)})`;
   if (f.fn === 'pthread_create') return `pthread_create of a thread with a ${formatBytes(f.size)} stack`;
+  if (f.fn === 'mprotect') {
+    const what = f.fdPath ? `a mapping of ${f.fdPath}` : 'anonymous memory';
+    return `mprotect making ${bytes} of ${what} ${protName(f.prot)}`;
+  }
   if (f.fn === 'mmap' || f.fn === 'mmap64') {
     const what = f.fd !== undefined && f.fd >= 0 ? `file mapping of ${f.fdPath || `fd ${f.fd}`}` : 'anonymous mapping';
     const access = f.prot === undefined ? '' : (f.prot & PROT_WRITE) === 0 ? 'read-only ' : '';
@@ -109,9 +129,10 @@ function describeRequest(f: FailureFacts): string {
 /**
  * RLIMIT_DATA counts private writable mappings (Linux >= 4.7) and the heap; not read-only, shared or
  * grows-down stack ones (MAP_STACK, which glibc uses for thread stacks, does not exempt a mapping).
+ * mprotect is checked the same way when it makes a mapping writable (its flags are the mapping's).
  */
 function countsAsData(f: FailureFacts): boolean {
-  if (f.fn !== 'mmap' && f.fn !== 'mmap64') return true;
+  if (f.fn !== 'mmap' && f.fn !== 'mmap64' && f.fn !== 'mprotect') return true;
   const prot = f.prot ?? PROT_WRITE;
   const flags = f.flags ?? 0;
   return (prot & PROT_WRITE) !== 0 && (flags & MAP_SHARED) === 0 && (flags & MAP_GROWSDOWN) === 0;
@@ -136,7 +157,8 @@ export function explainFailure(f: FailureFacts, limits: DiagnosisInput['limits']
   }
   const readOnlyFile =
     (f.fn === 'mmap' || f.fn === 'mmap64') && f.fd !== undefined && f.fd >= 0 && ((f.prot ?? 0) & PROT_WRITE) === 0;
-  if (limits.as !== undefined && known(f.vmSize)) {
+  // mprotect maps nothing new: RLIMIT_AS never refuses it (the kernel checks it for mmap, mremap, brk).
+  if (limits.as !== undefined && known(f.vmSize) && f.fn !== 'mprotect') {
     const total = f.vmSize + f.size;
     // malloc asks the kernel for more than the caller asked: page rounding, 64 MiB thread arenas.
     const slack = 64 * 2 ** 20;

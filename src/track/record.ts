@@ -19,7 +19,8 @@ export type TrackedFn =
   | 'mmap64'
   | 'munmap'
   | 'mremap'
-  | 'pthread_create';
+  | 'pthread_create'
+  | 'mprotect';
 
 export interface RecordFrame {
   address: string;
@@ -34,7 +35,7 @@ export interface RecordFrame {
 export interface RecordFailure {
   sequence: number;
   fn: TrackedFn;
-  /** Requested bytes (calloc/reallocarray: nmemb*size, low 64 bits if sizeOverflow; mremap: new size). */
+  /** Requested bytes (calloc/reallocarray: nmemb*size, low 64 bits if sizeOverflow; mremap: new size; mprotect: length). */
   size: number;
   sizeOverflow: boolean;
   /** Made to fail by CLIPMEM_FAIL fault injection, not by the system. */
@@ -43,10 +44,14 @@ export interface RecordFailure {
   elemSize: number;
   alignment: number;
   oldSize: number;
+  /** mmap/mremap: hint or old address; mprotect: start of the range. */
   address: string;
+  /** mmap, mprotect. */
   prot: number;
+  /** mmap/mremap flags; mprotect: the mapping's MAP_SHARED or MAP_PRIVATE (| MAP_ANONYMOUS), from /proc/self/maps. */
   flags: number;
   fd: number;
+  /** mmap: the file of fd; mprotect: the file mapped at the address ('' for anonymous memory). */
   fdPath: string;
   offset: number;
   errno: number;

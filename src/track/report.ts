@@ -46,7 +46,7 @@ export interface TraceReport {
     heap: number | null;
     anon: number | null;
     file: number | null;
-    /** Mapped PROT_NONE (reserved address space; V8 and wasm reserve this way and commit with mprotect, which is not tracked). */
+    /** Mapped PROT_NONE (reserved address space; V8 and wasm reserve this way and commit with mprotect, which moves bytes to anon). */
     reserved: number | null;
     rss: number | null;
     vmsize: number | null;

@@ -33,13 +33,14 @@ export const traceCommandModule: CommandModule<{}, TraceArgs> = {
       .option('timeout', { type: 'number', describe: "seconds before the command's whole process group is killed" })
       .option('fail', {
         type: 'string',
-        describe: 'fault injection: make calls fail with ENOMEM, e.g. malloc:nth=3 or mmap:above=1048576 (comma-separated)',
+        describe: 'fault injection: make calls fail with ENOMEM, e.g. malloc:nth=3, mmap:above=1048576 or mprotect:nth=1 (comma-separated)',
       })
       .example('$0 trace --limit-as 4G -- python3 train.py', 'which allocation failed under a 4 GiB address-space limit, and why')
       .example('$0 trace --limit-mem 300M --json out.json -- node app.js', 'run in a 300 MiB memory cgroup; JSON for scripts')
       .epilogue(
         'The command runs with LD_PRELOAD set to clip-mem\'s interposer, which records every malloc, calloc, realloc, ' +
-          'posix_memalign, mmap, mremap and pthread_create that fails, with the exact size, errno, stack and phase, into a ' +
+          'posix_memalign, mmap, mremap, pthread_create and mprotect (making reserved pages writable commits them) that fails, ' +
+          'with the exact size, errno, stack and phase, into a ' +
           'file that survives the process being killed. After the command ends, trace prints how it ended, the peaks, every ' +
           'failure with the limit it hit (with the arithmetic), and a diagnosis: address-space, data-limit, commit-limit, ' +
           'overcommit-heuristic, map-count, cgroup-oom-kill, host-oom-kill, gpu-memory, js-heap, not-memory or none. ' +
