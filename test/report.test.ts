@@ -48,6 +48,16 @@ test('terminal report: passing and failing lines with exact bytes, cause, eviden
   t.regex(text, /1 passed, 1 failed\n$/);
 });
 
+test('report headers give --large-batch where the large-batch scenario ran, and only there', (t) => {
+  const { header, scenarios } = sampleResults();
+  t.regex(renderTerminal(header, scenarios), /^clip-mem run: vit-b-32 fp32, batch 2, backend onnxruntime,/);
+  const withLarge = { ...header, options: { ...header.options, scenarios: ['clip-forward', 'large-batch'] } };
+  const results = { header: withLarge, scenarios, end: null };
+  t.regex(renderTerminal(withLarge, scenarios), /^clip-mem run: vit-b-32 fp32, batch 2, large batch 32, backend onnxruntime,/);
+  t.regex(renderMarkdown(results), /fp32, batch 2, large batch 32, backend onnxruntime/);
+  t.regex(renderHtml(results), /fp32, batch 2, large batch 32, backend onnxruntime/);
+});
+
 test('terminal report: a pass that survived refused allocations says so, and which runtime it ran on', (t) => {
   const { header, scenarios } = sampleResults();
   const refused = 'VmSize 1.04 GiB + 10.00 GiB > RLIMIT_AS 1.27 GiB: mmap64 of a read-only anonymous mapping, 10737479680 bytes (10.00 GiB) needs address space the limit does not leave';

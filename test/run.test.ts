@@ -254,8 +254,11 @@ test.serial('under RLIMIT_AS the batch fix waits for a calibrated estimate, and 
   const uncalibrated = runFailing();
   t.deepEqual(uncalibrated.fixes.filter((f) => f.kind === 'batch' || f.kind === 'malloc-arena-max'), [], JSON.stringify(uncalibrated.fixes));
   const calibrate = uncalibrated.fixes.find((f) => f.kind === 'calibrate');
-  t.regex(calibrate?.command ?? '', /^clip-mem estimate --calibrate --model tiny --dtype fp32 --threads \d+ --calibrate-batches 1024,4096$/);
+  t.regex(calibrate?.command ?? '', /^clip-mem estimate --calibrate --model tiny --dtype fp32 --threads \d+ --phase forward --calibrate-batches 1024,4096$/);
   t.is(cli(calibrate!.command!.replace(/^clip-mem /, '').split(' ')).status, 0);
+  // --phase forward measured the forward only: load and train keep no calibration of their own.
+  const stored = JSON.parse(cli(['estimate', '--model', 'tiny', '--json']).stdout) as { estimates: { phase: string; calibration: { kind: string } }[] };
+  t.deepEqual(stored.estimates.map((e) => [e.phase, e.calibration.kind]), [['load', 'none'], ['forward', 'this config'], ['train', 'none']]);
   const calibrated = runFailing();
   const { batch, command } = batchFix(calibrated, '--limit-as 1700M');
   t.true(batch > 1 && batch < 4096, String(batch));

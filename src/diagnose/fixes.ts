@@ -237,9 +237,9 @@ function estimatedFixes(result: Analysed, options: RunOptions, scenario: Scenari
   // predicted, 2.17 GiB measured, and "batch 3415 fits 1700M" failed): only a calibrated one is offered.
   // RSS uncalibrated stays on the safe side of a cgroup's charge (tiny batch 2459: 400 MiB predicted, 322 MiB charged).
   if (cause === 'address-space' && !failing.uncertainty) {
-    // Calibrating at this batch and a quarter of it measures what the model misses, here.
+    // Calibrating this phase at this batch and a quarter of it measures what the model misses, here.
     const option = (name: string) => new RegExp(`${name} (\\S+)`).exec(result.command)?.[1];
-    const command = `clip-mem estimate --calibrate --model ${option('--model')} --dtype ${option('--dtype')} --threads ${option('--threads')} --calibrate-batches ${Math.max(1, Math.floor(batch / 4))},${batch}`;
+    const command = `clip-mem estimate --calibrate --model ${option('--model')} --dtype ${option('--dtype')} --threads ${option('--threads')} --phase ${estimated.phase} --calibrate-batches ${Math.max(1, Math.floor(batch / 4))},${batch}`;
     return {
       fixes: [{
         kind: 'calibrate',

@@ -3,7 +3,7 @@
 // calibration itself (children at a few batch sizes, least-squares fits).
 import { resolveClipConfig, type ClipConfig, type WeightFormat } from '../clip/config';
 import { DEFAULT_TRAINING_SEGMENTS } from '../clip/onnx/train';
-import { modelTerms, sumRss, sumVmSize, trainableBytes, type Component, type Optimizer, type Phase, PHASES } from './model';
+import { modelTerms, sumRss, sumVmSize, trainableBytes, type Component, type Optimizer, type Phase, PHASES, phasesOf } from './model';
 import { runPhases } from './runs';
 import { loadRuntimeRecord, saveRuntimeRecord, type Calibration, type LinearFit, type Peak, type RuntimeRecord } from './store';
 
@@ -211,10 +211,11 @@ export async function calibrate(
   batches: readonly number[],
   threads: number,
   progress: (line: string) => void,
+  only?: Phase,
 ): Promise<Calibration[]> {
   let record = await ensureBaseline(threads, progress);
   const config = resolveClipConfig(model);
-  const phases: Phase[] = dtype === 'int8' ? ['load', 'forward'] : ['load', 'forward', 'train'];
+  const phases = phasesOf(dtype, only);
   const points = new Map<Phase, Calibration['points']>(phases.map((p) => [p, []]));
   for (const [i, batch] of batches.entries()) {
     // The load does not depend on the batch: measured once.
@@ -243,7 +244,7 @@ export async function calibrate(
     };
   });
   record = loadRuntimeRecord(threads);
-  record.calibrations = [...record.calibrations.filter((c) => !(c.model === config.name && c.dtype === dtype)), ...calibrations];
+  record.calibrations = [...record.calibrations.filter((c) => !(c.model === config.name && c.dtype === dtype && phases.includes(c.phase))), ...calibrations];
   saveRuntimeRecord(record);
   return calibrations;
 }

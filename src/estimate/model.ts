@@ -9,6 +9,10 @@ import { forwardGraphMemory, trainingGraphMemory, type GraphMemory } from './gra
 
 export const PHASES = ['load', 'forward', 'train'] as const;
 export type Phase = (typeof PHASES)[number];
+/** The phases a dtype can run (int8 weight-only checkpoints do not train), or the one asked for. */
+export function phasesOf(dtype: WeightFormat, only?: Phase): readonly Phase[] {
+  return only ? [only] : dtype === 'int8' ? ['load', 'forward'] : PHASES;
+}
 export const OPTIMIZERS = ['adamw', 'sgd'] as const;
 export type Optimizer = (typeof OPTIMIZERS)[number];
 

@@ -50,6 +50,7 @@ export async function runPhases(request: PhaseRunRequest): Promise<PhaseRun[]> {
     model: request.model,
     dtype: request.dtype,
     batch: request.batch,
+    largeBatch: request.batch,
     backend: 'auto',
     threads: request.threads,
     limits: request.limits ?? {},

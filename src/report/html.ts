@@ -3,7 +3,7 @@
 // point is marked.
 import { formatBytes } from '../units';
 import type { Limits, RunResults, ScenarioResult } from './result';
-import { bytesOrUnknown, describeExit, describeFailure, describeLimits, seconds } from './terminal';
+import { bytesOrUnknown, describeBatch, describeExit, describeFailure, describeLimits, seconds } from './terminal';
 
 export function escapeHtml(text: string): string {
   return text.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
@@ -128,7 +128,7 @@ section.scenario{border-top:1px solid #ccc;margin-top:1.5em}
 </style></head><body>
 <h1>clip-mem run report: ${escapeHtml(o.model)}</h1>
 <h2>Summary</h2>
-<p id="summary">${scenarios.length - failed} of ${scenarios.length} scenarios passed${results.end ? '' : ' (the run did not finish)'}. ${escapeHtml(`${o.dtype}, batch ${o.batch}, backend ${o.backend}, ${o.threads} thread(s); limits: ${describeLimits(o.limits)}`)}.</p>
+<p id="summary">${scenarios.length - failed} of ${scenarios.length} scenarios passed${results.end ? '' : ' (the run did not finish)'}. ${escapeHtml(`${o.dtype}, ${describeBatch(o)}, backend ${o.backend}, ${o.threads} thread(s); limits: ${describeLimits(o.limits)}`)}.</p>
 <table id="scenarios"><tr><th>scenario</th><th>status</th><th>time</th><th>RSS peak</th><th>VmSize peak</th><th>cause</th></tr>${summaryRows}</table>
 <h2>Environment</h2>
 <p>${escapeHtml(`clip-mem ${env.clipMemVersion}, Node.js ${env.node}, ${env.platform}/${env.arch}, ${env.cpus} CPUs; MemTotal ${bytesOrUnknown(env.memTotal)}, MemAvailable ${bytesOrUnknown(env.memAvailable)}; started ${header.startedAt}`)}</p>

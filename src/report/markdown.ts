@@ -3,7 +3,7 @@
 // figure comes from the run's results; nothing here is estimated.
 import { formatBytes } from '../units';
 import type { RunResults, ScenarioResult } from './result';
-import { bytesOrUnknown, describeExit, describeFailure, describeLimits, exactBytes, seconds } from './terminal';
+import { bytesOrUnknown, describeBatch, describeExit, describeFailure, describeLimits, exactBytes, seconds } from './terminal';
 
 function cell(text: string): string {
   return text.replace(/\|/g, '\\|').replace(/\n/g, ' ');
@@ -51,7 +51,7 @@ export function renderMarkdown(results: RunResults): string {
     '',
     `${scenarios.length - failed.length} of ${scenarios.length} scenarios passed` +
       (results.end ? '' : ' (the run did not finish: only the scenarios that finished are reported)') +
-      `. Model ${o.model}, ${o.dtype}, batch ${o.batch}, backend ${o.backend}, ${o.threads} thread(s); limits: ${describeLimits(o.limits)}.`,
+      `. Model ${o.model}, ${o.dtype}, ${describeBatch(o)}, backend ${o.backend}, ${o.threads} thread(s); limits: ${describeLimits(o.limits)}.`,
     '',
     '| scenario | status | time | RSS peak | memory increase | VmSize peak | cause |',
     '|---|---|---|---|---|---|---|',

@@ -21,6 +21,8 @@ export interface RunOptions {
   model: string;
   dtype: string;
   batch: number;
+  /** Batch of the large-batch scenario (--large-batch). */
+  largeBatch: number;
   backend: string;
   threads: number;
   limits: Limits;

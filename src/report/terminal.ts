@@ -1,7 +1,7 @@
 // The terminal report: the seed's passing/failing list, one line of figures per scenario, and for each
 // failure the allocation that failed, the cause with its evidence, and the fixes.
 import { formatBytes } from '../units';
-import type { Limits, RunHeader, ScenarioResult } from './result';
+import type { Limits, RunHeader, RunOptions, ScenarioResult } from './result';
 
 export function bytesOrUnknown(value: number | null): string {
   return value === null ? '?' : formatBytes(value);
@@ -66,10 +66,15 @@ export function scenarioLines(result: ScenarioResult): string[] {
   return lines;
 }
 
+/** The batch the run's scenarios used: --batch, and --large-batch where the large-batch scenario ran. */
+export function describeBatch(o: RunOptions): string {
+  return `batch ${o.batch}` + (o.scenarios.includes('large-batch') ? `, large batch ${o.largeBatch}` : '');
+}
+
 export function renderTerminal(header: RunHeader, scenarios: ScenarioResult[]): string {
   const o = header.options;
   const lines = [
-    `clip-mem run: ${o.model} ${o.dtype}, batch ${o.batch}, backend ${o.backend}, ${o.threads} thread(s)`,
+    `clip-mem run: ${o.model} ${o.dtype}, ${describeBatch(o)}, backend ${o.backend}, ${o.threads} thread(s)`,
     `limits: ${describeLimits(o.limits)}`,
     '',
   ];

@@ -39,7 +39,7 @@ export function sampleResults(): RunResults {
       schema: RUN_SCHEMA,
       startedAt: '2026-11-28T13:00:00.000Z',
       command: 'clip-mem run basic-ops clip-load-copy --limit-as 1300M --json run.json',
-      options: { model: 'vit-b-32', dtype: 'fp32', batch: 2, backend: 'onnxruntime', threads: 2, limits: { as: 1300 * MiB }, timeoutMs: 600000, scenarios: ['basic-ops', 'clip-load-copy'] },
+      options: { model: 'vit-b-32', dtype: 'fp32', batch: 2, largeBatch: 32, backend: 'onnxruntime', threads: 2, limits: { as: 1300 * MiB }, timeoutMs: 600000, scenarios: ['basic-ops', 'clip-load-copy'] },
       environment: {
         clipMemVersion: '0.1.0', node: 'v20.19.0', platform: 'linux', arch: 'x64', cpus: 2, hostname: 'test',
         memTotal: 24 * 1024 * MiB, memAvailable: 20 * 1024 * MiB, inherited: { as: null, data: null, cgroupMem: null },

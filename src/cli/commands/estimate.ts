@@ -5,7 +5,7 @@ import type { CommandModule } from 'yargs';
 import { DEFAULT_TRAINING_SEGMENTS } from '../../clip/onnx/train';
 import { resolveClipConfig, WEIGHT_FORMATS, type WeightFormat } from '../../clip/config';
 import { calibrate, ensureBaseline, estimatePhase, SGD_MODEL_ONLY, type PhaseEstimate } from '../../estimate/estimate';
-import { OPTIMIZERS, PHASES, type Optimizer, type Phase } from '../../estimate/model';
+import { OPTIMIZERS, PHASES, phasesOf, type Optimizer, type Phase } from '../../estimate/model';
 import { renderAccelerate, renderHeader, renderPhase } from '../../estimate/render';
 import { loadRuntimeRecord, storeFile } from '../../estimate/store';
 import { formatBytes } from '../../units';
@@ -54,7 +54,7 @@ export const estimateCommand: CommandModule<{}, EstimateArgs> = {
       .option('segments', { type: 'number', default: DEFAULT_TRAINING_SEGMENTS, describe: "train: the trainer's backward graphs per tower (more: fewer gradients at once; the default is what clip-mem run trains with)" })
       .option('threads', { type: 'number', default: defaultThreads(), describe: 'compute threads (the baseline is measured per thread count)' })
       .option('json', { type: 'boolean', default: false, describe: 'print the estimates as JSON' })
-      .option('calibrate', { type: 'boolean', default: false, describe: 'run the phases at --calibrate-batches in children and store the fits for this runtime (training: AdamW; plain SGD stays model-only)' })
+      .option('calibrate', { type: 'boolean', default: false, describe: 'run the phases (or --phase) at --calibrate-batches in children and store the fits for this runtime (training: AdamW; plain SGD stays model-only)' })
       .option('calibrate-batches', { type: 'string', default: '1,4', describe: 'batch sizes --calibrate runs' })
       .option('refresh-baseline', { type: 'boolean', default: false, describe: 'measure the runtime baseline again' })
       .check((args) => {
@@ -77,7 +77,7 @@ export const estimateCommand: CommandModule<{}, EstimateArgs> = {
     const config = resolveClipConfig(args.model);
     const quiet = args.json ? () => undefined : progressLine;
     if (args.calibrate) {
-      const calibrations = await calibrate(args.model, args.dtype, parseBatches(args['calibrate-batches']), args.threads, progressLine);
+      const calibrations = await calibrate(args.model, args.dtype, parseBatches(args['calibrate-batches']), args.threads, progressLine, args.phase);
       endProgress();
       if (args.json) {
         process.stdout.write(JSON.stringify({ calibrations }, null, 1) + '\n');
@@ -96,7 +96,7 @@ export const estimateCommand: CommandModule<{}, EstimateArgs> = {
     }
     const record = await ensureBaseline(args.threads, quiet, args['refresh-baseline']);
     endProgress();
-    const phases = args.phase ? [args.phase] : args.dtype === 'int8' ? (['load', 'forward'] as Phase[]) : PHASES;
+    const phases = phasesOf(args.dtype, args.phase);
     const estimates: PhaseEstimate[] = phases.map((phase) =>
       estimatePhase(config, { model: args.model, dtype: args.dtype, batch: args.batch, phase, optimizer: args.optimizer, segments: args.segments }, record),
     );

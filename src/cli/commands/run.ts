@@ -124,6 +124,7 @@ export const runCommand: CommandModule<{}, RunArgs> = {
       model: args.model,
       dtype: args.dtype,
       batch: args.batch,
+      largeBatch: args['large-batch'],
       backend: args.backend,
       threads: args.threads,
       limits,
