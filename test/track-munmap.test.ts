@@ -3,49 +3,17 @@
 // reserved (PROT_NONE) and anonymous (V8 commits pages of its reservations this way), or file for a file
 // mapping that was PROT_NONE.
 import test from 'ava';
-import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { preloadLibrary } from '../src/track/binaries';
-import { AllocationRecord, listRecords, readRecord } from '../src/track/record';
+import { byPhase, traceProgram } from './helpers/trace';
 
-const root = path.resolve(__dirname, '..', '..');
-const program = path.join(root, 'build', 'test-programs', 'alloc_program');
 const KiB = 1024;
-
-function traceProgram(mode: string, dir: string): { stdout: string; stderr: string; status: number | null; record: AllocationRecord } {
-  const run = spawnSync(program, [mode], {
-    env: { ...process.env, LD_PRELOAD: preloadLibrary(), CLIPMEM_RECORD_DIR: dir },
-    encoding: 'utf8',
-  });
-  const records = listRecords(dir);
-  if (records.length !== 1) throw new Error(`expected one record in ${dir}, found ${records.length}: ${run.stderr}`);
-  return { stdout: run.stdout, stderr: run.stderr, status: run.status, record: readRecord(records[0]!.file) };
-}
-
-/** Counters at each phase marker, relative to the first ("start"). */
-function byPhase(record: AllocationRecord): Record<string, { anon: number; file: number; reserved: number }> {
-  const reservedAt = (index: number): number => {
-    const sample = record.timeline.find((s) => s.phaseIndex === index);
-    if (!sample) throw new Error(`no sample at phase ${index}`);
-    return sample.reserved;
-  };
-  const start = record.phases[0]!;
-  const out: Record<string, { anon: number; file: number; reserved: number }> = {};
-  for (const p of record.phases)
-    out[p.label] = {
-      anon: p.anon - start.anon,
-      file: p.file - start.file,
-      reserved: reservedAt(p.index) - reservedAt(start.index),
-    };
-  return out;
-}
 
 test('munmap of the middle, the tail, the whole of a 1 MiB mapping subtracts exactly the unmapped bytes; mprotect moves bytes between reserved and anonymous or file', (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'clipmem-munmap-'));
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
-  const { stdout, stderr, status, record } = traceProgram('unmap-parts', dir);
+  const { stdout, stderr, status, record } = traceProgram(['unmap-parts'], dir);
   t.is(status, 0, stderr);
   t.regex(stdout, /^munmap ok$/m);
   t.is(record.calls.munmap, 5);

@@ -561,6 +561,15 @@ bool map_take_at(uintptr_t start, uintptr_t end, MapEntry* out, uint64_t* gap) {
   return false;
 }
 
+// The kind of the tracked mapping holding `start` (anonymous if the tracker never saw it); it stays tracked.
+int map_kind_at(uintptr_t start, uintptr_t end) {
+  MapEntry entry;
+  uint64_t gap;
+  if (!map_take_at(start, end, &entry, &gap)) return kAnon;
+  map_insert(entry.start, entry.length, entry.kind);
+  return entry.kind;
+}
+
 // Subtracts [start, start+length) from what the tracker counts as mapped: whole mappings, their heads,
 // middles and tails (the parts outside the range stay tracked).
 void map_remove(uintptr_t start, uint64_t length) {
@@ -1367,19 +1376,19 @@ void* mremap_hook(void* old_address, size_t old_size, size_t new_size, int flags
     Guard g;
     ErrnoKeeper keep;
     bump(my_slot()->histogram[clipmem_histogram_bucket(new_size)], my_slot());
-    MapEntry entry;
     uint64_t old_rounded = (old_size + 4095) & ~uint64_t(4095);
-    bool old_stays = flags & MREMAP_DONTUNMAP;  // the pages move, the old range stays mapped (empty)
-    if (map_take(uintptr_t(old_address), &entry)) {
-      add(kind_counter(entry.kind), -int64_t(entry.length));
-      if (old_stays)
-        map_add(uintptr_t(old_address), entry.length, entry.kind);
-      else if (entry.length > old_rounded)  // only the head moved: the rest stays where it was
-        map_add(uintptr_t(old_address) + old_rounded, entry.length - old_rounded, entry.kind);
-      map_add(uintptr_t(result), (new_size + 4095) & ~uint64_t(4095), entry.kind);
+    uint64_t new_rounded = (new_size + 4095) & ~uint64_t(4095);
+    uintptr_t old_start = uintptr_t(old_address), new_start = uintptr_t(result);
+    int kind = map_kind_at(old_start, old_start + old_rounded);
+    if (new_start == old_start) {  // resized in place: the end beyond the new size is gone, or the mapping grew
+      if (new_rounded < old_rounded) map_remove(old_start + new_rounded, old_rounded - new_rounded);
+      else if (new_rounded > old_rounded) map_add(old_start + old_rounded, new_rounded - old_rounded, kind);
     } else {
-      if (!old_stays) add(record->unmapped_unknown, int64_t(old_rounded));
-      map_add(uintptr_t(result), (new_size + 4095) & ~uint64_t(4095), kAnon);
+      // The pages moved: the range they left is unmapped (its head and tail, if it was inside a mapping, stay),
+      // except with MREMAP_DONTUNMAP (the old range stays mapped, empty) or old_size 0 (a shared mapping duplicated).
+      if (!(flags & MREMAP_DONTUNMAP) && old_size != 0) map_remove(old_start, old_rounded);
+      if (flags & MREMAP_FIXED) map_remove(new_start, new_rounded);  // replaced whatever was there
+      map_add(new_start, new_rounded, kind);
     }
     maybe_sample();
   } else {

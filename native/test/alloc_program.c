@@ -15,6 +15,10 @@
  *                                      reservation: 256 KiB of its middle made read-write, 128 KiB of that back
  *                                      to PROT_NONE, the whole unmapped; then 16 KiB of this program's file mapped
  *                                      PROT_NONE, made readable, unmapped
+ *   alloc_program remap-parts          mremap of ranges inside mappings: the tail of a 1 MiB mapping grown in place,
+ *                                      its middle moved (MREMAP_FIXED) into a PROT_NONE reservation and grown, then
+ *                                      shrunk in place there, a piece of the tail copied with MREMAP_DONTUNMAP; all
+ *                                      unmapped (over the holes left); a phase after each
  *   alloc_program commit BYTES         reserves BYTES (rounded up to pages) PROT_NONE, then makes exactly BYTES
  *                                      of it read-write with mprotect (how V8 and glibc arenas commit memory) */
 #define _GNU_SOURCE
@@ -30,6 +34,10 @@
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#ifndef MREMAP_DONTUNMAP /* Linux 5.7; older glibc headers lack the name */
+#define MREMAP_DONTUNMAP 4
+#endif
 
 static void phase(const char* label) {
   int (*set_phase)(const char*) = (int (*)(const char*))dlsym(RTLD_DEFAULT, "clipmem_tracker_set_phase");
@@ -203,9 +211,6 @@ int main(int argc, char** argv) {
     }
     phase("after threads");
   } else if (argc > 1 && strcmp(argv[1], "dontunmap") == 0) {
-#ifndef MREMAP_DONTUNMAP
-#define MREMAP_DONTUNMAP 4
-#endif
     void* old = mmap(NULL, 1 << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     void* moved = old == MAP_FAILED ? MAP_FAILED : mremap(old, 1 << 20, 1 << 20, MREMAP_MAYMOVE | MREMAP_DONTUNMAP);
     report("mremap", moved != MAP_FAILED);
@@ -240,6 +245,31 @@ int main(int argc, char** argv) {
     ok = ok && munmap(file, 16 * kib) == 0;
     phase("file unmapped");
     report("munmap", ok);
+  } else if (argc > 1 && strcmp(argv[1], "remap-parts") == 0) {
+    const size_t kib = 1024;
+    phase("start");
+    char* region = mmap(NULL, 2048 * kib, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (region == MAP_FAILED) return report("mmap", 0), 1;
+    /* 1 MiB stays; the free MiB above it is room to grow in place (nothing else maps in between). */
+    int ok = munmap(region + 1024 * kib, 1024 * kib) == 0;
+    phase("mapped");
+    ok = ok && mremap(region + 768 * kib, 256 * kib, 768 * kib, 0) == region + 768 * kib;
+    phase("tail grown in place");
+    char* dest = mmap(NULL, 1024 * kib, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (dest == MAP_FAILED) return report("mmap", 0), 1;
+    phase("destination reserved");
+    char* moved = ok ? mremap(region + 256 * kib, 256 * kib, 512 * kib, MREMAP_MAYMOVE | MREMAP_FIXED, dest + 256 * kib)
+                     : MAP_FAILED;
+    ok = moved == dest + 256 * kib;
+    phase("middle moved");
+    ok = ok && mremap(moved, 512 * kib, 128 * kib, 0) == moved;
+    phase("moved shrunk in place");
+    char* copy = ok ? mremap(region + 1024 * kib, 256 * kib, 256 * kib, MREMAP_MAYMOVE | MREMAP_DONTUNMAP) : MAP_FAILED;
+    ok = copy != MAP_FAILED;
+    phase("part copied with DONTUNMAP");
+    ok = ok && munmap(region, 1536 * kib) == 0 && munmap(dest, 1024 * kib) == 0 && munmap(copy, 256 * kib) == 0;
+    phase("all unmapped");
+    report("mremap", ok);
   } else if (argc > 2 && strcmp(argv[1], "commit") == 0) {
     size_t bytes = strtoull(argv[2], NULL, 10);
     size_t reserved = (bytes + 4095) & ~(size_t)4095;
@@ -253,7 +283,7 @@ int main(int argc, char** argv) {
   } else if (argc > 3 && strcmp(argv[1], "stress") == 0) {
     return stress(atoi(argv[2]), atol(argv[3]));
   } else {
-    fprintf(stderr, "usage: alloc_program probes|small|calloc-overflow|mapfile PATH BYTES|stress THREADS PAIRS|peak|loop PAIRS|threads COUNT|errno|dontunmap|unmap-parts|commit BYTES\n");
+    fprintf(stderr, "usage: alloc_program probes|small|calloc-overflow|mapfile PATH BYTES|stress THREADS PAIRS|peak|loop PAIRS|threads COUNT|errno|dontunmap|unmap-parts|remap-parts|commit BYTES\n");
     return 2;
   }
   return 0;

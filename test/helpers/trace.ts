@@ -1,8 +1,11 @@
-// Runs `clip-mem trace --json` on a command, as a user would, and returns its JSON report.
+// Runs the tracker's test program: through `clip-mem trace --json` as a user would, or with the interposer
+// preloaded directly to read its record.
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { preloadLibrary } from '../../src/track/binaries';
+import { AllocationRecord, listRecords, readRecord } from '../../src/track/record';
 import type { TraceReport } from '../../src/track/report';
 import { repoRoot } from './paths';
 
@@ -21,4 +24,33 @@ export function trace(options: string[], command: string[]): { status: number | 
   const report = JSON.parse(fs.readFileSync(json, 'utf8')) as TraceReport;
   fs.rmSync(dir, { recursive: true });
   return { status: result.status, report, stdout: result.stdout, stderr: result.stderr };
+}
+
+/** alloc_program with the interposer preloaded and its record written into dir (which must hold one record). */
+export function traceProgram(args: string[], dir: string): { stdout: string; stderr: string; status: number | null; record: AllocationRecord } {
+  const run = spawnSync(allocProgram, args, {
+    env: { ...process.env, LD_PRELOAD: preloadLibrary(), CLIPMEM_RECORD_DIR: dir },
+    encoding: 'utf8',
+  });
+  const records = listRecords(dir);
+  if (records.length !== 1) throw new Error(`expected one record in ${dir}, found ${records.length}: ${run.stderr}`);
+  return { stdout: run.stdout, stderr: run.stderr, status: run.status, record: readRecord(records[0]!.file) };
+}
+
+/** Mapping counters at each phase marker, relative to the first; reserved bytes from the sample each marker takes. */
+export function byPhase(record: AllocationRecord): Record<string, { anon: number; file: number; reserved: number }> {
+  const reservedAt = (index: number): number => {
+    const sample = record.timeline.find((s) => s.phaseIndex === index);
+    if (!sample) throw new Error(`no sample at phase ${index}`);
+    return sample.reserved;
+  };
+  const start = record.phases[0]!;
+  const out: Record<string, { anon: number; file: number; reserved: number }> = {};
+  for (const p of record.phases)
+    out[p.label] = {
+      anon: p.anon - start.anon,
+      file: p.file - start.file,
+      reserved: reservedAt(p.index) - reservedAt(start.index),
+    };
+  return out;
 }
