@@ -45,4 +45,9 @@ test('mremap of ranges inside mappings: heads and tails stay tracked, moved byte
   t.is(record.counters.unmappedUnknown, 640 * KiB);
   t.is(record.counters.anonPeak - record.phases[0]!.anon, 2048 * KiB);
   t.is(record.counters.reservedPeak, 1024 * KiB);
+  // Every sample the process wrote is read back, whole, in order (the timeline ring did not wrap).
+  t.deepEqual(
+    record.timeline.map((s) => s.sequence),
+    Array.from({ length: record.samplesTotal }, (_, i) => i + 1),
+  );
 });

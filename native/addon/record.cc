@@ -15,6 +15,7 @@
 
 #include "addon/module.h"
 #include "record/record.h"
+#include "record/ring.h"
 
 namespace clipmem {
 namespace {
@@ -24,16 +25,6 @@ const char* const kFnNames[] = CLIPMEM_FN_NAMES;
 template <typename T>
 T snapshot(const T& field) {
   return __atomic_load_n(&field, __ATOMIC_ACQUIRE);
-}
-
-// A ring entry as a seqlock reader sees it: copied out, then kept only if its sequence still reads `seq`
-// after the copy (the writer zeroes it before rewriting an entry, and stores it again when done).
-template <typename Entry>
-bool stableCopy(const Entry& shared, uint64_t seq, Entry* copy) {
-  if (snapshot(shared.sequence) != seq) return false;
-  memcpy(static_cast<void*>(copy), &shared, sizeof(Entry));
-  __atomic_thread_fence(__ATOMIC_ACQUIRE);
-  return __atomic_load_n(&shared.sequence, __ATOMIC_RELAXED) == seq;
 }
 
 Napi::Value bytes(Napi::Env env, int64_t value) { return Napi::Number::New(env, double(value)); }
@@ -193,22 +184,17 @@ Napi::Value ReadRecord(const Napi::CallbackInfo& info) {
   uint64_t failures_total = snapshot(h->failures_total);
   out.Set("failuresTotal", Napi::Number::New(env, double(failures_total)));
   Napi::Array failure_list = Napi::Array::New(env);
-  uint64_t first = failures_total > CLIPMEM_FAILURE_CAPACITY ? failures_total - CLIPMEM_FAILURE_CAPACITY + 1 : 1;
-  for (uint64_t seq = first; seq <= failures_total; ++seq) {
-    ClipmemFailure f;
-    if (!stableCopy(failures[(seq - 1) % CLIPMEM_FAILURE_CAPACITY], seq, &f)) continue;
+  for_each_ring_entry(failures, CLIPMEM_FAILURE_CAPACITY, failures_total, [&](const ClipmemFailure& f, uint64_t) {
     failure_list.Set(failure_list.Length(), ReadFailure(env, f, modules, modules_used));
-  }
+  });
   out.Set("failures", failure_list);
 
   uint64_t samples_total = snapshot(h->samples_total);
   out.Set("samplesTotal", Napi::Number::New(env, double(samples_total)));
   Napi::Array samples = Napi::Array::New(env);
-  first = samples_total > CLIPMEM_TIMELINE_CAPACITY ? samples_total - CLIPMEM_TIMELINE_CAPACITY : 0;
-  for (uint64_t i = first; i < samples_total; ++i) {
-    const ClipmemSample& s = timeline[i % CLIPMEM_TIMELINE_CAPACITY];
-    if (s.time_ns == 0) continue;
+  for_each_ring_entry(timeline, CLIPMEM_TIMELINE_CAPACITY, samples_total, [&](const ClipmemSample& s, uint64_t seq) {
     Napi::Object sample = Napi::Object::New(env);
+    sample.Set("sequence", Napi::Number::New(env, double(seq)));
     sample.Set("timeNs", Napi::Number::New(env, double(s.time_ns)));
     sample.Set("heap", bytes(env, s.heap_current));
     sample.Set("anon", bytes(env, s.anon_mapped));
@@ -218,17 +204,14 @@ Napi::Value ReadRecord(const Napi::CallbackInfo& info) {
     sample.Set("rss", bytes(env, s.rss));
     sample.Set("phaseIndex", s.phase_index);
     samples.Set(samples.Length(), sample);
-  }
+  });
   out.Set("timeline", samples);
 
   uint64_t phases_total = snapshot(h->phases_total);
   out.Set("phasesTotal", Napi::Number::New(env, double(phases_total)));
   out.Set("currentPhase", snapshot(h->current_phase));
   Napi::Array markers = Napi::Array::New(env);
-  first = phases_total > CLIPMEM_PHASE_CAPACITY ? phases_total - CLIPMEM_PHASE_CAPACITY + 1 : 1;
-  for (uint64_t seq = first; seq <= phases_total; ++seq) {
-    ClipmemPhase p;
-    if (!stableCopy(phases[(seq - 1) % CLIPMEM_PHASE_CAPACITY], seq, &p)) continue;
+  for_each_ring_entry(phases, CLIPMEM_PHASE_CAPACITY, phases_total, [&](const ClipmemPhase& p, uint64_t seq) {
     Napi::Object marker = Napi::Object::New(env);
     marker.Set("index", Napi::Number::New(env, double(seq)));
     marker.Set("timeNs", Napi::Number::New(env, double(p.time_ns)));
@@ -237,7 +220,7 @@ Napi::Value ReadRecord(const Napi::CallbackInfo& info) {
     marker.Set("anon", bytes(env, p.anon_mapped));
     marker.Set("file", bytes(env, p.file_mapped));
     markers.Set(markers.Length(), marker);
-  }
+  });
   out.Set("phases", markers);
   return out;
 }

@@ -30,6 +30,7 @@
 
 #include "preload/tracker.h"
 #include "record/record.h"
+#include "record/ring.h"
 
 #ifndef MREMAP_DONTUNMAP  // Linux 5.7; older glibc headers lack the name
 #define MREMAP_DONTUNMAP 4
@@ -362,8 +363,8 @@ int64_t mapped_total() {
 }
 
 void take_sample(uint64_t now) {
-  uint64_t index = __atomic_fetch_add(&record->samples_total, uint64_t(1), __ATOMIC_RELAXED);
-  ClipmemSample* sample = &timeline[index % CLIPMEM_TIMELINE_CAPACITY];
+  uint64_t sequence;
+  ClipmemSample* sample = claim_ring_entry(&record->samples_total, timeline, CLIPMEM_TIMELINE_CAPACITY, &sequence);
   sample->time_ns = now;
   sample->heap_current = load(record->heap_current);
   sample->anon_mapped = load(record->anon_mapped);
@@ -371,6 +372,7 @@ void take_sample(uint64_t now) {
   sample->reserved_mapped = load(record->reserved_mapped);
   read_statm(&sample->vm_size, &sample->rss);
   sample->phase_index = load(record->current_phase);
+  publish_ring_entry(sample, sequence);
   raise_peak(record->vm_peak, sample->vm_size);
   raise_peak(record->rss_peak, sample->rss);
 }
@@ -634,22 +636,6 @@ struct FailureArgs {
   int64_t offset = 0;
   uint32_t failure_flags = 0;
 };
-
-// The failure and phase rings are seqlocks: an entry's sequence reads 0 while it is rewritten, then the
-// number it was claimed with, so a reader keeps a copy only if the sequence held (native/addon/record.cc).
-template <class Entry>
-Entry* claim_ring_entry(uint64_t* total, Entry* ring, uint64_t capacity, uint64_t* sequence) {
-  *sequence = __atomic_add_fetch(total, uint64_t(1), __ATOMIC_RELAXED);
-  Entry* entry = &ring[(*sequence - 1) % capacity];
-  __atomic_store_n(&entry->sequence, uint64_t(0), __ATOMIC_RELAXED);
-  __atomic_thread_fence(__ATOMIC_RELEASE);  // the 0 is visible before any field changes
-  return entry;
-}
-
-template <class Entry>
-void publish_ring_entry(Entry* entry, uint64_t sequence) {
-  __atomic_store_n(&entry->sequence, sequence, __ATOMIC_RELEASE);
-}
 
 void describe_frame(void* address, uint16_t* module, char* symbol);
 

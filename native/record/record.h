@@ -10,7 +10,7 @@
 #include <stdint.h>
 
 #define CLIPMEM_RECORD_MAGIC "CLIPMEMR"
-#define CLIPMEM_RECORD_VERSION 2u  // 2: mprotect in the call table and the failures
+#define CLIPMEM_RECORD_VERSION 3u  // 2: mprotect in the call table and the failures; 3: samples carry a sequence
 
 // Environment handed from the launcher to the tracked process.
 #define CLIPMEM_ENV_RECORD_DIR "CLIPMEM_RECORD_DIR"  // private directory (0700) where each process writes <pid>.<n>.rec
@@ -78,7 +78,7 @@ typedef struct ClipmemThreadSlot {
 } ClipmemThreadSlot;
 
 typedef struct ClipmemFailure {
-  uint64_t sequence;  // 1-based failure number; 0 while the entry is being written
+  uint64_t sequence;  // 1-based failure number; 0 while the entry is being written (native/record/ring.h)
   uint32_t fn;        // ClipmemFn
   uint32_t flags;     // CLIPMEM_FAILURE_*
   uint64_t size;      // requested bytes exactly as asked (calloc: nmemb*size; mremap: new size; mprotect: length)
@@ -126,6 +126,7 @@ typedef struct ClipmemModule {
 } ClipmemModule;
 
 typedef struct ClipmemSample {
+  uint64_t sequence;  // 1-based sample number; 0 while the entry is being written (native/record/ring.h)
   uint64_t time_ns;
   int64_t heap_current;
   int64_t anon_mapped;
@@ -138,7 +139,7 @@ typedef struct ClipmemSample {
 } ClipmemSample;
 
 typedef struct ClipmemPhase {
-  uint64_t sequence;  // 1-based; 0 while being written
+  uint64_t sequence;  // 1-based; 0 while being written (native/record/ring.h)
   uint64_t time_ns;
   int64_t heap_current;
   int64_t anon_mapped;

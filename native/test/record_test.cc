@@ -39,7 +39,7 @@ TEST(RecordFormat, ThreadSlotsFillWholeCacheLines) {
 TEST(RecordFormat, FixedSizesOfTheLayout) {
   // A change here changes the file format: bump CLIPMEM_RECORD_VERSION with it.
   EXPECT_EQ(sizeof(ClipmemThreadSlot), 576u);
-  EXPECT_EQ(sizeof(ClipmemSample), 64u);
+  EXPECT_EQ(sizeof(ClipmemSample), 72u);
   EXPECT_EQ(sizeof(ClipmemPhase), 152u);
   EXPECT_EQ(sizeof(ClipmemModule), 264u);
   EXPECT_EQ(sizeof(ClipmemFailure), 2936u);

@@ -74,6 +74,8 @@ export interface RecordFailure {
 }
 
 export interface RecordSample {
+  /** 1-based sample number (samples being written while the record was read are left out). */
+  sequence: number;
   timeNs: number;
   heap: number;
   anon: number;
