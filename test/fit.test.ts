@@ -9,6 +9,9 @@ import { estimatePhase } from '../src/estimate/estimate';
 import { cheapest, fitPlan, largestFitting, limitedFigure, maxSearchRuns, searchBoundary, type Boundary } from '../src/estimate/fit';
 import type { RuntimeRecord } from '../src/estimate/store';
 
+// Tests that run several children, minutes each under load: ava's 10-minute inactivity timeout waits for them.
+const LONG_TEST_MS = 20 * 60_000;
+
 const bin = path.resolve(__dirname, '..', '..', 'bin', 'clip-mem.js');
 const MiB = 2 ** 20;
 
@@ -101,6 +104,7 @@ test('fitPlan: --limit-as compares VmSize, --limit-data leaves out the read-only
 });
 
 test.serial('fit --verify --limit-mem 1500M --phase train: a batch that trains under the limit and the next one that is killed, both run', (t) => {
+  t.timeout(LONG_TEST_MS);
   const result = spawnSync(process.execPath, [bin, 'fit', '--verify', '--limit-mem', '1500M', '--phase', 'train'], { encoding: 'utf8', timeout: 900_000 });
   t.is(result.status, 0, result.stdout + result.stderr);
   const out = result.stdout;

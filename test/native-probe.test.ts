@@ -4,14 +4,16 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { NATIVE_PROBE_SCHEMA_VERSION } from '../src/probe/probe';
 import { readCgroups } from '../src/probe/cgroup';
+import { removeCgroup } from '../src/track/cgroup';
 import { spawnSync } from 'node:child_process';
 import { probeJson, repoRoot, runNativeProbe, schemaErrors, stubGpuLibrary } from './helpers/probe-cli';
 
 const GiB = 2 ** 30;
 const MiB = 2 ** 20;
 // VmSize and VmData are read once, before the allocator probe; V8's threads map and unmap pages meanwhile
-// (CI saw VmData 20 KiB lower at the probe than at the read), so bounds drawn from them allow 1 MiB.
-const procDrift = MiB;
+// (measured: -20 KiB to +132 KiB between the read and the probe; V8's sweeper frees 256 KiB pages), so
+// bounds drawn from them allow 8 MiB, still far inside the 64 MiB band the lower bound leaves.
+const procDrift = 8 * MiB;
 
 test('the human report prints every section, the verdict last', (t) => {
   const run = runNativeProbe(['--model', 'tiny']);
@@ -119,7 +121,7 @@ cgroupTest(`in a v1 cgroup with a 700 MiB limit: the limit is reported and named
     t.like(report.verdict.bindsFirst, { name: 'cgroup memory', limit: 700 * MiB });
     t.regex(report.verdict.summary, new RegExp(`^cgroup memory: .* of cgroup v1 memory.limit_in_bytes of .*/${name} 700 MiB used`));
   } finally {
-    fs.rmdirSync(group);
+    removeCgroup(group);  // the kernel refuses an rmdir for a moment after the last task left: retried
   }
   t.false(fs.existsSync(group));
 });

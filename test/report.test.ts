@@ -84,7 +84,7 @@ test('HTML report: self-contained, and headless Chromium renders each timeline w
   fs.writeFileSync(file, html);
   const chromium = (extra: string[]) =>
     spawnSync('chromium', [
-      '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+      '--headless', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-quic', '--no-first-run', '--disable-background-networking',
       '--disable-component-update', '--disable-sync', `--user-data-dir=${fs.mkdtempSync(path.join(dir, 'profile-'))}`, ...extra, `file://${file}`,
     ], { encoding: 'utf8', timeout: 120_000 });
   const dom = chromium(['--dump-dom']);
@@ -103,7 +103,7 @@ test('HTML report: self-contained, and headless Chromium renders each timeline w
 /** Headless Debian chromium on a file, with a new empty profile each time. */
 function chromium(file: string, extra: string[]) {
   return spawnSync('chromium', [
-    '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+    '--headless', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-quic', '--no-first-run', '--disable-background-networking',
     '--disable-component-update', '--disable-sync', `--user-data-dir=${fs.mkdtempSync(path.join(os.tmpdir(), 'clip-mem-chromium-'))}`, ...extra, `file://${file}`,
   ], { encoding: 'utf8', timeout: 120_000 });
 }

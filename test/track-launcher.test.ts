@@ -27,6 +27,9 @@ test('at the timeout the whole process group is killed, grandchildren included',
   t.true(run.timedOut);
   t.deepEqual(run.exit, { code: null, signal: 'SIGKILL' });
   const grandchild = Number(/grandchild (\d+)/.exec(run.stdoutTail)![1]);
+  // SIGKILL is sent; the grandchild may still be inside exit for a moment: allowed 2 s to be gone.
+  const deadline = Date.now() + 2000;
+  while (isRunning(grandchild) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
   t.false(isRunning(grandchild));
   t.truthy(run.record);
 });

@@ -95,7 +95,7 @@ TEST(AllocatorProbe, ProbingTouchesNoPages) {
   clipmem::probeLargestMalloc();
   clipmem::probeLargestReadWriteMapping();
   clipmem::probeReservableAddressSpace();
-  EXPECT_LT(rss() - before, 2 * kMiB);
+  EXPECT_LT(rss(), before + 2 * kMiB);  // RSS may also drop (file pages reclaimed): no unsigned difference
 }
 
 }  // namespace
