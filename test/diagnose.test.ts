@@ -139,6 +139,16 @@ test('a failure with another errno is not a memory shortage', (t) => {
   t.regex(d!.evidence[0]!, /failed with EINVAL, which is not a memory shortage$/);
 });
 
+test('a refusal for another reason before the one a limit explains: the limit is the cause', (t) => {
+  const denied = failure({ fn: 'mprotect', size: 4096, errno: 13, prot: 7, flags: 0x02, fd: 3, fdPath: '/noexec/lib.so' });
+  const seed = failure({ fn: 'mmap', size: 101187584, vmSize: 3.95 * GiB, prot: 3, flags: 0x22, fd: -1 });
+  const d = diagnose(run({ limits: { as: 4 * GiB }, failures: [denied, seed] }));
+  t.is(d.cause, 'address-space');
+  t.regex(d.evidence[0]!, /^VmSize 3\.95 GiB \+ 97 MiB > RLIMIT_AS 4\.00 GiB: mmap of an anonymous mapping/);
+  t.is(d.evidence[d.evidence.length - 1], '2 allocations failed in all');
+  t.is(diagnose(run({ failures: [denied] })).cause, 'not-memory');
+});
+
 test("V8's heap-out-of-memory abort after a refusal a limit explains: the limit is the cause", (t) => {
   const refused = failure({ fn: 'mmap', size: 268435456, vmSize: 1.9 * GiB, prot: 3, flags: 0x22, fd: -1 });
   const d = diagnose(run({

@@ -295,9 +295,11 @@ export function diagnose(input: DiagnosisInput): Diagnosis {
     }
   }
   const real = input.failures.filter((f) => !f.injected);
-  for (const failure of real) {
-    const explained = explainFailure(failure, limits);
-    if (!explained) continue;
+  // The first failure a memory limit explains; a refusal for another reason (an mprotect EACCES, an mmap
+  // EEXIST of MAP_FIXED_NOREPLACE) is the cause only when no failure was for lack of memory.
+  const explanations = real.map((failure) => explainFailure(failure, limits)).filter((e): e is Diagnosis => e !== undefined);
+  const explained = explanations.find((e) => e.cause !== 'not-memory') ?? explanations[0];
+  if (explained) {
     if (!found) found = explained;
     else if (found.cause === explained.cause) found.evidence.push(...explained.evidence);
     else if (found.cause === 'js-heap' && explained.cause !== 'not-memory') {
@@ -305,7 +307,6 @@ export function diagnose(input: DiagnosisInput): Diagnosis {
       // allocations: a limit that explains the refusal is the cause, V8's abort its consequence.
       found = { cause: explained.cause, evidence: [...explained.evidence, `V8 then aborted ("JavaScript heap out of memory") because that allocation was refused`] };
     }
-    break;
   }
   const injected = input.failures.length - real.length;
   if (found) {
