@@ -173,6 +173,9 @@ Injection injections[CLIPMEM_FN_COUNT];
 
 // Heap bytes a thread accumulates before folding them into the shared counter.
 constexpr int64_t kFoldBytes = 1 << 20;
+// The kernel's page size (4 KiB on x86-64, 16 or 64 KiB on some arm64 kernels): mappings count whole pages.
+uint64_t page_size = 4096;
+inline uint64_t page_rounded(uint64_t length) { return (length + page_size - 1) & ~(page_size - 1); }
 constexpr uint64_t kSampleIntervalNs = 10 * 1000 * 1000;
 constexpr uint64_t kMinSampleGapNs = 1000 * 1000;
 constexpr int64_t kSampleChangeBytes = 64 << 20;
@@ -315,12 +318,11 @@ void read_statm(int64_t* vm_size, int64_t* rss) {
   char buf[256];
   *vm_size = *rss = -1;
   if (read_small_file("/proc/self/statm", buf, sizeof buf) <= 0) return;
-  long page = sysconf(_SC_PAGESIZE);
   char* end = nullptr;
   long long size = strtoll(buf, &end, 10);
   long long resident = strtoll(end, nullptr, 10);
-  *vm_size = size * page;
-  *rss = resident * page;
+  *vm_size = size * int64_t(page_size);
+  *rss = resident * int64_t(page_size);
 }
 
 // ---------------------------------------------------------------- thread slots and counters
@@ -962,6 +964,7 @@ void initialize() {
   Guard g;
   ErrnoKeeper keep;
   ensure_resolved();
+  page_size = uint64_t(sysconf(_SC_PAGESIZE));
   const char* dir = getenv(CLIPMEM_ENV_RECORD_DIR);
   if (!dir || !*dir) {
     // Preloaded without a launcher: forward everything, record nothing.
@@ -1298,7 +1301,7 @@ void* mmap_hook(int fn, void* addr, size_t length, int prot, int flags, int fd, 
     bump(my_slot()->histogram[clipmem_histogram_bucket(length)], my_slot());
     int kind = (flags & MAP_ANONYMOUS) ? kAnon : kFile;
     if (prot == PROT_NONE) kind = reprotected_kind(kind, PROT_NONE);
-    uint64_t rounded = (length + 4095) & ~uint64_t(4095);
+    uint64_t rounded = page_rounded(length);
     if (flags & MAP_FIXED) map_remove(uintptr_t(result), rounded);  // replaced whatever was there
     map_add(uintptr_t(result), rounded, kind);
     maybe_sample();
@@ -1317,7 +1320,7 @@ int munmap_hook(void* addr, size_t length) {
   if (result == 0) {
     Guard g;
     ErrnoKeeper keep;
-    map_remove(uintptr_t(addr), (length + 4095) & ~uint64_t(4095));
+    map_remove(uintptr_t(addr), page_rounded(length));
     maybe_sample();
   }
   return result;
@@ -1338,7 +1341,7 @@ int mprotect_hook(void* addr, size_t length, int prot) {
   if (result == 0) {
     Guard g;
     ErrnoKeeper keep;
-    map_reprotect(uintptr_t(addr), (length + 4095) & ~uint64_t(4095), prot);
+    map_reprotect(uintptr_t(addr), page_rounded(length), prot);
     maybe_sample();
   } else {
     args.error = errno;
@@ -1362,8 +1365,8 @@ void* mremap_hook(void* old_address, size_t old_size, size_t new_size, int flags
     Guard g;
     ErrnoKeeper keep;
     bump(my_slot()->histogram[clipmem_histogram_bucket(new_size)], my_slot());
-    uint64_t old_rounded = (old_size + 4095) & ~uint64_t(4095);
-    uint64_t new_rounded = (new_size + 4095) & ~uint64_t(4095);
+    uint64_t old_rounded = page_rounded(old_size);
+    uint64_t new_rounded = page_rounded(new_size);
     uintptr_t old_start = uintptr_t(old_address), new_start = uintptr_t(result);
     int kind = map_kind_at(old_start, old_start + old_rounded);
     if (new_start == old_start) {  // resized in place: the end beyond the new size is gone, or the mapping grew

@@ -9,7 +9,8 @@ import { execHelper, preloadLibrary } from './binaries';
 import { ChildCgroup, createChildCgroup, readChildCgroup, removeCgroup } from './cgroup';
 import { ProgramKind, programKind } from './program';
 import { AllocationRecord, finalRecordOf, listRecords, readRecord } from './record';
-import { known } from '../probe/field';
+import { isUnknown, known } from '../probe/field';
+import { readProcessStatus } from '../probe/proc';
 
 /** Limits for the child, in bytes; absent: not set. */
 export interface TraceLimits {
@@ -160,13 +161,11 @@ export async function traceCommand(options: TraceOptions): Promise<TraceRun> {
           }, options.timeoutMs)
         : undefined;
     let lastSeen: TraceRun['lastSeen'] = null;
-    const pageSize = 4096;
     const watcher = setInterval(() => {
-      try {
-        const [size, resident] = fs.readFileSync(`/proc/${child.pid}/statm`, 'utf8').split(' ').map(Number);
-        if (size) lastSeen = { rss: resident! * pageSize, vmSize: size * pageSize, atMs: Date.now() - started };
-      } catch {
-        // exited between two reads
+      // In kB, whatever the page size; unknown once the child has exited.
+      const status = readProcessStatus(`/proc/${child.pid}/status`);
+      if (!isUnknown(status.vmSize) && !isUnknown(status.vmRss) && status.vmSize > 0) {
+        lastSeen = { rss: status.vmRss, vmSize: status.vmSize, atMs: Date.now() - started };
       }
     }, 100);
     const poller = options.onRecord
