@@ -3,10 +3,10 @@
 // cmake-js build and call it.
 import test from 'ava';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { repoRoot } from './helpers/paths';
+import { scratchDir } from './helpers/scratch';
 
 const cmakeAddon = path.join(repoRoot, 'build', 'Release', 'clip_mem.node');
 
@@ -61,8 +61,7 @@ test('binding.gyp builds the addon offline with node-gyp; same exports as the cm
   const nodeGyp = findNodeGyp();
   const nodeDir = findNodeDir();
 
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'clip-mem-gyp-'));
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const dir = scratchDir('clip-mem-gyp-');
   for (const entry of ['binding.gyp', 'package.json', 'native']) {
     fs.cpSync(path.join(repoRoot, entry), path.join(dir, entry), { recursive: true });
   }

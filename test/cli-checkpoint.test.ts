@@ -1,13 +1,12 @@
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { referenceDir, repoRoot } from './helpers/paths';
+import { scratchDir } from './helpers/scratch';
 
 const bin = path.join(repoRoot, 'bin', 'clip-mem.js');
-const cache = fs.mkdtempSync(path.join(os.tmpdir(), 'clip-cli-checkpoint-'));
-test.after.always(() => fs.rmSync(cache, { recursive: true, force: true }));
+const cache = scratchDir('clip-cli-checkpoint-');
 
 function run(...args: string[]) {
   return spawnSync(process.execPath, [bin, 'checkpoint', ...args], { encoding: 'utf8', env: { ...process.env, CLIP_MEM_CACHE: cache } });

@@ -5,9 +5,9 @@ import * as path from 'node:path';
 import { findHfSnapshot, hfHubCacheDir, loadClipCheckpoint, resolveClipModel } from '../src/clip/checkpoint';
 import { loadSafetensors, serializeSafetensors } from '../src/clip/safetensors';
 import { referenceDir } from './helpers/paths';
+import { scratchDir } from './helpers/scratch';
 
-const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'clip-checkpoint-'));
-test.after.always(() => fs.rmSync(tmp, { recursive: true, force: true }));
+const tmp = scratchDir('clip-checkpoint-');
 
 function modelDir(dir: string): string {
   fs.mkdirSync(dir, { recursive: true });

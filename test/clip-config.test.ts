@@ -1,9 +1,9 @@
 import test from 'ava';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { clipLayout, describeLayout, fileOrder, layoutTotals, parseHfConfig, presetConfig, readHfConfig } from '../src/clip/config';
 import { referenceDir, sharedClipDir } from './helpers/paths';
+import { scratchDir } from './helpers/scratch';
 
 function readTsv(preset: string): { name: string; dtype: string; shape: number[]; bytes: number }[] {
   const lines = fs.readFileSync(path.join(sharedClipDir, `${preset}.tensors.tsv`), 'utf8').trim().split('\n').slice(1);
@@ -61,11 +61,10 @@ test('config.json errors name the file and the field', (t) => {
   });
   t.throws(() => parseHfConfig({ vision_config: { image_size: 225 } }, 'c.json'), { message: /image_size 225 is not divisible by patch_size 32/ });
   t.throws(() => parseHfConfig({ model_type: 'bert' }, 'c.json'), { message: /model_type is "bert"/ });
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'clip-config-'));
+  const dir = scratchDir('clip-config-');
   fs.writeFileSync(path.join(dir, 'config.json'), '{ nope');
   t.throws(() => readHfConfig(dir), { message: new RegExp(`${dir}/config.json is not valid JSON`) });
   t.throws(() => describeLayout('vit-z-99'), { message: /neither a CLIP preset \(vit-b-32, vit-b-16, vit-l-14, tiny\)/ });
-  fs.rmSync(dir, { recursive: true });
 });
 
 test('defaults follow transformers: an empty config is vit-b-32', (t) => {

@@ -1,6 +1,5 @@
 import test from 'ava';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { loadClipCheckpoint, readCheckpointIndex, resolveClipModel } from '../src/clip/checkpoint';
 import { clipLayout, fileOrder, presetConfig } from '../src/clip/config';
@@ -9,10 +8,10 @@ import { dequantizeInt8, int8ScaleName, toFloat32 } from '../src/clip/dtype';
 import { loadSafetensors } from '../src/clip/safetensors';
 import { ensureSyntheticCheckpoint } from '../src/clip/synthetic';
 import { fixtures, referenceDir } from './helpers/paths';
+import { scratchDir } from './helpers/scratch';
 
-const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'clip-convert-'));
+const tmp = scratchDir('clip-convert-');
 const cacheDir = path.join(tmp, 'cache');
-test.after.always(() => fs.rmSync(tmp, { recursive: true, force: true }));
 const reference = loadSafetensors(path.join(referenceDir, 'model.safetensors'), { mode: 'copy' }).tensors;
 const tiny = presetConfig('tiny');
 

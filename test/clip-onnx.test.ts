@@ -1,6 +1,5 @@
 import test from 'ava';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { clipLayout, fileOrder, presetConfig, readHfConfig } from '../src/clip/config';
@@ -13,6 +12,7 @@ import { buildTrainingModels, createOnnxTrainer, OnnxTrainer } from '../src/clip
 import { ElemType, Graph } from '../src/clip/onnx/graph';
 import { gradients } from '../src/clip/onnx/grad';
 import { referenceDir } from './helpers/paths';
+import { scratchDir } from './helpers/scratch';
 
 const inputs = JSON.parse(fs.readFileSync(path.join(referenceDir, 'inputs.json'), 'utf8'));
 const outputs = JSON.parse(fs.readFileSync(path.join(referenceDir, 'outputs.json'), 'utf8'));
@@ -163,31 +163,27 @@ function writeCheckpoint(dir: string, name: string, tensors: Parameters<typeof s
 
 for (const format of ['fp16', 'int8'] as const) {
   test(`${format} weights run in-graph and equal fp32 on the same (converted) values`, async (t) => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), `clip-onnx-${format}-`));
-    try {
-      const { file } = ensureSyntheticCheckpoint({ config: 'tiny', format, cacheDir: dir });
-      // The same values widened to fp32: what the fp16 Cast / int8 DequantizeLinear must compute.
-      const stored = loadSafetensors(file, { mode: 'copy' }).tensors;
-      const widened = [...stored.values()]
-        .filter((tensor) => !tensor.name.endsWith('.scale'))
-        .map((tensor) => {
-          if (tensor.dtype === 'I64' || tensor.dtype === 'F32') return tensor;
-          const data = tensor.dtype === 'I8' ? dequantizeInt8(tensor, stored.get(int8ScaleName(tensor.name))!) : toFloat32(tensor);
-          return { name: tensor.name, dtype: 'F32' as const, shape: tensor.shape, data };
-        });
-      const fp32File = writeCheckpoint(dir, 'widened.safetensors', widened);
-      const quantized = await createOnnxClip({ config: presetConfig('tiny'), weightsFile: file }, { threads: 1 });
-      const reference = await createOnnxClip({ config: presetConfig('tiny'), weightsFile: fp32File }, { threads: 1 });
-      t.is(quantized.weightFormat, format);
-      const out = await quantized.forward(pixels, ids, 3);
-      const expected = await reference.forward(pixels, ids, 3);
-      t.true(maxDiff(out.imageEmbeds, Array.from(expected.imageEmbeds)) < 1e-5);
-      t.true(maxDiff(out.textEmbeds, Array.from(expected.textEmbeds)) < 1e-5);
-      await quantized.close();
-      await reference.close();
-    } finally {
-      fs.rmSync(dir, { recursive: true, force: true });
-    }
+    const dir = scratchDir(`clip-onnx-${format}-`);
+    const { file } = ensureSyntheticCheckpoint({ config: 'tiny', format, cacheDir: dir });
+    // The same values widened to fp32: what the fp16 Cast / int8 DequantizeLinear must compute.
+    const stored = loadSafetensors(file, { mode: 'copy' }).tensors;
+    const widened = [...stored.values()]
+      .filter((tensor) => !tensor.name.endsWith('.scale'))
+      .map((tensor) => {
+        if (tensor.dtype === 'I64' || tensor.dtype === 'F32') return tensor;
+        const data = tensor.dtype === 'I8' ? dequantizeInt8(tensor, stored.get(int8ScaleName(tensor.name))!) : toFloat32(tensor);
+        return { name: tensor.name, dtype: 'F32' as const, shape: tensor.shape, data };
+      });
+    const fp32File = writeCheckpoint(dir, 'widened.safetensors', widened);
+    const quantized = await createOnnxClip({ config: presetConfig('tiny'), weightsFile: file }, { threads: 1 });
+    const reference = await createOnnxClip({ config: presetConfig('tiny'), weightsFile: fp32File }, { threads: 1 });
+    t.is(quantized.weightFormat, format);
+    const out = await quantized.forward(pixels, ids, 3);
+    const expected = await reference.forward(pixels, ids, 3);
+    t.true(maxDiff(out.imageEmbeds, Array.from(expected.imageEmbeds)) < 1e-5);
+    t.true(maxDiff(out.textEmbeds, Array.from(expected.textEmbeds)) < 1e-5);
+    await quantized.close();
+    await reference.close();
   });
 }
 
@@ -244,42 +240,34 @@ test('vit-b-32 training in two backward graphs per tower: each parameter in exac
 });
 
 test('training widens an fp16 checkpoint to exactly its float32 values and refuses int8', async (t) => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'clip-onnx-train-'));
-  try {
-    const config = presetConfig('tiny');
-    const { file } = ensureSyntheticCheckpoint({ config: 'tiny', format: 'fp16', cacheDir: dir });
-    const trainer = await createOnnxTrainer({ config, weightsFile: file }, { batch: 3, threads: 1 });
-    const stored = loadSafetensors(file, { mode: 'copy' }).tensors;
-    t.is(trainer.params.size, 78);
-    for (const [name, values] of trainer.params) t.deepEqual(values, toFloat32(stored.get(name)!), name);
-    t.true(Number.isFinite(await trainer.step(pixels, ids)));
-    await trainer.close();
-    const int8 = ensureSyntheticCheckpoint({ config: 'tiny', format: 'int8', cacheDir: dir }).file;
-    await t.throwsAsync(createOnnxTrainer({ config, weightsFile: int8 }, { batch: 3 }), { message: /is I8; training reads F32, F16 or BF16 weights/ });
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
+  const dir = scratchDir('clip-onnx-train-');
+  const config = presetConfig('tiny');
+  const { file } = ensureSyntheticCheckpoint({ config: 'tiny', format: 'fp16', cacheDir: dir });
+  const trainer = await createOnnxTrainer({ config, weightsFile: file }, { batch: 3, threads: 1 });
+  const stored = loadSafetensors(file, { mode: 'copy' }).tensors;
+  t.is(trainer.params.size, 78);
+  for (const [name, values] of trainer.params) t.deepEqual(values, toFloat32(stored.get(name)!), name);
+  t.true(Number.isFinite(await trainer.step(pixels, ids)));
+  await trainer.close();
+  const int8 = ensureSyntheticCheckpoint({ config: 'tiny', format: 'int8', cacheDir: dir }).file;
+  await t.throwsAsync(createOnnxTrainer({ config, weightsFile: int8 }, { batch: 3 }), { message: /is I8; training reads F32, F16 or BF16 weights/ });
 });
 
 test('segmented backward (middle segments included) gives the same gradients as one graph per tower', async (t) => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'clip-onnx-segments-'));
-  try {
-    const tiny = presetConfig('tiny');
-    const config = { ...tiny, name: 'tiny-3-layers', text: { ...tiny.text, numHiddenLayers: 3 }, vision: { ...tiny.vision, numHiddenLayers: 3 } };
-    const { file } = ensureSyntheticCheckpoint({ config, cacheDir: dir });
-    const gradientsWith = async (segments: number) => {
-      const trainer = await createOnnxTrainer({ config, weightsFile: file }, { batch: 3, threads: 1, segments });
-      const grads = new Map<string, Float32Array>();
-      const loss = await trainer.computeGradients(pixels, ids, (name, grad) => grads.set(name, grad.slice()));
-      await trainer.close();
-      return { loss, grads };
-    };
-    const whole = await gradientsWith(1);
-    const split = await gradientsWith(3);
-    t.is(split.grads.size, whole.grads.size);
-    t.is(split.loss, whole.loss);
-    for (const [name, grad] of whole.grads) t.true(maxDiff(split.grads.get(name)!, Array.from(grad)) < 1e-6, name);
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
+  const dir = scratchDir('clip-onnx-segments-');
+  const tiny = presetConfig('tiny');
+  const config = { ...tiny, name: 'tiny-3-layers', text: { ...tiny.text, numHiddenLayers: 3 }, vision: { ...tiny.vision, numHiddenLayers: 3 } };
+  const { file } = ensureSyntheticCheckpoint({ config, cacheDir: dir });
+  const gradientsWith = async (segments: number) => {
+    const trainer = await createOnnxTrainer({ config, weightsFile: file }, { batch: 3, threads: 1, segments });
+    const grads = new Map<string, Float32Array>();
+    const loss = await trainer.computeGradients(pixels, ids, (name, grad) => grads.set(name, grad.slice()));
+    await trainer.close();
+    return { loss, grads };
+  };
+  const whole = await gradientsWith(1);
+  const split = await gradientsWith(3);
+  t.is(split.grads.size, whole.grads.size);
+  t.is(split.loss, whole.loss);
+  for (const [name, grad] of whole.grads) t.true(maxDiff(split.grads.get(name)!, Array.from(grad)) < 1e-6, name);
 });

@@ -4,10 +4,10 @@ import * as path from 'node:path';
 import * as zlib from 'node:zlib';
 import sharp from 'sharp';
 import { presetConfig } from '../src/clip/config';
-import * as os from 'node:os';
 import { createHash } from 'node:crypto';
 import { ImageInputError, preprocessImage, preprocessImages, processorOptionsFor, processorOptionsForModel, readPreprocessorConfig, resizeBicubicPil } from '../src/clip/processor';
 import { referenceDir } from './helpers/paths';
+import { scratchDir } from './helpers/scratch';
 
 const imageFile = path.join(referenceDir, 'image.png');
 
@@ -87,7 +87,7 @@ test('corrupt, truncated and oversized images get clear errors', async (t) => {
 });
 
 test('preprocessor_config.json sets the sizes and statistics; other processors are refused', (t) => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'clip-preprocessor-'));
+  const dir = scratchDir('clip-preprocessor-');
   const file = path.join(dir, 'preprocessor_config.json');
   // openai/clip-vit-base-patch32's file
   fs.writeFileSync(file, JSON.stringify({ crop_size: 224, do_center_crop: true, do_normalize: true, do_resize: true, feature_extractor_type: 'CLIPFeatureExtractor', image_mean: [0.48145466, 0.4578275, 0.40821073], image_std: [0.26862954, 0.26130258, 0.27577711], resample: 3, size: 224 }));
@@ -100,7 +100,6 @@ test('preprocessor_config.json sets the sizes and statistics; other processors a
   t.throws(() => readPreprocessorConfig(file), { message: `${file}: crop_size: non-square crops ({"height":224,"width":200}) are not CLIP's` });
   fs.writeFileSync(file, JSON.stringify({ resample: 2 }));
   t.throws(() => readPreprocessorConfig(file), { message: /resample: 2 is not bicubic/ });
-  fs.rmSync(dir, { recursive: true });
 });
 
 // sha256 of PIL 9.4's Image.resize(BICUBIC) output (test/fixtures/processor/pil-bicubic.py): down- and

@@ -1,18 +1,17 @@
 import test from 'ava';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { loadClipCheckpoint } from '../src/clip/checkpoint';
 import { toFloat32 } from '../src/clip/dtype';
 import { PytorchCheckpointError, loadPytorchCheckpoint, readPytorchCheckpoint } from '../src/clip/pytorch';
 import { loadSafetensors } from '../src/clip/safetensors';
 import { fixtures, referenceDir } from './helpers/paths';
+import { scratchDir } from './helpers/scratch';
 
 // Written by test/fixtures/pytorch/make.py with Debian's PyTorch 1.13.
 const tinyBin = path.join(fixtures, 'pytorch', 'tiny.pytorch_model.bin');
 const mixedBin = path.join(fixtures, 'pytorch', 'mixed.bin');
-const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'clip-pytorch-'));
-test.after.always(() => fs.rmSync(tmp, { recursive: true, force: true }));
+const tmp = scratchDir('clip-pytorch-');
 
 const bytesOf = (d: ArrayBufferView) => Buffer.from(d.buffer, d.byteOffset, d.byteLength);
 

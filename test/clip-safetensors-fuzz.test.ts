@@ -4,12 +4,12 @@
 // naming the file, identically by both paths. Nothing crashes, hangs or allocates beyond the file's size.
 import test from 'ava';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { clipLayout, fileOrder, presetConfig } from '../src/clip/config';
 import { SafetensorsError, encodeSafetensorsHeader, loadSafetensors, parseSafetensorsHeader } from '../src/clip/safetensors';
 import { referenceDir } from './helpers/paths';
 import { mulberry32 } from '../src/random';
+import { scratchDir } from './helpers/scratch';
 
 const CASES = 3000;
 const original = fs.readFileSync(path.join(referenceDir, 'model.safetensors'));
@@ -112,7 +112,7 @@ function outcome(file: string, mode: 'mmap' | 'copy'): Outcome {
 }
 
 test(`${CASES} seeded corrupted checkpoints: clear errors naming the file, both paths agree, memory bounded`, (t) => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'clip-fuzz-'));
+  const dir = scratchDir('clip-fuzz-');
   const file = path.join(dir, 'model.safetensors');
   const kinds = Object.keys(mutations);
   const errorsByKind: Record<string, number> = Object.fromEntries(kinds.map((k) => [k, 0]));
@@ -120,28 +120,24 @@ test(`${CASES} seeded corrupted checkpoints: clear errors naming the file, both 
   const baseline = process.memoryUsage();
   let peakArrayBuffers = 0;
   let peakRss = 0;
-  try {
-    for (let i = 0; i < CASES; i++) {
-      const kind = kinds[i % kinds.length];
-      const bytes = mutations[kind](mulberry32(i));
-      fs.writeFileSync(file, bytes);
-      const mapped = outcome(file, 'mmap');
-      const copied = outcome(file, 'copy');
-      if (mapped.error !== copied.error || mapped.digest !== copied.digest) {
-        t.fail(`case ${i} (${kind}): mmap ${JSON.stringify(mapped.error ?? 'loaded')} vs copy ${JSON.stringify(copied.error ?? 'loaded')}`);
-        return;
-      }
-      if (mapped.error) {
-        errorsByKind[kind]++;
-        if (!mapped.error.startsWith(`${file}: `)) t.fail(`case ${i}: error does not name the file: ${mapped.error}`);
-        fields.add(mapped.error.replace(/^.*?: (tensor ".*?": )?/, '').split(':')[0]);
-      }
-      const usage = process.memoryUsage();
-      peakArrayBuffers = Math.max(peakArrayBuffers, usage.arrayBuffers);
-      peakRss = Math.max(peakRss, usage.rss);
+  for (let i = 0; i < CASES; i++) {
+    const kind = kinds[i % kinds.length];
+    const bytes = mutations[kind](mulberry32(i));
+    fs.writeFileSync(file, bytes);
+    const mapped = outcome(file, 'mmap');
+    const copied = outcome(file, 'copy');
+    if (mapped.error !== copied.error || mapped.digest !== copied.digest) {
+      t.fail(`case ${i} (${kind}): mmap ${JSON.stringify(mapped.error ?? 'loaded')} vs copy ${JSON.stringify(copied.error ?? 'loaded')}`);
+      return;
     }
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
+    if (mapped.error) {
+      errorsByKind[kind]++;
+      if (!mapped.error.startsWith(`${file}: `)) t.fail(`case ${i}: error does not name the file: ${mapped.error}`);
+      fields.add(mapped.error.replace(/^.*?: (tensor ".*?": )?/, '').split(':')[0]);
+    }
+    const usage = process.memoryUsage();
+    peakArrayBuffers = Math.max(peakArrayBuffers, usage.arrayBuffers);
+    peakRss = Math.max(peakRss, usage.rss);
   }
   t.log('errors by mutation:', errorsByKind);
   t.log('fields named:', [...fields].sort().join(', '));

@@ -1,6 +1,5 @@
 import test from 'ava';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { clipLayout, fileOrder, presetConfig } from '../src/clip/config';
 import {
@@ -12,10 +11,10 @@ import {
 } from '../src/clip/safetensors';
 import { spawnSync } from 'node:child_process';
 import { referenceDir, repoRoot } from './helpers/paths';
+import { scratchDir } from './helpers/scratch';
 
 const reference = path.join(referenceDir, 'model.safetensors');
-const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'clip-safetensors-'));
-test.after.always(() => fs.rmSync(tmp, { recursive: true, force: true }));
+const tmp = scratchDir('clip-safetensors-');
 
 function writeTemp(name: string, bytes: Uint8Array): string {
   const file = path.join(tmp, name);

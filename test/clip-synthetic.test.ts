@@ -7,9 +7,9 @@ import { dequantizeInt8, int8ScaleName, toFloat32 } from '../src/clip/dtype';
 import { loadSafetensors } from '../src/clip/safetensors';
 import { clipMemCacheDir, ensureSyntheticCheckpoint, syntheticCheckpointPath, syntheticTensorValues } from '../src/clip/synthetic';
 import { referenceDir } from './helpers/paths';
+import { scratchDir } from './helpers/scratch';
 
-const cacheDir = fs.mkdtempSync(path.join(os.tmpdir(), 'clip-synthetic-'));
-test.after.always(() => fs.rmSync(cacheDir, { recursive: true, force: true }));
+const cacheDir = scratchDir('clip-synthetic-');
 
 test('cache dir: $CLIP_MEM_CACHE, else ~/.cache/clip-mem', (t) => {
   t.is(clipMemCacheDir({ CLIP_MEM_CACHE: '/x/y' }), '/x/y');

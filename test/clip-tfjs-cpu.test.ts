@@ -1,9 +1,6 @@
 // The tfjs CLIP model on tfjs's pure-JavaScript cpu backend against the PyTorch reference, int8
 // weight-only checkpoints, and the errors bad input gets.
 import test from 'ava';
-import * as fs from 'node:fs';
-import * as os from 'node:os';
-import * as path from 'node:path';
 import { presetConfig } from '../src/clip/config';
 import { dequantizeInt8, int8ScaleName } from '../src/clip/dtype';
 import { loadSafetensors } from '../src/clip/safetensors';
@@ -11,30 +8,27 @@ import { ensureSyntheticCheckpoint } from '../src/clip/synthetic';
 import type { TensorMap } from '../src/clip/tensor';
 import { ClipTfjs } from '../src/clip/tfjs/model';
 import { referenceBatch, referenceConfig, referenceTests, referenceWeights } from './helpers/clip-tfjs-reference';
+import { scratchDir } from './helpers/scratch';
 
 referenceTests(test, 'cpu');
 
 test.serial('cpu: an int8 weight-only checkpoint computes what its dequantized float32 weights compute', async (t) => {
-  const cacheDir = fs.mkdtempSync(path.join(os.tmpdir(), 'clip-tfjs-int8-'));
-  try {
-    const { file } = ensureSyntheticCheckpoint({ config: 'tiny', format: 'int8', cacheDir });
-    const int8 = loadSafetensors(file, { mode: 'copy' }).tensors;
-    const dequantized: TensorMap = new Map();
-    for (const [name, tensor] of int8) {
-      if (tensor.dtype === 'I8') dequantized.set(name, { ...tensor, dtype: 'F32', data: dequantizeInt8(tensor, int8.get(int8ScaleName(name))!) });
-      else if (!(name.endsWith('.scale') && int8.get(name.slice(0, -'.scale'.length))?.dtype === 'I8')) dequantized.set(name, tensor);
-    }
-    t.true([...int8.values()].some((tensor) => tensor.dtype === 'I8'));
-    const config = presetConfig('tiny');
-    const fromInt8 = await ClipTfjs.create(int8, config, { backends: ['cpu'] });
-    const fromF32 = await ClipTfjs.create(dequantized, config, { backends: ['cpu'] });
-    t.deepEqual(fromInt8.parameterNames, fromF32.parameterNames);
-    t.deepEqual(fromInt8.forward(referenceBatch), fromF32.forward(referenceBatch));
-    fromInt8.dispose();
-    fromF32.dispose();
-  } finally {
-    fs.rmSync(cacheDir, { recursive: true, force: true });
+  const cacheDir = scratchDir('clip-tfjs-int8-');
+  const { file } = ensureSyntheticCheckpoint({ config: 'tiny', format: 'int8', cacheDir });
+  const int8 = loadSafetensors(file, { mode: 'copy' }).tensors;
+  const dequantized: TensorMap = new Map();
+  for (const [name, tensor] of int8) {
+    if (tensor.dtype === 'I8') dequantized.set(name, { ...tensor, dtype: 'F32', data: dequantizeInt8(tensor, int8.get(int8ScaleName(name))!) });
+    else if (!(name.endsWith('.scale') && int8.get(name.slice(0, -'.scale'.length))?.dtype === 'I8')) dequantized.set(name, tensor);
   }
+  t.true([...int8.values()].some((tensor) => tensor.dtype === 'I8'));
+  const config = presetConfig('tiny');
+  const fromInt8 = await ClipTfjs.create(int8, config, { backends: ['cpu'] });
+  const fromF32 = await ClipTfjs.create(dequantized, config, { backends: ['cpu'] });
+  t.deepEqual(fromInt8.parameterNames, fromF32.parameterNames);
+  t.deepEqual(fromInt8.forward(referenceBatch), fromF32.forward(referenceBatch));
+  fromInt8.dispose();
+  fromF32.dispose();
 });
 
 test.serial('cpu: bad input gets an error that names what is wrong', async (t) => {

@@ -1,10 +1,10 @@
 import test from 'ava';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { presetConfig } from '../src/clip/config';
 import { ClipTokenizer, cleanText } from '../src/clip/tokenizer';
 import { sharedClipDir } from './helpers/paths';
+import { scratchDir } from './helpers/scratch';
 
 // The real CLIP vocabulary lives beside the repo (../shared/clip/tokenizer), never in it.
 const dir = path.join(sharedClipDir, 'tokenizer');
@@ -34,7 +34,7 @@ test('a batch is row-major with an attention mask over the real tokens', (t) => 
 });
 
 test('a tokenizer.json (both merges spellings) encodes the same', (t) => {
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'clip-tokenizer-'));
+  const tmp = scratchDir('clip-tokenizer-');
   const vocab = JSON.parse(fs.readFileSync(path.join(dir, 'vocab.json'), 'utf8'));
   const merges = fs.readFileSync(path.join(dir, 'merges.txt'), 'utf8').split('\n').slice(1).filter(Boolean);
   for (const [i, list] of [merges, merges.map((m) => m.split(' '))].entries()) {
@@ -45,7 +45,6 @@ test('a tokenizer.json (both merges spellings) encodes the same', (t) => {
   }
   fs.writeFileSync(path.join(tmp, 'bad.json'), JSON.stringify({ model: { type: 'WordPiece' } }));
   t.throws(() => ClipTokenizer.fromTokenizerJson(path.join(tmp, 'bad.json')), { message: /bad.json: model.type must be "BPE"/ });
-  fs.rmSync(tmp, { recursive: true });
 });
 
 test('cleanText: entities unescaped twice, whitespace collapsed, lowercased', (t) => {

@@ -4,16 +4,15 @@
 import test from 'ava';
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileOrder } from '../src/clip/config';
 import type { DType } from '../src/clip/tensor';
 import { encodeSafetensorsHeader, loadSafetensors } from '../src/clip/safetensors';
 import { ensureSyntheticCheckpoint } from '../src/clip/synthetic';
 import { repoRoot, sharedClipDir } from './helpers/paths';
+import { scratchDir } from './helpers/scratch';
 
-const cacheDir = fs.mkdtempSync(path.join(os.tmpdir(), 'clip-vit-b-32-'));
-test.after.always(() => fs.rmSync(cacheDir, { recursive: true, force: true }));
+const cacheDir = scratchDir('clip-vit-b-32-');
 let file = '';
 test.before(() => {
   file = ensureSyntheticCheckpoint({ config: 'vit-b-32', cacheDir }).file;

@@ -1,7 +1,6 @@
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { renderHtml } from '../src/report/html';
 import { renderMarkdown } from '../src/report/markdown';
@@ -10,11 +9,12 @@ import { renderTerminal, seconds } from '../src/report/terminal';
 import { formatBytes } from '../src/units';
 import sharp from 'sharp';
 import { sampleResults } from './helpers/run-results';
+import { scratchDir } from './helpers/scratch';
 
 const bin = path.resolve(__dirname, '..', '..', 'bin', 'clip-mem.js');
 
 function tempDir(): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), 'clip-mem-report-'));
+  return scratchDir('clip-mem-report-');
 }
 
 function writeResults(file: string, results = sampleResults(), finished = true): void {
@@ -104,7 +104,7 @@ test('HTML report: self-contained, and headless Chromium renders each timeline w
 function chromium(file: string, extra: string[]) {
   return spawnSync('chromium', [
     '--headless', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-quic', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync', `--user-data-dir=${fs.mkdtempSync(path.join(os.tmpdir(), 'clip-mem-chromium-'))}`, ...extra, `file://${file}`,
+    '--disable-component-update', '--disable-sync', `--user-data-dir=${scratchDir('clip-mem-chromium-')}`, ...extra, `file://${file}`,
   ], { encoding: 'utf8', timeout: 120_000 });
 }
 

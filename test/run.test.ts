@@ -4,11 +4,11 @@ import test from 'ava';
 import Ajv from 'ajv';
 import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { readResults, type ScenarioResult } from '../src/report/result';
 import { readCgroups } from '../src/probe/cgroup';
 import { clipMemCacheDir } from '../src/clip/synthetic';
+import { scratchDir } from './helpers/scratch';
 
 // Tests that run several children, minutes each under load: ava's 10-minute inactivity timeout waits for them.
 const LONG_TEST_MS = 20 * 60_000;
@@ -25,7 +25,7 @@ function schemaErrors(line: unknown): string {
 }
 
 function tempDir(): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), 'clip-mem-run-test-'));
+  return scratchDir('clip-mem-run-test-');
 }
 
 function run(args: string[]): { pid: number; status: number | null; stdout: string; stderr: string; results: ReturnType<typeof readResults> } {
@@ -195,7 +195,7 @@ test.serial('dtype and MALLOC_ARENA_MAX fixes are offered only when the measured
 
 test.serial("with the estimate's runtime baseline measured, a cgroup kill gets the limit its batch needs, and that limit works", (t) => {
   t.timeout(LONG_TEST_MS);
-  const env = { ...process.env, CLIP_MEM_CACHE: fs.mkdtempSync(path.join(os.tmpdir(), 'clip-mem-fix-estimate-')) };
+  const env = { ...process.env, CLIP_MEM_CACHE: scratchDir('clip-mem-fix-estimate-') };
   const cli = (args: string[]) => spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', env, timeout: 600_000 });
   const baseline = cli(['estimate', '--model', 'tiny', '--phase', 'train']);
   t.is(baseline.status, 0, baseline.stderr);
@@ -225,7 +225,7 @@ function batchFix(result: ScenarioResult, limitOption: string): { batch: number;
 
 test.serial('a large batch killed by its cgroup gets the largest batch the estimate fits, and that batch passes', (t) => {
   t.timeout(LONG_TEST_MS);
-  const env = { ...process.env, CLIP_MEM_CACHE: fs.mkdtempSync(path.join(os.tmpdir(), 'clip-mem-fix-batch-')) };
+  const env = { ...process.env, CLIP_MEM_CACHE: scratchDir('clip-mem-fix-batch-') };
   const cli = (args: string[]) => spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', env, timeout: 600_000 });
   t.is(cli(['estimate', '--model', 'tiny', '--phase', 'forward']).status, 0);
   // tiny at batch 4096 peaks at ~770 MiB RSS (activations ~150 KiB a sample): 400 MiB kills it.
@@ -243,7 +243,7 @@ test.serial('a large batch killed by its cgroup gets the largest batch the estim
 
 test.serial('under RLIMIT_AS the batch fix waits for a calibrated estimate, and then the batch and the limit it proposes both pass', (t) => {
   t.timeout(LONG_TEST_MS);
-  const env = { ...process.env, CLIP_MEM_CACHE: fs.mkdtempSync(path.join(os.tmpdir(), 'clip-mem-fix-batch-as-')) };
+  const env = { ...process.env, CLIP_MEM_CACHE: scratchDir('clip-mem-fix-batch-as-') };
   const cli = (args: string[]) => spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', env, timeout: 600_000 });
   t.is(cli(['estimate', '--model', 'tiny', '--phase', 'forward']).status, 0);
   // tiny at batch 4096 peaks at ~2.17 GiB of VmSize: 1700M fails it in the forward.

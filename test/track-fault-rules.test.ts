@@ -1,15 +1,12 @@
 // CLIPMEM_FAIL rules the tracker cannot read are named on stderr and ignored, never guessed at.
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
-import * as fs from 'node:fs';
-import * as os from 'node:os';
-import * as path from 'node:path';
 import { preloadLibrary } from '../src/track/binaries';
 import { listRecords, readRecord } from '../src/track/record';
+import { scratchDir } from './helpers/scratch';
 
 test('rules without digits, nth=0 and negative sizes are rejected, not read as 0 or 2^64-1', (t) => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'clipmem-rules-'));
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const dir = scratchDir('clipmem-rules-');
   const bad = ['malloc:nth=', 'malloc:above=', 'calloc:nth=0', 'calloc:above=-1', 'mmap:above=1x'];
   const run = spawnSync('/bin/true', [], {
     env: { ...process.env, LD_PRELOAD: preloadLibrary(), CLIPMEM_RECORD_DIR: dir, CLIPMEM_FAIL: bad.join(',') },

@@ -1,21 +1,13 @@
 // mremap, counted to the byte: MREMAP_DONTUNMAP moves the pages but leaves the old range mapped; a range that
 // starts inside a mapping leaves its head and tail tracked with their kind; growing and shrinking in place.
 import test from 'ava';
-import * as fs from 'node:fs';
-import * as os from 'node:os';
-import * as path from 'node:path';
 import { byPhase, traceProgram } from './helpers/trace';
+import { scratchDir } from './helpers/scratch';
 
 const KiB = 1024;
 
-function recordDir(t: { teardown(fn: () => void): void }): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'clipmem-mremap-'));
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
-
 test('a 1 MiB mapping moved with MREMAP_DONTUNMAP leaves 2 MiB mapped, and the tracker counts 2 MiB', (t) => {
-  const { status, stdout, stderr, record } = traceProgram(['dontunmap'], recordDir(t));
+  const { status, stdout, stderr, record } = traceProgram(['dontunmap'], scratchDir('clipmem-mremap-'));
   t.is(status, 0, stderr);
   t.regex(stdout, /^mremap ok$/m);
   t.is(record.calls.mremap, 1);
@@ -24,7 +16,7 @@ test('a 1 MiB mapping moved with MREMAP_DONTUNMAP leaves 2 MiB mapped, and the t
 });
 
 test('mremap of ranges inside mappings: heads and tails stay tracked, moved bytes keep their kind, in-place resizes are exact', (t) => {
-  const { status, stdout, stderr, record } = traceProgram(['remap-parts'], recordDir(t));
+  const { status, stdout, stderr, record } = traceProgram(['remap-parts'], scratchDir('clipmem-mremap-'));
   t.is(status, 0, stderr);
   t.regex(stdout, /^mremap ok$/m);
   t.is(record.calls.mremap, 4);

@@ -3,16 +3,13 @@
 // reserved (PROT_NONE) and anonymous (V8 commits pages of its reservations this way), or file for a file
 // mapping that was PROT_NONE.
 import test from 'ava';
-import * as fs from 'node:fs';
-import * as os from 'node:os';
-import * as path from 'node:path';
 import { byPhase, traceProgram } from './helpers/trace';
+import { scratchDir } from './helpers/scratch';
 
 const KiB = 1024;
 
 test('munmap of the middle, the tail, the whole of a 1 MiB mapping subtracts exactly the unmapped bytes; mprotect moves bytes between reserved and anonymous or file', (t) => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'clipmem-munmap-'));
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const dir = scratchDir('clipmem-munmap-');
   const { stdout, stderr, status, record } = traceProgram(['unmap-parts'], dir);
   t.is(status, 0, stderr);
   t.regex(stdout, /^munmap ok$/m);

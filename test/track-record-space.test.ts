@@ -3,12 +3,12 @@
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { preloadLibrary } from '../src/track/binaries';
+import { scratchDir } from './helpers/scratch';
 
 test('a record directory on a full tmpfs: the program runs untracked and stderr says why', (t) => {
-  const mountPoint = fs.mkdtempSync(path.join(os.tmpdir(), 'clipmem-full-'));
+  const mountPoint = scratchDir('clipmem-full-');
   const mount = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=256k', 'tmpfs', mountPoint], { encoding: 'utf8' });
   if (mount.status !== 0) {
     fs.rmdirSync(mountPoint);

@@ -1,17 +1,16 @@
 // The interposer's record read back through the addon: phases, failures, counters.
 import test from 'ava';
 import { execFileSync } from 'node:child_process';
-import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { preloadLibrary } from '../src/track/binaries';
 import { listRecords, readRecord } from '../src/track/record';
 import { setPhase } from '../src/track/phase';
+import { scratchDir } from './helpers/scratch';
 
 const root = path.resolve(__dirname, '..', '..');
 
 function trackedNode(script: string, extraEnv: Record<string, string> = {}): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'clipmem-test-'));
+  const dir = scratchDir('clipmem-test-');
   execFileSync(process.execPath, ['-e', script], {
     cwd: root,
     env: { ...process.env, LD_PRELOAD: preloadLibrary(), CLIPMEM_RECORD_DIR: dir, ...extraEnv },
@@ -52,5 +51,4 @@ test('an injected calloc failure is recorded byte-exact with errno, phase and st
   t.is(record.phases.length, 1);
   t.is(record.phases[0]!.label, 'load text_model.embeddings.token_embedding.weight');
   t.true(record.calls.malloc > 0);
-  fs.rmSync(dir, { recursive: true });
 });

@@ -2,10 +2,10 @@
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import type { TraceReport } from '../src/track/report';
 import { trace } from './helpers/trace';
+import { scratchDir } from './helpers/scratch';
 
 const root = path.resolve(__dirname, '..', '..');
 const program = path.join(root, 'build', 'test-programs', 'alloc_program');
@@ -109,7 +109,7 @@ test('calloc whose nmemb*size overflows is recorded with the overflow flagged, c
 });
 
 test('a read-only file mapping fails under --limit-as but not under the same --limit-data', (t) => {
-  const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'clipmem-map-')), 'weights.bin');
+  const file = path.join(scratchDir('clipmem-map-'), 'weights.bin');
   const size = String(128 * 2 ** 20);
   const underAs = trace(['--limit-as', '64M'], [program, 'mapfile', file, size]);
   t.is(underAs.status, 1);
@@ -129,7 +129,6 @@ test('a read-only file mapping fails under --limit-as but not under the same --l
   t.true(underData.report.diagnosis.evidence.includes(
     'file mappings peaked at 128 MiB; read-only file mappings are not data, so RLIMIT_DATA 64 MiB does not count them (RLIMIT_AS would)',
   ));
-  fs.rmSync(path.dirname(file), { recursive: true });
 });
 
 test('node touching 1 GiB in a 300M cgroup: cgroup-oom-kill with the last counters and phase; the cgroup is removed', (t) => {
@@ -195,11 +194,10 @@ test('stress: 8 threads x 1,000,000 malloc/free pairs, fork and exec: no crash, 
 });
 
 test('heap peak is exact to the byte for one thread across folds, shrinking and regrowth', (t) => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'clipmem-trace-test-'));
+  const dir = scratchDir('clipmem-trace-test-');
   const json = path.join(dir, 'trace.json');
   const result = spawnSync(process.execPath, [bin, 'trace', '--json', json, '--', program, 'peak'], { cwd: root, encoding: 'utf8' });
   const report = JSON.parse(fs.readFileSync(json, 'utf8')) as TraceReport;
-  fs.rmSync(dir, { recursive: true });
   t.is(result.status, 0);
   const highest = Number(/peak above start (\d+)/.exec(result.stdout)![1]);
   t.true(highest > 20 * 1024 * 1024);

@@ -2,19 +2,19 @@
 // preloaded directly to read its record.
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { preloadLibrary } from '../../src/track/binaries';
 import { AllocationRecord, listRecords, readRecord } from '../../src/track/record';
 import type { TraceReport } from '../../src/track/report';
 import { repoRoot } from './paths';
+import { scratchDir } from './scratch';
 
 /** The C program the tracker tests run (native/test/alloc_program.c). */
 export const allocProgram = path.join(repoRoot, 'build', 'test-programs', 'alloc_program');
 const bin = path.join(repoRoot, 'bin', 'clip-mem.js');
 
 export function trace(options: string[], command: string[]): { status: number | null; report: TraceReport; stdout: string; stderr: string } {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'clipmem-trace-test-'));
+  const dir = scratchDir('clipmem-trace-test-');
   const json = path.join(dir, 'trace.json');
   const result = spawnSync(process.execPath, [bin, 'trace', ...options, '--json', json, '--', ...command], {
     cwd: repoRoot,
@@ -22,7 +22,6 @@ export function trace(options: string[], command: string[]): { status: number | 
     timeout: 120000,
   });
   const report = JSON.parse(fs.readFileSync(json, 'utf8')) as TraceReport;
-  fs.rmSync(dir, { recursive: true });
   return { status: result.status, report, stdout: result.stdout, stderr: result.stderr };
 }
 
