@@ -8,11 +8,11 @@
 // written to the cache on first use.
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as ort from 'onnxruntime-node';
+import type * as ort from 'onnxruntime-node';
 import { resolveClipModel } from '../src/clip/checkpoint';
 import { WEIGHT_FORMATS, WeightFormat } from '../src/clip/config';
 import { loadSafetensors, readSafetensorsHeader } from '../src/clip/safetensors';
-import { createOnnxClip, inferenceGraph } from '../src/clip/onnx/runtime';
+import { createOnnxClip, inferenceGraph, onnxruntime } from '../src/clip/onnx/runtime';
 import { createOnnxTrainer, DEFAULT_TRAINING_SEGMENTS } from '../src/clip/onnx/train';
 import { ElemType, Graph } from '../src/clip/onnx/graph';
 import { parseKbLines } from '../src/probe/proc';
@@ -77,16 +77,17 @@ function matmulWork(g: Graph): { flops: number; shapes: Array<[number, number, n
 
 /** One ORT graph of plain MatMuls with these shapes (operands as inputs); time() runs it once. */
 async function plainMatmuls(shapes: Array<[number, number, number, number]>, threads: number) {
+  const runtime = onnxruntime();
   const g = new Graph('matmuls');
   const feeds: Record<string, ort.Tensor> = {};
   shapes.forEach(([b, m, k, n], i) => {
     const a = g.input(`a${i}`, ElemType.FLOAT, [b, m, k]);
     const w = g.input(`b${i}`, ElemType.FLOAT, [b, k, n]);
     g.output(g.matmul(a, w), `y${i}`);
-    feeds[`a${i}`] = new ort.Tensor('float32', Float32Array.from({ length: b * m * k }, (_, j) => (j % 7) * 0.1), [b, m, k]);
-    feeds[`b${i}`] = new ort.Tensor('float32', Float32Array.from({ length: b * k * n }, (_, j) => (j % 5) * 0.1), [b, k, n]);
+    feeds[`a${i}`] = new runtime.Tensor('float32', Float32Array.from({ length: b * m * k }, (_, j) => (j % 7) * 0.1), [b, m, k]);
+    feeds[`b${i}`] = new runtime.Tensor('float32', Float32Array.from({ length: b * k * n }, (_, j) => (j % 5) * 0.1), [b, k, n]);
   });
-  const session = await ort.InferenceSession.create(g.toModel(), { intraOpNumThreads: threads });
+  const session = await runtime.InferenceSession.create(g.toModel(), { intraOpNumThreads: threads });
   await session.run(feeds);
   return {
     async time(): Promise<number> {

@@ -1,13 +1,12 @@
 import test from 'ava';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import * as ort from 'onnxruntime-node';
 import { clipLayout, fileOrder, presetConfig, readHfConfig } from '../src/clip/config';
 import { ClipTfjs } from '../src/clip/tfjs/model';
 import { dequantizeInt8, int8ScaleName, toFloat32 } from '../src/clip/dtype';
 import { encodeSafetensorsHeader, loadSafetensors, parseSafetensorsHeader, serializeSafetensors } from '../src/clip/safetensors';
 import { ensureSyntheticCheckpoint } from '../src/clip/synthetic';
-import { buildInferenceModel, createOnnxClip } from '../src/clip/onnx/runtime';
+import { buildInferenceModel, createOnnxClip, onnxruntime } from '../src/clip/onnx/runtime';
 import { buildTrainingModels, createOnnxTrainer, OnnxTrainer } from '../src/clip/onnx/train';
 import { ElemType, Graph } from '../src/clip/onnx/graph';
 import { gradients } from '../src/clip/onnx/grad';
@@ -39,6 +38,9 @@ test('ORT forward reproduces the PyTorch reference (embeddings, logits, loss) wi
   t.true(maxDiff(await clip.encodeImage(pixels, 3), Array.from(out.imageEmbeds)) < 1e-6);
   t.true(maxDiff(await clip.encodeText(ids, 3), Array.from(out.textEmbeds)) < 1e-6);
   await clip.close();
+  // onnxruntime's telemetry stayed off: it would have left /tmp/mat-debug-<pid>.log (and run a thread).
+  t.is(process.env.ORT_DISABLE_TELEMETRY, '1');
+  t.false(fs.existsSync(`/tmp/mat-debug-${process.pid}.log`));
 });
 
 test('bad input shapes get errors that say what the model takes', async (t) => {
@@ -122,6 +124,7 @@ test('gradient rules of Div, Sqrt, Concat, Expand and ReduceSum match finite dif
   const grads = gradients(g, loss, [x, y]);
   g.output(grads.get(x)!, 'dx');
   g.output(grads.get(y)!, 'dy');
+  const ort = onnxruntime();
   const session = await ort.InferenceSession.create(g.toModel(), { intraOpNumThreads: 1 });
   const xv = Float32Array.from([0.3, -1.2, 0.5, 2, 0.1, -0.4]);
   const yv = Float32Array.from([0.7, -0.2, 1.1]);

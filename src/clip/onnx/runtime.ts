@@ -58,8 +58,14 @@ export interface OnnxClip {
   close(): Promise<void>;
 }
 
-/** onnxruntime-node, loaded on first use: importing the graph builders (the estimator does) stays light. */
+/**
+ * onnxruntime-node, loaded on first use: importing the graph builders (the estimator does) stays light.
+ * Its Linux build starts Microsoft's telemetry unless ORT_DISABLE_TELEMETRY is set (measured: a thread,
+ * ~3 MB of RSS and an empty /tmp/mat-debug-PID.log per process): off unless the user chose otherwise,
+ * so that the memory clip-mem measures is the model's, and nothing is left behind.
+ */
 export function onnxruntime(): typeof ort {
+  process.env.ORT_DISABLE_TELEMETRY ??= '1';
   return require('onnxruntime-node') as typeof ort;
 }
 
