@@ -90,6 +90,10 @@ test.serial('clip-train under a 1 GiB cgroup: cgroup-oom-kill with the last phas
   t.is(train.diagnosis.cause, 'cgroup-oom-kill');
   t.is(train.exit.signal, 'SIGKILL');
   t.regex(train.lastPhase, /train/);
+  // Killed mid-scenario, the child still handed over where it started (the report it wrote first).
+  t.true(train.memory.vmSizeBefore! > 0 && train.memory.rssBefore! > 0, JSON.stringify(train.memory));
+  t.is(train.memory.rssAfter, null);
+  t.true(Number(train.figures.mallocArenaHeaps) > 0, JSON.stringify(train.figures));
   t.true(train.diagnosis.evidence.some((e) => /last seen before the kill: phase ".+", RSS .*, heap /.test(e)), train.diagnosis.evidence.join('\n'));
   t.true(train.fixes.some((f) => f.kind === 'slurm-mem'));
   t.deepEqual(leftoverCgroups(limited.pid), []);

@@ -6,6 +6,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { clipMemCacheDir } from '../clip/synthetic';
 import type { Phase } from './model';
+import { writeFileAtomic } from '../files';
 
 export const ESTIMATE_STORE_SCHEMA = 'clip-mem-estimate/1';
 export const ESTIMATE_BACKEND = 'onnxruntime';
@@ -109,7 +110,5 @@ export function saveRuntimeRecord(record: RuntimeRecord): void {
   store.runtimes[record.key] = record;
   const file = storeFile();
   fs.mkdirSync(path.dirname(file), { recursive: true });
-  const temporary = `${file}.${process.pid}.tmp`;
-  fs.writeFileSync(temporary, JSON.stringify(store, null, 1) + '\n');
-  fs.renameSync(temporary, file);
+  writeFileAtomic(file, JSON.stringify(store, null, 1) + '\n');
 }

@@ -11,6 +11,11 @@ export interface ChildRequest {
 }
 
 export interface ChildReport {
+  /**
+   * False in the report the child writes before the scenario starts, which the final one replaces: a child
+   * that dies in the scenario (V8's fatal out-of-memory, a kill) still hands over where it started.
+   */
+  finished: boolean;
   rssBefore: number;
   vmSizeBefore: number;
   rssAfter: number;
@@ -19,7 +24,7 @@ export interface ChildReport {
   rssPeak: number;
   vmSizePeak: number;
   workMs: number;
-  /** glibc arena heaps (64 MiB reservations) at the end: what MALLOC_ARENA_MAX could give back. */
+  /** glibc arena heaps (64 MiB reservations) at the end (at the start, unfinished): what MALLOC_ARENA_MAX could give back. */
   mallocArenaHeaps: number;
   figures: Record<string, number | string>;
   /** The error the scenario threw, with its errno code when it has one. */

@@ -1,9 +1,10 @@
 // The child process of `clip-mem run`: runs one scenario and writes what it measured to the file the
 // parent named. It is started through the tracker's launcher, so its limits are already in force and the
 // tracker records every allocation; what the child reports here is what only it can see (memory just
-// before and after the work, its own figures, the error it caught). A child killed by the kernel reports
-// nothing, and the parent falls back on the tracker's record.
+// before and after the work, its own figures, the error it caught). A child that dies in the scenario
+// leaves the report it wrote before starting, and the parent falls back on the tracker's record for the rest.
 import * as fs from 'node:fs';
+import { writeFileAtomic } from '../files';
 import { known } from '../probe/field';
 import { readProcessStatus } from '../probe/proc';
 import { ARENA_HEAP_BYTES, CHILD_REQUEST_ENV, CHILD_RESULT_ENV, type ChildReport, type ChildRequest } from './child-protocol';
@@ -41,6 +42,11 @@ async function main(): Promise<void> {
   if (!request || !resultFile) throw new Error(`clip-mem's scenario child needs ${CHILD_REQUEST_ENV} and ${CHILD_RESULT_ENV}: it is started by \`clip-mem run\``);
   const scenario = scenarioByName(request.name);
   const before = readProcessMemory();
+  const unfinished: ChildReport = {
+    finished: false, rssBefore: before.rss, vmSizeBefore: before.vmSize, rssAfter: -1, vmSizeAfter: -1, rssPeak: -1, vmSizePeak: -1,
+    workMs: -1, mallocArenaHeaps: countArenaHeaps(), figures: {}, error: null,
+  };
+  writeFileAtomic(resultFile, JSON.stringify(unfinished));
   const started = performance.now();
   let figures: Record<string, number | string> = {};
   let error: string | null = null;
@@ -53,6 +59,7 @@ async function main(): Promise<void> {
   const workMs = performance.now() - started;
   const after = readProcessMemory();
   const report: ChildReport = {
+    finished: true,
     rssBefore: before.rss,
     vmSizeBefore: before.vmSize,
     rssAfter: after.rss,
@@ -64,7 +71,7 @@ async function main(): Promise<void> {
     figures,
     error,
   };
-  fs.writeFileSync(resultFile, JSON.stringify(report));
+  writeFileAtomic(resultFile, JSON.stringify(report));
   // Exit at once: a scenario's runtime may keep threads or handles alive that are not ours to wait for.
   process.exit(error ? 1 : 0);
 }

@@ -152,7 +152,7 @@ async function runOne(name: string, request: RunRequest, environment: Environmen
   const lastPhase = record ? phaseOf(record, record.currentPhase) : '';
   const report = readChildReport(resultFile);
   const failure = failureOf(record);
-  const status = run.exit.code === 0 && !run.timedOut && report !== null && report.error === null ? 'passed' : 'failed';
+  const status = run.exit.code === 0 && !run.timedOut && report !== null && report.finished && report.error === null ? 'passed' : 'failed';
   const memory = { ...memoryFigures(report, record, timeline), cgroupPeak: run.cgroup?.peak ?? null };
   const output = `${run.stderrTail}\n${run.stdoutTail}`;
   const last = record?.timeline[record.timeline.length - 1];
