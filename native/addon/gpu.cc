@@ -4,7 +4,10 @@
 
 namespace {
 
-Napi::Object nvmlToObject(Napi::Env env, const clipmem::NvmlReport& report) {
+// What NVML's and CUDA's reports share: the library, "unavailable" with the reason, else the driver's
+// version and each device as `deviceToObject` makes it.
+template <typename Report, typename DeviceToObject>
+Napi::Object reportToObject(Napi::Env env, const Report& report, DeviceToObject deviceToObject) {
   Napi::Object object = Napi::Object::New(env);
   object.Set("library", report.library);
   if (!report.unavailable.empty()) {
@@ -13,62 +16,50 @@ Napi::Object nvmlToObject(Napi::Env env, const clipmem::NvmlReport& report) {
   }
   object.Set("driverVersion", report.driverVersion);
   Napi::Array devices = Napi::Array::New(env, report.devices.size());
-  for (size_t i = 0; i < report.devices.size(); ++i) {
-    const clipmem::NvmlDevice& device = report.devices[i];
-    Napi::Object entry = Napi::Object::New(env);
-    entry.Set("index", device.index);
-    entry.Set("name", device.name);
-    if (device.memoryError.empty()) {
-      entry.Set("total", static_cast<double>(device.totalBytes));
-      entry.Set("used", static_cast<double>(device.usedBytes));
-      entry.Set("free", static_cast<double>(device.freeBytes));
-    } else {
-      entry.Set("memoryError", device.memoryError);
-    }
-    if (device.processesError.empty()) {
-      Napi::Array processes = Napi::Array::New(env, device.processes.size());
-      for (size_t p = 0; p < device.processes.size(); ++p) {
-        const clipmem::GpuProcess& process = device.processes[p];
-        Napi::Object processEntry = Napi::Object::New(env);
-        processEntry.Set("pid", process.pid);
-        processEntry.Set("name", process.name);
-        if (process.usedKnown) processEntry.Set("used", static_cast<double>(process.usedBytes));
-        processes.Set(static_cast<uint32_t>(p), processEntry);
-      }
-      entry.Set("processes", processes);
-    } else {
-      entry.Set("processesError", device.processesError);
-    }
-    devices.Set(static_cast<uint32_t>(i), entry);
-  }
+  for (size_t i = 0; i < report.devices.size(); ++i) devices.Set(static_cast<uint32_t>(i), deviceToObject(report.devices[i]));
   object.Set("devices", devices);
   return object;
 }
 
-Napi::Object cudaToObject(Napi::Env env, const clipmem::CudaReport& report) {
-  Napi::Object object = Napi::Object::New(env);
-  object.Set("library", report.library);
-  if (!report.unavailable.empty()) {
-    object.Set("unavailable", report.unavailable);
-    return object;
+Napi::Object nvmlDeviceToObject(Napi::Env env, const clipmem::NvmlDevice& device) {
+  Napi::Object entry = Napi::Object::New(env);
+  entry.Set("index", device.index);
+  entry.Set("name", device.name);
+  if (device.memoryError.empty()) {
+    entry.Set("total", static_cast<double>(device.totalBytes));
+    entry.Set("used", static_cast<double>(device.usedBytes));
+    entry.Set("free", static_cast<double>(device.freeBytes));
+  } else {
+    entry.Set("memoryError", device.memoryError);
   }
-  object.Set("driverVersion", report.driverVersion);
-  Napi::Array devices = Napi::Array::New(env, report.devices.size());
-  for (size_t i = 0; i < report.devices.size(); ++i) {
-    const clipmem::CudaDevice& device = report.devices[i];
-    Napi::Object entry = Napi::Object::New(env);
-    entry.Set("ordinal", device.ordinal);
-    entry.Set("name", device.name);
-    if (device.error.empty()) {
-      entry.Set("free", static_cast<double>(device.freeBytes));
-      entry.Set("total", static_cast<double>(device.totalBytes));
-    } else {
-      entry.Set("error", device.error);
+  if (device.processesError.empty()) {
+    Napi::Array processes = Napi::Array::New(env, device.processes.size());
+    for (size_t p = 0; p < device.processes.size(); ++p) {
+      const clipmem::GpuProcess& process = device.processes[p];
+      Napi::Object processEntry = Napi::Object::New(env);
+      processEntry.Set("pid", process.pid);
+      processEntry.Set("name", process.name);
+      if (process.usedKnown) processEntry.Set("used", static_cast<double>(process.usedBytes));
+      processes.Set(static_cast<uint32_t>(p), processEntry);
     }
-    devices.Set(static_cast<uint32_t>(i), entry);
+    entry.Set("processes", processes);
+  } else {
+    entry.Set("processesError", device.processesError);
   }
-  object.Set("devices", devices);
-  return object;
+  return entry;
+}
+
+Napi::Object cudaDeviceToObject(Napi::Env env, const clipmem::CudaDevice& device) {
+  Napi::Object entry = Napi::Object::New(env);
+  entry.Set("ordinal", device.ordinal);
+  entry.Set("name", device.name);
+  if (device.error.empty()) {
+    entry.Set("free", static_cast<double>(device.freeBytes));
+    entry.Set("total", static_cast<double>(device.totalBytes));
+  } else {
+    entry.Set("error", device.error);
+  }
+  return entry;
 }
 
 // probeGpu(nvmlLibrary, cudaLibrary): the paths come from the TS layer (defaults or env overrides).
@@ -78,8 +69,10 @@ Napi::Value ProbeGpu(const Napi::CallbackInfo& info) {
     throw Napi::TypeError::New(env, "probeGpu(nvmlLibrary: string, cudaLibrary: string)");
   }
   Napi::Object result = Napi::Object::New(env);
-  result.Set("nvml", nvmlToObject(env, clipmem::probeNvml(info[0].As<Napi::String>().Utf8Value())));
-  result.Set("cuda", cudaToObject(env, clipmem::probeCuda(info[1].As<Napi::String>().Utf8Value())));
+  result.Set("nvml", reportToObject(env, clipmem::probeNvml(info[0].As<Napi::String>().Utf8Value()),
+                                    [env](const clipmem::NvmlDevice& device) { return nvmlDeviceToObject(env, device); }));
+  result.Set("cuda", reportToObject(env, clipmem::probeCuda(info[1].As<Napi::String>().Utf8Value()),
+                                    [env](const clipmem::CudaDevice& device) { return cudaDeviceToObject(env, device); }));
   return result;
 }
 
