@@ -262,34 +262,26 @@ int64_t read_number_file(const char* path) {
   return strtoll(buf, nullptr, 10);
 }
 
-int64_t count_map_lines() {
+// One pass over /proc/self/maps: returns the number of mappings (-1 if unreadable). With `address`
+// nonzero (failed mprotect calls only: the tracker's own table keeps no sharing flags) it also describes
+// the mapping holding it: MAP_SHARED or MAP_PRIVATE, with MAP_ANONYMOUS when no file backs it, into
+// *flags, and its file (if any) into path.
+int64_t scan_maps(uintptr_t address, int* flags, char* path, size_t path_size) {
   int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
   if (fd < 0) return -1;
-  char buf[4096];
-  int64_t lines = 0;
-  ssize_t n;
-  while ((n = read(fd, buf, sizeof buf)) > 0)
-    for (ssize_t i = 0; i < n; ++i) lines += buf[i] == '\n';
-  close(fd);
-  return lines;
-}
-
-// The mapping holding `address` as /proc/self/maps describes it: MAP_SHARED or MAP_PRIVATE, with
-// MAP_ANONYMOUS when no file backs it, into *flags, and its file (if any) into path. Returns false if no
-// mapping holds it. For failed mprotect calls only: the tracker's own table keeps no sharing flags.
-bool describe_mapping_at(uintptr_t address, int* flags, char* path, size_t path_size) {
-  int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
   char buf[4096], line[CLIPMEM_PATH_BYTES + 128];
   size_t used = 0;
-  bool found = false;
+  int64_t lines = 0;
+  bool describe = address != 0;
   ssize_t n;
-  while (!found && (n = read(fd, buf, sizeof buf)) > 0) {
-    for (ssize_t i = 0; i < n && !found; ++i) {
+  while ((n = read(fd, buf, sizeof buf)) > 0) {
+    for (ssize_t i = 0; i < n; ++i) {
       if (buf[i] != '\n') {
-        if (used + 1 < sizeof line) line[used++] = buf[i];
+        if (describe && used + 1 < sizeof line) line[used++] = buf[i];
         continue;
       }
+      ++lines;
+      if (!describe) continue;
       line[used] = 0;
       used = 0;
       // "start-end perms offset dev inode   path"
@@ -298,7 +290,7 @@ bool describe_mapping_at(uintptr_t address, int* flags, char* path, size_t path_
       if (*end != '-') continue;
       uintptr_t stop = uintptr_t(strtoull(end + 1, &end, 16));
       if (address < start || address >= stop || strlen(end) < 5) continue;
-      found = true;
+      describe = false;
       *flags = end[4] == 's' ? MAP_SHARED : MAP_PRIVATE;
       const char* field = end + 5;
       for (int skip = 0; skip < 3; ++skip) {  // offset, device, inode
@@ -311,7 +303,7 @@ bool describe_mapping_at(uintptr_t address, int* flags, char* path, size_t path_
     }
   }
   close(fd);
-  return found;
+  return lines;
 }
 
 void read_statm(int64_t* vm_size, int64_t* rss) {
@@ -666,8 +658,6 @@ void record_failure(const FailureArgs& args) {
     ssize_t n = readlink(link, f->fd_path, sizeof f->fd_path - 1);
     f->fd_path[n > 0 ? n : 0] = 0;
   }
-  // Whether the pages were private (data, committed when made writable) or shared, and their file.
-  if (args.fn == CLIPMEM_FN_MPROTECT) describe_mapping_at(uintptr_t(args.address), &f->map_flags, f->fd_path, sizeof f->fd_path);
   char text[4096];
   f->vm_size = f->vm_data = f->rss = -1;
   if (read_small_file("/proc/self/status", text, sizeof text) > 0) {
@@ -682,7 +672,9 @@ void record_failure(const FailureArgs& args) {
     int64_t ram = field_kib(text, "MemTotal:"), swap = field_kib(text, "SwapTotal:");
     f->mem_total = ram < 0 ? -1 : ram + (swap > 0 ? swap : 0);
   }
-  f->map_count = count_map_lines();
+  // mprotect: whether the pages were private (data, committed when made writable) or shared, and their file.
+  uintptr_t described = args.fn == CLIPMEM_FN_MPROTECT ? uintptr_t(args.address) : 0;
+  f->map_count = scan_maps(described, &f->map_flags, f->fd_path, sizeof f->fd_path);
   f->max_map_count = read_number_file("/proc/sys/vm/max_map_count");
   f->overcommit_memory = int32_t(read_number_file("/proc/sys/vm/overcommit_memory"));
   f->tid = int32_t(syscall(SYS_gettid));
