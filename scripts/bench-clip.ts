@@ -22,7 +22,8 @@ const BATCH = 2;
 const PYTORCH = { construct: 813, forward: 834, train: 2891 }; // MiB, pytorch-anchor.md
 const PYTORCH_SECONDS = { construct: 1.7, forward: 12.3, train: 34.1 };
 
-type Kind = 'baseline' | 'load-mmap' | 'load-copy' | 'ort-forward' | 'tfjs-wasm-forward' | 'ort-train' | 'ort-train-1-segment';
+type Kind =
+  'baseline' | 'load-mmap' | 'load-copy' | 'ort-forward' | 'tfjs-wasm-forward' | 'ort-train' | 'ort-train-1-segment';
 
 interface Result {
   kind: Kind;
@@ -84,8 +85,16 @@ async function plainMatmuls(shapes: Array<[number, number, number, number]>, thr
     const a = g.input(`a${i}`, ElemType.FLOAT, [b, m, k]);
     const w = g.input(`b${i}`, ElemType.FLOAT, [b, k, n]);
     g.output(g.matmul(a, w), `y${i}`);
-    feeds[`a${i}`] = new runtime.Tensor('float32', Float32Array.from({ length: b * m * k }, (_, j) => (j % 7) * 0.1), [b, m, k]);
-    feeds[`b${i}`] = new runtime.Tensor('float32', Float32Array.from({ length: b * k * n }, (_, j) => (j % 5) * 0.1), [b, k, n]);
+    feeds[`a${i}`] = new runtime.Tensor(
+      'float32',
+      Float32Array.from({ length: b * m * k }, (_, j) => (j % 7) * 0.1),
+      [b, m, k],
+    );
+    feeds[`b${i}`] = new runtime.Tensor(
+      'float32',
+      Float32Array.from({ length: b * k * n }, (_, j) => (j % 5) * 0.1),
+      [b, k, n],
+    );
   });
   const session = await runtime.InferenceSession.create(g.toModel(), { intraOpNumThreads: threads });
   await session.run(feeds);
@@ -115,7 +124,15 @@ async function child(kind: Kind, format: WeightFormat): Promise<Result> {
       bytesTouched += bytes.length;
     }
     const took = seconds(start);
-    return { kind, format, seconds: took, peakRss: peakRss(), ...residency(), bytesTouched, note: checksum < 0 ? 'impossible' : undefined };
+    return {
+      kind,
+      format,
+      seconds: took,
+      peakRss: peakRss(),
+      ...residency(),
+      bytesTouched,
+      note: checksum < 0 ? 'impossible' : undefined,
+    };
   }
   const { imageSize } = model.config.vision;
   const seq = model.config.text.maxPositionEmbeddings;
@@ -131,7 +148,10 @@ async function child(kind: Kind, format: WeightFormat): Promise<Result> {
     const peak = peakRss(); // before the MatMul operands below add their own memory
     const resident = residency();
     const header = readSafetensorsHeader(file);
-    const work = [inferenceGraph(header, model.config, 'image', BATCH, 0), inferenceGraph(header, model.config, 'text', BATCH, seq)].map(matmulWork);
+    const work = [
+      inferenceGraph(header, model.config, 'image', BATCH, 0),
+      inferenceGraph(header, model.config, 'text', BATCH, seq),
+    ].map(matmulWork);
     const flops = work[0].flops + work[1].flops;
     const matmuls = await plainMatmuls([...work[0].shapes, ...work[1].shapes], threads);
     // Alternate the two so a change in the machine's load touches both; keep each one's best.
@@ -162,7 +182,15 @@ async function child(kind: Kind, format: WeightFormat): Promise<Result> {
     const firstSeconds = seconds(start);
     start = process.hrtime.bigint();
     run();
-    return { kind, format, seconds: seconds(start), firstSeconds, peakRss: peakRss(), ...residency(), note: `backend ${tfjsModel.backend.name}` };
+    return {
+      kind,
+      format,
+      seconds: seconds(start),
+      firstSeconds,
+      peakRss: peakRss(),
+      ...residency(),
+      note: `backend ${tfjsModel.backend.name}`,
+    };
   }
   // ort-train: the default backward segments; ort-train-1-segment: each tower's backward in one graph
   let start = process.hrtime.bigint();
@@ -176,15 +204,25 @@ async function child(kind: Kind, format: WeightFormat): Promise<Result> {
 }
 
 function runChild(kind: Kind, format: WeightFormat): Result {
-  const out = spawnSync(process.execPath, [__filename, '--child', kind, format], { encoding: 'utf8', maxBuffer: 1 << 24 });
+  const out = spawnSync(process.execPath, [__filename, '--child', kind, format], {
+    encoding: 'utf8',
+    maxBuffer: 1 << 24,
+  });
   const last = out.stdout.trim().split('\n').pop() ?? '';
   if (out.status !== 0 || !last.startsWith('{')) {
-    return { kind, format, seconds: NaN, peakRss: NaN, note: `failed (exit ${out.status ?? out.signal}): ${out.stderr.trim().split('\n').slice(-3).join(' | ')}` };
+    return {
+      kind,
+      format,
+      seconds: NaN,
+      peakRss: NaN,
+      note: `failed (exit ${out.status ?? out.signal}): ${out.stderr.trim().split('\n').slice(-3).join(' | ')}`,
+    };
   }
   return JSON.parse(last) as Result;
 }
 
-const mib = (bytes: number | undefined): string => (bytes === undefined || Number.isNaN(bytes) ? '-' : `${(bytes / MiB).toFixed(0)} MiB`);
+const mib = (bytes: number | undefined): string =>
+  bytes === undefined || Number.isNaN(bytes) ? '-' : `${(bytes / MiB).toFixed(0)} MiB`;
 const secs = (s: number | undefined): string => (s === undefined || Number.isNaN(s) ? '-' : `${s.toFixed(2)} s`);
 
 async function main(): Promise<void> {
@@ -198,7 +236,9 @@ async function main(): Promise<void> {
     return i >= 0 ? args[i + 1] : undefined;
   };
   const formats = (option('--formats') ?? 'fp32,fp16,int8').split(',') as WeightFormat[];
-  for (const f of formats) if (!WEIGHT_FORMATS.includes(f)) throw new Error(`--formats: unknown format ${f} (use ${WEIGHT_FORMATS.join(', ')})`);
+  for (const f of formats)
+    if (!WEIGHT_FORMATS.includes(f))
+      throw new Error(`--formats: unknown format ${f} (use ${WEIGHT_FORMATS.join(', ')})`);
   const skip = new Set((option('--skip') ?? '').split(',').filter(Boolean));
   const json = args.includes('--json');
   const log = (line: string) => (json ? process.stderr : process.stdout).write(`${line}\n`);
@@ -229,7 +269,18 @@ async function main(): Promise<void> {
     process.stdout.write(`${JSON.stringify({ batch: BATCH, pytorchMiB: PYTORCH, results }, null, 2)}\n`);
     return;
   }
-  const rows: string[][] = [['measurement', 'format', 'time', 'peak RSS', 'RSS file/anon at end', 'PyTorch (peak RSS, time)', 'goal', 'verdict']];
+  const rows: string[][] = [
+    [
+      'measurement',
+      'format',
+      'time',
+      'peak RSS',
+      'RSS file/anon at end',
+      'PyTorch (peak RSS, time)',
+      'goal',
+      'verdict',
+    ],
+  ];
   const verdict = (ok: boolean | undefined) => (ok === undefined ? '-' : ok ? 'met' : 'NOT met');
   for (const r of results) {
     if (r.kind === 'baseline') {
@@ -262,11 +313,28 @@ async function main(): Promise<void> {
       pytorch = `${PYTORCH.train} MiB, ${PYTORCH_SECONDS.train} s`;
       time = `${secs(r.seconds)} (first step, with setup: ${secs(r.firstSeconds)})`;
     }
-    rows.push([r.kind + (r.note ? ` (${r.note})` : ''), r.format, time, mib(r.peakRss), `${mib(r.rssFile)} / ${mib(r.rssAnon)}`, pytorch, goal, verdict(ok)]);
+    rows.push([
+      r.kind + (r.note ? ` (${r.note})` : ''),
+      r.format,
+      time,
+      mib(r.peakRss),
+      `${mib(r.rssFile)} / ${mib(r.rssAnon)}`,
+      pytorch,
+      goal,
+      verdict(ok),
+    ]);
   }
   const widths = rows[0].map((_, c) => Math.max(...rows.map((row) => row[c].length)));
-  for (const row of rows) log(row.map((cell, c) => cell.padEnd(widths[c])).join('  ').trimEnd());
-  log(`\nvit-b-32, batch ${BATCH}, 2 threads; peak RSS = the child's VmHWM. PyTorch: Debian torch 1.13.1, 1 thread, reference BLAS.`);
+  for (const row of rows)
+    log(
+      row
+        .map((cell, c) => cell.padEnd(widths[c]))
+        .join('  ')
+        .trimEnd(),
+    );
+  log(
+    `\nvit-b-32, batch ${BATCH}, 2 threads; peak RSS = the child's VmHWM. PyTorch: Debian torch 1.13.1, 1 thread, reference BLAS.`,
+  );
 }
 
 main().catch((error) => {

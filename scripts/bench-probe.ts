@@ -43,5 +43,6 @@ const rows: [string, number][] = [
   ['runProbe() in-process', probe],
 ];
 console.log(`median of ${runs} runs`);
-for (const [name, ms] of rows) console.log(`${name.padEnd(30)} ${ms.toFixed(1).padStart(8)} ms  ${(ms / bare).toFixed(2).padStart(6)} x node -e 0`);
+for (const [name, ms] of rows)
+  console.log(`${name.padEnd(30)} ${ms.toFixed(1).padStart(8)} ms  ${(ms / bare).toFixed(2).padStart(6)} x node -e 0`);
 console.log(`goal: native-probe under 500 ms: ${command < 500 ? 'met' : 'NOT met'} (${command.toFixed(0)} ms)`);

@@ -22,7 +22,9 @@ const GOAL_SECONDS = 180;
 const json = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'clip-mem-bench-run-')), 'run.json');
 const bin = path.resolve(__dirname, '..', '..', 'bin', 'clip-mem.js');
 const started = performance.now();
-const child = spawnSync(process.execPath, [bin, 'run', ...process.argv.slice(2), '--json', json], { stdio: ['ignore', 'ignore', 'inherit'] });
+const child = spawnSync(process.execPath, [bin, 'run', ...process.argv.slice(2), '--json', json], {
+  stdio: ['ignore', 'ignore', 'inherit'],
+});
 const totalSeconds = (performance.now() - started) / 1000;
 const results = readResults(json);
 
@@ -41,9 +43,14 @@ const rows = results.scenarios.map((s) => {
 });
 const header = ['scenario', 'status', 'seconds', 'pytorch s', 'ratio'];
 const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
-console.log(`clip-mem run ${process.argv.slice(2).join(' ')} (model ${results.header.options.model}, ${os.cpus().length} CPUs)`);
+const line = (cells: string[]) =>
+  cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
+console.log(
+  `clip-mem run ${process.argv.slice(2).join(' ')} (model ${results.header.options.model}, ${os.cpus().length} CPUs)`,
+);
 console.log(line(header));
 for (const row of rows) console.log(line(row));
-console.log(`whole run: ${totalSeconds.toFixed(1)} s (goal < ${GOAL_SECONDS} s for the default run once the checkpoint exists: ${(totalSeconds / GOAL_SECONDS).toFixed(2)}x of it)`);
+console.log(
+  `whole run: ${totalSeconds.toFixed(1)} s (goal < ${GOAL_SECONDS} s for the default run once the checkpoint exists: ${(totalSeconds / GOAL_SECONDS).toFixed(2)}x of it)`,
+);
 process.exitCode = child.status ?? 1;

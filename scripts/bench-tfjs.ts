@@ -81,10 +81,14 @@ function wasmHeapBytes(): number {
 }
 
 function runChild(kind: Kind, backend: string, batch: number): Result {
-  const out = spawnSync(process.execPath, [__filename, '--child', kind, '--backend', backend, '--batch', String(batch)], {
-    encoding: 'utf8',
-    maxBuffer: 1 << 24,
-  });
+  const out = spawnSync(
+    process.execPath,
+    [__filename, '--child', kind, '--backend', backend, '--batch', String(batch)],
+    {
+      encoding: 'utf8',
+      maxBuffer: 1 << 24,
+    },
+  );
   const last = out.stdout.trim().split('\n').pop() ?? '';
   if (out.status !== 0 || !last.startsWith('{')) {
     const why = out.stderr.trim().split('\n').slice(-3).join(' | ');
@@ -115,7 +119,9 @@ async function main(): Promise<void> {
     return;
   }
   const MiB = 2 ** 20;
-  console.log(`tfjs CLIP vit-b-32, batch ${batch} (${results[0]?.backend ?? backend}) beside PyTorch (pytorch-anchor.md, batch 2)`);
+  console.log(
+    `tfjs CLIP vit-b-32, batch ${batch} (${results[0]?.backend ?? backend}) beside PyTorch (pytorch-anchor.md, batch 2)`,
+  );
   console.log('what        | tfjs s (first) | PyTorch s | peak RSS  | PyTorch peak | RSS ratio | wasm heap');
   for (const r of results) {
     const anchor = PYTORCH[r.kind];

@@ -65,14 +65,24 @@ function runOnce(mode: Mode, command: string[], scratch: string): Timing {
   }
   const timeFile = path.join(scratch, 'time.txt');
   const start = process.hrtime.bigint();
-  const result = spawnSync('/usr/bin/time', ['-o', timeFile, '-f', '%U %S', ...argv], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+  const result = spawnSync('/usr/bin/time', ['-o', timeFile, '-f', '%U %S', ...argv], {
+    env,
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
   const wallMs = Number(process.hrtime.bigint() - start) / 1e6;
   if (result.status !== 0) throw new Error(`${mode}: ${argv.join(' ')} exited ${result.status}: ${result.stderr}`);
   const [user, system] = fs.readFileSync(timeFile, 'utf8').trim().split('\n').pop()!.split(' ').map(Number);
   return { wallMs, cpuMs: (user! + system!) * 1000 };
 }
 
-function measure(name: string, goal: number, command: string[], scratch: string, withHeaptrack: boolean, withForwarders = false): void {
+function measure(
+  name: string,
+  goal: number,
+  command: string[],
+  scratch: string,
+  withHeaptrack: boolean,
+  withForwarders = false,
+): void {
   const modes: Mode[] = ['untracked', 'clip-mem'];
   if (withHeaptrack) modes.push('heaptrack');
   if (withForwarders) modes.push('forward-only', 'forward-inspect');
@@ -108,10 +118,24 @@ function measure(name: string, goal: number, command: string[], scratch: string,
 
 const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'clipmem-bench-'));
 const heaptrackAvailable = spawnSync('heaptrack', ['--version'], { stdio: 'ignore' }).status === 0;
-if (!heaptrackAvailable) process.stdout.write('heaptrack not found (Debian: apt-get install heaptrack): its columns are skipped\n');
+if (!heaptrackAvailable)
+  process.stdout.write('heaptrack not found (Debian: apt-get install heaptrack): its columns are skipped\n');
 try {
-  measure(`64-byte malloc/free loop, ${pairs} pairs`, 1.3, [program, 'loop', String(pairs)], scratch, heaptrackAvailable, true);
-  measure('node workload: JSON, objects, Buffers, typed arrays', 1.03, [process.execPath, '-e', nodeWorkload], scratch, heaptrackAvailable);
+  measure(
+    `64-byte malloc/free loop, ${pairs} pairs`,
+    1.3,
+    [program, 'loop', String(pairs)],
+    scratch,
+    heaptrackAvailable,
+    true,
+  );
+  measure(
+    'node workload: JSON, objects, Buffers, typed arrays',
+    1.03,
+    [process.execPath, '-e', nodeWorkload],
+    scratch,
+    heaptrackAvailable,
+  );
 } finally {
   fs.rmSync(scratch, { recursive: true, force: true });
 }

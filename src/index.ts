@@ -27,7 +27,15 @@ export * from './clip/tfjs/model';
 export * from './clip/processor';
 export { setPhase } from './track/phase';
 export { readRecord, listRecords, finalRecordOf } from './track/record';
-export type { AllocationRecord, RecordFailure, RecordFrame, RecordCounters, RecordPhase, RecordSample, TrackedFn } from './track/record';
+export type {
+  AllocationRecord,
+  RecordFailure,
+  RecordFrame,
+  RecordCounters,
+  RecordPhase,
+  RecordSample,
+  TrackedFn,
+} from './track/record';
 export { traceCommand } from './track/launcher';
 export type { TraceLimits, TraceOptions, TraceRun, CgroupOutcome } from './track/launcher';
 export { buildTraceReport, formatTraceReport } from './track/report';
@@ -46,5 +54,13 @@ export type { GraphMemory, TrainingGraphsMemory } from './estimate/graph-memory'
 export { accelerateFigures, calibrate, ensureBaseline, estimatePhase, fitLine } from './estimate/estimate';
 export type { EstimateRequest, PhaseEstimate, Uncertainty } from './estimate/estimate';
 export type { Calibration, LinearFit, Peak, RuntimeRecord } from './estimate/store';
-export { cheapest, fitPlan, largestFitting, limitedFigure, maxSearchRuns, searchBoundary, verifyBoundary } from './estimate/fit';
+export {
+  cheapest,
+  fitPlan,
+  largestFitting,
+  limitedFigure,
+  maxSearchRuns,
+  searchBoundary,
+  verifyBoundary,
+} from './estimate/fit';
 export type { Boundary, FitAnswer, FitConfig, FitLimit, LimitKind, Verification, VerifyRun } from './estimate/fit';

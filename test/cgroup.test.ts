@@ -1,6 +1,12 @@
 import test from 'ava';
 import * as path from 'node:path';
-import { cgroupDirectory, locateMemoryCgroups, parseCgroupMounts, parseProcCgroup, readCgroups } from '../src/probe/cgroup';
+import {
+  cgroupDirectory,
+  locateMemoryCgroups,
+  parseCgroupMounts,
+  parseProcCgroup,
+  readCgroups,
+} from '../src/probe/cgroup';
 
 const fixtures = path.resolve(__dirname, '..', '..', 'test', 'fixtures');
 const sample = (name: string) => ({
@@ -16,7 +22,10 @@ test('v2: walks up from the own group and names the tightest ancestor', (t) => {
   const v2 = report.hierarchies[0]!;
   t.is(v2.version, 2);
   t.is(v2.path, '/slurm/job_42/step_0');
-  t.deepEqual(v2.groups.map((g) => g.path), ['/slurm/job_42/step_0', '/slurm/job_42', '/slurm']);
+  t.deepEqual(
+    v2.groups.map((g) => g.path),
+    ['/slurm/job_42/step_0', '/slurm/job_42', '/slurm'],
+  );
   const [step, job, slurm] = v2.groups;
   t.is(step!.limit, 1073741824);
   t.is(job!.limit, 734003200);
@@ -102,7 +111,11 @@ test('locateMemoryCgroups: the own group per version with its mount, and why v2 
   const v2 = locateMemoryCgroups(sample('cgroup-v2'));
   t.deepEqual(v2.notes, []);
   t.is(v2.groups.length, 1);
-  t.like(v2.groups[0], { version: 2, path: '/slurm/job_42/step_0', directory: path.join(fixtures, 'cgroup-v2', 'sys/fs/cgroup/slurm/job_42/step_0') });
+  t.like(v2.groups[0], {
+    version: 2,
+    path: '/slurm/job_42/step_0',
+    directory: path.join(fixtures, 'cgroup-v2', 'sys/fs/cgroup/slurm/job_42/step_0'),
+  });
   const none = locateMemoryCgroups({ procSelfCgroup: '/nonexistent/cgroup' });
   t.deepEqual(none, { groups: [], notes: ['unknown: /nonexistent/cgroup: ENOENT (no such file or directory)'] });
 });

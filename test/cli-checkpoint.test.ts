@@ -9,20 +9,31 @@ const bin = path.join(repoRoot, 'bin', 'clip-mem.js');
 const cache = scratchDir('clip-cli-checkpoint-');
 
 function run(...args: string[]) {
-  return spawnSync(process.execPath, [bin, 'checkpoint', ...args], { encoding: 'utf8', env: { ...process.env, CLIP_MEM_CACHE: cache } });
+  return spawnSync(process.execPath, [bin, 'checkpoint', ...args], {
+    encoding: 'utf8',
+    env: { ...process.env, CLIP_MEM_CACHE: cache },
+  });
 }
 
 test('checkpoint tiny writes the synthetic file with progress, then reuses it', (t) => {
   const first = run('tiny');
   t.is(first.status, 0, first.stderr);
   t.regex(first.stderr, /^writing .* \(100%\) visual_projection.weight$/m);
-  t.regex(first.stdout, /clip-tiny-fp32-seed0-v1.safetensors \(synthetic tiny fp32, seed 0\)\n  80 tensors, 45,825 parameters, safetensors file 188 KiB \(192244 B\)/);
+  t.regex(
+    first.stdout,
+    /clip-tiny-fp32-seed0-v1.safetensors \(synthetic tiny fp32, seed 0\)\n  80 tensors, 45,825 parameters, safetensors file 188 KiB \(192244 B\)/,
+  );
   const again = run('tiny', '--json', '--layout');
   t.is(again.status, 0, again.stderr);
   t.is(again.stderr, '');
   const json = JSON.parse(again.stdout);
   t.like(json, { kind: 'preset', fileBytes: 192244, entries: 80, bytesByDtype: { I64: 264, F32: 183300 } });
-  t.deepEqual(json.tensors[0], { name: 'text_model.embeddings.position_ids', dtype: 'I64', shape: [1, 16], bytes: 128 });
+  t.deepEqual(json.tensors[0], {
+    name: 'text_model.embeddings.position_ids',
+    dtype: 'I64',
+    shape: [1, 16],
+    bytes: 128,
+  });
 });
 
 test('checkpoint DIR validates a model directory; a bad one is a clear error, exit 1', (t) => {
@@ -32,8 +43,14 @@ test('checkpoint DIR validates a model directory; a bad one is a clear error, ex
   const dir = path.join(cache, 'broken');
   fs.mkdirSync(dir);
   fs.copyFileSync(path.join(referenceDir, 'config.json'), path.join(dir, 'config.json'));
-  fs.writeFileSync(path.join(dir, 'model.safetensors'), fs.readFileSync(path.join(referenceDir, 'model.safetensors')).subarray(0, 5000));
+  fs.writeFileSync(
+    path.join(dir, 'model.safetensors'),
+    fs.readFileSync(path.join(referenceDir, 'model.safetensors')).subarray(0, 5000),
+  );
   const bad = run(dir);
   t.is(bad.status, 1);
-  t.is(bad.stderr, `clip-mem: ${dir}/model.safetensors: header length: 8672 bytes runs past the end of the file (5000 bytes): the file is truncated or corrupt\n`);
+  t.is(
+    bad.stderr,
+    `clip-mem: ${dir}/model.safetensors: header length: 8672 bytes runs past the end of the file (5000 bytes): the file is truncated or corrupt\n`,
+  );
 });

@@ -51,7 +51,9 @@ test('a hub snapshot is found through refs/main and loaded with its tokenizer fi
   t.is(loaded.model.tokenizer?.vocabJson, path.join(snapshot, 'vocab.json'));
   t.is(loaded.tensors.size, 80);
   loaded.close();
-  t.throws(() => resolveClipModel('openai/clip-vit-large-patch14', { env }), { message: /not in the local Hugging Face cache \(looked in .*models--openai--clip-vit-large-patch14\/snapshots/ });
+  t.throws(() => resolveClipModel('openai/clip-vit-large-patch14', { env }), {
+    message: /not in the local Hugging Face cache \(looked in .*models--openai--clip-vit-large-patch14\/snapshots/,
+  });
 });
 
 test('a model directory and a file inside it load; a wrong checkpoint names the tensor', (t) => {
@@ -63,12 +65,21 @@ test('a model directory and a file inside it load; a wrong checkpoint names the 
 
   const broken = modelDir(path.join(tmp, 'broken'));
   const tensors = [...loadSafetensors(path.join(dir, 'model.safetensors'), { mode: 'copy' }).tensors.values()];
-  fs.writeFileSync(path.join(broken, 'model.safetensors'), serializeSafetensors(tensors.filter((x) => x.name !== 'visual_projection.weight')));
-  t.throws(() => loadClipCheckpoint(broken), { message: `${broken}/model.safetensors: tensor "visual_projection.weight": entry: missing: ${broken}/config.json needs F32 [16,32]. Is this a CLIPModel checkpoint for that config?` });
+  fs.writeFileSync(
+    path.join(broken, 'model.safetensors'),
+    serializeSafetensors(tensors.filter((x) => x.name !== 'visual_projection.weight')),
+  );
+  t.throws(() => loadClipCheckpoint(broken), {
+    message: `${broken}/model.safetensors: tensor "visual_projection.weight": entry: missing: ${broken}/config.json needs F32 [16,32]. Is this a CLIPModel checkpoint for that config?`,
+  });
   fs.rmSync(path.join(broken, 'model.safetensors'));
-  t.throws(() => loadClipCheckpoint(broken), { message: `${broken} has neither model.safetensors nor pytorch_model.bin` });
+  t.throws(() => loadClipCheckpoint(broken), {
+    message: `${broken} has neither model.safetensors nor pytorch_model.bin`,
+  });
   fs.writeFileSync(path.join(broken, 'model.safetensors.index.json'), '{}');
-  t.throws(() => loadClipCheckpoint(broken), { message: /holds a sharded checkpoint \(model.safetensors.index.json\), which clip-mem does not read/ });
+  t.throws(() => loadClipCheckpoint(broken), {
+    message: /holds a sharded checkpoint \(model.safetensors.index.json\), which clip-mem does not read/,
+  });
   fs.writeFileSync(path.join(broken, 'pytorch_model.bin'), '');
   t.throws(() => loadClipCheckpoint(broken), { message: /pytorch_model.bin: is not a zip archive/ });
   t.throws(() => resolveClipModel('no-such-thing'), { message: /is not a CLIP preset/ });

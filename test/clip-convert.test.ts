@@ -20,7 +20,13 @@ test('checkpointWeightFormat recognises the three formats', (t) => {
     const { file } = ensureSyntheticCheckpoint({ config: 'tiny', format, cacheDir });
     t.is(checkpointWeightFormat(readCheckpointIndex(file).entries), format);
   }
-  t.is(checkpointWeightFormat([{ name: 'a', dtype: 'F32', shape: [2] }, { name: 'b', dtype: 'F16', shape: [2] }]), undefined);
+  t.is(
+    checkpointWeightFormat([
+      { name: 'a', dtype: 'F32', shape: [2] },
+      { name: 'b', dtype: 'F16', shape: [2] },
+    ]),
+    undefined,
+  );
 });
 
 test('a user model directory asked as fp16 / int8 is converted once into the cache, in the preset layout', (t) => {
@@ -47,7 +53,9 @@ test('a user model directory asked as fp16 / int8 is converted once into the cac
       const scale = loaded.tensors.get(int8ScaleName(name));
       const actual = tensor.dtype === 'I8' ? dequantizeInt8(tensor, scale!) : toFloat32(tensor);
       const tolerance = (i: number) =>
-        tensor.dtype === 'I8' ? (scale!.data as Float32Array)[Math.floor(i / (expected.length / original.shape[0]))] / 2 + 1e-7 : Math.abs(expected[i]) / 1024 + 1e-7;
+        tensor.dtype === 'I8'
+          ? (scale!.data as Float32Array)[Math.floor(i / (expected.length / original.shape[0]))] / 2 + 1e-7
+          : Math.abs(expected[i]) / 1024 + 1e-7;
       const bad = expected.findIndex((v, i) => Math.abs(actual[i] - v) > tolerance(i));
       t.is(bad, -1, `${format} ${name}[${bad}]`);
     }

@@ -4,7 +4,12 @@ import * as path from 'node:path';
 import { clipLayout, fileOrder, presetConfig, readHfConfig } from '../src/clip/config';
 import { ClipTfjs } from '../src/clip/tfjs/model';
 import { dequantizeInt8, int8ScaleName, toFloat32 } from '../src/clip/dtype';
-import { encodeSafetensorsHeader, loadSafetensors, parseSafetensorsHeader, serializeSafetensors } from '../src/clip/safetensors';
+import {
+  encodeSafetensorsHeader,
+  loadSafetensors,
+  parseSafetensorsHeader,
+  serializeSafetensors,
+} from '../src/clip/safetensors';
 import { ensureSyntheticCheckpoint } from '../src/clip/synthetic';
 import { buildInferenceModel, createOnnxClip, onnxruntime } from '../src/clip/onnx/runtime';
 import { buildTrainingModels, createOnnxTrainer, OnnxTrainer } from '../src/clip/onnx/train';
@@ -45,9 +50,13 @@ test('ORT forward reproduces the PyTorch reference (embeddings, logits, loss) wi
 
 test('bad input shapes get errors that say what the model takes', async (t) => {
   const clip = await createOnnxClip(referenceDir, { threads: 1 });
-  await t.throwsAsync(clip.encodeImage(new Float32Array(10), 1), { message: /10 pixel values for batch 1; expected \[1, 3, 32, 32\]/ });
+  await t.throwsAsync(clip.encodeImage(new Float32Array(10), 1), {
+    message: /10 pixel values for batch 1; expected \[1, 3, 32, 32\]/,
+  });
   await t.throwsAsync(clip.encodeText([98, 99, 99], 2), { message: /3 ids do not split into 2 rows/ });
-  await t.throwsAsync(clip.encodeText(new Array(17).fill(99), 1), { message: /17 tokens; this model takes at most 16/ });
+  await t.throwsAsync(clip.encodeText(new Array(17).fill(99), 1), {
+    message: /17 tokens; this model takes at most 16/,
+  });
   await clip.close();
 });
 
@@ -64,7 +73,11 @@ async function gradientsOf(trainer: OnnxTrainer, images: Float32Array, texts: nu
 
 test('training gradients and one AdamW step reproduce PyTorch within 1e-4', async (t) => {
   const { lr, betas, eps, weight_decay: weightDecay } = outputs.adamw;
-  const trainer = await createOnnxTrainer(referenceDir, { batch: 3, threads: 1, adamw: { lr, beta1: betas[0], beta2: betas[1], eps, weightDecay } });
+  const trainer = await createOnnxTrainer(referenceDir, {
+    batch: 3,
+    threads: 1,
+    adamw: { lr, beta1: betas[0], beta2: betas[1], eps, weightDecay },
+  });
   t.is(trainer.params.size, 78); // every tensor but the two position_ids
   const { loss, grads, visited } = await gradientsOf(trainer, pixels, ids, Object.keys(outputs.grads_step0));
   t.is(visited, 78);
@@ -94,7 +107,12 @@ test('gradients match central finite differences, shorter text included (Slice -
     ['vision_model.embeddings.patch_embedding.weight', 100],
     ['logit_scale', 0],
   ];
-  const { grads } = await gradientsOf(trainer, pixels, shortIds, probes.map(([name]) => name));
+  const { grads } = await gradientsOf(
+    trainer,
+    pixels,
+    shortIds,
+    probes.map(([name]) => name),
+  );
   const analytic = probes.map(([name, i]) => grads.get(name)![i]);
   t.is(analytic[1], 0);
   const h = 1e-2;
@@ -107,7 +125,10 @@ test('gradients match central finite differences, shorter text included (Slice -
     const down = await trainer.loss(pixels, shortIds);
     p[i] = keep;
     const numeric = (up - down) / (2 * h);
-    t.true(Math.abs(numeric - analytic[k]) < 2e-3 + 2e-2 * Math.abs(numeric), `${name}[${i}]: ${analytic[k]} vs ${numeric}`);
+    t.true(
+      Math.abs(numeric - analytic[k]) < 2e-3 + 2e-2 * Math.abs(numeric),
+      `${name}[${i}]: ${analytic[k]} vs ${numeric}`,
+    );
   }
   await trainer.close();
 });
@@ -117,7 +138,10 @@ test('gradient rules of Div, Sqrt, Concat, Expand and ReduceSum match finite dif
   const g = new Graph('rules');
   const x = g.input('x', ElemType.FLOAT, [2, 3]);
   const y = g.input('y', ElemType.FLOAT, [1, 3]);
-  const w = g.constant(Float32Array.from({ length: 15 }, (_, i) => Math.sin(i + 1)), [5, 3]);
+  const w = g.constant(
+    Float32Array.from({ length: 15 }, (_, i) => Math.sin(i + 1)),
+    [5, 3],
+  );
   const n = g.div(x, g.sqrt(g.reduceSum(g.mul(x, x), [-1], true)));
   const loss = g.reduceSum(g.mul(g.concat([n, g.expand(y, [3, 3])], 0), w), [0, 1], false);
   g.output(loss, 'loss');
@@ -132,7 +156,10 @@ test('gradient rules of Div, Sqrt, Concat, Expand and ReduceSum match finite dif
     session.run({ x: new ort.Tensor('float32', a, [2, 3]), y: new ort.Tensor('float32', b, [1, 3]) });
   const base = await run(xv, yv);
   const h = 1e-3;
-  for (const [which, values, name] of [['x', xv, 'dx'], ['y', yv, 'dy']] as const) {
+  for (const [which, values, name] of [
+    ['x', xv, 'dx'],
+    ['y', yv, 'dy'],
+  ] as const) {
     for (let i = 0; i < values.length; i++) {
       const plus = Float32Array.from(values);
       const minus = Float32Array.from(values);
@@ -174,7 +201,8 @@ for (const format of ['fp16', 'int8'] as const) {
       .filter((tensor) => !tensor.name.endsWith('.scale'))
       .map((tensor) => {
         if (tensor.dtype === 'I64' || tensor.dtype === 'F32') return tensor;
-        const data = tensor.dtype === 'I8' ? dequantizeInt8(tensor, stored.get(int8ScaleName(tensor.name))!) : toFloat32(tensor);
+        const data =
+          tensor.dtype === 'I8' ? dequantizeInt8(tensor, stored.get(int8ScaleName(tensor.name))!) : toFloat32(tensor);
         return { name: tensor.name, dtype: 'F32' as const, shape: tensor.shape, data };
       });
     const fp32File = writeCheckpoint(dir, 'widened.safetensors', widened);
@@ -220,9 +248,14 @@ test('tfjs and onnxruntime give the same embeddings for the same weights (cosine
 
 test('vit-b-32 training in two backward graphs per tower: each parameter in exactly one; at most 44,927,232 gradients at a time', (t) => {
   const config = presetConfig('vit-b-32');
-  const shapes = new Map(clipLayout(config).filter((s) => s.dtype === 'F32').map((s) => [s.name, s.shape]));
+  const shapes = new Map(
+    clipLayout(config)
+      .filter((s) => s.dtype === 'F32')
+      .map((s) => [s.name, s.shape]),
+  );
   const models = buildTrainingModels(config, shapes, 2, 77, 2);
-  const count = (names: readonly string[]) => names.reduce((sum, name) => sum + shapes.get(name)!.reduce((a, b) => a * b, 1), 0);
+  const count = (names: readonly string[]) =>
+    names.reduce((sum, name) => sum + shapes.get(name)!.reduce((a, b) => a * b, 1), 0);
   t.deepEqual(models.head.params, ['logit_scale']);
   t.deepEqual(
     models.backward.map((m) => [m.name, m.params.length, count(m.params)]),
@@ -253,13 +286,20 @@ test('training widens an fp16 checkpoint to exactly its float32 values and refus
   t.true(Number.isFinite(await trainer.step(pixels, ids)));
   await trainer.close();
   const int8 = ensureSyntheticCheckpoint({ config: 'tiny', format: 'int8', cacheDir: dir }).file;
-  await t.throwsAsync(createOnnxTrainer({ config, weightsFile: int8 }, { batch: 3 }), { message: /is I8; training reads F32, F16 or BF16 weights/ });
+  await t.throwsAsync(createOnnxTrainer({ config, weightsFile: int8 }, { batch: 3 }), {
+    message: /is I8; training reads F32, F16 or BF16 weights/,
+  });
 });
 
 test('segmented backward (middle segments included) gives the same gradients as one graph per tower', async (t) => {
   const dir = scratchDir('clip-onnx-segments-');
   const tiny = presetConfig('tiny');
-  const config = { ...tiny, name: 'tiny-3-layers', text: { ...tiny.text, numHiddenLayers: 3 }, vision: { ...tiny.vision, numHiddenLayers: 3 } };
+  const config = {
+    ...tiny,
+    name: 'tiny-3-layers',
+    text: { ...tiny.text, numHiddenLayers: 3 },
+    vision: { ...tiny.vision, numHiddenLayers: 3 },
+  };
   const { file } = ensureSyntheticCheckpoint({ config, cacheDir: dir });
   const gradientsWith = async (segments: number) => {
     const trainer = await createOnnxTrainer({ config, weightsFile: file }, { batch: 3, threads: 1, segments });

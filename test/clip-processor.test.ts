@@ -5,7 +5,15 @@ import * as zlib from 'node:zlib';
 import sharp from 'sharp';
 import { presetConfig } from '../src/clip/config';
 import { createHash } from 'node:crypto';
-import { ImageInputError, preprocessImage, preprocessImages, processorOptionsFor, processorOptionsForModel, readPreprocessorConfig, resizeBicubicPil } from '../src/clip/processor';
+import {
+  ImageInputError,
+  preprocessImage,
+  preprocessImages,
+  processorOptionsFor,
+  processorOptionsForModel,
+  readPreprocessorConfig,
+  resizeBicubicPil,
+} from '../src/clip/processor';
 import { referenceDir } from './helpers/paths';
 import { scratchDir } from './helpers/scratch';
 
@@ -16,9 +24,16 @@ function readNpy(file: string): { shape: number[]; data: Float32Array } {
   const bytes = fs.readFileSync(file);
   const headerLength = bytes.readUInt16LE(8);
   const header = bytes.subarray(10, 10 + headerLength).toString('latin1');
-  if (!header.includes("'descr': '<f4'") || header.includes("'fortran_order': True")) throw new Error(`${file}: not a C-order float32 array: ${header}`);
-  const shape = header.match(/'shape': \(([^)]*)\)/)![1].split(',').filter((s) => s.trim()).map(Number);
-  const data = new Float32Array(bytes.buffer.slice(bytes.byteOffset + 10 + headerLength, bytes.byteOffset + bytes.length));
+  if (!header.includes("'descr': '<f4'") || header.includes("'fortran_order': True"))
+    throw new Error(`${file}: not a C-order float32 array: ${header}`);
+  const shape = header
+    .match(/'shape': \(([^)]*)\)/)![1]
+    .split(',')
+    .filter((s) => s.trim())
+    .map(Number);
+  const data = new Float32Array(
+    bytes.buffer.slice(bytes.byteOffset + 10 + headerLength, bytes.byteOffset + bytes.length),
+  );
   return { shape, data };
 }
 
@@ -41,7 +56,8 @@ test('raw inputs: uint8 HWC, float HWC and float CHW in [0, 1] give the same pix
   const hwc = new Uint8Array(data);
   const floatHwc = Float32Array.from(hwc, (v) => v / 255);
   const floatChw = new Float32Array(hwc.length);
-  for (let p = 0; p < width * height; p++) for (let c = 0; c < 3; c++) floatChw[c * width * height + p] = floatHwc[p * 3 + c];
+  for (let p = 0; p < width * height; p++)
+    for (let c = 0; c < 3; c++) floatChw[c * width * height + p] = floatHwc[p * 3 + c];
   const fromFile = await preprocessImage(imageFile);
   const fromU8 = await preprocessImage({ data: hwc, width, height, channels: 3, layout: 'hwc' });
   t.deepEqual(fromU8, fromFile);
@@ -60,29 +76,63 @@ test('a batch concatenates images; the tiny preset processes to 32x32', async (t
 });
 
 test('float input out of [0, 1] says what it saw and what to pass', async (t) => {
-  const pixels = (values: number[]) => ({ data: Float32Array.from(values), width: 2, height: 1, channels: 3 as const, layout: 'hwc' as const });
+  const pixels = (values: number[]) => ({
+    data: Float32Array.from(values),
+    width: 2,
+    height: 1,
+    channels: 3 as const,
+    layout: 'hwc' as const,
+  });
   await t.throwsAsync(preprocessImage(pixels([0, 12, 255, 3, 4, 5])), {
     instanceOf: ImageInputError,
-    message: 'raw image: float values must be in [0, 1], saw [0, 255]; these look like 0..255 pixel values: pass them as a Uint8Array, or divide by 255',
+    message:
+      'raw image: float values must be in [0, 1], saw [0, 255]; these look like 0..255 pixel values: pass them as a Uint8Array, or divide by 255',
   });
-  await t.throwsAsync(preprocessImage(pixels([-1.79, 0, 2.1, 0, 0, 0])), { message: /saw \[-1.79, 2.1\]; these look already normalised \(pixel_values\)/ });
-  await t.throwsAsync(preprocessImage(pixels([0, 0, 0, 0, 0, 300])), { message: /saw \[0, 300\]; rescale them to \[0, 1\]/ });
+  await t.throwsAsync(preprocessImage(pixels([-1.79, 0, 2.1, 0, 0, 0])), {
+    message: /saw \[-1.79, 2.1\]; these look already normalised \(pixel_values\)/,
+  });
+  await t.throwsAsync(preprocessImage(pixels([0, 0, 0, 0, 0, 300])), {
+    message: /saw \[0, 300\]; rescale them to \[0, 1\]/,
+  });
   await t.throwsAsync(preprocessImage(pixels([0, NaN, 0, 0, 0, 0])), { message: /value 1 is NaN/ });
-  await t.throwsAsync(preprocessImage({ ...pixels([0, 0, 0]), width: 2 }), { message: /3 values, but 2x1x3 \(hwc\) needs 6/ });
+  await t.throwsAsync(preprocessImage({ ...pixels([0, 0, 0]), width: 2 }), {
+    message: /3 values, but 2x1x3 \(hwc\) needs 6/,
+  });
 });
 
 test('corrupt, truncated and oversized images get clear errors', async (t) => {
   const png = fs.readFileSync(imageFile);
-  await t.throwsAsync(preprocessImage(Buffer.from('definitely not an image')), { instanceOf: ImageInputError, message: /^cannot decode the image buffer \(23 bytes\): .*Pass a PNG, JPEG/ });
-  const big = await sharp({ create: { width: 300, height: 200, channels: 3, background: '#808080', noise: { type: 'gaussian', mean: 128, sigma: 60 } } }).png().toBuffer();
-  await t.throwsAsync(preprocessImage(big.subarray(0, Math.floor(big.length / 2))), { instanceOf: ImageInputError, message: /^cannot decode the image buffer/ });
-  await t.throwsAsync(preprocessImage(png, { maxPixels: 1000 }), { message: 'the image buffer (119 bytes) is 50x40 = 2000 pixels, over the limit of 1000: decoding it would need 6000 bytes before resizing to 224. Downscale it first, or raise maxPixels.' });
+  await t.throwsAsync(preprocessImage(Buffer.from('definitely not an image')), {
+    instanceOf: ImageInputError,
+    message: /^cannot decode the image buffer \(23 bytes\): .*Pass a PNG, JPEG/,
+  });
+  const big = await sharp({
+    create: {
+      width: 300,
+      height: 200,
+      channels: 3,
+      background: '#808080',
+      noise: { type: 'gaussian', mean: 128, sigma: 60 },
+    },
+  })
+    .png()
+    .toBuffer();
+  await t.throwsAsync(preprocessImage(big.subarray(0, Math.floor(big.length / 2))), {
+    instanceOf: ImageInputError,
+    message: /^cannot decode the image buffer/,
+  });
+  await t.throwsAsync(preprocessImage(png, { maxPixels: 1000 }), {
+    message:
+      'the image buffer (119 bytes) is 50x40 = 2000 pixels, over the limit of 1000: decoding it would need 6000 bytes before resizing to 224. Downscale it first, or raise maxPixels.',
+  });
   // a decompression bomb: the 50x40 PNG with an IHDR claiming 100000x80000 (CRC fixed): refused before decoding
   const bomb = Buffer.from(png);
   bomb.writeUInt32BE(100_000, 16);
   bomb.writeUInt32BE(80_000, 20);
   bomb.writeUInt32BE(zlib.crc32(bomb.subarray(12, 29)), 29);
-  await t.throwsAsync(preprocessImage(bomb), { message: /^the image buffer \(119 bytes\) is 100000x80000 = 8000000000 pixels, over the limit of 100000000: / });
+  await t.throwsAsync(preprocessImage(bomb), {
+    message: /^the image buffer \(119 bytes\) is 100000x80000 = 8000000000 pixels, over the limit of 100000000: /,
+  });
   await t.throwsAsync(preprocessImage('/no/such/image.png'), { message: /^cannot decode \/no\/such\/image.png: / });
 });
 
@@ -90,14 +140,44 @@ test('preprocessor_config.json sets the sizes and statistics; other processors a
   const dir = scratchDir('clip-preprocessor-');
   const file = path.join(dir, 'preprocessor_config.json');
   // openai/clip-vit-base-patch32's file
-  fs.writeFileSync(file, JSON.stringify({ crop_size: 224, do_center_crop: true, do_normalize: true, do_resize: true, feature_extractor_type: 'CLIPFeatureExtractor', image_mean: [0.48145466, 0.4578275, 0.40821073], image_std: [0.26862954, 0.26130258, 0.27577711], resample: 3, size: 224 }));
-  t.deepEqual(readPreprocessorConfig(dir), { shortestEdge: 224, cropSize: 224, mean: [0.48145466, 0.4578275, 0.40821073], std: [0.26862954, 0.26130258, 0.27577711] });
-  t.deepEqual(processorOptionsForModel({ config: presetConfig('tiny'), weightsFile: path.join(dir, 'model.safetensors') }).cropSize, 224);
-  t.deepEqual(processorOptionsForModel({ config: presetConfig('tiny'), weightsFile: path.join(referenceDir, 'model.safetensors') }), { shortestEdge: 32, cropSize: 32 });
+  fs.writeFileSync(
+    file,
+    JSON.stringify({
+      crop_size: 224,
+      do_center_crop: true,
+      do_normalize: true,
+      do_resize: true,
+      feature_extractor_type: 'CLIPFeatureExtractor',
+      image_mean: [0.48145466, 0.4578275, 0.40821073],
+      image_std: [0.26862954, 0.26130258, 0.27577711],
+      resample: 3,
+      size: 224,
+    }),
+  );
+  t.deepEqual(readPreprocessorConfig(dir), {
+    shortestEdge: 224,
+    cropSize: 224,
+    mean: [0.48145466, 0.4578275, 0.40821073],
+    std: [0.26862954, 0.26130258, 0.27577711],
+  });
+  t.deepEqual(
+    processorOptionsForModel({ config: presetConfig('tiny'), weightsFile: path.join(dir, 'model.safetensors') })
+      .cropSize,
+    224,
+  );
+  t.deepEqual(
+    processorOptionsForModel({
+      config: presetConfig('tiny'),
+      weightsFile: path.join(referenceDir, 'model.safetensors'),
+    }),
+    { shortestEdge: 32, cropSize: 32 },
+  );
   fs.writeFileSync(file, JSON.stringify({ size: { shortest_edge: 336 }, crop_size: { height: 336, width: 336 } }));
   t.deepEqual(readPreprocessorConfig(file), { shortestEdge: 336, cropSize: 336 });
   fs.writeFileSync(file, JSON.stringify({ crop_size: { height: 224, width: 200 } }));
-  t.throws(() => readPreprocessorConfig(file), { message: `${file}: crop_size: non-square crops ({"height":224,"width":200}) are not CLIP's` });
+  t.throws(() => readPreprocessorConfig(file), {
+    message: `${file}: crop_size: non-square crops ({"height":224,"width":200}) are not CLIP's`,
+  });
   fs.writeFileSync(file, JSON.stringify({ resample: 2 }));
   t.throws(() => readPreprocessorConfig(file), { message: /resample: 2 is not bicubic/ });
 });
@@ -117,7 +197,15 @@ test('resizeBicubicPil is bit-exact with PIL, downscaling and upscaling', (t) =>
   for (const [size, [outWidth, outHeight, hash]] of Object.entries(PIL_BICUBIC)) {
     const [w, h] = size.split('x').map(Number);
     const image = new Uint8Array(w * h * 3);
-    for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) for (let c = 0; c < 3; c++) image[(y * w + x) * 3 + c] = (x * 7 + y * 13 + c * 50 + ((x * y) % 31)) % 256;
-    t.is(createHash('sha256').update(resizeBicubicPil(image, w, h, outWidth, outHeight)).digest('hex'), hash, size);
+    for (let y = 0; y < h; y++)
+      for (let x = 0; x < w; x++)
+        for (let c = 0; c < 3; c++) image[(y * w + x) * 3 + c] = (x * 7 + y * 13 + c * 50 + ((x * y) % 31)) % 256;
+    t.is(
+      createHash('sha256')
+        .update(resizeBicubicPil(image, w, h, outWidth, outHeight))
+        .digest('hex'),
+      hash,
+      size,
+    );
   }
 });

@@ -75,7 +75,11 @@ test('corrupt torch files get clear errors, never a crash', (t) => {
   ];
   for (const [name, bytes, message] of cases) {
     const file = write(name, bytes);
-    t.throws(() => loadPytorchCheckpoint(file, { mode: 'copy' }), { instanceOf: PytorchCheckpointError, message }, name);
+    t.throws(
+      () => loadPytorchCheckpoint(file, { mode: 'copy' }),
+      { instanceOf: PytorchCheckpointError, message },
+      name,
+    );
   }
   // every single flipped byte of the small file: a PytorchCheckpointError or a successful load
   const mixed = fs.readFileSync(mixedBin);
@@ -96,10 +100,15 @@ test('corrupt torch files get clear errors, never a crash', (t) => {
   }
   t.true(errors > 0);
   t.throws(() => loadPytorchCheckpoint(path.join(fixtures, 'pytorch', 'broadcast.bin'), { mode: 'copy' }), {
-    message: /tensor "expanded": a view of 1048576 elements over a storage of 1 \(stride \[0\]\); save it with .contiguous\(\) first/,
+    message:
+      /tensor "expanded": a view of 1048576 elements over a storage of 1 \(stride \[0\]\); save it with .contiguous\(\) first/,
   });
   for (let end = 0; end < mixed.length; end += 7) {
     const file = write('truncated', mixed.subarray(0, end));
-    t.throws(() => loadPytorchCheckpoint(file, { mode: 'mmap' }), { instanceOf: PytorchCheckpointError }, `truncated at ${end}`);
+    t.throws(
+      () => loadPytorchCheckpoint(file, { mode: 'mmap' }),
+      { instanceOf: PytorchCheckpointError },
+      `truncated at ${end}`,
+    );
   }
 });

@@ -6,7 +6,12 @@ import test from 'ava';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { clipLayout, fileOrder, presetConfig } from '../src/clip/config';
-import { SafetensorsError, encodeSafetensorsHeader, loadSafetensors, parseSafetensorsHeader } from '../src/clip/safetensors';
+import {
+  SafetensorsError,
+  encodeSafetensorsHeader,
+  loadSafetensors,
+  parseSafetensorsHeader,
+} from '../src/clip/safetensors';
 import { referenceDir } from './helpers/paths';
 import { mulberry32 } from '../src/random';
 import { scratchDir } from './helpers/scratch';
@@ -58,17 +63,35 @@ const mutations: Record<string, Mutation> = {
     const json = structuredClone(header);
     const a = json[pick(random, names)];
     const b = json[pick(random, names)];
-    a.data_offsets = int(random, 2) ? [...b.data_offsets] : [b.data_offsets[0], b.data_offsets[0] + original.length * (1 + int(random, 1000))];
+    a.data_offsets = int(random, 2)
+      ? [...b.data_offsets]
+      : [b.data_offsets[0], b.data_offsets[0] + original.length * (1 + int(random, 1000))];
     return withHeader(json);
   },
   'weird offsets': (random) => {
     const json = structuredClone(header);
-    json[pick(random, names)].data_offsets = int(random, 2) ? pick(random, weird) : [pick(random, weird), pick(random, weird)];
+    json[pick(random, names)].data_offsets = int(random, 2)
+      ? pick(random, weird)
+      : [pick(random, weird), pick(random, weird)];
     return withHeader(json);
   },
   'bad dtype': (random) => {
     const json = structuredClone(header);
-    json[pick(random, names)].dtype = pick(random, ['F8', 'f32', 'float32', '', 'I64', 'F16', 'BF16', 'U8', 'I32', 'F64', 'BOOL', 7, null]);
+    json[pick(random, names)].dtype = pick(random, [
+      'F8',
+      'f32',
+      'float32',
+      '',
+      'I64',
+      'F16',
+      'BF16',
+      'U8',
+      'I32',
+      'F64',
+      'BOOL',
+      7,
+      null,
+    ]);
     return withHeader(json);
   },
   'bad shape': (random) => {
@@ -85,10 +108,16 @@ const mutations: Record<string, Mutation> = {
   'drop or add a tensor': (random) => {
     const json = structuredClone(header);
     if (int(random, 2)) delete json[pick(random, names)];
-    else json[`extra.${int(random, 1000)}`] = { dtype: 'F32', shape: [1 + int(random, 8)], data_offsets: [0, 4 * (1 + int(random, 8))] };
+    else
+      json[`extra.${int(random, 1000)}`] = {
+        dtype: 'F32',
+        shape: [1 + int(random, 8)],
+        data_offsets: [0, 4 * (1 + int(random, 8))],
+      };
     return withHeader(json);
   },
-  'bad metadata': (random) => withHeader({ ...header, __metadata__: pick(random, [7, 'pt', [], { format: 1 }, { format: null }]) }),
+  'bad metadata': (random) =>
+    withHeader({ ...header, __metadata__: pick(random, [7, 'pt', [], { format: 1 }, { format: null }]) }),
   'not an object': (random) => withHeader(pick(random, [[], 'x', 5, null, true])),
   'trailing bytes': (random) => Buffer.concat([original, Buffer.alloc(1 + int(random, 64))]),
   'random bytes': (random) => Buffer.from(Array.from({ length: int(random, 4096) }, () => int(random, 256))),
@@ -102,7 +131,10 @@ interface Outcome {
 function outcome(file: string, mode: 'mmap' | 'copy'): Outcome {
   try {
     const loaded = loadSafetensors(file, { mode });
-    const parts = [...loaded.tensors.values()].map((t) => `${t.name}:${t.dtype}:${t.shape.join('x')}:${Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength).toString('base64')}`);
+    const parts = [...loaded.tensors.values()].map(
+      (t) =>
+        `${t.name}:${t.dtype}:${t.shape.join('x')}:${Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength).toString('base64')}`,
+    );
     loaded.close();
     return { digest: parts.join('|') };
   } catch (error) {
@@ -127,7 +159,9 @@ test(`${CASES} seeded corrupted checkpoints: clear errors naming the file, both 
     const mapped = outcome(file, 'mmap');
     const copied = outcome(file, 'copy');
     if (mapped.error !== copied.error || mapped.digest !== copied.digest) {
-      t.fail(`case ${i} (${kind}): mmap ${JSON.stringify(mapped.error ?? 'loaded')} vs copy ${JSON.stringify(copied.error ?? 'loaded')}`);
+      t.fail(
+        `case ${i} (${kind}): mmap ${JSON.stringify(mapped.error ?? 'loaded')} vs copy ${JSON.stringify(copied.error ?? 'loaded')}`,
+      );
       return;
     }
     if (mapped.error) {
@@ -142,13 +176,26 @@ test(`${CASES} seeded corrupted checkpoints: clear errors naming the file, both 
   t.log('errors by mutation:', errorsByKind);
   t.log('fields named:', [...fields].sort().join(', '));
   // every kind that can never leave a valid file always failed
-  for (const kind of ['truncate', 'huge header length', 'overlap or out-of-range offsets', 'huge shape', 'bad metadata', 'not an object', 'trailing bytes', 'random bytes']) {
+  for (const kind of [
+    'truncate',
+    'huge header length',
+    'overlap or out-of-range offsets',
+    'huge shape',
+    'bad metadata',
+    'not an object',
+    'trailing bytes',
+    'random bytes',
+  ]) {
     t.is(errorsByKind[kind], Math.ceil((CASES - kinds.indexOf(kind)) / kinds.length), kind);
   }
-  for (const field of ['header length', 'header', 'dtype', 'shape', 'data_offsets', '__metadata__']) t.true(fields.has(field), field);
+  for (const field of ['header length', 'header', 'dtype', 'shape', 'data_offsets', '__metadata__'])
+    t.true(fields.has(field), field);
   // Bounded: no allocation follows a header's claims (lengths up to 2^50, shapes of 2^60 elements) before
   // they are checked against the file; what remains is uncollected garbage of 192 KB files.
-  t.true(peakArrayBuffers - baseline.arrayBuffers < 64 * 2 ** 20, `array buffers grew by ${peakArrayBuffers - baseline.arrayBuffers}`);
+  t.true(
+    peakArrayBuffers - baseline.arrayBuffers < 64 * 2 ** 20,
+    `array buffers grew by ${peakArrayBuffers - baseline.arrayBuffers}`,
+  );
   t.true(peakRss - baseline.rss < 256 * 2 ** 20, `RSS grew by ${peakRss - baseline.rss}`);
 });
 
@@ -166,15 +213,29 @@ test('1000 seeded corruptions of the vit-b-32 header (in memory, against the rea
     const entry = mutated[pick(random, vitNames)];
     let size = fileSize;
     switch (i % 5) {
-      case 0: entry.data_offsets[int(random, 2)] += 1 + int(random, 1 << 20); break;
-      case 1: entry.shape = [...entry.shape, pick(random, [2, 3, 49408, 2 ** 40])]; break;
-      case 2: entry.dtype = pick(random, ['F16', 'BF16', 'I8', 'Q4', '']); break; // never F32's or I64's size
-      case 3: size = int(random, fileSize); break; // a truncated file
-      case 4: delete mutated[pick(random, vitNames)]; break;
+      case 0:
+        entry.data_offsets[int(random, 2)] += 1 + int(random, 1 << 20);
+        break;
+      case 1:
+        entry.shape = [...entry.shape, pick(random, [2, 3, 49408, 2 ** 40])];
+        break;
+      case 2:
+        entry.dtype = pick(random, ['F16', 'BF16', 'I8', 'Q4', '']);
+        break; // never F32's or I64's size
+      case 3:
+        size = int(random, fileSize);
+        break; // a truncated file
+      case 4:
+        delete mutated[pick(random, vitNames)];
+        break;
     }
     const bytes = Buffer.from(JSON.stringify(mutated));
     try {
-      parseSafetensorsHeader(bytes, size === fileSize ? 8 + bytes.length + (fileSize - encoded.length) : size, 'vit-b-32.safetensors');
+      parseSafetensorsHeader(
+        bytes,
+        size === fileSize ? 8 + bytes.length + (fileSize - encoded.length) : size,
+        'vit-b-32.safetensors',
+      );
     } catch (error) {
       if (!(error instanceof SafetensorsError) || !error.message.startsWith('vit-b-32.safetensors: ')) throw error;
       errors++;

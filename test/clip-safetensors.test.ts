@@ -40,10 +40,16 @@ test('mmap and copy load identical tensors; mmap views share one mapping', (t) =
     const other = copied.tensors.get(name)!;
     t.is(tensor.dtype, other.dtype);
     t.deepEqual(tensor.shape, other.shape);
-    t.deepEqual(Buffer.from(tensor.data.buffer, tensor.data.byteOffset, tensor.data.byteLength), Buffer.from(other.data.buffer, other.data.byteOffset, other.data.byteLength));
+    t.deepEqual(
+      Buffer.from(tensor.data.buffer, tensor.data.byteOffset, tensor.data.byteLength),
+      Buffer.from(other.data.buffer, other.data.byteOffset, other.data.byteLength),
+    );
   }
   const ids = mapped.tensors.get('vision_model.embeddings.position_ids')!.data as BigInt64Array;
-  t.deepEqual([...ids], Array.from({ length: 17 }, (_, i) => BigInt(i)));
+  t.deepEqual(
+    [...ids],
+    Array.from({ length: 17 }, (_, i) => BigInt(i)),
+  );
   const token = mapped.tensors.get('text_model.embeddings.token_embedding.weight')!;
   t.is(token.data.buffer, mapped.tensors.get('logit_scale')!.data.buffer);
   t.is(token.data.buffer.byteLength, fs.statSync(reference).size);
@@ -68,7 +74,10 @@ test('mmap copies only a tensor whose offset is misaligned for its dtype', (t) =
 
 test('onTensor reports each tensor in file order', (t) => {
   const seen: string[] = [];
-  loadSafetensors(reference, { mode: 'copy', onTensor: (entry, index, count) => seen.push(`${index}/${count} ${entry.name}`) });
+  loadSafetensors(reference, {
+    mode: 'copy',
+    onTensor: (entry, index, count) => seen.push(`${index}/${count} ${entry.name}`),
+  });
   t.is(seen[0], '0/' + seen.length + ' text_model.embeddings.position_ids');
   t.is(seen.length, clipLayout(presetConfig('tiny')).length);
 });
@@ -83,24 +92,76 @@ function corrupt(name: string, header: object, dataBytes: number, extra?: (b: Bu
 }
 
 const errorCases: [string, () => string, RegExp][] = [
-  ['too short', () => writeTemp('short', Buffer.from([1, 2, 3])), /: header length: the file is 3 bytes, shorter than the 8-byte/],
+  [
+    'too short',
+    () => writeTemp('short', Buffer.from([1, 2, 3])),
+    /: header length: the file is 3 bytes, shorter than the 8-byte/,
+  ],
   ['empty', () => writeTemp('empty', Buffer.alloc(0)), /: header length: the file is 0 bytes/],
-  ['huge header length', () => corrupt('huge', {}, 0, (b) => b.writeBigUInt64LE(0xffffffffffffn, 0)), /: header length: 281474976710655 bytes exceeds the 100000000-byte limit/],
-  ['header past the end', () => corrupt('past', {}, 0, (b) => b.writeBigUInt64LE(1000n, 0)), /: header length: 1000 bytes runs past the end of the file \(10 bytes\)/],
-  ['not JSON', () => writeTemp('nojson', Buffer.concat([Buffer.from([4, 0, 0, 0, 0, 0, 0, 0]), Buffer.from('{abc')])), /: header: is not valid JSON/],
+  [
+    'huge header length',
+    () => corrupt('huge', {}, 0, (b) => b.writeBigUInt64LE(0xffffffffffffn, 0)),
+    /: header length: 281474976710655 bytes exceeds the 100000000-byte limit/,
+  ],
+  [
+    'header past the end',
+    () => corrupt('past', {}, 0, (b) => b.writeBigUInt64LE(1000n, 0)),
+    /: header length: 1000 bytes runs past the end of the file \(10 bytes\)/,
+  ],
+  [
+    'not JSON',
+    () => writeTemp('nojson', Buffer.concat([Buffer.from([4, 0, 0, 0, 0, 0, 0, 0]), Buffer.from('{abc')])),
+    /: header: is not valid JSON/,
+  ],
   ['not an object', () => corrupt('array', [1, 2], 0), /: header: is not a JSON object of tensors/],
-  ['bad dtype', () => corrupt('dtype', { w: { dtype: 'F128', shape: [1], data_offsets: [0, 16] } }, 16), /: tensor "w": dtype: "F128" is not a known dtype/],
-  ['bad shape', () => corrupt('shape', { w: { dtype: 'F32', shape: [-1], data_offsets: [0, 4] } }, 4), /: tensor "w": shape: \[-1\] is not a list/],
-  ['wrong size', () => corrupt('size', { w: { dtype: 'F32', shape: [2], data_offsets: [0, 4] } }, 4), /: tensor "w": data_offsets: \[0, 4\] spans 4 bytes but shape \[2\] of F32 needs 8/],
-  ['out of range', () => corrupt('range', { w: { dtype: 'F32', shape: [2], data_offsets: [0, 8] } }, 4), /: tensor "w": data_offsets: \[0, 8\] ends past the data section \(4 bytes/],
+  [
+    'bad dtype',
+    () => corrupt('dtype', { w: { dtype: 'F128', shape: [1], data_offsets: [0, 16] } }, 16),
+    /: tensor "w": dtype: "F128" is not a known dtype/,
+  ],
+  [
+    'bad shape',
+    () => corrupt('shape', { w: { dtype: 'F32', shape: [-1], data_offsets: [0, 4] } }, 4),
+    /: tensor "w": shape: \[-1\] is not a list/,
+  ],
+  [
+    'wrong size',
+    () => corrupt('size', { w: { dtype: 'F32', shape: [2], data_offsets: [0, 4] } }, 4),
+    /: tensor "w": data_offsets: \[0, 4\] spans 4 bytes but shape \[2\] of F32 needs 8/,
+  ],
+  [
+    'out of range',
+    () => corrupt('range', { w: { dtype: 'F32', shape: [2], data_offsets: [0, 8] } }, 4),
+    /: tensor "w": data_offsets: \[0, 8\] ends past the data section \(4 bytes/,
+  ],
   [
     'overlap',
-    () => corrupt('overlap', { a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] }, b: { dtype: 'F32', shape: [2], data_offsets: [4, 12] } }, 12),
+    () =>
+      corrupt(
+        'overlap',
+        {
+          a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] },
+          b: { dtype: 'F32', shape: [2], data_offsets: [4, 12] },
+        },
+        12,
+      ),
     /: tensor "b": data_offsets: \[4, 12\] overlaps the previous tensor \(expected to begin at 8\)/,
   ],
-  ['gap', () => corrupt('gap', { a: { dtype: 'U8', shape: [2], data_offsets: [2, 4] } }, 4), /: tensor "a": data_offsets: \[2, 4\] leaves a gap/],
-  ['trailing bytes', () => corrupt('trail', { a: { dtype: 'U8', shape: [2], data_offsets: [0, 2] } }, 5), /: data_offsets: the tensors cover 2 bytes but the data section holds 5/],
-  ['bad metadata', () => corrupt('meta', { __metadata__: { format: 3 } }, 0), /: __metadata__.format: must be a string, got 3/],
+  [
+    'gap',
+    () => corrupt('gap', { a: { dtype: 'U8', shape: [2], data_offsets: [2, 4] } }, 4),
+    /: tensor "a": data_offsets: \[2, 4\] leaves a gap/,
+  ],
+  [
+    'trailing bytes',
+    () => corrupt('trail', { a: { dtype: 'U8', shape: [2], data_offsets: [0, 2] } }, 5),
+    /: data_offsets: the tensors cover 2 bytes but the data section holds 5/,
+  ],
+  [
+    'bad metadata',
+    () => corrupt('meta', { __metadata__: { format: 3 } }, 0),
+    /: __metadata__.format: must be a string, got 3/,
+  ],
 ];
 
 for (const [title, make, message] of errorCases) {

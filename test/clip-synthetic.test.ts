@@ -5,7 +5,12 @@ import * as path from 'node:path';
 import { clipLayout, fileOrder, layoutTotals, presetConfig } from '../src/clip/config';
 import { dequantizeInt8, int8ScaleName, toFloat32 } from '../src/clip/dtype';
 import { loadSafetensors } from '../src/clip/safetensors';
-import { clipMemCacheDir, ensureSyntheticCheckpoint, syntheticCheckpointPath, syntheticTensorValues } from '../src/clip/synthetic';
+import {
+  clipMemCacheDir,
+  ensureSyntheticCheckpoint,
+  syntheticCheckpointPath,
+  syntheticTensorValues,
+} from '../src/clip/synthetic';
 import { referenceDir } from './helpers/paths';
 import { scratchDir } from './helpers/scratch';
 
@@ -14,7 +19,10 @@ const cacheDir = scratchDir('clip-synthetic-');
 test('cache dir: $CLIP_MEM_CACHE, else ~/.cache/clip-mem', (t) => {
   t.is(clipMemCacheDir({ CLIP_MEM_CACHE: '/x/y' }), '/x/y');
   t.is(clipMemCacheDir({}), path.join(os.homedir(), '.cache', 'clip-mem'));
-  t.is(path.basename(syntheticCheckpointPath({ config: 'tiny', format: 'fp16', seed: 3, cacheDir })), 'clip-tiny-fp16-seed3-v1.safetensors');
+  t.is(
+    path.basename(syntheticCheckpointPath({ config: 'tiny', format: 'fp16', seed: 3, cacheDir })),
+    'clip-tiny-fp16-seed3-v1.safetensors',
+  );
 });
 
 test('a tiny fp32 checkpoint has the reference file layout and byte size, with progress up to the last byte', (t) => {
@@ -36,7 +44,10 @@ test('a tiny fp32 checkpoint has the reference file layout and byte size, with p
   t.deepEqual(bytes.subarray(0, headerLength), reference.subarray(0, headerLength));
   t.is(progress[progress.length - 1], bytes.length);
   t.is(total, bytes.length);
-  t.deepEqual(fs.readdirSync(cacheDir).filter((f) => f.endsWith('.tmp')), []);
+  t.deepEqual(
+    fs.readdirSync(cacheDir).filter((f) => f.endsWith('.tmp')),
+    [],
+  );
   t.false(ensureSyntheticCheckpoint({ config: 'tiny', cacheDir }).created);
 });
 

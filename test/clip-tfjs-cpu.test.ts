@@ -18,8 +18,10 @@ test.serial('cpu: an int8 weight-only checkpoint computes what its dequantized f
   const int8 = loadSafetensors(file, { mode: 'copy' }).tensors;
   const dequantized: TensorMap = new Map();
   for (const [name, tensor] of int8) {
-    if (tensor.dtype === 'I8') dequantized.set(name, { ...tensor, dtype: 'F32', data: dequantizeInt8(tensor, int8.get(int8ScaleName(name))!) });
-    else if (!(name.endsWith('.scale') && int8.get(name.slice(0, -'.scale'.length))?.dtype === 'I8')) dequantized.set(name, tensor);
+    if (tensor.dtype === 'I8')
+      dequantized.set(name, { ...tensor, dtype: 'F32', data: dequantizeInt8(tensor, int8.get(int8ScaleName(name))!) });
+    else if (!(name.endsWith('.scale') && int8.get(name.slice(0, -'.scale'.length))?.dtype === 'I8'))
+      dequantized.set(name, tensor);
   }
   t.true([...int8.values()].some((tensor) => tensor.dtype === 'I8'));
   const config = presetConfig('tiny');
@@ -35,7 +37,8 @@ test.serial('cpu: bad input gets an error that names what is wrong', async (t) =
   const weights = referenceWeights();
   const model = await ClipTfjs.create(weights, referenceConfig, { backends: ['cpu'] });
   t.throws(() => model.embedImages({ data: new Float32Array(3 * 3 * 224 * 224), shape: [3, 3, 224, 224] }), {
-    message: 'ClipTfjs: images must be float32 [n, 3, 32, 32] (NCHW, as CLIPImageProcessor makes them); got shape [3, 3, 224, 224] with 451584 values',
+    message:
+      'ClipTfjs: images must be float32 [n, 3, 32, 32] (NCHW, as CLIPImageProcessor makes them); got shape [3, 3, 224, 224] with 451584 values',
   });
   t.throws(() => model.embedTexts({ data: Int32Array.from([98, 5, 100, 99]), shape: [1, 4] }), {
     message: 'ClipTfjs: token id 100 (row 0, column 2) is outside the vocabulary of 100',
@@ -43,15 +46,24 @@ test.serial('cpu: bad input gets an error that names what is wrong', async (t) =
   t.throws(() => model.embedTexts({ data: new Int32Array(17), shape: [1, 17] }), {
     message: 'ClipTfjs: texts are 17 tokens long; the model has 16 positions',
   });
-  t.throws(() => model.trainStep({ images: referenceBatch.images, texts: { data: referenceBatch.texts.data.slice(0, 32), shape: [2, 16] } }), {
-    message: 'ClipTfjs.trainStep: the contrastive loss pairs image i with text i, but the batch has 3 images and 2 texts',
-  });
+  t.throws(
+    () =>
+      model.trainStep({
+        images: referenceBatch.images,
+        texts: { data: referenceBatch.texts.data.slice(0, 32), shape: [2, 16] },
+      }),
+    {
+      message:
+        'ClipTfjs.trainStep: the contrastive loss pairs image i with text i, but the batch has 3 images and 2 texts',
+    },
+  );
   t.throws(() => model.parameter('text_model.no_such.weight'), {
     message: 'ClipTfjs: the model has no parameter text_model.no_such.weight',
   });
   model.dispose();
   await t.throwsAsync(ClipTfjs.create(weights, referenceConfig, { backends: ['wasm', 'tensorflow'] }), {
-    message: 'tfjs already runs on cpu in this process (chosen by an earlier call), and tfjs has one backend per process: wasm, tensorflow cannot run here. Use a new process.',
+    message:
+      'tfjs already runs on cpu in this process (chosen by an earlier call), and tfjs has one backend per process: wasm, tensorflow cannot run here. Use a new process.',
   });
   const wrongHeads = { ...referenceConfig, text: { ...referenceConfig.text, numAttentionHeads: 5 } };
   await t.throwsAsync(ClipTfjs.create(weights, wrongHeads, { backends: ['cpu'] }), {

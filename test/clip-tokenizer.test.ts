@@ -44,7 +44,9 @@ test('a tokenizer.json (both merges spellings) encodes the same', (t) => {
     for (const c of reference.cases) t.deepEqual(fromJson.encode(c.text), c.ids);
   }
   fs.writeFileSync(path.join(tmp, 'bad.json'), JSON.stringify({ model: { type: 'WordPiece' } }));
-  t.throws(() => ClipTokenizer.fromTokenizerJson(path.join(tmp, 'bad.json')), { message: /bad.json: model.type must be "BPE"/ });
+  t.throws(() => ClipTokenizer.fromTokenizerJson(path.join(tmp, 'bad.json')), {
+    message: /bad.json: model.type must be "BPE"/,
+  });
 });
 
 test('cleanText: entities unescaped twice, whitespace collapsed, lowercased', (t) => {
@@ -66,5 +68,11 @@ test('the synthetic vocabulary has the config size, its bos/eos and context leng
   t.is(new Set(big.encode('abcdefghij')).size, 10);
   t.true(big.encode('abc').every((id) => id < 49406));
   t.is(ClipTokenizer.forModel({ config: presetConfig('tiny') }).vocabSize, 100);
-  t.is(ClipTokenizer.forModel({ config: presetConfig('tiny'), tokenizer: { vocabJson: path.join(dir, 'vocab.json'), mergesTxt: path.join(dir, 'merges.txt') } }).vocabSize, 49408);
+  t.is(
+    ClipTokenizer.forModel({
+      config: presetConfig('tiny'),
+      tokenizer: { vocabJson: path.join(dir, 'vocab.json'), mergesTxt: path.join(dir, 'merges.txt') },
+    }).vocabSize,
+    49408,
+  );
 });

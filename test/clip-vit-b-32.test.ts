@@ -26,7 +26,12 @@ test.serial('the synthetic vit-b-32 file has the real tensor list, order and byt
     .slice(1)
     .map((line) => {
       const [name, dtype, shape, bytes] = line.split('\t');
-      return { name, dtype: dtype as DType, shape: shape === 'scalar' ? [] : shape.split('x').map(Number), bytes: Number(bytes) };
+      return {
+        name,
+        dtype: dtype as DType,
+        shape: shape === 'scalar' ? [] : shape.split('x').map(Number),
+        bytes: Number(bytes),
+      };
     });
   t.is(tsv.length, 400);
   const header = encodeSafetensorsHeader(fileOrder(tsv));
@@ -48,7 +53,11 @@ test.serial('mmap and copy load identical vit-b-32 tensors', (t) => {
   for (const [name, a] of mapped.tensors) {
     const b = copied.tensors.get(name)!;
     t.deepEqual([a.dtype, a.shape], [b.dtype, b.shape]);
-    const equal = Buffer.compare(Buffer.from(a.data.buffer, a.data.byteOffset, a.data.byteLength), Buffer.from(b.data.buffer, b.data.byteOffset, b.data.byteLength)) === 0;
+    const equal =
+      Buffer.compare(
+        Buffer.from(a.data.buffer, a.data.byteOffset, a.data.byteLength),
+        Buffer.from(b.data.buffer, b.data.byteOffset, b.data.byteLength),
+      ) === 0;
     if (!equal) t.fail(`${name} differs between mmap and copy`);
     bytes += a.data.byteLength;
   }
@@ -70,13 +79,26 @@ test.serial('under an address-space limit the copy path fails allocating the tok
     });`;
   const child = spawn(process.execPath, ['-e', script], { stdio: ['pipe', 'pipe', 'inherit'] });
   let out = '';
-  const vmSize = await new Promise<number>((resolve) => child.stdout.on('data', (d) => { out += d; if (out.includes('\n')) resolve(Number(out.split('\n')[0])); }));
+  const vmSize = await new Promise<number>((resolve) =>
+    child.stdout.on('data', (d) => {
+      out += d;
+      if (out.includes('\n')) resolve(Number(out.split('\n')[0]));
+    }),
+  );
   const limit = vmSize + 64 * 2 ** 20;
   const prlimit = spawn('prlimit', ['--pid', String(child.pid), `--as=${limit}:${limit}`], { stdio: 'inherit' });
   t.is(await new Promise((resolve) => prlimit.on('exit', resolve)), 0);
   child.stdin.write('go\n');
   await new Promise((resolve) => child.on('exit', resolve));
   const result = JSON.parse(out.split('\n')[1]);
-  t.like(result, { name: 'TensorAllocationError', code: 'ENOMEM', tensor: 'text_model.embeddings.token_embedding.weight', bytes: 101_187_584 });
-  t.regex(result.message, /^cannot allocate 101187584 bytes for tensor "text_model.embeddings.token_embedding.weight" of .* \(copy load\): .*Array buffer allocation failed/);
+  t.like(result, {
+    name: 'TensorAllocationError',
+    code: 'ENOMEM',
+    tensor: 'text_model.embeddings.token_embedding.weight',
+    bytes: 101_187_584,
+  });
+  t.regex(
+    result.message,
+    /^cannot allocate 101187584 bytes for tensor "text_model.embeddings.token_embedding.weight" of .* \(copy load\): .*Array buffer allocation failed/,
+  );
 });

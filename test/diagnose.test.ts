@@ -6,7 +6,16 @@ const GiB = 2 ** 30;
 const MiB = 2 ** 20;
 
 function failure(facts: Partial<FailureFacts>): FailureFacts {
-  return { fn: 'malloc', size: 101187584, errno: 12, overcommitMemory: 0, memTotal: 24 * GiB, mapCount: 100, maxMapCount: 65530, ...facts };
+  return {
+    fn: 'malloc',
+    size: 101187584,
+    errno: 12,
+    overcommitMemory: 0,
+    memTotal: 24 * GiB,
+    mapCount: 100,
+    maxMapCount: 65530,
+    ...facts,
+  };
 }
 
 function run(input: Partial<DiagnosisInput>): DiagnosisInput {
@@ -27,7 +36,9 @@ test('data-limit: private writable memory over RLIMIT_DATA', (t) => {
   const d = explainFailure(failure({ vmData: 950 * MiB, vmSize: 2 * GiB }), { data: 1 * GiB });
   t.deepEqual(d, {
     cause: 'data-limit',
-    evidence: ['VmData 950 MiB + 97 MiB > RLIMIT_DATA 1.00 GiB: malloc of 101187584 bytes (97 MiB) is private writable memory, which RLIMIT_DATA counts'],
+    evidence: [
+      'VmData 950 MiB + 97 MiB > RLIMIT_DATA 1.00 GiB: malloc of 101187584 bytes (97 MiB) is private writable memory, which RLIMIT_DATA counts',
+    ],
   });
 });
 
@@ -37,9 +48,15 @@ test('a read-only file mapping is not data: RLIMIT_DATA does not explain its fai
 });
 
 test('commit-limit under vm.overcommit_memory=2', (t) => {
-  const d = explainFailure(failure({ overcommitMemory: 2, committedAs: 11 * GiB, commitLimit: 11.5 * GiB, size: GiB }), {});
+  const d = explainFailure(
+    failure({ overcommitMemory: 2, committedAs: 11 * GiB, commitLimit: 11.5 * GiB, size: GiB }),
+    {},
+  );
   t.is(d?.cause, 'commit-limit');
-  t.is(d?.evidence[0], 'Committed_AS 11.00 GiB + 1.00 GiB > CommitLimit 11.50 GiB (vm.overcommit_memory=2): malloc of 1073741824 bytes (1.00 GiB) cannot be committed');
+  t.is(
+    d?.evidence[0],
+    'Committed_AS 11.00 GiB + 1.00 GiB > CommitLimit 11.50 GiB (vm.overcommit_memory=2): malloc of 1073741824 bytes (1.00 GiB) cannot be committed',
+  );
 });
 
 test('overcommit-heuristic: one allocation larger than RAM + swap', (t) => {
@@ -49,14 +66,28 @@ test('overcommit-heuristic: one allocation larger than RAM + swap', (t) => {
 });
 
 test('map-count: every mapping slot used', (t) => {
-  const d = explainFailure(failure({ fn: 'mmap', fd: -1, prot: 3, mapCount: 65530, maxMapCount: 65530, size: 4096 }), {});
+  const d = explainFailure(
+    failure({ fn: 'mmap', fd: -1, prot: 3, mapCount: 65530, maxMapCount: 65530, size: 4096 }),
+    {},
+  );
   t.is(d?.cause, 'map-count');
-  t.is(d?.evidence[0], '65530 mappings = vm.max_map_count 65530: mmap of an anonymous mapping, 4096 bytes (4.0 KiB) needs one more mapping');
+  t.is(
+    d?.evidence[0],
+    '65530 mappings = vm.max_map_count 65530: mmap of an anonymous mapping, 4096 bytes (4.0 KiB) needs one more mapping',
+  );
 });
 
 test('mprotect making a private reservation writable: data-limit, commit-limit or map-count, never address-space', (t) => {
   // Flags as the tracker reads them from /proc/self/maps: MAP_PRIVATE | MAP_ANONYMOUS.
-  const commit = failure({ fn: 'mprotect', size: 256 * MiB, prot: 3, flags: 0x22, fd: -1, vmSize: 3.9 * GiB, vmData: 40 * MiB });
+  const commit = failure({
+    fn: 'mprotect',
+    size: 256 * MiB,
+    prot: 3,
+    flags: 0x22,
+    fd: -1,
+    vmSize: 3.9 * GiB,
+    vmData: 40 * MiB,
+  });
   t.deepEqual(explainFailure(commit, { data: 64 * MiB }), {
     cause: 'data-limit',
     evidence: [
@@ -65,7 +96,10 @@ test('mprotect making a private reservation writable: data-limit, commit-limit o
   });
   // It maps nothing new: a VmSize close to RLIMIT_AS does not explain it.
   t.is(explainFailure(commit, { as: 4 * GiB }), undefined);
-  const overcommitted = explainFailure({ ...commit, overcommitMemory: 2, committedAs: 11.9 * GiB, commitLimit: 12 * GiB }, { as: 4 * GiB });
+  const overcommitted = explainFailure(
+    { ...commit, overcommitMemory: 2, committedAs: 11.9 * GiB, commitLimit: 12 * GiB },
+    { as: 4 * GiB },
+  );
   t.is(overcommitted?.cause, 'commit-limit');
   t.is(
     overcommitted?.evidence[0],
@@ -73,7 +107,10 @@ test('mprotect making a private reservation writable: data-limit, commit-limit o
   );
   const split = explainFailure({ ...commit, size: 4096, mapCount: 65530 }, {});
   t.is(split?.cause, 'map-count');
-  t.is(split?.evidence[0], '65530 mappings = vm.max_map_count 65530: mprotect making 4096 bytes (4.0 KiB) of anonymous memory read-write needs one more mapping');
+  t.is(
+    split?.evidence[0],
+    '65530 mappings = vm.max_map_count 65530: mprotect making 4096 bytes (4.0 KiB) of anonymous memory read-write needs one more mapping',
+  );
 });
 
 test('mprotect of a shared file mapping is not data: RLIMIT_DATA does not explain its failure', (t) => {
@@ -104,22 +141,39 @@ test('cgroup-oom-kill with the last state', (t) => {
   );
   t.deepEqual(d, {
     cause: 'cgroup-oom-kill',
-    evidence: ['killed by the kernel OOM killer in cgroup /a/clipmem-1-1 at limit 300 MiB', 'last seen before the kill: phase "touch", heap 280 MiB'],
+    evidence: [
+      'killed by the kernel OOM killer in cgroup /a/clipmem-1-1 at limit 300 MiB',
+      'last seen before the kill: phase "touch", heap 280 MiB',
+    ],
   });
 });
 
 test('host-oom-kill, js-heap, gpu-memory, not-memory, none', (t) => {
   t.is(diagnose(run({ exit: { code: null, signal: 'SIGKILL' }, hostOomKills: 1 })).cause, 'host-oom-kill');
   t.is(diagnose(run({ exit: { code: null, signal: 'SIGKILL' }, hostOomKills: 0 })).cause, 'not-memory');
-  t.is(diagnose(run({ output: 'FATAL ERROR: Reached heap limit Allocation failed - JavaScript heap out of memory' })).cause, 'js-heap');
-  t.is(diagnose(run({ output: 'torch.cuda.OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 MiB' })).cause, 'gpu-memory');
+  t.is(
+    diagnose(run({ output: 'FATAL ERROR: Reached heap limit Allocation failed - JavaScript heap out of memory' }))
+      .cause,
+    'js-heap',
+  );
+  t.is(
+    diagnose(run({ output: 'torch.cuda.OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 MiB' })).cause,
+    'gpu-memory',
+  );
   t.is(diagnose(run({ exit: { code: 2, signal: null } })).cause, 'not-memory');
-  t.deepEqual(diagnose(run({ exit: { code: 0, signal: null } })), { cause: 'none', evidence: ['exited with code 0; no allocation failed'] });
+  t.deepEqual(diagnose(run({ exit: { code: 0, signal: null } })), {
+    cause: 'none',
+    evidence: ['exited with code 0; no allocation failed'],
+  });
 });
 
 test('V8 CodeRange start failure is address space', (t) => {
   const d = diagnose(
-    run({ exit: { code: 133, signal: null }, limits: { as: 600 * MiB }, output: 'Fatal process out of memory: Failed to reserve virtual memory for CodeRange' }),
+    run({
+      exit: { code: 133, signal: null },
+      limits: { as: 600 * MiB },
+      output: 'Fatal process out of memory: Failed to reserve virtual memory for CodeRange',
+    }),
   );
   t.is(d.cause, 'address-space');
   t.regex(d.evidence[0]!, /more than RLIMIT_AS 600 MiB allows$/);
@@ -130,7 +184,11 @@ test("ld.so failing to map a library's segments is address space under RLIMIT_AS
   const d = diagnose(run({ exit: { code: 1, signal: null }, limits: { as: 1100 * MiB }, output }));
   t.is(d.cause, 'address-space');
   t.regex(d.evidence[0]!, /^the dynamic loader could not map libonnxruntime\.so\.1 .* under RLIMIT_AS 1\.07 GiB: /);
-  t.is(diagnose(run({ exit: { code: 1, signal: null }, limits: {}, output })).cause, 'not-memory', 'a noexec mount fails the same way');
+  t.is(
+    diagnose(run({ exit: { code: 1, signal: null }, limits: {}, output })).cause,
+    'not-memory',
+    'a noexec mount fails the same way',
+  );
 });
 
 test('a failure with another errno is not a memory shortage', (t) => {
@@ -140,7 +198,15 @@ test('a failure with another errno is not a memory shortage', (t) => {
 });
 
 test('a refusal for another reason before the one a limit explains: the limit is the cause', (t) => {
-  const denied = failure({ fn: 'mprotect', size: 4096, errno: 13, prot: 7, flags: 0x02, fd: 3, fdPath: '/noexec/lib.so' });
+  const denied = failure({
+    fn: 'mprotect',
+    size: 4096,
+    errno: 13,
+    prot: 7,
+    flags: 0x02,
+    fd: 3,
+    fdPath: '/noexec/lib.so',
+  });
   const seed = failure({ fn: 'mmap', size: 101187584, vmSize: 3.95 * GiB, prot: 3, flags: 0x22, fd: -1 });
   const d = diagnose(run({ limits: { as: 4 * GiB }, failures: [denied, seed] }));
   t.is(d.cause, 'address-space');
@@ -151,13 +217,18 @@ test('a refusal for another reason before the one a limit explains: the limit is
 
 test("V8's heap-out-of-memory abort after a refusal a limit explains: the limit is the cause", (t) => {
   const refused = failure({ fn: 'mmap', size: 268435456, vmSize: 1.9 * GiB, prot: 3, flags: 0x22, fd: -1 });
-  const d = diagnose(run({
-    limits: { as: 2 * GiB },
-    failures: [refused],
-    output: 'FATAL ERROR: Reached heap limit Allocation failed - JavaScript heap out of memory',
-  }));
+  const d = diagnose(
+    run({
+      limits: { as: 2 * GiB },
+      failures: [refused],
+      output: 'FATAL ERROR: Reached heap limit Allocation failed - JavaScript heap out of memory',
+    }),
+  );
   t.is(d.cause, 'address-space');
-  t.is(d.evidence[d.evidence.length - 1], 'V8 then aborted ("JavaScript heap out of memory") because that allocation was refused');
+  t.is(
+    d.evidence[d.evidence.length - 1],
+    'V8 then aborted ("JavaScript heap out of memory") because that allocation was refused',
+  );
   const unexplained = failure({ fn: 'malloc', size: 64, errno: 12, memTotal: 24 * GiB });
   t.is(diagnose(run({ failures: [unexplained], output: 'JavaScript heap out of memory' })).cause, 'js-heap');
 });

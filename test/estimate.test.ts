@@ -10,7 +10,8 @@ import type { RuntimeRecord } from '../src/estimate/store';
 
 const vitB32 = presetConfig('vit-b-32');
 const tiny = presetConfig('tiny');
-const byName = (components: { name: string; rss: number; vmSize: number }[]) => Object.fromEntries(components.map((c) => [c.name, c.rss]));
+const byName = (components: { name: string; rss: number; vmSize: number }[]) =>
+  Object.fromEntries(components.map((c) => [c.name, c.rss]));
 
 test('the graph walk: lifetimes to the last consumer, Reshape shares its buffer, outputs live to the end, exact-size reuse', (t) => {
   const g = new Graph('walk');
@@ -60,7 +61,7 @@ test('forward: resident weights are all but the token table, plus 64 KiB per loo
   t.is(modelTerms(tiny, 'fp32', 'forward', 2).components[0].rss, 183_564);
 });
 
-test('train: float32 parameters, the gradient buffer and both towers\' outputs, two AdamW moments; SGD keeps none', (t) => {
+test("train: float32 parameters, the gradient buffer and both towers' outputs, two AdamW moments; SGD keeps none", (t) => {
   // One backward graph per tower
   const graphs = trainingGraphMemory(vitB32, 2, 1);
   t.is(graphs.vision[0].outputBytes, 351_396_864); // 87,849,216 vision parameters
@@ -70,7 +71,10 @@ test('train: float32 parameters, the gradient buffer and both towers\' outputs, 
   t.is(adamw.weights, 605_109_252);
   t.is(adamw.gradients, 351_396_864 + 351_396_864 + 253_712_384);
   t.is(adamw['optimizer states'], 1_210_218_504);
-  const live = [graphs.head, graphs.text[0], graphs.vision[0]].reduce((sum, g) => sum + g.peakBytes + g.constantBytes, 0);
+  const live = [graphs.head, graphs.text[0], graphs.vision[0]].reduce(
+    (sum, g) => sum + g.peakBytes + g.constantBytes,
+    0,
+  );
   t.is(adamw.activations, live - 351_396_864 - 253_712_384);
   const sgd = byName(modelTerms(vitB32, 'fp32', 'train', 2, 'sgd', 1).components);
   t.is(sgd['optimizer states'], 0);
@@ -84,7 +88,9 @@ test('train: float32 parameters, the gradient buffer and both towers\' outputs, 
   t.is(segmented.text[3].outputBytes, 139_173_888);
   t.is(Math.max(...[...segmented.text, ...segmented.vision].map((g) => g.outputBytes)), 139_173_888);
   const s4 = byName(modelTerms(vitB32, 'fp32', 'train', 2).components);
-  const largest = [segmented.text, segmented.vision].map((runs) => runs.reduce((a, b) => (b.peakBytes > a.peakBytes ? b : a)));
+  const largest = [segmented.text, segmented.vision].map((runs) =>
+    runs.reduce((a, b) => (b.peakBytes > a.peakBytes ? b : a)),
+  );
   t.is(s4.gradients, 139_173_888 + largest[0].outputBytes + largest[1].outputBytes);
   t.true(s4.gradients < adamw.gradients);
   const tinyTrain = byName(modelTerms(tiny, 'fp32', 'train', 2).components);
@@ -94,27 +100,62 @@ test('train: float32 parameters, the gradient buffer and both towers\' outputs, 
 });
 
 test('fitLine: least squares, a single batch gives a constant', (t) => {
-  t.deepEqual(fitLine([{ batch: 1, y: 110 }, { batch: 4, y: 140 }]), { constant: 100, slope: 10 });
-  t.deepEqual(fitLine([{ batch: 2, y: 7 }, { batch: 2, y: 9 }]), { constant: 8, slope: 0 });
+  t.deepEqual(
+    fitLine([
+      { batch: 1, y: 110 },
+      { batch: 4, y: 140 },
+    ]),
+    { constant: 100, slope: 10 },
+  );
+  t.deepEqual(
+    fitLine([
+      { batch: 2, y: 7 },
+      { batch: 2, y: 9 },
+    ]),
+    { constant: 8, slope: 0 },
+  );
 });
 
 function record(): RuntimeRecord {
-  const phases = { load: { rss: 100, vmSize: 1000 }, forward: { rss: 200, vmSize: 2000 }, train: { rss: 300, vmSize: 3000 } };
-  return { key: 'test runtime', backend: 'onnxruntime', versions: { backend: 'x', node: 'y', clipMem: 'z' }, threads: 2, baseline: { measuredAt: '', phases }, calibrations: [] };
+  const phases = {
+    load: { rss: 100, vmSize: 1000 },
+    forward: { rss: 200, vmSize: 2000 },
+    train: { rss: 300, vmSize: 3000 },
+  };
+  return {
+    key: 'test runtime',
+    backend: 'onnxruntime',
+    versions: { backend: 'x', node: 'y', clipMem: 'z' },
+    threads: 2,
+    baseline: { measuredAt: '', phases },
+    calibrations: [],
+  };
 }
 
 test('estimatePhase: baseline + terms, then the calibration of this config or one transferred with its uncertainty', (t) => {
   const r = record();
-  const request = { model: 'vit-b-32', dtype: 'fp32' as const, batch: 2, phase: 'load' as const, optimizer: 'adamw' as const };
+  const request = {
+    model: 'vit-b-32',
+    dtype: 'fp32' as const,
+    batch: 2,
+    phase: 'load' as const,
+    optimizer: 'adamw' as const,
+  };
   const plain = estimatePhase(vitB32, request, r);
   t.deepEqual(plain.predicted, { rss: 100 + 605_110_268, vmSize: 1000 + 605_110_268 });
   t.deepEqual(plain.mmap, { rss: 100, vmSize: 1000 + 605_110_268 });
   t.is(plain.uncertainty, null);
   const modelled = plain.modelled;
   r.calibrations.push({
-    model: 'vit-b-32', dtype: 'fp32', phase: 'load', measuredAt: '',
+    model: 'vit-b-32',
+    dtype: 'fp32',
+    phase: 'load',
+    measuredAt: '',
     points: [{ batch: 1, measured: { rss: modelled.rss - 5_000_000, vmSize: modelled.vmSize }, modelled }],
-    measuredFit: { rss: { constant: modelled.rss - 5_000_000, slope: 0 }, vmSize: { constant: modelled.vmSize, slope: 0 } },
+    measuredFit: {
+      rss: { constant: modelled.rss - 5_000_000, slope: 0 },
+      vmSize: { constant: modelled.vmSize, slope: 0 },
+    },
     residualFit: { rss: { constant: -5_000_000, slope: 0 }, vmSize: { constant: 0, slope: 0 } },
   });
   const calibrated = estimatePhase(vitB32, request, r);

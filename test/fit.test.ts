@@ -6,7 +6,15 @@ import * as path from 'node:path';
 import { presetConfig } from '../src/clip/config';
 import { DEFAULT_TRAINING_SEGMENTS } from '../src/clip/onnx/train';
 import { estimatePhase } from '../src/estimate/estimate';
-import { cheapest, fitPlan, largestFitting, limitedFigure, maxSearchRuns, searchBoundary, type Boundary } from '../src/estimate/fit';
+import {
+  cheapest,
+  fitPlan,
+  largestFitting,
+  limitedFigure,
+  maxSearchRuns,
+  searchBoundary,
+  type Boundary,
+} from '../src/estimate/fit';
 import type { RuntimeRecord } from '../src/estimate/store';
 
 // Tests that run several children, minutes each under load: ava's 10-minute inactivity timeout waits for them.
@@ -16,14 +24,30 @@ const bin = path.resolve(__dirname, '..', '..', 'bin', 'clip-mem.js');
 const MiB = 2 ** 20;
 
 test('largestFitting: the last batch that fits, 0 when batch 1 does not, bounded by maxBatch', (t) => {
-  t.is(largestFitting((b) => b <= 37, 256), 37);
-  t.is(largestFitting((b) => b <= 1, 256), 1);
-  t.is(largestFitting(() => false, 256), 0);
-  t.is(largestFitting(() => true, 100), 100);
+  t.is(
+    largestFitting((b) => b <= 37, 256),
+    37,
+  );
+  t.is(
+    largestFitting((b) => b <= 1, 256),
+    1,
+  );
+  t.is(
+    largestFitting(() => false, 256),
+    0,
+  );
+  t.is(
+    largestFitting(() => true, 100),
+    100,
+  );
 });
 
 /** The batches the search runs when exactly the batches up to `boundary` pass (0: none does), and what it finds. */
-function searched(maxBatch: number, predicted: number | undefined, boundary: number): { tried: number[]; found: Boundary } {
+function searched(
+  maxBatch: number,
+  predicted: number | undefined,
+  boundary: number,
+): { tried: number[]; found: Boundary } {
   const search = searchBoundary(maxBatch, predicted);
   const tried: number[] = [];
   let step = search.next();
@@ -41,14 +65,23 @@ test('searchBoundary: the prediction and the batch above it when it is right, el
   t.deepEqual(searched(256, 200, 200), { tried: [200, 201], found: { passed: 200, failed: 201 } });
   // The edges: batch 1 fails; --max-batch passes (nothing above it to run), at the bound exactly
   t.deepEqual(searched(256, 17, 0), { tried: [18, 17, 8, 4, 2, 1], found: { passed: 0, failed: 1 } });
-  t.deepEqual(searched(256, 17, 256), { tried: [18, 137, 197, 227, 242, 249, 253, 255, 256], found: { passed: 256, failed: 257 } });
+  t.deepEqual(searched(256, 17, 256), {
+    tried: [18, 137, 197, 227, 242, 249, 253, 255, 256],
+    found: { passed: 256, failed: 257 },
+  });
   t.deepEqual(searched(256, 256, 256), { tried: [256], found: { passed: 256, failed: 257 } });
   t.deepEqual(searched(256, 1, 0), { tried: [2, 1], found: { passed: 0, failed: 1 } });
   // Wrong by a few: 18 passing leaves 18..256, which 8 runs can only settle by halving it from the top
-  t.deepEqual(searched(256, 17, 22), { tried: [18, 137, 77, 47, 32, 25, 21, 23, 22], found: { passed: 22, failed: 23 } });
+  t.deepEqual(searched(256, 17, 22), {
+    tried: [18, 137, 77, 47, 32, 25, 21, 23, 22],
+    found: { passed: 22, failed: 23 },
+  });
   t.deepEqual(searched(256, 17, 16), { tried: [18, 17, 8, 12, 14, 15, 16], found: { passed: 16, failed: 17 } });
   // No prediction (fit's search on the estimate): the plain bisection
-  t.deepEqual(searched(256, undefined, 37), { tried: [128, 64, 32, 48, 40, 36, 38, 37], found: { passed: 37, failed: 38 } });
+  t.deepEqual(searched(256, undefined, 37), {
+    tried: [128, 64, 32, 48, 40, 36, 38, 37],
+    found: { passed: 37, failed: 38 },
+  });
   t.deepEqual(searched(1, 1, 1), { tried: [1], found: { passed: 1, failed: 2 } });
 });
 
@@ -66,7 +99,8 @@ test('searchBoundary: every boundary under every prediction found within the bou
           tried.every((b) => b >= 1 && b <= maxBatch) &&
           (boundary === 0 || tried.includes(boundary)) &&
           (boundary === maxBatch || tried.includes(boundary + 1));
-        if (!ok) wrong.push(`maxBatch ${maxBatch}, predicted ${predicted}, boundary ${boundary}: ran ${tried.join(', ')}`);
+        if (!ok)
+          wrong.push(`maxBatch ${maxBatch}, predicted ${predicted}, boundary ${boundary}: ran ${tried.join(', ')}`);
       }
     }
   }
@@ -74,21 +108,53 @@ test('searchBoundary: every boundary under every prediction found within the bou
 });
 
 function record(): RuntimeRecord {
-  const phases = { load: { rss: 98 * MiB, vmSize: 1100 * MiB }, forward: { rss: 124 * MiB, vmSize: 1200 * MiB }, train: { rss: 137 * MiB, vmSize: 1400 * MiB } };
-  return { key: 'test runtime', backend: 'onnxruntime', versions: { backend: 'x', node: 'y', clipMem: 'z' }, threads: 2, baseline: { measuredAt: '', phases }, calibrations: [] };
+  const phases = {
+    load: { rss: 98 * MiB, vmSize: 1100 * MiB },
+    forward: { rss: 124 * MiB, vmSize: 1200 * MiB },
+    train: { rss: 137 * MiB, vmSize: 1400 * MiB },
+  };
+  return {
+    key: 'test runtime',
+    backend: 'onnxruntime',
+    versions: { backend: 'x', node: 'y', clipMem: 'z' },
+    threads: 2,
+    baseline: { measuredAt: '', phases },
+    calibrations: [],
+  };
 }
 
 test('fitPlan: AdamW training of vit-b-32 does not fit 1500 MiB; the cheapest change is plain SGD, at the last batch under the limit', (t) => {
   const limit = { kind: 'mem' as const, bytes: 1500 * MiB };
-  const plan = fitPlan({ model: 'vit-b-32', dtype: 'fp32', optimizer: 'adamw', segments: DEFAULT_TRAINING_SEGMENTS }, 'train', limit, record(), 256);
+  const plan = fitPlan(
+    { model: 'vit-b-32', dtype: 'fp32', optimizer: 'adamw', segments: DEFAULT_TRAINING_SEGMENTS },
+    'train',
+    limit,
+    record(),
+    256,
+  );
   t.is(plan.answer.batch, 0);
-  t.deepEqual(plan.alternatives.map((a) => a.change.split(' (')[0]), ['--dtype fp16', '--segments 12', '--optimizer sgd', '--optimizer sgd and --segments 12', '--model vit-b-16', '--model tiny']);
+  t.deepEqual(
+    plan.alternatives.map((a) => a.change.split(' (')[0]),
+    [
+      '--dtype fp16',
+      '--segments 12',
+      '--optimizer sgd',
+      '--optimizer sgd and --segments 12',
+      '--model vit-b-16',
+      '--model tiny',
+    ],
+  );
   const choice = cheapest(plan)!;
   t.is(choice.optimizer, 'sgd');
   t.is(choice.segments, DEFAULT_TRAINING_SEGMENTS);
   t.true(choice.batch >= 1);
   const config = presetConfig('vit-b-32');
-  const at = (batch: number) => limitedFigure(estimatePhase(config, { model: 'vit-b-32', dtype: 'fp32', optimizer: 'sgd', batch, phase: 'train' }, record()), 'mem', config);
+  const at = (batch: number) =>
+    limitedFigure(
+      estimatePhase(config, { model: 'vit-b-32', dtype: 'fp32', optimizer: 'sgd', batch, phase: 'train' }, record()),
+      'mem',
+      config,
+    );
   t.true(at(choice.batch) <= limit.bytes);
   t.true(at(choice.batch + 1) > limit.bytes);
   t.is(choice.next!.batch, choice.batch + 1);
@@ -97,28 +163,38 @@ test('fitPlan: AdamW training of vit-b-32 does not fit 1500 MiB; the cheapest ch
 test('fitPlan: --limit-as compares VmSize, --limit-data leaves out the read-only weight mapping', (t) => {
   const r = record();
   const config = presetConfig('vit-b-32');
-  const e = estimatePhase(config, { model: 'vit-b-32', dtype: 'fp32', optimizer: 'adamw', batch: 2, phase: 'forward' }, r);
+  const e = estimatePhase(
+    config,
+    { model: 'vit-b-32', dtype: 'fp32', optimizer: 'adamw', batch: 2, phase: 'forward' },
+    r,
+  );
   t.is(limitedFigure(e, 'as', config), e.predicted.vmSize);
   t.is(limitedFigure(e, 'data', config), e.predicted.vmSize - 605_110_268);
   t.is(limitedFigure(e, 'mem', config), e.predicted.rss);
 });
 
-test.serial('fit --verify --limit-mem 1500M --phase train: a batch that trains under the limit and the next one that is killed, both run', (t) => {
-  t.timeout(LONG_TEST_MS);
-  const result = spawnSync(process.execPath, [bin, 'fit', '--verify', '--limit-mem', '1500M', '--phase', 'train'], { encoding: 'utf8', timeout: 900_000 });
-  t.is(result.status, 0, result.stdout + result.stderr);
-  const out = result.stdout;
-  t.log(out);
-  const proven = /proven: batch (\d+) passes and batch (\d+) fails under the limit/.exec(out);
-  t.truthy(proven, out);
-  const [passed, failed] = [Number(proven![1]), Number(proven![2])];
-  t.is(failed, passed + 1);
-  t.regex(out, new RegExp(`batch +${passed}  PASS  RSS peak `));
-  t.regex(out, new RegExp(`batch +${failed}  FAIL  RSS peak .* cause cgroup-oom-kill`));
-  t.regex(out, /cheapest change that fits: --optimizer sgd/);
-  t.regex(out, /note: plain SGD is model-only/);
-  const runs = /verify: (\d+) run\(s\) .* \(at most (\d+): ceil\(log2\(--max-batch\)\) \+ 1\)/.exec(out)!;
-  t.is(Number(runs[2]), 9);
-  t.true(Number(runs[1]) <= 9, out);
-  t.is(out.match(/^ {2}batch +\d+ {2}(PASS|FAIL)/gm)!.length, Number(runs[1]));
-});
+test.serial(
+  'fit --verify --limit-mem 1500M --phase train: a batch that trains under the limit and the next one that is killed, both run',
+  (t) => {
+    t.timeout(LONG_TEST_MS);
+    const result = spawnSync(process.execPath, [bin, 'fit', '--verify', '--limit-mem', '1500M', '--phase', 'train'], {
+      encoding: 'utf8',
+      timeout: 900_000,
+    });
+    t.is(result.status, 0, result.stdout + result.stderr);
+    const out = result.stdout;
+    t.log(out);
+    const proven = /proven: batch (\d+) passes and batch (\d+) fails under the limit/.exec(out);
+    t.truthy(proven, out);
+    const [passed, failed] = [Number(proven![1]), Number(proven![2])];
+    t.is(failed, passed + 1);
+    t.regex(out, new RegExp(`batch +${passed}  PASS  RSS peak `));
+    t.regex(out, new RegExp(`batch +${failed}  FAIL  RSS peak .* cause cgroup-oom-kill`));
+    t.regex(out, /cheapest change that fits: --optimizer sgd/);
+    t.regex(out, /note: plain SGD is model-only/);
+    const runs = /verify: (\d+) run\(s\) .* \(at most (\d+): ceil\(log2\(--max-batch\)\) \+ 1\)/.exec(out)!;
+    t.is(Number(runs[2]), 9);
+    t.true(Number(runs[1]) <= 9, out);
+    t.is(out.match(/^ {2}batch +\d+ {2}(PASS|FAIL)/gm)!.length, Number(runs[1]));
+  },
+);

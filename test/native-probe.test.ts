@@ -18,10 +18,16 @@ const procDrift = 8 * MiB;
 test('the human report prints every section, the verdict last', (t) => {
   const run = runNativeProbe(['--model', 'tiny']);
   t.is(run.status, 0, run.stderr);
-  const headings = run.stdout.split('\n').filter((line) => /^\d\. /.test(line)).map((line) => line.slice(0, 2));
+  const headings = run.stdout
+    .split('\n')
+    .filter((line) => /^\d\. /.test(line))
+    .map((line) => line.slice(0, 2));
   t.deepEqual(headings, ['1.', '2.', '3.', '4.', '5.', '6.', '7.', '8.']);
   t.regex(run.stdout, /\n8\. Verdict\n  binds first: .+; largest mappable block /);
-  t.regex(run.stdout, /model tiny \(fp32, 179 KiB; largest tensor .*\):\n    via mmap fits: .*\n    via copy fits: .*\n    training \(AdamW/);
+  t.regex(
+    run.stdout,
+    /model tiny \(fp32, 179 KiB; largest tensor .*\):\n    via mmap fits: .*\n    via copy fits: .*\n    training \(AdamW/,
+  );
 });
 
 test('--json follows the versioned schema in schema/', (t) => {
@@ -35,7 +41,7 @@ test('native-probe starts light: no ML runtime (onnxruntime, tfjs, sharp) is loa
   // The probe must stay fast (scripts/bench-probe): command modules load their runtimes in their handlers.
   const script =
     "require('./dist/src/cli/main.js').main(['native-probe', '--json']).then(() => process.stderr.write(JSON.stringify(" +
-    "Object.keys(require.cache).filter((f) => /node_modules\\/(onnxruntime-node|onnxruntime-common|@tensorflow|sharp)\\//.test(f)))))";
+    'Object.keys(require.cache).filter((f) => /node_modules\\/(onnxruntime-node|onnxruntime-common|@tensorflow|sharp)\\//.test(f)))))';
   const run = spawnSync(process.execPath, ['-e', script], { cwd: repoRoot, encoding: 'utf8' });
   t.is(run.status, 0, run.stderr);
   t.deepEqual(JSON.parse(run.stderr), []);
@@ -74,8 +80,14 @@ test('under prlimit --data=1G: RLIMIT_DATA shown, the largest malloc respects it
   const report = probeJson([], { wrapper: ['prlimit', `--data=${limit}`] });
   t.deepEqual(report.limits.data, { soft: limit, hard: limit });
   const headroom = limit - (report.process.vmData as number);
-  t.true(report.allocator.malloc.largest <= headroom + procDrift, `malloc ${report.allocator.malloc.largest}, DATA headroom ${headroom}`);
-  t.true(report.allocator.malloc.largest > headroom - 64 * MiB, `malloc ${report.allocator.malloc.largest}, DATA headroom ${headroom}`);
+  t.true(
+    report.allocator.malloc.largest <= headroom + procDrift,
+    `malloc ${report.allocator.malloc.largest}, DATA headroom ${headroom}`,
+  );
+  t.true(
+    report.allocator.malloc.largest > headroom - 64 * MiB,
+    `malloc ${report.allocator.malloc.largest}, DATA headroom ${headroom}`,
+  );
   t.is(report.allocator.malloc.errno, 'ENOMEM');
   t.true(report.allocator.readWriteMapping.largest <= headroom + procDrift);
   // Reservations are not data: the address space stays open far beyond the limit.
@@ -103,28 +115,34 @@ function cgroupV1Parent(): { directory: string } | { skip: string } {
 
 const parent = cgroupV1Parent();
 const cgroupTest = 'directory' in parent ? test.serial : test.serial.skip;
-cgroupTest(`in a v1 cgroup with a 700 MiB limit: the limit is reported and named in the verdict${'skip' in parent ? ` (skipped: ${parent.skip})` : ''}`, (t) => {
-  const { directory } = parent as { directory: string };
-  const name = `clip-mem-probe-test-${process.pid}`;
-  const group = path.join(directory, name);
-  fs.mkdirSync(group);
-  try {
-    fs.writeFileSync(path.join(group, 'memory.limit_in_bytes'), String(700 * MiB));
-    // The shell moves itself into the group, then becomes the probe.
-    const script = `echo $$ > ${group}/cgroup.procs && exec "$0" "$@"`;
-    const report = probeJson([], { wrapper: ['sh', '-c', script] });
-    const tightest = report.cgroups.tightest!;
-    t.is(tightest.version, 1);
-    t.is(tightest.limit, 700 * MiB);
-    t.true(tightest.path.endsWith(`/${name}`), tightest.path);
-    t.is(report.cgroups.hierarchies[0]!.groups[0]!.path, tightest.path);
-    t.like(report.verdict.bindsFirst, { name: 'cgroup memory', limit: 700 * MiB });
-    t.regex(report.verdict.summary, new RegExp(`^cgroup memory: .* of cgroup v1 memory.limit_in_bytes of .*/${name} 700 MiB used`));
-  } finally {
-    removeCgroup(group);  // the kernel refuses an rmdir for a moment after the last task left: retried
-  }
-  t.false(fs.existsSync(group));
-});
+cgroupTest(
+  `in a v1 cgroup with a 700 MiB limit: the limit is reported and named in the verdict${'skip' in parent ? ` (skipped: ${parent.skip})` : ''}`,
+  (t) => {
+    const { directory } = parent as { directory: string };
+    const name = `clip-mem-probe-test-${process.pid}`;
+    const group = path.join(directory, name);
+    fs.mkdirSync(group);
+    try {
+      fs.writeFileSync(path.join(group, 'memory.limit_in_bytes'), String(700 * MiB));
+      // The shell moves itself into the group, then becomes the probe.
+      const script = `echo $$ > ${group}/cgroup.procs && exec "$0" "$@"`;
+      const report = probeJson([], { wrapper: ['sh', '-c', script] });
+      const tightest = report.cgroups.tightest!;
+      t.is(tightest.version, 1);
+      t.is(tightest.limit, 700 * MiB);
+      t.true(tightest.path.endsWith(`/${name}`), tightest.path);
+      t.is(report.cgroups.hierarchies[0]!.groups[0]!.path, tightest.path);
+      t.like(report.verdict.bindsFirst, { name: 'cgroup memory', limit: 700 * MiB });
+      t.regex(
+        report.verdict.summary,
+        new RegExp(`^cgroup memory: .* of cgroup v1 memory.limit_in_bytes of .*/${name} 700 MiB used`),
+      );
+    } finally {
+      removeCgroup(group); // the kernel refuses an rmdir for a moment after the last task left: retried
+    }
+    t.false(fs.existsSync(group));
+  },
+);
 
 test('with the stub NVML/CUDA library: its devices and figures appear', (t) => {
   const env = { CLIP_MEM_NVML_LIBRARY: stubGpuLibrary, CLIP_MEM_CUDA_LIBRARY: stubGpuLibrary };
@@ -142,17 +160,29 @@ test('with the stub NVML/CUDA library: its devices and figures appear', (t) => {
   });
   t.is(gpu.nvml.devices![1]!.total, 16 * GiB);
   t.is(gpu.cuda.driverVersion, 12040);
-  t.deepEqual(gpu.cuda.devices!.map((d) => [d.ordinal, d.free, d.total]), [
-    [0, 37 * GiB - 300 * MiB, 40 * GiB],
-    [1, 15 * GiB + 200 * MiB, 16 * GiB],
-  ]);
+  t.deepEqual(
+    gpu.cuda.devices!.map((d) => [d.ordinal, d.free, d.total]),
+    [
+      [0, 37 * GiB - 300 * MiB, 40 * GiB],
+      [1, 15 * GiB + 200 * MiB, 16 * GiB],
+    ],
+  );
   const human = runNativeProbe([], { env }).stdout;
-  t.regex(human, /NVML \(.*libclipmem_stub_gpu\.so\): driver 999\.99\.stub, 2 device\(s\)\n    GPU 0 clip-mem stub GPU 0 \(40 GiB\): total 40\.00 GiB, used 3\.00 GiB, free 37\.00 GiB\n      pid 4242 python train_clip\.py: 2\.50 GiB/);
-  t.regex(human, /CUDA driver \(.*\): version 12\.4, 2 device\(s\)\n    device 0 clip-mem stub GPU 0 \(40 GiB\): cuMemGetInfo free 36\.71 GiB of 40\.00 GiB/);
+  t.regex(
+    human,
+    /NVML \(.*libclipmem_stub_gpu\.so\): driver 999\.99\.stub, 2 device\(s\)\n    GPU 0 clip-mem stub GPU 0 \(40 GiB\): total 40\.00 GiB, used 3\.00 GiB, free 37\.00 GiB\n      pid 4242 python train_clip\.py: 2\.50 GiB/,
+  );
+  t.regex(
+    human,
+    /CUDA driver \(.*\): version 12\.4, 2 device\(s\)\n    device 0 clip-mem stub GPU 0 \(40 GiB\): cuMemGetInfo free 36\.71 GiB of 40\.00 GiB/,
+  );
 });
 
 test('without the GPU libraries: "not available" with the reason, and the report still prints', (t) => {
-  const env = { CLIP_MEM_NVML_LIBRARY: '/nonexistent/libnvidia-ml.so.1', CLIP_MEM_CUDA_LIBRARY: '/nonexistent/libcuda.so.1' };
+  const env = {
+    CLIP_MEM_NVML_LIBRARY: '/nonexistent/libnvidia-ml.so.1',
+    CLIP_MEM_CUDA_LIBRARY: '/nonexistent/libcuda.so.1',
+  };
   const { gpu } = probeJson([], { env });
   t.is(gpu.nvml.library, '/nonexistent/libnvidia-ml.so.1');
   t.regex(gpu.nvml.unavailable!, /cannot open shared object file: No such file or directory/);

@@ -20,7 +20,11 @@ function search(largest: number) {
 // A 16 GiB host with strict overcommit (mode 2), already committed past its CommitLimit.
 function sampleHost() {
   const host = path.join(fixtures, 'host');
-  return readHostMemory({ meminfo: path.join(host, 'meminfo'), sysctlDirectory: path.join(host, 'vm'), transparentHugepage: path.join(host, 'thp-enabled') });
+  return readHostMemory({
+    meminfo: path.join(host, 'meminfo'),
+    sysctlDirectory: path.join(host, 'vm'),
+    transparentHugepage: path.join(host, 'thp-enabled'),
+  });
 }
 
 // The seed story: ulimit -v 4 GiB, VmSize 3.91 GiB, 92 MiB of address space left.
@@ -35,8 +39,23 @@ function seedStory(): ProbeFacts {
     pageSize: 4096,
   };
   return {
-    limits: { as: { soft: 4 * GiB, hard: 4 * GiB }, data: unlimited, rss: unlimited, stack: unlimited, memlock: unlimited, nproc: unlimited },
-    status: { vmSize, vmPeak: vmSize, vmRss: 650 * MiB, vmHwm: 650 * MiB, vmData: 3 * GiB, vmStk: 132 * 1024, threads: 40 },
+    limits: {
+      as: { soft: 4 * GiB, hard: 4 * GiB },
+      data: unlimited,
+      rss: unlimited,
+      stack: unlimited,
+      memlock: unlimited,
+      nproc: unlimited,
+    },
+    status: {
+      vmSize,
+      vmPeak: vmSize,
+      vmRss: 650 * MiB,
+      vmHwm: 650 * MiB,
+      vmData: 3 * GiB,
+      vmStk: 132 * 1024,
+      threads: 40,
+    },
     mappings: 1200,
     host: { ...sampleHost(), overcommitMemory: 0 },
     cgroups: { hierarchies: [], tightest: null, notes: [] },
@@ -51,9 +70,18 @@ test('seed story: the address-space limit binds first, with the headroom in byte
     result.summary,
     'address space: 3.91 GiB of RLIMIT_AS 4.00 GiB used, 92 MiB (96468992 bytes) left; largest mappable block 92 MiB (96468992 bytes)',
   );
-  t.deepEqual(result.constraints.map((c) => c.name), ['address space', 'physical memory']);
-  t.deepEqual(result.notes, ['RLIMIT_AS soft = hard: only the job\'s launcher (scheduler, container, shell profile) can raise it']);
-  const raisable = verdict({ ...seedStory(), limits: { ...seedStory().limits, as: { soft: 4 * GiB, hard: 'unlimited' } }, mappings: 65000 });
+  t.deepEqual(
+    result.constraints.map((c) => c.name),
+    ['address space', 'physical memory'],
+  );
+  t.deepEqual(result.notes, [
+    "RLIMIT_AS soft = hard: only the job's launcher (scheduler, container, shell profile) can raise it",
+  ]);
+  const raisable = verdict({
+    ...seedStory(),
+    limits: { ...seedStory().limits, as: { soft: 4 * GiB, hard: 'unlimited' } },
+    mappings: 65000,
+  });
   t.deepEqual(raisable.notes, [
     'the RLIMIT_AS soft limit can be raised by this user up to the hard limit unlimited: ulimit -S -v unlimited',
     '65000 mappings of vm.max_map_count 65530: mmap fails with ENOMEM at the limit whatever the sizes',
@@ -65,7 +93,12 @@ test('seed story: vit-b-32 fits neither via mmap nor via copy; the reasons name 
   const fit = modelFit('vit-b-32', 'fp32', facts, verdict(facts).constraints);
   t.is(fit.weightBytes, 605110268);
   t.deepEqual(fit.largestTensor, { name: 'text_model.embeddings.token_embedding.weight', bytes: 101187584 });
-  t.like(fit.viaMmap, { fits: false, needs: 605110268, available: 92 * MiB, limitedBy: 'largest PROT_NONE reservation under RLIMIT_AS' });
+  t.like(fit.viaMmap, {
+    fits: false,
+    needs: 605110268,
+    available: 92 * MiB,
+    limitedBy: 'largest PROT_NONE reservation under RLIMIT_AS',
+  });
   t.like(fit.viaCopy, { fits: false, needs: 605110268, available: 92 * MiB, limitedBy: 'address space, RLIMIT_AS' });
   t.is(fit.training.needs, 4 * 605110268);
   t.is(fit.viaCopy.explanation, 'via copy does NOT fit: needs 577 MiB, 92 MiB available (address space, RLIMIT_AS)');
@@ -91,7 +124,11 @@ test('sample host files: meminfo, overcommit sysctls, THP are read to the byte',
     transparentHugepage: 'never',
   });
   // overcommit_memory = 2 makes CommitLimit a limit: already over it here.
-  const facts = { ...seedStory(), host, limits: { ...seedStory().limits, as: { soft: 'unlimited' as const, hard: 'unlimited' as const } } };
+  const facts = {
+    ...seedStory(),
+    host,
+    limits: { ...seedStory().limits, as: { soft: 'unlimited' as const, hard: 'unlimited' as const } },
+  };
   t.like(verdict(facts).bindsFirst, { name: 'commit limit', headroom: 0 });
 });
 
@@ -99,18 +136,31 @@ test('unreadable files: each field says "unknown: <why>" and the report still pr
   const status = readProcessStatus('/nonexistent/status');
   t.is(status.vmSize, 'unknown: /nonexistent/status: ENOENT (no such file or directory)');
   t.is(countMappings('/nonexistent/maps'), 'unknown: /nonexistent/maps: ENOENT (no such file or directory)');
-  const host = readHostMemory({ meminfo: '/nonexistent/meminfo', sysctlDirectory: '/nonexistent', transparentHugepage: '/nonexistent/thp' });
+  const host = readHostMemory({
+    meminfo: '/nonexistent/meminfo',
+    sysctlDirectory: '/nonexistent',
+    transparentHugepage: '/nonexistent/thp',
+  });
   t.regex(host.memAvailable as string, /^unknown: \/nonexistent\/meminfo: ENOENT/);
   t.regex(host.transparentHugepage, /^unknown: /);
   const report = runProbe({ cgroupSources: { procSelfCgroup: '/nonexistent/cgroup' } });
   const text = renderProbe(report);
-  t.regex(text, /no memory cgroup found\n  tightest: no group has a memory limit\n  note: unknown: \/nonexistent\/cgroup: ENOENT/);
+  t.regex(
+    text,
+    /no memory cgroup found\n  tightest: no group has a memory limit\n  note: unknown: \/nonexistent\/cgroup: ENOENT/,
+  );
   t.regex(text, /8\. Verdict\n  binds first: /);
 });
 
 test('cgroup v2 sample tree: the tightest ancestor (/slurm/job_42, 700 MiB) binds first in the report', (t) => {
   const root = path.join(fixtures, 'cgroup-v2');
-  const report = runProbe({ cgroupSources: { procSelfCgroup: path.join(root, 'proc-self-cgroup'), mountinfo: path.join(root, 'mountinfo'), root } });
+  const report = runProbe({
+    cgroupSources: {
+      procSelfCgroup: path.join(root, 'proc-self-cgroup'),
+      mountinfo: path.join(root, 'mountinfo'),
+      root,
+    },
+  });
   t.like(report.verdict.bindsFirst, {
     name: 'cgroup memory',
     source: 'cgroup v2 memory.max of /slurm/job_42',
@@ -121,24 +171,37 @@ test('cgroup v2 sample tree: the tightest ancestor (/slurm/job_42, 700 MiB) bind
   const text = renderProbe(report);
   t.regex(text, /  v2 \/slurm\/job_42\n      limit\s+700 MiB \(734003200\)\s+high\s+650 MiB\s+swap limit\s+0 B\n/);
   t.regex(text, /oom events\s+1\s+oom kills\s+1/);
-  t.regex(text, /binds first: cgroup memory: 680 MiB of cgroup v2 memory.max of \/slurm\/job_42 700 MiB used, 20 MiB \(20971520 bytes\) left/);
+  t.regex(
+    text,
+    /binds first: cgroup memory: 680 MiB of cgroup v2 memory.max of \/slurm\/job_42 700 MiB used, 20 MiB \(20971520 bytes\) left/,
+  );
 });
 
 test('Slurm variables: memory per node, per CPU, per GPU in bytes; malformed values say why', (t) => {
   t.is(readSlurmJob({}), null);
-  t.deepEqual(readSlurmJob({ SLURM_JOB_ID: '7', SLURM_MEM_PER_CPU: '2048', SLURM_CPUS_ON_NODE: '4', SLURM_MEM_PER_GPU: '8G' }), {
-    jobId: '7',
-    memPerNode: null,
-    memPerCpu: 2 * GiB,
-    memPerGpu: 'unknown: SLURM_MEM_PER_GPU="8G" is not a count of MiB',
-    cpusOnNode: 4,
-  });
-  const facts = { ...seedStory(), limits: { ...seedStory().limits, as: { soft: 'unlimited' as const, hard: 'unlimited' as const } } };
+  t.deepEqual(
+    readSlurmJob({ SLURM_JOB_ID: '7', SLURM_MEM_PER_CPU: '2048', SLURM_CPUS_ON_NODE: '4', SLURM_MEM_PER_GPU: '8G' }),
+    {
+      jobId: '7',
+      memPerNode: null,
+      memPerCpu: 2 * GiB,
+      memPerGpu: 'unknown: SLURM_MEM_PER_GPU="8G" is not a count of MiB',
+      cpusOnNode: 4,
+    },
+  );
+  const facts = {
+    ...seedStory(),
+    limits: { ...seedStory().limits, as: { soft: 'unlimited' as const, hard: 'unlimited' as const } },
+  };
   facts.slurm = readSlurmJob({ SLURM_JOB_ID: '7', SLURM_MEM_PER_CPU: '200', SLURM_CPUS_ON_NODE: '4' });
-  t.like(verdict(facts).bindsFirst, { name: 'Slurm job memory', source: 'SLURM_MEM_PER_CPU x SLURM_CPUS_ON_NODE', limit: 800 * MiB });
+  t.like(verdict(facts).bindsFirst, {
+    name: 'Slurm job memory',
+    source: 'SLURM_MEM_PER_CPU x SLURM_CPUS_ON_NODE',
+    limit: 800 * MiB,
+  });
 });
 
-test('the probe changes this process\'s RSS by less than 5 MiB', (t) => {
+test("the probe changes this process's RSS by less than 5 MiB", (t) => {
   runProbe(); // first run: loads the addon and warms the code paths
   const before = readProcessStatus().vmRss as number;
   const report = runProbe({ models: ['vit-b-32'] });

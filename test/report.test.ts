@@ -32,9 +32,14 @@ test('the JSONL round-trips, and a killed run (no end line, a torn last line) ke
   fs.appendFileSync(file, '{"kind":"scenario","schema":"clip-mem-run/1","na');
   const partial = readResults(file);
   t.is(partial.end, null);
-  t.deepEqual(partial.scenarios.map((s) => s.name), ['basic-ops', 'clip-load-copy']);
+  t.deepEqual(
+    partial.scenarios.map((s) => s.name),
+    ['basic-ops', 'clip-load-copy'],
+  );
   fs.writeFileSync(file, '{"kind":"run","schema":"clip-mem-run/0"}\n');
-  t.throws(() => readResults(file), { message: /run\.json:1: schema is "clip-mem-run\/0", this clip-mem reads clip-mem-run\/1/ });
+  t.throws(() => readResults(file), {
+    message: /run\.json:1: schema is "clip-mem-run\/0", this clip-mem reads clip-mem-run\/1/,
+  });
 });
 
 test('terminal report: passing and failing lines with exact bytes, cause, evidence and fix', (t) => {
@@ -42,7 +47,10 @@ test('terminal report: passing and failing lines with exact bytes, cause, eviden
   const text = renderTerminal(header, scenarios);
   t.regex(text, /PASS basic-ops .*0\.90 s {2}RSS peak {4}75 MiB {2}increase {4}10 MiB {2}VmSize peak {3}920 MiB/);
   t.regex(text, /FAIL clip-load-copy/);
-  t.regex(text, /malloc\(101,187,584 B \(97 MiB\)\) failed with ENOMEM during "load text_model\.embeddings\.token_embedding\.weight"/);
+  t.regex(
+    text,
+    /malloc\(101,187,584 B \(97 MiB\)\) failed with ENOMEM during "load text_model\.embeddings\.token_embedding\.weight"/,
+  );
   t.regex(text, /cause: address-space\n {9}VmSize 1\.22 GiB \+ 96\.5 MiB > RLIMIT_AS 1\.27 GiB/);
   t.regex(text, /fix: load by mmap/);
   t.regex(text, /1 passed, 1 failed\n$/);
@@ -53,25 +61,49 @@ test('report headers give --large-batch where the large-batch scenario ran, and 
   t.regex(renderTerminal(header, scenarios), /^clip-mem run: vit-b-32 fp32, batch 2, backend onnxruntime,/);
   const withLarge = { ...header, options: { ...header.options, scenarios: ['clip-forward', 'large-batch'] } };
   const results = { header: withLarge, scenarios, end: null };
-  t.regex(renderTerminal(withLarge, scenarios), /^clip-mem run: vit-b-32 fp32, batch 2, large batch 32, backend onnxruntime,/);
+  t.regex(
+    renderTerminal(withLarge, scenarios),
+    /^clip-mem run: vit-b-32 fp32, batch 2, large batch 32, backend onnxruntime,/,
+  );
   t.regex(renderMarkdown(results), /fp32, batch 2, large batch 32, backend onnxruntime/);
   t.regex(renderHtml(results), /fp32, batch 2, large batch 32, backend onnxruntime/);
 });
 
 test('terminal report: a pass that survived refused allocations says so, and which runtime it ran on', (t) => {
   const { header, scenarios } = sampleResults();
-  const refused = 'VmSize 1.04 GiB + 10.00 GiB > RLIMIT_AS 1.27 GiB: mmap64 of a read-only anonymous mapping, 10737479680 bytes (10.00 GiB) needs address space the limit does not leave';
-  const survived = { ...scenarios[0], failureCount: 30, figures: { backend: 'cpu' }, diagnosis: { cause: 'none' as const, evidence: [refused, '30 allocations failed in all'] } };
+  const refused =
+    'VmSize 1.04 GiB + 10.00 GiB > RLIMIT_AS 1.27 GiB: mmap64 of a read-only anonymous mapping, 10737479680 bytes (10.00 GiB) needs address space the limit does not leave';
+  const survived = {
+    ...scenarios[0],
+    failureCount: 30,
+    figures: { backend: 'cpu' },
+    diagnosis: { cause: 'none' as const, evidence: [refused, '30 allocations failed in all'] },
+  };
   const text = renderTerminal(header, [survived]);
-  t.true(text.includes(`  [tfjs cpu]\n       fits: VmSize peak 920 MiB of address space (RLIMIT_AS) 1.27 GiB\n       recovered from 30 refused allocation(s), and ran on tfjs cpu; the first:\n         ${refused}\n\n`), text);
+  t.true(
+    text.includes(
+      `  [tfjs cpu]\n       fits: VmSize peak 920 MiB of address space (RLIMIT_AS) 1.27 GiB\n       recovered from 30 refused allocation(s), and ran on tfjs cpu; the first:\n         ${refused}\n\n`,
+    ),
+    text,
+  );
 });
 
 test('Markdown report: the seed structure, with the memory analysis table', (t) => {
   const md = renderMarkdown(sampleResults());
   const headings = md.split('\n').filter((l) => l.startsWith('## '));
-  t.deepEqual(headings, ['## Summary', '## Environment', '## Scenarios', '## Memory analysis', '## Reproducible commands', '## Recommendations']);
+  t.deepEqual(headings, [
+    '## Summary',
+    '## Environment',
+    '## Scenarios',
+    '## Memory analysis',
+    '## Reproducible commands',
+    '## Recommendations',
+  ]);
   t.regex(md, /1 of 2 scenarios passed/);
-  t.regex(md, /\| clip-load-copy \| address space \(RLIMIT_AS\) \| 1,411,907,584 B \(1\.31 GiB\) \| 1,363,148,800 B \(1\.27 GiB\) \| 48,758,784 B \(47 MiB\) \|/);
+  t.regex(
+    md,
+    /\| clip-load-copy \| address space \(RLIMIT_AS\) \| 1,411,907,584 B \(1\.31 GiB\) \| 1,363,148,800 B \(1\.27 GiB\) \| 48,758,784 B \(47 MiB\) \|/,
+  );
   t.regex(md, /clip-mem run clip-load-copy --limit-as 1300M/);
   t.regex(md, /- \*\*clip-load-copy\*\* \(load-path\): load by mmap/);
 });
@@ -83,10 +115,24 @@ test('HTML report: self-contained, and headless Chromium renders each timeline w
   const file = path.join(dir, 'report.html');
   fs.writeFileSync(file, html);
   const chromium = (extra: string[]) =>
-    spawnSync('chromium', [
-      '--headless', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-quic', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', `--user-data-dir=${fs.mkdtempSync(path.join(dir, 'profile-'))}`, ...extra, `file://${file}`,
-    ], { encoding: 'utf8', timeout: 120_000 });
+    spawnSync(
+      'chromium',
+      [
+        '--headless',
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-dev-shm-usage',
+        '--disable-quic',
+        '--no-first-run',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+        `--user-data-dir=${fs.mkdtempSync(path.join(dir, 'profile-'))}`,
+        ...extra,
+        `file://${file}`,
+      ],
+      { encoding: 'utf8', timeout: 120_000 },
+    );
   const dom = chromium(['--dump-dom']);
   t.is(dom.status, 0, dom.stderr);
   t.is((dom.stdout.match(/<svg /g) ?? []).length, 2, 'one timeline per scenario');
@@ -102,10 +148,24 @@ test('HTML report: self-contained, and headless Chromium renders each timeline w
 
 /** Headless Debian chromium on a file, with a new empty profile each time. */
 function chromium(file: string, extra: string[]) {
-  return spawnSync('chromium', [
-    '--headless', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-quic', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync', `--user-data-dir=${scratchDir('clip-mem-chromium-')}`, ...extra, `file://${file}`,
-  ], { encoding: 'utf8', timeout: 120_000 });
+  return spawnSync(
+    'chromium',
+    [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-dev-shm-usage',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      `--user-data-dir=${scratchDir('clip-mem-chromium-')}`,
+      ...extra,
+      `file://${file}`,
+    ],
+    { encoding: 'utf8', timeout: 120_000 },
+  );
 }
 
 test('HTML of a real tiny run, one scenario failing under RLIMIT_AS: Chromium shows a timeline per scenario, the failure marked on it, the measured figures', async (t) => {
@@ -113,23 +173,59 @@ test('HTML of a real tiny run, one scenario failing under RLIMIT_AS: Chromium sh
   const json = path.join(dir, 'run.json');
   const file = path.join(dir, 'run.html');
   // tiny's load and batch-2 forward peak near 1.2 GiB of VmSize; its forward at batch 4096 near 2.2 GiB.
-  const run = spawnSync(process.execPath, [bin, 'run', 'clip-load', 'clip-forward', 'large-batch', '--model', 'tiny', '--large-batch', '4096', '--limit-as', '1700M', '--json', json, '--html', file], { encoding: 'utf8', timeout: 600_000 });
+  const run = spawnSync(
+    process.execPath,
+    [
+      bin,
+      'run',
+      'clip-load',
+      'clip-forward',
+      'large-batch',
+      '--model',
+      'tiny',
+      '--large-batch',
+      '4096',
+      '--limit-as',
+      '1700M',
+      '--json',
+      json,
+      '--html',
+      file,
+    ],
+    { encoding: 'utf8', timeout: 600_000 },
+  );
   t.is(run.status, 1, run.stdout + run.stderr);
   const results = readResults(json);
-  t.deepEqual(results.scenarios.map((s) => `${s.name} ${s.status}`), ['clip-load passed', 'clip-forward passed', 'large-batch failed']);
+  t.deepEqual(
+    results.scenarios.map((s) => `${s.name} ${s.status}`),
+    ['clip-load passed', 'clip-forward passed', 'large-batch failed'],
+  );
   const failed = results.scenarios[2];
   t.is(failed.diagnosis.cause, 'address-space');
 
   const dom = chromium(file, ['--dump-dom']);
   t.is(dom.status, 0, dom.stderr);
-  const sections = [...dom.stdout.matchAll(/<section class="scenario (\w+)" id="scenario-([\w-]+)">([^]*?)<\/section>/g)];
-  t.deepEqual(sections.map((m) => `${m[2]} ${m[1]}`), ['clip-load passed', 'clip-forward passed', 'large-batch failed']);
+  const sections = [
+    ...dom.stdout.matchAll(/<section class="scenario (\w+)" id="scenario-([\w-]+)">([^]*?)<\/section>/g),
+  ];
+  t.deepEqual(
+    sections.map((m) => `${m[2]} ${m[1]}`),
+    ['clip-load passed', 'clip-forward passed', 'large-batch failed'],
+  );
   for (const [, , name, body] of sections) {
     t.is((body.match(/<svg /g) ?? []).length, 1, `one timeline for ${name}`);
     const samples = results.scenarios.find((s) => s.name === name)!.timeline.length;
-    t.is(/class="series-rss"[^>]* points="([^"]*)"/.exec(body)![1].split(' ').length, samples, `every RSS sample of ${name} is drawn`);
+    t.is(
+      /class="series-rss"[^>]* points="([^"]*)"/.exec(body)![1].split(' ').length,
+      samples,
+      `every RSS sample of ${name} is drawn`,
+    );
     t.regex(body, /RLIMIT_AS 1\.66 GiB/);
-    t.is((body.match(/class="failure"/g) ?? []).length, name === 'large-batch' ? 1 : 0, `the failure is marked on ${name} only`);
+    t.is(
+      (body.match(/class="failure"/g) ?? []).length,
+      name === 'large-batch' ? 1 : 0,
+      `the failure is marked on ${name} only`,
+    );
   }
   const large = sections[2][3];
   t.true(large.includes(`${failed.failure!.fn}(${formatBytes(failed.failure!.size)}) failed`));
@@ -138,9 +234,22 @@ test('HTML of a real tiny run, one scenario failing under RLIMIT_AS: Chromium sh
   const point = /class="failure-point" cx="([\d.]+)" cy="([\d.]+)"/.exec(large)!;
   t.true(Number(point[2]) <= limitY && Number(point[2]) >= 16, `${point[2]} vs the limit at ${limitY}`);
   // The figures a person reads: the summary row and the scenario table, as measured.
-  t.regex(dom.stdout, new RegExp(`scenario-large-batch">large-batch</a></td><td>failed</td><td>${seconds(failed.wallMs)}</td><td>${formatBytes(failed.memory.rssPeak!)}</td><td>${formatBytes(failed.memory.vmSizePeak!).replace('.', '\\.')}</td><td>address-space</td>`));
-  t.true(large.includes(`VmSize ${formatBytes(failed.failure!.vmSize!)} + ${formatBytes(failed.failure!.size)} &gt; RLIMIT_AS 1.66 GiB`));
-  t.true(large.includes('<pre>clip-mem run large-batch --model tiny --dtype fp32 --batch 2 --large-batch 4096 --backend auto --threads '));
+  t.regex(
+    dom.stdout,
+    new RegExp(
+      `scenario-large-batch">large-batch</a></td><td>failed</td><td>${seconds(failed.wallMs)}</td><td>${formatBytes(failed.memory.rssPeak!)}</td><td>${formatBytes(failed.memory.vmSizePeak!).replace('.', '\\.')}</td><td>address-space</td>`,
+    ),
+  );
+  t.true(
+    large.includes(
+      `VmSize ${formatBytes(failed.failure!.vmSize!)} + ${formatBytes(failed.failure!.size)} &gt; RLIMIT_AS 1.66 GiB`,
+    ),
+  );
+  t.true(
+    large.includes(
+      '<pre>clip-mem run large-batch --model tiny --dtype fp32 --batch 2 --large-batch 4096 --backend auto --threads ',
+    ),
+  );
   t.regex(large, /--limit-as 1700M<\/pre>/, 'the limit as it was typed');
 
   // The screenshot shows the series and the red failure line (colours of the SVG, counted in the pixels).
@@ -150,7 +259,8 @@ test('HTML of a real tiny run, one scenario failing under RLIMIT_AS: Chromium sh
   const { data } = await sharp(png).removeAlpha().raw().toBuffer({ resolveWithObject: true });
   const count = (r: number, g: number, b: number) => {
     let n = 0;
-    for (let i = 0; i < data.length; i += 3) if (Math.abs(data[i] - r) + Math.abs(data[i + 1] - g) + Math.abs(data[i + 2] - b) < 30) n++;
+    for (let i = 0; i < data.length; i += 3)
+      if (Math.abs(data[i] - r) + Math.abs(data[i + 1] - g) + Math.abs(data[i + 2] - b) < 30) n++;
     return n;
   };
   t.true(count(0x1f, 0x77, 0xb4) > 500, 'RSS lines drawn');
@@ -175,7 +285,9 @@ test('compare: an identical rerun passes, a 10% regression of one figure fails w
   t.is(bad.status, 1, bad.stdout + bad.stderr);
   t.regex(bad.stdout, /basic-ops +rssPeak +75 MiB +83 MiB +\+10\.0% +REGRESSION/);
   t.regex(bad.stdout, /FAIL: 1 regression\(s\) past 5\.0%/);
-  const lenient = spawnSync(process.execPath, [bin, 'compare', base, worse, '--max-growth', '15%', '--json'], { encoding: 'utf8' });
+  const lenient = spawnSync(process.execPath, [bin, 'compare', base, worse, '--max-growth', '15%', '--json'], {
+    encoding: 'utf8',
+  });
   t.is(lenient.status, 0);
   t.deepEqual(JSON.parse(lenient.stdout).regressions, []);
 });

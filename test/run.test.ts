@@ -17,7 +17,9 @@ const root = path.resolve(__dirname, '..', '..');
 const bin = path.join(root, 'bin', 'clip-mem.js');
 const MiB = 1024 * 1024;
 
-const validate = new Ajv({ allErrors: true, allowUnionTypes: true }).compile(JSON.parse(fs.readFileSync(path.join(root, 'schema', 'clip-mem-run.schema.json'), 'utf8')));
+const validate = new Ajv({ allErrors: true, allowUnionTypes: true }).compile(
+  JSON.parse(fs.readFileSync(path.join(root, 'schema', 'clip-mem-run.schema.json'), 'utf8')),
+);
 
 /** Where a JSONL line breaks the versioned schema in schema/ ('' when it follows it). */
 function schemaErrors(line: unknown): string {
@@ -28,10 +30,25 @@ function tempDir(): string {
   return scratchDir('clip-mem-run-test-');
 }
 
-function run(args: string[]): { pid: number; status: number | null; stdout: string; stderr: string; results: ReturnType<typeof readResults> } {
+function run(args: string[]): {
+  pid: number;
+  status: number | null;
+  stdout: string;
+  stderr: string;
+  results: ReturnType<typeof readResults>;
+} {
   const json = path.join(tempDir(), 'run.json');
-  const result = spawnSync(process.execPath, [bin, 'run', ...args, '--json', json], { encoding: 'utf8', timeout: 600_000 });
-  return { pid: result.pid, status: result.status, stdout: result.stdout, stderr: result.stderr, results: readResults(json) };
+  const result = spawnSync(process.execPath, [bin, 'run', ...args, '--json', json], {
+    encoding: 'utf8',
+    timeout: 600_000,
+  });
+  return {
+    pid: result.pid,
+    status: result.status,
+    stdout: result.stdout,
+    stderr: result.stderr,
+    results: readResults(json),
+  };
 }
 
 function scenario(results: ReturnType<typeof readResults>, name: string): ScenarioResult {
@@ -40,64 +57,79 @@ function scenario(results: ReturnType<typeof readResults>, name: string): Scenar
   return found;
 }
 
-test.serial('clip-load-copy under RLIMIT_AS with ~50 MiB of headroom: the 101187584-byte token embedding fails, with a fix that works', (t) => {
-  // The headroom is measured, not guessed: VmSize when loading starts, from an unlimited run.
-  const baseline = run(['clip-load-copy']);
-  t.is(baseline.status, 0, baseline.stdout + baseline.stderr);
-  const before = scenario(baseline.results, 'clip-load-copy').memory.vmSizeBefore!;
-  const bound = before + 50 * MiB;
+test.serial(
+  'clip-load-copy under RLIMIT_AS with ~50 MiB of headroom: the 101187584-byte token embedding fails, with a fix that works',
+  (t) => {
+    // The headroom is measured, not guessed: VmSize when loading starts, from an unlimited run.
+    const baseline = run(['clip-load-copy']);
+    t.is(baseline.status, 0, baseline.stdout + baseline.stderr);
+    const before = scenario(baseline.results, 'clip-load-copy').memory.vmSizeBefore!;
+    const bound = before + 50 * MiB;
 
-  // clip-load-copy fails first, and clip-load still runs after it (a failure never stops the others).
-  const limited = run(['clip-load-copy', 'clip-load', '--limit-as', String(bound)]);
-  t.is(limited.status, 1);
-  const copy = scenario(limited.results, 'clip-load-copy');
-  t.is(copy.status, 'failed');
-  t.is(copy.failure!.size, 101187584);
-  t.is(copy.failure!.errnoName, 'ENOMEM');
-  t.regex(copy.failure!.phase, /text_model\.embeddings\.token_embedding\.weight/);
-  t.is(copy.diagnosis.cause, 'address-space');
-  t.regex(limited.stdout, /FAIL clip-load-copy[^]*\(101,187,584 B \(97 MiB\)\) failed with ENOMEM during "text_model\.embeddings\.token_embedding\.weight"/);
-  t.is(copy.analysis.required! - copy.analysis.available! > 0, true);
-  for (const line of limited.results.scenarios) t.is(schemaErrors(line), '');
+    // clip-load-copy fails first, and clip-load still runs after it (a failure never stops the others).
+    const limited = run(['clip-load-copy', 'clip-load', '--limit-as', String(bound)]);
+    t.is(limited.status, 1);
+    const copy = scenario(limited.results, 'clip-load-copy');
+    t.is(copy.status, 'failed');
+    t.is(copy.failure!.size, 101187584);
+    t.is(copy.failure!.errnoName, 'ENOMEM');
+    t.regex(copy.failure!.phase, /text_model\.embeddings\.token_embedding\.weight/);
+    t.is(copy.diagnosis.cause, 'address-space');
+    t.regex(
+      limited.stdout,
+      /FAIL clip-load-copy[^]*\(101,187,584 B \(97 MiB\)\) failed with ENOMEM during "text_model\.embeddings\.token_embedding\.weight"/,
+    );
+    t.is(copy.analysis.required! - copy.analysis.available! > 0, true);
+    for (const line of limited.results.scenarios) t.is(schemaErrors(line), '');
 
-  // clip-load: the whole file's read-only mapping, its exact length, fails under the same bound.
-  const mapped = scenario(limited.results, 'clip-load');
-  const fileSize = fs.statSync(path.join(clipMemCacheDir(), 'clip-vit-b-32-fp32-seed0-v1.safetensors')).size;
-  t.is(mapped.status, 'failed');
-  t.is(mapped.failure!.fn, 'mmap');
-  t.is(mapped.failure!.size, fileSize);
-  t.is(mapped.diagnosis.cause, 'address-space');
+    // clip-load: the whole file's read-only mapping, its exact length, fails under the same bound.
+    const mapped = scenario(limited.results, 'clip-load');
+    const fileSize = fs.statSync(path.join(clipMemCacheDir(), 'clip-vit-b-32-fp32-seed0-v1.safetensors')).size;
+    t.is(mapped.status, 'failed');
+    t.is(mapped.failure!.fn, 'mmap');
+    t.is(mapped.failure!.size, fileSize);
+    t.is(mapped.diagnosis.cause, 'address-space');
 
-  // The fix offered for the copy load: raise the address-space limit to a computed bound. It works.
-  const raise = copy.fixes.find((f) => f.kind === 'raise-limit');
-  t.truthy(raise, JSON.stringify(copy.fixes));
-  t.falsy(copy.fixes.find((f) => f.kind === 'dtype'), 'fp16 (302 MB) cannot fit in 50 MiB: no dtype fix');
-  const target = Number(/--limit-as (\d+)M/.exec(raise!.command!)![1]) * MiB;
-  const fixed = run(['clip-load-copy', '--limit-as', String(target)]);
-  t.is(fixed.status, 0, fixed.stdout);
+    // The fix offered for the copy load: raise the address-space limit to a computed bound. It works.
+    const raise = copy.fixes.find((f) => f.kind === 'raise-limit');
+    t.truthy(raise, JSON.stringify(copy.fixes));
+    t.falsy(
+      copy.fixes.find((f) => f.kind === 'dtype'),
+      'fp16 (302 MB) cannot fit in 50 MiB: no dtype fix',
+    );
+    const target = Number(/--limit-as (\d+)M/.exec(raise!.command!)![1]) * MiB;
+    const fixed = run(['clip-load-copy', '--limit-as', String(target)]);
+    t.is(fixed.status, 0, fixed.stdout);
 
-  // The same bound as RLIMIT_DATA does not fail the mapping, and says why.
-  const data = run(['clip-load', '--limit-data', String(bound)]);
-  t.is(data.status, 0, data.stdout);
-  t.is(scenario(data.results, 'clip-load').status, 'passed');
-  t.regex(data.stdout, /read-only file mappings are not data, so RLIMIT_DATA .* does not count them/);
-});
+    // The same bound as RLIMIT_DATA does not fail the mapping, and says why.
+    const data = run(['clip-load', '--limit-data', String(bound)]);
+    t.is(data.status, 0, data.stdout);
+    t.is(scenario(data.results, 'clip-load').status, 'passed');
+    t.regex(data.stdout, /read-only file mappings are not data, so RLIMIT_DATA .* does not count them/);
+  },
+);
 
-test.serial('clip-train under a 1 GiB cgroup: cgroup-oom-kill with the last phase and counters, and no cgroup left', (t) => {
-  const limited = run(['clip-train', '--limit-mem', '1G']);
-  t.is(limited.status, 1);
-  const train = scenario(limited.results, 'clip-train');
-  t.is(train.diagnosis.cause, 'cgroup-oom-kill');
-  t.is(train.exit.signal, 'SIGKILL');
-  t.regex(train.lastPhase, /train/);
-  // Killed mid-scenario, the child still handed over where it started (the report it wrote first).
-  t.true(train.memory.vmSizeBefore! > 0 && train.memory.rssBefore! > 0, JSON.stringify(train.memory));
-  t.is(train.memory.rssAfter, null);
-  t.true(Number(train.figures.mallocArenaHeaps) > 0, JSON.stringify(train.figures));
-  t.true(train.diagnosis.evidence.some((e) => /last seen before the kill: phase ".+", RSS .*, heap /.test(e)), train.diagnosis.evidence.join('\n'));
-  t.true(train.fixes.some((f) => f.kind === 'slurm-mem'));
-  t.deepEqual(leftoverCgroups(limited.pid), []);
-});
+test.serial(
+  'clip-train under a 1 GiB cgroup: cgroup-oom-kill with the last phase and counters, and no cgroup left',
+  (t) => {
+    const limited = run(['clip-train', '--limit-mem', '1G']);
+    t.is(limited.status, 1);
+    const train = scenario(limited.results, 'clip-train');
+    t.is(train.diagnosis.cause, 'cgroup-oom-kill');
+    t.is(train.exit.signal, 'SIGKILL');
+    t.regex(train.lastPhase, /train/);
+    // Killed mid-scenario, the child still handed over where it started (the report it wrote first).
+    t.true(train.memory.vmSizeBefore! > 0 && train.memory.rssBefore! > 0, JSON.stringify(train.memory));
+    t.is(train.memory.rssAfter, null);
+    t.true(Number(train.figures.mallocArenaHeaps) > 0, JSON.stringify(train.figures));
+    t.true(
+      train.diagnosis.evidence.some((e) => /last seen before the kill: phase ".+", RSS .*, heap /.test(e)),
+      train.diagnosis.evidence.join('\n'),
+    );
+    t.true(train.fixes.some((f) => f.kind === 'slurm-mem'));
+    t.deepEqual(leftoverCgroups(limited.pid), []);
+  },
+);
 
 /** The child groups (clipmem-<runner pid>-<n>) a runner left under this process's own memory cgroup. */
 function leftoverCgroups(runnerPid: number): string[] {
@@ -108,17 +140,27 @@ function leftoverCgroups(runnerPid: number): string[] {
 
 test.serial('killing the runner keeps every finished scenario in the JSONL and leaves no cgroup behind', async (t) => {
   const json = path.join(tempDir(), 'run.json');
-  const child = spawn(process.execPath, [bin, 'run', 'basic-ops', 'clip-train', 'small-mlp', '--model', 'tiny', '--limit-mem', '2G', '--json', json], { stdio: 'ignore' });
+  const child = spawn(
+    process.execPath,
+    [bin, 'run', 'basic-ops', 'clip-train', 'small-mlp', '--model', 'tiny', '--limit-mem', '2G', '--json', json],
+    { stdio: 'ignore' },
+  );
   // As soon as the first scenario's line is on disk, the second one is running under its cgroup.
   const deadline = Date.now() + 120_000;
-  while (Date.now() < deadline && !(fs.existsSync(json) && fs.readFileSync(json, 'utf8').includes('"kind":"scenario"'))) {
+  while (
+    Date.now() < deadline &&
+    !(fs.existsSync(json) && fs.readFileSync(json, 'utf8').includes('"kind":"scenario"'))
+  ) {
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
   child.kill('SIGTERM');
   const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
   t.is(code, 143);
   const results = readResults(json);
-  t.deepEqual(results.scenarios.map((s) => s.name), ['basic-ops']);
+  t.deepEqual(
+    results.scenarios.map((s) => s.name),
+    ['basic-ops'],
+  );
   t.is(results.end, null);
   t.deepEqual(leftoverCgroups(child.pid!), []);
 });
@@ -129,18 +171,44 @@ test.serial('every scenario on tiny: reports written, reproducible commands, --h
   const html = path.join(dir, 'run.html');
   const result = run(['--model', 'tiny', '--markdown', md, '--html', html]);
   t.is(result.status, 0, result.stdout + result.stderr);
-  t.deepEqual(result.results.scenarios.map((s) => s.name), ['basic-ops', 'small-mlp', 'clip-processor', 'clip-load', 'clip-load-copy', 'clip-forward', 'clip-train', 'large-batch']);
+  t.deepEqual(
+    result.results.scenarios.map((s) => s.name),
+    [
+      'basic-ops',
+      'small-mlp',
+      'clip-processor',
+      'clip-load',
+      'clip-load-copy',
+      'clip-forward',
+      'clip-train',
+      'large-batch',
+    ],
+  );
   t.true(result.results.scenarios.every((s) => s.status === 'passed'));
   t.is(result.results.end!.passed, 8);
   const train = scenario(result.results, 'clip-train');
   t.true(train.memory.rssPeak! > train.memory.rssBefore!);
   t.true(train.timeline.length > 2);
-  t.is(train.command, 'clip-mem run clip-train --model tiny --dtype fp32 --batch 2 --backend auto --threads ' + result.results.header.options.threads);
+  t.is(
+    train.command,
+    'clip-mem run clip-train --model tiny --dtype fp32 --batch 2 --backend auto --threads ' +
+      result.results.header.options.threads,
+  );
   t.regex(fs.readFileSync(md, 'utf8'), /8 of 8 scenarios passed/);
-  for (const line of [result.results.header, ...result.results.scenarios, result.results.end]) t.is(schemaErrors(line), '');
+  for (const line of [result.results.header, ...result.results.scenarios, result.results.end])
+    t.is(schemaErrors(line), '');
   t.is((fs.readFileSync(html, 'utf8').match(/<svg /g) ?? []).length, 8);
   const help = spawnSync(process.execPath, [bin, 'run', '--help'], { encoding: 'utf8' });
-  for (const name of ['basic-ops', 'small-mlp', 'clip-processor', 'clip-load', 'clip-load-copy', 'clip-forward', 'clip-train', 'large-batch']) {
+  for (const name of [
+    'basic-ops',
+    'small-mlp',
+    'clip-processor',
+    'clip-load',
+    'clip-load-copy',
+    'clip-forward',
+    'clip-train',
+    'large-batch',
+  ]) {
     t.regex(help.stdout, new RegExp(`\\n  ${name} `));
   }
 });
@@ -151,19 +219,31 @@ test.serial('the default run: all eight scenarios pass on vit-b-32, and compare 
   t.is(result.status, 0, result.stdout + result.stderr);
   t.is(result.results.header.options.model, 'vit-b-32');
   t.is(result.results.scenarios.length, 8);
-  t.true(result.results.scenarios.every((s) => s.status === 'passed'), result.stdout);
+  t.true(
+    result.results.scenarios.every((s) => s.status === 'passed'),
+    result.stdout,
+  );
   t.regex(result.stdout, /8 passed, 0 failed/);
 
   // compare: the same run passes; one with every train figure 10% larger fails.
   const dir = tempDir();
   const base = path.join(dir, 'base.json');
   const worse = path.join(dir, 'worse.json');
-  const lines = JSON.stringify(result.results.header) + '\n' + result.results.scenarios.map((s) => JSON.stringify(s)).join('\n') + '\n';
+  const lines =
+    JSON.stringify(result.results.header) +
+    '\n' +
+    result.results.scenarios.map((s) => JSON.stringify(s)).join('\n') +
+    '\n';
   fs.writeFileSync(base, lines);
   const regressed = result.results.scenarios.map((s) =>
-    s.name === 'clip-train' ? { ...s, wallMs: s.wallMs * 1.1, memory: { ...s.memory, rssPeak: Math.round(s.memory.rssPeak! * 1.1) } } : s,
+    s.name === 'clip-train'
+      ? { ...s, wallMs: s.wallMs * 1.1, memory: { ...s.memory, rssPeak: Math.round(s.memory.rssPeak! * 1.1) } }
+      : s,
   );
-  fs.writeFileSync(worse, JSON.stringify(result.results.header) + '\n' + regressed.map((s) => JSON.stringify(s)).join('\n') + '\n');
+  fs.writeFileSync(
+    worse,
+    JSON.stringify(result.results.header) + '\n' + regressed.map((s) => JSON.stringify(s)).join('\n') + '\n',
+  );
   const same = spawnSync(process.execPath, [bin, 'compare', base, base], { encoding: 'utf8' });
   t.is(same.status, 0, same.stdout);
   const gate = spawnSync(process.execPath, [bin, 'compare', base, worse, '--max-growth', '5%'], { encoding: 'utf8' });
@@ -172,126 +252,186 @@ test.serial('the default run: all eight scenarios pass on vit-b-32, and compare 
   t.regex(gate.stdout, /clip-train +wallMs .* \+10\.0% +REGRESSION/);
 });
 
-test.serial('dtype and MALLOC_ARENA_MAX fixes are offered only when the measured headroom supports them, and then they work', (t) => {
-  const baseline = run(['clip-load-copy']);
-  const before = scenario(baseline.results, 'clip-load-copy').memory.vmSizeBefore!;
-  // fp32 weights (577 MiB) do not fit in 400 MiB of headroom; fp16 (289 MiB) do.
-  const bound = before + 400 * MiB;
-  const limited = run(['clip-load-copy', '--limit-as', String(bound)]);
-  const copy = scenario(limited.results, 'clip-load-copy');
-  t.is(copy.status, 'failed');
-  t.is(copy.diagnosis.cause, 'address-space', copy.diagnosis.evidence.join('\n'));
-  const dtype = copy.fixes.find((f) => f.kind === 'dtype');
-  t.truthy(dtype, JSON.stringify(copy.fixes));
-  t.regex(dtype!.text, /^fp16 weights need 302,55\d,\d{3} B/);
-  const fixed = run(dtype!.command!.replace(/^clip-mem run /, '').split(' '));
-  t.is(fixed.status, 0, fixed.stdout);
+test.serial(
+  'dtype and MALLOC_ARENA_MAX fixes are offered only when the measured headroom supports them, and then they work',
+  (t) => {
+    const baseline = run(['clip-load-copy']);
+    const before = scenario(baseline.results, 'clip-load-copy').memory.vmSizeBefore!;
+    // fp32 weights (577 MiB) do not fit in 400 MiB of headroom; fp16 (289 MiB) do.
+    const bound = before + 400 * MiB;
+    const limited = run(['clip-load-copy', '--limit-as', String(bound)]);
+    const copy = scenario(limited.results, 'clip-load-copy');
+    t.is(copy.status, 'failed');
+    t.is(copy.diagnosis.cause, 'address-space', copy.diagnosis.evidence.join('\n'));
+    const dtype = copy.fixes.find((f) => f.kind === 'dtype');
+    t.truthy(dtype, JSON.stringify(copy.fixes));
+    t.regex(dtype!.text, /^fp16 weights need 302,55\d,\d{3} B/);
+    const fixed = run(dtype!.command!.replace(/^clip-mem run /, '').split(' '));
+    t.is(fixed.status, 0, fixed.stdout);
 
-  // Node's threads each reserved a 64 MiB malloc arena: capping them returns more than is missing.
-  const arena = copy.fixes.find((f) => f.kind === 'malloc-arena-max');
-  t.truthy(arena, JSON.stringify(copy.fixes));
-  t.regex(arena!.command!, /^MALLOC_ARENA_MAX=2 clip-mem run clip-load-copy /);
-  const capped = spawnSync(process.execPath, [bin, ...arena!.command!.replace(/^MALLOC_ARENA_MAX=2 clip-mem /, '').split(' ')], {
-    encoding: 'utf8', env: { ...process.env, MALLOC_ARENA_MAX: '2' },
-  });
-  t.is(capped.status, 0, capped.stdout);
-});
+    // Node's threads each reserved a 64 MiB malloc arena: capping them returns more than is missing.
+    const arena = copy.fixes.find((f) => f.kind === 'malloc-arena-max');
+    t.truthy(arena, JSON.stringify(copy.fixes));
+    t.regex(arena!.command!, /^MALLOC_ARENA_MAX=2 clip-mem run clip-load-copy /);
+    const capped = spawnSync(
+      process.execPath,
+      [bin, ...arena!.command!.replace(/^MALLOC_ARENA_MAX=2 clip-mem /, '').split(' ')],
+      {
+        encoding: 'utf8',
+        env: { ...process.env, MALLOC_ARENA_MAX: '2' },
+      },
+    );
+    t.is(capped.status, 0, capped.stdout);
+  },
+);
 
-test.serial("with the estimate's runtime baseline measured, a cgroup kill gets the limit its batch needs, and that limit works", (t) => {
-  t.timeout(LONG_TEST_MS);
-  const env = { ...process.env, CLIP_MEM_CACHE: scratchDir('clip-mem-fix-estimate-') };
-  const cli = (args: string[]) => spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', env, timeout: 600_000 });
-  const baseline = cli(['estimate', '--model', 'tiny', '--phase', 'train']);
-  t.is(baseline.status, 0, baseline.stderr);
-  const json = path.join(tempDir(), 'run.json');
-  // tiny's training step charges ~50 MiB to its cgroup: measured killed at 40M, 46M and 50M, passed at
-  // 56M and 64M (at 50M it once passed: the kernel reclaimed file pages); 32M leaves a margin of ~20 MiB.
-  const killed = cli(['run', 'clip-train', '--model', 'tiny', '--limit-mem', '32M', '--json', json]);
-  t.is(killed.status, 1, killed.stdout);
-  const train = scenario(readResults(json), 'clip-train');
-  t.is(train.diagnosis.cause, 'cgroup-oom-kill');
-  const slurm = train.fixes.filter((f) => f.kind === 'slurm-mem');
-  t.is(slurm.length, 1, JSON.stringify(train.fixes));
-  t.regex(slurm[0].text, /^train at batch 2 is predicted to need .* \(RSS, not calibrated: `clip-mem estimate --calibrate` narrows it\): in Slurm, `--mem` at least \d+M$/);
-  t.regex(slurm[0].command!, /^clip-mem run clip-train --model tiny .*--limit-mem \d+M$/);
-  const fixed = cli(slurm[0].command!.replace(/^clip-mem /, '').split(' '));
-  t.is(fixed.status, 0, fixed.stdout);
-});
+test.serial(
+  "with the estimate's runtime baseline measured, a cgroup kill gets the limit its batch needs, and that limit works",
+  (t) => {
+    t.timeout(LONG_TEST_MS);
+    const env = { ...process.env, CLIP_MEM_CACHE: scratchDir('clip-mem-fix-estimate-') };
+    const cli = (args: string[]) =>
+      spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', env, timeout: 600_000 });
+    const baseline = cli(['estimate', '--model', 'tiny', '--phase', 'train']);
+    t.is(baseline.status, 0, baseline.stderr);
+    const json = path.join(tempDir(), 'run.json');
+    // tiny's training step charges ~50 MiB to its cgroup: measured killed at 40M, 46M and 50M, passed at
+    // 56M and 64M (at 50M it once passed: the kernel reclaimed file pages); 32M leaves a margin of ~20 MiB.
+    const killed = cli(['run', 'clip-train', '--model', 'tiny', '--limit-mem', '32M', '--json', json]);
+    t.is(killed.status, 1, killed.stdout);
+    const train = scenario(readResults(json), 'clip-train');
+    t.is(train.diagnosis.cause, 'cgroup-oom-kill');
+    const slurm = train.fixes.filter((f) => f.kind === 'slurm-mem');
+    t.is(slurm.length, 1, JSON.stringify(train.fixes));
+    t.regex(
+      slurm[0].text,
+      /^train at batch 2 is predicted to need .* \(RSS, not calibrated: `clip-mem estimate --calibrate` narrows it\): in Slurm, `--mem` at least \d+M$/,
+    );
+    t.regex(slurm[0].command!, /^clip-mem run clip-train --model tiny .*--limit-mem \d+M$/);
+    const fixed = cli(slurm[0].command!.replace(/^clip-mem /, '').split(' '));
+    t.is(fixed.status, 0, fixed.stdout);
+  },
+);
 
 /** The batch fix's number and its command, checked against the run's own limit option. */
 function batchFix(result: ScenarioResult, limitOption: string): { batch: number; command: string } {
   const fix = result.fixes.find((f) => f.kind === 'batch');
   if (!fix) throw new Error(`no batch fix in ${JSON.stringify(result.fixes)}`);
   const batch = Number(/^batch (\d+) is predicted to need /.exec(fix.text)?.[1]);
-  if (!fix.command!.includes(` --large-batch ${batch} `) || !fix.command!.endsWith(` ${limitOption}`)) throw new Error(`the command does not run batch ${batch} ${limitOption}: ${fix.command}`);
+  if (!fix.command!.includes(` --large-batch ${batch} `) || !fix.command!.endsWith(` ${limitOption}`))
+    throw new Error(`the command does not run batch ${batch} ${limitOption}: ${fix.command}`);
   return { batch, command: fix.command! };
 }
 
-test.serial('a large batch killed by its cgroup gets the largest batch the estimate fits, and that batch passes', (t) => {
-  t.timeout(LONG_TEST_MS);
-  const env = { ...process.env, CLIP_MEM_CACHE: scratchDir('clip-mem-fix-batch-') };
-  const cli = (args: string[]) => spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', env, timeout: 600_000 });
-  t.is(cli(['estimate', '--model', 'tiny', '--phase', 'forward']).status, 0);
-  // tiny at batch 4096 peaks at ~770 MiB RSS (activations ~150 KiB a sample): 400 MiB kills it.
-  const json = path.join(tempDir(), 'run.json');
-  const killed = cli(['run', 'large-batch', '--model', 'tiny', '--large-batch', '4096', '--limit-mem', '400M', '--json', json]);
-  t.is(killed.status, 1, killed.stdout);
-  const large = scenario(readResults(json), 'large-batch');
-  t.is(large.diagnosis.cause, 'cgroup-oom-kill');
-  const { batch, command } = batchFix(large, '--limit-mem 400M');
-  t.true(batch > 1 && batch < 4096, String(batch));
-  t.regex(killed.stdout, new RegExp(`fix: batch ${batch} is predicted to need .* it fits under 400 MiB; batch ${batch + 1} would not`));
-  const fixed = cli(command.replace(/^clip-mem /, '').split(' '));
-  t.is(fixed.status, 0, `${command}\n${fixed.stdout}`);
-});
-
-test.serial('under RLIMIT_AS the batch fix waits for a calibrated estimate, and then the batch and the limit it proposes both pass', (t) => {
-  t.timeout(LONG_TEST_MS);
-  const env = { ...process.env, CLIP_MEM_CACHE: scratchDir('clip-mem-fix-batch-as-') };
-  const cli = (args: string[]) => spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', env, timeout: 600_000 });
-  t.is(cli(['estimate', '--model', 'tiny', '--phase', 'forward']).status, 0);
-  // tiny at batch 4096 peaks at ~2.17 GiB of VmSize: 1700M fails it in the forward.
-  const failing = ['run', 'large-batch', '--model', 'tiny', '--large-batch', '4096', '--limit-as', '1700M'];
-  const runFailing = () => {
+test.serial(
+  'a large batch killed by its cgroup gets the largest batch the estimate fits, and that batch passes',
+  (t) => {
+    t.timeout(LONG_TEST_MS);
+    const env = { ...process.env, CLIP_MEM_CACHE: scratchDir('clip-mem-fix-batch-') };
+    const cli = (args: string[]) =>
+      spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', env, timeout: 600_000 });
+    t.is(cli(['estimate', '--model', 'tiny', '--phase', 'forward']).status, 0);
+    // tiny at batch 4096 peaks at ~770 MiB RSS (activations ~150 KiB a sample): 400 MiB kills it.
     const json = path.join(tempDir(), 'run.json');
-    const result = cli([...failing, '--json', json]);
-    t.is(result.status, 1, result.stdout);
+    const killed = cli([
+      'run',
+      'large-batch',
+      '--model',
+      'tiny',
+      '--large-batch',
+      '4096',
+      '--limit-mem',
+      '400M',
+      '--json',
+      json,
+    ]);
+    t.is(killed.status, 1, killed.stdout);
     const large = scenario(readResults(json), 'large-batch');
-    t.is(large.diagnosis.cause, 'address-space', large.diagnosis.evidence.join('\n'));
-    return large;
-  };
-  // The uncalibrated VmSize model under-predicts this batch by ~20%: no batch or limit from it, and no
-  // MALLOC_ARENA_MAX from the failed allocation's shortfall alone (the phase needs far more).
-  // It says how to calibrate instead; that command is what makes the batch fix possible.
-  const uncalibrated = runFailing();
-  t.deepEqual(uncalibrated.fixes.filter((f) => f.kind === 'batch' || f.kind === 'malloc-arena-max'), [], JSON.stringify(uncalibrated.fixes));
-  const calibrate = uncalibrated.fixes.find((f) => f.kind === 'calibrate');
-  t.regex(calibrate?.command ?? '', /^clip-mem estimate --calibrate --model tiny --dtype fp32 --threads \d+ --phase forward --calibrate-batches 1024,4096$/);
-  t.is(cli(calibrate!.command!.replace(/^clip-mem /, '').split(' ')).status, 0);
-  // --phase forward measured the forward only: load and train keep no calibration of their own.
-  const stored = JSON.parse(cli(['estimate', '--model', 'tiny', '--json']).stdout) as { estimates: { phase: string; calibration: { kind: string } }[] };
-  t.deepEqual(stored.estimates.map((e) => [e.phase, e.calibration.kind]), [['load', 'none'], ['forward', 'this config'], ['train', 'none']]);
-  const calibrated = runFailing();
-  const { batch, command } = batchFix(calibrated, '--limit-as 1700M');
-  t.true(batch > 1 && batch < 4096, String(batch));
-  const raise = calibrated.fixes.find((f) => f.kind === 'raise-limit');
-  t.regex(raise!.text, /^forward at batch 4096 is predicted to need .* \(VmSize, uncertainty included\): raise `ulimit -v` to at least /);
-  for (const fix of [command, raise!.command!]) {
-    const rerun = cli(fix.replace(/^clip-mem /, '').split(' '));
-    t.is(rerun.status, 0, `${fix}\n${rerun.stdout}`);
-  }
-});
+    t.is(large.diagnosis.cause, 'cgroup-oom-kill');
+    const { batch, command } = batchFix(large, '--limit-mem 400M');
+    t.true(batch > 1 && batch < 4096, String(batch));
+    t.regex(
+      killed.stdout,
+      new RegExp(`fix: batch ${batch} is predicted to need .* it fits under 400 MiB; batch ${batch + 1} would not`),
+    );
+    const fixed = cli(command.replace(/^clip-mem /, '').split(' '));
+    t.is(fixed.status, 0, `${command}\n${fixed.stdout}`);
+  },
+);
 
-test.serial("onnxruntime's library refused by the dynamic loader under RLIMIT_AS is address space, not 'not-memory'", (t) => {
-  const before = scenario(run(['clip-forward', '--model', 'tiny']).results, 'clip-forward').memory.vmSizeBefore!;
-  // libonnxruntime.so.1 maps ~45 MB: 16 MiB above the VmSize the scenario starts from cannot hold it.
-  const limited = run(['clip-forward', '--model', 'tiny', '--limit-as', String(before + 16 * MiB)]);
-  const forward = scenario(limited.results, 'clip-forward');
-  t.is(forward.status, 'failed');
-  t.regex(forward.error ?? '', /failed to map segment from shared object/);
-  t.is(forward.diagnosis.cause, 'address-space');
-  t.regex(forward.diagnosis.evidence[0], /^the dynamic loader could not map libonnxruntime\.so\.1 /);
-});
+test.serial(
+  'under RLIMIT_AS the batch fix waits for a calibrated estimate, and then the batch and the limit it proposes both pass',
+  (t) => {
+    t.timeout(LONG_TEST_MS);
+    const env = { ...process.env, CLIP_MEM_CACHE: scratchDir('clip-mem-fix-batch-as-') };
+    const cli = (args: string[]) =>
+      spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', env, timeout: 600_000 });
+    t.is(cli(['estimate', '--model', 'tiny', '--phase', 'forward']).status, 0);
+    // tiny at batch 4096 peaks at ~2.17 GiB of VmSize: 1700M fails it in the forward.
+    const failing = ['run', 'large-batch', '--model', 'tiny', '--large-batch', '4096', '--limit-as', '1700M'];
+    const runFailing = () => {
+      const json = path.join(tempDir(), 'run.json');
+      const result = cli([...failing, '--json', json]);
+      t.is(result.status, 1, result.stdout);
+      const large = scenario(readResults(json), 'large-batch');
+      t.is(large.diagnosis.cause, 'address-space', large.diagnosis.evidence.join('\n'));
+      return large;
+    };
+    // The uncalibrated VmSize model under-predicts this batch by ~20%: no batch or limit from it, and no
+    // MALLOC_ARENA_MAX from the failed allocation's shortfall alone (the phase needs far more).
+    // It says how to calibrate instead; that command is what makes the batch fix possible.
+    const uncalibrated = runFailing();
+    t.deepEqual(
+      uncalibrated.fixes.filter((f) => f.kind === 'batch' || f.kind === 'malloc-arena-max'),
+      [],
+      JSON.stringify(uncalibrated.fixes),
+    );
+    const calibrate = uncalibrated.fixes.find((f) => f.kind === 'calibrate');
+    t.regex(
+      calibrate?.command ?? '',
+      /^clip-mem estimate --calibrate --model tiny --dtype fp32 --threads \d+ --phase forward --calibrate-batches 1024,4096$/,
+    );
+    t.is(cli(calibrate!.command!.replace(/^clip-mem /, '').split(' ')).status, 0);
+    // --phase forward measured the forward only: load and train keep no calibration of their own.
+    const stored = JSON.parse(cli(['estimate', '--model', 'tiny', '--json']).stdout) as {
+      estimates: { phase: string; calibration: { kind: string } }[];
+    };
+    t.deepEqual(
+      stored.estimates.map((e) => [e.phase, e.calibration.kind]),
+      [
+        ['load', 'none'],
+        ['forward', 'this config'],
+        ['train', 'none'],
+      ],
+    );
+    const calibrated = runFailing();
+    const { batch, command } = batchFix(calibrated, '--limit-as 1700M');
+    t.true(batch > 1 && batch < 4096, String(batch));
+    const raise = calibrated.fixes.find((f) => f.kind === 'raise-limit');
+    t.regex(
+      raise!.text,
+      /^forward at batch 4096 is predicted to need .* \(VmSize, uncertainty included\): raise `ulimit -v` to at least /,
+    );
+    for (const fix of [command, raise!.command!]) {
+      const rerun = cli(fix.replace(/^clip-mem /, '').split(' '));
+      t.is(rerun.status, 0, `${fix}\n${rerun.stdout}`);
+    }
+  },
+);
+
+test.serial(
+  "onnxruntime's library refused by the dynamic loader under RLIMIT_AS is address space, not 'not-memory'",
+  (t) => {
+    const before = scenario(run(['clip-forward', '--model', 'tiny']).results, 'clip-forward').memory.vmSizeBefore!;
+    // libonnxruntime.so.1 maps ~45 MB: 16 MiB above the VmSize the scenario starts from cannot hold it.
+    const limited = run(['clip-forward', '--model', 'tiny', '--limit-as', String(before + 16 * MiB)]);
+    const forward = scenario(limited.results, 'clip-forward');
+    t.is(forward.status, 'failed');
+    t.regex(forward.error ?? '', /failed to map segment from shared object/);
+    t.is(forward.diagnosis.cause, 'address-space');
+    t.regex(forward.diagnosis.evidence[0], /^the dynamic loader could not map libonnxruntime\.so\.1 /);
+  },
+);
 
 test.serial('--timeout kills the child with its process group, and the run goes on to the next scenario', (t) => {
   const result = run(['clip-train', 'clip-load', '--model', 'tiny', '--timeout', '0.3']);
@@ -300,20 +440,26 @@ test.serial('--timeout kills the child with its process group, and the run goes 
   t.true(train.timedOut);
   t.is(train.exit.signal, 'SIGKILL');
   t.regex(train.diagnosis.evidence[0], /^killed with its process group after the 0\.3 s timeout/);
-  t.deepEqual(result.results.scenarios.map((s) => s.name), ['clip-train', 'clip-load']);
+  t.deepEqual(
+    result.results.scenarios.map((s) => s.name),
+    ['clip-train', 'clip-load'],
+  );
 });
 
-test.serial('clip-load-copy under RLIMIT_DATA: data-limit, and both fixes work (ulimit -d for the weights left, or load by mmap)', (t) => {
-  const limited = run(['clip-load-copy', '--limit-data', '300M']);
-  const copy = scenario(limited.results, 'clip-load-copy');
-  t.is(copy.status, 'failed');
-  t.is(copy.diagnosis.cause, 'data-limit', copy.diagnosis.evidence.join('\n'));
-  const raise = copy.fixes.find((f) => f.kind === 'raise-limit');
-  const mmap = copy.fixes.find((f) => f.kind === 'load-path');
-  t.regex(raise!.text, /of weights still to load from ".+" on/);
-  t.regex(mmap!.command!, /^clip-mem run clip-load .*--limit-data 300M$/);
-  for (const fix of [raise!, mmap!]) {
-    const rerun = run(fix.command!.replace(/^.*clip-mem run /, '').split(' '));
-    t.is(rerun.status, 0, `${fix.command}\n${rerun.stdout}`);
-  }
-});
+test.serial(
+  'clip-load-copy under RLIMIT_DATA: data-limit, and both fixes work (ulimit -d for the weights left, or load by mmap)',
+  (t) => {
+    const limited = run(['clip-load-copy', '--limit-data', '300M']);
+    const copy = scenario(limited.results, 'clip-load-copy');
+    t.is(copy.status, 'failed');
+    t.is(copy.diagnosis.cause, 'data-limit', copy.diagnosis.evidence.join('\n'));
+    const raise = copy.fixes.find((f) => f.kind === 'raise-limit');
+    const mmap = copy.fixes.find((f) => f.kind === 'load-path');
+    t.regex(raise!.text, /of weights still to load from ".+" on/);
+    t.regex(mmap!.command!, /^clip-mem run clip-load .*--limit-data 300M$/);
+    for (const fix of [raise!, mmap!]) {
+      const rerun = run(fix.command!.replace(/^.*clip-mem run /, '').split(' '));
+      t.is(rerun.status, 0, `${fix.command}\n${rerun.stdout}`);
+    }
+  },
+);

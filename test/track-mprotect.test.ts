@@ -44,25 +44,44 @@ test('under RLIMIT_DATA 64M, making 256 MiB of a reservation read-write fails: m
 });
 
 test('mprotect under fault injection: the chosen call fails with ENOMEM, exact length, flagged injected', (t) => {
-  const { status, report } = trace(['--fail', `mprotect:above=${length - 1}`], [allocProgram, 'commit', String(length)]);
+  const { status, report } = trace(
+    ['--fail', `mprotect:above=${length - 1}`],
+    [allocProgram, 'commit', String(length)],
+  );
   t.is(status, 1);
   t.is(report.failures.length, 1);
   const failure = report.failures[0]!;
-  t.deepEqual([failure.fn, failure.size, failure.errno, failure.injected, failure.phase], ['mprotect', length, 12, true, 'commit']);
+  t.deepEqual(
+    [failure.fn, failure.size, failure.errno, failure.injected, failure.phase],
+    ['mprotect', length, 12, true, 'commit'],
+  );
   t.is(failure.detail.prot, PROT_READ_WRITE);
   t.is(report.calls!.mprotect, 1);
   t.is(report.last!.reserved, pages, 'nothing was committed');
   t.is(report.diagnosis.cause, 'not-memory');
-  t.true(report.diagnosis.evidence.includes('1 failure(s) were injected by CLIPMEM_FAIL (fault injection, not a limit)'));
+  t.true(
+    report.diagnosis.evidence.includes('1 failure(s) were injected by CLIPMEM_FAIL (fault injection, not a limit)'),
+  );
 });
 
 test('node under RLIMIT_DATA 200M: V8 commits its heap with mprotect, the refusal is recorded, cause data-limit (not js-heap)', (t) => {
   // 8 MB arrays go to V8's large-object space, committed page by page with mprotect; node starts with ~50 MB of VmData.
-  const { report } = trace(['--limit-data', '200M'], ['node', '-e', 'const keep = []; for (;;) keep.push(new Array(1000000).fill(1.5));']);
+  const { report } = trace(
+    ['--limit-data', '200M'],
+    ['node', '-e', 'const keep = []; for (;;) keep.push(new Array(1000000).fill(1.5));'],
+  );
   t.not(report.exit.code, 0);
   const refused = report.failures.filter((f) => f.fn === 'mprotect');
   t.true(refused.length > 0);
-  t.true(refused.every((f) => f.errnoName === 'ENOMEM' && f.limit?.cause === 'data-limit' && f.detail.prot === PROT_READ_WRITE));
+  t.true(
+    refused.every(
+      (f) => f.errnoName === 'ENOMEM' && f.limit?.cause === 'data-limit' && f.detail.prot === PROT_READ_WRITE,
+    ),
+  );
   t.is(report.diagnosis.cause, 'data-limit');
-  t.true(report.diagnosis.evidence.includes('V8 then aborted ("JavaScript heap out of memory") because that allocation was refused'));
+  t.true(
+    report.diagnosis.evidence.includes(
+      'V8 then aborted ("JavaScript heap out of memory") because that allocation was refused',
+    ),
+  );
 });

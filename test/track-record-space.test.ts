@@ -24,9 +24,12 @@ test('a record directory on a full tmpfs: the program runs untracked and stderr 
   // Fill the filesystem: the writes stop with ENOSPC.
   const filler = fs.openSync(path.join(mountPoint, 'filler'), 'w');
   const block = Buffer.alloc(64 * 1024);
-  t.throws(() => {
-    for (;;) fs.writeSync(filler, block);
-  }, { code: 'ENOSPC' });
+  t.throws(
+    () => {
+      for (;;) fs.writeSync(filler, block);
+    },
+    { code: 'ENOSPC' },
+  );
   fs.closeSync(filler);
 
   const run = spawnSync('/bin/sh', ['-c', 'echo still running'], {

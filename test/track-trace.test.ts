@@ -50,7 +50,10 @@ test('C program under RLIMIT_AS 64M: each function fails with its exact size', (
     ['pthread_create', base + 7 * 4096, 'EAGAIN', 'probes'],
   ]);
   t.true(report.failures.every((f) => f.limit?.cause === 'address-space'));
-  t.true(report.failures.every((f) => f.stack[0]!.startsWith('each_function ')), 'stacks start at the caller');
+  t.true(
+    report.failures.every((f) => f.stack[0]!.startsWith('each_function ')),
+    'stacks start at the caller',
+  );
   t.is(report.failures[3]!.detail.alignment, 64);
   t.is(report.failures[4]!.detail.alignment, 4096);
   t.is(report.diagnosis.cause, 'address-space');
@@ -60,9 +63,15 @@ test('C program under RLIMIT_DATA 64M: each function fails as data, thread stack
   const { report } = trace(['--limit-data', '64M'], [program, 'probes']);
   t.deepEqual(
     report.failures.map((f) => [f.fn, f.limit?.cause]),
-    ['malloc', 'calloc', 'realloc', 'posix_memalign', 'aligned_alloc', 'mmap', 'mremap', 'pthread_create'].map((fn) => [fn, 'data-limit']),
+    ['malloc', 'calloc', 'realloc', 'posix_memalign', 'aligned_alloc', 'mmap', 'mremap', 'pthread_create'].map((fn) => [
+      fn,
+      'data-limit',
+    ]),
   );
-  t.regex(report.diagnosis.evidence[0]!, /^VmData .* \+ 256 MiB > RLIMIT_DATA 64 MiB: malloc of 268435457 bytes \(256 MiB\) is private writable memory/);
+  t.regex(
+    report.diagnosis.evidence[0]!,
+    /^VmData .* \+ 256 MiB > RLIMIT_DATA 64 MiB: malloc of 268435457 bytes \(256 MiB\) is private writable memory/,
+  );
 });
 
 test('C program under fault injection: the chosen calls fail with ENOMEM, flagged injected', (t) => {
@@ -118,17 +127,21 @@ test('a read-only file mapping fails under --limit-as but not under the same --l
   t.is(underAs.report.failures[0]!.size, 128 * 2 ** 20);
   t.is(underAs.report.failures[0]!.detail.fdPath, file);
   t.is(underAs.report.diagnosis.cause, 'address-space');
-  t.true(underAs.report.diagnosis.evidence.includes(
-    'a read-only file mapping counts against RLIMIT_AS (address space) but not RLIMIT_DATA: it is not data',
-  ));
+  t.true(
+    underAs.report.diagnosis.evidence.includes(
+      'a read-only file mapping counts against RLIMIT_AS (address space) but not RLIMIT_DATA: it is not data',
+    ),
+  );
   const underData = trace(['--limit-data', '64M'], [program, 'mapfile', file, size]);
   t.is(underData.status, 0);
   t.is(underData.report.failures.length, 0);
   t.is(underData.report.peaks.file, 128 * 2 ** 20);
   t.is(underData.report.diagnosis.cause, 'none');
-  t.true(underData.report.diagnosis.evidence.includes(
-    'file mappings peaked at 128 MiB; read-only file mappings are not data, so RLIMIT_DATA 64 MiB does not count them (RLIMIT_AS would)',
-  ));
+  t.true(
+    underData.report.diagnosis.evidence.includes(
+      'file mappings peaked at 128 MiB; read-only file mappings are not data, so RLIMIT_DATA 64 MiB does not count them (RLIMIT_AS would)',
+    ),
+  );
 });
 
 test('node touching 1 GiB in a 300M cgroup: cgroup-oom-kill with the last counters and phase; the cgroup is removed', (t) => {
@@ -142,7 +155,10 @@ test('node touching 1 GiB in a 300M cgroup: cgroup-oom-kill with the last counte
   t.is(report.cgroup!.limit, 300 * 2 ** 20);
   t.is(report.cgroup!.oomKills, 1);
   t.true(report.cgroup!.removed);
-  t.regex(report.diagnosis.evidence[0]!, /^killed by the kernel OOM killer in cgroup \/.*clipmem-\d+-\d+ at limit 300 MiB$/);
+  t.regex(
+    report.diagnosis.evidence[0]!,
+    /^killed by the kernel OOM killer in cgroup \/.*clipmem-\d+-\d+ at limit 300 MiB$/,
+  );
   t.is(report.last!.phase, 'touch 1 GiB');
   t.true(report.last!.heap > 200 * 2 ** 20);
   t.true(report.last!.rss! > 0);
@@ -177,7 +193,10 @@ test('a static binary is reported as not tracked, not as "no allocations"', (t) 
   const { status, report } = trace([], ['/sbin/ldconfig', '-p']);
   t.is(status, 0);
   t.false(report.tracked);
-  t.is(report.notTracked, '/sbin/ldconfig is statically linked: it never reads LD_PRELOAD, so its allocations cannot be tracked');
+  t.is(
+    report.notTracked,
+    '/sbin/ldconfig is statically linked: it never reads LD_PRELOAD, so its allocations cannot be tracked',
+  );
   t.true(report.diagnosis.evidence.includes(report.notTracked!));
 });
 
@@ -196,7 +215,10 @@ test('stress: 8 threads x 1,000,000 malloc/free pairs, fork and exec: no crash, 
 test('heap peak is exact to the byte for one thread across folds, shrinking and regrowth', (t) => {
   const dir = scratchDir('clipmem-trace-test-');
   const json = path.join(dir, 'trace.json');
-  const result = spawnSync(process.execPath, [bin, 'trace', '--json', json, '--', program, 'peak'], { cwd: root, encoding: 'utf8' });
+  const result = spawnSync(process.execPath, [bin, 'trace', '--json', json, '--', program, 'peak'], {
+    cwd: root,
+    encoding: 'utf8',
+  });
   const report = JSON.parse(fs.readFileSync(json, 'utf8')) as TraceReport;
   t.is(result.status, 0);
   const highest = Number(/peak above start (\d+)/.exec(result.stdout)![1]);
@@ -233,20 +255,26 @@ test('errno survives the tracker: successful calls leave it as the program set i
 });
 
 const overcommitHeuristic = fs.readFileSync('/proc/sys/vm/overcommit_memory', 'utf8').trim() === '0';
-(overcommitHeuristic ? test : test.skip)('python3 asking for 1 TiB under vm.overcommit_memory=0: overcommit-heuristic, with the phase set through ctypes', (t) => {
-  const script = [
-    'import ctypes',
-    'ctypes.CDLL(None).clipmem_tracker_set_phase(b"load weights")',
-    'try:',
-    '    bytearray(1 << 40)',
-    'except MemoryError:',
-    '    print("MemoryError")',
-  ].join('\n');
-  const { status, report } = trace([], ['python3', '-c', script]);
-  t.is(status, 0);
-  const failure = report.failures.find((f) => f.size === 2 ** 40 + 1)!;
-  t.is(failure.fn, 'malloc');
-  t.is(failure.phase, 'load weights');
-  t.is(report.diagnosis.cause, 'overcommit-heuristic');
-  t.regex(report.diagnosis.evidence[0]!, /^1\.00 TiB > RAM \+ swap .* GiB: vm\.overcommit_memory=0 refuses a single allocation larger than all memory/);
-});
+(overcommitHeuristic ? test : test.skip)(
+  'python3 asking for 1 TiB under vm.overcommit_memory=0: overcommit-heuristic, with the phase set through ctypes',
+  (t) => {
+    const script = [
+      'import ctypes',
+      'ctypes.CDLL(None).clipmem_tracker_set_phase(b"load weights")',
+      'try:',
+      '    bytearray(1 << 40)',
+      'except MemoryError:',
+      '    print("MemoryError")',
+    ].join('\n');
+    const { status, report } = trace([], ['python3', '-c', script]);
+    t.is(status, 0);
+    const failure = report.failures.find((f) => f.size === 2 ** 40 + 1)!;
+    t.is(failure.fn, 'malloc');
+    t.is(failure.phase, 'load weights');
+    t.is(report.diagnosis.cause, 'overcommit-heuristic');
+    t.regex(
+      report.diagnosis.evidence[0]!,
+      /^1\.00 TiB > RAM \+ swap .* GiB: vm\.overcommit_memory=0 refuses a single allocation larger than all memory/,
+    );
+  },
+);

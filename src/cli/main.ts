@@ -9,7 +9,15 @@ import { nativeProbeCommand } from './commands/native-probe';
 import { runCommand } from './commands/run';
 import { traceCommandModule } from './commands/trace';
 
-const commands: CommandModule<any, any>[] = [nativeProbeCommand, traceCommandModule, runCommand, compareCommand, checkpointCommand, estimateCommand, fitCommand];
+const commands: CommandModule<any, any>[] = [
+  nativeProbeCommand,
+  traceCommandModule,
+  runCommand,
+  compareCommand,
+  checkpointCommand,
+  estimateCommand,
+  fitCommand,
+];
 
 export async function main(argv: string[]): Promise<void> {
   let parser = yargs(argv)
@@ -25,7 +33,9 @@ export async function main(argv: string[]): Promise<void> {
     .fail((message, error) => {
       // yargs reports its own usage failures (including a command's .check) as YError: those exit 2.
       if (error instanceof Error && error.name !== 'YError') throw error;
-      process.stderr.write(`clip-mem: ${message}\nRun \`clip-mem --help\` or \`clip-mem <command> --help\` for usage.\n`);
+      process.stderr.write(
+        `clip-mem: ${message}\nRun \`clip-mem --help\` or \`clip-mem <command> --help\` for usage.\n`,
+      );
       process.exit(2);
     });
   for (const command of commands) parser = parser.command(command);

@@ -20,7 +20,15 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { ClipConfig, WeightFormat, clipLayout, isInt8Quantized, isPresetName, presetConfig, readHfConfig } from './config';
+import {
+  ClipConfig,
+  WeightFormat,
+  clipLayout,
+  isInt8Quantized,
+  isPresetName,
+  presetConfig,
+  readHfConfig,
+} from './config';
 import { checkpointWeightFormat, ensureConvertedCheckpoint } from './convert';
 import { loadPytorchCheckpoint, readPytorchCheckpoint } from './pytorch';
 import { LoadOptions, LoadedCheckpoint, SafetensorsError, loadSafetensors, readSafetensorsHeader } from './safetensors';
@@ -60,7 +68,10 @@ export function hfHubCacheDir(env: NodeJS.ProcessEnv = process.env): string {
 }
 
 /** The snapshot directory of a hub model in the local cache: the one refs/main names, else the newest. */
-export function findHfSnapshot(repoId: string = DEFAULT_HUB_ID, env: NodeJS.ProcessEnv = process.env): string | undefined {
+export function findHfSnapshot(
+  repoId: string = DEFAULT_HUB_ID,
+  env: NodeJS.ProcessEnv = process.env,
+): string | undefined {
   const repoDir = path.join(hfHubCacheDir(env), `models--${repoId.split('/').join('--')}`);
   const snapshots = path.join(repoDir, 'snapshots');
   if (!fs.existsSync(snapshots)) return undefined;
@@ -84,7 +95,9 @@ function weightsFormatOf(file: string): 'safetensors' | 'pytorch' {
   try {
     const magic = Buffer.alloc(2);
     fs.readSync(fd, magic, 0, 2, 0);
-    return magic.toString('latin1') === 'PK' || file.endsWith('.bin') || file.endsWith('.pt') || file.endsWith('.pth') ? 'pytorch' : 'safetensors';
+    return magic.toString('latin1') === 'PK' || file.endsWith('.bin') || file.endsWith('.pt') || file.endsWith('.pth')
+      ? 'pytorch'
+      : 'safetensors';
   } finally {
     fs.closeSync(fd);
   }
@@ -106,7 +119,11 @@ function existing(dir: string, name: string): string | undefined {
 }
 
 /** A model directory as save_pretrained / the hub cache lays it out. */
-export function openModelDirectory(dir: string, kind: 'directory' | 'hub' = 'directory', spec: string = dir): ClipModelSource {
+export function openModelDirectory(
+  dir: string,
+  kind: 'directory' | 'hub' = 'directory',
+  spec: string = dir,
+): ClipModelSource {
   const config = readHfConfig(dir);
   const weightsFile = existing(dir, 'model.safetensors') ?? existing(dir, 'pytorch_model.bin');
   if (!weightsFile) {
@@ -123,7 +140,15 @@ export function openModelDirectory(dir: string, kind: 'directory' | 'hub' = 'dir
     mergesTxt: existing(dir, 'merges.txt'),
   };
   const hasTokenizer = tokenizer.tokenizerJson || (tokenizer.vocabJson && tokenizer.mergesTxt);
-  return { kind, spec, config, weightsFile, weightsFormat: weightsFormatOf(weightsFile), tokenizer: hasTokenizer ? tokenizer : undefined, description: `${weightsFile} (${kind === 'hub' ? `hub cache, ${spec}` : 'model directory'})` };
+  return {
+    kind,
+    spec,
+    config,
+    weightsFile,
+    weightsFormat: weightsFormatOf(weightsFile),
+    tokenizer: hasTokenizer ? tokenizer : undefined,
+    description: `${weightsFile} (${kind === 'hub' ? `hub cache, ${spec}` : 'model directory'})`,
+  };
 }
 
 export interface ResolveOptions extends Omit<SyntheticOptions, 'config'> {
@@ -139,7 +164,14 @@ export function resolveClipModel(spec: string = 'vit-b-32', options: ResolveOpti
     const config = presetConfig(spec);
     const format: WeightFormat = options.format ?? 'fp32';
     const { file } = ensureSyntheticCheckpoint({ ...options, config });
-    return { kind: 'preset', spec, config, weightsFile: file, weightsFormat: 'safetensors', description: `${file} (synthetic ${spec} ${format}, seed ${options.seed ?? 0})` };
+    return {
+      kind: 'preset',
+      spec,
+      config,
+      weightsFile: file,
+      weightsFormat: 'safetensors',
+      description: `${file} (synthetic ${spec} ${format}, seed ${options.seed ?? 0})`,
+    };
   }
   return inFormat(resolveUserModel(spec, options), options);
 }
@@ -149,9 +181,17 @@ function resolveUserModel(spec: string, options: ResolveOptions): ClipModelSourc
     if (fs.statSync(spec).isDirectory()) return openModelDirectory(spec);
     const dir = path.dirname(spec);
     if (!fs.existsSync(path.join(dir, 'config.json'))) {
-      throw new Error(`${spec}: a checkpoint file needs its config.json beside it (${dir}/config.json is missing); pass the model directory`);
+      throw new Error(
+        `${spec}: a checkpoint file needs its config.json beside it (${dir}/config.json is missing); pass the model directory`,
+      );
     }
-    return { ...openModelDirectory(dir), spec, weightsFile: spec, weightsFormat: weightsFormatOf(spec), description: `${spec} (model file)` };
+    return {
+      ...openModelDirectory(dir),
+      spec,
+      weightsFile: spec,
+      weightsFormat: weightsFormatOf(spec),
+      description: `${spec} (model file)`,
+    };
   }
   if (/^[\w.-]+\/[\w.-]+$/.test(spec)) {
     const snapshot = findHfSnapshot(spec, options.env);
@@ -161,7 +201,9 @@ function resolveUserModel(spec: string, options: ResolveOptions): ClipModelSourc
         'set HF_HUB_CACHE or HF_HOME if it lives elsewhere), and clip-mem does not download. Use a preset (vit-b-32, vit-b-16, vit-l-14, tiny) for a synthetic checkpoint with the same layout.',
     );
   }
-  throw new Error(`"${spec}" is not a CLIP preset (vit-b-32, vit-b-16, vit-l-14, tiny), an existing model directory or file, or a hub id like ${DEFAULT_HUB_ID}`);
+  throw new Error(
+    `"${spec}" is not a CLIP preset (vit-b-32, vit-b-16, vit-l-14, tiny), an existing model directory or file, or a hub id like ${DEFAULT_HUB_ID}`,
+  );
 }
 
 /**
@@ -170,9 +212,15 @@ function resolveUserModel(spec: string, options: ResolveOptions): ClipModelSourc
  */
 function inFormat(model: ClipModelSource, options: ResolveOptions): ClipModelSource {
   if (!options.format) return model;
-  const native = model.weightsFormat === 'safetensors' ? checkpointWeightFormat(readCheckpointIndex(model.weightsFile).entries) : undefined;
+  const native =
+    model.weightsFormat === 'safetensors'
+      ? checkpointWeightFormat(readCheckpointIndex(model.weightsFile).entries)
+      : undefined;
   if (native === options.format) return model;
-  const { file } = ensureConvertedCheckpoint(model.weightsFile, options.format, { cacheDir: options.cacheDir, onProgress: options.onProgress });
+  const { file } = ensureConvertedCheckpoint(model.weightsFile, options.format, {
+    cacheDir: options.cacheDir,
+    onProgress: options.onProgress,
+  });
   return {
     ...model,
     weightsFile: file,
@@ -193,13 +241,28 @@ export function checkCheckpointLayout(header: CheckpointIndex, config: ClipConfi
     const entry = present.get(spec.name);
     if (!entry) {
       if (spec.name.endsWith('.position_ids')) continue;
-      throw new SafetensorsError(header.file, spec.name, 'entry', `missing: ${config.name} needs ${spec.dtype} ${JSON.stringify(spec.shape)}. Is this a CLIPModel checkpoint for that config?`);
+      throw new SafetensorsError(
+        header.file,
+        spec.name,
+        'entry',
+        `missing: ${config.name} needs ${spec.dtype} ${JSON.stringify(spec.shape)}. Is this a CLIPModel checkpoint for that config?`,
+      );
     }
     if (entry.shape.join() !== spec.shape.join()) {
-      throw new SafetensorsError(header.file, spec.name, 'shape', `${JSON.stringify(entry.shape)} but ${config.name} says ${JSON.stringify(spec.shape)}`);
+      throw new SafetensorsError(
+        header.file,
+        spec.name,
+        'shape',
+        `${JSON.stringify(entry.shape)} but ${config.name} says ${JSON.stringify(spec.shape)}`,
+      );
     }
     if (entry.dtype === 'I8' && isInt8Quantized(spec) && !present.has(`${spec.name}.scale`)) {
-      throw new SafetensorsError(header.file, spec.name, 'entry', `an int8 weight without its ${spec.name}.scale tensor`);
+      throw new SafetensorsError(
+        header.file,
+        spec.name,
+        'entry',
+        `an int8 weight without its ${spec.name}.scale tensor`,
+      );
     }
   }
 }
@@ -209,7 +272,10 @@ export interface LoadedClipCheckpoint extends LoadedCheckpoint {
 }
 
 /** Resolve `spec` (see resolveClipModel), check its layout against its config, and load it. */
-export function loadClipCheckpoint(spec: string = 'vit-b-32', options: ResolveOptions & LoadOptions = {}): LoadedClipCheckpoint {
+export function loadClipCheckpoint(
+  spec: string = 'vit-b-32',
+  options: ResolveOptions & LoadOptions = {},
+): LoadedClipCheckpoint {
   const model = resolveClipModel(spec, options);
   checkCheckpointLayout(readCheckpointIndex(model.weightsFile), model.config);
   const load = model.weightsFormat === 'pytorch' ? loadPytorchCheckpoint : loadSafetensors;

@@ -110,7 +110,13 @@ const VISION_DEFAULTS: ClipVisionConfig = {
 };
 
 const PRESETS: Record<PresetName, ClipConfig> = {
-  'vit-b-32': { name: 'vit-b-32', projectionDim: 512, logitScaleInitValue: 2.6592, text: TEXT_DEFAULTS, vision: VISION_DEFAULTS },
+  'vit-b-32': {
+    name: 'vit-b-32',
+    projectionDim: 512,
+    logitScaleInitValue: 2.6592,
+    text: TEXT_DEFAULTS,
+    vision: VISION_DEFAULTS,
+  },
   'vit-b-16': {
     name: 'vit-b-16',
     projectionDim: 512,
@@ -123,7 +129,14 @@ const PRESETS: Record<PresetName, ClipConfig> = {
     projectionDim: 768,
     logitScaleInitValue: 2.6592,
     text: { ...TEXT_DEFAULTS, hiddenSize: 768, intermediateSize: 3072, numAttentionHeads: 12 },
-    vision: { ...VISION_DEFAULTS, hiddenSize: 1024, intermediateSize: 4096, numHiddenLayers: 24, numAttentionHeads: 16, patchSize: 14 },
+    vision: {
+      ...VISION_DEFAULTS,
+      hiddenSize: 1024,
+      intermediateSize: 4096,
+      numHiddenLayers: 24,
+      numAttentionHeads: 16,
+      patchSize: 14,
+    },
   },
   // The layout of ../shared/clip/reference/config.json (the tiny checkpoint with PyTorch outputs).
   tiny: {
@@ -141,7 +154,15 @@ const PRESETS: Record<PresetName, ClipConfig> = {
       bosTokenId: 98,
       eosTokenId: 99,
     },
-    vision: { ...VISION_DEFAULTS, hiddenSize: 32, intermediateSize: 64, numHiddenLayers: 2, numAttentionHeads: 4, imageSize: 32, patchSize: 8 },
+    vision: {
+      ...VISION_DEFAULTS,
+      hiddenSize: 32,
+      intermediateSize: 64,
+      numHiddenLayers: 2,
+      numAttentionHeads: 4,
+      imageSize: 32,
+      patchSize: 8,
+    },
   },
 };
 
@@ -151,7 +172,9 @@ export function isPresetName(value: string): value is PresetName {
 
 export function presetConfig(name: string): ClipConfig {
   if (!isPresetName(name)) {
-    throw new Error(`unknown CLIP preset "${name}": use one of ${PRESET_NAMES.join(', ')}, or a model directory with a config.json`);
+    throw new Error(
+      `unknown CLIP preset "${name}": use one of ${PRESET_NAMES.join(', ')}, or a model directory with a config.json`,
+    );
   }
   const preset = PRESETS[name];
   return { ...preset, text: { ...preset.text }, vision: { ...preset.vision } };
@@ -179,7 +202,12 @@ function field<T extends number | string>(
         Number.isFinite(value) &&
         (check === 'positive' ? value > 0 : Number.isSafeInteger(value) && (check === 'int' ? value >= 0 : value > 0));
   if (!ok) {
-    const wanted = { 'positive-int': 'a positive integer', int: 'a non-negative integer', positive: 'a positive number', string: 'a string' }[check];
+    const wanted = {
+      'positive-int': 'a positive integer',
+      int: 'a non-negative integer',
+      positive: 'a positive number',
+      string: 'a string',
+    }[check];
     throw new Error(`${where}.${key}: expected ${wanted}, got ${JSON.stringify(value)}`);
   }
   return value as T;
@@ -189,7 +217,9 @@ function field<T extends number | string>(
 export function parseHfConfig(json: unknown, source: string): ClipConfig {
   if (!isObject(json)) throw new Error(`${source}: expected a JSON object (a Hugging Face CLIPConfig)`);
   if (json.model_type !== undefined && json.model_type !== 'clip') {
-    throw new Error(`${source}: model_type is ${JSON.stringify(json.model_type)}, clip-mem reads CLIP configs (model_type "clip")`);
+    throw new Error(
+      `${source}: model_type is ${JSON.stringify(json.model_type)}, clip-mem reads CLIP configs (model_type "clip")`,
+    );
   }
   // Old transformers releases wrote text_config_dict / vision_config_dict.
   const textJson = json.text_config ?? json.text_config_dict ?? {};
@@ -204,7 +234,13 @@ export function parseHfConfig(json: unknown, source: string): ClipConfig {
     intermediateSize: field(textJson, 'intermediate_size', TEXT_DEFAULTS.intermediateSize, t, 'positive-int'),
     numHiddenLayers: field(textJson, 'num_hidden_layers', TEXT_DEFAULTS.numHiddenLayers, t, 'positive-int'),
     numAttentionHeads: field(textJson, 'num_attention_heads', TEXT_DEFAULTS.numAttentionHeads, t, 'positive-int'),
-    maxPositionEmbeddings: field(textJson, 'max_position_embeddings', TEXT_DEFAULTS.maxPositionEmbeddings, t, 'positive-int'),
+    maxPositionEmbeddings: field(
+      textJson,
+      'max_position_embeddings',
+      TEXT_DEFAULTS.maxPositionEmbeddings,
+      t,
+      'positive-int',
+    ),
     layerNormEps: field(textJson, 'layer_norm_eps', TEXT_DEFAULTS.layerNormEps, t, 'positive'),
     bosTokenId: field(textJson, 'bos_token_id', TEXT_DEFAULTS.bosTokenId, t, 'int'),
     eosTokenId: field(textJson, 'eos_token_id', TEXT_DEFAULTS.eosTokenId, t, 'int'),
@@ -223,10 +259,14 @@ export function parseHfConfig(json: unknown, source: string): ClipConfig {
     hiddenAct: field(visionJson, 'hidden_act', VISION_DEFAULTS.hiddenAct, v, 'string'),
   };
   if (text.hiddenSize % text.numAttentionHeads) {
-    throw new Error(`${t}: hidden_size ${text.hiddenSize} is not divisible by num_attention_heads ${text.numAttentionHeads}`);
+    throw new Error(
+      `${t}: hidden_size ${text.hiddenSize} is not divisible by num_attention_heads ${text.numAttentionHeads}`,
+    );
   }
   if (vision.hiddenSize % vision.numAttentionHeads) {
-    throw new Error(`${v}: hidden_size ${vision.hiddenSize} is not divisible by num_attention_heads ${vision.numAttentionHeads}`);
+    throw new Error(
+      `${v}: hidden_size ${vision.hiddenSize} is not divisible by num_attention_heads ${vision.numAttentionHeads}`,
+    );
   }
   if (vision.imageSize % vision.patchSize) {
     throw new Error(`${v}: image_size ${vision.imageSize} is not divisible by patch_size ${vision.patchSize}`);
@@ -242,7 +282,8 @@ export function parseHfConfig(json: unknown, source: string): ClipConfig {
 
 /** Reads a Hugging Face config.json: the file itself, or `config.json` inside a model directory. */
 export function readHfConfig(fileOrDir: string): ClipConfig {
-  const file = fs.existsSync(fileOrDir) && fs.statSync(fileOrDir).isDirectory() ? path.join(fileOrDir, 'config.json') : fileOrDir;
+  const file =
+    fs.existsSync(fileOrDir) && fs.statSync(fileOrDir).isDirectory() ? path.join(fileOrDir, 'config.json') : fileOrDir;
   let text: string;
   try {
     text = fs.readFileSync(file, 'utf8');
@@ -262,7 +303,9 @@ export function readHfConfig(fileOrDir: string): ClipConfig {
 export function resolveClipConfig(presetOrPath: string): ClipConfig {
   if (isPresetName(presetOrPath)) return presetConfig(presetOrPath);
   if (!fs.existsSync(presetOrPath)) {
-    throw new Error(`"${presetOrPath}" is neither a CLIP preset (${PRESET_NAMES.join(', ')}) nor an existing model directory or config.json`);
+    throw new Error(
+      `"${presetOrPath}" is neither a CLIP preset (${PRESET_NAMES.join(', ')}) nor an existing model directory or config.json`,
+    );
   }
   return readHfConfig(presetOrPath);
 }
@@ -276,7 +319,10 @@ function encoderLayers(prefix: string, layers: number, width: number, intermedia
   for (let i = 0; i < layers; i++) {
     const p = `${prefix}.encoder.layers.${i}`;
     for (const proj of ['k_proj', 'v_proj', 'q_proj', 'out_proj']) {
-      out.push(spec(`${p}.self_attn.${proj}.weight`, 'F32', [width, width]), spec(`${p}.self_attn.${proj}.bias`, 'F32', [width]));
+      out.push(
+        spec(`${p}.self_attn.${proj}.weight`, 'F32', [width, width]),
+        spec(`${p}.self_attn.${proj}.bias`, 'F32', [width]),
+      );
     }
     out.push(
       spec(`${p}.layer_norm1.weight`, 'F32', [width]),
@@ -304,7 +350,12 @@ export function clipLayout(config: ClipConfig, format: WeightFormat = 'fp32'): T
     spec('text_model.final_layer_norm.weight', 'F32', [text.hiddenSize]),
     spec('text_model.final_layer_norm.bias', 'F32', [text.hiddenSize]),
     spec('vision_model.embeddings.class_embedding', 'F32', [vision.hiddenSize]),
-    spec('vision_model.embeddings.patch_embedding.weight', 'F32', [vision.hiddenSize, vision.numChannels, vision.patchSize, vision.patchSize]),
+    spec('vision_model.embeddings.patch_embedding.weight', 'F32', [
+      vision.hiddenSize,
+      vision.numChannels,
+      vision.patchSize,
+      vision.patchSize,
+    ]),
     spec('vision_model.embeddings.position_embedding.weight', 'F32', [patches + 1, vision.hiddenSize]),
     spec('vision_model.embeddings.position_ids', 'I64', [1, patches + 1]),
     spec('vision_model.pre_layrnorm.weight', 'F32', [vision.hiddenSize]),
@@ -330,7 +381,9 @@ export function isInt8Quantized(fp32Spec: { dtype: DType; shape: readonly number
 
 /** The order of entries in a real model.safetensors: dtype size descending (I64 first), then by name. */
 export function fileOrder<T extends { name: string; dtype: DType }>(specs: readonly T[]): T[] {
-  return [...specs].sort((a, b) => DTYPE_BYTES[b.dtype] - DTYPE_BYTES[a.dtype] || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  return [...specs].sort(
+    (a, b) => DTYPE_BYTES[b.dtype] - DTYPE_BYTES[a.dtype] || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0),
+  );
 }
 
 export function layoutTotals(specs: readonly TensorSpec[]): LayoutTotals {

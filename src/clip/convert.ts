@@ -59,11 +59,18 @@ function loadAny(file: string) {
   const magic = Buffer.alloc(2);
   fs.readSync(fd, magic, 0, 2, 0);
   fs.closeSync(fd);
-  return magic.toString('latin1') === 'PK' ? loadPytorchCheckpoint(file, { mode: 'mmap' }) : loadSafetensors(file, { mode: 'mmap' });
+  return magic.toString('latin1') === 'PK'
+    ? loadPytorchCheckpoint(file, { mode: 'mmap' })
+    : loadSafetensors(file, { mode: 'mmap' });
 }
 
 /** Writes `sourceFile` converted to `format` as safetensors at `outFile` (temp file + rename). */
-export function convertCheckpoint(sourceFile: string, outFile: string, format: WeightFormat, onProgress?: (p: WriteProgress) => void): void {
+export function convertCheckpoint(
+  sourceFile: string,
+  outFile: string,
+  format: WeightFormat,
+  onProgress?: (p: WriteProgress) => void,
+): void {
   const source = loadAny(sourceFile);
   try {
     const tensors = [...source.tensors.values()];
@@ -92,7 +99,8 @@ export function convertCheckpoint(sourceFile: string, outFile: string, format: W
         const values = toFloat32(tensor);
         if (spec.dtype === 'F32') yield new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
         else if (spec.dtype === 'F16') yield new Uint8Array(float32ToFloat16Array(values).buffer);
-        else yield new Uint8Array(quantizeInt8Rows(values, scalesOf(tensor), 0, values.length / tensor.shape[0]).buffer);
+        else
+          yield new Uint8Array(quantizeInt8Rows(values, scalesOf(tensor), 0, values.length / tensor.shape[0]).buffer);
       },
       onProgress,
       { format: 'pt', 'clip-mem.converted-from': path.basename(sourceFile), 'clip-mem.weight-format': format },
@@ -102,7 +110,11 @@ export function convertCheckpoint(sourceFile: string, outFile: string, format: W
   }
 }
 
-export function convertedCheckpointPath(sourceFile: string, format: WeightFormat, cacheDir: string = clipMemCacheDir()): string {
+export function convertedCheckpointPath(
+  sourceFile: string,
+  format: WeightFormat,
+  cacheDir: string = clipMemCacheDir(),
+): string {
   const real = fs.realpathSync(sourceFile);
   const stat = fs.statSync(real);
   const key = createHash('sha256').update(`${real}\0${stat.size}\0${stat.mtimeMs}`).digest('hex').slice(0, 12);

@@ -150,7 +150,9 @@ export function int8ScaleName(weightName: string): string {
 /** Dequantize an int8 weight-only tensor: row r (first dimension) is q[r, ...] * scale[r]. */
 export function dequantizeInt8(weight: Tensor, scale: Tensor): Float32Array {
   if (weight.dtype !== 'I8' || scale.dtype !== 'F32') {
-    throw new Error(`dequantizeInt8: ${weight.name} must be I8 and ${scale.name} F32 (got ${weight.dtype}, ${scale.dtype})`);
+    throw new Error(
+      `dequantizeInt8: ${weight.name} must be I8 and ${scale.name} F32 (got ${weight.dtype}, ${scale.dtype})`,
+    );
   }
   const rows = weight.shape[0];
   if (scale.data.length !== rows) {
@@ -186,7 +188,12 @@ export function int8RowScales(values: Float32Array, rows: number): Float32Array 
 }
 
 /** Quantizes whole rows (values holds rows firstRow, firstRow + 1, ... of the tensor). */
-export function quantizeInt8Rows(values: Float32Array, scales: Float32Array, firstRow: number, rowLength: number): Int8Array {
+export function quantizeInt8Rows(
+  values: Float32Array,
+  scales: Float32Array,
+  firstRow: number,
+  rowLength: number,
+): Int8Array {
   const q = new Int8Array(values.length);
   for (let i = 0; i < values.length; i++) {
     const scale = scales[firstRow + Math.floor(i / rowLength)];

@@ -83,11 +83,18 @@ export function readPreprocessorConfig(fileOrDir: string): ProcessorOptions {
   const fail = (field: string, detail: string): never => {
     throw new Error(`${file}: ${field}: ${detail}`);
   };
-  const positive = (v: unknown, field: string): number => (Number.isInteger(v) && (v as number) > 0 ? (v as number) : fail(field, `expected a positive integer, got ${JSON.stringify(v)}`));
+  const positive = (v: unknown, field: string): number =>
+    Number.isInteger(v) && (v as number) > 0
+      ? (v as number)
+      : fail(field, `expected a positive integer, got ${JSON.stringify(v)}`);
   const size = json.size as unknown;
   const crop = json.crop_size as unknown;
   const options: ProcessorOptions = {};
-  if (size !== undefined) options.shortestEdge = typeof size === 'object' && size ? positive((size as Record<string, unknown>).shortest_edge, 'size.shortest_edge') : positive(size, 'size');
+  if (size !== undefined)
+    options.shortestEdge =
+      typeof size === 'object' && size
+        ? positive((size as Record<string, unknown>).shortest_edge, 'size.shortest_edge')
+        : positive(size, 'size');
   if (crop !== undefined) {
     if (typeof crop === 'object' && crop) {
       const { height, width } = crop as Record<string, unknown>;
@@ -95,21 +102,38 @@ export function readPreprocessorConfig(fileOrDir: string): ProcessorOptions {
       options.cropSize = positive(height, 'crop_size.height');
     } else options.cropSize = positive(crop, 'crop_size');
   }
-  for (const [key, target] of [['image_mean', 'mean'], ['image_std', 'std']] as const) {
+  for (const [key, target] of [
+    ['image_mean', 'mean'],
+    ['image_std', 'std'],
+  ] as const) {
     const v = json[key];
     if (v === undefined) continue;
-    if (!Array.isArray(v) || v.length !== 3 || !v.every((x) => typeof x === 'number' && Number.isFinite(x))) fail(key, `expected 3 numbers, got ${JSON.stringify(v)}`);
+    if (!Array.isArray(v) || v.length !== 3 || !v.every((x) => typeof x === 'number' && Number.isFinite(x)))
+      fail(key, `expected 3 numbers, got ${JSON.stringify(v)}`);
     options[target] = v as number[];
   }
-  if (json.do_resize === false || json.do_center_crop === false || json.do_normalize === false || json.do_rescale === false) {
-    fail('do_*', 'a processor that skips resize, crop, rescale or normalize is not CLIPImageProcessor as clip-mem reproduces it');
+  if (
+    json.do_resize === false ||
+    json.do_center_crop === false ||
+    json.do_normalize === false ||
+    json.do_rescale === false
+  ) {
+    fail(
+      'do_*',
+      'a processor that skips resize, crop, rescale or normalize is not CLIPImageProcessor as clip-mem reproduces it',
+    );
   }
-  if (json.resample !== undefined && json.resample !== 3) fail('resample', `${JSON.stringify(json.resample)} is not bicubic (3)`);
+  if (json.resample !== undefined && json.resample !== 3)
+    fail('resample', `${JSON.stringify(json.resample)} is not bicubic (3)`);
   return options;
 }
 
 /** The model's own preprocessor_config.json (beside its weights), else sizes from its config. */
-export function processorOptionsForModel(model: { config: ClipConfig; weightsFile: string; convertedFrom?: string }): ProcessorOptions {
+export function processorOptionsForModel(model: {
+  config: ClipConfig;
+  weightsFile: string;
+  convertedFrom?: string;
+}): ProcessorOptions {
   const file = path.join(path.dirname(model.convertedFrom ?? model.weightsFile), 'preprocessor_config.json');
   return fs.existsSync(file) ? readPreprocessorConfig(file) : processorOptionsFor(model.config);
 }
@@ -121,7 +145,10 @@ function describeInput(input: ImageInput): string {
 }
 
 /** Decodes (or converts) the input to 8-bit RGB, HWC. */
-async function toRgb8(input: ImageInput, maxPixels: number): Promise<{ rgb: Uint8Array; width: number; height: number }> {
+async function toRgb8(
+  input: ImageInput,
+  maxPixels: number,
+): Promise<{ rgb: Uint8Array; width: number; height: number }> {
   if (typeof input === 'object' && 'layout' in input) return rawToRgb8(input);
   const what = describeInput(input);
   // loaded on first use: importing clip-mem must not load libvips for commands that never decode images
@@ -135,7 +162,9 @@ async function toRgb8(input: ImageInput, maxPixels: number): Promise<{ rgb: Uint
     width = meta.width ?? 0;
     height = meta.height ?? 0;
   } catch (error) {
-    throw new ImageInputError(`cannot decode ${what}: ${(error as Error).message}. Pass a PNG, JPEG, WebP, GIF, TIFF or AVIF image.`);
+    throw new ImageInputError(
+      `cannot decode ${what}: ${(error as Error).message}. Pass a PNG, JPEG, WebP, GIF, TIFF or AVIF image.`,
+    );
   }
   if (width * height > maxPixels) {
     throw new ImageInputError(
@@ -144,7 +173,11 @@ async function toRgb8(input: ImageInput, maxPixels: number): Promise<{ rgb: Uint
     );
   }
   try {
-    const { data, info } = await image.removeAlpha().toColourspace('srgb').raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
+    const { data, info } = await image
+      .removeAlpha()
+      .toColourspace('srgb')
+      .raw({ depth: 'uchar' })
+      .toBuffer({ resolveWithObject: true });
     if (info.channels !== 3) throw new Error(`decoded to ${info.channels} channels, expected 3`);
     return { rgb: new Uint8Array(data.buffer, data.byteOffset, data.length), width: info.width, height: info.height };
   } catch (error) {
@@ -157,10 +190,14 @@ function rawToRgb8(image: RawImage): { rgb: Uint8Array; width: number; height: n
   if (!Number.isInteger(width) || !Number.isInteger(height) || width <= 0 || height <= 0) {
     throw new ImageInputError(`raw image: width and height must be positive integers, got ${width}x${height}`);
   }
-  if (![1, 3, 4].includes(channels)) throw new ImageInputError(`raw image: channels must be 1, 3 or 4, got ${channels}`);
-  if (layout !== 'hwc' && layout !== 'chw') throw new ImageInputError(`raw image: layout must be 'hwc' or 'chw', got ${JSON.stringify(layout)}`);
+  if (![1, 3, 4].includes(channels))
+    throw new ImageInputError(`raw image: channels must be 1, 3 or 4, got ${channels}`);
+  if (layout !== 'hwc' && layout !== 'chw')
+    throw new ImageInputError(`raw image: layout must be 'hwc' or 'chw', got ${JSON.stringify(layout)}`);
   if (data.length !== width * height * channels) {
-    throw new ImageInputError(`raw image: ${data.length} values, but ${width}x${height}x${channels} (${layout}) needs ${width * height * channels}`);
+    throw new ImageInputError(
+      `raw image: ${data.length} values, but ${width}x${height}x${channels} (${layout}) needs ${width * height * channels}`,
+    );
   }
   let toByte: (v: number) => number = (v) => v;
   if (data instanceof Float32Array) {
@@ -168,7 +205,8 @@ function rawToRgb8(image: RawImage): { rgb: Uint8Array; width: number; height: n
     let max = -Infinity;
     for (let i = 0; i < data.length; i++) {
       const v = data[i];
-      if (Number.isNaN(v)) throw new ImageInputError(`raw image: value ${i} is NaN; float images must hold values in [0, 1]`);
+      if (Number.isNaN(v))
+        throw new ImageInputError(`raw image: value ${i} is NaN; float images must hold values in [0, 1]`);
       if (v < min) min = v;
       if (v > max) max = v;
     }
@@ -179,7 +217,9 @@ function rawToRgb8(image: RawImage): { rgb: Uint8Array; width: number; height: n
           : min < 0
             ? 'these look already normalised (pixel_values): give them to the model directly, without the processor'
             : 'rescale them to [0, 1]';
-      throw new ImageInputError(`raw image: float values must be in [0, 1], saw [${+min.toPrecision(6)}, ${+max.toPrecision(6)}]; ${hint}`);
+      throw new ImageInputError(
+        `raw image: float values must be in [0, 1], saw [${+min.toPrecision(6)}, ${+max.toPrecision(6)}]; ${hint}`,
+      );
     }
     toByte = (v) => Math.trunc(v * 255); // numpy's astype(uint8) after x255, as transformers' to_pil_image
   }
@@ -207,7 +247,10 @@ const PRECISION_BITS = 32 - 8 - 2;
 const ONE = 2 ** PRECISION_BITS;
 
 /** PIL's precompute_coeffs + normalize_coeffs_8bpc: per output pixel, the first input index and weights. */
-function coefficients(inSize: number, outSize: number): { starts: Int32Array; counts: Int32Array; weights: Int32Array; ksize: number } {
+function coefficients(
+  inSize: number,
+  outSize: number,
+): { starts: Int32Array; counts: Int32Array; weights: Int32Array; ksize: number } {
   const scale = inSize / outSize;
   const filterScale = Math.max(scale, 1);
   const support = 2 * filterScale;
@@ -241,7 +284,13 @@ function clip8(sum: number): number {
 }
 
 /** PIL's Image.resize(BICUBIC) of an 8-bit RGB image (HWC), horizontal pass first, 8-bit in between. */
-export function resizeBicubicPil(rgb: Uint8Array, width: number, height: number, outWidth: number, outHeight: number): Uint8Array {
+export function resizeBicubicPil(
+  rgb: Uint8Array,
+  width: number,
+  height: number,
+  outWidth: number,
+  outHeight: number,
+): Uint8Array {
   let current = rgb;
   let currentWidth = width;
   if (outWidth !== width) {
@@ -287,10 +336,14 @@ export async function preprocessImage(input: ImageInput, options: ProcessorOptio
   const { rgb, width, height } = await toRgb8(input, options.maxPixels ?? DEFAULT_MAX_PIXELS);
   // transformers' get_resize_output_image_size(default_to_square=False)
   const [outWidth, outHeight] =
-    width <= height ? [shortest, Math.trunc((shortest * height) / width)] : [Math.trunc((shortest * width) / height), shortest];
+    width <= height
+      ? [shortest, Math.trunc((shortest * height) / width)]
+      : [Math.trunc((shortest * width) / height), shortest];
   const resized = resizeBicubicPil(rgb, width, height, outWidth, outHeight);
   if (outWidth < crop || outHeight < crop) {
-    throw new ImageInputError(`cropSize ${crop} is larger than the resized image ${outWidth}x${outHeight}: use shortestEdge >= cropSize`);
+    throw new ImageInputError(
+      `cropSize ${crop} is larger than the resized image ${outWidth}x${outHeight}: use shortestEdge >= cropSize`,
+    );
   }
   const top = Math.floor((outHeight - crop) / 2);
   const left = Math.floor((outWidth - crop) / 2);
@@ -308,9 +361,13 @@ export async function preprocessImage(input: ImageInput, options: ProcessorOptio
 }
 
 /** Several images -> one batch (batch x 3 x crop x crop). */
-export async function preprocessImages(inputs: readonly ImageInput[], options: ProcessorOptions = {}): Promise<PixelBatch> {
+export async function preprocessImages(
+  inputs: readonly ImageInput[],
+  options: ProcessorOptions = {},
+): Promise<PixelBatch> {
   const size = options.cropSize ?? 224;
   const pixelValues = new Float32Array(inputs.length * 3 * size * size);
-  for (const [i, input] of inputs.entries()) pixelValues.set(await preprocessImage(input, options), i * 3 * size * size);
+  for (const [i, input] of inputs.entries())
+    pixelValues.set(await preprocessImage(input, options), i * 3 * size * size);
   return { pixelValues, batch: inputs.length, size };
 }

@@ -69,7 +69,10 @@ interface ZipEntry {
 
 function readAt(fd: number, file: string, position: number, length: number, fileSize: number, what: string): Buffer {
   if (position < 0 || length < 0 || position + length > fileSize) {
-    throw new PytorchCheckpointError(file, `${what}: bytes ${position}..${position + length} lie outside the file (${fileSize} bytes): truncated or corrupt`);
+    throw new PytorchCheckpointError(
+      file,
+      `${what}: bytes ${position}..${position + length} lie outside the file (${fileSize} bytes): truncated or corrupt`,
+    );
   }
   const out = Buffer.alloc(length);
   let done = 0;
@@ -94,9 +97,15 @@ function readZipDirectory(fd: number, file: string, fileSize: number): Map<strin
   if (eocd < 0) {
     const start = readAt(fd, file, 0, Math.min(fileSize, 2), fileSize, 'magic');
     if (start[0] === 0x80) {
-      throw new PytorchCheckpointError(file, 'is in the legacy torch.save format (PyTorch < 1.6), which clip-mem does not read: re-save it with a current PyTorch, or as model.safetensors');
+      throw new PytorchCheckpointError(
+        file,
+        'is in the legacy torch.save format (PyTorch < 1.6), which clip-mem does not read: re-save it with a current PyTorch, or as model.safetensors',
+      );
     }
-    throw new PytorchCheckpointError(file, 'is not a zip archive (no end-of-central-directory record): not a torch.save file, or truncated');
+    throw new PytorchCheckpointError(
+      file,
+      'is not a zip archive (no end-of-central-directory record): not a torch.save file, or truncated',
+    );
   }
   let entries = tail.readUInt16LE(eocd + 10);
   let cdSize = tail.readUInt32LE(eocd + 12);
@@ -104,19 +113,23 @@ function readZipDirectory(fd: number, file: string, fileSize: number): Map<strin
   const eocdAbsolute = fileSize - tailLength + eocd;
   if (entries === 0xffff || cdSize === 0xffffffff || cdOffset === 0xffffffff) {
     const locator = readAt(fd, file, eocdAbsolute - 20, 20, fileSize, 'zip64 locator');
-    if (locator.readUInt32LE(0) !== 0x07064b50) throw new PytorchCheckpointError(file, 'zip64 end-of-central-directory locator missing');
+    if (locator.readUInt32LE(0) !== 0x07064b50)
+      throw new PytorchCheckpointError(file, 'zip64 end-of-central-directory locator missing');
     const record = readAt(fd, file, Number(locator.readBigUInt64LE(8)), 56, fileSize, 'zip64 end record');
-    if (record.readUInt32LE(0) !== 0x06064b50) throw new PytorchCheckpointError(file, 'zip64 end-of-central-directory record missing');
+    if (record.readUInt32LE(0) !== 0x06064b50)
+      throw new PytorchCheckpointError(file, 'zip64 end-of-central-directory record missing');
     entries = Number(record.readBigUInt64LE(32));
     cdSize = Number(record.readBigUInt64LE(40));
     cdOffset = Number(record.readBigUInt64LE(48));
   }
-  if (cdSize > 64 * 2 ** 20) throw new PytorchCheckpointError(file, `zip central directory of ${cdSize} bytes is implausibly large`);
+  if (cdSize > 64 * 2 ** 20)
+    throw new PytorchCheckpointError(file, `zip central directory of ${cdSize} bytes is implausibly large`);
   const cd = readAt(fd, file, cdOffset, cdSize, fileSize, 'zip central directory');
   const out = new Map<string, ZipEntry>();
   let p = 0;
   for (let i = 0; i < entries; i++) {
-    if (p + 46 > cd.length || cd.readUInt32LE(p) !== 0x02014b50) throw new PytorchCheckpointError(file, `zip central directory entry ${i} is corrupt`);
+    if (p + 46 > cd.length || cd.readUInt32LE(p) !== 0x02014b50)
+      throw new PytorchCheckpointError(file, `zip central directory entry ${i} is corrupt`);
     const method = cd.readUInt16LE(p + 10);
     let compressed = cd.readUInt32LE(p + 20);
     let size = cd.readUInt32LE(p + 24);
@@ -124,16 +137,18 @@ function readZipDirectory(fd: number, file: string, fileSize: number): Map<strin
     const extraLength = cd.readUInt16LE(p + 30);
     const commentLength = cd.readUInt16LE(p + 32);
     let localOffset = cd.readUInt32LE(p + 42);
-    if (p + 46 + nameLength + extraLength > cd.length) throw new PytorchCheckpointError(file, `zip central directory entry ${i} runs past the directory`);
+    if (p + 46 + nameLength + extraLength > cd.length)
+      throw new PytorchCheckpointError(file, `zip central directory entry ${i} runs past the directory`);
     const name = cd.toString('utf8', p + 46, p + 46 + nameLength);
     // zip64 extra field: the 64-bit values of whichever fields hold 0xffffffff, in this order
-    for (let e = p + 46 + nameLength; e + 4 <= p + 46 + nameLength + extraLength; ) {
+    for (let e = p + 46 + nameLength; e + 4 <= p + 46 + nameLength + extraLength;) {
       const id = cd.readUInt16LE(e);
       const length = cd.readUInt16LE(e + 2);
       if (id === 0x0001) {
         let q = e + 4;
         const next = () => {
-          if (q + 8 > e + 4 + length) throw new PytorchCheckpointError(file, `zip entry ${name}: zip64 extra field too short`);
+          if (q + 8 > e + 4 + length)
+            throw new PytorchCheckpointError(file, `zip entry ${name}: zip64 extra field too short`);
           const v = Number(cd.readBigUInt64LE(q));
           q += 8;
           return v;
@@ -146,12 +161,20 @@ function readZipDirectory(fd: number, file: string, fileSize: number): Map<strin
     }
     p += 46 + nameLength + extraLength + commentLength;
     if (method !== 0 || compressed !== size) {
-      throw new PytorchCheckpointError(file, `zip entry ${name} is compressed (method ${method}); torch.save stores entries uncompressed: was the file re-zipped?`);
+      throw new PytorchCheckpointError(
+        file,
+        `zip entry ${name} is compressed (method ${method}); torch.save stores entries uncompressed: was the file re-zipped?`,
+      );
     }
     const local = readAt(fd, file, localOffset, 30, fileSize, `zip entry ${name} local header`);
-    if (local.readUInt32LE(0) !== 0x04034b50) throw new PytorchCheckpointError(file, `zip entry ${name}: local header signature missing`);
+    if (local.readUInt32LE(0) !== 0x04034b50)
+      throw new PytorchCheckpointError(file, `zip entry ${name}: local header signature missing`);
     const dataOffset = localOffset + 30 + local.readUInt16LE(26) + local.readUInt16LE(28);
-    if (dataOffset + size > fileSize) throw new PytorchCheckpointError(file, `zip entry ${name}: ${size} bytes at ${dataOffset} run past the end of the file (${fileSize} bytes)`);
+    if (dataOffset + size > fileSize)
+      throw new PytorchCheckpointError(
+        file,
+        `zip entry ${name}: ${size} bytes at ${dataOffset} run past the end of the file (${fileSize} bytes)`,
+      );
     out.set(name, { name, dataOffset, size });
   }
   return out;
@@ -177,7 +200,19 @@ interface TensorRef {
   shape: number[];
   stride: number[];
 }
-type PickleValue = null | boolean | number | bigint | string | Uint8Array | PickleValue[] | Map<PickleValue, PickleValue> | PickleGlobal | StorageRef | TensorRef | { kind: 'object' };
+type PickleValue =
+  | null
+  | boolean
+  | number
+  | bigint
+  | string
+  | Uint8Array
+  | PickleValue[]
+  | Map<PickleValue, PickleValue>
+  | PickleGlobal
+  | StorageRef
+  | TensorRef
+  | { kind: 'object' };
 
 const MARK = Symbol('mark');
 const MAX_OPS = 50_000_000;
@@ -232,38 +267,85 @@ function unpickle(data: Buffer, file: string): PickleValue {
     if (name === 'collections.OrderedDict' || name === 'builtins.dict') return new Map();
     if (name === 'torch._utils._rebuild_tensor_v2' || name === 'torch._utils._rebuild_tensor') {
       const [storage, offset, shape, stride] = args;
-      if (!storage || typeof storage !== 'object' || !('kind' in storage) || storage.kind !== 'storage') throw new PytorchCheckpointError(file, `${where(at)}: ${name} without a storage`);
+      if (!storage || typeof storage !== 'object' || !('kind' in storage) || storage.kind !== 'storage')
+        throw new PytorchCheckpointError(file, `${where(at)}: ${name} without a storage`);
       if (typeof offset !== 'number' || !isCountList(shape) || !isCountList(stride) || shape.length !== stride.length) {
         throw new PytorchCheckpointError(file, `${where(at)}: ${name} with a bad offset, size or stride`);
       }
       return { kind: 'tensor', storage, offset, shape, stride };
     }
-    if (name === 'torch._utils._rebuild_parameter' || name === 'torch._utils._rebuild_parameter_with_state') return args[0];
-    if (name === 'torch.device' || name === 'collections.defaultdict' || name === 'torch.serialization._get_layout') return { kind: 'object' };
-    throw new PytorchCheckpointError(file, `${where(at)}: the pickle calls ${name}, which a state dict of tensors does not need (clip-mem runs no pickled code)`);
+    if (name === 'torch._utils._rebuild_parameter' || name === 'torch._utils._rebuild_parameter_with_state')
+      return args[0];
+    if (name === 'torch.device' || name === 'collections.defaultdict' || name === 'torch.serialization._get_layout')
+      return { kind: 'object' };
+    throw new PytorchCheckpointError(
+      file,
+      `${where(at)}: the pickle calls ${name}, which a state dict of tensors does not need (clip-mem runs no pickled code)`,
+    );
   };
   for (let ops = 0; ops < MAX_OPS; ops++) {
     const at = p;
     const op = u8();
     switch (op) {
-      case 0x80: u8(); break; // PROTO
-      case 0x95: bytes(8); break; // FRAME
-      case 0x2e: return pop(); // STOP
-      case 0x28: stack.push(MARK); break; // MARK
-      case 0x7d: stack.push(new Map()); break; // EMPTY_DICT
-      case 0x5d: stack.push([]); break; // EMPTY_LIST
-      case 0x29: stack.push([]); break; // EMPTY_TUPLE
-      case 0x74: stack.push(popMark()); break; // TUPLE
-      case 0x85: stack.push([pop()]); break; // TUPLE1
-      case 0x86: { const b = pop(); const a = pop(); stack.push([a, b]); break; } // TUPLE2
-      case 0x87: { const c = pop(); const b = pop(); const a = pop(); stack.push([a, b, c]); break; } // TUPLE3
-      case 0x4e: stack.push(null); break; // NONE
-      case 0x88: stack.push(true); break; // NEWTRUE
-      case 0x89: stack.push(false); break; // NEWFALSE
-      case 0x4b: stack.push(u8()); break; // BININT1
-      case 0x4d: stack.push(u16()); break; // BININT2
-      case 0x4a: stack.push(bytes(4).readInt32LE(0)); break; // BININT
-      case 0x8a: { // LONG1
+      case 0x80:
+        u8();
+        break; // PROTO
+      case 0x95:
+        bytes(8);
+        break; // FRAME
+      case 0x2e:
+        return pop(); // STOP
+      case 0x28:
+        stack.push(MARK);
+        break; // MARK
+      case 0x7d:
+        stack.push(new Map());
+        break; // EMPTY_DICT
+      case 0x5d:
+        stack.push([]);
+        break; // EMPTY_LIST
+      case 0x29:
+        stack.push([]);
+        break; // EMPTY_TUPLE
+      case 0x74:
+        stack.push(popMark());
+        break; // TUPLE
+      case 0x85:
+        stack.push([pop()]);
+        break; // TUPLE1
+      case 0x86: {
+        const b = pop();
+        const a = pop();
+        stack.push([a, b]);
+        break;
+      } // TUPLE2
+      case 0x87: {
+        const c = pop();
+        const b = pop();
+        const a = pop();
+        stack.push([a, b, c]);
+        break;
+      } // TUPLE3
+      case 0x4e:
+        stack.push(null);
+        break; // NONE
+      case 0x88:
+        stack.push(true);
+        break; // NEWTRUE
+      case 0x89:
+        stack.push(false);
+        break; // NEWFALSE
+      case 0x4b:
+        stack.push(u8());
+        break; // BININT1
+      case 0x4d:
+        stack.push(u16());
+        break; // BININT2
+      case 0x4a:
+        stack.push(bytes(4).readInt32LE(0));
+        break; // BININT
+      case 0x8a: {
+        // LONG1
         const n = u8();
         const b = bytes(n);
         let v = 0n;
@@ -272,40 +354,107 @@ function unpickle(data: Buffer, file: string): PickleValue {
         stack.push(v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v);
         break;
       }
-      case 0x47: stack.push(bytes(8).readDoubleBE(0)); break; // BINFLOAT
-      case 0x58: { const n = u32(); stack.push(bytes(n).toString('utf8')); break; } // BINUNICODE
-      case 0x8c: { const n = u8(); stack.push(bytes(n).toString('utf8')); break; } // SHORT_BINUNICODE
-      case 0x55: { const n = u8(); stack.push(bytes(n).toString('latin1')); break; } // SHORT_BINSTRING
-      case 0x54: { const n = u32(); stack.push(bytes(n).toString('latin1')); break; } // BINSTRING
-      case 0x43: { const n = u8(); stack.push(new Uint8Array(bytes(n))); break; } // SHORT_BINBYTES
-      case 0x42: { const n = u32(); stack.push(new Uint8Array(bytes(n))); break; } // BINBYTES
-      case 0x63: { const module = line(); const name = line(); stack.push({ kind: 'global', module, name }); break; } // GLOBAL
-      case 0x93: { const name = pop(); const module = pop(); stack.push({ kind: 'global', module: String(module), name: String(name) }); break; } // STACK_GLOBAL
-      case 0x71: memo.set(u8(), top()); break; // BINPUT
-      case 0x72: memo.set(u32(), top()); break; // LONG_BINPUT
-      case 0x94: memo.set(memo.size, top()); break; // MEMOIZE
+      case 0x47:
+        stack.push(bytes(8).readDoubleBE(0));
+        break; // BINFLOAT
+      case 0x58: {
+        const n = u32();
+        stack.push(bytes(n).toString('utf8'));
+        break;
+      } // BINUNICODE
+      case 0x8c: {
+        const n = u8();
+        stack.push(bytes(n).toString('utf8'));
+        break;
+      } // SHORT_BINUNICODE
+      case 0x55: {
+        const n = u8();
+        stack.push(bytes(n).toString('latin1'));
+        break;
+      } // SHORT_BINSTRING
+      case 0x54: {
+        const n = u32();
+        stack.push(bytes(n).toString('latin1'));
+        break;
+      } // BINSTRING
+      case 0x43: {
+        const n = u8();
+        stack.push(new Uint8Array(bytes(n)));
+        break;
+      } // SHORT_BINBYTES
+      case 0x42: {
+        const n = u32();
+        stack.push(new Uint8Array(bytes(n)));
+        break;
+      } // BINBYTES
+      case 0x63: {
+        const module = line();
+        const name = line();
+        stack.push({ kind: 'global', module, name });
+        break;
+      } // GLOBAL
+      case 0x93: {
+        const name = pop();
+        const module = pop();
+        stack.push({ kind: 'global', module: String(module), name: String(name) });
+        break;
+      } // STACK_GLOBAL
+      case 0x71:
+        memo.set(u8(), top());
+        break; // BINPUT
+      case 0x72:
+        memo.set(u32(), top());
+        break; // LONG_BINPUT
+      case 0x94:
+        memo.set(memo.size, top());
+        break; // MEMOIZE
       case 0x68:
-      case 0x6a: { // BINGET, LONG_BINGET
+      case 0x6a: {
+        // BINGET, LONG_BINGET
         const key = op === 0x68 ? u8() : u32();
         if (!memo.has(key)) throw new PytorchCheckpointError(file, `${where(at)}: memo ${key} was never stored`);
         stack.push(memo.get(key)!);
         break;
       }
-      case 0x51: { // BINPERSID: ('storage', StorageType, key, location, numel)
+      case 0x51: {
+        // BINPERSID: ('storage', StorageType, key, location, numel)
         const id = pop();
-        if (!Array.isArray(id) || id[0] !== 'storage' || id.length < 5) throw new PytorchCheckpointError(file, `${where(at)}: unknown persistent id ${JSON.stringify(id)}`);
+        if (!Array.isArray(id) || id[0] !== 'storage' || id.length < 5)
+          throw new PytorchCheckpointError(file, `${where(at)}: unknown persistent id ${JSON.stringify(id)}`);
         const [, type, key, , numel] = id;
-        const typeName = type && typeof type === 'object' && 'kind' in type && type.kind === 'global' ? type.name : String(type);
+        const typeName =
+          type && typeof type === 'object' && 'kind' in type && type.kind === 'global' ? type.name : String(type);
         const dtype = STORAGE_DTYPES[typeName];
-        if (!dtype) throw new PytorchCheckpointError(file, `${where(at)}: storage type ${typeName} is not one clip-mem reads (${Object.keys(STORAGE_DTYPES).join(', ')})`);
-        if (typeof numel !== 'number' || !Number.isSafeInteger(numel) || numel < 0) throw new PytorchCheckpointError(file, `${where(at)}: storage ${String(key)} has a bad size ${String(numel)}`);
+        if (!dtype)
+          throw new PytorchCheckpointError(
+            file,
+            `${where(at)}: storage type ${typeName} is not one clip-mem reads (${Object.keys(STORAGE_DTYPES).join(', ')})`,
+          );
+        if (typeof numel !== 'number' || !Number.isSafeInteger(numel) || numel < 0)
+          throw new PytorchCheckpointError(
+            file,
+            `${where(at)}: storage ${String(key)} has a bad size ${String(numel)}`,
+          );
         stack.push({ kind: 'storage', dtype, key: String(key), numel });
         break;
       }
-      case 0x52: { const args = pop(); const fn = pop(); stack.push(call(fn, args, at)); break; } // REDUCE
-      case 0x81: { const args = pop(); const cls = pop(); stack.push(call(cls, args, at)); break; } // NEWOBJ
-      case 0x62: pop(); break; // BUILD: state of an OrderedDict (_metadata) or a parameter: not needed
-      case 0x73: { // SETITEM
+      case 0x52: {
+        const args = pop();
+        const fn = pop();
+        stack.push(call(fn, args, at));
+        break;
+      } // REDUCE
+      case 0x81: {
+        const args = pop();
+        const cls = pop();
+        stack.push(call(cls, args, at));
+        break;
+      } // NEWOBJ
+      case 0x62:
+        pop();
+        break; // BUILD: state of an OrderedDict (_metadata) or a parameter: not needed
+      case 0x73: {
+        // SETITEM
         const value = pop();
         const key = pop();
         const dict = top();
@@ -313,17 +462,34 @@ function unpickle(data: Buffer, file: string): PickleValue {
         dict.set(key, value);
         break;
       }
-      case 0x75: { // SETITEMS
+      case 0x75: {
+        // SETITEMS
         const items = popMark();
         const dict = top();
-        if (!(dict instanceof Map) || items.length % 2) throw new PytorchCheckpointError(file, `${where(at)}: SETITEMS on a non-dict`);
+        if (!(dict instanceof Map) || items.length % 2)
+          throw new PytorchCheckpointError(file, `${where(at)}: SETITEMS on a non-dict`);
         for (let i = 0; i < items.length; i += 2) dict.set(items[i], items[i + 1]);
         break;
       }
-      case 0x61: { const v = pop(); const list = top(); if (!Array.isArray(list)) throw new PytorchCheckpointError(file, `${where(at)}: APPEND on a non-list`); list.push(v); break; }
-      case 0x65: { const items = popMark(); const list = top(); if (!Array.isArray(list)) throw new PytorchCheckpointError(file, `${where(at)}: APPENDS on a non-list`); list.push(...items); break; }
+      case 0x61: {
+        const v = pop();
+        const list = top();
+        if (!Array.isArray(list)) throw new PytorchCheckpointError(file, `${where(at)}: APPEND on a non-list`);
+        list.push(v);
+        break;
+      }
+      case 0x65: {
+        const items = popMark();
+        const list = top();
+        if (!Array.isArray(list)) throw new PytorchCheckpointError(file, `${where(at)}: APPENDS on a non-list`);
+        list.push(...items);
+        break;
+      }
       default:
-        throw new PytorchCheckpointError(file, `${where(at)}: pickle opcode 0x${op.toString(16)} is not one a state dict needs`);
+        throw new PytorchCheckpointError(
+          file,
+          `${where(at)}: pickle opcode 0x${op.toString(16)} is not one a state dict needs`,
+        );
     }
   }
   throw new PytorchCheckpointError(file, `data.pkl: more than ${MAX_OPS} pickle operations`);
@@ -340,26 +506,42 @@ function readIndex(fd: number, file: string): PytorchCheckpointIndex {
   const zip = readZipDirectory(fd, file, fileSize);
   const pkl = [...zip.values()].find((e) => e.name.endsWith('/data.pkl') || e.name === 'data.pkl');
   if (!pkl) throw new PytorchCheckpointError(file, 'the zip has no data.pkl: not a torch.save file');
-  if (pkl.size > 256 * 2 ** 20) throw new PytorchCheckpointError(file, `data.pkl is ${pkl.size} bytes, too large for a state dict`);
+  if (pkl.size > 256 * 2 ** 20)
+    throw new PytorchCheckpointError(file, `data.pkl is ${pkl.size} bytes, too large for a state dict`);
   const prefix = pkl.name.slice(0, pkl.name.length - 'data.pkl'.length);
   const root = unpickle(readAt(fd, file, pkl.dataOffset, pkl.size, fileSize, 'data.pkl'), file);
-  if (!(root instanceof Map)) throw new PytorchCheckpointError(file, 'data.pkl does not hold a dict: not a state dict (save model.state_dict(), not the model)');
+  if (!(root instanceof Map))
+    throw new PytorchCheckpointError(
+      file,
+      'data.pkl does not hold a dict: not a state dict (save model.state_dict(), not the model)',
+    );
   const entries: PytorchEntry[] = [];
   for (const [key, value] of root) {
     const name = String(key);
-    if (!isTensorRef(value)) throw new PytorchCheckpointError(file, `state dict entry ${JSON.stringify(name)} is not a tensor`);
+    if (!isTensorRef(value))
+      throw new PytorchCheckpointError(file, `state dict entry ${JSON.stringify(name)} is not a tensor`);
     const { storage, offset, shape, stride } = value;
     const entry = zip.get(`${prefix}data/${storage.key}`);
-    if (!entry) throw new PytorchCheckpointError(file, `tensor ${JSON.stringify(name)}: storage data/${storage.key} is missing from the zip`);
+    if (!entry)
+      throw new PytorchCheckpointError(
+        file,
+        `tensor ${JSON.stringify(name)}: storage data/${storage.key} is missing from the zip`,
+      );
     const size = DTYPE_BYTES[storage.dtype];
     if (storage.numel * size > entry.size) {
-      throw new PytorchCheckpointError(file, `tensor ${JSON.stringify(name)}: storage data/${storage.key} holds ${entry.size} bytes, less than ${storage.numel} x ${storage.dtype}`);
+      throw new PytorchCheckpointError(
+        file,
+        `tensor ${JSON.stringify(name)}: storage data/${storage.key} holds ${entry.size} bytes, less than ${storage.numel} x ${storage.dtype}`,
+      );
     }
     const count = numel(shape);
     let extent = count ? offset + 1 : offset;
     if (count) for (let d = 0; d < shape.length; d++) extent += (shape[d] - 1) * stride[d];
     if (!Number.isSafeInteger(extent) || extent > storage.numel) {
-      throw new PytorchCheckpointError(file, `tensor ${JSON.stringify(name)}: shape ${JSON.stringify(shape)} stride ${JSON.stringify(stride)} at offset ${offset} reaches past its storage of ${storage.numel} elements`);
+      throw new PytorchCheckpointError(
+        file,
+        `tensor ${JSON.stringify(name)}: shape ${JSON.stringify(shape)} stride ${JSON.stringify(stride)} at offset ${offset} reaches past its storage of ${storage.numel} elements`,
+      );
     }
     let expected = 1;
     let contiguous = true;
@@ -369,9 +551,22 @@ function readIndex(fd: number, file: string): PytorchCheckpointIndex {
     }
     if (count * size > storage.numel * size) {
       // a broadcast view (stride 0): materializing it could take far more memory than the file holds
-      throw new PytorchCheckpointError(file, `tensor ${JSON.stringify(name)}: a view of ${count} elements over a storage of ${storage.numel} (stride ${JSON.stringify(stride)}); save it with .contiguous() first`);
+      throw new PytorchCheckpointError(
+        file,
+        `tensor ${JSON.stringify(name)}: a view of ${count} elements over a storage of ${storage.numel} (stride ${JSON.stringify(stride)}); save it with .contiguous() first`,
+      );
     }
-    entries.push({ name, dtype: storage.dtype, shape, bytes: count * size, storageOffset: entry.dataOffset, storageBytes: storage.numel * size, elementOffset: offset, stride, contiguous });
+    entries.push({
+      name,
+      dtype: storage.dtype,
+      shape,
+      bytes: count * size,
+      storageOffset: entry.dataOffset,
+      storageBytes: storage.numel * size,
+      elementOffset: offset,
+      stride,
+      contiguous,
+    });
   }
   return { file, fileSize, entries };
 }
@@ -442,15 +637,38 @@ export function loadPytorchCheckpoint(file: string, options: LoadOptions = {}): 
           const storageBytes = mapping
             ? new Uint8Array(mapping, entry.storageOffset, entry.storageBytes).slice()
             : readAt(fd, file, entry.storageOffset, entry.storageBytes, index.fileSize, `tensor ${entry.name}`);
-          gather(typedArrayFor(entry.dtype, storageBytes.buffer.slice(storageBytes.byteOffset, storageBytes.byteOffset + storageBytes.byteLength), 0, entry.storageBytes / size), entry, data);
+          gather(
+            typedArrayFor(
+              entry.dtype,
+              storageBytes.buffer.slice(storageBytes.byteOffset, storageBytes.byteOffset + storageBytes.byteLength),
+              0,
+              entry.storageBytes / size,
+            ),
+            entry,
+            data,
+          );
         }
       }
       tensors.set(entry.name, { name: entry.name, dtype: entry.dtype, shape: entry.shape, data });
-      const headerEntry = { name: entry.name, dtype: entry.dtype, shape: entry.shape, bytes: entry.bytes, begin: start, end: start + entry.bytes };
+      const headerEntry = {
+        name: entry.name,
+        dtype: entry.dtype,
+        shape: entry.shape,
+        bytes: entry.bytes,
+        begin: start,
+        end: start + entry.bytes,
+      };
       headerEntries.push(headerEntry);
       options.onTensor?.(headerEntry, i, index.entries.length);
     });
-    const header = { file, fileSize: index.fileSize, headerLength: 0, dataOffset: 0, entries: headerEntries, metadata: { format: 'pytorch-zip' } };
+    const header = {
+      file,
+      fileSize: index.fileSize,
+      headerLength: 0,
+      dataOffset: 0,
+      entries: headerEntries,
+      metadata: { format: 'pytorch-zip' },
+    };
     const mapped = mapping;
     return { file, mode, header, tensors, copiedForAlignment, close: () => void (mapped && addon!.unmapFile(mapped)) };
   } catch (error) {

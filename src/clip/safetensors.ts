@@ -90,18 +90,33 @@ export function headerLengthFromPrefix(prefix: Uint8Array, fileSize: number, fil
   const view = new DataView(prefix.buffer, prefix.byteOffset, 8);
   const length = view.getBigUint64(0, true);
   if (length > BigInt(MAX_HEADER_BYTES)) {
-    throw new SafetensorsError(file, undefined, 'header length', `${length} bytes exceeds the ${MAX_HEADER_BYTES}-byte limit: not a safetensors file, or a corrupt one`);
+    throw new SafetensorsError(
+      file,
+      undefined,
+      'header length',
+      `${length} bytes exceeds the ${MAX_HEADER_BYTES}-byte limit: not a safetensors file, or a corrupt one`,
+    );
   }
   const n = Number(length);
   if (8 + n > fileSize) {
-    throw new SafetensorsError(file, undefined, 'header length', `${n} bytes runs past the end of the file (${fileSize} bytes): the file is truncated or corrupt`);
+    throw new SafetensorsError(
+      file,
+      undefined,
+      'header length',
+      `${n} bytes runs past the end of the file (${fileSize} bytes): the file is truncated or corrupt`,
+    );
   }
   if (n < 2) throw new SafetensorsError(file, undefined, 'header length', `${n} bytes cannot hold a JSON object`);
   return n;
 }
 
 function shortFileError(file: string, fileSize: number): SafetensorsError {
-  return new SafetensorsError(file, undefined, 'header length', `the file is ${fileSize} bytes, shorter than the 8-byte header length prefix: not a safetensors file, or truncated`);
+  return new SafetensorsError(
+    file,
+    undefined,
+    'header length',
+    `the file is ${fileSize} bytes, shorter than the 8-byte header length prefix: not a safetensors file, or truncated`,
+  );
 }
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
@@ -139,27 +154,50 @@ export function parseSafetensorsHeader(json: Uint8Array, fileSize: number, file:
     if (name === '__metadata__') {
       if (!isRecord(info)) throw new SafetensorsError(file, undefined, '__metadata__', 'must be an object of strings');
       for (const [key, value] of Object.entries(info)) {
-        if (typeof value !== 'string') throw new SafetensorsError(file, undefined, `__metadata__.${key}`, `must be a string, got ${JSON.stringify(value)}`);
+        if (typeof value !== 'string')
+          throw new SafetensorsError(
+            file,
+            undefined,
+            `__metadata__.${key}`,
+            `must be a string, got ${JSON.stringify(value)}`,
+          );
         metadata[key] = value;
       }
       continue;
     }
-    if (!isRecord(info)) throw new SafetensorsError(file, name, 'entry', 'must be an object with dtype, shape and data_offsets');
+    if (!isRecord(info))
+      throw new SafetensorsError(file, name, 'entry', 'must be an object with dtype, shape and data_offsets');
     const { dtype, shape, data_offsets: offsets } = info;
     if (!isDType(dtype)) {
-      throw new SafetensorsError(file, name, 'dtype', `${JSON.stringify(dtype)} is not a known dtype (${Object.keys(DTYPE_BYTES).join(', ')})`);
+      throw new SafetensorsError(
+        file,
+        name,
+        'dtype',
+        `${JSON.stringify(dtype)} is not a known dtype (${Object.keys(DTYPE_BYTES).join(', ')})`,
+      );
     }
     if (!Array.isArray(shape) || !shape.every(isCount)) {
-      throw new SafetensorsError(file, name, 'shape', `${JSON.stringify(shape)} is not a list of non-negative integers`);
+      throw new SafetensorsError(
+        file,
+        name,
+        'shape',
+        `${JSON.stringify(shape)} is not a list of non-negative integers`,
+      );
     }
     if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isCount) || offsets[0] > offsets[1]) {
-      throw new SafetensorsError(file, name, 'data_offsets', `${JSON.stringify(offsets)} is not [begin, end] with 0 <= begin <= end`);
+      throw new SafetensorsError(
+        file,
+        name,
+        'data_offsets',
+        `${JSON.stringify(offsets)} is not [begin, end] with 0 <= begin <= end`,
+      );
     }
     const [begin, end] = offsets as [number, number];
     let bytes = DTYPE_BYTES[dtype];
     for (const dim of shape as number[]) {
       bytes *= dim;
-      if (!Number.isSafeInteger(bytes)) throw new SafetensorsError(file, name, 'shape', `${JSON.stringify(shape)} x ${dtype} overflows`);
+      if (!Number.isSafeInteger(bytes))
+        throw new SafetensorsError(file, name, 'shape', `${JSON.stringify(shape)} x ${dtype} overflows`);
     }
     if (end - begin !== bytes) {
       throw new SafetensorsError(
@@ -184,12 +222,22 @@ export function parseSafetensorsHeader(json: Uint8Array, fileSize: number, file:
   for (const entry of entries) {
     if (entry.begin !== expected) {
       const what = entry.begin < expected ? 'overlaps the previous tensor' : 'leaves a gap after the previous tensor';
-      throw new SafetensorsError(file, entry.name, 'data_offsets', `[${entry.begin}, ${entry.end}] ${what} (expected to begin at ${expected}): offsets must be contiguous from 0`);
+      throw new SafetensorsError(
+        file,
+        entry.name,
+        'data_offsets',
+        `[${entry.begin}, ${entry.end}] ${what} (expected to begin at ${expected}): offsets must be contiguous from 0`,
+      );
     }
     expected = entry.end;
   }
   if (expected !== dataSize) {
-    throw new SafetensorsError(file, undefined, 'data_offsets', `the tensors cover ${expected} bytes but the data section holds ${dataSize}: trailing bytes after the last tensor`);
+    throw new SafetensorsError(
+      file,
+      undefined,
+      'data_offsets',
+      `the tensors cover ${expected} bytes but the data section holds ${dataSize}: trailing bytes after the last tensor`,
+    );
   }
   return { file, fileSize, headerLength, dataOffset, entries, metadata };
 }
@@ -199,7 +247,13 @@ function readExactly(fd: number, target: Uint8Array, position: number, file: str
   while (done < target.length) {
     const chunk = Math.min(target.length - done, 1 << 30);
     const n = fs.readSync(fd, target, done, chunk, position + done);
-    if (n === 0) throw new SafetensorsError(file, undefined, what, `the file ended after ${done} of ${target.length} bytes (truncated while reading)`);
+    if (n === 0)
+      throw new SafetensorsError(
+        file,
+        undefined,
+        what,
+        `the file ended after ${done} of ${target.length} bytes (truncated while reading)`,
+      );
     done += n;
   }
 }
@@ -334,9 +388,15 @@ export function encodeSafetensorsHeader(
 }
 
 /** A whole safetensors file in memory, tensors in the given order. */
-export function serializeSafetensors(tensors: readonly Tensor[], metadata: Record<string, string> = { format: 'pt' }): Buffer {
+export function serializeSafetensors(
+  tensors: readonly Tensor[],
+  metadata: Record<string, string> = { format: 'pt' },
+): Buffer {
   const specs = tensors.map((t) => ({ name: t.name, dtype: t.dtype, shape: [...t.shape], bytes: t.data.byteLength }));
-  const parts = [encodeSafetensorsHeader(specs, metadata), ...tensors.map((t) => new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength))];
+  const parts = [
+    encodeSafetensorsHeader(specs, metadata),
+    ...tensors.map((t) => new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength)),
+  ];
   return Buffer.concat(parts);
 }
 
@@ -375,7 +435,10 @@ export function writeSafetensorsFile(
     for (const spec of specs) {
       const before = bytesWritten;
       for (const chunk of chunksOf(spec)) write(chunk, spec.name);
-      if (bytesWritten - before !== spec.bytes) throw new Error(`writing ${file}: tensor ${spec.name} produced ${bytesWritten - before} bytes, expected ${spec.bytes}`);
+      if (bytesWritten - before !== spec.bytes)
+        throw new Error(
+          `writing ${file}: tensor ${spec.name} produced ${bytesWritten - before} bytes, expected ${spec.bytes}`,
+        );
     }
     fs.fsyncSync(fd);
     fs.closeSync(fd);

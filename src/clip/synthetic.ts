@@ -57,13 +57,17 @@ export function syntheticCheckpointPath(options: SyntheticOptions = {}): string 
   const id = isPresetName(config.name)
     ? config.name
     : `config-${createHash('sha256').update(JSON.stringify(shapes)).digest('hex').slice(0, 12)}`;
-  return path.join(options.cacheDir ?? clipMemCacheDir(), `clip-${id}-${format}-seed${seed}-v${GENERATOR_VERSION}.safetensors`);
+  return path.join(
+    options.cacheDir ?? clipMemCacheDir(),
+    `clip-${id}-${format}-seed${seed}-v${GENERATOR_VERSION}.safetensors`,
+  );
 }
 
 /** The cached checkpoint for these options, written first when missing or not matching the layout. */
 export function ensureSyntheticCheckpoint(options: SyntheticOptions = {}): { file: string; created: boolean } {
   const file = syntheticCheckpointPath(options);
-  if (fs.existsSync(file) && matchesLayout(file, configOf(options), options.format ?? 'fp32')) return { file, created: false };
+  if (fs.existsSync(file) && matchesLayout(file, configOf(options), options.format ?? 'fp32'))
+    return { file, created: false };
   writeSyntheticCheckpoint(file, options);
   return { file, created: true };
 }
@@ -74,7 +78,10 @@ function matchesLayout(file: string, config: ClipConfig, format: WeightFormat): 
     const expected = fileOrder(clipLayout(config, format));
     return (
       header.entries.length === expected.length &&
-      header.entries.every((e, i) => e.name === expected[i].name && e.dtype === expected[i].dtype && e.shape.join() === expected[i].shape.join())
+      header.entries.every(
+        (e, i) =>
+          e.name === expected[i].name && e.dtype === expected[i].dtype && e.shape.join() === expected[i].shape.join(),
+      )
     );
   } catch {
     return false;
@@ -103,7 +110,8 @@ function distribution(spec: TensorSpec, config: ClipConfig): { center: number; s
   if (isNorm && name.endsWith('.weight')) return { center: 1, spread: 0.1 };
   if (shape.length < 2) return { center: 0, spread: 0.02 };
   const sqrt3 = Math.sqrt(3); // uniform on [-a, a] has std a / sqrt(3)
-  if (name.includes('embedding.weight') && !name.includes('patch_embedding')) return { center: 0, spread: 0.02 * sqrt3 };
+  if (name.includes('embedding.weight') && !name.includes('patch_embedding'))
+    return { center: 0, spread: 0.02 * sqrt3 };
   const fanIn = shape.slice(1).reduce((a, b) => a * b, 1);
   return { center: 0, spread: sqrt3 / Math.sqrt(fanIn) };
 }
@@ -146,12 +154,18 @@ function int8Scales(spec: TensorSpec, config: ClipConfig, seed: number): Float32
   const rows = spec.shape[0];
   const rowLength = spec.bytes / 4 / rows;
   const scales = new Float32Array(rows);
-  for (const [r0, values] of valueChunks(spec, config, seed)) scales.set(int8RowScales(values, values.length / rowLength), r0);
+  for (const [r0, values] of valueChunks(spec, config, seed))
+    scales.set(int8RowScales(values, values.length / rowLength), r0);
   return scales;
 }
 
 /** The bytes of one entry of the (possibly converted) layout, in chunks of at most ~CHUNK_ELEMENTS. */
-function* encodedChunks(spec: TensorSpec, fp32ByName: Map<string, TensorSpec>, config: ClipConfig, seed: number): Generator<Uint8Array> {
+function* encodedChunks(
+  spec: TensorSpec,
+  fp32ByName: Map<string, TensorSpec>,
+  config: ClipConfig,
+  seed: number,
+): Generator<Uint8Array> {
   if (spec.dtype === 'I64') {
     const numel = spec.bytes / 8;
     const ids = new BigInt64Array(numel);

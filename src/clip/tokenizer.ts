@@ -38,24 +38,88 @@ export interface TokenizedBatch {
 // Python's html.unescape knows all of HTML5's 2,231 named references; these are the ones text carries
 // in practice (image captions scraped from the web), plus every numeric reference.
 const NAMED_ENTITIES: Record<string, string> = {
-  amp: '&', lt: '<', gt: '>', quot: '"', apos: "'", nbsp: '\u00a0', copy: '\u00a9', reg: '\u00ae',
-  trade: '\u2122', hellip: '\u2026', mdash: '\u2014', ndash: '\u2013', lsquo: '\u2018', rsquo: '\u2019',
-  ldquo: '\u201c', rdquo: '\u201d', laquo: '\u00ab', raquo: '\u00bb', deg: '\u00b0', times: '\u00d7',
-  middot: '\u00b7', bull: '\u2022', euro: '\u20ac', pound: '\u00a3', yen: '\u00a5', cent: '\u00a2',
-  sect: '\u00a7', para: '\u00b6', eacute: '\u00e9', egrave: '\u00e8', aacute: '\u00e1', agrave: '\u00e0',
-  ouml: '\u00f6', uuml: '\u00fc', auml: '\u00e4', iuml: '\u00ef', ccedil: '\u00e7', ntilde: '\u00f1',
-  szlig: '\u00df', frac12: '\u00bd', plusmn: '\u00b1', micro: '\u00b5',
+  amp: '&',
+  lt: '<',
+  gt: '>',
+  quot: '"',
+  apos: "'",
+  nbsp: '\u00a0',
+  copy: '\u00a9',
+  reg: '\u00ae',
+  trade: '\u2122',
+  hellip: '\u2026',
+  mdash: '\u2014',
+  ndash: '\u2013',
+  lsquo: '\u2018',
+  rsquo: '\u2019',
+  ldquo: '\u201c',
+  rdquo: '\u201d',
+  laquo: '\u00ab',
+  raquo: '\u00bb',
+  deg: '\u00b0',
+  times: '\u00d7',
+  middot: '\u00b7',
+  bull: '\u2022',
+  euro: '\u20ac',
+  pound: '\u00a3',
+  yen: '\u00a5',
+  cent: '\u00a2',
+  sect: '\u00a7',
+  para: '\u00b6',
+  eacute: '\u00e9',
+  egrave: '\u00e8',
+  aacute: '\u00e1',
+  agrave: '\u00e0',
+  ouml: '\u00f6',
+  uuml: '\u00fc',
+  auml: '\u00e4',
+  iuml: '\u00ef',
+  ccedil: '\u00e7',
+  ntilde: '\u00f1',
+  szlig: '\u00df',
+  frac12: '\u00bd',
+  plusmn: '\u00b1',
+  micro: '\u00b5',
 };
 // html.unescape also accepts these without the semicolon (the HTML5 legacy set).
 const LEGACY_NO_SEMICOLON = new Set(['amp', 'lt', 'gt', 'quot', 'nbsp', 'copy', 'reg']);
 
 // Python's html.unescape maps these invalid numeric references to what browsers show.
 const INVALID_CHARREFS: Record<number, string> = {
-  0x00: '\ufffd', 0x0d: '\r', 0x80: '\u20ac', 0x81: '\x81', 0x82: '\u201a', 0x83: '\u0192', 0x84: '\u201e',
-  0x85: '\u2026', 0x86: '\u2020', 0x87: '\u2021', 0x88: '\u02c6', 0x89: '\u2030', 0x8a: '\u0160', 0x8b: '\u2039',
-  0x8c: '\u0152', 0x8d: '\x8d', 0x8e: '\u017d', 0x8f: '\x8f', 0x90: '\x90', 0x91: '\u2018', 0x92: '\u2019',
-  0x93: '\u201c', 0x94: '\u201d', 0x95: '\u2022', 0x96: '\u2013', 0x97: '\u2014', 0x98: '\u02dc', 0x99: '\u2122',
-  0x9a: '\u0161', 0x9b: '\u203a', 0x9c: '\u0153', 0x9d: '\x9d', 0x9e: '\u017e', 0x9f: '\u0178',
+  0x00: '\ufffd',
+  0x0d: '\r',
+  0x80: '\u20ac',
+  0x81: '\x81',
+  0x82: '\u201a',
+  0x83: '\u0192',
+  0x84: '\u201e',
+  0x85: '\u2026',
+  0x86: '\u2020',
+  0x87: '\u2021',
+  0x88: '\u02c6',
+  0x89: '\u2030',
+  0x8a: '\u0160',
+  0x8b: '\u2039',
+  0x8c: '\u0152',
+  0x8d: '\x8d',
+  0x8e: '\u017d',
+  0x8f: '\x8f',
+  0x90: '\x90',
+  0x91: '\u2018',
+  0x92: '\u2019',
+  0x93: '\u201c',
+  0x94: '\u201d',
+  0x95: '\u2022',
+  0x96: '\u2013',
+  0x97: '\u2014',
+  0x98: '\u02dc',
+  0x99: '\u2122',
+  0x9a: '\u0161',
+  0x9b: '\u203a',
+  0x9c: '\u0153',
+  0x9d: '\x9d',
+  0x9e: '\u017e',
+  0x9f: '\u0178',
 };
 
 function htmlUnescape(text: string): string {
@@ -127,7 +191,10 @@ export class ClipTokenizer {
 
   static fromTokenizerJson(file: string): ClipTokenizer {
     const json = readJson(file) as { model?: { type?: string; vocab?: unknown; merges?: unknown } };
-    if (!json.model || json.model.type !== 'BPE') throw new Error(`${file}: model.type must be "BPE" (a CLIP tokenizer.json), got ${JSON.stringify(json.model?.type)}`);
+    if (!json.model || json.model.type !== 'BPE')
+      throw new Error(
+        `${file}: model.type must be "BPE" (a CLIP tokenizer.json), got ${JSON.stringify(json.model?.type)}`,
+      );
     const vocab = readVocab(json.model.vocab, `${file}: model.vocab`);
     if (!Array.isArray(json.model.merges)) throw new Error(`${file}: model.merges must be a list`);
     const merges = json.model.merges.map((m: unknown, i: number) => {
@@ -141,7 +208,9 @@ export class ClipTokenizer {
   static fromFiles(files: { tokenizerJson?: string; vocabJson?: string; mergesTxt?: string }): ClipTokenizer {
     if (files.vocabJson && files.mergesTxt) return ClipTokenizer.fromVocabAndMerges(files.vocabJson, files.mergesTxt);
     if (files.tokenizerJson) return ClipTokenizer.fromTokenizerJson(files.tokenizerJson);
-    throw new Error('a CLIP tokenizer needs vocab.json + merges.txt or a tokenizer.json (the model directory has neither)');
+    throw new Error(
+      'a CLIP tokenizer needs vocab.json + merges.txt or a tokenizer.json (the model directory has neither)',
+    );
   }
 
   /**
@@ -158,7 +227,15 @@ export class ClipTokenizer {
     symbols.forEach((symbol, i) => vocab.set(symbol, free[i % free.length]));
     vocab.set(START, bosTokenId);
     vocab.set(END, eosTokenId);
-    return new ClipTokenizer(vocab, new Map(), vocabSize, bosTokenId, eosTokenId, maxPositionEmbeddings, `synthetic vocabulary of ${vocabSize}`);
+    return new ClipTokenizer(
+      vocab,
+      new Map(),
+      vocabSize,
+      bosTokenId,
+      eosTokenId,
+      maxPositionEmbeddings,
+      `synthetic vocabulary of ${vocabSize}`,
+    );
   }
 
   /** The tokenizer files found beside the model's weights, else a synthetic vocabulary of its config. */
@@ -166,11 +243,17 @@ export class ClipTokenizer {
     return model.tokenizer ? ClipTokenizer.fromFiles(model.tokenizer) : ClipTokenizer.synthetic(model.config);
   }
 
-  private static build(vocab: Map<string, number>, merges: string[], source: string, mergesSource: string): ClipTokenizer {
+  private static build(
+    vocab: Map<string, number>,
+    merges: string[],
+    source: string,
+    mergesSource: string,
+  ): ClipTokenizer {
     const ranks = new Map<string, number>();
     merges.forEach((line, rank) => {
       const parts = line.trim().split(' ');
-      if (parts.length !== 2) throw new Error(`${mergesSource}: merge ${rank + 1} "${line}" is not two symbols separated by a space`);
+      if (parts.length !== 2)
+        throw new Error(`${mergesSource}: merge ${rank + 1} "${line}" is not two symbols separated by a space`);
       if (!ranks.has(parts.join(' '))) ranks.set(parts.join(' '), rank);
     });
     const bos = vocab.get(START);
@@ -202,7 +285,8 @@ export class ClipTokenizer {
 
   /** A padded batch: each row <|startoftext|> + ids[: length - 2] + <|endoftext|>, padded with <|endoftext|>. */
   tokenize(texts: string | readonly string[], contextLength: number = this.contextLength): TokenizedBatch {
-    if (!Number.isInteger(contextLength) || contextLength < 2) throw new Error(`contextLength must be an integer >= 2, got ${contextLength}`);
+    if (!Number.isInteger(contextLength) || contextLength < 2)
+      throw new Error(`contextLength must be an integer >= 2, got ${contextLength}`);
     const list = typeof texts === 'string' ? [texts] : texts;
     const inputIds = new Int32Array(list.length * contextLength).fill(this.eosId);
     const attentionMask = new Int32Array(list.length * contextLength);
@@ -268,10 +352,14 @@ function readJson(file: string): unknown {
 }
 
 function readVocab(json: unknown, where: string): Map<string, number> {
-  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new Error(`${where}: the vocabulary must be an object of token -> id`);
+  if (typeof json !== 'object' || json === null || Array.isArray(json))
+    throw new Error(`${where}: the vocabulary must be an object of token -> id`);
   const vocab = new Map<string, number>();
   for (const [token, id] of Object.entries(json)) {
-    if (!Number.isSafeInteger(id) || (id as number) < 0) throw new Error(`${where}: token ${JSON.stringify(token)} has id ${JSON.stringify(id)}, expected a non-negative integer`);
+    if (!Number.isSafeInteger(id) || (id as number) < 0)
+      throw new Error(
+        `${where}: token ${JSON.stringify(token)} has id ${JSON.stringify(id)}, expected a non-negative integer`,
+      );
     vocab.set(token, id as number);
   }
   return vocab;

@@ -15,7 +15,6 @@ import { formatBytes } from '../units';
 
 const MiB = 1024 * 1024;
 
-
 /**
  * Fraction of slack kept between a predicted need and the limit before a fix is called one that fits:
  * the loaders' own buffers, allocator rounding and the runtime's growth are not in the weight bytes.
@@ -44,21 +43,45 @@ export function memoryAnalysis(result: Analysed, options: RunOptions, environmen
   switch (result.diagnosis.cause) {
     case 'address-space':
       return f && f.vmSize !== null
-        ? row('address space (RLIMIT_AS)', f.vmSize + f.size, limits.as ?? null, 'VmSize at the failure + the failed request (a lower bound: what the rest of the work needs is not counted)')
+        ? row(
+            'address space (RLIMIT_AS)',
+            f.vmSize + f.size,
+            limits.as ?? null,
+            'VmSize at the failure + the failed request (a lower bound: what the rest of the work needs is not counted)',
+          )
         : row('address space (RLIMIT_AS)', null, limits.as ?? null, 'the failure left no VmSize reading');
     case 'data-limit':
       return f && f.vmData !== null
-        ? row('data segment (RLIMIT_DATA)', f.vmData + f.size, limits.data ?? null, 'VmData at the failure + the failed request (a lower bound: what the rest of the work needs is not counted)')
+        ? row(
+            'data segment (RLIMIT_DATA)',
+            f.vmData + f.size,
+            limits.data ?? null,
+            'VmData at the failure + the failed request (a lower bound: what the rest of the work needs is not counted)',
+          )
         : row('data segment (RLIMIT_DATA)', null, limits.data ?? null, 'the failure left no VmData reading');
     case 'cgroup-oom-kill':
-      return { resource: 'cgroup memory', required: m.rssPeak, available: limits.mem ?? null, deficit: null, basis: 'RSS when killed: a lower bound, the next allocation did not fit' };
+      return {
+        resource: 'cgroup memory',
+        required: m.rssPeak,
+        available: limits.mem ?? null,
+        deficit: null,
+        basis: 'RSS when killed: a lower bound, the next allocation did not fit',
+      };
   }
   if (limits.as !== undefined) return row('address space (RLIMIT_AS)', m.vmSizePeak, limits.as, 'VmSize peak');
   if (limits.mem !== undefined) {
     // The cgroup counts its own charge (anonymous memory + page cache it brought in), not shared pages.
-    return m.cgroupPeak != null ? row('cgroup memory', m.cgroupPeak, limits.mem, 'cgroup charge peak') : row('cgroup memory', m.rssPeak, limits.mem, 'RSS peak');
+    return m.cgroupPeak != null
+      ? row('cgroup memory', m.cgroupPeak, limits.mem, 'cgroup charge peak')
+      : row('cgroup memory', m.rssPeak, limits.mem, 'RSS peak');
   }
-  if (limits.data !== undefined) return row('data segment (RLIMIT_DATA)', null, limits.data, 'no VmData peak is measured; file mappings are not data');
+  if (limits.data !== undefined)
+    return row(
+      'data segment (RLIMIT_DATA)',
+      null,
+      limits.data,
+      'no VmData peak is measured; file mappings are not data',
+    );
   return row('host RAM (MemAvailable)', m.rssPeak, environment.memAvailable, 'RSS peak');
 }
 
@@ -96,7 +119,12 @@ function loadedBytes(result: Analysed, scenario: ScenarioOptions, format: Weight
  * `phaseNeed`: the VmSize the estimate predicts for the whole failing phase, when it stands behind one.
  * Without it a non-loading scenario knows only the failed allocation's need, a lower bound.
  */
-function addressSpaceFixes(result: Analysed, options: RunOptions, scenario: ScenarioOptions, phaseNeed: number | null): Fix[] {
+function addressSpaceFixes(
+  result: Analysed,
+  options: RunOptions,
+  scenario: ScenarioOptions,
+  phaseNeed: number | null,
+): Fix[] {
   const limit = options.limits.as;
   const f = result.failure;
   if (limit === undefined) return [];
@@ -118,7 +146,9 @@ function addressSpaceFixes(result: Analysed, options: RunOptions, scenario: Scen
   // A smaller weight format fits when its bytes fit in what the limit left above the VmSize before loading.
   if (result.memory.vmSizeBefore !== null && (loading || /^load /.test(f?.phase ?? ''))) {
     const headroom = limit - result.memory.vmSizeBefore;
-    for (const smaller of (['fp16', 'int8'] as const).filter((d) => d !== format && weightBytes(scenario.model, d) < weightBytes(scenario.model, format))) {
+    for (const smaller of (['fp16', 'int8'] as const).filter(
+      (d) => d !== format && weightBytes(scenario.model, d) < weightBytes(scenario.model, format),
+    )) {
       const bytes = weightBytes(scenario.model, smaller);
       if (bytes * (1 + SAFETY) <= headroom) {
         fixes.push({
@@ -172,7 +202,9 @@ function dataLimitFixes(result: Analysed, options: RunOptions, scenario: Scenari
       kind: 'raise-limit',
       text:
         `raise \`ulimit -d\` to at least ${target / 1024} KiB (${formatBytes(target)}): VmData ${formatBytes(f.vmData)} at the failure + ` +
-        (left !== null ? `the ${exact(left)} of weights still to load from "${f.phase}" on (10% slack)` : `the failed ${exact(f.size)}; later steps may need more`),
+        (left !== null
+          ? `the ${exact(left)} of weights still to load from "${f.phase}" on (10% slack)`
+          : `the failed ${exact(f.size)}; later steps may need more`),
       command: `ulimit -d ${target / 1024}   # then: ${rerun(result, `--limit-data ${target / MiB}M`)}`,
     });
   }
@@ -180,7 +212,10 @@ function dataLimitFixes(result: Analysed, options: RunOptions, scenario: Scenari
     fixes.push({
       kind: 'load-path',
       text: 'load by mmap (the clip-load scenario): a read-only file mapping is not data, so RLIMIT_DATA does not count the weights at all',
-      command: rerun({ ...result, command: result.command.replace(/^clip-mem run clip-load-copy/, 'clip-mem run clip-load') }, `--limit-data ${Math.floor(limit / MiB)}M`),
+      command: rerun(
+        { ...result, command: result.command.replace(/^clip-mem run clip-load-copy/, 'clip-mem run clip-load') },
+        `--limit-data ${Math.floor(limit / MiB)}M`,
+      ),
     });
   }
   return fixes;
@@ -222,16 +257,38 @@ function needed(estimate: PhaseEstimate, cause: string): number | null {
  * address-space fixes weigh MALLOC_ARENA_MAX against it). Offered only when the runtime's baseline has
  * been measured (`clip-mem estimate` does it once), so every number is one the estimate stands behind.
  */
-function estimatedFixes(result: Analysed, options: RunOptions, scenario: ScenarioOptions): { fixes: Fix[]; need: number | null } {
+function estimatedFixes(
+  result: Analysed,
+  options: RunOptions,
+  scenario: ScenarioOptions,
+): { fixes: Fix[]; need: number | null } {
   const none = { fixes: [], need: null };
   const estimated = ESTIMATED[result.name];
   const cause = result.diagnosis.cause;
-  const limit = cause === 'address-space' ? options.limits.as : cause === 'cgroup-oom-kill' ? options.limits.mem : cause === 'data-limit' ? options.limits.data : undefined;
+  const limit =
+    cause === 'address-space'
+      ? options.limits.as
+      : cause === 'cgroup-oom-kill'
+        ? options.limits.mem
+        : cause === 'data-limit'
+          ? options.limits.data
+          : undefined;
   if (!estimated || limit === undefined) return none;
   const record = loadRuntimeRecord(scenario.threads);
   if (!record.baseline) return none;
   const batch = estimated.batchOption === '--batch' ? scenario.batch : scenario.largeBatch;
-  const at = (b: number) => estimatePhase(scenario.config, { model: scenario.model, dtype: scenario.dtype as WeightFormat, batch: b, phase: estimated.phase, optimizer: 'adamw' }, record);
+  const at = (b: number) =>
+    estimatePhase(
+      scenario.config,
+      {
+        model: scenario.model,
+        dtype: scenario.dtype as WeightFormat,
+        batch: b,
+        phase: estimated.phase,
+        optimizer: 'adamw',
+      },
+      record,
+    );
   const failing = at(batch);
   // An uncalibrated VmSize misses what malloc reserves as the batch grows (tiny large-batch 4096: 1.80 GiB
   // predicted, 2.17 GiB measured, and "batch 3415 fits 1700M" failed): only a calibrated one is offered.
@@ -241,11 +298,13 @@ function estimatedFixes(result: Analysed, options: RunOptions, scenario: Scenari
     const option = (name: string) => new RegExp(`${name} (\\S+)`).exec(result.command)?.[1];
     const command = `clip-mem estimate --calibrate --model ${option('--model')} --dtype ${option('--dtype')} --threads ${option('--threads')} --phase ${estimated.phase} --calibrate-batches ${Math.max(1, Math.floor(batch / 4))},${batch}`;
     return {
-      fixes: [{
-        kind: 'calibrate',
-        text: `for the batch that fits under ${formatBytes(limit)}, calibrate the estimate first (uncalibrated, it misses what malloc reserves as the batch grows), then run this scenario again`,
-        command,
-      }],
+      fixes: [
+        {
+          kind: 'calibrate',
+          text: `for the batch that fits under ${formatBytes(limit)}, calibrate the estimate first (uncalibrated, it misses what malloc reserves as the batch grows), then run this scenario again`,
+          command,
+        },
+      ],
       need: null,
     };
   }
@@ -254,16 +313,21 @@ function estimatedFixes(result: Analysed, options: RunOptions, scenario: Scenari
   if (current === null || current <= limit) return none;
   const fixes: Fix[] = [];
   const counted = cause === 'address-space' ? 'VmSize' : 'RSS';
-  const how = failing.uncertainty ? `${counted}, uncertainty included` : `${counted}, not calibrated: \`clip-mem estimate --calibrate\` narrows it`;
+  const how = failing.uncertainty
+    ? `${counted}, uncertainty included`
+    : `${counted}, not calibrated: \`clip-mem estimate --calibrate\` narrows it`;
   const limitOption = `--limit-${cause === 'address-space' ? 'as' : cause === 'data-limit' ? 'data' : 'mem'}`;
   {
-    const what = cause === 'address-space' ? '`ulimit -v`' : cause === 'data-limit' ? '`ulimit -d`' : 'the memory limit';
+    const what =
+      cause === 'address-space' ? '`ulimit -v`' : cause === 'data-limit' ? '`ulimit -d`' : 'the memory limit';
     const target = roundUpMiB(current);
     fixes.push({
       kind: cause === 'cgroup-oom-kill' ? 'slurm-mem' : 'raise-limit',
       text:
         `${estimated.phase} at batch ${batch} is predicted to need ${formatBytes(current)} (${how}): ` +
-        (cause === 'cgroup-oom-kill' ? `in Slurm, \`--mem\` at least ${target / MiB}M` : `raise ${what} to at least ${formatBytes(target)}`),
+        (cause === 'cgroup-oom-kill'
+          ? `in Slurm, \`--mem\` at least ${target / MiB}M`
+          : `raise ${what} to at least ${formatBytes(target)}`),
       command: rerun(result, `${limitOption} ${target / MiB}M`),
     });
   }
@@ -290,7 +354,12 @@ function estimatedFixes(result: Analysed, options: RunOptions, scenario: Scenari
   return { fixes, need: cause === 'address-space' ? current : null };
 }
 
-function measuredFixes(result: Analysed, options: RunOptions, scenario: ScenarioOptions, phaseNeed: number | null): Fix[] {
+function measuredFixes(
+  result: Analysed,
+  options: RunOptions,
+  scenario: ScenarioOptions,
+  phaseNeed: number | null,
+): Fix[] {
   switch (result.diagnosis.cause) {
     case 'address-space':
       return addressSpaceFixes(result, options, scenario, phaseNeed);
@@ -313,6 +382,11 @@ export function proposeFixes(result: Analysed, options: RunOptions, scenario: Sc
     // The estimate cannot model this configuration: only the fixes read off the measurements remain.
   }
   // A predicted need for the whole phase replaces the lower bound read off one failed allocation.
-  const replaced = new Set<string>(estimated.fixes.map((f) => f.kind).filter((kind) => kind === 'raise-limit' || kind === 'slurm-mem'));
-  return [...measuredFixes(result, options, scenario, estimated.need).filter((f) => !replaced.has(f.kind)), ...estimated.fixes];
+  const replaced = new Set<string>(
+    estimated.fixes.map((f) => f.kind).filter((kind) => kind === 'raise-limit' || kind === 'slurm-mem'),
+  );
+  return [
+    ...measuredFixes(result, options, scenario, estimated.need).filter((f) => !replaced.has(f.kind)),
+    ...estimated.fixes,
+  ];
 }

@@ -153,7 +153,10 @@ export function explainFailure(f: FailureFacts, limits: DiagnosisInput['limits']
     };
   }
   if (f.errno !== ENOMEM && !(f.fn === 'pthread_create' && f.errno === EAGAIN)) {
-    return { cause: 'not-memory', evidence: [`${request} failed with ${errnoName(f.errno)}, which is not a memory shortage`] };
+    return {
+      cause: 'not-memory',
+      evidence: [`${request} failed with ${errnoName(f.errno)}, which is not a memory shortage`],
+    };
   }
   const readOnlyFile =
     (f.fn === 'mmap' || f.fn === 'mmap64') && f.fd !== undefined && f.fd >= 0 && ((f.prot ?? 0) & PROT_WRITE) === 0;
@@ -197,7 +200,12 @@ export function explainFailure(f: FailureFacts, limits: DiagnosisInput['limits']
       evidence: [`${f.mapCount} mappings = vm.max_map_count ${f.maxMapCount}: ${request} needs one more mapping`],
     };
   }
-  if (f.overcommitMemory === 2 && known(f.committedAs) && known(f.commitLimit) && f.committedAs + f.size > f.commitLimit) {
+  if (
+    f.overcommitMemory === 2 &&
+    known(f.committedAs) &&
+    known(f.commitLimit) &&
+    f.committedAs + f.size > f.commitLimit
+  ) {
     return {
       cause: 'commit-limit',
       evidence: [
@@ -218,7 +226,12 @@ export function explainFailure(f: FailureFacts, limits: DiagnosisInput['limits']
   return undefined;
 }
 
-const outputSigns: { pattern: RegExp; cause: Cause; when?: (limits: DiagnosisInput['limits']) => boolean; say: (limits: DiagnosisInput['limits'], output: string) => string }[] = [
+const outputSigns: {
+  pattern: RegExp;
+  cause: Cause;
+  when?: (limits: DiagnosisInput['limits']) => boolean;
+  say: (limits: DiagnosisInput['limits'], output: string) => string;
+}[] = [
   {
     // ld.so maps a library's segments itself (not through the interposed mmap), so no failure is recorded.
     pattern: /failed to map segment from shared object/,
@@ -226,8 +239,10 @@ const outputSigns: { pattern: RegExp; cause: Cause; when?: (limits: DiagnosisInp
     when: (limits) => limits.as !== undefined,
     say: (limits, output) => {
       const library = /([^\s:]+\.so[\w.]*): failed to map segment/.exec(output)?.[1] ?? 'a shared library';
-      return `the dynamic loader could not map ${library} ("failed to map segment from shared object") under RLIMIT_AS ${formatBytes(limits.as!)}: ` +
-        "a library's code and data are address space, and the limit left too little to load it";
+      return (
+        `the dynamic loader could not map ${library} ("failed to map segment from shared object") under RLIMIT_AS ${formatBytes(limits.as!)}: ` +
+        "a library's code and data are address space, and the limit left too little to load it"
+      );
     },
   },
   {
@@ -241,10 +256,12 @@ const outputSigns: { pattern: RegExp; cause: Cause; when?: (limits: DiagnosisInp
   {
     pattern: /JavaScript heap out of memory|Reached heap limit/,
     cause: 'js-heap',
-    say: () => 'V8 reached its JavaScript heap limit ("JavaScript heap out of memory"): raise --max-old-space-size or keep less on the JS heap',
+    say: () =>
+      'V8 reached its JavaScript heap limit ("JavaScript heap out of memory"): raise --max-old-space-size or keep less on the JS heap',
   },
   {
-    pattern: /CUDA out of memory|cudaErrorMemoryAllocation|CUBLAS_STATUS_ALLOC_FAILED|out of memory on device|CUDA_ERROR_OUT_OF_MEMORY/,
+    pattern:
+      /CUDA out of memory|cudaErrorMemoryAllocation|CUBLAS_STATUS_ALLOC_FAILED|out of memory on device|CUDA_ERROR_OUT_OF_MEMORY/,
     cause: 'gpu-memory',
     say: () => 'the GPU ran out of device memory (the runtime reported an out-of-memory error on the device)',
   },
@@ -277,12 +294,15 @@ export function diagnose(input: DiagnosisInput): Diagnosis {
   if (input.cgroup && (input.cgroup.oomKills ?? 0) > 0) {
     const limit = input.cgroup.limit !== null ? ` at limit ${formatBytes(input.cgroup.limit)}` : '';
     evidence.push(`killed by the kernel OOM killer in cgroup ${input.cgroup.path ?? ''}${limit}`.replace('  ', ' '));
-    if (input.cgroup.peak) evidence.push(`the cgroup's memory peaked at ${formatBytes(input.cgroup.peak)} (RSS + page cache)`);
+    if (input.cgroup.peak)
+      evidence.push(`the cgroup's memory peaked at ${formatBytes(input.cgroup.peak)} (RSS + page cache)`);
     if (last) evidence.push(last);
     return { cause: 'cgroup-oom-kill', evidence };
   }
   if (killed && (input.hostOomKills ?? 0) > 0) {
-    evidence.push(`killed by SIGKILL while the host's OOM killer killed ${input.hostOomKills} process(es) (/proc/vmstat oom_kill)`);
+    evidence.push(
+      `killed by SIGKILL while the host's OOM killer killed ${input.hostOomKills} process(es) (/proc/vmstat oom_kill)`,
+    );
     if (last) evidence.push(last);
     return { cause: 'host-oom-kill', evidence };
   }
@@ -297,7 +317,9 @@ export function diagnose(input: DiagnosisInput): Diagnosis {
   const real = input.failures.filter((f) => !f.injected);
   // The first failure a memory limit explains; a refusal for another reason (an mprotect EACCES, an mmap
   // EEXIST of MAP_FIXED_NOREPLACE) is the cause only when no failure was for lack of memory.
-  const explanations = real.map((failure) => explainFailure(failure, limits)).filter((e): e is Diagnosis => e !== undefined);
+  const explanations = real
+    .map((failure) => explainFailure(failure, limits))
+    .filter((e): e is Diagnosis => e !== undefined);
   const explained = explanations.find((e) => e.cause !== 'not-memory') ?? explanations[0];
   if (explained) {
     if (!found) found = explained;
@@ -305,7 +327,13 @@ export function diagnose(input: DiagnosisInput): Diagnosis {
     else if (found.cause === 'js-heap' && explained.cause !== 'not-memory') {
       // V8 also aborts with "JavaScript heap out of memory" when the OS refuses one of its own
       // allocations: a limit that explains the refusal is the cause, V8's abort its consequence.
-      found = { cause: explained.cause, evidence: [...explained.evidence, `V8 then aborted ("JavaScript heap out of memory") because that allocation was refused`] };
+      found = {
+        cause: explained.cause,
+        evidence: [
+          ...explained.evidence,
+          `V8 then aborted ("JavaScript heap out of memory") because that allocation was refused`,
+        ],
+      };
     }
   }
   const injected = input.failures.length - real.length;
@@ -316,7 +344,9 @@ export function diagnose(input: DiagnosisInput): Diagnosis {
   }
   if (injected) evidence.push(`${injected} failure(s) were injected by CLIPMEM_FAIL (fault injection, not a limit)`);
   for (const failure of real) {
-    evidence.push(`${describeRequest(failure)} failed with ${errnoName(failure.errno)}, and no known limit explains it`);
+    evidence.push(
+      `${describeRequest(failure)} failed with ${errnoName(failure.errno)}, and no known limit explains it`,
+    );
   }
   if (limits.data !== undefined && input.filePeak && input.filePeak > 0) {
     evidence.push(
@@ -331,7 +361,9 @@ export function diagnose(input: DiagnosisInput): Diagnosis {
   }
   const how = exit.signal ? `killed by ${exit.signal}` : `exited with code ${exit.code}`;
   evidence.unshift(
-    killed ? `${how}, but no OOM killer counted a kill (not an out-of-memory kill)` : `${how}; no allocation failed for lack of memory`,
+    killed
+      ? `${how}, but no OOM killer counted a kill (not an out-of-memory kill)`
+      : `${how}; no allocation failed for lack of memory`,
   );
   if (last && killed) evidence.push(last);
   return { cause: 'not-memory', evidence };

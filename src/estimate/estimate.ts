@@ -3,9 +3,26 @@
 // calibration itself (children at a few batch sizes, least-squares fits).
 import { resolveClipConfig, type ClipConfig, type WeightFormat } from '../clip/config';
 import { DEFAULT_TRAINING_SEGMENTS } from '../clip/onnx/train';
-import { modelTerms, sumRss, sumVmSize, trainableBytes, type Component, type Optimizer, type Phase, PHASES, phasesOf } from './model';
+import {
+  modelTerms,
+  sumRss,
+  sumVmSize,
+  trainableBytes,
+  type Component,
+  type Optimizer,
+  type Phase,
+  PHASES,
+  phasesOf,
+} from './model';
 import { runPhases } from './runs';
-import { loadRuntimeRecord, saveRuntimeRecord, type Calibration, type LinearFit, type Peak, type RuntimeRecord } from './store';
+import {
+  loadRuntimeRecord,
+  saveRuntimeRecord,
+  type Calibration,
+  type LinearFit,
+  type Peak,
+  type RuntimeRecord,
+} from './store';
 
 export const BASELINE_MODEL = 'tiny';
 
@@ -66,18 +83,32 @@ export function fitLine(points: readonly { batch: number; y: number }[]): Linear
 }
 
 /** Per-sample bytes of a phase's terms: how a per-sample correction measured on one model scales to another. */
-function termsPerSample(config: ClipConfig, dtype: WeightFormat, phase: Phase, optimizer: Optimizer, segments: number): number {
+function termsPerSample(
+  config: ClipConfig,
+  dtype: WeightFormat,
+  phase: Phase,
+  optimizer: Optimizer,
+  segments: number,
+): number {
   if (phase === 'load') return 0;
   const at = (batch: number) => sumRss(modelTerms(config, dtype, phase, batch, optimizer, segments).components);
   return at(2) - at(1);
 }
 
 /** The calibration that applies: this model, dtype and phase; else the same phase's, preferring the dtype. */
-function pickCalibration(record: RuntimeRecord, config: ClipConfig, dtype: string, request: EstimateRequest): { calibration: Calibration; exact: boolean } | null {
+function pickCalibration(
+  record: RuntimeRecord,
+  config: ClipConfig,
+  dtype: string,
+  request: EstimateRequest,
+): { calibration: Calibration; exact: boolean } | null {
   const { phase, optimizer } = request;
   // A training step's correction belongs to its optimizer (they leave the heap differently).
-  const ofPhase = record.calibrations.filter((c) => c.phase === phase && (phase !== 'train' || (c.optimizer ?? 'adamw') === optimizer));
-  const sameSegments = phase !== 'train' || (request.segments ?? DEFAULT_TRAINING_SEGMENTS) === DEFAULT_TRAINING_SEGMENTS; // calibration runs `clip-mem run`: the trainer's default
+  const ofPhase = record.calibrations.filter(
+    (c) => c.phase === phase && (phase !== 'train' || (c.optimizer ?? 'adamw') === optimizer),
+  );
+  const sameSegments =
+    phase !== 'train' || (request.segments ?? DEFAULT_TRAINING_SEGMENTS) === DEFAULT_TRAINING_SEGMENTS; // calibration runs `clip-mem run`: the trainer's default
   const exact = sameSegments ? ofPhase.find((c) => c.model === config.name && c.dtype === dtype) : undefined;
   if (exact) return { calibration: exact, exact: true };
   const other = ofPhase.find((c) => c.dtype === dtype) ?? ofPhase[0];
@@ -87,14 +118,33 @@ function pickCalibration(record: RuntimeRecord, config: ClipConfig, dtype: strin
 export function estimatePhase(config: ClipConfig, request: EstimateRequest, record: RuntimeRecord): PhaseEstimate {
   const baseline = record.baseline;
   if (!baseline) throw new Error(`no runtime baseline for ${record.key}: measure it first (ensureBaseline)`);
-  const terms = modelTerms(config, request.dtype, request.phase, request.batch, request.optimizer, request.segments ?? DEFAULT_TRAINING_SEGMENTS);
+  const terms = modelTerms(
+    config,
+    request.dtype,
+    request.phase,
+    request.batch,
+    request.optimizer,
+    request.segments ?? DEFAULT_TRAINING_SEGMENTS,
+  );
   const base = baseline.phases[request.phase];
   const components: Component[] = [
-    { name: 'runtime baseline', rss: base.rss, vmSize: base.vmSize, basis: `Node + onnxruntime, measured: the ${BASELINE_MODEL} preset's ${request.phase} in a child` },
+    {
+      name: 'runtime baseline',
+      rss: base.rss,
+      vmSize: base.vmSize,
+      basis: `Node + onnxruntime, measured: the ${BASELINE_MODEL} preset's ${request.phase} in a child`,
+    },
     ...terms.components,
   ];
   const modelled = { rss: sumRss(components), vmSize: sumVmSize(components) };
-  const estimate: PhaseEstimate = { ...request, components, modelled, predicted: modelled, calibration: { kind: 'none' }, uncertainty: null };
+  const estimate: PhaseEstimate = {
+    ...request,
+    components,
+    modelled,
+    predicted: modelled,
+    calibration: { kind: 'none' },
+    uncertainty: null,
+  };
   if (request.phase === 'load') {
     const weights = terms.components[0].vmSize;
     estimate.mmap = { rss: base.rss, vmSize: base.vmSize + weights };
@@ -106,12 +156,30 @@ export function estimatePhase(config: ClipConfig, request: EstimateRequest, reco
   const from = `${calibration.model} ${calibration.dtype} at batch ${calibration.points.map((p) => p.batch).join(', ')}`;
   let residual: Peak;
   if (exact) {
-    residual = { rss: Math.round(at(calibration.residualFit.rss, request.batch)), vmSize: Math.round(at(calibration.residualFit.vmSize, request.batch)) };
+    residual = {
+      rss: Math.round(at(calibration.residualFit.rss, request.batch)),
+      vmSize: Math.round(at(calibration.residualFit.vmSize, request.batch)),
+    };
   } else {
     // The constant is the runtime's (it transfers as is); the per-sample part scales with the activations.
     const source = resolveClipConfig(calibration.model);
-    const sourceSlope = termsPerSample(source, calibration.dtype as WeightFormat, request.phase, request.optimizer, DEFAULT_TRAINING_SEGMENTS);
-    const scale = sourceSlope > 0 ? termsPerSample(config, request.dtype, request.phase, request.optimizer, request.segments ?? DEFAULT_TRAINING_SEGMENTS) / sourceSlope : 1;
+    const sourceSlope = termsPerSample(
+      source,
+      calibration.dtype as WeightFormat,
+      request.phase,
+      request.optimizer,
+      DEFAULT_TRAINING_SEGMENTS,
+    );
+    const scale =
+      sourceSlope > 0
+        ? termsPerSample(
+            config,
+            request.dtype,
+            request.phase,
+            request.optimizer,
+            request.segments ?? DEFAULT_TRAINING_SEGMENTS,
+          ) / sourceSlope
+        : 1;
     const scaled = (fit: LinearFit) => Math.round(fit.constant + fit.slope * scale * request.batch);
     residual = { rss: scaled(calibration.residualFit.rss), vmSize: scaled(calibration.residualFit.vmSize) };
   }
@@ -125,7 +193,19 @@ export function estimatePhase(config: ClipConfig, request: EstimateRequest, reco
   estimate.calibration = { kind: exact ? 'this config' : 'transferred', from };
   estimate.uncertainty = exact
     ? fitUncertainty(calibration, estimate.predicted)
-    : transferUncertainty(record, request, residual, estimate.predicted, termsPerSample(config, request.dtype, request.phase, request.optimizer, request.segments ?? DEFAULT_TRAINING_SEGMENTS));
+    : transferUncertainty(
+        record,
+        request,
+        residual,
+        estimate.predicted,
+        termsPerSample(
+          config,
+          request.dtype,
+          request.phase,
+          request.optimizer,
+          request.segments ?? DEFAULT_TRAINING_SEGMENTS,
+        ),
+      );
   return estimate;
 }
 
@@ -133,11 +213,25 @@ export function estimatePhase(config: ClipConfig, request: EstimateRequest, reco
 function refit(calibration: Calibration, record: RuntimeRecord): Calibration {
   const config = resolveClipConfig(calibration.model);
   const points = calibration.points.map((p) => {
-    const request: EstimateRequest = { model: calibration.model, dtype: calibration.dtype as WeightFormat, batch: p.batch, phase: calibration.phase, optimizer: (calibration.optimizer ?? 'adamw') as Optimizer };
+    const request: EstimateRequest = {
+      model: calibration.model,
+      dtype: calibration.dtype as WeightFormat,
+      batch: p.batch,
+      phase: calibration.phase,
+      optimizer: (calibration.optimizer ?? 'adamw') as Optimizer,
+    };
     return { ...p, modelled: estimatePhase(config, request, { ...record, calibrations: [] }).modelled };
   });
-  const line = (y: (p: Calibration['points'][number]) => number) => fitLine(points.map((p) => ({ batch: p.batch, y: y(p) })));
-  return { ...calibration, points, residualFit: { rss: line((p) => p.measured.rss - p.modelled.rss), vmSize: line((p) => p.measured.vmSize - p.modelled.vmSize) } };
+  const line = (y: (p: Calibration['points'][number]) => number) =>
+    fitLine(points.map((p) => ({ batch: p.batch, y: y(p) })));
+  return {
+    ...calibration,
+    points,
+    residualFit: {
+      rss: line((p) => p.measured.rss - p.modelled.rss),
+      vmSize: line((p) => p.measured.vmSize - p.modelled.vmSize),
+    },
+  };
 }
 
 /**
@@ -148,9 +242,15 @@ function fitUncertainty(calibration: Calibration, predicted: Peak): Uncertainty 
   const worst = (key: keyof Peak) =>
     Math.max(
       RUN_TO_RUN * predicted[key],
-      ...calibration.points.map((p) => Math.abs(p.measured[key] - (p.modelled[key] + at(calibration.residualFit[key], p.batch)))),
+      ...calibration.points.map((p) =>
+        Math.abs(p.measured[key] - (p.modelled[key] + at(calibration.residualFit[key], p.batch))),
+      ),
     );
-  return { rss: Math.round(worst('rss')), vmSize: Math.round(worst('vmSize')), basis: `the calibration fit's largest miss at its own points (at least ${100 * RUN_TO_RUN}%, the run-to-run variation)` };
+  return {
+    rss: Math.round(worst('rss')),
+    vmSize: Math.round(worst('vmSize')),
+    basis: `the calibration fit's largest miss at its own points (at least ${100 * RUN_TO_RUN}%, the run-to-run variation)`,
+  };
 }
 
 /**
@@ -159,14 +259,27 @@ function fitUncertainty(calibration: Calibration, predicted: Peak): Uncertainty 
  * the per-sample growth, which the terms got wrong on the calibrated configs by up to the fraction their
  * residual slope shows, applied to this config's own per-sample terms.
  */
-function transferUncertainty(record: RuntimeRecord, request: EstimateRequest, residual: Peak, predicted: Peak, perSample: number): Uncertainty {
+function transferUncertainty(
+  record: RuntimeRecord,
+  request: EstimateRequest,
+  residual: Peak,
+  predicted: Peak,
+  perSample: number,
+): Uncertainty {
   const calibrations = record.calibrations.filter((c) => c.phase === request.phase).map((c) => refit(c, record));
   const points = calibrations.flatMap((c) => c.points);
-  const worst = (key: keyof Peak) => Math.max(0, ...points.map((p) => Math.abs(p.measured[key] - p.modelled[key]) / p.measured[key]));
+  const worst = (key: keyof Peak) =>
+    Math.max(0, ...points.map((p) => Math.abs(p.measured[key] - p.modelled[key]) / p.measured[key]));
   const slopeMiss = Math.max(
     0,
     ...calibrations.map((c) => {
-      const modelled = termsPerSample(resolveClipConfig(c.model), c.dtype as WeightFormat, c.phase, (c.optimizer ?? 'adamw') as Optimizer, DEFAULT_TRAINING_SEGMENTS);
+      const modelled = termsPerSample(
+        resolveClipConfig(c.model),
+        c.dtype as WeightFormat,
+        c.phase,
+        (c.optimizer ?? 'adamw') as Optimizer,
+        DEFAULT_TRAINING_SEGMENTS,
+      );
       return modelled > 0 ? Math.abs(c.residualFit.rss.slope) / modelled : 0;
     }),
   );
@@ -181,17 +294,25 @@ function transferUncertainty(record: RuntimeRecord, request: EstimateRequest, re
 }
 
 /** The runtime baseline of this runtime, measured in children the first time (or when `refresh`). */
-export async function ensureBaseline(threads: number, progress: (line: string) => void, refresh = false): Promise<RuntimeRecord> {
+export async function ensureBaseline(
+  threads: number,
+  progress: (line: string) => void,
+  refresh = false,
+): Promise<RuntimeRecord> {
   const record = loadRuntimeRecord(threads);
   if (record.baseline && !refresh) return record;
-  progress(`measuring the runtime baseline (${record.key}): the ${BASELINE_MODEL} preset's load, forward and train in children, once`);
+  progress(
+    `measuring the runtime baseline (${record.key}): the ${BASELINE_MODEL} preset's load, forward and train in children, once`,
+  );
   const runs = await runPhases({ model: BASELINE_MODEL, dtype: 'fp32', batch: 1, phases: PHASES, threads, progress });
   const config = resolveClipConfig(BASELINE_MODEL);
   const phases = {} as Record<Phase, Peak>;
   for (const run of runs) {
     const m = run.result.memory;
     if (run.result.status !== 'passed' || m.rssPeak === null || m.vmSizePeak === null) {
-      throw new Error(`the baseline run of ${run.result.name} (${BASELINE_MODEL}) failed: ${run.result.error ?? run.result.diagnosis.cause}; try \`${run.result.command}\``);
+      throw new Error(
+        `the baseline run of ${run.result.name} (${BASELINE_MODEL}) failed: ${run.result.error ?? run.result.diagnosis.cause}; try \`${run.result.command}\``,
+      );
     }
     const terms = modelTerms(config, 'fp32', run.phase, 1).components;
     phases[run.phase] = { rss: m.rssPeak - sumRss(terms), vmSize: m.vmSizePeak - sumVmSize(terms) };
@@ -219,19 +340,33 @@ export async function calibrate(
   const points = new Map<Phase, Calibration['points']>(phases.map((p) => [p, []]));
   for (const [i, batch] of batches.entries()) {
     // The load does not depend on the batch: measured once.
-    const runs = await runPhases({ model, dtype, batch, phases: i === 0 ? phases : phases.filter((p) => p !== 'load'), threads, progress });
+    const runs = await runPhases({
+      model,
+      dtype,
+      batch,
+      phases: i === 0 ? phases : phases.filter((p) => p !== 'load'),
+      threads,
+      progress,
+    });
     for (const run of runs) {
       const m = run.result.memory;
       if (run.result.status !== 'passed' || m.rssPeak === null || m.vmSizePeak === null) {
-        throw new Error(`calibration run ${run.result.name} at batch ${batch} failed: ${run.result.error ?? run.result.diagnosis.cause}; try \`${run.result.command}\``);
+        throw new Error(
+          `calibration run ${run.result.name} at batch ${batch} failed: ${run.result.error ?? run.result.diagnosis.cause}; try \`${run.result.command}\``,
+        );
       }
-      const modelled = estimatePhase(config, { model, dtype, batch, phase: run.phase, optimizer: 'adamw' }, { ...record, calibrations: [] }).modelled;
+      const modelled = estimatePhase(
+        config,
+        { model, dtype, batch, phase: run.phase, optimizer: 'adamw' },
+        { ...record, calibrations: [] },
+      ).modelled;
       points.get(run.phase)!.push({ batch, measured: { rss: m.rssPeak, vmSize: m.vmSizePeak }, modelled });
     }
   }
   const calibrations = phases.map((phase): Calibration => {
     const ps = points.get(phase)!;
-    const line = (y: (p: Calibration['points'][number]) => number) => fitLine(ps.map((p) => ({ batch: p.batch, y: y(p) })));
+    const line = (y: (p: Calibration['points'][number]) => number) =>
+      fitLine(ps.map((p) => ({ batch: p.batch, y: y(p) })));
     return {
       model: config.name,
       dtype,
@@ -240,11 +375,17 @@ export async function calibrate(
       measuredAt: new Date().toISOString(),
       points: ps,
       measuredFit: { rss: line((p) => p.measured.rss), vmSize: line((p) => p.measured.vmSize) },
-      residualFit: { rss: line((p) => p.measured.rss - p.modelled.rss), vmSize: line((p) => p.measured.vmSize - p.modelled.vmSize) },
+      residualFit: {
+        rss: line((p) => p.measured.rss - p.modelled.rss),
+        vmSize: line((p) => p.measured.vmSize - p.modelled.vmSize),
+      },
     };
   });
   record = loadRuntimeRecord(threads);
-  record.calibrations = [...record.calibrations.filter((c) => !(c.model === config.name && c.dtype === dtype && phases.includes(c.phase))), ...calibrations];
+  record.calibrations = [
+    ...record.calibrations.filter((c) => !(c.model === config.name && c.dtype === dtype && phases.includes(c.phase))),
+    ...calibrations,
+  ];
   saveRuntimeRecord(record);
   return calibrations;
 }

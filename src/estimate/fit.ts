@@ -24,7 +24,10 @@ export interface FitLimit {
 /** What each limit counts, in words, and the estimate's figure that stands for it. */
 export const LIMIT_MEASURES: Record<LimitKind, { option: string; counts: string }> = {
   as: { option: '--limit-as', counts: 'VmSize (RLIMIT_AS counts every mapping)' },
-  data: { option: '--limit-data', counts: 'VmSize less the read-only weight mapping (RLIMIT_DATA counts private writable memory; an upper bound)' },
+  data: {
+    option: '--limit-data',
+    counts: 'VmSize less the read-only weight mapping (RLIMIT_DATA counts private writable memory; an upper bound)',
+  },
   mem: { option: '--limit-mem', counts: 'RSS (the cgroup counts resident pages)' },
 };
 
@@ -84,7 +87,8 @@ export function* searchBoundary(maxBatch: number, predicted?: number): Generator
     const low = Math.max(passed + 1, failed - half);
     const high = Math.min(failed - 1, passed + half);
     // Unreachable while the bound holds: 1..maxBatch has maxBatch + 1 boundaries, at most 2^maxSearchRuns.
-    if (left === 0 || low > high) throw new Error(`the boundary search over 1..${maxBatch} ran out of runs between ${passed} and ${failed}`);
+    if (left === 0 || low > high)
+      throw new Error(`the boundary search over 1..${maxBatch} ran out of runs between ${passed} and ${failed}`);
     const middle = (passed + failed) / 2;
     const target = predicted !== undefined && passed <= predicted && predicted < failed ? predicted + 0.5 : middle;
     const [batch] = [Math.floor(target), Math.ceil(target)]
@@ -104,7 +108,14 @@ export function largestFitting(fits: (batch: number) => boolean, maxBatch: numbe
   return step.value.passed;
 }
 
-function answerFor(request: FitConfig, phase: Phase, limit: FitLimit, record: RuntimeRecord, maxBatch: number, change: string): FitAnswer {
+function answerFor(
+  request: FitConfig,
+  phase: Phase,
+  limit: FitLimit,
+  record: RuntimeRecord,
+  maxBatch: number,
+  change: string,
+): FitAnswer {
   const config = resolveClipConfig(request.model);
   const estimate = (batch: number) => estimatePhase(config, { ...request, batch, phase }, record);
   const fits = (batch: number) => limitedFigure(estimate(batch), limit.kind, config) <= limit.bytes;
@@ -118,29 +129,63 @@ function answerFor(request: FitConfig, phase: Phase, limit: FitLimit, record: Ru
  * The request's answer, then the changes in the order of their cost to the user: a smaller weight
  * format; for training, backward segments (same result), plain SGD, both; then smaller presets.
  */
-export function fitPlan(request: FitConfig, phase: Phase, limit: FitLimit, record: RuntimeRecord, maxBatch: number): { answer: FitAnswer; alternatives: FitAnswer[] } {
+export function fitPlan(
+  request: FitConfig,
+  phase: Phase,
+  limit: FitLimit,
+  record: RuntimeRecord,
+  maxBatch: number,
+): { answer: FitAnswer; alternatives: FitAnswer[] } {
   const answer = answerFor(request, phase, limit, record, maxBatch, '');
   const alternatives: FitAnswer[] = [];
   const formats: WeightFormat[] = phase === 'train' ? ['fp16'] : ['fp16', 'int8'];
-  for (const dtype of formats.filter((d) => d !== request.dtype && ['fp32', 'fp16', 'int8'].indexOf(d) > ['fp32', 'fp16', 'int8'].indexOf(request.dtype))) {
-    const change = phase === 'train' ? `--dtype ${dtype} (the trainer widens it to float32: training memory is the same)` : `--dtype ${dtype}`;
+  for (const dtype of formats.filter(
+    (d) => d !== request.dtype && ['fp32', 'fp16', 'int8'].indexOf(d) > ['fp32', 'fp16', 'int8'].indexOf(request.dtype),
+  )) {
+    const change =
+      phase === 'train'
+        ? `--dtype ${dtype} (the trainer widens it to float32: training memory is the same)`
+        : `--dtype ${dtype}`;
     alternatives.push(answerFor({ ...request, dtype }, phase, limit, record, maxBatch, change));
   }
   if (phase === 'train') {
     const most = mostSegments(resolveClipConfig(request.model));
     const segmented = `--segments ${most} (the trainer's backward one graph per layer: fewer gradients at once, same compute)`;
-    if (request.segments < most) alternatives.push(answerFor({ ...request, segments: most }, phase, limit, record, maxBatch, segmented));
+    if (request.segments < most)
+      alternatives.push(answerFor({ ...request, segments: most }, phase, limit, record, maxBatch, segmented));
     if (request.optimizer === 'adamw') {
-      alternatives.push(answerFor({ ...request, optimizer: 'sgd' }, phase, limit, record, maxBatch, '--optimizer sgd (no optimizer state)'));
+      alternatives.push(
+        answerFor(
+          { ...request, optimizer: 'sgd' },
+          phase,
+          limit,
+          record,
+          maxBatch,
+          '--optimizer sgd (no optimizer state)',
+        ),
+      );
       if (request.segments < most) {
-        alternatives.push(answerFor({ ...request, optimizer: 'sgd', segments: most }, phase, limit, record, maxBatch, `--optimizer sgd and ${segmented}`));
+        alternatives.push(
+          answerFor(
+            { ...request, optimizer: 'sgd', segments: most },
+            phase,
+            limit,
+            record,
+            maxBatch,
+            `--optimizer sgd and ${segmented}`,
+          ),
+        );
       }
     }
   }
   const size = (name: string) => modelTerms(resolveClipConfig(name), 'fp32', 'load', 0).components[0].rss;
   const current = size(request.model);
-  for (const preset of PRESET_NAMES.filter((p) => p !== request.model && size(p) < current).sort((a, b) => size(b) - size(a))) {
-    alternatives.push(answerFor({ ...request, model: preset }, phase, limit, record, maxBatch, `--model ${preset} (a smaller model)`));
+  for (const preset of PRESET_NAMES.filter((p) => p !== request.model && size(p) < current).sort(
+    (a, b) => size(b) - size(a),
+  )) {
+    alternatives.push(
+      answerFor({ ...request, model: preset }, phase, limit, record, maxBatch, `--model ${preset} (a smaller model)`),
+    );
   }
   return { answer, alternatives };
 }
@@ -181,15 +226,45 @@ function limitsOf(limit: FitLimit): Limits {
   return { [limit.kind]: limit.bytes };
 }
 
-async function runWithRunner(config: FitConfig, phase: Phase, batch: number, limit: FitLimit, threads: number, progress: (l: string) => void): Promise<VerifyRun> {
-  const [run] = await runPhases({ model: config.model, dtype: config.dtype, batch, phases: [phase], threads, limits: limitsOf(limit), progress });
+async function runWithRunner(
+  config: FitConfig,
+  phase: Phase,
+  batch: number,
+  limit: FitLimit,
+  threads: number,
+  progress: (l: string) => void,
+): Promise<VerifyRun> {
+  const [run] = await runPhases({
+    model: config.model,
+    dtype: config.dtype,
+    batch,
+    phases: [phase],
+    threads,
+    limits: limitsOf(limit),
+    progress,
+  });
   const r = run.result;
   const limitedPeak = limit.kind === 'mem' ? (r.memory.cgroupPeak ?? null) : r.memory.vmSizePeak;
-  return { batch, passed: r.status === 'passed', rssPeak: r.memory.rssPeak, vmSizePeak: r.memory.vmSizePeak, limitedPeak, cause: r.diagnosis.cause, evidence: r.diagnosis.evidence, command: r.command };
+  return {
+    batch,
+    passed: r.status === 'passed',
+    rssPeak: r.memory.rssPeak,
+    vmSizePeak: r.memory.vmSizePeak,
+    limitedPeak,
+    cause: r.diagnosis.cause,
+    evidence: r.diagnosis.evidence,
+    command: r.command,
+  };
 }
 
 /** A training step `clip-mem run` does not offer (SGD, segments) runs in clip-mem's own training child. */
-async function runWithTrainChild(config: FitConfig, batch: number, limit: FitLimit, threads: number, progress: (l: string) => void): Promise<VerifyRun> {
+async function runWithTrainChild(
+  config: FitConfig,
+  batch: number,
+  limit: FitLimit,
+  threads: number,
+  progress: (l: string) => void,
+): Promise<VerifyRun> {
   const r = await runTrainStep({ ...config, batch, threads, limits: limitsOf(limit), progress });
   return {
     batch,
@@ -231,5 +306,15 @@ export async function verifyBoundary(
   }
   const { passed, failed } = step.value;
   const proven = passed >= 1 && failed <= maxBatch;
-  return { config, phase, limit, predicted, runs, passed: passed >= 1 ? passed : null, failed: failed <= maxBatch ? failed : null, maxRuns: maxSearchRuns(maxBatch), proven };
+  return {
+    config,
+    phase,
+    limit,
+    predicted,
+    runs,
+    passed: passed >= 1 ? passed : null,
+    failed: failed <= maxBatch ? failed : null,
+    maxRuns: maxSearchRuns(maxBatch),
+    proven,
+  };
 }

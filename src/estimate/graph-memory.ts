@@ -122,7 +122,14 @@ export function layoutHeader(config: ClipConfig, format: WeightFormat): Safetens
     begin = entry.end;
     return entry;
   });
-  return { file: `${config.name}-${format}.safetensors`, fileSize: begin, headerLength: 0, dataOffset: 8, entries, metadata: {} };
+  return {
+    file: `${config.name}-${format}.safetensors`,
+    fileSize: begin,
+    headerLength: 0,
+    dataOffset: 8,
+    entries,
+    metadata: {},
+  };
 }
 
 /** Building and walking a vit-b-32 training step's graphs takes a fraction of a second: fit asks often. */
@@ -148,14 +155,25 @@ export interface TrainingGraphsMemory {
 }
 
 /** The graphs of a training step (head, then each tower's backward segments) as train.ts builds them. */
-export function trainingGraphMemory(config: ClipConfig, batch: number, segments = DEFAULT_TRAINING_SEGMENTS): TrainingGraphsMemory {
+export function trainingGraphMemory(
+  config: ClipConfig,
+  batch: number,
+  segments = DEFAULT_TRAINING_SEGMENTS,
+): TrainingGraphsMemory {
   return remembered(`train ${shapesKey(config)} ${batch} ${segments}`, () => {
-    const shapes = new Map(clipLayout(config, 'fp32').filter((s) => s.dtype === 'F32').map((s) => [s.name, s.shape] as const));
+    const shapes = new Map(
+      clipLayout(config, 'fp32')
+        .filter((s) => s.dtype === 'F32')
+        .map((s) => [s.name, s.shape] as const),
+    );
     const models = buildTrainingModels(config, shapes, batch, config.text.maxPositionEmbeddings, segments);
-    const tower = (name: string) => models.backward.filter((m) => m.name.startsWith(`${name} `)).map((m) => plannedPeak(m.graph));
+    const tower = (name: string) =>
+      models.backward.filter((m) => m.name.startsWith(`${name} `)).map((m) => plannedPeak(m.graph));
     const memory = { head: plannedPeak(models.head.graph), text: tower('text'), vision: tower('vision') };
     if (!memory.text.length || !memory.vision.length) {
-      throw new Error(`the training graphs of each tower were not found (backward graphs: ${models.backward.map((m) => m.name).join(', ')}; has src/clip/onnx/train.ts renamed them?)`);
+      throw new Error(
+        `the training graphs of each tower were not found (backward graphs: ${models.backward.map((m) => m.name).join(', ')}; has src/clip/onnx/train.ts renamed them?)`,
+      );
     }
     return memory;
   });

@@ -35,7 +35,10 @@ export interface ModelTerms {
   components: Component[];
 }
 
-function weightBytes(config: ClipConfig, format: WeightFormat): { total: number; tokenTable: number; tokenRow: number } {
+function weightBytes(
+  config: ClipConfig,
+  format: WeightFormat,
+): { total: number; tokenTable: number; tokenRow: number } {
   const specs = clipLayout(config, format);
   const table = specs.find((s) => s.name === 'text_model.embeddings.token_embedding.weight')!;
   return { total: layoutTotals(specs).totalBytes, tokenTable: table.bytes, tokenRow: table.bytes / table.shape[0] };
@@ -55,7 +58,14 @@ function loadTerms(config: ClipConfig, format: WeightFormat): ModelTerms {
   return {
     phase: 'load',
     batch: 0,
-    components: [{ name: 'weights', rss: w.total, vmSize: w.total, basis: `${format} checkpoint read by copy (by mmap: 0 resident, ${w.total} B of address space)` }],
+    components: [
+      {
+        name: 'weights',
+        rss: w.total,
+        vmSize: w.total,
+        basis: `${format} checkpoint read by copy (by mmap: 0 resident, ${w.total} B of address space)`,
+      },
+    ],
   };
 }
 
@@ -102,7 +112,9 @@ function trainTerms(config: ClipConfig, batch: number, optimizer: Optimizer, seg
   const params = trainableBytes(config);
   const backward = [...graphs.text, ...graphs.vision];
   const pool = Math.max(...backward.map((g) => g.outputBytes));
-  const largest = [graphs.text, graphs.vision].map((runs) => runs.reduce((a, b) => (b.peakBytes > a.peakBytes ? b : a)));
+  const largest = [graphs.text, graphs.vision].map((runs) =>
+    runs.reduce((a, b) => (b.peakBytes > a.peakBytes ? b : a)),
+  );
   const outputs = largest.reduce((sum, g) => sum + g.outputBytes, 0);
   const live = [graphs.head, ...largest].reduce((sum, g) => sum + g.peakBytes + g.constantBytes, 0);
   const both = (rss: number) => ({ rss, vmSize: rss });
@@ -112,18 +124,38 @@ function trainTerms(config: ClipConfig, batch: number, optimizer: Optimizer, seg
     batch,
     components: [
       { name: 'weights', ...both(params), basis: 'float32 parameters, read by copy' },
-      { name: 'gradients', ...both(pool + outputs), basis: `the JS buffer of the largest backward graph (${pool} B) + onnxruntime's output buffers of ${perTower} (copied, freed, kept by malloc)` },
-      { name: 'optimizer states', ...both(optimizer === 'adamw' ? 2 * params : 0), basis: optimizer === 'adamw' ? "AdamW's two float32 moments" : 'plain SGD keeps no state' },
-      { name: 'activations', ...both(live - outputs), basis: `graph walks: the live tensors at most of the head and of ${perTower}, whose heap malloc keeps` },
+      {
+        name: 'gradients',
+        ...both(pool + outputs),
+        basis: `the JS buffer of the largest backward graph (${pool} B) + onnxruntime's output buffers of ${perTower} (copied, freed, kept by malloc)`,
+      },
+      {
+        name: 'optimizer states',
+        ...both(optimizer === 'adamw' ? 2 * params : 0),
+        basis: optimizer === 'adamw' ? "AdamW's two float32 moments" : 'plain SGD keeps no state',
+      },
+      {
+        name: 'activations',
+        ...both(live - outputs),
+        basis: `graph walks: the live tensors at most of the head and of ${perTower}, whose heap malloc keeps`,
+      },
     ],
   };
 }
 
 /** The shape terms of one phase (everything above the runtime baseline). */
-export function modelTerms(config: ClipConfig, format: WeightFormat, phase: Phase, batch: number, optimizer: Optimizer = 'adamw', segments = DEFAULT_TRAINING_SEGMENTS): ModelTerms {
+export function modelTerms(
+  config: ClipConfig,
+  format: WeightFormat,
+  phase: Phase,
+  batch: number,
+  optimizer: Optimizer = 'adamw',
+  segments = DEFAULT_TRAINING_SEGMENTS,
+): ModelTerms {
   if (phase === 'load') return loadTerms(config, format);
   if (phase === 'forward') return forwardTerms(config, format, batch, forwardGraphMemory(config, format, batch));
-  if (format === 'int8') throw new Error('training needs fp32 or fp16 weights (the trainer refuses int8 weight-only checkpoints)');
+  if (format === 'int8')
+    throw new Error('training needs fp32 or fp16 weights (the trainer refuses int8 weight-only checkpoints)');
   return trainTerms(config, batch, optimizer, segments);
 }
 

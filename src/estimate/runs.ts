@@ -17,7 +17,11 @@ import type { Optimizer, Phase } from './model';
 import { TRAIN_REQUEST_ENV, TRAIN_RESULT_ENV, type TrainStepReport, type TrainStepRequest } from './train-child';
 
 /** The scenario of `clip-mem run` that measures each phase. */
-export const PHASE_SCENARIOS: Record<Phase, string> = { load: 'clip-load-copy', forward: 'clip-forward', train: 'clip-train' };
+export const PHASE_SCENARIOS: Record<Phase, string> = {
+  load: 'clip-load-copy',
+  forward: 'clip-forward',
+  train: 'clip-train',
+};
 
 export interface PhaseRunRequest {
   model: string;
@@ -80,7 +84,11 @@ export async function runPhases(request: PhaseRunRequest): Promise<PhaseRun[]> {
       shown = line;
     },
   });
-  return results.scenarios.map((result) => ({ phase: request.phases[names.indexOf(result.name)], batch: request.batch, result }));
+  return results.scenarios.map((result) => ({
+    phase: request.phases[names.indexOf(result.name)],
+    batch: request.batch,
+    result,
+  }));
 }
 
 export interface TrainStepRunRequest {
@@ -113,8 +121,18 @@ export async function runTrainStep(request: TrainStepRunRequest): Promise<TrainS
   const source = resolveClipModel(model, { format: dtype });
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'clip-mem-train-step-'));
   const resultFile = path.join(dir, 'result.json');
-  const childRequest: TrainStepRequest = { model, weightsFile: source.weightsFile, batch, threads, optimizer, segments, lr: 1e-3 };
-  request.progress?.(`${model} ${dtype} batch ${batch}: ${optimizer} training step (${segments} segment(s)) in clip-mem's training child`);
+  const childRequest: TrainStepRequest = {
+    model,
+    weightsFile: source.weightsFile,
+    batch,
+    threads,
+    optimizer,
+    segments,
+    lr: 1e-3,
+  };
+  request.progress?.(
+    `${model} ${dtype} batch ${batch}: ${optimizer} training step (${segments} segment(s)) in clip-mem's training child`,
+  );
   try {
     const run = await traceCommand({
       command: [process.execPath, path.join(__dirname, 'train-child.js')],
@@ -122,7 +140,9 @@ export async function runTrainStep(request: TrainStepRunRequest): Promise<TrainS
       timeoutMs: 600_000,
       env: { ...process.env, [TRAIN_REQUEST_ENV]: JSON.stringify(childRequest), [TRAIN_RESULT_ENV]: resultFile },
     });
-    const report = fs.existsSync(resultFile) ? (JSON.parse(fs.readFileSync(resultFile, 'utf8')) as TrainStepReport) : null;
+    const report = fs.existsSync(resultFile)
+      ? (JSON.parse(fs.readFileSync(resultFile, 'utf8')) as TrainStepReport)
+      : null;
     const passed = run.exit.code === 0 && report !== null;
     const record = run.record;
     const last = record?.timeline[record.timeline.length - 1];
@@ -130,11 +150,23 @@ export async function runTrainStep(request: TrainStepRunRequest): Promise<TrainS
       exit: run.exit,
       limits,
       failures: record?.failures ?? [],
-      cgroup: run.cgroup && { path: run.cgroup.path, limit: run.cgroup.limit, oomKills: run.cgroup.oomKills, peak: run.cgroup.peak },
+      cgroup: run.cgroup && {
+        path: run.cgroup.path,
+        limit: run.cgroup.limit,
+        oomKills: run.cgroup.oomKills,
+        peak: run.cgroup.peak,
+      },
       hostOomKills: run.hostOomKills,
       output: `${run.stderrTail}\n${run.stdoutTail}`,
       filePeak: record?.counters.filePeak,
-      last: record ? { heap: record.counters.heapCurrent, rss: last?.rss, anon: record.counters.anonMapped, file: record.counters.fileMapped } : undefined,
+      last: record
+        ? {
+            heap: record.counters.heapCurrent,
+            rss: last?.rss,
+            anon: record.counters.anonMapped,
+            file: record.counters.fileMapped,
+          }
+        : undefined,
       notTracked: run.notTracked,
     });
     const tracked = (v: number | undefined) => (v !== undefined && v > 0 ? v : null);

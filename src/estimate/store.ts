@@ -67,7 +67,10 @@ function implementationDigest(): string {
   const hash = createHash('sha256');
   const dist = path.resolve(__dirname, '..');
   for (const dir of ['clip/onnx', 'scenarios']) {
-    for (const file of fs.readdirSync(path.join(dist, dir)).filter((f) => f.endsWith('.js')).sort()) {
+    for (const file of fs
+      .readdirSync(path.join(dist, dir))
+      .filter((f) => f.endsWith('.js'))
+      .sort()) {
       hash.update(file).update(fs.readFileSync(path.join(dist, dir, file)));
     }
   }
@@ -102,7 +105,15 @@ function readStore(): StoreFile {
 
 export function loadRuntimeRecord(threads: number): RuntimeRecord {
   const key = runtimeKey(threads);
-  return readStore().runtimes[key] ?? { key, backend: ESTIMATE_BACKEND, versions: runtimeVersions(), threads, calibrations: [] };
+  return (
+    readStore().runtimes[key] ?? {
+      key,
+      backend: ESTIMATE_BACKEND,
+      versions: runtimeVersions(),
+      threads,
+      calibrations: [],
+    }
+  );
 }
 
 export function saveRuntimeRecord(record: RuntimeRecord): void {

@@ -33,14 +33,19 @@ export interface TrainStepReport {
 async function main(): Promise<void> {
   const request = JSON.parse(process.env[TRAIN_REQUEST_ENV] ?? 'null') as TrainStepRequest | null;
   const resultFile = process.env[TRAIN_RESULT_ENV];
-  if (!request || !resultFile) throw new Error(`the training step child needs ${TRAIN_REQUEST_ENV} and ${TRAIN_RESULT_ENV}: it is started by \`clip-mem fit --verify\``);
+  if (!request || !resultFile)
+    throw new Error(
+      `the training step child needs ${TRAIN_REQUEST_ENV} and ${TRAIN_RESULT_ENV}: it is started by \`clip-mem fit --verify\``,
+    );
   const config = resolveClipConfig(request.model);
   setPhase('train load weights and build the training graph');
   const trainer = await createOnnxTrainer(
     { config, weightsFile: request.weightsFile },
     { batch: request.batch, threads: request.threads, segments: request.segments, adamw: { lr: request.lr } },
   );
-  setPhase(`train step batch ${request.batch} (onnxruntime gradients, ${request.segments} segment(s) per tower + ${request.optimizer})`);
+  setPhase(
+    `train step batch ${request.batch} (onnxruntime gradients, ${request.segments} segment(s) per tower + ${request.optimizer})`,
+  );
   const pixels = syntheticPixels(config, request.batch);
   const ids = syntheticIds(config, request.batch);
   const loss =

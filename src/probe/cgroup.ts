@@ -169,7 +169,9 @@ export function readCgroupV1(directory: string, cgroupPath: string): MemoryCgrou
 export function readCgroupV2(directory: string, cgroupPath: string): MemoryCgroup {
   const events = readFile(directory, 'memory.events', (text) => parseKeyValues(text));
   const event = (key: string): Field<number> =>
-    isUnknown(events) ? events : events.get(key) ?? unknown(`${path.join(directory, 'memory.events')} has no "${key}"`);
+    isUnknown(events)
+      ? events
+      : (events.get(key) ?? unknown(`${path.join(directory, 'memory.events')} has no "${key}"`));
   return {
     version: 2,
     path: cgroupPath,
@@ -213,7 +215,13 @@ function readHierarchy(own: OwnMemoryCgroup, root: string): CgroupHierarchy {
     directory = path.dirname(directory);
     groupPath = path.posix.dirname(groupPath);
   }
-  return { version: mount.version, mountPoint: mount.mountPoint, path: cgroupPath, groups, tightest: tightestGroup(groups) };
+  return {
+    version: mount.version,
+    mountPoint: mount.mountPoint,
+    path: cgroupPath,
+    groups,
+    tightest: tightestGroup(groups),
+  };
 }
 
 /** This process's group in a hierarchy that has the memory controller. */
@@ -246,13 +254,17 @@ export function locateMemoryCgroups(sources: CgroupSources = {}): { groups: OwnM
   const add = (mount: CgroupMount, cgroupPath: string) => {
     const directory = cgroupDirectory(mount, cgroupPath, root);
     if (directory) groups.push({ version: mount.version, mount, path: cgroupPath, directory });
-    else notes.push(`cgroup v${mount.version}: this process's group ${cgroupPath} is outside the mount at ${mount.mountPoint}`);
+    else
+      notes.push(
+        `cgroup v${mount.version}: this process's group ${cgroupPath} is outside the mount at ${mount.mountPoint}`,
+      );
   };
 
   const v1Entry = entries.find((entry) => entry.hierarchyId !== 0 && entry.controllers.includes('memory'));
   const v1Mount = mounts.find((mount) => mount.version === 1 && mount.superOptions.includes('memory'));
   if (v1Entry && v1Mount) add(v1Mount, v1Entry.path);
-  else if (v1Entry) notes.push('cgroup v1: /proc/self/cgroup names a memory group but no memory cgroup file system is mounted');
+  else if (v1Entry)
+    notes.push('cgroup v1: /proc/self/cgroup names a memory group but no memory cgroup file system is mounted');
 
   const v2Entry = entries.find((entry) => entry.hierarchyId === 0);
   const v2Mount = mounts.find((mount) => mount.version === 2);
@@ -260,7 +272,9 @@ export function locateMemoryCgroups(sources: CgroupSources = {}): { groups: OwnM
     const controllers = readText(path.join(root + v2Mount.mountPoint, 'cgroup.controllers'));
     if (isUnknown(controllers)) notes.push(`cgroup v2: ${controllers}`);
     else if (!controllers.split(/\s+/).includes('memory')) {
-      notes.push(`cgroup v2 at ${v2Mount.mountPoint} has no memory controller (${v1Mount ? 'memory is on cgroup v1' : 'memory is not limited by cgroups'})`);
+      notes.push(
+        `cgroup v2 at ${v2Mount.mountPoint} has no memory controller (${v1Mount ? 'memory is on cgroup v1' : 'memory is not limited by cgroups'})`,
+      );
     } else add(v2Mount, v2Entry.path);
   }
   if (!v1Entry && !v2Entry) notes.push(`${procSelfCgroup} lists no cgroup with a memory controller`);

@@ -74,7 +74,9 @@ export function runProbe(options: ProbeOptions = {}): NativeProbeReport {
   const gpu = probeGpu(env);
   const facts: ProbeFacts = { limits, status, mappings, host, cgroups, slurm, allocator };
   const result = verdict(facts);
-  const models = (options.models ?? []).map((model) => modelFit(model, options.weights ?? 'fp32', facts, result.constraints));
+  const models = (options.models ?? []).map((model) =>
+    modelFit(model, options.weights ?? 'fp32', facts, result.constraints),
+  );
   return {
     schemaVersion: NATIVE_PROBE_SCHEMA_VERSION,
     tool: { name: 'clip-mem', version: toolVersion() },

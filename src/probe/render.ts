@@ -19,7 +19,14 @@ function count(value: Field<number> | null): string {
 function table(rows: string[][], indent = '  '): string[] {
   const widths: number[] = [];
   for (const row of rows) row.forEach((cell, i) => (widths[i] = Math.max(widths[i] ?? 0, cell.length)));
-  return rows.map((row) => indent + row.map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i]! + 2))).join('').trimEnd());
+  return rows.map(
+    (row) =>
+      indent +
+      row
+        .map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i]! + 2)))
+        .join('')
+        .trimEnd(),
+  );
 }
 
 const limitRows: [ResourceLimitName, string, string][] = [
@@ -49,7 +56,9 @@ function cgroupLines(group: MemoryCgroup, own: boolean): string[] {
         ['limit', bytes(group.limit, true), soft, bytes(group.softLimit), swapKind, bytes(group.swapLimit)],
         ['usage', bytes(group.usage), 'peak', bytes(group.peak), 'failcnt', String(group.failcnt)],
         // v1 keeps no OOM event count: only the kills are worth a cell there.
-        group.version === 2 ? ['oom events', String(group.oomEvents), 'oom kills', String(group.oomKills)] : ['oom kills', String(group.oomKills)],
+        group.version === 2
+          ? ['oom events', String(group.oomEvents), 'oom kills', String(group.oomKills)]
+          : ['oom kills', String(group.oomKills)],
       ],
       '      ',
     ),
@@ -60,10 +69,14 @@ function nvmlLines(nvml: NvmlReport): string[] {
   if (nvml.unavailable) return [`  NVML (${nvml.library}): not available: ${nvml.unavailable}`];
   const lines = [`  NVML (${nvml.library}): driver ${nvml.driverVersion}, ${nvml.devices!.length} device(s)`];
   for (const device of nvml.devices!) {
-    const memory = device.memoryError ?? `total ${bytes(device.total)}, used ${bytes(device.used)}, free ${bytes(device.free)}`;
+    const memory =
+      device.memoryError ?? `total ${bytes(device.total)}, used ${bytes(device.used)}, free ${bytes(device.free)}`;
     lines.push(`    GPU ${device.index} ${device.name}: ${memory}`);
     if (device.processesError) lines.push(`      processes: ${device.processesError}`);
-    for (const p of device.processes ?? []) lines.push(`      pid ${p.pid} ${p.name || '?'}: ${p.used === undefined ? 'usage not available' : bytes(p.used)}`);
+    for (const p of device.processes ?? [])
+      lines.push(
+        `      pid ${p.pid} ${p.name || '?'}: ${p.used === undefined ? 'usage not available' : bytes(p.used)}`,
+      );
   }
   return lines;
 }
@@ -71,9 +84,13 @@ function nvmlLines(nvml: NvmlReport): string[] {
 function cudaLines(cuda: CudaReport): string[] {
   if (cuda.unavailable) return [`  CUDA driver (${cuda.library}): not available: ${cuda.unavailable}`];
   const version = cuda.driverVersion!;
-  const lines = [`  CUDA driver (${cuda.library}): version ${Math.floor(version / 1000)}.${(version % 1000) / 10}, ${cuda.devices!.length} device(s)`];
+  const lines = [
+    `  CUDA driver (${cuda.library}): version ${Math.floor(version / 1000)}.${(version % 1000) / 10}, ${cuda.devices!.length} device(s)`,
+  ];
   for (const d of cuda.devices!) {
-    lines.push(`    device ${d.ordinal} ${d.name}: ${d.error ?? `cuMemGetInfo free ${bytes(d.free)} of ${bytes(d.total)}`}`);
+    lines.push(
+      `    device ${d.ordinal} ${d.name}: ${d.error ?? `cuMemGetInfo free ${bytes(d.free)} of ${bytes(d.total)}`}`,
+    );
   }
   return lines;
 }
@@ -83,39 +100,60 @@ export function renderProbe(report: NativeProbeReport): string {
   const out: string[] = [`clip-mem native-probe ${report.tool.version}: pid ${report.pid}, ${report.time}`, ''];
 
   out.push('1. Resource limits (getrlimit)');
-  out.push(...table([['', 'soft', 'hard', ''], ...limitRows.map(([key, name, what]) => {
-    const exact = key !== 'nproc';
-    const show = (v: Limit) => (exact ? bytes(v, true) : String(v));
-    return [name, show(limits[key].soft), show(limits[key].hard), what];
-  })]));
+  out.push(
+    ...table([
+      ['', 'soft', 'hard', ''],
+      ...limitRows.map(([key, name, what]) => {
+        const exact = key !== 'nproc';
+        const show = (v: Limit) => (exact ? bytes(v, true) : String(v));
+        return [name, show(limits[key].soft), show(limits[key].hard), what];
+      }),
+    ]),
+  );
   out.push('');
 
   out.push('2. This process (/proc/self/status, /proc/self/maps, mallinfo2)');
   const m = proc.mallinfo;
-  out.push(...table([
-    ['VmSize', bytes(proc.vmSize, true), 'address space mapped: what RLIMIT_AS counts'],
-    ['VmPeak', bytes(proc.vmPeak), 'largest VmSize so far'],
-    ['VmRSS', bytes(proc.vmRss), 'resident now: what cgroups and the OOM killer count'],
-    ['VmHWM', bytes(proc.vmHwm), 'largest VmRSS so far'],
-    ['VmData', bytes(proc.vmData, true), 'private writable memory: what RLIMIT_DATA counts'],
-    ['VmStk', bytes(proc.vmStk), 'main thread stack'],
-    ['Threads', String(proc.threads), ''],
-    ['mappings', String(proc.mappings), `of vm.max_map_count ${host.maxMapCount}`],
-    ['malloc', `${formatBytes(m.uordblks)} in use`, `heap ${formatBytes(m.arena)} from brk + ${formatBytes(m.hblkhd)} in ${m.hblks} mmap'd block(s); ${formatBytes(m.fordblks)} free inside, ${formatBytes(m.keepcost)} releasable`],
-    ['MALLOC_ARENA_MAX', proc.mallocArenaMax ?? 'not set', proc.glibcTunables ? `GLIBC_TUNABLES=${proc.glibcTunables}` : ''],
-  ]));
+  out.push(
+    ...table([
+      ['VmSize', bytes(proc.vmSize, true), 'address space mapped: what RLIMIT_AS counts'],
+      ['VmPeak', bytes(proc.vmPeak), 'largest VmSize so far'],
+      ['VmRSS', bytes(proc.vmRss), 'resident now: what cgroups and the OOM killer count'],
+      ['VmHWM', bytes(proc.vmHwm), 'largest VmRSS so far'],
+      ['VmData', bytes(proc.vmData, true), 'private writable memory: what RLIMIT_DATA counts'],
+      ['VmStk', bytes(proc.vmStk), 'main thread stack'],
+      ['Threads', String(proc.threads), ''],
+      ['mappings', String(proc.mappings), `of vm.max_map_count ${host.maxMapCount}`],
+      [
+        'malloc',
+        `${formatBytes(m.uordblks)} in use`,
+        `heap ${formatBytes(m.arena)} from brk + ${formatBytes(m.hblkhd)} in ${m.hblks} mmap'd block(s); ${formatBytes(m.fordblks)} free inside, ${formatBytes(m.keepcost)} releasable`,
+      ],
+      [
+        'MALLOC_ARENA_MAX',
+        proc.mallocArenaMax ?? 'not set',
+        proc.glibcTunables ? `GLIBC_TUNABLES=${proc.glibcTunables}` : '',
+      ],
+    ]),
+  );
   out.push('');
 
   out.push('3. Host (/proc/meminfo, /proc/sys/vm, /sys/kernel/mm)');
   const overcommit = host.overcommitMemory;
-  out.push(...table([
-    ['MemTotal', bytes(host.memTotal), 'MemAvailable', bytes(host.memAvailable)],
-    ['SwapTotal', bytes(host.swapTotal), 'SwapFree', bytes(host.swapFree)],
-    ['CommitLimit', bytes(host.commitLimit), 'Committed_AS', bytes(host.committedAs)],
-    ['overcommit_memory', typeof overcommit === 'number' ? `${overcommit} (${overcommitModes[overcommit] ?? '?'})` : overcommit,
-      'overcommit_ratio', `${host.overcommitRatio}%, overcommit_kbytes ${host.overcommitKbytes}`],
-    ['transparent hugepages', String(host.transparentHugepage), 'max_map_count', String(host.maxMapCount)],
-  ]));
+  out.push(
+    ...table([
+      ['MemTotal', bytes(host.memTotal), 'MemAvailable', bytes(host.memAvailable)],
+      ['SwapTotal', bytes(host.swapTotal), 'SwapFree', bytes(host.swapFree)],
+      ['CommitLimit', bytes(host.commitLimit), 'Committed_AS', bytes(host.committedAs)],
+      [
+        'overcommit_memory',
+        typeof overcommit === 'number' ? `${overcommit} (${overcommitModes[overcommit] ?? '?'})` : overcommit,
+        'overcommit_ratio',
+        `${host.overcommitRatio}%, overcommit_kbytes ${host.overcommitKbytes}`,
+      ],
+      ['transparent hugepages', String(host.transparentHugepage), 'max_map_count', String(host.maxMapCount)],
+    ]),
+  );
   out.push('');
 
   out.push('4. cgroup memory (from /proc/self/cgroup up to the top of each hierarchy)');
@@ -123,20 +161,24 @@ export function renderProbe(report: NativeProbeReport): string {
   for (const hierarchy of cgroups.hierarchies) {
     hierarchy.groups.forEach((group, i) => out.push(...cgroupLines(group, i === 0)));
   }
-  out.push(`  tightest: ${cgroups.tightest ? `v${cgroups.tightest.version} ${cgroups.tightest.path}, limit ${bytes(cgroups.tightest.limit, true)}` : 'no group has a memory limit'}`);
+  out.push(
+    `  tightest: ${cgroups.tightest ? `v${cgroups.tightest.version} ${cgroups.tightest.path}, limit ${bytes(cgroups.tightest.limit, true)}` : 'no group has a memory limit'}`,
+  );
   for (const note of cgroups.notes) out.push(`  note: ${note}`);
   out.push('');
 
   out.push('5. Slurm job');
   if (!slurm) out.push('  not in a Slurm job (SLURM_JOB_ID not set)');
   else {
-    out.push(...table([
-      ['SLURM_JOB_ID', slurm.jobId],
-      ['SLURM_MEM_PER_NODE', bytes(slurm.memPerNode)],
-      ['SLURM_MEM_PER_CPU', bytes(slurm.memPerCpu)],
-      ['SLURM_MEM_PER_GPU', bytes(slurm.memPerGpu)],
-      ['SLURM_CPUS_ON_NODE', count(slurm.cpusOnNode)],
-    ]));
+    out.push(
+      ...table([
+        ['SLURM_JOB_ID', slurm.jobId],
+        ['SLURM_MEM_PER_NODE', bytes(slurm.memPerNode)],
+        ['SLURM_MEM_PER_CPU', bytes(slurm.memPerCpu)],
+        ['SLURM_MEM_PER_GPU', bytes(slurm.memPerGpu)],
+        ['SLURM_CPUS_ON_NODE', count(slurm.cpusOnNode)],
+      ]),
+    );
   }
   out.push('');
 
@@ -145,12 +187,17 @@ export function renderProbe(report: NativeProbeReport): string {
   out.push('');
 
   out.push('7. Allocator probe (what can be allocated now; each block released at once, no page touched)');
-  out.push(...table([
-    ['largest malloc', search(allocator.malloc, allocator.pageSize)],
-    ['largest read-write mapping', search(allocator.readWriteMapping, allocator.pageSize)],
-    ['largest PROT_NONE reservation', search(allocator.reservation, allocator.pageSize)],
-    ['reservable address space', `${formatBytes(allocator.reservable.total)} (${allocator.reservable.total}) in ${allocator.reservable.blocks} block(s)`],
-  ]));
+  out.push(
+    ...table([
+      ['largest malloc', search(allocator.malloc, allocator.pageSize)],
+      ['largest read-write mapping', search(allocator.readWriteMapping, allocator.pageSize)],
+      ['largest PROT_NONE reservation', search(allocator.reservation, allocator.pageSize)],
+      [
+        'reservable address space',
+        `${formatBytes(allocator.reservable.total)} (${allocator.reservable.total}) in ${allocator.reservable.blocks} block(s)`,
+      ],
+    ]),
+  );
   out.push('');
 
   out.push('8. Verdict');
@@ -158,7 +205,9 @@ export function renderProbe(report: NativeProbeReport): string {
   for (const c of verdict.constraints.slice(1)) out.push(`  then:        ${describeConstraint(c)}`);
   for (const note of verdict.notes) out.push(`  note:        ${note}`);
   for (const fit of report.models) {
-    out.push(`  model ${fit.model} (${fit.weights}, ${formatBytes(fit.weightBytes)}; largest tensor ${fit.largestTensor.name} ${formatBytes(fit.largestTensor.bytes)}):`);
+    out.push(
+      `  model ${fit.model} (${fit.weights}, ${formatBytes(fit.weightBytes)}; largest tensor ${fit.largestTensor.name} ${formatBytes(fit.largestTensor.bytes)}):`,
+    );
     for (const check of [fit.viaMmap, fit.viaCopy, fit.training]) out.push(`    ${check.explanation}`);
   }
   return out.join('\n') + '\n';

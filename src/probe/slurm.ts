@@ -31,7 +31,12 @@ export function readSlurmJob(env: NodeJS.ProcessEnv = process.env): SlurmJob | n
     memPerNode: mebibytes(env, 'SLURM_MEM_PER_NODE'),
     memPerCpu: mebibytes(env, 'SLURM_MEM_PER_CPU'),
     memPerGpu: mebibytes(env, 'SLURM_MEM_PER_GPU'),
-    cpusOnNode: cpus === undefined ? null : /^\d+$/.test(cpus) ? Number(cpus) : unknown(`SLURM_CPUS_ON_NODE="${cpus}" is not a count`),
+    cpusOnNode:
+      cpus === undefined
+        ? null
+        : /^\d+$/.test(cpus)
+          ? Number(cpus)
+          : unknown(`SLURM_CPUS_ON_NODE="${cpus}" is not a count`),
   };
 }
 

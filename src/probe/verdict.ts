@@ -42,7 +42,13 @@ function cgroupConstraint(group: MemoryCgroup): Constraint | undefined {
   const usage = known(group.usage);
   if (typeof group.limit !== 'number' || usage === undefined) return undefined;
   const file = group.version === 1 ? 'memory.limit_in_bytes' : 'memory.max';
-  return constraint('cgroup memory', `cgroup v${group.version} ${file} of ${group.path}`, 'resident memory', group.limit, usage);
+  return constraint(
+    'cgroup memory',
+    `cgroup v${group.version} ${file} of ${group.path}`,
+    'resident memory',
+    group.limit,
+    usage,
+  );
 }
 
 /** Every limit that applies now, least headroom first. */
@@ -60,7 +66,15 @@ export function constraints(facts: ProbeFacts): Constraint[] {
   const commitLimit = known(host.commitLimit);
   const committed = known(host.committedAs);
   if (known(host.overcommitMemory) === 2 && commitLimit !== undefined && committed !== undefined) {
-    list.push(constraint('commit limit', 'CommitLimit (vm.overcommit_memory = 2)', 'private writable memory', commitLimit, committed));
+    list.push(
+      constraint(
+        'commit limit',
+        'CommitLimit (vm.overcommit_memory = 2)',
+        'private writable memory',
+        commitLimit,
+        committed,
+      ),
+    );
   }
   for (const hierarchy of cgroups.hierarchies) {
     // Each group in the chain caps the process; the one with the least headroom is the one to show.
@@ -71,7 +85,8 @@ export function constraints(facts: ProbeFacts): Constraint[] {
   const slurmMemory = slurm ? slurmNodeMemory(slurm) : undefined;
   const rss = known(status.vmRss);
   if (slurmMemory !== undefined && rss !== undefined) {
-    const source = typeof slurm!.memPerNode === 'number' ? 'SLURM_MEM_PER_NODE' : 'SLURM_MEM_PER_CPU x SLURM_CPUS_ON_NODE';
+    const source =
+      typeof slurm!.memPerNode === 'number' ? 'SLURM_MEM_PER_NODE' : 'SLURM_MEM_PER_CPU x SLURM_CPUS_ON_NODE';
     // Slurm enforces the request through the job's cgroup; without it, this process's RSS is what we know.
     list.push(constraint('Slurm job memory', source, 'resident memory', slurmMemory, rss));
   }
@@ -105,7 +120,9 @@ export function verdict(facts: ProbeFacts): Verdict {
   const bindsFirst = list[0] ?? null;
   const largestMappableBlock = facts.allocator.readWriteMapping.largest;
   const block = `largest mappable block ${formatBytes(largestMappableBlock)} (${largestMappableBlock} bytes)`;
-  const summary = bindsFirst ? `${describeConstraint(bindsFirst)}; ${block}` : `no memory limit could be read; ${block}`;
+  const summary = bindsFirst
+    ? `${describeConstraint(bindsFirst)}; ${block}`
+    : `no memory limit could be read; ${block}`;
   return { bindsFirst, constraints: list, largestMappableBlock, summary, notes: verdictNotes(facts, bindsFirst) };
 }
 
@@ -121,15 +138,21 @@ function verdictNotes(facts: ProbeFacts, bindsFirst: Constraint | null): string[
     const { soft, hard } = facts.limits[raisable.limit];
     if (soft !== hard) {
       const to = hard === 'unlimited' ? 'unlimited' : String(Math.floor(hard / 1024));
-      notes.push(`the ${bindsFirst!.source} soft limit can be raised by this user up to the hard limit ${hard === 'unlimited' ? 'unlimited' : formatBytes(hard)}: ulimit -S ${raisable.ulimit} ${to}`);
+      notes.push(
+        `the ${bindsFirst!.source} soft limit can be raised by this user up to the hard limit ${hard === 'unlimited' ? 'unlimited' : formatBytes(hard)}: ulimit -S ${raisable.ulimit} ${to}`,
+      );
     } else {
-      notes.push(`${bindsFirst!.source} soft = hard: only the job's launcher (scheduler, container, shell profile) can raise it`);
+      notes.push(
+        `${bindsFirst!.source} soft = hard: only the job's launcher (scheduler, container, shell profile) can raise it`,
+      );
     }
   }
   const mappings = known(facts.mappings);
   const maxMapCount = known(facts.host.maxMapCount);
   if (mappings !== undefined && maxMapCount !== undefined && mappings >= 0.9 * maxMapCount) {
-    notes.push(`${mappings} mappings of vm.max_map_count ${maxMapCount}: mmap fails with ENOMEM at the limit whatever the sizes`);
+    notes.push(
+      `${mappings} mappings of vm.max_map_count ${maxMapCount}: mmap fails with ENOMEM at the limit whatever the sizes`,
+    );
   }
   return notes;
 }
@@ -178,7 +201,9 @@ export function modelFit(model: string, weights: WeightFormat, facts: ProbeFacts
 
   const reservation = facts.allocator.reservation.largest;
   const addressLimit = list.find((c) => c.counts === 'address space');
-  const mmapSource = addressLimit ? `largest PROT_NONE reservation under ${addressLimit.source}` : 'largest free address range';
+  const mmapSource = addressLimit
+    ? `largest PROT_NONE reservation under ${addressLimit.source}`
+    : 'largest free address range';
   const viaMmap = check(weightBytes, reservation, mmapSource, 'via mmap');
 
   // Anonymous memory: the least headroom of all limits, and never more than the address space that
@@ -194,7 +219,12 @@ export function modelFit(model: string, weights: WeightFormat, facts: ProbeFacts
   if (viaCopy.fits && largest.bytes > mallocLargest) {
     viaCopy = check(largest.bytes, mallocLargest, `largest malloc block now, for ${largest.name}`, 'via copy');
   }
-  const training = check(ADAMW_COPIES * fp32Bytes, anonymous, anonymousSource, 'training (AdamW, 4x fp32 weights, activations excluded)');
+  const training = check(
+    ADAMW_COPIES * fp32Bytes,
+    anonymous,
+    anonymousSource,
+    'training (AdamW, 4x fp32 weights, activations excluded)',
+  );
   return {
     model: layout.config.name,
     weights,

@@ -62,7 +62,9 @@ export function compareRuns(base: RunResults, next: RunResults, options: Compare
       const regressed = growth !== null && b !== null && n !== null && growth > options.maxGrowth && n - b > floor;
       figures.push({ scenario: before.name, figure, unit, base: b, next: n, growth, regressed });
       if (regressed) {
-        regressions.push(`${before.name}: ${figure} grew ${(growth! * 100).toFixed(1)}% (${b} -> ${n} ${unit}), more than ${(options.maxGrowth * 100).toFixed(1)}%`);
+        regressions.push(
+          `${before.name}: ${figure} grew ${(growth! * 100).toFixed(1)}% (${b} -> ${n} ${unit}), more than ${(options.maxGrowth * 100).toFixed(1)}%`,
+        );
       }
     }
   }
@@ -72,7 +74,8 @@ export function compareRuns(base: RunResults, next: RunResults, options: Compare
 /** "5%", "0.05" and "5" all mean five percent; anything else is a usage error that says so. */
 export function parseGrowth(text: string): number {
   const match = /^\s*(\d+(?:\.\d+)?)\s*(%?)\s*$/.exec(text);
-  if (!match) throw new Error(`--max-growth ${JSON.stringify(text)}: give a percentage such as 5% (or a fraction such as 0.05)`);
+  if (!match)
+    throw new Error(`--max-growth ${JSON.stringify(text)}: give a percentage such as 5% (or a fraction such as 0.05)`);
   const value = Number(match[1]);
   return match[2] === '%' || value >= 1 ? value / 100 : value;
 }

@@ -36,7 +36,8 @@ export function timelineSvg(result: ScenarioResult, limits: Limits): string {
   const failureT = failure?.tMs ?? (result.status === 'failed' && points.length ? points[points.length - 1].tMs : null);
   const horizontal: { value: number; label: string }[] = [];
   if (limits.as !== undefined) horizontal.push({ value: limits.as, label: `RLIMIT_AS ${formatBytes(limits.as)}` });
-  if (limits.data !== undefined) horizontal.push({ value: limits.data, label: `RLIMIT_DATA ${formatBytes(limits.data)}` });
+  if (limits.data !== undefined)
+    horizontal.push({ value: limits.data, label: `RLIMIT_DATA ${formatBytes(limits.data)}` });
   if (limits.mem !== undefined) horizontal.push({ value: limits.mem, label: `cgroup ${formatBytes(limits.mem)}` });
   const values = points.flatMap((p) => [p.rss, p.vmSize, p.heap ?? 0]).concat(horizontal.map((h) => h.value));
   if (failure?.vmSize) values.push(failure.vmSize + failure.size);
@@ -50,31 +51,51 @@ export function timelineSvg(result: ScenarioResult, limits: Limits): string {
   ];
   const step = byteStep(maxV / 4);
   for (let v = 0; v <= maxV; v += step) {
-    parts.push(`<text x="${PAD.left - 6}" y="${y(v) + 4}" text-anchor="end" font-size="11">${escapeHtml(formatBytes(v))}</text>`);
+    parts.push(
+      `<text x="${PAD.left - 6}" y="${y(v) + 4}" text-anchor="end" font-size="11">${escapeHtml(formatBytes(v))}</text>`,
+    );
   }
   for (let i = 0; i <= 4; i++) {
     const t = (maxT / 4) * i;
-    parts.push(`<text x="${x(t)}" y="${HEIGHT - PAD.bottom + 16}" text-anchor="middle" font-size="11">${(t / 1000).toFixed(2)} s</text>`);
+    parts.push(
+      `<text x="${x(t)}" y="${HEIGHT - PAD.bottom + 16}" text-anchor="middle" font-size="11">${(t / 1000).toFixed(2)} s</text>`,
+    );
   }
   for (const h of horizontal) {
-    parts.push(`<line class="limit" x1="${PAD.left}" x2="${WIDTH - PAD.right}" y1="${y(h.value)}" y2="${y(h.value)}" stroke="#d62728" stroke-dasharray="6 4"/>`);
-    parts.push(`<text x="${PAD.left + 4}" y="${y(h.value) - 4}" font-size="11" fill="#d62728" stroke="#fafafa" stroke-width="3" paint-order="stroke">${escapeHtml(h.label)}</text>`);
+    parts.push(
+      `<line class="limit" x1="${PAD.left}" x2="${WIDTH - PAD.right}" y1="${y(h.value)}" y2="${y(h.value)}" stroke="#d62728" stroke-dasharray="6 4"/>`,
+    );
+    parts.push(
+      `<text x="${PAD.left + 4}" y="${y(h.value) - 4}" font-size="11" fill="#d62728" stroke="#fafafa" stroke-width="3" paint-order="stroke">${escapeHtml(h.label)}</text>`,
+    );
   }
   for (const series of SERIES) {
     const coords = points
       .filter((p) => p[series.key] !== null)
       .map((p) => `${x(p.tMs).toFixed(1)},${y(p[series.key] as number).toFixed(1)}`);
-    if (coords.length) parts.push(`<polyline class="series-${series.key}" fill="none" stroke="${series.color}" stroke-width="2" points="${coords.join(' ')}"/>`);
+    if (coords.length)
+      parts.push(
+        `<polyline class="series-${series.key}" fill="none" stroke="${series.color}" stroke-width="2" points="${coords.join(' ')}"/>`,
+      );
   }
   if (failureT !== null && result.status === 'failed') {
     const label = failure ? `${failure.fn}(${formatBytes(failure.size)}) failed` : describeExit(result);
-    parts.push(`<line class="failure" x1="${x(failureT)}" x2="${x(failureT)}" y1="${PAD.top}" y2="${HEIGHT - PAD.bottom}" stroke="#d62728" stroke-width="2"/>`);
-    if (failure?.vmSize) parts.push(`<circle class="failure-point" cx="${x(failureT)}" cy="${y(failure.vmSize + failure.size)}" r="5" fill="#d62728"/>`);
+    parts.push(
+      `<line class="failure" x1="${x(failureT)}" x2="${x(failureT)}" y1="${PAD.top}" y2="${HEIGHT - PAD.bottom}" stroke="#d62728" stroke-width="2"/>`,
+    );
+    if (failure?.vmSize)
+      parts.push(
+        `<circle class="failure-point" cx="${x(failureT)}" cy="${y(failure.vmSize + failure.size)}" r="5" fill="#d62728"/>`,
+      );
     const anchor = x(failureT) > WIDTH / 2 ? 'end' : 'start';
-    parts.push(`<text class="failure-label" x="${x(failureT) + (anchor === 'end' ? -6 : 6)}" y="${PAD.top + 36}" text-anchor="${anchor}" font-size="12" fill="#d62728" stroke="#fff" stroke-width="4" paint-order="stroke">${escapeHtml(label)}</text>`);
+    parts.push(
+      `<text class="failure-label" x="${x(failureT) + (anchor === 'end' ? -6 : 6)}" y="${PAD.top + 36}" text-anchor="${anchor}" font-size="12" fill="#d62728" stroke="#fff" stroke-width="4" paint-order="stroke">${escapeHtml(label)}</text>`,
+    );
   }
   SERIES.forEach((series, i) => {
-    parts.push(`<text x="${PAD.left + 8 + i * 110}" y="${HEIGHT - 6}" font-size="11" fill="${series.color}">&#9632; ${series.label}</text>`);
+    parts.push(
+      `<text x="${PAD.left + 8 + i * 110}" y="${HEIGHT - 6}" font-size="11" fill="${series.color}">&#9632; ${series.label}</text>`,
+    );
   });
   parts.push('</svg>');
   return parts.join('');
@@ -86,19 +107,36 @@ function scenarioHtml(result: ScenarioResult, limits: Limits): string {
     ['status', result.status === 'passed' ? 'passed' : `FAILED: ${describeFailure(result)}`],
     ['wall time', seconds(result.wallMs)],
     ['ended', describeExit(result)],
-    ['RSS before / after / peak', `${bytesOrUnknown(m.rssBefore)} / ${bytesOrUnknown(m.rssAfter)} / ${bytesOrUnknown(m.rssPeak)}`],
+    [
+      'RSS before / after / peak',
+      `${bytesOrUnknown(m.rssBefore)} / ${bytesOrUnknown(m.rssAfter)} / ${bytesOrUnknown(m.rssPeak)}`,
+    ],
     ['memory increase', bytesOrUnknown(m.increase)],
-    ['VmSize before / after / peak', `${bytesOrUnknown(m.vmSizeBefore)} / ${bytesOrUnknown(m.vmSizeAfter)} / ${bytesOrUnknown(m.vmSizePeak)}`],
-    ['tracked heap / anon / file peaks', `${bytesOrUnknown(m.heapPeak)} / ${bytesOrUnknown(m.anonPeak)} / ${bytesOrUnknown(m.filePeak)}`],
+    [
+      'VmSize before / after / peak',
+      `${bytesOrUnknown(m.vmSizeBefore)} / ${bytesOrUnknown(m.vmSizeAfter)} / ${bytesOrUnknown(m.vmSizePeak)}`,
+    ],
+    [
+      'tracked heap / anon / file peaks',
+      `${bytesOrUnknown(m.heapPeak)} / ${bytesOrUnknown(m.anonPeak)} / ${bytesOrUnknown(m.filePeak)}`,
+    ],
   ];
   if (result.lastPhase) rows.push(['last phase', result.lastPhase]);
   if (result.status === 'failed') rows.push(['cause', result.diagnosis.cause]);
-  const evidence = result.status === 'failed' ? `<ul class="evidence">${result.diagnosis.evidence.map((e) => `<li>${escapeHtml(e)}</li>`).join('')}</ul>` : '';
-  const fixes = result.fixes.length ? `<h4>Fixes</h4><ul class="fixes">${result.fixes.map((f) => `<li>${withCode(f.text)}${f.command ? `<pre>${escapeHtml(f.command)}</pre>` : ''}</li>`).join('')}</ul>` : '';
+  const evidence =
+    result.status === 'failed'
+      ? `<ul class="evidence">${result.diagnosis.evidence.map((e) => `<li>${escapeHtml(e)}</li>`).join('')}</ul>`
+      : '';
+  const fixes = result.fixes.length
+    ? `<h4>Fixes</h4><ul class="fixes">${result.fixes.map((f) => `<li>${withCode(f.text)}${f.command ? `<pre>${escapeHtml(f.command)}</pre>` : ''}</li>`).join('')}</ul>`
+    : '';
   return (
     `<section class="scenario ${result.status}" id="scenario-${escapeHtml(result.name)}"><h3>${escapeHtml(result.name)}: ${result.status}</h3>` +
     `<table>${rows.map(([k, v]) => `<tr><th>${escapeHtml(k)}</th><td>${escapeHtml(v)}</td></tr>`).join('')}</table>` +
-    evidence + timelineSvg(result, limits) + fixes + `<p>Rerun:</p><pre>${escapeHtml(result.command)}</pre></section>`
+    evidence +
+    timelineSvg(result, limits) +
+    fixes +
+    `<p>Rerun:</p><pre>${escapeHtml(result.command)}</pre></section>`
   );
 }
 
@@ -115,7 +153,10 @@ export function renderHtml(results: RunResults): string {
     )
     .join('');
   const analysisRows = scenarios
-    .map((s) => `<tr><td>${escapeHtml(s.name)}</td><td>${escapeHtml(s.analysis.resource)}</td><td>${bytesOrUnknown(s.analysis.required)}</td><td>${bytesOrUnknown(s.analysis.available)}</td><td>${bytesOrUnknown(s.analysis.deficit)}</td><td>${escapeHtml(s.analysis.basis)}</td></tr>`)
+    .map(
+      (s) =>
+        `<tr><td>${escapeHtml(s.name)}</td><td>${escapeHtml(s.analysis.resource)}</td><td>${bytesOrUnknown(s.analysis.required)}</td><td>${bytesOrUnknown(s.analysis.available)}</td><td>${bytesOrUnknown(s.analysis.deficit)}</td><td>${escapeHtml(s.analysis.basis)}</td></tr>`,
+    )
     .join('');
   return `<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>clip-mem run report: ${escapeHtml(o.model)}</title>

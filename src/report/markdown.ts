@@ -3,7 +3,15 @@
 // figure comes from the run's results; nothing here is estimated.
 import { formatBytes } from '../units';
 import type { RunResults, ScenarioResult } from './result';
-import { bytesOrUnknown, describeBatch, describeExit, describeFailure, describeLimits, exactBytes, seconds } from './terminal';
+import {
+  bytesOrUnknown,
+  describeBatch,
+  describeExit,
+  describeFailure,
+  describeLimits,
+  exactBytes,
+  seconds,
+} from './terminal';
 
 function cell(text: string): string {
   return text.replace(/\|/g, '\\|').replace(/\n/g, ' ');
@@ -20,14 +28,23 @@ function scenarioSection(result: ScenarioResult): string[] {
     `- VmSize before / after / peak: ${bytesOrUnknown(m.vmSizeBefore)} / ${bytesOrUnknown(m.vmSizeAfter)} / ${bytesOrUnknown(m.vmSizePeak)}`,
     `- Tracked peaks: heap ${bytesOrUnknown(m.heapPeak)}, anonymous mappings ${bytesOrUnknown(m.anonPeak)}, file mappings ${bytesOrUnknown(m.filePeak)}`,
   ];
-  if (m.cgroupPeak != null) lines.push(`- Memory cgroup charge at its peak: ${bytesOrUnknown(m.cgroupPeak)} (anonymous memory + the page cache it brought in)`);
+  if (m.cgroupPeak != null)
+    lines.push(
+      `- Memory cgroup charge at its peak: ${bytesOrUnknown(m.cgroupPeak)} (anonymous memory + the page cache it brought in)`,
+    );
   const figures = Object.entries(result.figures);
-  if (figures.length) lines.push(`- Measured: ${figures.map(([k, v]) => `${k} ${typeof v === 'number' ? v.toLocaleString('en-US') : v}`).join(', ')}`);
+  if (figures.length)
+    lines.push(
+      `- Measured: ${figures.map(([k, v]) => `${k} ${typeof v === 'number' ? v.toLocaleString('en-US') : v}`).join(', ')}`,
+    );
   if (result.status === 'failed') {
     lines.push(`- Failure: ${describeFailure(result)}`);
     if (result.failure) {
       const f = result.failure;
-      if (f.vmSize !== null) lines.push(`- At the failure: VmSize ${exactBytes(f.vmSize)}` + (f.rss !== null ? `, RSS ${formatBytes(f.rss)}` : ''));
+      if (f.vmSize !== null)
+        lines.push(
+          `- At the failure: VmSize ${exactBytes(f.vmSize)}` + (f.rss !== null ? `, RSS ${formatBytes(f.rss)}` : ''),
+        );
       if (f.stack.length) lines.push('- Stack:', '', '```', ...f.stack.slice(0, 12), '```', '');
     }
     if (result.failureCount > 1) lines.push(`- Failed allocations in total: ${result.failureCount}`);
@@ -68,7 +85,8 @@ export function renderMarkdown(results: RunResults): string {
     `- Inherited limits: RLIMIT_AS ${env.inherited.as === null ? 'unlimited' : formatBytes(env.inherited.as)}, ` +
       `RLIMIT_DATA ${env.inherited.data === null ? 'unlimited' : formatBytes(env.inherited.data)}, ` +
       `cgroup memory ${env.inherited.cgroupMem === null ? 'unlimited' : formatBytes(env.inherited.cgroupMem)}`,
-    `- Started ${header.startedAt}` + (results.end ? `, finished ${results.end.finishedAt} (${seconds(results.end.wallMs)})` : ''),
+    `- Started ${header.startedAt}` +
+      (results.end ? `, finished ${results.end.finishedAt} (${seconds(results.end.wallMs)})` : ''),
     '',
     '## Scenarios',
     '',
@@ -101,7 +119,12 @@ export function renderMarkdown(results: RunResults): string {
     '',
   ];
   const fixes = failed.flatMap((s) => s.fixes.map((fix) => ({ scenario: s.name, fix })));
-  if (fixes.length === 0) lines.push(failed.length ? 'No change is supported by the measured numbers; see each cause above.' : 'Every scenario fits under these limits; nothing to change.');
+  if (fixes.length === 0)
+    lines.push(
+      failed.length
+        ? 'No change is supported by the measured numbers; see each cause above.'
+        : 'Every scenario fits under these limits; nothing to change.',
+    );
   for (const { scenario, fix } of fixes) {
     lines.push(`- **${scenario}** (${fix.kind}): ${fix.text}`);
     if (fix.command) lines.push('', '  ```sh', `  ${fix.command}`, '  ```', '');

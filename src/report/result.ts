@@ -76,7 +76,16 @@ export interface MemoryFigures {
 }
 
 export const MEMORY_FIGURES: readonly (keyof MemoryFigures)[] = [
-  'rssBefore', 'rssAfter', 'rssPeak', 'vmSizeBefore', 'vmSizeAfter', 'vmSizePeak', 'heapPeak', 'anonPeak', 'filePeak', 'increase',
+  'rssBefore',
+  'rssAfter',
+  'rssPeak',
+  'vmSizeBefore',
+  'vmSizeAfter',
+  'vmSizePeak',
+  'heapPeak',
+  'anonPeak',
+  'filePeak',
+  'increase',
 ];
 
 /** The same names as `clip-mem trace --json`'s `failures[]`. */
@@ -176,7 +185,10 @@ export interface RunResults {
 export class ResultWriter {
   private readonly fd: number;
 
-  constructor(readonly file: string, header: RunHeader) {
+  constructor(
+    readonly file: string,
+    header: RunHeader,
+  ) {
     this.fd = fs.openSync(file, 'w');
     this.append(header);
   }
@@ -215,7 +227,9 @@ export function readResults(file: string): RunResults {
       throw new Error(`${file}:${index + 1}: not a JSON line; is this a \`clip-mem run --json\` file?`);
     }
     if (value.schema !== RUN_SCHEMA) {
-      throw new Error(`${file}:${index + 1}: schema is ${JSON.stringify(value.schema)}, this clip-mem reads ${RUN_SCHEMA}`);
+      throw new Error(
+        `${file}:${index + 1}: schema is ${JSON.stringify(value.schema)}, this clip-mem reads ${RUN_SCHEMA}`,
+      );
     }
     if (value.kind === 'run') header = value as RunHeader;
     else if (value.kind === 'scenario') scenarios.push(value as ScenarioResult);

@@ -43,16 +43,22 @@ export function scenarioLines(result: ScenarioResult): string[] {
     `${seconds(result.wallMs).padStart(8)}  RSS peak ${bytesOrUnknown(m.rssPeak).padStart(9)}` +
     `  increase ${bytesOrUnknown(m.increase).padStart(9)}  VmSize peak ${bytesOrUnknown(m.vmSizePeak).padStart(9)}`;
   // Which runtime ran it (onnxruntime, or the tfjs backend the fallback chose), as the scenario reported.
-  const runtime = result.figures.runtime ?? (result.figures.backend !== undefined ? `tfjs ${result.figures.backend}` : undefined);
+  const runtime =
+    result.figures.runtime ?? (result.figures.backend !== undefined ? `tfjs ${result.figures.backend}` : undefined);
   const lines = [`  ${mark} ${result.name.padEnd(15)}${figures}${runtime !== undefined ? `  [${runtime}]` : ''}`];
   const a = result.analysis;
   if (result.status === 'passed' && !a.resource.startsWith('host')) {
     // Under a limit, say why it fitted (e.g. a file mapping that RLIMIT_DATA does not count).
-    if (a.available !== null && a.required !== null) lines.push(`       fits: ${a.basis} ${formatBytes(a.required)} of ${a.resource} ${formatBytes(a.available)}`);
-    const evidence = result.diagnosis.evidence.filter((e) => !e.startsWith('exited with code 0') && !/^\d+ allocations failed in all$/.test(e));
+    if (a.available !== null && a.required !== null)
+      lines.push(`       fits: ${a.basis} ${formatBytes(a.required)} of ${a.resource} ${formatBytes(a.available)}`);
+    const evidence = result.diagnosis.evidence.filter(
+      (e) => !e.startsWith('exited with code 0') && !/^\d+ allocations failed in all$/.test(e),
+    );
     // Refusals the scenario survived (tfjs falls back from wasm when its reservation is refused).
     if (result.failureCount > 0 && evidence.length) {
-      lines.push(`       recovered from ${result.failureCount} refused allocation(s)${runtime !== undefined ? `, and ran on ${runtime}` : ''}; the first:`);
+      lines.push(
+        `       recovered from ${result.failureCount} refused allocation(s)${runtime !== undefined ? `, and ran on ${runtime}` : ''}; the first:`,
+      );
     }
     for (const line of evidence) lines.push(`         ${line}`);
   }
@@ -61,7 +67,8 @@ export function scenarioLines(result: ScenarioResult): string[] {
     lines.push(`       cause: ${result.diagnosis.cause}`);
     for (const evidence of result.diagnosis.evidence) lines.push(`         ${evidence}`);
     if (result.lastPhase && !result.failure) lines.push(`       last phase: ${result.lastPhase}`);
-    for (const fix of result.fixes) lines.push(`       fix: ${fix.text}` + (fix.command ? `\n            ${fix.command}` : ''));
+    for (const fix of result.fixes)
+      lines.push(`       fix: ${fix.text}` + (fix.command ? `\n            ${fix.command}` : ''));
   }
   return lines;
 }

@@ -19,18 +19,46 @@ export interface CatalogEntry {
 
 /** In the order `clip-mem run` runs them (cheap checks first, as in the seed report). */
 export const SCENARIO_CATALOG: readonly CatalogEntry[] = [
-  { name: 'basic-ops', summary: `tensor creation (zeros, ones, seeded normal ${BASIC_OPS_N}x${BASIC_OPS_N}) and a ${BASIC_OPS_N}x${BASIC_OPS_N} matmul`, usesCheckpoint: false },
-  { name: 'small-mlp', summary: `MLP ${MLP_WIDTHS.join('-')}, batch ${MLP_BATCH}, forward and backward`, usesCheckpoint: false },
+  {
+    name: 'basic-ops',
+    summary: `tensor creation (zeros, ones, seeded normal ${BASIC_OPS_N}x${BASIC_OPS_N}) and a ${BASIC_OPS_N}x${BASIC_OPS_N} matmul`,
+    usesCheckpoint: false,
+  },
+  {
+    name: 'small-mlp',
+    summary: `MLP ${MLP_WIDTHS.join('-')}, batch ${MLP_BATCH}, forward and backward`,
+    usesCheckpoint: false,
+  },
   {
     name: 'clip-processor',
     summary: `image processor (${SAMPLE_IMAGE.width}x${SAMPLE_IMAGE.height} JPEGs: decode, bicubic resize, crop, normalise) and tokenizer on --batch inputs`,
     usesCheckpoint: false,
   },
-  { name: 'clip-load', summary: 'load the safetensors checkpoint by mmap (zero-copy views over a read-only file mapping)', usesCheckpoint: true },
-  { name: 'clip-load-copy', summary: 'load the checkpoint by copy: allocate each tensor and read it (no mmap)', usesCheckpoint: true },
-  { name: 'clip-forward', summary: 'image and text towers + contrastive loss, --batch (default 2), no gradients', usesCheckpoint: true },
-  { name: 'clip-train', summary: 'one training step, --batch (default 2): loss, gradients of every parameter, AdamW update', usesCheckpoint: true },
-  { name: 'large-batch', summary: 'image and text towers + loss at --large-batch (default 32), no gradients', usesCheckpoint: true },
+  {
+    name: 'clip-load',
+    summary: 'load the safetensors checkpoint by mmap (zero-copy views over a read-only file mapping)',
+    usesCheckpoint: true,
+  },
+  {
+    name: 'clip-load-copy',
+    summary: 'load the checkpoint by copy: allocate each tensor and read it (no mmap)',
+    usesCheckpoint: true,
+  },
+  {
+    name: 'clip-forward',
+    summary: 'image and text towers + contrastive loss, --batch (default 2), no gradients',
+    usesCheckpoint: true,
+  },
+  {
+    name: 'clip-train',
+    summary: 'one training step, --batch (default 2): loss, gradients of every parameter, AdamW update',
+    usesCheckpoint: true,
+  },
+  {
+    name: 'large-batch',
+    summary: 'image and text towers + loss at --large-batch (default 32), no gradients',
+    usesCheckpoint: true,
+  },
 ];
 
 export const SCENARIO_NAMES = SCENARIO_CATALOG.map((s) => s.name);

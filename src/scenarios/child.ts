@@ -7,7 +7,13 @@ import * as fs from 'node:fs';
 import { writeFileAtomic } from '../files';
 import { known } from '../probe/field';
 import { readProcessStatus } from '../probe/proc';
-import { ARENA_HEAP_BYTES, CHILD_REQUEST_ENV, CHILD_RESULT_ENV, type ChildReport, type ChildRequest } from './child-protocol';
+import {
+  ARENA_HEAP_BYTES,
+  CHILD_REQUEST_ENV,
+  CHILD_RESULT_ENV,
+  type ChildReport,
+  type ChildRequest,
+} from './child-protocol';
 import { scenarioByName } from './index';
 
 /**
@@ -15,11 +21,15 @@ import { scenarioByName } from './index';
  * address whose PROT_NONE remainder completes the 64 MiB reservation.
  */
 function countArenaHeaps(): number {
-  const maps = fs.readFileSync('/proc/self/maps', 'utf8').trim().split('\n').map((line) => {
-    const [range, perms, , , inode, file] = line.split(/\s+/);
-    const [start, end] = range.split('-').map((hex) => BigInt(`0x${hex}`));
-    return { start, end, perms, anonymous: inode === '0' && !file };
-  });
+  const maps = fs
+    .readFileSync('/proc/self/maps', 'utf8')
+    .trim()
+    .split('\n')
+    .map((line) => {
+      const [range, perms, , , inode, file] = line.split(/\s+/);
+      const [start, end] = range.split('-').map((hex) => BigInt(`0x${hex}`));
+      return { start, end, perms, anonymous: inode === '0' && !file };
+    });
   let heaps = 0;
   maps.forEach((m, i) => {
     if (!m.anonymous || m.perms !== 'rw-p' || m.start % BigInt(ARENA_HEAP_BYTES) !== 0n) return;
@@ -33,18 +43,35 @@ function countArenaHeaps(): number {
 /** VmRSS, VmSize and the kernel's high-water marks (VmHWM, VmPeak) of this process, in bytes. */
 function readProcessMemory(): { rss: number; vmSize: number; rssPeak: number; vmSizePeak: number } {
   const status = readProcessStatus();
-  return { rss: known(status.vmRss) ?? -1, vmSize: known(status.vmSize) ?? -1, rssPeak: known(status.vmHwm) ?? -1, vmSizePeak: known(status.vmPeak) ?? -1 };
+  return {
+    rss: known(status.vmRss) ?? -1,
+    vmSize: known(status.vmSize) ?? -1,
+    rssPeak: known(status.vmHwm) ?? -1,
+    vmSizePeak: known(status.vmPeak) ?? -1,
+  };
 }
 
 async function main(): Promise<void> {
   const request = JSON.parse(process.env[CHILD_REQUEST_ENV] ?? 'null') as ChildRequest | null;
   const resultFile = process.env[CHILD_RESULT_ENV];
-  if (!request || !resultFile) throw new Error(`clip-mem's scenario child needs ${CHILD_REQUEST_ENV} and ${CHILD_RESULT_ENV}: it is started by \`clip-mem run\``);
+  if (!request || !resultFile)
+    throw new Error(
+      `clip-mem's scenario child needs ${CHILD_REQUEST_ENV} and ${CHILD_RESULT_ENV}: it is started by \`clip-mem run\``,
+    );
   const scenario = scenarioByName(request.name);
   const before = readProcessMemory();
   const unfinished: ChildReport = {
-    finished: false, rssBefore: before.rss, vmSizeBefore: before.vmSize, rssAfter: -1, vmSizeAfter: -1, rssPeak: -1, vmSizePeak: -1,
-    workMs: -1, mallocArenaHeaps: countArenaHeaps(), figures: {}, error: null,
+    finished: false,
+    rssBefore: before.rss,
+    vmSizeBefore: before.vmSize,
+    rssAfter: -1,
+    vmSizeAfter: -1,
+    rssPeak: -1,
+    vmSizePeak: -1,
+    workMs: -1,
+    mallocArenaHeaps: countArenaHeaps(),
+    figures: {},
+    error: null,
   };
   writeFileAtomic(resultFile, JSON.stringify(unfinished));
   const started = performance.now();

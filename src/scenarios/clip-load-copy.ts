@@ -14,6 +14,11 @@ export const clipLoadCopy: Scenario = {
       bytes += tensor.data.byteLength;
       if (tensor.data.byteLength > largest.bytes) largest = { name: tensor.name, bytes: tensor.data.byteLength };
     }
-    return { tensors: loaded.tensors.size, weightBytes: bytes, largestTensor: largest.name, largestTensorBytes: largest.bytes };
+    return {
+      tensors: loaded.tensors.size,
+      weightBytes: bytes,
+      largestTensor: largest.name,
+      largestTensorBytes: largest.bytes,
+    };
   },
 };

@@ -10,7 +10,11 @@ export const clipLoad: Scenario = {
     const loaded = loadSafetensors(options.checkpoint, { mode: 'mmap' });
     let bytes = 0;
     for (const tensor of loaded.tensors.values()) bytes += tensor.data.byteLength;
-    const figures = { tensors: loaded.tensors.size, weightBytes: bytes, copiedForAlignment: loaded.copiedForAlignment.length };
+    const figures = {
+      tensors: loaded.tensors.size,
+      weightBytes: bytes,
+      copiedForAlignment: loaded.copiedForAlignment.length,
+    };
     loaded.close();
     return figures;
   },

@@ -22,7 +22,9 @@ function sampleJpeg(index: number): Promise<Buffer> {
       rgb[at + 2] = ((x ^ y) + index * 17) & 255;
     }
   }
-  return sharp(rgb, { raw: { width: WIDTH, height: HEIGHT, channels: 3 } }).jpeg({ quality: 90 }).toBuffer();
+  return sharp(rgb, { raw: { width: WIDTH, height: HEIGHT, channels: 3 } })
+    .jpeg({ quality: 90 })
+    .toBuffer();
 }
 
 export const clipProcessor: Scenario = {
@@ -34,7 +36,9 @@ export const clipProcessor: Scenario = {
     setPhase(`clip-processor preprocess ${batch} image(s)`);
     const pixels = await preprocessImages(images, processorOptionsFor(options.config));
     setPhase(`clip-processor tokenize ${batch} text(s)`);
-    const tokenizer = options.tokenizer ? ClipTokenizer.fromFiles(options.tokenizer) : ClipTokenizer.synthetic(options.config);
+    const tokenizer = options.tokenizer
+      ? ClipTokenizer.fromFiles(options.tokenizer)
+      : ClipTokenizer.synthetic(options.config);
     const texts = Array.from({ length: batch }, (_, i) => TEXTS[i % TEXTS.length]);
     const tokens = tokenizer.tokenize(texts);
     let sum = 0;

@@ -10,7 +10,16 @@ import { largeBatch } from './large-batch';
 import type { Scenario } from './scenario';
 import { smallMlp } from './small-mlp';
 
-const SCENARIOS: readonly Scenario[] = [basicOps, smallMlp, clipProcessor, clipLoad, clipLoadCopy, clipForward, clipTrain, largeBatch];
+const SCENARIOS: readonly Scenario[] = [
+  basicOps,
+  smallMlp,
+  clipProcessor,
+  clipLoad,
+  clipLoadCopy,
+  clipForward,
+  clipTrain,
+  largeBatch,
+];
 
 /** The implementation of a catalog scenario (this loads every runtime: for the child, not the CLI). */
 export function scenarioByName(name: string): Scenario {

@@ -9,7 +9,9 @@ import type { Figures, ScenarioOptions } from './scenario';
 import { syntheticIds, syntheticPixels } from './inputs';
 
 function tfjsBackend(options: ScenarioOptions): TfjsBackendName | null {
-  return (defaultTfjsBackendOrder as readonly string[]).includes(options.backend) ? (options.backend as TfjsBackendName) : null;
+  return (defaultTfjsBackendOrder as readonly string[]).includes(options.backend)
+    ? (options.backend as TfjsBackendName)
+    : null;
 }
 
 async function tfjsModel(options: ScenarioOptions, backend: TfjsBackendName): Promise<ClipTfjs> {
@@ -40,7 +42,12 @@ export async function forwardScenario(options: ScenarioOptions, batch: number, l
     const model = await tfjsModel(options, backend);
     setPhase(`${label} forward batch ${batch} (tfjs ${model.backend.name})`);
     const out = model.forward(inputs);
-    return { runtime: `tfjs ${model.backend.name}`, batch, embeddingValues: out.imageEmbeds.length, loss: Number((out.loss ?? NaN).toFixed(4)) };
+    return {
+      runtime: `tfjs ${model.backend.name}`,
+      batch,
+      embeddingValues: out.imageEmbeds.length,
+      loss: Number((out.loss ?? NaN).toFixed(4)),
+    };
   }
   setPhase(`${label} create onnxruntime session`);
   const clip = await createOnnxClip({ config, weightsFile: options.checkpoint }, { threads: options.threads });
@@ -64,7 +71,10 @@ export async function trainScenario(options: ScenarioOptions, batch: number): Pr
     return { runtime: `tfjs ${model.backend.name}`, batch, loss: Number(step.loss.toFixed(4)) };
   }
   setPhase('train load weights and build the training graph');
-  const trainer = await createOnnxTrainer({ config, weightsFile: options.checkpoint }, { batch, threads: options.threads });
+  const trainer = await createOnnxTrainer(
+    { config, weightsFile: options.checkpoint },
+    { batch, threads: options.threads },
+  );
   setPhase(`train step batch ${batch} (onnxruntime gradients + AdamW)`);
   const loss = await trainer.step(pixels, ids);
   setPhase('train loss after the step');

@@ -10,7 +10,15 @@ import { known, type Limit } from '../probe/field';
 import { probeAddon } from '../probe/native';
 import { readHostMemory } from '../probe/proc';
 import type {
-  Environment, FailedAllocation, MemoryFigures, RunEnd, RunHeader, RunOptions, RunResults, ScenarioResult, TimelinePoint,
+  Environment,
+  FailedAllocation,
+  MemoryFigures,
+  RunEnd,
+  RunHeader,
+  RunOptions,
+  RunResults,
+  ScenarioResult,
+  TimelinePoint,
 } from '../report/result';
 import { RUN_SCHEMA, ResultWriter } from '../report/result';
 import type { AllocationRecord } from '../track/record';
@@ -94,11 +102,17 @@ function failureOf(record: AllocationRecord | null): FailedAllocation | null {
     vmData: known(failure.vmData),
     rss: known(failure.rss),
     tMs: (failure.timeNs - record.startNs) / 1e6,
-    stack: failure.stack.map((frame) => frame.symbol ?? (frame.module ? `${path.basename(frame.module)}+${frame.offset}` : frame.address)),
+    stack: failure.stack.map(
+      (frame) => frame.symbol ?? (frame.module ? `${path.basename(frame.module)}+${frame.offset}` : frame.address),
+    ),
   };
 }
 
-function memoryFigures(report: ChildReport | null, record: AllocationRecord | null, timeline: TimelinePoint[]): MemoryFigures {
+function memoryFigures(
+  report: ChildReport | null,
+  record: AllocationRecord | null,
+  timeline: TimelinePoint[],
+): MemoryFigures {
   const c = record?.counters;
   const measured = (value: number | undefined) => (value !== undefined && value >= 0 ? value : null);
   const sampledMax = (key: 'rss' | 'vmSize') => (timeline.length ? Math.max(...timeline.map((p) => p[key])) : null);
@@ -121,7 +135,14 @@ function memoryFigures(report: ChildReport | null, record: AllocationRecord | nu
   };
 }
 
-async function runOne(name: string, request: RunRequest, environment: Environment, workDir: string, index: number, total: number): Promise<ScenarioResult> {
+async function runOne(
+  name: string,
+  request: RunRequest,
+  environment: Environment,
+  workDir: string,
+  index: number,
+  total: number,
+): Promise<ScenarioResult> {
   const { options, scenarioOptions } = request;
   const resultFile = path.join(workDir, `${name}.json`);
   const childRequest: ChildRequest = { name, options: scenarioOptions };
@@ -138,8 +159,13 @@ async function runOne(name: string, request: RunRequest, environment: Environmen
       if (stopRequested) killGroup(record.pid);
       const last = record.timeline[record.timeline.length - 1];
       request.progress({
-        scenario: name, index, total, elapsedMs: performance.now() - started, phase: phaseOf(record, record.currentPhase),
-        rss: last && last.rss >= 0 ? last.rss : null, vmSize: last && last.vmSize >= 0 ? last.vmSize : null,
+        scenario: name,
+        index,
+        total,
+        elapsedMs: performance.now() - started,
+        phase: phaseOf(record, record.currentPhase),
+        rss: last && last.rss >= 0 ? last.rss : null,
+        vmSize: last && last.vmSize >= 0 ? last.vmSize : null,
       });
     },
   });
@@ -148,11 +174,20 @@ async function runOne(name: string, request: RunRequest, environment: Environmen
   const record = run.record ?? null;
   const timeline: TimelinePoint[] = (record?.timeline ?? [])
     .filter((s) => s.rss >= 0 && s.vmSize >= 0)
-    .map((s) => ({ tMs: (s.timeNs - record!.startNs) / 1e6, rss: s.rss, vmSize: s.vmSize, heap: s.heap, phase: phaseOf(record!, s.phaseIndex) }));
+    .map((s) => ({
+      tMs: (s.timeNs - record!.startNs) / 1e6,
+      rss: s.rss,
+      vmSize: s.vmSize,
+      heap: s.heap,
+      phase: phaseOf(record!, s.phaseIndex),
+    }));
   const lastPhase = record ? phaseOf(record, record.currentPhase) : '';
   const report = readChildReport(resultFile);
   const failure = failureOf(record);
-  const status = run.exit.code === 0 && !run.timedOut && report !== null && report.finished && report.error === null ? 'passed' : 'failed';
+  const status =
+    run.exit.code === 0 && !run.timedOut && report !== null && report.finished && report.error === null
+      ? 'passed'
+      : 'failed';
   const memory = { ...memoryFigures(report, record, timeline), cgroupPeak: run.cgroup?.peak ?? null };
   const output = `${run.stderrTail}\n${run.stdoutTail}`;
   const last = record?.timeline[record.timeline.length - 1];
@@ -160,15 +195,29 @@ async function runOne(name: string, request: RunRequest, environment: Environmen
     exit: run.exit,
     limits: options.limits,
     failures: record?.failures ?? [],
-    cgroup: run.cgroup && { path: run.cgroup.path, limit: run.cgroup.limit, oomKills: run.cgroup.oomKills, peak: run.cgroup.peak },
+    cgroup: run.cgroup && {
+      path: run.cgroup.path,
+      limit: run.cgroup.limit,
+      oomKills: run.cgroup.oomKills,
+      peak: run.cgroup.peak,
+    },
     hostOomKills: run.hostOomKills,
     // The child reports a caught error (e.g. a runtime's dlopen message) in its report, not on stderr.
     output: report?.error ? `${output}\n${report.error}` : output,
     filePeak: record?.counters.filePeak,
-    last: record ? { phase: lastPhase, heap: record.counters.heapCurrent, rss: last?.rss, anon: record.counters.anonMapped, file: record.counters.fileMapped } : undefined,
+    last: record
+      ? {
+          phase: lastPhase,
+          heap: record.counters.heapCurrent,
+          rss: last?.rss,
+          anon: record.counters.anonMapped,
+          file: record.counters.fileMapped,
+        }
+      : undefined,
     notTracked: run.notTracked,
   });
-  if (run.timedOut) diagnosis.evidence.unshift(`killed with its process group after the ${options.timeoutMs / 1000} s timeout`);
+  if (run.timedOut)
+    diagnosis.evidence.unshift(`killed with its process group after the ${options.timeoutMs / 1000} s timeout`);
   const result: ScenarioResult = {
     kind: 'scenario',
     schema: RUN_SCHEMA,
@@ -263,14 +312,20 @@ export async function runScenarios(request: RunRequest): Promise<RunResults> {
     fs.rmSync(workDir, { recursive: true, force: true });
   }
   if (stopRequested) {
-    process.stderr.write(`\nclip-mem run: stopped by ${stopRequested} after ${scenarios.length} scenario(s); those are in the --json file\n`);
+    process.stderr.write(
+      `\nclip-mem run: stopped by ${stopRequested} after ${scenarios.length} scenario(s); those are in the --json file\n`,
+    );
     process.exit(signalExitCode(stopRequested));
   }
   const failed = scenarios.filter((s) => s.status === 'failed').length;
   const end: RunEnd = {
-    kind: 'end', schema: RUN_SCHEMA, finishedAt: new Date().toISOString(), passed: scenarios.length - failed, failed, wallMs: performance.now() - started,
+    kind: 'end',
+    schema: RUN_SCHEMA,
+    finishedAt: new Date().toISOString(),
+    passed: scenarios.length - failed,
+    failed,
+    wallMs: performance.now() - started,
   };
   writer?.close(end);
   return { header, scenarios, end };
 }
-

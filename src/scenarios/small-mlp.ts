@@ -18,7 +18,13 @@ export const smallMlp: Scenario = {
       bias: tf.variable(tf.zeros([width])),
     }));
     const input = tf.randomNormal([BATCH, WIDTHS[0]], 0, 1, 'float32', 3);
-    const labels = tf.oneHot(tf.tensor1d(Array.from({ length: BATCH }, (_, i) => i % 10), 'int32'), 10);
+    const labels = tf.oneHot(
+      tf.tensor1d(
+        Array.from({ length: BATCH }, (_, i) => i % 10),
+        'int32',
+      ),
+      10,
+    );
     const forward = () =>
       layers.reduce<tf.Tensor2D>((x, layer, i) => {
         const y = tf.add(tf.matMul(x, layer.weight), layer.bias) as tf.Tensor2D;
@@ -28,11 +34,21 @@ export const smallMlp: Scenario = {
     const { value, grads } = tf.variableGrads(() => tf.losses.softmaxCrossEntropy(labels, forward()) as tf.Scalar);
     const loss = (await value.data())[0];
     const gradientNorm = Math.sqrt(
-      (await Promise.all(Object.values(grads).map(async (g) => (await tf.sum(tf.square(g)).data())[0]))).reduce((s, v) => s + v, 0),
+      (await Promise.all(Object.values(grads).map(async (g) => (await tf.sum(tf.square(g)).data())[0]))).reduce(
+        (s, v) => s + v,
+        0,
+      ),
     );
     const parameters = layers.reduce((n, l) => n + l.weight.size + l.bias.size, 0);
     const tensorBytes = tf.memory().numBytes;
     tf.dispose([value, input, labels, ...Object.values(grads), ...layers.flatMap((l) => [l.weight, l.bias])]);
-    return { backend: backend.name, parameters, batch: BATCH, loss: Number(loss.toFixed(4)), gradientNorm: Number(gradientNorm.toFixed(4)), tensorBytes };
+    return {
+      backend: backend.name,
+      parameters,
+      batch: BATCH,
+      loss: Number(loss.toFixed(4)),
+      gradientNorm: Number(gradientNorm.toFixed(4)),
+      tensorBytes,
+    };
   },
 };

@@ -28,4 +28,3 @@ function phaseAddon(): PhaseAddon | null {
 export function setPhase(label: string): void {
   phaseAddon()?.setPhase(label);
 }
-

@@ -96,7 +96,8 @@ export function buildTraceReport(run: TraceRun): TraceReport {
     };
   });
   const lastSample = record?.timeline[record.timeline.length - 1];
-  const phaseLabel = record && record.currentPhase ? record.phases.find((p) => p.index === record.currentPhase)?.label ?? '' : '';
+  const phaseLabel =
+    record && record.currentPhase ? (record.phases.find((p) => p.index === record.currentPhase)?.label ?? '') : '';
   const last = record
     ? {
         heap: record.counters.heapCurrent,
@@ -208,7 +209,8 @@ export function formatTraceReport(report: TraceReport): string {
     if (report.lostTrack) lines.push(`  note: ${report.lostTrack}`);
     if (report.failuresTotal === 0) lines.push('  no allocation failed');
     else {
-      const shown = report.failures.length < report.failuresTotal ? ` (the latest ${report.failures.length} shown)` : '';
+      const shown =
+        report.failures.length < report.failuresTotal ? ` (the latest ${report.failures.length} shown)` : '';
       lines.push(`  ${report.failuresTotal} failed allocation(s)${shown}:`);
     }
     report.failures.forEach((f, i) => {

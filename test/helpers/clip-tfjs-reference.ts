@@ -34,7 +34,10 @@ const inputs = JSON.parse(fs.readFileSync(path.join(referenceDir, 'inputs.json')
 export const referenceConfig = readHfConfig(referenceDir);
 export const referenceBatch: ClipBatch = {
   images: { data: Float32Array.from(inputs.pixel_values), shape: inputs.pixel_values_shape },
-  texts: { data: Int32Array.from(inputs.input_ids.flat()), shape: [inputs.input_ids.length, inputs.input_ids[0].length] },
+  texts: {
+    data: Int32Array.from(inputs.input_ids.flat()),
+    shape: [inputs.input_ids.length, inputs.input_ids[0].length],
+  },
 };
 const adamw = {
   lr: outputs.adamw.lr,
@@ -73,40 +76,50 @@ export function referenceTests(test: TestFn, backend: TfjsBackendName): void {
     t.is(tf.memory().numTensors, 0);
   });
 
-  test.serial(`${backend}: a training step gives PyTorch's gradients, and its AdamW update PyTorch's parameters and loss`, async (t) => {
-    const model = await ClipTfjs.create(referenceWeights(), referenceConfig, { backends: [backend], adamw });
-    const parameters = model.parameterNames.length;
-    t.is(parameters, 78); // the file's 80 entries less the two position_ids buffers
-    const step = model.trainStep(referenceBatch, Object.keys(outputs.grads_step0));
-    t.true(Math.abs(step.loss - outputs.loss) < tolerance);
-    for (const [name, expected] of Object.entries(outputs.grads_step0)) {
-      t.true(maxDifference(step.gradients.get(name)!, expected) < tolerance, `gradient of ${name}`);
-    }
-    for (const [name, expected] of Object.entries(outputs.params_after_step)) {
-      t.true(maxDifference(model.parameter(name), expected) < tolerance, `${name} after the step`);
-    }
-    t.is(tf.memory().numTensors, 3 * parameters, 'after a step: each parameter and its two AdamW moments, nothing else');
-    t.true(Math.abs(model.forward(referenceBatch).loss! - outputs.loss_after_step) < tolerance);
-    model.dispose();
-    t.is(tf.memory().numTensors, 0);
-  });
+  test.serial(
+    `${backend}: a training step gives PyTorch's gradients, and its AdamW update PyTorch's parameters and loss`,
+    async (t) => {
+      const model = await ClipTfjs.create(referenceWeights(), referenceConfig, { backends: [backend], adamw });
+      const parameters = model.parameterNames.length;
+      t.is(parameters, 78); // the file's 80 entries less the two position_ids buffers
+      const step = model.trainStep(referenceBatch, Object.keys(outputs.grads_step0));
+      t.true(Math.abs(step.loss - outputs.loss) < tolerance);
+      for (const [name, expected] of Object.entries(outputs.grads_step0)) {
+        t.true(maxDifference(step.gradients.get(name)!, expected) < tolerance, `gradient of ${name}`);
+      }
+      for (const [name, expected] of Object.entries(outputs.params_after_step)) {
+        t.true(maxDifference(model.parameter(name), expected) < tolerance, `${name} after the step`);
+      }
+      t.is(
+        tf.memory().numTensors,
+        3 * parameters,
+        'after a step: each parameter and its two AdamW moments, nothing else',
+      );
+      t.true(Math.abs(model.forward(referenceBatch).loss! - outputs.loss_after_step) < tolerance);
+      model.dispose();
+      t.is(tf.memory().numTensors, 0);
+    },
+  );
 
-  test.serial(`${backend}: training steps allocate only the AdamW moments, once, and peak at the same tensor bytes`, async (t) => {
-    const model = await ClipTfjs.create(referenceWeights(), referenceConfig, { backends: [backend], adamw });
-    const parameterBytes = 183_300; // 45,825 float32 parameters
-    t.is(tf.memory().numBytes, parameterBytes);
-    const first = await tf.profile(() => void model.trainStep(referenceBatch));
-    t.is(first.newBytes, 2 * parameterBytes);
-    const second = await tf.profile(() => void model.trainStep(referenceBatch));
-    t.is(second.newBytes, 0);
-    t.is(second.newTensors, 0);
-    // tfjs's own accounting (views counted once each): parameters, moments, gradients and, thanks to the
-    // per-layer checkpoints, one encoder layer's backward at a time (without them: 4,495,396).
-    t.is(first.peakBytes, 2_029_540);
-    t.is(second.peakBytes, 2_029_540);
-    model.dispose();
-    t.is(tf.memory().numTensors, 0);
-  });
+  test.serial(
+    `${backend}: training steps allocate only the AdamW moments, once, and peak at the same tensor bytes`,
+    async (t) => {
+      const model = await ClipTfjs.create(referenceWeights(), referenceConfig, { backends: [backend], adamw });
+      const parameterBytes = 183_300; // 45,825 float32 parameters
+      t.is(tf.memory().numBytes, parameterBytes);
+      const first = await tf.profile(() => void model.trainStep(referenceBatch));
+      t.is(first.newBytes, 2 * parameterBytes);
+      const second = await tf.profile(() => void model.trainStep(referenceBatch));
+      t.is(second.newBytes, 0);
+      t.is(second.newTensors, 0);
+      // tfjs's own accounting (views counted once each): parameters, moments, gradients and, thanks to the
+      // per-layer checkpoints, one encoder layer's backward at a time (without them: 4,495,396).
+      t.is(first.peakBytes, 2_029_540);
+      t.is(second.peakBytes, 2_029_540);
+      model.dispose();
+      t.is(tf.memory().numTensors, 0);
+    },
+  );
 
   test.serial(`${backend}: F16 weights compute exactly what their float32 widening computes`, async (t) => {
     const f16: TensorMap = new Map();

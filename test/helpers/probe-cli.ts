@@ -24,7 +24,10 @@ export interface ProbeRun {
 }
 
 /** `[...wrapper, node, bin, native-probe, ...args]` with `env` added to this environment. */
-export function runNativeProbe(args: string[], options: { wrapper?: string[]; env?: NodeJS.ProcessEnv } = {}): ProbeRun {
+export function runNativeProbe(
+  args: string[],
+  options: { wrapper?: string[]; env?: NodeJS.ProcessEnv } = {},
+): ProbeRun {
   const command = [...(options.wrapper ?? []), process.execPath, bin, 'native-probe', ...args];
   const result = spawnSync(command[0]!, command.slice(1), {
     cwd: repoRoot,
@@ -35,7 +38,10 @@ export function runNativeProbe(args: string[], options: { wrapper?: string[]; en
 }
 
 /** Runs with --json and parses the report; fails loudly with stderr when the run failed. */
-export function probeJson(args: string[] = [], options: { wrapper?: string[]; env?: NodeJS.ProcessEnv } = {}): NativeProbeReport {
+export function probeJson(
+  args: string[] = [],
+  options: { wrapper?: string[]; env?: NodeJS.ProcessEnv } = {},
+): NativeProbeReport {
   const run = runNativeProbe(['--json', ...args], options);
   if (run.status !== 0) throw new Error(`native-probe exited ${run.status}: ${run.stderr}`);
   return JSON.parse(run.stdout) as NativeProbeReport;

@@ -13,7 +13,10 @@ import { scratchDir } from './scratch';
 export const allocProgram = path.join(repoRoot, 'build', 'test-programs', 'alloc_program');
 const bin = path.join(repoRoot, 'bin', 'clip-mem.js');
 
-export function trace(options: string[], command: string[]): { status: number | null; report: TraceReport; stdout: string; stderr: string } {
+export function trace(
+  options: string[],
+  command: string[],
+): { status: number | null; report: TraceReport; stdout: string; stderr: string } {
   const dir = scratchDir('clipmem-trace-test-');
   const json = path.join(dir, 'trace.json');
   const result = spawnSync(process.execPath, [bin, 'trace', ...options, '--json', json, '--', ...command], {
@@ -26,7 +29,10 @@ export function trace(options: string[], command: string[]): { status: number | 
 }
 
 /** alloc_program with the interposer preloaded and its record written into dir (which must hold one record). */
-export function traceProgram(args: string[], dir: string): { stdout: string; stderr: string; status: number | null; record: AllocationRecord } {
+export function traceProgram(
+  args: string[],
+  dir: string,
+): { stdout: string; stderr: string; status: number | null; record: AllocationRecord } {
   const run = spawnSync(allocProgram, args, {
     env: { ...process.env, LD_PRELOAD: preloadLibrary(), CLIPMEM_RECORD_DIR: dir },
     encoding: 'utf8',

@@ -33,47 +33,91 @@ function progressPrinter(): (p: SyntheticProgress) => void {
 
 export const checkpointCommand: CommandModule<{}, CheckpointArgs> = {
   command: 'checkpoint [model]',
-  describe: 'Make a synthetic CLIP checkpoint with the real layout (presets), or check a model directory (safetensors or pytorch_model.bin); show its tensors and bytes',
+  describe:
+    'Make a synthetic CLIP checkpoint with the real layout (presets), or check a model directory (safetensors or pytorch_model.bin); show its tensors and bytes',
   builder: (yargs) =>
     yargs
       .positional('model', {
         type: 'string',
         default: DEFAULT_PRESET,
-        describe: 'a preset (vit-b-32, vit-b-16, vit-l-14, tiny), a model directory with config.json + model.safetensors, or a hub id in the local Hugging Face cache',
+        describe:
+          'a preset (vit-b-32, vit-b-16, vit-l-14, tiny), a model directory with config.json + model.safetensors, or a hub id in the local Hugging Face cache',
       })
-      .option('format', { choices: WEIGHT_FORMATS, default: 'fp32' as WeightFormat, describe: 'weight format of a synthetic checkpoint (int8 = I8 weights + F32 per-row <name>.scale)' })
+      .option('format', {
+        choices: WEIGHT_FORMATS,
+        default: 'fp32' as WeightFormat,
+        describe: 'weight format of a synthetic checkpoint (int8 = I8 weights + F32 per-row <name>.scale)',
+      })
       .option('seed', { type: 'number', default: 0, describe: 'seed of the synthetic values' })
-      .option('layout', { type: 'boolean', default: false, describe: 'list every tensor (file order: name, dtype, shape, bytes)' })
+      .option('layout', {
+        type: 'boolean',
+        default: false,
+        describe: 'list every tensor (file order: name, dtype, shape, bytes)',
+      })
       .option('json', { type: 'boolean', default: false, describe: 'print the result as JSON' })
-      .example('$0 checkpoint', 'write (once) and describe the synthetic vit-b-32 fp32 checkpoint in $CLIP_MEM_CACHE or ~/.cache/clip-mem')
+      .example(
+        '$0 checkpoint',
+        'write (once) and describe the synthetic vit-b-32 fp32 checkpoint in $CLIP_MEM_CACHE or ~/.cache/clip-mem',
+      )
       .example('$0 checkpoint vit-b-32 --format int8', 'the int8 weight-only variant: about a quarter of the bytes')
-      .example('$0 checkpoint ~/models/my-clip --layout', 'check a model directory against its config.json and list its tensors')
+      .example(
+        '$0 checkpoint ~/models/my-clip --layout',
+        'check a model directory against its config.json and list its tensors',
+      )
       .epilogue(
         'Synthetic checkpoints have exactly the layout and byte size of the Hugging Face model.safetensors (names, dtypes, shapes, ' +
           'file order, padded header), with seeded values; they are written once through a temporary file and a rename. ' +
           'A user checkpoint is validated (header, offsets, every tensor the config needs, shapes); errors name the file, the tensor and the field.',
       ),
   handler: (args) => {
-    const model = resolveClipModel(args.model, { format: args.format, seed: args.seed, onProgress: args.json ? undefined : progressPrinter() });
+    const model = resolveClipModel(args.model, {
+      format: args.format,
+      seed: args.seed,
+      onProgress: args.json ? undefined : progressPrinter(),
+    });
     const index = readCheckpointIndex(model.weightsFile);
     checkCheckpointLayout(index, model.config);
     const fileBytes = fs.statSync(model.weightsFile).size;
-    const tensors = fileOrder(index.entries).map(({ name, dtype, shape }) => ({ name, dtype, shape: [...shape], bytes: tensorBytes(dtype, shape) }));
+    const tensors = fileOrder(index.entries).map(({ name, dtype, shape }) => ({
+      name,
+      dtype,
+      shape: [...shape],
+      bytes: tensorBytes(dtype, shape),
+    }));
     const totals = layoutTotals(tensors);
     const largest = tensors.reduce((a, b) => (b.bytes > a.bytes ? b : a));
     if (args.json) {
       process.stdout.write(
-        JSON.stringify({ model: args.model, kind: model.kind, file: model.weightsFile, weightsFormat: model.weightsFormat, fileBytes, ...totals, largest, tensors: args.layout ? tensors : undefined }, null, 2) + '\n',
+        JSON.stringify(
+          {
+            model: args.model,
+            kind: model.kind,
+            file: model.weightsFile,
+            weightsFormat: model.weightsFormat,
+            fileBytes,
+            ...totals,
+            largest,
+            tensors: args.layout ? tensors : undefined,
+          },
+          null,
+          2,
+        ) + '\n',
       );
       return;
     }
     const lines = [
       `${model.description}`,
       `  ${totals.entries} tensors, ${totals.parameters.toLocaleString('en-US')} parameters, ${model.weightsFormat} file ${formatBytes(fileBytes)} (${fileBytes} B)`,
-      ...Object.entries(totals.bytesByDtype).map(([dtype, bytes]) => `  ${dtype.padEnd(4)} ${formatBytes(bytes!).padStart(10)}  (${bytes} B)`),
+      ...Object.entries(totals.bytesByDtype).map(
+        ([dtype, bytes]) => `  ${dtype.padEnd(4)} ${formatBytes(bytes!).padStart(10)}  (${bytes} B)`,
+      ),
       `  largest: ${largest.name} ${largest.dtype} ${largest.shape.join('x')} = ${largest.bytes} B`,
     ];
-    if (args.layout) lines.push('', ...tensors.map((s) => `${s.name}\t${s.dtype}\t${s.shape.length ? s.shape.join('x') : 'scalar'}\t${s.bytes}`));
+    if (args.layout)
+      lines.push(
+        '',
+        ...tensors.map((s) => `${s.name}\t${s.dtype}\t${s.shape.length ? s.shape.join('x') : 'scalar'}\t${s.bytes}`),
+      );
     process.stdout.write(lines.join('\n') + '\n');
   },
 };

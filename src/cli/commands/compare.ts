@@ -23,15 +23,33 @@ export const compareCommand: CommandModule<{}, CompareArgs> = {
   describe: 'Compare two `run --json` files per scenario and figure; exit 1 when memory or time grew past the bound',
   builder: (yargs) =>
     yargs
-      .positional('base', { type: 'string', demandOption: true, describe: 'the reference run (JSONL from `clip-mem run --json`)' })
+      .positional('base', {
+        type: 'string',
+        demandOption: true,
+        describe: 'the reference run (JSONL from `clip-mem run --json`)',
+      })
       .positional('new', { type: 'string', demandOption: true, describe: 'the run to check against it' })
-      .option('max-growth', { type: 'string', default: '5%', describe: 'allowed growth of each figure, e.g. 5% or 0.05' })
-      .option('min-bytes', { type: 'string', default: '1M', describe: 'memory growth smaller than this never fails (noise floor)' })
-      .option('min-ms', { type: 'number', default: 50, describe: 'time growth smaller than this many ms never fails (noise floor)' })
+      .option('max-growth', {
+        type: 'string',
+        default: '5%',
+        describe: 'allowed growth of each figure, e.g. 5% or 0.05',
+      })
+      .option('min-bytes', {
+        type: 'string',
+        default: '1M',
+        describe: 'memory growth smaller than this never fails (noise floor)',
+      })
+      .option('min-ms', {
+        type: 'number',
+        default: 50,
+        describe: 'time growth smaller than this many ms never fails (noise floor)',
+      })
       .option('json', { type: 'boolean', default: false, describe: 'print the comparison as JSON' })
       .example('$0 compare base.json new.json --max-growth 5%', 'fail (exit 1) if any scenario grew more than 5%')
-      .epilogue('Figures compared: wall time, RSS peak, VmSize peak, tracked heap / anonymous / file-mapping peaks, memory increase. ' +
-        'A scenario that passed in BASE and fails in NEW, or is missing from NEW, also fails the gate. Exit 0: no regression; 1: regression.'),
+      .epilogue(
+        'Figures compared: wall time, RSS peak, VmSize peak, tracked heap / anonymous / file-mapping peaks, memory increase. ' +
+          'A scenario that passed in BASE and fails in NEW, or is missing from NEW, also fails the gate. Exit 0: no regression; 1: regression.',
+      ),
   handler: (args) => {
     const maxGrowth = parseGrowth(args['max-growth']);
     const comparison = compareRuns(readResults(args.base), readResults(args.new), {
@@ -42,13 +60,21 @@ export const compareCommand: CommandModule<{}, CompareArgs> = {
     if (args.json) {
       process.stdout.write(JSON.stringify({ maxGrowth, ...comparison }, null, 2) + '\n');
     } else {
-      const lines = [`${'scenario'.padEnd(16)}${'figure'.padEnd(12)}${'base'.padStart(11)}${'new'.padStart(11)}${'growth'.padStart(9)}`];
+      const lines = [
+        `${'scenario'.padEnd(16)}${'figure'.padEnd(12)}${'base'.padStart(11)}${'new'.padStart(11)}${'growth'.padStart(9)}`,
+      ];
       for (const f of comparison.figures) {
         const growth = f.growth === null ? '' : `${f.growth >= 0 ? '+' : ''}${(f.growth * 100).toFixed(1)}%`;
-        lines.push(`${f.scenario.padEnd(16)}${f.figure.padEnd(12)}${show(f.base, f.unit).padStart(11)}${show(f.next, f.unit).padStart(11)}${growth.padStart(9)}${f.regressed ? '  REGRESSION' : ''}`);
+        lines.push(
+          `${f.scenario.padEnd(16)}${f.figure.padEnd(12)}${show(f.base, f.unit).padStart(11)}${show(f.next, f.unit).padStart(11)}${growth.padStart(9)}${f.regressed ? '  REGRESSION' : ''}`,
+        );
       }
       lines.push('');
-      if (comparison.regressions.length) lines.push(`FAIL: ${comparison.regressions.length} regression(s) past ${(maxGrowth * 100).toFixed(1)}%:`, ...comparison.regressions.map((r) => `  ${r}`));
+      if (comparison.regressions.length)
+        lines.push(
+          `FAIL: ${comparison.regressions.length} regression(s) past ${(maxGrowth * 100).toFixed(1)}%:`,
+          ...comparison.regressions.map((r) => `  ${r}`),
+        );
       else lines.push(`OK: no figure grew more than ${(maxGrowth * 100).toFixed(1)}%`);
       process.stdout.write(lines.join('\n') + '\n');
     }

@@ -27,7 +27,9 @@ interface EstimateArgs {
 export const defaultThreads = (): number => Math.min(os.cpus().length, 4);
 
 export const progressLine = (line: string): void => {
-  process.stderr.write(process.stderr.isTTY ? `\r\x1b[K${line.slice(0, (process.stderr.columns || 120) - 1)}` : `${line}\n`);
+  process.stderr.write(
+    process.stderr.isTTY ? `\r\x1b[K${line.slice(0, (process.stderr.columns || 120) - 1)}` : `${line}\n`,
+  );
 };
 export const endProgress = (): void => {
   if (process.stderr.isTTY) process.stderr.write('\r\x1b[K');
@@ -43,30 +45,67 @@ export function parseBatches(text: string): number[] {
 
 export const estimateCommand: CommandModule<{}, EstimateArgs> = {
   command: 'estimate',
-  describe: "Predict each phase's peak RSS and address space for a CLIP model in clip-mem's runtime (and --calibrate it)",
+  describe:
+    "Predict each phase's peak RSS and address space for a CLIP model in clip-mem's runtime (and --calibrate it)",
   builder: (yargs) =>
     yargs
-      .option('model', { type: 'string', default: 'vit-b-32', describe: 'preset (vit-b-32, vit-b-16, vit-l-14, tiny), a model directory or config.json' })
-      .option('dtype', { choices: WEIGHT_FORMATS, default: 'fp32' as WeightFormat, describe: 'weight format of the checkpoint (training widens to float32)' })
-      .option('batch', { type: 'number', default: 2, describe: 'images (and as many texts) per forward or training step' })
+      .option('model', {
+        type: 'string',
+        default: 'vit-b-32',
+        describe: 'preset (vit-b-32, vit-b-16, vit-l-14, tiny), a model directory or config.json',
+      })
+      .option('dtype', {
+        choices: WEIGHT_FORMATS,
+        default: 'fp32' as WeightFormat,
+        describe: 'weight format of the checkpoint (training widens to float32)',
+      })
+      .option('batch', {
+        type: 'number',
+        default: 2,
+        describe: 'images (and as many texts) per forward or training step',
+      })
       .option('phase', { choices: PHASES, describe: 'one phase (default: load, forward and train)' })
-      .option('optimizer', { choices: OPTIMIZERS, default: 'adamw' as Optimizer, describe: 'train: AdamW (two float32 moments, what clip-mem run trains with) or plain SGD (no state)' })
-      .option('segments', { type: 'number', default: DEFAULT_TRAINING_SEGMENTS, describe: "train: the trainer's backward graphs per tower (more: fewer gradients at once; the default is what clip-mem run trains with)" })
-      .option('threads', { type: 'number', default: defaultThreads(), describe: 'compute threads (the baseline is measured per thread count)' })
+      .option('optimizer', {
+        choices: OPTIMIZERS,
+        default: 'adamw' as Optimizer,
+        describe: 'train: AdamW (two float32 moments, what clip-mem run trains with) or plain SGD (no state)',
+      })
+      .option('segments', {
+        type: 'number',
+        default: DEFAULT_TRAINING_SEGMENTS,
+        describe:
+          "train: the trainer's backward graphs per tower (more: fewer gradients at once; the default is what clip-mem run trains with)",
+      })
+      .option('threads', {
+        type: 'number',
+        default: defaultThreads(),
+        describe: 'compute threads (the baseline is measured per thread count)',
+      })
       .option('json', { type: 'boolean', default: false, describe: 'print the estimates as JSON' })
-      .option('calibrate', { type: 'boolean', default: false, describe: 'run the phases (or --phase) at --calibrate-batches in children and store the fits for this runtime (training: AdamW; plain SGD stays model-only)' })
+      .option('calibrate', {
+        type: 'boolean',
+        default: false,
+        describe:
+          'run the phases (or --phase) at --calibrate-batches in children and store the fits for this runtime (training: AdamW; plain SGD stays model-only)',
+      })
       .option('calibrate-batches', { type: 'string', default: '1,4', describe: 'batch sizes --calibrate runs' })
       .option('refresh-baseline', { type: 'boolean', default: false, describe: 'measure the runtime baseline again' })
       .check((args) => {
-        if (!Number.isSafeInteger(args.batch) || args.batch < 1) throw new Error(`--batch must be a positive integer, got ${args.batch}`);
-        if (!Number.isSafeInteger(args.segments) || args.segments < 1) throw new Error(`--segments must be a positive integer, got ${args.segments}`);
-        if (args.phase === 'train' && args.dtype === 'int8') throw new Error('--phase train needs --dtype fp32 or fp16: the trainer refuses int8 weight-only checkpoints');
+        if (!Number.isSafeInteger(args.batch) || args.batch < 1)
+          throw new Error(`--batch must be a positive integer, got ${args.batch}`);
+        if (!Number.isSafeInteger(args.segments) || args.segments < 1)
+          throw new Error(`--segments must be a positive integer, got ${args.segments}`);
+        if (args.phase === 'train' && args.dtype === 'int8')
+          throw new Error('--phase train needs --dtype fp32 or fp16: the trainer refuses int8 weight-only checkpoints');
         parseBatches(args['calibrate-batches']);
         return true;
       })
       .example('$0 estimate', 'vit-b-32 fp32 at batch 2: load, forward and train, beside accelerate')
       .example('$0 estimate --model vit-l-14 --phase train --batch 8', 'a model never run here, with its uncertainty')
-      .example('$0 estimate --calibrate --dtype fp16', 'measure vit-b-32 fp16 at batch 1 and 4 in children, store the fits')
+      .example(
+        '$0 estimate --calibrate --dtype fp16',
+        'measure vit-b-32 fp16 at batch 1 and 4 in children, store the fits',
+      )
       .epilogue(
         'Each phase lists the runtime baseline (measured once per runtime in children, cached in ' +
           `${storeFile()}), weights, gradients, optimizer states and activations (from the graphs clip-mem runs), ` +
@@ -77,20 +116,30 @@ export const estimateCommand: CommandModule<{}, EstimateArgs> = {
     const config = resolveClipConfig(args.model);
     const quiet = args.json ? () => undefined : progressLine;
     if (args.calibrate) {
-      const calibrations = await calibrate(args.model, args.dtype, parseBatches(args['calibrate-batches']), args.threads, progressLine, args.phase);
+      const calibrations = await calibrate(
+        args.model,
+        args.dtype,
+        parseBatches(args['calibrate-batches']),
+        args.threads,
+        progressLine,
+        args.phase,
+      );
       endProgress();
       if (args.json) {
         process.stdout.write(JSON.stringify({ calibrations }, null, 1) + '\n');
         return;
       }
       for (const c of calibrations) {
-        const points = c.points.map((p) => `batch ${p.batch}: ${formatBytes(p.measured.rss)} (model ${formatBytes(p.modelled.rss)})`).join(', ');
+        const points = c.points
+          .map((p) => `batch ${p.batch}: ${formatBytes(p.measured.rss)} (model ${formatBytes(p.modelled.rss)})`)
+          .join(', ');
         process.stdout.write(
           `${c.model} ${c.dtype} ${c.phase}: measured peak RSS = ${formatBytes(c.measuredFit.rss.constant)} + ${formatBytes(c.measuredFit.rss.slope)} x batch; ` +
             `the terms miss ${formatBytes(c.residualFit.rss.constant)} + ${formatBytes(c.residualFit.rss.slope)} x batch  [${points}]\n`,
         );
       }
-      if (calibrations.some((c) => c.phase === 'train')) process.stdout.write(`train (sgd): not calibrated: ${SGD_MODEL_ONLY}\n`);
+      if (calibrations.some((c) => c.phase === 'train'))
+        process.stdout.write(`train (sgd): not calibrated: ${SGD_MODEL_ONLY}\n`);
       process.stdout.write(`stored in ${storeFile()} for ${loadRuntimeRecord(args.threads).key}\n`);
       return;
     }
@@ -98,7 +147,18 @@ export const estimateCommand: CommandModule<{}, EstimateArgs> = {
     endProgress();
     const phases = phasesOf(args.dtype, args.phase);
     const estimates: PhaseEstimate[] = phases.map((phase) =>
-      estimatePhase(config, { model: args.model, dtype: args.dtype, batch: args.batch, phase, optimizer: args.optimizer, segments: args.segments }, record),
+      estimatePhase(
+        config,
+        {
+          model: args.model,
+          dtype: args.dtype,
+          batch: args.batch,
+          phase,
+          optimizer: args.optimizer,
+          segments: args.segments,
+        },
+        record,
+      ),
     );
     if (args.json) {
       process.stdout.write(JSON.stringify({ runtime: record.key, model: config.name, estimates }, null, 1) + '\n');

@@ -3,7 +3,17 @@ import type { CommandModule } from 'yargs';
 import { DEFAULT_TRAINING_SEGMENTS } from '../../clip/onnx/train';
 import { resolveClipConfig, WEIGHT_FORMATS, type WeightFormat } from '../../clip/config';
 import { ensureBaseline, SGD_MODEL_ONLY } from '../../estimate/estimate';
-import { cheapest, fitPlan, LIMIT_MEASURES, limitedFigure, verifyBoundary, type FitAnswer, type FitLimit, type LimitKind, type Verification } from '../../estimate/fit';
+import {
+  cheapest,
+  fitPlan,
+  LIMIT_MEASURES,
+  limitedFigure,
+  verifyBoundary,
+  type FitAnswer,
+  type FitLimit,
+  type LimitKind,
+  type Verification,
+} from '../../estimate/fit';
 import { OPTIMIZERS, PHASES, type Optimizer, type Phase } from '../../estimate/model';
 import { formatBytes, parseBytes } from '../../units';
 import { defaultThreads, endProgress, progressLine } from './estimate';
@@ -43,13 +53,21 @@ function describeAnswer(a: FitAnswer, limit: FitLimit): string {
 }
 
 function renderVerification(v: Verification): string {
-  const lines = [`verify: ${v.runs.length} run(s) in children under ${LIMIT_MEASURES[v.limit.kind].option} ${formatBytes(v.limit.bytes)} (at most ${v.maxRuns}: ceil(log2(--max-batch)) + 1)`];
+  const lines = [
+    `verify: ${v.runs.length} run(s) in children under ${LIMIT_MEASURES[v.limit.kind].option} ${formatBytes(v.limit.bytes)} (at most ${v.maxRuns}: ceil(log2(--max-batch)) + 1)`,
+  ];
   for (const r of v.runs) {
-    const counted = v.limit.kind === 'mem' && r.limitedPeak !== null ? `, cgroup charge peak ${formatBytes(r.limitedPeak)}` : '';
+    const counted =
+      v.limit.kind === 'mem' && r.limitedPeak !== null ? `, cgroup charge peak ${formatBytes(r.limitedPeak)}` : '';
     const peaks = `RSS peak ${r.rssPeak === null ? 'unknown' : formatBytes(r.rssPeak)}, VmSize peak ${r.vmSizePeak === null ? 'unknown' : formatBytes(r.vmSizePeak)}${counted}`;
-    lines.push(`  batch ${String(r.batch).padStart(4)}  ${r.passed ? 'PASS' : 'FAIL'}  ${peaks}${r.passed ? '' : `  cause ${r.cause}${r.evidence[0] ? `: ${r.evidence[0]}` : ''}`}`);
+    lines.push(
+      `  batch ${String(r.batch).padStart(4)}  ${r.passed ? 'PASS' : 'FAIL'}  ${peaks}${r.passed ? '' : `  cause ${r.cause}${r.evidence[0] ? `: ${r.evidence[0]}` : ''}`}`,
+    );
   }
-  if (v.proven) lines.push(`proven: batch ${v.passed} passes and batch ${v.failed} fails under the limit${v.passed === v.predicted ? ' (as predicted)' : ` (predicted ${v.predicted})`}`);
+  if (v.proven)
+    lines.push(
+      `proven: batch ${v.passed} passes and batch ${v.failed} fails under the limit${v.passed === v.predicted ? ' (as predicted)' : ` (predicted ${v.predicted})`}`,
+    );
   else if (v.failed === 1) lines.push('proven: not even batch 1 passes under the limit');
   else lines.push(`every batch run up to ${v.passed} passed (--max-batch bounds the search)`);
   return lines.join('\n');
@@ -57,7 +75,8 @@ function renderVerification(v: Verification): string {
 
 export const fitCommand: CommandModule<{}, FitArgs> = {
   command: 'fit',
-  describe: 'The largest batch that fits a limit, the cheapest change when none does; --verify proves the boundary by running it',
+  describe:
+    'The largest batch that fits a limit, the cheapest change when none does; --verify proves the boundary by running it',
   builder: (yargs) =>
     yargs
       .option('limit-as', { type: 'string', describe: 'address-space limit (ulimit -v / RLIMIT_AS), e.g. 4G' })
@@ -67,21 +86,35 @@ export const fitCommand: CommandModule<{}, FitArgs> = {
       .option('model', { type: 'string', default: 'vit-b-32', describe: 'preset, model directory or config.json' })
       .option('dtype', { choices: WEIGHT_FORMATS, default: 'fp32' as WeightFormat, describe: 'weight format' })
       .option('optimizer', { choices: OPTIMIZERS, default: 'adamw' as Optimizer, describe: 'train: adamw or sgd' })
-      .option('segments', { type: 'number', default: DEFAULT_TRAINING_SEGMENTS, describe: "train: the trainer's backward graphs per tower (the default is what clip-mem run trains with)" })
+      .option('segments', {
+        type: 'number',
+        default: DEFAULT_TRAINING_SEGMENTS,
+        describe: "train: the trainer's backward graphs per tower (the default is what clip-mem run trains with)",
+      })
       .option('max-batch', { type: 'number', default: 256, describe: 'largest batch considered' })
       .option('threads', { type: 'number', default: defaultThreads(), describe: 'compute threads' })
-      .option('verify', { type: 'boolean', default: false, describe: 'run the answer and the next batch up in children under the limit (a bisection of 1..--max-batch if the prediction was wrong)' })
+      .option('verify', {
+        type: 'boolean',
+        default: false,
+        describe:
+          'run the answer and the next batch up in children under the limit (a bisection of 1..--max-batch if the prediction was wrong)',
+      })
       .option('json', { type: 'boolean', default: false, describe: 'print the plan (and the verification) as JSON' })
       .check((args) => {
         limitOf(args as FitArgs);
-        if (!Number.isSafeInteger(args['max-batch']) || args['max-batch'] < 1) throw new Error(`--max-batch must be a positive integer, got ${args['max-batch']}`);
-        if (!Number.isSafeInteger(args.segments) || args.segments < 1) throw new Error(`--segments must be a positive integer, got ${args.segments}`);
+        if (!Number.isSafeInteger(args['max-batch']) || args['max-batch'] < 1)
+          throw new Error(`--max-batch must be a positive integer, got ${args['max-batch']}`);
+        if (!Number.isSafeInteger(args.segments) || args.segments < 1)
+          throw new Error(`--segments must be a positive integer, got ${args.segments}`);
         return true;
       })
       .example('$0 fit --limit-mem 1500M --phase train', 'what trains under a 1500 MiB cgroup (Slurm --mem=1500M)')
-      .example('$0 fit --limit-as 2G --phase forward --verify', 'the largest forward batch under ulimit -v 2G, proven by runs')
+      .example(
+        '$0 fit --limit-as 2G --phase forward --verify',
+        'the largest forward batch under ulimit -v 2G, proven by runs',
+      )
       .epilogue(
-        'The limit is compared with the estimate\'s figure for what it counts: --limit-mem with RSS, --limit-as with VmSize, ' +
+        "The limit is compared with the estimate's figure for what it counts: --limit-mem with RSS, --limit-as with VmSize, " +
           '--limit-data with VmSize less the read-only weight mapping. Changes are tried cheapest first: a smaller weight format; ' +
           'for training one backward segment per layer, plain SGD, both; then a smaller preset. With --verify the answer runs in a ' +
           'child under the limit, and the next batch up; when the prediction was wrong, a bisection of 1..--max-batch finds the ' +
@@ -93,24 +126,57 @@ export const fitCommand: CommandModule<{}, FitArgs> = {
     const quiet = args.json ? () => undefined : progressLine;
     const record = await ensureBaseline(args.threads, quiet);
     endProgress();
-    const plan = fitPlan({ model: args.model, dtype: args.dtype, optimizer: args.optimizer, segments: args.segments }, args.phase, limit, record, args['max-batch']);
+    const plan = fitPlan(
+      { model: args.model, dtype: args.dtype, optimizer: args.optimizer, segments: args.segments },
+      args.phase,
+      limit,
+      record,
+      args['max-batch'],
+    );
     const choice = cheapest(plan);
     let verification: Verification | undefined;
     if (args.verify && choice) {
-      verification = await verifyBoundary(choice, args.phase, limit, choice.batch, args['max-batch'], args.threads, progressLine);
+      verification = await verifyBoundary(
+        choice,
+        args.phase,
+        limit,
+        choice.batch,
+        args['max-batch'],
+        args.threads,
+        progressLine,
+      );
       endProgress();
     }
     process.exitCode = choice && (!args.verify || verification?.proven) ? 0 : 1;
     if (args.json) {
-      process.stdout.write(JSON.stringify({ runtime: record.key, phase: args.phase, limit, answer: plan.answer, alternatives: plan.alternatives, choice: choice ?? null, verification: verification ?? null }, null, 1) + '\n');
+      process.stdout.write(
+        JSON.stringify(
+          {
+            runtime: record.key,
+            phase: args.phase,
+            limit,
+            answer: plan.answer,
+            alternatives: plan.alternatives,
+            choice: choice ?? null,
+            verification: verification ?? null,
+          },
+          null,
+          1,
+        ) + '\n',
+      );
       return;
     }
     const lines = [
       `clip-mem fit: ${args.phase} under ${LIMIT_MEASURES[limit.kind].option} ${formatBytes(limit.bytes)} (${limit.bytes} B), compared with ${LIMIT_MEASURES[limit.kind].counts}`,
       `as asked: ${describeAnswer(plan.answer, limit)}`,
     ];
-    if (plan.alternatives.length) lines.push('changes, cheapest first:', ...plan.alternatives.map((a) => `  ${a.change}: ${describeAnswer(a, limit)}`));
-    if ([plan.answer, ...plan.alternatives].some((a) => a.estimate.phase === 'train' && a.optimizer === 'sgd')) lines.push(`note: ${SGD_MODEL_ONLY}`);
+    if (plan.alternatives.length)
+      lines.push(
+        'changes, cheapest first:',
+        ...plan.alternatives.map((a) => `  ${a.change}: ${describeAnswer(a, limit)}`),
+      );
+    if ([plan.answer, ...plan.alternatives].some((a) => a.estimate.phase === 'train' && a.optimizer === 'sgd'))
+      lines.push(`note: ${SGD_MODEL_ONLY}`);
     if (!choice) lines.push('nothing fits: raise the limit');
     else if (choice !== plan.answer) lines.push(`cheapest change that fits: ${choice.change}, batch ${choice.batch}`);
     if (verification) lines.push(renderVerification(verification));

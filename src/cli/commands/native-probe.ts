@@ -13,17 +13,26 @@ interface NativeProbeArgs {
 
 export const nativeProbeCommand: CommandModule<{}, NativeProbeArgs> = {
   command: 'native-probe',
-  describe: 'Show every memory limit that binds this process, what can be allocated right now, and which limit binds first',
+  describe:
+    'Show every memory limit that binds this process, what can be allocated right now, and which limit binds first',
   builder: (yargs) =>
     yargs
-      .option('json', { type: 'boolean', default: false, describe: 'print the report as JSON (schema/native-probe.schema.json)' })
+      .option('json', {
+        type: 'boolean',
+        default: false,
+        describe: 'print the report as JSON (schema/native-probe.schema.json)',
+      })
       .option('model', {
         type: 'string',
         array: true,
         default: [] as string[],
         describe: `check whether a CLIP model fits via mmap, via copy and for AdamW training: ${PRESET_NAMES.join(', ')}, or a model directory with config.json`,
       })
-      .option('weights', { choices: WEIGHT_FORMATS, default: 'fp32' as WeightFormat, describe: 'weight format for --model' })
+      .option('weights', {
+        choices: WEIGHT_FORMATS,
+        default: 'fp32' as WeightFormat,
+        describe: 'weight format for --model',
+      })
       .check((args) => {
         // A bad --model is a usage error (exit 2), found before probing.
         for (const model of args.model) {

@@ -42,7 +42,10 @@ function resolveModel(model: string, dtype: WeightFormat, progress: (text: strin
     onProgress: ({ bytesWritten, totalBytes }) => {
       // Every percent on a terminal line that rewrites itself; every tenth in a log.
       const percent = Math.floor((100 * bytesWritten) / totalBytes);
-      if (percent !== shown && (process.stderr.isTTY || percent % 10 === 0)) progress(`making the synthetic ${model} ${dtype} checkpoint (first use): ${percent}% of ${formatBytes(totalBytes)}`);
+      if (percent !== shown && (process.stderr.isTTY || percent % 10 === 0))
+        progress(
+          `making the synthetic ${model} ${dtype} checkpoint (first use): ${percent}% of ${formatBytes(totalBytes)}`,
+        );
       shown = percent;
     },
   });
@@ -60,8 +63,19 @@ function limitsOf(args: RunArgs): Limits {
 const limitText = (bytes: number) => (bytes % 2 ** 20 === 0 ? `${bytes / 2 ** 20}M` : String(bytes));
 
 /** The options of a run as a command line (limits exact), for the reports' reproducible commands. */
-export function commandLine(names: readonly string[], options: RunOptions, scenario: ScenarioOptions, outputs = ''): string {
-  const parts = ['clip-mem run', ...names, `--model ${options.model}`, `--dtype ${options.dtype}`, `--batch ${options.batch}`];
+export function commandLine(
+  names: readonly string[],
+  options: RunOptions,
+  scenario: ScenarioOptions,
+  outputs = '',
+): string {
+  const parts = [
+    'clip-mem run',
+    ...names,
+    `--model ${options.model}`,
+    `--dtype ${options.dtype}`,
+    `--batch ${options.batch}`,
+  ];
   if (names.includes('large-batch')) parts.push(`--large-batch ${scenario.largeBatch}`);
   parts.push(`--backend ${options.backend}`, `--threads ${options.threads}`);
   if (options.limits.as !== undefined) parts.push(`--limit-as ${limitText(options.limits.as)}`);
@@ -88,26 +102,63 @@ function progressPrinter(): (event: ProgressEvent | string) => void {
 
 export const runCommand: CommandModule<{}, RunArgs> = {
   command: 'run [scenarios..]',
-  describe: 'Run the CLIP scenarios, each in its own child under simulated limits; diagnose every failure and say what would fit',
+  describe:
+    'Run the CLIP scenarios, each in its own child under simulated limits; diagnose every failure and say what would fit',
   builder: (yargs) =>
     yargs
-      .positional('scenarios', { type: 'string', array: true, choices: SCENARIO_NAMES, default: SCENARIO_NAMES, describe: 'scenarios to run (default: all, in this order)' })
-      .option('model', { type: 'string', default: 'vit-b-32', describe: 'preset (vit-b-32, vit-b-16, vit-l-14, tiny; a synthetic checkpoint with the real layout is made on first use), a model directory or a .safetensors file' })
+      .positional('scenarios', {
+        type: 'string',
+        array: true,
+        choices: SCENARIO_NAMES,
+        default: SCENARIO_NAMES,
+        describe: 'scenarios to run (default: all, in this order)',
+      })
+      .option('model', {
+        type: 'string',
+        default: 'vit-b-32',
+        describe:
+          'preset (vit-b-32, vit-b-16, vit-l-14, tiny; a synthetic checkpoint with the real layout is made on first use), a model directory or a .safetensors file',
+      })
       .option('dtype', { choices: WEIGHT_FORMATS, default: 'fp32' as WeightFormat, describe: 'weight format' })
       .option('batch', { type: 'number', default: 2, describe: 'batch of clip-forward and clip-train' })
       .option('large-batch', { type: 'number', default: 32, describe: 'batch of large-batch' })
-      .option('backend', { choices: BACKENDS, default: 'auto', describe: 'auto: onnxruntime for inference and training, the best tfjs backend for basic-ops and small-mlp; or one tfjs backend for everything' })
-      .option('threads', { type: 'number', default: Math.min(os.cpus().length, 4), describe: 'compute threads of the runtime' })
+      .option('backend', {
+        choices: BACKENDS,
+        default: 'auto',
+        describe:
+          'auto: onnxruntime for inference and training, the best tfjs backend for basic-ops and small-mlp; or one tfjs backend for everything',
+      })
+      .option('threads', {
+        type: 'number',
+        default: Math.min(os.cpus().length, 4),
+        describe: 'compute threads of the runtime',
+      })
       .option('limit-as', { type: 'string', describe: 'RLIMIT_AS of each child (what `ulimit -v` sets), e.g. 1.2G' })
       .option('limit-data', { type: 'string', describe: 'RLIMIT_DATA of each child (`ulimit -d`)' })
-      .option('limit-mem', { type: 'string', describe: 'memory cgroup limit of each child (what Slurm --mem or a container sets); needs a writable cgroup' })
-      .option('timeout', { type: 'number', default: 600, describe: 'seconds before a child and its whole process group are killed' })
-      .option('json', { type: 'string', describe: 'write the results as JSON lines (one per scenario, as each finishes) to FILE' })
+      .option('limit-mem', {
+        type: 'string',
+        describe: 'memory cgroup limit of each child (what Slurm --mem or a container sets); needs a writable cgroup',
+      })
+      .option('timeout', {
+        type: 'number',
+        default: 600,
+        describe: 'seconds before a child and its whole process group are killed',
+      })
+      .option('json', {
+        type: 'string',
+        describe: 'write the results as JSON lines (one per scenario, as each finishes) to FILE',
+      })
       .option('markdown', { type: 'string', describe: 'write the Markdown report to FILE' })
       .option('html', { type: 'string', describe: 'write the self-contained HTML report (memory timelines) to FILE' })
       .example('$0 run', 'all eight scenarios on the synthetic vit-b-32 checkpoint')
-      .example('$0 run clip-load-copy --limit-as 1.2G', "the seed's failure: a 101187584-byte allocation under an address-space limit")
-      .example('$0 run clip-train --limit-mem 1G --json run.json', 'a cgroup (Slurm --mem) kill, results kept as JSON lines')
+      .example(
+        '$0 run clip-load-copy --limit-as 1.2G',
+        "the seed's failure: a 101187584-byte allocation under an address-space limit",
+      )
+      .example(
+        '$0 run clip-train --limit-mem 1G --json run.json',
+        'a cgroup (Slurm --mem) kill, results kept as JSON lines',
+      )
       .epilogue(
         `Scenarios:\n${SCENARIO_CATALOG.map((s) => `  ${s.name.padEnd(15)} ${s.summary}`).join('\n')}\n\n` +
           'Exit status: 0 when every scenario passed, 1 when any failed, 2 on a usage error.',
@@ -132,9 +183,20 @@ export const runCommand: CommandModule<{}, RunArgs> = {
       scenarios: names,
     };
     const scenarioOptions: ScenarioOptions = {
-      model: args.model, config: model.config, tokenizer: model.tokenizer, checkpoint: needsCheckpoint ? model.weightsFile : '', dtype: args.dtype, batch: args.batch, largeBatch: args['large-batch'], backend: args.backend, threads: args.threads,
+      model: args.model,
+      config: model.config,
+      tokenizer: model.tokenizer,
+      checkpoint: needsCheckpoint ? model.weightsFile : '',
+      dtype: args.dtype,
+      batch: args.batch,
+      largeBatch: args['large-batch'],
+      backend: args.backend,
+      threads: args.threads,
     };
-    const outputs = ['json', 'markdown', 'html'].filter((k) => args[k as 'json']).map((k) => ` --${k} ${args[k as 'json']}`).join('');
+    const outputs = ['json', 'markdown', 'html']
+      .filter((k) => args[k as 'json'])
+      .map((k) => ` --${k} ${args[k as 'json']}`)
+      .join('');
     // Loaded here, not at the top: other commands (native-probe) must start without the ML runtimes.
     const { runScenarios } = await import('../../scenarios/runner');
     const results = await runScenarios({

@@ -24,21 +24,34 @@ export const traceCommandModule: CommandModule<{}, TraceArgs> = {
     yargs
       .parserConfiguration({ 'populate--': true, 'unknown-options-as-args': false })
       .option('limit-as', { type: 'string', describe: 'RLIMIT_AS for the command (like ulimit -v), e.g. 4G' })
-      .option('limit-data', { type: 'string', describe: 'RLIMIT_DATA for the command (heap + private writable), e.g. 2G' })
+      .option('limit-data', {
+        type: 'string',
+        describe: 'RLIMIT_DATA for the command (heap + private writable), e.g. 2G',
+      })
       .option('limit-mem', {
         type: 'string',
         describe: 'memory cgroup limit (RSS + page cache; the kernel OOM-kills above it), e.g. 300M',
       })
-      .option('json', { type: 'string', describe: 'also write the result as JSON to this file ("-" for stdout, after the output)' })
+      .option('json', {
+        type: 'string',
+        describe: 'also write the result as JSON to this file ("-" for stdout, after the output)',
+      })
       .option('timeout', { type: 'number', describe: "seconds before the command's whole process group is killed" })
       .option('fail', {
         type: 'string',
-        describe: 'fault injection: make calls fail with ENOMEM, e.g. malloc:nth=3, mmap:above=1048576 or mprotect:nth=1 (comma-separated)',
+        describe:
+          'fault injection: make calls fail with ENOMEM, e.g. malloc:nth=3, mmap:above=1048576 or mprotect:nth=1 (comma-separated)',
       })
-      .example('$0 trace --limit-as 4G -- python3 train.py', 'which allocation failed under a 4 GiB address-space limit, and why')
-      .example('$0 trace --limit-mem 300M --json out.json -- node app.js', 'run in a 300 MiB memory cgroup; JSON for scripts')
+      .example(
+        '$0 trace --limit-as 4G -- python3 train.py',
+        'which allocation failed under a 4 GiB address-space limit, and why',
+      )
+      .example(
+        '$0 trace --limit-mem 300M --json out.json -- node app.js',
+        'run in a 300 MiB memory cgroup; JSON for scripts',
+      )
       .epilogue(
-        'The command runs with LD_PRELOAD set to clip-mem\'s interposer, which records every malloc, calloc, realloc, ' +
+        "The command runs with LD_PRELOAD set to clip-mem's interposer, which records every malloc, calloc, realloc, " +
           'posix_memalign, mmap, mremap, pthread_create and mprotect (making reserved pages writable commits them) that fails, ' +
           'with the exact size, errno, stack and phase, into a ' +
           'file that survives the process being killed. After the command ends, trace prints how it ended, the peaks, every ' +
@@ -49,7 +62,9 @@ export const traceCommandModule: CommandModule<{}, TraceArgs> = {
   handler: async (args) => {
     const command = [...(args['--'] ?? []), ...(args.command ?? [])].map(String);
     if (!command.length) {
-      process.stderr.write('clip-mem trace: name the command to run after --, e.g. clip-mem trace --limit-as 4G -- node app.js\n');
+      process.stderr.write(
+        'clip-mem trace: name the command to run after --, e.g. clip-mem trace --limit-as 4G -- node app.js\n',
+      );
       process.exit(2);
     }
     const limits: TraceLimits = {};

@@ -47,7 +47,16 @@ function causalMask(g: Graph, s: number): Value {
   return g.constant(mask, [s, s]);
 }
 
-function attention(g: Graph, p: ClipParams, x: Value, prefix: string, t: TowerShape, batch: number, seq: number, mask?: Value): Value {
+function attention(
+  g: Graph,
+  p: ClipParams,
+  x: Value,
+  prefix: string,
+  t: TowerShape,
+  batch: number,
+  seq: number,
+  mask?: Value,
+): Value {
   const h = t.numAttentionHeads;
   const dh = t.hiddenSize / h;
   const heads = (v: Value): Value => g.reshape(v, [batch, seq, h, dh]);
@@ -65,12 +74,40 @@ function quickGelu(g: Graph, x: Value): Value {
   return g.mul(x, g.sigmoid(g.mul(x, g.scalar(1.702))));
 }
 
-function encoderLayers(g: Graph, p: ClipParams, hidden: Value, prefix: string, t: TowerShape, batch: number, seq: number, from: number, to: number, mask?: Value): Value {
+function encoderLayers(
+  g: Graph,
+  p: ClipParams,
+  hidden: Value,
+  prefix: string,
+  t: TowerShape,
+  batch: number,
+  seq: number,
+  from: number,
+  to: number,
+  mask?: Value,
+): Value {
   let h = hidden;
   for (let i = from; i < to; i++) {
     const layer = `${prefix}.encoder.layers.${i}`;
-    h = g.add(h, attention(g, p, layerNorm(g, p, h, `${layer}.layer_norm1`, t.layerNormEps), `${layer}.self_attn`, t, batch, seq, mask));
-    const mlp = linear(g, p, quickGelu(g, linear(g, p, layerNorm(g, p, h, `${layer}.layer_norm2`, t.layerNormEps), `${layer}.mlp.fc1`)), `${layer}.mlp.fc2`);
+    h = g.add(
+      h,
+      attention(
+        g,
+        p,
+        layerNorm(g, p, h, `${layer}.layer_norm1`, t.layerNormEps),
+        `${layer}.self_attn`,
+        t,
+        batch,
+        seq,
+        mask,
+      ),
+    );
+    const mlp = linear(
+      g,
+      p,
+      quickGelu(g, linear(g, p, layerNorm(g, p, h, `${layer}.layer_norm2`, t.layerNormEps), `${layer}.mlp.fc1`)),
+      `${layer}.mlp.fc2`,
+    );
     h = g.add(h, mlp);
   }
   return h;
@@ -88,7 +125,9 @@ function visionEmbeddings(g: Graph, config: ClipConfig, p: ClipParams, pixels: V
   const v = config.vision;
   const [batch, channels, height, width] = pixels.shape;
   if (channels !== v.numChannels || height !== v.imageSize || width !== v.imageSize) {
-    throw new Error(`pixel values are [${pixels.shape.join(', ')}]; this model takes [batch, ${v.numChannels}, ${v.imageSize}, ${v.imageSize}]`);
+    throw new Error(
+      `pixel values are [${pixels.shape.join(', ')}]; this model takes [batch, ${v.numChannels}, ${v.imageSize}, ${v.imageSize}]`,
+    );
   }
   const patch = v.patchSize;
   const grid = v.imageSize / patch;
@@ -98,7 +137,10 @@ function visionEmbeddings(g: Graph, config: ClipConfig, p: ClipParams, pixels: V
     g.transpose(g.reshape(pixels, [batch, channels, grid, patch, grid, patch]), [0, 2, 4, 1, 3, 5]),
     [batch * patches, channels * patch * patch],
   );
-  const kernel = g.reshape(p.get('vision_model.embeddings.patch_embedding.weight', unfolded), [d, channels * patch * patch]);
+  const kernel = g.reshape(p.get('vision_model.embeddings.patch_embedding.weight', unfolded), [
+    d,
+    channels * patch * patch,
+  ]);
   const embedded = g.reshape(g.gemm(unfolded, kernel, undefined, { transB: true }), [batch, patches, d]);
   const cls = g.expand(g.reshape(p.get('vision_model.embeddings.class_embedding'), [1, 1, d]), [batch, 1, d]);
   const tokens = g.add(g.concat([cls, embedded], 1), p.get('vision_model.embeddings.position_embedding.weight'));
@@ -110,10 +152,16 @@ function textEmbeddings(g: Graph, config: ClipConfig, p: ClipParams, ids: Value)
   const t = config.text;
   const [batch, seq] = ids.shape;
   if (seq > t.maxPositionEmbeddings) {
-    throw new Error(`input ids have ${seq} tokens; this model takes at most ${t.maxPositionEmbeddings} (pad or truncate to it)`);
+    throw new Error(
+      `input ids have ${seq} tokens; this model takes at most ${t.maxPositionEmbeddings} (pad or truncate to it)`,
+    );
   }
   const d = t.hiddenSize;
-  const tokens = g.reshape(p.rows('text_model.embeddings.token_embedding.weight', g.reshape(ids, [batch * seq])), [batch, seq, d]);
+  const tokens = g.reshape(p.rows('text_model.embeddings.token_embedding.weight', g.reshape(ids, [batch * seq])), [
+    batch,
+    seq,
+    d,
+  ]);
   const positions = g.slice(p.get('text_model.embeddings.position_embedding.weight'), 0, 0, seq);
   return g.reshape(g.add(tokens, positions), [batch * seq, d]);
 }
@@ -124,12 +172,22 @@ function textEmbeddings(g: Graph, config: ClipConfig, p: ClipParams, ids: Value)
  * projection when `to` is the layer count (then the result is the features [B, P]; else the hidden
  * state after layer to - 1). Text pooling reads `ids`. Training runs a tower in such segments.
  */
-export function towerSegment(g: Graph, config: ClipConfig, p: ClipParams, tower: Tower, input: Value, ids: Value | undefined, from: number, to: number): Value {
+export function towerSegment(
+  g: Graph,
+  config: ClipConfig,
+  p: ClipParams,
+  tower: Tower,
+  input: Value,
+  ids: Value | undefined,
+  from: number,
+  to: number,
+): Value {
   const t = tower === 'text' ? config.text : config.vision;
   const prefix = tower === 'text' ? 'text_model' : 'vision_model';
   const seq = towerTokens(config, tower, ids?.shape[1] ?? 0);
   const batch = from > 0 ? input.shape[0] / seq : input.shape[0];
-  let h = from > 0 ? input : tower === 'text' ? textEmbeddings(g, config, p, input) : visionEmbeddings(g, config, p, input);
+  let h =
+    from > 0 ? input : tower === 'text' ? textEmbeddings(g, config, p, input) : visionEmbeddings(g, config, p, input);
   h = encoderLayers(g, p, h, prefix, t, batch, seq, from, to, tower === 'text' ? causalMask(g, seq) : undefined);
   if (to < t.numHiddenLayers) return h;
   const d = t.hiddenSize;
@@ -160,8 +218,16 @@ export function normalize(g: Graph, x: Value): Value {
 }
 
 /** Logits scaled by exp(logit_scale) and, when both batches are equal, the symmetric contrastive loss. */
-export function clipHead(g: Graph, p: ClipParams, imageEmbeds: Value, textEmbeds: Value): { logitsPerImage: Value; logitsPerText: Value; loss?: Value } {
-  const logitsPerText = g.mul(g.gemm(textEmbeds, imageEmbeds, undefined, { transB: true }), g.exp(p.get('logit_scale')));
+export function clipHead(
+  g: Graph,
+  p: ClipParams,
+  imageEmbeds: Value,
+  textEmbeds: Value,
+): { logitsPerImage: Value; logitsPerText: Value; loss?: Value } {
+  const logitsPerText = g.mul(
+    g.gemm(textEmbeds, imageEmbeds, undefined, { transB: true }),
+    g.exp(p.get('logit_scale')),
+  );
   const logitsPerImage = g.transpose(logitsPerText, [1, 0]);
   const n = imageEmbeds.shape[0];
   if (textEmbeds.shape[0] !== n) return { logitsPerImage, logitsPerText };

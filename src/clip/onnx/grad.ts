@@ -41,7 +41,10 @@ const rules: Record<string, Rule> = {
   ],
   Mul: (g, n, dy, needs) => {
     const [a, b] = n.inputs as Value[];
-    return [needs(0) ? unbroadcast(g, g.mul(dy, b), a.shape) : undefined, needs(1) ? unbroadcast(g, g.mul(dy, a), b.shape) : undefined];
+    return [
+      needs(0) ? unbroadcast(g, g.mul(dy, b), a.shape) : undefined,
+      needs(1) ? unbroadcast(g, g.mul(dy, a), b.shape) : undefined,
+    ];
   },
   Div: (g, n, dy, needs) => {
     const [a, b] = n.inputs as Value[];
@@ -64,7 +67,11 @@ const rules: Record<string, Rule> = {
     const transB = Boolean(n.attrs.transB);
     return [
       needs(0) ? g.gemm(dy, b, undefined, { transB: !transB }) : undefined,
-      needs(1) ? (transB ? g.gemm(dy, a, undefined, { transA: true }) : g.gemm(a, dy, undefined, { transA: true })) : undefined,
+      needs(1)
+        ? transB
+          ? g.gemm(dy, a, undefined, { transA: true })
+          : g.gemm(a, dy, undefined, { transA: true })
+        : undefined,
       c && needs(2) ? unbroadcast(g, dy, c.shape) : undefined,
     ];
   },
@@ -110,7 +117,12 @@ const rules: Record<string, Rule> = {
     const x = n.inputs[0]!;
     const keep = attr(n, 'keepdims') === 1;
     const axes = Array.from(g.initializerInt64s(n.inputs[1]!));
-    const kept = keep ? dy : g.reshape(dy, x.shape.map((d, i) => (axes.includes(i) ? 1 : d)));
+    const kept = keep
+      ? dy
+      : g.reshape(
+          dy,
+          x.shape.map((d, i) => (axes.includes(i) ? 1 : d)),
+        );
     return [g.expand(kept, x.shape)];
   },
   Gather: (g, n, dy, needs) => {
@@ -124,7 +136,11 @@ const rules: Record<string, Rule> = {
   Concat: (g, n, dy) => {
     const axis = attr(n, 'axis');
     const inputs = n.inputs as Value[];
-    return g.split(dy, inputs.map((x) => x.shape[axis]), axis);
+    return g.split(
+      dy,
+      inputs.map((x) => x.shape[axis]),
+      axis,
+    );
   },
   Expand: (g, n, dy) => [unbroadcast(g, dy, n.inputs[0]!.shape)],
   Slice: (g, n, dy) => {

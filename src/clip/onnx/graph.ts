@@ -91,7 +91,8 @@ export class Graph {
   }
 
   constant(data: Float32Array | BigInt64Array | Int32Array, shape: readonly number[]): Value {
-    const type = data instanceof Float32Array ? ElemType.FLOAT : data instanceof BigInt64Array ? ElemType.INT64 : ElemType.INT32;
+    const type =
+      data instanceof Float32Array ? ElemType.FLOAT : data instanceof BigInt64Array ? ElemType.INT64 : ElemType.INT32;
     if (data.length !== numel(shape)) throw new Error(`constant: ${data.length} values for shape [${shape.join(',')}]`);
     const v = this.value(type, shape);
     this.initializers.set(v, { raw: new Uint8Array(data.buffer, data.byteOffset, data.byteLength).slice() });
@@ -110,7 +111,10 @@ export class Graph {
   }
 
   int64s(values: readonly number[], shape: readonly number[] = [values.length]): Value {
-    return this.constant(BigInt64Array.from(values, (x) => BigInt(x)), shape);
+    return this.constant(
+      BigInt64Array.from(values, (x) => BigInt(x)),
+      shape,
+    );
   }
 
   external(name: string, type: ElemType, shape: readonly number[], location: TensorSpec['external']): Value {
@@ -167,7 +171,8 @@ export class Graph {
 
   /** Y = op(A) op(B) + C for 2-D A and B (alpha = beta = 1). */
   gemm(a: Value, b: Value, c?: Value, opts: { transA?: boolean; transB?: boolean } = {}): Value {
-    if (a.shape.length !== 2 || b.shape.length !== 2) throw new Error(`Gemm needs 2-D operands: ${describe(a)}, ${describe(b)}`);
+    if (a.shape.length !== 2 || b.shape.length !== 2)
+      throw new Error(`Gemm needs 2-D operands: ${describe(a)}, ${describe(b)}`);
     const [m, k] = opts.transA ? [a.shape[1], a.shape[0]] : a.shape;
     const [k2, n] = opts.transB ? [b.shape[1], b.shape[0]] : b.shape;
     if (k !== k2) throw new Error(`Gemm: inner dimensions differ: ${describe(a)}, ${describe(b)}`);
@@ -181,7 +186,12 @@ export class Graph {
   /** Batched matrix product; both operands have the same rank and batch dimensions. */
   matmul(a: Value, b: Value): Value {
     const r = a.shape.length;
-    if (r < 2 || b.shape.length !== r || !sameShape(a.shape.slice(0, r - 2), b.shape.slice(0, r - 2)) || a.shape[r - 1] !== b.shape[r - 2]) {
+    if (
+      r < 2 ||
+      b.shape.length !== r ||
+      !sameShape(a.shape.slice(0, r - 2), b.shape.slice(0, r - 2)) ||
+      a.shape[r - 1] !== b.shape[r - 2]
+    ) {
       throw new Error(`MatMul: incompatible ${describe(a)} and ${describe(b)}`);
     }
     return this.node('MatMul', [a, b], [{ type: a.type, shape: [...a.shape.slice(0, r - 1), b.shape[r - 1]] }])[0];
@@ -202,10 +212,15 @@ export class Graph {
   layerNorm(x: Value, scale: Value, bias: Value, epsilon: number): { y: Value; mean: Value; invStd: Value } {
     if (x.shape.length !== 2) throw new Error(`layerNorm expects a 2-D input, got ${describe(x)}`);
     const stat = { type: x.type, shape: [x.shape[0], 1] };
-    const [y, mean, invStd] = this.node('LayerNormalization', [x, scale, bias], [{ type: x.type, shape: x.shape }, stat, stat], {
-      axis: int(-1),
-      epsilon: float(epsilon),
-    });
+    const [y, mean, invStd] = this.node(
+      'LayerNormalization',
+      [x, scale, bias],
+      [{ type: x.type, shape: x.shape }, stat, stat],
+      {
+        axis: int(-1),
+        epsilon: float(epsilon),
+      },
+    );
     return { y, mean, invStd };
   }
 
@@ -218,7 +233,9 @@ export class Graph {
 
   private reduce(op: string, x: Value, axes: readonly number[], keepdims: boolean): Value {
     const norm = axes.map((a) => (a < 0 ? a + x.shape.length : a));
-    const shape = keepdims ? x.shape.map((d, i) => (norm.includes(i) ? 1 : d)) : x.shape.filter((_, i) => !norm.includes(i));
+    const shape = keepdims
+      ? x.shape.map((d, i) => (norm.includes(i) ? 1 : d))
+      : x.shape.filter((_, i) => !norm.includes(i));
     const keep = { keepdims: int(keepdims ? 1 : 0) };
     if (op === 'ReduceSum') return this.node(op, [x, this.int64s(norm)], [{ type: x.type, shape }], keep)[0];
     return this.node(op, [x], [{ type: x.type, shape }], { ...keep, axes: ints(norm) })[0]; // opset 17: axes attribute
@@ -233,7 +250,12 @@ export class Graph {
   /** Rows of a 2-D table: data[indices] with 1-D int64 indices. */
   gather(data: Value, indices: Value): Value {
     if (indices.shape.length !== 1) throw new Error(`gather takes 1-D indices, got ${describe(indices)}`);
-    return this.node('Gather', [data, indices], [{ type: data.type, shape: [indices.shape[0], ...data.shape.slice(1)] }], { axis: int(0) })[0];
+    return this.node(
+      'Gather',
+      [data, indices],
+      [{ type: data.type, shape: [indices.shape[0], ...data.shape.slice(1)] }],
+      { axis: int(0) },
+    )[0];
   }
 
   concat(xs: readonly Value[], axis: number): Value {
@@ -257,7 +279,11 @@ export class Graph {
   slice(x: Value, axis: number, start: number, end: number): Value {
     if (start === 0 && end === x.shape[axis]) return x;
     const shape = x.shape.map((d, i) => (i === axis ? end - start : d));
-    return this.node('Slice', [x, this.int64s([start]), this.int64s([end]), this.int64s([axis])], [{ type: x.type, shape }])[0];
+    return this.node(
+      'Slice',
+      [x, this.int64s([start]), this.int64s([end]), this.int64s([axis])],
+      [{ type: x.type, shape }],
+    )[0];
   }
 
   /** Zero padding: `pads` as ONNX orders them (all begins, then all ends). */
@@ -269,9 +295,11 @@ export class Graph {
 
   /** Float one-hot rows [K, depth] of 1-D int64 indices. */
   oneHot(indices: Value, depth: number): Value {
-    return this.node('OneHot', [indices, this.int64s([depth], []), this.constant(new Float32Array([0, 1]), [2])], [
-      { type: ElemType.FLOAT, shape: [...indices.shape, depth] },
-    ])[0];
+    return this.node(
+      'OneHot',
+      [indices, this.int64s([depth], []), this.constant(new Float32Array([0, 1]), [2])],
+      [{ type: ElemType.FLOAT, shape: [...indices.shape, depth] }],
+    )[0];
   }
 
   argMax(x: Value, axis: number): Value {
@@ -288,7 +316,9 @@ export class Graph {
 
   /** int8 weight-only: x * scale with one scale per index of `axis`. */
   dequantize(q: Value, scale: Value, axis: number): Value {
-    return this.node('DequantizeLinear', [q, scale], [{ type: ElemType.FLOAT, shape: q.shape }], { axis: int(axis) })[0];
+    return this.node('DequantizeLinear', [q, scale], [{ type: ElemType.FLOAT, shape: q.shape }], {
+      axis: int(axis),
+    })[0];
   }
 
   toModel(opset = 17): Uint8Array {
@@ -300,7 +330,12 @@ export class Graph {
       outputs: n.outputs.map((v) => v.name),
       attributes: Object.entries(n.attrs),
     }));
-    const initializers: TensorSpec[] = [...this.initializers].map(([v, data]) => ({ name: v.name, elemType: v.type, dims: v.shape, ...data }));
+    const initializers: TensorSpec[] = [...this.initializers].map(([v, data]) => ({
+      name: v.name,
+      elemType: v.type,
+      dims: v.shape,
+      ...data,
+    }));
     return encodeModel({
       producerName: 'clip-mem',
       opset,

@@ -35,7 +35,10 @@ export interface OnnxClipOptions extends ResolveOptions {
   threads?: number;
 }
 
-export function resolveModel(model: ClipModelSpec, options: ResolveOptions = {}): { config: ClipConfig; weightsFile: string } {
+export function resolveModel(
+  model: ClipModelSpec,
+  options: ResolveOptions = {},
+): { config: ClipConfig; weightsFile: string } {
   const { config, weightsFile } = typeof model === 'string' ? resolveClipModel(model, options) : model;
   return { config, weightsFile: path.resolve(weightsFile) };
 }
@@ -78,7 +81,8 @@ function fileParams(g: Graph, header: SafetensorsHeader): ClipParams {
   const declared = new Map<string, Value>();
   const entry = (name: string): SafetensorsEntry => {
     const e = entries.get(name);
-    if (!e) throw new Error(`${header.file}: tensor ${JSON.stringify(name)} is missing (is this a CLIPModel checkpoint?)`);
+    if (!e)
+      throw new Error(`${header.file}: tensor ${JSON.stringify(name)} is missing (is this a CLIPModel checkpoint?)`);
     return e;
   };
   const stored = (name: string): Value => {
@@ -86,7 +90,10 @@ function fileParams(g: Graph, header: SafetensorsHeader): ClipParams {
     if (!v) {
       const e = entry(name);
       const type = ELEM[e.dtype];
-      if (type === undefined) throw new Error(`${header.file}: tensor ${name}: dtype ${e.dtype} is not one onnxruntime runs here (F32, F16, I8)`);
+      if (type === undefined)
+        throw new Error(
+          `${header.file}: tensor ${name}: dtype ${e.dtype} is not one onnxruntime runs here (F32, F16, I8)`,
+        );
       v = g.external(name, type, e.shape, { location, offset: header.dataOffset + e.begin, length: e.bytes });
       declared.set(name, v);
     }
@@ -110,7 +117,9 @@ function fileParams(g: Graph, header: SafetensorsHeader): ClipParams {
       const raw = stored(name);
       if (raw.type === ElemType.FLOAT) return raw;
       const lazy = afterInput(raw, input);
-      return raw.type === ElemType.INT8 ? g.dequantize(lazy, stored(int8ScaleName(name)), 0) : g.cast(lazy, ElemType.FLOAT);
+      return raw.type === ElemType.INT8
+        ? g.dequantize(lazy, stored(int8ScaleName(name)), 0)
+        : g.cast(lazy, ElemType.FLOAT);
     },
     rows(name, indices) {
       // Gather first, convert only the rows used: the table stays in its stored dtype.
@@ -126,12 +135,24 @@ function fileParams(g: Graph, header: SafetensorsHeader): ClipParams {
 export type InferenceGraph = 'image' | 'text' | 'both';
 
 /** The inference model: inputs pixel_values / input_ids, outputs image_embeds / text_embeds (+ logits, loss). */
-export function buildInferenceModel(header: SafetensorsHeader, config: ClipConfig, which: InferenceGraph, batch: number, seq: number): Uint8Array {
+export function buildInferenceModel(
+  header: SafetensorsHeader,
+  config: ClipConfig,
+  which: InferenceGraph,
+  batch: number,
+  seq: number,
+): Uint8Array {
   return inferenceGraph(header, config, which, batch, seq).toModel();
 }
 
 /** The graph buildInferenceModel serializes (the benchmark counts its matrix products). */
-export function inferenceGraph(header: SafetensorsHeader, config: ClipConfig, which: InferenceGraph, batch: number, seq: number): Graph {
+export function inferenceGraph(
+  header: SafetensorsHeader,
+  config: ClipConfig,
+  which: InferenceGraph,
+  batch: number,
+  seq: number,
+): Graph {
   const g = new Graph(`clip_${which}`);
   const p = fileParams(g, header);
   const v = config.vision;
@@ -175,7 +196,8 @@ export function weightFormatOf(header: SafetensorsHeader): WeightFormat {
   return dtypes.has('I8') ? 'int8' : dtypes.has('F16') ? 'fp16' : 'fp32';
 }
 
-const toInt64 = (ids: ArrayLike<number | bigint>): BigInt64Array => BigInt64Array.from(Array.from(ids), (x) => BigInt(x));
+const toInt64 = (ids: ArrayLike<number | bigint>): BigInt64Array =>
+  BigInt64Array.from(Array.from(ids), (x) => BigInt(x));
 
 export async function createOnnxClip(model: ClipModelSpec, options: OnnxClipOptions = {}): Promise<OnnxClip> {
   const { config, weightsFile: file } = resolveModel(model, options);
@@ -198,12 +220,15 @@ export async function createOnnxClip(model: ClipModelSpec, options: OnnxClipOpti
   const pixelTensor = (pixels: Float32Array, batch: number): ort.Tensor => {
     const shape = [batch, v.numChannels, v.imageSize, v.imageSize];
     if (pixels.length !== numel(shape)) {
-      throw new Error(`encodeImage: ${pixels.length} pixel values for batch ${batch}; expected [${shape.join(', ')}] = ${numel(shape)}`);
+      throw new Error(
+        `encodeImage: ${pixels.length} pixel values for batch ${batch}; expected [${shape.join(', ')}] = ${numel(shape)}`,
+      );
     }
     return new (onnxruntime().Tensor)('float32', pixels, shape);
   };
   const idsTensor = (ids: ArrayLike<number | bigint>, batch: number): ort.Tensor => {
-    if (batch < 1 || ids.length % batch !== 0) throw new Error(`encodeText: ${ids.length} ids do not split into ${batch} rows`);
+    if (batch < 1 || ids.length % batch !== 0)
+      throw new Error(`encodeText: ${ids.length} ids do not split into ${batch} rows`);
     return new (onnxruntime().Tensor)('int64', toInt64(ids), [batch, ids.length / batch]);
   };
   const data = (t: ort.OnnxValue): Float32Array => (t as ort.Tensor).data as Float32Array;

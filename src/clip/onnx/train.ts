@@ -68,7 +68,11 @@ export interface OnnxTrainer {
   /** AdamW steps applied so far. */
   readonly steps: number;
   loss(pixels: Float32Array, ids: ArrayLike<number | bigint>): Promise<number>;
-  computeGradients(pixels: Float32Array, ids: ArrayLike<number | bigint>, visit: (name: string, grad: Float32Array) => void): Promise<number>;
+  computeGradients(
+    pixels: Float32Array,
+    ids: ArrayLike<number | bigint>,
+    visit: (name: string, grad: Float32Array) => void,
+  ): Promise<number>;
   step(pixels: Float32Array, ids: ArrayLike<number | bigint>): Promise<number>;
   close(): Promise<void>;
 }
@@ -105,7 +109,10 @@ function boundaries(layers: number, segments: number): number[] {
 }
 
 /** Parameters as graph inputs, declared on first use. */
-function inputParams(g: Graph, shapes: ReadonlyMap<string, readonly number[]>): { params: ClipParams; inputs: Map<string, Value> } {
+function inputParams(
+  g: Graph,
+  shapes: ReadonlyMap<string, readonly number[]>,
+): { params: ClipParams; inputs: Map<string, Value> } {
   const inputs = new Map<string, Value>();
   const params: ClipParams = {
     get(name) {
@@ -153,7 +160,10 @@ export function buildTrainingModels(
 
   const head = new Graph('clip_train_head');
   const { params } = inputParams(head, shapes);
-  const headInputs = { vision: head.input('pixel_values', ElemType.FLOAT, pixelShape), text: head.input('input_ids', ElemType.INT64, [batch, seq]) };
+  const headInputs = {
+    vision: head.input('pixel_values', ElemType.FLOAT, pixelShape),
+    text: head.input('input_ids', ElemType.INT64, [batch, seq]),
+  };
   const features = {} as Record<Tower, Value>;
   for (const tower of towers) {
     const cuts = boundaries(layersOf(tower), segments);
@@ -187,9 +197,21 @@ export function buildTrainingModels(
             ? g.input('pixel_values', ElemType.FLOAT, pixelShape)
             : ids!;
       const out = towerSegment(g, config, segmentParams, tower, input, ids, from, to);
-      const seed = g.input(gradName(to === layersOf(tower) ? featuresName(tower) : hiddenName(tower, to)), ElemType.FLOAT, out.shape);
-      outputGradients(g, g.reduceSum(g.mul(out, seed), [0, 1], false), [...inputs.values(), ...(from > 0 ? [input] : [])]);
-      backward.push({ name: `${tower} layers ${from}-${to - 1}`, graph: g, bytes: g.toModel(), params: [...inputs.keys()] });
+      const seed = g.input(
+        gradName(to === layersOf(tower) ? featuresName(tower) : hiddenName(tower, to)),
+        ElemType.FLOAT,
+        out.shape,
+      );
+      outputGradients(g, g.reduceSum(g.mul(out, seed), [0, 1], false), [
+        ...inputs.values(),
+        ...(from > 0 ? [input] : []),
+      ]);
+      backward.push({
+        name: `${tower} layers ${from}-${to - 1}`,
+        graph: g,
+        bytes: g.toModel(),
+        params: [...inputs.keys()],
+      });
     }
   }
   const covered = new Set([...backward.flatMap((m) => m.params), 'logit_scale']);
@@ -214,7 +236,10 @@ function widenTable(dtype: 'F16' | 'BF16'): Float32Array {
  * Every parameter as float32, read by copy. F32 tensors are read straight into their arrays; F16 and BF16
  * go through one reused buffer, so widening an fp16 checkpoint leaves no garbage of its size behind.
  */
-function readFloat32Params(file: string): { params: Map<string, Float32Array>; shapes: Map<string, readonly number[]> } {
+function readFloat32Params(file: string): {
+  params: Map<string, Float32Array>;
+  shapes: Map<string, readonly number[]>;
+} {
   const header = readSafetensorsHeader(file);
   const params = new Map<string, Float32Array>();
   const shapes = new Map<string, readonly number[]>();
@@ -224,13 +249,15 @@ function readFloat32Params(file: string): { params: Map<string, Float32Array>; s
     for (const entry of header.entries) {
       if (entry.dtype === 'I64') continue; // position_ids buffers: not parameters
       if (entry.dtype !== 'F32' && entry.dtype !== 'F16' && entry.dtype !== 'BF16') {
-        throw new Error(`${file}: tensor ${entry.name} is ${entry.dtype}; training reads F32, F16 or BF16 weights (not int8 weight-only)`);
+        throw new Error(
+          `${file}: tensor ${entry.name} is ${entry.dtype}; training reads F32, F16 or BF16 weights (not int8 weight-only)`,
+        );
       }
       const numel = entry.bytes / DTYPE_BYTES[entry.dtype];
       const values = new Float32Array(numel);
       if (entry.dtype !== 'F32' && scratch.length < entry.bytes) scratch = new Uint8Array(entry.bytes);
       const target = entry.dtype === 'F32' ? new Uint8Array(values.buffer) : scratch.subarray(0, entry.bytes);
-      for (let done = 0; done < entry.bytes; ) {
+      for (let done = 0; done < entry.bytes;) {
         const n = fs.readSync(fd, target, done, entry.bytes - done, header.dataOffset + entry.begin + done);
         if (n === 0) throw new Error(`${file}: tensor ${entry.name}: the file ends inside its data`);
         done += n;
@@ -266,7 +293,11 @@ export async function createOnnxTrainer(model: ClipModelSpec, options: OnnxTrain
   // One buffer for the gradients of the largest segment, carved into per-parameter views for each graph.
   const gradElements = (m: TrainingModel) => m.params.reduce((sum, name) => sum + params.get(name)!.length, 0);
   const pool = new Float32Array(Math.max(1, ...models.backward.map(gradElements)));
-  const backward: Array<{ session: ort.InferenceSession; views: Map<string, Float32Array>; fetches: Record<string, ort.Tensor | null> }> = [];
+  const backward: Array<{
+    session: ort.InferenceSession;
+    views: Map<string, Float32Array>;
+    fetches: Record<string, ort.Tensor | null>;
+  }> = [];
   for (const m of models.backward) {
     const session = await onnxruntime().InferenceSession.create(m.bytes, options_);
     const views = new Map<string, Float32Array>();
@@ -286,12 +317,18 @@ export async function createOnnxTrainer(model: ClipModelSpec, options: OnnxTrain
   const pixelShape = [batch, v.numChannels, v.imageSize, v.imageSize];
   const pixelCount = numel(pixelShape);
   const inputFeeds = (pixels: Float32Array, ids: ArrayLike<number | bigint>): Record<string, ort.Tensor> => {
-    if (pixels.length !== pixelCount) throw new Error(`training step: ${pixels.length} pixel values, expected ${pixelCount} (batch ${batch})`);
-    if (ids.length !== batch * seq) throw new Error(`training step: ${ids.length} input ids, expected ${batch} x ${seq}`);
+    if (pixels.length !== pixelCount)
+      throw new Error(`training step: ${pixels.length} pixel values, expected ${pixelCount} (batch ${batch})`);
+    if (ids.length !== batch * seq)
+      throw new Error(`training step: ${ids.length} input ids, expected ${batch} x ${seq}`);
     return {
       ...paramFeeds,
       pixel_values: new (onnxruntime().Tensor)('float32', pixels, pixelShape),
-      input_ids: new (onnxruntime().Tensor)('int64', BigInt64Array.from(Array.from(ids), (x) => BigInt(x)), [batch, seq]),
+      input_ids: new (onnxruntime().Tensor)(
+        'int64',
+        BigInt64Array.from(Array.from(ids), (x) => BigInt(x)),
+        [batch, seq],
+      ),
     };
   };
   const pick = (session: ort.InferenceSession, feeds: Record<string, ort.Tensor>) =>
@@ -301,7 +338,9 @@ export async function createOnnxTrainer(model: ClipModelSpec, options: OnnxTrain
   let steps = 0;
   const adamwUpdate = (name: string, g: Float32Array): void => {
     const p = params.get(name)!;
-    moments ??= new Map([...params].map(([n, q]) => [n, { m: new Float32Array(q.length), v: new Float32Array(q.length) }]));
+    moments ??= new Map(
+      [...params].map(([n, q]) => [n, { m: new Float32Array(q.length), v: new Float32Array(q.length) }]),
+    );
     const { m, v: s } = moments.get(name)!;
     const { lr, beta1, beta2, eps, weightDecay } = adamw;
     const t = steps + 1;
@@ -336,7 +375,8 @@ export async function createOnnxTrainer(model: ClipModelSpec, options: OnnxTrain
       const loss = (out.loss.data as Float32Array)[0];
       for (const segment of backward) {
         const result = await segment.session.run(pick(segment.session, feeds), segment.fetches);
-        for (const [name, value] of Object.entries(result)) if (segment.fetches[name] === null) feeds[name] = value as ort.Tensor;
+        for (const [name, value] of Object.entries(result))
+          if (segment.fetches[name] === null) feeds[name] = value as ort.Tensor;
         for (const [name, grad] of segment.views) visit(name, grad);
       }
       visit('logit_scale', out[gradName('logit_scale')].data as Float32Array);

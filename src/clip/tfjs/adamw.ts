@@ -17,7 +17,13 @@ export interface AdamWUpdate {
 import type { AdamWOptions } from '../onnx/train';
 
 /** torch.optim.AdamW's defaults. */
-const pytorchAdamWDefaults: Required<AdamWOptions> = { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01 };
+const pytorchAdamWDefaults: Required<AdamWOptions> = {
+  lr: 1e-3,
+  beta1: 0.9,
+  beta2: 0.999,
+  eps: 1e-8,
+  weightDecay: 0.01,
+};
 
 export class AdamW {
   readonly options: Required<AdamWOptions>;

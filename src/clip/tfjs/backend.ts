@@ -49,7 +49,9 @@ let chosen: Promise<TfjsBackendChoice> | undefined;
  * Makes the first usable candidate tfjs's backend for this process (tfjs has one global backend).
  * Throws, listing every reason, when none initialises.
  */
-export async function selectTfjsBackend(candidates: readonly TfjsBackendName[] = defaultTfjsBackendOrder): Promise<TfjsBackendChoice> {
+export async function selectTfjsBackend(
+  candidates: readonly TfjsBackendName[] = defaultTfjsBackendOrder,
+): Promise<TfjsBackendChoice> {
   chosen ??= trySelect(candidates);
   const choice = await chosen;
   if (!candidates.includes(choice.name)) {
@@ -85,7 +87,9 @@ async function initialise(name: TfjsBackendName): Promise<string | undefined> {
         await quietly(() => require(packages[name]));
       } catch (error) {
         const code = (error as NodeJS.ErrnoException).code;
-        return code === 'MODULE_NOT_FOUND' ? `${packages[name]} is not installed` : `${packages[name]} failed to load: ${message(error)}`;
+        return code === 'MODULE_NOT_FOUND'
+          ? `${packages[name]} is not installed`
+          : `${packages[name]} failed to load: ${message(error)}`;
       }
     }
     if (!(await setQuietly('tensorflow'))) return `the tensorflow backend of ${packages[name]} did not initialise`;
@@ -141,7 +145,9 @@ function wasmHeapFull(bytes: number, heapBytes: number): TfjsMemoryError {
 }
 
 function wasmDirectory(): string {
-  return require('node:path').dirname(require.resolve('@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm.wasm')) + '/';
+  return (
+    require('node:path').dirname(require.resolve('@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm.wasm')) + '/'
+  );
 }
 
 function wasmReservationFailure(): string | undefined {
@@ -235,7 +241,13 @@ export function asTfjsMemoryError(error: unknown): TfjsMemoryError | undefined {
     );
   }
   if (error instanceof RangeError && /WebAssembly\.(Memory|instantiate)|Wasm memory/.test(text)) {
-    return new TfjsMemoryError('wasm-address-space', 'address-space', `no address space for WebAssembly memory: ${text}`, undefined, error);
+    return new TfjsMemoryError(
+      'wasm-address-space',
+      'address-space',
+      `no address space for WebAssembly memory: ${text}`,
+      undefined,
+      error,
+    );
   }
   if (error instanceof RangeError && text.includes('Array buffer allocation failed')) {
     return new TfjsMemoryError(

@@ -109,7 +109,10 @@ const gatherRowsOf = tf.customGrad((...inputs: (tf.Tensor | tf.GradSaveFunc)[]) 
  * (vit-b-32 batch 2: ~1.4 GiB); per checkpointed block it holds one block's, for one more forward pass.
  * `onBackward` runs as the block's backward starts (the tracker's phase).
  */
-export function recomputedInBackward(f: (...inputs: tf.Tensor[]) => tf.Tensor, onBackward: () => void): (...inputs: tf.Tensor[]) => tf.Tensor {
+export function recomputedInBackward(
+  f: (...inputs: tf.Tensor[]) => tf.Tensor,
+  onBackward: () => void,
+): (...inputs: tf.Tensor[]) => tf.Tensor {
   return tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const inputs = args.slice(0, -1) as tf.Tensor[];
     (args[args.length - 1] as tf.GradSaveFunc)(inputs);

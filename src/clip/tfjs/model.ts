@@ -98,7 +98,8 @@ type Stage = 'forward' | 'train forward';
 const maskedScore = -1e9;
 
 /** Parameters used as nn.Linear weights (the patch convolution too: stride = kernel makes it one). */
-const linearWeight = /(\.(q_proj|k_proj|v_proj|out_proj|fc1|fc2)|^text_projection|^visual_projection|\.patch_embedding)\.weight$/;
+const linearWeight =
+  /(\.(q_proj|k_proj|v_proj|out_proj|fc1|fc2)|^text_projection|^visual_projection|\.patch_embedding)\.weight$/;
 
 export class ClipTfjs {
   private readonly optimizer: AdamW;
@@ -182,7 +183,9 @@ export class ClipTfjs {
   trainStep(batch: ClipBatch, report: readonly string[] = []): ClipTrainStep {
     for (const name of report) this.weight(name);
     if (batch.images.shape[0] !== batch.texts.shape[0]) {
-      throw new Error(`ClipTfjs.trainStep: the contrastive loss pairs image i with text i, but the batch has ${batch.images.shape[0]} images and ${batch.texts.shape[0]} texts`);
+      throw new Error(
+        `ClipTfjs.trainStep: the contrastive loss pairs image i with text i, but the batch has ${batch.images.shape[0]} images and ${batch.texts.shape[0]} texts`,
+      );
     }
     return this.run(() => {
       const variables = [...this.parameters.values()];
@@ -243,14 +246,19 @@ export class ClipTfjs {
 
   private loss(batch: ClipBatch, stage: Stage): tf.Scalar {
     return tf.tidy(() => {
-      const logitsPerImage = this.logits(normalise(this.imageFeatures(batch.images, stage)), normalise(this.textFeatures(batch.texts, stage)));
+      const logitsPerImage = this.logits(
+        normalise(this.imageFeatures(batch.images, stage)),
+        normalise(this.textFeatures(batch.texts, stage)),
+      );
       return contrastiveLoss(logitsPerImage);
     });
   }
 
   /** logit_scale.exp() * images @ texts^T: [images, texts]. */
   private logits(images: tf.Tensor2D, texts: tf.Tensor2D): tf.Tensor2D {
-    return tf.tidy(() => tf.mul(matMul(images, tf.transpose(texts)), tf.exp(this.weight('logit_scale'))) as tf.Tensor2D);
+    return tf.tidy(
+      () => tf.mul(matMul(images, tf.transpose(texts)), tf.exp(this.weight('logit_scale'))) as tf.Tensor2D,
+    );
   }
 
   /** Projected, unnormalised text features [n, projection]. */
@@ -271,12 +279,22 @@ export class ClipTfjs {
     }
     return tf.tidy(() => {
       let hidden: tf.Tensor = tf.tidy(() =>
-        tf.add(tf.reshape(gatherRows(table, texts.data), [count, length, width]), tf.slice(positions, [0, 0], [length, width])),
+        tf.add(
+          tf.reshape(gatherRows(table, texts.data), [count, length, width]),
+          tf.slice(positions, [0, 0], [length, width]),
+        ),
       );
-      const causalMask = tf.tidy(() => tf.mul(tf.sub(1, tf.linalg.bandPart(tf.ones([length, length]), -1, 0)), maskedScore));
+      const causalMask = tf.tidy(() =>
+        tf.mul(tf.sub(1, tf.linalg.bandPart(tf.ones([length, length]), -1, 0)), maskedScore),
+      );
       hidden = this.encoder('text_model', stage, hidden, this.config.text.numAttentionHeads, causalMask);
       const pooled = gatherRows(tf.reshape(hidden, [count * length, width]) as tf.Tensor2D, pooledRows);
-      const normed = layerNorm(pooled, this.weight('text_model.final_layer_norm.weight'), this.weight('text_model.final_layer_norm.bias'), this.config.text.layerNormEps);
+      const normed = layerNorm(
+        pooled,
+        this.weight('text_model.final_layer_norm.weight'),
+        this.weight('text_model.final_layer_norm.bias'),
+        this.config.text.layerNormEps,
+      );
       return linear(normed, this.weight('text_projection.weight')) as tf.Tensor2D;
     });
   }
@@ -286,7 +304,12 @@ export class ClipTfjs {
     const [count, channels, height, width] = images.shape;
     const patchWeightT = this.weight<tf.Rank.R2>('vision_model.embeddings.patch_embedding.weight'); // [C*p*p, D]
     const { hiddenSize: hidden, numChannels, imageSize, patchSize: patch } = this.config.vision;
-    if (channels !== numChannels || height !== imageSize || width !== imageSize || images.data.length !== count * channels * height * width) {
+    if (
+      channels !== numChannels ||
+      height !== imageSize ||
+      width !== imageSize ||
+      images.data.length !== count * channels * height * width
+    ) {
       throw new Error(
         `ClipTfjs: images must be float32 [n, ${numChannels}, ${imageSize}, ${imageSize}] (NCHW, as CLIPImageProcessor makes them); got shape [${images.shape.join(', ')}] with ${images.data.length} values`,
       );
@@ -296,17 +319,40 @@ export class ClipTfjs {
       // The patch convolution has stride = kernel: a matmul of each patch's pixels with the kernel.
       const patches = tf.tensor2d(patchRows(images, patch), [count * grid * grid, channels * patch * patch]);
       const embedded = tf.reshape(linear(patches, patchWeightT), [count, grid * grid, hidden]);
-      const classToken = tf.tile(tf.reshape(this.weight('vision_model.embeddings.class_embedding'), [1, 1, hidden]), [count, 1, 1]);
-      let states: tf.Tensor = tf.add(tf.concat([classToken, embedded], 1), this.weight('vision_model.embeddings.position_embedding.weight'));
-      states = layerNorm(states, this.weight('vision_model.pre_layrnorm.weight'), this.weight('vision_model.pre_layrnorm.bias'), this.config.vision.layerNormEps);
+      const classToken = tf.tile(tf.reshape(this.weight('vision_model.embeddings.class_embedding'), [1, 1, hidden]), [
+        count,
+        1,
+        1,
+      ]);
+      let states: tf.Tensor = tf.add(
+        tf.concat([classToken, embedded], 1),
+        this.weight('vision_model.embeddings.position_embedding.weight'),
+      );
+      states = layerNorm(
+        states,
+        this.weight('vision_model.pre_layrnorm.weight'),
+        this.weight('vision_model.pre_layrnorm.bias'),
+        this.config.vision.layerNormEps,
+      );
       states = this.encoder('vision_model', stage, states, this.config.vision.numAttentionHeads);
       const classState = tf.reshape(tf.slice(states, [0, 0, 0], [count, 1, hidden]), [count, hidden]);
-      const normed = layerNorm(classState, this.weight('vision_model.post_layernorm.weight'), this.weight('vision_model.post_layernorm.bias'), this.config.vision.layerNormEps);
+      const normed = layerNorm(
+        classState,
+        this.weight('vision_model.post_layernorm.weight'),
+        this.weight('vision_model.post_layernorm.bias'),
+        this.config.vision.layerNormEps,
+      );
       return linear(normed, this.weight('visual_projection.weight')) as tf.Tensor2D;
     });
   }
 
-  private encoder(tower: 'text_model' | 'vision_model', stage: Stage, hidden: tf.Tensor, heads: number, mask?: tf.Tensor): tf.Tensor {
+  private encoder(
+    tower: 'text_model' | 'vision_model',
+    stage: Stage,
+    hidden: tf.Tensor,
+    heads: number,
+    mask?: tf.Tensor,
+  ): tf.Tensor {
     const eps = tower === 'text_model' ? this.config.text.layerNormEps : this.config.vision.layerNormEps;
     for (let index = 0; this.parameters.has(`${tower}.encoder.layers.${index}.layer_norm1.weight`); index += 1) {
       const prefix = `${tower}.encoder.layers.${index}`;
@@ -332,7 +378,8 @@ export class ClipTfjs {
   private attention(x: tf.Tensor, layer: EncoderLayer, heads: number, mask?: tf.Tensor): tf.Tensor {
     const [count, length, width] = x.shape;
     const headWidth = width / heads;
-    const split = (t: tf.Tensor, perm: number[]) => tf.transpose(tf.reshape(t, [count, length, heads, headWidth]), perm);
+    const split = (t: tf.Tensor, perm: number[]) =>
+      tf.transpose(tf.reshape(t, [count, length, heads, headWidth]), perm);
     const query = split(tf.mul(linear(x, ...layer.q), headWidth ** -0.5), [0, 2, 1, 3]); // [n, h, L, d]
     const keyT = split(linear(x, ...layer.k), [0, 2, 3, 1]); // [n, h, d, L]: the scores need no transposed matmul
     const value = split(linear(x, ...layer.v), [0, 2, 1, 3]);
@@ -341,16 +388,25 @@ export class ClipTfjs {
     const context = matMul(tf.softmax(scores), value); // [n, h, L, d]
     return linear(tf.reshape(tf.transpose(context, [0, 2, 1, 3]), [count, length, width]), ...layer.out);
   }
-
 }
 
 /** An encoder layer's parameters, each with .weight and .bias, in the order encoderLayer() reads them. */
-const encoderLayerParameters = ['layer_norm1', 'layer_norm2', 'self_attn.q_proj', 'self_attn.k_proj', 'self_attn.v_proj', 'self_attn.out_proj', 'mlp.fc1', 'mlp.fc2'].flatMap(
-  (part) => [`${part}.weight`, `${part}.bias`],
-);
+const encoderLayerParameters = [
+  'layer_norm1',
+  'layer_norm2',
+  'self_attn.q_proj',
+  'self_attn.k_proj',
+  'self_attn.v_proj',
+  'self_attn.out_proj',
+  'mlp.fc1',
+  'mlp.fc2',
+].flatMap((part) => [`${part}.weight`, `${part}.bias`]);
 
 function encoderLayer(parameters: tf.Tensor[]): EncoderLayer {
-  const pair = <W extends tf.Tensor>(i: number): [W, tf.Tensor1D] => [parameters[2 * i] as W, parameters[2 * i + 1] as tf.Tensor1D];
+  const pair = <W extends tf.Tensor>(i: number): [W, tf.Tensor1D] => [
+    parameters[2 * i] as W,
+    parameters[2 * i + 1] as tf.Tensor1D,
+  ];
   return {
     ln1: pair<tf.Tensor1D>(0),
     ln2: pair<tf.Tensor1D>(1),
@@ -377,7 +433,9 @@ function normalise(features: tf.Tensor2D): tf.Tensor2D {
 
 /** (cross-entropy of logits_per_text + cross-entropy of logits_per_image) / 2, as CLIPModel's clip_loss. */
 function contrastiveLoss(logitsPerImage: tf.Tensor2D): tf.Scalar {
-  return tf.tidy(() => tf.div(tf.add(diagonalCrossEntropy(tf.transpose(logitsPerImage)), diagonalCrossEntropy(logitsPerImage)), 2));
+  return tf.tidy(() =>
+    tf.div(tf.add(diagonalCrossEntropy(tf.transpose(logitsPerImage)), diagonalCrossEntropy(logitsPerImage)), 2),
+  );
 }
 
 /**
@@ -385,7 +443,10 @@ function contrastiveLoss(logitsPerImage: tf.Tensor2D): tf.Scalar {
  * `weights` in its shape; other tensors (int8 scales) are read with their weight.
  */
 function parameterSpecs(weights: TensorMap, config: ClipConfig): TensorSpec[] {
-  for (const [tower, { hiddenSize, numAttentionHeads: heads }] of [['text_model', config.text], ['vision_model', config.vision]] as const) {
+  for (const [tower, { hiddenSize, numAttentionHeads: heads }] of [
+    ['text_model', config.text],
+    ['vision_model', config.vision],
+  ] as const) {
     if (!Number.isInteger(heads) || heads < 1 || hiddenSize % heads !== 0) {
       throw new Error(`ClipTfjs: ${tower} is ${hiddenSize} wide, which ${heads} attention heads do not divide`);
     }
@@ -393,9 +454,12 @@ function parameterSpecs(weights: TensorMap, config: ClipConfig): TensorSpec[] {
   const specs = clipLayout(config).filter((spec) => !spec.name.endsWith('position_ids'));
   for (const spec of specs) {
     const tensor = weights.get(spec.name);
-    if (!tensor) throw new Error(`ClipTfjs: the checkpoint has no tensor ${spec.name}, which config ${config.name} needs`);
+    if (!tensor)
+      throw new Error(`ClipTfjs: the checkpoint has no tensor ${spec.name}, which config ${config.name} needs`);
     if (tensor.shape.length !== spec.shape.length || tensor.shape.some((size, i) => size !== spec.shape[i])) {
-      throw new Error(`ClipTfjs: ${spec.name} has shape [${tensor.shape.join(', ')}], but config ${config.name} needs [${spec.shape.join(', ')}]`);
+      throw new Error(
+        `ClipTfjs: ${spec.name} has shape [${tensor.shape.join(', ')}], but config ${config.name} needs [${spec.shape.join(', ')}]`,
+      );
     }
   }
   return specs;
@@ -404,11 +468,17 @@ function parameterSpecs(weights: TensorMap, config: ClipConfig): TensorSpec[] {
 function checkTexts(texts: TextBatch, vocabulary: number, maxLength: number): void {
   const [count, length] = texts.shape;
   if (texts.data.length !== count * length) {
-    throw new Error(`ClipTfjs: token ids of shape [${count}, ${length}] need ${count * length} values, got ${texts.data.length}`);
+    throw new Error(
+      `ClipTfjs: token ids of shape [${count}, ${length}] need ${count * length} values, got ${texts.data.length}`,
+    );
   }
-  if (length > maxLength) throw new Error(`ClipTfjs: texts are ${length} tokens long; the model has ${maxLength} positions`);
+  if (length > maxLength)
+    throw new Error(`ClipTfjs: texts are ${length} tokens long; the model has ${maxLength} positions`);
   const bad = texts.data.findIndex((id) => id < 0 || id >= vocabulary);
-  if (bad >= 0) throw new Error(`ClipTfjs: token id ${texts.data[bad]} (row ${Math.floor(bad / length)}, column ${bad % length}) is outside the vocabulary of ${vocabulary}`);
+  if (bad >= 0)
+    throw new Error(
+      `ClipTfjs: token id ${texts.data[bad]} (row ${Math.floor(bad / length)}, column ${bad % length}) is outside the vocabulary of ${vocabulary}`,
+    );
 }
 
 /** NCHW images to one row per patch, each row [C, p, p] like the kernel's layout. */
@@ -438,11 +508,14 @@ function patchRows(images: ImageBatch, patch: number): Float32Array {
 function parameterValues(tensor: Tensor, weights: TensorMap): Float32Array {
   if (tensor.dtype === 'I8') {
     const scale = weights.get(int8ScaleName(tensor.name));
-    if (!scale) throw new Error(`ClipTfjs: ${tensor.name} is int8 but the checkpoint has no ${int8ScaleName(tensor.name)}`);
+    if (!scale)
+      throw new Error(`ClipTfjs: ${tensor.name} is int8 but the checkpoint has no ${int8ScaleName(tensor.name)}`);
     return dequantizeInt8(tensor, scale);
   }
   if (tensor.dtype !== 'F32' && tensor.dtype !== 'F16' && tensor.dtype !== 'BF16') {
-    throw new Error(`ClipTfjs: ${tensor.name} is ${tensor.dtype}; the model takes F32, F16, BF16 or int8 weight-only parameters`);
+    throw new Error(
+      `ClipTfjs: ${tensor.name} is ${tensor.dtype}; the model takes F32, F16, BF16 or int8 weight-only parameters`,
+    );
   }
   return toFloat32(tensor);
 }
