@@ -8,11 +8,12 @@
 //   npm run build:ts && nice node dist/scripts/bench-estimate.js [--dtypes fp32,fp16] [--batches 1,2,8] [--json]
 import * as os from 'node:os';
 import { presetConfig, type WeightFormat } from '../src/clip/config';
-import { calibrate, ensureBaseline, estimatePhase, type PhaseEstimate } from '../src/estimate/estimate';
+import { calibrate, ensureBaseline } from '../src/commands/calibrate';
+import { estimatePhase, type PhaseEstimate } from '../src/estimate/estimate';
 import type { Phase } from '../src/estimate/model';
-import { runPhases } from '../src/estimate/runs';
+import { runPhases } from '../src/commands/phase-runs';
 import { loadRuntimeRecord } from '../src/estimate/store';
-import { formatBytes } from '../src/units';
+import { formatBytes } from '../src/core/units';
 
 const MODEL = 'vit-b-32';
 const GOAL = 0.1;

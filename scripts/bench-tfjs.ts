@@ -11,11 +11,11 @@ import * as tf from '@tensorflow/tfjs';
 import { spawnSync } from 'node:child_process';
 import { loadClipCheckpoint } from '../src/clip/checkpoint';
 import { readProcessStatus } from '../src/probe/proc';
-import { isUnknown } from '../src/probe/field';
+import { isUnknown } from '../src/core/field';
 import { syntheticIds, syntheticPixels } from '../src/scenarios/inputs';
 import { defaultTfjsBackendOrder, type TfjsBackendName } from '../src/clip/tfjs/backend';
 import { ClipTfjs } from '../src/clip/tfjs/model';
-import { formatBytes } from '../src/units';
+import { formatBytes } from '../src/core/units';
 
 const KINDS = ['construct', 'forward', 'train'] as const;
 type Kind = (typeof KINDS)[number];

@@ -1,7 +1,7 @@
 // Library entry point: every capability's public types and functions.
-export { loadAddon, packageRoot } from './native';
-export { formatBytes, parseBytes } from './units';
-export * from './probe/field';
+export { loadAddon, packageRoot } from './core/native';
+export { formatBytes, parseBytes } from './core/units';
+export * from './core/field';
 export * from './probe/cgroup';
 export * from './probe/proc';
 export { NATIVE_PROBE_SCHEMA_VERSION, runProbe } from './probe/probe';
@@ -25,7 +25,7 @@ export * from './clip/tfjs/backend';
 export * from './clip/tfjs/adamw';
 export * from './clip/tfjs/model';
 export * from './clip/processor';
-export { setPhase } from './track/phase';
+export { setPhase } from './core/phase';
 export { readRecord, listRecords, finalRecordOf } from './track/record';
 export type {
   AllocationRecord,
@@ -37,9 +37,10 @@ export type {
   TrackedFn,
 } from './track/record';
 export { traceCommand } from './track/launcher';
-export type { TraceLimits, TraceOptions, TraceRun, CgroupOutcome } from './track/launcher';
-export { buildTraceReport, formatTraceReport } from './track/report';
-export type { TraceReport, TraceFailure } from './track/report';
+export type { TraceOptions, TraceRun, CgroupOutcome } from './track/launcher';
+export type { Limits, LimitKind } from './core/limits';
+export { buildTraceReport, formatTraceReport } from './report/trace-report';
+export type { TraceReport, TraceFailure } from './report/trace-report';
 export { symbolize, formatFrame } from './track/symbolize';
 export { createChildCgroup, removeCgroup, removeStaleCgroups, readChildCgroup } from './track/cgroup';
 export type { ChildCgroup } from './track/cgroup';
@@ -51,16 +52,11 @@ export * from './clip/convert';
 export * from './estimate/model';
 export { forwardGraphMemory, plannedPeak, trainingGraphMemory } from './estimate/graph-memory';
 export type { GraphMemory, TrainingGraphsMemory } from './estimate/graph-memory';
-export { accelerateFigures, calibrate, ensureBaseline, estimatePhase, fitLine } from './estimate/estimate';
+export { accelerateFigures, estimatePhase, fitLine } from './estimate/estimate';
+export { calibrate, ensureBaseline } from './commands/calibrate';
+export { verifyBoundary } from './commands/verify';
+export type { Verification, VerifyRun } from './commands/verify';
 export type { EstimateRequest, PhaseEstimate, Uncertainty } from './estimate/estimate';
 export type { Calibration, LinearFit, Peak, RuntimeRecord } from './estimate/store';
-export {
-  cheapest,
-  fitPlan,
-  largestFitting,
-  limitedFigure,
-  maxSearchRuns,
-  searchBoundary,
-  verifyBoundary,
-} from './estimate/fit';
-export type { Boundary, FitAnswer, FitConfig, FitLimit, LimitKind, Verification, VerifyRun } from './estimate/fit';
+export { cheapest, fitPlan, largestFitting, limitedFigure, maxSearchRuns, searchBoundary } from './estimate/fit';
+export type { Boundary, FitAnswer, FitConfig, FitLimit } from './estimate/fit';

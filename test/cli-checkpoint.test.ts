@@ -21,7 +21,7 @@ test('checkpoint tiny writes the synthetic file with progress, then reuses it', 
   t.regex(first.stderr, /^writing .* \(100%\) visual_projection.weight$/m);
   t.regex(
     first.stdout,
-    /clip-tiny-fp32-seed0-v1.safetensors \(synthetic tiny fp32, seed 0\)\n  80 tensors, 45,825 parameters, safetensors file 188 KiB \(192244 B\)/,
+    /clip-tiny-fp32-seed0-v1.safetensors \(synthetic tiny fp32, seed 0\)\n {2}80 tensors, 45,825 parameters, safetensors file 188 KiB \(192244 B\)/,
   );
   const again = run('tiny', '--json', '--layout');
   t.is(again.status, 0, again.stderr);

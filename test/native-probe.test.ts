@@ -23,10 +23,10 @@ test('the human report prints every section, the verdict last', (t) => {
     .filter((line) => /^\d\. /.test(line))
     .map((line) => line.slice(0, 2));
   t.deepEqual(headings, ['1.', '2.', '3.', '4.', '5.', '6.', '7.', '8.']);
-  t.regex(run.stdout, /\n8\. Verdict\n  binds first: .+; largest mappable block /);
+  t.regex(run.stdout, /\n8\. Verdict\n {2}binds first: .+; largest mappable block /);
   t.regex(
     run.stdout,
-    /model tiny \(fp32, 179 KiB; largest tensor .*\):\n    via mmap fits: .*\n    via copy fits: .*\n    training \(AdamW/,
+    /model tiny \(fp32, 179 KiB; largest tensor .*\):\n {4}via mmap fits: .*\n {4}via copy fits: .*\n {4}training \(AdamW/,
   );
 });
 
@@ -170,11 +170,11 @@ test('with the stub NVML/CUDA library: its devices and figures appear', (t) => {
   const human = runNativeProbe([], { env }).stdout;
   t.regex(
     human,
-    /NVML \(.*libclipmem_stub_gpu\.so\): driver 999\.99\.stub, 2 device\(s\)\n    GPU 0 clip-mem stub GPU 0 \(40 GiB\): total 40\.00 GiB, used 3\.00 GiB, free 37\.00 GiB\n      pid 4242 python train_clip\.py: 2\.50 GiB/,
+    /NVML \(.*libclipmem_stub_gpu\.so\): driver 999\.99\.stub, 2 device\(s\)\n {4}GPU 0 clip-mem stub GPU 0 \(40 GiB\): total 40\.00 GiB, used 3\.00 GiB, free 37\.00 GiB\n {6}pid 4242 python train_clip\.py: 2\.50 GiB/,
   );
   t.regex(
     human,
-    /CUDA driver \(.*\): version 12\.4, 2 device\(s\)\n    device 0 clip-mem stub GPU 0 \(40 GiB\): cuMemGetInfo free 36\.71 GiB of 40\.00 GiB/,
+    /CUDA driver \(.*\): version 12\.4, 2 device\(s\)\n {4}device 0 clip-mem stub GPU 0 \(40 GiB\): cuMemGetInfo free 36\.71 GiB of 40\.00 GiB/,
   );
 });
 

@@ -147,9 +147,9 @@ test('unreadable files: each field says "unknown: <why>" and the report still pr
   const text = renderProbe(report);
   t.regex(
     text,
-    /no memory cgroup found\n  tightest: no group has a memory limit\n  note: unknown: \/nonexistent\/cgroup: ENOENT/,
+    /no memory cgroup found\n {2}tightest: no group has a memory limit\n {2}note: unknown: \/nonexistent\/cgroup: ENOENT/,
   );
-  t.regex(text, /8\. Verdict\n  binds first: /);
+  t.regex(text, /8\. Verdict\n {2}binds first: /);
 });
 
 test('cgroup v2 sample tree: the tightest ancestor (/slurm/job_42, 700 MiB) binds first in the report', (t) => {
@@ -169,7 +169,7 @@ test('cgroup v2 sample tree: the tightest ancestor (/slurm/job_42, 700 MiB) bind
     headroom: 20971520,
   });
   const text = renderProbe(report);
-  t.regex(text, /  v2 \/slurm\/job_42\n      limit\s+700 MiB \(734003200\)\s+high\s+650 MiB\s+swap limit\s+0 B\n/);
+  t.regex(text, / {2}v2 \/slurm\/job_42\n {6}limit\s+700 MiB \(734003200\)\s+high\s+650 MiB\s+swap limit\s+0 B\n/);
   t.regex(text, /oom events\s+1\s+oom kills\s+1/);
   t.regex(
     text,

@@ -6,7 +6,7 @@ import { renderHtml } from '../src/report/html';
 import { renderMarkdown } from '../src/report/markdown';
 import { readResults, ResultWriter } from '../src/report/result';
 import { renderTerminal, seconds } from '../src/report/terminal';
-import { formatBytes } from '../src/units';
+import { formatBytes } from '../src/core/units';
 import sharp from 'sharp';
 import { sampleResults } from './helpers/run-results';
 import { scratchDir } from './helpers/scratch';

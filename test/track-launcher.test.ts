@@ -16,7 +16,7 @@ function isRunning(pid: number): boolean {
   }
 }
 
-const phaseModule = path.join(root, 'dist', 'src', 'track', 'phase.js');
+const phaseModule = path.join(root, 'dist', 'src', 'core', 'phase.js');
 
 test('at the timeout the whole process group is killed, grandchildren included', async (t) => {
   const run = await traceCommand({

@@ -4,7 +4,7 @@ import { execFileSync } from 'node:child_process';
 import * as path from 'node:path';
 import { preloadLibrary } from '../src/track/binaries';
 import { listRecords, readRecord } from '../src/track/record';
-import { setPhase } from '../src/track/phase';
+import { setPhase } from '../src/core/phase';
 import { scratchDir } from './helpers/scratch';
 
 const root = path.resolve(__dirname, '..', '..');
@@ -25,7 +25,7 @@ test('setPhase outside the tracker does nothing', (t) => {
 
 test('an injected calloc failure is recorded byte-exact with errno, phase and stack', (t) => {
   const dir = trackedNode(
-    `const { setPhase } = require('./dist/src/track/phase');
+    `const { setPhase } = require('./dist/src/core/phase');
      setPhase('load text_model.embeddings.token_embedding.weight');
      try { new Float32Array(101187584 / 4); } catch (e) { process.stdout.write(e.message); }`,
     { CLIPMEM_FAIL: 'calloc:above=100000000' },

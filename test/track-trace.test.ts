@@ -3,14 +3,14 @@ import test from 'ava';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { TraceReport } from '../src/track/report';
+import type { TraceReport } from '../src/report/trace-report';
 import { trace } from './helpers/trace';
 import { scratchDir } from './helpers/scratch';
 
 const root = path.resolve(__dirname, '..', '..');
 const program = path.join(root, 'build', 'test-programs', 'alloc_program');
 const bin = path.join(root, 'bin', 'clip-mem.js');
-const phaseModule = path.join(root, 'dist', 'src', 'track', 'phase.js');
+const phaseModule = path.join(root, 'dist', 'src', 'core', 'phase.js');
 
 test('node under RLIMIT_AS 1G: the 101187584-byte allocation fails with ENOMEM, cause address-space', (t) => {
   const { status, report, stderr } = trace(
@@ -29,7 +29,7 @@ test('node under RLIMIT_AS 1G: the 101187584-byte allocation fails with ENOMEM, 
   t.is(report.diagnosis.cause, 'address-space');
   t.regex(report.diagnosis.evidence[0]!, /^VmSize .* \+ 97 MiB > RLIMIT_AS 1\.00 GiB/);
   t.regex(stderr, /calloc of 101187584 bytes \(97 MiB\) failed: ENOMEM \(12\)/);
-  t.truthy(report.peaks.heap && report.peaks.vmsize && report.peaks.rss);
+  t.truthy(report.peaks.heap && report.peaks.vmSize && report.peaks.rss);
   t.true(report.peaks.reserved! > 0, 'V8 reserves its heap PROT_NONE');
   t.true(report.peaks.anon! > 0, 'V8 commits pages of its reservations with mprotect: they count as anonymous');
 });

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { formatBytes, parseBytes } from '../src/units';
+import { formatBytes, parseBytes } from '../src/core/units';
 
 test('formatBytes picks the largest unit and fixed decimals', (t) => {
   t.is(formatBytes(0), '0 B');

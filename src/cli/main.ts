@@ -9,6 +9,8 @@ import { nativeProbeCommand } from './commands/native-probe';
 import { runCommand } from './commands/run';
 import { traceCommandModule } from './commands/trace';
 
+// Each command declares its own argument type; the list holds them all.
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
 const commands: CommandModule<any, any>[] = [
   nativeProbeCommand,
   traceCommandModule,

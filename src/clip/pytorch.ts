@@ -13,8 +13,8 @@
 //   loadPytorchCheckpoint(file, { mode, onTensor }): LoadedCheckpoint   (header.metadata.format = 'pytorch-zip';
 //       header entries' begin/end are the tensor bytes' offsets in the file, dataOffset 0)
 import * as fs from 'node:fs';
-import { loadAddon } from '../native';
-import { setPhase } from '../track/phase';
+import { loadAddon } from '../core/native';
+import { setPhase } from '../core/phase';
 import type { TensorSpec } from './config';
 import { DTYPE_BYTES, numel, typedArrayFor } from './dtype';
 import { LoadOptions, LoadedCheckpoint, SafetensorsEntry, TensorAllocationError } from './safetensors';

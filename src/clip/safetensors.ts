@@ -28,8 +28,8 @@
 //   interface WriteProgress { bytesWritten, totalBytes, tensor }
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { loadAddon } from '../native';
-import { setPhase } from '../track/phase';
+import { loadAddon } from '../core/native';
+import { setPhase } from '../core/phase';
 import type { TensorSpec } from './config';
 import { DTYPE_BYTES, isDType, typedArrayFor } from './dtype';
 import type { Tensor, TensorMap } from './tensor';

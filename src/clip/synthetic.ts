@@ -5,7 +5,7 @@
 // (seed, tensor name) in bounded chunks, so writing vit-b-32 never holds more than a few MiB.
 //
 // API:
-//   clipMemCacheDir(env = process.env): string   $CLIP_MEM_CACHE, else ~/.cache/clip-mem
+//   clipMemCacheDir(env = process.env): string   $CLIPMEM_CACHE (or the old $CLIP_MEM_CACHE), else ~/.cache/clip-mem
 //   syntheticCheckpointPath({ config, format, seed, cacheDir }): string
 //   ensureSyntheticCheckpoint(options): { file, created }   reuses a cached file whose header matches
 //   writeSyntheticCheckpoint(file, options)                  writes (temp file + rename) unconditionally
@@ -22,7 +22,8 @@ import * as path from 'node:path';
 import { ClipConfig, TensorSpec, WeightFormat, clipLayout, fileOrder, isPresetName, resolveClipConfig } from './config';
 import { DTYPE_BYTES, float32ToFloat16Array, int8RowScales, quantizeInt8Rows } from './dtype';
 import { WriteProgress, readSafetensorsHeader, writeSafetensorsFile } from './safetensors';
-import { mulberry32 } from '../random';
+import { mulberry32 } from '../core/random';
+import { envValue } from '../core/env';
 
 export const DEFAULT_SEED = 0;
 /** Part of the cache file name: bump when the generated values change. */
@@ -41,7 +42,7 @@ export interface SyntheticOptions {
 }
 
 export function clipMemCacheDir(env: NodeJS.ProcessEnv = process.env): string {
-  return env.CLIP_MEM_CACHE || path.join(os.homedir(), '.cache', 'clip-mem');
+  return envValue('CACHE', env) || path.join(os.homedir(), '.cache', 'clip-mem');
 }
 
 function configOf(options: SyntheticOptions): ClipConfig {

@@ -1,8 +1,12 @@
 // Why a process ran out of memory: one cause from a fixed vocabulary, with evidence sentences that show
 // the arithmetic ("VmSize 3.95 GiB + 96.5 MiB > RLIMIT_AS 4.00 GiB"). Input is what a traced run
-// observed (src/track/launcher.ts); fixes are built on top of this by src/diagnose/fixes*.ts.
-import * as os from 'node:os';
-import { formatBytes } from '../units';
+// observed, built from a traced run by diagnosisInput (input.ts); fixes are built on top of this by
+// src/report/fixes.ts. Pure: no I/O, no process access (the layer check in `npm test` enforces it).
+import { errnoName } from '../core/errno';
+import type { Limits } from '../core/limits';
+import { formatBytes } from '../core/units';
+
+export { errnoName };
 
 export type Cause =
   | 'address-space'
@@ -62,8 +66,8 @@ export interface FailureFacts {
 
 export interface DiagnosisInput {
   exit: { code: number | null; signal: string | null };
-  /** Limits in force for the process, bytes (absent: none). */
-  limits: { as?: number; data?: number; mem?: number };
+  /** Limits in force for the process, set by clip-mem or inherited (absent: none). */
+  limits: Limits;
   failures: FailureFacts[];
   /** The memory cgroup the process ran in, if we made one. */
   cgroup?: { path?: string; limit: number | null; oomKills: number | null; peak?: number | null };
@@ -77,6 +81,8 @@ export interface DiagnosisInput {
   last?: { phase?: string; heap?: number; rss?: number; anon?: number; file?: number };
   /** Why the process has no allocation record, if it has none. */
   notTracked?: string;
+  /** Set when clip-mem killed the process group at its timeout (milliseconds): that kill is ours, not the kernel's. */
+  timeoutMs?: number;
 }
 
 const PROT_WRITE = 2;
@@ -84,11 +90,6 @@ const MAP_SHARED = 1;
 const MAP_GROWSDOWN = 0x100;
 const ENOMEM = 12;
 const EAGAIN = 11;
-
-export function errnoName(errno: number): string {
-  const entry = Object.entries(os.constants.errno).find(([, value]) => value === errno);
-  return entry ? entry[0] : `errno ${errno}`;
-}
 
 function known(value: number | undefined): value is number {
   return value !== undefined && value >= 0;
@@ -139,7 +140,7 @@ function countsAsData(f: FailureFacts): boolean {
 }
 
 /** The cause of one failed allocation and the arithmetic that shows it; undefined if nothing explains it. */
-export function explainFailure(f: FailureFacts, limits: DiagnosisInput['limits']): Diagnosis | undefined {
+export function explainFailure(f: FailureFacts, limits: Limits): Diagnosis | undefined {
   const request = describeRequest(f);
   if (f.injected) return undefined;
   if (f.sizeOverflow) {
@@ -286,6 +287,14 @@ function lastState(last: DiagnosisInput['last']): string | undefined {
 }
 
 export function diagnose(input: DiagnosisInput): Diagnosis {
+  const diagnosis = diagnoseEnding(input);
+  if (input.timeoutMs !== undefined) {
+    diagnosis.evidence.unshift(`killed with its process group after the ${input.timeoutMs / 1000} s timeout`);
+  }
+  return diagnosis;
+}
+
+function diagnoseEnding(input: DiagnosisInput): Diagnosis {
   const { exit, limits } = input;
   const evidence: string[] = [];
   const killed = exit.signal === 'SIGKILL' || exit.code === 137;
@@ -299,7 +308,8 @@ export function diagnose(input: DiagnosisInput): Diagnosis {
     if (last) evidence.push(last);
     return { cause: 'cgroup-oom-kill', evidence };
   }
-  if (killed && (input.hostOomKills ?? 0) > 0) {
+  // A kill clip-mem sent at the timeout is not the host's OOM killer, whatever else it killed meanwhile.
+  if (killed && input.timeoutMs === undefined && (input.hostOomKills ?? 0) > 0) {
     evidence.push(
       `killed by SIGKILL while the host's OOM killer killed ${input.hostOomKills} process(es) (/proc/vmstat oom_kill)`,
     );

@@ -3,26 +3,11 @@
 // calibration itself (children at a few batch sizes, least-squares fits).
 import { resolveClipConfig, type ClipConfig, type WeightFormat } from '../clip/config';
 import { DEFAULT_TRAINING_SEGMENTS } from '../clip/onnx/train';
-import {
-  modelTerms,
-  sumRss,
-  sumVmSize,
-  trainableBytes,
-  type Component,
-  type Optimizer,
-  type Phase,
-  PHASES,
-  phasesOf,
-} from './model';
-import { runPhases } from './runs';
-import {
-  loadRuntimeRecord,
-  saveRuntimeRecord,
-  type Calibration,
-  type LinearFit,
-  type Peak,
-  type RuntimeRecord,
-} from './store';
+import { modelTerms, sumRss, sumVmSize, trainableBytes, type Component, type Optimizer, type Phase } from './model';
+import { type Calibration, type LinearFit, type Peak, type RuntimeRecord } from './store';
+
+/** Bumped when a field of `estimate --json` changes meaning or disappears (schema/estimate.schema.json). */
+export const ESTIMATE_SCHEMA = 'clip-mem-estimate/1';
 
 export const BASELINE_MODEL = 'tiny';
 
@@ -291,103 +276,6 @@ function transferUncertainty(
       `never run: the borrowed correction or the terms' worst miss on the calibrated configs (${(100 * worst('rss')).toFixed(1)}% of RSS), ` +
       `whichever is larger, + ${(100 * slopeMiss).toFixed(0)}% of this config's per-sample terms x batch (how far the per-sample terms were off there)`,
   };
-}
-
-/** The runtime baseline of this runtime, measured in children the first time (or when `refresh`). */
-export async function ensureBaseline(
-  threads: number,
-  progress: (line: string) => void,
-  refresh = false,
-): Promise<RuntimeRecord> {
-  const record = loadRuntimeRecord(threads);
-  if (record.baseline && !refresh) return record;
-  progress(
-    `measuring the runtime baseline (${record.key}): the ${BASELINE_MODEL} preset's load, forward and train in children, once`,
-  );
-  const runs = await runPhases({ model: BASELINE_MODEL, dtype: 'fp32', batch: 1, phases: PHASES, threads, progress });
-  const config = resolveClipConfig(BASELINE_MODEL);
-  const phases = {} as Record<Phase, Peak>;
-  for (const run of runs) {
-    const m = run.result.memory;
-    if (run.result.status !== 'passed' || m.rssPeak === null || m.vmSizePeak === null) {
-      throw new Error(
-        `the baseline run of ${run.result.name} (${BASELINE_MODEL}) failed: ${run.result.error ?? run.result.diagnosis.cause}; try \`${run.result.command}\``,
-      );
-    }
-    const terms = modelTerms(config, 'fp32', run.phase, 1).components;
-    phases[run.phase] = { rss: m.rssPeak - sumRss(terms), vmSize: m.vmSizePeak - sumVmSize(terms) };
-  }
-  record.baseline = { measuredAt: new Date().toISOString(), phases };
-  saveRuntimeRecord(record);
-  return record;
-}
-
-/**
- * `estimate --calibrate`: each phase of the model at each batch in its own child; per phase, the
- * measured peaks and the fits (measured, and measured minus modelled) are stored with the runtime.
- */
-export async function calibrate(
-  model: string,
-  dtype: WeightFormat,
-  batches: readonly number[],
-  threads: number,
-  progress: (line: string) => void,
-  only?: Phase,
-): Promise<Calibration[]> {
-  let record = await ensureBaseline(threads, progress);
-  const config = resolveClipConfig(model);
-  const phases = phasesOf(dtype, only);
-  const points = new Map<Phase, Calibration['points']>(phases.map((p) => [p, []]));
-  for (const [i, batch] of batches.entries()) {
-    // The load does not depend on the batch: measured once.
-    const runs = await runPhases({
-      model,
-      dtype,
-      batch,
-      phases: i === 0 ? phases : phases.filter((p) => p !== 'load'),
-      threads,
-      progress,
-    });
-    for (const run of runs) {
-      const m = run.result.memory;
-      if (run.result.status !== 'passed' || m.rssPeak === null || m.vmSizePeak === null) {
-        throw new Error(
-          `calibration run ${run.result.name} at batch ${batch} failed: ${run.result.error ?? run.result.diagnosis.cause}; try \`${run.result.command}\``,
-        );
-      }
-      const modelled = estimatePhase(
-        config,
-        { model, dtype, batch, phase: run.phase, optimizer: 'adamw' },
-        { ...record, calibrations: [] },
-      ).modelled;
-      points.get(run.phase)!.push({ batch, measured: { rss: m.rssPeak, vmSize: m.vmSizePeak }, modelled });
-    }
-  }
-  const calibrations = phases.map((phase): Calibration => {
-    const ps = points.get(phase)!;
-    const line = (y: (p: Calibration['points'][number]) => number) =>
-      fitLine(ps.map((p) => ({ batch: p.batch, y: y(p) })));
-    return {
-      model: config.name,
-      dtype,
-      phase,
-      ...(phase === 'train' ? { optimizer: 'adamw' } : {}),
-      measuredAt: new Date().toISOString(),
-      points: ps,
-      measuredFit: { rss: line((p) => p.measured.rss), vmSize: line((p) => p.measured.vmSize) },
-      residualFit: {
-        rss: line((p) => p.measured.rss - p.modelled.rss),
-        vmSize: line((p) => p.measured.vmSize - p.modelled.vmSize),
-      },
-    };
-  });
-  record = loadRuntimeRecord(threads);
-  record.calibrations = [
-    ...record.calibrations.filter((c) => !(c.model === config.name && c.dtype === dtype && phases.includes(c.phase))),
-    ...calibrations,
-  ];
-  saveRuntimeRecord(record);
-  return calibrations;
 }
 
 /**

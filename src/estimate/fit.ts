@@ -2,16 +2,15 @@
 // optimizer, preset) when none does, and `--verify`: the answer and the next batch up run in children
 // under the limit, a bisection of 1..--max-batch when the prediction was wrong.
 import { PRESET_NAMES, resolveClipConfig, type ClipConfig, type WeightFormat } from '../clip/config';
-import { DEFAULT_TRAINING_SEGMENTS } from '../clip/onnx/train';
-import type { Limits } from '../report/result';
+import type { LimitKind } from '../core/limits';
 import { estimatePhase, type PhaseEstimate } from './estimate';
 import { modelTerms, type Optimizer, type Phase } from './model';
-import { runPhases, runTrainStep } from './runs';
 import type { RuntimeRecord } from './store';
 
-export type LimitKind = 'as' | 'data' | 'mem';
-
 /** The most backward segments the trainer takes: one per layer of the deeper tower (the fewest gradients at once). */
+/** Bumped when a field of `fit --json` changes meaning or disappears (schema/fit.schema.json). */
+export const FIT_SCHEMA = 'clip-mem-fit/1';
+
 export function mostSegments(config: ClipConfig): number {
   return Math.max(config.text.numHiddenLayers, config.vision.numHiddenLayers);
 }
@@ -193,128 +192,4 @@ export function fitPlan(
 /** The cheapest fitting answer: the request itself, else the first alternative that fits batch 1. */
 export function cheapest(plan: { answer: FitAnswer; alternatives: FitAnswer[] }): FitAnswer | undefined {
   return plan.answer.batch > 0 ? plan.answer : plan.alternatives.find((a) => a.batch > 0);
-}
-
-export interface VerifyRun {
-  batch: number;
-  passed: boolean;
-  rssPeak: number | null;
-  vmSizePeak: number | null;
-  /** The peak of what the limit counts: the cgroup's charge for --limit-mem, VmSize for the rlimits. */
-  limitedPeak: number | null;
-  cause: string;
-  evidence: string[];
-  /** The command that repeats this run. */
-  command: string;
-}
-
-export interface Verification {
-  config: FitConfig;
-  phase: Phase;
-  limit: FitLimit;
-  predicted: number;
-  runs: VerifyRun[];
-  /** Largest batch seen to pass and smallest seen to fail (null when the bracket's end was not run). */
-  passed: number | null;
-  failed: number | null;
-  /** maxSearchRuns(maxBatch): the most runs the search may take. */
-  maxRuns: number;
-  proven: boolean;
-}
-
-function limitsOf(limit: FitLimit): Limits {
-  return { [limit.kind]: limit.bytes };
-}
-
-async function runWithRunner(
-  config: FitConfig,
-  phase: Phase,
-  batch: number,
-  limit: FitLimit,
-  threads: number,
-  progress: (l: string) => void,
-): Promise<VerifyRun> {
-  const [run] = await runPhases({
-    model: config.model,
-    dtype: config.dtype,
-    batch,
-    phases: [phase],
-    threads,
-    limits: limitsOf(limit),
-    progress,
-  });
-  const r = run.result;
-  const limitedPeak = limit.kind === 'mem' ? (r.memory.cgroupPeak ?? null) : r.memory.vmSizePeak;
-  return {
-    batch,
-    passed: r.status === 'passed',
-    rssPeak: r.memory.rssPeak,
-    vmSizePeak: r.memory.vmSizePeak,
-    limitedPeak,
-    cause: r.diagnosis.cause,
-    evidence: r.diagnosis.evidence,
-    command: r.command,
-  };
-}
-
-/** A training step `clip-mem run` does not offer (SGD, segments) runs in clip-mem's own training child. */
-async function runWithTrainChild(
-  config: FitConfig,
-  batch: number,
-  limit: FitLimit,
-  threads: number,
-  progress: (l: string) => void,
-): Promise<VerifyRun> {
-  const r = await runTrainStep({ ...config, batch, threads, limits: limitsOf(limit), progress });
-  return {
-    batch,
-    passed: r.passed,
-    rssPeak: r.rssPeak,
-    vmSizePeak: r.vmSizePeak,
-    limitedPeak: limit.kind === 'mem' ? r.cgroupPeak : r.vmSizePeak,
-    cause: r.cause,
-    evidence: r.evidence,
-    command: `clip-mem fit --verify --phase train --optimizer ${config.optimizer} --segments ${config.segments} --model ${config.model} --dtype ${config.dtype} ${LIMIT_MEASURES[limit.kind].option} ${limit.bytes}`,
-  };
-}
-
-/**
- * Runs the search for the boundary (searchBoundary) in children under the limit, seeded by the predicted
- * batch: the prediction and the batch above it when it is right, a bisection of 1..maxBatch otherwise,
- * at most maxSearchRuns(maxBatch) runs.
- */
-export async function verifyBoundary(
-  config: FitConfig,
-  phase: Phase,
-  limit: FitLimit,
-  predicted: number,
-  maxBatch: number,
-  threads: number,
-  progress: (line: string) => void,
-): Promise<Verification> {
-  const run = (batch: number) =>
-    phase === 'train' && (config.optimizer !== 'adamw' || config.segments !== DEFAULT_TRAINING_SEGMENTS)
-      ? runWithTrainChild(config, batch, limit, threads, progress)
-      : runWithRunner(config, phase, batch, limit, threads, progress);
-  const runs: VerifyRun[] = [];
-  const search = searchBoundary(maxBatch, predicted);
-  let step = search.next();
-  while (!step.done) {
-    const result = await run(step.value);
-    runs.push(result);
-    step = search.next(result.passed);
-  }
-  const { passed, failed } = step.value;
-  const proven = passed >= 1 && failed <= maxBatch;
-  return {
-    config,
-    phase,
-    limit,
-    predicted,
-    runs,
-    passed: passed >= 1 ? passed : null,
-    failed: failed <= maxBatch ? failed : null,
-    maxRuns: maxSearchRuns(maxBatch),
-    proven,
-  };
 }

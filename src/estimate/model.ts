@@ -5,10 +5,11 @@
 // runtime buffers). RSS and address space (VmSize, what RLIMIT_AS counts) are predicted separately.
 import { clipLayout, layoutTotals, type ClipConfig, type WeightFormat } from '../clip/config';
 import { DEFAULT_TRAINING_SEGMENTS } from '../clip/onnx/train';
+import { PHASES, type Phase } from '../scenarios/catalog';
 import { forwardGraphMemory, trainingGraphMemory, type GraphMemory } from './graph-memory';
 
-export const PHASES = ['load', 'forward', 'train'] as const;
-export type Phase = (typeof PHASES)[number];
+export { PHASES, type Phase };
+
 /** The phases a dtype can run (int8 weight-only checkpoints do not train), or the one asked for. */
 export function phasesOf(dtype: WeightFormat, only?: Phase): readonly Phase[] {
   return only ? [only] : dtype === 'int8' ? ['load', 'forward'] : PHASES;

@@ -2,7 +2,7 @@
 // peak with its uncertainty, then accelerate's figures for the same model and why ours differ.
 import type { ClipConfig } from '../clip/config';
 import { DEFAULT_TRAINING_SEGMENTS } from '../clip/onnx/train';
-import { formatBytes } from '../units';
+import { formatBytes } from '../core/units';
 import { accelerateFigures, SGD_MODEL_ONLY, type PhaseEstimate } from './estimate';
 import type { RuntimeRecord } from './store';
 

@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { clipMemCacheDir } from '../clip/synthetic';
 import type { Phase } from './model';
-import { writeFileAtomic } from '../files';
+import { writeFileAtomic } from '../core/files';
 
 export const ESTIMATE_STORE_SCHEMA = 'clip-mem-estimate/1';
 export const ESTIMATE_BACKEND = 'onnxruntime';

@@ -6,13 +6,13 @@
 import * as fs from 'node:fs';
 import { createOnnxTrainer } from '../clip/onnx';
 import { resolveClipConfig } from '../clip/config';
-import { known } from '../probe/field';
+import { known } from '../core/field';
 import { readProcessStatus } from '../probe/proc';
 import { syntheticIds, syntheticPixels } from '../scenarios/inputs';
-import { setPhase } from '../track/phase';
+import { setPhase } from '../core/phase';
 
-export const TRAIN_REQUEST_ENV = 'CLIP_MEM_TRAIN_STEP';
-export const TRAIN_RESULT_ENV = 'CLIP_MEM_TRAIN_STEP_RESULT';
+export const TRAIN_REQUEST_ENV = 'CLIPMEM_TRAIN_STEP';
+export const TRAIN_RESULT_ENV = 'CLIPMEM_TRAIN_STEP_RESULT';
 
 export interface TrainStepRequest {
   model: string;

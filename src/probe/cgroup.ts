@@ -4,7 +4,7 @@
 // Reading only: nothing here creates, changes or removes a cgroup.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Field, Limit, isUnknown, parseCount, parseField, readText, unknown } from './field';
+import { Field, Limit, isUnknown, parseCount, parseField, readText, unknown } from '../core/field';
 
 /** One cgroup's memory controller. Field names are version-neutral; each says where it comes from. */
 export interface MemoryCgroup {

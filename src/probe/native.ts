@@ -1,6 +1,6 @@
 // The slice of the C++ addon the probe uses (native/addon/probe_limits.cc, probe_allocator.cc, gpu.cc).
-import { loadAddon } from '../native';
-import type { Limit } from './field';
+import { loadAddon } from '../core/native';
+import type { Limit } from '../core/field';
 
 export interface SoftHard {
   soft: Limit;

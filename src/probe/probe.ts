@@ -3,9 +3,9 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { WeightFormat } from '../clip/config';
-import { packageRoot } from '../native';
+import { packageRoot } from '../core/native';
 import { CgroupReport, CgroupSources, readCgroups } from './cgroup';
-import type { Field } from './field';
+import type { Field } from '../core/field';
 import { probeGpu } from './gpu';
 import { AllocatorProbe, GpuReport, Mallinfo, ResourceLimits, probeAddon } from './native';
 import { HostMemory, ProcessStatus, countMappings, readHostMemory, readProcessStatus } from './proc';

@@ -1,7 +1,7 @@
 // Readers for the kernel's view of this process and the host: /proc/self/status, /proc/self/maps,
 // /proc/meminfo, the overcommit and map-count sysctls, transparent hugepages. Each value that cannot be
 // read is "unknown: <why>"; the parsers are exported for other modules reading other pids' files.
-import { Field, isUnknown, parseCount, parseField, readText, unknown } from './field';
+import { Field, isUnknown, parseCount, parseField, readText, unknown } from '../core/field';
 
 /** "Key:  value kB" lines (/proc/<pid>/status, /proc/meminfo) into bytes (kB -> bytes) or plain counts. */
 export function parseKbLines(text: string): Map<string, number> {

@@ -1,7 +1,7 @@
 // The human table of `clip-mem native-probe`: the report grouped as the README explains it, verdict last.
-import { formatBytes } from '../units';
+import { formatBytes } from '../core/units';
 import type { MemoryCgroup } from './cgroup';
-import type { Field, Limit } from './field';
+import type { Field, Limit } from '../core/field';
 import type { AllocationSearch, CudaReport, NvmlReport, ResourceLimitName } from './native';
 import type { NativeProbeReport } from './probe';
 import { describeConstraint } from './verdict';

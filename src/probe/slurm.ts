@@ -1,5 +1,5 @@
 // Slurm job memory, from the variables Slurm sets in a job's environment (values in MiB, "M" in Slurm).
-import { Field, unknown } from './field';
+import { Field, unknown } from '../core/field';
 
 export interface SlurmJob {
   jobId: string;

@@ -1,9 +1,9 @@
 // The verdict: every limit that caps this process's memory as one comparable "constraint" (limit, used,
 // headroom), the one with the least headroom binds first, and whether a CLIP model fits under them.
 import { describeLayout, WeightFormat } from '../clip/config';
-import { formatBytes } from '../units';
+import { formatBytes } from '../core/units';
 import type { CgroupReport, MemoryCgroup } from './cgroup';
-import { Field, known } from './field';
+import { Field, known } from '../core/field';
 import type { AllocatorProbe, ResourceLimits } from './native';
 import type { HostMemory, ProcessStatus } from './proc';
 import { SlurmJob, slurmNodeMemory } from './slurm';

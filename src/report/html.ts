@@ -1,8 +1,9 @@
 // The HTML report: one self-contained file (inline CSS and SVG, no script, no external resource) that
 // works offline, with the Markdown report's content and a memory timeline per scenario whose failure
 // point is marked.
-import { formatBytes } from '../units';
-import type { Limits, RunResults, ScenarioResult } from './result';
+import { formatBytes } from '../core/units';
+import type { Limits } from '../core/limits';
+import type { RunResults, ScenarioResult } from './result';
 import { bytesOrUnknown, describeBatch, describeExit, describeFailure, describeLimits, seconds } from './terminal';
 
 export function escapeHtml(text: string): string {

@@ -1,7 +1,7 @@
 // The Markdown report, in the seed report's structure: summary, environment, each scenario, the memory
 // analysis table (required / available / deficit), reproducible commands and recommendations. Every
 // figure comes from the run's results; nothing here is estimated.
-import { formatBytes } from '../units';
+import { formatBytes } from '../core/units';
 import type { RunResults, ScenarioResult } from './result';
 import {
   bytesOrUnknown,

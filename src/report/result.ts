@@ -3,32 +3,12 @@
 // keeps every finished scenario; a last line closes the run. `compare`, the Markdown and HTML reports
 // all read this one model.
 import * as fs from 'node:fs';
+import type { Diagnosis } from '../diagnose';
+import type { RunOptions } from '../scenarios/scenario';
+import type { TraceFailure } from './trace-report';
 
 /** Bumped when a field changes meaning or disappears; adding a field keeps the version. */
 export const RUN_SCHEMA = 'clip-mem-run/1';
-
-/** The limits a child ran under, in bytes; absent means not set by us. */
-export interface Limits {
-  /** RLIMIT_AS (`ulimit -v`): what VmSize may reach. */
-  as?: number;
-  /** RLIMIT_DATA: heap and private writable mappings. */
-  data?: number;
-  /** memory cgroup limit (memory.limit_in_bytes / memory.max). */
-  mem?: number;
-}
-
-export interface RunOptions {
-  model: string;
-  dtype: string;
-  batch: number;
-  /** Batch of the large-batch scenario (--large-batch). */
-  largeBatch: number;
-  backend: string;
-  threads: number;
-  limits: Limits;
-  timeoutMs: number;
-  scenarios: string[];
-}
 
 export interface Environment {
   clipMemVersion: string;
@@ -88,21 +68,11 @@ export const MEMORY_FIGURES: readonly (keyof MemoryFigures)[] = [
   'increase',
 ];
 
-/** The same names as `clip-mem trace --json`'s `failures[]`. */
-export interface FailedAllocation {
-  fn: string;
-  size: number;
-  errno: number;
-  errnoName: string;
-  phase: string;
-  /** VmSize, VmData and RSS at the instant of the failure, when the tracker captured them. */
-  vmSize: number | null;
-  vmData: number | null;
-  rss: number | null;
-  /** Milliseconds since the child started, to place it on the timeline. */
-  tMs: number | null;
-  stack: string[];
-}
+/** A failed allocation as a run reports it: the fields of `clip-mem trace --json`'s `failures[]` that runs keep. */
+export type FailedAllocation = Pick<
+  TraceFailure,
+  'fn' | 'size' | 'errno' | 'errnoName' | 'phase' | 'vmSize' | 'vmData' | 'rss' | 'tMs' | 'stack'
+>;
 
 export interface TimelinePoint {
   tMs: number;
@@ -110,12 +80,6 @@ export interface TimelinePoint {
   vmSize: number;
   heap: number | null;
   phase: string;
-}
-
-export interface Diagnosis {
-  /** The tracker's cause vocabulary: address-space, data-limit, cgroup-oom-kill, ..., none. */
-  cause: string;
-  evidence: string[];
 }
 
 /** The memory analysis row: what the scenario needed of the resource that binds, and what it had. */
@@ -179,28 +143,33 @@ export interface RunResults {
   scenarios: ScenarioResult[];
   /** Absent when the run was killed before it finished. */
   end: RunEnd | null;
+  /** The signal that stopped the run before its last scenario (not in the file: the run that got it knows). */
+  stoppedBy?: NodeJS.Signals | null;
 }
 
-/** Appends the run's lines to FILE, each fsync'd before the next scenario starts. */
+/** Appends the run's lines to FILE ('-': standard output), each fsync'd before the next scenario starts. */
 export class ResultWriter {
   private readonly fd: number;
+  private readonly toStdout: boolean;
 
   constructor(
     readonly file: string,
     header: RunHeader,
   ) {
-    this.fd = fs.openSync(file, 'w');
+    this.toStdout = file === '-';
+    this.fd = this.toStdout ? 1 : fs.openSync(file, 'w');
     this.append(header);
   }
 
   append(line: RunHeader | ScenarioResult | RunEnd): void {
     fs.writeSync(this.fd, JSON.stringify(line) + '\n');
-    fs.fsyncSync(this.fd);
+    // A pipe or terminal cannot be fsync'd; what was written to it is already the reader's.
+    if (!this.toStdout) fs.fsyncSync(this.fd);
   }
 
   close(end: RunEnd): void {
     this.append(end);
-    fs.closeSync(this.fd);
+    if (!this.toStdout) fs.closeSync(this.fd);
   }
 }
 

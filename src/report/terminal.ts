@@ -1,7 +1,9 @@
 // The terminal report: the seed's passing/failing list, one line of figures per scenario, and for each
 // failure the allocation that failed, the cause with its evidence, and the fixes.
-import { formatBytes } from '../units';
-import type { Limits, RunHeader, RunOptions, ScenarioResult } from './result';
+import { formatBytes } from '../core/units';
+import type { Limits } from '../core/limits';
+import type { RunHeader, ScenarioResult } from './result';
+import type { RunOptions } from '../scenarios/scenario';
 
 export function bytesOrUnknown(value: number | null): string {
   return value === null ? '?' : formatBytes(value);

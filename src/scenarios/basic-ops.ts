@@ -1,6 +1,6 @@
 // basic-ops: create tensors and multiply two 1000x1000 matrices, the seed's first sanity check.
 import * as tf from '@tensorflow/tfjs-core';
-import { setPhase } from '../track/phase';
+import { setPhase } from '../core/phase';
 import { BASIC_OPS_N as N, catalogEntry } from './catalog';
 import type { Scenario } from './scenario';
 import { tfjsBackendFor } from './tfjs-backend';

@@ -2,8 +2,8 @@
 import type { ScenarioOptions } from './scenario';
 
 /** The environment variables through which the parent hands the request to the child. */
-export const CHILD_REQUEST_ENV = 'CLIP_MEM_SCENARIO';
-export const CHILD_RESULT_ENV = 'CLIP_MEM_SCENARIO_RESULT';
+export const CHILD_REQUEST_ENV = 'CLIPMEM_SCENARIO';
+export const CHILD_RESULT_ENV = 'CLIPMEM_SCENARIO_RESULT';
 
 export interface ChildRequest {
   name: string;

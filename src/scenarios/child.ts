@@ -4,8 +4,8 @@
 // before and after the work, its own figures, the error it caught). A child that dies in the scenario
 // leaves the report it wrote before starting, and the parent falls back on the tracker's record for the rest.
 import * as fs from 'node:fs';
-import { writeFileAtomic } from '../files';
-import { known } from '../probe/field';
+import { writeFileAtomic } from '../core/files';
+import { known } from '../core/field';
 import { readProcessStatus } from '../probe/proc';
 import {
   ARENA_HEAP_BYTES,

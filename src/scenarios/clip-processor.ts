@@ -3,7 +3,7 @@
 import sharp from 'sharp';
 import { preprocessImages, processorOptionsFor } from '../clip/processor';
 import { ClipTokenizer } from '../clip/tokenizer';
-import { setPhase } from '../track/phase';
+import { setPhase } from '../core/phase';
 import { SAMPLE_IMAGE, catalogEntry } from './catalog';
 
 const { width: WIDTH, height: HEIGHT } = SAMPLE_IMAGE;

@@ -1,7 +1,7 @@
 // Deterministic inputs for the model scenarios: pixel values in the range CLIPImageProcessor produces
 // and token rows shaped like the tokenizer's (start token, words, end token, end-token padding).
 import type { ClipConfig } from '../clip/config';
-import { mulberry32 } from '../random';
+import { mulberry32 } from '../core/random';
 
 /** [batch, channels, size, size] values in [-1.79, 2.15], what normalising 0..255 with CLIP's mean/std gives. */
 export function syntheticPixels(config: ClipConfig, batch: number, seed = 1): Float32Array {

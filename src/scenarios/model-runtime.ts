@@ -4,7 +4,7 @@ import { createOnnxClip, createOnnxTrainer } from '../clip/onnx';
 import { loadSafetensors } from '../clip/safetensors';
 import { defaultTfjsBackendOrder, type TfjsBackendName } from '../clip/tfjs/backend';
 import { ClipTfjs, type ClipBatch } from '../clip/tfjs/model';
-import { setPhase } from '../track/phase';
+import { setPhase } from '../core/phase';
 import type { Figures, ScenarioOptions } from './scenario';
 import { syntheticIds, syntheticPixels } from './inputs';
 

@@ -3,7 +3,22 @@
 // the tracker's phase labels as it goes and returns the figures it measured itself.
 import type { TokenizerFiles } from '../clip/checkpoint';
 import type { ClipConfig } from '../clip/config';
+import type { Limits } from '../core/limits';
 import type { CatalogEntry } from './catalog';
+
+/** What a run was asked for: the scenarios, the model and how to run it, the limits. */
+export interface RunOptions {
+  model: string;
+  dtype: string;
+  batch: number;
+  /** Batch of the large-batch scenario (--large-batch). */
+  largeBatch: number;
+  backend: string;
+  threads: number;
+  limits: Limits;
+  timeoutMs: number;
+  scenarios: string[];
+}
 
 export interface ScenarioOptions {
   /** Preset name, model directory or safetensors file, as given to --model. */

@@ -3,7 +3,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 // tfjs-core's CommonJS bundle registers no gradients; the tfjs union package registers them on it.
 import '@tensorflow/tfjs';
-import { setPhase } from '../track/phase';
+import { setPhase } from '../core/phase';
 import { MLP_BATCH as BATCH, MLP_WIDTHS as WIDTHS, catalogEntry } from './catalog';
 import type { Scenario } from './scenario';
 import { tfjsBackendFor } from './tfjs-backend';

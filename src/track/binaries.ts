@@ -2,7 +2,7 @@
 // the LD_PRELOAD interposer and clipmem-exec (sets limits, then execs the traced command).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { packageRoot } from '../native';
+import { packageRoot } from '../core/native';
 
 function findBuilt(file: string, what: string): string {
   const candidates = ['Release', 'Debug'].map((config) => path.join(packageRoot, 'build', config, file));

@@ -13,7 +13,7 @@ import {
   readCgroupV1,
   readCgroupV2,
 } from '../probe/cgroup';
-import { describeError } from '../probe/field';
+import { describeError } from '../core/field';
 
 export interface ChildCgroup {
   version: 1 | 2;

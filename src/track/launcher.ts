@@ -5,26 +5,17 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import type { Limits } from '../core/limits';
 import { execHelper, preloadLibrary } from './binaries';
 import { ChildCgroup, createChildCgroup, readChildCgroup, removeCgroup } from './cgroup';
 import { ProgramKind, programKind } from './program';
 import { AllocationRecord, finalRecordOf, listRecords, readRecord } from './record';
-import { isUnknown, known } from '../probe/field';
+import { isUnknown, known } from '../core/field';
 import { readProcessStatus } from '../probe/proc';
-
-/** Limits for the child, in bytes; absent: not set. */
-export interface TraceLimits {
-  /** RLIMIT_AS (`ulimit -v`): the most VmSize may reach. */
-  as?: number;
-  /** RLIMIT_DATA: heap plus private writable mappings. */
-  data?: number;
-  /** Memory cgroup hard limit (memory.limit_in_bytes / memory.max): RSS + page cache; OOM kill above it. */
-  mem?: number;
-}
 
 export interface TraceOptions {
   command: string[];
-  limits?: TraceLimits;
+  limits?: Limits;
   /** Kill the child's whole process group after this long. */
   timeoutMs?: number;
   env?: NodeJS.ProcessEnv;
@@ -54,10 +45,12 @@ export interface CgroupOutcome {
 
 export interface TraceRun {
   command: string[];
-  limits: TraceLimits;
+  limits: Limits;
   pid: number;
   exit: { code: number | null; signal: NodeJS.Signals | null };
   timedOut: boolean;
+  /** The timeout it ran under, when one was set. */
+  timeoutMs?: number;
   durationMs: number;
   /** The record of the program the child finally ran (after its execs); undefined if it never loaded the tracker. */
   record?: AllocationRecord;
@@ -231,6 +224,7 @@ export async function traceCommand(options: TraceOptions): Promise<TraceRun> {
       pid: child.pid!,
       exit,
       timedOut,
+      timeoutMs: options.timeoutMs,
       durationMs,
       record,
       descendants,
@@ -251,6 +245,9 @@ export async function traceCommand(options: TraceOptions): Promise<TraceRun> {
         if (outcome) outcome.removed = true;
       } catch (error) {
         if (outcome) outcome.removeError = (error as Error).message;
+        // No outcome means the run itself failed before it: that error is lost, and this one says why the
+        // cgroup is still there, which the user must know to remove it.
+        // eslint-disable-next-line no-unsafe-finally
         else throw error;
       }
     }

@@ -2,7 +2,7 @@
 // live while the process runs, or after it ended (the file survives a SIGKILL).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { loadAddon } from '../native';
+import { loadAddon } from '../core/native';
 
 export type TrackedFn =
   | 'malloc'

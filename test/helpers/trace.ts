@@ -5,8 +5,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { preloadLibrary } from '../../src/track/binaries';
 import { AllocationRecord, listRecords, readRecord } from '../../src/track/record';
-import type { TraceReport } from '../../src/track/report';
+import type { TraceReport } from '../../src/report/trace-report';
 import { repoRoot } from './paths';
+import { schemaErrors } from './schema';
 import { scratchDir } from './scratch';
 
 /** The C program the tracker tests run (native/test/alloc_program.c). */
@@ -25,6 +26,9 @@ export function trace(
     timeout: 120000,
   });
   const report = JSON.parse(fs.readFileSync(json, 'utf8')) as TraceReport;
+  // Every trace a test runs checks the JSON against its schema.
+  const errors = schemaErrors('trace', report);
+  if (errors) throw new Error(`trace --json breaks schema/trace.schema.json: ${errors}`);
   return { status: result.status, report, stdout: result.stdout, stderr: result.stderr };
 }
 

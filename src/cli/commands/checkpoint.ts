@@ -1,19 +1,19 @@
 // `clip-mem checkpoint [model]`: make (presets) or check (model directories, hub snapshots) a CLIP
 // checkpoint and say what it holds: where it is, its entries, parameters and bytes per dtype.
 import type { CommandModule } from 'yargs';
+import { jsonTarget, withJsonOption, writeJson, type JsonArgs } from '../options';
 import { DEFAULT_PRESET, WEIGHT_FORMATS, WeightFormat, fileOrder, layoutTotals } from '../../clip/config';
 import * as fs from 'node:fs';
 import { checkCheckpointLayout, readCheckpointIndex, resolveClipModel } from '../../clip/checkpoint';
 import { tensorBytes } from '../../clip/dtype';
 import { SyntheticProgress } from '../../clip/synthetic';
-import { formatBytes } from '../../units';
+import { formatBytes } from '../../core/units';
 
-interface CheckpointArgs {
+interface CheckpointArgs extends JsonArgs {
   model: string;
   format: WeightFormat;
   seed: number;
   layout: boolean;
-  json: boolean;
 }
 
 /** Progress on stderr: one updating line on a terminal, a line per 10% otherwise. */
@@ -31,12 +31,12 @@ function progressPrinter(): (p: SyntheticProgress) => void {
   };
 }
 
-export const checkpointCommand: CommandModule<{}, CheckpointArgs> = {
+export const checkpointCommand: CommandModule<object, CheckpointArgs> = {
   command: 'checkpoint [model]',
   describe:
     'Make a synthetic CLIP checkpoint with the real layout (presets), or check a model directory (safetensors or pytorch_model.bin); show its tensors and bytes',
   builder: (yargs) =>
-    yargs
+    withJsonOption(yargs, 'the result')
       .positional('model', {
         type: 'string',
         default: DEFAULT_PRESET,
@@ -54,10 +54,9 @@ export const checkpointCommand: CommandModule<{}, CheckpointArgs> = {
         default: false,
         describe: 'list every tensor (file order: name, dtype, shape, bytes)',
       })
-      .option('json', { type: 'boolean', default: false, describe: 'print the result as JSON' })
       .example(
         '$0 checkpoint',
-        'write (once) and describe the synthetic vit-b-32 fp32 checkpoint in $CLIP_MEM_CACHE or ~/.cache/clip-mem',
+        'write (once) and describe the synthetic vit-b-32 fp32 checkpoint in $CLIPMEM_CACHE or ~/.cache/clip-mem',
       )
       .example('$0 checkpoint vit-b-32 --format int8', 'the int8 weight-only variant: about a quarter of the bytes')
       .example(
@@ -73,7 +72,7 @@ export const checkpointCommand: CommandModule<{}, CheckpointArgs> = {
     const model = resolveClipModel(args.model, {
       format: args.format,
       seed: args.seed,
-      onProgress: args.json ? undefined : progressPrinter(),
+      onProgress: jsonTarget(args) !== null ? undefined : progressPrinter(),
     });
     const index = readCheckpointIndex(model.weightsFile);
     checkCheckpointLayout(index, model.config);
@@ -86,23 +85,17 @@ export const checkpointCommand: CommandModule<{}, CheckpointArgs> = {
     }));
     const totals = layoutTotals(tensors);
     const largest = tensors.reduce((a, b) => (b.bytes > a.bytes ? b : a));
-    if (args.json) {
-      process.stdout.write(
-        JSON.stringify(
-          {
-            model: args.model,
-            kind: model.kind,
-            file: model.weightsFile,
-            weightsFormat: model.weightsFormat,
-            fileBytes,
-            ...totals,
-            largest,
-            tensors: args.layout ? tensors : undefined,
-          },
-          null,
-          2,
-        ) + '\n',
-      );
+    if (jsonTarget(args) !== null) {
+      writeJson(args, {
+        model: args.model,
+        kind: model.kind,
+        file: model.weightsFile,
+        weightsFormat: model.weightsFormat,
+        fileBytes,
+        ...totals,
+        largest,
+        tensors: args.layout ? tensors : undefined,
+      });
       return;
     }
     const lines = [

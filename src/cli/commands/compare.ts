@@ -1,16 +1,16 @@
 // `clip-mem compare BASE.json NEW.json`: the regression gate for scripted runs.
 import type { CommandModule } from 'yargs';
-import { formatBytes, parseBytes } from '../../units';
+import { jsonTarget, withJsonOption, writeJson, type JsonArgs } from '../options';
+import { formatBytes, parseBytes } from '../../core/units';
 import { compareRuns, parseGrowth } from '../../report/compare';
 import { readResults } from '../../report/result';
 
-interface CompareArgs {
+interface CompareArgs extends JsonArgs {
   base: string;
   new: string;
   'max-growth': string;
   'min-bytes': string;
   'min-ms': number;
-  json: boolean;
 }
 
 function show(value: number | null, unit: 'bytes' | 'ms'): string {
@@ -18,11 +18,11 @@ function show(value: number | null, unit: 'bytes' | 'ms'): string {
   return unit === 'bytes' ? formatBytes(value) : `${(value / 1000).toFixed(2)} s`;
 }
 
-export const compareCommand: CommandModule<{}, CompareArgs> = {
+export const compareCommand: CommandModule<object, CompareArgs> = {
   command: 'compare <base> <new>',
   describe: 'Compare two `run --json` files per scenario and figure; exit 1 when memory or time grew past the bound',
   builder: (yargs) =>
-    yargs
+    withJsonOption(yargs, 'the comparison')
       .positional('base', {
         type: 'string',
         demandOption: true,
@@ -44,7 +44,6 @@ export const compareCommand: CommandModule<{}, CompareArgs> = {
         default: 50,
         describe: 'time growth smaller than this many ms never fails (noise floor)',
       })
-      .option('json', { type: 'boolean', default: false, describe: 'print the comparison as JSON' })
       .example('$0 compare base.json new.json --max-growth 5%', 'fail (exit 1) if any scenario grew more than 5%')
       .epilogue(
         'Figures compared: wall time, RSS peak, VmSize peak, tracked heap / anonymous / file-mapping peaks, memory increase. ' +
@@ -57,8 +56,8 @@ export const compareCommand: CommandModule<{}, CompareArgs> = {
       minBytes: parseBytes(args['min-bytes']),
       minMs: args['min-ms'],
     });
-    if (args.json) {
-      process.stdout.write(JSON.stringify({ maxGrowth, ...comparison }, null, 2) + '\n');
+    if (jsonTarget(args) !== null) {
+      writeJson(args, { maxGrowth, ...comparison });
     } else {
       const lines = [
         `${'scenario'.padEnd(16)}${'figure'.padEnd(12)}${'base'.padStart(11)}${'new'.padStart(11)}${'growth'.padStart(9)}`,

@@ -2,15 +2,17 @@
 // and `--calibrate` to measure what the model terms miss.
 import * as os from 'node:os';
 import type { CommandModule } from 'yargs';
+import { jsonTarget, withJsonOption, writeJson, type JsonArgs, usageCheck } from '../options';
 import { DEFAULT_TRAINING_SEGMENTS } from '../../clip/onnx/train';
 import { resolveClipConfig, WEIGHT_FORMATS, type WeightFormat } from '../../clip/config';
-import { calibrate, ensureBaseline, estimatePhase, SGD_MODEL_ONLY, type PhaseEstimate } from '../../estimate/estimate';
+import { calibrate, ensureBaseline } from '../../commands/calibrate';
+import { ESTIMATE_SCHEMA, estimatePhase, SGD_MODEL_ONLY, type PhaseEstimate } from '../../estimate/estimate';
 import { OPTIMIZERS, PHASES, phasesOf, type Optimizer, type Phase } from '../../estimate/model';
 import { renderAccelerate, renderHeader, renderPhase } from '../../estimate/render';
 import { loadRuntimeRecord, storeFile } from '../../estimate/store';
-import { formatBytes } from '../../units';
+import { formatBytes } from '../../core/units';
 
-interface EstimateArgs {
+interface EstimateArgs extends JsonArgs {
   model: string;
   dtype: WeightFormat;
   batch: number;
@@ -18,7 +20,6 @@ interface EstimateArgs {
   optimizer: Optimizer;
   segments: number;
   threads: number;
-  json: boolean;
   calibrate: boolean;
   'calibrate-batches': string;
   'refresh-baseline': boolean;
@@ -43,12 +44,12 @@ export function parseBatches(text: string): number[] {
   return [...new Set(batches)].sort((a, b) => a - b);
 }
 
-export const estimateCommand: CommandModule<{}, EstimateArgs> = {
+export const estimateCommand: CommandModule<object, EstimateArgs> = {
   command: 'estimate',
   describe:
     "Predict each phase's peak RSS and address space for a CLIP model in clip-mem's runtime (and --calibrate it)",
   builder: (yargs) =>
-    yargs
+    withJsonOption(yargs, 'the estimates (schema/estimate.schema.json)')
       .option('model', {
         type: 'string',
         default: 'vit-b-32',
@@ -81,7 +82,6 @@ export const estimateCommand: CommandModule<{}, EstimateArgs> = {
         default: defaultThreads(),
         describe: 'compute threads (the baseline is measured per thread count)',
       })
-      .option('json', { type: 'boolean', default: false, describe: 'print the estimates as JSON' })
       .option('calibrate', {
         type: 'boolean',
         default: false,
@@ -90,16 +90,19 @@ export const estimateCommand: CommandModule<{}, EstimateArgs> = {
       })
       .option('calibrate-batches', { type: 'string', default: '1,4', describe: 'batch sizes --calibrate runs' })
       .option('refresh-baseline', { type: 'boolean', default: false, describe: 'measure the runtime baseline again' })
-      .check((args) => {
-        if (!Number.isSafeInteger(args.batch) || args.batch < 1)
-          throw new Error(`--batch must be a positive integer, got ${args.batch}`);
-        if (!Number.isSafeInteger(args.segments) || args.segments < 1)
-          throw new Error(`--segments must be a positive integer, got ${args.segments}`);
-        if (args.phase === 'train' && args.dtype === 'int8')
-          throw new Error('--phase train needs --dtype fp32 or fp16: the trainer refuses int8 weight-only checkpoints');
-        parseBatches(args['calibrate-batches']);
-        return true;
-      })
+      .check(
+        usageCheck((args) => {
+          if (!Number.isSafeInteger(args.batch) || args.batch < 1)
+            throw new Error(`--batch must be a positive integer, got ${args.batch}`);
+          if (!Number.isSafeInteger(args.segments) || args.segments < 1)
+            throw new Error(`--segments must be a positive integer, got ${args.segments}`);
+          if (args.phase === 'train' && args.dtype === 'int8')
+            throw new Error(
+              '--phase train needs --dtype fp32 or fp16: the trainer refuses int8 weight-only checkpoints',
+            );
+          parseBatches(args['calibrate-batches']);
+        }),
+      )
       .example('$0 estimate', 'vit-b-32 fp32 at batch 2: load, forward and train, beside accelerate')
       .example('$0 estimate --model vit-l-14 --phase train --batch 8', 'a model never run here, with its uncertainty')
       .example(
@@ -114,7 +117,7 @@ export const estimateCommand: CommandModule<{}, EstimateArgs> = {
       ),
   handler: async (args) => {
     const config = resolveClipConfig(args.model);
-    const quiet = args.json ? () => undefined : progressLine;
+    const quiet = jsonTarget(args) !== null ? () => undefined : progressLine;
     if (args.calibrate) {
       const calibrations = await calibrate(
         args.model,
@@ -125,8 +128,8 @@ export const estimateCommand: CommandModule<{}, EstimateArgs> = {
         args.phase,
       );
       endProgress();
-      if (args.json) {
-        process.stdout.write(JSON.stringify({ calibrations }, null, 1) + '\n');
+      if (jsonTarget(args) !== null) {
+        writeJson(args, { schema: ESTIMATE_SCHEMA, calibrations });
         return;
       }
       for (const c of calibrations) {
@@ -160,8 +163,8 @@ export const estimateCommand: CommandModule<{}, EstimateArgs> = {
         record,
       ),
     );
-    if (args.json) {
-      process.stdout.write(JSON.stringify({ runtime: record.key, model: config.name, estimates }, null, 1) + '\n');
+    if (jsonTarget(args) !== null) {
+      writeJson(args, { schema: ESTIMATE_SCHEMA, runtime: record.key, model: config.name, estimates });
       return;
     }
     process.stdout.write(renderHeader(config, args.dtype, record) + '\n');

@@ -1,27 +1,35 @@
 // `clip-mem fit`: the largest batch under a limit, the cheapest change when none fits, and --verify.
 import type { CommandModule } from 'yargs';
+import {
+  jsonTarget,
+  limitsFrom,
+  withJsonOption,
+  withLimitOptions,
+  writeJson,
+  type JsonArgs,
+  type LimitArgs,
+  usageCheck,
+} from '../options';
 import { DEFAULT_TRAINING_SEGMENTS } from '../../clip/onnx/train';
 import { resolveClipConfig, WEIGHT_FORMATS, type WeightFormat } from '../../clip/config';
-import { ensureBaseline, SGD_MODEL_ONLY } from '../../estimate/estimate';
+import { ensureBaseline } from '../../commands/calibrate';
+import { verifyBoundary, type Verification } from '../../commands/verify';
+import { LIMIT_KINDS } from '../../core/limits';
+import { SGD_MODEL_ONLY } from '../../estimate/estimate';
 import {
   cheapest,
+  FIT_SCHEMA,
   fitPlan,
   LIMIT_MEASURES,
   limitedFigure,
-  verifyBoundary,
   type FitAnswer,
   type FitLimit,
-  type LimitKind,
-  type Verification,
 } from '../../estimate/fit';
 import { OPTIMIZERS, PHASES, type Optimizer, type Phase } from '../../estimate/model';
-import { formatBytes, parseBytes } from '../../units';
+import { formatBytes } from '../../core/units';
 import { defaultThreads, endProgress, progressLine } from './estimate';
 
-interface FitArgs {
-  'limit-as'?: string;
-  'limit-data'?: string;
-  'limit-mem'?: string;
+interface FitArgs extends LimitArgs, JsonArgs {
   phase: Phase;
   model: string;
   dtype: WeightFormat;
@@ -30,14 +38,13 @@ interface FitArgs {
   'max-batch': number;
   threads: number;
   verify: boolean;
-  json: boolean;
 }
 
 function limitOf(args: FitArgs): FitLimit {
-  const given = (['as', 'data', 'mem'] as LimitKind[]).filter((k) => args[`limit-${k}`] !== undefined);
+  const limits = limitsFrom(args);
+  const given = LIMIT_KINDS.filter((kind) => limits[kind] !== undefined);
   if (given.length !== 1) throw new Error('give exactly one of --limit-as, --limit-data, --limit-mem');
-  const kind = given[0];
-  return { kind, bytes: parseBytes(args[`limit-${kind}`]!, `--limit-${kind}`) };
+  return { kind: given[0]!, bytes: limits[given[0]!]! };
 }
 
 function describeAnswer(a: FitAnswer, limit: FitLimit): string {
@@ -73,15 +80,12 @@ function renderVerification(v: Verification): string {
   return lines.join('\n');
 }
 
-export const fitCommand: CommandModule<{}, FitArgs> = {
+export const fitCommand: CommandModule<object, FitArgs> = {
   command: 'fit',
   describe:
     'The largest batch that fits a limit, the cheapest change when none does; --verify proves the boundary by running it',
   builder: (yargs) =>
-    yargs
-      .option('limit-as', { type: 'string', describe: 'address-space limit (ulimit -v / RLIMIT_AS), e.g. 4G' })
-      .option('limit-data', { type: 'string', describe: 'data-segment limit (ulimit -d / RLIMIT_DATA)' })
-      .option('limit-mem', { type: 'string', describe: 'memory cgroup limit (Slurm --mem, a container), e.g. 1500M' })
+    withJsonOption(withLimitOptions(yargs), 'the plan and the verification (schema/fit.schema.json)')
       .option('phase', { choices: PHASES, default: 'train' as Phase, describe: 'what has to fit' })
       .option('model', { type: 'string', default: 'vit-b-32', describe: 'preset, model directory or config.json' })
       .option('dtype', { choices: WEIGHT_FORMATS, default: 'fp32' as WeightFormat, describe: 'weight format' })
@@ -99,15 +103,15 @@ export const fitCommand: CommandModule<{}, FitArgs> = {
         describe:
           'run the answer and the next batch up in children under the limit (a bisection of 1..--max-batch if the prediction was wrong)',
       })
-      .option('json', { type: 'boolean', default: false, describe: 'print the plan (and the verification) as JSON' })
-      .check((args) => {
-        limitOf(args as FitArgs);
-        if (!Number.isSafeInteger(args['max-batch']) || args['max-batch'] < 1)
-          throw new Error(`--max-batch must be a positive integer, got ${args['max-batch']}`);
-        if (!Number.isSafeInteger(args.segments) || args.segments < 1)
-          throw new Error(`--segments must be a positive integer, got ${args.segments}`);
-        return true;
-      })
+      .check(
+        usageCheck((args) => {
+          limitOf(args as FitArgs);
+          if (!Number.isSafeInteger(args['max-batch']) || args['max-batch'] < 1)
+            throw new Error(`--max-batch must be a positive integer, got ${args['max-batch']}`);
+          if (!Number.isSafeInteger(args.segments) || args.segments < 1)
+            throw new Error(`--segments must be a positive integer, got ${args.segments}`);
+        }),
+      )
       .example('$0 fit --limit-mem 1500M --phase train', 'what trains under a 1500 MiB cgroup (Slurm --mem=1500M)')
       .example(
         '$0 fit --limit-as 2G --phase forward --verify',
@@ -123,7 +127,7 @@ export const fitCommand: CommandModule<{}, FitArgs> = {
       ),
   handler: async (args) => {
     const limit = limitOf(args);
-    const quiet = args.json ? () => undefined : progressLine;
+    const quiet = jsonTarget(args) !== null ? () => undefined : progressLine;
     const record = await ensureBaseline(args.threads, quiet);
     endProgress();
     const plan = fitPlan(
@@ -148,22 +152,17 @@ export const fitCommand: CommandModule<{}, FitArgs> = {
       endProgress();
     }
     process.exitCode = choice && (!args.verify || verification?.proven) ? 0 : 1;
-    if (args.json) {
-      process.stdout.write(
-        JSON.stringify(
-          {
-            runtime: record.key,
-            phase: args.phase,
-            limit,
-            answer: plan.answer,
-            alternatives: plan.alternatives,
-            choice: choice ?? null,
-            verification: verification ?? null,
-          },
-          null,
-          1,
-        ) + '\n',
-      );
+    if (jsonTarget(args) !== null) {
+      writeJson(args, {
+        schema: FIT_SCHEMA,
+        runtime: record.key,
+        phase: args.phase,
+        limit,
+        answer: plan.answer,
+        alternatives: plan.alternatives,
+        choice: choice ?? null,
+        verification: verification ?? null,
+      });
       return;
     }
     const lines = [

@@ -1,27 +1,22 @@
 // `clip-mem native-probe`: every limit that binds this process, what can be allocated now, the verdict.
 import type { CommandModule } from 'yargs';
+import { jsonTarget, withJsonOption, writeJson, type JsonArgs } from '../options';
 import { PRESET_NAMES, WEIGHT_FORMATS, WeightFormat, resolveClipConfig } from '../../clip/config';
 import { CUDA_LIBRARY_VARIABLE, NVML_LIBRARY_VARIABLE } from '../../probe/gpu';
 import { runProbe } from '../../probe/probe';
 import { renderProbe } from '../../probe/render';
 
-interface NativeProbeArgs {
-  json: boolean;
+interface NativeProbeArgs extends JsonArgs {
   model: string[];
   weights: WeightFormat;
 }
 
-export const nativeProbeCommand: CommandModule<{}, NativeProbeArgs> = {
+export const nativeProbeCommand: CommandModule<object, NativeProbeArgs> = {
   command: 'native-probe',
   describe:
     'Show every memory limit that binds this process, what can be allocated right now, and which limit binds first',
   builder: (yargs) =>
-    yargs
-      .option('json', {
-        type: 'boolean',
-        default: false,
-        describe: 'print the report as JSON (schema/native-probe.schema.json)',
-      })
+    withJsonOption(yargs, 'the report (schema/native-probe.schema.json)')
       .option('model', {
         type: 'string',
         array: true,
@@ -54,6 +49,7 @@ export const nativeProbeCommand: CommandModule<{}, NativeProbeArgs> = {
       ),
   handler: (args) => {
     const report = runProbe({ models: args.model, weights: args.weights });
-    process.stdout.write(args.json ? JSON.stringify(report, null, 2) + '\n' : renderProbe(report));
+    if (jsonTarget(args) !== null) writeJson(args, report);
+    else process.stdout.write(renderProbe(report));
   },
 };

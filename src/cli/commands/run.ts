@@ -7,16 +7,23 @@ import { resolveClipModel, type ClipModelSource } from '../../clip/checkpoint';
 import { WEIGHT_FORMATS, type WeightFormat } from '../../clip/config';
 import { renderHtml } from '../../report/html';
 import { renderMarkdown } from '../../report/markdown';
-import type { Limits, RunOptions } from '../../report/result';
+import type { ProgressEvent } from '../../commands/run-scenarios';
 import { renderTerminal } from '../../report/terminal';
-import { SCENARIO_CATALOG, SCENARIO_NAMES, catalogEntry } from '../../scenarios/catalog';
-import type { ProgressEvent } from '../../scenarios/runner';
-import type { ScenarioOptions } from '../../scenarios/scenario';
-import { formatBytes, parseBytes } from '../../units';
+import { BACKENDS, SCENARIO_CATALOG, SCENARIO_NAMES, catalogEntry } from '../../scenarios/catalog';
+import type { RunOptions, ScenarioOptions } from '../../scenarios/scenario';
+import { formatBytes } from '../../core/units';
+import {
+  checkWritable,
+  jsonTarget,
+  limitsFrom,
+  withJsonOption,
+  withLimitOptions,
+  type JsonArgs,
+  type LimitArgs,
+  usageCheck,
+} from '../options';
 
-export const BACKENDS = ['auto', 'onnxruntime', 'tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] as const;
-
-interface RunArgs {
+interface RunArgs extends LimitArgs, JsonArgs {
   scenarios: string[];
   model: string;
   dtype: WeightFormat;
@@ -24,11 +31,7 @@ interface RunArgs {
   'large-batch': number;
   backend: string;
   threads: number;
-  'limit-as'?: string;
-  'limit-data'?: string;
-  'limit-mem'?: string;
   timeout: number;
-  json?: string;
   markdown?: string;
   html?: string;
 }
@@ -51,39 +54,6 @@ function resolveModel(model: string, dtype: WeightFormat, progress: (text: strin
   });
 }
 
-function limitsOf(args: RunArgs): Limits {
-  const limits: Limits = {};
-  if (args['limit-as'] !== undefined) limits.as = parseBytes(args['limit-as'], '--limit-as');
-  if (args['limit-data'] !== undefined) limits.data = parseBytes(args['limit-data'], '--limit-data');
-  if (args['limit-mem'] !== undefined) limits.mem = parseBytes(args['limit-mem'], '--limit-mem');
-  return limits;
-}
-
-/** A limit as the command line takes it back, exact: "1700M" when it is whole MiB (as typed, mostly), else bytes. */
-const limitText = (bytes: number) => (bytes % 2 ** 20 === 0 ? `${bytes / 2 ** 20}M` : String(bytes));
-
-/** The options of a run as a command line (limits exact), for the reports' reproducible commands. */
-export function commandLine(
-  names: readonly string[],
-  options: RunOptions,
-  scenario: ScenarioOptions,
-  outputs = '',
-): string {
-  const parts = [
-    'clip-mem run',
-    ...names,
-    `--model ${options.model}`,
-    `--dtype ${options.dtype}`,
-    `--batch ${options.batch}`,
-  ];
-  if (names.includes('large-batch')) parts.push(`--large-batch ${scenario.largeBatch}`);
-  parts.push(`--backend ${options.backend}`, `--threads ${options.threads}`);
-  if (options.limits.as !== undefined) parts.push(`--limit-as ${limitText(options.limits.as)}`);
-  if (options.limits.data !== undefined) parts.push(`--limit-data ${limitText(options.limits.data)}`);
-  if (options.limits.mem !== undefined) parts.push(`--limit-mem ${limitText(options.limits.mem)}`);
-  return parts.join(' ') + outputs;
-}
-
 function progressPrinter(): (event: ProgressEvent | string) => void {
   const tty = process.stderr.isTTY;
   let lastKey = '';
@@ -100,12 +70,15 @@ function progressPrinter(): (event: ProgressEvent | string) => void {
   };
 }
 
-export const runCommand: CommandModule<{}, RunArgs> = {
+export const runCommand: CommandModule<object, RunArgs> = {
   command: 'run [scenarios..]',
   describe:
     'Run the CLIP scenarios, each in its own child under simulated limits; diagnose every failure and say what would fit',
   builder: (yargs) =>
-    yargs
+    withJsonOption(
+      withLimitOptions(yargs),
+      'the results as JSON lines (one per scenario, each as it finishes; schema/clip-mem-run.schema.json)',
+    )
       .positional('scenarios', {
         type: 'string',
         array: true,
@@ -133,23 +106,21 @@ export const runCommand: CommandModule<{}, RunArgs> = {
         default: Math.min(os.cpus().length, 4),
         describe: 'compute threads of the runtime',
       })
-      .option('limit-as', { type: 'string', describe: 'RLIMIT_AS of each child (what `ulimit -v` sets), e.g. 1.2G' })
-      .option('limit-data', { type: 'string', describe: 'RLIMIT_DATA of each child (`ulimit -d`)' })
-      .option('limit-mem', {
-        type: 'string',
-        describe: 'memory cgroup limit of each child (what Slurm --mem or a container sets); needs a writable cgroup',
-      })
       .option('timeout', {
         type: 'number',
         default: 600,
         describe: 'seconds before a child and its whole process group are killed',
       })
-      .option('json', {
-        type: 'string',
-        describe: 'write the results as JSON lines (one per scenario, as each finishes) to FILE',
-      })
       .option('markdown', { type: 'string', describe: 'write the Markdown report to FILE' })
       .option('html', { type: 'string', describe: 'write the self-contained HTML report (memory timelines) to FILE' })
+      .check(
+        usageCheck((args) => {
+          for (const option of ['markdown', 'html'] as const) {
+            const file = args[option];
+            if (file !== undefined) checkWritable(file, `--${option}`);
+          }
+        }),
+      )
       .example('$0 run', 'all eight scenarios on the synthetic vit-b-32 checkpoint')
       .example(
         '$0 run clip-load-copy --limit-as 1.2G',
@@ -166,7 +137,8 @@ export const runCommand: CommandModule<{}, RunArgs> = {
   handler: async (args) => {
     const names = [...new Set(args.scenarios)];
     names.forEach(catalogEntry);
-    const limits = limitsOf(args);
+    const limits = limitsFrom(args);
+    const json = jsonTarget(args);
     const print = progressPrinter();
     const needsCheckpoint = names.some((n) => catalogEntry(n).usesCheckpoint);
     const model = resolveModel(args.model, args.dtype, print);
@@ -193,22 +165,29 @@ export const runCommand: CommandModule<{}, RunArgs> = {
       backend: args.backend,
       threads: args.threads,
     };
-    const outputs = ['json', 'markdown', 'html']
-      .filter((k) => args[k as 'json'])
-      .map((k) => ` --${k} ${args[k as 'json']}`)
-      .join('');
+    const outputs = [
+      json !== null ? ` --json ${json}` : '',
+      args.markdown ? ` --markdown ${args.markdown}` : '',
+      args.html ? ` --html ${args.html}` : '',
+    ].join('');
     // Loaded here, not at the top: other commands (native-probe) must start without the ML runtimes.
-    const { runScenarios } = await import('../../scenarios/runner');
+    const { runScenarios } = await import('../../commands/run-scenarios');
     const results = await runScenarios({
       options,
       scenarioOptions,
-      command: commandLine(names, options, scenarioOptions, outputs),
-      scenarioCommand: (name) => commandLine([name], options, scenarioOptions),
-      jsonFile: args.json,
+      outputs,
+      jsonFile: json ?? undefined,
       progress: print,
     });
     if (process.stderr.isTTY) process.stderr.write('\r\x1b[K');
-    process.stdout.write(renderTerminal(results.header, results.scenarios));
+    if (results.stoppedBy) {
+      process.stderr.write(
+        `\nclip-mem run: stopped by ${results.stoppedBy} after ${results.scenarios.length} scenario(s); those are in the --json file\n`,
+      );
+      process.exit(128 + (os.constants.signals[results.stoppedBy] ?? 15));
+    }
+    // With the JSON lines on standard output, the summary for people goes to standard error.
+    (json === '-' ? process.stderr : process.stdout).write(renderTerminal(results.header, results.scenarios));
     if (args.markdown) fs.writeFileSync(args.markdown, renderMarkdown(results));
     if (args.html) fs.writeFileSync(args.html, renderHtml(results));
     process.exitCode = results.end!.failed ? 1 : 0;

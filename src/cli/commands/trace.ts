@@ -1,41 +1,25 @@
 // `clip-mem trace [--limit-as N] [--limit-data N] [--limit-mem N] [--json FILE] -- <command...>`
-import * as fs from 'node:fs';
 import * as os from 'node:os';
 import type { CommandModule } from 'yargs';
-import { parseBytes } from '../../units';
-import { TraceLimits, traceCommand } from '../../track/launcher';
-import { buildTraceReport, formatTraceReport } from '../../track/report';
+import { traceCommand } from '../../track/launcher';
+import { limitsFrom, withJsonOption, withLimitOptions, writeJson, type JsonArgs, type LimitArgs } from '../options';
+import { buildTraceReport, formatTraceReport } from '../../report/trace-report';
 
-interface TraceArgs {
-  'limit-as'?: string;
-  'limit-data'?: string;
-  'limit-mem'?: string;
-  json?: string;
+interface TraceArgs extends LimitArgs, JsonArgs {
   timeout?: number;
   fail?: string;
   '--'?: (string | number)[];
   command?: (string | number)[];
 }
 
-export const traceCommandModule: CommandModule<{}, TraceArgs> = {
+export const traceCommandModule: CommandModule<object, TraceArgs> = {
   command: 'trace [command..]',
   describe: 'Run a command under the allocation tracker: every failed allocation, byte-exact, and why it failed',
   builder: (yargs) =>
-    yargs
-      .parserConfiguration({ 'populate--': true, 'unknown-options-as-args': false })
-      .option('limit-as', { type: 'string', describe: 'RLIMIT_AS for the command (like ulimit -v), e.g. 4G' })
-      .option('limit-data', {
-        type: 'string',
-        describe: 'RLIMIT_DATA for the command (heap + private writable), e.g. 2G',
-      })
-      .option('limit-mem', {
-        type: 'string',
-        describe: 'memory cgroup limit (RSS + page cache; the kernel OOM-kills above it), e.g. 300M',
-      })
-      .option('json', {
-        type: 'string',
-        describe: 'also write the result as JSON to this file ("-" for stdout, after the output)',
-      })
+    withJsonOption(
+      withLimitOptions(yargs.parserConfiguration({ 'populate--': true, 'unknown-options-as-args': false })),
+      'the result (schema/trace.schema.json)',
+    )
       .option('timeout', { type: 'number', describe: "seconds before the command's whole process group is killed" })
       .option('fail', {
         type: 'string',
@@ -67,10 +51,7 @@ export const traceCommandModule: CommandModule<{}, TraceArgs> = {
       );
       process.exit(2);
     }
-    const limits: TraceLimits = {};
-    if (args['limit-as'] !== undefined) limits.as = parseBytes(args['limit-as'], '--limit-as');
-    if (args['limit-data'] !== undefined) limits.data = parseBytes(args['limit-data'], '--limit-data');
-    if (args['limit-mem'] !== undefined) limits.mem = parseBytes(args['limit-mem'], '--limit-mem');
+    const limits = limitsFrom(args);
     const run = await traceCommand({
       command,
       limits,
@@ -81,8 +62,7 @@ export const traceCommandModule: CommandModule<{}, TraceArgs> = {
     });
     const report = buildTraceReport(run);
     process.stderr.write(formatTraceReport(report));
-    if (args.json === '-') process.stdout.write(JSON.stringify(report, null, 2) + '\n');
-    else if (args.json) fs.writeFileSync(args.json, JSON.stringify(report, null, 2) + '\n');
+    writeJson(args, report);
     const { code, signal } = run.exit;
     const signalNumber = signal ? os.constants.signals[signal] : undefined;
     process.exitCode = code ?? (signalNumber !== undefined ? 128 + signalNumber : 1);

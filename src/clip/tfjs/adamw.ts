@@ -5,7 +5,7 @@
 // freed at once: a few times the largest parameter.
 import * as tf from '@tensorflow/tfjs';
 import { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
-import { setPhase } from '../../track/phase';
+import { setPhase } from '../../core/phase';
 
 export interface AdamWUpdate {
   /** The parameter's name, for the tracker's phase ("adamw <name>"). */

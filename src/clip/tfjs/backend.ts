@@ -15,7 +15,7 @@
 // @tensorflow/tfjs, not tfjs-core alone: the bundle registers the gradients and the cpu backend.
 import * as tf from '@tensorflow/tfjs';
 import * as tfWasm from '@tensorflow/tfjs-backend-wasm';
-import { formatBytes } from '../../units';
+import { formatBytes } from '../../core/units';
 
 /** Backends in tfjs's own names: `tensorflow` is libtensorflow through tfjs-node (or -gpu, with CUDA). */
 export type TfjsBackendName = 'tensorflow-gpu' | 'tensorflow' | 'wasm' | 'cpu';

@@ -33,7 +33,7 @@ import { clipLayout, type ClipConfig, type TensorSpec } from '../config';
 import { dequantizeInt8, int8ScaleName, toFloat32 } from '../dtype';
 import type { Tensor, TensorMap } from '../tensor';
 import type { AdamWOptions } from '../onnx/train';
-import { setPhase } from '../../track/phase';
+import { setPhase } from '../../core/phase';
 import { AdamW, type AdamWUpdate } from './adamw';
 import { asTfjsMemoryError, selectTfjsBackend, type TfjsBackendChoice, type TfjsBackendName } from './backend';
 import { diagonalCrossEntropy, gatherRows, layerNorm, linear, matMul, quickGelu, recomputedInBackward } from './layers';

@@ -1,7 +1,7 @@
 // Phase labels: `setPhase("load text_model.embeddings.token_embedding.weight")` marks what this process is
 // doing, so that a failed allocation or an OOM kill recorded by `clip-mem trace` says during what.
 // Outside the tracker it does nothing and costs one environment lookup.
-import { loadAddon } from '../native';
+import { loadAddon } from './native';
 
 interface PhaseAddon {
   setPhase(label: string): boolean;

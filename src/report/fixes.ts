@@ -3,15 +3,17 @@
 // measured numbers support it: a smaller dtype only when its weights fit in the headroom measured before
 // loading, MALLOC_ARENA_MAX only when the arenas it would give back cover the deficit, and so on.
 import * as fs from 'node:fs';
-import { readSafetensorsHeader } from '../clip/safetensors';
 import { describeLayout, type WeightFormat } from '../clip/config';
+import { readSafetensorsHeader } from '../clip/safetensors';
+import type { LimitKind, Limits } from '../core/limits';
+import { formatBytes } from '../core/units';
 import { estimatePhase, type PhaseEstimate } from '../estimate/estimate';
-import type { Phase } from '../estimate/model';
 import { loadRuntimeRecord } from '../estimate/store';
-import type { Environment, Fix, MemoryAnalysis, RunOptions, ScenarioResult } from '../report/result';
+import { SCENARIO_CATALOG, catalogEntry } from '../scenarios/catalog';
 import { ARENA_HEAP_BYTES } from '../scenarios/child-protocol';
-import type { ScenarioOptions } from '../scenarios/scenario';
-import { formatBytes } from '../units';
+import { commandLine } from '../scenarios/command-line';
+import type { RunOptions, ScenarioOptions } from '../scenarios/scenario';
+import type { Environment, Fix, MemoryAnalysis, ScenarioResult } from './result';
 
 const MiB = 1024 * 1024;
 
@@ -21,8 +23,7 @@ const MiB = 1024 * 1024;
  */
 const SAFETY = 0.1;
 
-/** Scenarios whose work is loading the weights (their need is VmSize before + the weights). */
-const LOADING_SCENARIOS = new Set(['clip-load', 'clip-load-copy']);
+const floorMiB = (bytes: number) => Math.floor(bytes / MiB) * MiB;
 
 const roundUpMiB = (bytes: number) => Math.ceil(bytes / MiB) * MiB;
 const exact = (bytes: number) => `${bytes.toLocaleString('en-US')} B (${formatBytes(bytes)})`;
@@ -89,18 +90,17 @@ function weightBytes(model: string, format: WeightFormat): number {
   return describeLayout(model, format).totals.totalBytes;
 }
 
-/**
- * The scenario's own reproducible command (model, dtype, batch, backend, limits) with some options
- * changed: `--dtype fp16 --limit-as 1443M` replaces those two and keeps the rest.
- */
-function rerun(result: Analysed, change: string): string {
-  let command = result.command;
-  for (const [, option, value] of change.matchAll(/(--[\w-]+) (\S+)/g)) {
-    const present = new RegExp(`${option} \\S+`);
-    command = present.test(command) ? command.replace(present, `${option} ${value}`) : `${command} ${option} ${value}`;
-  }
-  return command;
+/** The scenario's own reproducible command with some options changed (the other options and limits kept). */
+function rerun(
+  name: string,
+  options: RunOptions,
+  change: Partial<Omit<RunOptions, 'limits'>> & { limits?: Limits },
+): string {
+  return commandLine([name], { ...options, ...change, limits: { ...options.limits, ...change.limits } });
 }
+
+/** How the scenario's work loads the weights, when loading them is its work (see the catalog). */
+const loadsOf = (result: Analysed) => catalogEntry(result.name).loads;
 
 /**
  * What a loading scenario needs in all: the VmSize it started from plus every weight byte (by copy), or
@@ -112,7 +112,7 @@ function loadingNeed(result: Analysed, scenario: ScenarioOptions, format: Weight
 }
 
 function loadedBytes(result: Analysed, scenario: ScenarioOptions, format: WeightFormat): number {
-  return result.name === 'clip-load' ? fs.statSync(scenario.checkpoint).size : weightBytes(scenario.model, format);
+  return loadsOf(result) === 'mmap' ? fs.statSync(scenario.checkpoint).size : weightBytes(scenario.model, format);
 }
 
 /**
@@ -130,17 +130,17 @@ function addressSpaceFixes(
   if (limit === undefined) return [];
   const fixes: Fix[] = [];
   const format = scenario.dtype as WeightFormat;
-  const loading = LOADING_SCENARIOS.has(result.name);
+  const loading = loadsOf(result) !== undefined;
   const need = loading ? loadingNeed(result, scenario, format) : f?.vmSize != null ? f.vmSize + f.size : null;
   if (need !== null) {
     const target = roundUpMiB(need * (1 + (loading ? SAFETY : 0)));
     const how = loading
-      ? `loading ${scenario.model} ${format} needs VmSize ${formatBytes(result.memory.vmSizeBefore!)} before loading + ${exact(loadedBytes(result, scenario, format))} ${result.name === 'clip-load' ? 'for the file mapping' : 'of weights'}`
+      ? `loading ${scenario.model} ${format} needs VmSize ${formatBytes(result.memory.vmSizeBefore!)} before loading + ${exact(loadedBytes(result, scenario, format))} ${loadsOf(result) === 'mmap' ? 'for the file mapping' : 'of weights'}`
       : `this allocation alone needed VmSize ${formatBytes(f!.vmSize!)} + ${exact(f!.size)}; later steps may need more`;
     fixes.push({
       kind: 'raise-limit',
       text: `raise \`ulimit -v\` to at least ${target / 1024} KiB (${formatBytes(target)}): ${how}`,
-      command: `ulimit -v ${target / 1024}   # then: ${rerun(result, `--limit-as ${target / MiB}M`)}`,
+      command: `ulimit -v ${target / 1024}   # then: ${rerun(result.name, options, { limits: { as: target } })}`,
     });
   }
   // A smaller weight format fits when its bytes fit in what the limit left above the VmSize before loading.
@@ -154,7 +154,7 @@ function addressSpaceFixes(
         fixes.push({
           kind: 'dtype',
           text: `${smaller} weights need ${exact(bytes)}: they fit in the ${formatBytes(headroom)} of address space left above VmSize ${formatBytes(result.memory.vmSizeBefore)} under RLIMIT_AS ${formatBytes(limit)}`,
-          command: rerun(result, `--dtype ${smaller} --limit-as ${Math.floor(limit / MiB)}M`),
+          command: rerun(result.name, options, { dtype: smaller, limits: { as: floorMiB(limit) } }),
         });
         break;
       }
@@ -172,7 +172,7 @@ function addressSpaceFixes(
       fixes.push({
         kind: 'malloc-arena-max',
         text: `MALLOC_ARENA_MAX=2 would return ~${formatBytes(returned)} of address space (${heaps} thread arena heaps of 64 MiB reserved; it keeps the main arena and one of them), more than the ${formatBytes(deficit)} missing`,
-        command: `MALLOC_ARENA_MAX=2 ${rerun(result, `--limit-as ${Math.floor(limit / MiB)}M`)}`,
+        command: `MALLOC_ARENA_MAX=2 ${rerun(result.name, options, { limits: { as: floorMiB(limit) } })}`,
       });
     }
   }
@@ -195,7 +195,7 @@ function dataLimitFixes(result: Analysed, options: RunOptions, scenario: Scenari
   if (limit === undefined) return [];
   const fixes: Fix[] = [];
   if (f?.vmData != null) {
-    const left = result.name === 'clip-load-copy' ? bytesLeftToLoad(scenario.checkpoint, f.phase) : null;
+    const left = loadsOf(result) === 'copy' ? bytesLeftToLoad(scenario.checkpoint, f.phase) : null;
     const need = f.vmData + (left ?? f.size);
     const target = roundUpMiB(need * (left !== null ? 1 + SAFETY : 1));
     fixes.push({
@@ -205,17 +205,15 @@ function dataLimitFixes(result: Analysed, options: RunOptions, scenario: Scenari
         (left !== null
           ? `the ${exact(left)} of weights still to load from "${f.phase}" on (10% slack)`
           : `the failed ${exact(f.size)}; later steps may need more`),
-      command: `ulimit -d ${target / 1024}   # then: ${rerun(result, `--limit-data ${target / MiB}M`)}`,
+      command: `ulimit -d ${target / 1024}   # then: ${rerun(result.name, options, { limits: { data: target } })}`,
     });
   }
-  if (result.name === 'clip-load-copy') {
+  const mmapLoad = SCENARIO_CATALOG.find((s) => s.loads === 'mmap')!;
+  if (loadsOf(result) === 'copy') {
     fixes.push({
       kind: 'load-path',
-      text: 'load by mmap (the clip-load scenario): a read-only file mapping is not data, so RLIMIT_DATA does not count the weights at all',
-      command: rerun(
-        { ...result, command: result.command.replace(/^clip-mem run clip-load-copy/, 'clip-mem run clip-load') },
-        `--limit-data ${Math.floor(limit / MiB)}M`,
-      ),
+      text: `load by mmap (the ${mmapLoad.name} scenario): a read-only file mapping is not data, so RLIMIT_DATA does not count the weights at all`,
+      command: rerun(mmapLoad.name, options, { limits: { data: floorMiB(limit) } }),
     });
   }
   return fixes;
@@ -235,13 +233,6 @@ function cgroupFixes(result: Analysed, options: RunOptions): Fix[] {
     },
   ];
 }
-
-/** The model scenarios whose memory `clip-mem estimate` predicts, with the batch option each runs at. */
-const ESTIMATED: Record<string, { phase: Phase; batchOption: '--batch' | '--large-batch' }> = {
-  'clip-forward': { phase: 'forward', batchOption: '--batch' },
-  'large-batch': { phase: 'forward', batchOption: '--large-batch' },
-  'clip-train': { phase: 'train', batchOption: '--batch' },
-};
 
 /** What the limit that bound counts, predicted with its uncertainty added (the cautious figure). */
 function needed(estimate: PhaseEstimate, cause: string): number | null {
@@ -263,20 +254,21 @@ function estimatedFixes(
   scenario: ScenarioOptions,
 ): { fixes: Fix[]; need: number | null } {
   const none = { fixes: [], need: null };
-  const estimated = ESTIMATED[result.name];
+  const { estimatedAs: phase, batchOption } = catalogEntry(result.name);
   const cause = result.diagnosis.cause;
-  const limit =
+  const kind: LimitKind | undefined =
     cause === 'address-space'
-      ? options.limits.as
+      ? 'as'
       : cause === 'cgroup-oom-kill'
-        ? options.limits.mem
+        ? 'mem'
         : cause === 'data-limit'
-          ? options.limits.data
+          ? 'data'
           : undefined;
-  if (!estimated || limit === undefined) return none;
+  const limit = kind && options.limits[kind];
+  if (!phase || !batchOption || !kind || limit === undefined) return none;
   const record = loadRuntimeRecord(scenario.threads);
   if (!record.baseline) return none;
-  const batch = estimated.batchOption === '--batch' ? scenario.batch : scenario.largeBatch;
+  const batch = scenario[batchOption];
   const at = (b: number) =>
     estimatePhase(
       scenario.config,
@@ -284,7 +276,7 @@ function estimatedFixes(
         model: scenario.model,
         dtype: scenario.dtype as WeightFormat,
         batch: b,
-        phase: estimated.phase,
+        phase,
         optimizer: 'adamw',
       },
       record,
@@ -295,8 +287,7 @@ function estimatedFixes(
   // RSS uncalibrated stays on the safe side of a cgroup's charge (tiny batch 2459: 400 MiB predicted, 322 MiB charged).
   if (cause === 'address-space' && !failing.uncertainty) {
     // Calibrating this phase at this batch and a quarter of it measures what the model misses, here.
-    const option = (name: string) => new RegExp(`${name} (\\S+)`).exec(result.command)?.[1];
-    const command = `clip-mem estimate --calibrate --model ${option('--model')} --dtype ${option('--dtype')} --threads ${option('--threads')} --phase ${estimated.phase} --calibrate-batches ${Math.max(1, Math.floor(batch / 4))},${batch}`;
+    const command = `clip-mem estimate --calibrate --model ${options.model} --dtype ${options.dtype} --threads ${options.threads} --phase ${phase} --calibrate-batches ${Math.max(1, Math.floor(batch / 4))},${batch}`;
     return {
       fixes: [
         {
@@ -316,7 +307,6 @@ function estimatedFixes(
   const how = failing.uncertainty
     ? `${counted}, uncertainty included`
     : `${counted}, not calibrated: \`clip-mem estimate --calibrate\` narrows it`;
-  const limitOption = `--limit-${cause === 'address-space' ? 'as' : cause === 'data-limit' ? 'data' : 'mem'}`;
   {
     const what =
       cause === 'address-space' ? '`ulimit -v`' : cause === 'data-limit' ? '`ulimit -d`' : 'the memory limit';
@@ -324,11 +314,11 @@ function estimatedFixes(
     fixes.push({
       kind: cause === 'cgroup-oom-kill' ? 'slurm-mem' : 'raise-limit',
       text:
-        `${estimated.phase} at batch ${batch} is predicted to need ${formatBytes(current)} (${how}): ` +
+        `${phase} at batch ${batch} is predicted to need ${formatBytes(current)} (${how}): ` +
         (cause === 'cgroup-oom-kill'
           ? `in Slurm, \`--mem\` at least ${target / MiB}M`
           : `raise ${what} to at least ${formatBytes(target)}`),
-      command: rerun(result, `${limitOption} ${target / MiB}M`),
+      command: rerun(result.name, options, { limits: { [kind]: target } }),
     });
   }
   // The largest smaller batch predicted to fit (predictions grow with the batch: bisect).
@@ -348,7 +338,7 @@ function estimatedFixes(
     fixes.push({
       kind: 'batch',
       text: `batch ${lo} is predicted to need ${formatBytes(needed(at(lo), cause)!)} (${how}): it fits under ${formatBytes(limit)}; batch ${lo + 1} would not`,
-      command: rerun(result, `${estimated.batchOption} ${lo} ${limitOption} ${Math.floor(limit / MiB)}M`),
+      command: rerun(result.name, options, { [batchOption]: lo, limits: { [kind]: floorMiB(limit) } }),
     });
   }
   return { fixes, need: cause === 'address-space' ? current : null };

@@ -3,7 +3,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-export const packageRoot = path.resolve(__dirname, '..', '..');
+export const packageRoot = path.resolve(__dirname, '..', '..', '..');
 
 const candidates = [
   path.join(packageRoot, 'build', 'Release', 'clip_mem.node'),

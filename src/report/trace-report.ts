@@ -1,11 +1,15 @@
 // A traced run as scripts read it (`trace --json`) and as people read it (the terminal summary).
 // The JSON names exit / failures / peaks / diagnosis are a contract: keep them.
 import * as os from 'node:os';
-import { Diagnosis, diagnose, errnoName, explainFailure } from '../diagnose';
-import { formatBytes } from '../units';
-import { TraceLimits, TraceRun } from './launcher';
-import { RecordFailure } from './record';
-import { SymbolizedFrame, formatFrame, symbolize } from './symbolize';
+import { errnoName } from '../core/errno';
+import { diagnose, explainFailure, type Diagnosis } from '../diagnose';
+import { diagnosisInput, effectiveLimits } from '../diagnose/input';
+import { phaseLabel } from '../track/phases';
+import { formatBytes } from '../core/units';
+import type { Limits } from '../core/limits';
+import type { TraceRun } from '../track/launcher';
+import { RecordFailure } from '../track/record';
+import { SymbolizedFrame, formatFrame, symbolize } from '../track/symbolize';
 
 export interface TraceFailure {
   fn: string;
@@ -20,19 +24,25 @@ export interface TraceFailure {
   injected: boolean;
   /** The limit this failure hit, with the arithmetic; absent if none explains it. */
   limit?: Diagnosis;
-  /** Process state at the failure (bytes; -1 unknown). */
-  vmSize: number;
-  vmData: number;
-  rss: number;
+  /** Process state at the failure (bytes; null where /proc could not be read). */
+  vmSize: number | null;
+  vmData: number | null;
+  rss: number | null;
+  /** Milliseconds since the process's record started, to place it on the timeline. */
+  tMs: number;
   tid: number;
   /** Everything the record holds about it (mmap prot/flags/fd path/offset, alignment, ...). */
   detail: Omit<RecordFailure, 'stack'>;
 }
 
+/** Bumped when a field of `trace --json` changes meaning or disappears (schema/trace.schema.json). */
+export const TRACE_SCHEMA = 'clip-mem-trace/1';
+
 export interface TraceReport {
+  schema: typeof TRACE_SCHEMA;
   command: string[];
   pid: number;
-  limits: TraceLimits;
+  limits: Limits;
   exit: { code: number | null; signal: string | null };
   timedOut: boolean;
   durationMs: number;
@@ -49,29 +59,28 @@ export interface TraceReport {
     /** Mapped PROT_NONE (reserved address space; V8 and wasm reserve this way and commit with mprotect, which moves bytes to anon). */
     reserved: number | null;
     rss: number | null;
-    vmsize: number | null;
+    vmSize: number | null;
   };
   /** Counters at the end (or at the kill); rss as last read from outside, every 100 ms. */
   last: { heap: number; anon: number; file: number; reserved: number; phase: string; rss: number | null } | null;
   calls: Record<string, number> | null;
   phases: { label: string; heap: number; anon: number; file: number }[];
   /** Samples over time (ms since the record started; bytes): on activity every 10 ms or 64 MiB of change. */
-  timeline: { ms: number; heap: number; anon: number; file: number; rss: number; vmsize: number; phase: string }[];
+  timeline: { tMs: number; heap: number; anon: number; file: number; rss: number; vmSize: number; phase: string }[];
   cgroup?: TraceRun['cgroup'];
   hostOomKills: number | null;
   descendants: { pid: number; exe: string; failures: number }[];
   diagnosis: Diagnosis;
 }
 
-/** Limits in force: what we set, else what the record saw in the process (inherited ulimits). */
-function effectiveLimits(run: TraceRun): TraceLimits {
-  const limits: TraceLimits = { ...run.limits };
-  if (limits.as === undefined && run.record && run.record.rlimitAs >= 0) limits.as = run.record.rlimitAs;
-  if (limits.data === undefined && run.record && run.record.rlimitData >= 0) limits.data = run.record.rlimitData;
-  return limits;
-}
+/** The record writes -1 where /proc could not be read; reports write null. */
+const knownBytes = (value: number): number | null => (value < 0 ? null : value);
 
-export function buildTraceReport(run: TraceRun): TraceReport {
+/**
+ * The report of one traced run: what `trace` prints, and what `run` reads each scenario's result from.
+ * `reportedError`: see diagnosisInput.
+ */
+export function buildTraceReport(run: TraceRun, reportedError?: string | null): TraceReport {
   const record = run.record;
   const limits = effectiveLimits(run);
   const recordFailures = record?.failures ?? [];
@@ -88,38 +97,28 @@ export function buildTraceReport(run: TraceRun): TraceReport {
       sizeOverflow: f.sizeOverflow,
       injected: f.injected,
       limit: explainFailure(f, limits),
-      vmSize: f.vmSize,
-      vmData: f.vmData,
-      rss: f.rss,
+      vmSize: knownBytes(f.vmSize),
+      vmData: knownBytes(f.vmData),
+      rss: knownBytes(f.rss),
+      tMs: (f.timeNs - record!.startNs) / 1e6,
       tid: f.tid,
       detail,
     };
   });
-  const lastSample = record?.timeline[record.timeline.length - 1];
-  const phaseLabel =
-    record && record.currentPhase ? (record.phases.find((p) => p.index === record.currentPhase)?.label ?? '') : '';
+  const input = diagnosisInput(run, reportedError);
   const last = record
     ? {
         heap: record.counters.heapCurrent,
         anon: record.counters.anonMapped,
         file: record.counters.fileMapped,
         reserved: record.counters.reservedMapped,
-        phase: phaseLabel,
-        rss: run.lastSeen?.rss ?? lastSample?.rss ?? null,
+        phase: input.last?.phase ?? '',
+        rss: input.last?.rss ?? null,
       }
     : null;
-  const diagnosis = diagnose({
-    exit: run.exit,
-    limits,
-    failures: recordFailures,
-    cgroup: run.cgroup,
-    hostOomKills: run.hostOomKills,
-    output: run.stderrTail + run.stdoutTail,
-    filePeak: record?.counters.filePeak,
-    last: last ? { ...last, rss: last.rss ?? undefined } : undefined,
-    notTracked: run.notTracked ?? run.lostTrack,
-  });
+  const diagnosis = diagnose(input);
   return {
+    schema: TRACE_SCHEMA,
     command: run.command,
     pid: run.pid,
     limits: run.limits,
@@ -137,19 +136,19 @@ export function buildTraceReport(run: TraceRun): TraceReport {
       file: record?.counters.filePeak ?? null,
       reserved: record?.counters.reservedPeak ?? null,
       rss: record && record.counters.rssPeak > 0 ? record.counters.rssPeak : null,
-      vmsize: record && record.counters.vmPeak > 0 ? record.counters.vmPeak : null,
+      vmSize: record && record.counters.vmPeak > 0 ? record.counters.vmPeak : null,
     },
     last,
     calls: record ? { ...record.calls } : null,
     phases: (record?.phases ?? []).map((p) => ({ label: p.label, heap: p.heap, anon: p.anon, file: p.file })),
     timeline: (record?.timeline ?? []).map((sample) => ({
-      ms: Math.round((sample.timeNs - record!.startNs) / 1e6),
+      tMs: Math.round((sample.timeNs - record!.startNs) / 1e6),
       heap: sample.heap,
       anon: sample.anon,
       file: sample.file,
       rss: sample.rss,
-      vmsize: sample.vmSize,
-      phase: record!.phases.find((p) => p.index === sample.phaseIndex)?.label ?? '',
+      vmSize: sample.vmSize,
+      phase: phaseLabel(record!, sample.phaseIndex),
     })),
     cgroup: run.cgroup,
     hostOomKills: run.hostOomKills,
@@ -198,7 +197,7 @@ export function formatTraceReport(report: TraceReport): string {
     lines.push(
       `  peaks: heap ${bytes(p.heap)}, anonymous mappings ${bytes(p.anon)}, file mappings ${bytes(p.file)}, ` +
         `reserved (PROT_NONE) ${bytes(p.reserved)}, ` +
-        `RSS ${bytes(p.rss)}, VmSize ${bytes(p.vmsize)}`,
+        `RSS ${bytes(p.rss)}, VmSize ${bytes(p.vmSize)}`,
     );
     if (report.last && (report.exit.signal || report.diagnosis.cause === 'cgroup-oom-kill')) {
       lines.push(

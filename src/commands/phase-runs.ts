@@ -5,23 +5,24 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { commandLine } from '../cli/commands/run';
 import { resolveClipModel } from '../clip/checkpoint';
 import type { WeightFormat } from '../clip/config';
 import { diagnose } from '../diagnose';
-import type { Limits, RunOptions, ScenarioResult } from '../report/result';
-import { runScenarios, type ProgressEvent } from '../scenarios/runner';
-import type { ScenarioOptions } from '../scenarios/scenario';
+import { diagnosisInput } from '../diagnose/input';
+import type { Limits } from '../core/limits';
+import type { Cause } from '../diagnose';
+import type { Optimizer } from '../estimate/model';
+import {
+  TRAIN_REQUEST_ENV,
+  TRAIN_RESULT_ENV,
+  type TrainStepReport,
+  type TrainStepRequest,
+} from '../estimate/train-child';
+import type { ScenarioResult } from '../report/result';
+import { scenarioMeasuring, type Phase } from '../scenarios/catalog';
+import type { RunOptions, ScenarioOptions } from '../scenarios/scenario';
 import { traceCommand } from '../track/launcher';
-import type { Optimizer, Phase } from './model';
-import { TRAIN_REQUEST_ENV, TRAIN_RESULT_ENV, type TrainStepReport, type TrainStepRequest } from './train-child';
-
-/** The scenario of `clip-mem run` that measures each phase. */
-export const PHASE_SCENARIOS: Record<Phase, string> = {
-  load: 'clip-load-copy',
-  forward: 'clip-forward',
-  train: 'clip-train',
-};
+import { runScenarios, type ProgressEvent } from './run-scenarios';
 
 export interface PhaseRunRequest {
   model: string;
@@ -49,7 +50,7 @@ export async function runPhases(request: PhaseRunRequest): Promise<PhaseRun[]> {
       if (bytesWritten === totalBytes) progress(`made the synthetic ${request.model} ${request.dtype} checkpoint`);
     },
   });
-  const names = request.phases.map((phase) => PHASE_SCENARIOS[phase]);
+  const names = request.phases.map((phase) => scenarioMeasuring(phase).name);
   const options: RunOptions = {
     model: request.model,
     dtype: request.dtype,
@@ -76,8 +77,6 @@ export async function runPhases(request: PhaseRunRequest): Promise<PhaseRun[]> {
   const results = await runScenarios({
     options,
     scenarioOptions,
-    command: commandLine(names, options, scenarioOptions),
-    scenarioCommand: (name) => commandLine([name], options, scenarioOptions),
     progress: (event: ProgressEvent) => {
       const line = `${request.model} ${request.dtype} batch ${request.batch}: ${event.scenario}${event.phase ? ` (${event.phase})` : ''}`;
       if (line !== shown) progress(line);
@@ -110,7 +109,7 @@ export interface TrainStepRun {
   /** The child's memory cgroup's charge peak (null without --limit-mem). */
   cgroupPeak: number | null;
   /** 'none' when it passed, else the diagnosis' cause and its evidence. */
-  cause: string;
+  cause: Cause;
   evidence: string[];
 }
 
@@ -135,7 +134,7 @@ export async function runTrainStep(request: TrainStepRunRequest): Promise<TrainS
   );
   try {
     const run = await traceCommand({
-      command: [process.execPath, path.join(__dirname, 'train-child.js')],
+      command: [process.execPath, path.join(__dirname, '..', 'estimate', 'train-child.js')],
       limits,
       timeoutMs: 600_000,
       env: { ...process.env, [TRAIN_REQUEST_ENV]: JSON.stringify(childRequest), [TRAIN_RESULT_ENV]: resultFile },
@@ -145,30 +144,7 @@ export async function runTrainStep(request: TrainStepRunRequest): Promise<TrainS
       : null;
     const passed = run.exit.code === 0 && report !== null;
     const record = run.record;
-    const last = record?.timeline[record.timeline.length - 1];
-    const diagnosis = diagnose({
-      exit: run.exit,
-      limits,
-      failures: record?.failures ?? [],
-      cgroup: run.cgroup && {
-        path: run.cgroup.path,
-        limit: run.cgroup.limit,
-        oomKills: run.cgroup.oomKills,
-        peak: run.cgroup.peak,
-      },
-      hostOomKills: run.hostOomKills,
-      output: `${run.stderrTail}\n${run.stdoutTail}`,
-      filePeak: record?.counters.filePeak,
-      last: record
-        ? {
-            heap: record.counters.heapCurrent,
-            rss: last?.rss,
-            anon: record.counters.anonMapped,
-            file: record.counters.fileMapped,
-          }
-        : undefined,
-      notTracked: run.notTracked,
-    });
+    const diagnosis = diagnose(diagnosisInput(run));
     const tracked = (v: number | undefined) => (v !== undefined && v > 0 ? v : null);
     return {
       passed,

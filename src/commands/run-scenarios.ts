@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { readCgroups } from '../probe/cgroup';
-import { known, type Limit } from '../probe/field';
+import { known, type Limit } from '../core/field';
 import { probeAddon } from '../probe/native';
 import { readHostMemory } from '../probe/proc';
 import type {
@@ -15,18 +15,19 @@ import type {
   MemoryFigures,
   RunEnd,
   RunHeader,
-  RunOptions,
   RunResults,
   ScenarioResult,
   TimelinePoint,
 } from '../report/result';
 import { RUN_SCHEMA, ResultWriter } from '../report/result';
 import type { AllocationRecord } from '../track/record';
-import { CHILD_REQUEST_ENV, CHILD_RESULT_ENV, type ChildReport, type ChildRequest } from './child-protocol';
-import { diagnose, errnoName } from '../diagnose';
-import { traceCommand } from '../track/launcher';
-import type { ScenarioOptions } from './scenario';
-import { proposeFixes, memoryAnalysis } from '../diagnose/fixes';
+import { CHILD_REQUEST_ENV, CHILD_RESULT_ENV, type ChildReport, type ChildRequest } from '../scenarios/child-protocol';
+import { memoryAnalysis, proposeFixes } from '../report/fixes';
+import { buildTraceReport, type TraceReport } from '../report/trace-report';
+import { commandLine } from '../scenarios/command-line';
+import type { RunOptions, ScenarioOptions } from '../scenarios/scenario';
+import { traceCommand, type TraceRun } from '../track/launcher';
+import { phaseLabel } from '../track/phases';
 
 /** How often the parent reads the child's record for progress and the timeline. */
 const SAMPLE_MS = 200;
@@ -34,9 +35,9 @@ const SAMPLE_MS = 200;
 export interface RunRequest {
   options: RunOptions;
   scenarioOptions: ScenarioOptions;
-  /** The command line that reproduces the run, and the one for a single scenario. */
-  command: string;
-  scenarioCommand(name: string): string;
+  /** The report options to repeat in the run's reproducible command line, e.g. " --json run.json". */
+  outputs?: string;
+  /** Where the JSON lines go as each scenario finishes: a file, or '-' for standard output. */
   jsonFile?: string;
   /** Live progress, several times a second while a child runs. */
   progress(event: ProgressEvent): void;
@@ -87,25 +88,12 @@ function readChildReport(file: string): ChildReport | null {
   }
 }
 
-function failureOf(record: AllocationRecord | null): FailedAllocation | null {
-  // The first real failure is the one that mattered; later ones are often the error path's own attempts.
-  const failure = record?.failures.find((f) => !f.injected);
-  if (!record || !failure) return null;
-  const known = (v: number) => (v < 0 ? null : v);
-  return {
-    fn: failure.fn,
-    size: failure.size,
-    errno: failure.errno,
-    errnoName: errnoName(failure.errno),
-    phase: failure.phase,
-    vmSize: known(failure.vmSize),
-    vmData: known(failure.vmData),
-    rss: known(failure.rss),
-    tMs: (failure.timeNs - record.startNs) / 1e6,
-    stack: failure.stack.map(
-      (frame) => frame.symbol ?? (frame.module ? `${path.basename(frame.module)}+${frame.offset}` : frame.address),
-    ),
-  };
+/** The first real failure is the one that mattered; later ones are often the error path's own attempts. */
+function failureOf(traced: TraceReport): FailedAllocation | null {
+  const failure = traced.failures.find((f) => !f.injected);
+  if (!failure) return null;
+  const { fn, size, errno, errnoName, phase, vmSize, vmData, rss, tMs, stack } = failure;
+  return { fn, size, errno, errnoName, phase, vmSize, vmData, rss, tMs, stack };
 }
 
 function memoryFigures(
@@ -149,7 +137,7 @@ async function runOne(
   const started = performance.now();
   request.progress({ scenario: name, index, total, elapsedMs: 0, phase: 'starting', rss: null, vmSize: null });
   const run = await traceCommand({
-    command: [process.execPath, path.join(__dirname, 'child.js')],
+    command: [process.execPath, path.join(__dirname, '..', 'scenarios', 'child.js')],
     limits: options.limits,
     timeoutMs: options.timeoutMs,
     env: { ...process.env, [CHILD_REQUEST_ENV]: JSON.stringify(childRequest), [CHILD_RESULT_ENV]: resultFile },
@@ -163,7 +151,7 @@ async function runOne(
         index,
         total,
         elapsedMs: performance.now() - started,
-        phase: phaseOf(record, record.currentPhase),
+        phase: phaseLabel(record, record.currentPhase),
         rss: last && last.rss >= 0 ? last.rss : null,
         vmSize: last && last.vmSize >= 0 ? last.vmSize : null,
       });
@@ -171,6 +159,22 @@ async function runOne(
   });
   activePid = null;
   const wallMs = performance.now() - started;
+  return scenarioResult(name, run, readChildReport(resultFile), request, environment, wallMs);
+}
+
+/**
+ * One scenario's result from its traced run and the child's own report (null when it died before
+ * writing one): the diagnosis and the failure come from the trace report, as `clip-mem trace` gives them.
+ */
+export function scenarioResult(
+  name: string,
+  run: TraceRun,
+  report: ChildReport | null,
+  request: Pick<RunRequest, 'options' | 'scenarioOptions'>,
+  environment: Environment,
+  wallMs: number,
+): ScenarioResult {
+  const { options, scenarioOptions } = request;
   const record = run.record ?? null;
   const timeline: TimelinePoint[] = (record?.timeline ?? [])
     .filter((s) => s.rss >= 0 && s.vmSize >= 0)
@@ -179,45 +183,17 @@ async function runOne(
       rss: s.rss,
       vmSize: s.vmSize,
       heap: s.heap,
-      phase: phaseOf(record!, s.phaseIndex),
+      phase: phaseLabel(record!, s.phaseIndex),
     }));
-  const lastPhase = record ? phaseOf(record, record.currentPhase) : '';
-  const report = readChildReport(resultFile);
-  const failure = failureOf(record);
+  // The child reports a caught error (e.g. a runtime's dlopen message) in its report, not on stderr.
+  const traced = buildTraceReport(run, report?.error);
   const status =
     run.exit.code === 0 && !run.timedOut && report !== null && report.finished && report.error === null
       ? 'passed'
       : 'failed';
   const memory = { ...memoryFigures(report, record, timeline), cgroupPeak: run.cgroup?.peak ?? null };
   const output = `${run.stderrTail}\n${run.stdoutTail}`;
-  const last = record?.timeline[record.timeline.length - 1];
-  const diagnosis = diagnose({
-    exit: run.exit,
-    limits: options.limits,
-    failures: record?.failures ?? [],
-    cgroup: run.cgroup && {
-      path: run.cgroup.path,
-      limit: run.cgroup.limit,
-      oomKills: run.cgroup.oomKills,
-      peak: run.cgroup.peak,
-    },
-    hostOomKills: run.hostOomKills,
-    // The child reports a caught error (e.g. a runtime's dlopen message) in its report, not on stderr.
-    output: report?.error ? `${output}\n${report.error}` : output,
-    filePeak: record?.counters.filePeak,
-    last: record
-      ? {
-          phase: lastPhase,
-          heap: record.counters.heapCurrent,
-          rss: last?.rss,
-          anon: record.counters.anonMapped,
-          file: record.counters.fileMapped,
-        }
-      : undefined,
-    notTracked: run.notTracked,
-  });
-  if (run.timedOut)
-    diagnosis.evidence.unshift(`killed with its process group after the ${options.timeoutMs / 1000} s timeout`);
+  const diagnosis = traced.diagnosis;
   const result: ScenarioResult = {
     kind: 'scenario',
     schema: RUN_SCHEMA,
@@ -228,23 +204,19 @@ async function runOne(
     timedOut: run.timedOut,
     error: report?.error ?? (status === 'failed' ? lastLines(output) : null),
     memory,
-    failure,
-    failureCount: record?.failuresTotal ?? 0,
-    lastPhase,
+    failure: failureOf(traced),
+    failureCount: traced.failuresTotal,
+    lastPhase: traced.last?.phase ?? '',
     diagnosis: status === 'passed' ? { cause: 'none', evidence: diagnosis.evidence } : diagnosis,
     analysis: { resource: '', required: null, available: null, deficit: null, basis: '' },
     fixes: [],
     figures: report ? { ...report.figures, mallocArenaHeaps: report.mallocArenaHeaps } : {},
     timeline: thin(timeline, 400),
-    command: request.scenarioCommand(name),
+    command: commandLine([name], options),
   };
   result.analysis = memoryAnalysis(result, options, environment);
   result.fixes = proposeFixes(result, options, scenarioOptions);
   return result;
-}
-
-function phaseOf(record: AllocationRecord, index: number): string {
-  return record.phases.filter((p) => p.index <= index).pop()?.label ?? '';
 }
 
 function lastLines(text: string): string | null {
@@ -281,15 +253,13 @@ function stopOnSignal(signal: NodeJS.Signals): void {
   if (activePid !== null) killGroup(activePid);
 }
 
-const signalExitCode = (signal: NodeJS.Signals) => 128 + (os.constants.signals[signal] ?? 15);
-
 /** Runs the scenarios one after another; a failing one never stops the rest. */
 export async function runScenarios(request: RunRequest): Promise<RunResults> {
   const header: RunHeader = {
     kind: 'run',
     schema: RUN_SCHEMA,
     startedAt: new Date().toISOString(),
-    command: request.command,
+    command: commandLine(request.options.scenarios, request.options, request.outputs),
     options: request.options,
     environment: currentEnvironment(),
   };
@@ -311,12 +281,7 @@ export async function runScenarios(request: RunRequest): Promise<RunResults> {
     for (const signal of signals) process.off(signal, stopOnSignal);
     fs.rmSync(workDir, { recursive: true, force: true });
   }
-  if (stopRequested) {
-    process.stderr.write(
-      `\nclip-mem run: stopped by ${stopRequested} after ${scenarios.length} scenario(s); those are in the --json file\n`,
-    );
-    process.exit(signalExitCode(stopRequested));
-  }
+  if (stopRequested) return { header, scenarios, end: null, stoppedBy: stopRequested };
   const failed = scenarios.filter((s) => s.status === 'failed').length;
   const end: RunEnd = {
     kind: 'end',
@@ -327,5 +292,5 @@ export async function runScenarios(request: RunRequest): Promise<RunResults> {
     wallMs: performance.now() - started,
   };
   writer?.close(end);
-  return { header, scenarios, end };
+  return { header, scenarios, end, stoppedBy: null };
 }

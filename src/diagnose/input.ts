@@ -1,0 +1,50 @@
+// The one path from a traced run to the diagnosis' input: `trace`, `run`, `estimate --calibrate` and
+// `fit --verify` all build it here, so the same child is diagnosed the same way whichever command ran it.
+import type { Limits } from '../core/limits';
+import type { TraceRun } from '../track/launcher';
+import { phaseLabel } from '../track/phases';
+import type { DiagnosisInput } from './index';
+
+/** Limits in force: what clip-mem set, else what the record saw in the process (inherited ulimits). */
+export function effectiveLimits(run: TraceRun): Limits {
+  const limits: Limits = { ...run.limits };
+  if (limits.as === undefined && run.record && run.record.rlimitAs >= 0) limits.as = run.record.rlimitAs;
+  if (limits.data === undefined && run.record && run.record.rlimitData >= 0) limits.data = run.record.rlimitData;
+  return limits;
+}
+
+/**
+ * What the diagnosis reads of one traced run. `reportedError` is what the program said of its failure
+ * somewhere other than its output (a scenario child's report): runtimes name some causes only in words.
+ */
+export function diagnosisInput(run: TraceRun, reportedError?: string | null): DiagnosisInput {
+  const record = run.record;
+  const lastSample = record?.timeline[record.timeline.length - 1];
+  const output = `${run.stderrTail}\n${run.stdoutTail}`;
+  return {
+    exit: run.exit,
+    limits: effectiveLimits(run),
+    failures: record?.failures ?? [],
+    cgroup: run.cgroup && {
+      path: run.cgroup.path,
+      limit: run.cgroup.limit,
+      oomKills: run.cgroup.oomKills,
+      peak: run.cgroup.peak,
+    },
+    hostOomKills: run.hostOomKills,
+    output: reportedError ? `${output}\n${reportedError}` : output,
+    filePeak: record?.counters.filePeak,
+    last: record
+      ? {
+          phase: phaseLabel(record, record.currentPhase),
+          heap: record.counters.heapCurrent,
+          // Read from outside every 100 ms: pages touched without an allocation call show here first.
+          rss: run.lastSeen?.rss ?? lastSample?.rss,
+          anon: record.counters.anonMapped,
+          file: record.counters.fileMapped,
+        }
+      : undefined,
+    notTracked: run.notTracked ?? run.lostTrack,
+    timeoutMs: run.timedOut ? run.timeoutMs : undefined,
+  };
+}
