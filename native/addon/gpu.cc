@@ -62,6 +62,10 @@ Napi::Object cudaDeviceToObject(Napi::Env env, const clipmem::CudaDevice& device
   return entry;
 }
 
+}  // namespace
+
+namespace clipmem {
+
 // probeGpu(nvmlLibrary, cudaLibrary): the paths come from the TS layer (defaults or env overrides).
 Napi::Value ProbeGpu(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -76,8 +80,4 @@ Napi::Value ProbeGpu(const Napi::CallbackInfo& info) {
   return result;
 }
 
-clipmem::Capability registered([](Napi::Env env, Napi::Object exports) {
-  exports.Set("probeGpu", Napi::Function::New(env, ProbeGpu, "probeGpu"));
-});
-
-}  // namespace
+}  // namespace clipmem

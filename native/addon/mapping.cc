@@ -65,6 +65,8 @@ void FinalizeMapping(Napi::Env, void*, Mapping* mapping) {
   delete mapping;
 }
 
+}  // namespace
+
 Napi::Value MapFile(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "mapFile(path): path must be a string");
@@ -133,11 +135,4 @@ Napi::Value MappedBytes(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(liveBytes));
 }
 
-Capability registered([](Napi::Env env, Napi::Object exports) {
-  exports.Set("mapFile", Napi::Function::New(env, MapFile, "mapFile"));
-  exports.Set("unmapFile", Napi::Function::New(env, UnmapFile, "unmapFile"));
-  exports.Set("mappedBytes", Napi::Function::New(env, MappedBytes, "mappedBytes"));
-});
-
-}  // namespace
 }  // namespace clipmem

@@ -39,6 +39,10 @@ Napi::Object searchToObject(Napi::Env env, const clipmem::SearchResult& result) 
   return object;
 }
 
+}  // namespace
+
+namespace clipmem {
+
 // Runs the four searches. Address space first: a failed malloc makes glibc retry in a new arena, which
 // reserves 64 MiB of address space for good, so the malloc search goes last.
 Napi::Value ProbeAllocator(const Napi::CallbackInfo& info) {
@@ -57,8 +61,4 @@ Napi::Value ProbeAllocator(const Napi::CallbackInfo& info) {
   return result;
 }
 
-clipmem::Capability registered([](Napi::Env env, Napi::Object exports) {
-  exports.Set("probeAllocator", Napi::Function::New(env, ProbeAllocator, "probeAllocator"));
-});
-
-}  // namespace
+}  // namespace clipmem

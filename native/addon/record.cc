@@ -100,6 +100,8 @@ Napi::Object ReadFailure(Napi::Env env, const ClipmemFailure& f, const ClipmemMo
   return out;
 }
 
+}  // namespace
+
 // readRecord(path): one consistent-enough snapshot of the record (counters are read without stopping
 // the writer; ring entries being rewritten at that instant are skipped).
 Napi::Value ReadRecord(const Napi::CallbackInfo& info) {
@@ -225,10 +227,9 @@ Napi::Value ReadRecord(const Napi::CallbackInfo& info) {
   return out;
 }
 
-using SetPhaseFn = int (*)(const char*);
-
 // setPhase(label): true if this process runs under the tracker and the label was recorded.
 Napi::Value SetPhase(const Napi::CallbackInfo& info) {
+  using SetPhaseFn = int (*)(const char*);
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "setPhase(label: string)");
   static SetPhaseFn set_phase = reinterpret_cast<SetPhaseFn>(dlsym(RTLD_DEFAULT, "clipmem_tracker_set_phase"));
@@ -243,12 +244,12 @@ Napi::Value Demangle(const Napi::CallbackInfo& info) {
   return Napi::String::New(info.Env(), demangle(info[0].As<Napi::String>()));
 }
 
-Capability registered([](Napi::Env env, Napi::Object exports) {
-  exports.Set("readRecord", Napi::Function::New(env, ReadRecord, "readRecord"));
-  exports.Set("setPhase", Napi::Function::New(env, SetPhase, "setPhase"));
-  exports.Set("demangle", Napi::Function::New(env, Demangle, "demangle"));
-  exports.Set("recordVersion", Napi::Number::New(env, CLIPMEM_RECORD_VERSION));
-});
+// trackedFunctions(): the hooked functions in call-table order (native/record/hooks.h), the names
+// readRecord() reports in `calls` and a failure's `fn`; src/track/record.ts takes them from here.
+Napi::Value TrackedFunctions(const Napi::CallbackInfo& info) {
+  Napi::Array names = Napi::Array::New(info.Env(), CLIPMEM_FN_COUNT);
+  for (uint32_t fn = 0; fn < CLIPMEM_FN_COUNT; ++fn) names.Set(fn, Napi::String::New(info.Env(), kFnNames[fn]));
+  return names;
+}
 
-}  // namespace
 }  // namespace clipmem
