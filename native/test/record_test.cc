@@ -48,6 +48,16 @@ TEST(RecordFormat, FixedSizesOfTheLayout) {
   EXPECT_EQ(offsetof(ClipmemRecordHeader, header_size), 12u);
 }
 
+TEST(RecordFormat, ArrayOffsetsAsDocumented) {
+  // docs/record-format.md gives these offsets; the struct sizes they follow from are pinned in record.h.
+  EXPECT_EQ(clipmem_slots_offset(), 576u);
+  EXPECT_EQ(clipmem_failures_offset(), 295488u);
+  EXPECT_EQ(clipmem_timeline_offset(), 1047104u);
+  EXPECT_EQ(clipmem_phases_offset(), 1342016u);
+  EXPECT_EQ(clipmem_modules_offset(), 1497664u);
+  EXPECT_EQ(clipmem_record_size(), 1531904u);
+}
+
 TEST(RecordFormat, HeaderLayoutDescribesTheArrays) {
   std::vector<char> file = fresh_record();
   auto* header = reinterpret_cast<ClipmemRecordHeader*>(file.data());
