@@ -15,13 +15,20 @@ std::string errnoName(int error) {
   if (const char* name = strerrorname_np(error)) return name;
 #endif
   switch (error) {
-    case ENOMEM: return "ENOMEM";
-    case EINVAL: return "EINVAL";
-    case EAGAIN: return "EAGAIN";
-    case EPERM: return "EPERM";
-    case EACCES: return "EACCES";
-    case EOVERFLOW: return "EOVERFLOW";
-    default: return "errno " + std::to_string(error);
+    case ENOMEM:
+      return "ENOMEM";
+    case EINVAL:
+      return "EINVAL";
+    case EAGAIN:
+      return "EAGAIN";
+    case EPERM:
+      return "EPERM";
+    case EACCES:
+      return "EACCES";
+    case EOVERFLOW:
+      return "EOVERFLOW";
+    default:
+      return "errno " + std::to_string(error);
   }
 }
 

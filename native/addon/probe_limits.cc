@@ -22,8 +22,8 @@ Napi::Value ReadResourceLimits(const Napi::CallbackInfo& info) {
     const char* name;
     int resource;
   } resources[] = {
-      {"as", RLIMIT_AS},         {"data", RLIMIT_DATA},       {"rss", RLIMIT_RSS},
-      {"stack", RLIMIT_STACK},   {"memlock", RLIMIT_MEMLOCK}, {"nproc", RLIMIT_NPROC},
+      {"as", RLIMIT_AS},       {"data", RLIMIT_DATA},       {"rss", RLIMIT_RSS},
+      {"stack", RLIMIT_STACK}, {"memlock", RLIMIT_MEMLOCK}, {"nproc", RLIMIT_NPROC},
   };
   Napi::Object limits = Napi::Object::New(env);
   for (const auto& resource : resources) {

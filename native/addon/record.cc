@@ -1,5 +1,7 @@
 // Reads an allocation record (native/record/record.h) into plain JS objects, live or after the process
 // ended, and sets the tracker's phase label when this process itself runs under the tracker.
+#include "record/record.h"
+
 #include <cxxabi.h>
 #include <dlfcn.h>
 #include <fcntl.h>
@@ -14,7 +16,6 @@
 #include <string>
 
 #include "addon/module.h"
-#include "record/record.h"
 #include "record/ring.h"
 
 namespace clipmem {
@@ -52,8 +53,9 @@ Napi::Object ReadFailure(Napi::Env env, const ClipmemFailure& f, const ClipmemMo
   out.Set("sequence", Napi::Number::New(env, double(f.sequence)));
   out.Set("fn", f.fn < CLIPMEM_FN_COUNT ? kFnNames[f.fn] : "unknown");
   // An overflowing nmemb*size is reported as the product it asked for (a double: not exact, but honest).
-  out.Set("size", Napi::Number::New(env, (f.flags & CLIPMEM_FAILURE_SIZE_OVERFLOW) ? double(f.nmemb) * double(f.elem_size)
-                                                                                   : double(f.size)));
+  out.Set("size",
+          Napi::Number::New(
+              env, (f.flags & CLIPMEM_FAILURE_SIZE_OVERFLOW) ? double(f.nmemb) * double(f.elem_size) : double(f.size)));
   out.Set("sizeOverflow", Napi::Boolean::New(env, f.flags & CLIPMEM_FAILURE_SIZE_OVERFLOW));
   out.Set("injected", Napi::Boolean::New(env, f.flags & CLIPMEM_FAILURE_INJECTED));
   out.Set("nmemb", bytes(env, int64_t(f.nmemb)));
@@ -157,7 +159,8 @@ Napi::Value ReadRecord(const Napi::CallbackInfo& info) {
     for (int fn = 0; fn < CLIPMEM_FN_COUNT; ++fn) call_totals[fn] += snapshot(slots[i].calls[fn]);
     for (int b = 0; b < CLIPMEM_HISTOGRAM_BUCKETS; ++b) histogram[b] += snapshot(slots[i].histogram[b]);
   }
-  for (int fn = 0; fn < CLIPMEM_FN_COUNT; ++fn) calls.Set(kFnNames[fn], Napi::Number::New(env, double(call_totals[fn])));
+  for (int fn = 0; fn < CLIPMEM_FN_COUNT; ++fn)
+    calls.Set(kFnNames[fn], Napi::Number::New(env, double(call_totals[fn])));
   Napi::Array hist = Napi::Array::New(env, CLIPMEM_HISTOGRAM_BUCKETS);
   for (uint32_t b = 0; b < CLIPMEM_HISTOGRAM_BUCKETS; ++b) hist.Set(b, Napi::Number::New(env, double(histogram[b])));
   out.Set("calls", calls);

@@ -47,7 +47,8 @@ void resolve_real_functions() {
   CLIPMEM_HOOKS(CLIPMEM_RESOLVE)
 #undef CLIPMEM_RESOLVE
   resolving = 0;
-  if (!real.malloc || !real.calloc || !real.free || !real.mmap || !real.munmap || !real.mprotect || !real.pthread_create) {
+  if (!real.malloc || !real.calloc || !real.free || !real.mmap || !real.munmap || !real.mprotect ||
+      !real.pthread_create) {
     static const char message[] = "clip-mem tracker: cannot find libc's allocator with dlsym(RTLD_NEXT)\n";
     (void)!write(2, message, sizeof message - 1);
     abort();

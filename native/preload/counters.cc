@@ -14,9 +14,7 @@ int64_t last_sample_total = 0;
 }  // namespace
 uint64_t last_sample_ns = 0;
 
-int64_t mapped_total() {
-  return load(record->heap_current) + load(record->anon_mapped) + load(record->file_mapped);
-}
+int64_t mapped_total() { return load(record->heap_current) + load(record->anon_mapped) + load(record->file_mapped); }
 
 void take_sample(uint64_t now) {
   uint64_t sequence;
@@ -32,7 +30,6 @@ void take_sample(uint64_t now) {
   raise_peak(record->vm_peak, sample->vm_size);
   raise_peak(record->rss_peak, sample->rss);
 }
-
 
 void maybe_sample() {
   uint64_t now = now_ns();

@@ -60,10 +60,11 @@ __attribute__((always_inline)) inline ClipmemThreadSlot* my_slot() {
 }
 
 inline void bump(uint64_t& counter, ClipmemThreadSlot* slot) {
-  if (UNLIKELY(slot == shared_slot())) add(counter, uint64_t(1));
-  else store(counter, load(counter) + 1);
+  if (UNLIKELY(slot == shared_slot()))
+    add(counter, uint64_t(1));
+  else
+    store(counter, load(counter) + 1);
 }
-
 
 // The fast path counts into this thread's own slot, of which it is the only writer: no lock prefix.
 // An increment is one add to memory, written as asm because relaxed atomics compile to a load, an add
@@ -96,12 +97,14 @@ __attribute__((always_inline)) inline void count_heap(int fn, size_t requested, 
   bump(slot->calls[fn], slot);
   if (fn != CLIPMEM_FN_FREE) bump(slot->histogram[clipmem_histogram_bucket(requested)], slot);
   int64_t delta;
-  if (UNLIKELY(slot == shared_slot())) delta = add(slot->heap_delta, bytes);
+  if (UNLIKELY(slot == shared_slot()))
+    delta = add(slot->heap_delta, bytes);
   else {
     delta = load(slot->heap_delta) + bytes;
     store(slot->heap_delta, delta);
   }
-  if (UNLIKELY(delta > kFoldBytes || delta < -kFoldBytes)) fold(slot);
+  if (UNLIKELY(delta > kFoldBytes || delta < -kFoldBytes))
+    fold(slot);
   else if (bytes > 0) {
     int64_t current = load(record->heap_current) + delta;
     if (UNLIKELY(current > load(record->heap_peak))) raise_peak(record->heap_peak, current);

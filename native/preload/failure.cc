@@ -78,7 +78,8 @@ void record_failure(const FailureArgs& args) {
   int skip = 0;
   Dl_info own, info;
   if (dladdr(reinterpret_cast<void*>(&record_failure), &own)) {
-    while (skip < depth && dladdr(static_cast<char*>(frames[skip]) - 1, &info) && info.dli_fbase == own.dli_fbase) ++skip;
+    while (skip < depth && dladdr(static_cast<char*>(frames[skip]) - 1, &info) && info.dli_fbase == own.dli_fbase)
+      ++skip;
   }
   f->stack_depth = uint32_t(depth - skip > CLIPMEM_STACK_DEPTH ? CLIPMEM_STACK_DEPTH : depth - skip);
   for (uint32_t i = 0; i < f->stack_depth; ++i) {
@@ -127,8 +128,8 @@ void describe_frame(void* address, uint16_t* module, char* symbol) {
 }  // namespace
 
 __attribute__((noinline, cold)) void heap_failure(int fn, uint64_t size, uint64_t nmemb, uint64_t elem_size,
-                                                   uint64_t alignment, const void* old, uint64_t old_size, int error,
-                                                   uint32_t flags) {
+                                                  uint64_t alignment, const void* old, uint64_t old_size, int error,
+                                                  uint32_t flags) {
   FailureArgs args{fn};
   args.size = size;
   args.nmemb = nmemb;

@@ -18,14 +18,13 @@ struct FailureArgs {
   uint32_t failure_flags = 0;
 };
 
-
 // Writes one failure entry (and a sample) into the record. Slow by design: reads /proc, unwinds the stack.
 void record_failure(const FailureArgs& args);
 
 // The failure path of the malloc family, kept out of line: the success path builds no FailureArgs.
 __attribute__((noinline, cold)) void heap_failure(int fn, uint64_t size, uint64_t nmemb, uint64_t elem_size,
-                                                   uint64_t alignment, const void* old, uint64_t old_size, int error,
-                                                   uint32_t flags);
+                                                  uint64_t alignment, const void* old, uint64_t old_size, int error,
+                                                  uint32_t flags);
 
 }  // namespace clipmem
 

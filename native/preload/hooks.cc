@@ -20,8 +20,10 @@ namespace {
 
 // Common ending for malloc-like calls (a new block, or NULL).
 __attribute__((always_inline)) inline void* finish_alloc(int fn, void* ptr, uint64_t size, uint64_t alignment) {
-  if (LIKELY(ptr)) count_heap(fn, size, int64_t(usable(ptr)));
-  else heap_failure(fn, size, 0, 0, alignment, nullptr, 0, errno, 0);
+  if (LIKELY(ptr))
+    count_heap(fn, size, int64_t(usable(ptr)));
+  else
+    heap_failure(fn, size, 0, 0, alignment, nullptr, 0, errno, 0);
   return ptr;
 }
 
@@ -43,15 +45,17 @@ __attribute__((noinline)) void* malloc_slow(size_t size) {
     return errno = ENOMEM, nullptr;
   void* ptr = real.malloc(size);
   if (!tracking()) return ptr;
-  if (LIKELY(ptr)) count_heap(CLIPMEM_FN_MALLOC, size, int64_t(usable(ptr)));
-  else heap_failure(CLIPMEM_FN_MALLOC, size, 0, 0, 0, nullptr, 0, errno, 0);
+  if (LIKELY(ptr))
+    count_heap(CLIPMEM_FN_MALLOC, size, int64_t(usable(ptr)));
+  else
+    heap_failure(CLIPMEM_FN_MALLOC, size, 0, 0, 0, nullptr, 0, errno, 0);
   return ptr;
 }
 
 // The fast path counted the call and its size before the call failed: failures stay out of the
 // histogram, and heap_failure counts the call itself.
 __attribute__((noinline, cold)) void* fast_alloc_failed(ClipmemThreadSlot* slot, int fn, uint64_t size, uint64_t nmemb,
-                                                         uint64_t elem_size, uint32_t flags) {
+                                                        uint64_t elem_size, uint32_t flags) {
   int error = errno;
   unsigned bucket = clipmem_histogram_bucket(size);
   store(slot->histogram[bucket], load(slot->histogram[bucket]) - 1);
@@ -77,7 +81,6 @@ __attribute__((noinline)) void fold_then_free(ClipmemThreadSlot* slot, void* ptr
   real.free(ptr);
 }
 }  // namespace
-
 
 // The end of a fast allocation: the new block's usable bytes into this thread's delta.
 __attribute__((always_inline)) inline void* count_block(ClipmemThreadSlot* slot, void* ptr) {
@@ -113,8 +116,10 @@ __attribute__((noinline)) void* calloc_slow(size_t nmemb, size_t size) {
   if (UNLIKELY(any_injection) && inject_heap(CLIPMEM_FN_CALLOC, total, nmemb, size, 0, nullptr, 0, flags))
     return errno = ENOMEM, nullptr;
   void* ptr = real.calloc(nmemb, size);
-  if (LIKELY(ptr)) count_heap(CLIPMEM_FN_CALLOC, total, int64_t(usable(ptr)));
-  else heap_failure(CLIPMEM_FN_CALLOC, total, nmemb, size, 0, nullptr, 0, errno, flags);
+  if (LIKELY(ptr))
+    count_heap(CLIPMEM_FN_CALLOC, total, int64_t(usable(ptr)));
+  else
+    heap_failure(CLIPMEM_FN_CALLOC, total, nmemb, size, 0, nullptr, 0, errno, flags);
   return ptr;
 }
 }  // namespace
@@ -153,15 +158,19 @@ __attribute__((noinline)) void* realloc_slow(void* ptr, size_t size) {
 
 // realloc returned NULL on the fast path: it freed the block (size 0) or failed.
 __attribute__((noinline, cold)) void* realloc_null(void* ptr, size_t size, uint64_t old_size) {
-  if (size == 0) count_heap(CLIPMEM_FN_REALLOC, 0, -int64_t(old_size));
-  else heap_failure(CLIPMEM_FN_REALLOC, size, 0, 0, 0, ptr, old_size, errno, 0);
+  if (size == 0)
+    count_heap(CLIPMEM_FN_REALLOC, 0, -int64_t(old_size));
+  else
+    heap_failure(CLIPMEM_FN_REALLOC, size, 0, 0, 0, ptr, old_size, errno, 0);
   return nullptr;
 }
 
 // An own slot's delta left [-fold, grow_limit] after a call that may grow or shrink the heap.
 __attribute__((noinline)) void heap_changed(ClipmemThreadSlot* slot, int64_t delta) {
-  if (delta < -kFoldBytes) fold(slot);
-  else heap_grew(slot, delta);
+  if (delta < -kFoldBytes)
+    fold(slot);
+  else
+    heap_grew(slot, delta);
 }
 }  // namespace
 
@@ -193,8 +202,10 @@ void* reallocarray_hook(void* ptr, size_t nmemb, size_t size) {
   if (UNLIKELY(any_injection) && inject_heap(CLIPMEM_FN_REALLOCARRAY, total, nmemb, size, 0, ptr, old_size, flags))
     return errno = ENOMEM, nullptr;
   void* result = real.reallocarray(ptr, nmemb, size);
-  if (result) count_heap(CLIPMEM_FN_REALLOCARRAY, total, int64_t(usable(result)) - int64_t(old_size));
-  else heap_failure(CLIPMEM_FN_REALLOCARRAY, total, nmemb, size, 0, ptr, old_size, errno, flags);
+  if (result)
+    count_heap(CLIPMEM_FN_REALLOCARRAY, total, int64_t(usable(result)) - int64_t(old_size));
+  else
+    heap_failure(CLIPMEM_FN_REALLOCARRAY, total, nmemb, size, 0, ptr, old_size, errno, flags);
   return result;
 }
 
@@ -225,28 +236,42 @@ int posix_memalign_hook(void** out, size_t alignment, size_t size) {
   if (UNLIKELY(any_injection) && inject_heap(CLIPMEM_FN_POSIX_MEMALIGN, size, 0, 0, alignment, nullptr, 0, 0))
     return ENOMEM;
   int error = real.posix_memalign(out, alignment, size);
-  if (LIKELY(error == 0)) count_heap(CLIPMEM_FN_POSIX_MEMALIGN, size, int64_t(usable(*out)));
-  else heap_failure(CLIPMEM_FN_POSIX_MEMALIGN, size, 0, 0, alignment, nullptr, 0, error, 0);  // returned, not errno
+  if (LIKELY(error == 0))
+    count_heap(CLIPMEM_FN_POSIX_MEMALIGN, size, int64_t(usable(*out)));
+  else
+    heap_failure(CLIPMEM_FN_POSIX_MEMALIGN, size, 0, 0, alignment, nullptr, 0, error, 0);  // returned, not errno
   return error;
 }
 
-#define CLIPMEM_ALIGNED_HOOK(FN, call, size, alignment)                                               \
-  {                                                                                                   \
-    ensure_resolved();                                                                                \
-    if (!tracking()) return call;                                                                     \
-    if (UNLIKELY(any_injection) && inject_heap(FN, size, 0, 0, alignment, nullptr, 0, 0))             \
-      return errno = ENOMEM, nullptr;                                                                 \
-    return finish_alloc(FN, call, size, alignment);                                                   \
-  }
+namespace {
+// The memalign family: one path around different real calls. The alignment is a callable so that
+// valloc's and pvalloc's page size is asked only once the call is tracked, as before.
+template <typename Call, typename Alignment>
+__attribute__((always_inline)) inline void* aligned_hook(int fn, uint64_t size, Alignment alignment, Call call) {
+  ensure_resolved();
+  if (!tracking()) return call();
+  if (UNLIKELY(any_injection) && inject_heap(fn, size, 0, 0, alignment(), nullptr, 0, 0))
+    return errno = ENOMEM, nullptr;
+  return finish_alloc(fn, call(), size, alignment());
+}
+uint64_t page_alignment() { return uint64_t(sysconf(_SC_PAGESIZE)); }
+}  // namespace
 
-void* aligned_alloc_hook(size_t alignment, size_t size)
-    CLIPMEM_ALIGNED_HOOK(CLIPMEM_FN_ALIGNED_ALLOC, real.aligned_alloc(alignment, size), size, alignment)
-void* memalign_hook(size_t alignment, size_t size)
-    CLIPMEM_ALIGNED_HOOK(CLIPMEM_FN_MEMALIGN, real.memalign(alignment, size), size, alignment)
-void* valloc_hook(size_t size)
-    CLIPMEM_ALIGNED_HOOK(CLIPMEM_FN_VALLOC, real.valloc(size), size, uint64_t(sysconf(_SC_PAGESIZE)))
-void* pvalloc_hook(size_t size)
-    CLIPMEM_ALIGNED_HOOK(CLIPMEM_FN_PVALLOC, real.pvalloc(size), size, uint64_t(sysconf(_SC_PAGESIZE)))
+void* aligned_alloc_hook(size_t alignment, size_t size) {
+  return aligned_hook(
+      CLIPMEM_FN_ALIGNED_ALLOC, size, [=] { return uint64_t(alignment); },
+      [=] { return real.aligned_alloc(alignment, size); });
+}
+void* memalign_hook(size_t alignment, size_t size) {
+  return aligned_hook(
+      CLIPMEM_FN_MEMALIGN, size, [=] { return uint64_t(alignment); }, [=] { return real.memalign(alignment, size); });
+}
+void* valloc_hook(size_t size) {
+  return aligned_hook(CLIPMEM_FN_VALLOC, size, page_alignment, [=] { return real.valloc(size); });
+}
+void* pvalloc_hook(size_t size) {
+  return aligned_hook(CLIPMEM_FN_PVALLOC, size, page_alignment, [=] { return real.pvalloc(size); });
+}
 
 namespace {
 // mmap and mmap64 are one function on 64-bit glibc; each keeps its own count in the call table.
@@ -347,8 +372,10 @@ void* mremap_hook(void* old_address, size_t old_size, size_t new_size, int flags
     uintptr_t old_start = uintptr_t(old_address), new_start = uintptr_t(result);
     int kind = map_kind_at(old_start, old_start + old_rounded);
     if (new_start == old_start) {  // resized in place: the end beyond the new size is gone, or the mapping grew
-      if (new_rounded < old_rounded) map_remove(old_start + new_rounded, old_rounded - new_rounded);
-      else if (new_rounded > old_rounded) map_add(old_start + old_rounded, new_rounded - old_rounded, kind);
+      if (new_rounded < old_rounded)
+        map_remove(old_start + new_rounded, old_rounded - new_rounded);
+      else if (new_rounded > old_rounded)
+        map_add(old_start + old_rounded, new_rounded - old_rounded, kind);
     } else {
       // The pages moved: the range they left is unmapped (its head and tail, if it was inside a mapping, stay),
       // except with MREMAP_DONTUNMAP (the old range stays mapped, empty) or old_size 0 (a shared mapping duplicated).
@@ -372,7 +399,8 @@ int pthread_create_hook(pthread_t* thread, const pthread_attr_t* attr, void* (*s
   {
     Guard g;
     pthread_attr_t defaults;
-    if (attr) pthread_attr_getstacksize(attr, &stack_size);
+    if (attr)
+      pthread_attr_getstacksize(attr, &stack_size);
     else if (pthread_getattr_default_np(&defaults) == 0) {
       pthread_attr_getstacksize(&defaults, &stack_size);
       pthread_attr_destroy(&defaults);

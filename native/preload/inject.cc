@@ -10,7 +10,7 @@ namespace {
 // Fault injection (CLIPMEM_FAIL).
 struct Injection {
   bool active;
-  uint64_t nth;    // fail exactly the nth call (1-based), 0: unused
+  uint64_t nth;  // fail exactly the nth call (1-based), 0: unused
   bool has_above;
   uint64_t above;  // fail every call asking for more than this many bytes
   uint64_t calls;
@@ -49,8 +49,10 @@ void parse_injections(const char* spec) {
     bool nth = false, ok = false;
     if (fn >= 0) {
       const char* number = nullptr;
-      if (strncmp(colon + 1, "nth=", 4) == 0) nth = true, number = colon + 5;
-      else if (strncmp(colon + 1, "above=", 6) == 0) number = colon + 7;
+      if (strncmp(colon + 1, "nth=", 4) == 0)
+        nth = true, number = colon + 5;
+      else if (strncmp(colon + 1, "above=", 6) == 0)
+        number = colon + 7;
       // Digits only, up to the rule's end: strtoull alone takes "" as 0 (nth=0 never fails, above=0
       // fails everything) and "-1" as 2^64-1.
       if (number && *number >= '0' && *number <= '9') value = strtoull(number, &number_end, 10);
@@ -60,11 +62,14 @@ void parse_injections(const char* spec) {
       char rule[128];
       snprintf(rule, sizeof rule, "%.*s", int(length), spec);
       say(CLIPMEM_ENV_FAIL ": cannot read rule \"", rule,
-          "\"; write fn:nth=N (N >= 1) or fn:above=BYTES with fn one of malloc, calloc, realloc, ..., mmap, mremap, pthread_create, mprotect");
+          "\"; write fn:nth=N (N >= 1) or fn:above=BYTES with fn one of malloc, calloc, realloc, ..., mmap, mremap, "
+          "pthread_create, mprotect");
     } else {
       injections[fn].active = true;
-      if (nth) injections[fn].nth = value;
-      else injections[fn].has_above = true, injections[fn].above = value;
+      if (nth)
+        injections[fn].nth = value;
+      else
+        injections[fn].has_above = true, injections[fn].above = value;
       any_injection = true;
     }
     spec = end ? end + 1 : nullptr;
@@ -76,8 +81,8 @@ void reset_injection_calls() {
 }
 
 __attribute__((noinline, cold)) bool inject_heap(int fn, uint64_t size, uint64_t nmemb, uint64_t elem_size,
-                                                  uint64_t alignment, const void* old, uint64_t old_size,
-                                                  uint32_t flags) {
+                                                 uint64_t alignment, const void* old, uint64_t old_size,
+                                                 uint32_t flags) {
   if (!inject(fn, size)) return false;
   heap_failure(fn, size, nmemb, elem_size, alignment, old, old_size, ENOMEM, flags | CLIPMEM_FAILURE_INJECTED);
   return true;

@@ -22,8 +22,8 @@ void reset_injection_calls();
 
 // Fault injection for the malloc family: true (and the failure recorded) if this call must fail.
 __attribute__((noinline, cold)) bool inject_heap(int fn, uint64_t size, uint64_t nmemb, uint64_t elem_size,
-                                                  uint64_t alignment, const void* old, uint64_t old_size,
-                                                  uint32_t flags);
+                                                 uint64_t alignment, const void* old, uint64_t old_size,
+                                                 uint32_t flags);
 
 inline bool injected(int fn, FailureArgs& args) {
   if (LIKELY(!any_injection) || !inject(fn, args.size)) return false;

@@ -77,7 +77,8 @@ bool create_record(int parent_pid) {
   header->state = CLIPMEM_STATE_RUNNING;
   header->start_ns = now_ns();
   rlimit limit;
-  header->rlimit_as = getrlimit(RLIMIT_AS, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY ? int64_t(limit.rlim_cur) : -1;
+  header->rlimit_as =
+      getrlimit(RLIMIT_AS, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY ? int64_t(limit.rlim_cur) : -1;
   header->rlimit_data =
       getrlimit(RLIMIT_DATA, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY ? int64_t(limit.rlim_cur) : -1;
   ssize_t n = readlink("/proc/self/exe", header->exe, sizeof header->exe - 1);
@@ -163,7 +164,6 @@ void at_exit_handler() {
 }
 
 }  // namespace
-
 
 void initialize() {
   int expected = kUninitialized;

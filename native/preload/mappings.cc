@@ -113,7 +113,6 @@ bool map_take_at(uintptr_t start, uintptr_t end, MapEntry* out, uint64_t* gap) {
   return false;
 }
 
-
 }  // namespace
 
 // The kind of the tracked mapping holding `start` (anonymous if the tracker never saw it); it stays tracked.

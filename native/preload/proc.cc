@@ -78,8 +78,10 @@ int64_t scan_maps(uintptr_t address, int* flags, char* path, size_t path_size) {
         while (*field && *field != ' ') ++field;
       }
       while (*field == ' ') ++field;
-      if (*field == '/') snprintf(path, path_size, "%s", field);
-      else *flags |= MAP_ANONYMOUS, path[0] = 0;
+      if (*field == '/')
+        snprintf(path, path_size, "%s", field);
+      else
+        *flags |= MAP_ANONYMOUS, path[0] = 0;
     }
   }
   close(fd);

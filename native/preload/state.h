@@ -72,16 +72,21 @@ struct ErrnoKeeper {
 };
 
 template <typename T>
-inline T load(const T& x) { return __atomic_load_n(&x, __ATOMIC_RELAXED); }
+inline T load(const T& x) {
+  return __atomic_load_n(&x, __ATOMIC_RELAXED);
+}
 template <typename T>
-inline void store(T& x, T v) { __atomic_store_n(&x, v, __ATOMIC_RELAXED); }
+inline void store(T& x, T v) {
+  __atomic_store_n(&x, v, __ATOMIC_RELAXED);
+}
 template <typename T>
-inline T add(T& x, T v) { return __atomic_add_fetch(&x, v, __ATOMIC_RELAXED); }
+inline T add(T& x, T v) {
+  return __atomic_add_fetch(&x, v, __ATOMIC_RELAXED);
+}
 
 inline void raise_peak(int64_t& peak, int64_t value) {
   int64_t seen = load(peak);
-  while (value > seen && !__atomic_compare_exchange_n(&peak, &seen, value, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
-  }
+  while (value > seen && !__atomic_compare_exchange_n(&peak, &seen, value, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {}
 }
 
 uint64_t now_ns();

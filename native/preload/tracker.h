@@ -33,7 +33,8 @@
 namespace clipmem {
 
 // One hook per entry of the hook list, `<name>_hook`, with the function's own parameters.
-#define CLIPMEM_HOOK_DECLARATION(kind, name, ENUM, result, params, args) CLIPMEM_HOOK_DECLARATION_##kind(name, result, params)
+#define CLIPMEM_HOOK_DECLARATION(kind, name, ENUM, result, params, args) \
+  CLIPMEM_HOOK_DECLARATION_##kind(name, result, params)
 #define CLIPMEM_HOOK_DECLARATION_FORWARD(name, result, params) result name##_hook params;
 #define CLIPMEM_HOOK_DECLARATION_HOT(name, result, params) result name##_hook params;
 #define CLIPMEM_HOOK_DECLARATION_EXPLICIT(name, result, params)

@@ -26,7 +26,8 @@ enum ClipmemFn { CLIPMEM_HOOKS(CLIPMEM_FN_ENUM_ENTRY) CLIPMEM_FN_COUNT };
 
 // Names in ClipmemFn order; the reader reports these strings (and hands them to TypeScript).
 #define CLIPMEM_FN_NAME_ENTRY(kind, name, ...) #name,
-#define CLIPMEM_FN_NAMES {CLIPMEM_HOOKS(CLIPMEM_FN_NAME_ENTRY)}
+#define CLIPMEM_FN_NAMES \
+  { CLIPMEM_HOOKS(CLIPMEM_FN_NAME_ENTRY) }
 
 // Size histogram: bucket b counts requests with 2^(b-1) < size <= 2^b (bucket 0: size 0 or 1).
 #define CLIPMEM_HISTOGRAM_BUCKETS 48
@@ -64,40 +65,40 @@ typedef struct ClipmemThreadSlot {
 } ClipmemThreadSlot;
 
 typedef struct ClipmemFailure {
-  uint64_t sequence;  // 1-based failure number; 0 while the entry is being written (native/record/ring.h)
-  uint32_t fn;        // ClipmemFn
-  uint32_t flags;     // CLIPMEM_FAILURE_*
-  uint64_t size;      // requested bytes exactly as asked (calloc: nmemb*size; mremap: new size; mprotect: length)
-  uint64_t nmemb;     // calloc/reallocarray element count (else 0)
-  uint64_t elem_size; // calloc/reallocarray element size (else 0)
-  uint64_t alignment; // memalign family (else 0)
-  uint64_t old_size;  // realloc: usable size of the old block; mremap: old size
-  uint64_t address;   // mmap/mremap hint or old address; mprotect: the start of the range
-  int32_t prot;       // mmap, mprotect
-  int32_t map_flags;  // mmap flags, mremap flags; mprotect: the mapping's MAP_SHARED or MAP_PRIVATE (| MAP_ANONYMOUS)
-  int32_t fd;         // mmap (-1 for anonymous and for mprotect)
-  int32_t error;      // errno (pthread_create / posix_memalign: the returned error)
-  int64_t offset;     // mmap file offset
+  uint64_t sequence;   // 1-based failure number; 0 while the entry is being written (native/record/ring.h)
+  uint32_t fn;         // ClipmemFn
+  uint32_t flags;      // CLIPMEM_FAILURE_*
+  uint64_t size;       // requested bytes exactly as asked (calloc: nmemb*size; mremap: new size; mprotect: length)
+  uint64_t nmemb;      // calloc/reallocarray element count (else 0)
+  uint64_t elem_size;  // calloc/reallocarray element size (else 0)
+  uint64_t alignment;  // memalign family (else 0)
+  uint64_t old_size;   // realloc: usable size of the old block; mremap: old size
+  uint64_t address;    // mmap/mremap hint or old address; mprotect: the start of the range
+  int32_t prot;        // mmap, mprotect
+  int32_t map_flags;   // mmap flags, mremap flags; mprotect: the mapping's MAP_SHARED or MAP_PRIVATE (| MAP_ANONYMOUS)
+  int32_t fd;          // mmap (-1 for anonymous and for mprotect)
+  int32_t error;       // errno (pthread_create / posix_memalign: the returned error)
+  int64_t offset;      // mmap file offset
   char fd_path[CLIPMEM_PATH_BYTES];  // mmap: the file of fd; mprotect: the file mapped there (/proc/self/maps)
   // Process state at the instant of the failure (bytes; -1 where unknown).
   int64_t vm_size;
   int64_t vm_data;
   int64_t rss;
-  int64_t map_count;       // lines of /proc/self/maps
-  int64_t max_map_count;   // /proc/sys/vm/max_map_count
-  int64_t commit_limit;    // /proc/meminfo CommitLimit
-  int64_t committed_as;    // /proc/meminfo Committed_AS
-  int64_t mem_total;       // /proc/meminfo MemTotal + SwapTotal
+  int64_t map_count;          // lines of /proc/self/maps
+  int64_t max_map_count;      // /proc/sys/vm/max_map_count
+  int64_t commit_limit;       // /proc/meminfo CommitLimit
+  int64_t committed_as;       // /proc/meminfo Committed_AS
+  int64_t mem_total;          // /proc/meminfo MemTotal + SwapTotal
   int32_t overcommit_memory;  // /proc/sys/vm/overcommit_memory
   int32_t tid;
-  uint64_t time_ns;        // CLOCK_MONOTONIC
-  int64_t heap_current;    // tracker counters at the failure
+  uint64_t time_ns;      // CLOCK_MONOTONIC
+  int64_t heap_current;  // tracker counters at the failure
   int64_t anon_mapped;
   int64_t file_mapped;
-  uint32_t phase_index;    // 1-based index of the phase marker in force (0: none)
+  uint32_t phase_index;  // 1-based index of the phase marker in force (0: none)
   uint32_t stack_depth;
   char phase[CLIPMEM_PHASE_LABEL_BYTES];
-  uint64_t stack[CLIPMEM_STACK_DEPTH];   // return addresses, innermost first
+  uint64_t stack[CLIPMEM_STACK_DEPTH];  // return addresses, innermost first
   // Resolved in the process at the failure (dladdr), since addresses mean nothing outside it: the module
   // (index into the module table, CLIPMEM_NO_MODULE if none) and the nearest exported symbol, mangled,
   // truncated to CLIPMEM_SYMBOL_BYTES-1.
@@ -169,16 +170,17 @@ typedef struct ClipmemRecordHeader {
   int64_t file_peak;
   int64_t reserved_mapped;  // PROT_NONE at mmap time (address space reserved, not committed)
   int64_t reserved_peak;
-  int64_t unmapped_unknown; // munmap of ranges the tracker did not see mapped (mapped before it, or by libc internally)
-  int64_t vm_peak;          // VmPeak / VmHWM: from /proc/self/status at exit, else the largest sample
+  int64_t
+      unmapped_unknown;  // munmap of ranges the tracker did not see mapped (mapped before it, or by libc internally)
+  int64_t vm_peak;       // VmPeak / VmHWM: from /proc/self/status at exit, else the largest sample
   int64_t rss_peak;
-  uint32_t slots_used;      // thread slots handed out (the last slot is shared once all are taken)
+  uint32_t slots_used;  // thread slots handed out (the last slot is shared once all are taken)
   uint32_t injected_faults;
   uint64_t failures_total;  // failures ever; the ring keeps the latest failures_capacity
   uint64_t samples_total;
   uint64_t phases_total;
-  uint32_t current_phase;   // 1-based index of the latest phase marker (0: none)
-  uint32_t modules_used;    // entries of the module table claimed (an entry is complete once its base is non-zero)
+  uint32_t current_phase;  // 1-based index of the latest phase marker (0: none)
+  uint32_t modules_used;   // entries of the module table claimed (an entry is complete once its base is non-zero)
 } ClipmemRecordHeader;
 
 // ---------------------------------------------------------------- layout pins
@@ -346,7 +348,8 @@ static inline uint64_t clipmem_modules_offset(void) {
   return clipmem_align64(clipmem_phases_offset() + (uint64_t)CLIPMEM_PHASE_CAPACITY * sizeof(ClipmemPhase));
 }
 static inline uint64_t clipmem_record_size(void) {
-  return (clipmem_modules_offset() + (uint64_t)CLIPMEM_MODULE_CAPACITY * sizeof(ClipmemModule) + 4095u) & ~(uint64_t)4095u;
+  return (clipmem_modules_offset() + (uint64_t)CLIPMEM_MODULE_CAPACITY * sizeof(ClipmemModule) + 4095u) &
+         ~(uint64_t)4095u;
 }
 
 // Fills a zeroed header with the layout above (everything but magic, which the writer stores last).
@@ -390,9 +393,9 @@ static inline const char* clipmem_header_problem(const ClipmemRecordHeader* h, u
       h->timeline_offset != expected.timeline_offset || h->sample_size != expected.sample_size ||
       h->phases_offset != expected.phases_offset || h->phase_size != expected.phase_size ||
       h->modules_offset != expected.modules_offset || h->module_size != expected.module_size ||
-      h->modules_capacity != expected.modules_capacity ||
-      h->slots_count != expected.slots_count || h->failures_capacity != expected.failures_capacity ||
-      h->timeline_capacity != expected.timeline_capacity || h->phases_capacity != expected.phases_capacity)
+      h->modules_capacity != expected.modules_capacity || h->slots_count != expected.slots_count ||
+      h->failures_capacity != expected.failures_capacity || h->timeline_capacity != expected.timeline_capacity ||
+      h->phases_capacity != expected.phases_capacity)
     return "array layout differs from this reader's";
   return 0;
 }

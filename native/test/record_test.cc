@@ -1,10 +1,10 @@
 // The record format shared by the interposer (writer) and the addon (reader).
+#include "record/record.h"
+
 #include <gtest/gtest.h>
 
 #include <cstring>
 #include <vector>
-
-#include "record/record.h"
 
 namespace {
 
@@ -26,7 +26,8 @@ TEST(RecordFormat, ArraysAreAlignedOrderedAndInsideTheFile) {
       EXPECT_GT(offsets[i], offsets[i - 1]);
     }
   }
-  EXPECT_EQ(clipmem_failures_offset() - clipmem_slots_offset(), uint64_t(CLIPMEM_THREAD_SLOTS) * sizeof(ClipmemThreadSlot));
+  EXPECT_EQ(clipmem_failures_offset() - clipmem_slots_offset(),
+            uint64_t(CLIPMEM_THREAD_SLOTS) * sizeof(ClipmemThreadSlot));
   EXPECT_LE(clipmem_modules_offset() + CLIPMEM_MODULE_CAPACITY * sizeof(ClipmemModule), clipmem_record_size());
   EXPECT_EQ(clipmem_record_size() % 4096, 0u);
 }
