@@ -15,7 +15,9 @@
 //                  forwarded as is (mremap takes varargs, which C cannot pass on: its forwarder reads the
 //                  optional fifth argument and hands it to the hook as a plain parameter).
 //   ENUM  the suffix of the call table's CLIPMEM_FN_<ENUM> (the preprocessor cannot upper-case a name).
-//   The parameters also give the real function's type (mremap's keeps its `...`).
+//   The parameters also give the real function's type (mremap's keeps its `...`). pthread_create's
+//   function-pointer parameter is written like any other and needs no special case: parentheses protect
+//   its commas inside the macro argument.
 #pragma once
 
 // clang-format off
