@@ -16,7 +16,8 @@ Napi::Object reportToObject(Napi::Env env, const Report& report, DeviceToObject 
   }
   object.Set("driverVersion", report.driverVersion);
   Napi::Array devices = Napi::Array::New(env, report.devices.size());
-  for (size_t i = 0; i < report.devices.size(); ++i) devices.Set(static_cast<uint32_t>(i), deviceToObject(report.devices[i]));
+  for (size_t i = 0; i < report.devices.size(); ++i)
+    devices.Set(static_cast<uint32_t>(i), deviceToObject(report.devices[i]));
   object.Set("devices", devices);
   return object;
 }
@@ -62,6 +63,10 @@ Napi::Object cudaDeviceToObject(Napi::Env env, const clipmem::CudaDevice& device
   return entry;
 }
 
+}  // namespace
+
+namespace clipmem {
+
 // probeGpu(nvmlLibrary, cudaLibrary): the paths come from the TS layer (defaults or env overrides).
 Napi::Value ProbeGpu(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -69,15 +74,13 @@ Napi::Value ProbeGpu(const Napi::CallbackInfo& info) {
     throw Napi::TypeError::New(env, "probeGpu(nvmlLibrary: string, cudaLibrary: string)");
   }
   Napi::Object result = Napi::Object::New(env);
-  result.Set("nvml", reportToObject(env, clipmem::probeNvml(info[0].As<Napi::String>().Utf8Value()),
-                                    [env](const clipmem::NvmlDevice& device) { return nvmlDeviceToObject(env, device); }));
-  result.Set("cuda", reportToObject(env, clipmem::probeCuda(info[1].As<Napi::String>().Utf8Value()),
-                                    [env](const clipmem::CudaDevice& device) { return cudaDeviceToObject(env, device); }));
+  result.Set("nvml",
+             reportToObject(env, clipmem::probeNvml(info[0].As<Napi::String>().Utf8Value()),
+                            [env](const clipmem::NvmlDevice& device) { return nvmlDeviceToObject(env, device); }));
+  result.Set("cuda",
+             reportToObject(env, clipmem::probeCuda(info[1].As<Napi::String>().Utf8Value()),
+                            [env](const clipmem::CudaDevice& device) { return cudaDeviceToObject(env, device); }));
   return result;
 }
 
-clipmem::Capability registered([](Napi::Env env, Napi::Object exports) {
-  exports.Set("probeGpu", Napi::Function::New(env, ProbeGpu, "probeGpu"));
-});
-
-}  // namespace
+}  // namespace clipmem

@@ -31,21 +31,32 @@ size_t liveBytes = 0;
 
 const char* ErrnoCode(int error) {
   switch (error) {
-    case ENOMEM: return "ENOMEM";
-    case ENOENT: return "ENOENT";
-    case EACCES: return "EACCES";
-    case EISDIR: return "EISDIR";
-    case EINVAL: return "EINVAL";
-    case EMFILE: return "EMFILE";
-    case ENFILE: return "ENFILE";
-    case ENODEV: return "ENODEV";
-    case EOVERFLOW: return "EOVERFLOW";
-    default: return "EIO";
+    case ENOMEM:
+      return "ENOMEM";
+    case ENOENT:
+      return "ENOENT";
+    case EACCES:
+      return "EACCES";
+    case EISDIR:
+      return "EISDIR";
+    case EINVAL:
+      return "EINVAL";
+    case EMFILE:
+      return "EMFILE";
+    case ENFILE:
+      return "ENFILE";
+    case ENODEV:
+      return "ENODEV";
+    case EOVERFLOW:
+      return "EOVERFLOW";
+    default:
+      return "EIO";
   }
 }
 
 Napi::Error SystemError(Napi::Env env, int error, const char* syscall, const std::string& path) {
-  std::string message = std::string(syscall) + " " + path + ": " + std::strerror(error) + " (errno " + std::to_string(error) + ")";
+  std::string message =
+      std::string(syscall) + " " + path + ": " + std::strerror(error) + " (errno " + std::to_string(error) + ")";
   Napi::Error result = Napi::Error::New(env, message);
   result.Set("code", Napi::String::New(env, ErrnoCode(error)));
   result.Set("errno", Napi::Number::New(env, error));
@@ -64,6 +75,8 @@ void FinalizeMapping(Napi::Env, void*, Mapping* mapping) {
   }
   delete mapping;
 }
+
+}  // namespace
 
 Napi::Value MapFile(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -111,7 +124,8 @@ Napi::Value MapFile(const Napi::CallbackInfo& info) {
 
 Napi::Value UnmapFile(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsArrayBuffer()) throw Napi::TypeError::New(env, "unmapFile(buffer): buffer must be an ArrayBuffer from mapFile");
+  if (info.Length() < 1 || !info[0].IsArrayBuffer())
+    throw Napi::TypeError::New(env, "unmapFile(buffer): buffer must be an ArrayBuffer from mapFile");
   Napi::ArrayBuffer buffer = info[0].As<Napi::ArrayBuffer>();
   void* address = buffer.Data();
   {
@@ -133,11 +147,4 @@ Napi::Value MappedBytes(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(liveBytes));
 }
 
-Capability registered([](Napi::Env env, Napi::Object exports) {
-  exports.Set("mapFile", Napi::Function::New(env, MapFile, "mapFile"));
-  exports.Set("unmapFile", Napi::Function::New(env, UnmapFile, "unmapFile"));
-  exports.Set("mappedBytes", Napi::Function::New(env, MappedBytes, "mappedBytes"));
-});
-
-}  // namespace
 }  // namespace clipmem

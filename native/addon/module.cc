@@ -1,24 +1,43 @@
+// The addon's entry point and its one list of exports. A new capability: a file under native/addon
+// (CMakeLists.txt and binding.gyp pick up every .cc there), its functions declared in module.h, one line
+// each below.
 #include "addon/module.h"
 
-#include <vector>
+#include "record/record.h"
 
 namespace clipmem {
+namespace {
 
-static std::vector<Initializer>& initializers() {
-  static std::vector<Initializer> list;  // function-local: safe against static initialization order
-  return list;
-}
+struct Export {
+  const char* name;  // the name TypeScript calls it by
+  AddonFunction function;
+};
 
-Capability::Capability(Initializer init) { initializers().push_back(init); }
+const Export kFunctions[] = {
+    {"probeGpu", ProbeGpu},                      // gpu.cc: NVML and the CUDA driver, loaded with dlopen
+    {"mapFile", MapFile},                        // mapping.cc: a file mapped as an ArrayBuffer
+    {"unmapFile", UnmapFile},                    //
+    {"mappedBytes", MappedBytes},                //
+    {"probeAllocator", ProbeAllocator},          // probe_allocator.cc: what can be allocated now
+    {"readResourceLimits", ReadResourceLimits},  // probe_limits.cc: getrlimit
+    {"readMallinfo", ReadMallinfo},              //
+    {"readRecord", ReadRecord},                  // record.cc: the tracker's record file
+    {"setPhase", SetPhase},                      //
+    {"demangle", Demangle},                      //
+    {"trackedFunctions", TrackedFunctions},      //
+};
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
-  for (Initializer init : initializers()) init(env, exports);
+  for (const Export& entry : kFunctions) exports.Set(entry.name, Napi::Function::New(env, entry.function, entry.name));
+  exports.Set("recordVersion", Napi::Number::New(env, CLIPMEM_RECORD_VERSION));  // record.cc reads this version
   exports.Set("napiVersion", Napi::Number::New(env, NAPI_VERSION));
   return exports;
 }
 
+}  // namespace
 }  // namespace clipmem
 
+// NODE_API_MODULE pastes its second argument into a name: it takes an unqualified function.
 static Napi::Object InitModule(Napi::Env env, Napi::Object exports) { return clipmem::Init(env, exports); }
 
 NODE_API_MODULE(clip_mem, InitModule)

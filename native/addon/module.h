@@ -1,14 +1,27 @@
-// Each capability file (probe.cc, mapping.cc, ...) registers an initializer that adds its functions to
-// the addon's exports, so adding a capability never touches a central list.
+// The addon's capabilities: each file under native/addon contributes the functions declared here, and
+// module.cc registers them all from one list (kFunctions), so the addon's whole surface reads in one place.
 #pragma once
 #include <napi.h>
 
 namespace clipmem {
 
-using Initializer = void (*)(Napi::Env env, Napi::Object exports);
+using AddonFunction = Napi::Value (*)(const Napi::CallbackInfo& info);
 
-struct Capability {
-  explicit Capability(Initializer init);
-};
+// gpu.cc
+Napi::Value ProbeGpu(const Napi::CallbackInfo& info);
+// mapping.cc
+Napi::Value MapFile(const Napi::CallbackInfo& info);
+Napi::Value UnmapFile(const Napi::CallbackInfo& info);
+Napi::Value MappedBytes(const Napi::CallbackInfo& info);
+// probe_allocator.cc
+Napi::Value ProbeAllocator(const Napi::CallbackInfo& info);
+// probe_limits.cc
+Napi::Value ReadResourceLimits(const Napi::CallbackInfo& info);
+Napi::Value ReadMallinfo(const Napi::CallbackInfo& info);
+// record.cc
+Napi::Value ReadRecord(const Napi::CallbackInfo& info);
+Napi::Value SetPhase(const Napi::CallbackInfo& info);
+Napi::Value Demangle(const Napi::CallbackInfo& info);
+Napi::Value TrackedFunctions(const Napi::CallbackInfo& info);
 
 }  // namespace clipmem

@@ -15,13 +15,20 @@ std::string errnoName(int error) {
   if (const char* name = strerrorname_np(error)) return name;
 #endif
   switch (error) {
-    case ENOMEM: return "ENOMEM";
-    case EINVAL: return "EINVAL";
-    case EAGAIN: return "EAGAIN";
-    case EPERM: return "EPERM";
-    case EACCES: return "EACCES";
-    case EOVERFLOW: return "EOVERFLOW";
-    default: return "errno " + std::to_string(error);
+    case ENOMEM:
+      return "ENOMEM";
+    case EINVAL:
+      return "EINVAL";
+    case EAGAIN:
+      return "EAGAIN";
+    case EPERM:
+      return "EPERM";
+    case EACCES:
+      return "EACCES";
+    case EOVERFLOW:
+      return "EOVERFLOW";
+    default:
+      return "errno " + std::to_string(error);
   }
 }
 
@@ -38,6 +45,10 @@ Napi::Object searchToObject(Napi::Env env, const clipmem::SearchResult& result) 
   setErrno(env, object, result.failedErrno);
   return object;
 }
+
+}  // namespace
+
+namespace clipmem {
 
 // Runs the four searches. Address space first: a failed malloc makes glibc retry in a new arena, which
 // reserves 64 MiB of address space for good, so the malloc search goes last.
@@ -57,8 +68,4 @@ Napi::Value ProbeAllocator(const Napi::CallbackInfo& info) {
   return result;
 }
 
-clipmem::Capability registered([](Napi::Env env, Napi::Object exports) {
-  exports.Set("probeAllocator", Napi::Function::New(env, ProbeAllocator, "probeAllocator"));
-});
-
-}  // namespace
+}  // namespace clipmem

@@ -11,6 +11,10 @@ Napi::Value limitValue(Napi::Env env, rlim_t value) {
   return Napi::Number::New(env, static_cast<double>(value));
 }
 
+}  // namespace
+
+namespace clipmem {
+
 // { as: { soft, hard }, data: ..., ... }: a number, or "unlimited".
 Napi::Value ReadResourceLimits(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -18,8 +22,8 @@ Napi::Value ReadResourceLimits(const Napi::CallbackInfo& info) {
     const char* name;
     int resource;
   } resources[] = {
-      {"as", RLIMIT_AS},         {"data", RLIMIT_DATA},       {"rss", RLIMIT_RSS},
-      {"stack", RLIMIT_STACK},   {"memlock", RLIMIT_MEMLOCK}, {"nproc", RLIMIT_NPROC},
+      {"as", RLIMIT_AS},       {"data", RLIMIT_DATA},       {"rss", RLIMIT_RSS},
+      {"stack", RLIMIT_STACK}, {"memlock", RLIMIT_MEMLOCK}, {"nproc", RLIMIT_NPROC},
   };
   Napi::Object limits = Napi::Object::New(env);
   for (const auto& resource : resources) {
@@ -52,9 +56,4 @@ Napi::Value ReadMallinfo(const Napi::CallbackInfo& info) {
   return result;
 }
 
-clipmem::Capability registered([](Napi::Env env, Napi::Object exports) {
-  exports.Set("readResourceLimits", Napi::Function::New(env, ReadResourceLimits, "readResourceLimits"));
-  exports.Set("readMallinfo", Napi::Function::New(env, ReadMallinfo, "readMallinfo"));
-});
-
-}  // namespace
+}  // namespace clipmem

@@ -1,5 +1,7 @@
 // Reads an allocation record (native/record/record.h) into plain JS objects, live or after the process
 // ended, and sets the tracker's phase label when this process itself runs under the tracker.
+#include "record/record.h"
+
 #include <cxxabi.h>
 #include <dlfcn.h>
 #include <fcntl.h>
@@ -14,7 +16,6 @@
 #include <string>
 
 #include "addon/module.h"
-#include "record/record.h"
 #include "record/ring.h"
 
 namespace clipmem {
@@ -52,8 +53,9 @@ Napi::Object ReadFailure(Napi::Env env, const ClipmemFailure& f, const ClipmemMo
   out.Set("sequence", Napi::Number::New(env, double(f.sequence)));
   out.Set("fn", f.fn < CLIPMEM_FN_COUNT ? kFnNames[f.fn] : "unknown");
   // An overflowing nmemb*size is reported as the product it asked for (a double: not exact, but honest).
-  out.Set("size", Napi::Number::New(env, (f.flags & CLIPMEM_FAILURE_SIZE_OVERFLOW) ? double(f.nmemb) * double(f.elem_size)
-                                                                                   : double(f.size)));
+  out.Set("size",
+          Napi::Number::New(
+              env, (f.flags & CLIPMEM_FAILURE_SIZE_OVERFLOW) ? double(f.nmemb) * double(f.elem_size) : double(f.size)));
   out.Set("sizeOverflow", Napi::Boolean::New(env, f.flags & CLIPMEM_FAILURE_SIZE_OVERFLOW));
   out.Set("injected", Napi::Boolean::New(env, f.flags & CLIPMEM_FAILURE_INJECTED));
   out.Set("nmemb", bytes(env, int64_t(f.nmemb)));
@@ -99,6 +101,8 @@ Napi::Object ReadFailure(Napi::Env env, const ClipmemFailure& f, const ClipmemMo
   out.Set("stack", frames);
   return out;
 }
+
+}  // namespace
 
 // readRecord(path): one consistent-enough snapshot of the record (counters are read without stopping
 // the writer; ring entries being rewritten at that instant are skipped).
@@ -155,7 +159,8 @@ Napi::Value ReadRecord(const Napi::CallbackInfo& info) {
     for (int fn = 0; fn < CLIPMEM_FN_COUNT; ++fn) call_totals[fn] += snapshot(slots[i].calls[fn]);
     for (int b = 0; b < CLIPMEM_HISTOGRAM_BUCKETS; ++b) histogram[b] += snapshot(slots[i].histogram[b]);
   }
-  for (int fn = 0; fn < CLIPMEM_FN_COUNT; ++fn) calls.Set(kFnNames[fn], Napi::Number::New(env, double(call_totals[fn])));
+  for (int fn = 0; fn < CLIPMEM_FN_COUNT; ++fn)
+    calls.Set(kFnNames[fn], Napi::Number::New(env, double(call_totals[fn])));
   Napi::Array hist = Napi::Array::New(env, CLIPMEM_HISTOGRAM_BUCKETS);
   for (uint32_t b = 0; b < CLIPMEM_HISTOGRAM_BUCKETS; ++b) hist.Set(b, Napi::Number::New(env, double(histogram[b])));
   out.Set("calls", calls);
@@ -225,10 +230,9 @@ Napi::Value ReadRecord(const Napi::CallbackInfo& info) {
   return out;
 }
 
-using SetPhaseFn = int (*)(const char*);
-
 // setPhase(label): true if this process runs under the tracker and the label was recorded.
 Napi::Value SetPhase(const Napi::CallbackInfo& info) {
+  using SetPhaseFn = int (*)(const char*);
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "setPhase(label: string)");
   static SetPhaseFn set_phase = reinterpret_cast<SetPhaseFn>(dlsym(RTLD_DEFAULT, "clipmem_tracker_set_phase"));
@@ -243,12 +247,12 @@ Napi::Value Demangle(const Napi::CallbackInfo& info) {
   return Napi::String::New(info.Env(), demangle(info[0].As<Napi::String>()));
 }
 
-Capability registered([](Napi::Env env, Napi::Object exports) {
-  exports.Set("readRecord", Napi::Function::New(env, ReadRecord, "readRecord"));
-  exports.Set("setPhase", Napi::Function::New(env, SetPhase, "setPhase"));
-  exports.Set("demangle", Napi::Function::New(env, Demangle, "demangle"));
-  exports.Set("recordVersion", Napi::Number::New(env, CLIPMEM_RECORD_VERSION));
-});
+// trackedFunctions(): the hooked functions in call-table order (native/record/hooks.h), the names
+// readRecord() reports in `calls` and a failure's `fn`; src/track/record.ts takes them from here.
+Napi::Value TrackedFunctions(const Napi::CallbackInfo& info) {
+  Napi::Array names = Napi::Array::New(info.Env(), CLIPMEM_FN_COUNT);
+  for (uint32_t fn = 0; fn < CLIPMEM_FN_COUNT; ++fn) names.Set(fn, Napi::String::New(info.Env(), kFnNames[fn]));
+  return names;
+}
 
-}  // namespace
 }  // namespace clipmem

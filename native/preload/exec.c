@@ -34,8 +34,10 @@ int main(int argc, char** argv) {
   for (; i < argc && strcmp(argv[i], "--") != 0; i += 2) {
     if (i + 1 >= argc) return fail("option needs a value", argv[i]);
     int status = 0;
-    if (strcmp(argv[i], "--as") == 0) status = set_limit(RLIMIT_AS, argv[i + 1], "setrlimit(RLIMIT_AS)");
-    else if (strcmp(argv[i], "--data") == 0) status = set_limit(RLIMIT_DATA, argv[i + 1], "setrlimit(RLIMIT_DATA)");
+    if (strcmp(argv[i], "--as") == 0)
+      status = set_limit(RLIMIT_AS, argv[i + 1], "setrlimit(RLIMIT_AS)");
+    else if (strcmp(argv[i], "--data") == 0)
+      status = set_limit(RLIMIT_DATA, argv[i + 1], "setrlimit(RLIMIT_DATA)");
     else if (strcmp(argv[i], "--cgroup-procs") == 0) {
       int fd = open(argv[i + 1], O_WRONLY | O_CLOEXEC);
       if (fd < 0 || write(fd, "0\n", 2) != 2) status = fail("cannot join the cgroup", argv[i + 1]);
@@ -48,7 +50,8 @@ int main(int argc, char** argv) {
       snprintf(value, size, "%s%s%s", argv[i + 1], existing ? ":" : "", existing ? existing : "");
       setenv("LD_PRELOAD", value, 1);
       free(value);
-    } else status = fail("unknown option", argv[i]);
+    } else
+      status = fail("unknown option", argv[i]);
     if (status) return status;
   }
   if (i + 1 >= argc) return fail("no command after --", NULL);

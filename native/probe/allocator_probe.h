@@ -17,9 +17,9 @@ namespace clipmem {
 constexpr size_t kProbeUpperBound = size_t(1) << 47;
 
 struct SearchResult {
-  size_t largest = 0;    // largest size that succeeded (0: none did)
-  size_t failedAt = 0;   // smallest size that failed (0: the upper bound itself succeeded)
-  int failedErrno = 0;   // errno of that failure
+  size_t largest = 0;   // largest size that succeeded (0: none did)
+  size_t failedAt = 0;  // smallest size that failed (0: the upper bound itself succeeded)
+  int failedErrno = 0;  // errno of that failure
 };
 
 // Largest size in [0, upper] for which tryAllocate(size) returns 0 (it returns an errno on failure),
@@ -85,10 +85,10 @@ inline SearchResult probeLargestReservation(size_t upper = kProbeUpperBound) {
 }
 
 struct ReservableResult {
-  size_t total = 0;        // sum of the blocks reserved
-  size_t blocks = 0;       // how many blocks it took
-  size_t largestBlock = 0; // the first (largest) block
-  int stopErrno = 0;       // errno of the failure that ended the search
+  size_t total = 0;         // sum of the blocks reserved
+  size_t blocks = 0;        // how many blocks it took
+  size_t largestBlock = 0;  // the first (largest) block
+  int stopErrno = 0;        // errno of the failure that ended the search
 };
 
 // Total address space still reservable: reserve the largest PROT_NONE block, hold it, repeat until no

@@ -108,17 +108,21 @@ inline NvmlReport probeNvml(const std::string& library) {
   auto errorString = nvmlLibrary.symbol<const char* (*)(nvml::Return)>("nvmlErrorString", &missing);
   auto driverVersion = nvmlLibrary.symbol<nvml::Return (*)(char*, unsigned)>("nvmlSystemGetDriverVersion", &missing);
   auto deviceCount = nvmlLibrary.symbol<nvml::Return (*)(unsigned*)>("nvmlDeviceGetCount_v2", &missing);
-  auto deviceByIndex = nvmlLibrary.symbol<nvml::Return (*)(unsigned, nvml::Device*)>("nvmlDeviceGetHandleByIndex_v2", &missing);
+  auto deviceByIndex =
+      nvmlLibrary.symbol<nvml::Return (*)(unsigned, nvml::Device*)>("nvmlDeviceGetHandleByIndex_v2", &missing);
   auto deviceName = nvmlLibrary.symbol<nvml::Return (*)(nvml::Device, char*, unsigned)>("nvmlDeviceGetName", &missing);
-  auto memoryInfo = nvmlLibrary.symbol<nvml::Return (*)(nvml::Device, nvml::Memory*)>("nvmlDeviceGetMemoryInfo", &missing);
-  auto processName = nvmlLibrary.symbol<nvml::Return (*)(unsigned, char*, unsigned)>("nvmlSystemGetProcessName", &missing);
+  auto memoryInfo =
+      nvmlLibrary.symbol<nvml::Return (*)(nvml::Device, nvml::Memory*)>("nvmlDeviceGetMemoryInfo", &missing);
+  auto processName =
+      nvmlLibrary.symbol<nvml::Return (*)(unsigned, char*, unsigned)>("nvmlSystemGetProcessName", &missing);
   if (!missing.empty()) {
     report.unavailable = library + " has no " + missing + " (NVML too old?)";
     return report;
   }
   using ProcessQuery = nvml::Return (*)(nvml::Device, unsigned*, nvml::ProcessInfo*);
   auto computeProcesses = nvmlLibrary.symbol<ProcessQuery>("nvmlDeviceGetComputeRunningProcesses_v3", nullptr);
-  if (!computeProcesses) computeProcesses = nvmlLibrary.symbol<ProcessQuery>("nvmlDeviceGetComputeRunningProcesses_v2", nullptr);
+  if (!computeProcesses)
+    computeProcesses = nvmlLibrary.symbol<ProcessQuery>("nvmlDeviceGetComputeRunningProcesses_v2", nullptr);
 
   nvml::Return status = init();
   if (status != nvml::kSuccess) {
@@ -175,7 +179,8 @@ inline NvmlReport probeNvml(const std::string& library) {
           process.usedKnown = infos[i].usedGpuMemory != nvml::kValueNotAvailable;
           process.usedBytes = process.usedKnown ? infos[i].usedGpuMemory : 0;
           char processNameText[256] = {0};
-          if (processName(process.pid, processNameText, sizeof processNameText) == nvml::kSuccess) process.name = processNameText;
+          if (processName(process.pid, processNameText, sizeof processNameText) == nvml::kSuccess)
+            process.name = processNameText;
           device.processes.push_back(process);
         }
       }
@@ -209,7 +214,8 @@ inline CudaReport probeCuda(const std::string& library) {
   auto deviceCount = cudaLibrary.symbol<cuda::Result (*)(int*)>("cuDeviceGetCount", &missing);
   auto deviceGet = cudaLibrary.symbol<cuda::Result (*)(cuda::Device*, int)>("cuDeviceGet", &missing);
   auto deviceName = cudaLibrary.symbol<cuda::Result (*)(char*, int, cuda::Device)>("cuDeviceGetName", &missing);
-  auto retain = cudaLibrary.symbol<cuda::Result (*)(cuda::Context*, cuda::Device)>("cuDevicePrimaryCtxRetain", &missing);
+  auto retain =
+      cudaLibrary.symbol<cuda::Result (*)(cuda::Context*, cuda::Device)>("cuDevicePrimaryCtxRetain", &missing);
   auto release = cudaLibrary.symbol<cuda::Result (*)(cuda::Device)>("cuDevicePrimaryCtxRelease_v2", &missing);
   auto push = cudaLibrary.symbol<cuda::Result (*)(cuda::Context)>("cuCtxPushCurrent_v2", &missing);
   auto pop = cudaLibrary.symbol<cuda::Result (*)(cuda::Context*)>("cuCtxPopCurrent_v2", &missing);

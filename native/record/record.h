@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "record/hooks.h"
+
 #define CLIPMEM_RECORD_MAGIC "CLIPMEMR"
 #define CLIPMEM_RECORD_VERSION 3u  // 2: mprotect in the call table and the failures; 3: samples carry a sequence
 
@@ -16,31 +18,16 @@
 #define CLIPMEM_ENV_RECORD_DIR "CLIPMEM_RECORD_DIR"  // private directory (0700) where each process writes <pid>.<n>.rec
 #define CLIPMEM_ENV_FAIL "CLIPMEM_FAIL"              // fault injection, e.g. "malloc:nth=3,mmap:above=1048576"
 
-enum ClipmemFn {
-  CLIPMEM_FN_MALLOC,
-  CLIPMEM_FN_CALLOC,
-  CLIPMEM_FN_REALLOC,
-  CLIPMEM_FN_REALLOCARRAY,
-  CLIPMEM_FN_FREE,
-  CLIPMEM_FN_POSIX_MEMALIGN,
-  CLIPMEM_FN_ALIGNED_ALLOC,
-  CLIPMEM_FN_MEMALIGN,
-  CLIPMEM_FN_VALLOC,
-  CLIPMEM_FN_PVALLOC,
-  CLIPMEM_FN_MMAP,
-  CLIPMEM_FN_MMAP64,
-  CLIPMEM_FN_MUNMAP,
-  CLIPMEM_FN_MREMAP,
-  CLIPMEM_FN_PTHREAD_CREATE,
-  CLIPMEM_FN_MPROTECT,  // making pages writable commits them: V8 and glibc arenas allocate this way
-  CLIPMEM_FN_COUNT
-};
+// The call table: one counter per hooked function, in the order of the hook list (record/hooks.h).
+// mprotect is there because making pages writable commits them: V8 and glibc's arenas allocate this way.
+#define CLIPMEM_FN_ENUM_ENTRY(kind, name, ENUM, ...) CLIPMEM_FN_##ENUM,
+enum ClipmemFn { CLIPMEM_HOOKS(CLIPMEM_FN_ENUM_ENTRY) CLIPMEM_FN_COUNT };
+#undef CLIPMEM_FN_ENUM_ENTRY
 
-// Names in ClipmemFn order; the reader reports these strings.
-#define CLIPMEM_FN_NAMES                                                                                   \
-  {"malloc", "calloc", "realloc", "reallocarray", "free", "posix_memalign", "aligned_alloc", "memalign", \
-   "valloc", "pvalloc", "mmap", "mmap64", "munmap", "mremap", "pthread_create", \
-   "mprotect"}
+// Names in ClipmemFn order; the reader reports these strings (and hands them to TypeScript).
+#define CLIPMEM_FN_NAME_ENTRY(kind, name, ...) #name,
+#define CLIPMEM_FN_NAMES \
+  { CLIPMEM_HOOKS(CLIPMEM_FN_NAME_ENTRY) }
 
 // Size histogram: bucket b counts requests with 2^(b-1) < size <= 2^b (bucket 0: size 0 or 1).
 #define CLIPMEM_HISTOGRAM_BUCKETS 48
@@ -78,40 +65,40 @@ typedef struct ClipmemThreadSlot {
 } ClipmemThreadSlot;
 
 typedef struct ClipmemFailure {
-  uint64_t sequence;  // 1-based failure number; 0 while the entry is being written (native/record/ring.h)
-  uint32_t fn;        // ClipmemFn
-  uint32_t flags;     // CLIPMEM_FAILURE_*
-  uint64_t size;      // requested bytes exactly as asked (calloc: nmemb*size; mremap: new size; mprotect: length)
-  uint64_t nmemb;     // calloc/reallocarray element count (else 0)
-  uint64_t elem_size; // calloc/reallocarray element size (else 0)
-  uint64_t alignment; // memalign family (else 0)
-  uint64_t old_size;  // realloc: usable size of the old block; mremap: old size
-  uint64_t address;   // mmap/mremap hint or old address; mprotect: the start of the range
-  int32_t prot;       // mmap, mprotect
-  int32_t map_flags;  // mmap flags, mremap flags; mprotect: the mapping's MAP_SHARED or MAP_PRIVATE (| MAP_ANONYMOUS)
-  int32_t fd;         // mmap (-1 for anonymous and for mprotect)
-  int32_t error;      // errno (pthread_create / posix_memalign: the returned error)
-  int64_t offset;     // mmap file offset
+  uint64_t sequence;   // 1-based failure number; 0 while the entry is being written (native/record/ring.h)
+  uint32_t fn;         // ClipmemFn
+  uint32_t flags;      // CLIPMEM_FAILURE_*
+  uint64_t size;       // requested bytes exactly as asked (calloc: nmemb*size; mremap: new size; mprotect: length)
+  uint64_t nmemb;      // calloc/reallocarray element count (else 0)
+  uint64_t elem_size;  // calloc/reallocarray element size (else 0)
+  uint64_t alignment;  // memalign family (else 0)
+  uint64_t old_size;   // realloc: usable size of the old block; mremap: old size
+  uint64_t address;    // mmap/mremap hint or old address; mprotect: the start of the range
+  int32_t prot;        // mmap, mprotect
+  int32_t map_flags;   // mmap flags, mremap flags; mprotect: the mapping's MAP_SHARED or MAP_PRIVATE (| MAP_ANONYMOUS)
+  int32_t fd;          // mmap (-1 for anonymous and for mprotect)
+  int32_t error;       // errno (pthread_create / posix_memalign: the returned error)
+  int64_t offset;      // mmap file offset
   char fd_path[CLIPMEM_PATH_BYTES];  // mmap: the file of fd; mprotect: the file mapped there (/proc/self/maps)
   // Process state at the instant of the failure (bytes; -1 where unknown).
   int64_t vm_size;
   int64_t vm_data;
   int64_t rss;
-  int64_t map_count;       // lines of /proc/self/maps
-  int64_t max_map_count;   // /proc/sys/vm/max_map_count
-  int64_t commit_limit;    // /proc/meminfo CommitLimit
-  int64_t committed_as;    // /proc/meminfo Committed_AS
-  int64_t mem_total;       // /proc/meminfo MemTotal + SwapTotal
+  int64_t map_count;          // lines of /proc/self/maps
+  int64_t max_map_count;      // /proc/sys/vm/max_map_count
+  int64_t commit_limit;       // /proc/meminfo CommitLimit
+  int64_t committed_as;       // /proc/meminfo Committed_AS
+  int64_t mem_total;          // /proc/meminfo MemTotal + SwapTotal
   int32_t overcommit_memory;  // /proc/sys/vm/overcommit_memory
   int32_t tid;
-  uint64_t time_ns;        // CLOCK_MONOTONIC
-  int64_t heap_current;    // tracker counters at the failure
+  uint64_t time_ns;      // CLOCK_MONOTONIC
+  int64_t heap_current;  // tracker counters at the failure
   int64_t anon_mapped;
   int64_t file_mapped;
-  uint32_t phase_index;    // 1-based index of the phase marker in force (0: none)
+  uint32_t phase_index;  // 1-based index of the phase marker in force (0: none)
   uint32_t stack_depth;
   char phase[CLIPMEM_PHASE_LABEL_BYTES];
-  uint64_t stack[CLIPMEM_STACK_DEPTH];   // return addresses, innermost first
+  uint64_t stack[CLIPMEM_STACK_DEPTH];  // return addresses, innermost first
   // Resolved in the process at the failure (dladdr), since addresses mean nothing outside it: the module
   // (index into the module table, CLIPMEM_NO_MODULE if none) and the nearest exported symbol, mangled,
   // truncated to CLIPMEM_SYMBOL_BYTES-1.
@@ -183,17 +170,167 @@ typedef struct ClipmemRecordHeader {
   int64_t file_peak;
   int64_t reserved_mapped;  // PROT_NONE at mmap time (address space reserved, not committed)
   int64_t reserved_peak;
-  int64_t unmapped_unknown; // munmap of ranges the tracker did not see mapped (mapped before it, or by libc internally)
-  int64_t vm_peak;          // VmPeak / VmHWM: from /proc/self/status at exit, else the largest sample
+  int64_t
+      unmapped_unknown;  // munmap of ranges the tracker did not see mapped (mapped before it, or by libc internally)
+  int64_t vm_peak;       // VmPeak / VmHWM: from /proc/self/status at exit, else the largest sample
   int64_t rss_peak;
-  uint32_t slots_used;      // thread slots handed out (the last slot is shared once all are taken)
+  uint32_t slots_used;  // thread slots handed out (the last slot is shared once all are taken)
   uint32_t injected_faults;
   uint64_t failures_total;  // failures ever; the ring keeps the latest failures_capacity
   uint64_t samples_total;
   uint64_t phases_total;
-  uint32_t current_phase;   // 1-based index of the latest phase marker (0: none)
-  uint32_t modules_used;    // entries of the module table claimed (an entry is complete once its base is non-zero)
+  uint32_t current_phase;  // 1-based index of the latest phase marker (0: none)
+  uint32_t modules_used;   // entries of the module table claimed (an entry is complete once its base is non-zero)
 } ClipmemRecordHeader;
+
+// ---------------------------------------------------------------- layout pins
+// The reader (native/addon/record.cc, and through it src/track/record.ts) and docs/record-format.md rely
+// on these exact sizes and offsets. A change that trips one of these changes the file format: bump
+// CLIPMEM_RECORD_VERSION, update docs/record-format.md, then the numbers here.
+#ifdef __cplusplus
+#define CLIPMEM_LAYOUT(condition) static_assert(condition, "record layout changed: see docs/record-format.md")
+#define CLIPMEM_ALIGNOF(type) alignof(type)
+#else
+#define CLIPMEM_LAYOUT(condition) _Static_assert(condition, "record layout changed: see docs/record-format.md")
+#define CLIPMEM_ALIGNOF(type) _Alignof(type)
+#endif
+#define CLIPMEM_OFFSET(type, field, offset) CLIPMEM_LAYOUT(offsetof(type, field) == (offset))
+
+// The call table: adding a hooked function changes the slot (and the version), never an existing index.
+CLIPMEM_LAYOUT(CLIPMEM_FN_COUNT == 16);
+CLIPMEM_LAYOUT(CLIPMEM_FN_MALLOC == 0 && CLIPMEM_FN_FREE == 4 && CLIPMEM_FN_MMAP == 10 && CLIPMEM_FN_MPROTECT == 15);
+// Each thread slot fills whole 64-byte cache lines: threads writing neighbouring slots never share one.
+CLIPMEM_LAYOUT(sizeof(ClipmemThreadSlot) % 64 == 0);
+// Fixed-width fields only: a 64-bit reader reads any 64-bit writer.
+CLIPMEM_LAYOUT(sizeof(void*) == 8);
+
+// ClipmemThreadSlot
+CLIPMEM_LAYOUT(sizeof(ClipmemThreadSlot) == 576);
+CLIPMEM_LAYOUT(CLIPMEM_ALIGNOF(ClipmemThreadSlot) == 8);
+CLIPMEM_OFFSET(ClipmemThreadSlot, tid, 0);
+CLIPMEM_OFFSET(ClipmemThreadSlot, shared, 4);
+CLIPMEM_OFFSET(ClipmemThreadSlot, heap_delta, 8);
+CLIPMEM_OFFSET(ClipmemThreadSlot, grow_limit, 16);
+CLIPMEM_OFFSET(ClipmemThreadSlot, request, 24);
+CLIPMEM_OFFSET(ClipmemThreadSlot, calls, 32);
+CLIPMEM_OFFSET(ClipmemThreadSlot, histogram, 160);
+// ClipmemFailure
+CLIPMEM_LAYOUT(sizeof(ClipmemFailure) == 2936);
+CLIPMEM_LAYOUT(CLIPMEM_ALIGNOF(ClipmemFailure) == 8);
+CLIPMEM_OFFSET(ClipmemFailure, sequence, 0);
+CLIPMEM_OFFSET(ClipmemFailure, fn, 8);
+CLIPMEM_OFFSET(ClipmemFailure, flags, 12);
+CLIPMEM_OFFSET(ClipmemFailure, size, 16);
+CLIPMEM_OFFSET(ClipmemFailure, nmemb, 24);
+CLIPMEM_OFFSET(ClipmemFailure, elem_size, 32);
+CLIPMEM_OFFSET(ClipmemFailure, alignment, 40);
+CLIPMEM_OFFSET(ClipmemFailure, old_size, 48);
+CLIPMEM_OFFSET(ClipmemFailure, address, 56);
+CLIPMEM_OFFSET(ClipmemFailure, prot, 64);
+CLIPMEM_OFFSET(ClipmemFailure, map_flags, 68);
+CLIPMEM_OFFSET(ClipmemFailure, fd, 72);
+CLIPMEM_OFFSET(ClipmemFailure, error, 76);
+CLIPMEM_OFFSET(ClipmemFailure, offset, 80);
+CLIPMEM_OFFSET(ClipmemFailure, fd_path, 88);
+CLIPMEM_OFFSET(ClipmemFailure, vm_size, 344);
+CLIPMEM_OFFSET(ClipmemFailure, vm_data, 352);
+CLIPMEM_OFFSET(ClipmemFailure, rss, 360);
+CLIPMEM_OFFSET(ClipmemFailure, map_count, 368);
+CLIPMEM_OFFSET(ClipmemFailure, max_map_count, 376);
+CLIPMEM_OFFSET(ClipmemFailure, commit_limit, 384);
+CLIPMEM_OFFSET(ClipmemFailure, committed_as, 392);
+CLIPMEM_OFFSET(ClipmemFailure, mem_total, 400);
+CLIPMEM_OFFSET(ClipmemFailure, overcommit_memory, 408);
+CLIPMEM_OFFSET(ClipmemFailure, tid, 412);
+CLIPMEM_OFFSET(ClipmemFailure, time_ns, 416);
+CLIPMEM_OFFSET(ClipmemFailure, heap_current, 424);
+CLIPMEM_OFFSET(ClipmemFailure, anon_mapped, 432);
+CLIPMEM_OFFSET(ClipmemFailure, file_mapped, 440);
+CLIPMEM_OFFSET(ClipmemFailure, phase_index, 448);
+CLIPMEM_OFFSET(ClipmemFailure, stack_depth, 452);
+CLIPMEM_OFFSET(ClipmemFailure, phase, 456);
+CLIPMEM_OFFSET(ClipmemFailure, stack, 568);
+CLIPMEM_OFFSET(ClipmemFailure, frame_module, 824);
+CLIPMEM_OFFSET(ClipmemFailure, frame_symbol, 888);
+// ClipmemModule
+CLIPMEM_LAYOUT(sizeof(ClipmemModule) == 264);
+CLIPMEM_LAYOUT(CLIPMEM_ALIGNOF(ClipmemModule) == 8);
+CLIPMEM_OFFSET(ClipmemModule, base, 0);
+CLIPMEM_OFFSET(ClipmemModule, path, 8);
+// ClipmemSample
+CLIPMEM_LAYOUT(sizeof(ClipmemSample) == 72);
+CLIPMEM_LAYOUT(CLIPMEM_ALIGNOF(ClipmemSample) == 8);
+CLIPMEM_OFFSET(ClipmemSample, sequence, 0);
+CLIPMEM_OFFSET(ClipmemSample, time_ns, 8);
+CLIPMEM_OFFSET(ClipmemSample, heap_current, 16);
+CLIPMEM_OFFSET(ClipmemSample, anon_mapped, 24);
+CLIPMEM_OFFSET(ClipmemSample, file_mapped, 32);
+CLIPMEM_OFFSET(ClipmemSample, reserved_mapped, 40);
+CLIPMEM_OFFSET(ClipmemSample, vm_size, 48);
+CLIPMEM_OFFSET(ClipmemSample, rss, 56);
+CLIPMEM_OFFSET(ClipmemSample, phase_index, 64);
+CLIPMEM_OFFSET(ClipmemSample, reserved, 68);
+// ClipmemPhase
+CLIPMEM_LAYOUT(sizeof(ClipmemPhase) == 152);
+CLIPMEM_LAYOUT(CLIPMEM_ALIGNOF(ClipmemPhase) == 8);
+CLIPMEM_OFFSET(ClipmemPhase, sequence, 0);
+CLIPMEM_OFFSET(ClipmemPhase, time_ns, 8);
+CLIPMEM_OFFSET(ClipmemPhase, heap_current, 16);
+CLIPMEM_OFFSET(ClipmemPhase, anon_mapped, 24);
+CLIPMEM_OFFSET(ClipmemPhase, file_mapped, 32);
+CLIPMEM_OFFSET(ClipmemPhase, label, 40);
+// ClipmemRecordHeader
+CLIPMEM_LAYOUT(sizeof(ClipmemRecordHeader) == 536);
+CLIPMEM_LAYOUT(CLIPMEM_ALIGNOF(ClipmemRecordHeader) == 8);
+CLIPMEM_OFFSET(ClipmemRecordHeader, magic, 0);
+CLIPMEM_OFFSET(ClipmemRecordHeader, version, 8);
+CLIPMEM_OFFSET(ClipmemRecordHeader, header_size, 12);
+CLIPMEM_OFFSET(ClipmemRecordHeader, total_size, 16);
+CLIPMEM_OFFSET(ClipmemRecordHeader, slots_offset, 24);
+CLIPMEM_OFFSET(ClipmemRecordHeader, slots_count, 32);
+CLIPMEM_OFFSET(ClipmemRecordHeader, slot_size, 36);
+CLIPMEM_OFFSET(ClipmemRecordHeader, failures_offset, 40);
+CLIPMEM_OFFSET(ClipmemRecordHeader, failures_capacity, 48);
+CLIPMEM_OFFSET(ClipmemRecordHeader, failure_size, 52);
+CLIPMEM_OFFSET(ClipmemRecordHeader, timeline_offset, 56);
+CLIPMEM_OFFSET(ClipmemRecordHeader, timeline_capacity, 64);
+CLIPMEM_OFFSET(ClipmemRecordHeader, sample_size, 68);
+CLIPMEM_OFFSET(ClipmemRecordHeader, phases_offset, 72);
+CLIPMEM_OFFSET(ClipmemRecordHeader, phases_capacity, 80);
+CLIPMEM_OFFSET(ClipmemRecordHeader, phase_size, 84);
+CLIPMEM_OFFSET(ClipmemRecordHeader, modules_offset, 88);
+CLIPMEM_OFFSET(ClipmemRecordHeader, modules_capacity, 96);
+CLIPMEM_OFFSET(ClipmemRecordHeader, module_size, 100);
+CLIPMEM_OFFSET(ClipmemRecordHeader, pid, 104);
+CLIPMEM_OFFSET(ClipmemRecordHeader, parent_pid, 108);
+CLIPMEM_OFFSET(ClipmemRecordHeader, exec_generation, 112);
+CLIPMEM_OFFSET(ClipmemRecordHeader, state, 116);
+CLIPMEM_OFFSET(ClipmemRecordHeader, start_ns, 120);
+CLIPMEM_OFFSET(ClipmemRecordHeader, end_ns, 128);
+CLIPMEM_OFFSET(ClipmemRecordHeader, rlimit_as, 136);
+CLIPMEM_OFFSET(ClipmemRecordHeader, rlimit_data, 144);
+CLIPMEM_OFFSET(ClipmemRecordHeader, exe, 152);
+CLIPMEM_OFFSET(ClipmemRecordHeader, heap_current, 408);
+CLIPMEM_OFFSET(ClipmemRecordHeader, heap_peak, 416);
+CLIPMEM_OFFSET(ClipmemRecordHeader, anon_mapped, 424);
+CLIPMEM_OFFSET(ClipmemRecordHeader, anon_peak, 432);
+CLIPMEM_OFFSET(ClipmemRecordHeader, file_mapped, 440);
+CLIPMEM_OFFSET(ClipmemRecordHeader, file_peak, 448);
+CLIPMEM_OFFSET(ClipmemRecordHeader, reserved_mapped, 456);
+CLIPMEM_OFFSET(ClipmemRecordHeader, reserved_peak, 464);
+CLIPMEM_OFFSET(ClipmemRecordHeader, unmapped_unknown, 472);
+CLIPMEM_OFFSET(ClipmemRecordHeader, vm_peak, 480);
+CLIPMEM_OFFSET(ClipmemRecordHeader, rss_peak, 488);
+CLIPMEM_OFFSET(ClipmemRecordHeader, slots_used, 496);
+CLIPMEM_OFFSET(ClipmemRecordHeader, injected_faults, 500);
+CLIPMEM_OFFSET(ClipmemRecordHeader, failures_total, 504);
+CLIPMEM_OFFSET(ClipmemRecordHeader, samples_total, 512);
+CLIPMEM_OFFSET(ClipmemRecordHeader, phases_total, 520);
+CLIPMEM_OFFSET(ClipmemRecordHeader, current_phase, 528);
+CLIPMEM_OFFSET(ClipmemRecordHeader, modules_used, 532);
+#undef CLIPMEM_OFFSET
+#undef CLIPMEM_ALIGNOF
+#undef CLIPMEM_LAYOUT
 
 // The whole file: header then arrays, each 64-byte aligned.
 static inline uint64_t clipmem_align64(uint64_t n) { return (n + 63u) & ~(uint64_t)63u; }
@@ -211,7 +348,8 @@ static inline uint64_t clipmem_modules_offset(void) {
   return clipmem_align64(clipmem_phases_offset() + (uint64_t)CLIPMEM_PHASE_CAPACITY * sizeof(ClipmemPhase));
 }
 static inline uint64_t clipmem_record_size(void) {
-  return (clipmem_modules_offset() + (uint64_t)CLIPMEM_MODULE_CAPACITY * sizeof(ClipmemModule) + 4095u) & ~(uint64_t)4095u;
+  return (clipmem_modules_offset() + (uint64_t)CLIPMEM_MODULE_CAPACITY * sizeof(ClipmemModule) + 4095u) &
+         ~(uint64_t)4095u;
 }
 
 // Fills a zeroed header with the layout above (everything but magic, which the writer stores last).
@@ -255,9 +393,9 @@ static inline const char* clipmem_header_problem(const ClipmemRecordHeader* h, u
       h->timeline_offset != expected.timeline_offset || h->sample_size != expected.sample_size ||
       h->phases_offset != expected.phases_offset || h->phase_size != expected.phase_size ||
       h->modules_offset != expected.modules_offset || h->module_size != expected.module_size ||
-      h->modules_capacity != expected.modules_capacity ||
-      h->slots_count != expected.slots_count || h->failures_capacity != expected.failures_capacity ||
-      h->timeline_capacity != expected.timeline_capacity || h->phases_capacity != expected.phases_capacity)
+      h->modules_capacity != expected.modules_capacity || h->slots_count != expected.slots_count ||
+      h->failures_capacity != expected.failures_capacity || h->timeline_capacity != expected.timeline_capacity ||
+      h->phases_capacity != expected.phases_capacity)
     return "array layout differs from this reader's";
   return 0;
 }

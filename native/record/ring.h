@@ -1,8 +1,8 @@
 // The seqlock of the record's rings (failures, timeline samples, phase markers): the writer side used by the
-// tracker (native/preload/tracker.cc), the reader side by the addon (native/addon/record.cc), one protocol.
-// An entry's `sequence` reads 0 while it is (re)written, then the 1-based number it was claimed with; a
-// reader copies the entry and keeps the copy only if the sequence read the same before and after.
-// Limit: two writers a whole ring apart (one stalled while `capacity` others are written) can interleave on
+// tracker (native/preload/counters.cc, failure.cc, lifecycle.cc), the reader side by the addon
+// (native/addon/record.cc), one protocol. An entry's `sequence` reads 0 while it is (re)written, then the 1-based
+// number it was claimed with; a reader copies the entry and keeps the copy only if the sequence read the same before
+// and after. Limit: two writers a whole ring apart (one stalled while `capacity` others are written) can interleave on
 // one entry; the rings are sized so that this takes thousands of entries written during one stall.
 #pragma once
 #include <stdint.h>

@@ -283,7 +283,9 @@ int main(int argc, char** argv) {
   } else if (argc > 3 && strcmp(argv[1], "stress") == 0) {
     return stress(atoi(argv[2]), atol(argv[3]));
   } else {
-    fprintf(stderr, "usage: alloc_program probes|small|calloc-overflow|mapfile PATH BYTES|stress THREADS PAIRS|peak|loop PAIRS|threads COUNT|errno|dontunmap|unmap-parts|remap-parts|commit BYTES\n");
+    fprintf(stderr,
+            "usage: alloc_program probes|small|calloc-overflow|mapfile PATH BYTES|stress THREADS PAIRS|peak|loop "
+            "PAIRS|threads COUNT|errno|dontunmap|unmap-parts|remap-parts|commit BYTES\n");
     return 2;
   }
   return 0;

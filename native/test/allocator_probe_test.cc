@@ -16,9 +16,8 @@ constexpr size_t kMiB = size_t(1) << 20;
 // The search itself, on a known threshold.
 TEST(LargestSuccess, FindsTheThresholdToTheGranularityAndKeepsTheFailingErrno) {
   const size_t threshold = 123456789;
-  clipmem::SearchResult result = clipmem::largestSuccess(size_t(1) << 40, 4096, [&](size_t size) {
-    return size <= threshold ? 0 : ENOMEM;
-  });
+  clipmem::SearchResult result =
+      clipmem::largestSuccess(size_t(1) << 40, 4096, [&](size_t size) { return size <= threshold ? 0 : ENOMEM; });
   EXPECT_LE(result.largest, threshold);
   EXPECT_GT(result.largest + 4096, threshold);
   EXPECT_GT(result.failedAt, threshold);
@@ -48,7 +47,9 @@ void underLimit(int resource, rlim_t limit, Body body) {
   pid_t child = fork();
   ASSERT_GE(child, 0);
   if (child == 0) {
-    struct rlimit value {limit, limit};
+    struct rlimit value {
+      limit, limit
+    };
     if (setrlimit(resource, &value) != 0) _exit(3);
     _exit(body() ? 0 : 1);
   }

@@ -1,10 +1,10 @@
 // The record format shared by the interposer (writer) and the addon (reader).
+#include "record/record.h"
+
 #include <gtest/gtest.h>
 
 #include <cstring>
 #include <vector>
-
-#include "record/record.h"
 
 namespace {
 
@@ -26,7 +26,8 @@ TEST(RecordFormat, ArraysAreAlignedOrderedAndInsideTheFile) {
       EXPECT_GT(offsets[i], offsets[i - 1]);
     }
   }
-  EXPECT_EQ(clipmem_failures_offset() - clipmem_slots_offset(), uint64_t(CLIPMEM_THREAD_SLOTS) * sizeof(ClipmemThreadSlot));
+  EXPECT_EQ(clipmem_failures_offset() - clipmem_slots_offset(),
+            uint64_t(CLIPMEM_THREAD_SLOTS) * sizeof(ClipmemThreadSlot));
   EXPECT_LE(clipmem_modules_offset() + CLIPMEM_MODULE_CAPACITY * sizeof(ClipmemModule), clipmem_record_size());
   EXPECT_EQ(clipmem_record_size() % 4096, 0u);
 }
@@ -46,6 +47,16 @@ TEST(RecordFormat, FixedSizesOfTheLayout) {
   EXPECT_EQ(offsetof(ClipmemRecordHeader, magic), 0u);
   EXPECT_EQ(offsetof(ClipmemRecordHeader, version), 8u);
   EXPECT_EQ(offsetof(ClipmemRecordHeader, header_size), 12u);
+}
+
+TEST(RecordFormat, ArrayOffsetsAsDocumented) {
+  // docs/record-format.md gives these offsets; the struct sizes they follow from are pinned in record.h.
+  EXPECT_EQ(clipmem_slots_offset(), 576u);
+  EXPECT_EQ(clipmem_failures_offset(), 295488u);
+  EXPECT_EQ(clipmem_timeline_offset(), 1047104u);
+  EXPECT_EQ(clipmem_phases_offset(), 1342016u);
+  EXPECT_EQ(clipmem_modules_offset(), 1497664u);
+  EXPECT_EQ(clipmem_record_size(), 1531904u);
 }
 
 TEST(RecordFormat, HeaderLayoutDescribesTheArrays) {

@@ -1,6 +1,8 @@
 // The record's seqlock rings (native/record/ring.h) read while other threads write them: every entry a
 // reader returns is whole. Each writer fills every field of a sample from its sequence number, so a torn
 // copy (fields of two writes, or of a half-written entry) cannot pass for a whole one.
+#include "record/ring.h"
+
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -8,7 +10,6 @@
 #include <vector>
 
 #include "record/record.h"
-#include "record/ring.h"
 
 namespace {
 
@@ -40,15 +41,17 @@ struct ReadCounts {
 };
 
 // Reads the ring over and over until `done`, counting what for_each_ring_entry returns.
-ReadCounts read_until(const ClipmemSample* ring, uint64_t capacity, const uint64_t* total, const std::atomic<bool>& done) {
+ReadCounts read_until(const ClipmemSample* ring, uint64_t capacity, const uint64_t* total,
+                      const std::atomic<bool>& done) {
   ReadCounts counts;
   while (!done.load()) {
     uint64_t last = 0;
-    clipmem::for_each_ring_entry(ring, capacity, __atomic_load_n(total, __ATOMIC_ACQUIRE), [&](const ClipmemSample& s, uint64_t sequence) {
-      ++(whole(s, sequence) ? counts.whole : counts.torn);
-      if (sequence <= last) ++counts.out_of_order;
-      last = sequence;
-    });
+    clipmem::for_each_ring_entry(ring, capacity, __atomic_load_n(total, __ATOMIC_ACQUIRE),
+                                 [&](const ClipmemSample& s, uint64_t sequence) {
+                                   ++(whole(s, sequence) ? counts.whole : counts.torn);
+                                   if (sequence <= last) ++counts.out_of_order;
+                                   last = sequence;
+                                 });
   }
   return counts;
 }
@@ -96,10 +99,11 @@ TEST(RecordRing, SamplesWrittenByFourThreadsAreReadWholeAndInOrder) {
   EXPECT_EQ(counts.torn, 0u) << "whole " << counts.whole;
   EXPECT_EQ(counts.out_of_order, 0u);
   uint64_t next = 1;
-  clipmem::for_each_ring_entry(ring.data(), CLIPMEM_TIMELINE_CAPACITY, total, [&](const ClipmemSample& s, uint64_t sequence) {
-    EXPECT_TRUE(whole(s, sequence));
-    EXPECT_EQ(sequence, next++);
-  });
+  clipmem::for_each_ring_entry(ring.data(), CLIPMEM_TIMELINE_CAPACITY, total,
+                               [&](const ClipmemSample& s, uint64_t sequence) {
+                                 EXPECT_TRUE(whole(s, sequence));
+                                 EXPECT_EQ(sequence, next++);
+                               });
   EXPECT_EQ(next - 1, uint64_t(kThreads * kPerThread));
 }
 

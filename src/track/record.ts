@@ -4,6 +4,11 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { loadAddon } from '../core/native';
 
+/**
+ * A hooked function, as the record names it. The list itself is native/record/hooks.h: at run time take it
+ * from trackedFunctions(); this union must name the same functions (native/test/hook_list_test.cc fails
+ * the native tests on a drift).
+ */
 export type TrackedFn =
   | 'malloc'
   | 'calloc'
@@ -145,6 +150,15 @@ export interface AllocationRecord {
 
 interface RecordAddon {
   readRecord(file: string): AllocationRecord;
+  trackedFunctions(): TrackedFn[];
+}
+
+let trackedFunctionList: readonly TrackedFn[] | undefined;
+
+/** The hooked functions in the record's call-table order, from the addon (native/record/hooks.h). */
+export function trackedFunctions(): readonly TrackedFn[] {
+  trackedFunctionList ??= Object.freeze(loadAddon<RecordAddon>().trackedFunctions());
+  return trackedFunctionList;
 }
 
 /** Reads one record file (a snapshot: call again to follow a live process). */

@@ -1,0 +1,31 @@
+// Failure capture: what the tracker writes into the record's failure ring when a call fails (or fault
+// injection makes it fail): the call's arguments, the process's state from /proc, and the stack.
+#pragma once
+#include <errno.h>
+#include <stdint.h>
+
+// Internal to libclipmem_preload.so: hidden, so calls and data accesses across its files stay direct
+// (no PLT or GOT indirection), as they were when the tracker was one file.
+#pragma GCC visibility push(hidden)
+
+namespace clipmem {
+
+struct FailureArgs {
+  int fn;
+  uint64_t size = 0, nmemb = 0, elem_size = 0, alignment = 0, old_size = 0, address = 0;
+  int prot = 0, flags = 0, fd = -1, error = ENOMEM;
+  int64_t offset = 0;
+  uint32_t failure_flags = 0;
+};
+
+// Writes one failure entry (and a sample) into the record. Slow by design: reads /proc, unwinds the stack.
+void record_failure(const FailureArgs& args);
+
+// The failure path of the malloc family, kept out of line: the success path builds no FailureArgs.
+__attribute__((noinline, cold)) void heap_failure(int fn, uint64_t size, uint64_t nmemb, uint64_t elem_size,
+                                                  uint64_t alignment, const void* old, uint64_t old_size, int error,
+                                                  uint32_t flags);
+
+}  // namespace clipmem
+
+#pragma GCC visibility pop
