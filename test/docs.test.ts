@@ -135,10 +135,20 @@ test('links between the pages resolve', (t) => {
   const elsewhere = new Set(['ARCHITECTURE.md', path.join('docs', 'record-format.md')]);
   for (const file of docFiles(repoRoot)) {
     const text = fs.readFileSync(file, 'utf8');
-    for (const [, target] of text.matchAll(/\]\(([^)#\s]+\.md)(?:#[^)]*)?\)/g)) {
+    for (const [, target, anchor] of text.matchAll(/\]\(([^)#\s]+\.md)(?:#([^)]*))?\)/g)) {
       const resolved = path.resolve(path.dirname(file), target!);
       if (elsewhere.has(relative(resolved)) && !fs.existsSync(resolved)) continue;
       t.true(fs.existsSync(resolved), `${relative(file)} links to ${target}`);
+      if (anchor && fs.existsSync(resolved)) {
+        // GitHub's heading ids: lower case, punctuation dropped, spaces as hyphens.
+        const ids = [...fs.readFileSync(resolved, 'utf8').matchAll(/^#+ (.*)$/gm)].map((m) =>
+          m[1]!
+            .toLowerCase()
+            .replace(/[^\w\- ]/g, '')
+            .replace(/ /g, '-'),
+        );
+        t.true(ids.includes(anchor), `${relative(file)} links to ${target}#${anchor}`);
+      }
     }
   }
 });
