@@ -9,7 +9,7 @@ import { fileOrder } from '../src/clip/config';
 import type { DType } from '../src/clip/tensor';
 import { encodeSafetensorsHeader, loadSafetensors } from '../src/clip/safetensors';
 import { ensureSyntheticCheckpoint } from '../src/clip/synthetic';
-import { repoRoot, sharedClipDir } from './helpers/paths';
+import { readFixture, repoRoot } from './helpers/paths';
 import { scratchDir } from './helpers/scratch';
 
 const cacheDir = scratchDir('clip-vit-b-32-');
@@ -19,8 +19,7 @@ test.before(() => {
 });
 
 test.serial('the synthetic vit-b-32 file has the real tensor list, order and byte size', (t) => {
-  const tsv = fs
-    .readFileSync(path.join(sharedClipDir, 'vit-b-32.tensors.tsv'), 'utf8')
+  const tsv = readFixture('clip/vit-b-32.tensors.tsv.gz')
     .trim()
     .split('\n')
     .slice(1)
