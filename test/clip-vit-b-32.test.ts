@@ -11,6 +11,7 @@ import { encodeSafetensorsHeader, loadSafetensors } from '../src/clip/safetensor
 import { ensureSyntheticCheckpoint } from '../src/clip/synthetic';
 import { readFixture, repoRoot } from './helpers/paths';
 import { scratchDir } from './helpers/scratch';
+import { requireProgram } from './helpers/require-program';
 
 const cacheDir = scratchDir('clip-vit-b-32-');
 let file = '';
@@ -65,6 +66,7 @@ test.serial('mmap and copy load identical vit-b-32 tensors', (t) => {
 });
 
 test.serial('under an address-space limit the copy path fails allocating the token embedding', async (t) => {
+  requireProgram(t, 'prlimit', 'apt-get install util-linux');
   // The child reports its VmSize, the parent lowers its RLIMIT_AS to VmSize + 64 MiB (prlimit --pid),
   // then the child loads by copy: the first tensor over the headroom is the 101,187,584-byte one.
   const script = `
