@@ -7,6 +7,7 @@ import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { repoRoot } from './helpers/paths';
 import { scratchDir } from './helpers/scratch';
+import { requireProgram } from './helpers/require-program';
 
 const cmakeAddon = path.join(repoRoot, 'build', 'Release', 'clip_mem.node');
 
@@ -57,6 +58,11 @@ function shapeOf(addon: Record<string, unknown>): Shape {
 }
 
 test('binding.gyp builds the addon offline with node-gyp; same exports as the cmake-js build, and it works', (t) => {
+  // node-gyp runs gyp (python3), make and the C++ compiler.
+  requireProgram(t, 'python3', 'apt-get install python3');
+  requireProgram(t, 'make', 'apt-get install make');
+  requireProgram(t, 'g++', 'apt-get install g++');
+  requireProgram(t, 'prlimit', 'apt-get install util-linux');
   t.true(fs.existsSync(cmakeAddon), `${cmakeAddon} missing: build it first (npx cmake-js compile --out build)`);
   const nodeGyp = findNodeGyp();
   const nodeDir = findNodeDir();

@@ -10,15 +10,11 @@ import {
   presetConfig,
   readHfConfig,
 } from '../src/clip/config';
-import { referenceDir, sharedClipDir } from './helpers/paths';
+import { readFixture, referenceDir } from './helpers/paths';
 import { scratchDir } from './helpers/scratch';
 
 function readTsv(preset: string): { name: string; dtype: string; shape: number[]; bytes: number }[] {
-  const lines = fs
-    .readFileSync(path.join(sharedClipDir, `${preset}.tensors.tsv`), 'utf8')
-    .trim()
-    .split('\n')
-    .slice(1);
+  const lines = readFixture(`clip/${preset}.tensors.tsv.gz`).trim().split('\n').slice(1);
   return lines.map((line) => {
     const [name, dtype, shape, bytes] = line.split('\t');
     return { name, dtype, shape: shape === 'scalar' ? [] : shape.split('x').map(Number), bytes: Number(bytes) };

@@ -8,6 +8,7 @@ import { AdamW } from '../src/clip/tfjs/adamw';
 import { TfjsMemoryError, selectTfjsBackend } from '../src/clip/tfjs/backend';
 import { ClipTfjs } from '../src/clip/tfjs/model';
 import { referenceBatch, referenceConfig, referenceTests, referenceWeights } from './helpers/clip-tfjs-reference';
+import { requireProgram } from './helpers/require-program';
 
 test.serial('the default order skips the tfjs-node packages that do not load and runs wasm with SIMD', async (t) => {
   const choice = await selectTfjsBackend();
@@ -26,6 +27,7 @@ test.serial('the default order skips the tfjs-node packages that do not load and
 referenceTests(test, 'wasm');
 
 test.serial('under ulimit -v 6 GiB wasm cannot reserve its memory: the choice falls back to cpu and says why', (t) => {
+  requireProgram(t, 'prlimit', 'apt-get install util-linux');
   const backendModule = path.resolve(__dirname, '..', 'src', 'clip', 'tfjs', 'backend.js');
   const script = `require(${JSON.stringify(backendModule)}).selectTfjsBackend().then((c) => process.stdout.write(JSON.stringify(c)))`;
   const output = execFileSync('prlimit', [`--as=${6 * 2 ** 30}`, process.execPath, '-e', script], { encoding: 'utf8' });

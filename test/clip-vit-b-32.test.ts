@@ -9,8 +9,9 @@ import { fileOrder } from '../src/clip/config';
 import type { DType } from '../src/clip/tensor';
 import { encodeSafetensorsHeader, loadSafetensors } from '../src/clip/safetensors';
 import { ensureSyntheticCheckpoint } from '../src/clip/synthetic';
-import { repoRoot, sharedClipDir } from './helpers/paths';
+import { readFixture, repoRoot } from './helpers/paths';
 import { scratchDir } from './helpers/scratch';
+import { requireProgram } from './helpers/require-program';
 
 const cacheDir = scratchDir('clip-vit-b-32-');
 let file = '';
@@ -19,8 +20,7 @@ test.before(() => {
 });
 
 test.serial('the synthetic vit-b-32 file has the real tensor list, order and byte size', (t) => {
-  const tsv = fs
-    .readFileSync(path.join(sharedClipDir, 'vit-b-32.tensors.tsv'), 'utf8')
+  const tsv = readFixture('clip/vit-b-32.tensors.tsv.gz')
     .trim()
     .split('\n')
     .slice(1)
@@ -66,6 +66,7 @@ test.serial('mmap and copy load identical vit-b-32 tensors', (t) => {
 });
 
 test.serial('under an address-space limit the copy path fails allocating the token embedding', async (t) => {
+  requireProgram(t, 'prlimit', 'apt-get install util-linux');
   // The child reports its VmSize, the parent lowers its RLIMIT_AS to VmSize + 64 MiB (prlimit --pid),
   // then the child loads by copy: the first tensor over the headroom is the 101,187,584-byte one.
   const script = `

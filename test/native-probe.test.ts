@@ -7,6 +7,7 @@ import { readCgroups } from '../src/probe/cgroup';
 import { removeCgroup } from '../src/track/cgroup';
 import { spawnSync } from 'node:child_process';
 import { probeJson, repoRoot, runNativeProbe, schemaErrors, stubGpuLibrary } from './helpers/probe-cli';
+import { requireProgram } from './helpers/require-program';
 
 const GiB = 2 ** 30;
 const MiB = 2 ** 20;
@@ -57,6 +58,7 @@ test('unknown options and models are usage errors (exit 2)', (t) => {
 });
 
 test('under prlimit --as=2147483648: RLIMIT_AS exact, reservable = limit - VmSize within 5%, verdict names it', (t) => {
+  requireProgram(t, 'prlimit', 'apt-get install util-linux');
   const limit = 2147483648;
   const report = probeJson(['--model', 'vit-b-32'], { wrapper: ['prlimit', `--as=${limit}`] });
   t.deepEqual(report.limits.as, { soft: limit, hard: limit });
@@ -76,6 +78,7 @@ test('under prlimit --as=2147483648: RLIMIT_AS exact, reservable = limit - VmSiz
 });
 
 test('under prlimit --data=1G: RLIMIT_DATA shown, the largest malloc respects it, verdict names it', (t) => {
+  requireProgram(t, 'prlimit', 'apt-get install util-linux');
   const limit = GiB;
   const report = probeJson([], { wrapper: ['prlimit', `--data=${limit}`] });
   t.deepEqual(report.limits.data, { soft: limit, hard: limit });

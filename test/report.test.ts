@@ -10,6 +10,7 @@ import { formatBytes } from '../src/core/units';
 import sharp from 'sharp';
 import { sampleResults } from './helpers/run-results';
 import { scratchDir } from './helpers/scratch';
+import { requireProgram } from './helpers/require-program';
 
 const bin = path.resolve(__dirname, '..', '..', 'bin', 'clip-mem.js');
 
@@ -109,6 +110,7 @@ test('Markdown report: the seed structure, with the memory analysis table', (t) 
 });
 
 test('HTML report: self-contained, and headless Chromium renders each timeline with the failure marked', (t) => {
+  requireProgram(t, 'chromium', 'apt-get install chromium');
   const dir = tempDir();
   const html = renderHtml(sampleResults());
   t.notRegex(html, /<script|<link|src=|url\(/, 'no external resource and no script');
@@ -169,6 +171,7 @@ function chromium(file: string, extra: string[]) {
 }
 
 test('HTML of a real tiny run, one scenario failing under RLIMIT_AS: Chromium shows a timeline per scenario, the failure marked on it, the measured figures', async (t) => {
+  requireProgram(t, 'chromium', 'apt-get install chromium');
   const dir = tempDir();
   const json = path.join(dir, 'run.json');
   const file = path.join(dir, 'run.html');

@@ -2,6 +2,7 @@
 // way): its calls are counted, its failures recorded with the exact length and diagnosed like mmap's.
 import test from 'ava';
 import { allocProgram, trace } from './helpers/trace';
+import { requireProgram } from './helpers/require-program';
 
 // Not a multiple of the page size, so the record must keep the length as asked, not as the kernel rounds it.
 const length = 256 * 2 ** 20 + 8 * 4096 + 1;
@@ -21,6 +22,7 @@ test('committing 256 MiB of a PROT_NONE reservation succeeds: one mprotect call,
 });
 
 test('under RLIMIT_DATA 64M, making 256 MiB of a reservation read-write fails: mprotect, exact length, ENOMEM, data-limit', (t) => {
+  requireProgram(t, 'addr2line', 'apt-get install binutils'); // names the caller's static function
   const { status, report, stdout } = trace(['--limit-data', '64M'], [allocProgram, 'commit', String(length)]);
   t.is(status, 1);
   t.regex(stdout, /^mmap ok$|^mprotect failed$/m);

@@ -6,6 +6,7 @@ import * as path from 'node:path';
 import type { TraceReport } from '../src/report/trace-report';
 import { trace } from './helpers/trace';
 import { scratchDir } from './helpers/scratch';
+import { requireProgram } from './helpers/require-program';
 
 const root = path.resolve(__dirname, '..', '..');
 const program = path.join(root, 'build', 'test-programs', 'alloc_program');
@@ -35,6 +36,7 @@ test('node under RLIMIT_AS 1G: the 101187584-byte allocation fails with ENOMEM, 
 });
 
 test('C program under RLIMIT_AS 64M: each function fails with its exact size', (t) => {
+  requireProgram(t, 'addr2line', 'apt-get install binutils'); // names the caller's static function
   const { status, report } = trace(['--limit-as', '64M'], [program, 'probes']);
   t.is(status, 0);
   const base = 256 * 2 ** 20;
@@ -169,6 +171,7 @@ test('node touching 1 GiB in a 300M cgroup: cgroup-oom-kill with the last counte
 });
 
 test('python3 is traced; under RLIMIT_AS its MemoryError is a failed malloc of the exact size', (t) => {
+  requireProgram(t, 'python3', 'apt-get install python3');
   const ok = trace([], ['python3', '-c', 'x = bytearray(50 * 1024 * 1024); print(len(x))']);
   t.is(ok.status, 0);
   t.true(ok.report.tracked);
@@ -258,6 +261,7 @@ const overcommitHeuristic = fs.readFileSync('/proc/sys/vm/overcommit_memory', 'u
 (overcommitHeuristic ? test : test.skip)(
   'python3 asking for 1 TiB under vm.overcommit_memory=0: overcommit-heuristic, with the phase set through ctypes',
   (t) => {
+    requireProgram(t, 'python3', 'apt-get install python3');
     const script = [
       'import ctypes',
       'ctypes.CDLL(None).clipmem_tracker_set_phase(b"load weights")',

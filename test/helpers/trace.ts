@@ -14,10 +14,19 @@ import { scratchDir } from './scratch';
 export const allocProgram = path.join(repoRoot, 'build', 'test-programs', 'alloc_program');
 const bin = path.join(repoRoot, 'bin', 'clip-mem.js');
 
+/** Throws, saying how to get it, when the C test program was not built (no C compiler at `npm install`). */
+function requireAllocProgram(command: string[]): void {
+  if (command[0] === allocProgram && !fs.existsSync(allocProgram))
+    throw new Error(
+      `${allocProgram} is not built: \`npm install\` builds it with CMake and a C compiler; install gcc (Debian: apt-get install gcc) and run npm install again`,
+    );
+}
+
 export function trace(
   options: string[],
   command: string[],
 ): { status: number | null; report: TraceReport; stdout: string; stderr: string } {
+  requireAllocProgram(command);
   const dir = scratchDir('clipmem-trace-test-');
   const json = path.join(dir, 'trace.json');
   const result = spawnSync(process.execPath, [bin, 'trace', ...options, '--json', json, '--', ...command], {
@@ -37,6 +46,7 @@ export function traceProgram(
   args: string[],
   dir: string,
 ): { stdout: string; stderr: string; status: number | null; record: AllocationRecord } {
+  requireAllocProgram([allocProgram]);
   const run = spawnSync(allocProgram, args, {
     env: { ...process.env, LD_PRELOAD: preloadLibrary(), CLIPMEM_RECORD_DIR: dir },
     encoding: 'utf8',
