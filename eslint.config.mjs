@@ -17,6 +17,11 @@ export default tseslint.config(
     },
   },
   {
+    // ava's config files are ES modules run by Node.
+    files: ['*.mjs'],
+    languageOptions: { globals: { URL: 'readonly' } },
+  },
+  {
     files: ['bin/*.js', '*.cjs'],
     languageOptions: {
       sourceType: 'commonjs',
