@@ -21,8 +21,18 @@ const commands: CommandModule<any, any>[] = [
   fitCommand,
 ];
 
+/** yargs reads a lone `-` after an option as an unknown argument: `--json -` is passed as `--json=-`. */
+function joinDashValues(argv: string[]): string[] {
+  const joined: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === '--json' && argv[i + 1] === '-') joined.push(`--json=${argv[++i]}`);
+    else joined.push(argv[i]!);
+  }
+  return joined;
+}
+
 export async function main(argv: string[]): Promise<void> {
-  let parser = yargs(argv)
+  let parser = yargs(joinDashValues(argv))
     .scriptName('clip-mem')
     .usage('$0 <command> [options]\n\nTells you exactly why your model ran out of memory, and what will fit instead.')
     .strict()
