@@ -4,7 +4,7 @@ export { formatBytes, parseBytes } from './core/units';
 export * from './core/field';
 export * from './probe/cgroup';
 export * from './probe/proc';
-export { NATIVE_PROBE_SCHEMA_VERSION, runProbe } from './probe/probe';
+export { NATIVE_PROBE_SCHEMA, probeJson, runProbe } from './probe/probe';
 export type { NativeProbeReport, ProbeOptions, ProcessMemory } from './probe/probe';
 export { renderProbe } from './probe/render';
 export { readSlurmJob, slurmNodeMemory } from './probe/slurm';

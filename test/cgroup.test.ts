@@ -7,6 +7,8 @@ import {
   parseProcCgroup,
   readCgroups,
 } from '../src/probe/cgroup';
+import { probeJson, runProbe } from '../src/probe/probe';
+import { schemaErrors } from './helpers/schema';
 
 const fixtures = path.resolve(__dirname, '..', '..', 'test', 'fixtures');
 const sample = (name: string) => ({
@@ -118,4 +120,19 @@ test('locateMemoryCgroups: the own group per version with its mount, and why v2 
   });
   const none = locateMemoryCgroups({ procSelfCgroup: '/nonexistent/cgroup' });
   t.deepEqual(none, { groups: [], notes: ['unknown: /nonexistent/cgroup: ENOENT (no such file or directory)'] });
+});
+
+test('native-probe --json: a value that could not be read is null, with why under its path in `unknowns`', (t) => {
+  const report = runProbe({ cgroupSources: sample('cgroup-v2') });
+  const json = probeJson(report) as {
+    cgroups: { hierarchies: { groups: { path: string; peak: number | null }[] }[] };
+    unknowns: Record<string, string>;
+  };
+  t.is(schemaErrors('native-probe', json), '');
+  const groups = json.cgroups.hierarchies[0]!.groups;
+  const index = groups.findIndex((g) => g.path.endsWith('step_0'));
+  t.is(groups[index]!.peak, null);
+  t.regex(json.unknowns[`cgroups.hierarchies.0.groups.${index}.peak`]!, /step_0\/memory\.peak: ENOENT/);
+  // The report itself keeps the reading's reason for the terminal.
+  t.regex(report.cgroups.hierarchies[0]!.groups[index]!.peak as string, /^unknown: /);
 });

@@ -4,6 +4,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { referenceDir, repoRoot } from './helpers/paths';
 import { scratchDir } from './helpers/scratch';
+import { schemaErrors } from './helpers/schema';
 
 const bin = path.join(repoRoot, 'bin', 'clip-mem.js');
 const cache = scratchDir('clip-cli-checkpoint-');
@@ -27,6 +28,7 @@ test('checkpoint tiny writes the synthetic file with progress, then reuses it', 
   t.is(again.status, 0, again.stderr);
   t.is(again.stderr, '');
   const json = JSON.parse(again.stdout);
+  t.is(schemaErrors('checkpoint', json), '');
   t.like(json, { kind: 'preset', fileBytes: 192244, entries: 80, bytesByDtype: { I64: 264, F32: 183300 } });
   t.deepEqual(json.tensors[0], {
     name: 'text_model.embeddings.position_ids',

@@ -2,7 +2,7 @@
 import test from 'ava';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { NATIVE_PROBE_SCHEMA_VERSION } from '../src/probe/probe';
+import { NATIVE_PROBE_SCHEMA } from '../src/probe/probe';
 import { readCgroups } from '../src/probe/cgroup';
 import { removeCgroup } from '../src/track/cgroup';
 import { spawnSync } from 'node:child_process';
@@ -33,7 +33,7 @@ test('the human report prints every section, the verdict last', (t) => {
 
 test('--json follows the versioned schema in schema/', (t) => {
   const report = probeJson(['--model', 'tiny']);
-  t.is(report.schemaVersion, NATIVE_PROBE_SCHEMA_VERSION);
+  t.is(report.schema, NATIVE_PROBE_SCHEMA);
   t.is(schemaErrors(report), '');
   t.is(report.models[0]!.weightBytes, 183564);
 });

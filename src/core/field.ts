@@ -19,6 +19,29 @@ export function known<T>(value: Field<T>): T | undefined {
   return isUnknown(value) ? undefined : (value as T);
 }
 
+/**
+ * The JSON form of a report that holds readings. JSON has one spelling for a value that could not be
+ * measured, `null`, in every command; why it could not be measured goes to `unknowns`, keyed by the field's
+ * path ("process.vmData", "cgroups.groups.0.peak"). Strings in lists (notes) are messages and stay text.
+ */
+export function unknownsAsNull(value: unknown): { json: unknown; unknowns: Record<string, string> } {
+  const unknowns: Record<string, string> = {};
+  const walk = (v: unknown, at: string, inList: boolean): unknown => {
+    if (isUnknown(v) && !inList) {
+      unknowns[at] = v.slice('unknown: '.length);
+      return null;
+    }
+    if (Array.isArray(v)) return v.map((item, i) => walk(item, `${at}.${i}`, true));
+    if (v && typeof v === 'object') {
+      return Object.fromEntries(
+        Object.entries(v).map(([key, item]) => [key, walk(item, at ? `${at}.${key}` : key, false)]),
+      );
+    }
+    return v;
+  };
+  return { json: walk(value, '', false), unknowns };
+}
+
 /** "ENOENT (no such file or directory)" from a Node system error, else the error's message. */
 export function describeError(error: unknown): string {
   const e = error as NodeJS.ErrnoException;

@@ -10,6 +10,11 @@ import { forwardGraphMemory, trainingGraphMemory, type GraphMemory } from './gra
 
 export { PHASES, type Phase };
 
+/** The estimate cannot stand behind a figure for this request (a configuration it does not model, a store it cannot read). */
+export class EstimateUnavailable extends Error {
+  override name = 'EstimateUnavailable';
+}
+
 /** The phases a dtype can run (int8 weight-only checkpoints do not train), or the one asked for. */
 export function phasesOf(dtype: WeightFormat, only?: Phase): readonly Phase[] {
   return only ? [only] : dtype === 'int8' ? ['load', 'forward'] : PHASES;
@@ -156,7 +161,9 @@ export function modelTerms(
   if (phase === 'load') return loadTerms(config, format);
   if (phase === 'forward') return forwardTerms(config, format, batch, forwardGraphMemory(config, format, batch));
   if (format === 'int8')
-    throw new Error('training needs fp32 or fp16 weights (the trainer refuses int8 weight-only checkpoints)');
+    throw new EstimateUnavailable(
+      'training needs fp32 or fp16 weights (the trainer refuses int8 weight-only checkpoints)',
+    );
   return trainTerms(config, batch, optimizer, segments);
 }
 

@@ -5,7 +5,7 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { clipMemCacheDir } from '../clip/synthetic';
-import type { Phase } from './model';
+import { EstimateUnavailable, type Phase } from './model';
 import { writeFileAtomic } from '../core/files';
 
 export const ESTIMATE_STORE_SCHEMA = 'clip-mem-estimate/1';
@@ -97,7 +97,9 @@ function readStore(): StoreFile {
   try {
     parsed = JSON.parse(fs.readFileSync(file, 'utf8')) as StoreFile;
   } catch (error) {
-    throw new Error(`${file}: not valid JSON (${(error as Error).message}); delete it and clip-mem measures again`);
+    throw new EstimateUnavailable(
+      `${file}: not valid JSON (${(error as Error).message}); delete it and clip-mem measures again`,
+    );
   }
   // Another schema is another clip-mem's: measure again rather than misread it.
   return parsed.schema === ESTIMATE_STORE_SCHEMA ? parsed : { schema: ESTIMATE_STORE_SCHEMA, runtimes: {} };

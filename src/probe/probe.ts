@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import type { WeightFormat } from '../clip/config';
 import { packageRoot } from '../core/native';
 import { CgroupReport, CgroupSources, readCgroups } from './cgroup';
-import type { Field } from '../core/field';
+import { unknownsAsNull, type Field } from '../core/field';
 import { probeGpu } from './gpu';
 import { AllocatorProbe, GpuReport, Mallinfo, ResourceLimits, probeAddon } from './native';
 import { HostMemory, ProcessStatus, countMappings, readHostMemory, readProcessStatus } from './proc';
@@ -13,7 +13,7 @@ import { SlurmJob, readSlurmJob } from './slurm';
 import { ModelFit, ProbeFacts, Verdict, modelFit, verdict } from './verdict';
 
 /** Bumped whenever a field of the --json output changes meaning or disappears (schema/native-probe.schema.json). */
-export const NATIVE_PROBE_SCHEMA_VERSION = 1;
+export const NATIVE_PROBE_SCHEMA = 'clip-mem-native-probe/2';
 
 export interface ProcessMemory extends ProcessStatus {
   /** Lines of /proc/self/maps: compare with host.maxMapCount. */
@@ -26,7 +26,7 @@ export interface ProcessMemory extends ProcessStatus {
 }
 
 export interface NativeProbeReport {
-  schemaVersion: typeof NATIVE_PROBE_SCHEMA_VERSION;
+  schema: typeof NATIVE_PROBE_SCHEMA;
   tool: { name: string; version: string };
   pid: number;
   time: string;
@@ -78,7 +78,7 @@ export function runProbe(options: ProbeOptions = {}): NativeProbeReport {
     modelFit(model, options.weights ?? 'fp32', facts, result.constraints),
   );
   return {
-    schemaVersion: NATIVE_PROBE_SCHEMA_VERSION,
+    schema: NATIVE_PROBE_SCHEMA,
     tool: { name: 'clip-mem', version: toolVersion() },
     pid: process.pid,
     time: new Date().toISOString(),
@@ -98,4 +98,10 @@ export function runProbe(options: ProbeOptions = {}): NativeProbeReport {
     verdict: result,
     models,
   };
+}
+
+/** The report as `native-probe --json` writes it: unreadable values null, with why in `unknowns`. */
+export function probeJson(report: NativeProbeReport): Record<string, unknown> {
+  const { json, unknowns } = unknownsAsNull(report);
+  return { ...(json as Record<string, unknown>), unknowns };
 }

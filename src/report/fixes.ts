@@ -8,6 +8,7 @@ import { readSafetensorsHeader } from '../clip/safetensors';
 import type { LimitKind, Limits } from '../core/limits';
 import { formatBytes } from '../core/units';
 import { estimatePhase, type PhaseEstimate } from '../estimate/estimate';
+import { EstimateUnavailable } from '../estimate/model';
 import { loadRuntimeRecord } from '../estimate/store';
 import { SCENARIO_CATALOG, catalogEntry } from '../scenarios/catalog';
 import { ARENA_HEAP_BYTES } from '../scenarios/child-protocol';
@@ -368,8 +369,10 @@ export function proposeFixes(result: Analysed, options: RunOptions, scenario: Sc
   let estimated: ReturnType<typeof estimatedFixes> = { fixes: [], need: null };
   try {
     estimated = estimatedFixes(result, options, scenario);
-  } catch {
-    // The estimate cannot model this configuration: only the fixes read off the measurements remain.
+  } catch (error) {
+    // The estimate cannot stand behind a figure here: only the fixes read off the measurements remain.
+    // Anything else is a bug, and hiding it would hide fixes the user should have had.
+    if (!(error instanceof EstimateUnavailable)) throw error;
   }
   // A predicted need for the whole phase replaces the lower bound read off one failed allocation.
   const replaced = new Set<string>(

@@ -9,6 +9,9 @@ import { tensorBytes } from '../../clip/dtype';
 import { SyntheticProgress } from '../../clip/synthetic';
 import { formatBytes } from '../../core/units';
 
+/** Bumped when a field of `checkpoint --json` changes meaning or disappears (schema/checkpoint.schema.json). */
+export const CHECKPOINT_SCHEMA = 'clip-mem-checkpoint/1';
+
 interface CheckpointArgs extends JsonArgs {
   model: string;
   format: WeightFormat;
@@ -87,6 +90,7 @@ export const checkpointCommand: CommandModule<object, CheckpointArgs> = {
     const largest = tensors.reduce((a, b) => (b.bytes > a.bytes ? b : a));
     if (jsonTarget(args) !== null) {
       writeJson(args, {
+        schema: CHECKPOINT_SCHEMA,
         model: args.model,
         kind: model.kind,
         file: model.weightsFile,

@@ -3,7 +3,7 @@ import type { CommandModule } from 'yargs';
 import { jsonTarget, withJsonOption, writeJson, type JsonArgs } from '../options';
 import { PRESET_NAMES, WEIGHT_FORMATS, WeightFormat, resolveClipConfig } from '../../clip/config';
 import { CUDA_LIBRARY_VARIABLE, NVML_LIBRARY_VARIABLE } from '../../probe/gpu';
-import { runProbe } from '../../probe/probe';
+import { probeJson, runProbe } from '../../probe/probe';
 import { renderProbe } from '../../probe/render';
 
 interface NativeProbeArgs extends JsonArgs {
@@ -49,7 +49,7 @@ export const nativeProbeCommand: CommandModule<object, NativeProbeArgs> = {
       ),
   handler: (args) => {
     const report = runProbe({ models: args.model, weights: args.weights });
-    if (jsonTarget(args) !== null) writeJson(args, report);
+    if (jsonTarget(args) !== null) writeJson(args, probeJson(report));
     else process.stdout.write(renderProbe(report));
   },
 };
