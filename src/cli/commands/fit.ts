@@ -26,7 +26,13 @@ import {
   type FitLimit,
 } from '../../estimate/fit';
 import { OPTIMIZERS, PHASES, type Optimizer, type Phase } from '../../estimate/model';
-import { formatBytes } from '../../core/units';
+import { formatBytes, parseBytes } from '../../core/units';
+import {
+  FIT_TARGETS,
+  fitLimitForCommand,
+  type CommandFit,
+  type FitTarget,
+} from '../../commands/fit-command';
 import { defaultThreads, endProgress, progressLine } from './estimate';
 
 interface FitArgs extends LimitArgs, JsonArgs {
@@ -38,6 +44,76 @@ interface FitArgs extends LimitArgs, JsonArgs {
   'max-batch': number;
   threads: number;
   verify: boolean;
+  // A command of the user's own (after --) instead of the CLIP scenarios:
+  '--'?: (string | number)[];
+  command?: (string | number)[];
+  for: FitTarget;
+  max?: string;
+  step?: string;
+  runs: number;
+  timeout?: number;
+}
+
+const commandOf = (args: FitArgs) => [...(args['--'] ?? []), ...(args.command ?? [])].map(String);
+
+function renderCommandFit(fit: CommandFit): string {
+  const what = {
+    as: 'RLIMIT_AS (ulimit -v)',
+    data: 'RLIMIT_DATA (ulimit -d)',
+    mem: 'a memory cgroup',
+    slurm: "Slurm's --mem (a cgroup)",
+  }[fit.target];
+  const counted = fit.target === 'mem' || fit.target === 'slurm' ? "the cgroup's charge" : 'VmSize';
+  const lines = [`clip-mem fit --for ${fit.target}: ${fit.command.join(' ')}: the smallest ${what} it passes under`];
+  const peaks = fit.free.map((r) => (r.peak === null ? 'unknown' : formatBytes(r.peak)));
+  lines.push(`  without a limit: ${fit.free.length} run(s), ${counted} peak ${peaks.join(', ')}`);
+  for (const r of fit.runs) {
+    const how = r.passed ? 'PASS' : `FAIL  ${r.cause}${r.evidence[0] ? `: ${r.evidence[0]}` : ''}`;
+    lines.push(`  ${formatBytes(r.limit).padStart(10)} (${r.limit} B)  ${how}`);
+  }
+  switch (fit.outcome) {
+    case 'fails-without-limit':
+      lines.push('it fails without any limit: nothing to fit (make it pass first, e.g. with `clip-mem trace`)');
+      break;
+    case 'flaky':
+      lines.push(
+        fit.passes !== null && fit.fails !== null
+          ? `flaky: it passed and failed at the same limits between ${formatBytes(fit.fails)} and ${formatBytes(fit.passes)}; no boundary can be proven (fix what varies, or give more room)`
+          : 'flaky: it passed and failed without any limit; no boundary can be proven',
+      );
+      break;
+    case 'passes-at-floor':
+      lines.push(
+        `it passes even at ${formatBytes(fit.passes ?? fit.step)}, the bottom of the range: this limit does not bind it`,
+      );
+      break;
+    case 'fails-at-max':
+      lines.push(`it fails even at ${formatBytes(fit.fails!)} (--max): raise --max or look at the failure above`);
+      break;
+    case 'found':
+      lines.push(
+        `proven: passes at ${formatBytes(fit.passes!)} (${fit.passes} B), fails one step (${formatBytes(fit.step)}) below at ${formatBytes(fit.fails!)}`,
+        `margin: +${formatBytes(fit.margin)}, the spread of the peak over ${fit.free.length} run(s) without a limit` +
+          (fit.free.length < 2 ? ' (one run measures no spread: use --runs 3)' : ''),
+        `ask for: ${formatBytes(fit.recommended!)}:  ${fit.say.join('   or   ')}`,
+      );
+  }
+  return lines.join('\n') + '\n';
+}
+
+async function fitUserCommand(args: FitArgs): Promise<void> {
+  const fit = await fitLimitForCommand({
+    command: commandOf(args),
+    target: args.for,
+    max: args.max !== undefined ? parseBytes(args.max, '--max') : undefined,
+    step: args.step !== undefined ? parseBytes(args.step, '--step') : undefined,
+    runs: args.runs,
+    timeoutMs: args.timeout !== undefined ? args.timeout * 1000 : undefined,
+    progress: (line) => process.stderr.write(`clip-mem fit: ${line}\n`),
+  });
+  (jsonTarget(args) === '-' ? process.stderr : process.stdout).write(renderCommandFit(fit));
+  writeJson(args, fit);
+  process.exitCode = fit.outcome === 'found' ? 0 : 1;
 }
 
 function limitOf(args: FitArgs): FitLimit {
@@ -81,11 +157,30 @@ function renderVerification(v: Verification): string {
 }
 
 export const fitCommand: CommandModule<object, FitArgs> = {
-  command: 'fit',
+  command: 'fit [command..]',
   describe:
     'The largest batch that fits a limit, the cheapest change when none does; --verify proves the boundary by running it',
   builder: (yargs) =>
-    withJsonOption(withLimitOptions(yargs), 'the plan and the verification (schema/fit.schema.json)')
+    withJsonOption(
+      withLimitOptions(yargs.parserConfiguration({ 'populate--': true, 'unknown-options-as-args': false })),
+      'the plan and the verification, or the limit a command needs (schema/fit.schema.json)',
+    )
+      .option('for', {
+        choices: FIT_TARGETS,
+        default: 'mem' as FitTarget,
+        describe: 'with a command: the limit to fit: mem (a cgroup), as (ulimit -v), data (ulimit -d), slurm (--mem)',
+      })
+      .option('max', { type: 'string', describe: 'with a command: the largest limit to try (default: twice the peak)' })
+      .option('step', {
+        type: 'string',
+        describe: "with a command: the search's resolution (default: the peak / 256, at least 1M)",
+      })
+      .option('runs', {
+        type: 'number',
+        default: 2,
+        describe: 'with a command: runs without a limit first, to measure how much the peak varies',
+      })
+      .option('timeout', { type: 'number', describe: "with a command: seconds before a run's process group is killed" })
       .option('phase', { choices: PHASES, default: 'train' as Phase, describe: 'what has to fit' })
       .option('model', { type: 'string', default: 'vit-b-32', describe: 'preset, model directory or config.json' })
       .option('dtype', { choices: WEIGHT_FORMATS, default: 'fp32' as WeightFormat, describe: 'weight format' })
@@ -105,6 +200,18 @@ export const fitCommand: CommandModule<object, FitArgs> = {
       })
       .check(
         usageCheck((args) => {
+          if (commandOf(args as FitArgs).length) {
+            if (LIMIT_KINDS.some((kind) => args[`limit-${kind}`] !== undefined))
+              throw new Error('with a command, fit finds the limit itself: use --for mem|as|data|slurm, not --limit-*');
+            if (args.max !== undefined) parseBytes(args.max, '--max');
+            if (args.step !== undefined && parseBytes(args.step, '--step') < 4096)
+              throw new Error(`--step must be at least 4096 bytes, got ${args.step}`);
+            if (!Number.isSafeInteger(args.runs) || args.runs < 1 || args.runs > 20)
+              throw new Error(`--runs must be a whole number from 1 to 20, got ${args.runs}`);
+            if (args.timeout !== undefined && !(args.timeout > 0 && args.timeout <= 86400))
+              throw new Error(`--timeout must be seconds above 0 and at most 86400, got ${args.timeout}`);
+            return;
+          }
           limitOf(args as FitArgs);
           if (!Number.isSafeInteger(args['max-batch']) || args['max-batch'] < 1)
             throw new Error(`--max-batch must be a positive integer, got ${args['max-batch']}`);
@@ -113,6 +220,10 @@ export const fitCommand: CommandModule<object, FitArgs> = {
         }),
       )
       .example('$0 fit --limit-mem 1500M --phase train', 'what trains under a 1500 MiB cgroup (Slurm --mem=1500M)')
+      .example(
+        '$0 fit --for slurm -- python3 train.py',
+        'the smallest Slurm --mem your own job passes under, proven by runs',
+      )
       .example(
         '$0 fit --limit-as 2G --phase forward --verify',
         'the largest forward batch under ulimit -v 2G, proven by runs',
@@ -126,6 +237,7 @@ export const fitCommand: CommandModule<object, FitArgs> = {
           'something fits (and, with --verify, the boundary was proven), 1 otherwise, 2 on a usage error.',
       ),
   handler: async (args) => {
+    if (commandOf(args).length) return fitUserCommand(args);
     const limit = limitOf(args);
     const quiet = jsonTarget(args) !== null ? () => undefined : progressLine;
     const record = await ensureBaseline(args.threads, quiet);

@@ -1,0 +1,214 @@
+// `clip-mem fit -- <command>`: the smallest limit a user's own command needs, proven by runs. The command
+// runs without a limit first (its peaks say where to look and how much they vary), then a bisection over
+// limits in steps finds the smallest that passes, with the one a step below failing, each run traced and
+// diagnosed like `trace` does. The same search (searchBoundary) serves the CLIP `fit --verify`.
+import { known } from '../core/field';
+import type { Limits } from '../core/limits';
+import { formatBytes } from '../core/units';
+import type { Cause } from '../diagnose';
+import { maxSearchRuns, searchBoundary } from '../estimate/fit';
+import { readHostMemory } from '../probe/proc';
+import { buildTraceReport, type TraceReport } from '../report/trace-report';
+import { traceCommand, type TraceRun } from '../track/launcher';
+
+/** What the limit is for: RLIMIT_AS, RLIMIT_DATA, a memory cgroup, or Slurm's --mem (a cgroup too). */
+export const FIT_TARGETS = ['mem', 'as', 'data', 'slurm'] as const;
+export type FitTarget = (typeof FIT_TARGETS)[number];
+
+/** Bumped when a field of `fit --json -- <command>` changes meaning or disappears (schema/fit.schema.json). */
+export const FIT_COMMAND_SCHEMA = 'clip-mem-fit-command/1';
+
+const MiB = 2 ** 20;
+
+export interface CommandFitRequest {
+  command: string[];
+  target: FitTarget;
+  /** The largest limit to try; default: twice the peak measured without a limit. */
+  max?: number;
+  /** The bisection's resolution; default: the peak / 256, at least 1 MiB, in whole MiB. */
+  step?: number;
+  /** Runs without a limit, to measure how much the peak varies. */
+  runs: number;
+  /** Each run's timeout; default: 5 x the slowest run without a limit, at least 30 s. */
+  timeoutMs?: number;
+  progress: (line: string) => void;
+}
+
+export interface FreeRun {
+  passed: boolean;
+  exit: TraceReport['exit'];
+  /** What the limit counts, at its peak: VmSize (as, data: an upper bound of VmData), the cgroup's charge. */
+  peak: number | null;
+  durationMs: number;
+}
+
+export interface LimitRun {
+  limit: number;
+  passed: boolean;
+  exit: TraceReport['exit'];
+  timedOut: boolean;
+  cause: Cause;
+  evidence: string[];
+}
+
+export interface CommandFit {
+  schema: typeof FIT_COMMAND_SCHEMA;
+  command: string[];
+  target: FitTarget;
+  /** Runs without a limit. */
+  free: FreeRun[];
+  step: number;
+  maxRuns: number;
+  runs: LimitRun[];
+  /** The outcome: a proven boundary, or why there is none. */
+  outcome: 'found' | 'fails-without-limit' | 'passes-at-floor' | 'fails-at-max' | 'flaky';
+  /** Smallest limit seen to pass and the largest seen to fail (null where not run). */
+  passes: number | null;
+  fails: number | null;
+  /** The run-to-run spread of the peak without a limit, added on top of the boundary. */
+  margin: number;
+  /** The limit to ask for (boundary + margin, rounded up to MiB), or null with no boundary. */
+  recommended: number | null;
+  /** The recommendation in the words the user needs (ulimit, sbatch, docker). */
+  say: string[];
+}
+
+/** The run's limits for a target at `bytes`. */
+function limitsFor(target: FitTarget, bytes: number): Limits {
+  if (target === 'as') return { as: bytes };
+  if (target === 'data') return { data: bytes };
+  return { mem: bytes };
+}
+
+/** What the limit counts, at its peak, over the traced process tree. */
+function peakOf(target: FitTarget, run: TraceRun): number | null {
+  if (target === 'mem' || target === 'slurm') return run.cgroup?.peak ?? null;
+  // An rlimit binds each process alone: the largest VmSize of any process in the tree. VmSize bounds
+  // VmData from above, so for RLIMIT_DATA it is where the search starts, not the answer.
+  const peaks = [run.record, ...run.descendants].map((r) => r?.counters.vmPeak ?? 0).filter((v) => v > 0);
+  if (run.lastSeen) peaks.push(run.lastSeen.vmSize);
+  return peaks.length ? Math.max(...peaks) : null;
+}
+
+const roundUp = (bytes: number, unit: number) => Math.ceil(bytes / unit) * unit;
+
+/** The recommendation as the user types it. */
+export function inWords(target: FitTarget, bytes: number): string[] {
+  const kib = Math.ceil(bytes / 1024);
+  const mib = Math.ceil(bytes / MiB);
+  if (target === 'as') return [`ulimit -v ${kib}`, `prlimit --as=${bytes}`];
+  if (target === 'data') return [`ulimit -d ${kib}`, `prlimit --data=${bytes}`];
+  if (target === 'slurm') return [`sbatch --mem=${mib}M`, `srun --mem=${mib}M`];
+  return [`docker run --memory=${mib}m`, `systemd-run -p MemoryMax=${mib}M`, `sbatch --mem=${mib}M`];
+}
+
+export async function fitLimitForCommand(request: CommandFitRequest): Promise<CommandFit> {
+  const { command, target, progress } = request;
+  const cgroupTarget = target === 'mem' || target === 'slurm';
+  // A cgroup as large as the host's memory measures the charge without limiting it.
+  const hostMemory = known(readHostMemory().memTotal) ?? 2 ** 40;
+  const traced = (limits: Limits, timeoutMs?: number) => traceCommand({ command, limits, timeoutMs });
+
+  const free: FreeRun[] = [];
+  for (let i = 0; i < request.runs; i++) {
+    progress(`without a limit: run ${i + 1} of ${request.runs}`);
+    const run = await traced(cgroupTarget ? { mem: hostMemory } : {}, request.timeoutMs);
+    const passed = run.exit.code === 0 && !run.timedOut;
+    free.push({ passed, exit: run.exit, peak: peakOf(target, run), durationMs: run.durationMs });
+  }
+  const result: CommandFit = {
+    schema: FIT_COMMAND_SCHEMA,
+    command,
+    target,
+    free,
+    step: 0,
+    maxRuns: 0,
+    runs: [],
+    outcome: 'found',
+    passes: null,
+    fails: null,
+    margin: 0,
+    recommended: null,
+    say: [],
+  };
+  if (free.some((r) => !r.passed)) {
+    result.outcome = free.some((r) => r.passed) ? 'flaky' : 'fails-without-limit';
+    return result;
+  }
+  const peaks = free.map((r) => r.peak).filter((p): p is number => p !== null);
+  if (!peaks.length) throw new Error(`no ${cgroupTarget ? 'cgroup charge' : 'VmSize'} was measured for ${command[0]}`);
+  const peak = Math.max(...peaks);
+  result.margin = Math.max(...peaks) - Math.min(...peaks);
+  const step = request.step ?? Math.max(MiB, roundUp(peak / 256, MiB));
+  const max = request.max ?? roundUp(2 * peak, step);
+  if (max < peak) {
+    throw new Error(`--max ${formatBytes(max)} is below the peak measured without a limit, ${formatBytes(peak)}`);
+  }
+  const timeoutMs = request.timeoutMs ?? Math.max(30_000, 5 * Math.max(...free.map((r) => r.durationMs)));
+  result.step = step;
+
+  const attempt = async (limit: number): Promise<LimitRun> => {
+    const run = await traced(limitsFor(target, limit), timeoutMs);
+    const report = buildTraceReport(run);
+    const entry: LimitRun = {
+      limit,
+      passed: run.exit.code === 0 && !run.timedOut,
+      exit: run.exit,
+      timedOut: run.timedOut,
+      cause: report.diagnosis.cause,
+      evidence: report.diagnosis.evidence,
+    };
+    result.runs.push(entry);
+    return entry;
+  };
+
+  // The top of the range must pass: the peak plus its spread, else up towards --max.
+  let top = Math.min(max, roundUp(peak + result.margin + step, step));
+  for (;;) {
+    progress(`checking the top of the range: ${formatBytes(top)}`);
+    if ((await attempt(top)).passed) break;
+    if (top >= max) {
+      result.outcome = 'fails-at-max';
+      result.fails = top;
+      return result;
+    }
+    top = Math.min(max, roundUp(top * 2, step));
+  }
+  // Candidate b (1..n) is the limit top - b*step; small b pass, large b fail.
+  const n = Math.floor((top - step) / step);
+  const limitAt = (b: number) => top - b * step;
+  if (n < 1) {
+    result.passes = top;
+    result.outcome = 'passes-at-floor';
+    return result;
+  }
+  result.maxRuns = maxSearchRuns(n);
+  // The peak predicts the boundary for RLIMIT_AS and a cgroup; for RLIMIT_DATA VmSize is only a bound.
+  const predicted = target === 'data' ? undefined : Math.max(0, Math.min(n, Math.floor((top - peak) / step)));
+  const search = searchBoundary(n, predicted);
+  let next = search.next();
+  let k = 0;
+  while (!next.done) {
+    const b = next.value;
+    k++;
+    progress(`run ${k} of at most ${result.maxRuns}: ${formatBytes(limitAt(b))}`);
+    next = search.next((await attempt(limitAt(b))).passed);
+  }
+  const { passed, failed } = next.value;
+  result.passes = limitAt(passed);
+  result.fails = failed <= n ? limitAt(failed) : null;
+  if (result.fails === null) {
+    result.outcome = 'passes-at-floor';
+    return result;
+  }
+  // A repeat at the boundary: a command that passes and fails at the same limit has no boundary to report.
+  progress(`repeating the boundary: ${formatBytes(result.passes)} and ${formatBytes(result.fails)}`);
+  const again = [await attempt(result.passes), await attempt(result.fails)];
+  if (!again[0]!.passed || again[1]!.passed) {
+    result.outcome = 'flaky';
+    return result;
+  }
+  result.recommended = roundUp(result.passes + result.margin, MiB);
+  result.say = inWords(target, result.recommended);
+  return result;
+}

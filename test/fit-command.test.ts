@@ -1,0 +1,109 @@
+// `clip-mem fit -- <command>`: the smallest limit a command needs, proven by runs on real processes: the
+// limit it prints passes, one step below fails, with the diagnosis of that failure.
+import test from 'ava';
+import { spawnSync } from 'node:child_process';
+import * as path from 'node:path';
+import { repoRoot } from './helpers/paths';
+import { scratchDir } from './helpers/scratch';
+import { schemaErrors } from './helpers/schema';
+import { allocProgram } from './helpers/trace';
+
+const bin = path.join(repoRoot, 'bin', 'clip-mem.js');
+const MiB = 2 ** 20;
+
+function cli(args: string[]) {
+  return spawnSync(process.execPath, [bin, ...args], { cwd: repoRoot, encoding: 'utf8', timeout: 300_000 });
+}
+
+interface Fit {
+  outcome: string;
+  passes: number | null;
+  fails: number | null;
+  step: number;
+  recommended: number | null;
+  say: string[];
+  runs: { limit: number; passed: boolean; cause: string }[];
+  maxRuns: number;
+}
+
+function fit(args: string[], command: string[]): { status: number | null; fit: Fit; stdout: string; stderr: string } {
+  const result = cli(['fit', ...args, '--json', '-', '--', ...command]);
+  const parsed = JSON.parse(result.stdout) as Fit;
+  return { status: result.status, fit: parsed, stdout: result.stdout, stderr: result.stderr };
+}
+
+function trace(option: string, bytes: number, command: string[]) {
+  const result = cli(['trace', option, String(bytes), '--json', '-', '--', ...command]);
+  // The report follows the program's own output on standard output.
+  const report = JSON.parse(result.stdout.slice(result.stdout.search(/^\{$/m))) as { diagnosis: { cause: string } };
+  return { status: result.status, cause: report.diagnosis.cause };
+}
+
+test('--for data: a C program committing 64 MiB needs 64 MiB and its start-up VmData, found to one step', (t) => {
+  const need = 64 * MiB;
+  const command = [allocProgram, 'commit', String(need)];
+  const { status, fit: result, stderr } = fit(['--for', 'data', '--step', '1M'], command);
+  t.is(status, 0, stderr);
+  t.is(schemaErrors('fit', result), '');
+  t.is(result.outcome, 'found');
+  t.is(result.passes! - result.fails!, MiB);
+  t.true(result.passes! >= need && result.passes! <= need + 8 * MiB, `passes at ${result.passes}`);
+  t.is(result.say[0], `ulimit -d ${Math.ceil(result.recommended! / 1024)}`);
+  // Search runs within the bound, plus the top of the range and the repeat of the boundary.
+  t.true(result.runs.length <= result.maxRuns + 3);
+  t.true(result.runs.filter((r) => !r.passed).every((r) => r.cause === 'data-limit'));
+  // What it says to ask for passes; one step below fails, for lack of data segment.
+  t.is(trace('--limit-data', result.recommended!, command).status, 0);
+  t.deepEqual(trace('--limit-data', result.fails!, command), { status: 1, cause: 'data-limit' });
+  t.regex(stderr, /run 1 of at most \d+/);
+});
+
+test('--for mem: python3 touching 96 MiB gets the cgroup limit it passes under, and one step below is an OOM kill', (t) => {
+  const command = ['python3', '-c', 'b = bytearray(96 << 20)\nfor i in range(0, len(b), 4096): b[i] = 1'];
+  const { status, fit: result, stderr } = fit(['--for', 'mem', '--step', '2M', '--runs', '3'], command);
+  t.is(status, 0, stderr);
+  t.is(schemaErrors('fit', result), '');
+  t.is(result.outcome, 'found');
+  t.true(result.passes! > 96 * MiB);
+  t.regex(result.say.join(' '), /docker run --memory=\d+m/);
+  t.true(result.runs.filter((r) => !r.passed).every((r) => r.cause === 'cgroup-oom-kill'));
+  t.is(trace('--limit-mem', result.recommended!, command).status, 0);
+});
+
+test('--for slurm speaks in sbatch --mem, rounded up to MiB', (t) => {
+  const command = ['python3', '-c', 'b = bytearray(32 << 20)\nfor i in range(0, len(b), 4096): b[i] = 1'];
+  const { status, fit: result } = fit(['--for', 'slurm', '--runs', '1'], command);
+  t.is(status, 0);
+  t.is(result.say[0], `sbatch --mem=${Math.ceil(result.recommended! / MiB)}M`);
+});
+
+test('a command that fails without any limit: nothing to fit, said at once', (t) => {
+  const { status, fit: result } = fit([], ['sh', '-c', 'exit 3']);
+  t.is(status, 1);
+  t.is(result.outcome, 'fails-without-limit');
+  t.is(result.runs.length, 0);
+  const human = cli(['fit', '--', 'sh', '-c', 'exit 3']);
+  t.regex(human.stdout, /fails without any limit: nothing to fit/);
+});
+
+test('a flaky command (passes, then fails, with nothing changed) is reported as flaky, not as a boundary', (t) => {
+  const counter = path.join(scratchDir('clip-mem-flaky-'), 'n');
+  const script = `n=$(cat ${counter} 2>/dev/null || echo 0); echo $((n + 1)) > ${counter}; [ $((n % 2)) -eq 0 ]`;
+  const { status, fit: result } = fit(['--runs', '2'], ['sh', '-c', script]);
+  t.is(status, 1);
+  t.is(result.outcome, 'flaky');
+  t.is(result.recommended, null);
+});
+
+test('a --limit-* option with a command, or a bad --runs, is a usage error before anything runs', (t) => {
+  const marker = path.join(scratchDir('clip-mem-fit-usage-'), 'ran');
+  for (const args of [
+    ['--limit-mem', '1G'],
+    ['--runs', '0'],
+    ['--step', '100'],
+  ]) {
+    const result = cli(['fit', ...args, '--', 'touch', marker]);
+    t.is(result.status, 2, `${args.join(' ')}: ${result.stderr}`);
+  }
+  t.false(require('node:fs').existsSync(marker));
+});
