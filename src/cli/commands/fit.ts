@@ -27,12 +27,7 @@ import {
 } from '../../estimate/fit';
 import { OPTIMIZERS, PHASES, type Optimizer, type Phase } from '../../estimate/model';
 import { formatBytes, parseBytes } from '../../core/units';
-import {
-  FIT_TARGETS,
-  fitLimitForCommand,
-  type CommandFit,
-  type FitTarget,
-} from '../../commands/fit-command';
+import { FIT_TARGETS, fitLimitForCommand, type CommandFit, type FitTarget } from '../../commands/fit-command';
 import { defaultThreads, endProgress, progressLine } from './estimate';
 
 interface FitArgs extends LimitArgs, JsonArgs {
