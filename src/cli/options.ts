@@ -151,7 +151,7 @@ export interface Range {
 export function parseCount(value: unknown, option: string, range: Range): number {
   const text = once(value, option).trim();
   const accepted = `give a whole number from ${range.min} to ${range.max}`;
-  const shown = `${option} ${JSON.stringify(text)}`;
+  const shown = `${option}: ${JSON.stringify(text)}`;
   if (!/^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i.test(text)) throw new Error(`${shown} is not a number: ${accepted}`);
   const number = Number(text);
   if (!Number.isInteger(number)) throw new Error(`${shown} is not a whole number: ${accepted}`);
@@ -169,7 +169,7 @@ export const MAX_TIMEOUT_S = 7 * 24 * 3600;
 export function parseDuration(value: unknown, option: string, maxSeconds = MAX_TIMEOUT_S): number {
   const text = once(value, option).trim();
   const accepted = `give seconds (e.g. 90 or 1.5), or a number with s, m or h (e.g. 90s, 10m, 2h), more than 0 and at most ${maxSeconds} s`;
-  const shown = `${option} ${JSON.stringify(text)}`;
+  const shown = `${option}: ${JSON.stringify(text)}`;
   const match = /^(\d+(?:\.\d+)?|\.\d+)\s*(s|sec|m|min|h)?$/i.exec(text);
   if (!match) {
     const negative = /^-\s*(\d|\.\d)/.test(text);
@@ -286,7 +286,7 @@ export function checkFailRule(value: unknown, option = '--fail'): void {
     const known = match && (functions as readonly string[]).includes(match[1]!);
     if (!match || !known || (match[2] === 'nth' && Number(match[3]) === 0))
       throw new Error(
-        `${option} ${JSON.stringify(rule)}: ${known === false ? `${match![1]} is not a tracked function; ` : ''}${accepted}`,
+        `${option}: ${JSON.stringify(rule)}: ${known === false ? `${match![1]} is not a tracked function; ` : ''}${accepted}`,
       );
   }
 }

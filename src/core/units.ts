@@ -65,7 +65,7 @@ export interface ByteBounds {
  * message naming `what`, the value and the accepted forms.
  */
 export function parseBytes(text: string, what = 'size', bounds: ByteBounds = {}): number {
-  const shown = `${what} ${JSON.stringify(String(text))}`;
+  const shown = `${what}: ${JSON.stringify(String(text))}`;
   const match = sizePattern.exec(String(text));
   const unit = match?.[3]?.toLowerCase();
   if (!match || unit === undefined || !(unit in multipliers)) {
