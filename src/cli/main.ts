@@ -38,13 +38,19 @@ const BOOLEAN_OPTIONS = new Set([
  * What yargs would misread, made plain before it parses: a lone `-` after `--json` (an unknown argument
  * to yargs) and a negative value (`--limit-as -5G` reads as the short options -5 and -G) are joined to
  * their option, so that the option's own check names them; a value given to a boolean option is refused.
- * Nothing after a bare `--` (trace's program and its arguments) is touched.
+ * Nothing after a bare `--` (trace's program and its arguments) is touched; other commands refuse a `--`.
  */
 function joinDashValues(argv: string[]): string[] {
   const joined: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     if (arg === '--') {
+      // yargs would set whatever follows aside, silently: only trace runs a command given after `--`.
+      const command = argv.find((a) => !a.startsWith('-'));
+      if (command !== 'trace')
+        throw new UsageError(
+          `only trace takes a command after \`--\`; ${command ?? 'no command'} was given ${JSON.stringify(argv.slice(i + 1).join(' '))} there`,
+        );
       joined.push(...argv.slice(i));
       break;
     }
