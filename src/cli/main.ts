@@ -21,18 +21,71 @@ const commands: CommandModule<any, any>[] = [
   fitCommand,
 ];
 
-/** yargs reads a lone `-` after an option as an unknown argument: `--json -` is passed as `--json=-`. */
+class UsageError extends Error {}
+
+/** The options that take no value: `--verify=abc` would otherwise read as false, silently. */
+const BOOLEAN_OPTIONS = new Set([
+  'verify',
+  'calibrate',
+  'refresh-baseline',
+  'layout',
+  'allow-different',
+  'help',
+  'version',
+]);
+
+/**
+ * What yargs would misread, made plain before it parses: a lone `-` after `--json` (an unknown argument
+ * to yargs) and a negative value (`--limit-as -5G` reads as the short options -5 and -G) are joined to
+ * their option, so that the option's own check names them; a value given to a boolean option is refused.
+ * Nothing after a bare `--` (trace's program and its arguments) is touched; other commands refuse a `--`.
+ */
 function joinDashValues(argv: string[]): string[] {
   const joined: string[] = [];
   for (let i = 0; i < argv.length; i++) {
-    if (argv[i] === '--json' && argv[i + 1] === '-') joined.push(`--json=${argv[++i]}`);
-    else joined.push(argv[i]!);
+    const arg = argv[i]!;
+    if (arg === '--') {
+      // yargs would set whatever follows aside, silently: only trace runs a command given after `--`.
+      const command = argv.find((a) => !a.startsWith('-'));
+      if (command !== 'trace')
+        throw new UsageError(
+          `only trace takes a command after \`--\`; ${command ?? 'no command'} was given ${JSON.stringify(argv.slice(i + 1).join(' '))} there`,
+        );
+      joined.push(...argv.slice(i));
+      break;
+    }
+    const option = /^--([a-z][\w-]*)(=(.*))?$/s.exec(arg);
+    const next = argv[i + 1];
+    if (option && option[2] !== undefined && BOOLEAN_OPTIONS.has(option[1]!) && !/^(true|false)$/.test(option[3]!)) {
+      throw new UsageError(`--${option[1]} takes no value (got ${JSON.stringify(option[3])})`);
+    }
+    if (
+      option &&
+      option[2] === undefined &&
+      !BOOLEAN_OPTIONS.has(option[1]!) &&
+      next !== undefined &&
+      (next === '-' || /^-(\d|\.\d)/.test(next))
+    )
+      joined.push(`${arg}=${argv[++i]}`);
+    else joined.push(arg);
   }
   return joined;
 }
 
+function usageFailure(message: string): never {
+  process.stderr.write(`clip-mem: ${message}\nRun \`clip-mem --help\` or \`clip-mem <command> --help\` for usage.\n`);
+  process.exit(2);
+}
+
 export async function main(argv: string[]): Promise<void> {
-  let parser = yargs(joinDashValues(argv))
+  let args: string[];
+  try {
+    args = joinDashValues(argv);
+  } catch (error) {
+    if (error instanceof UsageError) usageFailure(error.message);
+    throw error;
+  }
+  let parser = yargs(args)
     .scriptName('clip-mem')
     .usage('$0 <command> [options]\n\nTells you exactly why your model ran out of memory, and what will fit instead.')
     .strict()
@@ -45,10 +98,7 @@ export async function main(argv: string[]): Promise<void> {
     .fail((message, error) => {
       // yargs reports its own usage failures (including a command's .check) as YError: those exit 2.
       if (error instanceof Error && error.name !== 'YError') throw error;
-      process.stderr.write(
-        `clip-mem: ${message}\nRun \`clip-mem --help\` or \`clip-mem <command> --help\` for usage.\n`,
-      );
-      process.exit(2);
+      usageFailure(message);
     });
   for (const command of commands) parser = parser.command(command);
   await parser.parseAsync();

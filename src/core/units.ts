@@ -41,24 +41,52 @@ const multipliers: Record<string, number> = {
   tb: 1e12,
 };
 
-const sizePattern = /^\s*(\d+(?:\.\d+)?|\.\d+)\s*([a-z]*)\s*$/i;
+const sizePattern = /^\s*([+-]?)(\d+(?:\.\d+)?(?:e[+-]?\d+)?|\.\d+)\s*([a-z]*)\s*$/i;
+
+/** The accepted spellings, for every message about a size. */
+export const SIZE_FORMS =
+  'a number of bytes with an optional unit: B, K/KiB, M/MiB, G/GiB, T/TiB (binary) or KB, MB, GB, TB (decimal), e.g. 600M, 1.5G, 700MiB, 2147483648';
+
+export interface ByteBounds {
+  /** The smallest size accepted (default 1: a size of 0 bytes, or a fraction that rounds to 0, is refused). */
+  min?: number;
+  /** The largest size accepted (default Number.MAX_SAFE_INTEGER). */
+  max?: number;
+  /** Says what min is, e.g. "one page". */
+  minReason?: string;
+  /** Says what max is, e.g. "the 128 TiB user address space". */
+  maxReason?: string;
+}
 
 /**
  * Parses "600M", "1.5G", "700MiB", "2147483648", "64 KiB", "2GB" into a whole number of bytes
- * (fractions round down). `what` names the value in the error, e.g. "--memory".
+ * (fractions round down). `what` names the value in the error, e.g. "--limit-as". Negative sizes, sizes
+ * that round to fewer than `bounds.min` bytes (default 1) and sizes above `bounds.max` are refused with a
+ * message naming `what`, the value and the accepted forms.
  */
-export function parseBytes(text: string, what = 'size'): number {
+export function parseBytes(text: string, what = 'size', bounds: ByteBounds = {}): number {
+  const shown = `${what}: ${JSON.stringify(String(text))}`;
   const match = sizePattern.exec(String(text));
-  const unit = match?.[2]?.toLowerCase();
+  const unit = match?.[3]?.toLowerCase();
   if (!match || unit === undefined || !(unit in multipliers)) {
-    throw new Error(
-      `${what}: "${text}" is not a byte size. Write a number with an optional unit: ` +
-        'B, K/KiB, M/MiB, G/GiB, T/TiB (binary) or KB, MB, GB, TB (decimal), e.g. 600M, 1.5G, 700MiB, 2147483648.',
-    );
+    throw new Error(`${shown} is not a byte size. Write ${SIZE_FORMS}.`);
   }
-  const bytes = Math.floor(Number(match[1]) * multipliers[unit]!);
-  if (!Number.isSafeInteger(bytes)) {
-    throw new Error(`${what}: "${text}" is too large (more than ${Number.MAX_SAFE_INTEGER} bytes).`);
+  if (match[1] === '-') throw new Error(`${shown} is not a byte size: a size cannot be negative. Write ${SIZE_FORMS}.`);
+  const min = bounds.min ?? 1;
+  const max = bounds.max ?? Number.MAX_SAFE_INTEGER;
+  const bytes = Math.floor(Number(match[2]) * multipliers[unit]!);
+  if (!Number.isSafeInteger(bytes) || bytes > max) {
+    const limit = `${formatBytes(max)}${bounds.maxReason ? `, ${bounds.maxReason}` : ''}`;
+    throw new Error(`${shown} is too large: at most ${max} bytes (${limit}).`);
+  }
+  if (bytes < min) {
+    const floor =
+      min === 1
+        ? 'at least 1 byte'
+        : `at least ${min} bytes (${formatBytes(min)}${bounds.minReason ? `, ${bounds.minReason}` : ''})`;
+    throw new Error(
+      `${shown} is too small: ${bytes === 0 && min > 0 ? 'it rounds to 0 bytes; ' : ''}a size must be ${floor}. Write ${SIZE_FORMS}.`,
+    );
   }
   return bytes;
 }

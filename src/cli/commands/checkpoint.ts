@@ -1,7 +1,16 @@
 // `clip-mem checkpoint [model]`: make (presets) or check (model directories, hub snapshots) a CLIP
 // checkpoint and say what it holds: where it is, its entries, parameters and bytes per dtype.
 import type { CommandModule } from 'yargs';
-import { jsonTarget, withJsonOption, writeJson, type JsonArgs } from '../options';
+import {
+  checkModel,
+  countOption,
+  exitStatus,
+  jsonTarget,
+  usageCheck,
+  withJsonOption,
+  writeJson,
+  type JsonArgs,
+} from '../options';
 import { DEFAULT_PRESET, WEIGHT_FORMATS, WeightFormat, fileOrder, layoutTotals } from '../../clip/config';
 import * as fs from 'node:fs';
 import { checkCheckpointLayout, readCheckpointIndex, resolveClipModel } from '../../clip/checkpoint';
@@ -51,12 +60,15 @@ export const checkpointCommand: CommandModule<object, CheckpointArgs> = {
         default: 'fp32' as WeightFormat,
         describe: 'weight format of a synthetic checkpoint (int8 = I8 weights + F32 per-row <name>.scale)',
       })
-      .option('seed', { type: 'number', default: 0, describe: 'seed of the synthetic values' })
+      .option('seed', countOption('seed', 'seed of the synthetic values', { min: 0, max: 2 ** 32 - 1 }, 0))
       .option('layout', {
         type: 'boolean',
         default: false,
         describe: 'list every tensor (file order: name, dtype, shape, bytes)',
       })
+      // A model that does not resolve is a usage error; a checkpoint that resolves but breaks its config is the
+      // check failing (exit 1), reported by the handler.
+      .check(usageCheck((args) => checkModel(args.model, 'model', false)))
       .example(
         '$0 checkpoint',
         'write (once) and describe the synthetic vit-b-32 fp32 checkpoint in $CLIPMEM_CACHE or ~/.cache/clip-mem',
@@ -69,7 +81,8 @@ export const checkpointCommand: CommandModule<object, CheckpointArgs> = {
       .epilogue(
         'Synthetic checkpoints have exactly the layout and byte size of the Hugging Face model.safetensors (names, dtypes, shapes, ' +
           'file order, padded header), with seeded values; they are written once through a temporary file and a rename. ' +
-          'A user checkpoint is validated (header, offsets, every tensor the config needs, shapes); errors name the file, the tensor and the field.',
+          'A user checkpoint is validated (header, offsets, every tensor the config needs, shapes); errors name the file, the tensor and the field.\n\n' +
+          exitStatus('0 when the checkpoint was made or is valid, 1 when a checkpoint breaks its config.json'),
       ),
   handler: (args) => {
     const model = resolveClipModel(args.model, {

@@ -2,7 +2,21 @@
 // and `--calibrate` to measure what the model terms miss.
 import * as os from 'node:os';
 import type { CommandModule } from 'yargs';
-import { jsonTarget, withJsonOption, writeJson, type JsonArgs, usageCheck } from '../options';
+import {
+  BATCH_RANGE,
+  checkModelConfig,
+  countOption,
+  exitStatus,
+  jsonTarget,
+  once,
+  parseCount,
+  SEGMENTS_RANGE,
+  THREADS_RANGE,
+  withJsonOption,
+  writeJson,
+  type JsonArgs,
+  usageCheck,
+} from '../options';
 import { DEFAULT_TRAINING_SEGMENTS } from '../../clip/onnx/train';
 import { resolveClipConfig, WEIGHT_FORMATS, type WeightFormat } from '../../clip/config';
 import { calibrate, ensureBaseline } from '../../commands/calibrate';
@@ -37,10 +51,17 @@ export const endProgress = (): void => {
 };
 
 export function parseBatches(text: string): number[] {
-  const batches = text.split(',').map((s) => Number(s.trim()));
-  if (!batches.length || batches.some((b) => !Number.isSafeInteger(b) || b < 1)) {
-    throw new Error(`--calibrate-batches: expected positive integers separated by commas (e.g. 1,4), got "${text}"`);
-  }
+  const option = '--calibrate-batches';
+  const values = once(text, option).split(',');
+  if (values.length > 16)
+    throw new Error(`${option} "${text}": at most 16 batch sizes, separated by commas (e.g. 1,4)`);
+  const batches = values.map((value) => {
+    try {
+      return parseCount(value, option, BATCH_RANGE);
+    } catch (error) {
+      throw new Error(`${(error as Error).message}, for each of the sizes separated by commas (e.g. 1,4)`);
+    }
+  });
   return [...new Set(batches)].sort((a, b) => a - b);
 }
 
@@ -60,28 +81,31 @@ export const estimateCommand: CommandModule<object, EstimateArgs> = {
         default: 'fp32' as WeightFormat,
         describe: 'weight format of the checkpoint (training widens to float32)',
       })
-      .option('batch', {
-        type: 'number',
-        default: 2,
-        describe: 'images (and as many texts) per forward or training step',
-      })
+      .option('batch', countOption('batch', 'images (and as many texts) per forward or training step', BATCH_RANGE, 2))
       .option('phase', { choices: PHASES, describe: 'one phase (default: load, forward and train)' })
       .option('optimizer', {
         choices: OPTIMIZERS,
         default: 'adamw' as Optimizer,
         describe: 'train: AdamW (two float32 moments, what clip-mem run trains with) or plain SGD (no state)',
       })
-      .option('segments', {
-        type: 'number',
-        default: DEFAULT_TRAINING_SEGMENTS,
-        describe:
+      .option(
+        'segments',
+        countOption(
+          'segments',
           "train: the trainer's backward graphs per tower (more: fewer gradients at once; the default is what clip-mem run trains with)",
-      })
-      .option('threads', {
-        type: 'number',
-        default: defaultThreads(),
-        describe: 'compute threads (the baseline is measured per thread count)',
-      })
+          SEGMENTS_RANGE,
+          DEFAULT_TRAINING_SEGMENTS,
+        ),
+      )
+      .option(
+        'threads',
+        countOption(
+          'threads',
+          'compute threads (the baseline is measured per thread count)',
+          THREADS_RANGE,
+          defaultThreads(),
+        ),
+      )
       .option('calibrate', {
         type: 'boolean',
         default: false,
@@ -92,10 +116,7 @@ export const estimateCommand: CommandModule<object, EstimateArgs> = {
       .option('refresh-baseline', { type: 'boolean', default: false, describe: 'measure the runtime baseline again' })
       .check(
         usageCheck((args) => {
-          if (!Number.isSafeInteger(args.batch) || args.batch < 1)
-            throw new Error(`--batch must be a positive integer, got ${args.batch}`);
-          if (!Number.isSafeInteger(args.segments) || args.segments < 1)
-            throw new Error(`--segments must be a positive integer, got ${args.segments}`);
+          checkModelConfig(args.model, '--model');
           if (args.phase === 'train' && args.dtype === 'int8')
             throw new Error(
               '--phase train needs --dtype fp32 or fp16: the trainer refuses int8 weight-only checkpoints',
@@ -113,7 +134,8 @@ export const estimateCommand: CommandModule<object, EstimateArgs> = {
         'Each phase lists the runtime baseline (measured once per runtime in children, cached in ' +
           `${storeFile()}), weights, gradients, optimizer states and activations (from the graphs clip-mem runs), ` +
           'and the calibration correction, each as RSS (what cgroups and the OOM killer count) and as VmSize ' +
-          '(what RLIMIT_AS / ulimit -v counts).',
+          '(what RLIMIT_AS / ulimit -v counts).\n\n' +
+          exitStatus('0 when the estimates (or the calibration) were made; 1 when a measurement failed'),
       ),
   handler: async (args) => {
     const config = resolveClipConfig(args.model);

@@ -1,6 +1,12 @@
 // `clip-mem fit`: the largest batch under a limit, the cheapest change when none fits, and --verify.
 import type { CommandModule } from 'yargs';
 import {
+  BATCH_RANGE,
+  checkModelConfig,
+  countOption,
+  exitStatus,
+  SEGMENTS_RANGE,
+  THREADS_RANGE,
   jsonTarget,
   limitsFrom,
   withJsonOption,
@@ -180,13 +186,17 @@ export const fitCommand: CommandModule<object, FitArgs> = {
       .option('model', { type: 'string', default: 'vit-b-32', describe: 'preset, model directory or config.json' })
       .option('dtype', { choices: WEIGHT_FORMATS, default: 'fp32' as WeightFormat, describe: 'weight format' })
       .option('optimizer', { choices: OPTIMIZERS, default: 'adamw' as Optimizer, describe: 'train: adamw or sgd' })
-      .option('segments', {
-        type: 'number',
-        default: DEFAULT_TRAINING_SEGMENTS,
-        describe: "train: the trainer's backward graphs per tower (the default is what clip-mem run trains with)",
-      })
-      .option('max-batch', { type: 'number', default: 256, describe: 'largest batch considered' })
-      .option('threads', { type: 'number', default: defaultThreads(), describe: 'compute threads' })
+      .option(
+        'segments',
+        countOption(
+          'segments',
+          "train: the trainer's backward graphs per tower (the default is what clip-mem run trains with)",
+          SEGMENTS_RANGE,
+          DEFAULT_TRAINING_SEGMENTS,
+        ),
+      )
+      .option('max-batch', countOption('max-batch', 'largest batch considered', BATCH_RANGE, 256))
+      .option('threads', countOption('threads', 'compute threads', THREADS_RANGE, defaultThreads()))
       .option('verify', {
         type: 'boolean',
         default: false,
@@ -208,10 +218,7 @@ export const fitCommand: CommandModule<object, FitArgs> = {
             return;
           }
           limitOf(args as FitArgs);
-          if (!Number.isSafeInteger(args['max-batch']) || args['max-batch'] < 1)
-            throw new Error(`--max-batch must be a positive integer, got ${args['max-batch']}`);
-          if (!Number.isSafeInteger(args.segments) || args.segments < 1)
-            throw new Error(`--segments must be a positive integer, got ${args.segments}`);
+          checkModelConfig(args.model, '--model');
         }),
       )
       .example('$0 fit --limit-mem 1500M --phase train', 'what trains under a 1500 MiB cgroup (Slurm --mem=1500M)')
@@ -228,8 +235,8 @@ export const fitCommand: CommandModule<object, FitArgs> = {
           '--limit-data with VmSize less the read-only weight mapping. Changes are tried cheapest first: a smaller weight format; ' +
           'for training one backward segment per layer, plain SGD, both; then a smaller preset. With --verify the answer runs in a ' +
           'child under the limit, and the next batch up; when the prediction was wrong, a bisection of 1..--max-batch finds the ' +
-          'batch that passes with the one above it failing, in at most ceil(log2(--max-batch)) + 1 runs. Exit status: 0 when ' +
-          'something fits (and, with --verify, the boundary was proven), 1 otherwise, 2 on a usage error.',
+          'batch that passes with the one above it failing, in at most ceil(log2(--max-batch)) + 1 runs.\n\n' +
+          exitStatus('0 when something fits (and, with --verify, the boundary was proven), 1 otherwise'),
       ),
   handler: async (args) => {
     if (commandOf(args).length) return fitUserCommand(args);

@@ -1,7 +1,15 @@
 // `clip-mem native-probe`: every limit that binds this process, what can be allocated now, the verdict.
 import type { CommandModule } from 'yargs';
-import { jsonTarget, withJsonOption, writeJson, type JsonArgs } from '../options';
-import { PRESET_NAMES, WEIGHT_FORMATS, WeightFormat, resolveClipConfig } from '../../clip/config';
+import {
+  checkModelConfig,
+  exitStatus,
+  jsonTarget,
+  usageCheck,
+  withJsonOption,
+  writeJson,
+  type JsonArgs,
+} from '../options';
+import { PRESET_NAMES, WEIGHT_FORMATS, WeightFormat } from '../../clip/config';
 import { CUDA_LIBRARY_VARIABLE, NVML_LIBRARY_VARIABLE } from '../../probe/gpu';
 import { probeJson, runProbe } from '../../probe/probe';
 import { renderProbe } from '../../probe/render';
@@ -28,24 +36,16 @@ export const nativeProbeCommand: CommandModule<object, NativeProbeArgs> = {
         default: 'fp32' as WeightFormat,
         describe: 'weight format for --model',
       })
-      .check((args) => {
-        // A bad --model is a usage error (exit 2), found before probing.
-        for (const model of args.model) {
-          try {
-            resolveClipConfig(model);
-          } catch (error) {
-            return `--model: ${(error as Error).message}`;
-          }
-        }
-        return true;
-      })
+      // A bad --model is a usage error (exit 2), found before probing.
+      .check(usageCheck((args) => args.model.forEach((model) => checkModelConfig(model, '--model'))))
       .example('$0 native-probe', 'the limits, the allocator probe and the verdict as a table')
       .example('$0 native-probe --model vit-b-32', 'and whether CLIP ViT-B/32 fits now')
       .example('prlimit --as=4G $0 native-probe --json', 'the report under a 4 GiB address-space limit, for scripts')
       .epilogue(
         'The verdict names the limit with the least headroom: the first one an allocation will hit. ' +
           `GPU libraries are found by dlopen; set ${NVML_LIBRARY_VARIABLE} / ${CUDA_LIBRARY_VARIABLE} to a path to use others. ` +
-          'README.md explains every field.',
+          'README.md explains every field.\n\n' +
+          exitStatus('0 when the report was made, whatever it says; 1 when the probe itself failed'),
       ),
   handler: (args) => {
     const report = runProbe({ models: args.model, weights: args.weights });

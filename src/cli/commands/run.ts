@@ -13,7 +13,13 @@ import { BACKENDS, SCENARIO_CATALOG, SCENARIO_NAMES, catalogEntry } from '../../
 import type { RunOptions, ScenarioOptions } from '../../scenarios/scenario';
 import { formatBytes } from '../../core/units';
 import {
-  checkWritable,
+  BATCH_RANGE,
+  checkModel,
+  checkOutputFile,
+  countOption,
+  durationOption,
+  exitStatus,
+  THREADS_RANGE,
   jsonTarget,
   limitsFrom,
   withJsonOption,
@@ -93,32 +99,31 @@ export const runCommand: CommandModule<object, RunArgs> = {
           'preset (vit-b-32, vit-b-16, vit-l-14, tiny; a synthetic checkpoint with the real layout is made on first use), a model directory or a .safetensors file',
       })
       .option('dtype', { choices: WEIGHT_FORMATS, default: 'fp32' as WeightFormat, describe: 'weight format' })
-      .option('batch', { type: 'number', default: 2, describe: 'batch of clip-forward and clip-train' })
-      .option('large-batch', { type: 'number', default: 32, describe: 'batch of large-batch' })
+      .option('batch', countOption('batch', 'batch of clip-forward and clip-train', BATCH_RANGE, 2))
+      .option('large-batch', countOption('large-batch', 'batch of large-batch', BATCH_RANGE, 32))
       .option('backend', {
         choices: BACKENDS,
         default: 'auto',
         describe:
           'auto: onnxruntime for inference and training, the best tfjs backend for basic-ops and small-mlp; or one tfjs backend for everything',
       })
-      .option('threads', {
-        type: 'number',
-        default: Math.min(os.cpus().length, 4),
-        describe: 'compute threads of the runtime',
-      })
-      .option('timeout', {
-        type: 'number',
-        default: 600,
-        describe: 'seconds before a child and its whole process group are killed',
-      })
+      .option(
+        'threads',
+        countOption('threads', 'compute threads of the runtime', THREADS_RANGE, Math.min(os.cpus().length, 4)),
+      )
+      .option(
+        'timeout',
+        durationOption('timeout', 'seconds before a child and its whole process group are killed', 600),
+      )
       .option('markdown', { type: 'string', describe: 'write the Markdown report to FILE' })
       .option('html', { type: 'string', describe: 'write the self-contained HTML report (memory timelines) to FILE' })
       .check(
         usageCheck((args) => {
-          for (const option of ['markdown', 'html'] as const) {
-            const file = args[option];
-            if (file !== undefined) checkWritable(file, `--${option}`);
-          }
+          for (const option of ['markdown', 'html'] as const) checkOutputFile(args[option], `--${option}`);
+          // The whole checkpoint (config, weights file, every tensor the config needs) before any scenario.
+          const names = [...new Set(args.scenarios)];
+          if (names.some((n) => catalogEntry(n).usesCheckpoint)) checkModel(args.model, '--model', true);
+          else checkModel(args.model, '--model', false);
         }),
       )
       .example('$0 run', 'all eight scenarios on the synthetic vit-b-32 checkpoint')
@@ -132,7 +137,7 @@ export const runCommand: CommandModule<object, RunArgs> = {
       )
       .epilogue(
         `Scenarios:\n${SCENARIO_CATALOG.map((s) => `  ${s.name.padEnd(15)} ${s.summary}`).join('\n')}\n\n` +
-          'Exit status: 0 when every scenario passed, 1 when any failed, 2 on a usage error.',
+          exitStatus('0 when every scenario passed, 1 when any failed'),
       ),
   handler: async (args) => {
     const names = [...new Set(args.scenarios)];

@@ -2,7 +2,18 @@
 import * as os from 'node:os';
 import type { CommandModule } from 'yargs';
 import { traceCommand } from '../../track/launcher';
-import { limitsFrom, withJsonOption, withLimitOptions, writeJson, type JsonArgs, type LimitArgs } from '../options';
+import {
+  checkFailRule,
+  checkProgram,
+  durationOption,
+  limitsFrom,
+  usageCheck,
+  withJsonOption,
+  withLimitOptions,
+  writeJson,
+  type JsonArgs,
+  type LimitArgs,
+} from '../options';
 import { buildTraceReport, formatTraceReport } from '../../report/trace-report';
 
 interface TraceArgs extends LimitArgs, JsonArgs {
@@ -20,12 +31,19 @@ export const traceCommandModule: CommandModule<object, TraceArgs> = {
       withLimitOptions(yargs.parserConfiguration({ 'populate--': true, 'unknown-options-as-args': false })),
       'the result (schema/trace.schema.json)',
     )
-      .option('timeout', { type: 'number', describe: "seconds before the command's whole process group is killed" })
+      .option('timeout', durationOption('timeout', "seconds before the command's whole process group is killed"))
       .option('fail', {
         type: 'string',
         describe:
           'fault injection: make calls fail with ENOMEM, e.g. malloc:nth=3, mmap:above=1048576 or mprotect:nth=1 (comma-separated)',
       })
+      .check(
+        usageCheck((args) => {
+          if (args.fail !== undefined) checkFailRule(args.fail);
+          const program = [...((args as TraceArgs)['--'] ?? []), ...((args as TraceArgs).command ?? [])].map(String)[0];
+          if (program !== undefined) checkProgram(program);
+        }),
+      )
       .example(
         '$0 trace --limit-as 4G -- python3 train.py',
         'which allocation failed under a 4 GiB address-space limit, and why',
@@ -41,7 +59,8 @@ export const traceCommandModule: CommandModule<object, TraceArgs> = {
           'file that survives the process being killed. After the command ends, trace prints how it ended, the peaks, every ' +
           'failure with the limit it hit (with the arithmetic), and a diagnosis: address-space, data-limit, commit-limit, ' +
           'overcommit-heuristic, map-count, cgroup-oom-kill, host-oom-kill, gpu-memory, js-heap, not-memory or none. ' +
-          "The exit code is the command's (128 + signal number when killed).",
+          "Exit status: the command's own (128 + signal number when it was killed); 2 on a usage error (a bad option " +
+          'or value, or a program that does not exist), found before the command starts.',
       ),
   handler: async (args) => {
     const command = [...(args['--'] ?? []), ...(args.command ?? [])].map(String);
