@@ -38,18 +38,37 @@ const BOOLEAN_OPTIONS = new Set([
  * What yargs would misread, made plain before it parses: a lone `-` after `--json` (an unknown argument
  * to yargs) and a negative value (`--limit-as -5G` reads as the short options -5 and -G) are joined to
  * their option, so that the option's own check names them; a value given to a boolean option is refused.
- * Nothing after a bare `--` (trace's program and its arguments) is touched; other commands refuse a `--`.
+ * Nothing after a bare `--` (the program trace or fit runs, and its arguments) is touched; other commands
+ * refuse a `--`.
  */
+/** fit's options for the CLIP scenarios, which mean nothing for a command given after `--`. */
+const FIT_CLIP_OPTIONS = new Set([
+  'phase',
+  'model',
+  'dtype',
+  'optimizer',
+  'segments',
+  'max-batch',
+  'threads',
+  'verify',
+]);
+
 function joinDashValues(argv: string[]): string[] {
   const joined: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     if (arg === '--') {
-      // yargs would set whatever follows aside, silently: only trace runs a command given after `--`.
+      // yargs would set whatever follows aside, silently: only trace and fit run a command given after `--`.
       const command = argv.find((a) => !a.startsWith('-'));
-      if (command !== 'trace')
+      if (command !== 'trace' && command !== 'fit')
         throw new UsageError(
-          `only trace takes a command after \`--\`; ${command ?? 'no command'} was given ${JSON.stringify(argv.slice(i + 1).join(' '))} there`,
+          `only trace and fit take a command after \`--\`; ${command ?? 'no command'} was given ${JSON.stringify(argv.slice(i + 1).join(' '))} there`,
+        );
+      // With a command of the user's own, fit finds a limit for it: the CLIP scenarios' options say nothing.
+      const clipOnly = joined.find((given) => FIT_CLIP_OPTIONS.has(given.replace(/^--([\w-]+).*$/, '$1')));
+      if (command === 'fit' && clipOnly)
+        throw new UsageError(
+          `${clipOnly.split('=')[0]} is for the CLIP scenarios; with a command after --, fit takes --for, --max, --step, --runs, --timeout, --json`,
         );
       joined.push(...argv.slice(i));
       break;

@@ -3,6 +3,9 @@ import type { CommandModule } from 'yargs';
 import {
   BATCH_RANGE,
   checkModelConfig,
+  checkProgram,
+  durationOption,
+  once,
   countOption,
   exitStatus,
   SEGMENTS_RANGE,
@@ -176,12 +179,16 @@ export const fitCommand: CommandModule<object, FitArgs> = {
         type: 'string',
         describe: "with a command: the search's resolution (default: the peak / 256, at least 1M)",
       })
-      .option('runs', {
-        type: 'number',
-        default: 2,
-        describe: 'with a command: runs without a limit first, to measure how much the peak varies',
-      })
-      .option('timeout', { type: 'number', describe: "with a command: seconds before a run's process group is killed" })
+      .option(
+        'runs',
+        countOption(
+          'runs',
+          'with a command: runs without a limit first, to measure how much the peak varies',
+          { min: 1, max: 20 },
+          2,
+        ),
+      )
+      .option('timeout', durationOption('timeout', "with a command: seconds before a run's process group is killed"))
       .option('phase', { choices: PHASES, default: 'train' as Phase, describe: 'what has to fit' })
       .option('model', { type: 'string', default: 'vit-b-32', describe: 'preset, model directory or config.json' })
       .option('dtype', { choices: WEIGHT_FORMATS, default: 'fp32' as WeightFormat, describe: 'weight format' })
@@ -208,13 +215,10 @@ export const fitCommand: CommandModule<object, FitArgs> = {
           if (commandOf(args as FitArgs).length) {
             if (LIMIT_KINDS.some((kind) => args[`limit-${kind}`] !== undefined))
               throw new Error('with a command, fit finds the limit itself: use --for mem|as|data|slurm, not --limit-*');
-            if (args.max !== undefined) parseBytes(args.max, '--max');
-            if (args.step !== undefined && parseBytes(args.step, '--step') < 4096)
-              throw new Error(`--step must be at least 4096 bytes, got ${args.step}`);
-            if (!Number.isSafeInteger(args.runs) || args.runs < 1 || args.runs > 20)
-              throw new Error(`--runs must be a whole number from 1 to 20, got ${args.runs}`);
-            if (args.timeout !== undefined && !(args.timeout > 0 && args.timeout <= 86400))
-              throw new Error(`--timeout must be seconds above 0 and at most 86400, got ${args.timeout}`);
+            if (args.max !== undefined) parseBytes(once(args.max, '--max'), '--max');
+            if (args.step !== undefined && parseBytes(once(args.step, '--step'), '--step') < 4096)
+              throw new Error(`--step: "${args.step}" is too small: give at least 4096 bytes (one page), e.g. 1M`);
+            checkProgram(commandOf(args as FitArgs)[0]!);
             return;
           }
           limitOf(args as FitArgs);
