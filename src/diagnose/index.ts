@@ -19,7 +19,8 @@ export type Cause =
   | 'gpu-memory'
   | 'js-heap'
   | 'not-memory'
-  | 'none';
+  | 'none'
+  | 'unknown';
 
 export const causes: readonly Cause[] = [
   'address-space',
@@ -33,6 +34,7 @@ export const causes: readonly Cause[] = [
   'js-heap',
   'not-memory',
   'none',
+  'unknown',
 ];
 
 export interface Diagnosis {
@@ -79,10 +81,33 @@ export interface DiagnosisInput {
   filePeak?: number;
   /** Last state the tracker saw (for a process killed without a failure). */
   last?: { phase?: string; heap?: number; rss?: number; anon?: number; file?: number };
-  /** Why the process has no allocation record, if it has none. */
+  /** Why the process has no allocation record, if it has none: then the cause is `unknown` at best. */
   notTracked?: string;
+  /**
+   * Where tracking stopped in a process that has a record (it exec'd an untracked program, or left
+   * through _exit as dash does: the record cannot tell which), said in the evidence.
+   */
+  lostTrack?: string;
   /** Set when clip-mem killed the process group at its timeout (milliseconds): that kill is ours, not the kernel's. */
   timeoutMs?: number;
+  /** Set when clip-mem was told to stop (SIGINT, SIGTERM, SIGHUP) and killed the process group: ours too. */
+  stoppedBy?: string;
+  /**
+   * The processes the kernel log says its OOM killer killed during the run (main: the command's own
+   * process; null when the log's pids cannot be compared with ours). Empty or absent: none logged, or the
+   * log could not be read (kernelLog says why).
+   */
+  oomKilled?: {
+    pid: number;
+    name: string;
+    main: boolean | null;
+    rss: number | null;
+    cgroup: string;
+    cgroupLimit: boolean;
+  }[];
+  kernelLog?: string;
+  /** Descendants whose record ends without a clean exit (killed, or exec'd an untracked program). */
+  endedUnclean?: { pid: number; exe: string }[];
 }
 
 const PROT_WRITE = 2;
@@ -288,10 +313,44 @@ function lastState(last: DiagnosisInput['last']): string | undefined {
 
 export function diagnose(input: DiagnosisInput): Diagnosis {
   const diagnosis = diagnoseEnding(input);
-  if (input.timeoutMs !== undefined) {
+  if (input.stoppedBy !== undefined) {
+    diagnosis.evidence.unshift(`stopped by ${input.stoppedBy} to clip-mem: killed with its process group`);
+  } else if (input.timeoutMs !== undefined) {
     diagnosis.evidence.unshift(`killed with its process group after the ${input.timeoutMs / 1000} s timeout`);
   }
   return diagnosis;
+}
+
+type Victim = NonNullable<DiagnosisInput['oomKilled']>[number];
+
+function victimName(v: Victim): string {
+  return `pid ${v.pid} (${v.name})`;
+}
+
+/** "; its RSS was 56 MiB when killed" for what the kernel logged. */
+function victimRss(victims: Victim[]): string {
+  const known = victims.filter((v) => v.rss !== null);
+  if (!known.length) return '';
+  if (victims.length === 1) return `; its RSS was ${formatBytes(known[0]!.rss!)} when killed`;
+  return `; RSS when killed: ${known.map((v) => `pid ${v.pid} ${formatBytes(v.rss!)}`).join(', ')}`;
+}
+
+/** "pid 12 (python3) was killed by the kernel OOM killer in cgroup X; its RSS was ..." as far as the evidence names it. */
+function othersKilled(others: Victim[], input: DiagnosisInput, where: string): string {
+  if (others.length) {
+    const verb = others.length === 1 ? 'was' : 'were';
+    return `${others.map(victimName).join(', ')} ${verb} killed by the kernel OOM killer ${where}${victimRss(others)}`;
+  }
+  const unclean = input.endedUnclean ?? [];
+  const guess = unclean.length
+    ? `, possibly ${unclean.map((d) => `pid ${d.pid} (${d.exe})`).join(' or ')} (its record ends without a clean exit)`
+    : '';
+  const why = input.kernelLog ? ` (not named: ${input.kernelLog})` : '';
+  return `another process in its group${guess} was killed by the kernel OOM killer ${where}${why}`;
+}
+
+function endingOf(exit: DiagnosisInput['exit']): string {
+  return exit.signal ? `killed by ${exit.signal}` : `exited with code ${exit.code}`;
 }
 
 function diagnoseEnding(input: DiagnosisInput): Diagnosis {
@@ -299,17 +358,59 @@ function diagnoseEnding(input: DiagnosisInput): Diagnosis {
   const evidence: string[] = [];
   const killed = exit.signal === 'SIGKILL' || exit.code === 137;
   const last = lastState(input.last);
+  // A kill clip-mem sent (timeout, or its own SIGINT/SIGTERM/SIGHUP) is not the kernel's.
+  const ourKill = input.timeoutMs !== undefined || input.stoppedBy !== undefined;
+  const victims = input.oomKilled ?? [];
+  const mainVictim = victims.find((v) => v.main === true);
+  const others = victims.filter((v) => v.main !== true);
+  /** What happened to other processes of the run meanwhile, said after the main process's own ending. */
+  const meanwhile: string[] = [];
 
   if (input.cgroup && (input.cgroup.oomKills ?? 0) > 0) {
+    const kills = input.cgroup.oomKills ?? 0;
     const limit = input.cgroup.limit !== null ? ` at limit ${formatBytes(input.cgroup.limit)}` : '';
-    evidence.push(`killed by the kernel OOM killer in cgroup ${input.cgroup.path ?? ''}${limit}`.replace('  ', ' '));
-    if (input.cgroup.peak)
-      evidence.push(`the cgroup's memory peaked at ${formatBytes(input.cgroup.peak)} (RSS + page cache)`);
+    const where = `in cgroup ${input.cgroup.path ?? ''}${limit}`.replace('  ', ' ');
+    const peak = input.cgroup.peak
+      ? `the cgroup's memory peaked at ${formatBytes(input.cgroup.peak)} (RSS + page cache)`
+      : undefined;
+    // The main process itself: the kernel log names it, or it died by SIGKILL that was not ours and the
+    // log (unread, or naming fewer kills than the cgroup counted) does not put the kill elsewhere.
+    const mainKilled = mainVictim !== undefined || (exit.signal === 'SIGKILL' && !ourKill && victims.length < kills);
+    if (mainKilled) {
+      evidence.push(`killed by the kernel OOM killer ${where}`);
+      if (mainVictim) evidence.push(`the kernel log names it: ${victimName(mainVictim)}${victimRss([mainVictim])}`);
+      else if (input.kernelLog) evidence.push(`which process was killed is not confirmed: ${input.kernelLog}`);
+      if (peak) evidence.push(peak);
+      if (last) evidence.push(last);
+      if (others.length) evidence.push(`meanwhile ${othersKilled(others, input, where)}`);
+      return { cause: 'cgroup-oom-kill', evidence };
+    }
+    if (exit.code === 137 && !ourKill) {
+      // A shell (or a wrapper) reports its command's SIGKILL as 128 + 9: its ending follows from the kill.
+      evidence.push(othersKilled(others, input, where));
+      evidence.push(
+        'the command exited with code 137 (128 + SIGKILL), as a shell or wrapper does when the process it waits for is killed',
+      );
+      if (peak) evidence.push(peak);
+      return { cause: 'cgroup-oom-kill', evidence };
+    }
+    meanwhile.push(`meanwhile ${othersKilled(others, input, where)}`);
+    if (peak) meanwhile.push(peak);
+  } else if (mainVictim && !ourKill) {
+    // Killed by the OOM killer outside any cgroup of this run: a cgroup above it (a scheduler's, a
+    // container's) or the whole host, as the kernel logged it.
+    const inGroup = mainVictim.cgroupLimit && mainVictim.cgroup !== '';
+    evidence.push(
+      inGroup
+        ? `killed by the kernel OOM killer in cgroup ${mainVictim.cgroup} (a memory cgroup this run did not make)`
+        : 'killed by the kernel OOM killer: the host ran out of memory (no cgroup limit)',
+    );
+    evidence.push(`the kernel log names it: ${victimName(mainVictim)}${victimRss([mainVictim])}`);
     if (last) evidence.push(last);
-    return { cause: 'cgroup-oom-kill', evidence };
+    return { cause: inGroup ? 'cgroup-oom-kill' : 'host-oom-kill', evidence };
   }
   // A kill clip-mem sent at the timeout is not the host's OOM killer, whatever else it killed meanwhile.
-  if (killed && input.timeoutMs === undefined && (input.hostOomKills ?? 0) > 0) {
+  if (killed && !ourKill && (input.hostOomKills ?? 0) > 0) {
     evidence.push(
       `killed by SIGKILL while the host's OOM killer killed ${input.hostOomKills} process(es) (/proc/vmstat oom_kill)`,
     );
@@ -347,9 +448,13 @@ function diagnoseEnding(input: DiagnosisInput): Diagnosis {
     }
   }
   const injected = input.failures.length - real.length;
+  const survived = exit.code === 0 && exit.signal === null;
+  const recovered = survived && real.length > 0 ? `recovered: ${real.length} allocation(s) failed, exit 0` : undefined;
   if (found) {
-    if (real.length > 1) found.evidence.push(`${real.length} allocations failed in all`);
+    if (recovered) found.evidence.push(recovered);
+    else if (real.length > 1) found.evidence.push(`${real.length} allocations failed in all`);
     if (injected) found.evidence.push(`${injected} failure(s) were injected by CLIPMEM_FAIL`);
+    found.evidence.push(...meanwhile);
     return found;
   }
   if (injected) evidence.push(`${injected} failure(s) were injected by CLIPMEM_FAIL (fault injection, not a limit)`);
@@ -364,16 +469,45 @@ function diagnoseEnding(input: DiagnosisInput): Diagnosis {
         `RLIMIT_DATA ${formatBytes(limits.data)} does not count them (RLIMIT_AS would)`,
     );
   }
-  if (input.notTracked) evidence.push(input.notTracked);
-  if (exit.code === 0) {
+  if (input.lostTrack) evidence.push(input.lostTrack);
+  if (input.notTracked) {
+    // Without a record, "no allocation failed" is not known: say what is missing, never none or not-memory.
+    evidence.push(input.notTracked);
+    evidence.unshift(
+      survived
+        ? 'exited with code 0, but whether any allocation failed is not known'
+        : `${endingOf(exit)}${killed && !ourKill ? ' (no OOM killer counted a kill)' : ''}; why is not known`,
+    );
+    evidence.push(
+      'missing: the allocation record (which allocation failed, its size, errno and the limit it hit); ' +
+        'to get it, trace a dynamically linked, non-setuid program with TMPDIR writable and not full',
+    );
+    evidence.push(...meanwhile);
+    if (last && killed) evidence.push(last);
+    return { cause: 'unknown', evidence };
+  }
+  if (survived) {
     evidence.unshift('exited with code 0' + (input.failures.length ? '' : '; no allocation failed'));
+    if (recovered) evidence.push(recovered);
+    evidence.push(...meanwhile);
     return { cause: 'none', evidence };
   }
-  const how = exit.signal ? `killed by ${exit.signal}` : `exited with code ${exit.code}`;
+  if (meanwhile.length) {
+    // Another process of the group was OOM-killed and this one ended otherwise: whether its ending follows
+    // from that kill is more than the evidence shows.
+    evidence.unshift(`${endingOf(exit)}; no allocation of its own failed for lack of memory`);
+    evidence.push(...meanwhile);
+    evidence.push(
+      `whether the command ${ourKill ? 'hung' : `${endingOf(exit)}`} because of that kill is not known: ` +
+        'its own output and exit code do not say',
+    );
+    if (last && killed) evidence.push(last);
+    return { cause: 'unknown', evidence };
+  }
   evidence.unshift(
     killed
-      ? `${how}, but no OOM killer counted a kill (not an out-of-memory kill)`
-      : `${how}; no allocation failed for lack of memory`,
+      ? `${endingOf(exit)}, but no OOM killer counted a kill (not an out-of-memory kill)`
+      : `${endingOf(exit)}; no allocation failed for lack of memory`,
   );
   if (last && killed) evidence.push(last);
   return { cause: 'not-memory', evidence };

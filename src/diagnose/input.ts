@@ -44,7 +44,19 @@ export function diagnosisInput(run: TraceRun, reportedError?: string | null): Di
           file: record.counters.fileMapped,
         }
       : undefined,
-    notTracked: run.notTracked ?? run.lostTrack,
+    notTracked: run.notTracked,
+    lostTrack: run.lostTrack,
     timeoutMs: run.timedOut ? run.timeoutMs : undefined,
+    stoppedBy: run.stoppedBy,
+    oomKilled: run.oomKilled.map((v) => ({
+      pid: v.pid,
+      name: v.exe ? `${v.comm}, ${v.exe}` : v.comm,
+      main: v.main,
+      rss: v.rss,
+      cgroup: v.cgroup,
+      cgroupLimit: v.cgroupLimit,
+    })),
+    kernelLog: run.kernelLog,
+    endedUnclean: run.endedUnclean,
   };
 }

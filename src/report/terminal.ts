@@ -54,7 +54,10 @@ export function scenarioLines(result: ScenarioResult): string[] {
     if (a.available !== null && a.required !== null)
       lines.push(`       fits: ${a.basis} ${formatBytes(a.required)} of ${a.resource} ${formatBytes(a.available)}`);
     const evidence = result.diagnosis.evidence.filter(
-      (e) => !e.startsWith('exited with code 0') && !/^\d+ allocations failed in all$/.test(e),
+      (e) =>
+        !e.startsWith('exited with code 0') &&
+        !/^\d+ allocations failed in all$/.test(e) &&
+        !/^recovered: \d+ allocation\(s\) failed, exit 0$/.test(e), // said by the "recovered from" line
     );
     // Refusals the scenario survived (tfjs falls back from wasm when its reservation is refused).
     if (result.failureCount > 0 && evidence.length) {

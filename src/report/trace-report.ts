@@ -45,6 +45,12 @@ export interface TraceReport {
   limits: Limits;
   exit: { code: number | null; signal: string | null };
   timedOut: boolean;
+  /** The timeout it ran under (ms), when one was set. */
+  timeoutMs: number | null;
+  /** The signal clip-mem was stopped by (it then killed the process group), when it was. */
+  stoppedBy: string | null;
+  /** How the command's own process ended, in words: the headline ("exited with code 3", "timed out after 10 s, killed by clip-mem"). */
+  ending: string;
   durationMs: number;
   tracked: boolean;
   notTracked?: string;
@@ -69,8 +75,49 @@ export interface TraceReport {
   timeline: { tMs: number; heap: number; anon: number; file: number; rss: number; vmSize: number; phase: string }[];
   cgroup?: TraceRun['cgroup'];
   hostOomKills: number | null;
+  /** Processes the kernel log says the OOM killer killed during the run (its own process or others). */
+  oomKilled: TraceRun['oomKilled'];
+  /** Why the kernel log could not be read, when it could not (then who was OOM-killed is not known). */
+  kernelLog?: string;
   descendants: { pid: number; exe: string; failures: number }[];
+  /** Processes of the run still alive when its own process ended (daemons, background jobs). */
+  outlived: TraceRun['outlived'];
+  /** Set when the record directory could not be removed. */
+  recordDirLeft?: string;
   diagnosis: Diagnosis;
+}
+
+/** The largest known value (> 0), or null when none is known. */
+function highest(values: (number | null | undefined)[]): number | null {
+  let top: number | null = null;
+  for (const value of values)
+    if (value !== null && value !== undefined && value > 0 && (top === null || value > top)) top = value;
+  return top;
+}
+
+function signalWithNumber(signal: string): string {
+  const number = os.constants.signals[signal as keyof typeof os.constants.signals];
+  return `${signal}${number ? ` (${number})` : ''}`;
+}
+
+/**
+ * How the command's own process ended, first and truthfully: a kill clip-mem sent is clip-mem's, an OOM
+ * kill is named only when the diagnosis found the process itself killed (not another of its group).
+ */
+function describeEnding(run: TraceRun, diagnosis: Diagnosis): string {
+  const { code, signal } = run.exit;
+  const took = `after ${(run.durationMs / 1000).toFixed(1)} s`;
+  if (run.stoppedBy) return `stopped by ${run.stoppedBy} to clip-mem ${took}, killed by clip-mem`;
+  if (run.timedOut) return `timed out after ${(run.timeoutMs ?? 0) / 1000} s, killed by clip-mem`;
+  const own = diagnosis.evidence[0] ?? '';
+  if (
+    signal === 'SIGKILL' &&
+    diagnosis.cause === 'cgroup-oom-kill' &&
+    own.startsWith('killed by the kernel OOM killer')
+  )
+    return `${own} ${took}`;
+  if (signal) return `killed by ${signalWithNumber(signal)} ${took}`;
+  return `exited with code ${code} ${took}`;
 }
 
 /** The record writes -1 where /proc could not be read; reports write null. */
@@ -117,6 +164,23 @@ export function buildTraceReport(run: TraceRun, reportedError?: string | null): 
       }
     : null;
   const diagnosis = diagnose(input);
+  // Peaks that are peaks: the record's own high-water marks can miss pages touched without an allocation
+  // call (a killed process never reads VmHWM), so each is also at least every sample and the last value.
+  const samples = record?.timeline ?? [];
+  const c = record?.counters;
+  const peakOf = (own: (number | undefined)[], key: 'heap' | 'anon' | 'file' | 'reserved' | 'rss' | 'vmSize') =>
+    record ? highest([...own, ...samples.map((sample) => sample[key])]) : null;
+  const peaks = {
+    heap: peakOf([c?.heapPeak, c?.heapCurrent], 'heap'),
+    anon: peakOf([c?.anonPeak, c?.anonMapped], 'anon'),
+    file: peakOf([c?.filePeak, c?.fileMapped], 'file'),
+    reserved: peakOf([c?.reservedPeak, c?.reservedMapped], 'reserved'),
+    // The kernel's own figure when it OOM-killed this process (anon + file + shmem RSS at the kill).
+    rss: peakOf([c?.rssPeak, run.lastSeen?.rss, ...run.oomKilled.filter((v) => v.main).map((v) => v.rss ?? 0)], 'rss'),
+    vmSize: peakOf([c?.vmPeak, run.lastSeen?.vmSize], 'vmSize'),
+  };
+  // A figure the record holds as exactly 0 stays 0 (e.g. no file mapping at all), not unknown.
+  for (const key of ['heap', 'anon', 'file', 'reserved'] as const) if (record && peaks[key] === null) peaks[key] = 0;
   return {
     schema: TRACE_SCHEMA,
     command: run.command,
@@ -124,20 +188,16 @@ export function buildTraceReport(run: TraceRun, reportedError?: string | null): 
     limits: run.limits,
     exit: run.exit,
     timedOut: run.timedOut,
+    timeoutMs: run.timeoutMs ?? null,
+    stoppedBy: run.stoppedBy ?? null,
+    ending: describeEnding(run, diagnosis),
     durationMs: run.durationMs,
     tracked: record !== undefined,
     notTracked: run.notTracked,
     lostTrack: run.lostTrack,
     failuresTotal: record?.failuresTotal ?? 0,
     failures,
-    peaks: {
-      heap: record?.counters.heapPeak ?? null,
-      anon: record?.counters.anonPeak ?? null,
-      file: record?.counters.filePeak ?? null,
-      reserved: record?.counters.reservedPeak ?? null,
-      rss: record && record.counters.rssPeak > 0 ? record.counters.rssPeak : null,
-      vmSize: record && record.counters.vmPeak > 0 ? record.counters.vmPeak : null,
-    },
+    peaks,
     last,
     calls: record ? { ...record.calls } : null,
     phases: (record?.phases ?? []).map((p) => ({ label: p.label, heap: p.heap, anon: p.anon, file: p.file })),
@@ -152,7 +212,11 @@ export function buildTraceReport(run: TraceRun, reportedError?: string | null): 
     })),
     cgroup: run.cgroup,
     hostOomKills: run.hostOomKills,
+    oomKilled: run.oomKilled,
+    ...(run.kernelLog !== undefined ? { kernelLog: run.kernelLog } : {}),
     descendants: run.descendants.map((d) => ({ pid: d.pid, exe: d.exe, failures: d.failuresTotal })),
+    outlived: run.outlived,
+    ...(run.recordDirLeft !== undefined ? { recordDirLeft: run.recordDirLeft } : {}),
     diagnosis,
   };
 }
@@ -166,24 +230,10 @@ function requested(f: TraceFailure): string {
   return `${f.size} bytes (${formatBytes(f.size)})`;
 }
 
-function describeExit(report: TraceReport): string {
-  const { code, signal } = report.exit;
-  const took = `after ${(report.durationMs / 1000).toFixed(1)} s`;
-  if (report.diagnosis.cause === 'cgroup-oom-kill' && report.cgroup) {
-    return `killed by the kernel OOM killer in cgroup ${report.cgroup.path} at limit ${formatBytes(report.cgroup.limit)} ${took}`;
-  }
-  if (report.timedOut) return `killed (${signal}) at the timeout ${took}`;
-  if (signal) {
-    const number = os.constants.signals[signal as keyof typeof os.constants.signals];
-    return `killed by ${signal}${number ? ` (${number})` : ''} ${took}`;
-  }
-  return `exited with code ${code} ${took}`;
-}
-
 /** The terminal summary printed after the child's own output. */
 export function formatTraceReport(report: TraceReport): string {
   const lines: string[] = [];
-  lines.push(`clip-mem trace: ${report.command.join(' ')} (pid ${report.pid}) ${describeExit(report)}`);
+  lines.push(`clip-mem trace: ${report.command.join(' ')} (pid ${report.pid}) ${report.ending}`);
   const limits = [
     report.limits.as !== undefined ? `RLIMIT_AS ${formatBytes(report.limits.as)}` : '',
     report.limits.data !== undefined ? `RLIMIT_DATA ${formatBytes(report.limits.data)}` : '',
@@ -228,6 +278,19 @@ export function formatTraceReport(report: TraceReport): string {
       lines.push(`  child process ${d.pid} (${d.exe}): ${d.failures} failed allocation(s)`);
     }
   }
+  for (const v of report.oomKilled.filter((v) => v.main !== true)) {
+    lines.push(
+      `  OOM-killed meanwhile: pid ${v.pid} (${v.exe ?? v.comm})` +
+        (v.cgroup ? ` in cgroup ${v.cgroup}` : '') +
+        (v.rss !== null ? `, RSS ${formatBytes(v.rss)} when killed` : '') +
+        ' (kernel log)',
+    );
+  }
+  for (const p of report.outlived) {
+    lines.push(`  outlived the command: pid ${p.pid} (${p.exe}) ${p.command ? `"${p.command}" ` : ''}- ${p.fate}`);
+  }
+  if (report.recordDirLeft) lines.push(`  left behind: ${report.recordDirLeft}`);
+  if (report.cgroup?.removeError) lines.push(`  left behind: ${report.cgroup.removeError}`);
   lines.push(`  diagnosis: ${report.diagnosis.cause}`);
   for (const sentence of report.diagnosis.evidence) lines.push(`    ${sentence}`);
   return lines.join('\n') + '\n';

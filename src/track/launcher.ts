@@ -10,8 +10,9 @@ import { execHelper, preloadLibrary } from './binaries';
 import { ChildCgroup, createChildCgroup, readChildCgroup, removeCgroup } from './cgroup';
 import { ProgramKind, programKind } from './program';
 import { AllocationRecord, finalRecordOf, listRecords, readRecord } from './record';
-import { isUnknown, known } from '../core/field';
+import { describeError, isUnknown, known } from '../core/field';
 import { readProcessStatus } from '../probe/proc';
+import { inHostPidNamespace, kernelLogCursor, oomKillsSince } from './kernel-log';
 
 export interface TraceOptions {
   command: string[];
@@ -43,6 +44,34 @@ export interface CgroupOutcome {
   removeError?: string;
 }
 
+/** A process the kernel's OOM killer killed during the run, inside the run's cgroup or of the run's tree. */
+export interface OomKilledProcess {
+  pid: number;
+  /** Its name as the kernel logged it (comm), and its executable when a record of that pid names it. */
+  comm: string;
+  exe?: string;
+  /** True: the traced command's own process; false: another one; null: not known (a pid namespace hides it). */
+  main: boolean | null;
+  /** The cgroup whose limit the kill enforced ('' when the kernel did not say, e.g. a host-wide OOM). */
+  cgroup: string;
+  /** True for a kill at a memory cgroup's limit ("Memory cgroup out of memory"), false for the host's. */
+  cgroupLimit: boolean;
+  /** Resident bytes when killed (anon + file + shmem RSS, as the kernel logged them). */
+  rss: number | null;
+  /** Where this came from. */
+  source: 'kernel log';
+}
+
+/** A process that was still running when the command's own process had ended (a daemon, a background job). */
+export interface OutlivedProcess {
+  pid: number;
+  exe: string;
+  /** Its command line (NULs as spaces). */
+  command: string;
+  /** What became of it: still running, or killed when clip-mem removed the run's cgroup. */
+  fate: 'still running' | 'killed with the cgroup';
+}
+
 export interface TraceRun {
   command: string[];
   limits: Limits;
@@ -69,6 +98,25 @@ export interface TraceRun {
   lastSeen: { rss: number; vmSize: number; atMs: number } | null;
   /** Kernel OOM kills anywhere on the host during the run (/proc/vmstat oom_kill). */
   hostOomKills: number | null;
+  /**
+   * The processes the kernel log (/dev/kmsg) says its OOM killer killed during the run, in the run's cgroup
+   * or with a pid of the run; empty when none or when the log could not be read (then kernelLog says why).
+   */
+  oomKilled: OomKilledProcess[];
+  /** Why the kernel log could not be read, when it could not. */
+  kernelLog?: string;
+  /**
+   * Descendants whose record ends without a clean exit and that were gone at the end: killed (by whom is
+   * not in the record), or replaced by an exec of an untracked program. Named as possible OOM victims
+   * when the kernel log cannot say.
+   */
+  endedUnclean: { pid: number; exe: string }[];
+  /** Set when clip-mem itself was told to stop (SIGINT, SIGTERM, SIGHUP) and killed the process group. */
+  stoppedBy?: NodeJS.Signals;
+  /** Processes of the run still alive when the command's own process had ended. */
+  outlived: OutlivedProcess[];
+  /** Set when the record directory could not be removed: what is left, and why. */
+  recordDirLeft?: string;
   /** Last 64 KiB of the child's stderr and stdout, for the diagnosis. */
   stderrTail: string;
   stdoutTail: string;
@@ -90,8 +138,9 @@ function appendTail(tail: Buffer, chunk: Buffer): Buffer {
   return joined.length > tailBytes ? joined.subarray(joined.length - tailBytes) : joined;
 }
 
-function readAll(dir: string): AllocationRecord[] {
+function readAll(dir: string | undefined): AllocationRecord[] {
   const records: AllocationRecord[] = [];
+  if (dir === undefined) return records;
   for (const entry of listRecords(dir)) {
     try {
       records.push(readRecord(entry.file));
@@ -102,6 +151,124 @@ function readAll(dir: string): AllocationRecord[] {
   return records;
 }
 
+/** The children of every traceCommand in flight, so that a signal to clip-mem can stop them (stopTraces). */
+const inFlight = new Map<number, (signal: NodeJS.Signals) => void>();
+
+/**
+ * Stops every traced command in flight, as clip-mem's own SIGINT, SIGTERM or SIGHUP handlers do: each
+ * child's process group is killed, and its traceCommand returns with `stoppedBy` set, so that the caller
+ * still reports what ran so far and the cgroup and record directory are removed. Returns how many.
+ */
+export function stopTraces(signal: NodeJS.Signals): number {
+  stopRequested ??= signal; // a command about to start is stopped as soon as it has a process group
+  for (const stop of inFlight.values()) stop(signal);
+  return inFlight.size;
+}
+
+let stopRequested: NodeJS.Signals | undefined;
+
+function killGroup(pid: number): void {
+  try {
+    process.kill(-pid, 'SIGKILL');
+  } catch {
+    // already gone
+  }
+}
+
+function readLink(file: string): string {
+  try {
+    return fs.readlinkSync(file);
+  } catch {
+    return '?';
+  }
+}
+
+function commandLineOf(pid: number): string {
+  try {
+    return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean).join(' ');
+  } catch {
+    return '';
+  }
+}
+
+/**
+ * The processes of the run still alive: those whose environment names this run's record directory (they
+ * inherited it, tracked or not) and those in the run's cgroup. A daemon that left the process group and
+ * the session (setsid) is found either way.
+ */
+function survivors(recordDir: string | undefined, cgroup: ChildCgroup | undefined): number[] {
+  const found = new Set<number>();
+  if (recordDir !== undefined) {
+    const mark = `\0CLIPMEM_RECORD_DIR=${recordDir}\0`;
+    let names: string[] = [];
+    try {
+      names = fs.readdirSync('/proc');
+    } catch {
+      // no /proc: nothing to find
+    }
+    for (const name of names) {
+      if (!/^\d+$/.test(name) || Number(name) === process.pid) continue;
+      try {
+        if (`\0${fs.readFileSync(`/proc/${name}/environ`, 'latin1')}`.includes(mark)) found.add(Number(name));
+      } catch {
+        // gone, or not ours to read
+      }
+    }
+  }
+  if (cgroup) {
+    for (const file of ['cgroup.procs', 'tasks']) {
+      try {
+        for (const pid of fs.readFileSync(path.join(cgroup.directory, file), 'utf8').split('\n').filter(Boolean))
+          found.add(Number(pid));
+      } catch {
+        // v2 has no tasks file
+      }
+    }
+  }
+  return [...found].sort((a, b) => a - b);
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Removes the record directory even while a process that outlived the command still creates records in
+ * it: the directory is first renamed, so that the name those processes hold leads nowhere (their next
+ * record cannot be created, and they run on untracked), then removed, retried while a record created
+ * just before the rename lands. The files a living process has mapped are freed when it exits.
+ */
+function removeRecordDir(dir: string): string | undefined {
+  let target = dir;
+  try {
+    const retired = `${dir}-done`;
+    fs.renameSync(dir, retired);
+    target = retired;
+  } catch {
+    // remove it where it is
+  }
+  try {
+    fs.rmSync(target, { recursive: true, force: true, maxRetries: 10, retryDelay: 20 });
+    return undefined;
+  } catch (error) {
+    return `the record directory ${target} could not be removed (${describeError(error)}); remove it with rm -r`;
+  }
+}
+
+/** What the tracker said on stderr when it could not create a record (lifecycle.cc), if it did. */
+function recordProblem(stderr: string, pid: number): string | undefined {
+  const lines = [
+    ...stderr.matchAll(/^clip-mem tracker \(pid (\d+)\): (cannot (?:create|size|map) (?:a |the )?record.*)$/gm),
+  ];
+  const own = lines.find((m) => Number(m[1]) === pid) ?? lines[0];
+  return own?.[2];
+}
+
 export async function traceCommand(options: TraceOptions): Promise<TraceRun> {
   const [command, ...args] = options.command;
   if (!command) throw new Error('trace: no command given (write it after --, e.g. clip-mem trace -- node app.js)');
@@ -109,21 +276,36 @@ export async function traceCommand(options: TraceOptions): Promise<TraceRun> {
   const program = programKind(command);
   const helper = execHelper();
   const preload = preloadLibrary();
-  const recordDir = fs.mkdtempSync(path.join(os.tmpdir(), 'clipmem-record-')); // 0700, ours alone
+  // 0700, ours alone. Where it cannot be made (TMPDIR read-only, full, missing) the command still runs,
+  // untracked, and the report says why.
+  let recordDir: string | undefined;
+  let recordDirProblem: string | undefined;
+  try {
+    recordDir = fs.mkdtempSync(path.join(os.tmpdir(), 'clipmem-record-'));
+  } catch (error) {
+    recordDirProblem =
+      `clip-mem could not create its record directory in ${os.tmpdir()} (${describeError(error)}), so no ` +
+      'allocation could be recorded; set TMPDIR to a writable directory with space';
+  }
   let cgroup: ChildCgroup | undefined;
   let outcome: CgroupOutcome | undefined;
+  let result: TraceRun | undefined;
   const helperArgs: string[] = ['--preload', preload];
   if (limits.as !== undefined) helperArgs.push('--as', String(limits.as));
   if (limits.data !== undefined) helperArgs.push('--data', String(limits.data));
+  let childPid: number | undefined;
   try {
     if (limits.mem !== undefined) {
       cgroup = createChildCgroup(limits.mem);
       helperArgs.push('--cgroup-procs', cgroup.procsFile);
     }
-    const env: NodeJS.ProcessEnv = { ...(options.env ?? process.env), CLIPMEM_RECORD_DIR: recordDir };
+    const env: NodeJS.ProcessEnv = { ...(options.env ?? process.env) };
+    if (recordDir !== undefined) env.CLIPMEM_RECORD_DIR = recordDir;
+    else delete env.CLIPMEM_RECORD_DIR; // the interposer then forwards every call and records nothing
     if (options.failRule) env.CLIPMEM_FAIL = options.failRule;
     else delete env.CLIPMEM_FAIL;
     const hostOomBefore = hostOomKillCount();
+    const kernelBefore = kernelLogCursor();
     const started = Date.now();
     const child = spawn(helper, [...helperArgs, '--', command, ...args], {
       cwd: options.cwd,
@@ -131,6 +313,17 @@ export async function traceCommand(options: TraceOptions): Promise<TraceRun> {
       stdio: ['inherit', 'pipe', 'pipe'],
       detached: true, // its own process group, so that a timeout kills every descendant
     });
+    childPid = child.pid;
+    const closed = new Promise<void>((resolve) => child.once('close', () => resolve()));
+    let stoppedBy: NodeJS.Signals | undefined;
+    if (child.pid !== undefined) {
+      const stop = (signal: NodeJS.Signals) => {
+        stoppedBy ??= signal;
+        killGroup(child.pid!);
+      };
+      inFlight.set(child.pid, stop);
+      if (stopRequested) stop(stopRequested);
+    }
     let stdoutTail: Buffer = Buffer.alloc(0);
     let stderrTail: Buffer = Buffer.alloc(0);
     child.stdout!.on('data', (chunk: Buffer) => {
@@ -145,12 +338,9 @@ export async function traceCommand(options: TraceOptions): Promise<TraceRun> {
     const timer =
       options.timeoutMs !== undefined
         ? setTimeout(() => {
+            if (stoppedBy) return;
             timedOut = true;
-            try {
-              process.kill(-child.pid!, 'SIGKILL');
-            } catch {
-              // already gone
-            }
+            killGroup(child.pid!);
           }, options.timeoutMs)
         : undefined;
     let lastSeen: TraceRun['lastSeen'] = null;
@@ -161,39 +351,59 @@ export async function traceCommand(options: TraceOptions): Promise<TraceRun> {
         lastSeen = { rss: status.vmRss, vmSize: status.vmSize, atMs: Date.now() - started };
       }
     }, 100);
-    const poller = options.onRecord
-      ? setInterval(() => {
-          const file = finalRecordOf(recordDir, child.pid!);
-          if (!file) return;
-          try {
-            options.onRecord!(readRecord(file));
-          } catch {
-            // being created
-          }
-        }, options.pollMs ?? 500)
-      : undefined;
+    const poller =
+      options.onRecord && recordDir !== undefined
+        ? setInterval(() => {
+            const file = finalRecordOf(recordDir, child.pid!);
+            if (!file) return;
+            try {
+              options.onRecord!(readRecord(file));
+            } catch {
+              // being created
+            }
+          }, options.pollMs ?? 500)
+        : undefined;
     const exit = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve, reject) => {
       child.once('error', reject);
-      child.once('close', (code, signal) => resolve({ code, signal }));
+      child.once('exit', (code, signal) => resolve({ code, signal }));
     });
+    clearInterval(watcher);
+    // The rest of its output: the pipes close when the last process holding them ends. A process that
+    // outlived the command (a daemon that kept them) is not waited for.
+    let grace: NodeJS.Timeout | undefined;
+    await Promise.race([closed, new Promise<void>((resolve) => (grace = setTimeout(resolve, 1000)))]);
+    clearTimeout(grace);
+    child.stdout!.destroy();
+    child.stderr!.destroy();
     if (timer) clearTimeout(timer);
     if (poller) clearInterval(poller);
-    clearInterval(watcher);
     const durationMs = Date.now() - started;
     const hostOomAfter = hostOomKillCount();
 
     const all = readAll(recordDir);
-    const rootFile = finalRecordOf(recordDir, child.pid!);
+    const rootFile = recordDir !== undefined ? finalRecordOf(recordDir, child.pid!) : undefined;
     const record = all.find((r) => r.path === rootFile);
     const descendants = all.filter((r) => r.pid !== child.pid);
+    const stderrText = stderrTail.toString('utf8');
     let notTracked: string | undefined;
     if (!record) {
-      if (program.kind === 'static') {
+      const problem = recordDir === undefined ? undefined : recordProblem(stderrText, child.pid!);
+      if (recordDirProblem) {
+        notTracked = recordDirProblem;
+      } else if (problem) {
+        notTracked =
+          `no record could be written: the tracker said "${problem}", so no allocation could be recorded; ` +
+          'set TMPDIR to a writable directory with space (a record takes about 1.5 MiB)';
+      } else if (program.kind === 'static') {
         notTracked = `${program.file} is statically linked: it never reads LD_PRELOAD, so its allocations cannot be tracked`;
       } else if (program.kind === 'not-found') {
         notTracked = `${command} was not found`;
       } else if (exit.code === 126 || exit.code === 127) {
         notTracked = `${command} could not be started (exit ${exit.code})`;
+      } else if (isSetuid(program.file)) {
+        notTracked =
+          `${program.file} is setuid or setgid: the dynamic loader ignores LD_PRELOAD for it, so its allocations ` +
+          'cannot be tracked';
       } else {
         notTracked =
           `${program.file} never loaded the interposer (no record was written): it cleared LD_PRELOAD, ` +
@@ -218,7 +428,45 @@ export async function traceCommand(options: TraceOptions): Promise<TraceRun> {
         removed: false,
       };
     }
-    return {
+
+    // Who the OOM killer killed, in the kernel's words: kills in this run's cgroup, or of this run's pids.
+    const pidsOfRun = new Set([child.pid!, ...all.map((r) => r.pid)]);
+    const samePids = inHostPidNamespace();
+    const logged = oomKillsSince(kernelBefore);
+    const groupName = cgroup ? `/${path.basename(cgroup.directory)}` : undefined;
+    const oomKilled: OomKilledProcess[] = Array.isArray(logged)
+      ? logged
+          .filter(
+            (kill) =>
+              (groupName !== undefined && (kill.taskMemcg.endsWith(groupName) || kill.memcg.endsWith(groupName))) ||
+              (samePids && pidsOfRun.has(kill.pid)),
+          )
+          .map((kill) => ({
+            pid: kill.pid,
+            comm: kill.comm,
+            exe: samePids ? [...all].reverse().find((r) => r.pid === kill.pid)?.exe : undefined,
+            main: samePids ? kill.pid === child.pid : null,
+            cgroup: kill.memcg,
+            cgroupLimit: kill.cgroupLimit,
+            rss: kill.rss,
+            source: 'kernel log' as const,
+          }))
+      : [];
+
+    // Processes still alive now that the command's own process has ended.
+    const outlivedPids = survivors(recordDir, cgroup).filter((pid) => pid !== child.pid && isAlive(pid));
+    const outlived: OutlivedProcess[] = outlivedPids.map((pid) => ({
+      pid,
+      exe: readLink(`/proc/${pid}/exe`),
+      command: commandLineOf(pid),
+      fate: cgroup ? 'killed with the cgroup' : 'still running',
+    }));
+    const endedUnclean = descendants
+      .filter((r) => r.state === 'running' && finalRecordOf(recordDir!, r.pid) === r.path)
+      .filter((r) => !outlivedPids.includes(r.pid))
+      .map((r) => ({ pid: r.pid, exe: r.exe }));
+
+    result = {
       command: options.command,
       limits,
       pid: child.pid!,
@@ -234,16 +482,27 @@ export async function traceCommand(options: TraceOptions): Promise<TraceRun> {
       cgroup: outcome,
       lastSeen,
       hostOomKills: hostOomBefore !== null && hostOomAfter !== null ? hostOomAfter - hostOomBefore : null,
-      stderrTail: stderrTail.toString('utf8'),
+      oomKilled,
+      kernelLog: Array.isArray(logged) ? undefined : logged.unreadable,
+      endedUnclean,
+      stoppedBy,
+      outlived,
+      stderrTail: stderrText,
       stdoutTail: stdoutTail.toString('utf8'),
     };
+    return result;
   } finally {
-    fs.rmSync(recordDir, { recursive: true, force: true });
+    if (childPid !== undefined) inFlight.delete(childPid);
+    if (recordDir !== undefined) {
+      const left = removeRecordDir(recordDir);
+      if (result && left) result.recordDirLeft = left;
+    }
     if (cgroup) {
       try {
         removeCgroup(cgroup.directory);
         if (outcome) outcome.removed = true;
       } catch (error) {
+        for (const survivor of result?.outlived ?? []) survivor.fate = 'still running';
         if (outcome) outcome.removeError = (error as Error).message;
         // No outcome means the run itself failed before it: that error is lost, and this one says why the
         // cgroup is still there, which the user must know to remove it.
@@ -251,5 +510,13 @@ export async function traceCommand(options: TraceOptions): Promise<TraceRun> {
         else throw error;
       }
     }
+  }
+}
+
+function isSetuid(file: string): boolean {
+  try {
+    return (fs.statSync(file).mode & 0o6000) !== 0;
+  } catch {
+    return false;
   }
 }

@@ -1,7 +1,7 @@
 // `clip-mem trace [--limit-as N] [--limit-data N] [--limit-mem N] [--json FILE] -- <command...>`
 import * as os from 'node:os';
 import type { CommandModule } from 'yargs';
-import { traceCommand } from '../../track/launcher';
+import { stopTraces, traceCommand } from '../../track/launcher';
 import {
   checkFailRule,
   checkProgram,
@@ -58,7 +58,8 @@ export const traceCommandModule: CommandModule<object, TraceArgs> = {
           'with the exact size, errno, stack and phase, into a ' +
           'file that survives the process being killed. After the command ends, trace prints how it ended, the peaks, every ' +
           'failure with the limit it hit (with the arithmetic), and a diagnosis: address-space, data-limit, commit-limit, ' +
-          'overcommit-heuristic, map-count, cgroup-oom-kill, host-oom-kill, gpu-memory, js-heap, not-memory or none. ' +
+          'overcommit-heuristic, map-count, cgroup-oom-kill, host-oom-kill, gpu-memory, js-heap, not-memory, none, or unknown ' +
+          '(the evidence is not there: it says what is missing). ' +
           "Exit status: the command's own (128 + signal number when it was killed); 2 on a usage error (a bad option " +
           'or value, or a program that does not exist), found before the command starts.',
       ),
@@ -71,19 +72,34 @@ export const traceCommandModule: CommandModule<object, TraceArgs> = {
       process.exit(2);
     }
     const limits = limitsFrom(args);
-    const run = await traceCommand({
-      command,
-      limits,
-      timeoutMs: args.timeout !== undefined ? args.timeout * 1000 : undefined,
-      failRule: args.fail,
-      onStdout: (chunk) => process.stdout.write(chunk),
-      onStderr: (chunk) => process.stderr.write(chunk),
-    });
-    const report = buildTraceReport(run);
-    process.stderr.write(formatTraceReport(report));
-    writeJson(args, report);
-    const { code, signal } = run.exit;
-    const signalNumber = signal ? os.constants.signals[signal] : undefined;
-    process.exitCode = code ?? (signalNumber !== undefined ? 128 + signalNumber : 1);
+    // SIGINT (Ctrl-C), SIGTERM, SIGHUP to clip-mem: the command's process group is killed, and the report
+    // of what ran so far is still printed and written, the cgroup and record directory removed; then
+    // clip-mem exits 128 + the signal's number, as `run` does.
+    let received: NodeJS.Signals | undefined;
+    const onSignal = (signal: NodeJS.Signals) => {
+      received ??= signal;
+      stopTraces(signal);
+    };
+    const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+    for (const signal of signals) process.on(signal, onSignal);
+    try {
+      const run = await traceCommand({
+        command,
+        limits,
+        timeoutMs: args.timeout !== undefined ? args.timeout * 1000 : undefined,
+        failRule: args.fail,
+        onStdout: (chunk) => process.stdout.write(chunk),
+        onStderr: (chunk) => process.stderr.write(chunk),
+      });
+      const report = buildTraceReport(run);
+      process.stderr.write(formatTraceReport(report));
+      writeJson(args, report);
+      const { code, signal } = run.exit;
+      const signalNumber = signal ? os.constants.signals[signal] : undefined;
+      process.exitCode = code ?? (signalNumber !== undefined ? 128 + signalNumber : 1);
+      if (received) process.exitCode = 128 + os.constants.signals[received];
+    } finally {
+      for (const signal of signals) process.off(signal, onSignal);
+    }
   },
 };

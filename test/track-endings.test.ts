@@ -1,0 +1,284 @@
+// How a traced command ended, told truthfully, on real processes (issue 10): the main process's own ending
+// first, another process's OOM kill as "meanwhile", untracked runs as `unknown`, a recovery as recovered,
+// peaks at least every sample, and signals to clip-mem or a daemon leaving nothing behind.
+import test, { type ExecutionContext } from 'ava';
+import { spawn, spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { TraceReport } from '../src/report/trace-report';
+import { allocProgram } from './helpers/trace';
+import { repoRoot } from './helpers/paths';
+import { requireProgram } from './helpers/require-program';
+import { schemaErrors } from './helpers/schema';
+import { scratchDir } from './helpers/scratch';
+
+const bin = path.join(repoRoot, 'bin', 'clip-mem.js');
+const cgroupMount = '/sys/fs/cgroup/memory';
+/** Touches 200 MiB page by page: RSS grows with no allocation call, as a tensor being filled does. */
+const touch200 = 'b = bytearray(200 << 20)\nfor i in range(0, len(b), 4096): b[i] = 1';
+
+interface Traced {
+  status: number | null;
+  report: TraceReport;
+  stderr: string;
+}
+
+function checked(json: string): TraceReport {
+  const report = JSON.parse(fs.readFileSync(json, 'utf8')) as TraceReport;
+  const errors = schemaErrors('trace', report);
+  if (errors) throw new Error(`trace --json breaks schema/trace.schema.json: ${errors}`);
+  return report;
+}
+
+function traceWith(options: string[], command: string[], env: NodeJS.ProcessEnv = {}): Traced {
+  const json = path.join(scratchDir('clipmem-endings-'), 'trace.json');
+  const result = spawnSync(process.execPath, [bin, 'trace', ...options, '--json', json, '--', ...command], {
+    cwd: repoRoot,
+    encoding: 'utf8',
+    timeout: 120000,
+    env: { ...process.env, ...env },
+  });
+  return { status: result.status, report: checked(json), stderr: result.stderr };
+}
+
+/** The headline's ending: what follows "(pid N)" on the report's first line (the command may span lines). */
+function headline(stderr: string): string {
+  const report = stderr.slice(stderr.lastIndexOf('clip-mem trace: '));
+  return /\(pid \d+\) (.*)$/m.exec(report)?.[1] ?? '';
+}
+
+/** Names the victim as the kernel log does, or says the log was not readable (then it cannot). */
+function otherVictim(t: ExecutionContext, report: TraceReport, comm: string): void {
+  if (report.kernelLog !== undefined) {
+    t.log(`kernel log unreadable: ${report.kernelLog}`);
+    t.true(report.diagnosis.evidence.some((e) => e.includes('another process in its group')));
+    return;
+  }
+  const victim = report.oomKilled.find((v) => v.comm === comm);
+  t.truthy(victim, JSON.stringify(report.oomKilled));
+  t.false(victim!.main);
+  t.not(victim!.pid, report.pid);
+  t.true(victim!.rss! > 40 * 2 ** 20, 'the kernel logged its RSS at the kill');
+  t.true(report.diagnosis.evidence.some((e) => e.includes(`pid ${victim!.pid} (${comm}`)));
+}
+
+test('a shell that exits 3 after its child is OOM-killed: "exited with code 3", the child named, cause unknown', (t) => {
+  requireProgram(t, 'python3', 'apt-get install python3');
+  const { status, report, stderr } = traceWith(
+    ['--limit-mem', '50M'],
+    ['bash', '-c', `python3 -c '${touch200}'; exit 3`],
+  );
+  t.is(status, 3);
+  t.deepEqual(report.exit, { code: 3, signal: null });
+  t.is(report.cgroup!.oomKills, 1);
+  t.regex(report.ending, /^exited with code 3 after \d+\.\d s$/);
+  t.regex(headline(stderr), /^exited with code 3 after/);
+  t.notRegex(headline(stderr), /OOM/);
+  t.not(report.diagnosis.cause, 'cgroup-oom-kill');
+  t.is(report.diagnosis.cause, 'unknown');
+  t.is(report.diagnosis.evidence[0], 'exited with code 3; no allocation of its own failed for lack of memory');
+  t.true(
+    report.diagnosis.evidence.some((e) =>
+      /^meanwhile .* killed by the kernel OOM killer in cgroup \/.*clipmem-\d+-\d+ at limit 50 MiB/.test(e),
+    ),
+  );
+  t.true(report.diagnosis.evidence.some((e) => e.startsWith('whether the command exited with code 3 because')));
+  otherVictim(t, report, 'python3');
+});
+
+test("a shell that passes its OOM-killed child's 137 on: cgroup-oom-kill, the child named as the one killed", (t) => {
+  requireProgram(t, 'python3', 'apt-get install python3');
+  const { status, report } = traceWith(['--limit-mem', '50M'], ['bash', '-c', `python3 -c '${touch200}'; exit $?`]);
+  t.is(status, 137);
+  t.deepEqual(report.exit, { code: 137, signal: null });
+  t.regex(report.ending, /^exited with code 137 after/);
+  t.is(report.diagnosis.cause, 'cgroup-oom-kill');
+  t.true(report.diagnosis.evidence.some((e) => e.startsWith('the command exited with code 137 (128 + SIGKILL)')));
+  otherVictim(t, report, 'python3');
+});
+
+test('the process itself OOM-killed: named by the kernel log, and its peaks are peaks', (t) => {
+  requireProgram(t, 'python3', 'apt-get install python3');
+  const { status, report, stderr } = traceWith(['--limit-mem', '50M'], ['python3', '-c', touch200]);
+  t.is(status, 137);
+  t.is(report.diagnosis.cause, 'cgroup-oom-kill');
+  t.regex(report.ending, /^killed by the kernel OOM killer in cgroup .* at limit 50 MiB after/);
+  t.regex(headline(stderr), /^killed by the kernel OOM killer in cgroup/);
+  if (report.kernelLog === undefined) {
+    t.true(report.oomKilled.some((v) => v.main === true && v.pid === report.pid));
+    t.true(report.diagnosis.evidence.some((e) => e.startsWith(`the kernel log names it: pid ${report.pid} (python3`)));
+  }
+  // Every peak at least every sample and the last value: a killed process never read its VmHWM.
+  const p = report.peaks;
+  t.true(p.rss! >= report.last!.rss!, `peak RSS ${p.rss} < last ${report.last!.rss}`);
+  t.true(p.rss! > 20 * 2 ** 20, `peak RSS ${p.rss}`);
+  t.true(p.heap! >= report.last!.heap && p.anon! >= report.last!.anon && p.file! >= report.last!.file);
+  for (const s of report.timeline) {
+    t.true(p.rss! >= s.rss && p.vmSize! >= s.vmSize && p.heap! >= s.heap && p.anon! >= s.anon && p.file! >= s.file);
+  }
+});
+
+test('a timed-out run: "timed out after 1 s, killed by clip-mem"', (t) => {
+  const { status, report, stderr } = traceWith(['--timeout', '1'], ['sleep', '30']);
+  t.is(status, 137);
+  t.true(report.timedOut);
+  t.is(report.timeoutMs, 1000);
+  t.is(report.ending, 'timed out after 1 s, killed by clip-mem');
+  t.is(headline(stderr), 'timed out after 1 s, killed by clip-mem');
+  t.is(report.diagnosis.evidence[0], 'killed with its process group after the 1 s timeout');
+});
+
+test('a static binary is untracked: cause unknown, with what is missing', (t) => {
+  const { status, report } = traceWith([], ['/sbin/ldconfig', '-p']);
+  t.is(status, 0);
+  t.false(report.tracked);
+  t.is(report.diagnosis.cause, 'unknown');
+  t.is(report.diagnosis.evidence[0], 'exited with code 0, but whether any allocation failed is not known');
+  t.true(report.diagnosis.evidence.includes(report.notTracked!));
+  t.true(report.diagnosis.evidence.some((e) => e.startsWith('missing: the allocation record')));
+});
+
+/** A 64 KiB tmpfs at dir (read-only if asked), unmounted after the test; false when mount is not allowed. */
+function smallTmpfs(t: ExecutionContext, dir: string, readOnly: boolean): boolean {
+  const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', `${readOnly ? 'ro,' : ''}size=64k`, 'tmpfs', dir]);
+  if (mounted.status !== 0) return false;
+  t.teardown(() => spawnSync('umount', [dir]));
+  return true;
+}
+
+test('TMPDIR full: the record cannot be created, the 1 TiB malloc is not "none", cause unknown with the reason', (t) => {
+  requireProgram(t, 'python3', 'apt-get install python3');
+  const dir = scratchDir('clipmem-full-tmp-');
+  if (!smallTmpfs(t, dir, false)) {
+    t.log('mount not permitted here: a full TMPDIR cannot be made');
+    t.pass();
+    return;
+  }
+  const script = 'try:\n    bytearray(1 << 40)\nexcept MemoryError:\n    print("MemoryError")';
+  const { status, report } = traceWith([], ['python3', '-c', script], { TMPDIR: dir });
+  t.is(status, 0);
+  t.false(report.tracked);
+  t.regex(
+    report.notTracked!,
+    /^no record could be written: the tracker said "cannot size the record .*No space left on device"/,
+  );
+  t.is(report.diagnosis.cause, 'unknown');
+  t.true(report.diagnosis.evidence.includes(report.notTracked!));
+  t.deepEqual(fs.readdirSync(dir), [], 'the record directory is removed');
+});
+
+test('TMPDIR read-only: the record directory cannot be made, the command still runs, cause unknown', (t) => {
+  const dir = scratchDir('clipmem-ro-tmp-');
+  let readOnly = smallTmpfs(t, dir, true);
+  if (!readOnly && process.getuid?.() !== 0) {
+    fs.chmodSync(dir, 0o500); // not writable for a user without CAP_DAC_OVERRIDE
+    readOnly = true;
+  }
+  if (!readOnly) {
+    t.log('neither mount nor a non-writable directory binds here');
+    t.pass();
+    return;
+  }
+  const { status, report, stderr } = traceWith([], [allocProgram, 'small'], { TMPDIR: dir });
+  t.is(status, 0);
+  t.regex(report.notTracked!, /^clip-mem could not create its record directory in .* \((EROFS|EACCES)/);
+  t.is(report.diagnosis.cause, 'unknown');
+  t.regex(stderr, /not tracked: clip-mem could not create its record directory/);
+});
+
+test('a program that recovers from refused allocations and exits 0 says so; the cause stays the limit', (t) => {
+  const { status, report } = traceWith(['--limit-as', '64M'], [allocProgram, 'probes']);
+  t.is(status, 0);
+  t.is(report.diagnosis.cause, 'address-space');
+  t.true(report.diagnosis.evidence.includes('recovered: 8 allocation(s) failed, exit 0'));
+});
+
+test('python catching MemoryError under RLIMIT_AS: address-space, recovered, exit 0', (t) => {
+  requireProgram(t, 'python3', 'apt-get install python3');
+  const script = 'try:\n    bytearray(1 << 30)\nexcept MemoryError:\n    print("recovered")';
+  const { status, report } = traceWith(['--limit-as', '300M'], ['python3', '-c', script]);
+  t.is(status, 0);
+  t.is(report.diagnosis.cause, 'address-space');
+  const failed = report.failures.filter((f) => !f.injected).length;
+  t.true(report.diagnosis.evidence.includes(`recovered: ${failed} allocation(s) failed, exit 0`));
+});
+
+function leftovers(tmp: string): string[] {
+  return fs.readdirSync(tmp).filter((name) => name.startsWith('clipmem-record-'));
+}
+
+for (const [signal, number] of [
+  ['SIGINT', 2],
+  ['SIGTERM', 15],
+  ['SIGHUP', 1],
+] as const) {
+  test(`${signal} to trace: the child's group killed, cgroup and record removed, report written, exit ${128 + number}`, async (t) => {
+    const tmp = scratchDir('clipmem-signal-');
+    const json = path.join(tmp, 'trace.json');
+    const child = spawn(
+      process.execPath,
+      [bin, 'trace', '--limit-mem', '100M', '--json', json, '--', 'bash', '-c', 'echo ready; sleep 60'],
+      { cwd: repoRoot, env: { ...process.env, TMPDIR: tmp }, stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    let stderr = '';
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    await new Promise<void>((resolve) =>
+      child.stdout.on('data', (chunk: Buffer) => chunk.includes('ready') && resolve()),
+    );
+    const status = await new Promise<number | null>((resolve) => {
+      child.once('exit', (code) => resolve(code));
+      child.kill(signal);
+    });
+    t.is(status, 128 + number);
+    const report = checked(json);
+    t.is(report.stoppedBy, signal);
+    t.regex(report.ending, new RegExp(`^stopped by ${signal} to clip-mem after .* s, killed by clip-mem$`));
+    t.is(report.diagnosis.evidence[0], `stopped by ${signal} to clip-mem: killed with its process group`);
+    t.true(report.cgroup!.removed);
+    t.false(fs.existsSync(path.join(cgroupMount, report.cgroup!.path)));
+    t.deepEqual(leftovers(tmp), []);
+    t.throws(() => process.kill(report.pid, 0), undefined, 'the command is gone');
+    t.regex(stderr, /diagnosis: /);
+  });
+}
+
+test('a daemon that outlives the command: the report is printed, the daemon named, the record directory removed', (t) => {
+  const tmp = scratchDir('clipmem-daemon-');
+  const script = path.join(tmp, 'daemon.sh');
+  // The daemon keeps starting processes, each of which would create a record, while trace cleans up.
+  fs.writeFileSync(
+    script,
+    "#!/bin/bash\nsetsid bash -c 'for i in $(seq 1 200); do /bin/true; sleep 0.02; done' > /dev/null 2>&1 < /dev/null &\necho started\n",
+    { mode: 0o755 },
+  );
+  const { status, report, stderr } = traceWith([], [script], { TMPDIR: tmp });
+  t.is(status, 0);
+  t.is(report.diagnosis.cause, 'none');
+  const daemon = report.outlived.find((p) => p.command.startsWith('bash -c for i in'));
+  t.truthy(daemon, JSON.stringify(report.outlived));
+  t.is(daemon!.exe, '/usr/bin/bash');
+  t.is(daemon!.fate, 'still running');
+  t.regex(stderr, new RegExp(`outlived the command: pid ${daemon!.pid} \\(/usr/bin/bash\\)`));
+  t.is(report.recordDirLeft, undefined);
+  t.deepEqual(leftovers(tmp), []);
+  try {
+    process.kill(daemon!.pid, 'SIGKILL');
+  } catch {
+    // ended by itself
+  }
+});
+
+test('a daemon inside --limit-mem: killed with the cgroup, which is removed', (t) => {
+  const tmp = scratchDir('clipmem-daemon-cg-');
+  const { status, report } = traceWith(
+    ['--limit-mem', '100M'],
+    ['bash', '-c', 'setsid sleep 60 > /dev/null 2>&1 < /dev/null & echo started'],
+    { TMPDIR: tmp },
+  );
+  t.is(status, 0);
+  const daemon = report.outlived.find((p) => p.command === 'sleep 60');
+  t.truthy(daemon, JSON.stringify(report.outlived));
+  t.is(daemon!.fate, 'killed with the cgroup');
+  t.true(report.cgroup!.removed);
+  t.deepEqual(leftovers(tmp), []);
+});
