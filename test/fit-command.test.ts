@@ -107,3 +107,22 @@ test('a --limit-* option with a command, or a bad --runs, is a usage error befor
   }
   t.false(require('node:fs').existsSync(marker));
 });
+
+test('trace prints the least the failed run needed and the fit command that proves the real minimum', (t) => {
+  const command = [allocProgram, 'commit', String(64 * MiB)];
+  const result = cli(['trace', '--limit-data', '32M', '--json', '-', '--', ...command]);
+  const report = JSON.parse(result.stdout.slice(result.stdout.search(/^\{$/m))) as {
+    failures: { vmData: number; size: number }[];
+    fix: { needAtLeast: number; text: string; command: string };
+  };
+  t.is(schemaErrors('trace', report), '');
+  const failure = report.failures[0]!;
+  t.is(report.fix.needAtLeast, failure.vmData + failure.size);
+  t.regex(report.fix.text, /^VmData .* \+ 64 MiB requested: `ulimit -d` needs at least \d+ KiB/);
+  t.is(report.fix.command, `clip-mem fit --for data -- ${command.join(' ')}`);
+  t.regex(result.stderr, /fix: VmData/);
+  // The command it prints finds a limit that passes, no lower than that least need (to the page).
+  const proven = fit(['--for', 'data', '--step', '1M', '--runs', '1'], command).fit;
+  t.is(proven.outcome, 'found');
+  t.true(proven.passes! >= report.fix.needAtLeast - 4096);
+});

@@ -85,6 +85,65 @@ export interface TraceReport {
   /** Set when the record directory could not be removed. */
   recordDirLeft?: string;
   diagnosis: Diagnosis;
+  /** What the run needed at least of the limit that bound it, and the command that proves the real minimum. */
+  fix: TraceFix | null;
+}
+
+export interface TraceFix {
+  /** Bytes the limit must allow at least (what was in use + what was refused), or null when not known. */
+  needAtLeast: number | null;
+  /** The sentence with the arithmetic. */
+  text: string;
+  /** `clip-mem fit --for ... -- <the command>`: bisects the limit to the smallest that passes. */
+  command: string;
+}
+
+/** A command line as a shell takes it back: arguments with spaces or shell characters single-quoted. */
+function shellWords(words: readonly string[]): string {
+  return words.map((w) => (/^[\w@%+=:,./-]+$/.test(w) ? w : `'${w.replace(/'/g, `'\\''`)}'`)).join(' ');
+}
+
+/**
+ * The fix for the limit that bound the run: the least it needed (the failed request on top of what the
+ * process held) and the `fit` command that finds the real minimum by running it. Only for a limit clip-mem
+ * can size: address space, data segment, a cgroup.
+ */
+export function traceFix(
+  command: readonly string[],
+  diagnosis: Diagnosis,
+  failures: readonly TraceFailure[],
+  cgroup: TraceRun['cgroup'],
+): TraceFix | null {
+  const fit = (target: string) => `clip-mem fit --for ${target} -- ${shellWords(command)}`;
+  const failure = failures.find((f) => !f.injected && f.limit?.cause === diagnosis.cause);
+  if (diagnosis.cause === 'address-space' || diagnosis.cause === 'data-limit') {
+    const as = diagnosis.cause === 'address-space';
+    const held = failure ? (as ? failure.vmSize : failure.vmData) : null;
+    const ulimit = as ? '`ulimit -v`' : '`ulimit -d`';
+    if (!failure || held === null) {
+      return {
+        needAtLeast: null,
+        text: `${ulimit} must allow more; how much is not known (no reading at the failure)`,
+        command: fit(as ? 'as' : 'data'),
+      };
+    }
+    const need = held + failure.size;
+    return {
+      needAtLeast: need,
+      text:
+        `${as ? 'VmSize' : 'VmData'} ${formatBytes(held)} + ${formatBytes(failure.size)} requested: ${ulimit} needs at least ` +
+        `${Math.ceil(need / 1024)} KiB (${formatBytes(need)}); later steps may need more`,
+      command: fit(as ? 'as' : 'data'),
+    };
+  }
+  if (diagnosis.cause === 'cgroup-oom-kill' && cgroup) {
+    return {
+      needAtLeast: cgroup.limit + 1,
+      text: `the cgroup's ${formatBytes(cgroup.limit)} was not enough: the job needs more (a Slurm --mem, a container's --memory)`,
+      command: fit('mem'),
+    };
+  }
+  return null;
 }
 
 /** The largest known value (> 0), or null when none is known. */
@@ -218,6 +277,7 @@ export function buildTraceReport(run: TraceRun, reportedError?: string | null): 
     outlived: run.outlived,
     ...(run.recordDirLeft !== undefined ? { recordDirLeft: run.recordDirLeft } : {}),
     diagnosis,
+    fix: traceFix(run.command, diagnosis, failures, run.cgroup),
   };
 }
 
@@ -293,5 +353,7 @@ export function formatTraceReport(report: TraceReport): string {
   if (report.cgroup?.removeError) lines.push(`  left behind: ${report.cgroup.removeError}`);
   lines.push(`  diagnosis: ${report.diagnosis.cause}`);
   for (const sentence of report.diagnosis.evidence) lines.push(`    ${sentence}`);
+  if (report.fix)
+    lines.push(`  fix: ${report.fix.text}`, `    the real minimum, proven by runs: ${report.fix.command}`);
   return lines.join('\n') + '\n';
 }

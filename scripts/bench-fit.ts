@@ -1,0 +1,66 @@
+// `clip-mem fit -- <command>`: how many runs and how much wall time the proof of a limit takes, beside the
+// search's bound (ceil(log2(range / step)) + 1, plus the top of the range and the repeat of the boundary),
+// for a C program committing 64 MiB (--for data), Debian's PyTorch building CLIP ViT-B/32 (--for as, mem)
+// and clip-mem's own CLIP training step on the tiny model (--for mem).
+//
+//   npm run build:ts && nice node dist/scripts/bench-fit.js [--skip pytorch,clip-train]
+import { spawnSync } from 'node:child_process';
+import * as path from 'node:path';
+import { formatBytes } from '../src/core/units';
+
+const root = path.resolve(__dirname, '..', '..');
+const bin = path.join(root, 'bin', 'clip-mem.js');
+const skip = new Set((process.argv[process.argv.indexOf('--skip') + 1] ?? '').split(','));
+const python = ['python3', '/usr/bin/python3'].find(
+  (p) => spawnSync(p, ['-c', 'import torch'], { stdio: 'ignore' }).status === 0,
+);
+
+const cases: { name: string; args: string[]; command: string[]; group: string }[] = [
+  {
+    name: 'C program, 64 MiB of data',
+    group: 'c',
+    args: ['--for', 'data', '--step', '1M'],
+    command: [path.join(root, 'build', 'test-programs', 'alloc_program'), 'commit', String(64 << 20)],
+  },
+  ...(['as', 'mem'] as const).map((target) => ({
+    name: `PyTorch builds CLIP ViT-B/32 (--for ${target})`,
+    group: 'pytorch',
+    args: ['--for', target, '--step', '16M'],
+    command: [python ?? 'python3', path.join(root, 'test', 'fixtures', 'python', 'build_clip.py')],
+  })),
+  {
+    name: 'clip-mem run clip-train, tiny (--for mem)',
+    group: 'clip-train',
+    args: ['--for', 'mem', '--step', '4M'],
+    command: [process.execPath, bin, 'run', 'clip-train', '--model', 'tiny'],
+  },
+];
+
+console.log('case'.padEnd(46) + 'runs'.padStart(6) + 'bound'.padStart(7) + 'wall s'.padStart(9) + '  limit to ask for');
+for (const c of cases) {
+  if (skip.has(c.group) || (c.group === 'pytorch' && !python)) {
+    console.log(`${c.name.padEnd(46)}  skipped${c.group === 'pytorch' && !python ? ' (no python3-torch)' : ''}`);
+    continue;
+  }
+  const started = performance.now();
+  const result = spawnSync(process.execPath, [bin, 'fit', ...c.args, '--json', '-', '--', ...c.command], {
+    encoding: 'utf8',
+    maxBuffer: 64 << 20,
+  });
+  const seconds = (performance.now() - started) / 1000;
+  const fit = JSON.parse(result.stdout) as {
+    free: unknown[];
+    runs: unknown[];
+    maxRuns: number;
+    outcome: string;
+    recommended: number | null;
+  };
+  const limit = fit.recommended !== null ? formatBytes(fit.recommended) : fit.outcome;
+  console.log(
+    c.name.padEnd(46) +
+      String(fit.free.length + fit.runs.length).padStart(6) +
+      String(fit.free.length + fit.maxRuns + 3).padStart(7) +
+      seconds.toFixed(1).padStart(9) +
+      `  ${limit}`,
+  );
+}
