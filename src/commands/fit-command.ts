@@ -1,12 +1,12 @@
 // `clip-mem fit -- <command>`: the smallest limit a user's own command needs, proven by runs. The command
 // runs without a limit first (its peaks say where to look and how much they vary), then a bisection over
 // limits in steps finds the smallest that passes, with the one a step below failing, each run traced and
-// diagnosed like `trace` does. The same search (searchBoundary) serves the CLIP `fit --verify`.
+// diagnosed like `trace` does. The same search and loop (searchByRuns) serve the CLIP `fit --verify`.
 import { known } from '../core/field';
 import type { Limits } from '../core/limits';
 import { formatBytes } from '../core/units';
 import type { Cause } from '../diagnose';
-import { maxSearchRuns, searchBoundary } from '../estimate/fit';
+import { maxSearchRuns, searchByRuns } from '../estimate/fit';
 import { readHostMemory } from '../probe/proc';
 import { buildTraceReport, type TraceReport } from '../report/trace-report';
 import { traceCommand, type TraceRun } from '../track/launcher';
@@ -185,16 +185,17 @@ export async function fitLimitForCommand(request: CommandFitRequest): Promise<Co
   result.maxRuns = maxSearchRuns(n);
   // The peak predicts the boundary for RLIMIT_AS and a cgroup; for RLIMIT_DATA VmSize is only a bound.
   const predicted = target === 'data' ? undefined : Math.max(0, Math.min(n, Math.floor((top - peak) / step)));
-  const search = searchBoundary(n, predicted);
-  let next = search.next();
-  let k = 0;
-  while (!next.done) {
-    const b = next.value;
-    k++;
-    progress(`run ${k} of at most ${result.maxRuns}: ${formatBytes(limitAt(b))}`);
-    next = search.next((await attempt(limitAt(b))).passed);
-  }
-  const { passed, failed } = next.value;
+  // The bracket known so far: the smallest limit seen to pass and the largest seen to fail.
+  let passing = top;
+  let failing: number | null = null;
+  const { passed, failed } = await searchByRuns(n, predicted, async (b, run) => {
+    const bracket = `boundary between ${failing === null ? 'the floor' : formatBytes(failing)} and ${formatBytes(passing)}`;
+    progress(`run ${run} of at most ${result.maxRuns}: ${formatBytes(limitAt(b))} (${bracket})`);
+    const ok = (await attempt(limitAt(b))).passed;
+    if (ok) passing = limitAt(b);
+    else failing = limitAt(b);
+    return ok;
+  });
   result.passes = limitAt(passed);
   result.fails = failed <= n ? limitAt(failed) : null;
   if (result.fails === null) {

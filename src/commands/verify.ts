@@ -1,7 +1,7 @@
 // `clip-mem fit --verify`: the boundary the estimate predicts, proven by runs under the limit, each in its
-// own child (searchBoundary decides which batch runs next).
+// own child (searchByRuns: the search and its loop, shared with `fit -- <command>`).
 import { DEFAULT_TRAINING_SEGMENTS } from '../clip/onnx/train';
-import { LIMIT_MEASURES, maxSearchRuns, searchBoundary, type FitConfig, type FitLimit } from '../estimate/fit';
+import { LIMIT_MEASURES, maxSearchRuns, searchByRuns, type FitConfig, type FitLimit } from '../estimate/fit';
 import type { Phase } from '../estimate/model';
 import type { Limits } from '../core/limits';
 import type { Cause } from '../diagnose';
@@ -109,14 +109,11 @@ export async function verifyBoundary(
       ? runWithTrainChild(config, batch, limit, threads, progress)
       : runWithRunner(config, phase, batch, limit, threads, progress);
   const runs: VerifyRun[] = [];
-  const search = searchBoundary(maxBatch, predicted);
-  let step = search.next();
-  while (!step.done) {
-    const result = await run(step.value);
+  const { passed, failed } = await searchByRuns(maxBatch, predicted, async (batch) => {
+    const result = await run(batch);
     runs.push(result);
-    step = search.next(result.passed);
-  }
-  const { passed, failed } = step.value;
+    return result.passed;
+  });
   const proven = passed >= 1 && failed <= maxBatch;
   return {
     config,

@@ -99,6 +99,21 @@ export function* searchBoundary(maxBatch: number, predicted?: number): Generator
   return { passed, failed };
 }
 
+/**
+ * The verification loop of both `fit --verify` and `fit -- <command>`: searchBoundary over [1, maxBatch],
+ * each candidate tried by `attempt` (a run: true when it passed), one at a time.
+ */
+export async function searchByRuns(
+  maxBatch: number,
+  predicted: number | undefined,
+  attempt: (candidate: number, run: number) => Promise<boolean>,
+): Promise<Boundary> {
+  const search = searchBoundary(maxBatch, predicted);
+  let step = search.next();
+  for (let run = 1; !step.done; run++) step = search.next(await attempt(step.value, run));
+  return step.value;
+}
+
 /** The largest batch in [1, maxBatch] whose figure fits (figures grow with the batch), or 0. */
 export function largestFitting(fits: (batch: number) => boolean, maxBatch: number): number {
   const search = searchBoundary(maxBatch);
