@@ -41,6 +41,30 @@ const BOOLEAN_OPTIONS = new Set([
  * Nothing after a bare `--` (the program trace or fit runs, and its arguments) is touched; other commands
  * refuse a `--`.
  */
+/**
+ * Old spellings that keep working, each with a note: the weight format is --dtype in every command (it was
+ * --weights in native-probe and --format in checkpoint).
+ */
+const RENAMED: Record<string, Record<string, string>> = {
+  'native-probe': { weights: 'dtype' },
+  checkpoint: { format: 'dtype' },
+};
+
+/** argv with the old option spellings of its command replaced by today's, each named once on stderr. */
+function renameOldOptions(argv: string[]): string[] {
+  const renamed = RENAMED[argv.find((a) => !a.startsWith('-')) ?? ''] ?? {};
+  const end = argv.includes('--') ? argv.indexOf('--') : argv.length;
+  return argv.map((arg, i) => {
+    const option = /^--([\w-]+)(=.*)?$/s.exec(arg);
+    const now = option && i < end ? renamed[option[1]!] : undefined;
+    if (!now) return arg;
+    process.stderr.write(
+      `clip-mem: --${option![1]} is now --${now}, the same in every command; --${option![1]} still works\n`,
+    );
+    return `--${now}${option![2] ?? ''}`;
+  });
+}
+
 /** fit's options for the CLIP scenarios, which mean nothing for a command given after `--`. */
 const FIT_CLIP_OPTIONS = new Set([
   'phase',
@@ -99,7 +123,7 @@ function usageFailure(message: string): never {
 export async function main(argv: string[]): Promise<void> {
   let args: string[];
   try {
-    args = joinDashValues(argv);
+    args = joinDashValues(renameOldOptions(argv));
   } catch (error) {
     if (error instanceof UsageError) usageFailure(error.message);
     throw error;

@@ -33,6 +33,7 @@ import { setPhase } from '../core/phase';
 import type { TensorSpec } from './config';
 import { DTYPE_BYTES, isDType, typedArrayFor } from './dtype';
 import type { Tensor, TensorMap } from './tensor';
+import { writeError } from '../core/files';
 
 export const MAX_HEADER_BYTES = 100_000_000;
 
@@ -420,9 +421,14 @@ export function writeSafetensorsFile(
 ): void {
   const header = encodeSafetensorsHeader(specs, metadata);
   const totalBytes = header.length + specs.reduce((sum, s) => sum + s.bytes, 0);
-  fs.mkdirSync(path.dirname(file), { recursive: true });
   const temp = `${file}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`;
-  const fd = fs.openSync(temp, 'w');
+  let fd: number;
+  try {
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    fd = fs.openSync(temp, 'w');
+  } catch (error) {
+    throw writeError(error, file);
+  }
   try {
     let bytesWritten = 0;
     const write = (bytes: Uint8Array, tensor: string) => {
@@ -450,6 +456,6 @@ export function writeSafetensorsFile(
       // already closed
     }
     fs.rmSync(temp, { force: true });
-    throw error;
+    throw (error as NodeJS.ErrnoException).code ? writeError(error, file) : error;
   }
 }

@@ -272,6 +272,19 @@ const outputSigns: {
     },
   },
   {
+    // The same refusal under RLIMIT_DATA: a library's writable data segment is private writable memory.
+    pattern: /failed to map segment from shared object/,
+    cause: 'data-limit',
+    when: (limits) => limits.data !== undefined,
+    say: (limits, output) => {
+      const library = /([^\s:]+\.so[\w.]*): failed to map segment/.exec(output)?.[1] ?? 'a shared library';
+      return (
+        `the dynamic loader could not map ${library} ("failed to map segment from shared object") under RLIMIT_DATA ${formatBytes(limits.data!)}: ` +
+        "a library's writable data segment is private writable memory, which RLIMIT_DATA counts, and the limit left too little to load it"
+      );
+    },
+  },
+  {
     pattern: /Failed to reserve virtual memory for CodeRange/,
     cause: 'address-space',
     say: (limits) =>

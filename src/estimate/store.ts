@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { clipMemCacheDir } from '../clip/synthetic';
 import { EstimateUnavailable, type Phase } from './model';
-import { writeFileAtomic } from '../core/files';
+import { writeError, writeFileAtomic } from '../core/files';
 
 export const ESTIMATE_STORE_SCHEMA = 'clip-mem-estimate/1';
 export const ESTIMATE_BACKEND = 'onnxruntime';
@@ -122,6 +122,10 @@ export function saveRuntimeRecord(record: RuntimeRecord): void {
   const store = readStore();
   store.runtimes[record.key] = record;
   const file = storeFile();
-  fs.mkdirSync(path.dirname(file), { recursive: true });
+  try {
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+  } catch (error) {
+    throw writeError(error, file);
+  }
   writeFileAtomic(file, JSON.stringify(store, null, 1) + '\n');
 }

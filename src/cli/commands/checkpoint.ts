@@ -23,7 +23,7 @@ export const CHECKPOINT_SCHEMA = 'clip-mem-checkpoint/1';
 
 interface CheckpointArgs extends JsonArgs {
   model: string;
-  format: WeightFormat;
+  dtype: WeightFormat;
   seed: number;
   layout: boolean;
 }
@@ -55,7 +55,7 @@ export const checkpointCommand: CommandModule<object, CheckpointArgs> = {
         describe:
           'a preset (vit-b-32, vit-b-16, vit-l-14, tiny), a model directory with config.json + model.safetensors, or a hub id in the local Hugging Face cache',
       })
-      .option('format', {
+      .option('dtype', {
         choices: WEIGHT_FORMATS,
         default: 'fp32' as WeightFormat,
         describe: 'weight format of a synthetic checkpoint (int8 = I8 weights + F32 per-row <name>.scale)',
@@ -73,7 +73,7 @@ export const checkpointCommand: CommandModule<object, CheckpointArgs> = {
         '$0 checkpoint',
         'write (once) and describe the synthetic vit-b-32 fp32 checkpoint in $CLIPMEM_CACHE or ~/.cache/clip-mem',
       )
-      .example('$0 checkpoint vit-b-32 --format int8', 'the int8 weight-only variant: about a quarter of the bytes')
+      .example('$0 checkpoint vit-b-32 --dtype int8', 'the int8 weight-only variant: about a quarter of the bytes')
       .example(
         '$0 checkpoint ~/models/my-clip --layout',
         'check a model directory against its config.json and list its tensors',
@@ -86,7 +86,7 @@ export const checkpointCommand: CommandModule<object, CheckpointArgs> = {
       ),
   handler: (args) => {
     const model = resolveClipModel(args.model, {
-      format: args.format,
+      format: args.dtype,
       seed: args.seed,
       onProgress: jsonTarget(args) !== null ? undefined : progressPrinter(),
     });

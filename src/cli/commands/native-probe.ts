@@ -16,7 +16,7 @@ import { renderProbe } from '../../probe/render';
 
 interface NativeProbeArgs extends JsonArgs {
   model: string[];
-  weights: WeightFormat;
+  dtype: WeightFormat;
 }
 
 export const nativeProbeCommand: CommandModule<object, NativeProbeArgs> = {
@@ -31,7 +31,7 @@ export const nativeProbeCommand: CommandModule<object, NativeProbeArgs> = {
         default: [] as string[],
         describe: `check whether a CLIP model fits via mmap, via copy and for AdamW training: ${PRESET_NAMES.join(', ')}, or a model directory with config.json`,
       })
-      .option('weights', {
+      .option('dtype', {
         choices: WEIGHT_FORMATS,
         default: 'fp32' as WeightFormat,
         describe: 'weight format for --model',
@@ -40,7 +40,10 @@ export const nativeProbeCommand: CommandModule<object, NativeProbeArgs> = {
       .check(usageCheck((args) => args.model.forEach((model) => checkModelConfig(model, '--model'))))
       .example('$0 native-probe', 'the limits, the allocator probe and the verdict as a table')
       .example('$0 native-probe --model vit-b-32', 'and whether CLIP ViT-B/32 fits now')
-      .example('prlimit --as=4G $0 native-probe --json', 'the report under a 4 GiB address-space limit, for scripts')
+      .example(
+        'prlimit --as=4294967296 $0 native-probe --json',
+        'the report under a 4 GiB address-space limit, for scripts',
+      )
       .epilogue(
         'The verdict names the limit with the least headroom: the first one an allocation will hit. ' +
           `GPU libraries are found by dlopen; set ${NVML_LIBRARY_VARIABLE} / ${CUDA_LIBRARY_VARIABLE} to a path to use others. ` +
@@ -48,7 +51,7 @@ export const nativeProbeCommand: CommandModule<object, NativeProbeArgs> = {
           exitStatus('0 when the report was made, whatever it says; 1 when the probe itself failed'),
       ),
   handler: (args) => {
-    const report = runProbe({ models: args.model, weights: args.weights });
+    const report = runProbe({ models: args.model, weights: args.dtype });
     if (jsonTarget(args) !== null) writeJson(args, probeJson(report));
     else process.stdout.write(renderProbe(report));
   },
