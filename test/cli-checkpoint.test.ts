@@ -56,3 +56,13 @@ test('checkpoint DIR validates a model directory; a bad one is a clear error, ex
     `clip-mem: ${dir}/model.safetensors: header length: 8672 bytes runs past the end of the file (5000 bytes): the file is truncated or corrupt\n`,
   );
 });
+
+test('a cache that cannot be written is an error naming the file, not a hang (mkdir under /proc)', (t) => {
+  const result = spawnSync(process.execPath, [bin, 'checkpoint', 'tiny'], {
+    encoding: 'utf8',
+    env: { ...process.env, CLIPMEM_CACHE: '/proc/self/clip-mem-cache' },
+    timeout: 60_000,
+  });
+  t.is(result.status, 1);
+  t.regex(result.stderr, /cannot write \/proc\/self\/clip-mem-cache\/clip-tiny-fp32-seed0-v1\.safetensors: ENOENT/);
+});

@@ -33,7 +33,7 @@ import { setPhase } from '../core/phase';
 import type { TensorSpec } from './config';
 import { DTYPE_BYTES, isDType, typedArrayFor } from './dtype';
 import type { Tensor, TensorMap } from './tensor';
-import { writeError } from '../core/files';
+import { makeDirectory, writeError } from '../core/files';
 
 export const MAX_HEADER_BYTES = 100_000_000;
 
@@ -424,7 +424,7 @@ export function writeSafetensorsFile(
   const temp = `${file}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`;
   let fd: number;
   try {
-    fs.mkdirSync(path.dirname(file), { recursive: true });
+    makeDirectory(path.dirname(file));
     fd = fs.openSync(temp, 'w');
   } catch (error) {
     throw writeError(error, file);

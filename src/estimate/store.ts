@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { clipMemCacheDir } from '../clip/synthetic';
 import { EstimateUnavailable, type Phase } from './model';
-import { writeError, writeFileAtomic } from '../core/files';
+import { makeDirectory, writeError, writeFileAtomic } from '../core/files';
 
 export const ESTIMATE_STORE_SCHEMA = 'clip-mem-estimate/1';
 export const ESTIMATE_BACKEND = 'onnxruntime';
@@ -123,7 +123,7 @@ export function saveRuntimeRecord(record: RuntimeRecord): void {
   store.runtimes[record.key] = record;
   const file = storeFile();
   try {
-    fs.mkdirSync(path.dirname(file), { recursive: true });
+    makeDirectory(path.dirname(file));
   } catch (error) {
     throw writeError(error, file);
   }
