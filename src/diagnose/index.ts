@@ -252,6 +252,15 @@ export function explainFailure(f: FailureFacts, limits: Limits): Diagnosis | und
   return undefined;
 }
 
+/** ld.so's "failed to map segment" under a limit: which library, and why the limit counts it. */
+function loaderRefusal(output: string, limit: string, why: string): string {
+  const library = /([^\s:]+\.so[\w.]*): failed to map segment/.exec(output)?.[1] ?? 'a shared library';
+  return (
+    `the dynamic loader could not map ${library} ("failed to map segment from shared object") under ${limit}: ` +
+    `${why}, and the limit left too little to load it`
+  );
+}
+
 const outputSigns: {
   pattern: RegExp;
   cause: Cause;
@@ -263,26 +272,20 @@ const outputSigns: {
     pattern: /failed to map segment from shared object/,
     cause: 'address-space',
     when: (limits) => limits.as !== undefined,
-    say: (limits, output) => {
-      const library = /([^\s:]+\.so[\w.]*): failed to map segment/.exec(output)?.[1] ?? 'a shared library';
-      return (
-        `the dynamic loader could not map ${library} ("failed to map segment from shared object") under RLIMIT_AS ${formatBytes(limits.as!)}: ` +
-        "a library's code and data are address space, and the limit left too little to load it"
-      );
-    },
+    say: (limits, output) =>
+      loaderRefusal(output, `RLIMIT_AS ${formatBytes(limits.as!)}`, "a library's code and data are address space"),
   },
   {
     // The same refusal under RLIMIT_DATA: a library's writable data segment is private writable memory.
     pattern: /failed to map segment from shared object/,
     cause: 'data-limit',
     when: (limits) => limits.data !== undefined,
-    say: (limits, output) => {
-      const library = /([^\s:]+\.so[\w.]*): failed to map segment/.exec(output)?.[1] ?? 'a shared library';
-      return (
-        `the dynamic loader could not map ${library} ("failed to map segment from shared object") under RLIMIT_DATA ${formatBytes(limits.data!)}: ` +
-        "a library's writable data segment is private writable memory, which RLIMIT_DATA counts, and the limit left too little to load it"
-      );
-    },
+    say: (limits, output) =>
+      loaderRefusal(
+        output,
+        `RLIMIT_DATA ${formatBytes(limits.data!)}`,
+        "a library's writable data segment is private writable memory, which RLIMIT_DATA counts",
+      ),
   },
   {
     pattern: /Failed to reserve virtual memory for CodeRange/,
