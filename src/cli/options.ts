@@ -320,3 +320,14 @@ export function checkOutputFile(value: unknown, option: string): void {
   if (file === '') throw new Error(`${option}: give a FILE to write`);
   checkWritable(file, option);
 }
+
+/** A command given to clip-mem to run (trace, fit): what follows `--`, or the trailing words. */
+export interface CommandArgs {
+  '--'?: (string | number)[];
+  command?: (string | number)[];
+}
+
+/** The command line of the program to run, as strings. */
+export function commandOf(args: CommandArgs): string[] {
+  return [...(args['--'] ?? []), ...(args.command ?? [])].map(String);
+}

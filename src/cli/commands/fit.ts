@@ -3,6 +3,7 @@ import type { CommandModule } from 'yargs';
 import {
   BATCH_RANGE,
   checkModelConfig,
+  commandOf,
   checkProgram,
   durationOption,
   once,
@@ -57,8 +58,6 @@ interface FitArgs extends LimitArgs, JsonArgs {
   runs: number;
   timeout?: number;
 }
-
-const commandOf = (args: FitArgs) => [...(args['--'] ?? []), ...(args.command ?? [])].map(String);
 
 function renderCommandFit(fit: CommandFit): string {
   const what = {

@@ -5,6 +5,7 @@ import { stopTraces, traceCommand } from '../../track/launcher';
 import {
   checkFailRule,
   checkProgram,
+  commandOf,
   durationOption,
   limitsFrom,
   usageCheck,
@@ -40,7 +41,7 @@ export const traceCommandModule: CommandModule<object, TraceArgs> = {
       .check(
         usageCheck((args) => {
           if (args.fail !== undefined) checkFailRule(args.fail);
-          const program = [...((args as TraceArgs)['--'] ?? []), ...((args as TraceArgs).command ?? [])].map(String)[0];
+          const program = commandOf(args as TraceArgs)[0];
           if (program !== undefined) checkProgram(program);
         }),
       )
@@ -64,7 +65,7 @@ export const traceCommandModule: CommandModule<object, TraceArgs> = {
           'or value, or a program that does not exist), found before the command starts.',
       ),
   handler: async (args) => {
-    const command = [...(args['--'] ?? []), ...(args.command ?? [])].map(String);
+    const command = commandOf(args);
     if (!command.length) {
       process.stderr.write(
         'clip-mem trace: name the command to run after --, e.g. clip-mem trace --limit-as 4G -- node app.js\n',
