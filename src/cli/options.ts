@@ -7,6 +7,7 @@ import { checkCheckpointLayout, readCheckpointIndex, resolveClipModel } from '..
 import { isPresetName, PRESET_NAMES, resolveClipConfig } from '../clip/config';
 import { LIMIT_KINDS, LIMIT_OPTIONS, type Limits } from '../core/limits';
 import { parseBytes, type ByteBounds } from '../core/units';
+import { createChildCgroup, removeCgroup } from '../track/cgroup';
 import { trackedFunctions } from '../track/record';
 
 export interface LimitArgs {
@@ -69,6 +70,15 @@ export function limitsFrom(args: LimitArgs): Limits {
       limits[kind] = parseBytes(once(text, LIMIT_OPTIONS[kind]), LIMIT_OPTIONS[kind], LIMIT_BOUNDS);
   }
   return limits;
+}
+
+/**
+ * --limit-mem runs children in a memory cgroup made under this process's own: one is made and removed
+ * here, so that a user who cannot make one (not root, a read-only cgroup) hears it before any work
+ * (run would first write a 577 MiB checkpoint).
+ */
+export function checkCgroupUsable(limit: number | undefined): void {
+  if (limit !== undefined) removeCgroup(createChildCgroup(limit).directory);
 }
 
 export interface JsonArgs {

@@ -19,6 +19,7 @@ import {
   type JsonArgs,
   type LimitArgs,
   usageCheck,
+  checkCgroupUsable,
 } from '../options';
 import { DEFAULT_TRAINING_SEGMENTS } from '../../clip/onnx/train';
 import { resolveClipConfig, WEIGHT_FORMATS, type WeightFormat } from '../../clip/config';
@@ -218,8 +219,10 @@ export const fitCommand: CommandModule<object, FitArgs> = {
             if (args.step !== undefined && parseBytes(once(args.step, '--step'), '--step') < 4096)
               throw new Error(`--step: "${args.step}" is too small: give at least 4096 bytes (one page), e.g. 1M`);
             checkProgram(commandOf(args as FitArgs)[0]!);
+            if (args.for === 'mem') checkCgroupUsable(1 << 30);
             return;
           }
+          if (args.verify) checkCgroupUsable(limitsFrom(args).mem);
           limitOf(args as FitArgs);
           checkModelConfig(args.model, '--model');
         }),

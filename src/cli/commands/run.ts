@@ -27,6 +27,7 @@ import {
   type JsonArgs,
   type LimitArgs,
   usageCheck,
+  checkCgroupUsable,
 } from '../options';
 
 interface RunArgs extends LimitArgs, JsonArgs {
@@ -90,7 +91,9 @@ export const runCommand: CommandModule<object, RunArgs> = {
         array: true,
         choices: SCENARIO_NAMES,
         default: SCENARIO_NAMES,
-        describe: 'scenarios to run (default: all, in this order)',
+        // The list is already in the choices: yargs would print it again, wrapped mid-name.
+        defaultDescription: 'all, in this order',
+        describe: 'scenarios to run',
       })
       .option('model', {
         type: 'string',
@@ -120,6 +123,7 @@ export const runCommand: CommandModule<object, RunArgs> = {
       .check(
         usageCheck((args) => {
           for (const option of ['markdown', 'html'] as const) checkOutputFile(args[option], `--${option}`);
+          checkCgroupUsable(limitsFrom(args).mem);
           // The whole checkpoint (config, weights file, every tensor the config needs) before any scenario.
           const names = [...new Set(args.scenarios)];
           if (names.some((n) => catalogEntry(n).usesCheckpoint)) checkModel(args.model, '--model', true);

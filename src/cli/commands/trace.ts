@@ -8,6 +8,7 @@ import {
   commandOf,
   durationOption,
   limitsFrom,
+  checkCgroupUsable,
   usageCheck,
   withJsonOption,
   withLimitOptions,
@@ -43,6 +44,7 @@ export const traceCommandModule: CommandModule<object, TraceArgs> = {
           if (args.fail !== undefined) checkFailRule(args.fail);
           const program = commandOf(args as TraceArgs)[0];
           if (program !== undefined) checkProgram(program);
+          checkCgroupUsable(limitsFrom(args).mem);
         }),
       )
       .example(
