@@ -60,6 +60,7 @@ add(['run', 'basic-ops', '--model', missing], '--model');
 add(['run', 'basic-ops', '--model', ''], '--model');
 add(['run', 'basic-ops', '--markdown', `${missing}.md`], '--markdown');
 add(['run', 'basic-ops', '--html', `${missing}.html`], '--html');
+add(['run', 'basic-ops', '--json', 'same.out', '--markdown', './same.out'], '--markdown');
 add(['run', 'basic-ops', '--markdown', ''], '--markdown');
 add(['run', 'basic-ops', '--json', `${missing}.json`], '--json');
 add(['run', 'basic-ops', '--json', inputs], '--json');

@@ -105,6 +105,18 @@ export function withJsonOption<T>(yargs: Argv<T>, what: string): Argv<T & JsonAr
     ) as Argv<T & JsonArgs>;
 }
 
+/** Two outputs naming one file would leave only the one written last: refused. */
+export function checkDistinctOutputs(outputs: Record<string, string | null | undefined>): void {
+  const seen = new Map<string, string>();
+  for (const [option, file] of Object.entries(outputs)) {
+    if (!file || file === '-') continue;
+    const resolved = path.resolve(file);
+    const other = seen.get(resolved);
+    if (other) throw new Error(`${other} and ${option} name the same file (${file}): give each output its own file`);
+    seen.set(resolved, option);
+  }
+}
+
 /** null: no JSON asked for; '-': standard output; else the file. */
 export function jsonTarget(args: JsonArgs): string | null {
   if (args.json === undefined) return null;

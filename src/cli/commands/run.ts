@@ -16,6 +16,7 @@ import {
   BATCH_RANGE,
   checkModel,
   checkOutputFile,
+  checkDistinctOutputs,
   countOption,
   durationOption,
   exitStatus,
@@ -123,6 +124,7 @@ export const runCommand: CommandModule<object, RunArgs> = {
       .check(
         usageCheck((args) => {
           for (const option of ['markdown', 'html'] as const) checkOutputFile(args[option], `--${option}`);
+          checkDistinctOutputs({ '--json': jsonTarget(args), '--markdown': args.markdown, '--html': args.html });
           checkCgroupUsable(limitsFrom(args).mem);
           // The whole checkpoint (config, weights file, every tensor the config needs) before any scenario.
           const names = [...new Set(args.scenarios)];

@@ -6,6 +6,7 @@ import {
   checkFailRule,
   checkProgram,
   commandOf,
+  jsonTarget,
   durationOption,
   limitsFrom,
   checkCgroupUsable,
@@ -31,7 +32,7 @@ export const traceCommandModule: CommandModule<object, TraceArgs> = {
   builder: (yargs) =>
     withJsonOption(
       withLimitOptions(yargs.parserConfiguration({ 'populate--': true, 'unknown-options-as-args': false })),
-      'the result (schema/trace.schema.json)',
+      "the result (schema/trace.schema.json); with `-`, the command's own standard output goes to standard error",
     )
       .option('timeout', durationOption('timeout', "seconds before the command's whole process group is killed"))
       .option('fail', {
@@ -91,7 +92,9 @@ export const traceCommandModule: CommandModule<object, TraceArgs> = {
         limits,
         timeoutMs: args.timeout !== undefined ? args.timeout * 1000 : undefined,
         failRule: args.fail,
-        onStdout: (chunk) => process.stdout.write(chunk),
+        // With the JSON on standard output, the command's own output goes to standard error: stdout
+        // then carries the JSON alone, for `| jq`.
+        onStdout: (chunk) => (jsonTarget(args) === '-' ? process.stderr : process.stdout).write(chunk),
         onStderr: (chunk) => process.stderr.write(chunk),
       });
       const report = buildTraceReport(run);
