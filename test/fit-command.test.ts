@@ -126,3 +126,24 @@ test('trace prints the least the failed run needed and the fit command that prov
   t.is(proven.outcome, 'found');
   t.true(proven.passes! >= report.fix.needAtLeast - 4096);
 });
+
+test('--pass-if: an exit code and a text in the output define passing; a run that exits as asked without the text fails', (t) => {
+  const need = 48 * MiB;
+  // Exits 3 whether the allocation worked or not: only the printed "done" tells them apart.
+  const command = ['sh', '-c', `${allocProgram} commit ${need} && echo done; exit 3`];
+  const plain = fit(['--for', 'data', '--step', '1M', '--runs', '1'], command);
+  t.is(plain.fit.outcome, 'fails-without-limit');
+  const ruled = fit(
+    ['--for', 'data', '--step', '1M', '--runs', '1', '--pass-if', 'exit=3', '--pass-if', 'output=done'],
+    command,
+  );
+  t.is(ruled.status, 0, ruled.stderr);
+  t.is(schemaErrors('fit', ruled.fit), '');
+  t.is(ruled.fit.outcome, 'found');
+  t.true(ruled.fit.passes! >= need && ruled.fit.passes! - ruled.fit.fails! === MiB);
+  const failed = (
+    ruled.fit as unknown as { runs: { passed: boolean; exit: { code: number }; evidence: string[] }[] }
+  ).runs.filter((r) => !r.passed);
+  t.true(failed.length > 0 && failed.every((r) => r.exit.code === 3 && r.evidence[0] === 'its output lacked "done"'));
+  t.regex(ruled.stderr, /passing means: exit 3 and "done" in its output/);
+});

@@ -61,6 +61,10 @@ add(['run', 'basic-ops', '--model', ''], '--model');
 add(['run', 'basic-ops', '--markdown', `${missing}.md`], '--markdown');
 add(['run', 'basic-ops', '--html', `${missing}.html`], '--html');
 add(['run', 'basic-ops', '--json', 'same.out', '--markdown', './same.out'], '--markdown');
+for (const rule of ['bogus', 'exit=300', 'exit=', 'output=', 'exit=a'])
+  add(['fit', '--for', 'as', '--pass-if', rule, ...marker], '--pass-if');
+add(['fit', '--limit-as', '2G', '--pass-if', 'exit=0'], '--pass-if');
+add(['fit', '--limit-as', '2G', '--max', '3G'], '--max');
 add(['run', 'basic-ops', '--markdown', ''], '--markdown');
 add(['run', 'basic-ops', '--json', `${missing}.json`], '--json');
 add(['run', 'basic-ops', '--json', inputs], '--json');

@@ -38,7 +38,13 @@ import {
 } from '../../estimate/fit';
 import { OPTIMIZERS, PHASES, type Optimizer, type Phase } from '../../estimate/model';
 import { formatBytes, parseBytes } from '../../core/units';
-import { FIT_TARGETS, fitLimitForCommand, type CommandFit, type FitTarget } from '../../commands/fit-command';
+import {
+  FIT_TARGETS,
+  fitLimitForCommand,
+  parsePassRules,
+  type CommandFit,
+  type FitTarget,
+} from '../../commands/fit-command';
 import { defaultThreads, endProgress, progressLine } from './estimate';
 
 interface FitArgs extends LimitArgs, JsonArgs {
@@ -58,6 +64,7 @@ interface FitArgs extends LimitArgs, JsonArgs {
   step?: string;
   runs: number;
   timeout?: number;
+  'pass-if'?: string[];
 }
 
 function renderCommandFit(fit: CommandFit): string {
@@ -69,6 +76,11 @@ function renderCommandFit(fit: CommandFit): string {
   }[fit.target];
   const counted = fit.target === 'mem' || fit.target === 'slurm' ? "the cgroup's charge" : 'VmSize';
   const lines = [`clip-mem fit --for ${fit.target}: ${fit.command.join(' ')}: the smallest ${what} it passes under`];
+  const rule = [
+    `exit ${fit.passIf.exitCodes.join(' or ')}`,
+    ...fit.passIf.output.map((text) => `"${text}" in its output`),
+  ];
+  lines.push(`  passing means: ${rule.join(' and ')}`);
   const peaks = fit.free.map((r) => (r.peak === null ? 'unknown' : formatBytes(r.peak)));
   lines.push(`  without a limit: ${fit.free.length} run(s), ${counted} peak ${peaks.join(', ')}`);
   for (const r of fit.runs) {
@@ -113,6 +125,7 @@ async function fitUserCommand(args: FitArgs): Promise<void> {
     step: args.step !== undefined ? parseBytes(args.step, '--step') : undefined,
     runs: args.runs,
     timeoutMs: args.timeout !== undefined ? args.timeout * 1000 : undefined,
+    passIf: parsePassRules(args['pass-if'] ?? []),
     progress: (line) => process.stderr.write(`clip-mem fit: ${line}\n`),
   });
   (jsonTarget(args) === '-' ? process.stderr : process.stdout).write(renderCommandFit(fit));
@@ -189,6 +202,12 @@ export const fitCommand: CommandModule<object, FitArgs> = {
         ),
       )
       .option('timeout', durationOption('timeout', "with a command: seconds before a run's process group is killed"))
+      .option('pass-if', {
+        type: 'string',
+        array: true,
+        describe:
+          'with a command: what passing means, instead of exit 0: exit=CODE[,CODE...] and/or output=TEXT (a text it prints on success); repeatable, all must hold',
+      })
       .option('phase', { choices: PHASES, default: 'train' as Phase, describe: 'what has to fit' })
       .option('model', { type: 'string', default: 'vit-b-32', describe: 'preset, model directory or config.json' })
       .option('dtype', { choices: WEIGHT_FORMATS, default: 'fp32' as WeightFormat, describe: 'weight format' })
@@ -219,9 +238,13 @@ export const fitCommand: CommandModule<object, FitArgs> = {
             if (args.step !== undefined && parseBytes(once(args.step, '--step'), '--step') < 4096)
               throw new Error(`--step: "${args.step}" is too small: give at least 4096 bytes (one page), e.g. 1M`);
             checkProgram(commandOf(args as FitArgs)[0]!);
+            parsePassRules(args['pass-if'] ?? []);
             if (args.for === 'mem') checkCgroupUsable(1 << 30);
             return;
           }
+          for (const option of ['max', 'step', 'timeout', 'pass-if'] as const)
+            if (args[option] !== undefined)
+              throw new Error(`--${option} is for a command of your own (fit [options] -- <command>); none was given`);
           if (args.verify) checkCgroupUsable(limitsFrom(args).mem);
           limitOf(args as FitArgs);
           checkModelConfig(args.model, '--model');
