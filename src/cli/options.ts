@@ -1,6 +1,7 @@
 // The option vocabulary every command shares: one spelling, one meaning, one check for each. A bad value
 // is a usage error (exit 2) found before any work starts.
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Argv } from 'yargs';
 import { checkCheckpointLayout, readCheckpointIndex, resolveClipModel } from '../clip/checkpoint';
@@ -8,6 +9,7 @@ import { isPresetName, PRESET_NAMES, resolveClipConfig } from '../clip/config';
 import { LIMIT_KINDS, LIMIT_OPTIONS, type Limits } from '../core/limits';
 import { parseBytes, type ByteBounds } from '../core/units';
 import { createChildCgroup, removeCgroup } from '../track/cgroup';
+import { stopSignal, stopTraces } from '../track/launcher';
 import { trackedFunctions } from '../track/record';
 
 export interface LimitArgs {
@@ -352,4 +354,27 @@ export interface CommandArgs {
 /** The command line of the program to run, as strings. */
 export function commandOf(args: CommandArgs): string[] {
   return [...(args['--'] ?? []), ...(args.command ?? [])].map(String);
+}
+
+const STOP_SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+
+/**
+ * Runs a command's work with SIGINT (Ctrl-C), SIGTERM and SIGHUP stopping every traced child and every
+ * loop of runs (stopTraces): the work still reports and writes what ran so far, cgroups and records are
+ * removed; then clip-mem exits 128 + the signal's number.
+ */
+export async function stoppable(work: () => Promise<void>): Promise<void> {
+  const onSignal = (signal: NodeJS.Signals) => stopTraces(signal);
+  for (const signal of STOP_SIGNALS) process.on(signal, onSignal);
+  try {
+    await work();
+  } catch (error) {
+    // A loop of runs that was stopped ends with an error naming what it was running: said, not a crash.
+    if (!stopSignal()) throw error;
+    process.stderr.write(`clip-mem: ${(error as Error).message}\n`);
+  } finally {
+    for (const signal of STOP_SIGNALS) process.off(signal, onSignal);
+  }
+  const stopped = stopSignal();
+  if (stopped) process.exitCode = 128 + os.constants.signals[stopped];
 }

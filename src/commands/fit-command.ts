@@ -111,7 +111,9 @@ export interface CommandFit {
   maxRuns: number;
   runs: LimitRun[];
   /** The outcome: a proven boundary, or why there is none. */
-  outcome: 'found' | 'fails-without-limit' | 'passes-at-floor' | 'fails-at-max' | 'flaky';
+  outcome: 'found' | 'fails-without-limit' | 'passes-at-floor' | 'fails-at-max' | 'flaky' | 'stopped';
+  /** The signal clip-mem was stopped by (outcome 'stopped'): the runs so far are kept. */
+  stoppedBy: NodeJS.Signals | null;
   /** Smallest limit seen to pass and the largest seen to fail (null where not run). */
   passes: number | null;
   fails: number | null;
@@ -152,7 +154,46 @@ export function inWords(target: FitTarget, bytes: number): string[] {
   return [`docker run --memory=${mib}m`, `systemd-run -p MemoryMax=${mib}M`, `sbatch --mem=${mib}M`];
 }
 
+/** A run was stopped because clip-mem was told to stop: the search ends with what it has. */
+class StoppedBy extends Error {
+  constructor(readonly signal: NodeJS.Signals) {
+    super(`stopped by ${signal}`);
+  }
+}
+
 export async function fitLimitForCommand(request: CommandFitRequest): Promise<CommandFit> {
+  const result = emptyFit(request);
+  try {
+    return await search(request, result);
+  } catch (error) {
+    if (!(error instanceof StoppedBy)) throw error;
+    result.outcome = 'stopped';
+    result.stoppedBy = error.signal;
+    return result;
+  }
+}
+
+function emptyFit(request: CommandFitRequest): CommandFit {
+  return {
+    schema: FIT_COMMAND_SCHEMA,
+    command: request.command,
+    target: request.target,
+    passIf: request.passIf,
+    free: [],
+    step: 0,
+    maxRuns: 0,
+    runs: [],
+    outcome: 'found',
+    stoppedBy: null,
+    passes: null,
+    fails: null,
+    margin: 0,
+    recommended: null,
+    say: [],
+  };
+}
+
+async function search(request: CommandFitRequest, result: CommandFit): Promise<CommandFit> {
   const { command, target, progress } = request;
   const cgroupTarget = target === 'mem' || target === 'slurm';
   // A cgroup as large as the host's memory measures the charge without limiting it.
@@ -170,6 +211,7 @@ export async function fitLimitForCommand(request: CommandFitRequest): Promise<Co
       onStdout: watcher.onChunk,
       onStderr: watcher.onChunk,
     });
+    if (run.stoppedBy) throw new StoppedBy(run.stoppedBy);
     const exited = run.exit.code !== null && request.passIf.exitCodes.includes(run.exit.code);
     const missing = exited && !run.timedOut && !watcher.seen();
     return {
@@ -180,28 +222,12 @@ export async function fitLimitForCommand(request: CommandFitRequest): Promise<Co
     };
   };
 
-  const free: FreeRun[] = [];
+  const free = result.free;
   for (let i = 0; i < request.runs; i++) {
     progress(`without a limit: run ${i + 1} of ${request.runs}`);
     const { run, passed } = await traced(cgroupTarget ? { mem: hostMemory } : {}, request.timeoutMs);
     free.push({ passed, exit: run.exit, peak: peakOf(target, run), durationMs: run.durationMs });
   }
-  const result: CommandFit = {
-    schema: FIT_COMMAND_SCHEMA,
-    command,
-    target,
-    passIf: request.passIf,
-    free,
-    step: 0,
-    maxRuns: 0,
-    runs: [],
-    outcome: 'found',
-    passes: null,
-    fails: null,
-    margin: 0,
-    recommended: null,
-    say: [],
-  };
   if (free.some((r) => !r.passed)) {
     result.outcome = free.some((r) => r.passed) ? 'flaky' : 'fails-without-limit';
     return result;

@@ -26,7 +26,7 @@ import { memoryAnalysis, proposeFixes } from '../report/fixes';
 import { buildTraceReport, type TraceReport } from '../report/trace-report';
 import { commandLine } from '../scenarios/command-line';
 import type { RunOptions, ScenarioOptions } from '../scenarios/scenario';
-import { traceCommand, type TraceRun } from '../track/launcher';
+import { stopSignal, traceCommand, type TraceRun } from '../track/launcher';
 import { phaseLabel } from '../track/phases';
 
 /** How often the parent reads the child's record for progress and the timeline. */
@@ -143,8 +143,6 @@ async function runOne(
     env: { ...process.env, [CHILD_REQUEST_ENV]: JSON.stringify(childRequest), [CHILD_RESULT_ENV]: resultFile },
     pollMs: SAMPLE_MS,
     onRecord: (record) => {
-      activePid = record.pid;
-      if (stopRequested) killGroup(record.pid);
       const last = record.timeline[record.timeline.length - 1];
       request.progress({
         scenario: name,
@@ -157,7 +155,6 @@ async function runOne(
       });
     },
   });
-  activePid = null;
   const wallMs = performance.now() - started;
   return scenarioResult(name, run, readChildReport(resultFile), request, environment, wallMs);
 }
@@ -233,26 +230,6 @@ function thin(points: TimelinePoint[], max: number): TimelinePoint[] {
   return kept;
 }
 
-/**
- * A signal to the runner kills the running child's process group (the tracker's launcher then removes its
- * cgroup) and stops before the next scenario; the JSONL keeps every scenario that finished.
- */
-let activePid: number | null = null;
-let stopRequested: NodeJS.Signals | null = null;
-
-function killGroup(pid: number): void {
-  try {
-    process.kill(-pid, 'SIGKILL');
-  } catch {
-    // already gone
-  }
-}
-
-function stopOnSignal(signal: NodeJS.Signals): void {
-  stopRequested = signal;
-  if (activePid !== null) killGroup(activePid);
-}
-
 /** Runs the scenarios one after another; a failing one never stops the rest. */
 export async function runScenarios(request: RunRequest): Promise<RunResults> {
   const header: RunHeader = {
@@ -267,21 +244,19 @@ export async function runScenarios(request: RunRequest): Promise<RunResults> {
   const workDir = fs.mkdtempSync(path.join(os.tmpdir(), 'clip-mem-run-'));
   const started = performance.now();
   const scenarios: ScenarioResult[] = [];
-  const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
-  for (const signal of signals) process.on(signal, stopOnSignal);
   try {
     const names = request.options.scenarios;
     for (const [i, name] of names.entries()) {
       const result = await runOne(name, request, header.environment, workDir, i + 1, names.length);
-      if (stopRequested) break; // killed by us: not a result
+      if (stopSignal()) break; // killed by us (clip-mem was told to stop): not a result
       scenarios.push(result);
       writer?.append(result);
     }
   } finally {
-    for (const signal of signals) process.off(signal, stopOnSignal);
     fs.rmSync(workDir, { recursive: true, force: true });
   }
-  if (stopRequested) return { header, scenarios, end: null, stoppedBy: stopRequested };
+  const stoppedBy = stopSignal();
+  if (stoppedBy) return { header, scenarios, end: null, stoppedBy };
   const failed = scenarios.filter((s) => s.status === 'failed').length;
   const end: RunEnd = {
     kind: 'end',

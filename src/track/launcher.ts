@@ -168,6 +168,11 @@ export function stopTraces(signal: NodeJS.Signals): number {
 
 let stopRequested: NodeJS.Signals | undefined;
 
+/** The signal stopTraces was called for, if any: a loop of runs (run, fit, estimate) ends at its next check. */
+export function stopSignal(): NodeJS.Signals | undefined {
+  return stopRequested;
+}
+
 function killGroup(pid: number): void {
   try {
     process.kill(-pid, 'SIGKILL');

@@ -19,6 +19,7 @@ import {
   type JsonArgs,
   type LimitArgs,
   usageCheck,
+  stoppable,
   checkCgroupUsable,
 } from '../options';
 import { DEFAULT_TRAINING_SEGMENTS } from '../../clip/onnx/train';
@@ -88,6 +89,9 @@ function renderCommandFit(fit: CommandFit): string {
     lines.push(`  ${formatBytes(r.limit).padStart(10)} (${r.limit} B)  ${how}`);
   }
   switch (fit.outcome) {
+    case 'stopped':
+      lines.push(`stopped by ${fit.stoppedBy} after ${fit.free.length + fit.runs.length} run(s): no boundary proven`);
+      break;
     case 'fails-without-limit':
       lines.push('it fails without any limit: nothing to fit (make it pass first, e.g. with `clip-mem trace`)');
       break;
@@ -267,61 +271,63 @@ export const fitCommand: CommandModule<object, FitArgs> = {
           'batch that passes with the one above it failing, in at most ceil(log2(--max-batch)) + 1 runs.\n\n' +
           exitStatus('0 when something fits (and, with --verify, the boundary was proven), 1 otherwise'),
       ),
-  handler: async (args) => {
-    if (commandOf(args).length) return fitUserCommand(args);
-    const limit = limitOf(args);
-    const quiet = jsonTarget(args) !== null ? () => undefined : progressLine;
-    const record = await ensureBaseline(args.threads, quiet);
-    endProgress();
-    const plan = fitPlan(
-      { model: args.model, dtype: args.dtype, optimizer: args.optimizer, segments: args.segments },
+  // SIGINT, SIGTERM, SIGHUP: the running child is killed and no further run starts (stoppable).
+  handler: (args) => stoppable(() => (commandOf(args).length ? fitUserCommand(args) : fitClip(args))),
+};
+
+async function fitClip(args: FitArgs): Promise<void> {
+  const limit = limitOf(args);
+  const quiet = jsonTarget(args) !== null ? () => undefined : progressLine;
+  const record = await ensureBaseline(args.threads, quiet);
+  endProgress();
+  const plan = fitPlan(
+    { model: args.model, dtype: args.dtype, optimizer: args.optimizer, segments: args.segments },
+    args.phase,
+    limit,
+    record,
+    args['max-batch'],
+  );
+  const choice = cheapest(plan);
+  let verification: Verification | undefined;
+  if (args.verify && choice) {
+    verification = await verifyBoundary(
+      choice,
       args.phase,
       limit,
-      record,
+      choice.batch,
       args['max-batch'],
+      args.threads,
+      progressLine,
     );
-    const choice = cheapest(plan);
-    let verification: Verification | undefined;
-    if (args.verify && choice) {
-      verification = await verifyBoundary(
-        choice,
-        args.phase,
-        limit,
-        choice.batch,
-        args['max-batch'],
-        args.threads,
-        progressLine,
-      );
-      endProgress();
-    }
-    process.exitCode = choice && (!args.verify || verification?.proven) ? 0 : 1;
-    if (jsonTarget(args) !== null) {
-      writeJson(args, {
-        schema: FIT_SCHEMA,
-        runtime: record.key,
-        phase: args.phase,
-        limit,
-        answer: plan.answer,
-        alternatives: plan.alternatives,
-        choice: choice ?? null,
-        verification: verification ?? null,
-      });
-      return;
-    }
-    const lines = [
-      `clip-mem fit: ${args.phase} under ${LIMIT_MEASURES[limit.kind].option} ${formatBytes(limit.bytes)} (${limit.bytes} B), compared with ${LIMIT_MEASURES[limit.kind].counts}`,
-      `as asked: ${describeAnswer(plan.answer, limit)}`,
-    ];
-    if (plan.alternatives.length)
-      lines.push(
-        'changes, cheapest first:',
-        ...plan.alternatives.map((a) => `  ${a.change}: ${describeAnswer(a, limit)}`),
-      );
-    if ([plan.answer, ...plan.alternatives].some((a) => a.estimate.phase === 'train' && a.optimizer === 'sgd'))
-      lines.push(`note: ${SGD_MODEL_ONLY}`);
-    if (!choice) lines.push('nothing fits: raise the limit');
-    else if (choice !== plan.answer) lines.push(`cheapest change that fits: ${choice.change}, batch ${choice.batch}`);
-    if (verification) lines.push(renderVerification(verification));
-    process.stdout.write(lines.join('\n') + '\n');
-  },
-};
+    endProgress();
+  }
+  process.exitCode = choice && (!args.verify || verification?.proven) ? 0 : 1;
+  if (jsonTarget(args) !== null) {
+    writeJson(args, {
+      schema: FIT_SCHEMA,
+      runtime: record.key,
+      phase: args.phase,
+      limit,
+      answer: plan.answer,
+      alternatives: plan.alternatives,
+      choice: choice ?? null,
+      verification: verification ?? null,
+    });
+    return;
+  }
+  const lines = [
+    `clip-mem fit: ${args.phase} under ${LIMIT_MEASURES[limit.kind].option} ${formatBytes(limit.bytes)} (${limit.bytes} B), compared with ${LIMIT_MEASURES[limit.kind].counts}`,
+    `as asked: ${describeAnswer(plan.answer, limit)}`,
+  ];
+  if (plan.alternatives.length)
+    lines.push(
+      'changes, cheapest first:',
+      ...plan.alternatives.map((a) => `  ${a.change}: ${describeAnswer(a, limit)}`),
+    );
+  if ([plan.answer, ...plan.alternatives].some((a) => a.estimate.phase === 'train' && a.optimizer === 'sgd'))
+    lines.push(`note: ${SGD_MODEL_ONLY}`);
+  if (!choice) lines.push('nothing fits: raise the limit');
+  else if (choice !== plan.answer) lines.push(`cheapest change that fits: ${choice.change}, batch ${choice.batch}`);
+  if (verification) lines.push(renderVerification(verification));
+  process.stdout.write(lines.join('\n') + '\n');
+}

@@ -1,12 +1,13 @@
 // `clip-mem trace [--limit-as N] [--limit-data N] [--limit-mem N] [--json FILE] -- <command...>`
 import * as os from 'node:os';
 import type { CommandModule } from 'yargs';
-import { stopTraces, traceCommand } from '../../track/launcher';
+import { traceCommand } from '../../track/launcher';
 import {
   checkFailRule,
   checkProgram,
   commandOf,
   jsonTarget,
+  stoppable,
   durationOption,
   limitsFrom,
   checkCgroupUsable,
@@ -77,16 +78,8 @@ export const traceCommandModule: CommandModule<object, TraceArgs> = {
     }
     const limits = limitsFrom(args);
     // SIGINT (Ctrl-C), SIGTERM, SIGHUP to clip-mem: the command's process group is killed, and the report
-    // of what ran so far is still printed and written, the cgroup and record directory removed; then
-    // clip-mem exits 128 + the signal's number, as `run` does.
-    let received: NodeJS.Signals | undefined;
-    const onSignal = (signal: NodeJS.Signals) => {
-      received ??= signal;
-      stopTraces(signal);
-    };
-    const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
-    for (const signal of signals) process.on(signal, onSignal);
-    try {
+    // of what ran so far is still printed and written (stoppable).
+    await stoppable(async () => {
       const run = await traceCommand({
         command,
         limits,
@@ -103,9 +96,6 @@ export const traceCommandModule: CommandModule<object, TraceArgs> = {
       const { code, signal } = run.exit;
       const signalNumber = signal ? os.constants.signals[signal] : undefined;
       process.exitCode = code ?? (signalNumber !== undefined ? 128 + signalNumber : 1);
-      if (received) process.exitCode = 128 + os.constants.signals[received];
-    } finally {
-      for (const signal of signals) process.off(signal, onSignal);
-    }
+    });
   },
 };
