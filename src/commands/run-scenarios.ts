@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { readCgroups } from '../probe/cgroup';
 import { known, type Limit } from '../core/field';
 import { probeAddon } from '../probe/native';
-import { readHostMemory } from '../probe/proc';
+import { pageCacheBytes, readHostMemory } from '../probe/proc';
 import type {
   Environment,
   FailedAllocation,
@@ -25,6 +25,7 @@ import { CHILD_REQUEST_ENV, CHILD_RESULT_ENV, type ChildReport, type ChildReques
 import { memoryAnalysis, proposeFixes } from '../report/fixes';
 import { buildTraceReport, type TraceReport } from '../report/trace-report';
 import { commandLine } from '../scenarios/command-line';
+import { catalogEntry } from '../scenarios/catalog';
 import type { RunOptions, ScenarioOptions } from '../scenarios/scenario';
 import { stopSignal, traceCommand, type TraceRun } from '../track/launcher';
 import { phaseLabel } from '../track/phases';
@@ -132,6 +133,11 @@ async function runOne(
   total: number,
 ): Promise<ScenarioResult> {
   const { options, scenarioOptions } = request;
+  // Under a cgroup limit: how much of the checkpoint is cached already, charged to whoever read it first.
+  const checkpointCached =
+    options.limits.mem !== undefined && catalogEntry(name).usesCheckpoint && scenarioOptions.checkpoint
+      ? pageCacheBytes(scenarioOptions.checkpoint)
+      : null;
   const resultFile = path.join(workDir, `${name}.json`);
   const childRequest: ChildRequest = { name, options: scenarioOptions };
   const started = performance.now();
@@ -156,7 +162,7 @@ async function runOne(
     },
   });
   const wallMs = performance.now() - started;
-  return scenarioResult(name, run, readChildReport(resultFile), request, environment, wallMs);
+  return scenarioResult(name, run, readChildReport(resultFile), request, environment, wallMs, checkpointCached);
 }
 
 /**
@@ -170,6 +176,7 @@ export function scenarioResult(
   request: Pick<RunRequest, 'options' | 'scenarioOptions'>,
   environment: Environment,
   wallMs: number,
+  checkpointCached: number | null = null,
 ): ScenarioResult {
   const { options, scenarioOptions } = request;
   const record = run.record ?? null;
@@ -188,7 +195,11 @@ export function scenarioResult(
     run.exit.code === 0 && !run.timedOut && report !== null && report.finished && report.error === null
       ? 'passed'
       : 'failed';
-  const memory = { ...memoryFigures(report, record, timeline), cgroupPeak: run.cgroup?.peak ?? null };
+  const memory = {
+    ...memoryFigures(report, record, timeline),
+    cgroupPeak: run.cgroup?.peak ?? null,
+    checkpointCached,
+  };
   const output = `${run.stderrTail}\n${run.stdoutTail}`;
   const diagnosis = traced.diagnosis;
   const result: ScenarioResult = {

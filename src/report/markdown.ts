@@ -98,7 +98,7 @@ export function renderMarkdown(results: RunResults): string {
     ...scenarios.map((s) => {
       const a = s.analysis;
       const exact = (v: number | null) => (v === null ? '?' : exactBytes(v));
-      return `| ${s.name} | ${cell(a.resource)} | ${exact(a.required)} | ${exact(a.available)} | ${exact(a.deficit)} | ${cell(a.basis)} |`;
+      return `| ${s.name} | ${cell(a.resource)} | ${exact(a.required)} | ${exact(a.available)} | ${exact(a.deficit)} | ${cell(a.note ? `${a.basis}; ${a.note}` : a.basis)} |`;
     }),
     '',
     '## Reproducible commands',
