@@ -9,7 +9,7 @@ import { formatBytes } from '../core/units';
 import type { Limits } from '../core/limits';
 import type { TraceRun } from '../track/launcher';
 import { RecordFailure } from '../track/record';
-import { SymbolizedFrame, formatFrame, symbolize } from '../track/symbolize';
+import { SymbolizedFrame, elideTemplates, formatFrame, symbolize } from '../track/symbolize';
 
 export interface TraceFailure {
   fn: string;
@@ -18,7 +18,7 @@ export interface TraceFailure {
   errno: number;
   errnoName: string;
   phase: string;
-  /** Innermost first: "name (file:line)" or "name (module+0xoffset)". */
+  /** Innermost first: "name (file:line)", "name (module+0xoffset)" or "module+0xoffset"; C++ names whole. */
   stack: string[];
   sizeOverflow: boolean;
   injected: boolean;
@@ -331,7 +331,7 @@ export function formatTraceReport(report: TraceReport): string {
       );
       if (f.detail.fdPath) lines.push(`      file ${f.detail.fdPath} at offset ${f.detail.offset}`);
       for (const sentence of f.limit?.evidence ?? []) lines.push(`      ${f.limit!.cause}: ${sentence}`);
-      for (const frame of f.stack.slice(0, 12)) lines.push(`      at ${frame}`);
+      for (const frame of f.stack.slice(0, 12)) lines.push(`      at ${elideTemplates(frame)}`);
       if (f.stack.length > 12) lines.push(`      ... ${f.stack.length - 12} more frames (see --json)`);
     });
     for (const d of report.descendants.filter((d) => d.failures > 0)) {

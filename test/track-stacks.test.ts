@@ -1,0 +1,36 @@
+// Stacks a user can act on (`clip-mem trace`): native names that are true on a stripped library, and
+// Python frames of the failing thread.
+import test from 'ava';
+import * as path from 'node:path';
+import { allocProgram, trace } from './helpers/trace';
+import { repoRoot } from './helpers/paths';
+import { elideTemplates } from '../src/track/symbolize';
+
+const strippedLibrary = path.join(repoRoot, 'build', 'test-programs', 'libclipmem_stripped.so');
+
+test('stripped library: the static function between two exported ones is not named after either', (t) => {
+  const { report } = trace(['--limit-as', '64M'], [allocProgram, 'stripped', strippedLibrary, String(256 << 20)]);
+  const failure = report.failures.find((f) => f.fn === 'malloc' && f.size === 256 << 20);
+  t.truthy(failure, JSON.stringify(report.failures.map((f) => [f.fn, f.size])));
+  const stack = failure!.stack;
+  // Innermost first: the static middle function, then the exported ones that called it.
+  t.regex(stack[0]!, /^\/.*libclipmem_stripped\.so\+0x[0-9a-f]+$/, stack.join('\n'));
+  t.regex(stack[1]!, /^stripped_first \(.*libclipmem_stripped\.so\+0x[0-9a-f]+\)$/);
+  t.regex(stack[2]!, /^stripped_last \(.*libclipmem_stripped\.so\+0x[0-9a-f]+\)$/);
+});
+
+test('C++ names in the terminal: template arguments elided, operators kept', (t) => {
+  t.is(
+    elideTemplates(
+      'std::__detail::_Map_base<int, std::pair<int const, long>, true>::operator[](int const&) (libc10.so+0x10)',
+    ),
+    'std::__detail::_Map_base<…>::operator[](int const&) (libc10.so+0x10)',
+  );
+  t.is(
+    elideTemplates(
+      'std::basic_ostream<char>& std::operator<< <std::char_traits<char> >(std::basic_ostream<char>&, char const*)',
+    ),
+    'std::basic_ostream<…>& std::operator<< <…>(std::basic_ostream<…>&, char const*)',
+  );
+  t.is(elideTemplates('c10::alloc_cpu(unsigned long)'), 'c10::alloc_cpu(unsigned long)');
+});
