@@ -34,3 +34,21 @@ test('C++ names in the terminal: template arguments elided, operators kept', (t)
   );
   t.is(elideTemplates('c10::alloc_cpu(unsigned long)'), 'c10::alloc_cpu(unsigned long)');
 });
+
+test('identical stacks counted once: the first and the largest shown in full', (t) => {
+  const { report, stderr } = trace(['--limit-as', '64M'], [allocProgram, 'repeat']);
+  const base = 256 * 2 ** 20;
+  t.deepEqual(
+    report.failures.map((f) => f.size),
+    [base + 1, base + 3, base + 2, base + 4],
+  );
+  t.deepEqual(report.failureGroups, [
+    { fn: 'malloc', count: 3, first: 0, largest: 1 },
+    { fn: 'malloc', count: 1, first: 3, largest: 3 },
+  ]);
+  t.regex(
+    stderr,
+    /#1 malloc of 268435457 bytes .*\n(.*\n)*? {6}2 more failure\(s\) with this stack; the largest:\n {2}#2 malloc of 268435459 bytes .*\n(.*\n)*? {6}at the same stack as #1\n {2}#4 malloc of 268435460 bytes/,
+  );
+  t.notRegex(stderr, /#3 malloc/);
+});

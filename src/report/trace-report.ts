@@ -57,6 +57,11 @@ export interface TraceReport {
   lostTrack?: string;
   failuresTotal: number;
   failures: TraceFailure[];
+  /**
+   * The failures with identical stacks (and function) counted once, in the order each stack first failed:
+   * indices into `failures` of the first and of the largest request (the first one on a tie).
+   */
+  failureGroups: FailureGroup[];
   /** Bytes; null where unknown (no record). */
   peaks: {
     heap: number | null;
@@ -87,6 +92,28 @@ export interface TraceReport {
   diagnosis: Diagnosis;
   /** What the run needed at least of the limit that bound it, and the command that proves the real minimum. */
   fix: TraceFix | null;
+}
+
+export interface FailureGroup {
+  fn: string;
+  count: number;
+  first: number;
+  largest: number;
+}
+
+/** Failures with the same function and stack, counted once (see TraceReport.failureGroups). */
+export function groupFailures(failures: readonly TraceFailure[]): FailureGroup[] {
+  const groups = new Map<string, FailureGroup>();
+  failures.forEach((f, i) => {
+    const key = [f.fn, ...f.stack].join('\n');
+    const group = groups.get(key);
+    if (!group) groups.set(key, { fn: f.fn, count: 1, first: i, largest: i });
+    else {
+      group.count++;
+      if (f.size > failures[group.largest]!.size) group.largest = i;
+    }
+  });
+  return [...groups.values()];
 }
 
 export interface TraceFix {
@@ -256,6 +283,7 @@ export function buildTraceReport(run: TraceRun, reportedError?: string | null): 
     lostTrack: run.lostTrack,
     failuresTotal: record?.failuresTotal ?? 0,
     failures,
+    failureGroups: groupFailures(failures),
     peaks,
     last,
     calls: record ? { ...record.calls } : null,
@@ -322,7 +350,7 @@ export function formatTraceReport(report: TraceReport): string {
         report.failures.length < report.failuresTotal ? ` (the latest ${report.failures.length} shown)` : '';
       lines.push(`  ${report.failuresTotal} failed allocation(s)${shown}:`);
     }
-    report.failures.forEach((f, i) => {
+    const failureLines = (f: TraceFailure, i: number, sameAs?: number) => {
       const flags = [f.injected ? 'injected' : ''].filter(Boolean);
       lines.push(
         `  #${i + 1} ${f.fn} of ${requested(f)} failed: ${f.errnoName} (${f.errno})` +
@@ -331,9 +359,22 @@ export function formatTraceReport(report: TraceReport): string {
       );
       if (f.detail.fdPath) lines.push(`      file ${f.detail.fdPath} at offset ${f.detail.offset}`);
       for (const sentence of f.limit?.evidence ?? []) lines.push(`      ${f.limit!.cause}: ${sentence}`);
+      if (sameAs !== undefined) {
+        lines.push(`      at the same stack as #${sameAs + 1}`);
+        return;
+      }
       for (const frame of f.stack.slice(0, 12)) lines.push(`      at ${elideTemplates(frame)}`);
       if (f.stack.length > 12) lines.push(`      ... ${f.stack.length - 12} more frames (see --json)`);
-    });
+    };
+    // Identical stacks once: the first failure of each in full, and the largest when it is another.
+    for (const group of report.failureGroups) {
+      failureLines(report.failures[group.first]!, group.first);
+      if (group.count === 1) continue;
+      lines.push(
+        `      ${group.count - 1} more failure(s) with this stack${group.largest !== group.first ? '; the largest:' : ''}`,
+      );
+      if (group.largest !== group.first) failureLines(report.failures[group.largest]!, group.largest, group.first);
+    }
     for (const d of report.descendants.filter((d) => d.failures > 0)) {
       lines.push(`  child process ${d.pid} (${d.exe}): ${d.failures} failed allocation(s)`);
     }
