@@ -52,3 +52,15 @@ test('identical stacks counted once: the first and the largest shown in full', (
   );
   t.notRegex(stderr, /#3 malloc/);
 });
+
+test('trace --model vit-b-32: the seed-sized failure is named as the token embedding', (t) => {
+  const { report, stderr } = trace(
+    ['--limit-as', '64M', '--model', 'vit-b-32'],
+    [allocProgram, 'stripped', strippedLibrary, '101187584'],
+  );
+  const failure = report.failures.find((f) => f.size === 101187584)!;
+  t.deepEqual(failure.tensors, [
+    { name: 'text_model.embeddings.token_embedding.weight', shape: [49408, 512], storage: 'fp32' },
+  ]);
+  t.regex(stderr, /the size of text_model\.embeddings\.token_embedding\.weight \[49408, 512\] in fp32/);
+});

@@ -1,6 +1,7 @@
 // A traced run as scripts read it (`trace --json`) and as people read it (the terminal summary).
 // The JSON names exit / failures / peaks / diagnosis are a contract: keep them.
 import * as os from 'node:os';
+import { tensorsOfSize, type ClipConfig, type TensorOfSize } from '../clip/config';
 import { errnoName } from '../core/errno';
 import { diagnose, explainFailure, type Diagnosis } from '../diagnose';
 import { diagnosisInput, effectiveLimits } from '../diagnose/input';
@@ -31,6 +32,8 @@ export interface TraceFailure {
   /** Milliseconds since the process's record started, to place it on the timeline. */
   tMs: number;
   tid: number;
+  /** With `trace --model`: the model's tensors of exactly this many bytes in fp32, fp16/bf16 or int8. */
+  tensors?: TensorOfSize[];
   /** Everything the record holds about it (mmap prot/flags/fd path/offset, alignment, ...). */
   detail: Omit<RecordFailure, 'stack'>;
 }
@@ -211,9 +214,9 @@ const knownBytes = (value: number): number | null => (value < 0 ? null : value);
 
 /**
  * The report of one traced run: what `trace` prints, and what `run` reads each scenario's result from.
- * `reportedError`: see diagnosisInput.
+ * `reportedError`: see diagnosisInput. `model`: the tensors of each failed size are named from its layout.
  */
-export function buildTraceReport(run: TraceRun, reportedError?: string | null): TraceReport {
+export function buildTraceReport(run: TraceRun, reportedError?: string | null, model?: ClipConfig): TraceReport {
   const record = run.record;
   const limits = effectiveLimits(run);
   const recordFailures = record?.failures ?? [];
@@ -235,6 +238,7 @@ export function buildTraceReport(run: TraceRun, reportedError?: string | null): 
       rss: knownBytes(f.rss),
       tMs: (f.timeNs - record!.startNs) / 1e6,
       tid: f.tid,
+      ...(model ? { tensors: tensorsOfSize(model, f.size) } : {}),
       detail,
     };
   });
@@ -359,6 +363,9 @@ export function formatTraceReport(report: TraceReport): string {
       );
       if (f.detail.fdPath) lines.push(`      file ${f.detail.fdPath} at offset ${f.detail.offset}`);
       for (const sentence of f.limit?.evidence ?? []) lines.push(`      ${f.limit!.cause}: ${sentence}`);
+      for (const t of f.tensors ?? [])
+        lines.push(`      the size of ${t.name} [${t.shape.join(', ')}] in ${t.storage}`);
+      if (f.tensors?.length === 0) lines.push('      the size of no tensor of the model');
       if (sameAs !== undefined) {
         lines.push(`      at the same stack as #${sameAs + 1}`);
         return;
