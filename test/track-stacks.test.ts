@@ -1,9 +1,13 @@
 // Stacks a user can act on (`clip-mem trace`): native names that are true on a stripped library, and
 // Python frames of the failing thread.
 import test from 'ava';
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { allocProgram, trace } from './helpers/trace';
-import { repoRoot } from './helpers/paths';
+import { fixtures, repoRoot } from './helpers/paths';
+import { findProgram, torchPython } from './helpers/require-program';
 import { elideTemplates } from '../src/track/symbolize';
 
 const strippedLibrary = path.join(repoRoot, 'build', 'test-programs', 'libclipmem_stripped.so');
@@ -63,4 +67,73 @@ test('trace --model vit-b-32: the seed-sized failure is named as the token embed
     { name: 'text_model.embeddings.token_embedding.weight', shape: [49408, 512], storage: 'fp32' },
   ]);
   t.regex(stderr, /the size of text_model\.embeddings\.token_embedding\.weight \[49408, 512\] in fp32/);
+});
+
+const twoCallsDeep = path.join(fixtures, 'python', 'two_calls_deep.py');
+
+/** The Python stack of the 1 GiB bytearray that fails in two_calls_deep.py, as trace --json reports it. */
+function twoCallsDeepStack(python: string) {
+  const { report } = trace(['--limit-as', '300M'], [python, twoCallsDeep]);
+  const failure = report.failures.find((f) => f.size >= 2 ** 30);
+  return { failure, report };
+}
+
+// Every CPython this machine has, besides python3 on PATH: pyenv's 3.8 to 3.13 where installed.
+const pyenvRoot = process.env.PYENV_ROOT ?? path.join(os.homedir(), '.pyenv');
+const pythons = [
+  'python3',
+  '/usr/bin/python3',
+  ...(fs.existsSync(path.join(pyenvRoot, 'versions'))
+    ? fs
+        .readdirSync(path.join(pyenvRoot, 'versions'))
+        .filter((v) => /^3\.(8|9|1[0-3])\.\d+$/.test(v))
+        .map((v) => path.join(pyenvRoot, 'versions', v, 'bin', 'python3'))
+    : []),
+].filter((python) => findProgram(python));
+
+for (const python of pythons) {
+  test(`${python}: the Python frames of a failure two calls deep, with their lines`, (t) => {
+    const { failure, report } = twoCallsDeepStack(python);
+    t.truthy(failure, JSON.stringify(report.failures.map((f) => [f.fn, f.size])));
+    t.is(failure!.python?.status, 'captured');
+    t.deepEqual(failure!.python!.frames, [
+      { file: twoCallsDeep, line: 3, function: 'inner' },
+      { file: twoCallsDeep, line: 7, function: 'outer' },
+      { file: twoCallsDeep, line: 11, function: '<module>' },
+    ]);
+    t.log(`Python ${failure!.python!.version}`);
+  });
+}
+
+test('a program that is not Python has no Python stack', (t) => {
+  const { report } = trace(['--limit-as', '64M'], [allocProgram, 'repeat']);
+  t.true(report.failures.length > 0);
+  t.true(report.failures.every((f) => f.python === null));
+});
+
+test("PyTorch's torch.nn.Embedding(49408, 512) under a tight --limit-as: the script's line and torch's sparse.py", (t) => {
+  const python = torchPython(t);
+  const script = path.join(fixtures, 'python', 'torch_embedding.py');
+  // The limit: what importing torch takes here, plus 48 MiB (less than the 97 MiB the embedding asks for).
+  const probe = spawnSync(python, ['-c', "import torch; print(open('/proc/self/statm').read().split()[0])"], {
+    encoding: 'utf8',
+  });
+  const limit = Number(probe.stdout.trim()) * 4096 + 48 * 2 ** 20;
+  const { report, stderr } = trace(['--limit-as', String(limit)], [python, script]);
+  const failure = report.failures.find((f) => f.size === 101187584);
+  t.truthy(failure, JSON.stringify(report.failures.map((f) => [f.fn, f.size])));
+  const frames = failure!.python!.frames;
+  t.like(frames[0], { function: 'Embedding.__init__' });
+  t.regex(frames[0]!.file, /\/torch\/nn\/modules\/sparse\.py$/);
+  t.deepEqual(frames.slice(1), [
+    { file: script, line: 7, function: 'build' },
+    { file: script, line: 11, function: '<module>' },
+  ]);
+  // Python frames first, then the native ones under them.
+  t.regex(
+    stderr,
+    new RegExp(
+      `at Embedding\\.__init__ \\(.*sparse\\.py:\\d+\\) \\[Python\\]\\n.*at build \\(${script}:7\\) \\[Python\\]`,
+    ),
+  );
 });

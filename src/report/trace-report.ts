@@ -9,7 +9,7 @@ import { phaseLabel } from '../track/phases';
 import { formatBytes } from '../core/units';
 import type { Limits } from '../core/limits';
 import type { TraceRun } from '../track/launcher';
-import { RecordFailure } from '../track/record';
+import { RecordFailure, type PythonStack } from '../track/record';
 import { SymbolizedFrame, elideTemplates, formatFrame, symbolize } from '../track/symbolize';
 
 export interface TraceFailure {
@@ -21,6 +21,8 @@ export interface TraceFailure {
   phase: string;
   /** Innermost first: "name (file:line)", "name (module+0xoffset)" or "module+0xoffset"; C++ names whole. */
   stack: string[];
+  /** The failing thread's Python stack (innermost first) when the process is CPython 3.8 to 3.13, else null. */
+  python: PythonStack | null;
   sizeOverflow: boolean;
   injected: boolean;
   /** The limit this failure hit, with the arithmetic; absent if none explains it. */
@@ -35,7 +37,7 @@ export interface TraceFailure {
   /** With `trace --model`: the model's tensors of exactly this many bytes in fp32, fp16/bf16 or int8. */
   tensors?: TensorOfSize[];
   /** Everything the record holds about it (mmap prot/flags/fd path/offset, alignment, ...). */
-  detail: Omit<RecordFailure, 'stack'>;
+  detail: Omit<RecordFailure, 'stack' | 'python'>;
 }
 
 /** Bumped when a field of `trace --json` changes meaning or disappears (schema/trace.schema.json). */
@@ -61,7 +63,7 @@ export interface TraceReport {
   failuresTotal: number;
   failures: TraceFailure[];
   /**
-   * The failures with identical stacks (and function) counted once, in the order each stack first failed:
+   * The failures with identical stacks (function, Python and native frames) counted once, in the order each stack first failed:
    * indices into `failures` of the first and of the largest request (the first one on a tie).
    */
   failureGroups: FailureGroup[];
@@ -104,11 +106,27 @@ export interface FailureGroup {
   largest: number;
 }
 
+/** The Python frames of a failure, innermost first: "function (file:line)". */
+export function pythonFrames(f: TraceFailure): string[] {
+  return (f.python?.frames ?? []).map((p) => `${p.function} (${p.file}:${p.line < 0 ? '?' : p.line})`);
+}
+
+/** What the Python stack of a failure is when it has no frames to show, in words (undefined: it has frames or is not Python). */
+export function pythonGap(f: TraceFailure): string | undefined {
+  const python = f.python;
+  if (!python) return undefined;
+  if (python.status === 'no-thread') return `Python ${python.version}: this thread has no Python thread state`;
+  if (python.status === 'unreadable')
+    return `Python ${python.version}: the interpreter's memory could not be read past ${python.frames.length} frame(s)`;
+  if (!python.frames.length) return `Python ${python.version}: no Python code running on this thread`;
+  return undefined;
+}
+
 /** Failures with the same function and stack, counted once (see TraceReport.failureGroups). */
 export function groupFailures(failures: readonly TraceFailure[]): FailureGroup[] {
   const groups = new Map<string, FailureGroup>();
   failures.forEach((f, i) => {
-    const key = [f.fn, ...f.stack].join('\n');
+    const key = [f.fn, ...pythonFrames(f), ...f.stack].join('\n');
     const group = groups.get(key);
     if (!group) groups.set(key, { fn: f.fn, count: 1, first: i, largest: i });
     else {
@@ -222,7 +240,7 @@ export function buildTraceReport(run: TraceRun, reportedError?: string | null, m
   const recordFailures = record?.failures ?? [];
   const stacks = symbolize(recordFailures.map((f) => f.stack));
   const failures: TraceFailure[] = recordFailures.map((f, i) => {
-    const { stack: _stack, ...detail } = f;
+    const { stack: _stack, python, ...detail } = f;
     return {
       fn: f.fn,
       size: f.size,
@@ -230,6 +248,7 @@ export function buildTraceReport(run: TraceRun, reportedError?: string | null, m
       errnoName: errnoName(f.errno),
       phase: f.phase,
       stack: (stacks[i] as SymbolizedFrame[]).map(formatFrame),
+      python,
       sizeOverflow: f.sizeOverflow,
       injected: f.injected,
       limit: explainFailure(f, limits),
@@ -370,6 +389,11 @@ export function formatTraceReport(report: TraceReport): string {
         lines.push(`      at the same stack as #${sameAs + 1}`);
         return;
       }
+      // Python frames first: the user's line, then the native frames under it.
+      for (const frame of pythonFrames(f)) lines.push(`      at ${frame} [Python]`);
+      if (f.python?.more) lines.push('      ... outer Python frames not recorded');
+      const gap = pythonGap(f);
+      if (gap) lines.push(`      (${gap})`);
       for (const frame of f.stack.slice(0, 12)) lines.push(`      at ${elideTemplates(frame)}`);
       if (f.stack.length > 12) lines.push(`      ... ${f.stack.length - 12} more frames (see --json)`);
     };

@@ -76,6 +76,31 @@ export interface RecordFailure {
   fileMapped: number;
   phase: string;
   stack: RecordFrame[];
+  /** The failing thread's Python stack, read from CPython's structures at the failure; null: not CPython. */
+  python: PythonStack | null;
+}
+
+/** A Python frame: the line executing in the function (qualified name from 3.11). */
+export interface PythonFrame {
+  file: string;
+  /** -1 where the line table has none for the instruction. */
+  line: number;
+  function: string;
+}
+
+export interface PythonStack {
+  /** "3.11" */
+  version: string;
+  /**
+   * captured: the frames of the failing thread (none: it ran no Python code); no-thread: the thread has no
+   * Python thread state (a thread Python did not start); unreadable: a read of the interpreter's memory
+   * failed (the frames before it are kept).
+   */
+  status: 'captured' | 'no-thread' | 'unreadable' | 'none';
+  /** More (outer) frames than the record keeps (24). */
+  more: boolean;
+  /** Innermost first. */
+  frames: PythonFrame[];
 }
 
 export interface RecordSample {
