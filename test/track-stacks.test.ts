@@ -89,7 +89,15 @@ const pythons = [
         .filter((v) => /^3\.(8|9|1[0-3])\.\d+$/.test(v))
         .map((v) => path.join(pyenvRoot, 'versions', v, 'bin', 'python3'))
     : []),
-].filter((python) => findProgram(python));
+].filter((python, i, all) => {
+  const found = findProgram(python);
+  // python3 on PATH is often /usr/bin/python3 itself: each interpreter once.
+  return (
+    found &&
+    all.findIndex((other) => findProgram(other) && fs.realpathSync(findProgram(other)!) === fs.realpathSync(found)) ===
+      i
+  );
+});
 
 for (const python of pythons) {
   test(`${python}: the Python frames of a failure two calls deep, with their lines`, (t) => {
