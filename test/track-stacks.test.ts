@@ -103,7 +103,7 @@ for (const python of pythons) {
   test(`${python}: the Python frames of a failure two calls deep, with their lines`, (t) => {
     const { failure, report } = twoCallsDeepStack(python);
     t.truthy(failure, JSON.stringify(report.failures.map((f) => [f.fn, f.size])));
-    t.is(failure!.python?.status, 'captured');
+    t.like(failure!.python, { status: 'captured', omitted: 0, omittedAfter: null });
     t.deepEqual(failure!.python!.frames, [
       { file: twoCallsDeep, line: 3, function: 'inner' },
       { file: twoCallsDeep, line: 7, function: 'outer' },
@@ -144,4 +144,20 @@ test("PyTorch's torch.nn.Embedding(49408, 512) under a tight --limit-as: the scr
       `at Embedding\\.__init__ \\(.*sparse\\.py:\\d+\\) \\[Python\\]\\n.*at build \\(${script}:7\\) \\[Python\\]`,
     ),
   );
+});
+
+test('a Python stack deeper than the record keeps: the innermost 16 and the outermost 8 frames, the rest counted', (t) => {
+  const script = path.join(fixtures, 'python', 'deep_recursion.py');
+  const { report, stderr } = trace(['--limit-as', '300M'], ['python3', script]);
+  const python = report.failures.find((f) => f.size >= 2 ** 30)!.python!;
+  const down = (line: number) => ({ file: script, line, function: 'down' });
+  t.deepEqual(python.frames, [
+    down(5),
+    ...Array.from({ length: 15 }, () => down(6)),
+    ...Array.from({ length: 7 }, () => down(6)),
+    { file: script, line: 10, function: '<module>' },
+  ]);
+  t.is(python.omitted, 41 + 1 - 24);
+  t.is(python.omittedAfter, 16);
+  t.regex(stderr, /deep_recursion\.py:6\) \[Python\]\n {6}\.\.\. 18 Python frame\(s\) left out\n {6}at down \(/);
 });

@@ -110,7 +110,9 @@ Napi::Object ReadFailure(Napi::Env env, const ClipmemFailure& f, const ClipmemMo
                          : f.py_status == CLIPMEM_PY_UNREADABLE ? "unreadable"
                                                                 : "none";
     python.Set("status", status);
-    python.Set("more", Napi::Boolean::New(env, f.py_more != 0));
+    // Frames left out, between the innermost CLIPMEM_PY_INNER and the outermost ones.
+    python.Set("omitted", Napi::Number::New(env, double(f.py_more)));
+    python.Set("omittedAfter", f.py_more ? Napi::Value(Napi::Number::New(env, CLIPMEM_PY_INNER)) : env.Null());
     uint32_t py_depth = f.py_depth < CLIPMEM_PY_DEPTH ? f.py_depth : CLIPMEM_PY_DEPTH;
     Napi::Array py_frames = Napi::Array::New(env, py_depth);
     for (uint32_t i = 0; i < py_depth; ++i) {

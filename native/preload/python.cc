@@ -159,8 +159,9 @@ int32_t line_of(uintptr_t code, int64_t at) {
   int32_t first;
   uintptr_t table;
   int64_t size;
+  // A line table beyond 1 MiB is a bad pointer's garbage, not a function's: never walk it.
   if (!peek(code + layout->code_firstlineno, &first) || !peek(code + layout->code_linetable, &table) ||
-      !peek(table + 16, &size))
+      !peek(table + 16, &size) || size < 0 || size > (1 << 20))
     return -1;
   if (at < 0) return first;
   ByteReader r{table + 32, size};
@@ -209,17 +210,23 @@ int32_t line_of(uintptr_t code, int64_t at) {
   return -1;
 }
 
-// One frame into out; false when the frame is to be skipped (not a code object, a C stack entry).
-bool read_frame(uintptr_t frame, ClipmemPyFrame* out, bool* failed) {
+// The code object a frame runs, or 0 when the frame is to be skipped (a C stack entry, not a code object).
+uintptr_t code_of(uintptr_t frame, bool* failed) {
   *failed = false;
   if (layout->frame_owner >= 0) {
     uint8_t owner;
-    if (!peek(frame + uintptr_t(layout->frame_owner), &owner)) return *failed = true, false;
-    if (owner == kFrameOwnedByCStack) return false;
+    if (!peek(frame + uintptr_t(layout->frame_owner), &owner)) return *failed = true, 0;
+    if (owner == kFrameOwnedByCStack) return 0;
   }
   uintptr_t code, type;
-  if (!peek(frame + layout->frame_code, &code) || !peek(code + 8, &type)) return *failed = true, false;
-  if (type != code_type) return false;
+  if (!peek(frame + layout->frame_code, &code) || !peek(code + 8, &type)) return *failed = true, 0;
+  return type == code_type ? code : 0;
+}
+
+// One frame into out; false when the frame is to be skipped or a read failed (*failed).
+bool read_frame(uintptr_t frame, ClipmemPyFrame* out, bool* failed) {
+  uintptr_t code = code_of(frame, failed);
+  if (!code) return false;
   int64_t at = -1;
   if (layout->instruction == kPointer) {
     uintptr_t instruction;
@@ -247,7 +254,7 @@ uintptr_t current_thread_state(bool* failed) {
   for (int i = 0; !*failed && interp && i < 64; ++i) {
     uintptr_t tstate;
     if (!peek(interp + layout->interp_threads_head, &tstate)) break;
-    for (int j = 0; tstate && j < 100000; ++j) {
+    for (int j = 0; tstate && j < 10000; ++j) {  // bounded: a list being changed may loop
       unsigned long id;
       if (!peek(tstate + layout->tstate_thread_id, &id)) return *failed = true, 0;
       if (id == self) return tstate;
@@ -295,18 +302,27 @@ void python_stack(ClipmemFailure* f) {
     f->py_status = CLIPMEM_PY_UNREADABLE;
     return;
   }
+  // The innermost frames, then the outermost ones (where the program's own lines usually are): the frames
+  // between are counted in py_more, and only their addresses are kept while walking.
+  constexpr uint32_t kOuter = CLIPMEM_PY_DEPTH - CLIPMEM_PY_INNER;
+  uintptr_t outer[kOuter];
+  uint32_t past_inner = 0;  // code frames seen once the innermost ones were taken
   f->py_status = CLIPMEM_PY_CAPTURED;
-  for (int steps = 0; frame && steps < 100000; ++steps) {
-    if (f->py_depth == CLIPMEM_PY_DEPTH) {
-      f->py_more = 1;
-      break;
+  for (int steps = 0; frame && steps < 4096; ++steps) {  // bounded, as above
+    if (f->py_depth < CLIPMEM_PY_INNER) {
+      if (read_frame(frame, &f->py_frames[f->py_depth], &failed)) ++f->py_depth;
+    } else if (code_of(frame, &failed)) {
+      outer[past_inner++ % kOuter] = frame;
     }
-    if (read_frame(frame, &f->py_frames[f->py_depth], &failed)) ++f->py_depth;
     if (failed || !peek(frame + layout->frame_previous, &frame)) {
       f->py_status = CLIPMEM_PY_UNREADABLE;
       break;
     }
   }
+  uint32_t kept = past_inner < kOuter ? past_inner : kOuter;
+  f->py_more = past_inner - kept;
+  for (uint32_t i = past_inner - kept; i < past_inner; ++i)
+    if (read_frame(outer[i % kOuter], &f->py_frames[f->py_depth], &failed)) ++f->py_depth;
 }
 
 }  // namespace clipmem

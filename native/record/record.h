@@ -43,7 +43,8 @@ enum ClipmemFn { CLIPMEM_HOOKS(CLIPMEM_FN_ENUM_ENTRY) CLIPMEM_FN_COUNT };
 #define CLIPMEM_PATH_BYTES 256
 #define CLIPMEM_SYMBOL_BYTES 64
 #define CLIPMEM_MODULE_CAPACITY 128
-#define CLIPMEM_PY_DEPTH 24  // Python frames kept per failure, innermost first
+#define CLIPMEM_PY_DEPTH 24  // Python frames kept per failure: the innermost 16, then the outermost 8
+#define CLIPMEM_PY_INNER 16
 #define CLIPMEM_PY_FUNCTION_BYTES 52
 #define CLIPMEM_PY_FILE_BYTES 128
 #define CLIPMEM_NO_MODULE 0xffffu

@@ -106,9 +106,12 @@ export interface FailureGroup {
   largest: number;
 }
 
-/** The Python frames of a failure, innermost first: "function (file:line)". */
+/** The Python frames of a failure, innermost first: "function (file:line) [Python]", and where frames were left out. */
 export function pythonFrames(f: TraceFailure): string[] {
-  return (f.python?.frames ?? []).map((p) => `${p.function} (${p.file}:${p.line < 0 ? '?' : p.line})`);
+  const frames = (f.python?.frames ?? []).map((p) => `${p.function} (${p.file}:${p.line < 0 ? '?' : p.line}) [Python]`);
+  const { omitted = 0, omittedAfter = null } = f.python ?? {};
+  if (omittedAfter !== null) frames.splice(omittedAfter, 0, `... ${omitted} Python frame(s) left out`);
+  return frames;
 }
 
 /** What the Python stack of a failure is when it has no frames to show, in words (undefined: it has frames or is not Python). */
@@ -390,8 +393,7 @@ export function formatTraceReport(report: TraceReport): string {
         return;
       }
       // Python frames first: the user's line, then the native frames under it.
-      for (const frame of pythonFrames(f)) lines.push(`      at ${frame} [Python]`);
-      if (f.python?.more) lines.push('      ... outer Python frames not recorded');
+      for (const frame of pythonFrames(f)) lines.push(frame.startsWith('...') ? `      ${frame}` : `      at ${frame}`);
       const gap = pythonGap(f);
       if (gap) lines.push(`      (${gap})`);
       for (const frame of f.stack.slice(0, 12)) lines.push(`      at ${elideTemplates(frame)}`);

@@ -97,9 +97,11 @@ export interface PythonStack {
    * failed (the frames before it are kept).
    */
   status: 'captured' | 'no-thread' | 'unreadable' | 'none';
-  /** More (outer) frames than the record keeps (24). */
-  more: boolean;
-  /** Innermost first. */
+  /** Frames left out between the innermost 16 and the outermost 8 of a deeper stack (0: none). */
+  omitted: number;
+  /** Index in `frames` before which those were (16), or null when none were left out. */
+  omittedAfter: number | null;
+  /** Innermost first: the innermost 16, then the outermost 8 (where the program's own lines usually are). */
   frames: PythonFrame[];
 }
 
