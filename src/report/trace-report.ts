@@ -63,8 +63,9 @@ export interface TraceReport {
   failuresTotal: number;
   failures: TraceFailure[];
   /**
-   * The failures with identical stacks (function, Python and native frames) counted once, in the order each stack first failed:
-   * indices into `failures` of the first and of the largest request (the first one on a tie).
+   * The failures with identical stacks (function, Python and native frames) counted once, in the order
+   * each stack first failed: indices into `failures` of the first and of the largest request (the first
+   * one on a tie).
    */
   failureGroups: FailureGroup[];
   /** Bytes; null where unknown (no record). */
@@ -106,7 +107,7 @@ export interface FailureGroup {
   largest: number;
 }
 
-/** The Python frames of a failure, innermost first: "function (file:line) [Python]", and where frames were left out. */
+/** A failure's Python frames, innermost first: "function (file:line) [Python]", and where some were left out. */
 export function pythonFrames(f: TraceFailure): string[] {
   const frames = (f.python?.frames ?? []).map((p) => `${p.function} (${p.file}:${p.line < 0 ? '?' : p.line}) [Python]`);
   const { omitted = 0, omittedAfter = null } = f.python ?? {};
@@ -114,7 +115,7 @@ export function pythonFrames(f: TraceFailure): string[] {
   return frames;
 }
 
-/** What the Python stack of a failure is when it has no frames to show, in words (undefined: it has frames or is not Python). */
+/** Why a failure's Python stack is missing or cut short, in words; undefined when it is whole or not Python. */
 export function pythonGap(f: TraceFailure): string | undefined {
   const python = f.python;
   if (!python) return undefined;

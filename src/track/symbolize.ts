@@ -39,13 +39,14 @@ export function symbolize(stacks: RecordFrame[][]): SymbolizedFrame[][] {
   }
   const { demangle } = loadAddon<{ demangle(name: string): string }>();
   for (const [module, frames] of byModule) {
-    let loadAddress: bigint;
+    // A module gone or unreadable keeps dladdr's names (glibc's dladdr checks the symbol's range too).
     const symbols = elfSymbols(module);
+    if (!symbols) continue;
+    let loadAddress: bigint;
     try {
-      if (!symbols) throw new Error('unreadable');
       loadAddress = elfLoadAddress(module);
     } catch {
-      continue; // the module is gone or unreadable: keep dladdr's names (glibc checks the symbol's range too)
+      continue;
     }
     // The file's own address of a byte inside the call: return address minus one.
     const addresses = frames.map((frame) => BigInt(frame.offset!) + loadAddress - 1n);
