@@ -43,7 +43,8 @@ TEST(RecordFormat, FixedSizesOfTheLayout) {
   EXPECT_EQ(sizeof(ClipmemSample), 72u);
   EXPECT_EQ(sizeof(ClipmemPhase), 152u);
   EXPECT_EQ(sizeof(ClipmemModule), 264u);
-  EXPECT_EQ(sizeof(ClipmemFailure), 2936u);
+  EXPECT_EQ(sizeof(ClipmemFailure), 7368u);
+  EXPECT_EQ(sizeof(ClipmemPyFrame), 184u);
   EXPECT_EQ(offsetof(ClipmemRecordHeader, magic), 0u);
   EXPECT_EQ(offsetof(ClipmemRecordHeader, version), 8u);
   EXPECT_EQ(offsetof(ClipmemRecordHeader, header_size), 12u);
@@ -53,10 +54,10 @@ TEST(RecordFormat, ArrayOffsetsAsDocumented) {
   // docs/record-format.md gives these offsets; the struct sizes they follow from are pinned in record.h.
   EXPECT_EQ(clipmem_slots_offset(), 576u);
   EXPECT_EQ(clipmem_failures_offset(), 295488u);
-  EXPECT_EQ(clipmem_timeline_offset(), 1047104u);
-  EXPECT_EQ(clipmem_phases_offset(), 1342016u);
-  EXPECT_EQ(clipmem_modules_offset(), 1497664u);
-  EXPECT_EQ(clipmem_record_size(), 1531904u);
+  EXPECT_EQ(clipmem_timeline_offset(), 2181696u);
+  EXPECT_EQ(clipmem_phases_offset(), 2476608u);
+  EXPECT_EQ(clipmem_modules_offset(), 2632256u);
+  EXPECT_EQ(clipmem_record_size(), 2666496u);
 }
 
 TEST(RecordFormat, HeaderLayoutDescribesTheArrays) {

@@ -415,7 +415,7 @@ export async function traceCommand(options: TraceOptions): Promise<TraceRun> {
       } else if (problem) {
         notTracked =
           `no record could be written: the tracker said "${problem}", so no allocation could be recorded; ` +
-          'set TMPDIR to a writable directory with space (a record takes about 1.5 MiB)';
+          'set TMPDIR to a writable directory with space (a record takes about 2.6 MiB)';
       } else if (program.kind === 'static') {
         notTracked = `${program.file} is statically linked: it never reads LD_PRELOAD, so its allocations cannot be tracked`;
       } else if (program.kind === 'not-found') {

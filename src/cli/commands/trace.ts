@@ -1,9 +1,12 @@
-// `clip-mem trace [--limit-as N] [--limit-data N] [--limit-mem N] [--json FILE] -- <command...>`
+// `clip-mem trace [--limit-as N] [--limit-data N] [--limit-mem N] [--model M] [--json FILE] -- <command...>`
 import * as os from 'node:os';
 import type { CommandModule } from 'yargs';
 import { traceCommand } from '../../track/launcher';
+import { isPresetName, presetConfig } from '../../clip/config';
+import { resolveClipModel } from '../../clip/checkpoint';
 import {
   checkFailRule,
+  checkModel,
   checkProgram,
   commandOf,
   jsonTarget,
@@ -23,6 +26,7 @@ import { buildTraceReport, formatTraceReport } from '../../report/trace-report';
 interface TraceArgs extends LimitArgs, JsonArgs {
   timeout?: number;
   fail?: string;
+  model?: string;
   '--'?: (string | number)[];
   command?: (string | number)[];
 }
@@ -41,9 +45,15 @@ export const traceCommandModule: CommandModule<object, TraceArgs> = {
         describe:
           'fault injection: make calls fail with ENOMEM, e.g. malloc:nth=3, mmap:above=1048576 or mprotect:nth=1 (comma-separated)',
       })
+      .option('model', {
+        type: 'string',
+        describe:
+          'a CLIP preset (vit-b-32, ...), model directory or checkpoint: each failed size is named as the tensor(s) of exactly that many bytes in fp32, fp16/bf16 or int8',
+      })
       .check(
         usageCheck((args) => {
           if (args.fail !== undefined) checkFailRule(args.fail);
+          if (args.model !== undefined) checkModel(args.model, '--model', false);
           const program = commandOf(args as TraceArgs)[0];
           if (program !== undefined) checkProgram(program);
           checkCgroupUsable(limitsFrom(args).mem);
@@ -52,6 +62,10 @@ export const traceCommandModule: CommandModule<object, TraceArgs> = {
       .example(
         '$0 trace --limit-as 4G -- python3 train.py',
         'which allocation failed under a 4 GiB address-space limit, and why',
+      )
+      .example(
+        '$0 trace --limit-as 700M --model vit-b-32 -- python3 load_clip.py',
+        'and which tensor of CLIP ViT-B/32 each failed size is',
       )
       .example(
         '$0 trace --limit-mem 300M --json out.json -- node app.js',
@@ -90,7 +104,13 @@ export const traceCommandModule: CommandModule<object, TraceArgs> = {
         onStdout: (chunk) => (jsonTarget(args) === '-' ? process.stderr : process.stdout).write(chunk),
         onStderr: (chunk) => process.stderr.write(chunk),
       });
-      const report = buildTraceReport(run);
+      const model =
+        args.model === undefined
+          ? undefined
+          : isPresetName(args.model)
+            ? presetConfig(args.model)
+            : resolveClipModel(args.model).config;
+      const report = buildTraceReport(run, undefined, model);
       process.stderr.write(formatTraceReport(report));
       writeJson(args, report);
       const { code, signal } = run.exit;
