@@ -30,7 +30,8 @@ const Export kFunctions[] = {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   for (const Export& entry : kFunctions) exports.Set(entry.name, Napi::Function::New(env, entry.function, entry.name));
-  exports.Set("recordVersion", Napi::Number::New(env, CLIPMEM_RECORD_VERSION));  // record.cc reads this version
+  exports.Set("recordVersion", Napi::Number::New(env, CLIPMEM_RECORD_VERSION));       // record.cc reads this version
+  exports.Set("recordBytes", Napi::Number::New(env, double(clipmem_record_size())));  // one process's record file
   exports.Set("napiVersion", Napi::Number::New(env, NAPI_VERSION));
   return exports;
 }

@@ -10,7 +10,7 @@ import { formatBytes } from '../core/units';
 import { execHelper, preloadLibrary } from './binaries';
 import { ChildCgroup, createChildCgroup, readChildCgroup, removeCgroup } from './cgroup';
 import { ProgramKind, programKind } from './program';
-import { AllocationRecord, finalRecordOf, listRecords, readRecord } from './record';
+import { AllocationRecord, finalRecordOf, listRecords, readRecord, recordBytes } from './record';
 import { describeError, isUnknown, known } from '../core/field';
 import { readProcessStatus } from '../probe/proc';
 import { inHostPidNamespace, kernelLogCursor, oomKillsSince } from './kernel-log';
@@ -411,11 +411,12 @@ export async function traceCommand(options: TraceOptions): Promise<TraceRun> {
       } else if (problem && limitText && /Cannot allocate memory/.test(problem)) {
         notTracked =
           `no record could be written: the tracker said "${problem}": under ${limitText} there was no room for ` +
-          "the tracker's 1.5 MiB record, so no allocation could be recorded; to trace it, raise the limit by 2 MiB";
+          `the tracker's ${formatBytes(recordBytes())} record, so no allocation could be recorded; to trace it, ` +
+          `raise the limit by ${formatBytes(Math.ceil(recordBytes() / 2 ** 20 + 1) * 2 ** 20)}`;
       } else if (problem) {
         notTracked =
           `no record could be written: the tracker said "${problem}", so no allocation could be recorded; ` +
-          'set TMPDIR to a writable directory with space (a record takes about 2.6 MiB)';
+          `set TMPDIR to a writable directory with space (a record takes ${formatBytes(recordBytes())} per process)`;
       } else if (program.kind === 'static') {
         notTracked = `${program.file} is statically linked: it never reads LD_PRELOAD, so its allocations cannot be tracked`;
       } else if (program.kind === 'not-found') {

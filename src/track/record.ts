@@ -178,6 +178,12 @@ export interface AllocationRecord {
 interface RecordAddon {
   readRecord(file: string): AllocationRecord;
   trackedFunctions(): TrackedFn[];
+  recordBytes: number;
+}
+
+/** The size of one process's record file (native/record/record.h), for messages about room for it. */
+export function recordBytes(): number {
+  return loadAddon<RecordAddon>().recordBytes;
 }
 
 let trackedFunctionList: readonly TrackedFn[] | undefined;
