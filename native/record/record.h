@@ -9,10 +9,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "record/device_hooks.h"
 #include "record/hooks.h"
 
 #define CLIPMEM_RECORD_MAGIC "CLIPMEMR"
-#define CLIPMEM_RECORD_VERSION 3u  // 2: mprotect in the call table and the failures; 3: samples carry a sequence
+// 2: mprotect in the call table and the failures; 3: samples carry a sequence; 4: GPU allocations (the
+// device table, the device fields of a failure, pinned host bytes)
+#define CLIPMEM_RECORD_VERSION 4u
 
 // Environment handed from the launcher to the tracked process.
 #define CLIPMEM_ENV_RECORD_DIR "CLIPMEM_RECORD_DIR"  // private directory (0700) where each process writes <pid>.<n>.rec
@@ -28,6 +31,27 @@ enum ClipmemFn { CLIPMEM_HOOKS(CLIPMEM_FN_ENUM_ENTRY) CLIPMEM_FN_COUNT };
 #define CLIPMEM_FN_NAME_ENTRY(kind, name, ...) #name,
 #define CLIPMEM_FN_NAMES \
   { CLIPMEM_HOOKS(CLIPMEM_FN_NAME_ENTRY) }
+
+// The GPU allocation functions (record/device_hooks.h): a failure's `fn` is CLIPMEM_DEVICE_FN_BASE + the
+// function's index in that list, so that neither list's growth moves the other's numbers.
+#define CLIPMEM_DEVICE_FN_BASE 64
+#define CLIPMEM_DEVICE_FN_ENUM_ENTRY(api, name, ENUM, ...) CLIPMEM_DEVICE_FN_##ENUM,
+enum ClipmemDeviceFn { CLIPMEM_DEVICE_HOOKS(CLIPMEM_DEVICE_FN_ENUM_ENTRY) CLIPMEM_DEVICE_FN_COUNT };
+#undef CLIPMEM_DEVICE_FN_ENUM_ENTRY
+#define CLIPMEM_DEVICE_FN_NAME_ENTRY(api, name, ...) #name,
+#define CLIPMEM_DEVICE_FN_NAMES \
+  { CLIPMEM_DEVICE_HOOKS(CLIPMEM_DEVICE_FN_NAME_ENTRY) }
+#define CLIPMEM_DEVICE_FN_RUNTIME_ENTRY(api, ...) CLIPMEM_DEVICE_API_##api,
+#define CLIPMEM_DEVICE_API_RUNTIME 1
+#define CLIPMEM_DEVICE_API_DRIVER 0
+// 1 where the function is the runtime's (its status is a cudaError_t), 0 for the driver's (a CUresult).
+#define CLIPMEM_DEVICE_FN_RUNTIME \
+  { CLIPMEM_DEVICE_HOOKS(CLIPMEM_DEVICE_FN_RUNTIME_ENTRY) }
+
+#define CLIPMEM_DEVICE_CAPACITY 16   // CUDA device ordinals counted (higher ones count as untracked)
+#define CLIPMEM_GPU_PROCESS_SLOTS 4  // other processes on the device kept with a GPU failure, largest first
+#define CLIPMEM_GPU_NAME_BYTES 32
+#define CLIPMEM_NO_DEVICE (-1)
 
 // Size histogram: bucket b counts requests with 2^(b-1) < size <= 2^b (bucket 0: size 0 or 1).
 #define CLIPMEM_HISTOGRAM_BUCKETS 48
@@ -63,6 +87,14 @@ typedef struct ClipmemThreadSlot {
   uint64_t histogram[CLIPMEM_HISTOGRAM_BUCKETS];
   uint8_t padding[64 - (8 + 8 + 8 + 8 + 8 * CLIPMEM_FN_COUNT + 8 * CLIPMEM_HISTOGRAM_BUCKETS) % 64];
 } ClipmemThreadSlot;
+
+// Another process using the device at a GPU failure (NVML).
+typedef struct ClipmemGpuProcess {
+  int32_t pid;
+  uint32_t reserved;
+  int64_t used;  // bytes (-1: NVML could not attribute them)
+  char name[CLIPMEM_GPU_NAME_BYTES];
+} ClipmemGpuProcess;
 
 typedef struct ClipmemFailure {
   uint64_t sequence;   // 1-based failure number; 0 while the entry is being written (native/record/ring.h)
@@ -104,7 +136,31 @@ typedef struct ClipmemFailure {
   // truncated to CLIPMEM_SYMBOL_BYTES-1.
   uint16_t frame_module[CLIPMEM_STACK_DEPTH];
   char frame_symbol[CLIPMEM_STACK_DEPTH][CLIPMEM_SYMBOL_BYTES];
+  // A GPU failure (fn >= CLIPMEM_DEVICE_FN_BASE; error is then 0): the device's state at that moment,
+  // through the real driver (cuMemGetInfo in the failing thread's context) and NVML (per process).
+  int32_t device;               // CUDA ordinal of the current context (CLIPMEM_NO_DEVICE: unknown, or a host failure)
+  int32_t cuda_error;           // the status returned: cudaError_t (runtime) or CUresult (driver)
+  int64_t device_total;         // cuMemGetInfo total bytes (-1 unknown)
+  int64_t device_free;          // cuMemGetInfo free bytes (-1 unknown)
+  int64_t device_process_used;  // NVML: this process's bytes on the device (-1 unknown)
+  int64_t device_tracked;       // the tracker's own count of this process's live bytes on the device
+  uint32_t gpu_process_count;   // other processes NVML listed on the device (the first SLOTS are kept)
+  uint32_t reserved_device;
+  ClipmemGpuProcess gpu_processes[CLIPMEM_GPU_PROCESS_SLOTS];
 } ClipmemFailure;
+
+// GPU memory the tracked process allocated, per CUDA device ordinal (successful calls of the device list;
+// cuMemAddressReserve only reserves addresses and is not counted). One cache line per device.
+typedef struct ClipmemDevice {
+  int64_t live;  // bytes allocated and not yet freed
+  int64_t peak;
+  uint64_t allocations;
+  uint64_t frees;
+  uint64_t failures;
+  int64_t largest;  // the largest single allocation
+  int64_t total;    // the device's total bytes (cuMemGetInfo), once known (else 0)
+  uint64_t reserved;
+} ClipmemDevice;
 
 // A loaded object seen in a failure's stack: the reader runs addr2line on path at (address - base).
 typedef struct ClipmemModule {
@@ -179,8 +235,14 @@ typedef struct ClipmemRecordHeader {
   uint64_t failures_total;  // failures ever; the ring keeps the latest failures_capacity
   uint64_t samples_total;
   uint64_t phases_total;
-  uint32_t current_phase;  // 1-based index of the latest phase marker (0: none)
-  uint32_t modules_used;   // entries of the module table claimed (an entry is complete once its base is non-zero)
+  uint32_t current_phase;   // 1-based index of the latest phase marker (0: none)
+  uint32_t modules_used;    // entries of the module table claimed (an entry is complete once its base is non-zero)
+  uint64_t devices_offset;  // the device table (ClipmemDevice per CUDA ordinal)
+  uint32_t devices_capacity, device_size;
+  int64_t pinned_current;  // page-locked host memory from cudaMallocHost, cudaHostAlloc, cuMemAllocHost
+  int64_t pinned_peak;
+  uint64_t device_untracked;  // device calls not counted: a free of an address never seen allocated, a full
+                              // table, an ordinal past CLIPMEM_DEVICE_CAPACITY
 } ClipmemRecordHeader;
 
 // ---------------------------------------------------------------- layout pins
@@ -207,6 +269,10 @@ CLIPMEM_LAYOUT(sizeof(void*) == 8);
 // ClipmemThreadSlot
 CLIPMEM_LAYOUT(sizeof(ClipmemThreadSlot) == 576);
 CLIPMEM_LAYOUT(CLIPMEM_ALIGNOF(ClipmemThreadSlot) == 8);
+// The device list: its numbers start past any host function.
+CLIPMEM_LAYOUT(CLIPMEM_DEVICE_FN_COUNT == 21 && CLIPMEM_FN_COUNT <= CLIPMEM_DEVICE_FN_BASE);
+CLIPMEM_LAYOUT(CLIPMEM_DEVICE_FN_CUDA_MALLOC == 0 && CLIPMEM_DEVICE_FN_CU_MEM_ALLOC == 8 &&
+               CLIPMEM_DEVICE_FN_CU_GET_PROC_ADDRESS_V2 == 20);
 CLIPMEM_OFFSET(ClipmemThreadSlot, tid, 0);
 CLIPMEM_OFFSET(ClipmemThreadSlot, shared, 4);
 CLIPMEM_OFFSET(ClipmemThreadSlot, heap_delta, 8);
@@ -215,7 +281,7 @@ CLIPMEM_OFFSET(ClipmemThreadSlot, request, 24);
 CLIPMEM_OFFSET(ClipmemThreadSlot, calls, 32);
 CLIPMEM_OFFSET(ClipmemThreadSlot, histogram, 160);
 // ClipmemFailure
-CLIPMEM_LAYOUT(sizeof(ClipmemFailure) == 2936);
+CLIPMEM_LAYOUT(sizeof(ClipmemFailure) == 3176);
 CLIPMEM_LAYOUT(CLIPMEM_ALIGNOF(ClipmemFailure) == 8);
 CLIPMEM_OFFSET(ClipmemFailure, sequence, 0);
 CLIPMEM_OFFSET(ClipmemFailure, fn, 8);
@@ -252,6 +318,25 @@ CLIPMEM_OFFSET(ClipmemFailure, phase, 456);
 CLIPMEM_OFFSET(ClipmemFailure, stack, 568);
 CLIPMEM_OFFSET(ClipmemFailure, frame_module, 824);
 CLIPMEM_OFFSET(ClipmemFailure, frame_symbol, 888);
+CLIPMEM_OFFSET(ClipmemFailure, device, 2936);
+CLIPMEM_OFFSET(ClipmemFailure, cuda_error, 2940);
+CLIPMEM_OFFSET(ClipmemFailure, device_total, 2944);
+CLIPMEM_OFFSET(ClipmemFailure, device_free, 2952);
+CLIPMEM_OFFSET(ClipmemFailure, device_process_used, 2960);
+CLIPMEM_OFFSET(ClipmemFailure, device_tracked, 2968);
+CLIPMEM_OFFSET(ClipmemFailure, gpu_process_count, 2976);
+CLIPMEM_OFFSET(ClipmemFailure, reserved_device, 2980);
+CLIPMEM_OFFSET(ClipmemFailure, gpu_processes, 2984);
+CLIPMEM_LAYOUT(sizeof(ClipmemGpuProcess) == 48);
+// ClipmemDevice
+CLIPMEM_LAYOUT(sizeof(ClipmemDevice) == 64);
+CLIPMEM_OFFSET(ClipmemDevice, live, 0);
+CLIPMEM_OFFSET(ClipmemDevice, peak, 8);
+CLIPMEM_OFFSET(ClipmemDevice, allocations, 16);
+CLIPMEM_OFFSET(ClipmemDevice, frees, 24);
+CLIPMEM_OFFSET(ClipmemDevice, failures, 32);
+CLIPMEM_OFFSET(ClipmemDevice, largest, 40);
+CLIPMEM_OFFSET(ClipmemDevice, total, 48);
 // ClipmemModule
 CLIPMEM_LAYOUT(sizeof(ClipmemModule) == 264);
 CLIPMEM_LAYOUT(CLIPMEM_ALIGNOF(ClipmemModule) == 8);
@@ -280,7 +365,7 @@ CLIPMEM_OFFSET(ClipmemPhase, anon_mapped, 24);
 CLIPMEM_OFFSET(ClipmemPhase, file_mapped, 32);
 CLIPMEM_OFFSET(ClipmemPhase, label, 40);
 // ClipmemRecordHeader
-CLIPMEM_LAYOUT(sizeof(ClipmemRecordHeader) == 536);
+CLIPMEM_LAYOUT(sizeof(ClipmemRecordHeader) == 576);
 CLIPMEM_LAYOUT(CLIPMEM_ALIGNOF(ClipmemRecordHeader) == 8);
 CLIPMEM_OFFSET(ClipmemRecordHeader, magic, 0);
 CLIPMEM_OFFSET(ClipmemRecordHeader, version, 8);
@@ -328,6 +413,12 @@ CLIPMEM_OFFSET(ClipmemRecordHeader, samples_total, 512);
 CLIPMEM_OFFSET(ClipmemRecordHeader, phases_total, 520);
 CLIPMEM_OFFSET(ClipmemRecordHeader, current_phase, 528);
 CLIPMEM_OFFSET(ClipmemRecordHeader, modules_used, 532);
+CLIPMEM_OFFSET(ClipmemRecordHeader, devices_offset, 536);
+CLIPMEM_OFFSET(ClipmemRecordHeader, devices_capacity, 544);
+CLIPMEM_OFFSET(ClipmemRecordHeader, device_size, 548);
+CLIPMEM_OFFSET(ClipmemRecordHeader, pinned_current, 552);
+CLIPMEM_OFFSET(ClipmemRecordHeader, pinned_peak, 560);
+CLIPMEM_OFFSET(ClipmemRecordHeader, device_untracked, 568);
 #undef CLIPMEM_OFFSET
 #undef CLIPMEM_ALIGNOF
 #undef CLIPMEM_LAYOUT
@@ -347,8 +438,11 @@ static inline uint64_t clipmem_phases_offset(void) {
 static inline uint64_t clipmem_modules_offset(void) {
   return clipmem_align64(clipmem_phases_offset() + (uint64_t)CLIPMEM_PHASE_CAPACITY * sizeof(ClipmemPhase));
 }
+static inline uint64_t clipmem_devices_offset(void) {
+  return clipmem_align64(clipmem_modules_offset() + (uint64_t)CLIPMEM_MODULE_CAPACITY * sizeof(ClipmemModule));
+}
 static inline uint64_t clipmem_record_size(void) {
-  return (clipmem_modules_offset() + (uint64_t)CLIPMEM_MODULE_CAPACITY * sizeof(ClipmemModule) + 4095u) &
+  return (clipmem_devices_offset() + (uint64_t)CLIPMEM_DEVICE_CAPACITY * sizeof(ClipmemDevice) + 4095u) &
          ~(uint64_t)4095u;
 }
 
@@ -372,6 +466,9 @@ static inline void clipmem_header_layout(ClipmemRecordHeader* h) {
   h->modules_offset = clipmem_modules_offset();
   h->modules_capacity = CLIPMEM_MODULE_CAPACITY;
   h->module_size = (uint32_t)sizeof(ClipmemModule);
+  h->devices_offset = clipmem_devices_offset();
+  h->devices_capacity = CLIPMEM_DEVICE_CAPACITY;
+  h->device_size = (uint32_t)sizeof(ClipmemDevice);
 }
 
 // Checks that a mapped file of `file_size` bytes is a record this reader understands; returns NULL or a
@@ -395,7 +492,8 @@ static inline const char* clipmem_header_problem(const ClipmemRecordHeader* h, u
       h->modules_offset != expected.modules_offset || h->module_size != expected.module_size ||
       h->modules_capacity != expected.modules_capacity || h->slots_count != expected.slots_count ||
       h->failures_capacity != expected.failures_capacity || h->timeline_capacity != expected.timeline_capacity ||
-      h->phases_capacity != expected.phases_capacity)
+      h->phases_capacity != expected.phases_capacity || h->devices_offset != expected.devices_offset ||
+      h->devices_capacity != expected.devices_capacity || h->device_size != expected.device_size)
     return "array layout differs from this reader's";
   return 0;
 }
