@@ -1,6 +1,7 @@
 // A traced run as scripts read it (`trace --json`) and as people read it (the terminal summary).
 // The JSON names exit / failures / peaks / diagnosis are a contract: keep them.
 import * as os from 'node:os';
+import { cudaErrorName } from '../core/cuda-error';
 import { errnoName } from '../core/errno';
 import { diagnose, explainFailure, type Diagnosis } from '../diagnose';
 import { diagnosisInput, effectiveLimits } from '../diagnose/input';
@@ -8,7 +9,8 @@ import { phaseLabel } from '../track/phases';
 import { formatBytes } from '../core/units';
 import type { Limits } from '../core/limits';
 import type { TraceRun } from '../track/launcher';
-import { RecordFailure } from '../track/record';
+import type { RecordDevice, RecordFailure, RecordGpuFailure } from '../track/record';
+import { gpuFixes, type GpuFix } from './gpu-fixes';
 import { SymbolizedFrame, formatFrame, symbolize } from '../track/symbolize';
 
 export interface TraceFailure {
@@ -33,6 +35,8 @@ export interface TraceFailure {
   tid: number;
   /** Everything the record holds about it (mmap prot/flags/fd path/offset, alignment, ...). */
   detail: Omit<RecordFailure, 'stack'>;
+  /** A GPU allocation's status by name and the device's state at the failure (errno is then 0); else null. */
+  gpu: (RecordGpuFailure & { statusName: string }) | null;
 }
 
 /** Bumped when a field of `trace --json` changes meaning or disappears (schema/trace.schema.json). */
@@ -87,6 +91,10 @@ export interface TraceReport {
   diagnosis: Diagnosis;
   /** What the run needed at least of the limit that bound it, and the command that proves the real minimum. */
   fix: TraceFix | null;
+  /** GPU memory the process allocated (per CUDA device) and page-locked host memory; null without a record. */
+  gpu: { devices: RecordDevice[]; pinnedPeak: number; untracked: number } | null;
+  /** For gpu-memory: what would make room on the device (smaller batch, 16-bit weights, allocator settings, other processes). */
+  gpuFixes: GpuFix[];
 }
 
 export interface TraceFix {
@@ -191,6 +199,7 @@ export function buildTraceReport(run: TraceRun, reportedError?: string | null): 
   const limits = effectiveLimits(run);
   const recordFailures = record?.failures ?? [];
   const stacks = symbolize(recordFailures.map((f) => f.stack));
+  const input = diagnosisInput(run, reportedError);
   const failures: TraceFailure[] = recordFailures.map((f, i) => {
     const { stack: _stack, ...detail } = f;
     return {
@@ -202,16 +211,16 @@ export function buildTraceReport(run: TraceRun, reportedError?: string | null): 
       stack: (stacks[i] as SymbolizedFrame[]).map(formatFrame),
       sizeOverflow: f.sizeOverflow,
       injected: f.injected,
-      limit: explainFailure(f, limits),
+      limit: explainFailure(f, limits, input.output),
       vmSize: knownBytes(f.vmSize),
       vmData: knownBytes(f.vmData),
       rss: knownBytes(f.rss),
       tMs: (f.timeNs - record!.startNs) / 1e6,
       tid: f.tid,
       detail,
+      gpu: f.gpu ? { ...f.gpu, statusName: cudaErrorName(f.gpu.api, f.gpu.status) } : null,
     };
   });
-  const input = diagnosisInput(run, reportedError);
   const last = record
     ? {
         heap: record.counters.heapCurrent,
@@ -278,6 +287,8 @@ export function buildTraceReport(run: TraceRun, reportedError?: string | null): 
     ...(run.recordDirLeft !== undefined ? { recordDirLeft: run.recordDirLeft } : {}),
     diagnosis,
     fix: traceFix(run.command, diagnosis, failures, run.cgroup),
+    gpu: record ? { devices: record.devices, pinnedPeak: record.pinnedPeak, untracked: record.deviceUntracked } : null,
+    gpuFixes: diagnosis.gpu ? gpuFixes(diagnosis.gpu, shellWords(run.command)) : [],
   };
 }
 
@@ -324,8 +335,11 @@ export function formatTraceReport(report: TraceReport): string {
     }
     report.failures.forEach((f, i) => {
       const flags = [f.injected ? 'injected' : ''].filter(Boolean);
+      const status = f.gpu
+        ? `${f.gpu.statusName} (${f.gpu.status})${f.gpu.device !== null ? ` on GPU ${f.gpu.device}` : ''}`
+        : `${f.errnoName} (${f.errno})`;
       lines.push(
-        `  #${i + 1} ${f.fn} of ${requested(f)} failed: ${f.errnoName} (${f.errno})` +
+        `  #${i + 1} ${f.fn} of ${requested(f)} failed: ${status}` +
           (f.phase ? ` in phase "${f.phase}"` : '') +
           (flags.length ? ` [${flags.join(', ')}]` : ''),
       );
@@ -334,6 +348,12 @@ export function formatTraceReport(report: TraceReport): string {
       for (const frame of f.stack.slice(0, 12)) lines.push(`      at ${frame}`);
       if (f.stack.length > 12) lines.push(`      ... ${f.stack.length - 12} more frames (see --json)`);
     });
+    for (const d of report.gpu?.devices ?? []) {
+      lines.push(
+        `  GPU ${d.ordinal}: peak ${formatBytes(d.peak)} allocated by this process (${d.allocations} allocation(s), ` +
+          `${d.failures} failed), ${formatBytes(d.live)} still allocated at the end`,
+      );
+    }
     for (const d of report.descendants.filter((d) => d.failures > 0)) {
       lines.push(`  child process ${d.pid} (${d.exe}): ${d.failures} failed allocation(s)`);
     }
@@ -355,5 +375,9 @@ export function formatTraceReport(report: TraceReport): string {
   for (const sentence of report.diagnosis.evidence) lines.push(`    ${sentence}`);
   if (report.fix)
     lines.push(`  fix: ${report.fix.text}`, `    the real minimum, proven by runs: ${report.fix.command}`);
+  for (const fix of report.gpuFixes) {
+    lines.push(`  fix (${fix.kind}): ${fix.text}`);
+    if (fix.command) lines.push(`    ${fix.command}`);
+  }
   return lines.join('\n') + '\n';
 }
