@@ -297,6 +297,7 @@ int cuMemAddressReserve(unsigned long long* ptr, size_t size, size_t alignment, 
   (void)addr;
   (void)flags;
   if (current_device < 0) return 201;
+  configure();
   if (size / 16 > devices[current_device].total) return CUDA_ERROR_OUT_OF_MEMORY;
   *ptr = next_address;
   next_address += size;
