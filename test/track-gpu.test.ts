@@ -25,7 +25,7 @@ function stubEnv(memory: number, others = 0): NodeJS.ProcessEnv {
     CLIPMEM_STUB_GPU_MEMORY: String(memory),
     CLIPMEM_STUB_GPU_OTHERS: String(others),
     // NVML as the tracker loads it at a failure: the same file as the program's libcuda.so.1 (one state).
-    CLIP_MEM_NVML_LIBRARY: path.join(stubDir, 'libnvidia-ml.so.1'),
+    CLIPMEM_NVML_LIBRARY: path.join(stubDir, 'libnvidia-ml.so.1'),
   };
 }
 

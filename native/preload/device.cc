@@ -72,9 +72,20 @@ void* adopt(int index, void* real) {
   return real;
 }
 
+// clip-mem's variables for other GPU libraries (as native-probe reads them): CLIPMEM_<name>, else the old
+// spelling CLIP_MEM_<name>.
+const char* library_variable(const char* name) {
+  char variable[64];
+  snprintf(variable, sizeof variable, "CLIPMEM_%s", name);
+  const char* value = getenv(variable);
+  if (value && *value) return value;
+  snprintf(variable, sizeof variable, "CLIP_MEM_%s", name);
+  return getenv(variable);
+}
+
 // The libraries a program loaded: RTLD_NOLOAD, never loading one itself.
 void* loaded_library(const char* variable, const char* name) {
-  const char* path = getenv(variable);
+  const char* path = library_variable(variable);
   void* handle = path && *path ? dlopen(path, RTLD_LAZY | RTLD_NOLOAD) : nullptr;
   return handle ? handle : dlopen(name, RTLD_LAZY | RTLD_NOLOAD);
 }
@@ -87,8 +98,7 @@ void* real_function(int index) {
   resolve_real_dlsym();
   real = real_dlsym(RTLD_NEXT, entries[index].name);
   if (!real && entries[index].api == kDriver) {
-    if (void* driver = loaded_library("CLIP_MEM_CUDA_LIBRARY", "libcuda.so.1"))
-      real = real_dlsym(driver, entries[index].name);
+    if (void* driver = loaded_library("CUDA_LIBRARY", "libcuda.so.1")) real = real_dlsym(driver, entries[index].name);
   }
   adopt(index, real);
   return __atomic_load_n(&reals[index], __ATOMIC_ACQUIRE);
@@ -103,7 +113,7 @@ struct Driver {
 bool driver_functions(Driver* d) {
   static Driver found;
   if (!__atomic_load_n(&found.ctx_get_device, __ATOMIC_ACQUIRE)) {
-    void* driver = loaded_library("CLIP_MEM_CUDA_LIBRARY", "libcuda.so.1");
+    void* driver = loaded_library("CUDA_LIBRARY", "libcuda.so.1");
     if (!driver) return false;
     resolve_real_dlsym();
     found.mem_get_info = reinterpret_cast<int (*)(size_t*, size_t*)>(real_dlsym(driver, "cuMemGetInfo_v2"));
@@ -228,7 +238,7 @@ const Nvml* nvml() {
   static Nvml found;
   static int tried = 0;
   if (__atomic_exchange_n(&tried, 1, __ATOMIC_ACQ_REL)) return found.processes ? &found : nullptr;
-  const char* path = getenv("CLIP_MEM_NVML_LIBRARY");
+  const char* path = library_variable("NVML_LIBRARY");
   void* library = dlopen(path && *path ? path : "libnvidia-ml.so.1", RTLD_NOW | RTLD_LOCAL);
   if (!library) return nullptr;
   auto init = reinterpret_cast<int (*)()>(real_dlsym(library, "nvmlInit_v2"));
