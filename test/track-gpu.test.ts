@@ -144,6 +144,10 @@ test('trace: cudaMalloc past the device with nobody else on it is this processâ€
     ['batch', 'dtype'],
   );
   t.regex(report.gpuFixes[0]!.text, /this process holds 600 MiB of GPU 0; the run needs 88 MiB less on GPU 0/);
+  // The timeline follows the GPU bytes: a sample at the 600 MiB allocation, and one at its free.
+  const gpuBytes = report.timeline.map((sample) => sample.gpu);
+  t.true(gpuBytes.includes(600 * MiB));
+  t.is(gpuBytes[gpuBytes.length - 1], 0);
   t.deepEqual(report.gpu?.devices[0], {
     ordinal: 0,
     live: 0,

@@ -242,6 +242,7 @@ Napi::Value ReadRecord(const Napi::CallbackInfo& info) {
     sample.Set("vmSize", bytes(env, s.vm_size));
     sample.Set("rss", bytes(env, s.rss));
     sample.Set("phaseIndex", s.phase_index);
+    sample.Set("gpu", bytes(env, s.device_live));
     samples.Set(samples.Length(), sample);
   });
   out.Set("timeline", samples);

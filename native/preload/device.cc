@@ -189,6 +189,14 @@ bool forget(uint64_t key, uint32_t kind, Live* out) {
   return false;
 }
 
+// A timeline sample for the GPU bytes: at once for a large change, else at the host's pace.
+void sample_device(uint64_t size) {
+  if (size >= uint64_t(kSampleChangeBytes))
+    take_sample(now_ns());
+  else
+    maybe_sample();
+}
+
 void counted(uint64_t key, uint32_t kind, uint64_t size, int device) {
   if (!remember(key, kind, size, device)) {
     add(record->device_untracked, uint64_t(1));
@@ -203,6 +211,7 @@ void counted(uint64_t key, uint32_t kind, uint64_t size, int device) {
   add(d->allocations, uint64_t(1));
   raise_peak(d->peak, add(d->live, int64_t(size)));
   raise_peak(d->largest, int64_t(size));
+  sample_device(size);
 }
 
 void released(uint64_t key, uint32_t kind) {
@@ -218,6 +227,7 @@ void released(uint64_t key, uint32_t kind) {
   if (e.device < 0 || e.device >= CLIPMEM_DEVICE_CAPACITY) return;
   add(devices[e.device].frees, uint64_t(1));
   add(devices[e.device].live, -int64_t(e.size));
+  sample_device(e.size);
 }
 
 // ---------------------------------------------------------------- the device's state at a failure

@@ -14,7 +14,7 @@
 
 #define CLIPMEM_RECORD_MAGIC "CLIPMEMR"
 // 2: mprotect in the call table and the failures; 3: samples carry a sequence; 4: GPU allocations (the
-// device table, the device fields of a failure, pinned host bytes)
+// device table, the device fields of a failure, pinned host bytes, GPU bytes in each sample)
 #define CLIPMEM_RECORD_VERSION 4u
 
 // Environment handed from the launcher to the tracked process.
@@ -179,6 +179,7 @@ typedef struct ClipmemSample {
   int64_t rss;
   uint32_t phase_index;
   uint32_t reserved;
+  int64_t device_live;  // GPU bytes this process holds, all devices together (the device table's live)
 } ClipmemSample;
 
 typedef struct ClipmemPhase {
@@ -343,7 +344,7 @@ CLIPMEM_LAYOUT(CLIPMEM_ALIGNOF(ClipmemModule) == 8);
 CLIPMEM_OFFSET(ClipmemModule, base, 0);
 CLIPMEM_OFFSET(ClipmemModule, path, 8);
 // ClipmemSample
-CLIPMEM_LAYOUT(sizeof(ClipmemSample) == 72);
+CLIPMEM_LAYOUT(sizeof(ClipmemSample) == 80);
 CLIPMEM_LAYOUT(CLIPMEM_ALIGNOF(ClipmemSample) == 8);
 CLIPMEM_OFFSET(ClipmemSample, sequence, 0);
 CLIPMEM_OFFSET(ClipmemSample, time_ns, 8);
@@ -355,6 +356,7 @@ CLIPMEM_OFFSET(ClipmemSample, vm_size, 48);
 CLIPMEM_OFFSET(ClipmemSample, rss, 56);
 CLIPMEM_OFFSET(ClipmemSample, phase_index, 64);
 CLIPMEM_OFFSET(ClipmemSample, reserved, 68);
+CLIPMEM_OFFSET(ClipmemSample, device_live, 72);
 // ClipmemPhase
 CLIPMEM_LAYOUT(sizeof(ClipmemPhase) == 152);
 CLIPMEM_LAYOUT(CLIPMEM_ALIGNOF(ClipmemPhase) == 8);

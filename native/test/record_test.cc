@@ -40,7 +40,7 @@ TEST(RecordFormat, ThreadSlotsFillWholeCacheLines) {
 TEST(RecordFormat, FixedSizesOfTheLayout) {
   // A change here changes the file format: bump CLIPMEM_RECORD_VERSION with it.
   EXPECT_EQ(sizeof(ClipmemThreadSlot), 576u);
-  EXPECT_EQ(sizeof(ClipmemSample), 72u);
+  EXPECT_EQ(sizeof(ClipmemSample), 80u);
   EXPECT_EQ(sizeof(ClipmemPhase), 152u);
   EXPECT_EQ(sizeof(ClipmemModule), 264u);
   EXPECT_EQ(sizeof(ClipmemFailure), 3176u);
@@ -55,10 +55,10 @@ TEST(RecordFormat, ArrayOffsetsAsDocumented) {
   EXPECT_EQ(clipmem_slots_offset(), 576u);
   EXPECT_EQ(clipmem_failures_offset(), 295488u);
   EXPECT_EQ(clipmem_timeline_offset(), 1108544u);
-  EXPECT_EQ(clipmem_phases_offset(), 1403456u);
-  EXPECT_EQ(clipmem_modules_offset(), 1559104u);
-  EXPECT_EQ(clipmem_devices_offset(), 1592896u);
-  EXPECT_EQ(clipmem_record_size(), 1597440u);
+  EXPECT_EQ(clipmem_phases_offset(), 1436224u);
+  EXPECT_EQ(clipmem_modules_offset(), 1591872u);
+  EXPECT_EQ(clipmem_devices_offset(), 1625664u);
+  EXPECT_EQ(clipmem_record_size(), 1630208u);
 }
 
 TEST(RecordFormat, HeaderLayoutDescribesTheArrays) {

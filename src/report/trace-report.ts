@@ -76,7 +76,17 @@ export interface TraceReport {
   calls: Record<string, number> | null;
   phases: { label: string; heap: number; anon: number; file: number }[];
   /** Samples over time (ms since the record started; bytes): on activity every 10 ms or 64 MiB of change. */
-  timeline: { tMs: number; heap: number; anon: number; file: number; rss: number; vmSize: number; phase: string }[];
+  /** gpu: bytes this process held on its GPUs (CUDA allocations the tracker counted). */
+  timeline: {
+    tMs: number;
+    heap: number;
+    anon: number;
+    file: number;
+    rss: number;
+    vmSize: number;
+    gpu: number;
+    phase: string;
+  }[];
   cgroup?: TraceRun['cgroup'];
   hostOomKills: number | null;
   /** Processes the kernel log says the OOM killer killed during the run (its own process or others). */
@@ -276,6 +286,7 @@ export function buildTraceReport(run: TraceRun, reportedError?: string | null): 
       file: sample.file,
       rss: sample.rss,
       vmSize: sample.vmSize,
+      gpu: sample.gpu,
       phase: phaseLabel(record!, sample.phaseIndex),
     })),
     cgroup: run.cgroup,

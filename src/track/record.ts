@@ -158,6 +158,8 @@ export interface RecordSample {
   vmSize: number;
   rss: number;
   phaseIndex: number;
+  /** GPU bytes the process held, all devices together. */
+  gpu: number;
 }
 
 export interface RecordPhase {
