@@ -18,6 +18,7 @@ const Export kFunctions[] = {
     {"mapFile", MapFile},                        // mapping.cc: a file mapped as an ArrayBuffer
     {"unmapFile", UnmapFile},                    //
     {"mappedBytes", MappedBytes},                //
+    {"residentBytes", ResidentBytes},            //
     {"probeAllocator", ProbeAllocator},          // probe_allocator.cc: what can be allocated now
     {"readResourceLimits", ReadResourceLimits},  // probe_limits.cc: getrlimit
     {"readMallinfo", ReadMallinfo},              //

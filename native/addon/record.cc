@@ -133,6 +133,33 @@ Napi::Object ReadFailure(Napi::Env env, const ClipmemFailure& f, const ClipmemMo
     gpu.Set("otherProcesses", others);
     out.Set("gpu", gpu);
   }
+  // The Python stack: null when the process is not CPython (or a version the tracker cannot read).
+  if (f.py_version == 0) {
+    out.Set("python", env.Null());
+  } else {
+    Napi::Object python = Napi::Object::New(env);
+    python.Set("version", std::to_string(f.py_version >> 24) + "." + std::to_string((f.py_version >> 16) & 0xff));
+    const char* status = f.py_status == CLIPMEM_PY_CAPTURED     ? "captured"
+                         : f.py_status == CLIPMEM_PY_NO_THREAD  ? "no-thread"
+                         : f.py_status == CLIPMEM_PY_UNREADABLE ? "unreadable"
+                                                                : "none";
+    python.Set("status", status);
+    // Frames left out, between the innermost CLIPMEM_PY_INNER and the outermost ones.
+    python.Set("omitted", Napi::Number::New(env, double(f.py_more)));
+    python.Set("omittedAfter", f.py_more ? Napi::Value(Napi::Number::New(env, CLIPMEM_PY_INNER)) : env.Null());
+    uint32_t py_depth = f.py_depth < CLIPMEM_PY_DEPTH ? f.py_depth : CLIPMEM_PY_DEPTH;
+    Napi::Array py_frames = Napi::Array::New(env, py_depth);
+    for (uint32_t i = 0; i < py_depth; ++i) {
+      const ClipmemPyFrame& p = f.py_frames[i];
+      Napi::Object frame = Napi::Object::New(env);
+      frame.Set("file", bounded(p.file, sizeof p.file));
+      frame.Set("line", p.line);
+      frame.Set("function", bounded(p.function, sizeof p.function));
+      py_frames.Set(i, frame);
+    }
+    python.Set("frames", py_frames);
+    out.Set("python", python);
+  }
   return out;
 }
 

@@ -10,6 +10,7 @@
 
 #include "preload/counters.h"
 #include "preload/proc.h"
+#include "preload/python.h"
 #include "record/ring.h"
 
 namespace clipmem {
@@ -96,6 +97,7 @@ void record_failure(const FailureArgs& args) {
     f->stack[i] = uint64_t(uintptr_t(frames[i + skip]));
     describe_frame(frames[i + skip], &f->frame_module[i], f->frame_symbol[i]);
   }
+  python_stack(f);
   publish_ring_entry(f, sequence);
   take_sample(f->time_ns);
 }

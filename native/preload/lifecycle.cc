@@ -14,6 +14,7 @@
 #include "preload/counters.h"
 #include "preload/inject.h"
 #include "preload/proc.h"
+#include "preload/python.h"
 #include "record/ring.h"
 
 namespace clipmem {
@@ -194,6 +195,7 @@ void initialize() {
   glibc_chunks = check_glibc_chunks();
   void* frames[4];
   backtrace(frames, 4);  // loads libgcc_s now, so that a later stack capture never allocates
+  python_init();         // dlsym now: a failure only reads memory
   pthread_atfork(before_fork, nullptr, after_fork_in_child);
   atexit(at_exit_handler);
   take_sample(now_ns());

@@ -13,9 +13,10 @@
 #include "record/hooks.h"
 
 #define CLIPMEM_RECORD_MAGIC "CLIPMEMR"
-// 2: mprotect in the call table and the failures; 3: samples carry a sequence; 4: GPU allocations (the
-// device table, the device fields of a failure, pinned host bytes, GPU bytes in each sample)
-#define CLIPMEM_RECORD_VERSION 4u
+// 2: mprotect in the call table and the failures; 3: samples carry a sequence; 4 (two branches at
+// once): GPU allocations (the device table, the device fields of a failure, pinned host bytes, GPU bytes
+// in each sample) and the Python stack of a failure; 5: both in one layout
+#define CLIPMEM_RECORD_VERSION 5u
 
 // Environment handed from the launcher to the tracked process.
 #define CLIPMEM_ENV_RECORD_DIR "CLIPMEM_RECORD_DIR"  // private directory (0700) where each process writes <pid>.<n>.rec
@@ -65,11 +66,21 @@ enum ClipmemDeviceFn { CLIPMEM_DEVICE_HOOKS(CLIPMEM_DEVICE_FN_ENUM_ENTRY) CLIPME
 #define CLIPMEM_PATH_BYTES 256
 #define CLIPMEM_SYMBOL_BYTES 64
 #define CLIPMEM_MODULE_CAPACITY 128
+#define CLIPMEM_PY_DEPTH 24  // Python frames kept per failure: the innermost 16, then the outermost 8
+#define CLIPMEM_PY_INNER 16
+#define CLIPMEM_PY_FUNCTION_BYTES 52
+#define CLIPMEM_PY_FILE_BYTES 128
 #define CLIPMEM_NO_MODULE 0xffffu
 
 // Failure flags.
 #define CLIPMEM_FAILURE_SIZE_OVERFLOW 1u  // calloc/reallocarray: nmemb*size overflowed; size holds the low 64 bits
 #define CLIPMEM_FAILURE_INJECTED 2u       // made to fail by CLIPMEM_FAIL, not by the system
+
+// What a failure's Python stack holds (ClipmemFailure.py_status).
+#define CLIPMEM_PY_NONE 0        // not a CPython process, or a version whose layout the tracker does not know
+#define CLIPMEM_PY_CAPTURED 1    // the failing thread's frames (py_depth 0: it runs no Python code now)
+#define CLIPMEM_PY_NO_THREAD 2   // CPython, but the failing thread has no Python thread state
+#define CLIPMEM_PY_UNREADABLE 3  // a read of the interpreter's memory failed: the frames before it are kept
 
 // Record states (RecordHeader.state).
 #define CLIPMEM_STATE_RUNNING 1u
@@ -87,6 +98,14 @@ typedef struct ClipmemThreadSlot {
   uint64_t histogram[CLIPMEM_HISTOGRAM_BUCKETS];
   uint8_t padding[64 - (8 + 8 + 8 + 8 + 8 * CLIPMEM_FN_COUNT + 8 * CLIPMEM_HISTOGRAM_BUCKETS) % 64];
 } ClipmemThreadSlot;
+
+// One Python frame: the line executing, the function's qualified name (co_qualname; co_name before 3.11)
+// and its file (co_filename), UTF-8, NUL-terminated; a longer file keeps its end after "...".
+typedef struct ClipmemPyFrame {
+  int32_t line;  // -1: unknown
+  char function[CLIPMEM_PY_FUNCTION_BYTES];
+  char file[CLIPMEM_PY_FILE_BYTES];
+} ClipmemPyFrame;
 
 // Another process using the device at a GPU failure (NVML).
 typedef struct ClipmemGpuProcess {
@@ -136,6 +155,13 @@ typedef struct ClipmemFailure {
   // truncated to CLIPMEM_SYMBOL_BYTES-1.
   uint16_t frame_module[CLIPMEM_STACK_DEPTH];
   char frame_symbol[CLIPMEM_STACK_DEPTH][CLIPMEM_SYMBOL_BYTES];
+  // The Python stack of the failing thread, read from the interpreter's own structures at the failure
+  // (native/preload/python.cc): nothing of Python runs in the allocator.
+  uint32_t py_version;                         // PY_VERSION_HEX major/minor (0x030b0000 for 3.11); 0 when not CPython
+  uint32_t py_status;                          // CLIPMEM_PY_*
+  uint32_t py_depth;                           // frames in py_frames
+  uint32_t py_more;                            // 1 when the stack had more (outer) frames than CLIPMEM_PY_DEPTH
+  ClipmemPyFrame py_frames[CLIPMEM_PY_DEPTH];  // innermost first
   // A GPU failure (fn >= CLIPMEM_DEVICE_FN_BASE; error is then 0): the device's state at that moment,
   // through the real driver (cuMemGetInfo in the failing thread's context) and NVML (per process).
   int32_t device;               // CUDA ordinal of the current context (CLIPMEM_NO_DEVICE: unknown, or a host failure)
@@ -282,7 +308,7 @@ CLIPMEM_OFFSET(ClipmemThreadSlot, request, 24);
 CLIPMEM_OFFSET(ClipmemThreadSlot, calls, 32);
 CLIPMEM_OFFSET(ClipmemThreadSlot, histogram, 160);
 // ClipmemFailure
-CLIPMEM_LAYOUT(sizeof(ClipmemFailure) == 3176);
+CLIPMEM_LAYOUT(sizeof(ClipmemFailure) == 7608);
 CLIPMEM_LAYOUT(CLIPMEM_ALIGNOF(ClipmemFailure) == 8);
 CLIPMEM_OFFSET(ClipmemFailure, sequence, 0);
 CLIPMEM_OFFSET(ClipmemFailure, fn, 8);
@@ -319,15 +345,27 @@ CLIPMEM_OFFSET(ClipmemFailure, phase, 456);
 CLIPMEM_OFFSET(ClipmemFailure, stack, 568);
 CLIPMEM_OFFSET(ClipmemFailure, frame_module, 824);
 CLIPMEM_OFFSET(ClipmemFailure, frame_symbol, 888);
-CLIPMEM_OFFSET(ClipmemFailure, device, 2936);
-CLIPMEM_OFFSET(ClipmemFailure, cuda_error, 2940);
-CLIPMEM_OFFSET(ClipmemFailure, device_total, 2944);
-CLIPMEM_OFFSET(ClipmemFailure, device_free, 2952);
-CLIPMEM_OFFSET(ClipmemFailure, device_process_used, 2960);
-CLIPMEM_OFFSET(ClipmemFailure, device_tracked, 2968);
-CLIPMEM_OFFSET(ClipmemFailure, gpu_process_count, 2976);
-CLIPMEM_OFFSET(ClipmemFailure, reserved_device, 2980);
-CLIPMEM_OFFSET(ClipmemFailure, gpu_processes, 2984);
+CLIPMEM_OFFSET(ClipmemFailure, py_version, 2936);
+CLIPMEM_OFFSET(ClipmemFailure, py_status, 2940);
+CLIPMEM_OFFSET(ClipmemFailure, py_depth, 2944);
+CLIPMEM_OFFSET(ClipmemFailure, py_more, 2948);
+CLIPMEM_OFFSET(ClipmemFailure, py_frames, 2952);
+CLIPMEM_OFFSET(ClipmemFailure, device, 7368);
+CLIPMEM_OFFSET(ClipmemFailure, cuda_error, 7372);
+CLIPMEM_OFFSET(ClipmemFailure, device_total, 7376);
+CLIPMEM_OFFSET(ClipmemFailure, device_free, 7384);
+CLIPMEM_OFFSET(ClipmemFailure, device_process_used, 7392);
+CLIPMEM_OFFSET(ClipmemFailure, device_tracked, 7400);
+CLIPMEM_OFFSET(ClipmemFailure, gpu_process_count, 7408);
+CLIPMEM_OFFSET(ClipmemFailure, reserved_device, 7412);
+CLIPMEM_OFFSET(ClipmemFailure, gpu_processes, 7416);
+// ClipmemPyFrame
+CLIPMEM_LAYOUT(sizeof(ClipmemPyFrame) == 184);
+CLIPMEM_LAYOUT(CLIPMEM_ALIGNOF(ClipmemPyFrame) == 4);
+CLIPMEM_OFFSET(ClipmemPyFrame, line, 0);
+CLIPMEM_OFFSET(ClipmemPyFrame, function, 4);
+CLIPMEM_OFFSET(ClipmemPyFrame, file, 56);
+// ClipmemGpuProcess
 CLIPMEM_LAYOUT(sizeof(ClipmemGpuProcess) == 48);
 // ClipmemDevice
 CLIPMEM_LAYOUT(sizeof(ClipmemDevice) == 64);

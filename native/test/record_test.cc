@@ -43,7 +43,8 @@ TEST(RecordFormat, FixedSizesOfTheLayout) {
   EXPECT_EQ(sizeof(ClipmemSample), 80u);
   EXPECT_EQ(sizeof(ClipmemPhase), 152u);
   EXPECT_EQ(sizeof(ClipmemModule), 264u);
-  EXPECT_EQ(sizeof(ClipmemFailure), 3176u);
+  EXPECT_EQ(sizeof(ClipmemFailure), 7608u);
+  EXPECT_EQ(sizeof(ClipmemPyFrame), 184u);
   EXPECT_EQ(sizeof(ClipmemDevice), 64u);
   EXPECT_EQ(offsetof(ClipmemRecordHeader, magic), 0u);
   EXPECT_EQ(offsetof(ClipmemRecordHeader, version), 8u);
@@ -54,11 +55,11 @@ TEST(RecordFormat, ArrayOffsetsAsDocumented) {
   // docs/record-format.md gives these offsets; the struct sizes they follow from are pinned in record.h.
   EXPECT_EQ(clipmem_slots_offset(), 576u);
   EXPECT_EQ(clipmem_failures_offset(), 295488u);
-  EXPECT_EQ(clipmem_timeline_offset(), 1108544u);
-  EXPECT_EQ(clipmem_phases_offset(), 1436224u);
-  EXPECT_EQ(clipmem_modules_offset(), 1591872u);
-  EXPECT_EQ(clipmem_devices_offset(), 1625664u);
-  EXPECT_EQ(clipmem_record_size(), 1630208u);
+  EXPECT_EQ(clipmem_timeline_offset(), 2243136u);
+  EXPECT_EQ(clipmem_phases_offset(), 2570816u);
+  EXPECT_EQ(clipmem_modules_offset(), 2726464u);
+  EXPECT_EQ(clipmem_devices_offset(), 2760256u);
+  EXPECT_EQ(clipmem_record_size(), 2764800u);
 }
 
 TEST(RecordFormat, HeaderLayoutDescribesTheArrays) {

@@ -89,6 +89,8 @@ export interface DiagnosisInput {
   last?: { phase?: string; heap?: number; rss?: number; anon?: number; file?: number };
   /** Why the process has no allocation record, if it has none: then the cause is `unknown` at best. */
   notTracked?: string;
+  /** The address space exec maps for the program and its dynamic loader before it runs (from its ELF headers). */
+  imageBytes?: number;
   /**
    * Where tracking stopped in a process that has a record (it exec'd an untracked program, or left
    * through _exit as dash does: the record cannot tell which), said in the evidence.
@@ -444,10 +446,33 @@ function diagnoseEnding(input: DiagnosisInput): Diagnosis {
     return { cause: 'host-oom-kill', evidence };
   }
 
+  if (
+    input.notTracked &&
+    exit.signal === 'SIGSEGV' &&
+    limits.as !== undefined &&
+    input.imageBytes !== undefined &&
+    limits.as < input.imageBytes
+  ) {
+    // The kernel checks RLIMIT_AS while exec maps the new image; past the point of no return it can only
+    // kill it, with SIGSEGV, before anything (the tracker included) runs.
+    return {
+      cause: 'address-space',
+      evidence: [
+        `killed by SIGSEGV as it started: RLIMIT_AS ${formatBytes(limits.as)} is below the ` +
+          `${formatBytes(input.imageBytes)} that exec maps for the program and its dynamic loader, so the new ` +
+          'image could not even be mapped',
+        input.notTracked,
+        ...meanwhile,
+      ],
+    };
+  }
+
+  // The loader's complaint about clip-mem's own tracker is about tracing, not about the program.
+  const output = input.output?.replace(/^.*from LD_PRELOAD cannot be preloaded.*$/gm, '');
   let found: Diagnosis | undefined;
   for (const sign of outputSigns) {
-    if (input.output && sign.pattern.test(input.output) && (sign.when?.(limits) ?? true)) {
-      found = { cause: sign.cause, evidence: [sign.say(limits, input.output)] };
+    if (output && sign.pattern.test(output) && (sign.when?.(limits) ?? true)) {
+      found = { cause: sign.cause, evidence: [sign.say(limits, output)] };
       break;
     }
   }

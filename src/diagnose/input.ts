@@ -45,6 +45,7 @@ export function diagnosisInput(run: TraceRun, reportedError?: string | null): Di
         }
       : undefined,
     notTracked: run.notTracked,
+    imageBytes: run.program.imageBytes,
     lostTrack: run.lostTrack,
     timeoutMs: run.timedOut ? run.timeoutMs : undefined,
     stoppedBy: run.stoppedBy,

@@ -145,6 +145,33 @@ export interface RecordFailure {
   stack: RecordFrame[];
   /** Set for a GPU allocation (fn a DeviceFn; errno is then 0), else null. */
   gpu: RecordGpuFailure | null;
+  /** The failing thread's Python stack, read from CPython's structures at the failure; null: not CPython. */
+  python: PythonStack | null;
+}
+
+/** A Python frame: the line executing in the function (qualified name from 3.11). */
+export interface PythonFrame {
+  file: string;
+  /** -1 where the line table has none for the instruction. */
+  line: number;
+  function: string;
+}
+
+export interface PythonStack {
+  /** "3.11" */
+  version: string;
+  /**
+   * captured: the frames of the failing thread (none: it ran no Python code); no-thread: the thread has no
+   * Python thread state (a thread Python did not start); unreadable: a read of the interpreter's memory
+   * failed (the frames before it are kept).
+   */
+  status: 'captured' | 'no-thread' | 'unreadable' | 'none';
+  /** Frames left out between the innermost 16 and the outermost 8 of a deeper stack (0: none). */
+  omitted: number;
+  /** Index in `frames` before which those were (16), or null when none were left out. */
+  omittedAfter: number | null;
+  /** Innermost first: the innermost 16, then the outermost 8 (where the program's own lines usually are). */
+  frames: PythonFrame[];
 }
 
 export interface RecordSample {
