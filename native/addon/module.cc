@@ -26,6 +26,7 @@ const Export kFunctions[] = {
     {"setPhase", SetPhase},                      //
     {"demangle", Demangle},                      //
     {"trackedFunctions", TrackedFunctions},      //
+    {"deviceFunctions", DeviceFunctions},        //
 };
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {

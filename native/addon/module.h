@@ -24,5 +24,6 @@ Napi::Value ReadRecord(const Napi::CallbackInfo& info);
 Napi::Value SetPhase(const Napi::CallbackInfo& info);
 Napi::Value Demangle(const Napi::CallbackInfo& info);
 Napi::Value TrackedFunctions(const Napi::CallbackInfo& info);
+Napi::Value DeviceFunctions(const Napi::CallbackInfo& info);
 
 }  // namespace clipmem

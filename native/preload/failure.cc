@@ -37,6 +37,16 @@ void record_failure(const FailureArgs& args) {
   f->error = args.error;
   f->offset = args.offset;
   f->fd_path[0] = 0;
+  DeviceFailure host;  // a host failure: no device
+  const DeviceFailure& d = args.device ? *args.device : host;
+  f->device = d.device;
+  f->cuda_error = d.status;
+  f->device_total = d.total;
+  f->device_free = d.free;
+  f->device_process_used = d.process_used;
+  f->device_tracked = d.tracked;
+  f->gpu_process_count = d.process_count;
+  memcpy(f->gpu_processes, d.processes, sizeof f->gpu_processes);
   if (args.fd >= 0 && (args.fn == CLIPMEM_FN_MMAP || args.fn == CLIPMEM_FN_MMAP64)) {
     char link[64];
     snprintf(link, sizeof link, "/proc/self/fd/%d", args.fd);

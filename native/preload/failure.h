@@ -4,11 +4,22 @@
 #include <errno.h>
 #include <stdint.h>
 
+#include "record/record.h"
+
 // Internal to libclipmem_preload.so: hidden, so calls and data accesses across its files stay direct
 // (no PLT or GOT indirection), as they were when the tracker was one file.
 #pragma GCC visibility push(hidden)
 
 namespace clipmem {
+
+// A GPU failure's own fields (device.cc gathers them before the failure is written).
+struct DeviceFailure {
+  int device = CLIPMEM_NO_DEVICE;
+  int status = 0;  // cudaError_t or CUresult
+  int64_t total = -1, free = -1, process_used = -1, tracked = 0;
+  uint32_t process_count = 0;
+  ClipmemGpuProcess processes[CLIPMEM_GPU_PROCESS_SLOTS] = {};
+};
 
 struct FailureArgs {
   int fn;
@@ -16,6 +27,7 @@ struct FailureArgs {
   int prot = 0, flags = 0, fd = -1, error = ENOMEM;
   int64_t offset = 0;
   uint32_t failure_flags = 0;
+  const DeviceFailure* device = nullptr;  // set for the functions of the device list
 };
 
 // Writes one failure entry (and a sample) into the record. Slow by design: reads /proc, unwinds the stack.

@@ -25,8 +25,8 @@ namespace {
 bool check_glibc_chunks() {
   void* libc = dlopen("libc.so.6", RTLD_NOW | RTLD_NOLOAD);
   if (!libc) return false;
-  bool same = dlsym(libc, "malloc") == reinterpret_cast<void*>(real.malloc) &&
-              dlsym(libc, "free") == reinterpret_cast<void*>(real.free);
+  bool same = real_dlsym(libc, "malloc") == reinterpret_cast<void*>(real.malloc) &&
+              real_dlsym(libc, "free") == reinterpret_cast<void*>(real.free);
   dlclose(libc);
   if (!same) return false;
   const size_t sizes[] = {1, 24, 100, 4000, 200000, 4 << 20};
@@ -91,6 +91,7 @@ bool create_record(int parent_pid) {
   timeline = reinterpret_cast<ClipmemSample*>(bytes + header->timeline_offset);
   phases = reinterpret_cast<ClipmemPhase*>(bytes + header->phases_offset);
   modules = reinterpret_cast<ClipmemModule*>(bytes + header->modules_offset);
+  devices = reinterpret_cast<ClipmemDevice*>(bytes + header->devices_offset);
   record = header;
   __atomic_store_n(&header->magic[0], CLIPMEM_RECORD_MAGIC[0], __ATOMIC_RELAXED);
   memcpy(header->magic + 1, CLIPMEM_RECORD_MAGIC + 1, 7);

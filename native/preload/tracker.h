@@ -9,6 +9,7 @@
 //   failure.{h,cc}    failure capture: arguments, /proc state and the stack into the failure ring;
 //   python.{h,cc}     the failing thread's Python frames, read from CPython's structures;
 //   inject.{h,cc}     fault injection (CLIPMEM_FAIL);
+//   device.{h,cc}     GPU allocations (CUDA runtime and driver), the exported dlsym and cuGetProcAddress;
 //   lifecycle.cc      record creation, fork, exit, and the functions the addon finds with dlsym.
 //
 // Rules that keep the tracker safe inside any process:

@@ -9,12 +9,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "record/device_hooks.h"
 #include "record/hooks.h"
 
 #define CLIPMEM_RECORD_MAGIC "CLIPMEMR"
-#define CLIPMEM_RECORD_VERSION \
-  4u  // 2: mprotect in the call table and the failures; 3: samples carry a sequence;
-      // 4: failures carry the Python stack
+// 2: mprotect in the call table and the failures; 3: samples carry a sequence; 4 (two branches at
+// once): GPU allocations (the device table, the device fields of a failure, pinned host bytes, GPU bytes
+// in each sample) and the Python stack of a failure; 5: both in one layout
+#define CLIPMEM_RECORD_VERSION 5u
 
 // Environment handed from the launcher to the tracked process.
 #define CLIPMEM_ENV_RECORD_DIR "CLIPMEM_RECORD_DIR"  // private directory (0700) where each process writes <pid>.<n>.rec
@@ -30,6 +32,27 @@ enum ClipmemFn { CLIPMEM_HOOKS(CLIPMEM_FN_ENUM_ENTRY) CLIPMEM_FN_COUNT };
 #define CLIPMEM_FN_NAME_ENTRY(kind, name, ...) #name,
 #define CLIPMEM_FN_NAMES \
   { CLIPMEM_HOOKS(CLIPMEM_FN_NAME_ENTRY) }
+
+// The GPU allocation functions (record/device_hooks.h): a failure's `fn` is CLIPMEM_DEVICE_FN_BASE + the
+// function's index in that list, so that neither list's growth moves the other's numbers.
+#define CLIPMEM_DEVICE_FN_BASE 64
+#define CLIPMEM_DEVICE_FN_ENUM_ENTRY(api, name, ENUM, ...) CLIPMEM_DEVICE_FN_##ENUM,
+enum ClipmemDeviceFn { CLIPMEM_DEVICE_HOOKS(CLIPMEM_DEVICE_FN_ENUM_ENTRY) CLIPMEM_DEVICE_FN_COUNT };
+#undef CLIPMEM_DEVICE_FN_ENUM_ENTRY
+#define CLIPMEM_DEVICE_FN_NAME_ENTRY(api, name, ...) #name,
+#define CLIPMEM_DEVICE_FN_NAMES \
+  { CLIPMEM_DEVICE_HOOKS(CLIPMEM_DEVICE_FN_NAME_ENTRY) }
+#define CLIPMEM_DEVICE_FN_RUNTIME_ENTRY(api, ...) CLIPMEM_DEVICE_API_##api,
+#define CLIPMEM_DEVICE_API_RUNTIME 1
+#define CLIPMEM_DEVICE_API_DRIVER 0
+// 1 where the function is the runtime's (its status is a cudaError_t), 0 for the driver's (a CUresult).
+#define CLIPMEM_DEVICE_FN_RUNTIME \
+  { CLIPMEM_DEVICE_HOOKS(CLIPMEM_DEVICE_FN_RUNTIME_ENTRY) }
+
+#define CLIPMEM_DEVICE_CAPACITY 16   // CUDA device ordinals counted (higher ones count as untracked)
+#define CLIPMEM_GPU_PROCESS_SLOTS 4  // other processes on the device kept with a GPU failure, largest first
+#define CLIPMEM_GPU_NAME_BYTES 32
+#define CLIPMEM_NO_DEVICE (-1)
 
 // Size histogram: bucket b counts requests with 2^(b-1) < size <= 2^b (bucket 0: size 0 or 1).
 #define CLIPMEM_HISTOGRAM_BUCKETS 48
@@ -84,6 +107,14 @@ typedef struct ClipmemPyFrame {
   char file[CLIPMEM_PY_FILE_BYTES];
 } ClipmemPyFrame;
 
+// Another process using the device at a GPU failure (NVML).
+typedef struct ClipmemGpuProcess {
+  int32_t pid;
+  uint32_t reserved;
+  int64_t used;  // bytes (-1: NVML could not attribute them)
+  char name[CLIPMEM_GPU_NAME_BYTES];
+} ClipmemGpuProcess;
+
 typedef struct ClipmemFailure {
   uint64_t sequence;   // 1-based failure number; 0 while the entry is being written (native/record/ring.h)
   uint32_t fn;         // ClipmemFn
@@ -131,7 +162,31 @@ typedef struct ClipmemFailure {
   uint32_t py_depth;                           // frames in py_frames
   uint32_t py_more;                            // 1 when the stack had more (outer) frames than CLIPMEM_PY_DEPTH
   ClipmemPyFrame py_frames[CLIPMEM_PY_DEPTH];  // innermost first
+  // A GPU failure (fn >= CLIPMEM_DEVICE_FN_BASE; error is then 0): the device's state at that moment,
+  // through the real driver (cuMemGetInfo in the failing thread's context) and NVML (per process).
+  int32_t device;               // CUDA ordinal of the current context (CLIPMEM_NO_DEVICE: unknown, or a host failure)
+  int32_t cuda_error;           // the status returned: cudaError_t (runtime) or CUresult (driver)
+  int64_t device_total;         // cuMemGetInfo total bytes (-1 unknown)
+  int64_t device_free;          // cuMemGetInfo free bytes (-1 unknown)
+  int64_t device_process_used;  // NVML: this process's bytes on the device (-1 unknown)
+  int64_t device_tracked;       // the tracker's own count of this process's live bytes on the device
+  uint32_t gpu_process_count;   // other processes NVML listed on the device (the first SLOTS are kept)
+  uint32_t reserved_device;
+  ClipmemGpuProcess gpu_processes[CLIPMEM_GPU_PROCESS_SLOTS];
 } ClipmemFailure;
+
+// GPU memory the tracked process allocated, per CUDA device ordinal (successful calls of the device list;
+// cuMemAddressReserve only reserves addresses and is not counted). One cache line per device.
+typedef struct ClipmemDevice {
+  int64_t live;  // bytes allocated and not yet freed
+  int64_t peak;
+  uint64_t allocations;
+  uint64_t frees;
+  uint64_t failures;
+  int64_t largest;  // the largest single allocation
+  int64_t total;    // the device's total bytes (cuMemGetInfo), once known (else 0)
+  uint64_t reserved;
+} ClipmemDevice;
 
 // A loaded object seen in a failure's stack: the reader runs addr2line on path at (address - base).
 typedef struct ClipmemModule {
@@ -150,6 +205,7 @@ typedef struct ClipmemSample {
   int64_t rss;
   uint32_t phase_index;
   uint32_t reserved;
+  int64_t device_live;  // GPU bytes this process holds, all devices together (the device table's live)
 } ClipmemSample;
 
 typedef struct ClipmemPhase {
@@ -206,8 +262,14 @@ typedef struct ClipmemRecordHeader {
   uint64_t failures_total;  // failures ever; the ring keeps the latest failures_capacity
   uint64_t samples_total;
   uint64_t phases_total;
-  uint32_t current_phase;  // 1-based index of the latest phase marker (0: none)
-  uint32_t modules_used;   // entries of the module table claimed (an entry is complete once its base is non-zero)
+  uint32_t current_phase;   // 1-based index of the latest phase marker (0: none)
+  uint32_t modules_used;    // entries of the module table claimed (an entry is complete once its base is non-zero)
+  uint64_t devices_offset;  // the device table (ClipmemDevice per CUDA ordinal)
+  uint32_t devices_capacity, device_size;
+  int64_t pinned_current;  // page-locked host memory from cudaMallocHost, cudaHostAlloc, cuMemAllocHost
+  int64_t pinned_peak;
+  uint64_t device_untracked;  // device calls not counted: a free of an address never seen allocated, a full
+                              // table, an ordinal past CLIPMEM_DEVICE_CAPACITY
 } ClipmemRecordHeader;
 
 // ---------------------------------------------------------------- layout pins
@@ -234,6 +296,10 @@ CLIPMEM_LAYOUT(sizeof(void*) == 8);
 // ClipmemThreadSlot
 CLIPMEM_LAYOUT(sizeof(ClipmemThreadSlot) == 576);
 CLIPMEM_LAYOUT(CLIPMEM_ALIGNOF(ClipmemThreadSlot) == 8);
+// The device list: its numbers start past any host function.
+CLIPMEM_LAYOUT(CLIPMEM_DEVICE_FN_COUNT == 21 && CLIPMEM_FN_COUNT <= CLIPMEM_DEVICE_FN_BASE);
+CLIPMEM_LAYOUT(CLIPMEM_DEVICE_FN_CUDA_MALLOC == 0 && CLIPMEM_DEVICE_FN_CU_MEM_ALLOC == 8 &&
+               CLIPMEM_DEVICE_FN_CU_GET_PROC_ADDRESS_V2 == 20);
 CLIPMEM_OFFSET(ClipmemThreadSlot, tid, 0);
 CLIPMEM_OFFSET(ClipmemThreadSlot, shared, 4);
 CLIPMEM_OFFSET(ClipmemThreadSlot, heap_delta, 8);
@@ -242,7 +308,7 @@ CLIPMEM_OFFSET(ClipmemThreadSlot, request, 24);
 CLIPMEM_OFFSET(ClipmemThreadSlot, calls, 32);
 CLIPMEM_OFFSET(ClipmemThreadSlot, histogram, 160);
 // ClipmemFailure
-CLIPMEM_LAYOUT(sizeof(ClipmemFailure) == 7368);
+CLIPMEM_LAYOUT(sizeof(ClipmemFailure) == 7608);
 CLIPMEM_LAYOUT(CLIPMEM_ALIGNOF(ClipmemFailure) == 8);
 CLIPMEM_OFFSET(ClipmemFailure, sequence, 0);
 CLIPMEM_OFFSET(ClipmemFailure, fn, 8);
@@ -284,19 +350,39 @@ CLIPMEM_OFFSET(ClipmemFailure, py_status, 2940);
 CLIPMEM_OFFSET(ClipmemFailure, py_depth, 2944);
 CLIPMEM_OFFSET(ClipmemFailure, py_more, 2948);
 CLIPMEM_OFFSET(ClipmemFailure, py_frames, 2952);
+CLIPMEM_OFFSET(ClipmemFailure, device, 7368);
+CLIPMEM_OFFSET(ClipmemFailure, cuda_error, 7372);
+CLIPMEM_OFFSET(ClipmemFailure, device_total, 7376);
+CLIPMEM_OFFSET(ClipmemFailure, device_free, 7384);
+CLIPMEM_OFFSET(ClipmemFailure, device_process_used, 7392);
+CLIPMEM_OFFSET(ClipmemFailure, device_tracked, 7400);
+CLIPMEM_OFFSET(ClipmemFailure, gpu_process_count, 7408);
+CLIPMEM_OFFSET(ClipmemFailure, reserved_device, 7412);
+CLIPMEM_OFFSET(ClipmemFailure, gpu_processes, 7416);
 // ClipmemPyFrame
 CLIPMEM_LAYOUT(sizeof(ClipmemPyFrame) == 184);
 CLIPMEM_LAYOUT(CLIPMEM_ALIGNOF(ClipmemPyFrame) == 4);
 CLIPMEM_OFFSET(ClipmemPyFrame, line, 0);
 CLIPMEM_OFFSET(ClipmemPyFrame, function, 4);
 CLIPMEM_OFFSET(ClipmemPyFrame, file, 56);
+// ClipmemGpuProcess
+CLIPMEM_LAYOUT(sizeof(ClipmemGpuProcess) == 48);
+// ClipmemDevice
+CLIPMEM_LAYOUT(sizeof(ClipmemDevice) == 64);
+CLIPMEM_OFFSET(ClipmemDevice, live, 0);
+CLIPMEM_OFFSET(ClipmemDevice, peak, 8);
+CLIPMEM_OFFSET(ClipmemDevice, allocations, 16);
+CLIPMEM_OFFSET(ClipmemDevice, frees, 24);
+CLIPMEM_OFFSET(ClipmemDevice, failures, 32);
+CLIPMEM_OFFSET(ClipmemDevice, largest, 40);
+CLIPMEM_OFFSET(ClipmemDevice, total, 48);
 // ClipmemModule
 CLIPMEM_LAYOUT(sizeof(ClipmemModule) == 264);
 CLIPMEM_LAYOUT(CLIPMEM_ALIGNOF(ClipmemModule) == 8);
 CLIPMEM_OFFSET(ClipmemModule, base, 0);
 CLIPMEM_OFFSET(ClipmemModule, path, 8);
 // ClipmemSample
-CLIPMEM_LAYOUT(sizeof(ClipmemSample) == 72);
+CLIPMEM_LAYOUT(sizeof(ClipmemSample) == 80);
 CLIPMEM_LAYOUT(CLIPMEM_ALIGNOF(ClipmemSample) == 8);
 CLIPMEM_OFFSET(ClipmemSample, sequence, 0);
 CLIPMEM_OFFSET(ClipmemSample, time_ns, 8);
@@ -308,6 +394,7 @@ CLIPMEM_OFFSET(ClipmemSample, vm_size, 48);
 CLIPMEM_OFFSET(ClipmemSample, rss, 56);
 CLIPMEM_OFFSET(ClipmemSample, phase_index, 64);
 CLIPMEM_OFFSET(ClipmemSample, reserved, 68);
+CLIPMEM_OFFSET(ClipmemSample, device_live, 72);
 // ClipmemPhase
 CLIPMEM_LAYOUT(sizeof(ClipmemPhase) == 152);
 CLIPMEM_LAYOUT(CLIPMEM_ALIGNOF(ClipmemPhase) == 8);
@@ -318,7 +405,7 @@ CLIPMEM_OFFSET(ClipmemPhase, anon_mapped, 24);
 CLIPMEM_OFFSET(ClipmemPhase, file_mapped, 32);
 CLIPMEM_OFFSET(ClipmemPhase, label, 40);
 // ClipmemRecordHeader
-CLIPMEM_LAYOUT(sizeof(ClipmemRecordHeader) == 536);
+CLIPMEM_LAYOUT(sizeof(ClipmemRecordHeader) == 576);
 CLIPMEM_LAYOUT(CLIPMEM_ALIGNOF(ClipmemRecordHeader) == 8);
 CLIPMEM_OFFSET(ClipmemRecordHeader, magic, 0);
 CLIPMEM_OFFSET(ClipmemRecordHeader, version, 8);
@@ -366,6 +453,12 @@ CLIPMEM_OFFSET(ClipmemRecordHeader, samples_total, 512);
 CLIPMEM_OFFSET(ClipmemRecordHeader, phases_total, 520);
 CLIPMEM_OFFSET(ClipmemRecordHeader, current_phase, 528);
 CLIPMEM_OFFSET(ClipmemRecordHeader, modules_used, 532);
+CLIPMEM_OFFSET(ClipmemRecordHeader, devices_offset, 536);
+CLIPMEM_OFFSET(ClipmemRecordHeader, devices_capacity, 544);
+CLIPMEM_OFFSET(ClipmemRecordHeader, device_size, 548);
+CLIPMEM_OFFSET(ClipmemRecordHeader, pinned_current, 552);
+CLIPMEM_OFFSET(ClipmemRecordHeader, pinned_peak, 560);
+CLIPMEM_OFFSET(ClipmemRecordHeader, device_untracked, 568);
 #undef CLIPMEM_OFFSET
 #undef CLIPMEM_ALIGNOF
 #undef CLIPMEM_LAYOUT
@@ -385,8 +478,11 @@ static inline uint64_t clipmem_phases_offset(void) {
 static inline uint64_t clipmem_modules_offset(void) {
   return clipmem_align64(clipmem_phases_offset() + (uint64_t)CLIPMEM_PHASE_CAPACITY * sizeof(ClipmemPhase));
 }
+static inline uint64_t clipmem_devices_offset(void) {
+  return clipmem_align64(clipmem_modules_offset() + (uint64_t)CLIPMEM_MODULE_CAPACITY * sizeof(ClipmemModule));
+}
 static inline uint64_t clipmem_record_size(void) {
-  return (clipmem_modules_offset() + (uint64_t)CLIPMEM_MODULE_CAPACITY * sizeof(ClipmemModule) + 4095u) &
+  return (clipmem_devices_offset() + (uint64_t)CLIPMEM_DEVICE_CAPACITY * sizeof(ClipmemDevice) + 4095u) &
          ~(uint64_t)4095u;
 }
 
@@ -410,6 +506,9 @@ static inline void clipmem_header_layout(ClipmemRecordHeader* h) {
   h->modules_offset = clipmem_modules_offset();
   h->modules_capacity = CLIPMEM_MODULE_CAPACITY;
   h->module_size = (uint32_t)sizeof(ClipmemModule);
+  h->devices_offset = clipmem_devices_offset();
+  h->devices_capacity = CLIPMEM_DEVICE_CAPACITY;
+  h->device_size = (uint32_t)sizeof(ClipmemDevice);
 }
 
 // Checks that a mapped file of `file_size` bytes is a record this reader understands; returns NULL or a
@@ -433,7 +532,8 @@ static inline const char* clipmem_header_problem(const ClipmemRecordHeader* h, u
       h->modules_offset != expected.modules_offset || h->module_size != expected.module_size ||
       h->modules_capacity != expected.modules_capacity || h->slots_count != expected.slots_count ||
       h->failures_capacity != expected.failures_capacity || h->timeline_capacity != expected.timeline_capacity ||
-      h->phases_capacity != expected.phases_capacity)
+      h->phases_capacity != expected.phases_capacity || h->devices_offset != expected.devices_offset ||
+      h->devices_capacity != expected.devices_capacity || h->device_size != expected.device_size)
     return "array layout differs from this reader's";
   return 0;
 }

@@ -17,8 +17,8 @@ std::vector<char> fresh_record() {
 }
 
 TEST(RecordFormat, ArraysAreAlignedOrderedAndInsideTheFile) {
-  uint64_t offsets[] = {clipmem_slots_offset(), clipmem_failures_offset(), clipmem_timeline_offset(),
-                        clipmem_phases_offset(), clipmem_modules_offset()};
+  uint64_t offsets[] = {clipmem_slots_offset(),  clipmem_failures_offset(), clipmem_timeline_offset(),
+                        clipmem_phases_offset(), clipmem_modules_offset(),  clipmem_devices_offset()};
   EXPECT_GE(offsets[0], sizeof(ClipmemRecordHeader));
   for (size_t i = 0; i < 5; ++i) {
     EXPECT_EQ(offsets[i] % 64, 0u) << "array " << i;
@@ -28,7 +28,7 @@ TEST(RecordFormat, ArraysAreAlignedOrderedAndInsideTheFile) {
   }
   EXPECT_EQ(clipmem_failures_offset() - clipmem_slots_offset(),
             uint64_t(CLIPMEM_THREAD_SLOTS) * sizeof(ClipmemThreadSlot));
-  EXPECT_LE(clipmem_modules_offset() + CLIPMEM_MODULE_CAPACITY * sizeof(ClipmemModule), clipmem_record_size());
+  EXPECT_LE(clipmem_devices_offset() + CLIPMEM_DEVICE_CAPACITY * sizeof(ClipmemDevice), clipmem_record_size());
   EXPECT_EQ(clipmem_record_size() % 4096, 0u);
 }
 
@@ -40,11 +40,12 @@ TEST(RecordFormat, ThreadSlotsFillWholeCacheLines) {
 TEST(RecordFormat, FixedSizesOfTheLayout) {
   // A change here changes the file format: bump CLIPMEM_RECORD_VERSION with it.
   EXPECT_EQ(sizeof(ClipmemThreadSlot), 576u);
-  EXPECT_EQ(sizeof(ClipmemSample), 72u);
+  EXPECT_EQ(sizeof(ClipmemSample), 80u);
   EXPECT_EQ(sizeof(ClipmemPhase), 152u);
   EXPECT_EQ(sizeof(ClipmemModule), 264u);
-  EXPECT_EQ(sizeof(ClipmemFailure), 7368u);
+  EXPECT_EQ(sizeof(ClipmemFailure), 7608u);
   EXPECT_EQ(sizeof(ClipmemPyFrame), 184u);
+  EXPECT_EQ(sizeof(ClipmemDevice), 64u);
   EXPECT_EQ(offsetof(ClipmemRecordHeader, magic), 0u);
   EXPECT_EQ(offsetof(ClipmemRecordHeader, version), 8u);
   EXPECT_EQ(offsetof(ClipmemRecordHeader, header_size), 12u);
@@ -54,10 +55,11 @@ TEST(RecordFormat, ArrayOffsetsAsDocumented) {
   // docs/record-format.md gives these offsets; the struct sizes they follow from are pinned in record.h.
   EXPECT_EQ(clipmem_slots_offset(), 576u);
   EXPECT_EQ(clipmem_failures_offset(), 295488u);
-  EXPECT_EQ(clipmem_timeline_offset(), 2181696u);
-  EXPECT_EQ(clipmem_phases_offset(), 2476608u);
-  EXPECT_EQ(clipmem_modules_offset(), 2632256u);
-  EXPECT_EQ(clipmem_record_size(), 2666496u);
+  EXPECT_EQ(clipmem_timeline_offset(), 2243136u);
+  EXPECT_EQ(clipmem_phases_offset(), 2570816u);
+  EXPECT_EQ(clipmem_modules_offset(), 2726464u);
+  EXPECT_EQ(clipmem_devices_offset(), 2760256u);
+  EXPECT_EQ(clipmem_record_size(), 2764800u);
 }
 
 TEST(RecordFormat, HeaderLayoutDescribesTheArrays) {
@@ -72,6 +74,9 @@ TEST(RecordFormat, HeaderLayoutDescribesTheArrays) {
   EXPECT_EQ(header->timeline_capacity, uint32_t(CLIPMEM_TIMELINE_CAPACITY));
   EXPECT_EQ(header->phases_capacity, uint32_t(CLIPMEM_PHASE_CAPACITY));
   EXPECT_EQ(header->modules_capacity, uint32_t(CLIPMEM_MODULE_CAPACITY));
+  EXPECT_EQ(header->devices_offset, clipmem_devices_offset());
+  EXPECT_EQ(header->devices_capacity, uint32_t(CLIPMEM_DEVICE_CAPACITY));
+  EXPECT_EQ(header->device_size, sizeof(ClipmemDevice));
   EXPECT_EQ(clipmem_header_problem(header, file.size()), nullptr);
 }
 

@@ -5,8 +5,10 @@
 import { errnoName } from '../core/errno';
 import type { Limits } from '../core/limits';
 import { formatBytes } from '../core/units';
+import { explainGpuFailure, gpuFromOutput, type GpuDiagnosis, type GpuFacts } from './gpu';
 
 export { errnoName };
+export type { GpuCulprit, GpuDiagnosis, GpuFacts, FrameworkOom } from './gpu';
 
 export type Cause =
   | 'address-space'
@@ -40,6 +42,8 @@ export const causes: readonly Cause[] = [
 export interface Diagnosis {
   cause: Cause;
   evidence: string[];
+  /** For gpu-memory: the device's figures and what left too little room. */
+  gpu?: GpuDiagnosis;
 }
 
 /** What is known of one failed allocation (a RecordFailure fits; -1 or absent: unknown). */
@@ -64,6 +68,8 @@ export interface FailureFacts {
   memTotal?: number;
   overcommitMemory?: number;
   phase?: string;
+  /** Set for a GPU allocation (CUDA runtime or driver): the device's state at the failure. */
+  gpu?: GpuFacts | null;
 }
 
 export interface DiagnosisInput {
@@ -166,10 +172,14 @@ function countsAsData(f: FailureFacts): boolean {
   return (prot & PROT_WRITE) !== 0 && (flags & MAP_SHARED) === 0 && (flags & MAP_GROWSDOWN) === 0;
 }
 
-/** The cause of one failed allocation and the arithmetic that shows it; undefined if nothing explains it. */
-export function explainFailure(f: FailureFacts, limits: Limits): Diagnosis | undefined {
-  const request = describeRequest(f);
+/**
+ * The cause of one failed allocation and the arithmetic that shows it; undefined if nothing explains it.
+ * `output`: the program's output, where a framework's own out-of-memory message is evidence for a GPU failure.
+ */
+export function explainFailure(f: FailureFacts, limits: Limits, output?: string): Diagnosis | undefined {
   if (f.injected) return undefined;
+  if (f.gpu) return explainGpuFailure({ fn: f.fn, size: f.size, gpu: f.gpu }, output);
+  const request = describeRequest(f);
   if (f.sizeOverflow) {
     return {
       cause: 'not-memory',
@@ -470,11 +480,18 @@ function diagnoseEnding(input: DiagnosisInput): Diagnosis {
   // The first failure a memory limit explains; a refusal for another reason (an mprotect EACCES, an mmap
   // EEXIST of MAP_FIXED_NOREPLACE) is the cause only when no failure was for lack of memory.
   const explanations = real
-    .map((failure) => explainFailure(failure, limits))
+    .map((failure) => explainFailure(failure, limits, input.output))
     .filter((e): e is Diagnosis => e !== undefined);
   const explained = explanations.find((e) => e.cause !== 'not-memory') ?? explanations[0];
+  if (found?.cause === 'gpu-memory' && explained?.cause !== 'gpu-memory') {
+    // The framework's message without a recorded device failure (PyTorch refuses past its own memory
+    // fraction without calling CUDA): its figures are the evidence.
+    const fromOutput = gpuFromOutput(input.output);
+    if (fromOutput) found = { cause: 'gpu-memory', ...fromOutput };
+  }
   if (explained) {
-    if (!found) found = explained;
+    // A recorded device failure carries the device's arithmetic and reads the framework's message itself.
+    if (!found || (explained.cause === 'gpu-memory' && found.cause === 'gpu-memory')) found = explained;
     else if (found.cause === explained.cause) found.evidence.push(...explained.evidence);
     else if (found.cause === 'js-heap' && explained.cause !== 'not-memory') {
       // V8 also aborts with "JavaScript heap out of memory" when the OS refuses one of its own

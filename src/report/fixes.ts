@@ -14,6 +14,7 @@ import { SCENARIO_CATALOG, catalogEntry } from '../scenarios/catalog';
 import { ARENA_HEAP_BYTES } from '../scenarios/child-protocol';
 import { commandLine } from '../scenarios/command-line';
 import type { RunOptions, ScenarioOptions } from '../scenarios/scenario';
+import { gpuFixes } from './gpu-fixes';
 import type { Environment, Fix, MemoryAnalysis, ScenarioResult } from './result';
 
 const MiB = 1024 * 1024;
@@ -368,6 +369,8 @@ function measuredFixes(
       return dataLimitFixes(result, options, scenario);
     case 'cgroup-oom-kill':
       return cgroupFixes(result, options);
+    case 'gpu-memory':
+      return result.diagnosis.gpu ? gpuFixes(result.diagnosis.gpu, result.command) : [];
     default:
       return [];
   }

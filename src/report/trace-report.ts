@@ -2,6 +2,7 @@
 // The JSON names exit / failures / peaks / diagnosis are a contract: keep them.
 import * as os from 'node:os';
 import { tensorsOfSize, type ClipConfig, type TensorOfSize } from '../clip/config';
+import { cudaErrorName } from '../core/cuda-error';
 import { errnoName } from '../core/errno';
 import { diagnose, explainFailure, type Diagnosis } from '../diagnose';
 import { diagnosisInput, effectiveLimits } from '../diagnose/input';
@@ -9,7 +10,8 @@ import { phaseLabel } from '../track/phases';
 import { formatBytes } from '../core/units';
 import type { Limits } from '../core/limits';
 import type { TraceRun } from '../track/launcher';
-import { RecordFailure, type PythonStack } from '../track/record';
+import type { PythonStack, RecordDevice, RecordFailure, RecordGpuFailure } from '../track/record';
+import { gpuFixes, type GpuFix } from './gpu-fixes';
 import { SymbolizedFrame, elideTemplates, formatFrame, symbolize } from '../track/symbolize';
 
 export interface TraceFailure {
@@ -38,6 +40,8 @@ export interface TraceFailure {
   tensors?: TensorOfSize[];
   /** Everything the record holds about it (mmap prot/flags/fd path/offset, alignment, ...). */
   detail: Omit<RecordFailure, 'stack' | 'python'>;
+  /** A GPU allocation's status by name and the device's state at the failure (errno is then 0); else null. */
+  gpu: (RecordGpuFailure & { statusName: string }) | null;
 }
 
 /** Bumped when a field of `trace --json` changes meaning or disappears (schema/trace.schema.json). */
@@ -83,7 +87,17 @@ export interface TraceReport {
   calls: Record<string, number> | null;
   phases: { label: string; heap: number; anon: number; file: number }[];
   /** Samples over time (ms since the record started; bytes): on activity every 10 ms or 64 MiB of change. */
-  timeline: { tMs: number; heap: number; anon: number; file: number; rss: number; vmSize: number; phase: string }[];
+  /** gpu: bytes this process held on its GPUs (CUDA allocations the tracker counted). */
+  timeline: {
+    tMs: number;
+    heap: number;
+    anon: number;
+    file: number;
+    rss: number;
+    vmSize: number;
+    gpu: number;
+    phase: string;
+  }[];
   cgroup?: TraceRun['cgroup'];
   hostOomKills: number | null;
   /** Processes the kernel log says the OOM killer killed during the run (its own process or others). */
@@ -98,6 +112,10 @@ export interface TraceReport {
   diagnosis: Diagnosis;
   /** What the run needed at least of the limit that bound it, and the command that proves the real minimum. */
   fix: TraceFix | null;
+  /** GPU memory the process allocated (per CUDA device) and page-locked host memory; null without a record. */
+  gpu: { devices: RecordDevice[]; pinnedPeak: number; untracked: number } | null;
+  /** For gpu-memory: what would make room on the device (smaller batch, 16-bit weights, allocator settings, other processes). */
+  gpuFixes: GpuFix[];
 }
 
 export interface FailureGroup {
@@ -243,6 +261,7 @@ export function buildTraceReport(run: TraceRun, reportedError?: string | null, m
   const limits = effectiveLimits(run);
   const recordFailures = record?.failures ?? [];
   const stacks = symbolize(recordFailures.map((f) => f.stack));
+  const input = diagnosisInput(run, reportedError);
   const failures: TraceFailure[] = recordFailures.map((f, i) => {
     const { stack: _stack, python, ...detail } = f;
     return {
@@ -255,7 +274,7 @@ export function buildTraceReport(run: TraceRun, reportedError?: string | null, m
       python,
       sizeOverflow: f.sizeOverflow,
       injected: f.injected,
-      limit: explainFailure(f, limits),
+      limit: explainFailure(f, limits, input.output),
       vmSize: knownBytes(f.vmSize),
       vmData: knownBytes(f.vmData),
       rss: knownBytes(f.rss),
@@ -263,9 +282,9 @@ export function buildTraceReport(run: TraceRun, reportedError?: string | null, m
       tid: f.tid,
       ...(model ? { tensors: tensorsOfSize(model, f.size) } : {}),
       detail,
+      gpu: f.gpu ? { ...f.gpu, statusName: cudaErrorName(f.gpu.api, f.gpu.status) } : null,
     };
   });
-  const input = diagnosisInput(run, reportedError);
   const last = record
     ? {
         heap: record.counters.heapCurrent,
@@ -322,6 +341,7 @@ export function buildTraceReport(run: TraceRun, reportedError?: string | null, m
       file: sample.file,
       rss: sample.rss,
       vmSize: sample.vmSize,
+      gpu: sample.gpu,
       phase: phaseLabel(record!, sample.phaseIndex),
     })),
     cgroup: run.cgroup,
@@ -333,6 +353,8 @@ export function buildTraceReport(run: TraceRun, reportedError?: string | null, m
     ...(run.recordDirLeft !== undefined ? { recordDirLeft: run.recordDirLeft } : {}),
     diagnosis,
     fix: traceFix(run.command, diagnosis, failures, run.cgroup),
+    gpu: record ? { devices: record.devices, pinnedPeak: record.pinnedPeak, untracked: record.deviceUntracked } : null,
+    gpuFixes: diagnosis.gpu ? gpuFixes(diagnosis.gpu, shellWords(run.command)) : [],
   };
 }
 
@@ -379,8 +401,11 @@ export function formatTraceReport(report: TraceReport): string {
     }
     const failureLines = (f: TraceFailure, i: number, sameAs?: number) => {
       const flags = [f.injected ? 'injected' : ''].filter(Boolean);
+      const status = f.gpu
+        ? `${f.gpu.statusName} (${f.gpu.status})${f.gpu.device !== null ? ` on GPU ${f.gpu.device}` : ''}`
+        : `${f.errnoName} (${f.errno})`;
       lines.push(
-        `  #${i + 1} ${f.fn} of ${requested(f)} failed: ${f.errnoName} (${f.errno})` +
+        `  #${i + 1} ${f.fn} of ${requested(f)} failed: ${status}` +
           (f.phase ? ` in phase "${f.phase}"` : '') +
           (flags.length ? ` [${flags.join(', ')}]` : ''),
       );
@@ -409,6 +434,12 @@ export function formatTraceReport(report: TraceReport): string {
       );
       if (group.largest !== group.first) failureLines(report.failures[group.largest]!, group.largest, group.first);
     }
+    for (const d of report.gpu?.devices ?? []) {
+      lines.push(
+        `  GPU ${d.ordinal}: peak ${formatBytes(d.peak)} allocated by this process (${d.allocations} allocation(s), ` +
+          `${d.failures} failed), ${formatBytes(d.live)} still allocated at the end`,
+      );
+    }
     for (const d of report.descendants.filter((d) => d.failures > 0)) {
       lines.push(`  child process ${d.pid} (${d.exe}): ${d.failures} failed allocation(s)`);
     }
@@ -430,5 +461,9 @@ export function formatTraceReport(report: TraceReport): string {
   for (const sentence of report.diagnosis.evidence) lines.push(`    ${sentence}`);
   if (report.fix)
     lines.push(`  fix: ${report.fix.text}`, `    the real minimum, proven by runs: ${report.fix.command}`);
+  for (const fix of report.gpuFixes) {
+    lines.push(`  fix (${fix.kind}): ${fix.text}`);
+    if (fix.command) lines.push(`    ${fix.command}`);
+  }
   return lines.join('\n') + '\n';
 }
