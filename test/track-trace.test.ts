@@ -250,6 +250,19 @@ test('a tracked shell that execs a static binary: the lost track is reported', (
   t.true(report.diagnosis.evidence.includes(report.lostTrack!));
 });
 
+test("a shell that leaves through _exit (dash's exit), and a forked child that does (os._exit): no lost track", (t) => {
+  const shell = trace([], ['sh', '-c', 'echo hi > /dev/null; exit 3']);
+  t.is(shell.status, 3);
+  t.is(shell.report.lostTrack, undefined);
+  t.is(shell.report.diagnosis.cause, 'not-memory');
+  const python = trace(
+    [],
+    ['python3', '-c', 'import os\npid = os.fork()\nif pid == 0: os._exit(0)\nos.waitpid(pid, 0)'],
+  );
+  t.is(python.status, 0);
+  t.is(python.report.lostTrack, undefined);
+});
+
 test('errno survives the tracker: successful calls leave it as the program set it', (t) => {
   const { status, report } = trace([], [program, 'errno']);
   t.is(status, 0);

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "preload/counters.h"
@@ -166,6 +167,14 @@ void at_exit_handler() {
 }
 
 }  // namespace
+
+void exit_now_hook(int status) {
+  // A vfork child shares its parent's memory, tracker state included: only the record's own process
+  // marks it (getpid is a system call in glibc >= 2.25, so it names the caller, not a cached parent).
+  if (record && record->pid == int32_t(getpid())) at_exit_handler();
+  // What glibc's _exit does: end every thread of the process.
+  for (;;) syscall(SYS_exit_group, status);
+}
 
 void initialize() {
   int expected = kUninitialized;

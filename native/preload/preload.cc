@@ -49,3 +49,9 @@ CLIPMEM_EXPORT void* dlsym(void* handle, const char* name) {
   if (void* hook = clipmem::device_symbol(handle, name)) return hook;
   return clipmem::real_dlsym(handle, name);
 }
+
+// _exit and _Exit (one function in glibc, two names) leave without the exit handlers, as dash's `exit`
+// and a forked child's os._exit do: the hook marks the record ended first, so that such a process is not
+// taken for one that exec'd an untracked program or was killed.
+CLIPMEM_EXPORT void _exit(int status) { clipmem::exit_now_hook(status); }
+CLIPMEM_EXPORT void _Exit(int status) { clipmem::exit_now_hook(status); }

@@ -50,4 +50,7 @@ CLIPMEM_HOOKS(CLIPMEM_HOOK_DECLARATION)
 // as a plain parameter: its forwarder reads it from the varargs, which cannot be passed on as they are.
 void* mremap_hook(void* old_address, size_t old_size, size_t new_size, int flags, void* new_address);
 
+// _exit and _Exit (lifecycle.cc): marks the record ended as the exit handlers would, then ends the process.
+[[noreturn]] void exit_now_hook(int status);
+
 }  // namespace clipmem

@@ -92,8 +92,8 @@ export interface DiagnosisInput {
   /** The address space exec maps for the program and its dynamic loader before it runs (from its ELF headers). */
   imageBytes?: number;
   /**
-   * Where tracking stopped in a process that has a record (it exec'd an untracked program, or left
-   * through _exit as dash does: the record cannot tell which), said in the evidence.
+   * Where tracking stopped in a process that has a record (it exec'd an untracked program: an exit,
+   * _exit included, marks the record ended), said in the evidence.
    */
   lostTrack?: string;
   /** Set when clip-mem killed the process group at its timeout (milliseconds): that kill is ours, not the kernel's. */

@@ -89,7 +89,7 @@ export interface TraceRun {
   program: ProgramKind;
   /** Why the child has no record, when it has none ("static binary", "never loaded the interposer"). */
   notTracked?: string;
-  /** Set when the last tracked program exec'd something the interposer did not enter (or left by _exit). */
+  /** Set when the last tracked program exec'd something the interposer did not enter. */
   lostTrack?: string;
   cgroup?: CgroupOutcome;
   /**
@@ -438,7 +438,7 @@ export async function traceCommand(options: TraceOptions): Promise<TraceRun> {
     const lostTrack =
       record && record.state === 'running' && exit.signal === null
         ? `${record.exe} never reached its exit handlers: it exec'd a program that did not load the interposer ` +
-          '(a static binary, or LD_PRELOAD cleared), or left through _exit; what ran after that is not tracked'
+          '(a static binary, or LD_PRELOAD cleared); what ran after that is not tracked'
         : undefined;
     if (cgroup) {
       const figures = readChildCgroup(cgroup);
