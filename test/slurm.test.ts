@@ -5,6 +5,7 @@ import test from 'ava';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import type { SlurmExplanation } from '../src/commands/slurm-explain';
 import { formatBytes } from '../src/core/units';
 import type { TraceReport } from '../src/report/trace-report';
 import { repoRoot } from './helpers/paths';
@@ -21,6 +22,35 @@ const touching = (mib: number) => [
   `b = b"\\x01" * (${mib} << 20); print("touched", len(b) >> 20, "MiB")`,
 ];
 const jobIds: string[] = [];
+
+/** clip-mem slurm explain JOBID --json -, checked against its schema. */
+function explainJob(jobId: string, options: string[]): SlurmExplanation {
+  const run = spawnSync(process.execPath, [bin, 'slurm', 'explain', jobId, ...options, '--json', '-'], {
+    encoding: 'utf8',
+  });
+  if (run.status !== 0) throw new Error(`slurm explain ${jobId} exited ${run.status}: ${run.stderr}`);
+  const explanation = JSON.parse(run.stdout) as SlurmExplanation;
+  const errors = schemaErrors('slurm-explain', explanation);
+  if (errors) throw new Error(`slurm explain --json breaks schema/slurm-explain.schema.json: ${errors}`);
+  return explanation;
+}
+
+test('slurm explain: a job id that is not one, or a --trace that is not a trace report, is a usage error (exit 2)', (t) => {
+  const cases: [string[], RegExp][] = [
+    [['slurm', 'explain', 'abc'], /^clip-mem: slurm explain: give a job id \(digits, e.g. 15\), not "abc"/],
+    [['slurm', 'explain', '15', '--trace', '/nonexistent.json'], /^clip-mem: --trace \/nonexistent.json: no such file/],
+    [
+      ['slurm', 'explain', '15', '--trace', path.join(repoRoot, 'package.json')],
+      /^clip-mem: --trace .*package.json: not a clip-mem trace --json report/,
+    ],
+    [['slurm', 'frobnicate', '15'], /^clip-mem: Invalid values:\s+Argument: action, Given: "frobnicate", Choices: "explain"/],
+  ];
+  for (const [argv, message] of cases) {
+    const run = spawnSync(process.execPath, [bin, ...argv], { encoding: 'utf8' });
+    t.is(run.status, 2, argv.join(' '));
+    t.regex(run.stderr, message);
+  }
+});
 
 test.serial('native-probe inside srun --mem=300M names the job, its request (from scontrol) and its cgroups', (t) => {
   requireSlurm(t);
@@ -75,10 +105,38 @@ test.serial(
       report.fix!.command,
       `clip-mem fit --for slurm -- ${touching(600).slice(0, 2).join(' ')} '${touching(600)[2]}'`,
     );
-    // A rerun at that --mem passes.
+    // slurm explain says the same after the fact, and its --mem passes on a rerun.
+    const explain = explainJob(job.jobId, ['--trace', json]);
+    t.is(
+      explain.summary,
+      `Slurm job ${job.jobId} (clipmem-test) ran out of its memory request --mem=300M: step 0 killed for it; the job ended OUT_OF_MEMORY`,
+    );
+    const step0 = explain.steps.find((s) => s.stepId === '0')!;
+    t.is(step0.cause, 'cgroup-oom-kill');
+    t.true(
+      step0.evidence.some((e) => /^kernel log: pid \d+ \(python3\) killed by the OOM killer in cgroup \/slurm/.test(e)),
+      step0.evidence.join('\n'),
+    );
+    t.true(step0.evidence.includes("slurmd log: slurmstepd detected 1 OOM kill(s) in the step's cgroup"));
+    t.true(step0.evidence.includes(`clip-mem trace: ${report.diagnosis.evidence[0]}`));
+    t.deepEqual(explain.recommend.request, `--mem=${mem}M`);
+    t.like(
+      explain.sources.find((s) => s.source === 'sacct -c'),
+      {
+        read: true,
+        note: 'sacct: Slurm accounting storage is disabled; the completion log gives state and exit code only',
+      },
+    );
     const rerun = srun([`--mem=${mem}M`], touching(600));
     t.is(rerun.status, 0, rerun.stderr);
     t.regex(rerun.stdout, /touched 600 MiB/);
+    // Without the trace report: the missing source is named, and no figure is made up.
+    const bare = explainJob(job.jobId, []);
+    t.is(bare.recommend.request, null);
+    t.like(
+      bare.sources.find((s) => s.source === 'clip-mem trace report'),
+      { read: false },
+    );
   },
 );
 
@@ -105,6 +163,9 @@ test.serial(
       `Slurm killed job ${said![1]} (step 0) for exceeding its memory limit: ${formatBytes(used)} (${used} B) > ` +
         `200 MiB (209715200 B) ("exceeded memory limit (${used} > 209715200), being killed")`,
     );
+    const explain = explainJob(said![1]!, []);
+    t.is(explain.steps.find((s) => s.stepId === '0')?.cause, 'cgroup-oom-kill');
+    t.is(explain.recommend.request, `--mem=${Math.ceil(used / MiB) + 1}M`);
   },
 );
 

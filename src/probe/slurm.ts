@@ -183,3 +183,59 @@ export function slurmRequest(job: SlurmJob): string | null {
   if (typeof job.memPerCpu === 'number') return `--mem-per-cpu=${mib(job.memPerCpu)}`;
   return job.scontrol && !isUnknown(job.scontrol) ? job.scontrol.request : null;
 }
+
+/** One row of sacct: the job or one of its steps ("15", "15.0", "15.batch"). */
+export interface SacctRow {
+  jobId: string;
+  state: string;
+  exitCode: string;
+  /** Bytes; null when sacct -c (no accounting) or not recorded. */
+  maxRss: number | null;
+}
+
+/** What accounting says of a job: full sacct, or `sacct -c` (the completion log: state and exit code only). */
+export interface SacctJob {
+  source: 'sacct' | 'sacct -c';
+  rows: SacctRow[];
+  /** Why full accounting is not there, when sacct -c stood in ("sacct: Slurm accounting storage is disabled"). */
+  missing: string | null;
+}
+
+function runSacct(args: string[]): { ok: boolean; out: string } {
+  const run = spawnSync('sacct', args, { encoding: 'utf8', timeout: 15_000 });
+  if (run.error) return { ok: false, out: describeError(run.error) };
+  const out = `${run.stdout}`.trim();
+  const err = `${run.stderr}`.trim();
+  return { ok: run.status === 0 && !/storage is disabled/i.test(out + err), out: run.status === 0 ? out || err : err };
+}
+
+/** sacct for the job, else `sacct -c`, else unknown saying why neither answered. */
+export function sacctJob(jobId: string): Field<SacctJob> {
+  const parse = (out: string, full: boolean): SacctRow[] =>
+    out
+      .split('\n')
+      .filter(Boolean)
+      .map((line) => line.split('|'))
+      .map(([id, state, exitCode, maxRss]) => ({
+        jobId: id ?? '',
+        state: state ?? '',
+        exitCode: exitCode ?? '',
+        maxRss: full ? slurmBytes(maxRss?.replace(/K$/, 'K')) : null,
+      }));
+  const full = runSacct(['-j', jobId, '-P', '-n', '--format=JobID,State,ExitCode,MaxRSS']);
+  if (full.ok) return { source: 'sacct', rows: parse(full.out, true), missing: null };
+  const missing = `sacct: ${full.out.split('\n')[0] || 'no answer'}`;
+  const completion = runSacct(['-c', '-j', jobId, '-P', '-n', '--format=JobID,State,ExitCode']);
+  if (completion.ok && completion.out) return { source: 'sacct -c', rows: parse(completion.out, false), missing };
+  return unknown(`${missing}; sacct -c: ${completion.out.split('\n')[0] || 'the job is not in the completion log'}`);
+}
+
+/** `scontrol show config` as key -> value, or unknown. */
+export function slurmConfig(): Field<Map<string, string>> {
+  const run = spawnSync('scontrol', ['show', 'config'], { encoding: 'utf8', timeout: 15_000 });
+  if (run.error || run.status !== 0)
+    return unknown(`scontrol show config failed (${run.error ? describeError(run.error) : run.stderr.trim()})`);
+  const config = new Map<string, string>();
+  for (const match of run.stdout.matchAll(/^(\w+)\s+= (.*)$/gm)) config.set(match[1]!, match[2]!.trim());
+  return config;
+}
