@@ -43,7 +43,10 @@ test('slurm explain: a job id that is not one, or a --trace that is not a trace 
       ['slurm', 'explain', '15', '--trace', path.join(repoRoot, 'package.json')],
       /^clip-mem: --trace .*package.json: not a clip-mem trace --json report/,
     ],
-    [['slurm', 'frobnicate', '15'], /^clip-mem: Invalid values:\s+Argument: action, Given: "frobnicate", Choices: "explain"/],
+    [
+      ['slurm', 'frobnicate', '15'],
+      /^clip-mem: Invalid values:\s+Argument: action, Given: "frobnicate", Choices: "explain"/,
+    ],
   ];
   for (const [argv, message] of cases) {
     const run = spawnSync(process.execPath, [bin, ...argv], { encoding: 'utf8' });
@@ -139,6 +142,39 @@ test.serial(
     );
   },
 );
+
+test.serial('fit --for slurm -- a ~400 MiB program: the --mem that passes under srun, one step below failing', (t) => {
+  requireSlurm(t);
+  const command = touching(400);
+  const run = spawnSync(
+    process.execPath,
+    [bin, 'fit', '--for', 'slurm', '--runs', '1', '--step', '8M', '--json', '-', '--', ...command],
+    {
+      cwd: repoRoot,
+      encoding: 'utf8',
+      timeout: 240_000,
+    },
+  );
+  t.is(run.status, 0, run.stderr);
+  const fit = JSON.parse(run.stdout);
+  t.is(schemaErrors('fit', fit), '');
+  t.is(fit.limitRuns, 'srun --mem=X on the Slurm cluster');
+  t.is(fit.outcome, 'found');
+  t.is(fit.passes - fit.fails, 8 * MiB);
+  t.true(fit.passes >= 400 * MiB && fit.passes <= 480 * MiB, `passes at ${fit.passes}`);
+  t.is(fit.passes % MiB, 0, 'srun takes whole MiB');
+  const failed = fit.runs.filter((r: { passed: boolean }) => !r.passed);
+  t.true(failed.length > 0);
+  for (const r of failed) {
+    t.is(r.cause, 'cgroup-oom-kill');
+    t.regex(r.evidence[0], /^slurmstepd reports 1 OOM kill\(s\) in Slurm job \d+ \(step 0\)/);
+  }
+  t.deepEqual(fit.say, [`sbatch --mem=${fit.recommended / MiB}M`, `srun --mem=${fit.recommended / MiB}M`]);
+  t.regex(run.stderr, /clip-mem fit: run 1 of at most \d+/);
+  // What it says to ask for passes under srun.
+  const again = srun([`--mem=${fit.recommended / MiB}M`], command);
+  t.is(again.status, 0, again.stderr);
+});
 
 test.serial(
   'OverMemoryKill (no cgroups): "exceeded memory limit (A > B), being killed" is Slurm killing the job at --mem',

@@ -8,6 +8,7 @@ import { formatBytes } from '../core/units';
 import type { Cause } from '../diagnose';
 import { maxSearchRuns, searchByRuns } from '../estimate/fit';
 import { readHostMemory } from '../probe/proc';
+import { slurmReachable } from '../probe/slurm';
 import { buildTraceReport, type TraceReport } from '../report/trace-report';
 import { traceCommand, type TraceRun } from '../track/launcher';
 
@@ -71,7 +72,12 @@ export interface CommandFit {
   recommended: number | null;
   /** The recommendation in the words the user needs (ulimit, sbatch, docker). */
   say: string[];
+  /** How the runs under a limit were made: "srun --mem=X" on the Slurm cluster, or a local limit (and why not srun). */
+  limitRuns: string;
 }
+
+/** The job name of fit's srun runs (squeue and scancel find them by it). */
+export const FIT_JOB_NAME = 'clip-mem-fit';
 
 /** The run's limits for a target at `bytes`. */
 function limitsFor(target: FitTarget, bytes: number): Limits {
@@ -108,6 +114,22 @@ export async function fitLimitForCommand(request: CommandFitRequest): Promise<Co
   // A cgroup as large as the host's memory measures the charge without limiting it.
   const hostMemory = known(readHostMemory().memTotal) ?? 2 ** 40;
   const traced = (limits: Limits, timeoutMs?: number) => traceCommand({ command, limits, timeoutMs });
+  // --for slurm proves the --mem on the scheduler itself when one answers: each run under a limit is a job step.
+  const cluster = target === 'slurm' ? slurmReachable() : false;
+  const underLimit = (limit: number, timeoutMs: number) =>
+    cluster === true
+      ? traceCommand({
+          command: [
+            'srun',
+            `--job-name=${FIT_JOB_NAME}`,
+            `--mem=${Math.ceil(limit / MiB)}M`,
+            `--time=${Math.ceil(timeoutMs / 60_000) + 1}`,
+            '--',
+            ...command,
+          ],
+          timeoutMs,
+        })
+      : traced(limitsFor(target, limit), timeoutMs);
 
   const free: FreeRun[] = [];
   for (let i = 0; i < request.runs; i++) {
@@ -130,6 +152,14 @@ export async function fitLimitForCommand(request: CommandFitRequest): Promise<Co
     margin: 0,
     recommended: null,
     say: [],
+    limitRuns:
+      cluster === true
+        ? 'srun --mem=X on the Slurm cluster'
+        : target === 'slurm'
+          ? `a local memory cgroup standing in for --mem (no Slurm cluster: ${cluster})`
+          : target === 'as' || target === 'data'
+            ? `RLIMIT_${target.toUpperCase()} set by clip-mem`
+            : 'a memory cgroup made by clip-mem',
   };
   if (free.some((r) => !r.passed)) {
     result.outcome = free.some((r) => r.passed) ? 'flaky' : 'fails-without-limit';
@@ -139,7 +169,8 @@ export async function fitLimitForCommand(request: CommandFitRequest): Promise<Co
   if (!peaks.length) throw new Error(`no ${cgroupTarget ? 'cgroup charge' : 'VmSize'} was measured for ${command[0]}`);
   const peak = Math.max(...peaks);
   result.margin = Math.max(...peaks) - Math.min(...peaks);
-  const step = request.step ?? Math.max(MiB, roundUp(peak / 256, MiB));
+  const asked = request.step ?? Math.max(MiB, roundUp(peak / 256, MiB));
+  const step = cluster === true ? roundUp(asked, MiB) : asked; // srun's --mem is in whole MiB
   const max = request.max ?? roundUp(2 * peak, step);
   if (max < peak) {
     throw new Error(`--max ${formatBytes(max)} is below the peak measured without a limit, ${formatBytes(peak)}`);
@@ -148,7 +179,7 @@ export async function fitLimitForCommand(request: CommandFitRequest): Promise<Co
   result.step = step;
 
   const attempt = async (limit: number): Promise<LimitRun> => {
-    const run = await traced(limitsFor(target, limit), timeoutMs);
+    const run = await underLimit(limit, timeoutMs);
     const report = buildTraceReport(run);
     const entry: LimitRun = {
       limit,
@@ -162,7 +193,7 @@ export async function fitLimitForCommand(request: CommandFitRequest): Promise<Co
     return entry;
   };
 
-  // The top of the range must pass: the peak plus its spread, else up towards --max.
+  // The top of the range must pass: the peak plus its spread, else up towards --max. srun takes whole MiB.
   let top = Math.min(max, roundUp(peak + result.margin + step, step));
   for (;;) {
     progress(`checking the top of the range: ${formatBytes(top)}`);

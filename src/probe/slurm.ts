@@ -239,3 +239,17 @@ export function slurmConfig(): Field<Map<string, string>> {
   for (const match of run.stdout.matchAll(/^(\w+)\s+= (.*)$/gm)) config.set(match[1]!, match[2]!.trim());
   return config;
 }
+
+/** True when a Slurm controller answers here (srun on PATH, `scontrol ping` UP); else why not. */
+export function slurmReachable(): true | string {
+  const ping = spawnSync('scontrol', ['ping'], { encoding: 'utf8', timeout: 15_000 });
+  if (ping.error)
+    return (ping.error as NodeJS.ErrnoException).code === 'ENOENT'
+      ? 'scontrol is not on PATH (no Slurm client here)'
+      : `scontrol ping failed (${describeError(ping.error)})`;
+  if (ping.status !== 0 || !/\bUP\b/.test(ping.stdout))
+    return `scontrol ping: ${`${ping.stdout}${ping.stderr}`.trim().split('\n')[0] || `exit ${ping.status}`}`;
+  const srun = spawnSync('srun', ['--version'], { encoding: 'utf8', timeout: 15_000 });
+  if (srun.error || srun.status !== 0) return 'srun is not on PATH (no Slurm client here)';
+  return true;
+}
