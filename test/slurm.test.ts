@@ -4,6 +4,7 @@
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import type { SlurmExplanation } from '../src/commands/slurm-explain';
 import { formatBytes } from '../src/core/units';
@@ -74,6 +75,39 @@ test.serial('native-probe inside srun --mem=300M names the job, its request (fro
     text,
     /Slurm job \d+ step 0 \(clipmem-test\): --mem=300M \(300 MiB, 314572800 bytes, on this node\), RUNNING/,
   );
+});
+
+test.serial('native-probe --cluster: a row per node, probed in a job step there', (t) => {
+  requireSlurm(t);
+  const node = os.hostname().split('.')[0]!;
+  const run = spawnSync(process.execPath, [bin, 'native-probe', '--cluster', '--partition', 'debug', '--json', '-'], {
+    encoding: 'utf8',
+  });
+  t.is(run.status, 0, run.stderr);
+  const cluster = JSON.parse(run.stdout);
+  t.is(schemaErrors('native-probe-cluster', cluster), '');
+  t.is(cluster.partition, 'debug');
+  t.deepEqual(cluster.differences, []);
+  t.is(cluster.nodes.length, 1);
+  const row = cluster.nodes[0];
+  // The probe job has no --mem: the cluster's DefMemPerCPU=1024 for its one CPU, enforced by its cgroup.
+  t.like(row, {
+    node,
+    error: null,
+    request: '--mem-per-cpu=1024M',
+    jobCgroupLimit: 1024 * MiB,
+    rlimitAs: 'unlimited',
+    gpus: 0,
+  });
+  t.is(schemaErrors('native-probe', row.report), '');
+  t.is(row.memTotal, row.report.host.memTotal);
+  const text = spawnSync(process.execPath, [bin, 'native-probe', '--cluster'], { encoding: 'utf8' }).stdout;
+  t.regex(
+    text,
+    /^node +request +job cgroup +RLIMIT_AS +RLIMIT_DATA +MemTotal +MemAvailable +GPUs +binds first +headroom$/m,
+  );
+  t.regex(text, new RegExp(`^${node} +--mem-per-cpu=1024M +1\\.00 GiB +unlimited +unlimited `, 'm'));
+  t.regex(text, /\(one node: nothing to compare\)/);
 });
 
 test.serial(

@@ -32,6 +32,7 @@ const BOOLEAN_OPTIONS = new Set([
   'refresh-baseline',
   'layout',
   'allow-different',
+  'cluster',
   'help',
   'version',
 ]);
