@@ -11,7 +11,7 @@ import { causes } from '../src/diagnose';
 import { docFiles, missingLine, optionsOf, parseExamples, shellCommand, type DocExample } from './helpers/doc-examples';
 import { repoRoot } from './helpers/paths';
 
-const COMMANDS = ['native-probe', 'trace', 'run', 'compare', 'estimate', 'fit', 'checkpoint'];
+const COMMANDS = ['native-probe', 'trace', 'run', 'compare', 'estimate', 'fit', 'checkpoint', 'slurm'];
 const bin = path.join(repoRoot, 'bin', 'clip-mem.js');
 const relative = (file: string) => path.relative(repoRoot, file);
 

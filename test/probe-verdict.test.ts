@@ -183,10 +183,13 @@ test('Slurm variables: memory per node, per CPU, per GPU in bytes; malformed val
     readSlurmJob({ SLURM_JOB_ID: '7', SLURM_MEM_PER_CPU: '2048', SLURM_CPUS_ON_NODE: '4', SLURM_MEM_PER_GPU: '8G' }),
     {
       jobId: '7',
+      stepId: null,
       memPerNode: null,
       memPerCpu: 2 * GiB,
       memPerGpu: 'unknown: SLURM_MEM_PER_GPU="8G" is not a count of MiB',
       cpusOnNode: 4,
+      scontrol: null,
+      cgroup: null,
     },
   );
   const facts = {

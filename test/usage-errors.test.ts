@@ -122,7 +122,7 @@ test('every bad value is a usage error before any work: exit 2, the option named
 });
 
 test('--help of every command states its exit codes', (t) => {
-  const commands = ['native-probe', 'trace', 'run', 'compare', 'checkpoint', 'estimate', 'fit'];
+  const commands = ['native-probe', 'trace', 'run', 'compare', 'checkpoint', 'estimate', 'fit', 'slurm'];
   const results = runCliBatch(
     commands.map((command) => ({ argv: [command, '--help'], cwd: work })),
     { env },

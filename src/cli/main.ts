@@ -7,6 +7,7 @@ import { estimateCommand } from './commands/estimate';
 import { fitCommand } from './commands/fit';
 import { nativeProbeCommand } from './commands/native-probe';
 import { runCommand } from './commands/run';
+import { slurmCommand } from './commands/slurm';
 import { traceCommandModule } from './commands/trace';
 
 // Each command declares its own argument type; the list holds them all.
@@ -19,6 +20,7 @@ const commands: CommandModule<any, any>[] = [
   checkpointCommand,
   estimateCommand,
   fitCommand,
+  slurmCommand,
 ];
 
 class UsageError extends Error {}
@@ -30,6 +32,7 @@ const BOOLEAN_OPTIONS = new Set([
   'refresh-baseline',
   'layout',
   'allow-different',
+  'cluster',
   'help',
   'version',
 ]);

@@ -8,6 +8,7 @@ import { formatBytes } from '../core/units';
 import type { Cause } from '../diagnose';
 import { maxSearchRuns, searchByRuns } from '../estimate/fit';
 import { readHostMemory } from '../probe/proc';
+import { slurmReachable } from '../probe/slurm';
 import { buildTraceReport, type TraceReport } from '../report/trace-report';
 import { traceCommand, type TraceRun } from '../track/launcher';
 
@@ -123,7 +124,12 @@ export interface CommandFit {
   recommended: number | null;
   /** The recommendation in the words the user needs (ulimit, sbatch, docker). */
   say: string[];
+  /** How the runs under a limit were made: "srun --mem=X" on the Slurm cluster, or a local limit (and why not srun). */
+  limitRuns: string;
 }
+
+/** The job name of fit's srun runs (squeue and scancel find them by it). */
+export const FIT_JOB_NAME = 'clip-mem-fit';
 
 /** The run's limits for a target at `bytes`. */
 function limitsFor(target: FitTarget, bytes: number): Limits {
@@ -190,23 +196,44 @@ function emptyFit(request: CommandFitRequest): CommandFit {
     margin: 0,
     recommended: null,
     say: [],
+    limitRuns: '',
   };
 }
 
 async function search(request: CommandFitRequest, result: CommandFit): Promise<CommandFit> {
   const { command, target, progress } = request;
   const cgroupTarget = target === 'mem' || target === 'slurm';
-  // A cgroup as large as the host's memory measures the charge without limiting it.
   const hostMemory = known(readHostMemory().memTotal) ?? 2 ** 40;
-  /** One traced run, and whether it passed by the rule. */
+  // --for slurm proves the --mem on the scheduler itself when one answers: each run under a limit is a job step.
+  const cluster = target === 'slurm' ? slurmReachable() : false;
+  result.limitRuns =
+    cluster === true
+      ? 'srun --mem=X on the Slurm cluster'
+      : target === 'slurm'
+        ? `a local memory cgroup standing in for --mem (no Slurm cluster: ${cluster})`
+        : target === 'as' || target === 'data'
+          ? `RLIMIT_${target.toUpperCase()} set by clip-mem`
+          : 'a memory cgroup made by clip-mem';
+  /** One traced run (under a limit in bytes, or none), and whether it passed by the rule. */
   const traced = async (
-    limits: Limits,
+    limit: number | null,
     timeoutMs?: number,
   ): Promise<{ run: TraceRun; passed: boolean; why?: string }> => {
     const watcher = outputWatcher(request.passIf.output);
+    const onSrun = cluster === true && limit !== null;
     const run = await traceCommand({
-      command,
-      limits,
+      command: onSrun
+        ? [
+            'srun',
+            `--job-name=${FIT_JOB_NAME}`,
+            `--mem=${Math.ceil(limit / MiB)}M`,
+            `--time=${Math.ceil((timeoutMs ?? 600_000) / 60_000) + 1}`,
+            '--',
+            ...command,
+          ]
+        : command,
+      // Without a limit a cgroup as large as the host's memory measures the charge without limiting it.
+      limits: onSrun ? {} : limit === null ? (cgroupTarget ? { mem: hostMemory } : {}) : limitsFor(target, limit),
       timeoutMs,
       onStdout: watcher.onChunk,
       onStderr: watcher.onChunk,
@@ -225,7 +252,7 @@ async function search(request: CommandFitRequest, result: CommandFit): Promise<C
   const free = result.free;
   for (let i = 0; i < request.runs; i++) {
     progress(`without a limit: run ${i + 1} of ${request.runs}`);
-    const { run, passed } = await traced(cgroupTarget ? { mem: hostMemory } : {}, request.timeoutMs);
+    const { run, passed } = await traced(null, request.timeoutMs);
     free.push({ passed, exit: run.exit, peak: peakOf(target, run), durationMs: run.durationMs });
   }
   if (free.some((r) => !r.passed)) {
@@ -236,7 +263,8 @@ async function search(request: CommandFitRequest, result: CommandFit): Promise<C
   if (!peaks.length) throw new Error(`no ${cgroupTarget ? 'cgroup charge' : 'VmSize'} was measured for ${command[0]}`);
   const peak = Math.max(...peaks);
   result.margin = Math.max(...peaks) - Math.min(...peaks);
-  const step = request.step ?? Math.max(MiB, roundUp(peak / 256, MiB));
+  const asked = request.step ?? Math.max(MiB, roundUp(peak / 256, MiB));
+  const step = cluster === true ? roundUp(asked, MiB) : asked; // srun's --mem is in whole MiB
   const max = request.max ?? roundUp(2 * peak, step);
   if (max < peak) {
     throw new Error(`--max ${formatBytes(max)} is below the peak measured without a limit, ${formatBytes(peak)}`);
@@ -245,7 +273,7 @@ async function search(request: CommandFitRequest, result: CommandFit): Promise<C
   result.step = step;
 
   const attempt = async (limit: number): Promise<LimitRun> => {
-    const { run, passed, why } = await traced(limitsFor(target, limit), timeoutMs);
+    const { run, passed, why } = await traced(limit, timeoutMs);
     const report = buildTraceReport(run);
     const entry: LimitRun = {
       limit,
@@ -259,7 +287,7 @@ async function search(request: CommandFitRequest, result: CommandFit): Promise<C
     return entry;
   };
 
-  // The top of the range must pass: the peak plus its spread, else up towards --max.
+  // The top of the range must pass: the peak plus its spread, else up towards --max. srun takes whole MiB.
   let top = Math.min(max, roundUp(peak + result.margin + step, step));
   for (;;) {
     progress(`checking the top of the range: ${formatBytes(top)}`);

@@ -79,6 +79,20 @@ export interface DiagnosisInput {
   failures: FailureFacts[];
   /** The memory cgroup the process ran in, if we made one. */
   cgroup?: { path?: string; limit: number | null; oomKills: number | null; peak?: number | null };
+  /**
+   * The Slurm job the run was inside (its request, its memory cgroup and the OOM kills it counted during
+   * the run): a kill there is Slurm's enforcement of --mem, named as such.
+   */
+  slurm?: {
+    jobId: string;
+    stepId: string | null;
+    request: string | null;
+    requestUnknown?: string;
+    cgroup: string | null;
+    limit: number | null;
+    peak: number | null;
+    oomKills: number | null;
+  };
   /** Kernel OOM kills on the host during the run (/proc/vmstat oom_kill difference). */
   hostOomKills?: number | null;
   /** The tail of the process's stderr (and stdout): runtimes say some things only there. */
@@ -342,6 +356,13 @@ function lastState(last: DiagnosisInput['last']): string | undefined {
 export function diagnose(input: DiagnosisInput): Diagnosis {
   const diagnosis = diagnoseEnding(input);
   if (input.stoppedBy !== undefined) {
+    if (input.slurm && input.stoppedBy === 'SIGTERM') {
+      diagnosis.evidence.unshift(
+        `inside Slurm job ${input.slurm.jobId}, a SIGTERM comes from Slurm: scancel, the time limit, or OverMemoryKill ` +
+          `once the step's summed RSS passes ${input.slurm.request ?? 'its request'}; ` +
+          `\`clip-mem slurm explain ${input.slurm.jobId}\` says which`,
+      );
+    }
     diagnosis.evidence.unshift(`stopped by ${input.stoppedBy} to clip-mem: killed with its process group`);
   } else if (input.timeoutMs !== undefined) {
     diagnosis.evidence.unshift(`killed with its process group after the ${input.timeoutMs / 1000} s timeout`);
@@ -381,8 +402,67 @@ function endingOf(exit: DiagnosisInput['exit']): string {
   return exit.signal ? `killed by ${exit.signal}` : `exited with code ${exit.code}`;
 }
 
+type SlurmFacts = NonNullable<DiagnosisInput['slurm']>;
+
+/** "Slurm job 12 (step 0), --mem=300M". */
+export function slurmJobName(slurm: { jobId: string; stepId: string | null; request: string | null }): string {
+  const step = slurm.stepId !== null ? ` (step ${slurm.stepId})` : '';
+  return `Slurm job ${slurm.jobId}${step}, ${slurm.request ?? 'memory request not known'}`;
+}
+
+/** The arithmetic of a kill by the job's cgroup: the limit the request set and how close the step came to it. */
+function slurmLimitEvidence(slurm: SlurmFacts): string[] {
+  const evidence: string[] = [];
+  if (slurm.limit !== null) {
+    const where = slurm.cgroup ? `the job's cgroup ${slurm.cgroup} holds it to` : 'the request allows';
+    evidence.push(`${where} ${formatBytes(slurm.limit)} (${slurm.limit} B) of RSS + page cache`);
+  }
+  if (slurm.peak !== null && slurm.limit !== null) {
+    // The kernel reclaims and kills a few pages short of the limit.
+    const short = slurm.limit - slurm.peak;
+    const relation =
+      short <= 0 ? 'at the limit' : short < 2 ** 20 ? `at the limit (within ${formatBytes(short)})` : 'below the limit';
+    evidence.push(
+      `the step's memory peaked at ${formatBytes(slurm.peak)} (${slurm.peak} B), ${relation} ` +
+        `(memory.max_usage_in_bytes; every process of the step counts, clip-mem's own included)`,
+    );
+  }
+  if (slurm.request === null && slurm.requestUnknown)
+    evidence.push(`the request is not known: ${slurm.requestUnknown}`);
+  return evidence;
+}
+
+/** What srun or slurmstepd said of an ending Slurm enforced, when the traced command is srun itself. */
+function slurmOutputSign(output: string): Diagnosis | undefined {
+  const oom = /Detected (\d+) oom-kill event\(s\) in StepId=(\d+)\.(\w+)/.exec(output);
+  if (oom) {
+    return {
+      cause: 'cgroup-oom-kill',
+      evidence: [
+        `slurmstepd reports ${oom[1]} OOM kill(s) in Slurm job ${oom[2]} (step ${oom[3]}) ("Detected ${oom[1]} oom-kill ` +
+          `event(s) in StepId=${oom[2]}.${oom[3]}"): the job's cgroup killed it at its --mem`,
+      ],
+    };
+  }
+  const over = /StepId=(\d+)\.(\w+) exceeded memory limit \((\d+) > (\d+)\), being killed/.exec(output);
+  if (over) {
+    const used = Number(over[3]);
+    const limit = Number(over[4]);
+    return {
+      cause: 'cgroup-oom-kill',
+      evidence: [
+        `Slurm killed job ${over[1]} (step ${over[2]}) for exceeding its memory limit: ${formatBytes(used)} (${used} B) > ` +
+          `${formatBytes(limit)} (${limit} B) ("exceeded memory limit (${used} > ${limit}), being killed")`,
+        "Slurm's OverMemoryKill enforcement (JobAcctGatherParams=OverMemoryKill): no cgroup, the step's summed RSS " +
+          'is polled and the step killed once over --mem, so it can overshoot the request before the kill',
+      ],
+    };
+  }
+  return undefined;
+}
+
 function diagnoseEnding(input: DiagnosisInput): Diagnosis {
-  const { exit, limits } = input;
+  const { exit, limits, slurm } = input;
   const evidence: string[] = [];
   const killed = exit.signal === 'SIGKILL' || exit.code === 137;
   const last = lastState(input.last);
@@ -424,6 +504,20 @@ function diagnoseEnding(input: DiagnosisInput): Diagnosis {
     }
     meanwhile.push(`meanwhile ${othersKilled(others, input, where)}`);
     if (peak) meanwhile.push(peak);
+  } else if (
+    mainVictim &&
+    !ourKill &&
+    slurm &&
+    mainVictim.cgroupLimit &&
+    slurm.cgroup &&
+    mainVictim.cgroup.startsWith(slurm.cgroup)
+  ) {
+    // Killed at the Slurm job's cgroup limit: Slurm enforcing the job's --mem.
+    evidence.push(`killed by the kernel OOM killer in the cgroup of ${slurmJobName(slurm)}`);
+    evidence.push(...slurmLimitEvidence(slurm));
+    evidence.push(`the kernel log names it: ${victimName(mainVictim)}${victimRss([mainVictim])}`);
+    if (last) evidence.push(last);
+    return { cause: 'cgroup-oom-kill', evidence };
   } else if (mainVictim && !ourKill) {
     // Killed by the OOM killer outside any cgroup of this run: a cgroup above it (a scheduler's, a
     // container's) or the whole host, as the kernel logged it.
@@ -437,6 +531,19 @@ function diagnoseEnding(input: DiagnosisInput): Diagnosis {
     if (last) evidence.push(last);
     return { cause: inGroup ? 'cgroup-oom-kill' : 'host-oom-kill', evidence };
   }
+  if (killed && !ourKill && slurm && (slurm.oomKills ?? 0) > 0 && victims.length === 0) {
+    // The kernel log is not read (or does not name it), but the job's cgroup counted the kill: /proc/vmstat
+    // counts cgroup kills too, so this is Slurm's --mem, not the host running out of memory.
+    evidence.push(
+      `killed by SIGKILL while the cgroup of ${slurmJobName(slurm)} counted ${slurm.oomKills} OOM kill(s) (memory.oom_control)`,
+    );
+    evidence.push(...slurmLimitEvidence(slurm));
+    if (input.kernelLog) evidence.push(`which process was killed is not confirmed: ${input.kernelLog}`);
+    if (last) evidence.push(last);
+    return { cause: 'cgroup-oom-kill', evidence };
+  }
+  const slurmSaid = input.output && !ourKill ? slurmOutputSign(input.output) : undefined;
+  if (slurmSaid) return slurmSaid;
   // A kill clip-mem sent at the timeout is not the host's OOM killer, whatever else it killed meanwhile.
   if (killed && !ourKill && (input.hostOomKills ?? 0) > 0) {
     evidence.push(

@@ -32,6 +32,7 @@ export function diagnosisInput(run: TraceRun, reportedError?: string | null): Di
       peak: run.cgroup.peak,
     },
     hostOomKills: run.hostOomKills,
+    slurm: run.slurm,
     output: reportedError ? `${output}\n${reportedError}` : output,
     filePeak: record?.counters.filePeak,
     last: record

@@ -9,7 +9,7 @@ import { unknownsAsNull, type Field } from '../core/field';
 import { probeGpu } from './gpu';
 import { AllocatorProbe, GpuReport, Mallinfo, ResourceLimits, probeAddon } from './native';
 import { HostMemory, ProcessStatus, countMappings, readHostMemory, readProcessStatus } from './proc';
-import { SlurmJob, readSlurmJob } from './slurm';
+import { SlurmJob, probeSlurmJob } from './slurm';
 import { ModelFit, ProbeFacts, Verdict, modelFit, verdict } from './verdict';
 
 /** Bumped whenever a field of the --json output changes meaning or disappears (schema/native-probe.schema.json). */
@@ -68,7 +68,7 @@ export function runProbe(options: ProbeOptions = {}): NativeProbeReport {
   const limits = addon.readResourceLimits();
   const host = readHostMemory();
   const cgroups = readCgroups(options.cgroupSources);
-  const slurm = readSlurmJob(env);
+  const slurm = probeSlurmJob(env, cgroups);
   const allocator = addon.probeAllocator();
   // After the allocator probe: a CUDA context reserves address space for good.
   const gpu = probeGpu(env);

@@ -1,7 +1,7 @@
 // The human table of `clip-mem native-probe`: the report grouped as the README explains it, verdict last.
 import { formatBytes } from '../core/units';
 import type { MemoryCgroup } from './cgroup';
-import type { Field, Limit } from '../core/field';
+import { isUnknown, type Field, type Limit } from '../core/field';
 import type { AllocationSearch, CudaReport, NvmlReport, ResourceLimitName } from './native';
 import type { NativeProbeReport } from './probe';
 import { describeConstraint } from './verdict';
@@ -44,6 +44,29 @@ function search(result: AllocationSearch, pageSize: number): string {
   const next = result.failedAt - result.largest <= pageSize ? 'one page more' : formatBytes(result.failedAt);
   const failure = result.failedAt ? `; ${next} fails: ${result.errno} (${result.error})` : '';
   return `${formatBytes(result.largest)} (${result.largest})${failure}`;
+}
+
+/** The request as the controller has it, and the cgroups that enforce it. */
+function slurmJobLines(slurm: NonNullable<NativeProbeReport['slurm']>): string[] {
+  const out: string[] = [];
+  const job = slurm.scontrol;
+  if (job === null) return out;
+  if (isUnknown(job)) out.push(`  scontrol: ${job.slice('unknown: '.length)}`);
+  else {
+    const request = job.request
+      ? `${job.request}${job.memoryOnNode !== null ? ` (${formatBytes(job.memoryOnNode)}, ${job.memoryOnNode} bytes, on this node)` : ''}`
+      : 'no memory request';
+    out.push(
+      `  Slurm job ${job.jobId}${slurm.stepId !== null ? ` step ${slurm.stepId}` : ''}${job.name ? ` (${job.name})` : ''}: ${request}` +
+        `, ${job.state ?? 'state unknown'} on ${job.nodeList ?? '?'}${job.partition ? `, partition ${job.partition}` : ''} (scontrol show job)`,
+    );
+  }
+  if (slurm.cgroup) {
+    for (const group of [slurm.cgroup.job, slurm.cgroup.step]) {
+      if (group) out.push(`  enforced by cgroup v${group.version} ${group.path}: limit ${bytes(group.limit, true)}`);
+    }
+  } else out.push('  no Slurm memory cgroup around this process: the request is not enforced by a cgroup here');
+  return out;
 }
 
 function cgroupLines(group: MemoryCgroup, own: boolean): string[] {
@@ -173,12 +196,14 @@ export function renderProbe(report: NativeProbeReport): string {
     out.push(
       ...table([
         ['SLURM_JOB_ID', slurm.jobId],
+        ['SLURM_STEP_ID', slurm.stepId ?? 'not set'],
         ['SLURM_MEM_PER_NODE', bytes(slurm.memPerNode)],
         ['SLURM_MEM_PER_CPU', bytes(slurm.memPerCpu)],
         ['SLURM_MEM_PER_GPU', bytes(slurm.memPerGpu)],
         ['SLURM_CPUS_ON_NODE', count(slurm.cpusOnNode)],
       ]),
     );
+    out.push(...slurmJobLines(slurm));
   }
   out.push('');
 

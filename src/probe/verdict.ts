@@ -6,7 +6,7 @@ import type { CgroupReport, MemoryCgroup } from './cgroup';
 import { Field, known } from '../core/field';
 import type { AllocatorProbe, ResourceLimits } from './native';
 import type { HostMemory, ProcessStatus } from './proc';
-import { SlurmJob, slurmNodeMemory } from './slurm';
+import { SlurmJob, slurmNodeMemory, slurmRequest } from './slurm';
 
 /** What a limit counts: every mapping, private writable memory, or pages actually resident. */
 export type Counts = 'address space' | 'private writable memory' | 'resident memory';
@@ -86,7 +86,11 @@ export function constraints(facts: ProbeFacts): Constraint[] {
   const rss = known(status.vmRss);
   if (slurmMemory !== undefined && rss !== undefined) {
     const source =
-      typeof slurm!.memPerNode === 'number' ? 'SLURM_MEM_PER_NODE' : 'SLURM_MEM_PER_CPU x SLURM_CPUS_ON_NODE';
+      typeof slurm!.memPerNode === 'number'
+        ? 'SLURM_MEM_PER_NODE'
+        : typeof slurm!.memPerCpu === 'number' && typeof slurm!.cpusOnNode === 'number'
+          ? 'SLURM_MEM_PER_CPU x SLURM_CPUS_ON_NODE'
+          : `${slurmRequest(slurm!)} (scontrol show job ${slurm!.jobId})`;
     // Slurm enforces the request through the job's cgroup; without it, this process's RSS is what we know.
     list.push(constraint('Slurm job memory', source, 'resident memory', slurmMemory, rss));
   }

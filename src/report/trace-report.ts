@@ -4,13 +4,14 @@ import * as os from 'node:os';
 import { tensorsOfSize, type ClipConfig, type TensorOfSize } from '../clip/config';
 import { cudaErrorName } from '../core/cuda-error';
 import { errnoName } from '../core/errno';
-import { diagnose, explainFailure, type Diagnosis } from '../diagnose';
+import { diagnose, explainFailure, slurmJobName, type Diagnosis } from '../diagnose';
 import { diagnosisInput, effectiveLimits } from '../diagnose/input';
 import { phaseLabel } from '../track/phases';
 import { formatBytes } from '../core/units';
 import type { Limits } from '../core/limits';
 import type { TraceRun } from '../track/launcher';
 import type { PythonStack, RecordDevice, RecordFailure, RecordGpuFailure } from '../track/record';
+import type { SlurmStepOutcome } from '../track/slurm';
 import { gpuFixes, type GpuFix } from './gpu-fixes';
 import { SymbolizedFrame, elideTemplates, formatFrame, symbolize } from '../track/symbolize';
 
@@ -99,6 +100,8 @@ export interface TraceReport {
     phase: string;
   }[];
   cgroup?: TraceRun['cgroup'];
+  /** The Slurm job the run was inside: its request, its memory cgroup, the OOM kills it counted; null outside Slurm. */
+  slurm: SlurmStepOutcome | null;
   hostOomKills: number | null;
   /** Processes the kernel log says the OOM killer killed during the run (its own process or others). */
   oomKilled: TraceRun['oomKilled'];
@@ -183,6 +186,8 @@ export function traceFix(
   diagnosis: Diagnosis,
   failures: readonly TraceFailure[],
   cgroup: TraceRun['cgroup'],
+  slurm: SlurmStepOutcome | null = null,
+  peaks: TraceReport['peaks'] | null = null,
 ): TraceFix | null {
   const fit = (target: string) => `clip-mem fit --for ${target} -- ${shellWords(command)}`;
   const failure = failures.find((f) => !f.injected && f.limit?.cause === diagnosis.cause);
@@ -206,6 +211,7 @@ export function traceFix(
       command: fit(as ? 'as' : 'data'),
     };
   }
+  if (diagnosis.cause === 'cgroup-oom-kill' && slurm && !cgroup) return slurmFix(command, slurm, peaks);
   if (diagnosis.cause === 'cgroup-oom-kill' && cgroup) {
     return {
       needAtLeast: cgroup.limit + 1,
@@ -215,6 +221,46 @@ export function traceFix(
   }
   return null;
 }
+
+/**
+ * The --mem a program killed by its Slurm job's cgroup needs: all it had mapped (VmSize less the PROT_NONE
+ * reservations, which hold no memory), since it was killed before touching it all; at least what it held
+ * (heap + anonymous + file mappings, or its RSS at the kill); rounded up to MiB. Without a record, only
+ * "more than the request" is known.
+ */
+function slurmFix(command: readonly string[], slurm: SlurmStepOutcome, peaks: TraceReport['peaks'] | null): TraceFix {
+  const fit = `clip-mem fit --for slurm -- ${shellWords(command)}`;
+  const job = `Slurm job ${slurm.jobId}${slurm.stepId !== null ? ` (step ${slurm.stepId})` : ''}: ${slurm.request ?? 'its memory request'}`;
+  const mapped = peaks?.vmSize != null ? peaks.vmSize - (peaks.reserved ?? 0) : null;
+  const held = peaks?.heap != null ? peaks.heap + (peaks.anon ?? 0) + (peaks.file ?? 0) : null;
+  const need = highest([mapped, held, peaks?.rss]);
+  if (need === null || (slurm.limit !== null && need <= slurm.limit)) {
+    const above = slurm.limit !== null ? ` above ${Math.ceil(slurm.limit / MiB)}M` : '';
+    return {
+      needAtLeast: slurm.limit !== null ? slurm.limit + 1 : null,
+      text: `${job} was not enough; ask for --mem${above}; how much more is not known (the program's own mappings were not recorded)`,
+      command: fit,
+    };
+  }
+  const mib = Math.ceil(need / MiB);
+  const parts = [
+    mapped !== null
+      ? `VmSize ${formatBytes(peaks!.vmSize!)} less ${formatBytes(peaks!.reserved ?? 0)} reserved = ${formatBytes(mapped)} mapped`
+      : '',
+    held !== null
+      ? `heap ${formatBytes(peaks!.heap!)} + anonymous ${formatBytes(peaks!.anon ?? 0)} + file ${formatBytes(peaks!.file ?? 0)} = ${formatBytes(held)} allocated`
+      : '',
+  ].filter(Boolean);
+  return {
+    needAtLeast: mib * MiB,
+    text:
+      `${job} was not enough; the program had ${parts.join(', ')} when killed; ask for --mem=${mib}M ` +
+      `(srun --mem=${mib}M / #SBATCH --mem=${mib}M: all it mapped, rounded up to MiB; what it touches may be less)`,
+    command: fit,
+  };
+}
+
+const MiB = 2 ** 20;
 
 /** The largest known value (> 0), or null when none is known. */
 function highest(values: (number | null | undefined)[]): number | null {
@@ -345,6 +391,7 @@ export function buildTraceReport(run: TraceRun, reportedError?: string | null, m
       phase: phaseLabel(record!, sample.phaseIndex),
     })),
     cgroup: run.cgroup,
+    slurm: run.slurm ?? null,
     hostOomKills: run.hostOomKills,
     oomKilled: run.oomKilled,
     ...(run.kernelLog !== undefined ? { kernelLog: run.kernelLog } : {}),
@@ -352,7 +399,7 @@ export function buildTraceReport(run: TraceRun, reportedError?: string | null, m
     outlived: run.outlived,
     ...(run.recordDirLeft !== undefined ? { recordDirLeft: run.recordDirLeft } : {}),
     diagnosis,
-    fix: traceFix(run.command, diagnosis, failures, run.cgroup),
+    fix: traceFix(run.command, diagnosis, failures, run.cgroup, run.slurm ?? null, peaks),
     gpu: record ? { devices: record.devices, pinnedPeak: record.pinnedPeak, untracked: record.deviceUntracked } : null,
     gpuFixes: diagnosis.gpu ? gpuFixes(diagnosis.gpu, shellWords(run.command)) : [],
   };
@@ -377,6 +424,10 @@ export function formatTraceReport(report: TraceReport): string {
     report.limits.mem !== undefined ? `cgroup memory ${formatBytes(report.limits.mem)}` : '',
   ].filter(Boolean);
   if (limits.length) lines.push(`  limits: ${limits.join(', ')}`);
+  if (report.slurm) {
+    const where = report.slurm.cgroup ? `, enforced by cgroup ${report.slurm.cgroup}` : ', no Slurm memory cgroup';
+    lines.push(`  in ${slurmJobName(report.slurm)}${where}`);
+  }
   if (!report.tracked) {
     lines.push(`  not tracked: ${report.notTracked}`);
   } else {

@@ -14,6 +14,7 @@ import { AllocationRecord, finalRecordOf, listRecords, readRecord, recordBytes }
 import { describeError, isUnknown, known } from '../core/field';
 import { readProcessStatus } from '../probe/proc';
 import { inHostPidNamespace, kernelLogCursor, oomKillsSince } from './kernel-log';
+import { SlurmStepOutcome, slurmOutcome, watchSlurmJob } from './slurm';
 
 export interface TraceOptions {
   command: string[];
@@ -92,6 +93,8 @@ export interface TraceRun {
   /** Set when the last tracked program exec'd something the interposer did not enter. */
   lostTrack?: string;
   cgroup?: CgroupOutcome;
+  /** Set when the run was inside a Slurm job: its request and what its memory cgroup saw. */
+  slurm?: SlurmStepOutcome;
   /**
    * The child's RSS and VmSize as last read from outside (/proc/PID/statm every 100 ms): pages touched
    * without an allocation call (e.g. filling a buffer) show here before a kill, not in the record.
@@ -310,6 +313,7 @@ export async function traceCommand(options: TraceOptions): Promise<TraceRun> {
     else delete env.CLIPMEM_RECORD_DIR; // the interposer then forwards every call and records nothing
     if (options.failRule) env.CLIPMEM_FAIL = options.failRule;
     else delete env.CLIPMEM_FAIL;
+    const slurmWatch = watchSlurmJob(env);
     const hostOomBefore = hostOomKillCount();
     const kernelBefore = kernelLogCursor();
     const started = Date.now();
@@ -457,11 +461,14 @@ export async function traceCommand(options: TraceOptions): Promise<TraceRun> {
     const samePids = inHostPidNamespace();
     const logged = oomKillsSince(kernelBefore);
     const groupName = cgroup ? `/${path.basename(cgroup.directory)}` : undefined;
+    const slurm = slurmWatch && slurmOutcome(slurmWatch);
+    const jobGroup = slurm?.stepCgroup ?? slurm?.cgroup ?? undefined; // kills of this step only
     const oomKilled: OomKilledProcess[] = Array.isArray(logged)
       ? logged
           .filter(
             (kill) =>
               (groupName !== undefined && (kill.taskMemcg.endsWith(groupName) || kill.memcg.endsWith(groupName))) ||
+              (jobGroup !== undefined && kill.taskMemcg.startsWith(`${jobGroup}/`)) ||
               (samePids && pidsOfRun.has(kill.pid)),
           )
           .map((kill) => ({
@@ -503,6 +510,7 @@ export async function traceCommand(options: TraceOptions): Promise<TraceRun> {
       notTracked,
       lostTrack,
       cgroup: outcome,
+      ...(slurm ? { slurm } : {}),
       lastSeen,
       hostOomKills: hostOomBefore !== null && hostOomAfter !== null ? hostOomAfter - hostOomBefore : null,
       oomKilled,

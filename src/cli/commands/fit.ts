@@ -84,6 +84,7 @@ function renderCommandFit(fit: CommandFit): string {
   lines.push(`  passing means: ${rule.join(' and ')}`);
   const peaks = fit.free.map((r) => (r.peak === null ? 'unknown' : formatBytes(r.peak)));
   lines.push(`  without a limit: ${fit.free.length} run(s), ${counted} peak ${peaks.join(', ')}`);
+  lines.push(`  under a limit: ${fit.limitRuns}`);
   for (const r of fit.runs) {
     const how = r.passed ? 'PASS' : `FAIL  ${r.cause}${r.evidence[0] ? `: ${r.evidence[0]}` : ''}`;
     lines.push(`  ${formatBytes(r.limit).padStart(10)} (${r.limit} B)  ${how}`);
