@@ -83,7 +83,6 @@ function build(platformArch, zig) {
   run(process.execPath, [cmakeJs, 'build', '--out', path.join(work, 'build')], { cwd: root });
 
   const out = path.join(root, 'prebuilds', platformArch);
-  fs.rmSync(out, { recursive: true, force: true });
   fs.mkdirSync(out, { recursive: true });
   for (const [built, shipped] of SHIPPED) {
     fs.copyFileSync(path.join(work, 'build', 'Release', built), path.join(out, shipped));
@@ -99,4 +98,6 @@ function zigVersion(zig) {
 
 const targets = process.argv.slice(2);
 const zig = zigCompiler();
+// The package ships exactly what this run builds: no target left over from an earlier run.
+fs.rmSync(path.join(root, 'prebuilds'), { recursive: true, force: true });
 for (const target of targets.length > 0 ? targets : ['linux-x64']) build(target, zig);
