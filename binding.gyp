@@ -7,7 +7,8 @@
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED", "NAPI_CPP_EXCEPTIONS"],
       "cflags_cc": ["-std=c++17", "-fexceptions"],
       "cflags_cc!": ["-fno-exceptions"],
-      "libraries": ["-ldl"]
+      "libraries": ["-ldl"],
+      "ldflags": ["-Wl,--version-script=<(module_root_dir)/native/addon/exports.map"]
     }
   ]
 }

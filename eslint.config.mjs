@@ -22,7 +22,7 @@ export default tseslint.config(
     languageOptions: { globals: { URL: 'readonly' } },
   },
   {
-    files: ['bin/*.js', '*.cjs'],
+    files: ['bin/*.js', 'scripts/*.js', '*.cjs'],
     languageOptions: {
       sourceType: 'commonjs',
       globals: { require: 'readonly', module: 'writable', process: 'readonly', __dirname: 'readonly' },

@@ -391,6 +391,10 @@ void* mremap_hook(void* old_address, size_t old_size, size_t new_size, int flags
   return result;
 }
 
+// Weak: glibc has it from 2.18 on, and the prebuilt tracker loads on 2.17 too (docs/install.md), where the
+// default stack size is then unknown (0).
+extern "C" int pthread_getattr_default_np(pthread_attr_t* attr) __attribute__((weak));
+
 int pthread_create_hook(pthread_t* thread, const pthread_attr_t* attr, void* (*start)(void*), void* arg) {
   ensure_resolved();
   if (!tracking()) return real.pthread_create(thread, attr, start, arg);
@@ -401,7 +405,7 @@ int pthread_create_hook(pthread_t* thread, const pthread_attr_t* attr, void* (*s
     pthread_attr_t defaults;
     if (attr)
       pthread_attr_getstacksize(attr, &stack_size);
-    else if (pthread_getattr_default_np(&defaults) == 0) {
+    else if (pthread_getattr_default_np && pthread_getattr_default_np(&defaults) == 0) {
       pthread_attr_getstacksize(&defaults, &stack_size);
       pthread_attr_destroy(&defaults);
     }

@@ -9,6 +9,7 @@ import { nativeProbeCommand } from './commands/native-probe';
 import { runCommand } from './commands/run';
 import { slurmCommand } from './commands/slurm';
 import { traceCommandModule } from './commands/trace';
+import { nativeDescription, toolVersion } from '../core/native';
 
 // Each command declares its own argument type; the list holds them all.
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -139,7 +140,8 @@ export async function main(argv: string[]): Promise<void> {
     .recommendCommands()
     .help()
     .alias('help', 'h')
-    .version()
+    // The version names the native binaries in use (a build from source or a prebuild): found only when asked.
+    .version(args.includes('--version') ? `${toolVersion()} (${nativeDescription()})` : toolVersion())
     .wrap(Math.min(110, process.stdout.columns || 110))
     .fail((message, error) => {
       // yargs reports its own usage failures (including a command's .check) as YError: those exit 2.

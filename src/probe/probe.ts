@@ -1,9 +1,7 @@
 // `native-probe` as a library call: every limit that binds this process, what can be allocated now, and
 // the verdict. Cheap (a few ms, no pages touched) so it can run at the start of any job.
-import * as fs from 'node:fs';
-import * as path from 'node:path';
 import type { WeightFormat } from '../clip/config';
-import { packageRoot } from '../core/native';
+import { nativeDescription, toolVersion } from '../core/native';
 import { CgroupReport, CgroupSources, readCgroups } from './cgroup';
 import { unknownsAsNull, type Field } from '../core/field';
 import { probeGpu } from './gpu';
@@ -27,7 +25,8 @@ export interface ProcessMemory extends ProcessStatus {
 
 export interface NativeProbeReport {
   schema: typeof NATIVE_PROBE_SCHEMA;
-  tool: { name: string; version: string };
+  /** native: which binaries ran the probe (a build from source or a prebuild, src/core/native.ts). */
+  tool: { name: string; version: string; native: string };
   pid: number;
   time: string;
   limits: ResourceLimits;
@@ -48,14 +47,6 @@ export interface ProbeOptions {
   env?: NodeJS.ProcessEnv;
   /** Where the cgroup files are (tests point this at sample trees). */
   cgroupSources?: CgroupSources;
-}
-
-function toolVersion(): string {
-  try {
-    return JSON.parse(fs.readFileSync(path.join(packageRoot, 'package.json'), 'utf8')).version as string;
-  } catch {
-    return 'unknown';
-  }
 }
 
 export function runProbe(options: ProbeOptions = {}): NativeProbeReport {
@@ -79,7 +70,7 @@ export function runProbe(options: ProbeOptions = {}): NativeProbeReport {
   );
   return {
     schema: NATIVE_PROBE_SCHEMA,
-    tool: { name: 'clip-mem', version: toolVersion() },
+    tool: { name: 'clip-mem', version: toolVersion(), native: nativeDescription() },
     pid: process.pid,
     time: new Date().toISOString(),
     limits,

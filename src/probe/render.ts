@@ -120,7 +120,10 @@ function cudaLines(cuda: CudaReport): string[] {
 
 export function renderProbe(report: NativeProbeReport): string {
   const { limits, process: proc, host, cgroups, slurm, gpu, allocator, verdict } = report;
-  const out: string[] = [`clip-mem native-probe ${report.tool.version}: pid ${report.pid}, ${report.time}`, ''];
+  const out: string[] = [
+    `clip-mem native-probe ${report.tool.version} (${report.tool.native}): pid ${report.pid}, ${report.time}`,
+    '',
+  ];
 
   out.push('1. Resource limits (getrlimit)');
   out.push(
