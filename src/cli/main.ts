@@ -34,6 +34,7 @@ const BOOLEAN_OPTIONS = new Set([
   'layout',
   'allow-different',
   'cluster',
+  'slurm',
   'help',
   'version',
 ]);

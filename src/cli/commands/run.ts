@@ -11,7 +11,7 @@ import type { ProgressEvent } from '../../commands/run-scenarios';
 import { renderTerminal } from '../../report/terminal';
 import { BACKENDS, SCENARIO_CATALOG, SCENARIO_NAMES, catalogEntry } from '../../scenarios/catalog';
 import type { RunOptions, ScenarioOptions } from '../../scenarios/scenario';
-import { formatBytes } from '../../core/units';
+import { formatBytes, parseBytes } from '../../core/units';
 import {
   BATCH_RANGE,
   checkModel,
@@ -22,6 +22,7 @@ import {
   exitStatus,
   THREADS_RANGE,
   jsonTarget,
+  LIMIT_BOUNDS,
   limitsFrom,
   withJsonOption,
   withLimitOptions,
@@ -43,6 +44,25 @@ interface RunArgs extends LimitArgs, JsonArgs {
   timeout: number;
   markdown?: string;
   html?: string;
+  slurm?: boolean;
+  partition?: string;
+  mem?: string;
+}
+
+/** run's arguments as given, without the ones that submit it (--slurm, --partition P, --mem X). */
+function argsInsideJob(argv: string[]): string[] {
+  const inside: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--slurm') continue;
+    if (arg === '--partition' || arg === '--mem') {
+      i++;
+      continue;
+    }
+    if (arg.startsWith('--partition=') || arg.startsWith('--mem=') || arg.startsWith('--slurm=')) continue;
+    inside.push(arg);
+  }
+  return inside.slice(inside.indexOf('run') + 1);
 }
 
 /** The model for --model (clipdata's resolution: preset, directory, file or hub id); a preset's synthetic
@@ -122,8 +142,20 @@ export const runCommand: CommandModule<object, RunArgs> = {
       )
       .option('markdown', { type: 'string', describe: 'write the Markdown report to FILE' })
       .option('html', { type: 'string', describe: 'write the self-contained HTML report (memory timelines) to FILE' })
+      .option('slurm', {
+        type: 'boolean',
+        describe:
+          "submit the run as one Slurm job step (srun) and stream it; each OOM kill by the job is named as Slurm's",
+      })
+      .option('partition', { type: 'string', describe: 'with --slurm: the Slurm partition' })
+      .option('mem', { type: 'string', describe: "with --slurm: the job's --mem, e.g. 1500M" })
       .check(
         usageCheck((args) => {
+          for (const option of ['partition', 'mem'] as const)
+            if (args[option] !== undefined && !args.slurm) throw new Error(`--${option} goes with --slurm`);
+          if (args.partition !== undefined && !/^[\w.-]+$/.test(args.partition))
+            throw new Error(`--partition: ${JSON.stringify(args.partition)} is not a partition name`);
+          if (args.mem !== undefined) parseBytes(args.mem, '--mem', LIMIT_BOUNDS);
           for (const option of ['markdown', 'html'] as const) checkOutputFile(args[option], `--${option}`);
           checkDistinctOutputs({ '--json': jsonTarget(args), '--markdown': args.markdown, '--html': args.html });
           checkCgroupUsable(limitsFrom(args).mem);
@@ -147,6 +179,18 @@ export const runCommand: CommandModule<object, RunArgs> = {
           exitStatus('0 when every scenario passed, 1 when any failed'),
       ),
   handler: async (args) => {
+    if (args.slurm) {
+      const { runInSlurm } = await import('../../commands/slurm-run');
+      const outcome = await runInSlurm({
+        runArgs: argsInsideJob(process.argv.slice(2)),
+        partition: args.partition,
+        mem: args.mem !== undefined ? parseBytes(args.mem, '--mem', LIMIT_BOUNDS) : undefined,
+        progress: (line) => process.stderr.write(`clip-mem run --slurm: ${line}\n`),
+      });
+      process.stderr.write(`clip-mem run --slurm: ${outcome.ending}\n`);
+      process.exitCode = outcome.status === 0 ? 0 : 1;
+      return;
+    }
     const names = [...new Set(args.scenarios)];
     names.forEach(catalogEntry);
     const limits = limitsFrom(args);
