@@ -3,12 +3,14 @@
 
 #include <dlfcn.h>
 #include <execinfo.h>
+#include <link.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include "preload/counters.h"
+#include "preload/heap_profile.h"
 #include "preload/proc.h"
 #include "record/ring.h"
 
@@ -72,6 +74,15 @@ void record_failure(const FailureArgs& args) {
   f->phase[0] = 0;
   if (phase) memcpy(f->phase, phases[(phase - 1) % CLIPMEM_PHASE_CAPACITY].label, CLIPMEM_PHASE_LABEL_BYTES);
   f->phase[CLIPMEM_PHASE_LABEL_BYTES - 1] = 0;
+  f->stack_depth = capture_stack(f->stack);
+  for (uint32_t i = 0; i < f->stack_depth; ++i)
+    describe_frame(reinterpret_cast<void*>(f->stack[i]), &f->frame_module[i], f->frame_symbol[i]);
+  publish_ring_entry(f, sequence);
+  heap_profile_at_failure(sequence);
+  take_sample(f->time_ns);
+}
+
+uint32_t capture_stack(uint64_t stack[CLIPMEM_STACK_DEPTH]) {
   // The stack starts at the caller of the interposed function: frames inside this library are dropped.
   void* frames[CLIPMEM_STACK_DEPTH + 8];
   int depth = backtrace(frames, CLIPMEM_STACK_DEPTH + 8);
@@ -81,13 +92,9 @@ void record_failure(const FailureArgs& args) {
     while (skip < depth && dladdr(static_cast<char*>(frames[skip]) - 1, &info) && info.dli_fbase == own.dli_fbase)
       ++skip;
   }
-  f->stack_depth = uint32_t(depth - skip > CLIPMEM_STACK_DEPTH ? CLIPMEM_STACK_DEPTH : depth - skip);
-  for (uint32_t i = 0; i < f->stack_depth; ++i) {
-    f->stack[i] = uint64_t(uintptr_t(frames[i + skip]));
-    describe_frame(frames[i + skip], &f->frame_module[i], f->frame_symbol[i]);
-  }
-  publish_ring_entry(f, sequence);
-  take_sample(f->time_ns);
+  uint32_t kept = uint32_t(depth - skip > CLIPMEM_STACK_DEPTH ? CLIPMEM_STACK_DEPTH : depth - skip);
+  for (uint32_t i = 0; i < kept; ++i) stack[i] = uint64_t(uintptr_t(frames[i + skip]));
+  return kept;
 }
 
 namespace {
@@ -126,6 +133,21 @@ void describe_frame(void* address, uint16_t* module, char* symbol) {
 }
 
 }  // namespace
+
+// Only the module, found without dladdr's symbol search (which takes milliseconds in a large library):
+// heap sites are described as they appear, while the program runs.
+uint16_t frame_module(uint64_t address) {
+  dl_find_object found;
+  if (_dl_find_object(reinterpret_cast<void*>(address - 1), &found) != 0) return CLIPMEM_NO_MODULE;
+  const char* path = found.dlfo_link_map ? found.dlfo_link_map->l_name : nullptr;
+  char exe[CLIPMEM_PATH_BYTES];
+  if (!path || path[0] != '/') {  // the main program (as in describe_frame)
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    exe[n > 0 ? n : 0] = 0;
+    path = exe;
+  }
+  return module_index(found.dlfo_map_start, path);
+}
 
 __attribute__((noinline, cold)) void heap_failure(int fn, uint64_t size, uint64_t nmemb, uint64_t elem_size,
                                                   uint64_t alignment, const void* old, uint64_t old_size, int error,

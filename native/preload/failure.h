@@ -4,6 +4,8 @@
 #include <errno.h>
 #include <stdint.h>
 
+#include "record/record.h"
+
 // Internal to libclipmem_preload.so: hidden, so calls and data accesses across its files stay direct
 // (no PLT or GOT indirection), as they were when the tracker was one file.
 #pragma GCC visibility push(hidden)
@@ -20,6 +22,11 @@ struct FailureArgs {
 
 // Writes one failure entry (and a sample) into the record. Slow by design: reads /proc, unwinds the stack.
 void record_failure(const FailureArgs& args);
+
+// The caller's stack (frames of this library left out), innermost first; returns the depth.
+uint32_t capture_stack(uint64_t stack[CLIPMEM_STACK_DEPTH]);
+// The module table's index of the object holding a return address (CLIPMEM_NO_MODULE if none).
+uint16_t frame_module(uint64_t address);
 
 // The failure path of the malloc family, kept out of line: the success path builds no FailureArgs.
 __attribute__((noinline, cold)) void heap_failure(int fn, uint64_t size, uint64_t nmemb, uint64_t elem_size,

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "preload/counters.h"
+#include "preload/heap_profile.h"
 #include "preload/inject.h"
 #include "preload/proc.h"
 #include "record/ring.h"
@@ -135,6 +136,7 @@ void after_fork_in_child() {
     real.munmap(parent, clipmem_record_size());
     return;
   }
+  heap_profile_after_fork(parent);
   real.munmap(parent, clipmem_record_size());
   record->heap_current = record->heap_peak = fork_seed.heap;
   record->anon_mapped = record->anon_peak = fork_seed.anon_mapped;
@@ -190,6 +192,7 @@ void initialize() {
     return;
   }
   parse_injections(getenv(CLIPMEM_ENV_FAIL));
+  heap_profile_start(getenv(CLIPMEM_ENV_HEAP_SAMPLE));
   glibc_chunks = check_glibc_chunks();
   void* frames[4];
   backtrace(frames, 4);  // loads libgcc_s now, so that a later stack capture never allocates

@@ -8,6 +8,7 @@
 //   proc.{h,cc}       /proc readers that never allocate;
 //   failure.{h,cc}    failure capture: arguments, /proc state and the stack into the failure ring;
 //   inject.{h,cc}     fault injection (CLIPMEM_FAIL);
+//   heap_profile.{h,cc} the sampled live-heap profile: which call sites hold the memory;
 //   lifecycle.cc      record creation, fork, exit, and the functions the addon finds with dlsym.
 //
 // Rules that keep the tracker safe inside any process:

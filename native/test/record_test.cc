@@ -17,10 +17,12 @@ std::vector<char> fresh_record() {
 }
 
 TEST(RecordFormat, ArraysAreAlignedOrderedAndInsideTheFile) {
-  uint64_t offsets[] = {clipmem_slots_offset(), clipmem_failures_offset(), clipmem_timeline_offset(),
-                        clipmem_phases_offset(), clipmem_modules_offset()};
+  uint64_t offsets[] = {clipmem_slots_offset(),          clipmem_failures_offset(),
+                        clipmem_timeline_offset(),       clipmem_phases_offset(),
+                        clipmem_modules_offset(),        clipmem_heap_sites_offset(),
+                        clipmem_heap_snapshots_offset(), clipmem_heap_failure_snapshots_offset()};
   EXPECT_GE(offsets[0], sizeof(ClipmemRecordHeader));
-  for (size_t i = 0; i < 5; ++i) {
+  for (size_t i = 0; i < 8; ++i) {
     EXPECT_EQ(offsets[i] % 64, 0u) << "array " << i;
     if (i) {
       EXPECT_GT(offsets[i], offsets[i - 1]);
@@ -28,7 +30,8 @@ TEST(RecordFormat, ArraysAreAlignedOrderedAndInsideTheFile) {
   }
   EXPECT_EQ(clipmem_failures_offset() - clipmem_slots_offset(),
             uint64_t(CLIPMEM_THREAD_SLOTS) * sizeof(ClipmemThreadSlot));
-  EXPECT_LE(clipmem_modules_offset() + CLIPMEM_MODULE_CAPACITY * sizeof(ClipmemModule), clipmem_record_size());
+  EXPECT_LE(clipmem_heap_failure_snapshots_offset() + CLIPMEM_HEAP_FAILURE_SNAPSHOTS * sizeof(ClipmemHeapSnapshot),
+            clipmem_record_size());
   EXPECT_EQ(clipmem_record_size() % 4096, 0u);
 }
 
@@ -44,6 +47,9 @@ TEST(RecordFormat, FixedSizesOfTheLayout) {
   EXPECT_EQ(sizeof(ClipmemPhase), 152u);
   EXPECT_EQ(sizeof(ClipmemModule), 264u);
   EXPECT_EQ(sizeof(ClipmemFailure), 2936u);
+  EXPECT_EQ(sizeof(ClipmemHeapSite), 368u);
+  EXPECT_EQ(sizeof(ClipmemHeapSnapshot), 1336u);
+  EXPECT_EQ(sizeof(ClipmemRecordHeader), 640u);
   EXPECT_EQ(offsetof(ClipmemRecordHeader, magic), 0u);
   EXPECT_EQ(offsetof(ClipmemRecordHeader, version), 8u);
   EXPECT_EQ(offsetof(ClipmemRecordHeader, header_size), 12u);
@@ -51,12 +57,15 @@ TEST(RecordFormat, FixedSizesOfTheLayout) {
 
 TEST(RecordFormat, ArrayOffsetsAsDocumented) {
   // docs/record-format.md gives these offsets; the struct sizes they follow from are pinned in record.h.
-  EXPECT_EQ(clipmem_slots_offset(), 576u);
-  EXPECT_EQ(clipmem_failures_offset(), 295488u);
-  EXPECT_EQ(clipmem_timeline_offset(), 1047104u);
-  EXPECT_EQ(clipmem_phases_offset(), 1342016u);
-  EXPECT_EQ(clipmem_modules_offset(), 1497664u);
-  EXPECT_EQ(clipmem_record_size(), 1531904u);
+  EXPECT_EQ(clipmem_slots_offset(), 640u);
+  EXPECT_EQ(clipmem_failures_offset(), 295552u);
+  EXPECT_EQ(clipmem_timeline_offset(), 1047168u);
+  EXPECT_EQ(clipmem_phases_offset(), 1342080u);
+  EXPECT_EQ(clipmem_modules_offset(), 1497728u);
+  EXPECT_EQ(clipmem_heap_sites_offset(), 1531520u);
+  EXPECT_EQ(clipmem_heap_snapshots_offset(), 3038848u);
+  EXPECT_EQ(clipmem_heap_failure_snapshots_offset(), 3041536u);
+  EXPECT_EQ(clipmem_record_size(), 3055616u);
 }
 
 TEST(RecordFormat, HeaderLayoutDescribesTheArrays) {
@@ -71,6 +80,10 @@ TEST(RecordFormat, HeaderLayoutDescribesTheArrays) {
   EXPECT_EQ(header->timeline_capacity, uint32_t(CLIPMEM_TIMELINE_CAPACITY));
   EXPECT_EQ(header->phases_capacity, uint32_t(CLIPMEM_PHASE_CAPACITY));
   EXPECT_EQ(header->modules_capacity, uint32_t(CLIPMEM_MODULE_CAPACITY));
+  EXPECT_EQ(header->heap_sites_offset, clipmem_heap_sites_offset());
+  EXPECT_EQ(header->heap_sites_capacity, uint32_t(CLIPMEM_HEAP_SITE_CAPACITY));
+  EXPECT_EQ(header->heap_snapshots_capacity, uint32_t(CLIPMEM_HEAP_SNAPSHOT_CAPACITY));
+  EXPECT_EQ(header->heap_failure_snapshots_capacity, uint32_t(CLIPMEM_HEAP_FAILURE_SNAPSHOTS));
   EXPECT_EQ(clipmem_header_problem(header, file.size()), nullptr);
 }
 
