@@ -239,7 +239,8 @@ void heap_resample(SampledBlock block, uintptr_t address, uint64_t bytes) {
 }
 
 void heap_profile_at_failure(uint64_t failure) {
-  if (!mean) return;
+  // The first failures: later ones are mostly consequences (a program probing smaller sizes, cleanup).
+  if (!mean || failure > CLIPMEM_HEAP_FAILURE_SNAPSHOTS) return;
   Lock lock;
   snapshot(&record->heap_failure_snapshots_total, record->heap_failure_snapshots_offset, CLIPMEM_HEAP_FAILURE_SNAPSHOTS,
            failure, now_ns());

@@ -65,7 +65,7 @@ SampledBlock heap_unsample(uintptr_t address);
 // Puts a block back after its realloc failed, or at its new address and size after a realloc or mremap.
 void heap_resample(SampledBlock block, uintptr_t address, uint64_t bytes);
 
-// At a failure (failure.cc): the top sites then, tagged with the failure's sequence number.
+// At one of the first 8 failures (failure.cc): the top sites then, tagged with the failure's sequence number.
 void heap_profile_at_failure(uint64_t failure);
 // At initialization: the mean from CLIPMEM_HEAP_SAMPLE into the record.
 void heap_profile_start(const char* mean);

@@ -47,7 +47,7 @@ enum ClipmemFn { CLIPMEM_HOOKS(CLIPMEM_FN_ENUM_ENTRY) CLIPMEM_FN_COUNT };
 #define CLIPMEM_NO_MODULE 0xffffu
 #define CLIPMEM_HEAP_SITE_CAPACITY 4096   // call sites of the live-heap profile (the last one gathers the rest)
 #define CLIPMEM_HEAP_SNAPSHOT_CAPACITY 2  // ring of snapshots at the peak: the latest is complete or the one before is
-#define CLIPMEM_HEAP_FAILURE_SNAPSHOTS 8  // ring of snapshots at the latest failures
+#define CLIPMEM_HEAP_FAILURE_SNAPSHOTS 8  // snapshots at the first 8 failures
 #define CLIPMEM_HEAP_SNAPSHOT_SITES 64    // top sites kept in a snapshot
 #define CLIPMEM_HEAP_SAMPLE_DEFAULT 524288  // mean bytes between samples when CLIPMEM_HEAP_SAMPLE is unset (tcmalloc's)
 

@@ -10,6 +10,7 @@ import type { Limits } from '../core/limits';
 import type { TraceRun } from '../track/launcher';
 import { RecordFailure } from '../track/record';
 import { SymbolizedFrame, formatFrame, symbolize } from '../track/symbolize';
+import { formatHeapProfile, traceHeapProfile, type TraceHeapProfile } from './heap-profile';
 
 export interface TraceFailure {
   fn: string;
@@ -84,6 +85,8 @@ export interface TraceReport {
   outlived: TraceRun['outlived'];
   /** Set when the record directory could not be removed. */
   recordDirLeft?: string;
+  /** Who held the live memory at the failure, at the peak and at the end (sampled), or null without a record. */
+  heapProfile: TraceHeapProfile | null;
   diagnosis: Diagnosis;
   /** What the run needed at least of the limit that bound it, and the command that proves the real minimum. */
   fix: TraceFix | null;
@@ -276,6 +279,7 @@ export function buildTraceReport(run: TraceRun, reportedError?: string | null): 
     descendants: run.descendants.map((d) => ({ pid: d.pid, exe: d.exe, failures: d.failuresTotal })),
     outlived: run.outlived,
     ...(run.recordDirLeft !== undefined ? { recordDirLeft: run.recordDirLeft } : {}),
+    heapProfile: traceHeapProfile(record ? [record, ...run.descendants] : run.descendants),
     diagnosis,
     fix: traceFix(run.command, diagnosis, failures, run.cgroup),
   };
@@ -337,6 +341,7 @@ export function formatTraceReport(report: TraceReport): string {
     for (const d of report.descendants.filter((d) => d.failures > 0)) {
       lines.push(`  child process ${d.pid} (${d.exe}): ${d.failures} failed allocation(s)`);
     }
+    if (report.heapProfile) lines.push(...formatHeapProfile(report.heapProfile));
   }
   for (const v of report.oomKilled.filter((v) => v.main !== true)) {
     lines.push(

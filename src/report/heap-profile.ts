@@ -1,0 +1,173 @@
+// The live-heap profile in the trace report: who held the memory at the failure, at the peak and at the
+// end (the kill), per process and for the whole tree; the terminal lines; the pprof file (report/pprof.ts).
+import { formatBytes } from '../core/units';
+import { heapProfileOf, headlineMoment, momentName, type HeapMoment, type HeapMomentKind } from '../track/heap-profile';
+import { phaseLabel } from '../track/phases';
+import type { AllocationRecord } from '../track/record';
+import { formatFrame } from '../track/symbolize';
+
+export interface TraceHeapHolder {
+  /** Estimated live bytes allocated at this call site. */
+  bytes: number;
+  /** Sampling error: two standard deviations of the estimate (bytes). */
+  error: number;
+  /** Of the moment's estimated total (0..1). */
+  share: number;
+  /** The allocation function (malloc, posix_memalign, mmap, ...). */
+  fn: string;
+  /** The caller of the allocation function: "name (file:line)" or "name (module+0xoffset)". */
+  site: string;
+  /** Innermost first. */
+  stack: string[];
+}
+
+export interface TraceHeapMoment {
+  /** failure: at a failed call (the failure's number in `failure`); peak: at the highest estimated total; end: the last state (at the kill when killed). */
+  moment: HeapMomentKind;
+  /** The 1-based number of the failure (as counted by the record) for a moment at a failure. */
+  failure: number | null;
+  /** Milliseconds since the process's record started. */
+  tMs: number;
+  phase: string;
+  /** Estimated live bytes of every site, and its sampling error (two standard deviations). */
+  totalBytes: number;
+  error: number;
+  /** The moment that explains how the process ended: its first failure, else the kill, else the peak. */
+  explains: boolean;
+  /** Largest first, at most 20. */
+  holders: TraceHeapHolder[];
+}
+
+export interface TraceHeapProcess {
+  pid: number;
+  exe: string;
+  /** Its record ends without a clean exit: the end state is the state at the kill. */
+  killed: boolean;
+  /** Mean bytes between samples. */
+  sampleMean: number;
+  samples: number;
+  /** Samples the tracker could not keep (its table of sampled blocks was full): the estimates are short by those. */
+  dropped: number;
+  moments: TraceHeapMoment[];
+}
+
+export interface TraceHeapProfile {
+  processes: TraceHeapProcess[];
+  /** The end states of every process added up by call site (the whole tree at the end). */
+  tree: TraceHeapMoment | null;
+}
+
+const kept = 20;
+
+function toMoment(record: AllocationRecord, m: HeapMoment, explains: boolean): TraceHeapMoment {
+  const total = m.totalBytes > 0 ? m.totalBytes : 1;
+  return {
+    moment: m.kind,
+    failure: m.failure,
+    tMs: Math.round((m.timeNs - record.startNs) / 1e6),
+    phase: m.phaseIndex ? phaseLabel(record, m.phaseIndex) : '',
+    totalBytes: m.totalBytes,
+    error: Math.round(2 * m.totalSigma),
+    explains,
+    holders: m.holders.slice(0, kept).map((h) => {
+      const stack = h.stack.map(formatFrame);
+      return {
+        bytes: h.bytes,
+        error: Math.round(2 * h.sigma),
+        share: h.bytes / total,
+        fn: h.fn,
+        site: stack[0] ?? `(other call sites: the tracker's site table was full)`,
+        stack,
+      };
+    }),
+  };
+}
+
+/** The profile of every tracked process of a run (the command's own first), or null when none has one. */
+export function traceHeapProfile(records: readonly AllocationRecord[]): TraceHeapProfile | null {
+  const processes: TraceHeapProcess[] = [];
+  for (const record of records) {
+    const profile = heapProfileOf(record);
+    if (!profile) continue;
+    const killed = record.state === 'running';
+    const explaining = headlineMoment(profile, killed);
+    processes.push({
+      pid: record.pid,
+      exe: record.exe,
+      killed,
+      sampleMean: profile.sampleMean,
+      samples: profile.samplesTotal,
+      dropped: profile.dropped,
+      moments: profile.moments.map((m) => toMoment(record, m, m === explaining)),
+    });
+  }
+  if (!processes.length) return null;
+  const ends = processes.map((p) => p.moments.find((m) => m.moment === 'end')!);
+  const bySite = new Map<string, TraceHeapHolder>();
+  let variance = 0;
+  for (const end of ends) {
+    variance += (end.error / 2) ** 2;
+    for (const h of end.holders) {
+      const key = `${h.fn}\n${h.stack.join('\n')}`;
+      const seen = bySite.get(key);
+      if (seen) {
+        seen.error = Math.round(2 * Math.sqrt((seen.error / 2) ** 2 + (h.error / 2) ** 2));
+        seen.bytes += h.bytes;
+      } else bySite.set(key, { ...h });
+    }
+  }
+  const totalBytes = ends.reduce((sum, m) => sum + m.totalBytes, 0);
+  const holders = [...bySite.values()].sort((a, b) => b.bytes - a.bytes).slice(0, kept);
+  for (const h of holders) h.share = totalBytes > 0 ? h.bytes / totalBytes : 0;
+  return {
+    processes,
+    tree: {
+      moment: 'end',
+      failure: null,
+      tMs: Math.max(...ends.map((m) => m.tMs)),
+      phase: '',
+      totalBytes,
+      error: Math.round(2 * Math.sqrt(variance)),
+      explains: false,
+      holders,
+    },
+  };
+}
+
+function holderLine(h: TraceHeapHolder): string {
+  const error = h.error > 0 ? ` ± ${formatBytes(h.error)}` : '';
+  return `${formatBytes(h.bytes).padStart(10)}${error} (${Math.round(h.share * 100)}%) ${h.fn} from ${h.site}`;
+}
+
+/** Terminal lines: for each process, the top 10 call sites at the moment that explains its ending, the top 3 at the others. */
+export function formatHeapProfile(profile: TraceHeapProfile): string[] {
+  const lines: string[] = [];
+  const mean = profile.processes[0]!.sampleMean;
+  lines.push(
+    `  live heap by call site (allocations sampled every ${formatBytes(mean)} on average; ± is the sampling error, 2 standard deviations):`,
+  );
+  for (const p of profile.processes) {
+    const ended = p.killed;
+    const first = p.moments.find((m) => m.explains);
+    const who = profile.processes.length > 1 ? `pid ${p.pid} (${p.exe}) ` : '';
+    const order = [first, ...p.moments.filter((m) => m !== first)].filter((m): m is TraceHeapMoment => !!m);
+    for (const m of order) {
+      if (m.totalBytes <= 0 && m !== first) continue;
+      const top = m === first ? 10 : 3;
+      const phase = m.phase ? ` in phase "${m.phase}"` : '';
+      lines.push(
+        `    ${who}${momentName({ kind: m.moment, failure: m.failure }, ended)}${phase}: ${formatBytes(m.totalBytes)} ± ${formatBytes(m.error)} estimated live`,
+      );
+      for (const h of m.holders.slice(0, top)) lines.push(`      ${holderLine(h)}`);
+      if (m === first && m.holders[0]) {
+        for (const frame of m.holders[0].stack.slice(1, 6)) lines.push(`          at ${frame}`);
+      }
+    }
+    if (p.dropped > 0) lines.push(`    ${who}note: ${p.dropped} samples not kept (table full): estimates are low`);
+  }
+  if (profile.processes.length > 1 && profile.tree) {
+    lines.push(`    the whole tree at the end: ${formatBytes(profile.tree.totalBytes)} estimated live`);
+    for (const h of profile.tree.holders.slice(0, 3)) lines.push(`      ${holderLine(h)}`);
+  }
+  return lines;
+}
