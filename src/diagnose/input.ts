@@ -1,11 +1,8 @@
 // The one path from a traced run to the diagnosis' input: `trace`, `run`, `estimate --calibrate` and
 // `fit --verify` all build it here, so the same child is diagnosed the same way whichever command ran it.
 import type { Limits } from '../core/limits';
-import { headlineMoment, heapProfileOf, momentName } from '../track/heap-profile';
 import type { TraceRun } from '../track/launcher';
 import { phaseLabel } from '../track/phases';
-import type { AllocationRecord } from '../track/record';
-import { formatFrame } from '../track/symbolize';
 import type { DiagnosisInput } from './index';
 
 /** Limits in force: what clip-mem set, else what the record saw in the process (inherited ulimits). */
@@ -19,8 +16,14 @@ export function effectiveLimits(run: TraceRun): Limits {
 /**
  * What the diagnosis reads of one traced run. `reportedError` is what the program said of its failure
  * somewhere other than its output (a scenario child's report): runtimes name some causes only in words.
+ * `heldBy`: the live-heap profile's top call sites, symbolized by the report (report/heap-profile.ts), since
+ * naming a frame takes addr2line.
  */
-export function diagnosisInput(run: TraceRun, reportedError?: string | null): DiagnosisInput {
+export function diagnosisInput(
+  run: TraceRun,
+  reportedError?: string | null,
+  heldBy?: DiagnosisInput['heldBy'],
+): DiagnosisInput {
   const record = run.record;
   const lastSample = record?.timeline[record.timeline.length - 1];
   const output = `${run.stderrTail}\n${run.stdoutTail}`;
@@ -61,21 +64,6 @@ export function diagnosisInput(run: TraceRun, reportedError?: string | null): Di
     })),
     kernelLog: run.kernelLog,
     endedUnclean: run.endedUnclean,
-    heldBy: record ? heldBy(record) : undefined,
-  };
-}
-
-/** The top call sites of the live-heap profile at the moment that explains the ending. */
-function heldBy(record: AllocationRecord): DiagnosisInput['heldBy'] {
-  const profile = heapProfileOf(record);
-  const killed = record.state === 'running';
-  const moment = profile && headlineMoment(profile, killed);
-  if (!moment) return undefined;
-  return {
-    moment: momentName(moment, killed),
-    holders: moment.holders.map((h) => ({
-      bytes: h.bytes,
-      site: h.stack[0] ? formatFrame(h.stack[0]) : 'other sites',
-    })),
+    heldBy,
   };
 }

@@ -1,6 +1,7 @@
 // The live-heap profile in the trace report: who held the memory at the failure, at the peak and at the
 // end (the kill), per process and for the whole tree; the terminal lines; the pprof file (report/pprof.ts).
 import { formatBytes } from '../core/units';
+import type { DiagnosisInput } from '../diagnose';
 import { heapProfileOf, headlineMoment, momentName, type HeapMoment, type HeapMomentKind } from '../track/heap-profile';
 import { phaseLabel } from '../track/phases';
 import type { AllocationRecord } from '../track/record';
@@ -131,6 +132,17 @@ export function traceHeapProfile(records: readonly AllocationRecord[]): TraceHea
       explains: false,
       holders,
     },
+  };
+}
+
+/** The diagnosis' input: the top call sites of the command's own process at the moment that explains its ending. */
+export function heldBy(profile: TraceHeapProfile | null, pid: number): DiagnosisInput['heldBy'] {
+  const own = profile?.processes.find((p) => p.pid === pid);
+  const moment = own?.moments.find((m) => m.explains);
+  if (!own || !moment) return undefined;
+  return {
+    moment: momentName({ kind: moment.moment, failure: moment.failure }, own.killed),
+    holders: moment.holders.map((h) => ({ bytes: h.bytes, site: h.site })),
   };
 }
 

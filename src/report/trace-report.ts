@@ -10,7 +10,7 @@ import type { Limits } from '../core/limits';
 import type { TraceRun } from '../track/launcher';
 import { RecordFailure } from '../track/record';
 import { SymbolizedFrame, formatFrame, symbolize } from '../track/symbolize';
-import { formatHeapProfile, traceHeapProfile, type TraceHeapProfile } from './heap-profile';
+import { formatHeapProfile, heldBy, traceHeapProfile, type TraceHeapProfile } from './heap-profile';
 
 export interface TraceFailure {
   fn: string;
@@ -214,7 +214,8 @@ export function buildTraceReport(run: TraceRun, reportedError?: string | null): 
       detail,
     };
   });
-  const input = diagnosisInput(run, reportedError);
+  const heapProfile = traceHeapProfile(record ? [record, ...run.descendants] : run.descendants);
+  const input = diagnosisInput(run, reportedError, heldBy(heapProfile, run.pid));
   const last = record
     ? {
         heap: record.counters.heapCurrent,
@@ -279,7 +280,7 @@ export function buildTraceReport(run: TraceRun, reportedError?: string | null): 
     descendants: run.descendants.map((d) => ({ pid: d.pid, exe: d.exe, failures: d.failuresTotal })),
     outlived: run.outlived,
     ...(run.recordDirLeft !== undefined ? { recordDirLeft: run.recordDirLeft } : {}),
-    heapProfile: traceHeapProfile(record ? [record, ...run.descendants] : run.descendants),
+    heapProfile,
     diagnosis,
     fix: traceFix(run.command, diagnosis, failures, run.cgroup),
   };

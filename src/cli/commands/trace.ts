@@ -1,9 +1,11 @@
-// `clip-mem trace [--limit-as N] [--limit-data N] [--limit-mem N] [--json FILE] -- <command...>`
+// `clip-mem trace [--limit-as N] [--limit-data N] [--limit-mem N] [--json FILE] [--pprof FILE] -- <command...>`
+import * as fs from 'node:fs';
 import * as os from 'node:os';
 import type { CommandModule } from 'yargs';
 import { stopTraces, traceCommand } from '../../track/launcher';
 import {
   checkFailRule,
+  checkWritable,
   checkProgram,
   commandOf,
   durationOption,
@@ -16,10 +18,12 @@ import {
   type LimitArgs,
 } from '../options';
 import { buildTraceReport, formatTraceReport } from '../../report/trace-report';
+import { heapPprof } from '../../report/pprof';
 
 interface TraceArgs extends LimitArgs, JsonArgs {
   timeout?: number;
   fail?: string;
+  pprof?: string;
   '--'?: (string | number)[];
   command?: (string | number)[];
 }
@@ -38,9 +42,17 @@ export const traceCommandModule: CommandModule<object, TraceArgs> = {
         describe:
           'fault injection: make calls fail with ENOMEM, e.g. malloc:nth=3, mmap:above=1048576 or mprotect:nth=1 (comma-separated)',
       })
+      .option('pprof', {
+        type: 'string',
+        requiresArg: true,
+        describe:
+          'write the live-heap profile as a gzipped pprof heap profile (profile.proto: pprof, speedscope, Perfetto) ' +
+          'at the moment that explains the ending (the first failure, else the kill, else the peak)',
+      })
       .check(
         usageCheck((args) => {
           if (args.fail !== undefined) checkFailRule(args.fail);
+          if (args.pprof !== undefined) checkWritable(args.pprof, '--pprof');
           const program = commandOf(args as TraceArgs)[0];
           if (program !== undefined) checkProgram(program);
         }),
@@ -53,12 +65,18 @@ export const traceCommandModule: CommandModule<object, TraceArgs> = {
         '$0 trace --limit-mem 300M --json out.json -- node app.js',
         'run in a 300 MiB memory cgroup; JSON for scripts',
       )
+      .example(
+        '$0 trace --limit-mem 300M --pprof heap.pb.gz -- python3 train.py',
+        'who held the memory at the kill, for `go tool pprof -top heap.pb.gz` or speedscope',
+      )
       .epilogue(
         "The command runs with LD_PRELOAD set to clip-mem's interposer, which records every malloc, calloc, realloc, " +
           'posix_memalign, mmap, mremap, pthread_create and mprotect (making reserved pages writable commits them) that fails, ' +
           'with the exact size, errno, stack and phase, into a ' +
-          'file that survives the process being killed. After the command ends, trace prints how it ended, the peaks, every ' +
-          'failure with the limit it hit (with the arithmetic), and a diagnosis: address-space, data-limit, commit-limit, ' +
+          'file that survives the process being killed. It also samples the allocations (one per 512 KiB on average, ' +
+          'CLIPMEM_HEAP_SAMPLE=BYTES to change it, 0 for none) to estimate which call sites hold the live memory. ' +
+          'After the command ends, trace prints how it ended, the peaks, every ' +
+          'failure with the limit it hit (with the arithmetic), who held the memory at the failure, the peak and the kill, and a diagnosis: address-space, data-limit, commit-limit, ' +
           'overcommit-heuristic, map-count, cgroup-oom-kill, host-oom-kill, gpu-memory, js-heap, not-memory, none, or unknown ' +
           '(the evidence is not there: it says what is missing). ' +
           "Exit status: the command's own (128 + signal number when it was killed); 2 on a usage error (a bad option " +
@@ -95,6 +113,12 @@ export const traceCommandModule: CommandModule<object, TraceArgs> = {
       const report = buildTraceReport(run);
       process.stderr.write(formatTraceReport(report));
       writeJson(args, report);
+      if (args.pprof !== undefined) {
+        const profile = heapPprof(run.record ? [run.record, ...run.descendants] : run.descendants);
+        if (profile) fs.writeFileSync(args.pprof, profile);
+        else
+          process.stderr.write(`clip-mem trace: no heap profile to write to ${args.pprof} (no process was profiled)\n`);
+      }
       const { code, signal } = run.exit;
       const signalNumber = signal ? os.constants.signals[signal] : undefined;
       process.exitCode = code ?? (signalNumber !== undefined ? 128 + signalNumber : 1);
