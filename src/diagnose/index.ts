@@ -340,7 +340,6 @@ const HOLDERS_EXPLAIN: readonly Cause[] = [
   'overcommit-heuristic',
   'cgroup-oom-kill',
   'host-oom-kill',
-  'unknown',
 ];
 
 /** "at the kill: 210 MiB held by hold_big (holder.c:12), 90 MiB by grow_steps (holder.c:25)". */

@@ -58,10 +58,31 @@ export interface TraceHeapProfile {
   tree: TraceHeapMoment | null;
 }
 
-const kept = 20;
+const keep = 20;
+
+/**
+ * Names for the holders' call sites: the caller of the allocation function, and where two holders share it
+ * (a wrapper such as a pool's arena allocator), the first frame where their stacks part ("x via y").
+ */
+function siteNames(stacks: string[][]): string[] {
+  return stacks.map((stack, i) => {
+    if (!stack.length) return `(other call sites: the tracker's site table was full)`;
+    let parted = 0;
+    stacks.forEach((other, j) => {
+      if (j === i || other[0] !== stack[0]) return;
+      let common = 0;
+      while (common < stack.length && stack[common] === other[common]) common++;
+      parted = Math.max(parted, common);
+    });
+    return parted > 0 && parted < stack.length ? `${stack[0]} via ${stack[parted]}` : stack[0]!;
+  });
+}
 
 function toMoment(record: AllocationRecord, m: HeapMoment, explains: boolean): TraceHeapMoment {
   const total = m.totalBytes > 0 ? m.totalBytes : 1;
+  const kept = m.holders.slice(0, keep);
+  const stacks = kept.map((h) => h.stack.map(formatFrame));
+  const names = siteNames(stacks);
   return {
     moment: m.kind,
     failure: m.failure,
@@ -70,24 +91,27 @@ function toMoment(record: AllocationRecord, m: HeapMoment, explains: boolean): T
     totalBytes: m.totalBytes,
     error: Math.round(2 * m.totalSigma),
     explains,
-    holders: m.holders.slice(0, kept).map((h) => {
-      const stack = h.stack.map(formatFrame);
-      return {
-        bytes: h.bytes,
-        error: Math.round(2 * h.sigma),
-        share: h.bytes / total,
-        fn: h.fn,
-        site: stack[0] ?? `(other call sites: the tracker's site table was full)`,
-        stack,
-      };
-    }),
+    holders: kept.map((h, i) => ({
+      bytes: h.bytes,
+      error: Math.round(2 * h.sigma),
+      share: h.bytes / total,
+      fn: h.fn,
+      site: names[i]!,
+      stack: stacks[i]!,
+    })),
   };
 }
 
-/** The profile of every tracked process of a run (the command's own first), or null when none has one. */
+/**
+ * The profile of every tracked process of a run (the command's own first), or null when none has one. A
+ * program image that exec'd another (a shell, a pyenv shim) is left out: its memory went with the exec.
+ */
 export function traceHeapProfile(records: readonly AllocationRecord[]): TraceHeapProfile | null {
   const processes: TraceHeapProcess[] = [];
+  const replaced = (r: AllocationRecord) =>
+    records.some((other) => other.pid === r.pid && other.execGeneration > r.execGeneration);
   for (const record of records) {
+    if (replaced(record)) continue;
     const profile = heapProfileOf(record);
     if (!profile) continue;
     const killed = record.state === 'running';
@@ -118,7 +142,7 @@ export function traceHeapProfile(records: readonly AllocationRecord[]): TraceHea
     }
   }
   const totalBytes = ends.reduce((sum, m) => sum + m.totalBytes, 0);
-  const holders = [...bySite.values()].sort((a, b) => b.bytes - a.bytes).slice(0, kept);
+  const holders = [...bySite.values()].sort((a, b) => b.bytes - a.bytes).slice(0, keep);
   for (const h of holders) h.share = totalBytes > 0 ? h.bytes / totalBytes : 0;
   return {
     processes,
@@ -135,11 +159,14 @@ export function traceHeapProfile(records: readonly AllocationRecord[]): TraceHea
   };
 }
 
-/** The diagnosis' input: the top call sites of the command's own process at the moment that explains its ending. */
+/**
+ * The diagnosis' input: the top call sites of the command's own process at its first failure or at the
+ * kill (a peak explains no ending).
+ */
 export function heldBy(profile: TraceHeapProfile | null, pid: number): DiagnosisInput['heldBy'] {
   const own = profile?.processes.find((p) => p.pid === pid);
   const moment = own?.moments.find((m) => m.explains);
-  if (!own || !moment) return undefined;
+  if (!own || !moment || moment.moment === 'peak') return undefined;
   return {
     moment: momentName({ kind: moment.moment, failure: moment.failure }, own.killed),
     holders: moment.holders.map((h) => ({ bytes: h.bytes, site: h.site })),
@@ -158,10 +185,20 @@ export function formatHeapProfile(profile: TraceHeapProfile): string[] {
   lines.push(
     `  live heap by call site (allocations sampled every ${formatBytes(mean)} on average; ± is the sampling error, 2 standard deviations):`,
   );
-  for (const p of profile.processes) {
+  // The command's own process, and the others that failed or were killed holding a good part of the memory
+  // (a shell, a helper that exited: in the JSON only).
+  const explaining = (p: TraceHeapProcess) => p.moments.find((m) => m.explains);
+  const most = Math.max(...profile.processes.map((p) => explaining(p)?.totalBytes ?? 0));
+  const shown = profile.processes
+    .filter((p, i) => {
+      const m = explaining(p);
+      return i === 0 || (m !== undefined && m.moment !== 'peak' && m.totalBytes >= most / 4);
+    })
+    .slice(0, 4);
+  for (const p of shown) {
     const ended = p.killed;
     const first = p.moments.find((m) => m.explains);
-    const who = profile.processes.length > 1 ? `pid ${p.pid} (${p.exe}) ` : '';
+    const who = shown.length > 1 ? `pid ${p.pid} (${p.exe}) ` : '';
     const order = [first, ...p.moments.filter((m) => m !== first)].filter((m): m is TraceHeapMoment => !!m);
     for (const m of order) {
       if (m.totalBytes <= 0 && m !== first) continue;
@@ -177,7 +214,7 @@ export function formatHeapProfile(profile: TraceHeapProfile): string[] {
     }
     if (p.dropped > 0) lines.push(`    ${who}note: ${p.dropped} samples not kept (table full): estimates are low`);
   }
-  if (profile.processes.length > 1 && profile.tree) {
+  if (shown.length > 1 && profile.tree) {
     lines.push(`    the whole tree at the end: ${formatBytes(profile.tree.totalBytes)} estimated live`);
     for (const h of profile.tree.holders.slice(0, 3)) lines.push(`      ${holderLine(h)}`);
   }
