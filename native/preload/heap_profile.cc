@@ -190,18 +190,18 @@ void maybe_snapshot() {
 
 }  // namespace
 
-__attribute__((noinline)) void heap_sample(int fn, uintptr_t address, uint64_t bytes) {
+__attribute__((noinline)) void heap_sample(ClipmemThreadSlot* slot, int fn, uintptr_t address, uint64_t bytes) {
   if (UNLIKELY(!mean)) {  // no profile: never due again
-    tls.sample_left = INT64_MAX;
+    slot->sample_left = INT64_MAX;
     return;
   }
   if (UNLIKELY(!random_state)) {  // this thread's first allocation: its first sample point is still ahead
     random_state = (uint64_t(syscall(SYS_gettid)) << 32 ^ now_ns()) | 1;
-    tls.sample_left += next_gap();
-    if (tls.sample_left >= 0) return;
+    slot->sample_left += next_gap();
+    if (slot->sample_left >= 0) return;
   }
   // The gap to the next point starts after this block (the process is memoryless).
-  tls.sample_left = next_gap();
+  slot->sample_left = next_gap();
   Guard g;
   ErrnoKeeper keep;
   uint64_t stack[CLIPMEM_STACK_DEPTH];

@@ -13,7 +13,7 @@
 #pragma once
 #include <stdint.h>
 
-#include "preload/state.h"
+#include "preload/counters.h"
 
 #pragma GCC visibility push(hidden)
 
@@ -35,9 +35,11 @@ inline uint16_t& sampled_filter_count(uintptr_t address) {
 }
 
 // True when `bytes` more crossed this thread's next sample point (then heap_sample must follow).
-__attribute__((always_inline)) inline bool sample_due(int64_t bytes) {
-  tls.sample_left -= bytes;
-  return UNLIKELY(tls.sample_left < 0);
+// (The count is in the thread's slot; the shared slot's threads share theirs, without atomics: a lost
+// update only moves a sample point.)
+__attribute__((always_inline)) inline bool sample_due(ClipmemThreadSlot* slot, int64_t bytes) {
+  slot->sample_left -= bytes;
+  return UNLIKELY(slot->sample_left < 0);
 }
 // Non-zero when `ptr` may be a sampled block (then heap_unsample must run before it is freed).
 __attribute__((always_inline)) inline unsigned sampled_count(const void* ptr) {
@@ -47,10 +49,11 @@ __attribute__((always_inline)) inline bool maybe_sampled(const void* ptr) { retu
 
 // After sample_due: samples the block `address` of `bytes` allocated by `fn` (a heap block or a mapping)
 // if the count really crossed a sample point, and draws the next one. Out of line: it captures the stack.
-__attribute__((noinline)) void heap_sample(int fn, uintptr_t address, uint64_t bytes);
+__attribute__((noinline)) void heap_sample(ClipmemThreadSlot* slot, int fn, uintptr_t address, uint64_t bytes);
 // Counts `bytes` (a call off the fast path) and samples the block if due.
 inline void heap_count_sample(int fn, const void* address, uint64_t bytes) {
-  if (address && sample_due(int64_t(bytes))) heap_sample(fn, uintptr_t(address), bytes);
+  ClipmemThreadSlot* slot = my_slot();
+  if (address && sample_due(slot, int64_t(bytes))) heap_sample(slot, fn, uintptr_t(address), bytes);
 }
 
 // A sampled block, out of the table (heap_unsample) and possibly back in (heap_resample).

@@ -85,7 +85,7 @@ __attribute__((noinline)) void* grew_mmapped(ClipmemThreadSlot* slot, int fn, vo
 __attribute__((noinline)) void* sampled(ClipmemThreadSlot* slot, int fn, void* ptr, int64_t bytes) {
   int64_t delta;
   if (grows_past_limit(slot, bytes, &delta)) heap_grew(slot, delta);
-  heap_sample(fn, uintptr_t(ptr), uint64_t(bytes));
+  heap_sample(slot, fn, uintptr_t(ptr), uint64_t(bytes));
   return ptr;
 }
 __attribute__((noinline)) void fold_then_free(ClipmemThreadSlot* slot, void* ptr) {
@@ -100,7 +100,7 @@ __attribute__((always_inline)) inline void* count_block(ClipmemThreadSlot* slot,
   size_t header = static_cast<size_t*>(ptr)[-1];
   if (UNLIKELY(header & kChunkMmapped)) return grew_mmapped(slot, fn, ptr);
   int64_t bytes = heap_chunk_usable(header);
-  if (sample_due(bytes)) return sampled(slot, fn, ptr, bytes);
+  if (sample_due(slot, bytes)) return sampled(slot, fn, ptr, bytes);
   int64_t delta;
   if (grows_past_limit(slot, bytes, &delta)) return grew(slot, delta, ptr);
   return ptr;
@@ -210,7 +210,7 @@ void* realloc_hook(void* ptr, size_t size) {
   int64_t delta = load(slot->heap_delta) + new_size - old_size;
   store(slot->heap_delta, delta);
   if (UNLIKELY(delta > slot->grow_limit || delta < -kFoldBytes)) heap_changed(slot, delta);
-  if (sample_due(new_size)) heap_sample(CLIPMEM_FN_REALLOC, uintptr_t(result), uint64_t(new_size));
+  if (sample_due(slot, new_size)) heap_sample(slot, CLIPMEM_FN_REALLOC, uintptr_t(result), uint64_t(new_size));
   return result;
 }
 

@@ -7,7 +7,7 @@
 
 namespace clipmem {
 
-__thread ThreadState tls __attribute__((tls_model("initial-exec"))) = {nullptr, nullptr, 0, 0};
+__thread ThreadState tls __attribute__((tls_model("initial-exec"))) = {nullptr, nullptr, 0};
 int state = kUninitialized;
 bool glibc_chunks = false;
 bool any_injection = false;

@@ -21,8 +21,6 @@ struct ThreadState {
   ClipmemThreadSlot* fast;
   ClipmemThreadSlot* slot;  // this thread's counters (null until its first tracked call)
   int guard;                // > 0 while the tracker itself runs: calls pass through untracked
-  int64_t sample_left;      // bytes before this thread's next heap sample (heap_profile.h); here, not apart,
-                            // so that the fast path finds it with the same TLS offset as `fast`
 };
 // initial-exec: reading it is one instruction off the thread pointer, with no call to __tls_get_addr
 // (which may allocate, and would cost a call on every malloc). The library is loaded at start by

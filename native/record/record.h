@@ -69,7 +69,10 @@ typedef struct ClipmemThreadSlot {
   uint64_t request;    // writer's bookkeeping: the size asked by this thread's latest malloc
   uint64_t calls[CLIPMEM_FN_COUNT];
   uint64_t histogram[CLIPMEM_HISTOGRAM_BUCKETS];
-  uint8_t padding[64 - (8 + 8 + 8 + 8 + 8 * CLIPMEM_FN_COUNT + 8 * CLIPMEM_HISTOGRAM_BUCKETS) % 64];
+  // writer's bookkeeping: bytes before this thread's next heap sample (native/preload/heap_profile.h); in
+  // the slot, whose address the fast path keeps across the call to the real malloc
+  int64_t sample_left;
+  uint8_t padding[64 - (8 + 8 + 8 + 8 + 8 * CLIPMEM_FN_COUNT + 8 * CLIPMEM_HISTOGRAM_BUCKETS + 8) % 64];
 } ClipmemThreadSlot;
 
 typedef struct ClipmemFailure {
@@ -271,6 +274,7 @@ CLIPMEM_OFFSET(ClipmemThreadSlot, grow_limit, 16);
 CLIPMEM_OFFSET(ClipmemThreadSlot, request, 24);
 CLIPMEM_OFFSET(ClipmemThreadSlot, calls, 32);
 CLIPMEM_OFFSET(ClipmemThreadSlot, histogram, 160);
+CLIPMEM_OFFSET(ClipmemThreadSlot, sample_left, 544);
 // ClipmemFailure
 CLIPMEM_LAYOUT(sizeof(ClipmemFailure) == 2936);
 CLIPMEM_LAYOUT(CLIPMEM_ALIGNOF(ClipmemFailure) == 8);
