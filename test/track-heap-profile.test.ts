@@ -32,8 +32,13 @@ function within10Percent(t: { true: (v: boolean, m?: string) => void }, estimate
 }
 
 test('killed by a 300M cgroup: at the kill, hold_big and grow_steps hold what they printed (within 10%); pprof decodes with the same totals', async (t) => {
-  const pprof = path.join(scratchDir('clipmem-heap-'), 'heap.pb.gz');
-  const { status, report, stdout, stderr } = trace(['--limit-mem', '300M', '--pprof', pprof], [holderProgram, 'kill']);
+  const dir = scratchDir('clipmem-heap-');
+  const pprof = path.join(dir, 'heap.pb.gz');
+  const html = path.join(dir, 'heap.html');
+  const { status, report, stdout, stderr } = trace(
+    ['--limit-mem', '300M', '--pprof', pprof, '--heap-html', html],
+    [holderProgram, 'kill'],
+  );
   t.is(status, 137);
   t.is(report.diagnosis.cause, 'cgroup-oom-kill');
   const real = truth(stdout);
@@ -59,6 +64,14 @@ test('killed by a 300M cgroup: at the kill, hold_big and grow_steps hold what th
   const evidence = report.diagnosis.evidence.find((e) => e.startsWith('at the kill: '));
   t.regex(evidence ?? '', /^at the kill: \d+(\.\d+)? MiB held by hold_big \(.*\), \d+(\.\d+)? MiB by grow_steps \(/);
   t.regex(stderr, /at the kill: .* estimated live\n +200 MiB \(\d+%\) malloc from hold_big/);
+
+  // The page: icicle charts as inline SVG, no script; hovering hold_big's frame says its bytes.
+  const page = fs.readFileSync(html, 'utf8');
+  t.false(/<script/i.test(page));
+  t.true(page.includes('<h3>at the kill: '));
+  t.regex(page, /<svg [^>]*>/);
+  const bigTitle = /<title>hold_big \([^<]*holder_program\.c:\d+\)\n([^<]*)<\/title>/.exec(page);
+  t.is(bigTitle?.[1], `200 MiB (${Math.round(holder(atKill, 'hold_big').share * 100)}%)`);
 
   // The pprof file, decoded against pprof's own schema.
   const root = await protobuf.load(path.join(fixtures, 'profile.proto'));

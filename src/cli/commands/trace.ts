@@ -1,4 +1,4 @@
-// `clip-mem trace [--limit-as N] [--limit-data N] [--limit-mem N] [--json FILE] [--pprof FILE] -- <command...>`
+// `clip-mem trace [--limit-as N] [--limit-data N] [--limit-mem N] [--json FILE] [--pprof FILE] [--heap-html FILE] -- <command...>`
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import type { CommandModule } from 'yargs';
@@ -19,11 +19,13 @@ import {
 } from '../options';
 import { buildTraceReport, formatTraceReport } from '../../report/trace-report';
 import { heapPprof } from '../../report/pprof';
+import { heapProfileHtml } from '../../report/heap-flame';
 
 interface TraceArgs extends LimitArgs, JsonArgs {
   timeout?: number;
   fail?: string;
   pprof?: string;
+  heapHtml?: string;
   '--'?: (string | number)[];
   command?: (string | number)[];
 }
@@ -49,10 +51,18 @@ export const traceCommandModule: CommandModule<object, TraceArgs> = {
           'write the live-heap profile as a gzipped pprof heap profile (profile.proto: pprof, speedscope, Perfetto) ' +
           'at the moment that explains the ending (the first failure, else the kill, else the peak)',
       })
+      .option('heap-html', {
+        type: 'string',
+        requiresArg: true,
+        describe:
+          'write the live-heap profile as a self-contained HTML page: icicle charts (inline SVG, no script) of the live bytes by stack at the failure, the peak and the kill',
+      })
       .check(
         usageCheck((args) => {
           if (args.fail !== undefined) checkFailRule(args.fail);
           if (args.pprof !== undefined) checkWritable(args.pprof, '--pprof');
+          const html = (args as TraceArgs).heapHtml;
+          if (html !== undefined) checkWritable(html, '--heap-html');
           const program = commandOf(args as TraceArgs)[0];
           if (program !== undefined) checkProgram(program);
         }),
@@ -118,6 +128,13 @@ export const traceCommandModule: CommandModule<object, TraceArgs> = {
         if (profile) fs.writeFileSync(args.pprof, profile);
         else
           process.stderr.write(`clip-mem trace: no heap profile to write to ${args.pprof} (no process was profiled)\n`);
+      }
+      if (args.heapHtml !== undefined) {
+        if (report.heapProfile) fs.writeFileSync(args.heapHtml, heapProfileHtml(report.heapProfile, command));
+        else
+          process.stderr.write(
+            `clip-mem trace: no heap profile to write to ${args.heapHtml} (no process was profiled)\n`,
+          );
       }
       const { code, signal } = run.exit;
       const signalNumber = signal ? os.constants.signals[signal] : undefined;
