@@ -84,13 +84,18 @@ void record_failure(const FailureArgs& args) {
 
 uint32_t capture_stack(uint64_t stack[CLIPMEM_STACK_DEPTH]) {
   // The stack starts at the caller of the interposed function: frames inside this library are dropped.
+  // Our own range comes from _dl_find_object, not dladdr: dladdr on the first frame outside this library
+  // scans that module's whole symbol table (a millisecond in node or libtorch), and heap samples come here.
   void* frames[CLIPMEM_STACK_DEPTH + 8];
   int depth = backtrace(frames, CLIPMEM_STACK_DEPTH + 8);
   int skip = 0;
-  Dl_info own, info;
-  if (dladdr(reinterpret_cast<void*>(&record_failure), &own)) {
-    while (skip < depth && dladdr(static_cast<char*>(frames[skip]) - 1, &info) && info.dli_fbase == own.dli_fbase)
-      ++skip;
+  dl_find_object own;
+  if (_dl_find_object(reinterpret_cast<void*>(&record_failure), &own) == 0) {
+    auto inside = [&](void* frame) {
+      char* byte = static_cast<char*>(frame) - 1;
+      return byte >= static_cast<char*>(own.dlfo_map_start) && byte < static_cast<char*>(own.dlfo_map_end);
+    };
+    while (skip < depth && inside(frames[skip])) ++skip;
   }
   uint32_t kept = uint32_t(depth - skip > CLIPMEM_STACK_DEPTH ? CLIPMEM_STACK_DEPTH : depth - skip);
   for (uint32_t i = 0; i < kept; ++i) stack[i] = uint64_t(uintptr_t(frames[i + skip]));

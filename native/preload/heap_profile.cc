@@ -261,6 +261,7 @@ void heap_profile_start(const char* text) {
 
 void heap_profile_after_fork(const ClipmemRecordHeader* parent) {
   lock_word = 0;
+  random_state = 0;  // the child's slot starts a count of its own: its first gap is drawn, not taken as crossed
   const char* from = reinterpret_cast<const char*>(parent) + parent->heap_sites_offset;
   memcpy(sites(), from, CLIPMEM_HEAP_SITE_CAPACITY * sizeof(ClipmemHeapSite));
   // The sites' frames name modules by their index in the parent's table.
