@@ -145,12 +145,7 @@ uint16_t frame_module(uint64_t address) {
   dl_find_object found;
   if (_dl_find_object(reinterpret_cast<void*>(address - 1), &found) != 0) return CLIPMEM_NO_MODULE;
   const char* path = found.dlfo_link_map ? found.dlfo_link_map->l_name : nullptr;
-  char exe[CLIPMEM_PATH_BYTES];
-  if (!path || path[0] != '/') {  // the main program (as in describe_frame)
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    exe[n > 0 ? n : 0] = 0;
-    path = exe;
-  }
+  if (!path || path[0] != '/') path = record->exe;  // the main program: /proc/self/exe, read at the record's creation
   return module_index(found.dlfo_map_start, path);
 }
 
