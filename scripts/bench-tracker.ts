@@ -4,6 +4,8 @@
 // at least 10x less added time than heaptrack on both. The loop also runs under two interposers that
 // only forward (build/test-programs/libclipmem_forward_*.so): what interposition itself costs, the floor
 // under the tracker's figure.
+// With CLIPMEM_BENCH_BASELINE=<another libclipmem_preload.so> (e.g. built from main), that library runs
+// too, interleaved with this build's, to show a change's cost side by side.
 // Usage: npm run build && node dist/scripts/bench-tracker.js [runs=5] [pairs=50000000]
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -38,7 +40,8 @@ function median(values: number[]): number {
   return sorted[Math.floor(sorted.length / 2)]!;
 }
 
-type Mode = 'untracked' | 'clip-mem' | 'heaptrack' | 'forward-only' | 'forward-inspect';
+type Mode = 'untracked' | 'clip-mem' | 'baseline' | 'heaptrack' | 'forward-only' | 'forward-inspect';
+const baseline = process.env.CLIPMEM_BENCH_BASELINE;
 
 // The forwarding baselines, by mode: malloc jumps straight to glibc's, or calls it and returns its block.
 const forwarders: Partial<Record<Mode, string>> = {
@@ -55,8 +58,8 @@ interface Timing {
 function runOnce(mode: Mode, command: string[], scratch: string): Timing {
   const env: NodeJS.ProcessEnv = { ...process.env };
   let argv = command;
-  if (mode === 'clip-mem') {
-    env.LD_PRELOAD = preloadLibrary();
+  if (mode === 'clip-mem' || mode === 'baseline') {
+    env.LD_PRELOAD = mode === 'baseline' ? baseline : preloadLibrary();
     env.CLIPMEM_RECORD_DIR = fs.mkdtempSync(path.join(scratch, 'record-'));
   } else if (mode === 'heaptrack') {
     argv = ['heaptrack', '-o', path.join(scratch, `heaptrack-${Date.now()}`), ...command];
@@ -84,6 +87,7 @@ function measure(
   withForwarders = false,
 ): void {
   const modes: Mode[] = ['untracked', 'clip-mem'];
+  if (baseline) modes.push('baseline');
   if (withHeaptrack) modes.push('heaptrack');
   if (withForwarders) modes.push('forward-only', 'forward-inspect');
   const times = new Map<Mode, Timing[]>(modes.map((mode) => [mode, []]));
@@ -104,6 +108,12 @@ function measure(
           : ` added time ${(heaptrack - base).toFixed(0)} vs ${(tracked - base).toFixed(0)} ms = ${((heaptrack - base) / (tracked - base)).toFixed(1)}x less than heaptrack (goal >= 10x)`;
     }
     lines.push(line);
+    if (baseline) {
+      const before = of('baseline');
+      lines.push(
+        `        baseline ${baseline}: ${before.toFixed(0)} ms = ${(before / base).toFixed(2)}x; this build / baseline = ${(tracked / before).toFixed(3)}`,
+      );
+    }
     if (withForwarders) {
       const only = of('forward-only');
       const inspect = of('forward-inspect');

@@ -1,7 +1,8 @@
 // `clip-mem fit -- <command>`: the smallest limit a command needs, proven by runs on real processes: the
 // limit it prints passes, one step below fails, with the diagnosis of that failure.
 import test from 'ava';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { repoRoot } from './helpers/paths';
 import { scratchDir } from './helpers/scratch';
@@ -125,4 +126,55 @@ test('trace prints the least the failed run needed and the fit command that prov
   const proven = fit(['--for', 'data', '--step', '1M', '--runs', '1'], command).fit;
   t.is(proven.outcome, 'found');
   t.true(proven.passes! >= report.fix.needAtLeast - 4096);
+});
+
+test('--pass-if: an exit code and a text in the output define passing; a run that exits as asked without the text fails', (t) => {
+  const need = 48 * MiB;
+  // Exits 3 whether the allocation worked or not: only the printed "done" tells them apart.
+  const command = ['sh', '-c', `${allocProgram} commit ${need} && echo done; exit 3`];
+  const plain = fit(['--for', 'data', '--step', '1M', '--runs', '1'], command);
+  t.is(plain.fit.outcome, 'fails-without-limit');
+  const ruled = fit(
+    ['--for', 'data', '--step', '1M', '--runs', '1', '--pass-if', 'exit=3', '--pass-if', 'output=done'],
+    command,
+  );
+  t.is(ruled.status, 0, ruled.stderr);
+  t.is(schemaErrors('fit', ruled.fit), '');
+  t.is(ruled.fit.outcome, 'found');
+  t.true(ruled.fit.passes! >= need && ruled.fit.passes! - ruled.fit.fails! === MiB);
+  const failed = (
+    ruled.fit as unknown as { runs: { passed: boolean; exit: { code: number }; evidence: string[] }[] }
+  ).runs.filter((r) => !r.passed);
+  t.true(failed.length > 0 && failed.every((r) => r.exit.code === 3 && r.evidence[0] === 'its output lacked "done"'));
+  t.regex(ruled.stderr, /passing means: exit 3 and "done" in its output/);
+});
+
+test('SIGINT to fit -- <command>: the running child killed, no further run, the runs so far in the JSON, exit 130', async (t) => {
+  const json = path.join(scratchDir('clip-mem-fit-stop-'), 'fit.json');
+  const child = spawn(
+    process.execPath,
+    [bin, 'fit', '--for', 'as', '--runs', '3', '--json', json, '--', 'sh', '-c', 'echo ready; sleep 60'],
+    { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let stdout = '';
+  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+  let stderr = '';
+  await new Promise<void>((resolve) =>
+    child.stderr.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString();
+      if (stderr.includes('without a limit: run 1 of 3')) resolve();
+    }),
+  );
+  const status = await new Promise<number | null>((resolve) => {
+    child.once('exit', (code) => resolve(code));
+    child.kill('SIGINT');
+  });
+  t.is(status, 130, stderr);
+  const result = JSON.parse(fs.readFileSync(json, 'utf8')) as Fit & { stoppedBy: string; free: unknown[] };
+  t.is(schemaErrors('fit', result), '');
+  t.is(result.outcome, 'stopped');
+  t.is(result.stoppedBy, 'SIGINT');
+  t.is(result.free.length, 0, 'the stopped run is not a result');
+  t.regex(stdout, /stopped by SIGINT after 0 run\(s\): no boundary proven/);
+  t.false(stderr.includes('without a limit: run 2 of 3'), 'no further run started');
 });

@@ -1,23 +1,14 @@
 // `fit -- <command>` on the seed's own job: Debian's PyTorch building CLIP ViT-B/32. The limits it finds
 // pass; 5% below them fails; the search stays within its bound of runs.
-import test, { type ExecutionContext } from 'ava';
+import test from 'ava';
 import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
 import { fixtures, repoRoot } from './helpers/paths';
 import { schemaErrors } from './helpers/schema';
+import { torchPython } from './helpers/require-program';
 
 const bin = path.join(repoRoot, 'bin', 'clip-mem.js');
 const script = path.join(fixtures, 'python', 'build_clip.py');
-
-/** A python3 that imports torch: the one on PATH, else Debian's (a pyenv python3 may come first). */
-function torchPython(t: ExecutionContext): string {
-  for (const python of ['python3', '/usr/bin/python3']) {
-    if (spawnSync(python, ['-c', 'import torch'], { stdio: 'ignore' }).status === 0) return python;
-  }
-  const message = 'this test needs PyTorch for python3: install it (Debian: apt-get install python3-torch)';
-  t.fail(message);
-  throw new Error(message);
-}
 
 function cli(args: string[]) {
   return spawnSync(process.execPath, [bin, ...args], { cwd: repoRoot, encoding: 'utf8', timeout: 900_000 });

@@ -2,12 +2,13 @@
 // figures need it (the seed's 101187584-byte allocation, the cgroup kill, the default run); the rest on tiny.
 import test from 'ava';
 import Ajv from 'ajv';
-import { spawn, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { readResults, type ScenarioResult } from '../src/report/result';
 import { readCgroups } from '../src/probe/cgroup';
 import { clipMemCacheDir } from '../src/clip/synthetic';
+import { resolveClipModel } from '../src/clip/checkpoint';
 import { scratchDir } from './helpers/scratch';
 
 // Tests that run several children, minutes each under load: ava's 10-minute inactivity timeout waits for them.
@@ -461,5 +462,35 @@ test.serial(
       const rerun = run(fix.command!.replace(/^.*clip-mem run /, '').split(' '));
       t.is(rerun.status, 0, `${fix.command}\n${rerun.stdout}`);
     }
+  },
+);
+
+test.serial(
+  '--limit-mem with the checkpoint already in the page cache: the pages charged elsewhere are said, with the cold-start figure',
+  (t) => {
+    const weights = resolveClipModel('vit-b-32', { format: 'fp32' }).weightsFile;
+    const size = fs.statSync(weights).size;
+    // clip-forward reads every weight: cold, the run's cgroup is charged for the whole file.
+    const load = () => scenario(run(['clip-forward', '--batch', '1', '--limit-mem', '2G']).results, 'clip-forward');
+    // Out of the page cache (written back first: dirty pages cannot be dropped; then coreutils' documented
+    // way to drop a file's cached pages), then run: only what checking the header read in, nothing to say.
+    execFileSync('sync', [weights]);
+    execFileSync('dd', [`if=${weights}`, 'iflag=nocache', 'count=0'], { stdio: 'ignore' });
+    const cold = load();
+    t.true(cold.memory.checkpointCached! < 2 ** 20, `${cold.memory.checkpointCached} cached`);
+    t.is(cold.analysis.note, undefined);
+    // Read whole (cached, charged to this test's cgroup), then run: the run's cgroup is not charged for it.
+    fs.readFileSync(weights);
+    const warm = load();
+    t.is(schemaErrors(warm), '');
+    t.true(warm.memory.checkpointCached! > 0.95 * size, `${warm.memory.checkpointCached} of ${size} cached`);
+    t.true(
+      warm.memory.cgroupPeak! < cold.memory.cgroupPeak! - size / 2,
+      `the warm run is charged less: ${warm.memory.cgroupPeak} vs ${cold.memory.cgroupPeak}`,
+    );
+    t.regex(
+      warm.analysis.note!,
+      /^the 5\d\d MiB of the checkpoint already in the page cache were charged elsewhere, not in this figure; a cold start that reads them all is charged up to .*, which fits$/,
+    );
   },
 );

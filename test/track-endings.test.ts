@@ -282,3 +282,34 @@ test('a daemon inside --limit-mem: killed with the cgroup, which is removed', (t
   t.true(report.cgroup!.removed);
   t.deepEqual(leftovers(tmp), []);
 });
+
+test('an RLIMIT_AS smaller than the program itself: SIGSEGV at exec, named address-space with the image size', (t) => {
+  const { report } = traceWith(['--limit-as', '4096'], ['/bin/true']);
+  t.is(report.exit.signal, 'SIGSEGV');
+  t.is(report.diagnosis.cause, 'address-space');
+  t.regex(
+    report.diagnosis.evidence[0]!,
+    /^killed by SIGSEGV as it started: RLIMIT_AS 4\.0 KiB is below the \d+ KiB that exec maps/,
+  );
+});
+
+test('a limit too small for the tracker itself: the program runs untracked, said so, never a cause of its own', (t) => {
+  // The smallest limits, up from 1 MiB, where ld.so refuses the tracker's library but /bin/true still runs, and
+  // where the tracker loads but cannot map its record: found by trying, as library sizes vary.
+  const seen = new Set<string>();
+  for (let limit = 1 << 20; limit <= 16 << 20 && seen.size < 2; limit += 256 << 10) {
+    const { report, stderr } = traceWith(['--limit-as', String(limit)], ['/bin/true']);
+    if (report.exit.code !== 0) continue;
+    const kind = /cannot be preloaded/.test(stderr) ? 'library' : /cannot map the record/.test(stderr) ? 'record' : '';
+    if (!kind || seen.has(kind)) continue;
+    seen.add(kind);
+    t.is(report.diagnosis.cause, 'unknown', `${kind} at ${limit}`);
+    t.regex(
+      report.notTracked ?? '',
+      kind === 'library'
+        ? /could not load clip-mem's tracker .* under RLIMIT_AS .*: the limit leaves too little even for the tracker's library/
+        : /under RLIMIT_AS .* there was no room for the tracker's \d\.\d MiB record/,
+    );
+  }
+  t.deepEqual([...seen].sort(), ['library', 'record']);
+});

@@ -3,8 +3,10 @@
 // trace, no hang, exit 0, 1 or 2. Both run in-process in one child (test/helpers/cli-batch.ts).
 import test from 'ava';
 import * as fs from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
 import { runCliBatch, type CliCase } from './helpers/cli-batch';
+import { bin as CLI } from './helpers/probe-cli';
 import { sampleResults } from './helpers/run-results';
 import { scratchDir } from './helpers/scratch';
 
@@ -58,6 +60,11 @@ add(['run', 'basic-ops', '--model', missing], '--model');
 add(['run', 'basic-ops', '--model', ''], '--model');
 add(['run', 'basic-ops', '--markdown', `${missing}.md`], '--markdown');
 add(['run', 'basic-ops', '--html', `${missing}.html`], '--html');
+add(['run', 'basic-ops', '--json', 'same.out', '--markdown', './same.out'], '--markdown');
+for (const rule of ['bogus', 'exit=300', 'exit=', 'output=', 'exit=a'])
+  add(['fit', '--for', 'as', '--pass-if', rule, ...marker], '--pass-if');
+add(['fit', '--limit-as', '2G', '--pass-if', 'exit=0'], '--pass-if');
+add(['fit', '--limit-as', '2G', '--max', '3G'], '--max');
 add(['run', 'basic-ops', '--markdown', ''], '--markdown');
 add(['run', 'basic-ops', '--json', `${missing}.json`], '--json');
 add(['run', 'basic-ops', '--json', inputs], '--json');
@@ -124,6 +131,38 @@ test('--help of every command states its exit codes', (t) => {
     t.is(result.status, 0, commands[index]);
     t.regex(result.stdout.replace(/\s+/g, ' '), /Exit status: .*2 (on )?a usage error/, commands[index]);
   }
+});
+
+/** Where this machine's memory cgroups are mounted: the v1 memory hierarchy, else the v2 tree. */
+const MEMORY_HIERARCHY = (() => {
+  const mounts = fs
+    .readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .map((line) => line.split(' '));
+  const v1 = mounts.find((f) => f[f.indexOf('-') + 1] === 'cgroup' && f.at(-1)!.split(',').includes('memory'));
+  return (v1 ?? mounts.find((f) => f[f.indexOf('-') + 1] === 'cgroup2'))![4]!;
+})();
+
+test('--limit-mem where no cgroup can be made: refused before any work (no checkpoint written, no child)', (t) => {
+  // The memory hierarchy bind-mounted read-only in a private mount namespace: as root too, mkdir fails.
+  const command = `mount -o bind,ro ${MEMORY_HIERARCHY} ${MEMORY_HIERARCHY} && exec "$@"`;
+  for (const argv of [
+    ['run', 'clip-load', '--limit-mem', '1G'],
+    ['trace', '--limit-mem', '300M', ...marker],
+    ['fit', '--limit-mem', '1500M', '--verify'],
+    ['fit', '--for', 'mem', ...marker],
+  ]) {
+    const result = spawnSync('unshare', ['-m', 'sh', '-c', command, 'sh', process.execPath, CLI, ...argv], {
+      cwd: work,
+      env,
+      encoding: 'utf8',
+    });
+    const label = argv.join(' ');
+    t.is(result.status, 2, `${label}\n${result.stderr}`);
+    t.regex(result.stderr, /^clip-mem: cannot create the cgroup .* for --limit-mem: EROFS/, label);
+  }
+  t.deepEqual(fs.readdirSync(work), [], 'no child started (no MARKER)');
+  t.deepEqual(fs.readdirSync(cache), [], 'no checkpoint written');
 });
 
 /** mulberry32: the same 1,000 cases on every run. */

@@ -1,7 +1,8 @@
 // mapFile(path) -> ArrayBuffer: the whole file mapped read-only (PROT_READ, MAP_PRIVATE) as an external
 // ArrayBuffer, so checkpoint tensors can be zero-copy views; the mapping is unmapped when the buffer is
 // garbage-collected, or at once by unmapFile(buffer) (which also detaches it, so stale views read as
-// empty instead of faulting). mappedBytes() is what this addon holds mapped now.
+// empty instead of faulting). mappedBytes() is what this addon holds mapped now. residentBytes(path) is how
+// much of a file is in the page cache now (mincore over a mapping that is never touched).
 // Errors carry code (e.g. "ENOMEM"), errno, syscall and path, like Node's fs errors.
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -145,6 +146,40 @@ Napi::Value UnmapFile(const Napi::CallbackInfo& info) {
 Napi::Value MappedBytes(const Napi::CallbackInfo& info) {
   std::lock_guard<std::mutex> lock(registryMutex);
   return Napi::Number::New(info.Env(), static_cast<double>(liveBytes));
+}
+
+Napi::Value ResidentBytes(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString())
+    throw Napi::TypeError::New(env, "residentBytes(path): path must be a string");
+  const std::string path = info[0].As<Napi::String>();
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw SystemError(env, errno, "open", path);
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    int error = errno;
+    close(fd);
+    throw SystemError(env, error, "fstat", path);
+  }
+  if (st.st_size == 0) {
+    close(fd);
+    return Napi::Number::New(env, 0);
+  }
+  const size_t length = size_t(st.st_size);
+  void* address = mmap(nullptr, length, PROT_READ, MAP_SHARED, fd, 0);
+  int error = errno;
+  close(fd);
+  if (address == MAP_FAILED) throw SystemError(env, error, "mmap", path);
+  const size_t page = size_t(sysconf(_SC_PAGESIZE));
+  std::string vector((length + page - 1) / page, '\0');
+  int result = mincore(address, length, reinterpret_cast<unsigned char*>(&vector[0]));
+  error = errno;
+  munmap(address, length);
+  if (result != 0) throw SystemError(env, error, "mincore", path);
+  size_t resident = 0;
+  for (size_t i = 0; i < vector.size(); ++i)
+    if (vector[i] & 1) resident += (i + 1 == vector.size()) ? length - i * page : page;
+  return Napi::Number::New(env, double(resident));
 }
 
 }  // namespace clipmem

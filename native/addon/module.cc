@@ -18,6 +18,7 @@ const Export kFunctions[] = {
     {"mapFile", MapFile},                        // mapping.cc: a file mapped as an ArrayBuffer
     {"unmapFile", UnmapFile},                    //
     {"mappedBytes", MappedBytes},                //
+    {"residentBytes", ResidentBytes},            //
     {"probeAllocator", ProbeAllocator},          // probe_allocator.cc: what can be allocated now
     {"readResourceLimits", ReadResourceLimits},  // probe_limits.cc: getrlimit
     {"readMallinfo", ReadMallinfo},              //
@@ -25,11 +26,13 @@ const Export kFunctions[] = {
     {"setPhase", SetPhase},                      //
     {"demangle", Demangle},                      //
     {"trackedFunctions", TrackedFunctions},      //
+    {"deviceFunctions", DeviceFunctions},        //
 };
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   for (const Export& entry : kFunctions) exports.Set(entry.name, Napi::Function::New(env, entry.function, entry.name));
-  exports.Set("recordVersion", Napi::Number::New(env, CLIPMEM_RECORD_VERSION));  // record.cc reads this version
+  exports.Set("recordVersion", Napi::Number::New(env, CLIPMEM_RECORD_VERSION));       // record.cc reads this version
+  exports.Set("recordBytes", Napi::Number::New(env, double(clipmem_record_size())));  // one process's record file
   exports.Set("napiVersion", Napi::Number::New(env, NAPI_VERSION));
   return exports;
 }

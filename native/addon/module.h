@@ -13,6 +13,7 @@ Napi::Value ProbeGpu(const Napi::CallbackInfo& info);
 Napi::Value MapFile(const Napi::CallbackInfo& info);
 Napi::Value UnmapFile(const Napi::CallbackInfo& info);
 Napi::Value MappedBytes(const Napi::CallbackInfo& info);
+Napi::Value ResidentBytes(const Napi::CallbackInfo& info);
 // probe_allocator.cc
 Napi::Value ProbeAllocator(const Napi::CallbackInfo& info);
 // probe_limits.cc
@@ -23,5 +24,6 @@ Napi::Value ReadRecord(const Napi::CallbackInfo& info);
 Napi::Value SetPhase(const Napi::CallbackInfo& info);
 Napi::Value Demangle(const Napi::CallbackInfo& info);
 Napi::Value TrackedFunctions(const Napi::CallbackInfo& info);
+Napi::Value DeviceFunctions(const Napi::CallbackInfo& info);
 
 }  // namespace clipmem

@@ -22,6 +22,15 @@ namespace clipmem {
 namespace {
 
 const char* const kFnNames[] = CLIPMEM_FN_NAMES;
+const char* const kDeviceFnNames[] = CLIPMEM_DEVICE_FN_NAMES;
+const int kDeviceFnRuntime[] = CLIPMEM_DEVICE_FN_RUNTIME;
+
+const char* fn_name(uint32_t fn) {
+  if (fn < CLIPMEM_FN_COUNT) return kFnNames[fn];
+  if (fn >= CLIPMEM_DEVICE_FN_BASE && fn < CLIPMEM_DEVICE_FN_BASE + CLIPMEM_DEVICE_FN_COUNT)
+    return kDeviceFnNames[fn - CLIPMEM_DEVICE_FN_BASE];
+  return "unknown";
+}
 
 template <typename T>
 T snapshot(const T& field) {
@@ -29,6 +38,8 @@ T snapshot(const T& field) {
 }
 
 Napi::Value bytes(Napi::Env env, int64_t value) { return Napi::Number::New(env, double(value)); }
+// -1 (unknown) as null, the one spelling of unknown.
+Napi::Value known_bytes(Napi::Env env, int64_t value) { return value < 0 ? env.Null() : bytes(env, value); }
 
 std::string bounded(const char* text, size_t size) { return std::string(text, strnlen(text, size)); }
 
@@ -72,7 +83,7 @@ Napi::Array ReadStack(Napi::Env env, const uint64_t* stack, const uint16_t* fram
 Napi::Object ReadFailure(Napi::Env env, const ClipmemFailure& f, const ClipmemModule* modules, uint32_t modules_used) {
   Napi::Object out = Napi::Object::New(env);
   out.Set("sequence", Napi::Number::New(env, double(f.sequence)));
-  out.Set("fn", f.fn < CLIPMEM_FN_COUNT ? kFnNames[f.fn] : "unknown");
+  out.Set("fn", fn_name(f.fn));
   // An overflowing nmemb*size is reported as the product it asked for (a double: not exact, but honest).
   out.Set("size",
           Napi::Number::New(
@@ -106,6 +117,56 @@ Napi::Object ReadFailure(Napi::Env env, const ClipmemFailure& f, const ClipmemMo
   out.Set("fileMapped", bytes(env, f.file_mapped));
   out.Set("phase", bounded(f.phase, sizeof f.phase));
   out.Set("stack", ReadStack(env, f.stack, f.frame_module, f.frame_symbol, f.stack_depth, modules, modules_used));
+  out.Set("gpu", env.Null());
+  if (f.fn >= CLIPMEM_DEVICE_FN_BASE && f.fn < CLIPMEM_DEVICE_FN_BASE + CLIPMEM_DEVICE_FN_COUNT) {
+    Napi::Object gpu = Napi::Object::New(env);
+    gpu.Set("api", kDeviceFnRuntime[f.fn - CLIPMEM_DEVICE_FN_BASE] ? "runtime" : "driver");
+    gpu.Set("status", f.cuda_error);
+    gpu.Set("device", f.device < 0 ? env.Null() : Napi::Number::New(env, f.device));
+    gpu.Set("totalBytes", known_bytes(env, f.device_total));
+    gpu.Set("freeBytes", known_bytes(env, f.device_free));
+    gpu.Set("processBytes", known_bytes(env, f.device_process_used));
+    gpu.Set("trackedBytes", bytes(env, f.device_tracked));
+    gpu.Set("otherProcessCount", f.gpu_process_count);
+    uint32_t kept = f.gpu_process_count < CLIPMEM_GPU_PROCESS_SLOTS ? f.gpu_process_count : CLIPMEM_GPU_PROCESS_SLOTS;
+    Napi::Array others = Napi::Array::New(env, kept);
+    for (uint32_t i = 0; i < kept; ++i) {
+      Napi::Object other = Napi::Object::New(env);
+      other.Set("pid", f.gpu_processes[i].pid);
+      other.Set("bytes", known_bytes(env, f.gpu_processes[i].used));
+      other.Set("name", bounded(f.gpu_processes[i].name, sizeof f.gpu_processes[i].name));
+      others.Set(i, other);
+    }
+    gpu.Set("otherProcesses", others);
+    out.Set("gpu", gpu);
+  }
+  // The Python stack: null when the process is not CPython (or a version the tracker cannot read).
+  if (f.py_version == 0) {
+    out.Set("python", env.Null());
+  } else {
+    Napi::Object python = Napi::Object::New(env);
+    python.Set("version", std::to_string(f.py_version >> 24) + "." + std::to_string((f.py_version >> 16) & 0xff));
+    const char* status = f.py_status == CLIPMEM_PY_CAPTURED     ? "captured"
+                         : f.py_status == CLIPMEM_PY_NO_THREAD  ? "no-thread"
+                         : f.py_status == CLIPMEM_PY_UNREADABLE ? "unreadable"
+                                                                : "none";
+    python.Set("status", status);
+    // Frames left out, between the innermost CLIPMEM_PY_INNER and the outermost ones.
+    python.Set("omitted", Napi::Number::New(env, double(f.py_more)));
+    python.Set("omittedAfter", f.py_more ? Napi::Value(Napi::Number::New(env, CLIPMEM_PY_INNER)) : env.Null());
+    uint32_t py_depth = f.py_depth < CLIPMEM_PY_DEPTH ? f.py_depth : CLIPMEM_PY_DEPTH;
+    Napi::Array py_frames = Napi::Array::New(env, py_depth);
+    for (uint32_t i = 0; i < py_depth; ++i) {
+      const ClipmemPyFrame& p = f.py_frames[i];
+      Napi::Object frame = Napi::Object::New(env);
+      frame.Set("file", bounded(p.file, sizeof p.file));
+      frame.Set("line", p.line);
+      frame.Set("function", bounded(p.function, sizeof p.function));
+      py_frames.Set(i, frame);
+    }
+    python.Set("frames", py_frames);
+    out.Set("python", python);
+  }
   return out;
 }
 
@@ -275,6 +336,7 @@ Napi::Value ReadRecord(const Napi::CallbackInfo& info) {
     sample.Set("vmSize", bytes(env, s.vm_size));
     sample.Set("rss", bytes(env, s.rss));
     sample.Set("phaseIndex", s.phase_index);
+    sample.Set("gpu", bytes(env, s.device_live));
     samples.Set(samples.Length(), sample);
   });
   out.Set("timeline", samples);
@@ -294,6 +356,29 @@ Napi::Value ReadRecord(const Napi::CallbackInfo& info) {
     markers.Set(markers.Length(), marker);
   });
   out.Set("phases", markers);
+
+  // GPU memory per CUDA ordinal, for the devices the process allocated on or failed on.
+  const auto* devices = reinterpret_cast<const ClipmemDevice*>(bytes_base + h->devices_offset);
+  Napi::Array device_list = Napi::Array::New(env);
+  for (uint32_t i = 0; i < CLIPMEM_DEVICE_CAPACITY; ++i) {
+    const ClipmemDevice& d = devices[i];
+    if (!snapshot(d.allocations) && !snapshot(d.failures)) continue;
+    Napi::Object device = Napi::Object::New(env);
+    device.Set("ordinal", i);
+    device.Set("live", bytes(env, snapshot(d.live)));
+    device.Set("peak", bytes(env, snapshot(d.peak)));
+    device.Set("allocations", Napi::Number::New(env, double(snapshot(d.allocations))));
+    device.Set("frees", Napi::Number::New(env, double(snapshot(d.frees))));
+    device.Set("failures", Napi::Number::New(env, double(snapshot(d.failures))));
+    device.Set("largest", bytes(env, snapshot(d.largest)));
+    int64_t total = snapshot(d.total);
+    device.Set("totalBytes", total > 0 ? bytes(env, total) : env.Null());
+    device_list.Set(device_list.Length(), device);
+  }
+  out.Set("devices", device_list);
+  out.Set("pinnedCurrent", bytes(env, snapshot(h->pinned_current)));
+  out.Set("pinnedPeak", bytes(env, snapshot(h->pinned_peak)));
+  out.Set("deviceUntracked", Napi::Number::New(env, double(snapshot(h->device_untracked))));
   out.Set("heapProfile", ReadHeapProfile(env, h, modules, modules_used));
   return out;
 }
@@ -320,6 +405,15 @@ Napi::Value Demangle(const Napi::CallbackInfo& info) {
 Napi::Value TrackedFunctions(const Napi::CallbackInfo& info) {
   Napi::Array names = Napi::Array::New(info.Env(), CLIPMEM_FN_COUNT);
   for (uint32_t fn = 0; fn < CLIPMEM_FN_COUNT; ++fn) names.Set(fn, Napi::String::New(info.Env(), kFnNames[fn]));
+  return names;
+}
+
+// deviceFunctions(): the GPU allocation functions (native/record/device_hooks.h), the names a GPU
+// failure's `fn` takes.
+Napi::Value DeviceFunctions(const Napi::CallbackInfo& info) {
+  Napi::Array names = Napi::Array::New(info.Env(), CLIPMEM_DEVICE_FN_COUNT);
+  for (uint32_t fn = 0; fn < CLIPMEM_DEVICE_FN_COUNT; ++fn)
+    names.Set(fn, Napi::String::New(info.Env(), kDeviceFnNames[fn]));
   return names;
 }
 

@@ -11,6 +11,7 @@ namespace clipmem {
 
 RealFunctions real;
 int resolving = 0;
+void* (*real_dlsym)(void*, const char*) = nullptr;
 alignas(64) char bootstrap_arena[kBootstrapBytes];
 namespace {
 size_t bootstrap_used = 0;
@@ -18,7 +19,7 @@ size_t bootstrap_used = 0;
 // A pointer already found is kept: calloc is looked up first, then again as the list comes to it.
 template <typename T>
 void resolve_one(T& slot, const char* name) {
-  if (!slot) slot = reinterpret_cast<T>(dlsym(RTLD_NEXT, name));
+  if (!slot) slot = reinterpret_cast<T>(real_dlsym(RTLD_NEXT, name));
 }
 }  // namespace
 
@@ -40,8 +41,25 @@ void* bootstrap_alloc(size_t size) {
   return block;  // static storage: already zero, as calloc promises
 }
 
+// libc's dlsym by its version (it moved from libdl to libc in glibc 2.34; 2.17 is arm64's first). dlvsym
+// judges RTLD_NEXT from its caller, this library, as the tracker's own lookups need.
+void resolve_real_dlsym() {
+  if (__atomic_load_n(&real_dlsym, __ATOMIC_ACQUIRE)) return;
+  static const char* const versions[] = {"GLIBC_2.34", "GLIBC_2.2.5", "GLIBC_2.17"};
+  for (const char* version : versions) {
+    if (void* found = dlvsym(RTLD_NEXT, "dlsym", version)) {
+      __atomic_store_n(&real_dlsym, reinterpret_cast<void* (*)(void*, const char*)>(found), __ATOMIC_RELEASE);
+      return;
+    }
+  }
+  static const char message[] = "clip-mem tracker: cannot find libc's dlsym with dlvsym(RTLD_NEXT)\n";
+  (void)!write(2, message, sizeof message - 1);
+  abort();
+}
+
 void resolve_real_functions() {
   resolving = 1;
+  resolve_real_dlsym();                // dlvsym may itself allocate: served from the arena like dlsym's
   resolve_one(real.calloc, "calloc");  // first: dlsym itself may need calloc
 #define CLIPMEM_RESOLVE(kind, name, ...) resolve_one(real.name, #name);
   CLIPMEM_HOOKS(CLIPMEM_RESOLVE)

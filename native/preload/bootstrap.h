@@ -43,6 +43,10 @@ inline size_t bootstrap_size(const void* ptr) { return static_cast<const size_t*
 
 void resolve_real_functions();
 
+// libc's dlsym, found with dlvsym: the tracker exports its own dlsym (device.h), and its lookups use this.
+extern void* (*real_dlsym)(void*, const char*);
+void resolve_real_dlsym();
+
 inline void ensure_resolved() {
   if (UNLIKELY(!real.free)) resolve_real_functions();
 }

@@ -9,7 +9,6 @@ namespace clipmem {
 namespace {
 constexpr uint64_t kSampleIntervalNs = 10 * 1000 * 1000;
 constexpr uint64_t kMinSampleGapNs = 1000 * 1000;
-constexpr int64_t kSampleChangeBytes = 64 << 20;
 int64_t last_sample_total = 0;
 }  // namespace
 uint64_t last_sample_ns = 0;
@@ -26,6 +25,9 @@ void take_sample(uint64_t now) {
   sample->reserved_mapped = load(record->reserved_mapped);
   read_statm(&sample->vm_size, &sample->rss);
   sample->phase_index = load(record->current_phase);
+  int64_t device_live = 0;
+  for (int i = 0; i < CLIPMEM_DEVICE_CAPACITY; ++i) device_live += load(devices[i].live);
+  sample->device_live = device_live;
   publish_ring_entry(sample, sequence);
   raise_peak(record->vm_peak, sample->vm_size);
   raise_peak(record->rss_peak, sample->rss);

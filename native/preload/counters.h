@@ -17,6 +17,9 @@ namespace clipmem {
 // Heap bytes a thread accumulates before folding them into the shared counter.
 constexpr int64_t kFoldBytes = 1 << 20;
 
+// A change of mapped (or GPU) bytes that calls for a sample sooner than the 10 ms pace.
+constexpr int64_t kSampleChangeBytes = 64 << 20;
+
 // When the last sample was taken (counters.cc): initialize() starts the clock.
 extern uint64_t last_sample_ns;
 

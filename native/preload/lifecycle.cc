@@ -12,9 +12,11 @@
 #include <unistd.h>
 
 #include "preload/counters.h"
+#include "preload/failure.h"
 #include "preload/heap_profile.h"
 #include "preload/inject.h"
 #include "preload/proc.h"
+#include "preload/python.h"
 #include "record/ring.h"
 
 namespace clipmem {
@@ -25,8 +27,8 @@ namespace {
 bool check_glibc_chunks() {
   void* libc = dlopen("libc.so.6", RTLD_NOW | RTLD_NOLOAD);
   if (!libc) return false;
-  bool same = dlsym(libc, "malloc") == reinterpret_cast<void*>(real.malloc) &&
-              dlsym(libc, "free") == reinterpret_cast<void*>(real.free);
+  bool same = real_dlsym(libc, "malloc") == reinterpret_cast<void*>(real.malloc) &&
+              real_dlsym(libc, "free") == reinterpret_cast<void*>(real.free);
   dlclose(libc);
   if (!same) return false;
   const size_t sizes[] = {1, 24, 100, 4000, 200000, 4 << 20};
@@ -91,6 +93,7 @@ bool create_record(int parent_pid) {
   timeline = reinterpret_cast<ClipmemSample*>(bytes + header->timeline_offset);
   phases = reinterpret_cast<ClipmemPhase*>(bytes + header->phases_offset);
   modules = reinterpret_cast<ClipmemModule*>(bytes + header->modules_offset);
+  devices = reinterpret_cast<ClipmemDevice*>(bytes + header->devices_offset);
   record = header;
   __atomic_store_n(&header->magic[0], CLIPMEM_RECORD_MAGIC[0], __ATOMIC_RELAXED);
   memcpy(header->magic + 1, CLIPMEM_RECORD_MAGIC + 1, 7);
@@ -192,10 +195,12 @@ void initialize() {
     return;
   }
   parse_injections(getenv(CLIPMEM_ENV_FAIL));
+  stack_init();  // before the first heap sample captures a stack
   heap_profile_start(getenv(CLIPMEM_ENV_HEAP_SAMPLE));
   glibc_chunks = check_glibc_chunks();
   void* frames[4];
   backtrace(frames, 4);  // loads libgcc_s now, so that a later stack capture never allocates
+  python_init();         // dlsym now: a failure only reads memory
   pthread_atfork(before_fork, nullptr, after_fork_in_child);
   atexit(at_exit_handler);
   take_sample(now_ns());

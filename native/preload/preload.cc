@@ -1,8 +1,11 @@
-// LD_PRELOAD entry points: each interposed function forwards to its hook (tracker.h), nothing more. The
-// forwarders are generated from the hook list (record/hooks.h); the EXPLICIT ones are written out below.
+// LD_PRELOAD entry points: each interposed function forwards to its hook (tracker.h, device.h), nothing
+// more. The forwarders are generated from the hook lists (record/hooks.h, record/device_hooks.h); the
+// EXPLICIT ones and dlsym are written out below.
 #include <stdarg.h>
 #include <sys/mman.h>
 
+#include "preload/bootstrap.h"
+#include "preload/device.h"
 #include "preload/tracker.h"
 
 #define CLIPMEM_EXPORT extern "C" __attribute__((visibility("default")))
@@ -31,4 +34,18 @@ CLIPMEM_EXPORT void* mremap(void* old_address, size_t old_size, size_t new_size,
     va_end(args);
   }
   return clipmem::mremap_hook(old_address, old_size, new_size, flags, new_address);
+}
+
+// The GPU allocation functions (record/device_hooks.h).
+#define CLIPMEM_DEVICE_FORWARDER(api, name, ENUM, proc, since, params, args) \
+  CLIPMEM_EXPORT int name params { return clipmem::name##_hook args; }
+CLIPMEM_DEVICE_HOOKS(CLIPMEM_DEVICE_FORWARDER)
+
+// dlsym hands out the device hooks for the device list's names; any other name goes to libc's dlsym as
+// a tail call (a jump, at -O2), so that glibc reads the caller's return address, not ours, for RTLD_NEXT
+// and for the caller's namespace (tested: DeviceDlsym in test/track-gpu.test.ts).
+CLIPMEM_EXPORT void* dlsym(void* handle, const char* name) {
+  clipmem::resolve_real_dlsym();
+  if (void* hook = clipmem::device_symbol(handle, name)) return hook;
+  return clipmem::real_dlsym(handle, name);
 }

@@ -17,6 +17,7 @@ ClipmemFailure* failures = nullptr;
 ClipmemSample* timeline = nullptr;
 ClipmemPhase* phases = nullptr;
 ClipmemModule* modules = nullptr;
+ClipmemDevice* devices = nullptr;
 char record_dir[CLIPMEM_PATH_BYTES];
 char record_path[CLIPMEM_PATH_BYTES + 32];
 uint64_t page_size = 4096;

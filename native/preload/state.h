@@ -41,6 +41,7 @@ extern ClipmemFailure* failures;
 extern ClipmemSample* timeline;
 extern ClipmemPhase* phases;
 extern ClipmemModule* modules;
+extern ClipmemDevice* devices;
 extern char record_dir[CLIPMEM_PATH_BYTES];
 extern char record_path[CLIPMEM_PATH_BYTES + 32];
 

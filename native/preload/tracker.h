@@ -7,7 +7,9 @@
 //   mappings.{h,cc}   the table of the mappings seen, for munmap, mremap and mprotect;
 //   proc.{h,cc}       /proc readers that never allocate;
 //   failure.{h,cc}    failure capture: arguments, /proc state and the stack into the failure ring;
+//   python.{h,cc}     the failing thread's Python frames, read from CPython's structures;
 //   inject.{h,cc}     fault injection (CLIPMEM_FAIL);
+//   device.{h,cc}     GPU allocations (CUDA runtime and driver), the exported dlsym and cuGetProcAddress;
 //   heap_profile.{h,cc} the sampled live-heap profile: which call sites hold the memory;
 //   lifecycle.cc      record creation, fork, exit, and the functions the addon finds with dlsym.
 //

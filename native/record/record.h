@@ -3,18 +3,22 @@
 // nothing that was written. Shared by native/preload (writer) and native/addon/record.cc (reader).
 //
 // Layout: RecordHeader at offset 0, then the arrays it names by offset and count (thread slots, failure
-// ring, timeline ring, phase markers, module table, heap sites, heap snapshots). A reader checks magic, version and
-// header_size before trusting the offsets. Plain C layout, fixed-width fields, no pointers: a 64-bit reader reads any
-// 64-bit writer.
+// ring, timeline ring, phase markers, module table, device table, heap sites, heap snapshots). A reader checks magic,
+// version and header_size before trusting the offsets. Plain C layout, fixed-width fields, no pointers: a 64-bit reader
+// reads any 64-bit writer.
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
 
+#include "record/device_hooks.h"
 #include "record/hooks.h"
 
 #define CLIPMEM_RECORD_MAGIC "CLIPMEMR"
-// 2: mprotect in the call table and the failures; 3: samples carry a sequence; 4: the sampled live-heap profile
-#define CLIPMEM_RECORD_VERSION 4u
+// 2: mprotect in the call table and the failures; 3: samples carry a sequence; 4 (three branches at
+// once): GPU allocations (the device table, the device fields of a failure, pinned host bytes, GPU bytes
+// in each sample), the Python stack of a failure, and the sampled live-heap profile; 5: the first two in
+// one layout; 6: all three
+#define CLIPMEM_RECORD_VERSION 6u
 
 // Environment handed from the launcher to the tracked process.
 #define CLIPMEM_ENV_RECORD_DIR "CLIPMEM_RECORD_DIR"  // private directory (0700) where each process writes <pid>.<n>.rec
@@ -32,6 +36,27 @@ enum ClipmemFn { CLIPMEM_HOOKS(CLIPMEM_FN_ENUM_ENTRY) CLIPMEM_FN_COUNT };
 #define CLIPMEM_FN_NAMES \
   { CLIPMEM_HOOKS(CLIPMEM_FN_NAME_ENTRY) }
 
+// The GPU allocation functions (record/device_hooks.h): a failure's `fn` is CLIPMEM_DEVICE_FN_BASE + the
+// function's index in that list, so that neither list's growth moves the other's numbers.
+#define CLIPMEM_DEVICE_FN_BASE 64
+#define CLIPMEM_DEVICE_FN_ENUM_ENTRY(api, name, ENUM, ...) CLIPMEM_DEVICE_FN_##ENUM,
+enum ClipmemDeviceFn { CLIPMEM_DEVICE_HOOKS(CLIPMEM_DEVICE_FN_ENUM_ENTRY) CLIPMEM_DEVICE_FN_COUNT };
+#undef CLIPMEM_DEVICE_FN_ENUM_ENTRY
+#define CLIPMEM_DEVICE_FN_NAME_ENTRY(api, name, ...) #name,
+#define CLIPMEM_DEVICE_FN_NAMES \
+  { CLIPMEM_DEVICE_HOOKS(CLIPMEM_DEVICE_FN_NAME_ENTRY) }
+#define CLIPMEM_DEVICE_FN_RUNTIME_ENTRY(api, ...) CLIPMEM_DEVICE_API_##api,
+#define CLIPMEM_DEVICE_API_RUNTIME 1
+#define CLIPMEM_DEVICE_API_DRIVER 0
+// 1 where the function is the runtime's (its status is a cudaError_t), 0 for the driver's (a CUresult).
+#define CLIPMEM_DEVICE_FN_RUNTIME \
+  { CLIPMEM_DEVICE_HOOKS(CLIPMEM_DEVICE_FN_RUNTIME_ENTRY) }
+
+#define CLIPMEM_DEVICE_CAPACITY 16   // CUDA device ordinals counted (higher ones count as untracked)
+#define CLIPMEM_GPU_PROCESS_SLOTS 4  // other processes on the device kept with a GPU failure, largest first
+#define CLIPMEM_GPU_NAME_BYTES 32
+#define CLIPMEM_NO_DEVICE (-1)
+
 // Size histogram: bucket b counts requests with 2^(b-1) < size <= 2^b (bucket 0: size 0 or 1).
 #define CLIPMEM_HISTOGRAM_BUCKETS 48
 
@@ -44,6 +69,10 @@ enum ClipmemFn { CLIPMEM_HOOKS(CLIPMEM_FN_ENUM_ENTRY) CLIPMEM_FN_COUNT };
 #define CLIPMEM_PATH_BYTES 256
 #define CLIPMEM_SYMBOL_BYTES 64
 #define CLIPMEM_MODULE_CAPACITY 128
+#define CLIPMEM_PY_DEPTH 24  // Python frames kept per failure: the innermost 16, then the outermost 8
+#define CLIPMEM_PY_INNER 16
+#define CLIPMEM_PY_FUNCTION_BYTES 52
+#define CLIPMEM_PY_FILE_BYTES 128
 #define CLIPMEM_NO_MODULE 0xffffu
 #define CLIPMEM_HEAP_SITE_CAPACITY 4096   // call sites of the live-heap profile (the last one gathers the rest)
 #define CLIPMEM_HEAP_SNAPSHOT_CAPACITY 2  // ring of snapshots at the peak: the latest is complete or the one before is
@@ -54,6 +83,12 @@ enum ClipmemFn { CLIPMEM_HOOKS(CLIPMEM_FN_ENUM_ENTRY) CLIPMEM_FN_COUNT };
 // Failure flags.
 #define CLIPMEM_FAILURE_SIZE_OVERFLOW 1u  // calloc/reallocarray: nmemb*size overflowed; size holds the low 64 bits
 #define CLIPMEM_FAILURE_INJECTED 2u       // made to fail by CLIPMEM_FAIL, not by the system
+
+// What a failure's Python stack holds (ClipmemFailure.py_status).
+#define CLIPMEM_PY_NONE 0        // not a CPython process, or a version whose layout the tracker does not know
+#define CLIPMEM_PY_CAPTURED 1    // the failing thread's frames (py_depth 0: it runs no Python code now)
+#define CLIPMEM_PY_NO_THREAD 2   // CPython, but the failing thread has no Python thread state
+#define CLIPMEM_PY_UNREADABLE 3  // a read of the interpreter's memory failed: the frames before it are kept
 
 // Record states (RecordHeader.state).
 #define CLIPMEM_STATE_RUNNING 1u
@@ -74,6 +109,22 @@ typedef struct ClipmemThreadSlot {
   int64_t sample_left;
   uint8_t padding[64 - (8 + 8 + 8 + 8 + 8 * CLIPMEM_FN_COUNT + 8 * CLIPMEM_HISTOGRAM_BUCKETS + 8) % 64];
 } ClipmemThreadSlot;
+
+// One Python frame: the line executing, the function's qualified name (co_qualname; co_name before 3.11)
+// and its file (co_filename), UTF-8, NUL-terminated; a longer file keeps its end after "...".
+typedef struct ClipmemPyFrame {
+  int32_t line;  // -1: unknown
+  char function[CLIPMEM_PY_FUNCTION_BYTES];
+  char file[CLIPMEM_PY_FILE_BYTES];
+} ClipmemPyFrame;
+
+// Another process using the device at a GPU failure (NVML).
+typedef struct ClipmemGpuProcess {
+  int32_t pid;
+  uint32_t reserved;
+  int64_t used;  // bytes (-1: NVML could not attribute them)
+  char name[CLIPMEM_GPU_NAME_BYTES];
+} ClipmemGpuProcess;
 
 typedef struct ClipmemFailure {
   uint64_t sequence;   // 1-based failure number; 0 while the entry is being written (native/record/ring.h)
@@ -115,7 +166,38 @@ typedef struct ClipmemFailure {
   // truncated to CLIPMEM_SYMBOL_BYTES-1.
   uint16_t frame_module[CLIPMEM_STACK_DEPTH];
   char frame_symbol[CLIPMEM_STACK_DEPTH][CLIPMEM_SYMBOL_BYTES];
+  // The Python stack of the failing thread, read from the interpreter's own structures at the failure
+  // (native/preload/python.cc): nothing of Python runs in the allocator.
+  uint32_t py_version;                         // PY_VERSION_HEX major/minor (0x030b0000 for 3.11); 0 when not CPython
+  uint32_t py_status;                          // CLIPMEM_PY_*
+  uint32_t py_depth;                           // frames in py_frames
+  uint32_t py_more;                            // 1 when the stack had more (outer) frames than CLIPMEM_PY_DEPTH
+  ClipmemPyFrame py_frames[CLIPMEM_PY_DEPTH];  // innermost first
+  // A GPU failure (fn >= CLIPMEM_DEVICE_FN_BASE; error is then 0): the device's state at that moment,
+  // through the real driver (cuMemGetInfo in the failing thread's context) and NVML (per process).
+  int32_t device;               // CUDA ordinal of the current context (CLIPMEM_NO_DEVICE: unknown, or a host failure)
+  int32_t cuda_error;           // the status returned: cudaError_t (runtime) or CUresult (driver)
+  int64_t device_total;         // cuMemGetInfo total bytes (-1 unknown)
+  int64_t device_free;          // cuMemGetInfo free bytes (-1 unknown)
+  int64_t device_process_used;  // NVML: this process's bytes on the device (-1 unknown)
+  int64_t device_tracked;       // the tracker's own count of this process's live bytes on the device
+  uint32_t gpu_process_count;   // other processes NVML listed on the device (the first SLOTS are kept)
+  uint32_t reserved_device;
+  ClipmemGpuProcess gpu_processes[CLIPMEM_GPU_PROCESS_SLOTS];
 } ClipmemFailure;
+
+// GPU memory the tracked process allocated, per CUDA device ordinal (successful calls of the device list;
+// cuMemAddressReserve only reserves addresses and is not counted). One cache line per device.
+typedef struct ClipmemDevice {
+  int64_t live;  // bytes allocated and not yet freed
+  int64_t peak;
+  uint64_t allocations;
+  uint64_t frees;
+  uint64_t failures;
+  int64_t largest;  // the largest single allocation
+  int64_t total;    // the device's total bytes (cuMemGetInfo), once known (else 0)
+  uint64_t reserved;
+} ClipmemDevice;
 
 // A loaded object seen in a failure's stack: the reader runs addr2line on path at (address - base).
 typedef struct ClipmemModule {
@@ -166,6 +248,7 @@ typedef struct ClipmemSample {
   int64_t rss;
   uint32_t phase_index;
   uint32_t reserved;
+  int64_t device_live;  // GPU bytes this process holds, all devices together (the device table's live)
 } ClipmemSample;
 
 typedef struct ClipmemPhase {
@@ -222,10 +305,16 @@ typedef struct ClipmemRecordHeader {
   uint64_t failures_total;  // failures ever; the ring keeps the latest failures_capacity
   uint64_t samples_total;
   uint64_t phases_total;
-  uint32_t current_phase;  // 1-based index of the latest phase marker (0: none)
-  uint32_t modules_used;   // entries of the module table claimed (an entry is complete once its base is non-zero)
+  uint32_t current_phase;   // 1-based index of the latest phase marker (0: none)
+  uint32_t modules_used;    // entries of the module table claimed (an entry is complete once its base is non-zero)
+  uint64_t devices_offset;  // the device table (ClipmemDevice per CUDA ordinal)
+  uint32_t devices_capacity, device_size;
+  int64_t pinned_current;  // page-locked host memory from cudaMallocHost, cudaHostAlloc, cuMemAllocHost
+  int64_t pinned_peak;
+  uint64_t device_untracked;  // device calls not counted: a free of an address never seen allocated, a full
+                              // table, an ordinal past CLIPMEM_DEVICE_CAPACITY
 
-  // The live-heap profile (version 4).
+  // The live-heap profile.
   uint64_t heap_sites_offset;
   uint32_t heap_sites_capacity, heap_site_size;
   uint64_t heap_snapshots_offset;
@@ -267,6 +356,10 @@ CLIPMEM_LAYOUT(sizeof(void*) == 8);
 // ClipmemThreadSlot
 CLIPMEM_LAYOUT(sizeof(ClipmemThreadSlot) == 576);
 CLIPMEM_LAYOUT(CLIPMEM_ALIGNOF(ClipmemThreadSlot) == 8);
+// The device list: its numbers start past any host function.
+CLIPMEM_LAYOUT(CLIPMEM_DEVICE_FN_COUNT == 21 && CLIPMEM_FN_COUNT <= CLIPMEM_DEVICE_FN_BASE);
+CLIPMEM_LAYOUT(CLIPMEM_DEVICE_FN_CUDA_MALLOC == 0 && CLIPMEM_DEVICE_FN_CU_MEM_ALLOC == 8 &&
+               CLIPMEM_DEVICE_FN_CU_GET_PROC_ADDRESS_V2 == 20);
 CLIPMEM_OFFSET(ClipmemThreadSlot, tid, 0);
 CLIPMEM_OFFSET(ClipmemThreadSlot, shared, 4);
 CLIPMEM_OFFSET(ClipmemThreadSlot, heap_delta, 8);
@@ -276,7 +369,7 @@ CLIPMEM_OFFSET(ClipmemThreadSlot, calls, 32);
 CLIPMEM_OFFSET(ClipmemThreadSlot, histogram, 160);
 CLIPMEM_OFFSET(ClipmemThreadSlot, sample_left, 544);
 // ClipmemFailure
-CLIPMEM_LAYOUT(sizeof(ClipmemFailure) == 2936);
+CLIPMEM_LAYOUT(sizeof(ClipmemFailure) == 7608);
 CLIPMEM_LAYOUT(CLIPMEM_ALIGNOF(ClipmemFailure) == 8);
 CLIPMEM_OFFSET(ClipmemFailure, sequence, 0);
 CLIPMEM_OFFSET(ClipmemFailure, fn, 8);
@@ -313,6 +406,37 @@ CLIPMEM_OFFSET(ClipmemFailure, phase, 456);
 CLIPMEM_OFFSET(ClipmemFailure, stack, 568);
 CLIPMEM_OFFSET(ClipmemFailure, frame_module, 824);
 CLIPMEM_OFFSET(ClipmemFailure, frame_symbol, 888);
+CLIPMEM_OFFSET(ClipmemFailure, py_version, 2936);
+CLIPMEM_OFFSET(ClipmemFailure, py_status, 2940);
+CLIPMEM_OFFSET(ClipmemFailure, py_depth, 2944);
+CLIPMEM_OFFSET(ClipmemFailure, py_more, 2948);
+CLIPMEM_OFFSET(ClipmemFailure, py_frames, 2952);
+CLIPMEM_OFFSET(ClipmemFailure, device, 7368);
+CLIPMEM_OFFSET(ClipmemFailure, cuda_error, 7372);
+CLIPMEM_OFFSET(ClipmemFailure, device_total, 7376);
+CLIPMEM_OFFSET(ClipmemFailure, device_free, 7384);
+CLIPMEM_OFFSET(ClipmemFailure, device_process_used, 7392);
+CLIPMEM_OFFSET(ClipmemFailure, device_tracked, 7400);
+CLIPMEM_OFFSET(ClipmemFailure, gpu_process_count, 7408);
+CLIPMEM_OFFSET(ClipmemFailure, reserved_device, 7412);
+CLIPMEM_OFFSET(ClipmemFailure, gpu_processes, 7416);
+// ClipmemPyFrame
+CLIPMEM_LAYOUT(sizeof(ClipmemPyFrame) == 184);
+CLIPMEM_LAYOUT(CLIPMEM_ALIGNOF(ClipmemPyFrame) == 4);
+CLIPMEM_OFFSET(ClipmemPyFrame, line, 0);
+CLIPMEM_OFFSET(ClipmemPyFrame, function, 4);
+CLIPMEM_OFFSET(ClipmemPyFrame, file, 56);
+// ClipmemGpuProcess
+CLIPMEM_LAYOUT(sizeof(ClipmemGpuProcess) == 48);
+// ClipmemDevice
+CLIPMEM_LAYOUT(sizeof(ClipmemDevice) == 64);
+CLIPMEM_OFFSET(ClipmemDevice, live, 0);
+CLIPMEM_OFFSET(ClipmemDevice, peak, 8);
+CLIPMEM_OFFSET(ClipmemDevice, allocations, 16);
+CLIPMEM_OFFSET(ClipmemDevice, frees, 24);
+CLIPMEM_OFFSET(ClipmemDevice, failures, 32);
+CLIPMEM_OFFSET(ClipmemDevice, largest, 40);
+CLIPMEM_OFFSET(ClipmemDevice, total, 48);
 // ClipmemModule
 CLIPMEM_LAYOUT(sizeof(ClipmemModule) == 264);
 CLIPMEM_LAYOUT(CLIPMEM_ALIGNOF(ClipmemModule) == 8);
@@ -345,7 +469,7 @@ CLIPMEM_OFFSET(ClipmemHeapSnapshot, site, 56);
 CLIPMEM_OFFSET(ClipmemHeapSnapshot, live_bytes, 312);
 CLIPMEM_OFFSET(ClipmemHeapSnapshot, live_variance, 824);
 // ClipmemSample
-CLIPMEM_LAYOUT(sizeof(ClipmemSample) == 72);
+CLIPMEM_LAYOUT(sizeof(ClipmemSample) == 80);
 CLIPMEM_LAYOUT(CLIPMEM_ALIGNOF(ClipmemSample) == 8);
 CLIPMEM_OFFSET(ClipmemSample, sequence, 0);
 CLIPMEM_OFFSET(ClipmemSample, time_ns, 8);
@@ -357,6 +481,7 @@ CLIPMEM_OFFSET(ClipmemSample, vm_size, 48);
 CLIPMEM_OFFSET(ClipmemSample, rss, 56);
 CLIPMEM_OFFSET(ClipmemSample, phase_index, 64);
 CLIPMEM_OFFSET(ClipmemSample, reserved, 68);
+CLIPMEM_OFFSET(ClipmemSample, device_live, 72);
 // ClipmemPhase
 CLIPMEM_LAYOUT(sizeof(ClipmemPhase) == 152);
 CLIPMEM_LAYOUT(CLIPMEM_ALIGNOF(ClipmemPhase) == 8);
@@ -367,7 +492,7 @@ CLIPMEM_OFFSET(ClipmemPhase, anon_mapped, 24);
 CLIPMEM_OFFSET(ClipmemPhase, file_mapped, 32);
 CLIPMEM_OFFSET(ClipmemPhase, label, 40);
 // ClipmemRecordHeader
-CLIPMEM_LAYOUT(sizeof(ClipmemRecordHeader) == 640);
+CLIPMEM_LAYOUT(sizeof(ClipmemRecordHeader) == 680);
 CLIPMEM_LAYOUT(CLIPMEM_ALIGNOF(ClipmemRecordHeader) == 8);
 CLIPMEM_OFFSET(ClipmemRecordHeader, magic, 0);
 CLIPMEM_OFFSET(ClipmemRecordHeader, version, 8);
@@ -415,23 +540,29 @@ CLIPMEM_OFFSET(ClipmemRecordHeader, samples_total, 512);
 CLIPMEM_OFFSET(ClipmemRecordHeader, phases_total, 520);
 CLIPMEM_OFFSET(ClipmemRecordHeader, current_phase, 528);
 CLIPMEM_OFFSET(ClipmemRecordHeader, modules_used, 532);
-CLIPMEM_OFFSET(ClipmemRecordHeader, heap_sites_offset, 536);
-CLIPMEM_OFFSET(ClipmemRecordHeader, heap_sites_capacity, 544);
-CLIPMEM_OFFSET(ClipmemRecordHeader, heap_site_size, 548);
-CLIPMEM_OFFSET(ClipmemRecordHeader, heap_snapshots_offset, 552);
-CLIPMEM_OFFSET(ClipmemRecordHeader, heap_snapshots_capacity, 560);
-CLIPMEM_OFFSET(ClipmemRecordHeader, heap_snapshot_size, 564);
-CLIPMEM_OFFSET(ClipmemRecordHeader, heap_failure_snapshots_offset, 568);
-CLIPMEM_OFFSET(ClipmemRecordHeader, heap_failure_snapshots_capacity, 576);
-CLIPMEM_OFFSET(ClipmemRecordHeader, heap_sites_used, 580);
-CLIPMEM_OFFSET(ClipmemRecordHeader, heap_sample_mean, 584);
-CLIPMEM_OFFSET(ClipmemRecordHeader, heap_sampled_live, 592);
-CLIPMEM_OFFSET(ClipmemRecordHeader, heap_sampled_peak, 600);
-CLIPMEM_OFFSET(ClipmemRecordHeader, heap_snapshots_total, 608);
-CLIPMEM_OFFSET(ClipmemRecordHeader, heap_failure_snapshots_total, 616);
-CLIPMEM_OFFSET(ClipmemRecordHeader, heap_samples_total, 624);
-CLIPMEM_OFFSET(ClipmemRecordHeader, heap_dropped, 632);
-CLIPMEM_OFFSET(ClipmemRecordHeader, heap_reserved, 636);
+CLIPMEM_OFFSET(ClipmemRecordHeader, devices_offset, 536);
+CLIPMEM_OFFSET(ClipmemRecordHeader, devices_capacity, 544);
+CLIPMEM_OFFSET(ClipmemRecordHeader, device_size, 548);
+CLIPMEM_OFFSET(ClipmemRecordHeader, pinned_current, 552);
+CLIPMEM_OFFSET(ClipmemRecordHeader, pinned_peak, 560);
+CLIPMEM_OFFSET(ClipmemRecordHeader, device_untracked, 568);
+CLIPMEM_OFFSET(ClipmemRecordHeader, heap_sites_offset, 576);
+CLIPMEM_OFFSET(ClipmemRecordHeader, heap_sites_capacity, 584);
+CLIPMEM_OFFSET(ClipmemRecordHeader, heap_site_size, 588);
+CLIPMEM_OFFSET(ClipmemRecordHeader, heap_snapshots_offset, 592);
+CLIPMEM_OFFSET(ClipmemRecordHeader, heap_snapshots_capacity, 600);
+CLIPMEM_OFFSET(ClipmemRecordHeader, heap_snapshot_size, 604);
+CLIPMEM_OFFSET(ClipmemRecordHeader, heap_failure_snapshots_offset, 608);
+CLIPMEM_OFFSET(ClipmemRecordHeader, heap_failure_snapshots_capacity, 616);
+CLIPMEM_OFFSET(ClipmemRecordHeader, heap_sites_used, 620);
+CLIPMEM_OFFSET(ClipmemRecordHeader, heap_sample_mean, 624);
+CLIPMEM_OFFSET(ClipmemRecordHeader, heap_sampled_live, 632);
+CLIPMEM_OFFSET(ClipmemRecordHeader, heap_sampled_peak, 640);
+CLIPMEM_OFFSET(ClipmemRecordHeader, heap_snapshots_total, 648);
+CLIPMEM_OFFSET(ClipmemRecordHeader, heap_failure_snapshots_total, 656);
+CLIPMEM_OFFSET(ClipmemRecordHeader, heap_samples_total, 664);
+CLIPMEM_OFFSET(ClipmemRecordHeader, heap_dropped, 672);
+CLIPMEM_OFFSET(ClipmemRecordHeader, heap_reserved, 676);
 #undef CLIPMEM_OFFSET
 #undef CLIPMEM_ALIGNOF
 #undef CLIPMEM_LAYOUT
@@ -451,8 +582,11 @@ static inline uint64_t clipmem_phases_offset(void) {
 static inline uint64_t clipmem_modules_offset(void) {
   return clipmem_align64(clipmem_phases_offset() + (uint64_t)CLIPMEM_PHASE_CAPACITY * sizeof(ClipmemPhase));
 }
-static inline uint64_t clipmem_heap_sites_offset(void) {
+static inline uint64_t clipmem_devices_offset(void) {
   return clipmem_align64(clipmem_modules_offset() + (uint64_t)CLIPMEM_MODULE_CAPACITY * sizeof(ClipmemModule));
+}
+static inline uint64_t clipmem_heap_sites_offset(void) {
+  return clipmem_align64(clipmem_devices_offset() + (uint64_t)CLIPMEM_DEVICE_CAPACITY * sizeof(ClipmemDevice));
 }
 static inline uint64_t clipmem_heap_snapshots_offset(void) {
   return clipmem_align64(clipmem_heap_sites_offset() + (uint64_t)CLIPMEM_HEAP_SITE_CAPACITY * sizeof(ClipmemHeapSite));
@@ -487,6 +621,9 @@ static inline void clipmem_header_layout(ClipmemRecordHeader* h) {
   h->modules_offset = clipmem_modules_offset();
   h->modules_capacity = CLIPMEM_MODULE_CAPACITY;
   h->module_size = (uint32_t)sizeof(ClipmemModule);
+  h->devices_offset = clipmem_devices_offset();
+  h->devices_capacity = CLIPMEM_DEVICE_CAPACITY;
+  h->device_size = (uint32_t)sizeof(ClipmemDevice);
   h->heap_sites_offset = clipmem_heap_sites_offset();
   h->heap_sites_capacity = CLIPMEM_HEAP_SITE_CAPACITY;
   h->heap_site_size = (uint32_t)sizeof(ClipmemHeapSite);
@@ -518,9 +655,10 @@ static inline const char* clipmem_header_problem(const ClipmemRecordHeader* h, u
       h->modules_offset != expected.modules_offset || h->module_size != expected.module_size ||
       h->modules_capacity != expected.modules_capacity || h->slots_count != expected.slots_count ||
       h->failures_capacity != expected.failures_capacity || h->timeline_capacity != expected.timeline_capacity ||
-      h->phases_capacity != expected.phases_capacity || h->heap_sites_offset != expected.heap_sites_offset ||
-      h->heap_sites_capacity != expected.heap_sites_capacity || h->heap_site_size != expected.heap_site_size ||
-      h->heap_snapshots_offset != expected.heap_snapshots_offset ||
+      h->phases_capacity != expected.phases_capacity || h->devices_offset != expected.devices_offset ||
+      h->devices_capacity != expected.devices_capacity || h->device_size != expected.device_size ||
+      h->heap_sites_offset != expected.heap_sites_offset || h->heap_sites_capacity != expected.heap_sites_capacity ||
+      h->heap_site_size != expected.heap_site_size || h->heap_snapshots_offset != expected.heap_snapshots_offset ||
       h->heap_snapshots_capacity != expected.heap_snapshots_capacity ||
       h->heap_snapshot_size != expected.heap_snapshot_size ||
       h->heap_failure_snapshots_offset != expected.heap_failure_snapshots_offset ||

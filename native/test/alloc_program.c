@@ -1,6 +1,8 @@
 /* A small program the tracker's tests run under clip-mem trace: each mode makes allocations that fail
  * under a limit or fault injection, with sizes the tests check byte for byte.
  *   alloc_program probes        every tracked function once with a large, distinct size
+ *   alloc_program repeat        malloc of 256 MiB + 1, + 3, + 2 from one call site, then of 256 MiB + 4 from another
+ *   alloc_program stripped LIB BYTES   dlopens LIB (stripped_lib.c) and calls its stripped_last(BYTES)
  *   alloc_program small         every tracked function once with a small, distinct size (for CLIPMEM_FAIL)
  *   alloc_program calloc-overflow
  *   alloc_program mapfile PATH BYTES   a read-only private mapping of a sparse file
@@ -135,6 +137,15 @@ int main(int argc, char** argv) {
   if (argc > 1 && strcmp(argv[1], "probes") == 0) {
     phase("probes");
     each_function(256u << 20); /* 256 MiB: fails under a 64 MiB RLIMIT_AS */
+  } else if (argc > 1 && strcmp(argv[1], "repeat") == 0) {
+    static const size_t extra[] = {1, 3, 2};
+    for (int i = 0; i < 3; i++) report("malloc", malloc((256u << 20) + extra[i]) != NULL);
+    report("malloc", malloc((256u << 20) + 4) != NULL);
+  } else if (argc > 3 && strcmp(argv[1], "stripped") == 0) {
+    void* lib = dlopen(argv[2], RTLD_NOW);
+    int (*last)(size_t) = lib ? (int (*)(size_t))dlsym(lib, "stripped_last") : NULL;
+    if (!last) return fprintf(stderr, "%s\n", dlerror()), 2;
+    report("stripped_last", last(strtoull(argv[3], NULL, 10)) == 3);
   } else if (argc > 1 && strcmp(argv[1], "small") == 0) {
     phase("small");
     each_function(1000000); /* CLIPMEM_FAIL=...:above=999999 fails exactly these */

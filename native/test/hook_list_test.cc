@@ -14,6 +14,7 @@
 namespace {
 
 const char* const kNames[] = CLIPMEM_FN_NAMES;
+const char* const kDeviceNames[] = CLIPMEM_DEVICE_FN_NAMES;
 
 TEST(HookList, NamesTheCallTableInOrder) {
   ASSERT_EQ(sizeof kNames / sizeof kNames[0], size_t(CLIPMEM_FN_COUNT));
@@ -39,23 +40,35 @@ std::vector<std::string> typescript_union(const std::string& source, const std::
   return names;
 }
 
-TEST(HookList, TypeScriptTrackedFnNamesTheSameFunctions) {
+// A TypeScript union of src/track/record.ts against a native list.
+void expect_same_names(const std::string& type, const std::set<std::string>& native, const char* list) {
   const std::string file = std::string(CLIP_MEM_SOURCE_DIR) + "/src/track/record.ts";
   std::ifstream in(file);
   ASSERT_TRUE(in) << "cannot read " << file;
   std::stringstream text;
   text << in.rdbuf();
-  std::vector<std::string> names = typescript_union(text.str(), "TrackedFn");
-  ASSERT_FALSE(names.empty()) << "no `export type TrackedFn = 'a' | 'b' ...;` in " << file;
+  std::vector<std::string> names = typescript_union(text.str(), type);
+  ASSERT_FALSE(names.empty()) << "no `export type " << type << " = 'a' | 'b' ...;` in " << file;
   std::set<std::string> typescript(names.begin(), names.end());
-  std::set<std::string> native(std::begin(kNames), std::end(kNames));
   for (const std::string& name : native)
-    EXPECT_TRUE(typescript.count(name)) << name << " is hooked (native/record/hooks.h) but missing from TrackedFn in "
+    EXPECT_TRUE(typescript.count(name)) << name << " is hooked (" << list << ") but missing from " << type << " in "
                                         << file;
   for (const std::string& name : typescript)
-    EXPECT_TRUE(native.count(name)) << name << " is in TrackedFn (" << file
-                                    << ") but not in the hook list native/record/hooks.h";
-  EXPECT_EQ(names.size(), typescript.size()) << "TrackedFn names a function twice";
+    EXPECT_TRUE(native.count(name)) << name << " is in " << type << " (" << file << ") but not in the hook list "
+                                    << list;
+  EXPECT_EQ(names.size(), typescript.size()) << type << " names a function twice";
+}
+
+TEST(HookList, TypeScriptTrackedFnNamesTheSameFunctions) {
+  expect_same_names("TrackedFn", std::set<std::string>(std::begin(kNames), std::end(kNames)), "native/record/hooks.h");
+}
+
+TEST(HookList, TypeScriptDeviceFnNamesTheSameFunctions) {
+  ASSERT_EQ(sizeof kDeviceNames / sizeof kDeviceNames[0], size_t(CLIPMEM_DEVICE_FN_COUNT));
+  EXPECT_STREQ(kDeviceNames[CLIPMEM_DEVICE_FN_CUDA_MALLOC], "cudaMalloc");
+  EXPECT_STREQ(kDeviceNames[CLIPMEM_DEVICE_FN_CU_MEM_ALLOC], "cuMemAlloc_v2");
+  expect_same_names("DeviceFn", std::set<std::string>(std::begin(kDeviceNames), std::end(kDeviceNames)),
+                    "native/record/device_hooks.h");
 }
 
 }  // namespace

@@ -92,7 +92,7 @@ function joinDashValues(argv: string[]): string[] {
       const clipOnly = joined.find((given) => FIT_CLIP_OPTIONS.has(given.replace(/^--([\w-]+).*$/, '$1')));
       if (command === 'fit' && clipOnly)
         throw new UsageError(
-          `${clipOnly.split('=')[0]} is for the CLIP scenarios; with a command after --, fit takes --for, --max, --step, --runs, --timeout, --json`,
+          `${clipOnly.split('=')[0]} is for the CLIP scenarios; with a command after --, fit takes --for, --max, --step, --runs, --timeout, --pass-if, --json`,
         );
       joined.push(...argv.slice(i));
       break;

@@ -1,12 +1,15 @@
 // The option vocabulary every command shares: one spelling, one meaning, one check for each. A bad value
 // is a usage error (exit 2) found before any work starts.
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Argv } from 'yargs';
 import { checkCheckpointLayout, readCheckpointIndex, resolveClipModel } from '../clip/checkpoint';
 import { isPresetName, PRESET_NAMES, resolveClipConfig } from '../clip/config';
 import { LIMIT_KINDS, LIMIT_OPTIONS, type Limits } from '../core/limits';
 import { parseBytes, type ByteBounds } from '../core/units';
+import { createChildCgroup, removeCgroup } from '../track/cgroup';
+import { stopSignal, stopTraces } from '../track/launcher';
 import { trackedFunctions } from '../track/record';
 
 export interface LimitArgs {
@@ -71,6 +74,15 @@ export function limitsFrom(args: LimitArgs): Limits {
   return limits;
 }
 
+/**
+ * --limit-mem runs children in a memory cgroup made under this process's own: one is made and removed
+ * here, so that a user who cannot make one (not root, a read-only cgroup) hears it before any work
+ * (run would first write a 577 MiB checkpoint).
+ */
+export function checkCgroupUsable(limit: number | undefined): void {
+  if (limit !== undefined) removeCgroup(createChildCgroup(limit).directory);
+}
+
 export interface JsonArgs {
   json?: string;
 }
@@ -93,6 +105,18 @@ export function withJsonOption<T>(yargs: Argv<T>, what: string): Argv<T & JsonAr
         if (target !== null && target !== '-') checkWritable(target, '--json');
       }),
     ) as Argv<T & JsonArgs>;
+}
+
+/** Two outputs naming one file would leave only the one written last: refused. */
+export function checkDistinctOutputs(outputs: Record<string, string | null | undefined>): void {
+  const seen = new Map<string, string>();
+  for (const [option, file] of Object.entries(outputs)) {
+    if (!file || file === '-') continue;
+    const resolved = path.resolve(file);
+    const other = seen.get(resolved);
+    if (other) throw new Error(`${other} and ${option} name the same file (${file}): give each output its own file`);
+    seen.set(resolved, option);
+  }
 }
 
 /** null: no JSON asked for; '-': standard output; else the file. */
@@ -330,4 +354,27 @@ export interface CommandArgs {
 /** The command line of the program to run, as strings. */
 export function commandOf(args: CommandArgs): string[] {
   return [...(args['--'] ?? []), ...(args.command ?? [])].map(String);
+}
+
+const STOP_SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+
+/**
+ * Runs a command's work with SIGINT (Ctrl-C), SIGTERM and SIGHUP stopping every traced child and every
+ * loop of runs (stopTraces): the work still reports and writes what ran so far, cgroups and records are
+ * removed; then clip-mem exits 128 + the signal's number.
+ */
+export async function stoppable(work: () => Promise<void>): Promise<void> {
+  const onSignal = (signal: NodeJS.Signals) => stopTraces(signal);
+  for (const signal of STOP_SIGNALS) process.on(signal, onSignal);
+  try {
+    await work();
+  } catch (error) {
+    // A loop of runs that was stopped ends with an error naming what it was running: said, not a crash.
+    if (!stopSignal()) throw error;
+    process.stderr.write(`clip-mem: ${(error as Error).message}\n`);
+  } finally {
+    for (const signal of STOP_SIGNALS) process.off(signal, onSignal);
+  }
+  const stopped = stopSignal();
+  if (stopped) process.exitCode = 128 + os.constants.signals[stopped];
 }

@@ -338,6 +338,33 @@ function encoderLayers(prefix: string, layers: number, width: number, intermedia
   return out;
 }
 
+/** A tensor of the model whose size in one storage type is a given number of bytes. */
+export interface TensorOfSize {
+  name: string;
+  shape: number[];
+  /** fp16 and bf16 have the same size: one entry says both. */
+  storage: 'fp32' | 'fp16/bf16' | 'int8';
+}
+
+/**
+ * The model's parameters whose byte size in fp32, fp16/bf16 or int8 is exactly `bytes`: which tensor a
+ * failed allocation of that size was most likely for.
+ */
+export function tensorsOfSize(config: ClipConfig, bytes: number): TensorOfSize[] {
+  const storages = [
+    ['fp32', 4],
+    ['fp16/bf16', 2],
+    ['int8', 1],
+  ] as const;
+  return clipLayout(config, 'fp32')
+    .filter((t) => t.dtype === 'F32')
+    .flatMap((t) =>
+      storages
+        .filter(([, size]) => (t.bytes / 4) * size === bytes)
+        .map(([storage]) => ({ name: t.name, shape: t.shape, storage })),
+    );
+}
+
 /** Every tensor of the CLIPModel state dict for `config`, in module order, in the given weight format. */
 export function clipLayout(config: ClipConfig, format: WeightFormat = 'fp32'): TensorSpec[] {
   const { text, vision, projectionDim } = config;

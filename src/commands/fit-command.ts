@@ -31,7 +31,56 @@ export interface CommandFitRequest {
   runs: number;
   /** Each run's timeout; default: 5 x the slowest run without a limit, at least 30 s. */
   timeoutMs?: number;
+  /** What counts as passing (default: exit 0). */
+  passIf: PassRule;
   progress: (line: string) => void;
+}
+
+/**
+ * When a run passes: its exit code is one of `exitCodes`, and every text of `output` appears in its
+ * standard output or error (a line a training script prints when it finished, say). A timeout never passes.
+ */
+export interface PassRule {
+  exitCodes: number[];
+  output: string[];
+}
+
+/** `--pass-if exit=0,3` and `--pass-if output=TEXT`, each repeatable; nothing given: exit 0. */
+export function parsePassRules(rules: string[]): PassRule {
+  const rule: PassRule = { exitCodes: [], output: [] };
+  for (const text of rules) {
+    const exit = /^exit=(\d{1,3}(?:,\d{1,3})*)$/.exec(text);
+    if (exit) {
+      const codes = exit[1]!.split(',').map(Number);
+      const bad = codes.find((code) => code > 255);
+      if (bad !== undefined) throw new Error(`--pass-if: exit code ${bad} is not one (0 to 255)`);
+      rule.exitCodes.push(...codes);
+    } else if (text.startsWith('output=') && text.length > 'output='.length) {
+      rule.output.push(text.slice('output='.length));
+    } else {
+      throw new Error(
+        `--pass-if: "${text}" is not a rule: give exit=CODE[,CODE...] (e.g. exit=0,3) or output=TEXT ` +
+          '(a text the command prints when it succeeded)',
+      );
+    }
+  }
+  if (!rule.exitCodes.length) rule.exitCodes.push(0);
+  return rule;
+}
+
+/** Finds the rule's texts in a run's output as it streams (a text may straddle two chunks). */
+function outputWatcher(texts: string[]): { onChunk: (chunk: Buffer) => void; seen: () => boolean } {
+  const found = new Set<string>();
+  const keep = Math.max(0, ...texts.map((t) => Buffer.byteLength(t))) - 1;
+  let carry = '';
+  return {
+    onChunk: (chunk) => {
+      const window = carry + chunk.toString('utf8');
+      for (const text of texts) if (window.includes(text)) found.add(text);
+      carry = keep > 0 ? window.slice(-keep) : '';
+    },
+    seen: () => found.size === texts.length,
+  };
 }
 
 export interface FreeRun {
@@ -55,13 +104,16 @@ export interface CommandFit {
   schema: typeof FIT_COMMAND_SCHEMA;
   command: string[];
   target: FitTarget;
+  passIf: PassRule;
   /** Runs without a limit. */
   free: FreeRun[];
   step: number;
   maxRuns: number;
   runs: LimitRun[];
   /** The outcome: a proven boundary, or why there is none. */
-  outcome: 'found' | 'fails-without-limit' | 'passes-at-floor' | 'fails-at-max' | 'flaky';
+  outcome: 'found' | 'fails-without-limit' | 'passes-at-floor' | 'fails-at-max' | 'flaky' | 'stopped';
+  /** The signal clip-mem was stopped by (outcome 'stopped'): the runs so far are kept. */
+  stoppedBy: NodeJS.Signals | null;
   /** Smallest limit seen to pass and the largest seen to fail (null where not run). */
   passes: number | null;
   fails: number | null;
@@ -102,35 +154,80 @@ export function inWords(target: FitTarget, bytes: number): string[] {
   return [`docker run --memory=${mib}m`, `systemd-run -p MemoryMax=${mib}M`, `sbatch --mem=${mib}M`];
 }
 
-export async function fitLimitForCommand(request: CommandFitRequest): Promise<CommandFit> {
-  const { command, target, progress } = request;
-  const cgroupTarget = target === 'mem' || target === 'slurm';
-  // A cgroup as large as the host's memory measures the charge without limiting it.
-  const hostMemory = known(readHostMemory().memTotal) ?? 2 ** 40;
-  const traced = (limits: Limits, timeoutMs?: number) => traceCommand({ command, limits, timeoutMs });
-
-  const free: FreeRun[] = [];
-  for (let i = 0; i < request.runs; i++) {
-    progress(`without a limit: run ${i + 1} of ${request.runs}`);
-    const run = await traced(cgroupTarget ? { mem: hostMemory } : {}, request.timeoutMs);
-    const passed = run.exit.code === 0 && !run.timedOut;
-    free.push({ passed, exit: run.exit, peak: peakOf(target, run), durationMs: run.durationMs });
+/** A run was stopped because clip-mem was told to stop: the search ends with what it has. */
+class StoppedBy extends Error {
+  constructor(readonly signal: NodeJS.Signals) {
+    super(`stopped by ${signal}`);
   }
-  const result: CommandFit = {
+}
+
+export async function fitLimitForCommand(request: CommandFitRequest): Promise<CommandFit> {
+  const result = emptyFit(request);
+  try {
+    return await search(request, result);
+  } catch (error) {
+    if (!(error instanceof StoppedBy)) throw error;
+    result.outcome = 'stopped';
+    result.stoppedBy = error.signal;
+    return result;
+  }
+}
+
+function emptyFit(request: CommandFitRequest): CommandFit {
+  return {
     schema: FIT_COMMAND_SCHEMA,
-    command,
-    target,
-    free,
+    command: request.command,
+    target: request.target,
+    passIf: request.passIf,
+    free: [],
     step: 0,
     maxRuns: 0,
     runs: [],
     outcome: 'found',
+    stoppedBy: null,
     passes: null,
     fails: null,
     margin: 0,
     recommended: null,
     say: [],
   };
+}
+
+async function search(request: CommandFitRequest, result: CommandFit): Promise<CommandFit> {
+  const { command, target, progress } = request;
+  const cgroupTarget = target === 'mem' || target === 'slurm';
+  // A cgroup as large as the host's memory measures the charge without limiting it.
+  const hostMemory = known(readHostMemory().memTotal) ?? 2 ** 40;
+  /** One traced run, and whether it passed by the rule. */
+  const traced = async (
+    limits: Limits,
+    timeoutMs?: number,
+  ): Promise<{ run: TraceRun; passed: boolean; why?: string }> => {
+    const watcher = outputWatcher(request.passIf.output);
+    const run = await traceCommand({
+      command,
+      limits,
+      timeoutMs,
+      onStdout: watcher.onChunk,
+      onStderr: watcher.onChunk,
+    });
+    if (run.stoppedBy) throw new StoppedBy(run.stoppedBy);
+    const exited = run.exit.code !== null && request.passIf.exitCodes.includes(run.exit.code);
+    const missing = exited && !run.timedOut && !watcher.seen();
+    return {
+      run,
+      passed: exited && !run.timedOut && !missing,
+      // Why a run that ended as asked still failed the rule: said first in its evidence.
+      why: missing ? `its output lacked ${request.passIf.output.map((text) => `"${text}"`).join(' or ')}` : undefined,
+    };
+  };
+
+  const free = result.free;
+  for (let i = 0; i < request.runs; i++) {
+    progress(`without a limit: run ${i + 1} of ${request.runs}`);
+    const { run, passed } = await traced(cgroupTarget ? { mem: hostMemory } : {}, request.timeoutMs);
+    free.push({ passed, exit: run.exit, peak: peakOf(target, run), durationMs: run.durationMs });
+  }
   if (free.some((r) => !r.passed)) {
     result.outcome = free.some((r) => r.passed) ? 'flaky' : 'fails-without-limit';
     return result;
@@ -148,15 +245,15 @@ export async function fitLimitForCommand(request: CommandFitRequest): Promise<Co
   result.step = step;
 
   const attempt = async (limit: number): Promise<LimitRun> => {
-    const run = await traced(limitsFor(target, limit), timeoutMs);
+    const { run, passed, why } = await traced(limitsFor(target, limit), timeoutMs);
     const report = buildTraceReport(run);
     const entry: LimitRun = {
       limit,
-      passed: run.exit.code === 0 && !run.timedOut,
+      passed,
       exit: run.exit,
       timedOut: run.timedOut,
       cause: report.diagnosis.cause,
-      evidence: report.diagnosis.evidence,
+      evidence: why ? [why, ...report.diagnosis.evidence] : report.diagnosis.evidence,
     };
     result.runs.push(entry);
     return entry;

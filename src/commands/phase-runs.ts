@@ -83,6 +83,7 @@ export async function runPhases(request: PhaseRunRequest): Promise<PhaseRun[]> {
       shown = line;
     },
   });
+  if (results.stoppedBy) throw new Error(`stopped by ${results.stoppedBy} while running ${names.join(', ')}`);
   return results.scenarios.map((result) => ({
     phase: request.phases[names.indexOf(result.name)],
     batch: request.batch,
@@ -139,6 +140,7 @@ export async function runTrainStep(request: TrainStepRunRequest): Promise<TrainS
       timeoutMs: 600_000,
       env: { ...process.env, [TRAIN_REQUEST_ENV]: JSON.stringify(childRequest), [TRAIN_RESULT_ENV]: resultFile },
     });
+    if (run.stoppedBy) throw new Error(`stopped by ${run.stoppedBy} during the ${optimizer} training step`);
     const report = fs.existsSync(resultFile)
       ? (JSON.parse(fs.readFileSync(resultFile, 'utf8')) as TrainStepReport)
       : null;

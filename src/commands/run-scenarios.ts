@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { readCgroups } from '../probe/cgroup';
 import { known, type Limit } from '../core/field';
 import { probeAddon } from '../probe/native';
-import { readHostMemory } from '../probe/proc';
+import { pageCacheBytes, readHostMemory } from '../probe/proc';
 import type {
   Environment,
   FailedAllocation,
@@ -25,8 +25,9 @@ import { CHILD_REQUEST_ENV, CHILD_RESULT_ENV, type ChildReport, type ChildReques
 import { memoryAnalysis, proposeFixes } from '../report/fixes';
 import { buildTraceReport, type TraceReport } from '../report/trace-report';
 import { commandLine } from '../scenarios/command-line';
+import { catalogEntry } from '../scenarios/catalog';
 import type { RunOptions, ScenarioOptions } from '../scenarios/scenario';
-import { traceCommand, type TraceRun } from '../track/launcher';
+import { stopSignal, traceCommand, type TraceRun } from '../track/launcher';
 import { phaseLabel } from '../track/phases';
 
 /** How often the parent reads the child's record for progress and the timeline. */
@@ -132,6 +133,11 @@ async function runOne(
   total: number,
 ): Promise<ScenarioResult> {
   const { options, scenarioOptions } = request;
+  // Under a cgroup limit: how much of the checkpoint is cached already, charged to whoever read it first.
+  const checkpointCached =
+    options.limits.mem !== undefined && catalogEntry(name).usesCheckpoint && scenarioOptions.checkpoint
+      ? pageCacheBytes(scenarioOptions.checkpoint)
+      : null;
   const resultFile = path.join(workDir, `${name}.json`);
   const childRequest: ChildRequest = { name, options: scenarioOptions };
   const started = performance.now();
@@ -143,8 +149,6 @@ async function runOne(
     env: { ...process.env, [CHILD_REQUEST_ENV]: JSON.stringify(childRequest), [CHILD_RESULT_ENV]: resultFile },
     pollMs: SAMPLE_MS,
     onRecord: (record) => {
-      activePid = record.pid;
-      if (stopRequested) killGroup(record.pid);
       const last = record.timeline[record.timeline.length - 1];
       request.progress({
         scenario: name,
@@ -157,9 +161,8 @@ async function runOne(
       });
     },
   });
-  activePid = null;
   const wallMs = performance.now() - started;
-  return scenarioResult(name, run, readChildReport(resultFile), request, environment, wallMs);
+  return scenarioResult(name, run, readChildReport(resultFile), request, environment, wallMs, checkpointCached);
 }
 
 /**
@@ -173,6 +176,7 @@ export function scenarioResult(
   request: Pick<RunRequest, 'options' | 'scenarioOptions'>,
   environment: Environment,
   wallMs: number,
+  checkpointCached: number | null = null,
 ): ScenarioResult {
   const { options, scenarioOptions } = request;
   const record = run.record ?? null;
@@ -191,7 +195,11 @@ export function scenarioResult(
     run.exit.code === 0 && !run.timedOut && report !== null && report.finished && report.error === null
       ? 'passed'
       : 'failed';
-  const memory = { ...memoryFigures(report, record, timeline), cgroupPeak: run.cgroup?.peak ?? null };
+  const memory = {
+    ...memoryFigures(report, record, timeline),
+    cgroupPeak: run.cgroup?.peak ?? null,
+    checkpointCached,
+  };
   const output = `${run.stderrTail}\n${run.stdoutTail}`;
   const diagnosis = traced.diagnosis;
   const result: ScenarioResult = {
@@ -233,26 +241,6 @@ function thin(points: TimelinePoint[], max: number): TimelinePoint[] {
   return kept;
 }
 
-/**
- * A signal to the runner kills the running child's process group (the tracker's launcher then removes its
- * cgroup) and stops before the next scenario; the JSONL keeps every scenario that finished.
- */
-let activePid: number | null = null;
-let stopRequested: NodeJS.Signals | null = null;
-
-function killGroup(pid: number): void {
-  try {
-    process.kill(-pid, 'SIGKILL');
-  } catch {
-    // already gone
-  }
-}
-
-function stopOnSignal(signal: NodeJS.Signals): void {
-  stopRequested = signal;
-  if (activePid !== null) killGroup(activePid);
-}
-
 /** Runs the scenarios one after another; a failing one never stops the rest. */
 export async function runScenarios(request: RunRequest): Promise<RunResults> {
   const header: RunHeader = {
@@ -267,21 +255,19 @@ export async function runScenarios(request: RunRequest): Promise<RunResults> {
   const workDir = fs.mkdtempSync(path.join(os.tmpdir(), 'clip-mem-run-'));
   const started = performance.now();
   const scenarios: ScenarioResult[] = [];
-  const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
-  for (const signal of signals) process.on(signal, stopOnSignal);
   try {
     const names = request.options.scenarios;
     for (const [i, name] of names.entries()) {
       const result = await runOne(name, request, header.environment, workDir, i + 1, names.length);
-      if (stopRequested) break; // killed by us: not a result
+      if (stopSignal()) break; // killed by us (clip-mem was told to stop): not a result
       scenarios.push(result);
       writer?.append(result);
     }
   } finally {
-    for (const signal of signals) process.off(signal, stopOnSignal);
     fs.rmSync(workDir, { recursive: true, force: true });
   }
-  if (stopRequested) return { header, scenarios, end: null, stoppedBy: stopRequested };
+  const stoppedBy = stopSignal();
+  if (stoppedBy) return { header, scenarios, end: null, stoppedBy };
   const failed = scenarios.filter((s) => s.status === 'failed').length;
   const end: RunEnd = {
     kind: 'end',

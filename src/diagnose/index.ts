@@ -5,8 +5,10 @@
 import { errnoName } from '../core/errno';
 import type { Limits } from '../core/limits';
 import { formatBytes } from '../core/units';
+import { explainGpuFailure, gpuFromOutput, type GpuDiagnosis, type GpuFacts } from './gpu';
 
 export { errnoName };
+export type { GpuCulprit, GpuDiagnosis, GpuFacts, FrameworkOom } from './gpu';
 
 export type Cause =
   | 'address-space'
@@ -40,6 +42,8 @@ export const causes: readonly Cause[] = [
 export interface Diagnosis {
   cause: Cause;
   evidence: string[];
+  /** For gpu-memory: the device's figures and what left too little room. */
+  gpu?: GpuDiagnosis;
 }
 
 /** What is known of one failed allocation (a RecordFailure fits; -1 or absent: unknown). */
@@ -64,6 +68,8 @@ export interface FailureFacts {
   memTotal?: number;
   overcommitMemory?: number;
   phase?: string;
+  /** Set for a GPU allocation (CUDA runtime or driver): the device's state at the failure. */
+  gpu?: GpuFacts | null;
 }
 
 export interface DiagnosisInput {
@@ -83,6 +89,8 @@ export interface DiagnosisInput {
   last?: { phase?: string; heap?: number; rss?: number; anon?: number; file?: number };
   /** Why the process has no allocation record, if it has none: then the cause is `unknown` at best. */
   notTracked?: string;
+  /** The address space exec maps for the program and its dynamic loader before it runs (from its ELF headers). */
+  imageBytes?: number;
   /**
    * Where tracking stopped in a process that has a record (it exec'd an untracked program, or left
    * through _exit as dash does: the record cannot tell which), said in the evidence.
@@ -169,10 +177,14 @@ function countsAsData(f: FailureFacts): boolean {
   return (prot & PROT_WRITE) !== 0 && (flags & MAP_SHARED) === 0 && (flags & MAP_GROWSDOWN) === 0;
 }
 
-/** The cause of one failed allocation and the arithmetic that shows it; undefined if nothing explains it. */
-export function explainFailure(f: FailureFacts, limits: Limits): Diagnosis | undefined {
-  const request = describeRequest(f);
+/**
+ * The cause of one failed allocation and the arithmetic that shows it; undefined if nothing explains it.
+ * `output`: the program's output, where a framework's own out-of-memory message is evidence for a GPU failure.
+ */
+export function explainFailure(f: FailureFacts, limits: Limits, output?: string): Diagnosis | undefined {
   if (f.injected) return undefined;
+  if (f.gpu) return explainGpuFailure({ fn: f.fn, size: f.size, gpu: f.gpu }, output);
+  const request = describeRequest(f);
   if (f.sizeOverflow) {
     return {
       cause: 'not-memory',
@@ -459,10 +471,33 @@ function diagnoseEnding(input: DiagnosisInput): Diagnosis {
     return { cause: 'host-oom-kill', evidence };
   }
 
+  if (
+    input.notTracked &&
+    exit.signal === 'SIGSEGV' &&
+    limits.as !== undefined &&
+    input.imageBytes !== undefined &&
+    limits.as < input.imageBytes
+  ) {
+    // The kernel checks RLIMIT_AS while exec maps the new image; past the point of no return it can only
+    // kill it, with SIGSEGV, before anything (the tracker included) runs.
+    return {
+      cause: 'address-space',
+      evidence: [
+        `killed by SIGSEGV as it started: RLIMIT_AS ${formatBytes(limits.as)} is below the ` +
+          `${formatBytes(input.imageBytes)} that exec maps for the program and its dynamic loader, so the new ` +
+          'image could not even be mapped',
+        input.notTracked,
+        ...meanwhile,
+      ],
+    };
+  }
+
+  // The loader's complaint about clip-mem's own tracker is about tracing, not about the program.
+  const output = input.output?.replace(/^.*from LD_PRELOAD cannot be preloaded.*$/gm, '');
   let found: Diagnosis | undefined;
   for (const sign of outputSigns) {
-    if (input.output && sign.pattern.test(input.output) && (sign.when?.(limits) ?? true)) {
-      found = { cause: sign.cause, evidence: [sign.say(limits, input.output)] };
+    if (output && sign.pattern.test(output) && (sign.when?.(limits) ?? true)) {
+      found = { cause: sign.cause, evidence: [sign.say(limits, output)] };
       break;
     }
   }
@@ -470,11 +505,18 @@ function diagnoseEnding(input: DiagnosisInput): Diagnosis {
   // The first failure a memory limit explains; a refusal for another reason (an mprotect EACCES, an mmap
   // EEXIST of MAP_FIXED_NOREPLACE) is the cause only when no failure was for lack of memory.
   const explanations = real
-    .map((failure) => explainFailure(failure, limits))
+    .map((failure) => explainFailure(failure, limits, input.output))
     .filter((e): e is Diagnosis => e !== undefined);
   const explained = explanations.find((e) => e.cause !== 'not-memory') ?? explanations[0];
+  if (found?.cause === 'gpu-memory' && explained?.cause !== 'gpu-memory') {
+    // The framework's message without a recorded device failure (PyTorch refuses past its own memory
+    // fraction without calling CUDA): its figures are the evidence.
+    const fromOutput = gpuFromOutput(input.output);
+    if (fromOutput) found = { cause: 'gpu-memory', ...fromOutput };
+  }
   if (explained) {
-    if (!found) found = explained;
+    // A recorded device failure carries the device's arithmetic and reads the framework's message itself.
+    if (!found || (explained.cause === 'gpu-memory' && found.cause === 'gpu-memory')) found = explained;
     else if (found.cause === explained.cause) found.evidence.push(...explained.evidence);
     else if (found.cause === 'js-heap' && explained.cause !== 'not-memory') {
       // V8 also aborts with "JavaScript heap out of memory" when the OS refuses one of its own

@@ -51,6 +51,7 @@ export function diagnosisInput(
         }
       : undefined,
     notTracked: run.notTracked,
+    imageBytes: run.program.imageBytes,
     lostTrack: run.lostTrack,
     timeoutMs: run.timedOut ? run.timeoutMs : undefined,
     stoppedBy: run.stoppedBy,

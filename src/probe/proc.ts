@@ -1,6 +1,7 @@
 // Readers for the kernel's view of this process and the host: /proc/self/status, /proc/self/maps,
 // /proc/meminfo, the overcommit and map-count sysctls, transparent hugepages. Each value that cannot be
 // read is "unknown: <why>"; the parsers are exported for other modules reading other pids' files.
+import { loadAddon } from '../core/native';
 import { Field, isUnknown, parseCount, parseField, readText, unknown } from '../core/field';
 
 /** "Key:  value kB" lines (/proc/<pid>/status, /proc/meminfo) into bytes (kB -> bytes) or plain counts. */
@@ -100,4 +101,13 @@ export function readHostMemory(sources: HostSources = {}): HostMemory {
     maxMapCount: readNumberFile(`${sysctl}/max_map_count`),
     transparentHugepage: parseField(readText(thpFile), thpFile, selectedChoice),
   };
+}
+
+/** How many bytes of a file are in the page cache now (mincore); null when the file cannot be read. */
+export function pageCacheBytes(file: string): number | null {
+  try {
+    return loadAddon<{ residentBytes(path: string): number }>().residentBytes(file);
+  } catch {
+    return null;
+  }
 }

@@ -14,6 +14,7 @@ import { SCENARIO_CATALOG, catalogEntry } from '../scenarios/catalog';
 import { ARENA_HEAP_BYTES } from '../scenarios/child-protocol';
 import { commandLine } from '../scenarios/command-line';
 import type { RunOptions, ScenarioOptions } from '../scenarios/scenario';
+import { gpuFixes } from './gpu-fixes';
 import type { Environment, Fix, MemoryAnalysis, ScenarioResult } from './result';
 
 const MiB = 1024 * 1024;
@@ -73,9 +74,19 @@ export function memoryAnalysis(result: Analysed, options: RunOptions, environmen
   if (limits.as !== undefined) return row('address space (RLIMIT_AS)', m.vmSizePeak, limits.as, 'VmSize peak');
   if (limits.mem !== undefined) {
     // The cgroup counts its own charge (anonymous memory + page cache it brought in), not shared pages.
-    return m.cgroupPeak != null
-      ? row('cgroup memory', m.cgroupPeak, limits.mem, 'cgroup charge peak')
-      : row('cgroup memory', m.rssPeak, limits.mem, 'RSS peak');
+    if (m.cgroupPeak == null) return row('cgroup memory', m.rssPeak, limits.mem, 'RSS peak');
+    const cached = m.checkpointCached ?? 0;
+    const analysis = row('cgroup memory', m.cgroupPeak, limits.mem, 'cgroup charge peak');
+    // Below a MiB (a header's readahead when clip-mem checked the checkpoint) it changes nothing to say.
+    if (cached >= 2 ** 20) {
+      // A warm page cache: the checkpoint's pages were charged to whoever read them first, not to this
+      // cgroup. A cold start (another node, after a reboot) is charged for them too.
+      const cold = m.cgroupPeak + cached;
+      analysis.note =
+        `the ${formatBytes(cached)} of the checkpoint already in the page cache were charged elsewhere, not in this ` +
+        `figure; a cold start that reads them all is charged up to ${formatBytes(cold)}, which ${cold > limits.mem ? 'does NOT fit' : 'fits'}`;
+    }
+    return analysis;
   }
   if (limits.data !== undefined)
     return row(
@@ -358,6 +369,8 @@ function measuredFixes(
       return dataLimitFixes(result, options, scenario);
     case 'cgroup-oom-kill':
       return cgroupFixes(result, options);
+    case 'gpu-memory':
+      return result.diagnosis.gpu ? gpuFixes(result.diagnosis.gpu, result.command) : [];
     default:
       return [];
   }

@@ -156,7 +156,7 @@ export function renderHtml(results: RunResults): string {
   const analysisRows = scenarios
     .map(
       (s) =>
-        `<tr><td>${escapeHtml(s.name)}</td><td>${escapeHtml(s.analysis.resource)}</td><td>${bytesOrUnknown(s.analysis.required)}</td><td>${bytesOrUnknown(s.analysis.available)}</td><td>${bytesOrUnknown(s.analysis.deficit)}</td><td>${escapeHtml(s.analysis.basis)}</td></tr>`,
+        `<tr><td>${escapeHtml(s.name)}</td><td>${escapeHtml(s.analysis.resource)}</td><td>${bytesOrUnknown(s.analysis.required)}</td><td>${bytesOrUnknown(s.analysis.available)}</td><td>${bytesOrUnknown(s.analysis.deficit)}</td><td>${escapeHtml(s.analysis.note ? `${s.analysis.basis}; ${s.analysis.note}` : s.analysis.basis)}</td></tr>`,
     )
     .join('');
   return `<!DOCTYPE html>

@@ -2,6 +2,7 @@
 // analysis table (required / available / deficit), reproducible commands and recommendations. Every
 // figure comes from the run's results; nothing here is estimated.
 import { formatBytes } from '../core/units';
+import { elideTemplates } from '../track/symbolize';
 import type { RunResults, ScenarioResult } from './result';
 import {
   bytesOrUnknown,
@@ -45,7 +46,7 @@ function scenarioSection(result: ScenarioResult): string[] {
         lines.push(
           `- At the failure: VmSize ${exactBytes(f.vmSize)}` + (f.rss !== null ? `, RSS ${formatBytes(f.rss)}` : ''),
         );
-      if (f.stack.length) lines.push('- Stack:', '', '```', ...f.stack.slice(0, 12), '```', '');
+      if (f.stack.length) lines.push('- Stack:', '', '```', ...f.stack.slice(0, 12).map(elideTemplates), '```', '');
     }
     if (result.failureCount > 1) lines.push(`- Failed allocations in total: ${result.failureCount}`);
     if (result.lastPhase) lines.push(`- Last phase: ${result.lastPhase}`);
@@ -98,7 +99,7 @@ export function renderMarkdown(results: RunResults): string {
     ...scenarios.map((s) => {
       const a = s.analysis;
       const exact = (v: number | null) => (v === null ? '?' : exactBytes(v));
-      return `| ${s.name} | ${cell(a.resource)} | ${exact(a.required)} | ${exact(a.available)} | ${exact(a.deficit)} | ${cell(a.basis)} |`;
+      return `| ${s.name} | ${cell(a.resource)} | ${exact(a.required)} | ${exact(a.available)} | ${exact(a.deficit)} | ${cell(a.note ? `${a.basis}; ${a.note}` : a.basis)} |`;
     }),
     '',
     '## Reproducible commands',

@@ -53,6 +53,11 @@ export interface MemoryFigures {
    * ran in one (--limit-mem): anonymous memory plus the page cache it brought in, not shared pages.
    */
   cgroupPeak?: number | null;
+  /**
+   * Bytes of the checkpoint already in the page cache when the scenario started (--limit-mem only): a
+   * cgroup is charged for a file page by whoever brought it in, so these are missing from cgroupPeak.
+   */
+  checkpointCached?: number | null;
 }
 
 export const MEMORY_FIGURES: readonly (keyof MemoryFigures)[] = [
@@ -92,6 +97,8 @@ export interface MemoryAnalysis {
   deficit: number | null;
   /** How required was measured, e.g. "VmSize at the failure + the failed request". */
   basis: string;
+  /** What else bears on the figure (e.g. pages charged to another cgroup), when something does. */
+  note?: string;
 }
 
 export interface Fix {

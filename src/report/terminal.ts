@@ -53,6 +53,7 @@ export function scenarioLines(result: ScenarioResult): string[] {
     // Under a limit, say why it fitted (e.g. a file mapping that RLIMIT_DATA does not count).
     if (a.available !== null && a.required !== null)
       lines.push(`       fits: ${a.basis} ${formatBytes(a.required)} of ${a.resource} ${formatBytes(a.available)}`);
+    if (a.note) lines.push(`       note: ${a.note}`);
     const evidence = result.diagnosis.evidence.filter(
       (e) =>
         !e.startsWith('exited with code 0') &&

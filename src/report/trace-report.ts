@@ -1,6 +1,8 @@
 // A traced run as scripts read it (`trace --json`) and as people read it (the terminal summary).
 // The JSON names exit / failures / peaks / diagnosis are a contract: keep them.
 import * as os from 'node:os';
+import { tensorsOfSize, type ClipConfig, type TensorOfSize } from '../clip/config';
+import { cudaErrorName } from '../core/cuda-error';
 import { errnoName } from '../core/errno';
 import { diagnose, explainFailure, type Diagnosis } from '../diagnose';
 import { diagnosisInput, effectiveLimits } from '../diagnose/input';
@@ -8,9 +10,10 @@ import { phaseLabel } from '../track/phases';
 import { formatBytes } from '../core/units';
 import type { Limits } from '../core/limits';
 import type { TraceRun } from '../track/launcher';
-import { RecordFailure } from '../track/record';
-import { SymbolizedFrame, formatFrame, symbolize } from '../track/symbolize';
+import type { PythonStack, RecordDevice, RecordFailure, RecordGpuFailure } from '../track/record';
+import { gpuFixes, type GpuFix } from './gpu-fixes';
 import { formatHeapProfile, heldBy, traceHeapProfile, type TraceHeapProfile } from './heap-profile';
+import { SymbolizedFrame, elideTemplates, formatFrame, symbolize } from '../track/symbolize';
 
 export interface TraceFailure {
   fn: string;
@@ -19,8 +22,10 @@ export interface TraceFailure {
   errno: number;
   errnoName: string;
   phase: string;
-  /** Innermost first: "name (file:line)" or "name (module+0xoffset)". */
+  /** Innermost first: "name (file:line)", "name (module+0xoffset)" or "module+0xoffset"; C++ names whole. */
   stack: string[];
+  /** The failing thread's Python stack (innermost first) when the process is CPython 3.8 to 3.13, else null. */
+  python: PythonStack | null;
   sizeOverflow: boolean;
   injected: boolean;
   /** The limit this failure hit, with the arithmetic; absent if none explains it. */
@@ -32,8 +37,12 @@ export interface TraceFailure {
   /** Milliseconds since the process's record started, to place it on the timeline. */
   tMs: number;
   tid: number;
+  /** With `trace --model`: the model's tensors of exactly this many bytes in fp32, fp16/bf16 or int8. */
+  tensors?: TensorOfSize[];
   /** Everything the record holds about it (mmap prot/flags/fd path/offset, alignment, ...). */
-  detail: Omit<RecordFailure, 'stack'>;
+  detail: Omit<RecordFailure, 'stack' | 'python'>;
+  /** A GPU allocation's status by name and the device's state at the failure (errno is then 0); else null. */
+  gpu: (RecordGpuFailure & { statusName: string }) | null;
 }
 
 /** Bumped when a field of `trace --json` changes meaning or disappears (schema/trace.schema.json). */
@@ -58,6 +67,12 @@ export interface TraceReport {
   lostTrack?: string;
   failuresTotal: number;
   failures: TraceFailure[];
+  /**
+   * The failures with identical stacks (function, Python and native frames) counted once, in the order
+   * each stack first failed: indices into `failures` of the first and of the largest request (the first
+   * one on a tie).
+   */
+  failureGroups: FailureGroup[];
   /** Bytes; null where unknown (no record). */
   peaks: {
     heap: number | null;
@@ -73,7 +88,17 @@ export interface TraceReport {
   calls: Record<string, number> | null;
   phases: { label: string; heap: number; anon: number; file: number }[];
   /** Samples over time (ms since the record started; bytes): on activity every 10 ms or 64 MiB of change. */
-  timeline: { tMs: number; heap: number; anon: number; file: number; rss: number; vmSize: number; phase: string }[];
+  /** gpu: bytes this process held on its GPUs (CUDA allocations the tracker counted). */
+  timeline: {
+    tMs: number;
+    heap: number;
+    anon: number;
+    file: number;
+    rss: number;
+    vmSize: number;
+    gpu: number;
+    phase: string;
+  }[];
   cgroup?: TraceRun['cgroup'];
   hostOomKills: number | null;
   /** Processes the kernel log says the OOM killer killed during the run (its own process or others). */
@@ -90,6 +115,51 @@ export interface TraceReport {
   diagnosis: Diagnosis;
   /** What the run needed at least of the limit that bound it, and the command that proves the real minimum. */
   fix: TraceFix | null;
+  /** GPU memory the process allocated (per CUDA device) and page-locked host memory; null without a record. */
+  gpu: { devices: RecordDevice[]; pinnedPeak: number; untracked: number } | null;
+  /** For gpu-memory: what would make room on the device (smaller batch, 16-bit weights, allocator settings, other processes). */
+  gpuFixes: GpuFix[];
+}
+
+export interface FailureGroup {
+  fn: string;
+  count: number;
+  first: number;
+  largest: number;
+}
+
+/** A failure's Python frames, innermost first: "function (file:line) [Python]", and where some were left out. */
+export function pythonFrames(f: TraceFailure): string[] {
+  const frames = (f.python?.frames ?? []).map((p) => `${p.function} (${p.file}:${p.line < 0 ? '?' : p.line}) [Python]`);
+  const { omitted = 0, omittedAfter = null } = f.python ?? {};
+  if (omittedAfter !== null) frames.splice(omittedAfter, 0, `... ${omitted} Python frame(s) left out`);
+  return frames;
+}
+
+/** Why a failure's Python stack is missing or cut short, in words; undefined when it is whole or not Python. */
+export function pythonGap(f: TraceFailure): string | undefined {
+  const python = f.python;
+  if (!python) return undefined;
+  if (python.status === 'no-thread') return `Python ${python.version}: this thread has no Python thread state`;
+  if (python.status === 'unreadable')
+    return `Python ${python.version}: the interpreter's memory could not be read past ${python.frames.length} frame(s)`;
+  if (!python.frames.length) return `Python ${python.version}: no Python code running on this thread`;
+  return undefined;
+}
+
+/** Failures with the same function and stack, counted once (see TraceReport.failureGroups). */
+export function groupFailures(failures: readonly TraceFailure[]): FailureGroup[] {
+  const groups = new Map<string, FailureGroup>();
+  failures.forEach((f, i) => {
+    const key = [f.fn, ...pythonFrames(f), ...f.stack].join('\n');
+    const group = groups.get(key);
+    if (!group) groups.set(key, { fn: f.fn, count: 1, first: i, largest: i });
+    else {
+      group.count++;
+      if (f.size > failures[group.largest]!.size) group.largest = i;
+    }
+  });
+  return [...groups.values()];
 }
 
 export interface TraceFix {
@@ -187,15 +257,17 @@ const knownBytes = (value: number): number | null => (value < 0 ? null : value);
 
 /**
  * The report of one traced run: what `trace` prints, and what `run` reads each scenario's result from.
- * `reportedError`: see diagnosisInput.
+ * `reportedError`: see diagnosisInput. `model`: the tensors of each failed size are named from its layout.
  */
-export function buildTraceReport(run: TraceRun, reportedError?: string | null): TraceReport {
+export function buildTraceReport(run: TraceRun, reportedError?: string | null, model?: ClipConfig): TraceReport {
   const record = run.record;
   const limits = effectiveLimits(run);
   const recordFailures = record?.failures ?? [];
   const stacks = symbolize(recordFailures.map((f) => f.stack));
+  const heapProfile = traceHeapProfile(record ? [record, ...run.descendants] : run.descendants);
+  const input = diagnosisInput(run, reportedError, heldBy(heapProfile, run.pid));
   const failures: TraceFailure[] = recordFailures.map((f, i) => {
-    const { stack: _stack, ...detail } = f;
+    const { stack: _stack, python, ...detail } = f;
     return {
       fn: f.fn,
       size: f.size,
@@ -203,19 +275,20 @@ export function buildTraceReport(run: TraceRun, reportedError?: string | null): 
       errnoName: errnoName(f.errno),
       phase: f.phase,
       stack: (stacks[i] as SymbolizedFrame[]).map(formatFrame),
+      python,
       sizeOverflow: f.sizeOverflow,
       injected: f.injected,
-      limit: explainFailure(f, limits),
+      limit: explainFailure(f, limits, input.output),
       vmSize: knownBytes(f.vmSize),
       vmData: knownBytes(f.vmData),
       rss: knownBytes(f.rss),
       tMs: (f.timeNs - record!.startNs) / 1e6,
       tid: f.tid,
+      ...(model ? { tensors: tensorsOfSize(model, f.size) } : {}),
       detail,
+      gpu: f.gpu ? { ...f.gpu, statusName: cudaErrorName(f.gpu.api, f.gpu.status) } : null,
     };
   });
-  const heapProfile = traceHeapProfile(record ? [record, ...run.descendants] : run.descendants);
-  const input = diagnosisInput(run, reportedError, heldBy(heapProfile, run.pid));
   const last = record
     ? {
         heap: record.counters.heapCurrent,
@@ -260,6 +333,7 @@ export function buildTraceReport(run: TraceRun, reportedError?: string | null): 
     lostTrack: run.lostTrack,
     failuresTotal: record?.failuresTotal ?? 0,
     failures,
+    failureGroups: groupFailures(failures),
     peaks,
     last,
     calls: record ? { ...record.calls } : null,
@@ -271,6 +345,7 @@ export function buildTraceReport(run: TraceRun, reportedError?: string | null): 
       file: sample.file,
       rss: sample.rss,
       vmSize: sample.vmSize,
+      gpu: sample.gpu,
       phase: phaseLabel(record!, sample.phaseIndex),
     })),
     cgroup: run.cgroup,
@@ -283,6 +358,8 @@ export function buildTraceReport(run: TraceRun, reportedError?: string | null): 
     heapProfile,
     diagnosis,
     fix: traceFix(run.command, diagnosis, failures, run.cgroup),
+    gpu: record ? { devices: record.devices, pinnedPeak: record.pinnedPeak, untracked: record.deviceUntracked } : null,
+    gpuFixes: diagnosis.gpu ? gpuFixes(diagnosis.gpu, shellWords(run.command)) : [],
   };
 }
 
@@ -327,18 +404,47 @@ export function formatTraceReport(report: TraceReport): string {
         report.failures.length < report.failuresTotal ? ` (the latest ${report.failures.length} shown)` : '';
       lines.push(`  ${report.failuresTotal} failed allocation(s)${shown}:`);
     }
-    report.failures.forEach((f, i) => {
+    const failureLines = (f: TraceFailure, i: number, sameAs?: number) => {
       const flags = [f.injected ? 'injected' : ''].filter(Boolean);
+      const status = f.gpu
+        ? `${f.gpu.statusName} (${f.gpu.status})${f.gpu.device !== null ? ` on GPU ${f.gpu.device}` : ''}`
+        : `${f.errnoName} (${f.errno})`;
       lines.push(
-        `  #${i + 1} ${f.fn} of ${requested(f)} failed: ${f.errnoName} (${f.errno})` +
+        `  #${i + 1} ${f.fn} of ${requested(f)} failed: ${status}` +
           (f.phase ? ` in phase "${f.phase}"` : '') +
           (flags.length ? ` [${flags.join(', ')}]` : ''),
       );
       if (f.detail.fdPath) lines.push(`      file ${f.detail.fdPath} at offset ${f.detail.offset}`);
       for (const sentence of f.limit?.evidence ?? []) lines.push(`      ${f.limit!.cause}: ${sentence}`);
-      for (const frame of f.stack.slice(0, 12)) lines.push(`      at ${frame}`);
+      for (const t of f.tensors ?? [])
+        lines.push(`      the size of ${t.name} [${t.shape.join(', ')}] in ${t.storage}`);
+      if (f.tensors?.length === 0) lines.push('      the size of no tensor of the model');
+      if (sameAs !== undefined) {
+        lines.push(`      at the same stack as #${sameAs + 1}`);
+        return;
+      }
+      // Python frames first: the user's line, then the native frames under it.
+      for (const frame of pythonFrames(f)) lines.push(frame.startsWith('...') ? `      ${frame}` : `      at ${frame}`);
+      const gap = pythonGap(f);
+      if (gap) lines.push(`      (${gap})`);
+      for (const frame of f.stack.slice(0, 12)) lines.push(`      at ${elideTemplates(frame)}`);
       if (f.stack.length > 12) lines.push(`      ... ${f.stack.length - 12} more frames (see --json)`);
-    });
+    };
+    // Identical stacks once: the first failure of each in full, and the largest when it is another.
+    for (const group of report.failureGroups) {
+      failureLines(report.failures[group.first]!, group.first);
+      if (group.count === 1) continue;
+      lines.push(
+        `      ${group.count - 1} more failure(s) with this stack${group.largest !== group.first ? '; the largest:' : ''}`,
+      );
+      if (group.largest !== group.first) failureLines(report.failures[group.largest]!, group.largest, group.first);
+    }
+    for (const d of report.gpu?.devices ?? []) {
+      lines.push(
+        `  GPU ${d.ordinal}: peak ${formatBytes(d.peak)} allocated by this process (${d.allocations} allocation(s), ` +
+          `${d.failures} failed), ${formatBytes(d.live)} still allocated at the end`,
+      );
+    }
     for (const d of report.descendants.filter((d) => d.failures > 0)) {
       lines.push(`  child process ${d.pid} (${d.exe}): ${d.failures} failed allocation(s)`);
     }
@@ -361,5 +467,9 @@ export function formatTraceReport(report: TraceReport): string {
   for (const sentence of report.diagnosis.evidence) lines.push(`    ${sentence}`);
   if (report.fix)
     lines.push(`  fix: ${report.fix.text}`, `    the real minimum, proven by runs: ${report.fix.command}`);
+  for (const fix of report.gpuFixes) {
+    lines.push(`  fix (${fix.kind}): ${fix.text}`);
+    if (fix.command) lines.push(`    ${fix.command}`);
+  }
   return lines.join('\n') + '\n';
 }

@@ -6,10 +6,11 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Limits } from '../core/limits';
+import { formatBytes } from '../core/units';
 import { execHelper, preloadLibrary } from './binaries';
 import { ChildCgroup, createChildCgroup, readChildCgroup, removeCgroup } from './cgroup';
 import { ProgramKind, programKind } from './program';
-import { AllocationRecord, finalRecordOf, listRecords, readRecord } from './record';
+import { AllocationRecord, finalRecordOf, listRecords, readRecord, recordBytes } from './record';
 import { describeError, isUnknown, known } from '../core/field';
 import { readProcessStatus } from '../probe/proc';
 import { inHostPidNamespace, kernelLogCursor, oomKillsSince } from './kernel-log';
@@ -166,6 +167,11 @@ export function stopTraces(signal: NodeJS.Signals): number {
 }
 
 let stopRequested: NodeJS.Signals | undefined;
+
+/** The signal stopTraces was called for, if any: a loop of runs (run, fit, estimate) ends at its next check. */
+export function stopSignal(): NodeJS.Signals | undefined {
+  return stopRequested;
+}
 
 function killGroup(pid: number): void {
   try {
@@ -388,12 +394,29 @@ export async function traceCommand(options: TraceOptions): Promise<TraceRun> {
     let notTracked: string | undefined;
     if (!record) {
       const problem = recordDir === undefined ? undefined : recordProblem(stderrText, child.pid!);
+      const limitText = [
+        limits.as !== undefined ? `RLIMIT_AS ${formatBytes(limits.as)}` : '',
+        limits.data !== undefined ? `RLIMIT_DATA ${formatBytes(limits.data)}` : '',
+      ]
+        .filter(Boolean)
+        .join(' and ');
+      const preloadRefused = /libclipmem_preload\.so' from LD_PRELOAD cannot be preloaded \(([^)]*)\)/.exec(stderrText);
       if (recordDirProblem) {
         notTracked = recordDirProblem;
+      } else if (preloadRefused) {
+        notTracked =
+          `the dynamic loader could not load clip-mem's tracker ("${preloadRefused[1]}")` +
+          (limitText ? ` under ${limitText}: the limit leaves too little even for the tracker's library` : '') +
+          ', so the program ran untracked; to trace it, raise the limit by a few MiB';
+      } else if (problem && limitText && /Cannot allocate memory/.test(problem)) {
+        notTracked =
+          `no record could be written: the tracker said "${problem}": under ${limitText} there was no room for ` +
+          `the tracker's ${formatBytes(recordBytes())} record, so no allocation could be recorded; to trace it, ` +
+          `raise the limit by ${formatBytes(Math.ceil(recordBytes() / 2 ** 20 + 1) * 2 ** 20)}`;
       } else if (problem) {
         notTracked =
           `no record could be written: the tracker said "${problem}", so no allocation could be recorded; ` +
-          'set TMPDIR to a writable directory with space (a record takes about 1.5 MiB)';
+          `set TMPDIR to a writable directory with space (a record takes ${formatBytes(recordBytes())} per process)`;
       } else if (program.kind === 'static') {
         notTracked = `${program.file} is statically linked: it never reads LD_PRELOAD, so its allocations cannot be tracked`;
       } else if (program.kind === 'not-found') {

@@ -7,6 +7,12 @@ export interface ProgramKind {
   /** The file executed after following PATH and #! lines. */
   file: string;
   kind: 'dynamic' | 'static' | 'not-elf' | 'not-found';
+  /**
+   * The address space exec maps before the program's first instruction: its PT_LOAD segments and, for a
+   * dynamic program, its interpreter's (ld.so), page-rounded. Under an RLIMIT_AS below it the kernel kills
+   * the new image with SIGSEGV; undefined when not known (not ELF, unreadable).
+   */
+  imageBytes?: number;
 }
 
 function findInPath(command: string): string | undefined {
@@ -25,7 +31,10 @@ function findInPath(command: string): string | undefined {
 
 interface ProgramHeader {
   type: number;
+  offset: number;
   vaddr: bigint;
+  fileSize: number;
+  memorySize: number;
 }
 
 /** The program headers of an ELF file from its first bytes; undefined if not ELF or cut short. */
@@ -43,7 +52,23 @@ function programHeaders(bytes: Buffer): ProgramHeader[] | undefined {
   for (let i = 0; i < phnum; i++) {
     const at = phoff + i * phentsize;
     if (at + (is64 ? 24 : 12) > bytes.length) return undefined;
-    headers.push({ type: u32(at), vaddr: is64 ? u64(at + 16) : BigInt(u32(at + 8)) });
+    headers.push(
+      is64
+        ? {
+            type: u32(at),
+            offset: Number(u64(at + 8)),
+            vaddr: u64(at + 16),
+            fileSize: Number(u64(at + 32)),
+            memorySize: Number(u64(at + 40)),
+          }
+        : {
+            type: u32(at),
+            offset: u32(at + 4),
+            vaddr: BigInt(u32(at + 8)),
+            fileSize: u32(at + 16),
+            memorySize: u32(at + 20),
+          },
+    );
   }
   return headers;
 }
@@ -72,6 +97,44 @@ export function elfLoadAddress(file: string): bigint {
   return lowest & ~0xfffn;
 }
 
+const PAGE = 4096;
+
+/** The page-rounded span of an ELF file's PT_LOAD segments, as exec or ld.so maps them. */
+function loadSpan(headers: ProgramHeader[]): number {
+  let total = 0;
+  for (const h of headers.filter((header) => header.type === 1)) {
+    const start = Number(h.vaddr) % PAGE;
+    total += Math.ceil((start + h.memorySize) / PAGE) * PAGE;
+  }
+  return total;
+}
+
+/** What exec maps for an ELF file: its segments and its interpreter's (named by PT_INTERP). */
+function imageBytes(bytes: Buffer): number | undefined {
+  const headers = programHeaders(bytes);
+  if (!headers) return undefined;
+  let total = loadSpan(headers);
+  const interp = headers.find((header) => header.type === 3);
+  if (interp) {
+    const name = bytes
+      .subarray(interp.offset, interp.offset + interp.fileSize)
+      .toString('latin1')
+      .replace(/\0.*$/s, '');
+    try {
+      const head = Buffer.alloc(4096);
+      const fd = fs.openSync(name, 'r');
+      const length = fs.readSync(fd, head, 0, head.length, 0);
+      fs.closeSync(fd);
+      const loader = programHeaders(head.subarray(0, length));
+      if (!loader) return undefined;
+      total += loadSpan(loader);
+    } catch {
+      return undefined;
+    }
+  }
+  return total;
+}
+
 export function programKind(command: string): ProgramKind {
   let file = findInPath(command);
   for (let depth = 0; file && depth < 4; depth++) {
@@ -87,7 +150,11 @@ export function programKind(command: string): ProgramKind {
       continue;
     }
     const dynamic = elfHasInterpreter(bytes);
-    return { file, kind: dynamic === undefined ? 'not-elf' : dynamic ? 'dynamic' : 'static' };
+    return {
+      file,
+      kind: dynamic === undefined ? 'not-elf' : dynamic ? 'dynamic' : 'static',
+      imageBytes: dynamic === undefined ? undefined : imageBytes(bytes),
+    };
   }
   return { file: file ?? command, kind: 'not-found' };
 }

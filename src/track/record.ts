@@ -27,6 +27,73 @@ export type TrackedFn =
   | 'pthread_create'
   | 'mprotect';
 
+/**
+ * A GPU allocation function the tracker interposes (CUDA runtime and driver), as a failure's `fn` names
+ * it. The list is native/record/device_hooks.h (at run time: deviceFunctions() of the addon); the native tests
+ * check that this union names the same functions.
+ */
+export type DeviceFn =
+  | 'cudaMalloc'
+  | 'cudaMallocManaged'
+  | 'cudaMallocAsync'
+  | 'cudaMallocHost'
+  | 'cudaHostAlloc'
+  | 'cudaFree'
+  | 'cudaFreeAsync'
+  | 'cudaFreeHost'
+  | 'cuMemAlloc_v2'
+  | 'cuMemAllocManaged'
+  | 'cuMemAllocAsync'
+  | 'cuMemAllocFromPoolAsync'
+  | 'cuMemAllocHost_v2'
+  | 'cuMemCreate'
+  | 'cuMemAddressReserve'
+  | 'cuMemFree_v2'
+  | 'cuMemFreeAsync'
+  | 'cuMemFreeHost'
+  | 'cuMemRelease'
+  | 'cuGetProcAddress'
+  | 'cuGetProcAddress_v2';
+
+/** Another process holding memory on the device at a GPU failure (NVML). */
+export interface RecordGpuProcess {
+  pid: number;
+  /** null: NVML could not attribute its memory. */
+  bytes: number | null;
+  name: string;
+}
+
+/** A failed GPU allocation's own fields: the device's state at that moment. Unknown figures are null. */
+export interface RecordGpuFailure {
+  /** Whose status `status` is: the runtime's cudaError_t or the driver's CUresult. */
+  api: 'runtime' | 'driver';
+  status: number;
+  /** CUDA ordinal of the current context. */
+  device: number | null;
+  /** cuMemGetInfo through the real driver, in the failing thread's context. */
+  totalBytes: number | null;
+  freeBytes: number | null;
+  /** NVML: this process's bytes on the device (null where NVML could not say, e.g. in a pid namespace). */
+  processBytes: number | null;
+  /** The tracker's own count of this process's live allocations on the device. */
+  trackedBytes: number;
+  otherProcessCount: number;
+  /** Other processes on the device, largest first (up to 4). */
+  otherProcesses: RecordGpuProcess[];
+}
+
+/** GPU memory the process allocated on one device (CUDA ordinal). */
+export interface RecordDevice {
+  ordinal: number;
+  live: number;
+  peak: number;
+  allocations: number;
+  frees: number;
+  failures: number;
+  largest: number;
+  totalBytes: number | null;
+}
+
 export interface RecordFrame {
   address: string;
   /** Loaded object holding the address, and the address relative to its load base (for addr2line). */
@@ -39,7 +106,7 @@ export interface RecordFrame {
 /** One failed allocation, exactly as asked. Byte figures are -1 where /proc could not be read. */
 export interface RecordFailure {
   sequence: number;
-  fn: TrackedFn;
+  fn: TrackedFn | DeviceFn;
   /** Requested bytes (calloc/reallocarray: nmemb*size, low 64 bits if sizeOverflow; mremap: new size; mprotect: length). */
   size: number;
   sizeOverflow: boolean;
@@ -76,6 +143,35 @@ export interface RecordFailure {
   fileMapped: number;
   phase: string;
   stack: RecordFrame[];
+  /** Set for a GPU allocation (fn a DeviceFn; errno is then 0), else null. */
+  gpu: RecordGpuFailure | null;
+  /** The failing thread's Python stack, read from CPython's structures at the failure; null: not CPython. */
+  python: PythonStack | null;
+}
+
+/** A Python frame: the line executing in the function (qualified name from 3.11). */
+export interface PythonFrame {
+  file: string;
+  /** -1 where the line table has none for the instruction. */
+  line: number;
+  function: string;
+}
+
+export interface PythonStack {
+  /** "3.11" */
+  version: string;
+  /**
+   * captured: the frames of the failing thread (none: it ran no Python code); no-thread: the thread has no
+   * Python thread state (a thread Python did not start); unreadable: a read of the interpreter's memory
+   * failed (the frames before it are kept).
+   */
+  status: 'captured' | 'no-thread' | 'unreadable' | 'none';
+  /** Frames left out between the innermost 16 and the outermost 8 of a deeper stack (0: none). */
+  omitted: number;
+  /** Index in `frames` before which those were (16), or null when none were left out. */
+  omittedAfter: number | null;
+  /** Innermost first: the innermost 16, then the outermost 8 (where the program's own lines usually are). */
+  frames: PythonFrame[];
 }
 
 export interface RecordSample {
@@ -89,6 +185,8 @@ export interface RecordSample {
   vmSize: number;
   rss: number;
   phaseIndex: number;
+  /** GPU bytes the process held, all devices together. */
+  gpu: number;
 }
 
 export interface RecordPhase {
@@ -146,6 +244,13 @@ export interface AllocationRecord {
   phasesTotal: number;
   currentPhase: number;
   phases: RecordPhase[];
+  /** GPU memory per device the process allocated on or failed on. */
+  devices: RecordDevice[];
+  /** Page-locked host memory (cudaMallocHost, cudaHostAlloc, cuMemAllocHost). */
+  pinnedCurrent: number;
+  pinnedPeak: number;
+  /** Device calls not counted: frees of unseen addresses, a full table, ordinals past 15. */
+  deviceUntracked: number;
   heapProfile: RecordHeapProfile;
 }
 
@@ -199,6 +304,12 @@ export interface RecordHeapProfile {
 interface RecordAddon {
   readRecord(file: string): AllocationRecord;
   trackedFunctions(): TrackedFn[];
+  recordBytes: number;
+}
+
+/** The size of one process's record file (native/record/record.h), for messages about room for it. */
+export function recordBytes(): number {
+  return loadAddon<RecordAddon>().recordBytes;
 }
 
 let trackedFunctionList: readonly TrackedFn[] | undefined;

@@ -1,6 +1,7 @@
 // Tests that run an external program say which one is missing and how to install it, before they start:
 // never a spawn error, a null status or an assertion deep inside.
 import type { ExecutionContext } from 'ava';
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
@@ -30,6 +31,16 @@ export function requireProgram(t: ExecutionContext, program: string, debianInsta
   const found = findProgram(program);
   if (found) return found;
   const message = `this test needs ${program}, which is not on PATH: install it (Debian: ${debianInstall})`;
+  t.fail(message);
+  throw new Error(message);
+}
+
+/** A python3 that imports torch: the one on PATH, else Debian's (a pyenv python3 may come first). */
+export function torchPython(t: ExecutionContext): string {
+  for (const python of ['python3', '/usr/bin/python3']) {
+    if (spawnSync(python, ['-c', 'import torch'], { stdio: 'ignore' }).status === 0) return python;
+  }
+  const message = 'this test needs PyTorch for python3: install it (Debian: apt-get install python3-torch)';
   t.fail(message);
   throw new Error(message);
 }

@@ -25,6 +25,7 @@ function requireAllocProgram(command: string[]): void {
 export function trace(
   options: string[],
   command: string[],
+  env: NodeJS.ProcessEnv = process.env,
 ): { status: number | null; report: TraceReport; stdout: string; stderr: string } {
   requireAllocProgram(command);
   const dir = scratchDir('clipmem-trace-test-');
@@ -33,6 +34,7 @@ export function trace(
     cwd: repoRoot,
     encoding: 'utf8',
     timeout: 120000,
+    env,
   });
   const report = JSON.parse(fs.readFileSync(json, 'utf8')) as TraceReport;
   // Every trace a test runs checks the JSON against its schema.

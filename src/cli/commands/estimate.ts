@@ -16,6 +16,7 @@ import {
   writeJson,
   type JsonArgs,
   usageCheck,
+  stoppable,
 } from '../options';
 import { DEFAULT_TRAINING_SEGMENTS } from '../../clip/onnx/train';
 import { resolveClipConfig, WEIGHT_FORMATS, type WeightFormat } from '../../clip/config';
@@ -137,60 +138,63 @@ export const estimateCommand: CommandModule<object, EstimateArgs> = {
           '(what RLIMIT_AS / ulimit -v counts).\n\n' +
           exitStatus('0 when the estimates (or the calibration) were made; 1 when a measurement failed'),
       ),
-  handler: async (args) => {
-    const config = resolveClipConfig(args.model);
-    const quiet = jsonTarget(args) !== null ? () => undefined : progressLine;
-    if (args.calibrate) {
-      const calibrations = await calibrate(
-        args.model,
-        args.dtype,
-        parseBatches(args['calibrate-batches']),
-        args.threads,
-        progressLine,
-        args.phase,
-      );
-      endProgress();
-      if (jsonTarget(args) !== null) {
-        writeJson(args, { schema: ESTIMATE_SCHEMA, calibrations });
-        return;
-      }
-      for (const c of calibrations) {
-        const points = c.points
-          .map((p) => `batch ${p.batch}: ${formatBytes(p.measured.rss)} (model ${formatBytes(p.modelled.rss)})`)
-          .join(', ');
-        process.stdout.write(
-          `${c.model} ${c.dtype} ${c.phase}: measured peak RSS = ${formatBytes(c.measuredFit.rss.constant)} + ${formatBytes(c.measuredFit.rss.slope)} x batch; ` +
-            `the terms miss ${formatBytes(c.residualFit.rss.constant)} + ${formatBytes(c.residualFit.rss.slope)} x batch  [${points}]\n`,
-        );
-      }
-      if (calibrations.some((c) => c.phase === 'train'))
-        process.stdout.write(`train (sgd): not calibrated: ${SGD_MODEL_ONLY}\n`);
-      process.stdout.write(`stored in ${storeFile()} for ${loadRuntimeRecord(args.threads).key}\n`);
-      return;
-    }
-    const record = await ensureBaseline(args.threads, quiet, args['refresh-baseline']);
-    endProgress();
-    const phases = phasesOf(args.dtype, args.phase);
-    const estimates: PhaseEstimate[] = phases.map((phase) =>
-      estimatePhase(
-        config,
-        {
-          model: args.model,
-          dtype: args.dtype,
-          batch: args.batch,
-          phase,
-          optimizer: args.optimizer,
-          segments: args.segments,
-        },
-        record,
-      ),
-    );
-    if (jsonTarget(args) !== null) {
-      writeJson(args, { schema: ESTIMATE_SCHEMA, runtime: record.key, model: config.name, estimates });
-      return;
-    }
-    process.stdout.write(renderHeader(config, args.dtype, record) + '\n');
-    process.stdout.write(estimates.map(renderPhase).join('\n\n') + '\n\n');
-    process.stdout.write(renderAccelerate(config, estimates) + '\n');
-  },
+  // SIGINT, SIGTERM, SIGHUP during --calibrate or a first-use baseline: the running child is killed (stoppable).
+  handler: (args) => stoppable(() => estimate(args)),
 };
+
+async function estimate(args: EstimateArgs): Promise<void> {
+  const config = resolveClipConfig(args.model);
+  const quiet = jsonTarget(args) !== null ? () => undefined : progressLine;
+  if (args.calibrate) {
+    const calibrations = await calibrate(
+      args.model,
+      args.dtype,
+      parseBatches(args['calibrate-batches']),
+      args.threads,
+      progressLine,
+      args.phase,
+    );
+    endProgress();
+    if (jsonTarget(args) !== null) {
+      writeJson(args, { schema: ESTIMATE_SCHEMA, calibrations });
+      return;
+    }
+    for (const c of calibrations) {
+      const points = c.points
+        .map((p) => `batch ${p.batch}: ${formatBytes(p.measured.rss)} (model ${formatBytes(p.modelled.rss)})`)
+        .join(', ');
+      process.stdout.write(
+        `${c.model} ${c.dtype} ${c.phase}: measured peak RSS = ${formatBytes(c.measuredFit.rss.constant)} + ${formatBytes(c.measuredFit.rss.slope)} x batch; ` +
+          `the terms miss ${formatBytes(c.residualFit.rss.constant)} + ${formatBytes(c.residualFit.rss.slope)} x batch  [${points}]\n`,
+      );
+    }
+    if (calibrations.some((c) => c.phase === 'train'))
+      process.stdout.write(`train (sgd): not calibrated: ${SGD_MODEL_ONLY}\n`);
+    process.stdout.write(`stored in ${storeFile()} for ${loadRuntimeRecord(args.threads).key}\n`);
+    return;
+  }
+  const record = await ensureBaseline(args.threads, quiet, args['refresh-baseline']);
+  endProgress();
+  const phases = phasesOf(args.dtype, args.phase);
+  const estimates: PhaseEstimate[] = phases.map((phase) =>
+    estimatePhase(
+      config,
+      {
+        model: args.model,
+        dtype: args.dtype,
+        batch: args.batch,
+        phase,
+        optimizer: args.optimizer,
+        segments: args.segments,
+      },
+      record,
+    ),
+  );
+  if (jsonTarget(args) !== null) {
+    writeJson(args, { schema: ESTIMATE_SCHEMA, runtime: record.key, model: config.name, estimates });
+    return;
+  }
+  process.stdout.write(renderHeader(config, args.dtype, record) + '\n');
+  process.stdout.write(estimates.map(renderPhase).join('\n\n') + '\n\n');
+  process.stdout.write(renderAccelerate(config, estimates) + '\n');
+}

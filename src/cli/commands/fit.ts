@@ -19,6 +19,8 @@ import {
   type JsonArgs,
   type LimitArgs,
   usageCheck,
+  stoppable,
+  checkCgroupUsable,
 } from '../options';
 import { DEFAULT_TRAINING_SEGMENTS } from '../../clip/onnx/train';
 import { resolveClipConfig, WEIGHT_FORMATS, type WeightFormat } from '../../clip/config';
@@ -37,7 +39,13 @@ import {
 } from '../../estimate/fit';
 import { OPTIMIZERS, PHASES, type Optimizer, type Phase } from '../../estimate/model';
 import { formatBytes, parseBytes } from '../../core/units';
-import { FIT_TARGETS, fitLimitForCommand, type CommandFit, type FitTarget } from '../../commands/fit-command';
+import {
+  FIT_TARGETS,
+  fitLimitForCommand,
+  parsePassRules,
+  type CommandFit,
+  type FitTarget,
+} from '../../commands/fit-command';
 import { defaultThreads, endProgress, progressLine } from './estimate';
 
 interface FitArgs extends LimitArgs, JsonArgs {
@@ -57,6 +65,7 @@ interface FitArgs extends LimitArgs, JsonArgs {
   step?: string;
   runs: number;
   timeout?: number;
+  'pass-if'?: string[];
 }
 
 function renderCommandFit(fit: CommandFit): string {
@@ -68,6 +77,11 @@ function renderCommandFit(fit: CommandFit): string {
   }[fit.target];
   const counted = fit.target === 'mem' || fit.target === 'slurm' ? "the cgroup's charge" : 'VmSize';
   const lines = [`clip-mem fit --for ${fit.target}: ${fit.command.join(' ')}: the smallest ${what} it passes under`];
+  const rule = [
+    `exit ${fit.passIf.exitCodes.join(' or ')}`,
+    ...fit.passIf.output.map((text) => `"${text}" in its output`),
+  ];
+  lines.push(`  passing means: ${rule.join(' and ')}`);
   const peaks = fit.free.map((r) => (r.peak === null ? 'unknown' : formatBytes(r.peak)));
   lines.push(`  without a limit: ${fit.free.length} run(s), ${counted} peak ${peaks.join(', ')}`);
   for (const r of fit.runs) {
@@ -75,6 +89,9 @@ function renderCommandFit(fit: CommandFit): string {
     lines.push(`  ${formatBytes(r.limit).padStart(10)} (${r.limit} B)  ${how}`);
   }
   switch (fit.outcome) {
+    case 'stopped':
+      lines.push(`stopped by ${fit.stoppedBy} after ${fit.free.length + fit.runs.length} run(s): no boundary proven`);
+      break;
     case 'fails-without-limit':
       lines.push('it fails without any limit: nothing to fit (make it pass first, e.g. with `clip-mem trace`)');
       break;
@@ -112,6 +129,7 @@ async function fitUserCommand(args: FitArgs): Promise<void> {
     step: args.step !== undefined ? parseBytes(args.step, '--step') : undefined,
     runs: args.runs,
     timeoutMs: args.timeout !== undefined ? args.timeout * 1000 : undefined,
+    passIf: parsePassRules(args['pass-if'] ?? []),
     progress: (line) => process.stderr.write(`clip-mem fit: ${line}\n`),
   });
   (jsonTarget(args) === '-' ? process.stderr : process.stdout).write(renderCommandFit(fit));
@@ -188,6 +206,12 @@ export const fitCommand: CommandModule<object, FitArgs> = {
         ),
       )
       .option('timeout', durationOption('timeout', "with a command: seconds before a run's process group is killed"))
+      .option('pass-if', {
+        type: 'string',
+        array: true,
+        describe:
+          'with a command: what passing means, instead of exit 0: exit=CODE[,CODE...] and/or output=TEXT (a text it prints on success); repeatable, all must hold',
+      })
       .option('phase', { choices: PHASES, default: 'train' as Phase, describe: 'what has to fit' })
       .option('model', { type: 'string', default: 'vit-b-32', describe: 'preset, model directory or config.json' })
       .option('dtype', { choices: WEIGHT_FORMATS, default: 'fp32' as WeightFormat, describe: 'weight format' })
@@ -218,8 +242,14 @@ export const fitCommand: CommandModule<object, FitArgs> = {
             if (args.step !== undefined && parseBytes(once(args.step, '--step'), '--step') < 4096)
               throw new Error(`--step: "${args.step}" is too small: give at least 4096 bytes (one page), e.g. 1M`);
             checkProgram(commandOf(args as FitArgs)[0]!);
+            parsePassRules(args['pass-if'] ?? []);
+            if (args.for === 'mem') checkCgroupUsable(1 << 30);
             return;
           }
+          for (const option of ['max', 'step', 'timeout', 'pass-if'] as const)
+            if (args[option] !== undefined)
+              throw new Error(`--${option} is for a command of your own (fit [options] -- <command>); none was given`);
+          if (args.verify) checkCgroupUsable(limitsFrom(args).mem);
           limitOf(args as FitArgs);
           checkModelConfig(args.model, '--model');
         }),
@@ -241,61 +271,63 @@ export const fitCommand: CommandModule<object, FitArgs> = {
           'batch that passes with the one above it failing, in at most ceil(log2(--max-batch)) + 1 runs.\n\n' +
           exitStatus('0 when something fits (and, with --verify, the boundary was proven), 1 otherwise'),
       ),
-  handler: async (args) => {
-    if (commandOf(args).length) return fitUserCommand(args);
-    const limit = limitOf(args);
-    const quiet = jsonTarget(args) !== null ? () => undefined : progressLine;
-    const record = await ensureBaseline(args.threads, quiet);
-    endProgress();
-    const plan = fitPlan(
-      { model: args.model, dtype: args.dtype, optimizer: args.optimizer, segments: args.segments },
+  // SIGINT, SIGTERM, SIGHUP: the running child is killed and no further run starts (stoppable).
+  handler: (args) => stoppable(() => (commandOf(args).length ? fitUserCommand(args) : fitClip(args))),
+};
+
+async function fitClip(args: FitArgs): Promise<void> {
+  const limit = limitOf(args);
+  const quiet = jsonTarget(args) !== null ? () => undefined : progressLine;
+  const record = await ensureBaseline(args.threads, quiet);
+  endProgress();
+  const plan = fitPlan(
+    { model: args.model, dtype: args.dtype, optimizer: args.optimizer, segments: args.segments },
+    args.phase,
+    limit,
+    record,
+    args['max-batch'],
+  );
+  const choice = cheapest(plan);
+  let verification: Verification | undefined;
+  if (args.verify && choice) {
+    verification = await verifyBoundary(
+      choice,
       args.phase,
       limit,
-      record,
+      choice.batch,
       args['max-batch'],
+      args.threads,
+      progressLine,
     );
-    const choice = cheapest(plan);
-    let verification: Verification | undefined;
-    if (args.verify && choice) {
-      verification = await verifyBoundary(
-        choice,
-        args.phase,
-        limit,
-        choice.batch,
-        args['max-batch'],
-        args.threads,
-        progressLine,
-      );
-      endProgress();
-    }
-    process.exitCode = choice && (!args.verify || verification?.proven) ? 0 : 1;
-    if (jsonTarget(args) !== null) {
-      writeJson(args, {
-        schema: FIT_SCHEMA,
-        runtime: record.key,
-        phase: args.phase,
-        limit,
-        answer: plan.answer,
-        alternatives: plan.alternatives,
-        choice: choice ?? null,
-        verification: verification ?? null,
-      });
-      return;
-    }
-    const lines = [
-      `clip-mem fit: ${args.phase} under ${LIMIT_MEASURES[limit.kind].option} ${formatBytes(limit.bytes)} (${limit.bytes} B), compared with ${LIMIT_MEASURES[limit.kind].counts}`,
-      `as asked: ${describeAnswer(plan.answer, limit)}`,
-    ];
-    if (plan.alternatives.length)
-      lines.push(
-        'changes, cheapest first:',
-        ...plan.alternatives.map((a) => `  ${a.change}: ${describeAnswer(a, limit)}`),
-      );
-    if ([plan.answer, ...plan.alternatives].some((a) => a.estimate.phase === 'train' && a.optimizer === 'sgd'))
-      lines.push(`note: ${SGD_MODEL_ONLY}`);
-    if (!choice) lines.push('nothing fits: raise the limit');
-    else if (choice !== plan.answer) lines.push(`cheapest change that fits: ${choice.change}, batch ${choice.batch}`);
-    if (verification) lines.push(renderVerification(verification));
-    process.stdout.write(lines.join('\n') + '\n');
-  },
-};
+    endProgress();
+  }
+  process.exitCode = choice && (!args.verify || verification?.proven) ? 0 : 1;
+  if (jsonTarget(args) !== null) {
+    writeJson(args, {
+      schema: FIT_SCHEMA,
+      runtime: record.key,
+      phase: args.phase,
+      limit,
+      answer: plan.answer,
+      alternatives: plan.alternatives,
+      choice: choice ?? null,
+      verification: verification ?? null,
+    });
+    return;
+  }
+  const lines = [
+    `clip-mem fit: ${args.phase} under ${LIMIT_MEASURES[limit.kind].option} ${formatBytes(limit.bytes)} (${limit.bytes} B), compared with ${LIMIT_MEASURES[limit.kind].counts}`,
+    `as asked: ${describeAnswer(plan.answer, limit)}`,
+  ];
+  if (plan.alternatives.length)
+    lines.push(
+      'changes, cheapest first:',
+      ...plan.alternatives.map((a) => `  ${a.change}: ${describeAnswer(a, limit)}`),
+    );
+  if ([plan.answer, ...plan.alternatives].some((a) => a.estimate.phase === 'train' && a.optimizer === 'sgd'))
+    lines.push(`note: ${SGD_MODEL_ONLY}`);
+  if (!choice) lines.push('nothing fits: raise the limit');
+  else if (choice !== plan.answer) lines.push(`cheapest change that fits: ${choice.change}, batch ${choice.batch}`);
+  if (verification) lines.push(renderVerification(verification));
+  process.stdout.write(lines.join('\n') + '\n');
+}

@@ -16,6 +16,7 @@ import {
   BATCH_RANGE,
   checkModel,
   checkOutputFile,
+  checkDistinctOutputs,
   countOption,
   durationOption,
   exitStatus,
@@ -27,6 +28,8 @@ import {
   type JsonArgs,
   type LimitArgs,
   usageCheck,
+  stoppable,
+  checkCgroupUsable,
 } from '../options';
 
 interface RunArgs extends LimitArgs, JsonArgs {
@@ -90,7 +93,9 @@ export const runCommand: CommandModule<object, RunArgs> = {
         array: true,
         choices: SCENARIO_NAMES,
         default: SCENARIO_NAMES,
-        describe: 'scenarios to run (default: all, in this order)',
+        // The list is already in the choices: yargs would print it again, wrapped mid-name.
+        defaultDescription: 'all, in this order',
+        describe: 'scenarios to run',
       })
       .option('model', {
         type: 'string',
@@ -120,6 +125,8 @@ export const runCommand: CommandModule<object, RunArgs> = {
       .check(
         usageCheck((args) => {
           for (const option of ['markdown', 'html'] as const) checkOutputFile(args[option], `--${option}`);
+          checkDistinctOutputs({ '--json': jsonTarget(args), '--markdown': args.markdown, '--html': args.html });
+          checkCgroupUsable(limitsFrom(args).mem);
           // The whole checkpoint (config, weights file, every tensor the config needs) before any scenario.
           const names = [...new Set(args.scenarios)];
           if (names.some((n) => catalogEntry(n).usesCheckpoint)) checkModel(args.model, '--model', true);
@@ -177,24 +184,28 @@ export const runCommand: CommandModule<object, RunArgs> = {
     ].join('');
     // Loaded here, not at the top: other commands (native-probe) must start without the ML runtimes.
     const { runScenarios } = await import('../../commands/run-scenarios');
-    const results = await runScenarios({
-      options,
-      scenarioOptions,
-      outputs,
-      jsonFile: json ?? undefined,
-      progress: print,
+    // SIGINT, SIGTERM, SIGHUP: the running child is killed, no further scenario starts; the JSON lines
+    // keep every scenario that finished.
+    await stoppable(async () => {
+      const results = await runScenarios({
+        options,
+        scenarioOptions,
+        outputs,
+        jsonFile: json ?? undefined,
+        progress: print,
+      });
+      if (process.stderr.isTTY) process.stderr.write('\r\x1b[K');
+      if (results.stoppedBy) {
+        process.stderr.write(
+          `\nclip-mem run: stopped by ${results.stoppedBy} after ${results.scenarios.length} scenario(s); those are in the --json file\n`,
+        );
+        return; // stoppable sets the exit status: 128 + the signal's number
+      }
+      // With the JSON lines on standard output, the summary for people goes to standard error.
+      (json === '-' ? process.stderr : process.stdout).write(renderTerminal(results.header, results.scenarios));
+      if (args.markdown) fs.writeFileSync(args.markdown, renderMarkdown(results));
+      if (args.html) fs.writeFileSync(args.html, renderHtml(results));
+      process.exitCode = results.end!.failed ? 1 : 0;
     });
-    if (process.stderr.isTTY) process.stderr.write('\r\x1b[K');
-    if (results.stoppedBy) {
-      process.stderr.write(
-        `\nclip-mem run: stopped by ${results.stoppedBy} after ${results.scenarios.length} scenario(s); those are in the --json file\n`,
-      );
-      process.exit(128 + (os.constants.signals[results.stoppedBy] ?? 15));
-    }
-    // With the JSON lines on standard output, the summary for people goes to standard error.
-    (json === '-' ? process.stderr : process.stdout).write(renderTerminal(results.header, results.scenarios));
-    if (args.markdown) fs.writeFileSync(args.markdown, renderMarkdown(results));
-    if (args.html) fs.writeFileSync(args.html, renderHtml(results));
-    process.exitCode = results.end!.failed ? 1 : 0;
   },
 };

@@ -1,15 +1,21 @@
-// `clip-mem trace [--limit-as N] [--limit-data N] [--limit-mem N] [--json FILE] [--pprof FILE] [--heap-html FILE] -- <command...>`
+// `clip-mem trace [--limit-as N] [--limit-data N] [--limit-mem N] [--model M] [--json FILE] [--pprof FILE] [--heap-html FILE] -- <command...>`
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import type { CommandModule } from 'yargs';
-import { stopTraces, traceCommand } from '../../track/launcher';
+import { traceCommand } from '../../track/launcher';
+import { isPresetName, presetConfig } from '../../clip/config';
+import { resolveClipModel } from '../../clip/checkpoint';
 import {
   checkFailRule,
+  checkModel,
   checkWritable,
   checkProgram,
   commandOf,
+  jsonTarget,
+  stoppable,
   durationOption,
   limitsFrom,
+  checkCgroupUsable,
   usageCheck,
   withJsonOption,
   withLimitOptions,
@@ -24,6 +30,7 @@ import { heapProfileHtml } from '../../report/heap-flame';
 interface TraceArgs extends LimitArgs, JsonArgs {
   timeout?: number;
   fail?: string;
+  model?: string;
   pprof?: string;
   heapHtml?: string;
   '--'?: (string | number)[];
@@ -36,13 +43,18 @@ export const traceCommandModule: CommandModule<object, TraceArgs> = {
   builder: (yargs) =>
     withJsonOption(
       withLimitOptions(yargs.parserConfiguration({ 'populate--': true, 'unknown-options-as-args': false })),
-      'the result (schema/trace.schema.json)',
+      "the result (schema/trace.schema.json); with `-`, the command's own standard output goes to standard error",
     )
       .option('timeout', durationOption('timeout', "seconds before the command's whole process group is killed"))
       .option('fail', {
         type: 'string',
         describe:
           'fault injection: make calls fail with ENOMEM, e.g. malloc:nth=3, mmap:above=1048576 or mprotect:nth=1 (comma-separated)',
+      })
+      .option('model', {
+        type: 'string',
+        describe:
+          'a CLIP preset (vit-b-32, ...), model directory or checkpoint: each failed size is named as the tensor(s) of exactly that many bytes in fp32, fp16/bf16 or int8',
       })
       .option('pprof', {
         type: 'string',
@@ -60,16 +72,22 @@ export const traceCommandModule: CommandModule<object, TraceArgs> = {
       .check(
         usageCheck((args) => {
           if (args.fail !== undefined) checkFailRule(args.fail);
+          if (args.model !== undefined) checkModel(args.model, '--model', false);
           if (args.pprof !== undefined) checkWritable(args.pprof, '--pprof');
           const html = (args as TraceArgs).heapHtml;
           if (html !== undefined) checkWritable(html, '--heap-html');
           const program = commandOf(args as TraceArgs)[0];
           if (program !== undefined) checkProgram(program);
+          checkCgroupUsable(limitsFrom(args).mem);
         }),
       )
       .example(
         '$0 trace --limit-as 4G -- python3 train.py',
         'which allocation failed under a 4 GiB address-space limit, and why',
+      )
+      .example(
+        '$0 trace --limit-as 700M --model vit-b-32 -- python3 load_clip.py',
+        'and which tensor of CLIP ViT-B/32 each failed size is',
       )
       .example(
         '$0 trace --limit-mem 300M --json out.json -- node app.js',
@@ -102,25 +120,25 @@ export const traceCommandModule: CommandModule<object, TraceArgs> = {
     }
     const limits = limitsFrom(args);
     // SIGINT (Ctrl-C), SIGTERM, SIGHUP to clip-mem: the command's process group is killed, and the report
-    // of what ran so far is still printed and written, the cgroup and record directory removed; then
-    // clip-mem exits 128 + the signal's number, as `run` does.
-    let received: NodeJS.Signals | undefined;
-    const onSignal = (signal: NodeJS.Signals) => {
-      received ??= signal;
-      stopTraces(signal);
-    };
-    const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
-    for (const signal of signals) process.on(signal, onSignal);
-    try {
+    // of what ran so far is still printed and written (stoppable).
+    await stoppable(async () => {
       const run = await traceCommand({
         command,
         limits,
         timeoutMs: args.timeout !== undefined ? args.timeout * 1000 : undefined,
         failRule: args.fail,
-        onStdout: (chunk) => process.stdout.write(chunk),
+        // With the JSON on standard output, the command's own output goes to standard error: stdout
+        // then carries the JSON alone, for `| jq`.
+        onStdout: (chunk) => (jsonTarget(args) === '-' ? process.stderr : process.stdout).write(chunk),
         onStderr: (chunk) => process.stderr.write(chunk),
       });
-      const report = buildTraceReport(run);
+      const model =
+        args.model === undefined
+          ? undefined
+          : isPresetName(args.model)
+            ? presetConfig(args.model)
+            : resolveClipModel(args.model).config;
+      const report = buildTraceReport(run, undefined, model);
       process.stderr.write(formatTraceReport(report));
       writeJson(args, report);
       if (args.pprof !== undefined) {
@@ -139,9 +157,6 @@ export const traceCommandModule: CommandModule<object, TraceArgs> = {
       const { code, signal } = run.exit;
       const signalNumber = signal ? os.constants.signals[signal] : undefined;
       process.exitCode = code ?? (signalNumber !== undefined ? 128 + signalNumber : 1);
-      if (received) process.exitCode = 128 + os.constants.signals[received];
-    } finally {
-      for (const signal of signals) process.off(signal, onSignal);
-    }
+    });
   },
 };
