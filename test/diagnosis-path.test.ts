@@ -6,6 +6,7 @@ import { currentEnvironment, scenarioResult } from '../src/commands/run-scenario
 import type { Limits } from '../src/core/limits';
 import { diagnose, type Cause } from '../src/diagnose';
 import { diagnosisInput } from '../src/diagnose/input';
+import { heldBy } from '../src/report/heap-profile';
 import { buildTraceReport } from '../src/report/trace-report';
 import type { RunOptions, ScenarioOptions } from '../src/scenarios/scenario';
 import { traceCommand, type TraceRun } from '../src/track/launcher';
@@ -58,7 +59,8 @@ for (const c of cases) {
     const scenario = asScenario(run, c.limits, c.timeoutMs);
     t.is(traced.diagnosis.cause, c.cause, traced.diagnosis.evidence.join('\n'));
     t.deepEqual(scenario.diagnosis, traced.diagnosis);
-    t.deepEqual(diagnose(diagnosisInput(run)), traced.diagnosis);
+    // The report hands the input the live-heap profile's top sites, which it symbolized.
+    t.deepEqual(diagnose(diagnosisInput(run, undefined, heldBy(traced.heapProfile, run.pid))), traced.diagnosis);
     const firstReal = traced.failures.find((f) => !f.injected);
     if (firstReal) {
       const { fn, size, errno, errnoName, phase, vmSize, vmData, rss, tMs, stack } = firstReal;

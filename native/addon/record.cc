@@ -59,6 +59,27 @@ std::string demangle(const std::string& name) {
   return result;
 }
 
+// Return addresses with their module and offset (for addr2line) and, where the tracker found one, the symbol.
+Napi::Array ReadStack(Napi::Env env, const uint64_t* stack, const uint16_t* frame_module,
+                      const char (*frame_symbol)[CLIPMEM_SYMBOL_BYTES], uint32_t depth, const ClipmemModule* modules,
+                      uint32_t modules_used) {
+  if (depth > CLIPMEM_STACK_DEPTH) depth = CLIPMEM_STACK_DEPTH;
+  Napi::Array frames = Napi::Array::New(env, depth);
+  for (uint32_t i = 0; i < depth; ++i) {
+    Napi::Object frame = Napi::Object::New(env);
+    frame.Set("address", hex(stack[i]));
+    uint16_t index = frame_module[i];
+    if (index != CLIPMEM_NO_MODULE && index < modules_used && modules[index].base) {
+      frame.Set("module", bounded(modules[index].path, sizeof modules[index].path));
+      frame.Set("offset", hex(stack[i] - modules[index].base));
+    }
+    std::string symbol = frame_symbol ? bounded(frame_symbol[i], CLIPMEM_SYMBOL_BYTES) : "";
+    if (!symbol.empty()) frame.Set("symbol", demangle(symbol));
+    frames.Set(i, frame);
+  }
+  return frames;
+}
+
 Napi::Object ReadFailure(Napi::Env env, const ClipmemFailure& f, const ClipmemModule* modules, uint32_t modules_used) {
   Napi::Object out = Napi::Object::New(env);
   out.Set("sequence", Napi::Number::New(env, double(f.sequence)));
@@ -95,21 +116,7 @@ Napi::Object ReadFailure(Napi::Env env, const ClipmemFailure& f, const ClipmemMo
   out.Set("anonMapped", bytes(env, f.anon_mapped));
   out.Set("fileMapped", bytes(env, f.file_mapped));
   out.Set("phase", bounded(f.phase, sizeof f.phase));
-  uint32_t depth = f.stack_depth < CLIPMEM_STACK_DEPTH ? f.stack_depth : CLIPMEM_STACK_DEPTH;
-  Napi::Array frames = Napi::Array::New(env, depth);
-  for (uint32_t i = 0; i < depth; ++i) {
-    Napi::Object frame = Napi::Object::New(env);
-    frame.Set("address", hex(f.stack[i]));
-    uint16_t index = f.frame_module[i];
-    if (index != CLIPMEM_NO_MODULE && index < modules_used && modules[index].base) {
-      frame.Set("module", bounded(modules[index].path, sizeof modules[index].path));
-      frame.Set("offset", hex(f.stack[i] - modules[index].base));
-    }
-    std::string symbol = bounded(f.frame_symbol[i], sizeof f.frame_symbol[i]);
-    if (!symbol.empty()) frame.Set("symbol", demangle(symbol));
-    frames.Set(i, frame);
-  }
-  out.Set("stack", frames);
+  out.Set("stack", ReadStack(env, f.stack, f.frame_module, f.frame_symbol, f.stack_depth, modules, modules_used));
   out.Set("gpu", env.Null());
   if (f.fn >= CLIPMEM_DEVICE_FN_BASE && f.fn < CLIPMEM_DEVICE_FN_BASE + CLIPMEM_DEVICE_FN_COUNT) {
     Napi::Object gpu = Napi::Object::New(env);
@@ -160,6 +167,66 @@ Napi::Object ReadFailure(Napi::Env env, const ClipmemFailure& f, const ClipmemMo
     python.Set("frames", py_frames);
     out.Set("python", python);
   }
+  return out;
+}
+
+// The sampled live-heap profile: every site claimed, the latest complete peak snapshot, the failure snapshots.
+Napi::Object ReadHeapProfile(Napi::Env env, const ClipmemRecordHeader* h, const ClipmemModule* modules,
+                             uint32_t modules_used) {
+  const char* base = reinterpret_cast<const char*>(h);
+  const auto* sites = reinterpret_cast<const ClipmemHeapSite*>(base + h->heap_sites_offset);
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("sampleMean", bytes(env, int64_t(h->heap_sample_mean)));
+  out.Set("samplesTotal", Napi::Number::New(env, double(snapshot(h->heap_samples_total))));
+  out.Set("dropped", snapshot(h->heap_dropped));
+  out.Set("liveBytes", bytes(env, snapshot(h->heap_sampled_live)));
+  out.Set("peakBytes", bytes(env, snapshot(h->heap_sampled_peak)));
+  Napi::Array list = Napi::Array::New(env);
+  for (uint32_t i = 0; i < CLIPMEM_HEAP_SITE_CAPACITY; ++i) {
+    const ClipmemHeapSite& site = sites[i];
+    if (!snapshot(site.hash)) continue;
+    Napi::Object entry = Napi::Object::New(env);
+    entry.Set("index", i);
+    entry.Set("fn", site.fn < CLIPMEM_FN_COUNT ? kFnNames[site.fn] : "unknown");
+    entry.Set("liveBytes", bytes(env, snapshot(site.live_bytes)));
+    entry.Set("liveBlocks", bytes(env, snapshot(site.live_blocks)));
+    entry.Set("liveVariance", Napi::Number::New(env, site.live_variance));
+    entry.Set("allocBytes", bytes(env, snapshot(site.alloc_bytes)));
+    entry.Set("stack", ReadStack(env, site.stack, site.frame_module, nullptr, site.stack_depth, modules, modules_used));
+    list.Set(list.Length(), entry);
+  }
+  out.Set("sites", list);
+  auto read_snapshot = [&](const ClipmemHeapSnapshot& s) {
+    Napi::Object entry = Napi::Object::New(env);
+    entry.Set("timeNs", Napi::Number::New(env, double(s.time_ns)));
+    entry.Set("failure", Napi::Number::New(env, double(s.failure)));
+    entry.Set("totalBytes", bytes(env, s.total_bytes));
+    entry.Set("heapCurrent", bytes(env, s.heap_current));
+    entry.Set("anonMapped", bytes(env, s.anon_mapped));
+    entry.Set("phaseIndex", s.phase_index);
+    uint32_t count = s.count < CLIPMEM_HEAP_SNAPSHOT_SITES ? s.count : CLIPMEM_HEAP_SNAPSHOT_SITES;
+    Napi::Array top = Napi::Array::New(env, count);
+    for (uint32_t i = 0; i < count; ++i) {
+      Napi::Object site = Napi::Object::New(env);
+      site.Set("site", s.site[i]);
+      site.Set("liveBytes", bytes(env, s.live_bytes[i]));
+      site.Set("liveVariance", Napi::Number::New(env, s.live_variance[i]));
+      top.Set(i, site);
+    }
+    entry.Set("sites", top);
+    return entry;
+  };
+  Napi::Value peak = env.Null();
+  const auto* peaks = reinterpret_cast<const ClipmemHeapSnapshot*>(base + h->heap_snapshots_offset);
+  for_each_ring_entry(peaks, CLIPMEM_HEAP_SNAPSHOT_CAPACITY, snapshot(h->heap_snapshots_total),
+                      [&](const ClipmemHeapSnapshot& s, uint64_t) { peak = read_snapshot(s); });
+  out.Set("peak", peak);
+  Napi::Array at_failures = Napi::Array::New(env);
+  const auto* failed = reinterpret_cast<const ClipmemHeapSnapshot*>(base + h->heap_failure_snapshots_offset);
+  for_each_ring_entry(
+      failed, CLIPMEM_HEAP_FAILURE_SNAPSHOTS, snapshot(h->heap_failure_snapshots_total),
+      [&](const ClipmemHeapSnapshot& s, uint64_t) { at_failures.Set(at_failures.Length(), read_snapshot(s)); });
+  out.Set("atFailures", at_failures);
   return out;
 }
 
@@ -312,6 +379,7 @@ Napi::Value ReadRecord(const Napi::CallbackInfo& info) {
   out.Set("pinnedCurrent", bytes(env, snapshot(h->pinned_current)));
   out.Set("pinnedPeak", bytes(env, snapshot(h->pinned_peak)));
   out.Set("deviceUntracked", Napi::Number::New(env, double(snapshot(h->device_untracked))));
+  out.Set("heapProfile", ReadHeapProfile(env, h, modules, modules_used));
   return out;
 }
 

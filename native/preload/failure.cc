@@ -3,12 +3,15 @@
 
 #include <dlfcn.h>
 #include <execinfo.h>
+#include <link.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include "preload/counters.h"
+#include "preload/heap_profile.h"
 #include "preload/proc.h"
 #include "preload/python.h"
 #include "record/ring.h"
@@ -83,23 +86,88 @@ void record_failure(const FailureArgs& args) {
   f->phase[0] = 0;
   if (phase) memcpy(f->phase, phases[(phase - 1) % CLIPMEM_PHASE_CAPACITY].label, CLIPMEM_PHASE_LABEL_BYTES);
   f->phase[CLIPMEM_PHASE_LABEL_BYTES - 1] = 0;
+  f->stack_depth = capture_stack(f->stack);
+  for (uint32_t i = 0; i < f->stack_depth; ++i)
+    describe_frame(reinterpret_cast<void*>(f->stack[i]), &f->frame_module[i], f->frame_symbol[i]);
+  python_stack(f);
+  publish_ring_entry(f, sequence);
+  heap_profile_at_failure(sequence);
+  take_sample(f->time_ns);
+}
+
+namespace {
+// glibc's struct dl_find_object (<link.h>, 2.35), declared here: the headers of an older glibc, which the
+// prebuilt binaries are built against, have none. The fields read come first on every architecture;
+// `reserved` leaves room for the rest (at most 8 more words).
+struct FoundObject {
+  unsigned long long flags;
+  void* map_start;
+  void* map_end;
+  link_map* map;
+  void* eh_frame;
+  unsigned long long reserved[16];
+};
+#ifdef DLFO_STRUCT_HAS_EH_DBASE  // headers of glibc 2.35 or later: the mirror matches the real one
+static_assert(offsetof(FoundObject, map_start) == offsetof(dl_find_object, dlfo_map_start) &&
+                  offsetof(FoundObject, map_end) == offsetof(dl_find_object, dlfo_map_end) &&
+                  offsetof(FoundObject, map) == offsetof(dl_find_object, dlfo_link_map) &&
+                  sizeof(FoundObject) >= sizeof(dl_find_object),
+              "struct dl_find_object changed");
+#endif
+// _dl_find_object (glibc 2.35) is looked up at initialization, never linked: the tracker must load on
+// glibc 2.17. Null on an older glibc, where dladdr answers instead (slower: see capture_stack).
+int (*find_object)(void*, FoundObject*) = nullptr;
+char* own_start = nullptr;  // this library's mapped range, when find_object gave it
+char* own_end = nullptr;
+const void* own_base = nullptr;
+
+// The base of the loaded object holding `address` (null if none) and its path.
+const void* object_of(void* address, const char** path) {
+  if (find_object) {
+    FoundObject found;
+    if (find_object(address, &found) != 0) return nullptr;
+    *path = found.map ? found.map->l_name : nullptr;
+    return found.map_start;
+  }
+  Dl_info info;
+  if (!dladdr(address, &info)) return nullptr;
+  *path = info.dli_fname;
+  return info.dli_fbase;
+}
+
+// Whether a return address lies in this library.
+bool own_frame(void* frame) {
+  char* byte = static_cast<char*>(frame) - 1;  // the call instruction, inside the calling function
+  if (own_end) return byte >= own_start && byte < own_end;
+  const char* path;
+  return own_base && object_of(byte, &path) == own_base;
+}
+}  // namespace
+
+void stack_init() {
+  resolve_real_dlsym();
+  find_object = reinterpret_cast<int (*)(void*, FoundObject*)>(real_dlsym(RTLD_DEFAULT, "_dl_find_object"));
+  FoundObject own;
+  if (find_object && find_object(reinterpret_cast<void*>(&stack_init), &own) == 0) {
+    own_start = static_cast<char*>(own.map_start);
+    own_end = static_cast<char*>(own.map_end);
+  }
+  const char* path;
+  own_base = object_of(reinterpret_cast<void*>(&stack_init), &path);
+}
+
+uint32_t capture_stack(uint64_t stack[CLIPMEM_STACK_DEPTH]) {
   // The stack starts at the caller of the interposed function: frames inside this library are dropped.
+  // Our own range comes from _dl_find_object where glibc has it, not dladdr: dladdr on the first frame
+  // outside this library scans that module's whole symbol table (a millisecond in node or libtorch), and
+  // heap samples come here.
   void* frames[CLIPMEM_STACK_DEPTH + 8];
   int depth = backtrace(frames, CLIPMEM_STACK_DEPTH + 8);
   int skip = 0;
-  Dl_info own, info;
-  if (dladdr(reinterpret_cast<void*>(&record_failure), &own)) {
-    while (skip < depth && dladdr(static_cast<char*>(frames[skip]) - 1, &info) && info.dli_fbase == own.dli_fbase)
-      ++skip;
-  }
-  f->stack_depth = uint32_t(depth - skip > CLIPMEM_STACK_DEPTH ? CLIPMEM_STACK_DEPTH : depth - skip);
-  for (uint32_t i = 0; i < f->stack_depth; ++i) {
-    f->stack[i] = uint64_t(uintptr_t(frames[i + skip]));
-    describe_frame(frames[i + skip], &f->frame_module[i], f->frame_symbol[i]);
-  }
-  python_stack(f);
-  publish_ring_entry(f, sequence);
-  take_sample(f->time_ns);
+  while (skip < depth && own_frame(frames[skip])) ++skip;
+  uint32_t kept = uint32_t(depth - skip > CLIPMEM_STACK_DEPTH ? CLIPMEM_STACK_DEPTH : depth - skip);
+  for (uint32_t i = 0; i < kept; ++i) stack[i] = uint64_t(uintptr_t(frames[i + skip]));
+  return kept;
 }
 
 namespace {
@@ -138,6 +206,16 @@ void describe_frame(void* address, uint16_t* module, char* symbol) {
 }
 
 }  // namespace
+
+// Only the module, found without dladdr's symbol search (which takes milliseconds in a large library):
+// heap sites are described as they appear, while the program runs.
+uint16_t frame_module(uint64_t address) {
+  const char* path = nullptr;
+  const void* base = object_of(reinterpret_cast<void*>(address - 1), &path);
+  if (!base) return CLIPMEM_NO_MODULE;
+  if (!path || path[0] != '/') path = record->exe;  // the main program: /proc/self/exe, read at the record's creation
+  return module_index(base, path);
+}
 
 __attribute__((noinline, cold)) void heap_failure(int fn, uint64_t size, uint64_t nmemb, uint64_t elem_size,
                                                   uint64_t alignment, const void* old, uint64_t old_size, int error,

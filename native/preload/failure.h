@@ -33,6 +33,13 @@ struct FailureArgs {
 // Writes one failure entry (and a sample) into the record. Slow by design: reads /proc, unwinds the stack.
 void record_failure(const FailureArgs& args);
 
+// Finds how to tell which loaded object an address lies in (at initialization: it calls dlsym).
+void stack_init();
+// The caller's stack (frames of this library left out), innermost first; returns the depth.
+uint32_t capture_stack(uint64_t stack[CLIPMEM_STACK_DEPTH]);
+// The module table's index of the object holding a return address (CLIPMEM_NO_MODULE if none).
+uint16_t frame_module(uint64_t address);
+
 // The failure path of the malloc family, kept out of line: the success path builds no FailureArgs.
 __attribute__((noinline, cold)) void heap_failure(int fn, uint64_t size, uint64_t nmemb, uint64_t elem_size,
                                                   uint64_t alignment, const void* old, uint64_t old_size, int error,

@@ -7,6 +7,7 @@
 
 #include "preload/counters.h"
 #include "preload/failure.h"
+#include "preload/heap_profile.h"
 #include "preload/inject.h"
 #include "preload/mappings.h"
 #include "preload/tracker.h"
@@ -20,10 +21,12 @@ namespace {
 
 // Common ending for malloc-like calls (a new block, or NULL).
 __attribute__((always_inline)) inline void* finish_alloc(int fn, void* ptr, uint64_t size, uint64_t alignment) {
-  if (LIKELY(ptr))
+  if (LIKELY(ptr)) {
     count_heap(fn, size, int64_t(usable(ptr)));
-  else
+    heap_count_sample(fn, ptr, usable(ptr));
+  } else {
     heap_failure(fn, size, 0, 0, alignment, nullptr, 0, errno, 0);
+  }
   return ptr;
 }
 
@@ -45,9 +48,10 @@ __attribute__((noinline)) void* malloc_slow(size_t size) {
     return errno = ENOMEM, nullptr;
   void* ptr = real.malloc(size);
   if (!tracking()) return ptr;
-  if (LIKELY(ptr))
+  if (LIKELY(ptr)) {
     count_heap(CLIPMEM_FN_MALLOC, size, int64_t(usable(ptr)));
-  else
+    heap_count_sample(CLIPMEM_FN_MALLOC, ptr, usable(ptr));
+  } else
     heap_failure(CLIPMEM_FN_MALLOC, size, 0, 0, 0, nullptr, 0, errno, 0);
   return ptr;
 }
@@ -71,9 +75,17 @@ __attribute__((noinline)) void* grew(ClipmemThreadSlot* slot, int64_t delta, voi
   return ptr;
 }
 // A block in a chunk of its own mapping (16 bytes of header): counted here, off the fast path.
-__attribute__((noinline)) void* grew_mmapped(ClipmemThreadSlot* slot, void* ptr) {
+__attribute__((noinline)) void* grew_mmapped(ClipmemThreadSlot* slot, int fn, void* ptr) {
   int64_t delta;
   if (grows_past_limit(slot, int64_t(chunk_usable(ptr)), &delta)) heap_grew(slot, delta);
+  heap_count_sample(fn, ptr, chunk_usable(ptr));
+  return ptr;
+}
+// A block whose bytes crossed this thread's next sample point (heap_profile.h).
+__attribute__((noinline)) void* sampled(ClipmemThreadSlot* slot, int fn, void* ptr, int64_t bytes) {
+  int64_t delta;
+  if (grows_past_limit(slot, bytes, &delta)) heap_grew(slot, delta);
+  heap_sample(slot, fn, uintptr_t(ptr), uint64_t(bytes));
   return ptr;
 }
 __attribute__((noinline)) void fold_then_free(ClipmemThreadSlot* slot, void* ptr) {
@@ -83,11 +95,14 @@ __attribute__((noinline)) void fold_then_free(ClipmemThreadSlot* slot, void* ptr
 }  // namespace
 
 // The end of a fast allocation: the new block's usable bytes into this thread's delta.
-__attribute__((always_inline)) inline void* count_block(ClipmemThreadSlot* slot, void* ptr) {
+// Then the sample count: a block that crosses a sample point goes out of line.
+__attribute__((always_inline)) inline void* count_block(ClipmemThreadSlot* slot, int fn, void* ptr) {
   size_t header = static_cast<size_t*>(ptr)[-1];
-  if (UNLIKELY(header & kChunkMmapped)) return grew_mmapped(slot, ptr);
+  if (UNLIKELY(header & kChunkMmapped)) return grew_mmapped(slot, fn, ptr);
+  int64_t bytes = heap_chunk_usable(header);
+  if (sample_due(slot, bytes)) return sampled(slot, fn, ptr, bytes);
   int64_t delta;
-  if (grows_past_limit(slot, heap_chunk_usable(header), &delta)) return grew(slot, delta, ptr);
+  if (grows_past_limit(slot, bytes, &delta)) return grew(slot, delta, ptr);
   return ptr;
 }
 
@@ -98,7 +113,7 @@ void* malloc_hook(size_t size) {
   slot->request = size;
   void* ptr = real.malloc(size);
   if (UNLIKELY(!ptr)) return fast_alloc_failed(slot, CLIPMEM_FN_MALLOC, slot->request, 0, 0, 0);
-  return count_block(slot, ptr);
+  return count_block(slot, CLIPMEM_FN_MALLOC, ptr);
 }
 
 namespace {
@@ -116,9 +131,10 @@ __attribute__((noinline)) void* calloc_slow(size_t nmemb, size_t size) {
   if (UNLIKELY(any_injection) && inject_heap(CLIPMEM_FN_CALLOC, total, nmemb, size, 0, nullptr, 0, flags))
     return errno = ENOMEM, nullptr;
   void* ptr = real.calloc(nmemb, size);
-  if (LIKELY(ptr))
+  if (LIKELY(ptr)) {
     count_heap(CLIPMEM_FN_CALLOC, total, int64_t(usable(ptr)));
-  else
+    heap_count_sample(CLIPMEM_FN_CALLOC, ptr, usable(ptr));
+  } else
     heap_failure(CLIPMEM_FN_CALLOC, total, nmemb, size, 0, nullptr, 0, errno, flags);
   return ptr;
 }
@@ -132,7 +148,7 @@ void* calloc_hook(size_t nmemb, size_t size) {
   count_fast(slot, CLIPMEM_FN_CALLOC, total);
   void* ptr = real.calloc(nmemb, size);
   if (UNLIKELY(!ptr)) return fast_alloc_failed(slot, CLIPMEM_FN_CALLOC, total, nmemb, size, flags);
-  return count_block(slot, ptr);
+  return count_block(slot, CLIPMEM_FN_CALLOC, ptr);
 }
 
 namespace {
@@ -148,11 +164,17 @@ __attribute__((noinline)) void* realloc_slow(void* ptr, size_t size) {
   size_t old_size = usable(ptr);
   if (UNLIKELY(any_injection) && inject_heap(CLIPMEM_FN_REALLOC, size, 0, 0, 0, ptr, old_size, 0))
     return errno = ENOMEM, nullptr;
+  // A sampled block leaves the profile before glibc may hand its address to another thread; the new
+  // block takes its own chance of being sampled.
+  SampledBlock old = ptr && maybe_sampled(ptr) ? heap_unsample(uintptr_t(ptr)) : SampledBlock{};
   void* result = real.realloc(ptr, size);
-  if (LIKELY(result || (ptr && size == 0)))  // realloc(p, 0) frees p
+  if (LIKELY(result || (ptr && size == 0))) {  // realloc(p, 0) frees p
     count_heap(CLIPMEM_FN_REALLOC, size, int64_t(usable(result)) - int64_t(old_size));
-  else
+    heap_count_sample(CLIPMEM_FN_REALLOC, result, usable(result));
+  } else {
+    heap_resample(old, uintptr_t(ptr), old.bytes);
     heap_failure(CLIPMEM_FN_REALLOC, size, 0, 0, 0, ptr, old_size, errno, 0);
+  }
   return result;
 }
 
@@ -178,14 +200,17 @@ void* realloc_hook(void* ptr, size_t size) {
   ClipmemThreadSlot* slot = tls.fast;
   if (UNLIKELY(!slot || !ptr)) return realloc_slow(ptr, size);
   size_t header = static_cast<size_t*>(ptr)[-1];
-  if (UNLIKELY(header & kChunkMmapped)) return realloc_slow(ptr, size);  // mmapped chunks and bootstrap blocks
+  // mmapped chunks, bootstrap blocks and sampled blocks
+  if (UNLIKELY(header & kChunkMmapped) || maybe_sampled(ptr)) return realloc_slow(ptr, size);
   int64_t old_size = heap_chunk_usable(header);
   void* result = real.realloc(ptr, size);
   if (UNLIKELY(!result)) return realloc_null(ptr, size, uint64_t(old_size));
   count_fast(slot, CLIPMEM_FN_REALLOC, size);
-  int64_t delta = load(slot->heap_delta) + int64_t(chunk_usable(result)) - old_size;
+  int64_t new_size = int64_t(chunk_usable(result));
+  int64_t delta = load(slot->heap_delta) + new_size - old_size;
   store(slot->heap_delta, delta);
   if (UNLIKELY(delta > slot->grow_limit || delta < -kFoldBytes)) heap_changed(slot, delta);
+  if (sample_due(slot, new_size)) heap_sample(slot, CLIPMEM_FN_REALLOC, uintptr_t(result), uint64_t(new_size));
   return result;
 }
 
@@ -201,11 +226,15 @@ void* reallocarray_hook(void* ptr, size_t nmemb, size_t size) {
   size_t old_size = usable(ptr);
   if (UNLIKELY(any_injection) && inject_heap(CLIPMEM_FN_REALLOCARRAY, total, nmemb, size, 0, ptr, old_size, flags))
     return errno = ENOMEM, nullptr;
+  SampledBlock old = ptr && maybe_sampled(ptr) ? heap_unsample(uintptr_t(ptr)) : SampledBlock{};
   void* result = real.reallocarray(ptr, nmemb, size);
-  if (result)
+  if (result) {
     count_heap(CLIPMEM_FN_REALLOCARRAY, total, int64_t(usable(result)) - int64_t(old_size));
-  else
+    heap_count_sample(CLIPMEM_FN_REALLOCARRAY, result, usable(result));
+  } else {
+    heap_resample(old, uintptr_t(ptr), old.bytes);
     heap_failure(CLIPMEM_FN_REALLOCARRAY, total, nmemb, size, 0, ptr, old_size, errno, flags);
+  }
   return result;
 }
 
@@ -213,7 +242,10 @@ namespace {
 __attribute__((noinline)) void free_slow(void* ptr) {
   if (in_bootstrap(ptr)) return;
   ensure_resolved();
-  if (tracking()) count_heap(CLIPMEM_FN_FREE, 0, -int64_t(usable(ptr)));
+  if (tracking()) {
+    if (maybe_sampled(ptr)) heap_unsample(uintptr_t(ptr));  // before glibc may hand the address out again
+    count_heap(CLIPMEM_FN_FREE, 0, -int64_t(usable(ptr)));
+  }
   real.free(ptr);
 }
 }  // namespace
@@ -224,7 +256,8 @@ void free_hook(void* ptr) {
   if (UNLIKELY(!slot)) return free_slow(ptr);
   // Read only once the fast path is on: glibc's chunks are verified then.
   size_t header = static_cast<size_t*>(ptr)[-1];
-  if (UNLIKELY(header & kChunkMmapped)) return free_slow(ptr);  // mmapped chunks and bootstrap blocks
+  // mmapped chunks, bootstrap blocks and sampled blocks: one test for both
+  if (UNLIKELY((header & kChunkMmapped) | sampled_count(ptr))) return free_slow(ptr);
   bump_own(slot->calls[CLIPMEM_FN_FREE]);
   if (shrinks_past_fold(slot, heap_chunk_usable(header))) return fold_then_free(slot, ptr);
   real.free(ptr);
@@ -236,9 +269,10 @@ int posix_memalign_hook(void** out, size_t alignment, size_t size) {
   if (UNLIKELY(any_injection) && inject_heap(CLIPMEM_FN_POSIX_MEMALIGN, size, 0, 0, alignment, nullptr, 0, 0))
     return ENOMEM;
   int error = real.posix_memalign(out, alignment, size);
-  if (LIKELY(error == 0))
+  if (LIKELY(error == 0)) {
     count_heap(CLIPMEM_FN_POSIX_MEMALIGN, size, int64_t(usable(*out)));
-  else
+    heap_count_sample(CLIPMEM_FN_POSIX_MEMALIGN, *out, usable(*out));
+  } else
     heap_failure(CLIPMEM_FN_POSIX_MEMALIGN, size, 0, 0, alignment, nullptr, 0, error, 0);  // returned, not errno
   return error;
 }
@@ -298,6 +332,7 @@ void* mmap_any(int fn, void* addr, size_t length, int prot, int flags, int fd, o
     uint64_t rounded = page_rounded(length);
     if (flags & MAP_FIXED) map_remove(uintptr_t(result), rounded);  // replaced whatever was there
     map_add(uintptr_t(result), rounded, kind);
+    if (kind != kReserved) heap_count_sample(fn, result, rounded);  // mappings by the same sites as the heap
     maybe_sample();
   } else {
     args.error = errno;
@@ -317,8 +352,11 @@ void* mmap64_hook(void* addr, size_t length, int prot, int flags, int fd, off_t 
 int munmap_hook(void* addr, size_t length) {
   ensure_resolved();
   if (!tracking()) return real.munmap(addr, length);
+  // A sampled mapping is known by its start: unmapping it, or its head, takes it out of the profile.
+  SampledBlock old = maybe_sampled(addr) ? heap_unsample(uintptr_t(addr)) : SampledBlock{};
   int result = real.munmap(addr, length);
   count_call(CLIPMEM_FN_MUNMAP);
+  if (result != 0) heap_resample(old, uintptr_t(addr), old.bytes);
   if (result == 0) {
     Guard g;
     ErrnoKeeper keep;
@@ -361,8 +399,13 @@ void* mremap_hook(void* old_address, size_t old_size, size_t new_size, int flags
   args.address = uintptr_t(old_address);
   args.flags = flags;
   if (UNLIKELY(injected(CLIPMEM_FN_MREMAP, args))) return errno = ENOMEM, MAP_FAILED;
+  SampledBlock old = maybe_sampled(old_address) ? heap_unsample(uintptr_t(old_address)) : SampledBlock{};
   void* result = real.mremap(old_address, old_size, new_size, flags, new_address);
   count_call(CLIPMEM_FN_MREMAP);
+  if (result == MAP_FAILED)
+    heap_resample(old, uintptr_t(old_address), old.bytes);
+  else  // a sampled mapping stays sampled, at its new place and size
+    heap_resample(old, uintptr_t(result), page_rounded(new_size));
   if (result != MAP_FAILED) {
     Guard g;
     ErrnoKeeper keep;

@@ -13,6 +13,8 @@
 #include <unistd.h>
 
 #include "preload/counters.h"
+#include "preload/failure.h"
+#include "preload/heap_profile.h"
 #include "preload/inject.h"
 #include "preload/proc.h"
 #include "preload/python.h"
@@ -138,6 +140,7 @@ void after_fork_in_child() {
     real.munmap(parent, clipmem_record_size());
     return;
   }
+  heap_profile_after_fork(parent);
   real.munmap(parent, clipmem_record_size());
   record->heap_current = record->heap_peak = fork_seed.heap;
   record->anon_mapped = record->anon_peak = fork_seed.anon_mapped;
@@ -201,6 +204,8 @@ void initialize() {
     return;
   }
   parse_injections(getenv(CLIPMEM_ENV_FAIL));
+  stack_init();  // before the first heap sample captures a stack
+  heap_profile_start(getenv(CLIPMEM_ENV_HEAP_SAMPLE));
   glibc_chunks = check_glibc_chunks();
   void* frames[4];
   backtrace(frames, 4);  // loads libgcc_s now, so that a later stack capture never allocates

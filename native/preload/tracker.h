@@ -10,6 +10,7 @@
 //   python.{h,cc}     the failing thread's Python frames, read from CPython's structures;
 //   inject.{h,cc}     fault injection (CLIPMEM_FAIL);
 //   device.{h,cc}     GPU allocations (CUDA runtime and driver), the exported dlsym and cuGetProcAddress;
+//   heap_profile.{h,cc} the sampled live-heap profile: which call sites hold the memory;
 //   lifecycle.cc      record creation, fork, exit, and the functions the addon finds with dlsym.
 //
 // Rules that keep the tracker safe inside any process:

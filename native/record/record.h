@@ -3,8 +3,9 @@
 // nothing that was written. Shared by native/preload (writer) and native/addon/record.cc (reader).
 //
 // Layout: RecordHeader at offset 0, then the arrays it names by offset and count (thread slots, failure
-// ring, timeline ring, phase markers, module table). A reader checks magic, version and header_size before trusting
-// the offsets. Plain C layout, fixed-width fields, no pointers: a 64-bit reader reads any 64-bit writer.
+// ring, timeline ring, phase markers, module table, device table, heap sites, heap snapshots). A reader checks magic,
+// version and header_size before trusting the offsets. Plain C layout, fixed-width fields, no pointers: a 64-bit reader
+// reads any 64-bit writer.
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
@@ -13,14 +14,16 @@
 #include "record/hooks.h"
 
 #define CLIPMEM_RECORD_MAGIC "CLIPMEMR"
-// 2: mprotect in the call table and the failures; 3: samples carry a sequence; 4 (two branches at
+// 2: mprotect in the call table and the failures; 3: samples carry a sequence; 4 (three branches at
 // once): GPU allocations (the device table, the device fields of a failure, pinned host bytes, GPU bytes
-// in each sample) and the Python stack of a failure; 5: both in one layout
-#define CLIPMEM_RECORD_VERSION 5u
+// in each sample), the Python stack of a failure, and the sampled live-heap profile; 5: the first two in
+// one layout; 6: all three
+#define CLIPMEM_RECORD_VERSION 6u
 
 // Environment handed from the launcher to the tracked process.
 #define CLIPMEM_ENV_RECORD_DIR "CLIPMEM_RECORD_DIR"  // private directory (0700) where each process writes <pid>.<n>.rec
 #define CLIPMEM_ENV_FAIL "CLIPMEM_FAIL"              // fault injection, e.g. "malloc:nth=3,mmap:above=1048576"
+#define CLIPMEM_ENV_HEAP_SAMPLE "CLIPMEM_HEAP_SAMPLE"  // mean bytes between heap samples (0: no profile)
 
 // The call table: one counter per hooked function, in the order of the hook list (record/hooks.h).
 // mprotect is there because making pages writable commits them: V8 and glibc's arenas allocate this way.
@@ -71,6 +74,11 @@ enum ClipmemDeviceFn { CLIPMEM_DEVICE_HOOKS(CLIPMEM_DEVICE_FN_ENUM_ENTRY) CLIPME
 #define CLIPMEM_PY_FUNCTION_BYTES 52
 #define CLIPMEM_PY_FILE_BYTES 128
 #define CLIPMEM_NO_MODULE 0xffffu
+#define CLIPMEM_HEAP_SITE_CAPACITY 4096   // call sites of the live-heap profile (the last one gathers the rest)
+#define CLIPMEM_HEAP_SNAPSHOT_CAPACITY 2  // ring of snapshots at the peak: the latest is complete or the one before is
+#define CLIPMEM_HEAP_FAILURE_SNAPSHOTS 8  // snapshots at the first 8 failures
+#define CLIPMEM_HEAP_SNAPSHOT_SITES 64    // top sites kept in a snapshot
+#define CLIPMEM_HEAP_SAMPLE_DEFAULT 524288  // mean bytes between samples when CLIPMEM_HEAP_SAMPLE is unset (tcmalloc's)
 
 // Failure flags.
 #define CLIPMEM_FAILURE_SIZE_OVERFLOW 1u  // calloc/reallocarray: nmemb*size overflowed; size holds the low 64 bits
@@ -96,7 +104,10 @@ typedef struct ClipmemThreadSlot {
   uint64_t request;    // writer's bookkeeping: the size asked by this thread's latest malloc
   uint64_t calls[CLIPMEM_FN_COUNT];
   uint64_t histogram[CLIPMEM_HISTOGRAM_BUCKETS];
-  uint8_t padding[64 - (8 + 8 + 8 + 8 + 8 * CLIPMEM_FN_COUNT + 8 * CLIPMEM_HISTOGRAM_BUCKETS) % 64];
+  // writer's bookkeeping: bytes before this thread's next heap sample (native/preload/heap_profile.h); in
+  // the slot, whose address the fast path keeps across the call to the real malloc
+  int64_t sample_left;
+  uint8_t padding[64 - (8 + 8 + 8 + 8 + 8 * CLIPMEM_FN_COUNT + 8 * CLIPMEM_HISTOGRAM_BUCKETS + 8) % 64];
 } ClipmemThreadSlot;
 
 // One Python frame: the line executing, the function's qualified name (co_qualname; co_name before 3.11)
@@ -194,6 +205,38 @@ typedef struct ClipmemModule {
   char path[CLIPMEM_PATH_BYTES];
 } ClipmemModule;
 
+// One call site of the sampled live-heap profile (native/preload/heap_profile.cc): allocations are sampled
+// by bytes (a sample point every `mean` bytes on average, exponential gaps), a sampled block of S bytes
+// sampled with probability p = 1 - exp(-S/mean) counts S/p bytes; its free takes them back. The sum over
+// sites estimates the live bytes without bias; live_variance is that estimate's variance.
+typedef struct ClipmemHeapSite {
+  uint64_t hash;         // of fn and the stack; 0 while free; stored last (release) once the rest is written
+  int64_t live_bytes;    // estimated live bytes allocated here
+  int64_t live_blocks;   // sampled blocks live
+  double live_variance;  // sum of (S/p)^2 (1-p) over the live sampled blocks (bytes^2)
+  int64_t alloc_bytes;   // estimated bytes ever allocated here
+  uint32_t fn;           // ClipmemFn of the sampled calls (malloc, mmap, ...)
+  uint32_t stack_depth;  // 0 for the last site: samples from sites that found the table full
+  uint64_t stack[CLIPMEM_STACK_DEPTH];         // return addresses, innermost first (as in a failure)
+  uint16_t frame_module[CLIPMEM_STACK_DEPTH];  // index into the module table, CLIPMEM_NO_MODULE if none
+} ClipmemHeapSite;
+
+// The top sites when the estimated live total reached a new peak (rate-limited: within 1/64 of it, or a
+// new peak 10 ms later), or when a call failed.
+typedef struct ClipmemHeapSnapshot {
+  uint64_t sequence;  // 1-based; 0 while being written (native/record/ring.h)
+  uint64_t time_ns;
+  uint64_t failure;      // the failure's sequence number (failure ring) for a snapshot at a failure; 0 at a peak
+  int64_t total_bytes;   // estimated live bytes of all sites at the snapshot
+  int64_t heap_current;  // the tracker's heap counter then (folded part and this thread's delta)
+  int64_t anon_mapped;
+  uint32_t phase_index;
+  uint32_t count;  // entries of site/live_bytes/live_variance used
+  uint32_t site[CLIPMEM_HEAP_SNAPSHOT_SITES];
+  int64_t live_bytes[CLIPMEM_HEAP_SNAPSHOT_SITES];
+  double live_variance[CLIPMEM_HEAP_SNAPSHOT_SITES];
+} ClipmemHeapSnapshot;
+
 typedef struct ClipmemSample {
   uint64_t sequence;  // 1-based sample number; 0 while the entry is being written (native/record/ring.h)
   uint64_t time_ns;
@@ -270,6 +313,23 @@ typedef struct ClipmemRecordHeader {
   int64_t pinned_peak;
   uint64_t device_untracked;  // device calls not counted: a free of an address never seen allocated, a full
                               // table, an ordinal past CLIPMEM_DEVICE_CAPACITY
+
+  // The live-heap profile.
+  uint64_t heap_sites_offset;
+  uint32_t heap_sites_capacity, heap_site_size;
+  uint64_t heap_snapshots_offset;
+  uint32_t heap_snapshots_capacity, heap_snapshot_size;
+  uint64_t heap_failure_snapshots_offset;  // same entries as the peak snapshots
+  uint32_t heap_failure_snapshots_capacity;
+  uint32_t heap_sites_used;               // sites claimed
+  uint64_t heap_sample_mean;              // mean bytes between samples (0: no profile)
+  int64_t heap_sampled_live;              // estimated live bytes over all sites
+  int64_t heap_sampled_peak;              // its largest value
+  uint64_t heap_snapshots_total;          // peak snapshots ever taken
+  uint64_t heap_failure_snapshots_total;  // failure snapshots ever taken
+  uint64_t heap_samples_total;            // blocks ever sampled
+  uint32_t heap_dropped;                  // samples not kept: the table of sampled blocks was full
+  uint32_t heap_reserved;
 } ClipmemRecordHeader;
 
 // ---------------------------------------------------------------- layout pins
@@ -307,6 +367,7 @@ CLIPMEM_OFFSET(ClipmemThreadSlot, grow_limit, 16);
 CLIPMEM_OFFSET(ClipmemThreadSlot, request, 24);
 CLIPMEM_OFFSET(ClipmemThreadSlot, calls, 32);
 CLIPMEM_OFFSET(ClipmemThreadSlot, histogram, 160);
+CLIPMEM_OFFSET(ClipmemThreadSlot, sample_left, 544);
 // ClipmemFailure
 CLIPMEM_LAYOUT(sizeof(ClipmemFailure) == 7608);
 CLIPMEM_LAYOUT(CLIPMEM_ALIGNOF(ClipmemFailure) == 8);
@@ -381,6 +442,32 @@ CLIPMEM_LAYOUT(sizeof(ClipmemModule) == 264);
 CLIPMEM_LAYOUT(CLIPMEM_ALIGNOF(ClipmemModule) == 8);
 CLIPMEM_OFFSET(ClipmemModule, base, 0);
 CLIPMEM_OFFSET(ClipmemModule, path, 8);
+// ClipmemHeapSite
+CLIPMEM_LAYOUT(sizeof(ClipmemHeapSite) == 368);
+CLIPMEM_LAYOUT(CLIPMEM_ALIGNOF(ClipmemHeapSite) == 8);
+CLIPMEM_OFFSET(ClipmemHeapSite, hash, 0);
+CLIPMEM_OFFSET(ClipmemHeapSite, live_bytes, 8);
+CLIPMEM_OFFSET(ClipmemHeapSite, live_blocks, 16);
+CLIPMEM_OFFSET(ClipmemHeapSite, live_variance, 24);
+CLIPMEM_OFFSET(ClipmemHeapSite, alloc_bytes, 32);
+CLIPMEM_OFFSET(ClipmemHeapSite, fn, 40);
+CLIPMEM_OFFSET(ClipmemHeapSite, stack_depth, 44);
+CLIPMEM_OFFSET(ClipmemHeapSite, stack, 48);
+CLIPMEM_OFFSET(ClipmemHeapSite, frame_module, 304);
+// ClipmemHeapSnapshot
+CLIPMEM_LAYOUT(sizeof(ClipmemHeapSnapshot) == 1336);
+CLIPMEM_LAYOUT(CLIPMEM_ALIGNOF(ClipmemHeapSnapshot) == 8);
+CLIPMEM_OFFSET(ClipmemHeapSnapshot, sequence, 0);
+CLIPMEM_OFFSET(ClipmemHeapSnapshot, time_ns, 8);
+CLIPMEM_OFFSET(ClipmemHeapSnapshot, failure, 16);
+CLIPMEM_OFFSET(ClipmemHeapSnapshot, total_bytes, 24);
+CLIPMEM_OFFSET(ClipmemHeapSnapshot, heap_current, 32);
+CLIPMEM_OFFSET(ClipmemHeapSnapshot, anon_mapped, 40);
+CLIPMEM_OFFSET(ClipmemHeapSnapshot, phase_index, 48);
+CLIPMEM_OFFSET(ClipmemHeapSnapshot, count, 52);
+CLIPMEM_OFFSET(ClipmemHeapSnapshot, site, 56);
+CLIPMEM_OFFSET(ClipmemHeapSnapshot, live_bytes, 312);
+CLIPMEM_OFFSET(ClipmemHeapSnapshot, live_variance, 824);
 // ClipmemSample
 CLIPMEM_LAYOUT(sizeof(ClipmemSample) == 80);
 CLIPMEM_LAYOUT(CLIPMEM_ALIGNOF(ClipmemSample) == 8);
@@ -405,7 +492,7 @@ CLIPMEM_OFFSET(ClipmemPhase, anon_mapped, 24);
 CLIPMEM_OFFSET(ClipmemPhase, file_mapped, 32);
 CLIPMEM_OFFSET(ClipmemPhase, label, 40);
 // ClipmemRecordHeader
-CLIPMEM_LAYOUT(sizeof(ClipmemRecordHeader) == 576);
+CLIPMEM_LAYOUT(sizeof(ClipmemRecordHeader) == 680);
 CLIPMEM_LAYOUT(CLIPMEM_ALIGNOF(ClipmemRecordHeader) == 8);
 CLIPMEM_OFFSET(ClipmemRecordHeader, magic, 0);
 CLIPMEM_OFFSET(ClipmemRecordHeader, version, 8);
@@ -459,6 +546,23 @@ CLIPMEM_OFFSET(ClipmemRecordHeader, device_size, 548);
 CLIPMEM_OFFSET(ClipmemRecordHeader, pinned_current, 552);
 CLIPMEM_OFFSET(ClipmemRecordHeader, pinned_peak, 560);
 CLIPMEM_OFFSET(ClipmemRecordHeader, device_untracked, 568);
+CLIPMEM_OFFSET(ClipmemRecordHeader, heap_sites_offset, 576);
+CLIPMEM_OFFSET(ClipmemRecordHeader, heap_sites_capacity, 584);
+CLIPMEM_OFFSET(ClipmemRecordHeader, heap_site_size, 588);
+CLIPMEM_OFFSET(ClipmemRecordHeader, heap_snapshots_offset, 592);
+CLIPMEM_OFFSET(ClipmemRecordHeader, heap_snapshots_capacity, 600);
+CLIPMEM_OFFSET(ClipmemRecordHeader, heap_snapshot_size, 604);
+CLIPMEM_OFFSET(ClipmemRecordHeader, heap_failure_snapshots_offset, 608);
+CLIPMEM_OFFSET(ClipmemRecordHeader, heap_failure_snapshots_capacity, 616);
+CLIPMEM_OFFSET(ClipmemRecordHeader, heap_sites_used, 620);
+CLIPMEM_OFFSET(ClipmemRecordHeader, heap_sample_mean, 624);
+CLIPMEM_OFFSET(ClipmemRecordHeader, heap_sampled_live, 632);
+CLIPMEM_OFFSET(ClipmemRecordHeader, heap_sampled_peak, 640);
+CLIPMEM_OFFSET(ClipmemRecordHeader, heap_snapshots_total, 648);
+CLIPMEM_OFFSET(ClipmemRecordHeader, heap_failure_snapshots_total, 656);
+CLIPMEM_OFFSET(ClipmemRecordHeader, heap_samples_total, 664);
+CLIPMEM_OFFSET(ClipmemRecordHeader, heap_dropped, 672);
+CLIPMEM_OFFSET(ClipmemRecordHeader, heap_reserved, 676);
 #undef CLIPMEM_OFFSET
 #undef CLIPMEM_ALIGNOF
 #undef CLIPMEM_LAYOUT
@@ -481,8 +585,19 @@ static inline uint64_t clipmem_modules_offset(void) {
 static inline uint64_t clipmem_devices_offset(void) {
   return clipmem_align64(clipmem_modules_offset() + (uint64_t)CLIPMEM_MODULE_CAPACITY * sizeof(ClipmemModule));
 }
+static inline uint64_t clipmem_heap_sites_offset(void) {
+  return clipmem_align64(clipmem_devices_offset() + (uint64_t)CLIPMEM_DEVICE_CAPACITY * sizeof(ClipmemDevice));
+}
+static inline uint64_t clipmem_heap_snapshots_offset(void) {
+  return clipmem_align64(clipmem_heap_sites_offset() + (uint64_t)CLIPMEM_HEAP_SITE_CAPACITY * sizeof(ClipmemHeapSite));
+}
+static inline uint64_t clipmem_heap_failure_snapshots_offset(void) {
+  return clipmem_align64(clipmem_heap_snapshots_offset() +
+                         (uint64_t)CLIPMEM_HEAP_SNAPSHOT_CAPACITY * sizeof(ClipmemHeapSnapshot));
+}
 static inline uint64_t clipmem_record_size(void) {
-  return (clipmem_devices_offset() + (uint64_t)CLIPMEM_DEVICE_CAPACITY * sizeof(ClipmemDevice) + 4095u) &
+  return (clipmem_heap_failure_snapshots_offset() +
+          (uint64_t)CLIPMEM_HEAP_FAILURE_SNAPSHOTS * sizeof(ClipmemHeapSnapshot) + 4095u) &
          ~(uint64_t)4095u;
 }
 
@@ -509,6 +624,14 @@ static inline void clipmem_header_layout(ClipmemRecordHeader* h) {
   h->devices_offset = clipmem_devices_offset();
   h->devices_capacity = CLIPMEM_DEVICE_CAPACITY;
   h->device_size = (uint32_t)sizeof(ClipmemDevice);
+  h->heap_sites_offset = clipmem_heap_sites_offset();
+  h->heap_sites_capacity = CLIPMEM_HEAP_SITE_CAPACITY;
+  h->heap_site_size = (uint32_t)sizeof(ClipmemHeapSite);
+  h->heap_snapshots_offset = clipmem_heap_snapshots_offset();
+  h->heap_snapshots_capacity = CLIPMEM_HEAP_SNAPSHOT_CAPACITY;
+  h->heap_snapshot_size = (uint32_t)sizeof(ClipmemHeapSnapshot);
+  h->heap_failure_snapshots_offset = clipmem_heap_failure_snapshots_offset();
+  h->heap_failure_snapshots_capacity = CLIPMEM_HEAP_FAILURE_SNAPSHOTS;
 }
 
 // Checks that a mapped file of `file_size` bytes is a record this reader understands; returns NULL or a
@@ -533,7 +656,13 @@ static inline const char* clipmem_header_problem(const ClipmemRecordHeader* h, u
       h->modules_capacity != expected.modules_capacity || h->slots_count != expected.slots_count ||
       h->failures_capacity != expected.failures_capacity || h->timeline_capacity != expected.timeline_capacity ||
       h->phases_capacity != expected.phases_capacity || h->devices_offset != expected.devices_offset ||
-      h->devices_capacity != expected.devices_capacity || h->device_size != expected.device_size)
+      h->devices_capacity != expected.devices_capacity || h->device_size != expected.device_size ||
+      h->heap_sites_offset != expected.heap_sites_offset || h->heap_sites_capacity != expected.heap_sites_capacity ||
+      h->heap_site_size != expected.heap_site_size || h->heap_snapshots_offset != expected.heap_snapshots_offset ||
+      h->heap_snapshots_capacity != expected.heap_snapshots_capacity ||
+      h->heap_snapshot_size != expected.heap_snapshot_size ||
+      h->heap_failure_snapshots_offset != expected.heap_failure_snapshots_offset ||
+      h->heap_failure_snapshots_capacity != expected.heap_failure_snapshots_capacity)
     return "array layout differs from this reader's";
   return 0;
 }

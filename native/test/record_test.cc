@@ -17,10 +17,12 @@ std::vector<char> fresh_record() {
 }
 
 TEST(RecordFormat, ArraysAreAlignedOrderedAndInsideTheFile) {
-  uint64_t offsets[] = {clipmem_slots_offset(),  clipmem_failures_offset(), clipmem_timeline_offset(),
-                        clipmem_phases_offset(), clipmem_modules_offset(),  clipmem_devices_offset()};
+  uint64_t offsets[] = {
+      clipmem_slots_offset(),      clipmem_failures_offset(),       clipmem_timeline_offset(),
+      clipmem_phases_offset(),     clipmem_modules_offset(),        clipmem_devices_offset(),
+      clipmem_heap_sites_offset(), clipmem_heap_snapshots_offset(), clipmem_heap_failure_snapshots_offset()};
   EXPECT_GE(offsets[0], sizeof(ClipmemRecordHeader));
-  for (size_t i = 0; i < 5; ++i) {
+  for (size_t i = 0; i < sizeof offsets / sizeof offsets[0]; ++i) {
     EXPECT_EQ(offsets[i] % 64, 0u) << "array " << i;
     if (i) {
       EXPECT_GT(offsets[i], offsets[i - 1]);
@@ -28,7 +30,8 @@ TEST(RecordFormat, ArraysAreAlignedOrderedAndInsideTheFile) {
   }
   EXPECT_EQ(clipmem_failures_offset() - clipmem_slots_offset(),
             uint64_t(CLIPMEM_THREAD_SLOTS) * sizeof(ClipmemThreadSlot));
-  EXPECT_LE(clipmem_devices_offset() + CLIPMEM_DEVICE_CAPACITY * sizeof(ClipmemDevice), clipmem_record_size());
+  EXPECT_LE(clipmem_heap_failure_snapshots_offset() + CLIPMEM_HEAP_FAILURE_SNAPSHOTS * sizeof(ClipmemHeapSnapshot),
+            clipmem_record_size());
   EXPECT_EQ(clipmem_record_size() % 4096, 0u);
 }
 
@@ -46,6 +49,9 @@ TEST(RecordFormat, FixedSizesOfTheLayout) {
   EXPECT_EQ(sizeof(ClipmemFailure), 7608u);
   EXPECT_EQ(sizeof(ClipmemPyFrame), 184u);
   EXPECT_EQ(sizeof(ClipmemDevice), 64u);
+  EXPECT_EQ(sizeof(ClipmemHeapSite), 368u);
+  EXPECT_EQ(sizeof(ClipmemHeapSnapshot), 1336u);
+  EXPECT_EQ(sizeof(ClipmemRecordHeader), 680u);
   EXPECT_EQ(offsetof(ClipmemRecordHeader, magic), 0u);
   EXPECT_EQ(offsetof(ClipmemRecordHeader, version), 8u);
   EXPECT_EQ(offsetof(ClipmemRecordHeader, header_size), 12u);
@@ -53,13 +59,16 @@ TEST(RecordFormat, FixedSizesOfTheLayout) {
 
 TEST(RecordFormat, ArrayOffsetsAsDocumented) {
   // docs/record-format.md gives these offsets; the struct sizes they follow from are pinned in record.h.
-  EXPECT_EQ(clipmem_slots_offset(), 576u);
-  EXPECT_EQ(clipmem_failures_offset(), 295488u);
-  EXPECT_EQ(clipmem_timeline_offset(), 2243136u);
-  EXPECT_EQ(clipmem_phases_offset(), 2570816u);
-  EXPECT_EQ(clipmem_modules_offset(), 2726464u);
-  EXPECT_EQ(clipmem_devices_offset(), 2760256u);
-  EXPECT_EQ(clipmem_record_size(), 2764800u);
+  EXPECT_EQ(clipmem_slots_offset(), 704u);
+  EXPECT_EQ(clipmem_failures_offset(), 295616u);
+  EXPECT_EQ(clipmem_timeline_offset(), 2243264u);
+  EXPECT_EQ(clipmem_phases_offset(), 2570944u);
+  EXPECT_EQ(clipmem_modules_offset(), 2726592u);
+  EXPECT_EQ(clipmem_devices_offset(), 2760384u);
+  EXPECT_EQ(clipmem_heap_sites_offset(), 2761408u);
+  EXPECT_EQ(clipmem_heap_snapshots_offset(), 4268736u);
+  EXPECT_EQ(clipmem_heap_failure_snapshots_offset(), 4271424u);
+  EXPECT_EQ(clipmem_record_size(), 4284416u);
 }
 
 TEST(RecordFormat, HeaderLayoutDescribesTheArrays) {
@@ -77,6 +86,10 @@ TEST(RecordFormat, HeaderLayoutDescribesTheArrays) {
   EXPECT_EQ(header->devices_offset, clipmem_devices_offset());
   EXPECT_EQ(header->devices_capacity, uint32_t(CLIPMEM_DEVICE_CAPACITY));
   EXPECT_EQ(header->device_size, sizeof(ClipmemDevice));
+  EXPECT_EQ(header->heap_sites_offset, clipmem_heap_sites_offset());
+  EXPECT_EQ(header->heap_sites_capacity, uint32_t(CLIPMEM_HEAP_SITE_CAPACITY));
+  EXPECT_EQ(header->heap_snapshots_capacity, uint32_t(CLIPMEM_HEAP_SNAPSHOT_CAPACITY));
+  EXPECT_EQ(header->heap_failure_snapshots_capacity, uint32_t(CLIPMEM_HEAP_FAILURE_SNAPSHOTS));
   EXPECT_EQ(clipmem_header_problem(header, file.size()), nullptr);
 }
 

@@ -130,6 +130,11 @@ export interface DiagnosisInput {
   kernelLog?: string;
   /** Descendants whose record ends without a clean exit (killed, or exec'd an untracked program). */
   endedUnclean?: { pid: number; exe: string }[];
+  /**
+   * The call sites holding the most live memory (sampled estimates, largest first) at the moment that
+   * explains the ending ("at failure #1", "at the kill", "at the peak"), when the process was profiled.
+   */
+  heldBy?: { moment: string; holders: { bytes: number; site: string }[] };
 }
 
 const PROT_WRITE = 2;
@@ -353,8 +358,28 @@ function lastState(last: DiagnosisInput['last']): string | undefined {
   return parts.length ? `last seen before the kill: ${parts.join(', ')}` : undefined;
 }
 
+/** Causes where memory ran out: who held it is part of the evidence. */
+const HOLDERS_EXPLAIN: readonly Cause[] = [
+  'address-space',
+  'data-limit',
+  'commit-limit',
+  'overcommit-heuristic',
+  'cgroup-oom-kill',
+  'host-oom-kill',
+];
+
+/** "at the kill: 210 MiB held by hold_big (holder.c:12), 90 MiB by grow_steps (holder.c:25)". */
+function holdersSentence(heldBy: NonNullable<DiagnosisInput['heldBy']>): string | undefined {
+  const top = heldBy.holders.slice(0, 3);
+  if (!top.length) return undefined;
+  const parts = top.map((h, i) => `${formatBytes(h.bytes)} ${i === 0 ? 'held by' : 'by'} ${h.site}`);
+  return `${heldBy.moment}: ${parts.join(', ')} (sampled estimates)`;
+}
+
 export function diagnose(input: DiagnosisInput): Diagnosis {
   const diagnosis = diagnoseEnding(input);
+  const held = input.heldBy && HOLDERS_EXPLAIN.includes(diagnosis.cause) ? holdersSentence(input.heldBy) : undefined;
+  if (held) diagnosis.evidence.push(held);
   if (input.stoppedBy !== undefined) {
     if (input.slurm && input.stoppedBy === 'SIGTERM') {
       diagnosis.evidence.unshift(

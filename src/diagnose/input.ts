@@ -16,8 +16,14 @@ export function effectiveLimits(run: TraceRun): Limits {
 /**
  * What the diagnosis reads of one traced run. `reportedError` is what the program said of its failure
  * somewhere other than its output (a scenario child's report): runtimes name some causes only in words.
+ * `heldBy`: the live-heap profile's top call sites, symbolized by the report (report/heap-profile.ts), since
+ * naming a frame takes addr2line.
  */
-export function diagnosisInput(run: TraceRun, reportedError?: string | null): DiagnosisInput {
+export function diagnosisInput(
+  run: TraceRun,
+  reportedError?: string | null,
+  heldBy?: DiagnosisInput['heldBy'],
+): DiagnosisInput {
   const record = run.record;
   const lastSample = record?.timeline[record.timeline.length - 1];
   const output = `${run.stderrTail}\n${run.stdoutTail}`;
@@ -60,5 +66,6 @@ export function diagnosisInput(run: TraceRun, reportedError?: string | null): Di
     })),
     kernelLog: run.kernelLog,
     endedUnclean: run.endedUnclean,
+    heldBy,
   };
 }

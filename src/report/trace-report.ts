@@ -13,6 +13,7 @@ import type { TraceRun } from '../track/launcher';
 import type { PythonStack, RecordDevice, RecordFailure, RecordGpuFailure } from '../track/record';
 import type { SlurmStepOutcome } from '../track/slurm';
 import { gpuFixes, type GpuFix } from './gpu-fixes';
+import { formatHeapProfile, heldBy, traceHeapProfile, type TraceHeapProfile } from './heap-profile';
 import { SymbolizedFrame, elideTemplates, formatFrame, symbolize } from '../track/symbolize';
 
 export interface TraceFailure {
@@ -112,6 +113,8 @@ export interface TraceReport {
   outlived: TraceRun['outlived'];
   /** Set when the record directory could not be removed. */
   recordDirLeft?: string;
+  /** Who held the live memory at the failure, at the peak and at the end (sampled), or null without a record. */
+  heapProfile: TraceHeapProfile | null;
   diagnosis: Diagnosis;
   /** What the run needed at least of the limit that bound it, and the command that proves the real minimum. */
   fix: TraceFix | null;
@@ -307,7 +310,8 @@ export function buildTraceReport(run: TraceRun, reportedError?: string | null, m
   const limits = effectiveLimits(run);
   const recordFailures = record?.failures ?? [];
   const stacks = symbolize(recordFailures.map((f) => f.stack));
-  const input = diagnosisInput(run, reportedError);
+  const heapProfile = traceHeapProfile(record ? [record, ...run.descendants] : run.descendants);
+  const input = diagnosisInput(run, reportedError, heldBy(heapProfile, run.pid));
   const failures: TraceFailure[] = recordFailures.map((f, i) => {
     const { stack: _stack, python, ...detail } = f;
     return {
@@ -398,6 +402,7 @@ export function buildTraceReport(run: TraceRun, reportedError?: string | null, m
     descendants: run.descendants.map((d) => ({ pid: d.pid, exe: d.exe, failures: d.failuresTotal })),
     outlived: run.outlived,
     ...(run.recordDirLeft !== undefined ? { recordDirLeft: run.recordDirLeft } : {}),
+    heapProfile,
     diagnosis,
     fix: traceFix(run.command, diagnosis, failures, run.cgroup, run.slurm ?? null, peaks),
     gpu: record ? { devices: record.devices, pinnedPeak: record.pinnedPeak, untracked: record.deviceUntracked } : null,
@@ -494,6 +499,7 @@ export function formatTraceReport(report: TraceReport): string {
     for (const d of report.descendants.filter((d) => d.failures > 0)) {
       lines.push(`  child process ${d.pid} (${d.exe}): ${d.failures} failed allocation(s)`);
     }
+    if (report.heapProfile) lines.push(...formatHeapProfile(report.heapProfile));
   }
   for (const v of report.oomKilled.filter((v) => v.main !== true)) {
     lines.push(

@@ -251,6 +251,54 @@ export interface AllocationRecord {
   pinnedPeak: number;
   /** Device calls not counted: frees of unseen addresses, a full table, ordinals past 15. */
   deviceUntracked: number;
+  heapProfile: RecordHeapProfile;
+}
+
+/** A call site of the sampled live-heap profile (native/preload/heap_profile.h). */
+export interface RecordHeapSite {
+  /** Index in the record's site table (snapshots name sites by it). */
+  index: number;
+  /** The hooked function of the sampled calls (malloc, posix_memalign, mmap, ...). */
+  fn: TrackedFn;
+  /** Estimated live bytes: each sampled block of S bytes counts S/p, p = 1 - exp(-S/sampleMean). */
+  liveBytes: number;
+  /** Sampled blocks live. */
+  liveBlocks: number;
+  /** Variance of liveBytes (bytes squared). */
+  liveVariance: number;
+  /** Estimated bytes ever allocated here. */
+  allocBytes: number;
+  /** Innermost first, from the caller of the hooked function; empty for the site gathering the rest once the table is full. */
+  stack: RecordFrame[];
+}
+
+/** The top sites (largest first) at a moment: a new peak of the estimated live total, or a failure. */
+export interface RecordHeapSnapshot {
+  timeNs: number;
+  /** The failure's sequence number (RecordFailure.sequence) for a snapshot at a failure; 0 at a peak. */
+  failure: number;
+  totalBytes: number;
+  heapCurrent: number;
+  anonMapped: number;
+  phaseIndex: number;
+  sites: { site: number; liveBytes: number; liveVariance: number }[];
+}
+
+export interface RecordHeapProfile {
+  /** Mean bytes between samples (0: no profile). */
+  sampleMean: number;
+  samplesTotal: number;
+  /** Samples not kept (the tracker's table of sampled blocks was full). */
+  dropped: number;
+  /** Estimated live bytes now (at the end, or at the kill), and its peak. */
+  liveBytes: number;
+  peakBytes: number;
+  /** Every site claimed; their live figures are the current state. */
+  sites: RecordHeapSite[];
+  /** The latest snapshot at a new peak, or null. */
+  peak: RecordHeapSnapshot | null;
+  /** Snapshots at the first failures (up to 8), in order. */
+  atFailures: RecordHeapSnapshot[];
 }
 
 interface RecordAddon {

@@ -1,4 +1,5 @@
-// `clip-mem trace [--limit-as N] [--limit-data N] [--limit-mem N] [--model M] [--json FILE] -- <command...>`
+// `clip-mem trace [--limit-as N] [--limit-data N] [--limit-mem N] [--model M] [--json FILE] [--pprof FILE] [--heap-html FILE] -- <command...>`
+import * as fs from 'node:fs';
 import * as os from 'node:os';
 import type { CommandModule } from 'yargs';
 import { traceCommand } from '../../track/launcher';
@@ -7,6 +8,7 @@ import { resolveClipModel } from '../../clip/checkpoint';
 import {
   checkFailRule,
   checkModel,
+  checkWritable,
   checkProgram,
   commandOf,
   jsonTarget,
@@ -22,11 +24,15 @@ import {
   type LimitArgs,
 } from '../options';
 import { buildTraceReport, formatTraceReport } from '../../report/trace-report';
+import { heapPprof } from '../../report/pprof';
+import { heapProfileHtml } from '../../report/heap-flame';
 
 interface TraceArgs extends LimitArgs, JsonArgs {
   timeout?: number;
   fail?: string;
   model?: string;
+  pprof?: string;
+  heapHtml?: string;
   '--'?: (string | number)[];
   command?: (string | number)[];
 }
@@ -50,10 +56,26 @@ export const traceCommandModule: CommandModule<object, TraceArgs> = {
         describe:
           'a CLIP preset (vit-b-32, ...), model directory or checkpoint: each failed size is named as the tensor(s) of exactly that many bytes in fp32, fp16/bf16 or int8',
       })
+      .option('pprof', {
+        type: 'string',
+        requiresArg: true,
+        describe:
+          'write the live-heap profile as a gzipped pprof heap profile (profile.proto: pprof, speedscope, Perfetto) ' +
+          'at the moment that explains the ending (the first failure, else the kill, else the peak)',
+      })
+      .option('heap-html', {
+        type: 'string',
+        requiresArg: true,
+        describe:
+          'write the live-heap profile as a self-contained HTML page: icicle charts (inline SVG, no script) of the live bytes by stack at the failure, the peak and the kill',
+      })
       .check(
         usageCheck((args) => {
           if (args.fail !== undefined) checkFailRule(args.fail);
           if (args.model !== undefined) checkModel(args.model, '--model', false);
+          if (args.pprof !== undefined) checkWritable(args.pprof, '--pprof');
+          const html = (args as TraceArgs).heapHtml;
+          if (html !== undefined) checkWritable(html, '--heap-html');
           const program = commandOf(args as TraceArgs)[0];
           if (program !== undefined) checkProgram(program);
           checkCgroupUsable(limitsFrom(args).mem);
@@ -71,12 +93,18 @@ export const traceCommandModule: CommandModule<object, TraceArgs> = {
         '$0 trace --limit-mem 300M --json out.json -- node app.js',
         'run in a 300 MiB memory cgroup; JSON for scripts',
       )
+      .example(
+        '$0 trace --limit-mem 300M --pprof heap.pb.gz -- python3 train.py',
+        'who held the memory at the kill, for `go tool pprof -top heap.pb.gz` or speedscope',
+      )
       .epilogue(
         "The command runs with LD_PRELOAD set to clip-mem's interposer, which records every malloc, calloc, realloc, " +
           'posix_memalign, mmap, mremap, pthread_create and mprotect (making reserved pages writable commits them) that fails, ' +
           'with the exact size, errno, stack and phase, into a ' +
-          'file that survives the process being killed. After the command ends, trace prints how it ended, the peaks, every ' +
-          'failure with the limit it hit (with the arithmetic), and a diagnosis: address-space, data-limit, commit-limit, ' +
+          'file that survives the process being killed. It also samples the allocations (one per 512 KiB on average, ' +
+          'CLIPMEM_HEAP_SAMPLE=BYTES to change it, 0 for none) to estimate which call sites hold the live memory. ' +
+          'After the command ends, trace prints how it ended, the peaks, every ' +
+          'failure with the limit it hit (with the arithmetic), who held the memory at the failure, the peak and the kill, and a diagnosis: address-space, data-limit, commit-limit, ' +
           'overcommit-heuristic, map-count, cgroup-oom-kill, host-oom-kill, gpu-memory, js-heap, not-memory, none, or unknown ' +
           '(the evidence is not there: it says what is missing). ' +
           "Exit status: the command's own (128 + signal number when it was killed); 2 on a usage error (a bad option " +
@@ -113,6 +141,19 @@ export const traceCommandModule: CommandModule<object, TraceArgs> = {
       const report = buildTraceReport(run, undefined, model);
       process.stderr.write(formatTraceReport(report));
       writeJson(args, report);
+      if (args.pprof !== undefined) {
+        const profile = heapPprof(run.record ? [run.record, ...run.descendants] : run.descendants);
+        if (profile) fs.writeFileSync(args.pprof, profile);
+        else
+          process.stderr.write(`clip-mem trace: no heap profile to write to ${args.pprof} (no process was profiled)\n`);
+      }
+      if (args.heapHtml !== undefined) {
+        if (report.heapProfile) fs.writeFileSync(args.heapHtml, heapProfileHtml(report.heapProfile, command));
+        else
+          process.stderr.write(
+            `clip-mem trace: no heap profile to write to ${args.heapHtml} (no process was profiled)\n`,
+          );
+      }
       const { code, signal } = run.exit;
       const signalNumber = signal ? os.constants.signals[signal] : undefined;
       process.exitCode = code ?? (signalNumber !== undefined ? 128 + signalNumber : 1);
