@@ -7,6 +7,7 @@
  *   gpu_program rtld-next   whether dlsym(RTLD_NEXT, "malloc") from here is the first malloc after this
  *       program (the tracker's), as it must be when the tracker's dlsym forwards as a tail call.
  * Exit status 0 when every call ran (failures included), 2 on bad usage. */
+#define _GNU_SOURCE  // RTLD_NEXT, RTLD_DEFAULT
 #include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
