@@ -14,6 +14,7 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <utility>
 
 #include "addon/module.h"
 
@@ -77,12 +78,9 @@ void FinalizeMapping(Napi::Env, void*, Mapping* mapping) {
   delete mapping;
 }
 
-}  // namespace
-
-Napi::Value MapFile(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "mapFile(path): path must be a string");
-  std::string path = info[0].As<Napi::String>();
+// The whole of a regular file mapped read-only (flags: MAP_PRIVATE or MAP_SHARED); length 0 for an empty
+// file, which cannot be mapped. Errors name the call and the path.
+std::pair<void*, size_t> MapWholeFile(Napi::Env env, const std::string& path, int flags) {
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw SystemError(env, errno, "open", path);
   struct stat st;
@@ -97,13 +95,24 @@ Napi::Value MapFile(const Napi::CallbackInfo& info) {
   }
   if (st.st_size == 0) {
     close(fd);
-    throw SystemError(env, EINVAL, "mmap", path + " (empty file)");
+    return {nullptr, 0};
   }
-  size_t length = static_cast<size_t>(st.st_size);
-  void* address = mmap(nullptr, length, PROT_READ, MAP_PRIVATE, fd, 0);
+  const size_t length = size_t(st.st_size);
+  void* address = mmap(nullptr, length, PROT_READ, flags, fd, 0);
   int error = errno;
   close(fd);  // the mapping keeps the file referenced
   if (address == MAP_FAILED) throw SystemError(env, error, "mmap", path);
+  return {address, length};
+}
+
+}  // namespace
+
+Napi::Value MapFile(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "mapFile(path): path must be a string");
+  std::string path = info[0].As<Napi::String>();
+  const auto [address, length] = MapWholeFile(env, path, MAP_PRIVATE);
+  if (length == 0) throw SystemError(env, EINVAL, "mmap", path + " (empty file)");
   Mapping* mapping = new Mapping{address, length, false};
   {
     std::lock_guard<std::mutex> lock(registryMutex);
@@ -153,27 +162,12 @@ Napi::Value ResidentBytes(const Napi::CallbackInfo& info) {
   if (info.Length() < 1 || !info[0].IsString())
     throw Napi::TypeError::New(env, "residentBytes(path): path must be a string");
   const std::string path = info[0].As<Napi::String>();
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw SystemError(env, errno, "open", path);
-  struct stat st;
-  if (fstat(fd, &st) != 0) {
-    int error = errno;
-    close(fd);
-    throw SystemError(env, error, "fstat", path);
-  }
-  if (st.st_size == 0) {
-    close(fd);
-    return Napi::Number::New(env, 0);
-  }
-  const size_t length = size_t(st.st_size);
-  void* address = mmap(nullptr, length, PROT_READ, MAP_SHARED, fd, 0);
-  int error = errno;
-  close(fd);
-  if (address == MAP_FAILED) throw SystemError(env, error, "mmap", path);
+  const auto [address, length] = MapWholeFile(env, path, MAP_SHARED);  // never touched: no page is read in
+  if (length == 0) return Napi::Number::New(env, 0);
   const size_t page = size_t(sysconf(_SC_PAGESIZE));
   std::string vector((length + page - 1) / page, '\0');
   int result = mincore(address, length, reinterpret_cast<unsigned char*>(&vector[0]));
-  error = errno;
+  int error = errno;
   munmap(address, length);
   if (result != 0) throw SystemError(env, error, "mincore", path);
   size_t resident = 0;
