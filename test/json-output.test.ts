@@ -16,11 +16,11 @@ function cli(args: string[]) {
   return spawnSync(process.execPath, [bin, ...args], { cwd: repoRoot, encoding: 'utf8', env, timeout: 600_000 });
 }
 
-test('trace --json - writes the report alone on standard output (the program\'s output goes to standard error); it follows schema/trace.schema.json', (t) => {
+test("trace --json - writes the report alone on standard output (the program's output goes to standard error); it follows schema/trace.schema.json", (t) => {
   const result = cli(['trace', '--json', '-', '--', 'sh', '-c', 'echo from-the-program']);
   t.is(result.status, 0, result.stderr);
   const report = JSON.parse(result.stdout);
-  t.is(report.schema, 'clip-mem-trace/1');
+  t.is(report.schema, 'clip-mem-trace/2');
   t.is(schemaErrors('trace', report), '');
   t.true(result.stderr.startsWith('from-the-program\n'));
   t.regex(result.stderr, /diagnosis: none/);

@@ -10,6 +10,7 @@ import type { Limits } from '../core/limits';
 import type { TraceRun } from '../track/launcher';
 import { RecordFailure } from '../track/record';
 import { SymbolizedFrame, formatFrame, symbolize } from '../track/symbolize';
+import { processRows, treeFigures, type ProcessRow, type TreeFigures } from './process-rows';
 
 export interface TraceFailure {
   fn: string;
@@ -36,7 +37,7 @@ export interface TraceFailure {
 }
 
 /** Bumped when a field of `trace --json` changes meaning or disappears (schema/trace.schema.json). */
-export const TRACE_SCHEMA = 'clip-mem-trace/1';
+export const TRACE_SCHEMA = 'clip-mem-trace/2';
 
 export interface TraceReport {
   schema: typeof TRACE_SCHEMA;
@@ -79,7 +80,10 @@ export interface TraceReport {
   oomKilled: TraceRun['oomKilled'];
   /** Why the kernel log could not be read, when it could not (then who was OOM-killed is not known). */
   kernelLog?: string;
-  descendants: { pid: number; exe: string; failures: number }[];
+  /** Every process of the run, the command's own first: parent, command line, times, ending, peaks, failures. */
+  processes: ProcessRow[];
+  /** The tree's combined figures: summed RSS over time and its peak, next to the largest single process. */
+  tree: TreeFigures;
   /** Processes of the run still alive when its own process ended (daemons, background jobs). */
   outlived: TraceRun['outlived'];
   /** Set when the record directory could not be removed. */
@@ -240,6 +244,7 @@ export function buildTraceReport(run: TraceRun, reportedError?: string | null): 
   };
   // A figure the record holds as exactly 0 stays 0 (e.g. no file mapping at all), not unknown.
   for (const key of ['heap', 'anon', 'file', 'reserved'] as const) if (record && peaks[key] === null) peaks[key] = 0;
+  const processes = processRows(run, { rss: peaks.rss, vmSize: peaks.vmSize, heap: peaks.heap });
   return {
     schema: TRACE_SCHEMA,
     command: run.command,
@@ -273,7 +278,8 @@ export function buildTraceReport(run: TraceRun, reportedError?: string | null): 
     hostOomKills: run.hostOomKills,
     oomKilled: run.oomKilled,
     ...(run.kernelLog !== undefined ? { kernelLog: run.kernelLog } : {}),
-    descendants: run.descendants.map((d) => ({ pid: d.pid, exe: d.exe, failures: d.failuresTotal })),
+    processes,
+    tree: treeFigures(run, processes),
     outlived: run.outlived,
     ...(run.recordDirLeft !== undefined ? { recordDirLeft: run.recordDirLeft } : {}),
     diagnosis,
@@ -288,6 +294,36 @@ function bytes(value: number | null): string {
 function requested(f: TraceFailure): string {
   if (f.sizeOverflow) return `${BigInt(f.detail.nmemb)} x ${BigInt(f.detail.elemSize)} bytes (more than 2^64)`;
   return `${f.size} bytes (${formatBytes(f.size)})`;
+}
+
+const shownProcesses = 20;
+
+/** A row per process (the first 20; all in the JSON), and the tree's combined RSS next to the largest process. */
+function formatProcesses(report: TraceReport): string[] {
+  if (report.processes.length < 2) return [];
+  const lines = [`  processes (${report.processes.length}):`];
+  const seconds = (value: number | null) => (value === null ? '?' : (value / 1000).toFixed(1));
+  for (const p of report.processes.slice(0, shownProcesses)) {
+    const name = (p.command ?? p.exe).replace(/\s+/g, ' ');
+    lines.push(
+      `    pid ${p.pid}${p.ppid !== null ? ` (parent ${p.ppid})` : ''} ${name.length > 48 ? `${name.slice(0, 47)}…` : name}: ` +
+        `${seconds(p.startMs)}-${seconds(p.endMs)} s, RSS peak ${bytes(p.peaks.rss)}` +
+        (p.peaks.heap !== null ? `, heap ${bytes(p.peaks.heap)}` : '') +
+        (p.failures ? `, ${p.failures} failed allocation(s)` : '') +
+        (p.tracked ? '' : ', untracked') +
+        `; ${p.ending.text} [${p.ending.evidence}]`,
+    );
+  }
+  if (report.processes.length > shownProcesses)
+    lines.push(`    ... ${report.processes.length - shownProcesses} more (see --json)`);
+  const tree = report.tree;
+  if (tree.rssPeak !== null)
+    lines.push(
+      `  tree: summed RSS peak ${bytes(tree.rssPeak)} at ${seconds(tree.rssPeakAtMs)} s` +
+        (tree.largest ? `; largest single process: pid ${tree.largest.pid}, RSS ${bytes(tree.largest.rss)}` : '') +
+        (report.cgroup?.peak != null ? `; the cgroup's own peak ${bytes(report.cgroup.peak)}` : ''),
+    );
+  return lines;
 }
 
 /** The terminal summary printed after the child's own output. */
@@ -334,10 +370,8 @@ export function formatTraceReport(report: TraceReport): string {
       for (const frame of f.stack.slice(0, 12)) lines.push(`      at ${frame}`);
       if (f.stack.length > 12) lines.push(`      ... ${f.stack.length - 12} more frames (see --json)`);
     });
-    for (const d of report.descendants.filter((d) => d.failures > 0)) {
-      lines.push(`  child process ${d.pid} (${d.exe}): ${d.failures} failed allocation(s)`);
-    }
   }
+  lines.push(...formatProcesses(report));
   for (const v of report.oomKilled.filter((v) => v.main !== true)) {
     lines.push(
       `  OOM-killed meanwhile: pid ${v.pid} (${v.exe ?? v.comm})` +
