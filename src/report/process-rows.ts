@@ -5,6 +5,8 @@ import * as os from 'node:os';
 import type { TraceRun } from '../track/launcher';
 import type { AllocationRecord } from '../track/record';
 import type { WatchedProcess } from '../track/process-tree';
+import { phaseLabel } from '../track/phases';
+import { errnoName } from '../core/errno';
 
 export interface ProcessEnding {
   /** 'still running': it outlived the command and clip-mem left it running. */
@@ -40,8 +42,10 @@ export interface ProcessRow {
   /** Bytes; null when not known. */
   peaks: { rss: number | null; vmSize: number | null; heap: number | null };
   failures: number;
-  /** Readings over time: the record's samples (heap too) and /proc's every 100 ms (heap null). */
-  timeline: { tMs: number; rss: number | null; vmSize: number | null; heap: number | null }[];
+  /** Its latest recorded failures (up to 256 per program it ran), in order. */
+  latestFailures: { tMs: number; fn: string; size: number; errnoName: string }[];
+  /** Readings over time: the record's samples (heap and phase too) and /proc's every 100 ms (heap, phase null). */
+  timeline: { tMs: number; rss: number | null; vmSize: number | null; heap: number | null; phase: string | null }[];
 }
 
 /** The tree's summed RSS: each poll of /proc sums the RSS of every process of the run alive then. */
@@ -213,9 +217,15 @@ export function processRows(
     const last = records[records.length - 1];
     const timeline = [
       ...records.flatMap((r) =>
-        r.timeline.map((s) => ({ tMs: relative(s.timeNs), rss: s.rss, vmSize: s.vmSize, heap: s.heap })),
+        r.timeline.map((s) => ({
+          tMs: relative(s.timeNs),
+          rss: s.rss,
+          vmSize: s.vmSize,
+          heap: s.heap,
+          phase: phaseLabel(r, s.phaseIndex),
+        })),
       ),
-      ...(seen?.samples ?? []).map((s) => ({ tMs: ms(s.tMs), rss: s.rss, vmSize: s.vmSize, heap: null })),
+      ...(seen?.samples ?? []).map((s) => ({ tMs: ms(s.tMs), rss: s.rss, vmSize: s.vmSize, heap: null, phase: null })),
     ].sort((a, b) => a.tMs - b.tMs);
     const oomRss = run.oomKilled.find((v) => v.pid === pid && v.main !== null)?.rss;
     const peaks = main
@@ -242,6 +252,9 @@ export function processRows(
       tracked: records.length > 0,
       peaks,
       failures: records.reduce((sum, r) => sum + r.failuresTotal, 0),
+      latestFailures: records.flatMap((r) =>
+        r.failures.map((f) => ({ tMs: relative(f.timeNs), fn: f.fn, size: f.size, errnoName: errnoName(f.errno) })),
+      ),
       timeline,
     };
   });

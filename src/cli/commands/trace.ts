@@ -11,6 +11,8 @@ import {
   durationOption,
   limitsFrom,
   checkCgroupUsable,
+  checkDistinctOutputs,
+  checkOutputFile,
   usageCheck,
   withJsonOption,
   withLimitOptions,
@@ -19,10 +21,13 @@ import {
   type LimitArgs,
 } from '../options';
 import { buildTraceReport, formatTraceReport } from '../../report/trace-report';
+import { traceEvents } from '../../report/trace-events';
+import * as fs from 'node:fs';
 
 interface TraceArgs extends LimitArgs, JsonArgs {
   timeout?: number;
   fail?: string;
+  'trace-events'?: string;
   '--'?: (string | number)[];
   command?: (string | number)[];
 }
@@ -36,6 +41,13 @@ export const traceCommandModule: CommandModule<object, TraceArgs> = {
       "the result (schema/trace.schema.json); with `-`, the command's own standard output goes to standard error",
     )
       .option('timeout', durationOption('timeout', "seconds before the command's whole process group is killed"))
+      .option('trace-events', {
+        type: 'string',
+        requiresArg: true,
+        describe:
+          'write the run as a Chrome trace / Perfetto JSON to FILE (open it in ui.perfetto.dev): RSS, VmSize and heap ' +
+          'per process, the tree summed, phases, failures and kills',
+      })
       .option('fail', {
         type: 'string',
         describe:
@@ -44,6 +56,8 @@ export const traceCommandModule: CommandModule<object, TraceArgs> = {
       .check(
         usageCheck((args) => {
           if (args.fail !== undefined) checkFailRule(args.fail);
+          checkOutputFile(args['trace-events'], '--trace-events');
+          checkDistinctOutputs({ '--json': jsonTarget(args as TraceArgs), '--trace-events': args['trace-events'] });
           const program = commandOf(args as TraceArgs)[0];
           if (program !== undefined) checkProgram(program);
           checkCgroupUsable(limitsFrom(args).mem);
@@ -56,6 +70,10 @@ export const traceCommandModule: CommandModule<object, TraceArgs> = {
       .example(
         '$0 trace --limit-mem 300M --json out.json -- node app.js',
         'run in a 300 MiB memory cgroup; JSON for scripts',
+      )
+      .example(
+        '$0 trace --trace-events run.trace.json -- python3 train.py',
+        'every process over time, for ui.perfetto.dev or chrome://tracing',
       )
       .epilogue(
         "The command runs with LD_PRELOAD set to clip-mem's interposer, which records every malloc, calloc, realloc, " +
@@ -93,6 +111,8 @@ export const traceCommandModule: CommandModule<object, TraceArgs> = {
       const report = buildTraceReport(run);
       process.stderr.write(formatTraceReport(report));
       writeJson(args, report);
+      if (args['trace-events'] !== undefined)
+        fs.writeFileSync(args['trace-events'], JSON.stringify(traceEvents(report)) + '\n');
       const { code, signal } = run.exit;
       const signalNumber = signal ? os.constants.signals[signal] : undefined;
       process.exitCode = code ?? (signalNumber !== undefined ? 128 + signalNumber : 1);
