@@ -58,10 +58,11 @@ export interface TreeFigures {
   timeline: { tMs: number; rss: number; processes: number }[];
 }
 
-function highest(values: (number | null | undefined)[]): number | null {
+/** The largest known value (> 0), or null when none is known. */
+export function highest(values: (number | null | undefined)[]): number | null {
   let top: number | null = null;
   for (const value of values)
-    if (value !== null && value !== undefined && value >= 0 && (top === null || value > top)) top = value;
+    if (value !== null && value !== undefined && value > 0 && (top === null || value > top)) top = value;
   return top;
 }
 
@@ -183,7 +184,12 @@ function endingOf(
       by: null,
       cgroup: null,
       evidence: 'its record has no clean-exit mark',
-      text: 'ended without its exit handlers (killed, or _exit): how not known',
+      // Without the kernel log, a kill the cgroup counted cannot be pinned on a process: at most "possibly".
+      text:
+        'ended without its exit handlers (killed, or _exit): how not known' +
+        (run.kernelLog !== undefined && (run.cgroup?.oomKills ?? 0) > 0
+          ? `; possibly OOM-killed (the cgroup counted ${run.cgroup!.oomKills} kill(s); ${run.kernelLog})`
+          : ''),
     };
   return {
     how: 'unknown',
@@ -234,7 +240,7 @@ export function processRows(
           rss: highest([...records.map((r) => r.counters.rssPeak), ...timeline.map((s) => s.rss), oomRss]),
           vmSize: highest([...records.map((r) => r.counters.vmPeak), ...timeline.map((s) => s.vmSize)]),
           heap: records.length
-            ? highest(records.flatMap((r) => [r.counters.heapPeak, ...r.timeline.map((s) => s.heap)]))
+            ? (highest(records.flatMap((r) => [r.counters.heapPeak, ...r.timeline.map((s) => s.heap)])) ?? 0)
             : null,
         };
     const ends = records.filter((r) => r.endNs > 0).map((r) => relative(r.endNs));

@@ -10,7 +10,7 @@ import type { Limits } from '../core/limits';
 import type { TraceRun } from '../track/launcher';
 import { RecordFailure } from '../track/record';
 import { SymbolizedFrame, formatFrame, symbolize } from '../track/symbolize';
-import { processRows, treeFigures, type ProcessRow, type TreeFigures } from './process-rows';
+import { highest, processRows, treeFigures, type ProcessRow, type TreeFigures } from './process-rows';
 
 export interface TraceFailure {
   fn: string;
@@ -148,14 +148,6 @@ export function traceFix(
     };
   }
   return null;
-}
-
-/** The largest known value (> 0), or null when none is known. */
-function highest(values: (number | null | undefined)[]): number | null {
-  let top: number | null = null;
-  for (const value of values)
-    if (value !== null && value !== undefined && value > 0 && (top === null || value > top)) top = value;
-  return top;
 }
 
 function signalWithNumber(signal: string): string {
