@@ -109,19 +109,21 @@ export class ProcessTreeWatch {
     const present = new Set(listed);
     for (const pid of this.foreign) if (!present.has(pid)) this.foreign.delete(pid);
     const inGroup = this.cgroupPids();
-    // Parents first (lower pids, mostly), so that a child found in the same poll as its parent joins too.
+    // New pids only: one outside the tree stays outside (a pid is reparented only to init or a subreaper).
     const fresh = listed.filter((pid) => !this.processes.has(pid) && !this.foreign.has(pid));
-    const parents = new Map<number, { ppid: number; fields: string[] }>();
+    const parents = new Map<number, number>();
     for (const pid of fresh) {
       const fields = statFields(pid);
-      if (fields) parents.set(pid, { ppid: Number(fields[1]), fields });
+      if (fields) parents.set(pid, Number(fields[1]));
+      else this.foreign.add(pid); // gone already, or not ours to read: not read again
     }
+    // A child found in the same poll as its parent joins through the parent's entry.
     const inTree = (pid: number, depth = 0): boolean =>
       pid === this.root ||
       this.processes.has(pid) ||
       inGroup.has(pid) ||
-      (depth < 64 && parents.has(pid) && inTree(parents.get(pid)!.ppid, depth + 1));
-    for (const [pid, { ppid }] of parents) {
+      (depth < 64 && parents.has(pid) && inTree(parents.get(pid)!, depth + 1));
+    for (const [pid, ppid] of parents) {
       if (!inTree(pid)) {
         this.foreign.add(pid);
         continue;
