@@ -155,6 +155,30 @@ test('clip-mem --timeout kills a tree: every process killed by clip-mem, from th
   t.is((events.traceEvents as TraceEvent[]).filter((e) => e.ph === 'i' && e.cat === 'kill').length, 3);
 });
 
+test('a Pool whose worker is OOM-killed hangs until --timeout: the worker OOM-killed, every other process killed by clip-mem', (t) => {
+  requireProgram(t, python, 'apt-get install python3');
+  const script = [
+    'from multiprocessing import Pool',
+    'def work(i):',
+    "    if i == 1: b = b'\\1' * (400 << 20)",
+    '    return i',
+    'with Pool(4) as pool: print(pool.map(work, range(4)))',
+  ].join('\n');
+  const { status, report } = traceTree(['--limit-mem', '200M', '--timeout', '6'], [python, '-c', script]);
+  t.is(status, 137);
+  t.is(report.ending, 'timed out after 6 s, killed by clip-mem');
+  t.true(report.processes.length >= 5, JSON.stringify(report.processes.map((p) => p.pid)));
+  const oomKilled = report.processes.filter((p) => p.ending.by === 'kernel OOM killer');
+  const others = report.processes.filter((p) => p.ending.by !== 'kernel OOM killer');
+  if (report.kernelLog === undefined) {
+    t.is(oomKilled.length, 1);
+    t.not(oomKilled[0]!.pid, report.pid);
+    t.is(oomKilled[0]!.ppid, report.pid);
+    t.true(oomKilled[0]!.peaks.rss! > 150 * MiB, `RSS ${oomKilled[0]!.peaks.rss}`);
+  }
+  for (const p of others) t.is(p.ending.text, "killed by clip-mem's --timeout", `pid ${p.pid}: ${p.ending.text}`);
+});
+
 test("a DataLoader worker OOM-killed: its row names PyTorch's pid, killed by the kernel OOM killer in the run's cgroup", (t) => {
   const torch = spawnSync(python, ['-c', 'import torch'], { encoding: 'utf8' });
   if (torch.status !== 0)
