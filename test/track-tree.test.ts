@@ -141,7 +141,7 @@ test('three processes under --limit-mem: a row each, the summed RSS peak within 
 });
 
 test('clip-mem --timeout kills a tree: every process killed by clip-mem, from the processes alive then', (t) => {
-  const { status, report, events } = traceTree(['--timeout', '1'], ['bash', '-c', 'sleep 30 & sleep 31; wait']);
+  const { status, report, events } = traceTree(['--timeout', '3'], ['sh', '-c', 'sleep 30 & sleep 31; wait']);
   t.is(status, 137);
   const sleeps = report.processes.filter((p) => /^sleep 3[01]$/.test(p.command ?? ''));
   t.is(sleeps.length, 2, JSON.stringify(report.processes.map((p) => p.command)));
