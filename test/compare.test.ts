@@ -60,7 +60,7 @@ fs.writeFileSync(file('null.json'), 'null\n');
 fs.writeFileSync(file('empty.json'), '');
 fs.writeFileSync(file('garbage.json'), 'not json at all\nreally not\n');
 fs.writeFileSync(file('array.json'), '[1, 2]\n');
-fs.writeFileSync(file('trace.json'), JSON.stringify({ schema: 'clip-mem-trace/1', exit: {} }, null, 2));
+fs.writeFileSync(file('trace.json'), JSON.stringify({ schema: 'clip-mem-trace/2', exit: {} }, null, 2));
 fs.writeFileSync(file('header-only.json'), JSON.stringify(sampleResults().header) + '\n');
 
 const batch = runCliBatch(
@@ -156,7 +156,7 @@ test('what is not a run file is a clear error with exit 2', (t) => {
     empty: /empty\.json is empty/,
     garbage: /garbage\.json:1: not a JSON line/,
     array: /array\.json:1: \[1,2\] is not a line/,
-    trace: /trace\.json holds clip-mem-trace\/1 JSON, not the JSON lines of `clip-mem run --json`/,
+    trace: /trace\.json holds clip-mem-trace\/2 JSON, not the JSON lines of `clip-mem run --json`/,
     'header-only': /header-only\.json holds no scenario result/,
   };
   for (const [name, message] of Object.entries(expected)) {

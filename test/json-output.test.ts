@@ -20,7 +20,7 @@ test("trace --json - writes the report alone on standard output (the program's o
   const result = cli(['trace', '--json', '-', '--', 'sh', '-c', 'echo from-the-program']);
   t.is(result.status, 0, result.stderr);
   const report = JSON.parse(result.stdout);
-  t.is(report.schema, 'clip-mem-trace/1');
+  t.is(report.schema, 'clip-mem-trace/2');
   t.is(schemaErrors('trace', report), '');
   t.true(result.stderr.startsWith('from-the-program\n'));
   t.regex(result.stderr, /diagnosis: none/);

@@ -212,7 +212,9 @@ test('stress: 8 threads x 1,000,000 malloc/free pairs, fork and exec: no crash, 
   t.is(after.heap, before.heap);
   t.true(report.calls!.malloc >= 8 * 1000000);
   t.true(report.calls!.free >= 8 * 1000000);
-  t.is(report.descendants.length, 2); // the forked child, then /bin/true it exec'd
+  // The command's own process, and the forked child (its exec of /bin/true makes no new process).
+  t.is(report.processes.length, 2);
+  t.regex(report.processes[1]!.exe, /\/true$/);
 });
 
 test('heap peak is exact to the byte for one thread across folds, shrinking and regrowth', (t) => {

@@ -15,6 +15,7 @@ import type { SlurmStepOutcome } from '../track/slurm';
 import { gpuFixes, type GpuFix } from './gpu-fixes';
 import { formatHeapProfile, heldBy, traceHeapProfile, type TraceHeapProfile } from './heap-profile';
 import { SymbolizedFrame, elideTemplates, formatFrame, symbolize } from '../track/symbolize';
+import { highest, processRows, treeFigures, type ProcessRow, type TreeFigures } from './process-rows';
 
 export interface TraceFailure {
   fn: string;
@@ -47,7 +48,7 @@ export interface TraceFailure {
 }
 
 /** Bumped when a field of `trace --json` changes meaning or disappears (schema/trace.schema.json). */
-export const TRACE_SCHEMA = 'clip-mem-trace/1';
+export const TRACE_SCHEMA = 'clip-mem-trace/2';
 
 export interface TraceReport {
   schema: typeof TRACE_SCHEMA;
@@ -108,7 +109,10 @@ export interface TraceReport {
   oomKilled: TraceRun['oomKilled'];
   /** Why the kernel log could not be read, when it could not (then who was OOM-killed is not known). */
   kernelLog?: string;
-  descendants: { pid: number; exe: string; failures: number }[];
+  /** Every process of the run, the command's own first: parent, command line, times, ending, peaks, failures. */
+  processes: ProcessRow[];
+  /** The tree's combined figures: summed RSS over time and its peak, next to the largest single process. */
+  tree: TreeFigures;
   /** Processes of the run still alive when its own process ended (daemons, background jobs). */
   outlived: TraceRun['outlived'];
   /** Set when the record directory could not be removed. */
@@ -265,14 +269,6 @@ function slurmFix(command: readonly string[], slurm: SlurmStepOutcome, peaks: Tr
 
 const MiB = 2 ** 20;
 
-/** The largest known value (> 0), or null when none is known. */
-function highest(values: (number | null | undefined)[]): number | null {
-  let top: number | null = null;
-  for (const value of values)
-    if (value !== null && value !== undefined && value > 0 && (top === null || value > top)) top = value;
-  return top;
-}
-
 function signalWithNumber(signal: string): string {
   const number = os.constants.signals[signal as keyof typeof os.constants.signals];
   return `${signal}${number ? ` (${number})` : ''}`;
@@ -363,6 +359,7 @@ export function buildTraceReport(run: TraceRun, reportedError?: string | null, m
   };
   // A figure the record holds as exactly 0 stays 0 (e.g. no file mapping at all), not unknown.
   for (const key of ['heap', 'anon', 'file', 'reserved'] as const) if (record && peaks[key] === null) peaks[key] = 0;
+  const processes = processRows(run, { rss: peaks.rss, vmSize: peaks.vmSize, heap: peaks.heap });
   return {
     schema: TRACE_SCHEMA,
     command: run.command,
@@ -399,7 +396,8 @@ export function buildTraceReport(run: TraceRun, reportedError?: string | null, m
     hostOomKills: run.hostOomKills,
     oomKilled: run.oomKilled,
     ...(run.kernelLog !== undefined ? { kernelLog: run.kernelLog } : {}),
-    descendants: run.descendants.map((d) => ({ pid: d.pid, exe: d.exe, failures: d.failuresTotal })),
+    processes,
+    tree: treeFigures(run, processes),
     outlived: run.outlived,
     ...(run.recordDirLeft !== undefined ? { recordDirLeft: run.recordDirLeft } : {}),
     heapProfile,
@@ -417,6 +415,36 @@ function bytes(value: number | null): string {
 function requested(f: TraceFailure): string {
   if (f.sizeOverflow) return `${BigInt(f.detail.nmemb)} x ${BigInt(f.detail.elemSize)} bytes (more than 2^64)`;
   return `${f.size} bytes (${formatBytes(f.size)})`;
+}
+
+const shownProcesses = 20;
+
+/** A row per process (the first 20; all in the JSON), and the tree's combined RSS next to the largest process. */
+function formatProcesses(report: TraceReport): string[] {
+  if (report.processes.length < 2) return [];
+  const lines = [`  processes (${report.processes.length}):`];
+  const seconds = (value: number | null) => (value === null ? '?' : (value / 1000).toFixed(1));
+  for (const p of report.processes.slice(0, shownProcesses)) {
+    const name = (p.command ?? p.exe).replace(/\s+/g, ' ');
+    lines.push(
+      `    pid ${p.pid}${p.ppid !== null ? ` (parent ${p.ppid})` : ''} ${name.length > 48 ? `${name.slice(0, 47)}…` : name}: ` +
+        `${seconds(p.startMs)}-${seconds(p.endMs)} s, RSS peak ${bytes(p.peaks.rss)}` +
+        (p.peaks.heap !== null ? `, heap ${bytes(p.peaks.heap)}` : '') +
+        (p.failures ? `, ${p.failures} failed allocation(s)` : '') +
+        (p.tracked ? '' : ', untracked') +
+        `; ${p.ending.text} [${p.ending.evidence}]`,
+    );
+  }
+  if (report.processes.length > shownProcesses)
+    lines.push(`    ... ${report.processes.length - shownProcesses} more (see --json)`);
+  const tree = report.tree;
+  if (tree.rssPeak !== null)
+    lines.push(
+      `  tree: summed RSS peak ${bytes(tree.rssPeak)} at ${seconds(tree.rssPeakAtMs)} s` +
+        (tree.largest ? `; largest single process: pid ${tree.largest.pid}, RSS ${bytes(tree.largest.rss)}` : '') +
+        (report.cgroup?.peak != null ? `; the cgroup's own peak ${bytes(report.cgroup.peak)}` : ''),
+    );
+  return lines;
 }
 
 /** The terminal summary printed after the child's own output. */
@@ -496,11 +524,9 @@ export function formatTraceReport(report: TraceReport): string {
           `${d.failures} failed), ${formatBytes(d.live)} still allocated at the end`,
       );
     }
-    for (const d of report.descendants.filter((d) => d.failures > 0)) {
-      lines.push(`  child process ${d.pid} (${d.exe}): ${d.failures} failed allocation(s)`);
-    }
     if (report.heapProfile) lines.push(...formatHeapProfile(report.heapProfile));
   }
+  lines.push(...formatProcesses(report));
   for (const v of report.oomKilled.filter((v) => v.main !== true)) {
     lines.push(
       `  OOM-killed meanwhile: pid ${v.pid} (${v.exe ?? v.comm})` +

@@ -14,6 +14,7 @@ import {
   readCgroupV2,
 } from '../probe/cgroup';
 import { describeError } from '../core/field';
+import { staleEntries } from './stale';
 
 export interface ChildCgroup {
   version: 1 | 2;
@@ -51,15 +52,6 @@ function ownGroup(sources: CgroupSources): { version: 1 | 2; path: string; direc
   );
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /** Removes a group: kills whatever is still in it, then rmdir (retried while the kernel lets go). */
 export function removeCgroup(directory: string): void {
   const deadline = Date.now() + 5000;
@@ -95,20 +87,8 @@ export function removeCgroup(directory: string): void {
 
 /** Removes groups from earlier runs whose creating process is gone; returns their directories. */
 export function removeStaleCgroups(parentDirectory: string): string[] {
-  const removed: string[] = [];
-  let names: string[] = [];
-  try {
-    names = fs.readdirSync(parentDirectory);
-  } catch {
-    return removed;
-  }
-  for (const name of names) {
-    const match = namePattern.exec(name);
-    if (!match || alive(Number(match[1]))) continue;
-    const directory = path.join(parentDirectory, name);
-    removeCgroup(directory);
-    removed.push(directory);
-  }
+  const removed = staleEntries(parentDirectory, namePattern);
+  for (const directory of removed) removeCgroup(directory);
   return removed;
 }
 

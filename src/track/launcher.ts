@@ -11,10 +11,11 @@ import { execHelper, preloadLibrary } from './binaries';
 import { ChildCgroup, createChildCgroup, readChildCgroup, removeCgroup } from './cgroup';
 import { ProgramKind, programKind } from './program';
 import { AllocationRecord, finalRecordOf, listRecords, readRecord, recordBytes } from './record';
-import { describeError, isUnknown, known } from '../core/field';
-import { readProcessStatus } from '../probe/proc';
+import { describeError, known } from '../core/field';
 import { inHostPidNamespace, kernelLogCursor, oomKillsSince } from './kernel-log';
+import { ProcessTreeWatch, type TreeSample, type WatchedProcess } from './process-tree';
 import { SlurmStepOutcome, slurmOutcome, watchSlurmJob } from './slurm';
+import { isAlive, staleEntries } from './stale';
 
 export interface TraceOptions {
   command: string[];
@@ -119,6 +120,17 @@ export interface TraceRun {
   stoppedBy?: NodeJS.Signals;
   /** Processes of the run still alive when the command's own process had ended. */
   outlived: OutlivedProcess[];
+  /**
+   * Every process of the tree seen from outside (/proc every 100 ms, the command's own included): parent,
+   * command line, RSS and VmSize over time. A process shorter than a poll may be missing (its record is not).
+   */
+  watched: WatchedProcess[];
+  /** The tree's summed RSS over time (each poll's processes), and its highest. */
+  treeRss: { timeline: TreeSample[]; peak: TreeSample | null };
+  /** The processes alive when clip-mem killed the process group (--timeout, or a signal to clip-mem). */
+  killedByClipMem: number[];
+  /** CLOCK_MONOTONIC nanoseconds at the start (the records' clock), to place records on the run's time. */
+  startNs: number;
   /** Set when the record directory could not be removed: what is left, and why. */
   recordDirLeft?: string;
   /** Last 64 KiB of the child's stderr and stdout, for the diagnosis. */
@@ -184,6 +196,16 @@ function killGroup(pid: number): void {
   }
 }
 
+/** Record directories are named after the clip-mem that made them, so that the next run removes a killed one's. */
+const recordDirPattern = /^clipmem-record-(\d+)-/;
+
+/** Removes record directories in `tmp` left by clip-mem runs that were killed; returns them. */
+export function removeStaleRecordDirs(tmp = os.tmpdir()): string[] {
+  const stale = staleEntries(tmp, recordDirPattern);
+  for (const dir of stale) fs.rmSync(dir, { recursive: true, force: true });
+  return stale;
+}
+
 function readLink(file: string): string {
   try {
     return fs.readlinkSync(file);
@@ -237,15 +259,6 @@ function survivors(recordDir: string | undefined, cgroup: ChildCgroup | undefine
   return [...found].sort((a, b) => a - b);
 }
 
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /**
  * Removes the record directory even while a process that outlived the command still creates records in
  * it: the directory is first renamed, so that the name those processes hold leads nowhere (their next
@@ -290,7 +303,8 @@ export async function traceCommand(options: TraceOptions): Promise<TraceRun> {
   let recordDir: string | undefined;
   let recordDirProblem: string | undefined;
   try {
-    recordDir = fs.mkdtempSync(path.join(os.tmpdir(), 'clipmem-record-'));
+    removeStaleRecordDirs();
+    recordDir = fs.mkdtempSync(path.join(os.tmpdir(), `clipmem-record-${process.pid}-`));
   } catch (error) {
     recordDirProblem =
       `clip-mem could not create its record directory in ${os.tmpdir()} (${describeError(error)}), so no ` +
@@ -317,6 +331,7 @@ export async function traceCommand(options: TraceOptions): Promise<TraceRun> {
     const hostOomBefore = hostOomKillCount();
     const kernelBefore = kernelLogCursor();
     const started = Date.now();
+    const startNs = process.hrtime.bigint();
     const child = spawn(helper, [...helperArgs, '--', command, ...args], {
       cwd: options.cwd,
       env,
@@ -324,12 +339,20 @@ export async function traceCommand(options: TraceOptions): Promise<TraceRun> {
       detached: true, // its own process group, so that a timeout kills every descendant
     });
     childPid = child.pid;
+    const watch = new ProcessTreeWatch(child.pid ?? -1, startNs, cgroup?.directory);
+    let killedByClipMem: number[] = [];
+    // Who was alive when clip-mem killed the group: those it killed (a process that left the group lives on, in outlived).
+    const killTree = () => {
+      watch.poll();
+      killedByClipMem = [...watch.alive];
+      killGroup(child.pid!);
+    };
     const closed = new Promise<void>((resolve) => child.once('close', () => resolve()));
     let stoppedBy: NodeJS.Signals | undefined;
     if (child.pid !== undefined) {
       const stop = (signal: NodeJS.Signals) => {
         stoppedBy ??= signal;
-        killGroup(child.pid!);
+        killTree();
       };
       inFlight.set(child.pid, stop);
       if (stopRequested) stop(stopRequested);
@@ -350,17 +373,11 @@ export async function traceCommand(options: TraceOptions): Promise<TraceRun> {
         ? setTimeout(() => {
             if (stoppedBy) return;
             timedOut = true;
-            killGroup(child.pid!);
+            killTree();
           }, options.timeoutMs)
         : undefined;
-    let lastSeen: TraceRun['lastSeen'] = null;
-    const watcher = setInterval(() => {
-      // In kB, whatever the page size; unknown once the child has exited.
-      const status = readProcessStatus(`/proc/${child.pid}/status`);
-      if (!isUnknown(status.vmSize) && !isUnknown(status.vmRss) && status.vmSize > 0) {
-        lastSeen = { rss: status.vmRss, vmSize: status.vmSize, atMs: Date.now() - started };
-      }
-    }, 100);
+    watch.poll();
+    const watcher = setInterval(() => watch.poll(), 100);
     const poller =
       options.onRecord && recordDir !== undefined
         ? setInterval(() => {
@@ -377,12 +394,13 @@ export async function traceCommand(options: TraceOptions): Promise<TraceRun> {
       child.once('error', reject);
       child.once('exit', (code, signal) => resolve({ code, signal }));
     });
-    clearInterval(watcher);
     // The rest of its output: the pipes close when the last process holding them ends. A process that
     // outlived the command (a daemon that kept them) is not waited for.
     let grace: NodeJS.Timeout | undefined;
     await Promise.race([closed, new Promise<void>((resolve) => (grace = setTimeout(resolve, 1000)))]);
     clearTimeout(grace);
+    clearInterval(watcher);
+    watch.poll();
     child.stdout!.destroy();
     child.stderr!.destroy();
     if (timer) clearTimeout(timer);
@@ -511,13 +529,17 @@ export async function traceCommand(options: TraceOptions): Promise<TraceRun> {
       lostTrack,
       cgroup: outcome,
       ...(slurm ? { slurm } : {}),
-      lastSeen,
+      lastSeen: lastSeenOf(watch.processes.get(child.pid!)),
       hostOomKills: hostOomBefore !== null && hostOomAfter !== null ? hostOomAfter - hostOomBefore : null,
       oomKilled,
       kernelLog: Array.isArray(logged) ? undefined : logged.unreadable,
       endedUnclean,
       stoppedBy,
       outlived,
+      watched: [...watch.processes.values()],
+      treeRss: { timeline: watch.combined, peak: watch.peak },
+      killedByClipMem: killedByClipMem.filter((pid) => !outlivedPids.includes(pid)),
+      startNs: Number(startNs),
       stderrTail: stderrText,
       stdoutTail: stdoutTail.toString('utf8'),
     };
@@ -542,6 +564,12 @@ export async function traceCommand(options: TraceOptions): Promise<TraceRun> {
       }
     }
   }
+}
+
+/** The command's own process as last read from outside. */
+function lastSeenOf(main: WatchedProcess | undefined): TraceRun['lastSeen'] {
+  const last = main?.samples[main.samples.length - 1];
+  return last && main ? { rss: last.rss, vmSize: last.vmSize, atMs: Math.round(main.lastMs) } : null;
 }
 
 function isSetuid(file: string): boolean {

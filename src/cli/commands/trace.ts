@@ -8,7 +8,6 @@ import { resolveClipModel } from '../../clip/checkpoint';
 import {
   checkFailRule,
   checkModel,
-  checkWritable,
   checkProgram,
   commandOf,
   jsonTarget,
@@ -16,6 +15,8 @@ import {
   durationOption,
   limitsFrom,
   checkCgroupUsable,
+  checkDistinctOutputs,
+  checkOutputFile,
   usageCheck,
   withJsonOption,
   withLimitOptions,
@@ -26,6 +27,7 @@ import {
 import { buildTraceReport, formatTraceReport } from '../../report/trace-report';
 import { heapPprof } from '../../report/pprof';
 import { heapProfileHtml } from '../../report/heap-flame';
+import { traceEvents } from '../../report/trace-events';
 
 interface TraceArgs extends LimitArgs, JsonArgs {
   timeout?: number;
@@ -33,6 +35,7 @@ interface TraceArgs extends LimitArgs, JsonArgs {
   model?: string;
   pprof?: string;
   heapHtml?: string;
+  'trace-events'?: string;
   '--'?: (string | number)[];
   command?: (string | number)[];
 }
@@ -46,6 +49,13 @@ export const traceCommandModule: CommandModule<object, TraceArgs> = {
       "the result (schema/trace.schema.json); with `-`, the command's own standard output goes to standard error",
     )
       .option('timeout', durationOption('timeout', "seconds before the command's whole process group is killed"))
+      .option('trace-events', {
+        type: 'string',
+        requiresArg: true,
+        describe:
+          'write the run as a Chrome trace / Perfetto JSON to FILE (open it in ui.perfetto.dev): RSS, VmSize and heap ' +
+          'per process, the tree summed, phases, failures and kills',
+      })
       .option('fail', {
         type: 'string',
         describe:
@@ -73,9 +83,15 @@ export const traceCommandModule: CommandModule<object, TraceArgs> = {
         usageCheck((args) => {
           if (args.fail !== undefined) checkFailRule(args.fail);
           if (args.model !== undefined) checkModel(args.model, '--model', false);
-          if (args.pprof !== undefined) checkWritable(args.pprof, '--pprof');
-          const html = (args as TraceArgs).heapHtml;
-          if (html !== undefined) checkWritable(html, '--heap-html');
+          checkOutputFile(args['trace-events'], '--trace-events');
+          checkOutputFile(args.pprof, '--pprof');
+          checkOutputFile((args as TraceArgs).heapHtml, '--heap-html');
+          checkDistinctOutputs({
+            '--json': jsonTarget(args as TraceArgs),
+            '--trace-events': args['trace-events'],
+            '--pprof': args.pprof,
+            '--heap-html': (args as TraceArgs).heapHtml,
+          });
           const program = commandOf(args as TraceArgs)[0];
           if (program !== undefined) checkProgram(program);
           checkCgroupUsable(limitsFrom(args).mem);
@@ -96,6 +112,10 @@ export const traceCommandModule: CommandModule<object, TraceArgs> = {
       .example(
         '$0 trace --limit-mem 300M --pprof heap.pb.gz -- python3 train.py',
         'who held the memory at the kill, for `go tool pprof -top heap.pb.gz` or speedscope',
+      )
+      .example(
+        '$0 trace --trace-events run.trace.json -- python3 train.py',
+        'every process over time, for ui.perfetto.dev or chrome://tracing',
       )
       .epilogue(
         "The command runs with LD_PRELOAD set to clip-mem's interposer, which records every malloc, calloc, realloc, " +
@@ -154,6 +174,8 @@ export const traceCommandModule: CommandModule<object, TraceArgs> = {
             `clip-mem trace: no heap profile to write to ${args.heapHtml} (no process was profiled)\n`,
           );
       }
+      if (args['trace-events'] !== undefined)
+        fs.writeFileSync(args['trace-events'], JSON.stringify(traceEvents(report)) + '\n');
       const { code, signal } = run.exit;
       const signalNumber = signal ? os.constants.signals[signal] : undefined;
       process.exitCode = code ?? (signalNumber !== undefined ? 128 + signalNumber : 1);
