@@ -77,6 +77,18 @@ test('under prlimit --as=2147483648: RLIMIT_AS exact, reservable = limit - VmSiz
   t.regex(report.models[0]!.training.limitedBy, /RLIMIT_AS|reservable address space/);
 });
 
+test('under an rlimit, --model says whose headroom it measured: its own Node process, not a fresh program', (t) => {
+  requireProgram(t, 'prlimit', 'apt-get install util-linux');
+  const run = runNativeProbe(['--model', 'vit-b-32'], { wrapper: ['prlimit', '--as=2147483648'] });
+  t.is(run.status, 0, run.stderr);
+  t.regex(
+    run.stdout,
+    /whose headroom: this probe's own Node process \(RLIMIT_AS 2\.00 GiB, \d+ MiB of it used by Node itself\); a program starting fresh under the same limit has 2\.00 GiB less its own start-up use instead: measure it with clip-mem trace --limit-as 2147483648 -- <program>/,
+  );
+  // Without a per-process limit there is nothing to say.
+  t.notRegex(runNativeProbe(['--model', 'vit-b-32']).stdout, /whose headroom/);
+});
+
 test('under prlimit --data=1G: RLIMIT_DATA shown, the largest malloc respects it, verdict names it', (t) => {
   requireProgram(t, 'prlimit', 'apt-get install util-linux');
   const limit = GiB;

@@ -238,5 +238,14 @@ export function renderProbe(report: NativeProbeReport): string {
     );
     for (const check of [fit.viaMmap, fit.viaCopy, fit.training]) out.push(`    ${check.explanation}`);
   }
+  // An rlimit binds each process alone: the headroom above is this probe's, not a fresh job's.
+  const own = verdict.constraints.find((c) => c.source === 'RLIMIT_AS' || c.source === 'RLIMIT_DATA');
+  if (report.models.length && own) {
+    out.push(
+      `  whose headroom: this probe's own Node process (${own.source} ${formatBytes(own.limit)}, ${formatBytes(own.used)} of it ` +
+        `used by Node itself); a program starting fresh under the same limit has ${formatBytes(own.limit)} less its own ` +
+        `start-up use instead: measure it with clip-mem trace --limit-${own.source === 'RLIMIT_AS' ? 'as' : 'data'} ${own.limit} -- <program>`,
+    );
+  }
   return out.join('\n') + '\n';
 }
