@@ -231,3 +231,18 @@ test('record directories of killed clip-mem runs are removed by the next trace; 
   t.true(fs.existsSync(live));
   t.deepEqual(fs.readdirSync(tmp), [path.basename(live)]); // and the run's own is gone too
 });
+
+test('300 short processes under --limit-mem 100M pass, and the cgroup peak above their summed RSS is said to be page cache', (t) => {
+  const { status, stderr, report } = traceTree(
+    ['--limit-mem', '100M'],
+    ['sh', '-c', 'for i in $(seq 300); do /bin/true; done'],
+  );
+  t.is(status, 0, stderr);
+  t.is(report.diagnosis.cause, 'none');
+  t.true(report.tree.rssPeak! < 20 * MiB, `summed RSS ${report.tree.rssPeak}`);
+  t.true(report.cgroup!.peak! > 1.5 * report.tree.rssPeak!, `cgroup peak ${report.cgroup!.peak}`);
+  t.regex(
+    stderr,
+    /note: the cgroup's peak is mostly page cache, which it is charged for too: .*clip-mem's record files included/,
+  );
+});

@@ -182,9 +182,6 @@ function holderLine(h: TraceHeapHolder): string {
 export function formatHeapProfile(profile: TraceHeapProfile): string[] {
   const lines: string[] = [];
   const mean = profile.processes[0]!.sampleMean;
-  lines.push(
-    `  live heap by call site (allocations sampled every ${formatBytes(mean)} on average; ± is the sampling error, 2 standard deviations):`,
-  );
   // The command's own process, and the others that failed or were killed holding a good part of the memory
   // (a shell, a helper that exited: in the JSON only).
   const explaining = (p: TraceHeapProcess) => p.moments.find((m) => m.explains);
@@ -218,5 +215,10 @@ export function formatHeapProfile(profile: TraceHeapProfile): string[] {
     lines.push(`    the whole tree at the end: ${formatBytes(profile.tree.totalBytes)} estimated live`);
     for (const h of profile.tree.holders.slice(0, 3)) lines.push(`      ${holderLine(h)}`);
   }
-  return lines;
+  // Nothing sampled (short programs that allocate little): no heading over an empty section.
+  if (!lines.length) return [];
+  return [
+    `  live heap by call site (allocations sampled every ${formatBytes(mean)} on average; ± is the sampling error, 2 standard deviations):`,
+    ...lines,
+  ];
 }
