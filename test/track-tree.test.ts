@@ -140,6 +140,30 @@ test('three processes under --limit-mem: a row each, the summed RSS peak within 
   t.is(Math.max(...summed), tree.rssPeak!);
 });
 
+test("descendants' exit codes from their records: exit() from a return, sys.exit, os._exit in a forked child, a shell's exit", (t) => {
+  requireProgram(t, python, 'apt-get install python3');
+  // Each parent reaps at once, so a poll seldom sees the zombie: the code must come from the record.
+  const script = [
+    'import os, subprocess, sys',
+    'subprocess.run([sys.executable, "-c", "import sys; sys.exit(6)"])',
+    'subprocess.run(["/bin/sh", "-c", "exit 9"])',
+    'pid = os.fork()',
+    'if pid == 0: os._exit(5)',
+    'os.waitpid(pid, 0)',
+  ].join('\n');
+  const { status, report } = traceTree([], [python, '-c', script]);
+  t.is(status, 0);
+  const codes = report.processes
+    .filter((p) => !p.main)
+    .map((p) => {
+      t.is(p.ending.how, 'exited');
+      t.is(p.ending.text, `exited ${p.ending.code}`);
+      t.regex(p.ending.evidence, /^(the record's exit mark|zombie \/proc\/PID\/stat)$/);
+      return p.ending.code;
+    });
+  t.deepEqual(codes.sort(), [5, 6, 9]);
+});
+
 test('clip-mem --timeout kills a tree: every process killed by clip-mem, from the processes alive then', (t) => {
   const { status, report, events } = traceTree(['--timeout', '3'], ['sh', '-c', 'sleep 30 & sleep 31; wait']);
   t.is(status, 137);

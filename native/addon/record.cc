@@ -271,6 +271,8 @@ Napi::Value ReadRecord(const Napi::CallbackInfo& info) {
   out.Set("state", snapshot(h->state) == CLIPMEM_STATE_EXITED ? "exited" : "running");
   out.Set("startNs", Napi::Number::New(env, double(h->start_ns)));
   out.Set("endNs", Napi::Number::New(env, double(snapshot(h->end_ns))));
+  int32_t exit_code = snapshot(h->exit_code);
+  out.Set("exitCode", exit_code < 0 ? env.Null() : Napi::Number::New(env, exit_code));
   out.Set("rlimitAs", bytes(env, h->rlimit_as));
   out.Set("rlimitData", bytes(env, h->rlimit_data));
   out.Set("exe", bounded(h->exe, sizeof h->exe));

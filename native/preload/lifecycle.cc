@@ -155,7 +155,7 @@ void after_fork_in_child() {
   reset_injection_calls();
 }
 
-void at_exit_handler() {
+void mark_exit(int status) {
   if (load(state) != kTracking || !record) return;
   Guard g;
   ErrnoKeeper keep;
@@ -166,15 +166,20 @@ void at_exit_handler() {
   }
   take_sample(now_ns());
   store(record->end_ns, now_ns());
+  store(record->exit_code, status & 0xff);
   __atomic_store_n(&record->state, uint32_t(CLIPMEM_STATE_EXITED), __ATOMIC_RELEASE);
 }
+
+// on_exit, not atexit: its handler is given the status, however exit was reached (a return from main
+// calls libc's exit internally, past any hook on exit itself).
+void at_exit_handler(int status, void*) { mark_exit(status); }
 
 }  // namespace
 
 void exit_now_hook(int status) {
   // A vfork child shares its parent's memory, tracker state included: only the record's own process
   // marks it (getpid is a system call in glibc >= 2.25, so it names the caller, not a cached parent).
-  if (record && record->pid == int32_t(getpid())) at_exit_handler();
+  if (record && record->pid == int32_t(getpid())) mark_exit(status);
   // What glibc's _exit does: end every thread of the process.
   for (;;) syscall(SYS_exit_group, status);
 }
@@ -211,7 +216,7 @@ void initialize() {
   backtrace(frames, 4);  // loads libgcc_s now, so that a later stack capture never allocates
   python_init();         // dlsym now: a failure only reads memory
   pthread_atfork(before_fork, nullptr, after_fork_in_child);
-  atexit(at_exit_handler);
+  on_exit(at_exit_handler, nullptr);
   take_sample(now_ns());
   store(last_sample_ns, now_ns());
   __atomic_store_n(&state, int(kTracking), __ATOMIC_RELEASE);

@@ -18,7 +18,7 @@
 // once): GPU allocations (the device table, the device fields of a failure, pinned host bytes, GPU bytes
 // in each sample), the Python stack of a failure, and the sampled live-heap profile; 5: the first two in
 // one layout; 6: all three
-#define CLIPMEM_RECORD_VERSION 6u
+#define CLIPMEM_RECORD_VERSION 7u
 
 // Environment handed from the launcher to the tracked process.
 #define CLIPMEM_ENV_RECORD_DIR "CLIPMEM_RECORD_DIR"  // private directory (0700) where each process writes <pid>.<n>.rec
@@ -329,7 +329,7 @@ typedef struct ClipmemRecordHeader {
   uint64_t heap_failure_snapshots_total;  // failure snapshots ever taken
   uint64_t heap_samples_total;            // blocks ever sampled
   uint32_t heap_dropped;                  // samples not kept: the table of sampled blocks was full
-  uint32_t heap_reserved;
+  int32_t exit_code;  // the status exit() or _exit() was given, & 0xff; -1: neither ran (killed, or not yet ended)
 } ClipmemRecordHeader;
 
 // ---------------------------------------------------------------- layout pins
@@ -562,7 +562,7 @@ CLIPMEM_OFFSET(ClipmemRecordHeader, heap_snapshots_total, 648);
 CLIPMEM_OFFSET(ClipmemRecordHeader, heap_failure_snapshots_total, 656);
 CLIPMEM_OFFSET(ClipmemRecordHeader, heap_samples_total, 664);
 CLIPMEM_OFFSET(ClipmemRecordHeader, heap_dropped, 672);
-CLIPMEM_OFFSET(ClipmemRecordHeader, heap_reserved, 676);
+CLIPMEM_OFFSET(ClipmemRecordHeader, exit_code, 676);
 #undef CLIPMEM_OFFSET
 #undef CLIPMEM_ALIGNOF
 #undef CLIPMEM_LAYOUT
@@ -632,6 +632,7 @@ static inline void clipmem_header_layout(ClipmemRecordHeader* h) {
   h->heap_snapshot_size = (uint32_t)sizeof(ClipmemHeapSnapshot);
   h->heap_failure_snapshots_offset = clipmem_heap_failure_snapshots_offset();
   h->heap_failure_snapshots_capacity = CLIPMEM_HEAP_FAILURE_SNAPSHOTS;
+  h->exit_code = -1;
 }
 
 // Checks that a mapped file of `file_size` bytes is a record this reader understands; returns NULL or a

@@ -169,12 +169,12 @@ function endingOf(
   if (last?.state === 'exited')
     return {
       how: 'exited',
-      code: null,
+      code: last.exitCode,
       signal: null,
       by: null,
       cgroup: null,
-      evidence: "the record's clean-exit mark",
-      text: 'exited (code not known)',
+      evidence: "the record's exit mark",
+      text: `exited ${last.exitCode ?? '(code not known)'}`,
     };
   if (last)
     return {
@@ -183,10 +183,10 @@ function endingOf(
       signal: null,
       by: null,
       cgroup: null,
-      evidence: 'its record has no clean-exit mark',
+      evidence: 'its record has no exit mark',
       // Without the kernel log, a kill the cgroup counted cannot be pinned on a process: at most "possibly".
       text:
-        'ended without its exit handlers (killed, or _exit): how not known' +
+        'ended without exit() or _exit() (killed, or a raw exit system call): how not known' +
         (run.kernelLog !== undefined && (run.cgroup?.oomKills ?? 0) > 0
           ? `; possibly OOM-killed (the cgroup counted ${run.cgroup!.oomKills} kill(s); ${run.kernelLog})`
           : ''),

@@ -226,6 +226,8 @@ export interface AllocationRecord {
   state: 'running' | 'exited';
   startNs: number;
   endNs: number;
+  /** What exit() or _exit() was given (& 0xff); null when neither ran (killed, exec'd, or still running). */
+  exitCode: number | null;
   /** -1: unlimited. */
   rlimitAs: number;
   rlimitData: number;
