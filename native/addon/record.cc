@@ -182,9 +182,9 @@ Napi::Object ReadHeapProfile(Napi::Env env, const ClipmemRecordHeader* h, const 
   out.Set("liveBytes", bytes(env, snapshot(h->heap_sampled_live)));
   out.Set("peakBytes", bytes(env, snapshot(h->heap_sampled_peak)));
   Napi::Array list = Napi::Array::New(env);
-  for (uint32_t i = 0; i < CLIPMEM_HEAP_SITE_CAPACITY; ++i) {
+  auto read_site = [&](uint32_t i) {
     const ClipmemHeapSite& site = sites[i];
-    if (!snapshot(site.hash)) continue;
+    if (!snapshot(site.hash)) return;
     Napi::Object entry = Napi::Object::New(env);
     entry.Set("index", i);
     entry.Set("fn", site.fn < CLIPMEM_FN_COUNT ? kFnNames[site.fn] : "unknown");
@@ -194,7 +194,13 @@ Napi::Object ReadHeapProfile(Napi::Env env, const ClipmemRecordHeader* h, const 
     entry.Set("allocBytes", bytes(env, snapshot(site.alloc_bytes)));
     entry.Set("stack", ReadStack(env, site.stack, site.frame_module, nullptr, site.stack_depth, modules, modules_used));
     list.Set(list.Length(), entry);
-  }
+  };
+  // Sites are claimed in order and the last entry gathers the rest: only those are read (an unwritten page
+  // of the file reads as zeros, but enters the page cache).
+  constexpr uint32_t kRest = CLIPMEM_HEAP_SITE_CAPACITY - 1;
+  uint32_t used = snapshot(h->heap_sites_used);
+  for (uint32_t i = 0; i < used && i < kRest; ++i) read_site(i);
+  read_site(kRest);
   out.Set("sites", list);
   auto read_snapshot = [&](const ClipmemHeapSnapshot& s) {
     Napi::Object entry = Napi::Object::New(env);

@@ -81,32 +81,43 @@ uint64_t stack_hash(int fn, const uint64_t* stack, uint32_t depth) {
   return h ? h : 1;
 }
 
+// The sites by stack hash: site number + 1 (0: empty), linear probing, under the lock. Kept here, not in
+// the record, so that the record's sites stay dense (claimed in order): a hash table in the file would
+// scatter a few sites over every page of it, and each page written is page cache charged to the program's
+// memory cgroup. A forked child inherits this index with a copy of the sites at the same numbers.
+constexpr unsigned kSiteIndexBits = 13;  // 8,192 slots for at most 4,095 sites: never more than half full
+static_assert((1u << kSiteIndexBits) >= 2 * CLIPMEM_HEAP_SITE_CAPACITY, "the site index must stay half empty");
+uint16_t site_index[1u << kSiteIndexBits];
+
 // The site of this stack, claimed and described if new; the last site gathers samples once the others are taken.
 uint32_t site_of(int fn, const uint64_t* stack, uint32_t depth) {
   ClipmemHeapSite* all = sites();
-  constexpr uint32_t kHashed = CLIPMEM_HEAP_SITE_CAPACITY - 1;
+  constexpr uint32_t kRest = CLIPMEM_HEAP_SITE_CAPACITY - 1;
+  constexpr uint32_t kMask = (1u << kSiteIndexBits) - 1;
   uint64_t hash = stack_hash(fn, stack, depth);
-  for (uint32_t probe = 0, i = uint32_t(hash % kHashed); probe < kHashed; ++probe, i = (i + 1) % kHashed) {
-    uint64_t seen = load(all[i].hash);
-    if (seen == hash) return i;
-    if (seen != 0) continue;
-    if (load(record->heap_sites_used) + 1 >= CLIPMEM_HEAP_SITE_CAPACITY) break;
-    all[i].fn = uint32_t(fn);
-    all[i].stack_depth = depth;
+  uint32_t slot = uint32_t(hash) & kMask;
+  for (; site_index[slot]; slot = (slot + 1) & kMask)
+    if (all[site_index[slot] - 1].hash == hash) return site_index[slot] - 1u;
+  uint32_t n = load(record->heap_sites_used);
+  if (n < kRest) {
+    ClipmemHeapSite& site = all[n];
+    site.fn = uint32_t(fn);
+    site.stack_depth = depth;
     for (uint32_t f = 0; f < depth; ++f) {
-      all[i].stack[f] = stack[f];
-      all[i].frame_module[f] = frame_module(stack[f]);
+      site.stack[f] = stack[f];
+      site.frame_module[f] = frame_module(stack[f]);
     }
-    store(record->heap_sites_used, load(record->heap_sites_used) + 1);
-    __atomic_store_n(&all[i].hash, hash, __ATOMIC_RELEASE);
-    return i;
+    store(record->heap_sites_used, n + 1);
+    __atomic_store_n(&site.hash, hash, __ATOMIC_RELEASE);
+    site_index[slot] = uint16_t(n + 1);
+    return n;
   }
-  ClipmemHeapSite& rest = all[kHashed];
+  ClipmemHeapSite& rest = all[kRest];
   if (!load(rest.hash)) {
     rest.fn = uint32_t(fn);
     __atomic_store_n(&rest.hash, uint64_t(1), __ATOMIC_RELEASE);
   }
-  return kHashed;
+  return kRest;
 }
 
 bool insert_block(const SampledBlock& b) {
@@ -159,9 +170,9 @@ void snapshot(uint64_t* total_taken, uint64_t offset, uint64_t capacity, uint64_
   // The largest sites, by insertion into a list kept sorted (largest first).
   uint32_t count = 0;
   const ClipmemHeapSite* all = sites();
-  for (uint32_t i = 0; i < CLIPMEM_HEAP_SITE_CAPACITY; ++i) {
+  auto consider = [&](uint32_t i) {
     int64_t bytes = load(all[i].live_bytes);
-    if (bytes <= 0 || (count == CLIPMEM_HEAP_SNAPSHOT_SITES && bytes <= s->live_bytes[count - 1])) continue;
+    if (bytes <= 0 || (count == CLIPMEM_HEAP_SNAPSHOT_SITES && bytes <= s->live_bytes[count - 1])) return;
     uint32_t at = count < CLIPMEM_HEAP_SNAPSHOT_SITES ? count++ : count - 1;
     while (at > 0 && s->live_bytes[at - 1] < bytes) {
       s->site[at] = s->site[at - 1];
@@ -172,7 +183,11 @@ void snapshot(uint64_t* total_taken, uint64_t offset, uint64_t capacity, uint64_
     s->site[at] = i;
     s->live_bytes[at] = bytes;
     s->live_variance[at] = all[i].live_variance;
-  }
+  };
+  // The claimed sites, then the last entry: reading the unclaimed ones would fault their pages in.
+  constexpr uint32_t kRest = CLIPMEM_HEAP_SITE_CAPACITY - 1;
+  for (uint32_t i = 0, used = load(record->heap_sites_used); i < used && i < kRest; ++i) consider(i);
+  consider(kRest);
   s->count = count;
   publish_ring_entry(s, sequence);
 }
@@ -262,11 +277,15 @@ void heap_profile_start(const char* text) {
 void heap_profile_after_fork(const ClipmemRecordHeader* parent) {
   lock_word = 0;
   random_state = 0;  // the child's slot starts a count of its own: its first gap is drawn, not taken as crossed
-  const char* from = reinterpret_cast<const char*>(parent) + parent->heap_sites_offset;
-  memcpy(sites(), from, CLIPMEM_HEAP_SITE_CAPACITY * sizeof(ClipmemHeapSite));
+  // Only what the parent used: the rest of the child's record stays unwritten (no page cache).
+  const auto* from = reinterpret_cast<const ClipmemHeapSite*>(reinterpret_cast<const char*>(parent) +
+                                                               parent->heap_sites_offset);
+  constexpr uint32_t kRest = CLIPMEM_HEAP_SITE_CAPACITY - 1;
+  memcpy(sites(), from, parent->heap_sites_used * sizeof(ClipmemHeapSite));
+  if (from[kRest].hash) sites()[kRest] = from[kRest];
   // The sites' frames name modules by their index in the parent's table.
   memcpy(modules, reinterpret_cast<const char*>(parent) + parent->modules_offset,
-         CLIPMEM_MODULE_CAPACITY * sizeof(ClipmemModule));
+         parent->modules_used * sizeof(ClipmemModule));
   record->modules_used = parent->modules_used;
   record->heap_sample_mean = parent->heap_sample_mean;
   record->heap_sampled_live = record->heap_sampled_peak = parent->heap_sampled_live;

@@ -73,6 +73,10 @@ bool create_record(int parent_pid) {
     say("cannot map the record ", record_path, ": ", strerror(errno));
     return false;
   }
+  // Fault in only the pages written. Without it a write fault reads ahead around the page (read_ahead_kb:
+  // 8 MiB on some disks) and the whole record enters the page cache, charged to the traced program's
+  // memory cgroup: 4 MiB for a /bin/true.
+  madvise(base, size, MADV_RANDOM);
   auto* header = static_cast<ClipmemRecordHeader*>(base);
   clipmem_header_layout(header);
   header->pid = int32_t(getpid());
