@@ -278,8 +278,8 @@ void heap_profile_after_fork(const ClipmemRecordHeader* parent) {
   lock_word = 0;
   random_state = 0;  // the child's slot starts a count of its own: its first gap is drawn, not taken as crossed
   // Only what the parent used: the rest of the child's record stays unwritten (no page cache).
-  const auto* from = reinterpret_cast<const ClipmemHeapSite*>(reinterpret_cast<const char*>(parent) +
-                                                               parent->heap_sites_offset);
+  const auto* from =
+      reinterpret_cast<const ClipmemHeapSite*>(reinterpret_cast<const char*>(parent) + parent->heap_sites_offset);
   constexpr uint32_t kRest = CLIPMEM_HEAP_SITE_CAPACITY - 1;
   memcpy(sites(), from, parent->heap_sites_used * sizeof(ClipmemHeapSite));
   if (from[kRest].hash) sites()[kRest] = from[kRest];

@@ -56,6 +56,8 @@ export interface TreeFigures {
   /** The process with the highest RSS peak of its own. */
   largest: { pid: number; rss: number } | null;
   timeline: { tMs: number; rss: number; processes: number }[];
+  /** The page cache of clip-mem's record files at the end, part of a memory cgroup's charge; null: not known. */
+  recordsPageCache: number | null;
 }
 
 /** The largest known value (> 0), or null when none is known. */
@@ -286,5 +288,6 @@ export function treeFigures(run: TraceRun, rows: readonly ProcessRow[]): TreeFig
     rssPeakAtMs: peak ? ms(peak.tMs) : null,
     largest,
     timeline: run.treeRss.timeline.map((s) => ({ tMs: ms(s.tMs), rss: s.rss, processes: s.processes })),
+    recordsPageCache: run.recordsPageCache,
   };
 }

@@ -10,13 +10,7 @@ import { phaseLabel } from '../track/phases';
 import { formatBytes } from '../core/units';
 import type { Limits } from '../core/limits';
 import type { TraceRun } from '../track/launcher';
-import {
-  recordBytes,
-  type PythonStack,
-  type RecordDevice,
-  type RecordFailure,
-  type RecordGpuFailure,
-} from '../track/record';
+import { type PythonStack, type RecordDevice, type RecordFailure, type RecordGpuFailure } from '../track/record';
 import type { SlurmStepOutcome } from '../track/slurm';
 import { gpuFixes, type GpuFix } from './gpu-fixes';
 import { formatHeapProfile, heldBy, traceHeapProfile, type TraceHeapProfile } from './heap-profile';
@@ -448,14 +442,15 @@ function formatProcesses(report: TraceReport): string[] {
     lines.push(
       `  tree: summed RSS peak ${bytes(tree.rssPeak)} at ${seconds(tree.rssPeakAtMs)} s` +
         (tree.largest ? `; largest single process: pid ${tree.largest.pid}, RSS ${bytes(tree.largest.rss)}` : '') +
-        (report.cgroup?.peak != null ? `; the cgroup's own peak ${bytes(report.cgroup.peak)}` : ''),
+        (report.cgroup?.peak != null ? `; the cgroup's own peak ${bytes(report.cgroup.peak)}` : '') +
+        (tree.recordsPageCache !== null ? `; clip-mem's records: ${bytes(tree.recordsPageCache)} of page cache` : ''),
     );
   // The cgroup is charged for page cache too: a peak well above the summed RSS is mostly files, clip-mem's own
   // records among them (reclaimable: they do not make the limit kill).
   if (tree.rssPeak !== null && report.cgroup?.peak != null && report.cgroup.peak > 1.5 * tree.rssPeak)
     lines.push(
       `  note: the cgroup's peak is mostly page cache, which it is charged for too: files read or written, ` +
-        `clip-mem's record files included (${bytes(recordBytes())} per tracked process); the kernel reclaims it before an OOM kill`,
+        `clip-mem's record files included (the pages the tracker wrote${tree.recordsPageCache !== null ? `: ${bytes(tree.recordsPageCache)} at the end` : ''}); the kernel reclaims it before an OOM kill`,
     );
   return lines;
 }

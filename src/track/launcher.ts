@@ -13,6 +13,7 @@ import { ProgramKind, programKind } from './program';
 import { AllocationRecord, finalRecordOf, listRecords, readRecord, recordBytes } from './record';
 import { describeError, known } from '../core/field';
 import { inHostPidNamespace, kernelLogCursor, oomKillsSince } from './kernel-log';
+import { pageCacheBytes } from '../probe/proc';
 import { ProcessTreeWatch, type TreeSample, type WatchedProcess } from './process-tree';
 import { SlurmStepOutcome, slurmOutcome, watchSlurmJob } from './slurm';
 import { isAlive, staleEntries } from './stale';
@@ -127,6 +128,8 @@ export interface TraceRun {
   watched: WatchedProcess[];
   /** The tree's summed RSS over time (each poll's processes), and its highest. */
   treeRss: { timeline: TreeSample[]; peak: TreeSample | null };
+  /** The record files' pages in the page cache at the end (the pages the tracker wrote); null: not read. */
+  recordsPageCache: number | null;
   /** The processes alive when clip-mem killed the process group (--timeout, or a signal to clip-mem). */
   killedByClipMem: number[];
   /** CLOCK_MONOTONIC nanoseconds at the start (the records' clock), to place records on the run's time. */
@@ -165,6 +168,17 @@ function readAll(dir: string | undefined): AllocationRecord[] {
     }
   }
   return records;
+}
+
+/** The page cache the record files hold: charged to the run's memory cgroup with the rest of its file pages. */
+function recordPageCache(dir: string): number | null {
+  let total = 0;
+  for (const entry of listRecords(dir)) {
+    const bytes = pageCacheBytes(entry.file);
+    if (bytes === null) return null;
+    total += bytes;
+  }
+  return total;
 }
 
 /** The children of every traceCommand in flight, so that a signal to clip-mem can stop them (stopTraces). */
@@ -408,6 +422,8 @@ export async function traceCommand(options: TraceOptions): Promise<TraceRun> {
     const durationMs = Date.now() - started;
     const hostOomAfter = hostOomKillCount();
 
+    // Before reading them: the reader's own page faults would count.
+    const recordsPageCache = recordDir === undefined ? null : recordPageCache(recordDir);
     const all = readAll(recordDir);
     const rootFile = recordDir !== undefined ? finalRecordOf(recordDir, child.pid!) : undefined;
     const record = all.find((r) => r.path === rootFile);
@@ -538,6 +554,7 @@ export async function traceCommand(options: TraceOptions): Promise<TraceRun> {
       outlived,
       watched: [...watch.processes.values()],
       treeRss: { timeline: watch.combined, peak: watch.peak },
+      recordsPageCache,
       killedByClipMem: killedByClipMem.filter((pid) => !outlivedPids.includes(pid)),
       startNs: Number(startNs),
       stderrTail: stderrText,
