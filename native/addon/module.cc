@@ -23,6 +23,7 @@ const Export kFunctions[] = {
     {"readResourceLimits", ReadResourceLimits},  // probe_limits.cc: getrlimit
     {"readMallinfo", ReadMallinfo},              //
     {"readRecord", ReadRecord},                  // record.cc: the tracker's record file
+    {"releaseRecordSpace", ReleaseRecordSpace},  //
     {"setPhase", SetPhase},                      //
     {"demangle", Demangle},                      //
     {"trackedFunctions", TrackedFunctions},      //

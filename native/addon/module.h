@@ -21,6 +21,7 @@ Napi::Value ReadResourceLimits(const Napi::CallbackInfo& info);
 Napi::Value ReadMallinfo(const Napi::CallbackInfo& info);
 // record.cc
 Napi::Value ReadRecord(const Napi::CallbackInfo& info);
+Napi::Value ReleaseRecordSpace(const Napi::CallbackInfo& info);
 Napi::Value SetPhase(const Napi::CallbackInfo& info);
 Napi::Value Demangle(const Napi::CallbackInfo& info);
 Napi::Value TrackedFunctions(const Napi::CallbackInfo& info);

@@ -668,6 +668,34 @@ static inline const char* clipmem_header_problem(const ClipmemRecordHeader* h, u
   return 0;
 }
 
+// The byte ranges of a record its process has written (the header, the claimed entries of each array),
+// for giving the rest of the file's blocks back once the process is gone. Fills `ranges` (start, length
+// pairs, in file order) and returns how many; at most CLIPMEM_WRITTEN_RANGES.
+#define CLIPMEM_WRITTEN_RANGES 11
+static inline uint64_t clipmem_min_u64(uint64_t a, uint64_t b) { return a < b ? a : b; }
+static inline unsigned clipmem_written_ranges(const ClipmemRecordHeader* h, uint64_t ranges[][2]) {
+  unsigned n = 0;
+#define CLIPMEM_WRITTEN(start, length) (ranges[n][0] = (start), ranges[n][1] = (length), n++)
+  CLIPMEM_WRITTEN(0, h->slots_offset + clipmem_min_u64(h->slots_used, h->slots_count) * h->slot_size);
+  CLIPMEM_WRITTEN(h->slots_offset + (uint64_t)(h->slots_count - 1) * h->slot_size, h->slot_size);  // the shared slot
+  CLIPMEM_WRITTEN(h->failures_offset, clipmem_min_u64(h->failures_total, h->failures_capacity) * h->failure_size);
+  CLIPMEM_WRITTEN(h->timeline_offset, clipmem_min_u64(h->samples_total, h->timeline_capacity) * h->sample_size);
+  CLIPMEM_WRITTEN(h->phases_offset, clipmem_min_u64(h->phases_total, h->phases_capacity) * h->phase_size);
+  CLIPMEM_WRITTEN(h->modules_offset, clipmem_min_u64(h->modules_used, h->modules_capacity) * h->module_size);
+  CLIPMEM_WRITTEN(h->devices_offset, (uint64_t)h->devices_capacity * h->device_size);
+  CLIPMEM_WRITTEN(h->heap_sites_offset,
+                  clipmem_min_u64(h->heap_sites_used, h->heap_sites_capacity) * h->heap_site_size);
+  CLIPMEM_WRITTEN(h->heap_sites_offset + (uint64_t)(h->heap_sites_capacity - 1) * h->heap_site_size,
+                  h->heap_site_size);  // the entry that gathers samples once the others are taken
+  CLIPMEM_WRITTEN(h->heap_snapshots_offset,
+                  clipmem_min_u64(h->heap_snapshots_total, h->heap_snapshots_capacity) * h->heap_snapshot_size);
+  CLIPMEM_WRITTEN(
+      h->heap_failure_snapshots_offset,
+      clipmem_min_u64(h->heap_failure_snapshots_total, h->heap_failure_snapshots_capacity) * h->heap_snapshot_size);
+#undef CLIPMEM_WRITTEN
+  return n;
+}
+
 // ceil(log2(size)) without branches (it runs on every tracked allocation): the bit length of size-1,
 // taken as 63 - clz(2n+1) so that n = 0 needs no special case; n is capped so that every size above
 // 2^(BUCKETS-2) lands in the last bucket.

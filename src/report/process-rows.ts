@@ -58,6 +58,8 @@ export interface TreeFigures {
   timeline: { tMs: number; rss: number; processes: number }[];
   /** The page cache of clip-mem's record files at the end, part of a memory cgroup's charge; null: not known. */
   recordsPageCache: number | null;
+  /** The most disk clip-mem's record files held at once; null: no records. */
+  recordsDiskPeak: number | null;
 }
 
 /** The largest known value (> 0), or null when none is known. */
@@ -289,5 +291,6 @@ export function treeFigures(run: TraceRun, rows: readonly ProcessRow[]): TreeFig
     largest,
     timeline: run.treeRss.timeline.map((s) => ({ tMs: ms(s.tMs), rss: s.rss, processes: s.processes })),
     recordsPageCache: run.recordsPageCache,
+    recordsDiskPeak: run.recordsDiskPeak,
   };
 }

@@ -443,7 +443,10 @@ function formatProcesses(report: TraceReport): string[] {
       `  tree: summed RSS peak ${bytes(tree.rssPeak)} at ${seconds(tree.rssPeakAtMs)} s` +
         (tree.largest ? `; largest single process: pid ${tree.largest.pid}, RSS ${bytes(tree.largest.rss)}` : '') +
         (report.cgroup?.peak != null ? `; the cgroup's own peak ${bytes(report.cgroup.peak)}` : '') +
-        (tree.recordsPageCache !== null ? `; clip-mem's records: ${bytes(tree.recordsPageCache)} of page cache` : ''),
+        (tree.recordsPageCache !== null
+          ? `; clip-mem's records: ${bytes(tree.recordsPageCache)} of page cache` +
+            (tree.recordsDiskPeak !== null ? `, at most ${bytes(tree.recordsDiskPeak)} of disk` : '')
+          : ''),
     );
   // The cgroup is charged for page cache too: a peak well above the summed RSS is mostly files, clip-mem's own
   // records among them (reclaimable: they do not make the limit kill).

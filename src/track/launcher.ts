@@ -14,6 +14,7 @@ import { AllocationRecord, finalRecordOf, listRecords, readRecord, recordBytes }
 import { describeError, known } from '../core/field';
 import { inHostPidNamespace, kernelLogCursor, oomKillsSince } from './kernel-log';
 import { pageCacheBytes } from '../probe/proc';
+import { RecordSpace } from './record-space';
 import { ProcessTreeWatch, type TreeSample, type WatchedProcess } from './process-tree';
 import { SlurmStepOutcome, slurmOutcome, watchSlurmJob } from './slurm';
 import { isAlive, staleEntries } from './stale';
@@ -130,6 +131,8 @@ export interface TraceRun {
   treeRss: { timeline: TreeSample[]; peak: TreeSample | null };
   /** The record files' pages in the page cache at the end (the pages the tracker wrote); null: not read. */
   recordsPageCache: number | null;
+  /** The most disk the record files held at once (each reserves 4 MiB while its process runs); null: no records. */
+  recordsDiskPeak: number | null;
   /** The processes alive when clip-mem killed the process group (--timeout, or a signal to clip-mem). */
   killedByClipMem: number[];
   /** CLOCK_MONOTONIC nanoseconds at the start (the records' clock), to place records on the run's time. */
@@ -168,6 +171,15 @@ function readAll(dir: string | undefined): AllocationRecord[] {
     }
   }
   return records;
+}
+
+/** fs.watch of a directory, or undefined where the kernel refuses one (inotify limits): polling still runs. */
+function watchDirectory(dir: string, onChange: () => void): fs.FSWatcher | undefined {
+  try {
+    return fs.watch(dir, onChange);
+  } catch {
+    return undefined;
+  }
 }
 
 /** The page cache the record files hold: charged to the run's memory cgroup with the rest of its file pages. */
@@ -391,7 +403,24 @@ export async function traceCommand(options: TraceOptions): Promise<TraceRun> {
           }, options.timeoutMs)
         : undefined;
     watch.poll();
-    const watcher = setInterval(() => watch.poll(), 100);
+    const space = recordDir !== undefined ? new RecordSpace(recordDir) : undefined;
+    const watcher = setInterval(() => {
+      watch.poll();
+      space?.pass();
+    }, 100);
+    // A new record is a process started: a loop of short ones starts hundreds a second, so the space of
+    // those that ended is given back at each, not only every 100 ms.
+    let spacePass: NodeJS.Immediate | undefined;
+    const recordEvents =
+      space &&
+      watchDirectory(
+        recordDir!,
+        () =>
+          (spacePass ??= setImmediate(() => {
+            spacePass = undefined;
+            space.pass();
+          })),
+      );
     const poller =
       options.onRecord && recordDir !== undefined
         ? setInterval(() => {
@@ -414,6 +443,8 @@ export async function traceCommand(options: TraceOptions): Promise<TraceRun> {
     await Promise.race([closed, new Promise<void>((resolve) => (grace = setTimeout(resolve, 1000)))]);
     clearTimeout(grace);
     clearInterval(watcher);
+    recordEvents?.close();
+    if (spacePass) clearImmediate(spacePass);
     watch.poll();
     child.stdout!.destroy();
     child.stderr!.destroy();
@@ -424,6 +455,7 @@ export async function traceCommand(options: TraceOptions): Promise<TraceRun> {
 
     // Before reading them: the reader's own page faults would count.
     const recordsPageCache = recordDir === undefined ? null : recordPageCache(recordDir);
+    space?.pass();
     const all = readAll(recordDir);
     const rootFile = recordDir !== undefined ? finalRecordOf(recordDir, child.pid!) : undefined;
     const record = all.find((r) => r.path === rootFile);
@@ -555,6 +587,7 @@ export async function traceCommand(options: TraceOptions): Promise<TraceRun> {
       watched: [...watch.processes.values()],
       treeRss: { timeline: watch.combined, peak: watch.peak },
       recordsPageCache,
+      recordsDiskPeak: space ? space.peak : null,
       killedByClipMem: killedByClipMem.filter((pid) => !outlivedPids.includes(pid)),
       startNs: Number(startNs),
       stderrTail: stderrText,

@@ -305,6 +305,7 @@ export interface RecordHeapProfile {
 
 interface RecordAddon {
   readRecord(file: string): AllocationRecord;
+  releaseRecordSpace(file: string): { before: number; after: number };
   trackedFunctions(): TrackedFn[];
   recordBytes: number;
 }
@@ -325,6 +326,14 @@ export function trackedFunctions(): readonly TrackedFn[] {
 /** Reads one record file (a snapshot: call again to follow a live process). */
 export function readRecord(file: string): AllocationRecord {
   return loadAddon<RecordAddon>().readRecord(file);
+}
+
+/**
+ * Gives back the disk blocks of the parts of a record its process never wrote (they were reserved when the
+ * record was made); only for a process that is gone. Returns the file's allocated bytes after.
+ */
+export function releaseRecordSpace(file: string): number {
+  return loadAddon<RecordAddon>().releaseRecordSpace(file).after;
 }
 
 /** The records in a launcher's record directory, by pid then exec generation. */
