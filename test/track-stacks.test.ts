@@ -113,9 +113,39 @@ for (const python of pythons) {
   });
 }
 
-test('a program that is not Python has no Python stack', (t) => {
+test('a program that is neither Python nor Node has no Python or JavaScript stack', (t) => {
   const { report } = trace(['--limit-as', '64M'], [allocProgram, 'repeat']);
   t.true(report.failures.length > 0);
+  t.true(report.failures.every((f) => f.python === null && f.javascript === null));
+});
+
+const typedArrayProgram = path.join(fixtures, 'javascript', 'typed_array.js');
+
+test("a Node program's 2 GiB typed array under --limit-as: the JavaScript frames Node printed, with their lines, said to come from there", (t) => {
+  const { status, report, stderr } = trace(['--limit-as', '2000000000'], [process.execPath, typedArrayProgram]);
+  t.is(status, 1);
+  const failures = report.failures.filter((f) => f.size === 2 ** 31);
+  t.true(failures.length > 0, JSON.stringify(report.failures.map((f) => [f.fn, f.size])));
+  for (const f of failures) {
+    t.is(f.javascript!.note, 'from the RangeError Node printed on stderr for this failure, not read at the allocation');
+    t.deepEqual(f.javascript!.frames.slice(0, 2), [
+      { function: 'makeTable', file: typedArrayProgram, line: 5, column: 10 },
+      { function: 'main', file: typedArrayProgram, line: 16, column: 17 },
+    ]);
+  }
+  t.regex(stderr, new RegExp(`at makeTable \\(${typedArrayProgram}:5:10\\) \\[JavaScript\\]`));
+});
+
+test('a Node program that catches the RangeError: no JavaScript frames, and it says why', (t) => {
+  const { status, report } = trace(['--limit-as', '2000000000'], [process.execPath, typedArrayProgram, 'catch']);
+  t.is(status, 3);
+  const failures = report.failures.filter((f) => f.size === 2 ** 31);
+  t.true(failures.length > 0);
+  for (const f of failures)
+    t.deepEqual(f.javascript, {
+      frames: [],
+      note: 'not available: Node printed no RangeError stack for it (the program caught the error)',
+    });
   t.true(report.failures.every((f) => f.python === null));
 });
 

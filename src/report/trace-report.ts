@@ -1,6 +1,7 @@
 // A traced run as scripts read it (`trace --json`) and as people read it (the terminal summary).
 // The JSON names exit / failures / peaks / diagnosis are a contract: keep them.
 import * as os from 'node:os';
+import * as path from 'node:path';
 import { tensorsOfSize, type ClipConfig, type TensorOfSize } from '../clip/config';
 import { cudaErrorName } from '../core/cuda-error';
 import { errnoName } from '../core/errno';
@@ -12,6 +13,7 @@ import type { Limits } from '../core/limits';
 import type { TraceRun } from '../track/launcher';
 import { type PythonStack, type RecordDevice, type RecordFailure, type RecordGpuFailure } from '../track/record';
 import type { SlurmStepOutcome } from '../track/slurm';
+import { arrayBufferFailureStack, type JsFrame } from '../track/node-stack';
 import { gpuFixes, type GpuFix } from './gpu-fixes';
 import { formatHeapProfile, heldBy, traceHeapProfile, type TraceHeapProfile } from './heap-profile';
 import { SymbolizedFrame, elideTemplates, formatFrame, symbolize } from '../track/symbolize';
@@ -28,6 +30,8 @@ export interface TraceFailure {
   stack: string[];
   /** The failing thread's Python stack (innermost first) when the process is CPython 3.8 to 3.13, else null. */
   python: PythonStack | null;
+  /** In a Node process: the JavaScript frames (see track/node-stack.ts) and where they come from; else null. */
+  javascript: JavaScriptStack | null;
   sizeOverflow: boolean;
   injected: boolean;
   /** The limit this failure hit, with the arithmetic; absent if none explains it. */
@@ -133,6 +137,56 @@ export interface FailureGroup {
   count: number;
   first: number;
   largest: number;
+}
+
+export interface JavaScriptStack {
+  /** Innermost first; empty when none could be had (`note` says why). */
+  frames: JsFrame[];
+  /** Where the frames come from, or why there are none. */
+  note: string;
+}
+
+const arrayBufferFrame = 'BackingStore::Allocate';
+
+/**
+ * The JavaScript side of each failure in Node's main process. Node prints the JS stack of an ArrayBuffer
+ * whose memory could not be had, when the RangeError is not caught; no other allocation has one anywhere
+ * to read. An uncaught error ends the program, so the stack belongs to its last ArrayBuffer request: the
+ * trailing failures of one size (V8 retries a request after a garbage collection).
+ */
+function javaScriptStacks(
+  failures: { stack: string[]; size: number; tid: number }[],
+  pid: number,
+  printed: JsFrame[] | null,
+): JavaScriptStack[] {
+  const buffers = failures.flatMap((f, i) => (f.stack.some((frame) => frame.includes(arrayBufferFrame)) ? [i] : []));
+  const lastRequest = new Set<number>();
+  for (let k = buffers.length - 1; k >= 0 && failures[buffers[k]!]!.size === failures[buffers.at(-1)!]!.size; k--)
+    lastRequest.add(buffers[k]!);
+  return failures.map((f, i) => {
+    if (!buffers.includes(i))
+      return {
+        frames: [],
+        note: "not available: not an ArrayBuffer's memory (V8's own, or a native module's), and the tracker reads native frames only",
+      };
+    if (f.tid !== pid)
+      return { frames: [], note: `not available: the failure was on thread ${f.tid}, not Node's main thread` };
+    if (!printed || !lastRequest.has(i))
+      return {
+        frames: [],
+        note: 'not available: Node printed no RangeError stack for it (the program caught the error)',
+      };
+    return {
+      frames: printed,
+      note: 'from the RangeError Node printed on stderr for this failure, not read at the allocation',
+    };
+  });
+}
+
+/** "fn (file:line:column)", as V8 writes a frame. */
+export function javaScriptFrame(frame: JsFrame): string {
+  const place = `${frame.file}:${frame.line}:${frame.column}`;
+  return frame.function ? `${frame.function} (${place})` : place;
 }
 
 /** A failure's Python frames, innermost first: "function (file:line) [Python]", and where some were left out. */
@@ -308,16 +362,19 @@ export function buildTraceReport(run: TraceRun, reportedError?: string | null, m
   const stacks = symbolize(recordFailures.map((f) => f.stack));
   const heapProfile = traceHeapProfile(record ? [record, ...run.descendants] : run.descendants);
   const input = diagnosisInput(run, reportedError, heldBy(heapProfile, run.pid));
+  const isNode = record !== undefined && /^node(js)?(\d+)?$/.test(path.basename(record.exe));
   const failures: TraceFailure[] = recordFailures.map((f, i) => {
     const { stack: _stack, python, ...detail } = f;
+    const stack = (stacks[i] as SymbolizedFrame[]).map(formatFrame);
     return {
       fn: f.fn,
       size: f.size,
       errno: f.errno,
       errnoName: errnoName(f.errno),
       phase: f.phase,
-      stack: (stacks[i] as SymbolizedFrame[]).map(formatFrame),
+      stack,
       python,
+      javascript: null,
       sizeOverflow: f.sizeOverflow,
       injected: f.injected,
       limit: explainFailure(f, limits, input.output),
@@ -331,6 +388,10 @@ export function buildTraceReport(run: TraceRun, reportedError?: string | null, m
       gpu: f.gpu ? { ...f.gpu, statusName: cudaErrorName(f.gpu.api, f.gpu.status) } : null,
     };
   });
+  if (isNode)
+    javaScriptStacks(failures, record!.pid, arrayBufferFailureStack(run.stderrTail)).forEach(
+      (js, i) => (failures[i]!.javascript = js),
+    );
   const last = record
     ? {
         heap: record.counters.heapCurrent,
@@ -517,6 +578,10 @@ export function formatTraceReport(report: TraceReport): string {
       for (const frame of pythonFrames(f)) lines.push(frame.startsWith('...') ? `      ${frame}` : `      at ${frame}`);
       const gap = pythonGap(f);
       if (gap) lines.push(`      (${gap})`);
+      if (f.javascript) {
+        for (const frame of f.javascript.frames) lines.push(`      at ${javaScriptFrame(frame)} [JavaScript]`);
+        lines.push(`      (JavaScript frames: ${f.javascript.note})`);
+      }
       for (const frame of f.stack.slice(0, 12)) lines.push(`      at ${elideTemplates(frame)}`);
       if (f.stack.length > 12) lines.push(`      ... ${f.stack.length - 12} more frames (see --json)`);
     };
