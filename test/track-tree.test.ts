@@ -164,8 +164,14 @@ test("descendants' exit codes from their records: exit() from a return, sys.exit
   t.deepEqual(codes.sort(), [5, 6, 9]);
 });
 
-test('clip-mem --timeout kills a tree: every process killed by clip-mem, from the processes alive then', (t) => {
-  const { status, report, events } = traceTree(['--timeout', '3'], ['sh', '-c', 'sleep 30 & sleep 31; wait']);
+test('clip-mem --timeout kills a tree: every process killed by clip-mem, from the processes alive then; the Markdown and HTML reports say the same', (t) => {
+  const dir = scratchDir('clipmem-tree-docs-');
+  const markdown = path.join(dir, 'trace.md');
+  const html = path.join(dir, 'trace.html');
+  const { status, report, events } = traceTree(
+    ['--timeout', '3', '--markdown', markdown, '--html', html],
+    ['sh', '-c', 'sleep 30 & sleep 31; wait'],
+  );
   t.is(status, 137);
   const sleeps = report.processes.filter((p) => /^sleep 3[01]$/.test(p.command ?? ''));
   t.is(sleeps.length, 2, JSON.stringify(report.processes.map((p) => p.command)));
@@ -177,6 +183,24 @@ test('clip-mem --timeout kills a tree: every process killed by clip-mem, from th
   }
   t.deepEqual(traceEventProblems(events), []);
   t.is((events.traceEvents as TraceEvent[]).filter((e) => e.ph === 'i' && e.cat === 'kill').length, 3);
+
+  // A row per process in both documents, with how it ended and the evidence; the tree charted in the HTML.
+  const md = fs.readFileSync(markdown, 'utf8');
+  const page = fs.readFileSync(html, 'utf8');
+  t.true(md.startsWith('# clip-mem trace: sh -c sleep 30 & sleep 31; wait\n'));
+  t.regex(md, new RegExp(`^pid ${report.pid} timed out after 3 s, killed by clip-mem`, 'm'));
+  for (const p of report.processes) {
+    t.regex(
+      md,
+      new RegExp(`^\\| ${p.pid} \\| .*\\| killed by clip-mem's --timeout \\| ${p.ending.evidence} \\|$`, 'm'),
+    );
+    t.true(page.includes(`<td>${p.pid}</td>`), `pid ${p.pid} in the HTML`);
+  }
+  t.regex(md, /^## Timeline$/m);
+  t.is((page.match(/<polyline class="series-tree"/g) ?? []).length, 1);
+  t.is((page.match(/<polyline class="series-process"/g) ?? []).length, report.processes.length);
+  t.is((page.match(/<line class="failure"/g) ?? []).length, 3);
+  t.notRegex(page, /<script/);
 });
 
 test('a Pool whose worker is OOM-killed hangs until --timeout: the worker OOM-killed, every other process killed by clip-mem', (t) => {

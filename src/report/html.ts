@@ -4,20 +4,13 @@
 import { formatBytes } from '../core/units';
 import type { Limits } from '../core/limits';
 import type { RunResults, ScenarioResult } from './result';
+import { escapeHtml, lineChartSvg, type Chart } from './svg-chart';
 import { bytesOrUnknown, describeBatch, describeExit, describeFailure, describeLimits, seconds } from './terminal';
-
-export function escapeHtml(text: string): string {
-  return text.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
-}
 
 /** Escaped text whose `backticked` spans (commands and options in the fixes' texts) become <code>. */
 function withCode(text: string): string {
   return escapeHtml(text).replace(/`([^`]+)`/g, '<code>$1</code>');
 }
-
-const WIDTH = 720;
-const HEIGHT = 240;
-const PAD = { left: 70, right: 16, top: 16, bottom: 36 };
 
 const SERIES = [
   { key: 'rss', label: 'RSS', color: '#1f77b4' },
@@ -25,81 +18,34 @@ const SERIES = [
   { key: 'heap', label: 'tracked heap', color: '#2ca02c' },
 ] as const;
 
-/** A round axis step: the power of two at or above `rough` bytes, so the labels read 256 MiB, 512 MiB, 1 GiB. */
-function byteStep(rough: number): number {
-  return 2 ** Math.ceil(Math.log2(Math.max(rough, 1)));
-}
-
 /** The timeline as an inline SVG: RSS, VmSize and heap against time, limits dashed, the failure in red. */
 export function timelineSvg(result: ScenarioResult, limits: Limits): string {
   const points = result.timeline;
   const failure = result.failure;
   const failureT = failure?.tMs ?? (result.status === 'failed' && points.length ? points[points.length - 1].tMs : null);
-  const horizontal: { value: number; label: string }[] = [];
-  if (limits.as !== undefined) horizontal.push({ value: limits.as, label: `RLIMIT_AS ${formatBytes(limits.as)}` });
-  if (limits.data !== undefined)
-    horizontal.push({ value: limits.data, label: `RLIMIT_DATA ${formatBytes(limits.data)}` });
-  if (limits.mem !== undefined) horizontal.push({ value: limits.mem, label: `cgroup ${formatBytes(limits.mem)}` });
-  const values = points.flatMap((p) => [p.rss, p.vmSize, p.heap ?? 0]).concat(horizontal.map((h) => h.value));
-  if (failure?.vmSize) values.push(failure.vmSize + failure.size);
-  const maxT = Math.max(1, ...points.map((p) => p.tMs), failureT ?? 0);
-  const maxV = Math.max(1, ...values) * 1.05;
-  const x = (t: number) => PAD.left + (t / maxT) * (WIDTH - PAD.left - PAD.right);
-  const y = (v: number) => HEIGHT - PAD.bottom - (v / maxV) * (HEIGHT - PAD.top - PAD.bottom);
-  const parts: string[] = [
-    `<svg xmlns="http://www.w3.org/2000/svg" class="timeline" width="${WIDTH}" height="${HEIGHT}" viewBox="0 0 ${WIDTH} ${HEIGHT}" role="img" aria-label="memory timeline of ${escapeHtml(result.name)}">`,
-    `<rect x="${PAD.left}" y="${PAD.top}" width="${WIDTH - PAD.left - PAD.right}" height="${HEIGHT - PAD.top - PAD.bottom}" fill="#fafafa" stroke="#ccc"/>`,
-  ];
-  const step = byteStep(maxV / 4);
-  for (let v = 0; v <= maxV; v += step) {
-    parts.push(
-      `<text x="${PAD.left - 6}" y="${y(v) + 4}" text-anchor="end" font-size="11">${escapeHtml(formatBytes(v))}</text>`,
-    );
-  }
-  for (let i = 0; i <= 4; i++) {
-    const t = (maxT / 4) * i;
-    parts.push(
-      `<text x="${x(t)}" y="${HEIGHT - PAD.bottom + 16}" text-anchor="middle" font-size="11">${(t / 1000).toFixed(2)} s</text>`,
-    );
-  }
-  for (const h of horizontal) {
-    parts.push(
-      `<line class="limit" x1="${PAD.left}" x2="${WIDTH - PAD.right}" y1="${y(h.value)}" y2="${y(h.value)}" stroke="#d62728" stroke-dasharray="6 4"/>`,
-    );
-    parts.push(
-      `<text x="${PAD.left + 4}" y="${y(h.value) - 4}" font-size="11" fill="#d62728" stroke="#fafafa" stroke-width="3" paint-order="stroke">${escapeHtml(h.label)}</text>`,
-    );
-  }
-  for (const series of SERIES) {
-    const coords = points
-      .filter((p) => p[series.key] !== null)
-      .map((p) => `${x(p.tMs).toFixed(1)},${y(p[series.key] as number).toFixed(1)}`);
-    if (coords.length)
-      parts.push(
-        `<polyline class="series-${series.key}" fill="none" stroke="${series.color}" stroke-width="2" points="${coords.join(' ')}"/>`,
-      );
-  }
-  if (failureT !== null && result.status === 'failed') {
-    const label = failure ? `${failure.fn}(${formatBytes(failure.size)}) failed` : describeExit(result);
-    parts.push(
-      `<line class="failure" x1="${x(failureT)}" x2="${x(failureT)}" y1="${PAD.top}" y2="${HEIGHT - PAD.bottom}" stroke="#d62728" stroke-width="2"/>`,
-    );
-    if (failure?.vmSize)
-      parts.push(
-        `<circle class="failure-point" cx="${x(failureT)}" cy="${y(failure.vmSize + failure.size)}" r="5" fill="#d62728"/>`,
-      );
-    const anchor = x(failureT) > WIDTH / 2 ? 'end' : 'start';
-    parts.push(
-      `<text class="failure-label" x="${x(failureT) + (anchor === 'end' ? -6 : 6)}" y="${PAD.top + 36}" text-anchor="${anchor}" font-size="12" fill="#d62728" stroke="#fff" stroke-width="4" paint-order="stroke">${escapeHtml(label)}</text>`,
-    );
-  }
-  SERIES.forEach((series, i) => {
-    parts.push(
-      `<text x="${PAD.left + 8 + i * 110}" y="${HEIGHT - 6}" font-size="11" fill="${series.color}">&#9632; ${series.label}</text>`,
-    );
+  const lines: Chart['limits'] = [];
+  if (limits.as !== undefined) lines.push({ bytes: limits.as, label: `RLIMIT_AS ${formatBytes(limits.as)}` });
+  if (limits.data !== undefined) lines.push({ bytes: limits.data, label: `RLIMIT_DATA ${formatBytes(limits.data)}` });
+  if (limits.mem !== undefined) lines.push({ bytes: limits.mem, label: `cgroup ${formatBytes(limits.mem)}` });
+  const events: Chart['events'] = [];
+  if (failureT !== null && result.status === 'failed')
+    events.push({
+      tMs: failureT,
+      label: failure ? `${failure.fn}(${formatBytes(failure.size)}) failed` : describeExit(result),
+      ...(failure?.vmSize ? { bytes: failure.vmSize + failure.size } : {}),
+    });
+  return lineChartSvg({
+    ariaLabel: `memory timeline of ${result.name}`,
+    series: SERIES.map((series) => ({
+      label: series.label,
+      color: series.color,
+      className: `series-${series.key}`,
+      points: points.flatMap((p) => (p[series.key] !== null ? [{ tMs: p.tMs, bytes: p[series.key] as number }] : [])),
+    })),
+    limits: lines,
+    events,
+    legend: true,
   });
-  parts.push('</svg>');
-  return parts.join('');
 }
 
 function scenarioHtml(result: ScenarioResult, limits: Limits): string {

@@ -519,6 +519,50 @@ function formatProcesses(report: TraceReport): string[] {
   return lines;
 }
 
+/** Each failure with its limit, tensors and frames (Python, JavaScript, native); identical stacks once. */
+export function formatFailures(report: TraceReport): string[] {
+  const lines: string[] = [];
+  const failureLines = (f: TraceFailure, i: number, sameAs?: number) => {
+    const flags = [f.injected ? 'injected' : ''].filter(Boolean);
+    const status = f.gpu
+      ? `${f.gpu.statusName} (${f.gpu.status})${f.gpu.device !== null ? ` on GPU ${f.gpu.device}` : ''}`
+      : `${f.errnoName} (${f.errno})`;
+    lines.push(
+      `  #${i + 1} ${f.fn} of ${requested(f)} failed: ${status}` +
+        (f.phase ? ` in phase "${f.phase}"` : '') +
+        (flags.length ? ` [${flags.join(', ')}]` : ''),
+    );
+    if (f.detail.fdPath) lines.push(`      file ${f.detail.fdPath} at offset ${f.detail.offset}`);
+    for (const sentence of f.limit?.evidence ?? []) lines.push(`      ${f.limit!.cause}: ${sentence}`);
+    for (const t of f.tensors ?? []) lines.push(`      the size of ${t.name} [${t.shape.join(', ')}] in ${t.storage}`);
+    if (f.tensors?.length === 0) lines.push('      the size of no tensor of the model');
+    if (sameAs !== undefined) {
+      lines.push(`      at the same stack as #${sameAs + 1}`);
+      return;
+    }
+    // Python frames first: the user's line, then the native frames under it.
+    for (const frame of pythonFrames(f)) lines.push(frame.startsWith('...') ? `      ${frame}` : `      at ${frame}`);
+    const gap = pythonGap(f);
+    if (gap) lines.push(`      (${gap})`);
+    if (f.javascript) {
+      for (const frame of f.javascript.frames) lines.push(`      at ${javaScriptFrame(frame)} [JavaScript]`);
+      lines.push(`      (JavaScript frames: ${f.javascript.note})`);
+    }
+    for (const frame of f.stack.slice(0, 12)) lines.push(`      at ${elideTemplates(frame)}`);
+    if (f.stack.length > 12) lines.push(`      ... ${f.stack.length - 12} more frames (see --json)`);
+  };
+  // Identical stacks once: the first failure of each in full, and the largest when it is another.
+  for (const group of report.failureGroups) {
+    failureLines(report.failures[group.first]!, group.first);
+    if (group.count === 1) continue;
+    lines.push(
+      `      ${group.count - 1} more failure(s) with this stack${group.largest !== group.first ? '; the largest:' : ''}`,
+    );
+    if (group.largest !== group.first) failureLines(report.failures[group.largest]!, group.largest, group.first);
+  }
+  return lines;
+}
+
 /** The terminal summary printed after the child's own output. */
 export function formatTraceReport(report: TraceReport): string {
   const lines: string[] = [];
@@ -555,45 +599,7 @@ export function formatTraceReport(report: TraceReport): string {
         report.failures.length < report.failuresTotal ? ` (the latest ${report.failures.length} shown)` : '';
       lines.push(`  ${report.failuresTotal} failed allocation(s)${shown}:`);
     }
-    const failureLines = (f: TraceFailure, i: number, sameAs?: number) => {
-      const flags = [f.injected ? 'injected' : ''].filter(Boolean);
-      const status = f.gpu
-        ? `${f.gpu.statusName} (${f.gpu.status})${f.gpu.device !== null ? ` on GPU ${f.gpu.device}` : ''}`
-        : `${f.errnoName} (${f.errno})`;
-      lines.push(
-        `  #${i + 1} ${f.fn} of ${requested(f)} failed: ${status}` +
-          (f.phase ? ` in phase "${f.phase}"` : '') +
-          (flags.length ? ` [${flags.join(', ')}]` : ''),
-      );
-      if (f.detail.fdPath) lines.push(`      file ${f.detail.fdPath} at offset ${f.detail.offset}`);
-      for (const sentence of f.limit?.evidence ?? []) lines.push(`      ${f.limit!.cause}: ${sentence}`);
-      for (const t of f.tensors ?? [])
-        lines.push(`      the size of ${t.name} [${t.shape.join(', ')}] in ${t.storage}`);
-      if (f.tensors?.length === 0) lines.push('      the size of no tensor of the model');
-      if (sameAs !== undefined) {
-        lines.push(`      at the same stack as #${sameAs + 1}`);
-        return;
-      }
-      // Python frames first: the user's line, then the native frames under it.
-      for (const frame of pythonFrames(f)) lines.push(frame.startsWith('...') ? `      ${frame}` : `      at ${frame}`);
-      const gap = pythonGap(f);
-      if (gap) lines.push(`      (${gap})`);
-      if (f.javascript) {
-        for (const frame of f.javascript.frames) lines.push(`      at ${javaScriptFrame(frame)} [JavaScript]`);
-        lines.push(`      (JavaScript frames: ${f.javascript.note})`);
-      }
-      for (const frame of f.stack.slice(0, 12)) lines.push(`      at ${elideTemplates(frame)}`);
-      if (f.stack.length > 12) lines.push(`      ... ${f.stack.length - 12} more frames (see --json)`);
-    };
-    // Identical stacks once: the first failure of each in full, and the largest when it is another.
-    for (const group of report.failureGroups) {
-      failureLines(report.failures[group.first]!, group.first);
-      if (group.count === 1) continue;
-      lines.push(
-        `      ${group.count - 1} more failure(s) with this stack${group.largest !== group.first ? '; the largest:' : ''}`,
-      );
-      if (group.largest !== group.first) failureLines(report.failures[group.largest]!, group.largest, group.first);
-    }
+    lines.push(...formatFailures(report));
     for (const d of report.gpu?.devices ?? []) {
       lines.push(
         `  GPU ${d.ordinal}: peak ${formatBytes(d.peak)} allocated by this process (${d.allocations} allocation(s), ` +

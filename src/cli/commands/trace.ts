@@ -1,4 +1,4 @@
-// `clip-mem trace [--limit-as N] [--limit-data N] [--limit-mem N] [--model M] [--json FILE] [--pprof FILE] [--heap-html FILE] -- <command...>`
+// `clip-mem trace [--limit-as N] [--limit-data N] [--limit-mem N] [--model M] [--json FILE] [--markdown FILE] [--html FILE] [--pprof FILE] [--heap-html FILE] -- <command...>`
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import type { CommandModule } from 'yargs';
@@ -28,6 +28,7 @@ import { buildTraceReport, formatTraceReport } from '../../report/trace-report';
 import { heapPprof } from '../../report/pprof';
 import { heapProfileHtml } from '../../report/heap-flame';
 import { traceEvents } from '../../report/trace-events';
+import { renderTraceHtml, renderTraceMarkdown } from '../../report/trace-document';
 
 interface TraceArgs extends LimitArgs, JsonArgs {
   timeout?: number;
@@ -35,6 +36,8 @@ interface TraceArgs extends LimitArgs, JsonArgs {
   model?: string;
   pprof?: string;
   heapHtml?: string;
+  markdown?: string;
+  html?: string;
   'trace-events'?: string;
   '--'?: (string | number)[];
   command?: (string | number)[];
@@ -49,6 +52,18 @@ export const traceCommandModule: CommandModule<object, TraceArgs> = {
       "the result (schema/trace.schema.json); with `-`, the command's own standard output goes to standard error",
     )
       .option('timeout', durationOption('timeout', "seconds before the command's whole process group is killed"))
+      .option('markdown', {
+        type: 'string',
+        requiresArg: true,
+        describe:
+          'write the report to FILE as Markdown: the ending, diagnosis and fix, every failure, a row and a timeline per process',
+      })
+      .option('html', {
+        type: 'string',
+        requiresArg: true,
+        describe:
+          'write the same report to FILE as one self-contained HTML page, with the RSS of the tree and of each process charted',
+      })
       .option('trace-events', {
         type: 'string',
         requiresArg: true,
@@ -84,6 +99,8 @@ export const traceCommandModule: CommandModule<object, TraceArgs> = {
           if (args.fail !== undefined) checkFailRule(args.fail);
           if (args.model !== undefined) checkModel(args.model, '--model', false);
           checkOutputFile(args['trace-events'], '--trace-events');
+          checkOutputFile((args as TraceArgs).markdown, '--markdown');
+          checkOutputFile((args as TraceArgs).html, '--html');
           checkOutputFile(args.pprof, '--pprof');
           checkOutputFile((args as TraceArgs).heapHtml, '--heap-html');
           checkDistinctOutputs({
@@ -91,6 +108,8 @@ export const traceCommandModule: CommandModule<object, TraceArgs> = {
             '--trace-events': args['trace-events'],
             '--pprof': args.pprof,
             '--heap-html': (args as TraceArgs).heapHtml,
+            '--markdown': (args as TraceArgs).markdown,
+            '--html': (args as TraceArgs).html,
           });
           const program = commandOf(args as TraceArgs)[0];
           if (program !== undefined) checkProgram(program);
@@ -112,6 +131,10 @@ export const traceCommandModule: CommandModule<object, TraceArgs> = {
       .example(
         '$0 trace --limit-mem 300M --pprof heap.pb.gz -- python3 train.py',
         'who held the memory at the kill, for `go tool pprof -top heap.pb.gz` or speedscope',
+      )
+      .example(
+        '$0 trace --limit-mem 2G --markdown oom.md --html oom.html -- python3 train.py',
+        'the report as Markdown (for an issue) and as one HTML page with the memory of every process charted',
       )
       .example(
         '$0 trace --trace-events run.trace.json -- python3 train.py',
@@ -161,6 +184,8 @@ export const traceCommandModule: CommandModule<object, TraceArgs> = {
       const report = buildTraceReport(run, undefined, model);
       process.stderr.write(formatTraceReport(report));
       writeJson(args, report);
+      if (args.markdown !== undefined) fs.writeFileSync(args.markdown, renderTraceMarkdown(report));
+      if (args.html !== undefined) fs.writeFileSync(args.html, renderTraceHtml(report));
       if (args.pprof !== undefined) {
         const profile = heapPprof(run.record ? [run.record, ...run.descendants] : run.descendants);
         if (profile) fs.writeFileSync(args.pprof, profile);
