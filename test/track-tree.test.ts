@@ -164,6 +164,25 @@ test("descendants' exit codes from their records: exit() from a return, sys.exit
   t.deepEqual(codes.sort(), [5, 6, 9]);
 });
 
+test('an orphan killed by a signal after its parent exited: clip-mem adopted it (child subreaper) and read how it ended', (t) => {
+  // The inner sh outlives the outer one, which exits at once: it is handed to clip-mem, not to init (which
+  // would reap it unseen), and its wait status is read from /proc/PID/stat before clip-mem reaps it.
+  const { status, report } = traceTree([], ['sh', '-c', 'sh -c "sleep 0.5; kill -TERM \\$\\$" & exit 0']);
+  t.is(status, 0);
+  const orphan = report.processes.find((p) => p.command === 'sh -c sleep 0.5; kill -TERM $$');
+  t.truthy(orphan, JSON.stringify(report.processes.map((p) => p.command)));
+  t.deepEqual(orphan!.ending, {
+    how: 'killed',
+    code: null,
+    signal: 'SIGTERM',
+    by: null,
+    cgroup: null,
+    evidence: 'zombie /proc/PID/stat',
+    text: 'killed by SIGTERM, sender not known',
+  });
+  t.deepEqual(report.outlived, []);
+});
+
 test('clip-mem --timeout kills a tree: every process killed by clip-mem, from the processes alive then; the Markdown and HTML reports say the same', (t) => {
   const dir = scratchDir('clipmem-tree-docs-');
   const markdown = path.join(dir, 'trace.md');

@@ -14,20 +14,22 @@ struct Export {
 };
 
 const Export kFunctions[] = {
-    {"probeGpu", ProbeGpu},                      // gpu.cc: NVML and the CUDA driver, loaded with dlopen
-    {"mapFile", MapFile},                        // mapping.cc: a file mapped as an ArrayBuffer
-    {"unmapFile", UnmapFile},                    //
-    {"mappedBytes", MappedBytes},                //
-    {"residentBytes", ResidentBytes},            //
-    {"probeAllocator", ProbeAllocator},          // probe_allocator.cc: what can be allocated now
-    {"readResourceLimits", ReadResourceLimits},  // probe_limits.cc: getrlimit
-    {"readMallinfo", ReadMallinfo},              //
-    {"readRecord", ReadRecord},                  // record.cc: the tracker's record file
-    {"releaseRecordSpace", ReleaseRecordSpace},  //
-    {"setPhase", SetPhase},                      //
-    {"demangle", Demangle},                      //
-    {"trackedFunctions", TrackedFunctions},      //
-    {"deviceFunctions", DeviceFunctions},        //
+    {"becomeChildSubreaper", BecomeChildSubreaper},  // children.cc: orphans of a traced run stay clip-mem's
+    {"reapChild", ReapChild},                        //
+    {"probeGpu", ProbeGpu},                          // gpu.cc: NVML and the CUDA driver, loaded with dlopen
+    {"mapFile", MapFile},                            // mapping.cc: a file mapped as an ArrayBuffer
+    {"unmapFile", UnmapFile},                        //
+    {"mappedBytes", MappedBytes},                    //
+    {"residentBytes", ResidentBytes},                //
+    {"probeAllocator", ProbeAllocator},              // probe_allocator.cc: what can be allocated now
+    {"readResourceLimits", ReadResourceLimits},      // probe_limits.cc: getrlimit
+    {"readMallinfo", ReadMallinfo},                  //
+    {"readRecord", ReadRecord},                      // record.cc: the tracker's record file
+    {"releaseRecordSpace", ReleaseRecordSpace},      //
+    {"setPhase", SetPhase},                          //
+    {"demangle", Demangle},                          //
+    {"trackedFunctions", TrackedFunctions},          //
+    {"deviceFunctions", DeviceFunctions},            //
 };
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {

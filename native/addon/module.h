@@ -7,6 +7,9 @@ namespace clipmem {
 
 using AddonFunction = Napi::Value (*)(const Napi::CallbackInfo& info);
 
+// children.cc
+Napi::Value BecomeChildSubreaper(const Napi::CallbackInfo& info);
+Napi::Value ReapChild(const Napi::CallbackInfo& info);
 // gpu.cc
 Napi::Value ProbeGpu(const Napi::CallbackInfo& info);
 // mapping.cc

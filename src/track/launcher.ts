@@ -15,7 +15,14 @@ import { describeError, known } from '../core/field';
 import { inHostPidNamespace, kernelLogCursor, oomKillsSince } from './kernel-log';
 import { pageCacheBytes } from '../probe/proc';
 import { RecordSpace } from './record-space';
-import { ProcessTreeWatch, type TreeSample, type WatchedProcess } from './process-tree';
+import {
+  adoptOrphans,
+  carriesMark,
+  ProcessTreeWatch,
+  runMark,
+  type TreeSample,
+  type WatchedProcess,
+} from './process-tree';
 import { SlurmStepOutcome, slurmOutcome, watchSlurmJob } from './slurm';
 import { isAlive, staleEntries } from './stale';
 
@@ -256,7 +263,7 @@ function commandLineOf(pid: number): string {
 function survivors(recordDir: string | undefined, cgroup: ChildCgroup | undefined): number[] {
   const found = new Set<number>();
   if (recordDir !== undefined) {
-    const mark = `\0CLIPMEM_RECORD_DIR=${recordDir}\0`;
+    const mark = runMark(recordDir);
     let names: string[] = [];
     try {
       names = fs.readdirSync('/proc');
@@ -264,12 +271,8 @@ function survivors(recordDir: string | undefined, cgroup: ChildCgroup | undefine
       // no /proc: nothing to find
     }
     for (const name of names) {
-      if (!/^\d+$/.test(name) || Number(name) === process.pid) continue;
-      try {
-        if (`\0${fs.readFileSync(`/proc/${name}/environ`, 'latin1')}`.includes(mark)) found.add(Number(name));
-      } catch {
-        // gone, or not ours to read
-      }
+      if (/^\d+$/.test(name) && Number(name) !== process.pid && carriesMark(Number(name), mark))
+        found.add(Number(name));
     }
   }
   if (cgroup) {
@@ -358,6 +361,7 @@ export async function traceCommand(options: TraceOptions): Promise<TraceRun> {
     const kernelBefore = kernelLogCursor();
     const started = Date.now();
     const startNs = process.hrtime.bigint();
+    adoptOrphans();
     const child = spawn(helper, [...helperArgs, '--', command, ...args], {
       cwd: options.cwd,
       env,
@@ -365,7 +369,12 @@ export async function traceCommand(options: TraceOptions): Promise<TraceRun> {
       detached: true, // its own process group, so that a timeout kills every descendant
     });
     childPid = child.pid;
-    const watch = new ProcessTreeWatch(child.pid ?? -1, startNs, cgroup?.directory);
+    const watch = new ProcessTreeWatch(
+      child.pid ?? -1,
+      startNs,
+      cgroup?.directory,
+      recordDir !== undefined ? runMark(recordDir) : undefined,
+    );
     let killedByClipMem: number[] = [];
     // Who was alive when clip-mem killed the group: those it killed (a process that left the group lives on, in outlived).
     const killTree = () => {

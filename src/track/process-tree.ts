@@ -4,6 +4,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { isUnknown } from '../core/field';
+import { loadAddon } from '../core/native';
 import { readProcessStatus } from '../probe/proc';
 
 export interface ProcessSample {
@@ -61,6 +62,33 @@ function commandLine(pid: number): string | undefined {
   }
 }
 
+/** The mark a run's processes carry in their environment (inherited, tracked or not): its record directory. */
+export function runMark(recordDir: string): string {
+  return `\0CLIPMEM_RECORD_DIR=${recordDir}\0`;
+}
+
+/** True when the process's environment carries `mark` (false when gone or not ours to read). */
+export function carriesMark(pid: number, mark: string): boolean {
+  try {
+    return `\0${fs.readFileSync(`/proc/${pid}/environ`, 'latin1')}`.includes(mark);
+  } catch {
+    return false;
+  }
+}
+
+interface ChildrenAddon {
+  becomeChildSubreaper(): boolean;
+  reapChild(pid: number): boolean;
+}
+
+/**
+ * Makes this process the child subreaper of what it runs from now on (native/addon/children.cc): an orphan
+ * of a traced run becomes clip-mem's child instead of init's, so its exit status can still be read.
+ */
+export function adoptOrphans(): boolean {
+  return loadAddon<ChildrenAddon>().becomeChildSubreaper();
+}
+
 export class ProcessTreeWatch {
   readonly processes = new Map<number, WatchedProcess>();
   readonly combined: TreeSample[] = [];
@@ -76,7 +104,14 @@ export class ProcessTreeWatch {
     /** process.hrtime.bigint() when the run started (CLOCK_MONOTONIC, as the records' times). */
     private readonly startedNs: bigint,
     private readonly cgroupDirectory?: string,
+    /** The run's mark (runMark): an orphan handed to clip-mem that carries it joins the tree. */
+    private readonly mark?: string,
   ) {}
+
+  /** An orphan of this run, now clip-mem's child (adoptOrphans). */
+  private adopted(pid: number, ppid: number): boolean {
+    return ppid === process.pid && pid !== this.root && this.mark !== undefined && carriesMark(pid, this.mark);
+  }
 
   private now(): number {
     return Number(process.hrtime.bigint() - this.startedNs) / 1e6;
@@ -124,7 +159,7 @@ export class ProcessTreeWatch {
       inGroup.has(pid) ||
       (depth < 64 && parents.has(pid) && inTree(parents.get(pid)!, depth + 1));
     for (const [pid, ppid] of parents) {
-      if (!inTree(pid)) {
+      if (!inTree(pid) && !this.adopted(pid, ppid)) {
         this.foreign.add(pid);
         continue;
       }
@@ -142,6 +177,9 @@ export class ProcessTreeWatch {
         if (Number.isFinite(status))
           entry.zombieExit =
             status & 0x7f ? { code: null, signal: status & 0x7f } : { code: (status >> 8) & 0xff, signal: null };
+        // An orphan clip-mem adopted: read, now reaped (its own child, the root, is libuv's to reap).
+        if (Number(fields[1]) === process.pid && entry.pid !== this.root)
+          loadAddon<ChildrenAddon>().reapChild(entry.pid);
         continue;
       }
       entry.ppid = Number(fields[1]);
