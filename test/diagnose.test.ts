@@ -149,7 +149,26 @@ test('cgroup-oom-kill with the last state', (t) => {
 });
 
 test('host-oom-kill, js-heap, gpu-memory, not-memory, none', (t) => {
-  t.is(diagnose(run({ exit: { code: null, signal: 'SIGKILL' }, hostOomKills: 1 })).cause, 'host-oom-kill');
+  // The host-wide counter alone: "possibly" (unknown) without the kernel log, not-memory when the log is silent.
+  const possibly = diagnose(
+    run({ exit: { code: null, signal: 'SIGKILL' }, hostOomKills: 1, kernelLog: '/dev/kmsg: permission denied' }),
+  );
+  t.is(possibly.cause, 'unknown');
+  t.regex(
+    possibly.evidence[0]!,
+    /^killed by SIGKILL, possibly by the host's OOM killer: \/proc\/vmstat counted 1 OOM kill/,
+  );
+  t.is(diagnose(run({ exit: { code: null, signal: 'SIGKILL' }, hostOomKills: 1, oomKilled: [] })).cause, 'not-memory');
+  t.is(
+    diagnose(
+      run({
+        exit: { code: null, signal: 'SIGKILL' },
+        hostOomKills: 1,
+        oomKilled: [{ pid: 7, name: 'python3', main: true, rss: 2 ** 30, cgroup: '/', cgroupLimit: false }],
+      }),
+    ).cause,
+    'host-oom-kill',
+  );
   t.is(diagnose(run({ exit: { code: null, signal: 'SIGKILL' }, hostOomKills: 0 })).cause, 'not-memory');
   t.is(
     diagnose(run({ output: 'FATAL ERROR: Reached heap limit Allocation failed - JavaScript heap out of memory' }))

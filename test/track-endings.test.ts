@@ -11,9 +11,12 @@ import { repoRoot } from './helpers/paths';
 import { requireProgram } from './helpers/require-program';
 import { schemaErrors } from './helpers/schema';
 import { scratchDir } from './helpers/scratch';
+import { createChildCgroup, removeCgroup } from '../src/track/cgroup';
 
 const bin = path.join(repoRoot, 'bin', 'clip-mem.js');
 const cgroupMount = '/sys/fs/cgroup/memory';
+const python = '/usr/bin/python3';
+const MiB = 2 ** 20;
 /** Touches 200 MiB page by page: RSS grows with no allocation call, as a tensor being filled does. */
 const touch200 = 'b = bytearray(200 << 20)\nfor i in range(0, len(b), 4096): b[i] = 1';
 
@@ -115,6 +118,80 @@ test('the process itself OOM-killed: named by the kernel log, and its peaks are 
   t.true(p.heap! >= report.last!.heap && p.anon! >= report.last!.anon && p.file! >= report.last!.file);
   for (const s of report.timeline) {
     t.true(p.rss! >= s.rss && p.vmSize! >= s.vmSize && p.heap! >= s.heap && p.anon! >= s.anon && p.file! >= s.file);
+  }
+});
+
+/**
+ * Runs `clip-mem trace` inside a memory cgroup the test makes around it, as a scheduler or a container
+ * runtime would (under the test's own group, removed afterwards).
+ */
+function traceInsideCgroup(limit: number, command: string[]): Traced {
+  const outer = createChildCgroup(limit);
+  try {
+    const json = path.join(scratchDir('clipmem-endings-'), 'trace.json');
+    const result = spawnSync(
+      'sh',
+      [
+        '-c',
+        'echo $$ > "$0"; exec "$@"',
+        outer.procsFile,
+        process.execPath,
+        bin,
+        'trace',
+        '--json',
+        json,
+        '--',
+        ...command,
+      ],
+      { cwd: repoRoot, encoding: 'utf8', timeout: 120000 },
+    );
+    return { status: result.status, report: checked(json), stderr: result.stderr };
+  } finally {
+    removeCgroup(outer.directory);
+  }
+}
+
+test("inside a memory cgroup someone else made (a scheduler's stand-in): its OOM kill named with its path, never the host's", (t) => {
+  requireProgram(t, python, 'apt-get install python3');
+  const { status, report } = traceInsideCgroup(250 * MiB, [python, '-c', touch200.replace('200 << 20', '400 << 20')]);
+  t.is(status, 137);
+  t.is(report.diagnosis.cause, 'cgroup-oom-kill');
+  if (report.kernelLog !== undefined) return t.log(`kernel log unreadable: ${report.kernelLog}`);
+  t.regex(
+    report.diagnosis.evidence[0]!,
+    /^killed by the kernel OOM killer in cgroup \/.*clipmem-\d+-\d+ \(a memory cgroup this run did not make\)$/,
+  );
+});
+
+test("a program's own kill -9 while the OOM killer kills a process elsewhere on the host: not an OOM kill of it", async (t) => {
+  requireProgram(t, python, 'apt-get install python3');
+  // Elsewhere: a process outside the run, OOM-killed in a 50 MiB cgroup while the traced shell sleeps.
+  const elsewhere = createChildCgroup(50 * MiB);
+  try {
+    const json = path.join(scratchDir('clipmem-endings-'), 'trace.json');
+    const traced = spawn(process.execPath, [bin, 'trace', '--json', json, '--', 'sh', '-c', 'sleep 3; kill -9 $$'], {
+      cwd: repoRoot,
+      stdio: 'ignore',
+    });
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    const victim = spawnSync('sh', ['-c', 'echo $$ > "$0"; exec "$@"', elsewhere.procsFile, python, '-c', touch200]);
+    t.is(victim.signal, 'SIGKILL', 'the process elsewhere was OOM-killed');
+    await new Promise((resolve) => traced.once('exit', resolve));
+    const report = checked(json);
+    t.is(report.exit.signal, 'SIGKILL');
+    t.true(report.hostOomKills! >= 1, `host counter rose by ${report.hostOomKills}`);
+    if (report.kernelLog !== undefined) {
+      t.is(report.diagnosis.cause, 'unknown');
+      t.regex(report.diagnosis.evidence[0]!, /^killed by SIGKILL, possibly by the host's OOM killer/);
+      return;
+    }
+    t.is(report.diagnosis.cause, 'not-memory');
+    t.regex(
+      report.diagnosis.evidence[0]!,
+      /^killed by SIGKILL, but not by the OOM killer: the kernel log names no OOM kill of it, so another process sent the signal/,
+    );
+  } finally {
+    removeCgroup(elsewhere.directory);
   }
 });
 

@@ -569,13 +569,30 @@ function diagnoseEnding(input: DiagnosisInput): Diagnosis {
   }
   const slurmSaid = input.output && !ourKill ? slurmOutputSign(input.output) : undefined;
   if (slurmSaid) return slurmSaid;
-  // A kill clip-mem sent at the timeout is not the host's OOM killer, whatever else it killed meanwhile.
+  // The host-wide counter counts every OOM kill on the machine, in any cgroup, of any process: alone it is
+  // never proof that this one was killed (a kill clip-mem sent at the timeout is not the kernel's either).
   if (killed && !ourKill && (input.hostOomKills ?? 0) > 0) {
+    const counted = `/proc/vmstat counted ${input.hostOomKills} OOM kill(s) on this host during the run`;
+    const meanwhileOthers = others.length ? [`meanwhile ${othersKilled(others, input, '')}`.trimEnd()] : [];
+    if (input.kernelLog === undefined && victims.every((v) => v.main !== null)) {
+      // The kernel log names each process its OOM killer kills, and names none of this one.
+      evidence.push(
+        `${endingOf(exit)}, but not by the OOM killer: the kernel log names no OOM kill of it, so another process sent the signal (${counted}: of other processes)`,
+        ...meanwhileOthers,
+      );
+      if (last) evidence.push(last);
+      return { cause: 'not-memory', evidence };
+    }
     evidence.push(
-      `killed by SIGKILL while the host's OOM killer killed ${input.hostOomKills} process(es) (/proc/vmstat oom_kill)`,
+      `${endingOf(exit)}, possibly by the host's OOM killer: ${counted}, but ` +
+        (input.kernelLog
+          ? `the kernel log cannot say whose (${input.kernelLog})`
+          : "the kernel log's pids cannot be compared with this run's (another PID namespace)"),
+      ...meanwhileOthers,
+      'missing: the kernel log (/dev/kmsg, readable as root or with CAP_SYSLOG) naming the processes the OOM killer killed',
     );
     if (last) evidence.push(last);
-    return { cause: 'host-oom-kill', evidence };
+    return { cause: 'unknown', evidence };
   }
 
   if (
