@@ -1,6 +1,9 @@
 // CLIP ViT-B/32 on this machine, beside PyTorch's figures (../shared/clip/pytorch-anchor.md): load time
 // and peak RSS per load path, forward batch 2 per runtime, training step batch 2; then the goals as
 // ratios. Every measurement runs in its own child process, which reports its own VmHWM (peak RSS).
+// The forward and the training step run twice, side by side: with clip-mem's model children's huge pages
+// (src/core/huge-pages.ts) and with CLIPMEM_HUGE_PAGES=off, with the cost of touching fresh memory in the
+// same run (what their setup mostly is), and the setup goals (issue 16) as ratios.
 //
 //   npm run build:ts && nice node dist/scripts/bench-clip.js [--formats fp32,fp16,int8] [--skip tfjs,train] [--json]
 //
@@ -16,6 +19,7 @@ import { createOnnxClip, inferenceGraph, onnxruntime } from '../src/clip/onnx/ru
 import { createOnnxTrainer, DEFAULT_TRAINING_SEGMENTS } from '../src/clip/onnx/train';
 import { ElemType, Graph } from '../src/clip/onnx/graph';
 import { parseKbLines } from '../src/probe/proc';
+import { HUGE_PAGES_ENV, hugePageMallocEnv } from '../src/core/huge-pages';
 
 const MiB = 1024 * 1024;
 const BATCH = 2;
@@ -23,14 +27,28 @@ const PYTORCH = { construct: 813, forward: 834, train: 2891 }; // MiB, pytorch-a
 const PYTORCH_SECONDS = { construct: 1.7, forward: 12.3, train: 34.1 };
 
 type Kind =
-  'baseline' | 'load-mmap' | 'load-copy' | 'ort-forward' | 'tfjs-wasm-forward' | 'ort-train' | 'ort-train-1-segment';
+  | 'baseline'
+  | 'fresh-memory'
+  | 'load-mmap'
+  | 'load-copy'
+  | 'ort-forward'
+  | 'tfjs-wasm-forward'
+  | 'ort-train'
+  | 'ort-train-1-segment';
+
+/** Issue 16's goals: training setup (first step with setup - a later step) and the first forward with its session. */
+const SETUP_GOAL_SECONDS = { train: 2, forward: 0.35 };
+const FRESH_BYTES = 512 * MiB;
 
 interface Result {
   kind: Kind;
   format: WeightFormat;
+  /** Whether the child ran with glibc.malloc.hugetlb=1 (hugePageMallocEnv) or CLIPMEM_HUGE_PAGES=off. */
+  hugePages: boolean;
   seconds: number;
-  /** The child's VmHWM in bytes. */
+  /** The child's VmHWM and VmPeak in bytes. */
   peakRss: number;
+  peakVmSize?: number;
   bytesTouched?: number;
   /** Forward: multiply-add FLOPs of the batch, and the GFLOP/s of plain MatMuls of the same shapes. */
   flops?: number;
@@ -46,6 +64,7 @@ function status(field: string): number {
   return parseKbLines(fs.readFileSync('/proc/self/status', 'utf8')).get(field)!;
 }
 const peakRss = (): number => status('VmHWM');
+const peakVmSize = (): number => status('VmPeak');
 const residency = () => ({ rssFile: status('RssFile'), rssAnon: status('RssAnon') });
 
 const seconds = (start: bigint): number => Number(process.hrtime.bigint() - start) / 1e9;
@@ -108,9 +127,16 @@ async function plainMatmuls(shapes: Array<[number, number, number, number]>, thr
   };
 }
 
-async function child(kind: Kind, format: WeightFormat): Promise<Result> {
+async function child(kind: Kind, format: WeightFormat, hugePages: boolean): Promise<Result> {
   const threads = 2;
-  if (kind === 'baseline') return { kind, format, seconds: 0, peakRss: peakRss() };
+  if (kind === 'baseline') return { kind, format, hugePages, seconds: 0, peakRss: peakRss() };
+  if (kind === 'fresh-memory') {
+    // What a page of new memory costs here: the floor under any setup that allocates GiBs.
+    const start = process.hrtime.bigint();
+    const fresh = new Uint8Array(FRESH_BYTES);
+    for (let i = 0; i < fresh.length; i += 4096) fresh[i] = 1;
+    return { kind, format, hugePages, seconds: seconds(start), peakRss: peakRss(), bytesTouched: fresh.length };
+  }
   const model = resolveClipModel('vit-b-32', { format });
   const file = model.weightsFile;
   if (kind === 'load-mmap' || kind === 'load-copy') {
@@ -127,6 +153,7 @@ async function child(kind: Kind, format: WeightFormat): Promise<Result> {
     return {
       kind,
       format,
+      hugePages,
       seconds: took,
       peakRss: peakRss(),
       ...residency(),
@@ -167,7 +194,18 @@ async function child(kind: Kind, format: WeightFormat): Promise<Result> {
     await clip.close();
     await matmuls.release();
     const matmulGflops = flops / matmulBest / 1e9;
-    return { kind, format, seconds: best, firstSeconds, peakRss: peak, ...resident, flops, matmulGflops };
+    return {
+      kind,
+      format,
+      hugePages,
+      seconds: best,
+      firstSeconds,
+      peakRss: peak,
+      peakVmSize: peakVmSize(),
+      ...resident,
+      flops,
+      matmulGflops,
+    };
   }
   if (kind === 'tfjs-wasm-forward') {
     const { ClipTfjs } = await import('../src/clip/tfjs/model');
@@ -185,6 +223,7 @@ async function child(kind: Kind, format: WeightFormat): Promise<Result> {
     return {
       kind,
       format,
+      hugePages,
       seconds: seconds(start),
       firstSeconds,
       peakRss: peakRss(),
@@ -200,19 +239,31 @@ async function child(kind: Kind, format: WeightFormat): Promise<Result> {
   const firstSeconds = seconds(start);
   start = process.hrtime.bigint();
   await trainer.step(pixels, ids);
-  return { kind, format, seconds: seconds(start), firstSeconds, peakRss: peakRss(), ...residency() };
+  return {
+    kind,
+    format,
+    hugePages,
+    seconds: seconds(start),
+    firstSeconds,
+    peakRss: peakRss(),
+    peakVmSize: peakVmSize(),
+    ...residency(),
+  };
 }
 
-function runChild(kind: Kind, format: WeightFormat): Result {
-  const out = spawnSync(process.execPath, [__filename, '--child', kind, format], {
+function runChild(kind: Kind, format: WeightFormat, hugePages = true): Result {
+  const env = hugePages ? hugePageMallocEnv() : { ...process.env, [HUGE_PAGES_ENV]: 'off' };
+  const out = spawnSync(process.execPath, [__filename, '--child', kind, format, String(hugePages)], {
     encoding: 'utf8',
     maxBuffer: 1 << 24,
+    env,
   });
   const last = out.stdout.trim().split('\n').pop() ?? '';
   if (out.status !== 0 || !last.startsWith('{')) {
     return {
       kind,
       format,
+      hugePages,
       seconds: NaN,
       peakRss: NaN,
       note: `failed (exit ${out.status ?? out.signal}): ${out.stderr.trim().split('\n').slice(-3).join(' | ')}`,
@@ -228,7 +279,9 @@ const secs = (s: number | undefined): string => (s === undefined || Number.isNaN
 async function main(): Promise<void> {
   const args = process.argv.slice(2);
   if (args[0] === '--child') {
-    process.stdout.write(`${JSON.stringify(await child(args[1] as Kind, args[2] as WeightFormat))}\n`);
+    process.stdout.write(
+      `${JSON.stringify(await child(args[1] as Kind, args[2] as WeightFormat, args[3] === 'true'))}\n`,
+    );
     return;
   }
   const option = (name: string): string | undefined => {
@@ -248,20 +301,24 @@ async function main(): Promise<void> {
     resolveClipModel('vit-b-32', { format });
   }
   const results: Result[] = [];
-  const measure = (kind: Kind, format: WeightFormat): Result => {
-    log(`measuring ${kind} ${format}...`);
-    const r = runChild(kind, format);
+  const measure = (kind: Kind, format: WeightFormat, hugePages = true): Result => {
+    log(`measuring ${kind} ${format}${hugePages ? '' : ` (${HUGE_PAGES_ENV}=off)`}...`);
+    const r = runChild(kind, format, hugePages);
     results.push(r);
     return r;
   };
+  /** Without huge pages, then with them: the pairs the setup goals compare. */
+  const bothWays = (kind: Kind, format: WeightFormat) => [measure(kind, format, false), measure(kind, format)];
   const baseline = measure('baseline', 'fp32');
+  const fresh = bothWays('fresh-memory', 'fp32');
+  const setups: Result[][] = [];
   for (const format of formats) {
     measure('load-mmap', format);
     measure('load-copy', format);
-    measure('ort-forward', format);
+    setups.push(bothWays('ort-forward', format));
     if (!skip.has('tfjs') && format === 'fp32') measure('tfjs-wasm-forward', format);
     if (!skip.has('train') && format !== 'int8') {
-      measure('ort-train', format);
+      setups.push(bothWays('ort-train', format));
       measure('ort-train-1-segment', format);
     }
   }
@@ -287,6 +344,7 @@ async function main(): Promise<void> {
       rows.push(['node baseline', '-', '-', mib(r.peakRss), '-', '-', '-', '-']);
       continue;
     }
+    if (r.kind === 'fresh-memory') continue; // in the setup lines below
     let goal = '-';
     let ok: boolean | undefined;
     let pytorch = '-';
@@ -314,7 +372,7 @@ async function main(): Promise<void> {
       time = `${secs(r.seconds)} (first step, with setup: ${secs(r.firstSeconds)})`;
     }
     rows.push([
-      r.kind + (r.note ? ` (${r.note})` : ''),
+      r.kind + (r.hugePages ? '' : ', huge pages off') + (r.note ? ` (${r.note})` : ''),
       r.format,
       time,
       mib(r.peakRss),
@@ -335,6 +393,27 @@ async function main(): Promise<void> {
   log(
     `\nvit-b-32, batch ${BATCH}, 2 threads; peak RSS = the child's VmHWM. PyTorch: Debian torch 1.13.1, 1 thread, reference BLAS.`,
   );
+  log(`\nsetup (issue 16), each pair measured side by side in this run: ${HUGE_PAGES_ENV}=off -> on (the default)`);
+  const perGiB = (r: Result) => (r.seconds / r.bytesTouched!) * 1024 * MiB;
+  log(
+    `  touching fresh memory (${mib(FRESH_BYTES)}): ${perGiB(fresh[0]).toFixed(2)} -> ${perGiB(fresh[1]).toFixed(2)} s/GiB`,
+  );
+  for (const [off, on] of setups) {
+    const train = on.kind === 'ort-train';
+    // Training setup: what the first step costs beyond a later one (reading, graphs, sessions, first touches).
+    const setup = (r: Result) => (train ? r.firstSeconds! - r.seconds : r.firstSeconds!);
+    const goal = train ? SETUP_GOAL_SECONDS.train : SETUP_GOAL_SECONDS.forward;
+    const what = train ? 'training setup (first step with setup - second step)' : 'first forward with its sessions';
+    log(
+      `  ${on.format} ${what}: ${secs(setup(off))} -> ${secs(setup(on))}; goal <= ${goal} s: ` +
+        `${(setup(on) / goal).toFixed(2)}x of it, ${verdict(setup(on) <= goal)}`,
+    );
+    const ratio = (a?: number, b?: number) => (a && b ? (b / a).toFixed(3) : '-');
+    log(
+      `    peak RSS ${mib(off.peakRss)} -> ${mib(on.peakRss)} (x${ratio(off.peakRss, on.peakRss)}), ` +
+        `VmPeak ${mib(off.peakVmSize)} -> ${mib(on.peakVmSize)} (x${ratio(off.peakVmSize, on.peakVmSize)})`,
+    );
+  }
 }
 
 main().catch((error) => {
