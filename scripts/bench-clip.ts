@@ -1,9 +1,9 @@
 // CLIP ViT-B/32 on this machine, beside PyTorch's figures (../shared/clip/pytorch-anchor.md): load time
 // and peak RSS per load path, forward batch 2 per runtime, training step batch 2; then the goals as
 // ratios. Every measurement runs in its own child process, which reports its own VmHWM (peak RSS).
-// The forward and the training step run twice, side by side: with clip-mem's model children's huge pages
-// (src/core/huge-pages.ts) and with CLIPMEM_HUGE_PAGES=off, with the cost of touching fresh memory in the
-// same run (what their setup mostly is), and the setup goals (issue 16) as ratios.
+// Then the setup goals of issue 16 as ratios (the training step's setup, the first forward with its
+// sessions), the training setup's parts, and the cost of touching fresh memory measured in the same run:
+// what most of that setup is.
 //
 //   npm run build:ts && nice node dist/scripts/bench-clip.js [--formats fp32,fp16,int8] [--skip tfjs,train] [--json]
 //
@@ -16,10 +16,9 @@ import { resolveClipModel } from '../src/clip/checkpoint';
 import { WEIGHT_FORMATS, WeightFormat } from '../src/clip/config';
 import { loadSafetensors, readSafetensorsHeader } from '../src/clip/safetensors';
 import { createOnnxClip, inferenceGraph, onnxruntime } from '../src/clip/onnx/runtime';
-import { createOnnxTrainer, DEFAULT_TRAINING_SEGMENTS } from '../src/clip/onnx/train';
+import { buildTrainingModels, createOnnxTrainer, DEFAULT_TRAINING_SEGMENTS } from '../src/clip/onnx/train';
 import { ElemType, Graph } from '../src/clip/onnx/graph';
 import { parseKbLines } from '../src/probe/proc';
-import { HUGE_PAGES_ENV, hugePageMallocEnv } from '../src/core/huge-pages';
 
 const MiB = 1024 * 1024;
 const BATCH = 2;
@@ -43,8 +42,6 @@ const FRESH_BYTES = 512 * MiB;
 interface Result {
   kind: Kind;
   format: WeightFormat;
-  /** Whether the child ran with glibc.malloc.hugetlb=1 (hugePageMallocEnv) or CLIPMEM_HUGE_PAGES=off. */
-  hugePages: boolean;
   seconds: number;
   /** The child's VmHWM and VmPeak in bytes. */
   peakRss: number;
@@ -58,6 +55,11 @@ interface Result {
   rssFile?: number;
   rssAnon?: number;
   note?: string;
+  /** Training: createOnnxTrainer's seconds, the JS graph build's alone, and the minor faults and system CPU seconds of setup + first step. */
+  createSeconds?: number;
+  graphSeconds?: number;
+  faults?: number;
+  systemSeconds?: number;
 }
 
 function status(field: string): number {
@@ -127,15 +129,15 @@ async function plainMatmuls(shapes: Array<[number, number, number, number]>, thr
   };
 }
 
-async function child(kind: Kind, format: WeightFormat, hugePages: boolean): Promise<Result> {
+async function child(kind: Kind, format: WeightFormat): Promise<Result> {
   const threads = 2;
-  if (kind === 'baseline') return { kind, format, hugePages, seconds: 0, peakRss: peakRss() };
+  if (kind === 'baseline') return { kind, format, seconds: 0, peakRss: peakRss() };
   if (kind === 'fresh-memory') {
     // What a page of new memory costs here: the floor under any setup that allocates GiBs.
     const start = process.hrtime.bigint();
     const fresh = new Uint8Array(FRESH_BYTES);
     for (let i = 0; i < fresh.length; i += 4096) fresh[i] = 1;
-    return { kind, format, hugePages, seconds: seconds(start), peakRss: peakRss(), bytesTouched: fresh.length };
+    return { kind, format, seconds: seconds(start), peakRss: peakRss(), bytesTouched: fresh.length };
   }
   const model = resolveClipModel('vit-b-32', { format });
   const file = model.weightsFile;
@@ -153,7 +155,6 @@ async function child(kind: Kind, format: WeightFormat, hugePages: boolean): Prom
     return {
       kind,
       format,
-      hugePages,
       seconds: took,
       peakRss: peakRss(),
       ...residency(),
@@ -197,7 +198,6 @@ async function child(kind: Kind, format: WeightFormat, hugePages: boolean): Prom
     return {
       kind,
       format,
-      hugePages,
       seconds: best,
       firstSeconds,
       peakRss: peak,
@@ -223,7 +223,6 @@ async function child(kind: Kind, format: WeightFormat, hugePages: boolean): Prom
     return {
       kind,
       format,
-      hugePages,
       seconds: seconds(start),
       firstSeconds,
       peakRss: peakRss(),
@@ -232,17 +231,32 @@ async function child(kind: Kind, format: WeightFormat, hugePages: boolean): Prom
     };
   }
   // ort-train: the default backward segments; ort-train-1-segment: each tower's backward in one graph
-  let start = process.hrtime.bigint();
   const segments = kind === 'ort-train' ? DEFAULT_TRAINING_SEGMENTS : 1;
+  // The graphs alone, as createOnnxTrainer builds them (a first build, like the trainer's in a child).
+  let start = process.hrtime.bigint();
+  const shapes = new Map(
+    readSafetensorsHeader(file)
+      .entries.filter((e) => e.dtype !== 'I64')
+      .map((e) => [e.name, e.shape]),
+  );
+  buildTrainingModels(model.config, shapes, BATCH, seq, segments);
+  const graphSeconds = seconds(start);
+  const usage = process.resourceUsage();
+  start = process.hrtime.bigint();
   const trainer = await createOnnxTrainer(model, { batch: BATCH, threads, segments, adamw: { lr: 1e-5 } });
+  const createSeconds = seconds(start);
   await trainer.step(pixels, ids);
   const firstSeconds = seconds(start);
+  const after = process.resourceUsage();
   start = process.hrtime.bigint();
   await trainer.step(pixels, ids);
   return {
+    createSeconds,
+    graphSeconds,
+    faults: after.minorPageFault - usage.minorPageFault,
+    systemSeconds: (after.systemCPUTime - usage.systemCPUTime) / 1e6,
     kind,
     format,
-    hugePages,
     seconds: seconds(start),
     firstSeconds,
     peakRss: peakRss(),
@@ -251,19 +265,16 @@ async function child(kind: Kind, format: WeightFormat, hugePages: boolean): Prom
   };
 }
 
-function runChild(kind: Kind, format: WeightFormat, hugePages = true): Result {
-  const env = hugePages ? hugePageMallocEnv() : { ...process.env, [HUGE_PAGES_ENV]: 'off' };
-  const out = spawnSync(process.execPath, [__filename, '--child', kind, format, String(hugePages)], {
+function runChild(kind: Kind, format: WeightFormat): Result {
+  const out = spawnSync(process.execPath, [__filename, '--child', kind, format], {
     encoding: 'utf8',
     maxBuffer: 1 << 24,
-    env,
   });
   const last = out.stdout.trim().split('\n').pop() ?? '';
   if (out.status !== 0 || !last.startsWith('{')) {
     return {
       kind,
       format,
-      hugePages,
       seconds: NaN,
       peakRss: NaN,
       note: `failed (exit ${out.status ?? out.signal}): ${out.stderr.trim().split('\n').slice(-3).join(' | ')}`,
@@ -279,9 +290,7 @@ const secs = (s: number | undefined): string => (s === undefined || Number.isNaN
 async function main(): Promise<void> {
   const args = process.argv.slice(2);
   if (args[0] === '--child') {
-    process.stdout.write(
-      `${JSON.stringify(await child(args[1] as Kind, args[2] as WeightFormat, args[3] === 'true'))}\n`,
-    );
+    process.stdout.write(`${JSON.stringify(await child(args[1] as Kind, args[2] as WeightFormat))}\n`);
     return;
   }
   const option = (name: string): string | undefined => {
@@ -301,24 +310,22 @@ async function main(): Promise<void> {
     resolveClipModel('vit-b-32', { format });
   }
   const results: Result[] = [];
-  const measure = (kind: Kind, format: WeightFormat, hugePages = true): Result => {
-    log(`measuring ${kind} ${format}${hugePages ? '' : ` (${HUGE_PAGES_ENV}=off)`}...`);
-    const r = runChild(kind, format, hugePages);
+  const measure = (kind: Kind, format: WeightFormat): Result => {
+    log(`measuring ${kind} ${format}...`);
+    const r = runChild(kind, format);
     results.push(r);
     return r;
   };
-  /** Without huge pages, then with them: the pairs the setup goals compare. */
-  const bothWays = (kind: Kind, format: WeightFormat) => [measure(kind, format, false), measure(kind, format)];
   const baseline = measure('baseline', 'fp32');
-  const fresh = bothWays('fresh-memory', 'fp32');
-  const setups: Result[][] = [];
+  const fresh = measure('fresh-memory', 'fp32');
+  const setups: Result[] = [];
   for (const format of formats) {
     measure('load-mmap', format);
     measure('load-copy', format);
-    setups.push(bothWays('ort-forward', format));
+    setups.push(measure('ort-forward', format));
     if (!skip.has('tfjs') && format === 'fp32') measure('tfjs-wasm-forward', format);
     if (!skip.has('train') && format !== 'int8') {
-      setups.push(bothWays('ort-train', format));
+      setups.push(measure('ort-train', format));
       measure('ort-train-1-segment', format);
     }
   }
@@ -372,7 +379,7 @@ async function main(): Promise<void> {
       time = `${secs(r.seconds)} (first step, with setup: ${secs(r.firstSeconds)})`;
     }
     rows.push([
-      r.kind + (r.hugePages ? '' : ', huge pages off') + (r.note ? ` (${r.note})` : ''),
+      r.kind + (r.note ? ` (${r.note})` : ''),
       r.format,
       time,
       mib(r.peakRss),
@@ -393,25 +400,25 @@ async function main(): Promise<void> {
   log(
     `\nvit-b-32, batch ${BATCH}, 2 threads; peak RSS = the child's VmHWM. PyTorch: Debian torch 1.13.1, 1 thread, reference BLAS.`,
   );
-  log(`\nsetup (issue 16), each pair measured side by side in this run: ${HUGE_PAGES_ENV}=off -> on (the default)`);
-  const perGiB = (r: Result) => (r.seconds / r.bytesTouched!) * 1024 * MiB;
-  log(
-    `  touching fresh memory (${mib(FRESH_BYTES)}): ${perGiB(fresh[0]).toFixed(2)} -> ${perGiB(fresh[1]).toFixed(2)} s/GiB`,
-  );
-  for (const [off, on] of setups) {
-    const train = on.kind === 'ort-train';
+  const perGiB = (fresh.seconds / fresh.bytesTouched!) * 1024 * MiB;
+  log(`\nsetup (issue 16); touching fresh memory here: ${perGiB.toFixed(2)} s/GiB (${mib(FRESH_BYTES)} in a child)`);
+  for (const r of setups) {
+    const train = r.kind === 'ort-train';
     // Training setup: what the first step costs beyond a later one (reading, graphs, sessions, first touches).
-    const setup = (r: Result) => (train ? r.firstSeconds! - r.seconds : r.firstSeconds!);
+    const setup = train ? r.firstSeconds! - r.seconds : r.firstSeconds!;
     const goal = train ? SETUP_GOAL_SECONDS.train : SETUP_GOAL_SECONDS.forward;
     const what = train ? 'training setup (first step with setup - second step)' : 'first forward with its sessions';
     log(
-      `  ${on.format} ${what}: ${secs(setup(off))} -> ${secs(setup(on))}; goal <= ${goal} s: ` +
-        `${(setup(on) / goal).toFixed(2)}x of it, ${verdict(setup(on) <= goal)}`,
+      `  ${r.format} ${what}: ${secs(setup)}; goal <= ${goal} s: ${(setup / goal).toFixed(2)}x of it, ${verdict(setup <= goal)}`,
     );
-    const ratio = (a?: number, b?: number) => (a && b ? (b / a).toFixed(3) : '-');
+    if (!train || r.rssAnon === undefined) continue;
     log(
-      `    peak RSS ${mib(off.peakRss)} -> ${mib(on.peakRss)} (x${ratio(off.peakRss, on.peakRss)}), ` +
-        `VmPeak ${mib(off.peakVmSize)} -> ${mib(on.peakVmSize)} (x${ratio(off.peakVmSize, on.peakVmSize)})`,
+      `    createOnnxTrainer ${secs(r.createSeconds)} (of which the JS graph build alone: ${secs(r.graphSeconds)}), ` +
+        `the first step ${secs(r.firstSeconds! - r.createSeconds!)} against ${secs(r.seconds)} for the second`,
+    );
+    log(
+      `    ${r.faults} page faults and ${secs(r.systemSeconds)} of system CPU in setup + first step; ` +
+        `${mib(r.rssAnon)} of anonymous memory at the end x ${perGiB.toFixed(2)} s/GiB = ${secs((r.rssAnon / 1024 / MiB) * perGiB)} just to touch it`,
     );
   }
 }

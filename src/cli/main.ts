@@ -10,7 +10,6 @@ import { runCommand } from './commands/run';
 import { slurmCommand } from './commands/slurm';
 import { traceCommandModule } from './commands/trace';
 import { nativeDescription, toolVersion } from '../core/native';
-import { HUGE_PAGES_ENV, hugePageMallocEnv } from '../core/huge-pages';
 
 // Each command declares its own argument type; the list holds them all.
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -130,9 +129,7 @@ export async function main(argv: string[]): Promise<void> {
   let args: string[];
   try {
     args = joinDashValues(renameOldOptions(argv));
-    hugePageMallocEnv(); // a bad CLIPMEM_HUGE_PAGES is refused before any child runs
   } catch (error) {
-    if (error instanceof Error && error.message.startsWith(HUGE_PAGES_ENV)) usageFailure(error.message);
     if (error instanceof UsageError) usageFailure(error.message);
     throw error;
   }

@@ -10,7 +10,6 @@ import type { WeightFormat } from '../clip/config';
 import { diagnose } from '../diagnose';
 import { diagnosisInput } from '../diagnose/input';
 import type { Limits } from '../core/limits';
-import { hugePageMallocEnv } from '../core/huge-pages';
 import type { Cause } from '../diagnose';
 import type { Optimizer } from '../estimate/model';
 import {
@@ -139,11 +138,7 @@ export async function runTrainStep(request: TrainStepRunRequest): Promise<TrainS
       command: [process.execPath, path.join(__dirname, '..', 'estimate', 'train-child.js')],
       limits,
       timeoutMs: 600_000,
-      env: {
-        ...hugePageMallocEnv(),
-        [TRAIN_REQUEST_ENV]: JSON.stringify(childRequest),
-        [TRAIN_RESULT_ENV]: resultFile,
-      },
+      env: { ...process.env, [TRAIN_REQUEST_ENV]: JSON.stringify(childRequest), [TRAIN_RESULT_ENV]: resultFile },
     });
     if (run.stoppedBy) throw new Error(`stopped by ${run.stoppedBy} during the ${optimizer} training step`);
     const report = fs.existsSync(resultFile)

@@ -7,7 +7,6 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { readCgroups } from '../probe/cgroup';
 import { known, type Limit } from '../core/field';
-import { hugePageMallocEnv } from '../core/huge-pages';
 import { probeAddon } from '../probe/native';
 import { pageCacheBytes, readHostMemory } from '../probe/proc';
 import type {
@@ -147,12 +146,7 @@ async function runOne(
     command: [process.execPath, path.join(__dirname, '..', 'scenarios', 'child.js')],
     limits: options.limits,
     timeoutMs: options.timeoutMs,
-    env: {
-      // The model scenarios fault in GiBs of fresh memory: 2 MiB at a time (core/huge-pages.ts).
-      ...(catalogEntry(name).runtimes === 'onnxruntime-or-tfjs' ? hugePageMallocEnv() : process.env),
-      [CHILD_REQUEST_ENV]: JSON.stringify(childRequest),
-      [CHILD_RESULT_ENV]: resultFile,
-    },
+    env: { ...process.env, [CHILD_REQUEST_ENV]: JSON.stringify(childRequest), [CHILD_RESULT_ENV]: resultFile },
     pollMs: SAMPLE_MS,
     onRecord: (record) => {
       const last = record.timeline[record.timeline.length - 1];
