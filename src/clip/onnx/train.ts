@@ -236,7 +236,7 @@ function widenTable(dtype: 'F16' | 'BF16'): Float32Array {
  * One float32 array per name, all views of a single buffer. Most of a training step's setup is the kernel
  * faulting in this fresh memory 4 KiB at a time (docs/benchmarks.md, setup); one block is what a huge-page
  * allocation can take whole: in an experiment with glibc's glibc.malloc.hugetlb=1, the step's faults fell
- * from ~180k with one array per tensor to ~14k.
+ * from ~180k with one array per tensor to ~15k.
  */
 function parameterViews(lengths: ReadonlyMap<string, number>): Map<string, Float32Array> {
   let total = 0;
