@@ -1,6 +1,9 @@
 // CLIP ViT-B/32 on this machine, beside PyTorch's figures (../shared/clip/pytorch-anchor.md): load time
 // and peak RSS per load path, forward batch 2 per runtime, training step batch 2; then the goals as
 // ratios. Every measurement runs in its own child process, which reports its own VmHWM (peak RSS).
+// Then the setup goals of issue 16 as ratios (the training step's setup, the first forward with its
+// sessions), the training setup's parts, and the cost of touching fresh memory measured in the same run:
+// what most of that setup is.
 //
 //   npm run build:ts && nice node dist/scripts/bench-clip.js [--formats fp32,fp16,int8] [--skip tfjs,train] [--json]
 //
@@ -13,7 +16,7 @@ import { resolveClipModel } from '../src/clip/checkpoint';
 import { WEIGHT_FORMATS, WeightFormat } from '../src/clip/config';
 import { loadSafetensors, readSafetensorsHeader } from '../src/clip/safetensors';
 import { createOnnxClip, inferenceGraph, onnxruntime } from '../src/clip/onnx/runtime';
-import { createOnnxTrainer, DEFAULT_TRAINING_SEGMENTS } from '../src/clip/onnx/train';
+import { buildTrainingModels, createOnnxTrainer, DEFAULT_TRAINING_SEGMENTS } from '../src/clip/onnx/train';
 import { ElemType, Graph } from '../src/clip/onnx/graph';
 import { parseKbLines } from '../src/probe/proc';
 
@@ -23,14 +26,26 @@ const PYTORCH = { construct: 813, forward: 834, train: 2891 }; // MiB, pytorch-a
 const PYTORCH_SECONDS = { construct: 1.7, forward: 12.3, train: 34.1 };
 
 type Kind =
-  'baseline' | 'load-mmap' | 'load-copy' | 'ort-forward' | 'tfjs-wasm-forward' | 'ort-train' | 'ort-train-1-segment';
+  | 'baseline'
+  | 'fresh-memory'
+  | 'load-mmap'
+  | 'load-copy'
+  | 'ort-forward'
+  | 'tfjs-wasm-forward'
+  | 'ort-train'
+  | 'ort-train-1-segment';
+
+/** Issue 16's goals: training setup (first step with setup - a later step) and the first forward with its session. */
+const SETUP_GOAL_SECONDS = { train: 2, forward: 0.35 };
+const FRESH_BYTES = 512 * MiB;
 
 interface Result {
   kind: Kind;
   format: WeightFormat;
   seconds: number;
-  /** The child's VmHWM in bytes. */
+  /** The child's VmHWM and VmPeak in bytes. */
   peakRss: number;
+  peakVmSize?: number;
   bytesTouched?: number;
   /** Forward: multiply-add FLOPs of the batch, and the GFLOP/s of plain MatMuls of the same shapes. */
   flops?: number;
@@ -40,12 +55,18 @@ interface Result {
   rssFile?: number;
   rssAnon?: number;
   note?: string;
+  /** Training: createOnnxTrainer's seconds, the JS graph build's alone, and the minor faults and system CPU seconds of setup + first step. */
+  createSeconds?: number;
+  graphSeconds?: number;
+  faults?: number;
+  systemSeconds?: number;
 }
 
 function status(field: string): number {
   return parseKbLines(fs.readFileSync('/proc/self/status', 'utf8')).get(field)!;
 }
 const peakRss = (): number => status('VmHWM');
+const peakVmSize = (): number => status('VmPeak');
 const residency = () => ({ rssFile: status('RssFile'), rssAnon: status('RssAnon') });
 
 const seconds = (start: bigint): number => Number(process.hrtime.bigint() - start) / 1e9;
@@ -111,6 +132,13 @@ async function plainMatmuls(shapes: Array<[number, number, number, number]>, thr
 async function child(kind: Kind, format: WeightFormat): Promise<Result> {
   const threads = 2;
   if (kind === 'baseline') return { kind, format, seconds: 0, peakRss: peakRss() };
+  if (kind === 'fresh-memory') {
+    // What a page of new memory costs here: the floor under any setup that allocates GiBs.
+    const start = process.hrtime.bigint();
+    const fresh = new Uint8Array(FRESH_BYTES);
+    for (let i = 0; i < fresh.length; i += 4096) fresh[i] = 1;
+    return { kind, format, seconds: seconds(start), peakRss: peakRss(), bytesTouched: fresh.length };
+  }
   const model = resolveClipModel('vit-b-32', { format });
   const file = model.weightsFile;
   if (kind === 'load-mmap' || kind === 'load-copy') {
@@ -167,7 +195,17 @@ async function child(kind: Kind, format: WeightFormat): Promise<Result> {
     await clip.close();
     await matmuls.release();
     const matmulGflops = flops / matmulBest / 1e9;
-    return { kind, format, seconds: best, firstSeconds, peakRss: peak, ...resident, flops, matmulGflops };
+    return {
+      kind,
+      format,
+      seconds: best,
+      firstSeconds,
+      peakRss: peak,
+      peakVmSize: peakVmSize(),
+      ...resident,
+      flops,
+      matmulGflops,
+    };
   }
   if (kind === 'tfjs-wasm-forward') {
     const { ClipTfjs } = await import('../src/clip/tfjs/model');
@@ -193,14 +231,38 @@ async function child(kind: Kind, format: WeightFormat): Promise<Result> {
     };
   }
   // ort-train: the default backward segments; ort-train-1-segment: each tower's backward in one graph
-  let start = process.hrtime.bigint();
   const segments = kind === 'ort-train' ? DEFAULT_TRAINING_SEGMENTS : 1;
+  // The graphs alone, as createOnnxTrainer builds them (a first build, like the trainer's in a child).
+  let start = process.hrtime.bigint();
+  const shapes = new Map(
+    readSafetensorsHeader(file)
+      .entries.filter((e) => e.dtype !== 'I64')
+      .map((e) => [e.name, e.shape]),
+  );
+  buildTrainingModels(model.config, shapes, BATCH, seq, segments);
+  const graphSeconds = seconds(start);
+  const usage = process.resourceUsage();
+  start = process.hrtime.bigint();
   const trainer = await createOnnxTrainer(model, { batch: BATCH, threads, segments, adamw: { lr: 1e-5 } });
+  const createSeconds = seconds(start);
   await trainer.step(pixels, ids);
   const firstSeconds = seconds(start);
+  const after = process.resourceUsage();
   start = process.hrtime.bigint();
   await trainer.step(pixels, ids);
-  return { kind, format, seconds: seconds(start), firstSeconds, peakRss: peakRss(), ...residency() };
+  return {
+    createSeconds,
+    graphSeconds,
+    faults: after.minorPageFault - usage.minorPageFault,
+    systemSeconds: (after.systemCPUTime - usage.systemCPUTime) / 1e6,
+    kind,
+    format,
+    seconds: seconds(start),
+    firstSeconds,
+    peakRss: peakRss(),
+    peakVmSize: peakVmSize(),
+    ...residency(),
+  };
 }
 
 function runChild(kind: Kind, format: WeightFormat): Result {
@@ -255,13 +317,15 @@ async function main(): Promise<void> {
     return r;
   };
   const baseline = measure('baseline', 'fp32');
+  const fresh = measure('fresh-memory', 'fp32');
+  const setups: Result[] = [];
   for (const format of formats) {
     measure('load-mmap', format);
     measure('load-copy', format);
-    measure('ort-forward', format);
+    setups.push(measure('ort-forward', format));
     if (!skip.has('tfjs') && format === 'fp32') measure('tfjs-wasm-forward', format);
     if (!skip.has('train') && format !== 'int8') {
-      measure('ort-train', format);
+      setups.push(measure('ort-train', format));
       measure('ort-train-1-segment', format);
     }
   }
@@ -287,6 +351,7 @@ async function main(): Promise<void> {
       rows.push(['node baseline', '-', '-', mib(r.peakRss), '-', '-', '-', '-']);
       continue;
     }
+    if (r.kind === 'fresh-memory') continue; // in the setup lines below
     let goal = '-';
     let ok: boolean | undefined;
     let pytorch = '-';
@@ -335,6 +400,27 @@ async function main(): Promise<void> {
   log(
     `\nvit-b-32, batch ${BATCH}, 2 threads; peak RSS = the child's VmHWM. PyTorch: Debian torch 1.13.1, 1 thread, reference BLAS.`,
   );
+  const perGiB = (fresh.seconds / fresh.bytesTouched!) * 1024 * MiB;
+  log(`\nsetup (issue 16); touching fresh memory here: ${perGiB.toFixed(2)} s/GiB (${mib(FRESH_BYTES)} in a child)`);
+  for (const r of setups) {
+    const train = r.kind === 'ort-train';
+    // Training setup: what the first step costs beyond a later one (reading, graphs, sessions, first touches).
+    const setup = train ? r.firstSeconds! - r.seconds : r.firstSeconds!;
+    const goal = train ? SETUP_GOAL_SECONDS.train : SETUP_GOAL_SECONDS.forward;
+    const what = train ? 'training setup (first step with setup - second step)' : 'first forward with its sessions';
+    log(
+      `  ${r.format} ${what}: ${secs(setup)}; goal <= ${goal} s: ${(setup / goal).toFixed(2)}x of it, ${verdict(setup <= goal)}`,
+    );
+    if (!train || r.rssAnon === undefined) continue;
+    log(
+      `    createOnnxTrainer ${secs(r.createSeconds)} (of which the JS graph build alone: ${secs(r.graphSeconds)}), ` +
+        `the first step ${secs(r.firstSeconds! - r.createSeconds!)} against ${secs(r.seconds)} for the second`,
+    );
+    log(
+      `    ${r.faults} page faults and ${secs(r.systemSeconds)} of system CPU in setup + first step; ` +
+        `${mib(r.rssAnon)} of anonymous memory at the end x ${perGiB.toFixed(2)} s/GiB = ${secs((r.rssAnon / 1024 / MiB) * perGiB)} just to touch it`,
+    );
+  }
 }
 
 main().catch((error) => {

@@ -1,9 +1,10 @@
 // `clip-mem fit -- <command>`: how many runs and how much wall time the proof of a limit takes, beside the
 // search's bound (ceil(log2(range / step)) + 1, plus the top of the range and the repeat of the boundary),
 // for a C program committing 64 MiB (--for data), Debian's PyTorch building CLIP ViT-B/32 (--for as, mem)
-// and clip-mem's own CLIP training step on the tiny model (--for mem).
+// and clip-mem's own CLIP training step on the tiny model (--for mem); then `fit --verify --limit-mem 1500M
+// --phase train` (vit-b-32 training children under a cgroup) beside issue 16's goal of 60 s.
 //
-//   npm run build:ts && nice node dist/scripts/bench-fit.js [--skip pytorch,clip-train]
+//   npm run build:ts && nice node dist/scripts/bench-fit.js [--skip pytorch,clip-train,verify]
 import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
 import { formatBytes } from '../src/core/units';
@@ -62,5 +63,22 @@ for (const c of cases) {
       String(fit.free.length + fit.maxRuns + 3).padStart(7) +
       seconds.toFixed(1).padStart(9) +
       `  ${limit}`,
+  );
+}
+
+// The CLIP search's proof: training children at the batches the search picks, each under the cgroup limit.
+const VERIFY_GOAL_SECONDS = 60;
+if (!skip.has('verify')) {
+  const started = performance.now();
+  const result = spawnSync(
+    process.execPath,
+    [bin, 'fit', '--limit-mem', '1500M', '--phase', 'train', '--verify', '--json', '-'],
+    { encoding: 'utf8', maxBuffer: 64 << 20 },
+  );
+  const seconds = (performance.now() - started) / 1000;
+  const runs = result.status === 0 ? (JSON.parse(result.stdout).verification?.runs?.length ?? '?') : '?';
+  console.log(
+    `\nfit --verify --limit-mem 1500M --phase train: ${seconds.toFixed(1)} s, ${runs} training runs (exit ${result.status}); ` +
+      `goal <= ${VERIFY_GOAL_SECONDS} s: ${(seconds / VERIFY_GOAL_SECONDS).toFixed(2)}x of it, ${seconds <= VERIFY_GOAL_SECONDS ? 'met' : 'NOT met'}`,
   );
 }

@@ -291,6 +291,27 @@ test('training widens an fp16 checkpoint to exactly its float32 values and refus
   });
 });
 
+test('training reads fp32 parameters exactly, as back-to-back views of one buffer (one block to fault in)', async (t) => {
+  const config = presetConfig('tiny');
+  const { file } = ensureSyntheticCheckpoint({
+    config: 'tiny',
+    format: 'fp32',
+    cacheDir: scratchDir('clip-onnx-views-'),
+  });
+  const trainer = await createOnnxTrainer({ config, weightsFile: file }, { batch: 3, threads: 1 });
+  const stored = loadSafetensors(file, { mode: 'copy' }).tensors;
+  const views = [...trainer.params.values()];
+  t.is(new Set(views.map((v) => v.buffer)).size, 1);
+  let next = 0;
+  for (const v of views) {
+    t.is(v.byteOffset, next); // no gap, no overlap
+    next += v.byteLength;
+  }
+  t.is(next, views[0].buffer.byteLength);
+  for (const [name, values] of trainer.params) t.deepEqual(values, toFloat32(stored.get(name)!), name);
+  await trainer.close();
+});
+
 test('segmented backward (middle segments included) gives the same gradients as one graph per tower', async (t) => {
   const dir = scratchDir('clip-onnx-segments-');
   const tiny = presetConfig('tiny');

@@ -233,30 +233,58 @@ function widenTable(dtype: 'F16' | 'BF16'): Float32Array {
 }
 
 /**
- * Every parameter as float32, read by copy. F32 tensors are read straight into their arrays; F16 and BF16
- * go through one reused buffer, so widening an fp16 checkpoint leaves no garbage of its size behind.
+ * One float32 array per name, all views of a single buffer. Most of a training step's setup is the kernel
+ * faulting in this fresh memory 4 KiB at a time (docs/benchmarks.md, setup); one block is what a huge-page
+ * allocation can take whole: in an experiment with glibc's glibc.malloc.hugetlb=1, the step's faults fell
+ * from ~180k with one array per tensor to ~15k.
+ */
+function parameterViews(lengths: ReadonlyMap<string, number>): Map<string, Float32Array> {
+  let total = 0;
+  for (const length of lengths.values()) total += length;
+  const buffer = new Float32Array(total);
+  const views = new Map<string, Float32Array>();
+  let at = 0;
+  for (const [name, length] of lengths) {
+    views.set(name, buffer.subarray(at, at + length));
+    at += length;
+  }
+  return views;
+}
+
+/**
+ * Every parameter as float32, read by copy, as views of one buffer (`parameterViews`). F32 tensors are
+ * read straight into their views; F16 and BF16 go through one reused buffer, so widening an fp16
+ * checkpoint leaves no garbage of its size behind.
  */
 function readFloat32Params(file: string): {
   params: Map<string, Float32Array>;
   shapes: Map<string, readonly number[]>;
 } {
   const header = readSafetensorsHeader(file);
-  const params = new Map<string, Float32Array>();
+  const entries = header.entries.filter((entry) => entry.dtype !== 'I64'); // position_ids buffers: not parameters
   const shapes = new Map<string, readonly number[]>();
+  for (const entry of entries) {
+    if (entry.dtype !== 'F32' && entry.dtype !== 'F16' && entry.dtype !== 'BF16') {
+      throw new Error(
+        `${file}: tensor ${entry.name} is ${entry.dtype}; training reads F32, F16 or BF16 weights (not int8 weight-only)`,
+      );
+    }
+    shapes.set(entry.name, entry.shape);
+  }
+  const params = parameterViews(
+    new Map(entries.map((entry) => [entry.name, entry.bytes / DTYPE_BYTES[entry.dtype as 'F32' | 'F16' | 'BF16']])),
+  );
   const fd = fs.openSync(file, 'r');
   try {
     let scratch = new Uint8Array(0);
-    for (const entry of header.entries) {
-      if (entry.dtype === 'I64') continue; // position_ids buffers: not parameters
-      if (entry.dtype !== 'F32' && entry.dtype !== 'F16' && entry.dtype !== 'BF16') {
-        throw new Error(
-          `${file}: tensor ${entry.name} is ${entry.dtype}; training reads F32, F16 or BF16 weights (not int8 weight-only)`,
-        );
-      }
-      const numel = entry.bytes / DTYPE_BYTES[entry.dtype];
-      const values = new Float32Array(numel);
+    for (const entry of entries) {
+      const values = params.get(entry.name)!;
+      const numel = values.length;
       if (entry.dtype !== 'F32' && scratch.length < entry.bytes) scratch = new Uint8Array(entry.bytes);
-      const target = entry.dtype === 'F32' ? new Uint8Array(values.buffer) : scratch.subarray(0, entry.bytes);
+      const target =
+        entry.dtype === 'F32'
+          ? new Uint8Array(values.buffer, values.byteOffset, values.byteLength)
+          : scratch.subarray(0, entry.bytes);
       for (let done = 0; done < entry.bytes;) {
         const n = fs.readSync(fd, target, done, entry.bytes - done, header.dataOffset + entry.begin + done);
         if (n === 0) throw new Error(`${file}: tensor ${entry.name}: the file ends inside its data`);
@@ -264,11 +292,9 @@ function readFloat32Params(file: string): {
       }
       if (entry.dtype !== 'F32') {
         const bits = new Uint16Array(scratch.buffer, 0, numel);
-        const table = widenTable(entry.dtype);
+        const table = widenTable(entry.dtype as 'F16' | 'BF16');
         for (let i = 0; i < numel; i++) values[i] = table[bits[i]];
       }
-      params.set(entry.name, values);
-      shapes.set(entry.name, entry.shape);
     }
   } finally {
     fs.closeSync(fd);
@@ -338,9 +364,11 @@ export async function createOnnxTrainer(model: ClipModelSpec, options: OnnxTrain
   let steps = 0;
   const adamwUpdate = (name: string, g: Float32Array): void => {
     const p = params.get(name)!;
-    moments ??= new Map(
-      [...params].map(([n, q]) => [n, { m: new Float32Array(q.length), v: new Float32Array(q.length) }]),
-    );
+    if (!moments) {
+      const lengths = new Map([...params].map(([n, q]) => [n, q.length]));
+      const [first, second] = [parameterViews(lengths), parameterViews(lengths)];
+      moments = new Map([...params.keys()].map((n) => [n, { m: first.get(n)!, v: second.get(n)! }]));
+    }
     const { m, v: s } = moments.get(name)!;
     const { lr, beta1, beta2, eps, weightDecay } = adamw;
     const t = steps + 1;
