@@ -7,10 +7,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { resolveClipModel } from '../clip/checkpoint';
 import type { WeightFormat } from '../clip/config';
-import { diagnose } from '../diagnose';
-import { diagnosisInput } from '../diagnose/input';
 import type { Limits } from '../core/limits';
 import type { Cause } from '../diagnose';
+import { buildTraceReport } from '../report/trace-report';
 import type { Optimizer } from '../estimate/model';
 import {
   TRAIN_REQUEST_ENV,
@@ -146,7 +145,8 @@ export async function runTrainStep(request: TrainStepRunRequest): Promise<TrainS
       : null;
     const passed = run.exit.code === 0 && report !== null;
     const record = run.record;
-    const diagnosis = diagnose(diagnosisInput(run));
+    // The one path from a traced run to its diagnosis (the holders of the live heap included), as trace's.
+    const diagnosis = buildTraceReport(run).diagnosis;
     const tracked = (v: number | undefined) => (v !== undefined && v > 0 ? v : null);
     return {
       passed,
