@@ -222,6 +222,54 @@ test.serial("run --slurm --mem 400M clip-train: the suite in a job, clip-train's
   t.regex(run.stdout, /0 passed, 1 failed/);
 });
 
+test.serial(
+  'run --slurm --nodes 1: a run per node, each writing its own results, and the cluster report side by side',
+  (t) => {
+    requireSlurm(t);
+    const dir = scratchDir('clipmem-slurm-');
+    const args = [
+      'run',
+      '--slurm',
+      '--nodes',
+      '1',
+      'clip-load',
+      '--model',
+      'tiny',
+      '--json',
+      path.join(dir, 'run.jsonl'),
+    ];
+    const run = spawnSync(process.execPath, [bin, ...args], { cwd: repoRoot, encoding: 'utf8', timeout: 180_000 });
+    t.is(run.status, 0, run.stderr);
+    const node = os.hostname().split('.')[0]!;
+    const jobId = new RegExp(`^clip-mem run --slurm: in Slurm job (\\d+) on ${node}$`, 'm').exec(run.stderr)?.[1];
+    t.truthy(jobId, run.stderr);
+    jobIds.push(jobId!);
+    // Each node's results under its own name; the report reads them back.
+    const file = path.join(dir, `run.${node}.jsonl`);
+    const lines = fs
+      .readFileSync(file, 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .map((line) => JSON.parse(line));
+    t.is(lines.find((l) => l.kind === 'scenario').status, 'passed');
+    t.regex(
+      run.stdout,
+      new RegExp(
+        `^clip-mem run --slurm: cluster report, Slurm job ${jobId}, 1 node\\(s\\)\\n` +
+          ` {2}node +RLIMIT_AS +cgroup memory +run +clip-load\\n` +
+          ` {2}${node} +unlimited +\\S+( \\w+)? +1 passed, 0 failed +passed\\n {2}${node}: ${file.replace(/[.]/g, '\\.')}\\n$`,
+        'm',
+      ),
+    );
+    // More nodes than the partition has: refused before anything is queued (srun would wait for ever).
+    const more = spawnSync(process.execPath, [bin, 'run', '--slurm', '--nodes', '2', 'clip-load'], {
+      encoding: 'utf8',
+    });
+    t.is(more.status, 2);
+    t.regex(more.stderr, /^clip-mem: --nodes: 2 is more than the 1 node\(s\) of partition \(the default\)$/m);
+  },
+);
+
 test.serial('fit --for slurm -- a ~400 MiB program: the --mem that passes under srun, one step below failing', (t) => {
   requireSlurm(t);
   const command = touching(400);

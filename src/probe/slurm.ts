@@ -241,6 +241,26 @@ export function slurmConfig(): Field<Map<string, string>> {
 }
 
 /** True when a Slurm controller answers here (srun on PATH, `scontrol ping` UP); else why not. */
+/**
+ * How many nodes the partition has (the default one when none is named), from sinfo; a sentence saying
+ * why not when it cannot be read.
+ */
+export function partitionNodes(partition?: string): number | string {
+  const sinfo = spawnSync('sinfo', ['-h', '-o', '%P %D', ...(partition ? ['-p', partition] : [])], {
+    encoding: 'utf8',
+    timeout: 15_000,
+  });
+  if (sinfo.error || sinfo.status !== 0) return `sinfo failed: ${sinfo.stderr?.trim() || describeError(sinfo.error)}`;
+  const rows = sinfo.stdout
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => line.split(/\s+/));
+  // Without -p, the default partition is the one sinfo marks with "*".
+  const row = partition ? rows[0] : (rows.find((r) => r[0]!.endsWith('*')) ?? rows[0]);
+  if (!row) return partition ? `sinfo lists no partition ${partition}` : 'sinfo lists no partition';
+  return rows.filter((r) => r[0] === row[0]).reduce((sum, r) => sum + Number(r[1]), 0);
+}
+
 export function slurmReachable(): true | string {
   const ping = spawnSync('scontrol', ['ping'], { encoding: 'utf8', timeout: 15_000 });
   if (ping.error)

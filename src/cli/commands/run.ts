@@ -12,6 +12,7 @@ import { renderTerminal } from '../../report/terminal';
 import { BACKENDS, SCENARIO_CATALOG, SCENARIO_NAMES, catalogEntry } from '../../scenarios/catalog';
 import type { RunOptions, ScenarioOptions } from '../../scenarios/scenario';
 import { formatBytes, parseBytes } from '../../core/units';
+import { partitionNodes } from '../../probe/slurm';
 import {
   BATCH_RANGE,
   checkModel,
@@ -31,6 +32,7 @@ import {
   usageCheck,
   stoppable,
   checkCgroupUsable,
+  parseCount,
 } from '../options';
 
 interface RunArgs extends LimitArgs, JsonArgs {
@@ -47,19 +49,20 @@ interface RunArgs extends LimitArgs, JsonArgs {
   slurm?: boolean;
   partition?: string;
   mem?: string;
+  nodes?: number;
 }
 
-/** run's arguments as given, without the ones that submit it (--slurm, --partition P, --mem X). */
+/** run's arguments as given, without the ones that submit it (--slurm, --partition P, --mem X, --nodes N). */
 function argsInsideJob(argv: string[]): string[] {
   const inside: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     if (arg === '--slurm') continue;
-    if (arg === '--partition' || arg === '--mem') {
+    if (arg === '--partition' || arg === '--mem' || arg === '--nodes') {
       i++;
       continue;
     }
-    if (arg.startsWith('--partition=') || arg.startsWith('--mem=') || arg.startsWith('--slurm=')) continue;
+    if (/^--(partition|mem|slurm|nodes)=/.test(arg)) continue;
     inside.push(arg);
   }
   return inside.slice(inside.indexOf('run') + 1);
@@ -149,10 +152,26 @@ export const runCommand: CommandModule<object, RunArgs> = {
       })
       .option('partition', { type: 'string', describe: 'with --slurm: the Slurm partition' })
       .option('mem', { type: 'string', describe: "with --slurm: the job's --mem, e.g. 1500M" })
+      .option('nodes', {
+        type: 'string',
+        describe:
+          'with --slurm: run on this many nodes at once (one task each), each writing its own --json/--markdown/--html ' +
+          'files (".<node>" before the extension; --json defaults to clip-mem-run.<node>.jsonl), then the cluster report (1 to 1024)',
+        coerce: (value: unknown) =>
+          value === undefined ? undefined : parseCount(value, '--nodes', { min: 1, max: 1024 }),
+      })
       .check(
         usageCheck((args) => {
-          for (const option of ['partition', 'mem'] as const)
+          if (args.nodes !== undefined && jsonTarget(args) === '-')
+            throw new Error('--json -: with --nodes each node writes its own file: give --json FILE');
+          for (const option of ['partition', 'mem', 'nodes'] as const)
             if (args[option] !== undefined && !args.slurm) throw new Error(`--${option} goes with --slurm`);
+          // srun would wait in the queue for ever for more nodes than the partition has.
+          const available = args.nodes !== undefined ? partitionNodes(args.partition) : undefined;
+          if (typeof available === 'number' && args.nodes! > available)
+            throw new Error(
+              `--nodes: ${args.nodes} is more than the ${available} node(s) of partition ${args.partition ?? '(the default)'}`,
+            );
           if (args.partition !== undefined && !/^[\w.-]+$/.test(args.partition))
             throw new Error(`--partition: ${JSON.stringify(args.partition)} is not a partition name`);
           if (args.mem !== undefined) parseBytes(args.mem, '--mem', LIMIT_BOUNDS);
@@ -180,15 +199,18 @@ export const runCommand: CommandModule<object, RunArgs> = {
       ),
   handler: async (args) => {
     if (args.slurm) {
-      const { runInSlurm } = await import('../../commands/slurm-run');
+      const { formatClusterReport, runInSlurm } = await import('../../commands/slurm-run');
       const outcome = await runInSlurm({
         runArgs: argsInsideJob(process.argv.slice(2)),
         partition: args.partition,
         mem: args.mem !== undefined ? parseBytes(args.mem, '--mem', LIMIT_BOUNDS) : undefined,
+        nodes: args.nodes,
         progress: (line) => process.stderr.write(`clip-mem run --slurm: ${line}\n`),
       });
       process.stderr.write(`clip-mem run --slurm: ${outcome.ending}\n`);
-      process.exitCode = outcome.status === 0 ? 0 : 1;
+      if (outcome.nodes) process.stdout.write(formatClusterReport(outcome));
+      const failed = outcome.nodes?.some((n) => !n.results?.end || n.results.end.failed > 0) ?? false;
+      process.exitCode = outcome.status === 0 && !failed ? 0 : 1;
       return;
     }
     const names = [...new Set(args.scenarios)];
