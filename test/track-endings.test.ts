@@ -168,12 +168,16 @@ test("a program's own kill -9 while the OOM killer kills a process elsewhere on 
   // Elsewhere: a process outside the run, OOM-killed in a 50 MiB cgroup while the traced shell sleeps.
   const elsewhere = createChildCgroup(50 * MiB);
   try {
-    const json = path.join(scratchDir('clipmem-endings-'), 'trace.json');
-    const traced = spawn(process.execPath, [bin, 'trace', '--json', json, '--', 'sh', '-c', 'sleep 3; kill -9 $$'], {
-      cwd: repoRoot,
-      stdio: 'ignore',
-    });
-    await new Promise((resolve) => setTimeout(resolve, 1500));
+    const dir = scratchDir('clipmem-endings-');
+    const json = path.join(dir, 'trace.json');
+    const started = path.join(dir, 'started');
+    const traced = spawn(
+      process.execPath,
+      [bin, 'trace', '--json', json, '--', 'sh', '-c', 'touch "$0"; sleep 3; kill -9 $$', started],
+      { cwd: repoRoot, stdio: 'ignore' },
+    );
+    // The kill elsewhere must fall inside the run: once the command runs, clip-mem has read the counter.
+    while (!fs.existsSync(started)) await new Promise((resolve) => setTimeout(resolve, 50));
     const victim = spawnSync('sh', ['-c', 'echo $$ > "$0"; exec "$@"', elsewhere.procsFile, python, '-c', touch200]);
     t.is(victim.signal, 'SIGKILL', 'the process elsewhere was OOM-killed');
     await new Promise((resolve) => traced.once('exit', resolve));

@@ -218,7 +218,14 @@ export function scenarioResult(
     diagnosis: status === 'passed' ? { cause: 'none', evidence: diagnosis.evidence } : diagnosis,
     analysis: { resource: '', required: null, available: null, deficit: null, basis: '' },
     fixes: [],
-    figures: report ? { ...report.figures, mallocArenaHeaps: report.mallocArenaHeaps } : {},
+    figures: report
+      ? {
+          ...report.figures,
+          mallocArenaHeaps: report.mallocArenaHeaps,
+          mallocArenaHeapsBefore: report.mallocArenaHeapsBefore,
+          otherThreadsBefore: report.otherThreadsBefore,
+        }
+      : {},
     timeline: thin(timeline, 400),
     command: commandLine([name], options),
   };

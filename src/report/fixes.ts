@@ -120,7 +120,26 @@ const loadsOf = (result: Analysed) => catalogEntry(result.name).loads;
  */
 function loadingNeed(result: Analysed, scenario: ScenarioOptions, format: WeightFormat): number | null {
   if (result.memory.vmSizeBefore === null) return null;
-  return result.memory.vmSizeBefore + loadedBytes(result, scenario, format);
+  return result.memory.vmSizeBefore + loadedBytes(result, scenario, format) + copyLoadOverhead(result, scenario);
+}
+
+/**
+ * Address space a copy load may reserve besides its weights: glibc gives each thread that allocates its
+ * own arena heap (64 MiB reserved), and the threads that had none when loading began (V8's) start
+ * allocating while it loads. At most one heap for each of them; at least what the load had reserved
+ * besides its weights when it failed (VmSize then, less VmSize before and the tensors already read).
+ */
+function copyLoadOverhead(result: Analysed, scenario: ScenarioOptions): number {
+  if (loadsOf(result) !== 'copy' || result.memory.vmSizeBefore === null) return 0;
+  const threads = Number(result.figures.otherThreadsBefore ?? 0);
+  const heaps = Number(result.figures.mallocArenaHeapsBefore ?? 0);
+  const allowance = Math.max(0, threads - heaps) * ARENA_HEAP_BYTES;
+  const f = result.failure;
+  if (!f || f.vmSize == null) return allowance;
+  const entries = readSafetensorsHeader(scenario.checkpoint).entries;
+  const at = entries.findIndex((e) => e.name === f.phase);
+  const read = entries.slice(0, Math.max(at, 0)).reduce((sum, e) => sum + e.bytes, 0);
+  return Math.max(allowance, f.vmSize - result.memory.vmSizeBefore - read);
 }
 
 function loadedBytes(result: Analysed, scenario: ScenarioOptions, format: WeightFormat): number {
@@ -146,8 +165,10 @@ function addressSpaceFixes(
   const need = loading ? loadingNeed(result, scenario, format) : f?.vmSize != null ? f.vmSize + f.size : null;
   if (need !== null) {
     const target = roundUpMiB(need * (1 + (loading ? SAFETY : 0)));
+    const overhead = copyLoadOverhead(result, scenario);
     const how = loading
-      ? `loading ${scenario.model} ${format} needs VmSize ${formatBytes(result.memory.vmSizeBefore!)} before loading + ${exact(loadedBytes(result, scenario, format))} ${loadsOf(result) === 'mmap' ? 'for the file mapping' : 'of weights'}`
+      ? `loading ${scenario.model} ${format} needs VmSize ${formatBytes(result.memory.vmSizeBefore!)} before loading + ${exact(loadedBytes(result, scenario, format))} ${loadsOf(result) === 'mmap' ? 'for the file mapping' : 'of weights'}` +
+        (overhead ? ` + up to ${formatBytes(overhead)} of glibc arena heaps its threads reserve while it loads` : '')
       : `this allocation alone needed VmSize ${formatBytes(f!.vmSize!)} + ${exact(f!.size)}; later steps may need more`;
     fixes.push({
       kind: 'raise-limit',
@@ -155,9 +176,10 @@ function addressSpaceFixes(
       command: `ulimit -v ${target / 1024}   # then: ${rerun(result.name, options, { limits: { as: target } })}`,
     });
   }
-  // A smaller weight format fits when its bytes fit in what the limit left above the VmSize before loading.
+  // A smaller weight format fits when its bytes, and what the load reserved besides, fit in what the
+  // limit left above the VmSize before loading.
   if (result.memory.vmSizeBefore !== null && (loading || /^load /.test(f?.phase ?? ''))) {
-    const headroom = limit - result.memory.vmSizeBefore;
+    const headroom = limit - result.memory.vmSizeBefore - copyLoadOverhead(result, scenario);
     for (const smaller of (['fp16', 'int8'] as const).filter(
       (d) => d !== format && weightBytes(scenario.model, d) < weightBytes(scenario.model, format),
     )) {
@@ -165,7 +187,7 @@ function addressSpaceFixes(
       if (bytes * (1 + SAFETY) <= headroom) {
         fixes.push({
           kind: 'dtype',
-          text: `${smaller} weights need ${exact(bytes)}: they fit in the ${formatBytes(headroom)} of address space left above VmSize ${formatBytes(result.memory.vmSizeBefore)} under RLIMIT_AS ${formatBytes(limit)}`,
+          text: `${smaller} weights need ${exact(bytes)}: they fit in the ${formatBytes(headroom)} of address space left above VmSize ${formatBytes(result.memory.vmSizeBefore)} under RLIMIT_AS ${formatBytes(limit)}, less what the load reserved besides its weights`,
           command: rerun(result.name, options, { dtype: smaller, limits: { as: floorMiB(limit) } }),
         });
         break;
@@ -175,7 +197,13 @@ function addressSpaceFixes(
   // glibc gives each thread that allocates its own 64 MiB arena heap; capping them returns that space.
   // Only a need for the whole load or phase supports it: the failed allocation's alone is a lower bound
   // (tiny large-batch 4096 under 1700M: 31 MiB short at the failure, ~570 MiB short for the phase).
-  const heaps = Number(result.figures.mallocArenaHeaps ?? 0);
+  // A copy load's need counts the heaps its threads may still reserve (copyLoadOverhead): the cap
+  // returns those too.
+  const heaps = Math.max(
+    Number(result.figures.mallocArenaHeaps ?? 0),
+    Number(result.figures.mallocArenaHeapsBefore ?? 0) +
+      Math.floor(copyLoadOverhead(result, scenario) / ARENA_HEAP_BYTES),
+  );
   const wholeNeed = loading ? need : phaseNeed;
   const deficit = wholeNeed !== null ? wholeNeed - limit : null;
   if (heaps > 1 && deficit !== null && deficit > 0) {
@@ -183,7 +211,7 @@ function addressSpaceFixes(
     if (returned * (1 - SAFETY) >= deficit) {
       fixes.push({
         kind: 'malloc-arena-max',
-        text: `MALLOC_ARENA_MAX=2 would return ~${formatBytes(returned)} of address space (${heaps} thread arena heaps of 64 MiB reserved; it keeps the main arena and one of them), more than the ${formatBytes(deficit)} missing`,
+        text: `MALLOC_ARENA_MAX=2 would return ~${formatBytes(returned)} of address space (${heaps} thread arena heaps of 64 MiB reserved, or to be reserved while loading; it keeps the main arena and one of them), more than the ${formatBytes(deficit)} missing`,
         command: `MALLOC_ARENA_MAX=2 ${rerun(result.name, options, { limits: { as: floorMiB(limit) } })}`,
       });
     }

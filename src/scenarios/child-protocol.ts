@@ -26,6 +26,12 @@ export interface ChildReport {
   workMs: number;
   /** glibc arena heaps (64 MiB reservations) at the end (at the start, unfinished): what MALLOC_ARENA_MAX could give back. */
   mallocArenaHeaps: number;
+  /**
+   * Before the scenario: glibc arena heaps, and the threads besides the main one. Each of those threads
+   * that allocates later reserves a heap of its own: what a load may add besides its weights.
+   */
+  mallocArenaHeapsBefore: number;
+  otherThreadsBefore: number;
   figures: Record<string, number | string>;
   /** The error the scenario threw, with its errno code when it has one. */
   error: string | null;

@@ -60,6 +60,8 @@ async function main(): Promise<void> {
     );
   const scenario = scenarioByName(request.name);
   const before = readProcessMemory();
+  const heapsBefore = countArenaHeaps();
+  const otherThreadsBefore = fs.readdirSync('/proc/self/task').length - 1;
   const unfinished: ChildReport = {
     finished: false,
     rssBefore: before.rss,
@@ -69,7 +71,9 @@ async function main(): Promise<void> {
     rssPeak: -1,
     vmSizePeak: -1,
     workMs: -1,
-    mallocArenaHeaps: countArenaHeaps(),
+    mallocArenaHeaps: heapsBefore,
+    mallocArenaHeapsBefore: heapsBefore,
+    otherThreadsBefore,
     figures: {},
     error: null,
   };
@@ -95,6 +99,8 @@ async function main(): Promise<void> {
     vmSizePeak: after.vmSizePeak,
     workMs,
     mallocArenaHeaps: countArenaHeaps(),
+    mallocArenaHeapsBefore: heapsBefore,
+    otherThreadsBefore,
     figures,
     error,
   };
