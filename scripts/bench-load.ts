@@ -1,8 +1,9 @@
 // The copy load of a checkpoint beside a plain read of the same file into one fresh buffer, measured side
 // by side in one run (issue 16, goal 3: the copy load no slower than the plain read). Each measurement runs
 // in its own child process (fresh memory, as a user's load has), interleaved run by run, median of N; the
-// file is read once first so that both read it from the page cache. Each child reports its time and its
-// VmHWM (peak RSS).
+// file is read once first so that both read it from the page cache. Each child reports its wall time,
+// its CPU time (user + system: steadier than wall time on a shared machine, and nearly all of a cached
+// read is system time) and its VmHWM (peak RSS).
 //   plain      new ArrayBuffer(file size), then fs.readSync into it (1 GiB reads, as the copy load does)
 //   copy       loadSafetensors(file, { mode: 'copy' }): one ArrayBuffer per tensor, each read into
 //   baseline   the same copy load from another build's dist/ (CLIPMEM_BENCH_BASELINE_DIST=<that dist>):
@@ -20,6 +21,7 @@ import { parseKbLines } from '../src/probe/proc';
 type Kind = 'plain' | 'copy' | 'baseline';
 interface Measured {
   seconds: number;
+  cpuSeconds: number;
   /** VmHWM in bytes. */
   peakRss: number;
   bytes: number;
@@ -63,9 +65,11 @@ function child(kind: Kind, file: string): Measured {
         ).loadSafetensors
       : loadSafetensors;
   const start = process.hrtime.bigint();
+  const cpuStart = process.cpuUsage();
   const bytes = kind === 'plain' ? plainRead(file) : copyLoad(file, load);
+  const cpu = process.cpuUsage(cpuStart);
   const seconds = Number(process.hrtime.bigint() - start) / 1e9;
-  return { seconds, peakRss: peakRss(), bytes };
+  return { seconds, cpuSeconds: (cpu.user + cpu.system) / 1e6, peakRss: peakRss(), bytes };
 }
 
 function runChild(kind: Kind, file: string): Measured {
@@ -95,25 +99,28 @@ function main(): void {
   const results = new Map<Kind, Measured[]>(kinds.map((kind) => [kind, []]));
   for (let i = 0; i < runs; i++) for (const kind of kinds) results.get(kind)!.push(runChild(kind, file));
   const time = (kind: Kind) => median(results.get(kind)!.map((r) => r.seconds));
+  const cpu = (kind: Kind) => median(results.get(kind)!.map((r) => r.cpuSeconds));
   const peak = (kind: Kind) => median(results.get(kind)!.map((r) => r.peakRss));
   const describe = (kind: Kind) =>
-    `${time(kind).toFixed(3)} s (${results
+    `wall ${time(kind).toFixed(3)} s (${results
       .get(kind)!
       .map((r) => r.seconds.toFixed(2))
-      .join(', ')}), peak RSS ${(peak(kind) / MiB).toFixed(0)} MiB`;
+      .join(', ')}), CPU ${cpu(kind).toFixed(3)} s, peak RSS ${(peak(kind) / MiB).toFixed(0)} MiB`;
 
   const bytes = results.get('copy')![0]!.bytes;
   const lines = [
     `vit-b-32 ${format}: ${path.basename(file)}, ${(bytes / MiB).toFixed(0)} MiB of tensors (median of ${runs}, each in a fresh process)`,
     `  plain read into one fresh buffer: ${describe('plain')}`,
     `  copy load:                        ${describe('copy')}`,
-    `  copy load / plain read = ${(time('copy') / time('plain')).toFixed(2)}x (goal <= 1.00x); ` +
+    `  copy load / plain read = ${(time('copy') / time('plain')).toFixed(2)}x wall, ` +
+      `${(cpu('copy') / cpu('plain')).toFixed(2)}x CPU (goal <= 1.00x); ` +
       `peak RSS copy - plain = ${((peak('copy') - peak('plain')) / MiB).toFixed(1)} MiB`,
   ];
   if (baselineDist)
     lines.push(
       `  baseline copy load (${baselineDist}): ${describe('baseline')}`,
-      `  this build / baseline = ${(time('copy') / time('baseline')).toFixed(2)}x time, ` +
+      `  this build / baseline = ${(time('copy') / time('baseline')).toFixed(2)}x wall, ` +
+        `${(cpu('copy') / cpu('baseline')).toFixed(2)}x CPU, ` +
         `${((peak('copy') - peak('baseline')) / MiB).toFixed(1)} MiB peak RSS`,
     );
   process.stdout.write(`${lines.join('\n')}\n`);
