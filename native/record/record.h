@@ -672,9 +672,10 @@ static inline const char* clipmem_header_problem(const ClipmemRecordHeader* h, u
   return 0;
 }
 
-// ceil(log2(size)) without branches (it runs on every tracked allocation): the bit length of size-1,
-// taken as 63 - clz(2n+1) so that n = 0 needs no special case; n is capped so that every size above
-// 2^(BUCKETS-2) lands in the last bucket.
+// ceil(log2(size)) without branches: the bit length of size-1, taken as 63 - clz(2n+1) so that n = 0
+// needs no special case; n is capped so that every size above 2^(BUCKETS-2) lands in the last bucket.
+// (The tracker's malloc fast path takes the same value for 1 byte to 2 GiB without the clamps:
+// histogram_bucket_fast in native/preload/counters.h.)
 static inline unsigned clipmem_histogram_bucket(uint64_t size) {
   const uint64_t cap = (uint64_t)1 << (CLIPMEM_HISTOGRAM_BUCKETS - 2);
   uint64_t n = size - (size != 0);
