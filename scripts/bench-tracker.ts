@@ -1,9 +1,11 @@
 // The tracker's cost, measured side by side in one run: each workload untracked, under clip-mem's
 // interposer, and under Debian's heaptrack, interleaved run by run (median of N), printed as ratios.
-// Goals: 64-byte malloc/free loop tracked <= 1.3x untracked; a realistic node workload <= 3% slower;
-// at least 10x less added time than heaptrack on both. The loop also runs under two interposers that
-// only forward (build/test-programs/libclipmem_forward_*.so): what interposition itself costs, the floor
-// under the tracker's figure.
+// Goals: 64-byte malloc/free loop tracked <= 1.2x untracked on 1, 2 and 8 threads; a realistic node
+// workload <= 3% slower; at least 10x less added time than heaptrack on both. The loop also runs under
+// two interposers that only forward (build/test-programs/libclipmem_forward_*.so): what interposition
+// itself costs, the floor under the tracker's figure. Times on a shared machine are noisy, so the loop's
+// cost is also counted in instructions per malloc/free pair (valgrind's callgrind, where installed): the
+// difference between two runs of different lengths, so that start-up and exit cancel out.
 // With CLIPMEM_BENCH_BASELINE=<another libclipmem_preload.so> (e.g. built from main), that library runs
 // too, interleaved with this build's, to show a change's cost side by side.
 // Usage: npm run build && node dist/scripts/bench-tracker.js [runs=5] [pairs=50000000]
@@ -49,13 +51,18 @@ const forwarders: Partial<Record<Mode, string>> = {
   'forward-inspect': path.join(testPrograms, 'libclipmem_forward_inspect.so'),
 };
 
+const THREADS = [1, 2, 8];
+// callgrind runs ~50x slower: its two runs take this many pairs and twice as many.
+const CALLGRIND_PAIRS = 500000;
+
 interface Timing {
   wallMs: number;
   /** User + system CPU time of the command (GNU time): steadier than wall time on a shared machine. */
   cpuMs: number;
 }
 
-function runOnce(mode: Mode, command: string[], scratch: string): Timing {
+/** The environment and command line of `command` under `mode`. */
+function modeCommand(mode: Mode, command: string[], scratch: string): { env: NodeJS.ProcessEnv; argv: string[] } {
   const env: NodeJS.ProcessEnv = { ...process.env };
   let argv = command;
   if (mode === 'clip-mem' || mode === 'baseline') {
@@ -66,6 +73,11 @@ function runOnce(mode: Mode, command: string[], scratch: string): Timing {
   } else if (forwarders[mode]) {
     env.LD_PRELOAD = forwarders[mode];
   }
+  return { env, argv };
+}
+
+function runOnce(mode: Mode, command: string[], scratch: string): Timing {
+  const { env, argv } = modeCommand(mode, command, scratch);
   const timeFile = path.join(scratch, 'time.txt');
   const start = process.hrtime.bigint();
   const result = spawnSync('/usr/bin/time', ['-o', timeFile, '-f', '%U %S', ...argv], {
@@ -126,19 +138,57 @@ function measure(
   process.stdout.write(lines.join('\n') + '\n');
 }
 
+/** Instructions callgrind counted in the whole of `command` under `mode`. */
+function instructions(mode: Mode, command: string[], scratch: string): number {
+  const { env, argv } = modeCommand(mode, command, scratch);
+  const result = spawnSync('valgrind', ['--tool=callgrind', '--callgrind-out-file=/dev/null', ...argv], {
+    env,
+    encoding: 'utf8',
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  const refs = /I\s+refs:\s+([\d,]+)/.exec(result.stderr);
+  if (result.status !== 0 || !refs) throw new Error(`callgrind ${mode}: ${argv.join(' ')}: ${result.stderr}`);
+  return Number(refs[1]!.replace(/,/g, ''));
+}
+
+/** callgrind's instructions per malloc/free pair of the loop on `threads` threads, per mode. */
+function instructionsPerPair(threads: number, scratch: string): void {
+  const modes: Mode[] = ['untracked', 'forward-only', 'forward-inspect', 'clip-mem'];
+  if (baseline) modes.push('baseline');
+  const perPair = new Map<Mode, number>();
+  for (const mode of modes) {
+    const run = (n: number) => instructions(mode, [program, 'loop', String(n), String(threads)], scratch);
+    perPair.set(mode, (run(2 * CALLGRIND_PAIRS) - run(CALLGRIND_PAIRS)) / CALLGRIND_PAIRS);
+  }
+  const base = perPair.get('untracked')!;
+  const line = modes
+    .map((mode) => {
+      const n = perPair.get(mode)!;
+      return `${mode} ${n.toFixed(1)}${mode === 'untracked' ? '' : ` (+${(n - base).toFixed(1)}, ${(n / base).toFixed(2)}x)`}`;
+    })
+    .join(', ');
+  process.stdout.write(`  callgrind instructions per pair, ${threads} thread(s): ${line}\n`);
+}
+
 const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'clipmem-bench-'));
 const heaptrackAvailable = spawnSync('heaptrack', ['--version'], { stdio: 'ignore' }).status === 0;
 if (!heaptrackAvailable)
   process.stdout.write('heaptrack not found (Debian: apt-get install heaptrack): its columns are skipped\n');
+const valgrindAvailable = spawnSync('valgrind', ['--version'], { stdio: 'ignore' }).status === 0;
+if (!valgrindAvailable)
+  process.stdout.write('valgrind not found (Debian: apt-get install valgrind): no instruction counts\n');
 try {
-  measure(
-    `64-byte malloc/free loop, ${pairs} pairs`,
-    1.3,
-    [program, 'loop', String(pairs)],
-    scratch,
-    heaptrackAvailable,
-    true,
-  );
+  for (const threads of THREADS) {
+    measure(
+      `64-byte malloc/free loop, ${pairs} pairs on ${threads} thread(s)`,
+      1.2,
+      [program, 'loop', String(pairs), String(threads)],
+      scratch,
+      heaptrackAvailable && threads === 1, // heaptrack's figure needs only one thread count
+      true,
+    );
+    if (valgrindAvailable) instructionsPerPair(threads, scratch);
+  }
   measure(
     'node workload: JSON, objects, Buffers, typed arrays',
     1.03,

@@ -1,5 +1,6 @@
 import test from 'ava';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { clipLayout, fileOrder, presetConfig } from '../src/clip/config';
 import {
@@ -10,10 +11,16 @@ import {
   serializeSafetensors,
 } from '../src/clip/safetensors';
 import { spawnSync } from 'node:child_process';
+import { loadAddon } from '../src/core/native';
+import { parseKbLines } from '../src/probe/proc';
 import { referenceDir, repoRoot } from './helpers/paths';
 import { scratchDir } from './helpers/scratch';
 
 const reference = path.join(referenceDir, 'model.safetensors');
+const MiB = 1024 * 1024;
+
+/** This process's anonymous resident bytes (RssAnon). */
+const rssAnon = (): number => parseKbLines(fs.readFileSync('/proc/self/status', 'utf8')).get('RssAnon')!;
 const tmp = scratchDir('clip-safetensors-');
 
 function writeTemp(name: string, bytes: Uint8Array): string {
@@ -30,6 +37,51 @@ test('the reference header is byte-for-byte what encodeSafetensorsHeader writes 
   t.is(parsed.dataOffset, header.length);
   t.deepEqual(parsed.metadata, { format: 'pt' });
   t.is(parsed.entries.length, clipLayout(presetConfig('tiny')).length);
+});
+
+test('the copy load prefaults each buffer: a tensor spanning huge pages and odd edges reads back byte for byte', (t) => {
+  // 5 MiB + 12 bytes of patterned floats, after a 6-byte tensor: edges off page and off 2 MiB alignment.
+  const large = Float32Array.from({ length: (5 * MiB + 12) / 4 }, (_, i) => i * 0.5 - 7);
+  const small = Uint8Array.from([1, 2, 3, 4, 5, 6]);
+  const file = writeTemp(
+    'prefault.safetensors',
+    serializeSafetensors([
+      { name: 'small', dtype: 'U8', shape: [6], data: small },
+      { name: 'large', dtype: 'F32', shape: [large.length], data: large },
+    ]),
+  );
+  const copied = loadSafetensors(file, { mode: 'copy' });
+  t.deepEqual(copied.tensors.get('small')!.data, small);
+  t.deepEqual(copied.tensors.get('large')!.data, large);
+});
+
+test('prefaultForWrite populates a fresh buffer before any write and advises its 2 MiB-aligned interior for huge pages', (t) => {
+  const addon = loadAddon<{
+    prefaultForWrite(buffer: ArrayBuffer): { hugePageBytes: number; populatedBytes: number };
+  }>();
+  const bytes = 16 * MiB + 12345;
+  const page = 4096;
+  const buffer = new ArrayBuffer(bytes); // calloc of a fresh mapping: no page of it touched yet
+  const before = rssAnon();
+  const { hugePageBytes, populatedBytes } = addon.prefaultForWrite(buffer);
+  const grown = rssAnon() - before;
+  // The page-aligned interior: the buffer's bytes less at most a page at each end. MADV_POPULATE_WRITE
+  // came with Linux 5.14; an older kernel refuses it and the read faults the pages in as before.
+  const [major, minor] = os.release().split('.').map(Number);
+  if (major! > 5 || (major === 5 && minor! >= 14)) {
+    t.true(populatedBytes > bytes - 2 * page && populatedBytes <= bytes, String(populatedBytes));
+    t.is(populatedBytes % page, 0);
+    t.true(grown >= populatedBytes - 2 * MiB, `RssAnon grew ${grown} bytes for ${populatedBytes} populated`);
+  } else t.is(populatedBytes, 0);
+  // The whole 2 MiB ranges inside the buffer, 7 or 8 of them wherever the allocator placed it; none
+  // where the kernel has no transparent huge pages (it refuses the advice).
+  if (fs.existsSync('/sys/kernel/mm/transparent_hugepage/enabled')) {
+    t.is(hugePageBytes % (2 * MiB), 0);
+    t.true(hugePageBytes >= 14 * MiB && hugePageBytes <= 16 * MiB, String(hugePageBytes));
+  } else t.is(hugePageBytes, 0);
+  t.throws(() => addon.prefaultForWrite(new Uint8Array(8) as unknown as ArrayBuffer), {
+    message: /prefaultForWrite\(buffer\): buffer must be an ArrayBuffer/,
+  });
 });
 
 test('mmap and copy load identical tensors; mmap views share one mapping', (t) => {

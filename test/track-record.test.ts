@@ -52,3 +52,29 @@ test('an injected calloc failure is recorded byte-exact with errno, phase and st
   t.is(record.phases[0]!.label, 'load text_model.embeddings.token_embedding.weight');
   t.true(record.calls.malloc > 0);
 });
+
+// The fast paths of malloc and free (issue 16) count with countdowns in the thread slot: twice the pairs
+// must add exactly the pairs to the calls and the 64-byte bucket, and leave the heap where it was.
+test('the 64-byte malloc/free loop on 1 and 2 threads: calls, size bucket and heap exact to the pair', (t) => {
+  const program = path.join(root, 'build', 'test-programs', 'alloc_program');
+  const loop = (pairs: number, threads: number) => {
+    const dir = scratchDir('clipmem-test-');
+    execFileSync(program, ['loop', String(pairs), String(threads)], {
+      env: { ...process.env, LD_PRELOAD: preloadLibrary(), CLIPMEM_RECORD_DIR: dir },
+      stdio: 'ignore',
+    });
+    const records = listRecords(dir);
+    t.is(records.length, 1);
+    return readRecord(records[0]!.file);
+  };
+  const bucket64 = 6; // 32 < 64 <= 64
+  for (const threads of [1, 2]) {
+    const once = loop(200_000, threads);
+    const twice = loop(400_000, threads);
+    t.is(twice.calls.malloc - once.calls.malloc, 200_000, `${threads} thread(s)`);
+    t.is(twice.calls.free - once.calls.free, 200_000, `${threads} thread(s)`);
+    t.is(twice.histogram[bucket64]! - once.histogram[bucket64]!, 200_000, `${threads} thread(s)`);
+    t.is(twice.counters.heapCurrent, once.counters.heapCurrent, `${threads} thread(s)`);
+    t.is(twice.counters.heapPeak, once.counters.heapPeak, `${threads} thread(s)`);
+  }
+});

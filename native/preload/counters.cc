@@ -54,14 +54,20 @@ void fold(ClipmemThreadSlot* slot) {
   if (slot != shared_slot()) store(slot->heap_delta, int64_t(0));
   int64_t current = add(record->heap_current, delta);
   raise_peak(record->heap_peak, current);
-  if (slot != shared_slot()) store(slot->grow_limit, grow_limit_now(0));
+  if (slot != shared_slot()) reset_countdowns(slot);
   maybe_sample();
 }
 
-__attribute__((noinline)) void heap_grew(ClipmemThreadSlot* slot, int64_t delta) {
+__attribute__((noinline)) void heap_grew(ClipmemThreadSlot* slot) {
+  int64_t delta = load(slot->heap_delta);
   if (delta > kFoldBytes) return fold(slot);
   raise_peak(record->heap_peak, load(record->heap_current) + delta);
-  store(slot->grow_limit, grow_limit_now(delta));
+  reset_countdowns(slot);
+}
+
+__attribute__((noinline)) void heap_shrank(ClipmemThreadSlot* slot) {
+  if (load(slot->heap_delta) < -kFoldBytes) return fold(slot);
+  reset_countdowns(slot);
 }
 
 }  // namespace clipmem

@@ -31,8 +31,10 @@ void take_sample(uint64_t now);
 void maybe_sample();
 // Moves a slot's heap_delta into the shared heap_current (and its peak).
 void fold(ClipmemThreadSlot* slot);
-// An own slot's heap_delta passed its grow_limit: a new peak, or time to fold.
-__attribute__((noinline)) void heap_grew(ClipmemThreadSlot* slot, int64_t delta);
+// An own slot's grow_left ran out: a new peak, or time to fold.
+__attribute__((noinline)) void heap_grew(ClipmemThreadSlot* slot);
+// An own slot's shrink_left ran out: time to fold, or to count down again.
+__attribute__((noinline)) void heap_shrank(ClipmemThreadSlot* slot);
 
 inline ClipmemThreadSlot* shared_slot() { return &slots[CLIPMEM_THREAD_SLOTS - 1]; }
 
@@ -45,6 +47,17 @@ inline int64_t grow_limit_now(int64_t delta) {
   return room < kFoldBytes ? room : kFoldBytes;
 }
 
+// An own slot's two countdowns, so that the fast paths test a sign instead of comparing with a limit:
+//   grow_left   = grow_limit_now(delta) - heap_delta, exactly: allocations count it down, frees up (a free
+//                 that did not credit it would leave an allocation churning at the peak on the slow path);
+//   shrink_left <= heap_delta + kFoldBytes: frees count it down; the fast allocations leave it alone, so
+//                 it may run out early, which costs one check (heap_shrank) per MiB freed, never a miss.
+inline void reset_countdowns(ClipmemThreadSlot* slot) {
+  int64_t delta = load(slot->heap_delta);
+  slot->grow_left = grow_limit_now(delta) - delta;
+  slot->shrink_left = delta + kFoldBytes;
+}
+
 __attribute__((always_inline)) inline ClipmemThreadSlot* my_slot() {
   ClipmemThreadSlot* slot = tls.slot;
   if (LIKELY(slot)) return slot;
@@ -55,7 +68,7 @@ __attribute__((always_inline)) inline ClipmemThreadSlot* my_slot() {
   } else {
     slot = &slots[index];
     store(slot->tid, int32_t(syscall(SYS_gettid)));
-    store(slot->grow_limit, grow_limit_now(0));
+    reset_countdowns(slot);
   }
   tls.slot = slot;
   refresh_fast();
@@ -72,40 +85,80 @@ inline void bump(uint64_t& counter, ClipmemThreadSlot* slot) {
 // The fast path counts into this thread's own slot, of which it is the only writer: no lock prefix.
 // An increment is one add to memory, written as asm because relaxed atomics compile to a load, an add
 // and a store; its store is one aligned 8-byte write, which a reader never sees torn.
-__attribute__((always_inline)) inline void bump_own(uint64_t& counter) {
+template <typename T>
+__attribute__((always_inline)) inline void add_own(T& counter, T value) {
 #if defined(__x86_64__)
-  asm volatile("addq $1, %0" : "+m"(counter));
+  asm volatile("addq %1, %0" : "+m"(counter) : "er"(value));
 #else
-  store(counter, load(counter) + 1);
+  store(counter, load(counter) + value);
+#endif
+}
+__attribute__((always_inline)) inline void bump_own(uint64_t& counter) { add_own(counter, uint64_t(1)); }
+template <typename T>
+__attribute__((always_inline)) inline void subtract_own(T& counter, T value) {
+#if defined(__x86_64__)
+  asm volatile("subq %1, %0" : "+m"(counter) : "er"(value));
+#else
+  store(counter, load(counter) - value);
+#endif
+}
+
+// A countdown of the writer's own bookkeeping (no reader): true when it ran out. One subtraction from
+// memory and a sign test.
+__attribute__((always_inline)) inline bool counts_down(int64_t& left, int64_t bytes) {
+  left -= bytes;
+  return UNLIKELY(left < 0);
+}
+
+// A request of 1 byte to 2 GiB, the common case, takes clipmem_histogram_bucket's value without its
+// clamps (the same bucket: 2 GiB is far below the last bucket's bound); 0 bytes and larger requests go
+// the long way, out of the fast path's straight line.
+__attribute__((always_inline)) inline uint64_t histogram_bucket_fast(uint64_t requested) {
+  uint64_t n = requested - 1;
+  if (UNLIKELY(n >= 0x7fffffff)) return clipmem_histogram_bucket(requested);
+#if defined(__x86_64__)
+  uint64_t bucket;  // bsr: the highest set bit, already 64-bit (63 - clz would be widened from int)
+  asm("bsrq %1, %0" : "=r"(bucket) : "r"(2 * n + 1));
+  return bucket;
+#else
+  return uint64_t(63 - __builtin_clzll(2 * n + 1));
 #endif
 }
 __attribute__((always_inline)) inline void count_fast(ClipmemThreadSlot* slot, int fn, uint64_t requested) {
   bump_own(slot->calls[fn]);
-  bump_own(slot->histogram[uint64_t(clipmem_histogram_bucket(requested))]);
+#if defined(__x86_64__)
+  // histogram[bucket] += 1 with the array's offset in the instruction (through "+m" on one element, the
+  // compiler adds the offset to the index first: one instruction more per allocation)
+  asm volatile("addq $1, %c2(%1,%3,8)"
+               : "+m"(slot->histogram)
+               : "r"(slot), "i"(offsetof(ClipmemThreadSlot, histogram)), "r"(histogram_bucket_fast(requested)));
+#else
+  bump_own(slot->histogram[histogram_bucket_fast(requested)]);
+#endif
 }
-// An allocation only compares the new delta with the slot's grow_limit; a free only checks the fold.
-__attribute__((always_inline)) inline bool grows_past_limit(ClipmemThreadSlot* slot, int64_t bytes, int64_t* delta) {
-  *delta = load(slot->heap_delta) + bytes;
-  store(slot->heap_delta, *delta);
-  return UNLIKELY(*delta > slot->grow_limit);  // only this thread reads or writes it: a plain load
-}
-__attribute__((always_inline)) inline bool shrinks_past_fold(ClipmemThreadSlot* slot, int64_t bytes) {
-  int64_t delta = load(slot->heap_delta) - bytes;
-  store(slot->heap_delta, delta);
-  return UNLIKELY(delta < -kFoldBytes);
+
+// An own slot's heap changed by `bytes` off the fast paths: the delta, both countdowns exactly, and
+// whichever ran out.
+inline void change_own_heap(ClipmemThreadSlot* slot, int64_t bytes) {
+  add_own(slot->heap_delta, bytes);
+  slot->shrink_left += bytes;
+  if (counts_down(slot->grow_left, bytes))
+    heap_grew(slot);
+  else if (UNLIKELY(slot->shrink_left < 0))
+    heap_shrank(slot);
 }
 
 __attribute__((always_inline)) inline void count_heap(int fn, size_t requested, int64_t bytes) {
   ClipmemThreadSlot* slot = my_slot();
-  bump(slot->calls[fn], slot);
-  if (fn != CLIPMEM_FN_FREE) bump(slot->histogram[clipmem_histogram_bucket(requested)], slot);
-  int64_t delta;
-  if (UNLIKELY(slot == shared_slot()))
-    delta = add(slot->heap_delta, bytes);
-  else {
-    delta = load(slot->heap_delta) + bytes;
-    store(slot->heap_delta, delta);
+  if (LIKELY(slot != shared_slot())) {
+    bump_own(slot->calls[fn]);
+    if (fn != CLIPMEM_FN_FREE) bump_own(slot->histogram[clipmem_histogram_bucket(requested)]);
+    return change_own_heap(slot, bytes);
   }
+  // The shared slot: several threads write it, so atomic adds, and no countdowns.
+  add(slot->calls[fn], uint64_t(1));
+  if (fn != CLIPMEM_FN_FREE) add(slot->histogram[clipmem_histogram_bucket(requested)], uint64_t(1));
+  int64_t delta = add(slot->heap_delta, bytes);
   if (UNLIKELY(delta > kFoldBytes || delta < -kFoldBytes))
     fold(slot);
   else if (bytes > 0) {

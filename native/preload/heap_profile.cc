@@ -262,6 +262,9 @@ void heap_profile_at_failure(uint64_t failure) {
 }
 
 void heap_profile_start(const char* text) {
+  // Held at 1 from here on: free(NULL) takes free's slow path at the filter test (hooks.cc), before
+  // tracking starts. Blocks sharing this counter (address bits 4..19 all zero) only take the slow path.
+  sampled_filter_count(0) = 1;
   mean = CLIPMEM_HEAP_SAMPLE_DEFAULT;
   if (text && *text) {
     char* end;

@@ -9,7 +9,8 @@
 //
 // Hot path cost: an allocation subtracts its size from a thread-local count and tests the sign; a free
 // reads one 16-bit counter of a filter indexed by its address (zero unless a sampled block may live
-// there). Everything else happens on samples, on average once per `mean` bytes allocated.
+// there, or the address is 0 mod 1 MiB: that counter is held at 1 so that it also catches NULL).
+// Everything else happens on samples, on average once per `mean` bytes allocated.
 #pragma once
 #include <stdint.h>
 
@@ -30,8 +31,11 @@ struct SampledFilterCounter {
 };
 extern SampledFilterCounter sampled_filter[1u << kSampledFilterBits];
 
+// The counter's byte offset is the address masked: one `and`, then a load indexed off the table.
 inline uint16_t& sampled_filter_count(uintptr_t address) {
-  return sampled_filter[(address >> 4) & ((1u << kSampledFilterBits) - 1)].count;
+  constexpr uintptr_t kOffsetMask = ((uintptr_t(1) << kSampledFilterBits) - 1) * sizeof(SampledFilterCounter);
+  return reinterpret_cast<SampledFilterCounter*>(reinterpret_cast<char*>(sampled_filter) + (address & kOffsetMask))
+      ->count;
 }
 
 // True when `bytes` more crossed this thread's next sample point (then heap_sample must follow).

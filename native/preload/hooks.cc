@@ -61,7 +61,7 @@ __attribute__((noinline)) void* malloc_slow(size_t size) {
 __attribute__((noinline, cold)) void* fast_alloc_failed(ClipmemThreadSlot* slot, int fn, uint64_t size, uint64_t nmemb,
                                                         uint64_t elem_size, uint32_t flags) {
   int error = errno;
-  unsigned bucket = clipmem_histogram_bucket(size);
+  uint64_t bucket = histogram_bucket_fast(size);
   store(slot->histogram[bucket], load(slot->histogram[bucket]) - 1);
   store(slot->calls[fn], load(slot->calls[fn]) - 1);
   heap_failure(fn, size, nmemb, elem_size, 0, nullptr, 0, error, flags);
@@ -69,40 +69,40 @@ __attribute__((noinline, cold)) void* fast_alloc_failed(ClipmemThreadSlot* slot,
   return nullptr;
 }
 
-// Out of line so that the fast paths keep no registers across it: a new peak or a fold, then the block.
-__attribute__((noinline)) void* grew(ClipmemThreadSlot* slot, int64_t delta, void* ptr) {
-  heap_grew(slot, delta);
+// Out of line so that the fast paths keep no registers across them.
+// A fast allocation's block (already counted) ran out grow_left: a new peak or a fold, then its sample count.
+__attribute__((noinline)) void* grew(ClipmemThreadSlot* slot, int fn, void* ptr, int64_t bytes) {
+  heap_grew(slot);
+  if (sample_due(slot, bytes)) heap_sample(slot, fn, uintptr_t(ptr), uint64_t(bytes));
   return ptr;
 }
 // A block in a chunk of its own mapping (16 bytes of header): counted here, off the fast path.
 __attribute__((noinline)) void* grew_mmapped(ClipmemThreadSlot* slot, int fn, void* ptr) {
-  int64_t delta;
-  if (grows_past_limit(slot, int64_t(chunk_usable(ptr)), &delta)) heap_grew(slot, delta);
+  change_own_heap(slot, int64_t(chunk_usable(ptr)));
   heap_count_sample(fn, ptr, chunk_usable(ptr));
   return ptr;
 }
-// A block whose bytes crossed this thread's next sample point (heap_profile.h).
+// A block (already counted) whose bytes crossed this thread's next sample point (heap_profile.h).
 __attribute__((noinline)) void* sampled(ClipmemThreadSlot* slot, int fn, void* ptr, int64_t bytes) {
-  int64_t delta;
-  if (grows_past_limit(slot, bytes, &delta)) heap_grew(slot, delta);
   heap_sample(slot, fn, uintptr_t(ptr), uint64_t(bytes));
   return ptr;
 }
-__attribute__((noinline)) void fold_then_free(ClipmemThreadSlot* slot, void* ptr) {
-  fold(slot);
+__attribute__((noinline)) void shrank_then_free(ClipmemThreadSlot* slot, void* ptr) {
+  heap_shrank(slot);
   real.free(ptr);
 }
 }  // namespace
 
-// The end of a fast allocation: the new block's usable bytes into this thread's delta.
-// Then the sample count: a block that crosses a sample point goes out of line.
+// The end of a fast allocation: the new block's usable bytes into this thread's delta, then two
+// countdowns (a possible new peak, the next sample point); a block that ends either goes out of line.
+// shrink_left is left alone (counters.h): one instruction fewer on every allocation.
 __attribute__((always_inline)) inline void* count_block(ClipmemThreadSlot* slot, int fn, void* ptr) {
   size_t header = static_cast<size_t*>(ptr)[-1];
   if (UNLIKELY(header & kChunkMmapped)) return grew_mmapped(slot, fn, ptr);
   int64_t bytes = heap_chunk_usable(header);
+  add_own(slot->heap_delta, bytes);
+  if (counts_down(slot->grow_left, bytes)) return grew(slot, fn, ptr, bytes);
   if (sample_due(slot, bytes)) return sampled(slot, fn, ptr, bytes);
-  int64_t delta;
-  if (grows_past_limit(slot, bytes, &delta)) return grew(slot, delta, ptr);
   return ptr;
 }
 
@@ -187,13 +187,6 @@ __attribute__((noinline, cold)) void* realloc_null(void* ptr, size_t size, uint6
   return nullptr;
 }
 
-// An own slot's delta left [-fold, grow_limit] after a call that may grow or shrink the heap.
-__attribute__((noinline)) void heap_changed(ClipmemThreadSlot* slot, int64_t delta) {
-  if (delta < -kFoldBytes)
-    fold(slot);
-  else
-    heap_grew(slot, delta);
-}
 }  // namespace
 
 void* realloc_hook(void* ptr, size_t size) {
@@ -207,9 +200,7 @@ void* realloc_hook(void* ptr, size_t size) {
   if (UNLIKELY(!result)) return realloc_null(ptr, size, uint64_t(old_size));
   count_fast(slot, CLIPMEM_FN_REALLOC, size);
   int64_t new_size = int64_t(chunk_usable(result));
-  int64_t delta = load(slot->heap_delta) + new_size - old_size;
-  store(slot->heap_delta, delta);
-  if (UNLIKELY(delta > slot->grow_limit || delta < -kFoldBytes)) heap_changed(slot, delta);
+  change_own_heap(slot, new_size - old_size);
   if (sample_due(slot, new_size)) heap_sample(slot, CLIPMEM_FN_REALLOC, uintptr_t(result), uint64_t(new_size));
   return result;
 }
@@ -240,7 +231,7 @@ void* reallocarray_hook(void* ptr, size_t nmemb, size_t size) {
 
 namespace {
 __attribute__((noinline)) void free_slow(void* ptr) {
-  if (in_bootstrap(ptr)) return;
+  if (!ptr || in_bootstrap(ptr)) return;
   ensure_resolved();
   if (tracking()) {
     if (maybe_sampled(ptr)) heap_unsample(uintptr_t(ptr));  // before glibc may hand the address out again
@@ -251,15 +242,19 @@ __attribute__((noinline)) void free_slow(void* ptr) {
 }  // namespace
 
 void free_hook(void* ptr) {
-  if (UNLIKELY(!ptr)) return;
   ClipmemThreadSlot* slot = tls.fast;
   if (UNLIKELY(!slot)) return free_slow(ptr);
+  // Sampled blocks, and NULL: the filter's counter of address 0 is held at 1 (heap_profile_start), so
+  // free(NULL) leaves here before its header is read, without a test of its own.
+  if (maybe_sampled(ptr)) return free_slow(ptr);
   // Read only once the fast path is on: glibc's chunks are verified then.
   size_t header = static_cast<size_t*>(ptr)[-1];
-  // mmapped chunks, bootstrap blocks and sampled blocks: one test for both
-  if (UNLIKELY((header & kChunkMmapped) | sampled_count(ptr))) return free_slow(ptr);
+  if (UNLIKELY(header & kChunkMmapped)) return free_slow(ptr);  // mmapped chunks, bootstrap blocks
   bump_own(slot->calls[CLIPMEM_FN_FREE]);
-  if (shrinks_past_fold(slot, heap_chunk_usable(header))) return fold_then_free(slot, ptr);
+  int64_t bytes = heap_chunk_usable(header);
+  subtract_own(slot->heap_delta, bytes);
+  slot->grow_left += bytes;  // exact (counters.h): an allocation churning at the peak stays on the fast path
+  if (counts_down(slot->shrink_left, bytes)) return shrank_then_free(slot, ptr);
   real.free(ptr);
 }
 

@@ -17,8 +17,9 @@
 // 2: mprotect in the call table and the failures; 3: samples carry a sequence; 4 (three branches at
 // once): GPU allocations (the device table, the device fields of a failure, pinned host bytes, GPU bytes
 // in each sample), the Python stack of a failure, and the sampled live-heap profile; 5: the first two in
-// one layout; 6: all three
-#define CLIPMEM_RECORD_VERSION 7u
+// one layout; 6: all three; 7: exit_code, heap sites claimed in order; 8: the fast path's countdowns in
+// the thread slot (grow_left for grow_limit, shrink_left)
+#define CLIPMEM_RECORD_VERSION 8u
 
 // Environment handed from the launcher to the tracked process.
 #define CLIPMEM_ENV_RECORD_DIR "CLIPMEM_RECORD_DIR"  // private directory (0700) where each process writes <pid>.<n>.rec
@@ -100,14 +101,16 @@ typedef struct ClipmemThreadSlot {
   int32_t tid;
   uint32_t shared;     // 1 for the last slot, used by every thread that found no free one: atomic updates
   int64_t heap_delta;  // heap bytes allocated minus freed not yet folded into RecordHeader.heap_current
-  int64_t grow_limit;  // writer's bookkeeping: heap_delta above which an allocation may be a new peak (or folds)
+  int64_t grow_left;   // writer's bookkeeping: bytes heap_delta may grow before a new peak is possible (or a fold)
   uint64_t request;    // writer's bookkeeping: the size asked by this thread's latest malloc
   uint64_t calls[CLIPMEM_FN_COUNT];
   uint64_t histogram[CLIPMEM_HISTOGRAM_BUCKETS];
   // writer's bookkeeping: bytes before this thread's next heap sample (native/preload/heap_profile.h); in
   // the slot, whose address the fast path keeps across the call to the real malloc
   int64_t sample_left;
-  uint8_t padding[64 - (8 + 8 + 8 + 8 + 8 * CLIPMEM_FN_COUNT + 8 * CLIPMEM_HISTOGRAM_BUCKETS + 8) % 64];
+  // writer's bookkeeping: bytes this thread may free before heap_delta may pass the fold below zero
+  int64_t shrink_left;
+  uint8_t padding[64 - (8 + 8 + 8 + 8 + 8 * CLIPMEM_FN_COUNT + 8 * CLIPMEM_HISTOGRAM_BUCKETS + 8 + 8) % 64];
 } ClipmemThreadSlot;
 
 // One Python frame: the line executing, the function's qualified name (co_qualname; co_name before 3.11)
@@ -363,11 +366,12 @@ CLIPMEM_LAYOUT(CLIPMEM_DEVICE_FN_CUDA_MALLOC == 0 && CLIPMEM_DEVICE_FN_CU_MEM_AL
 CLIPMEM_OFFSET(ClipmemThreadSlot, tid, 0);
 CLIPMEM_OFFSET(ClipmemThreadSlot, shared, 4);
 CLIPMEM_OFFSET(ClipmemThreadSlot, heap_delta, 8);
-CLIPMEM_OFFSET(ClipmemThreadSlot, grow_limit, 16);
+CLIPMEM_OFFSET(ClipmemThreadSlot, grow_left, 16);
 CLIPMEM_OFFSET(ClipmemThreadSlot, request, 24);
 CLIPMEM_OFFSET(ClipmemThreadSlot, calls, 32);
 CLIPMEM_OFFSET(ClipmemThreadSlot, histogram, 160);
 CLIPMEM_OFFSET(ClipmemThreadSlot, sample_left, 544);
+CLIPMEM_OFFSET(ClipmemThreadSlot, shrink_left, 552);
 // ClipmemFailure
 CLIPMEM_LAYOUT(sizeof(ClipmemFailure) == 7608);
 CLIPMEM_LAYOUT(CLIPMEM_ALIGNOF(ClipmemFailure) == 8);
@@ -696,9 +700,10 @@ static inline unsigned clipmem_written_ranges(const ClipmemRecordHeader* h, uint
   return n;
 }
 
-// ceil(log2(size)) without branches (it runs on every tracked allocation): the bit length of size-1,
-// taken as 63 - clz(2n+1) so that n = 0 needs no special case; n is capped so that every size above
-// 2^(BUCKETS-2) lands in the last bucket.
+// ceil(log2(size)) without branches: the bit length of size-1, taken as 63 - clz(2n+1) so that n = 0
+// needs no special case; n is capped so that every size above 2^(BUCKETS-2) lands in the last bucket.
+// (The tracker's malloc fast path takes the same value for 1 byte to 2 GiB without the clamps:
+// histogram_bucket_fast in native/preload/counters.h.)
 static inline unsigned clipmem_histogram_bucket(uint64_t size) {
   const uint64_t cap = (uint64_t)1 << (CLIPMEM_HISTOGRAM_BUCKETS - 2);
   uint64_t n = size - (size != 0);

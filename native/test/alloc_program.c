@@ -8,7 +8,8 @@
  *   alloc_program mapfile PATH BYTES   a read-only private mapping of a sparse file
  *   alloc_program stress THREADS PAIRS malloc/free pairs on THREADS threads, then fork + exec
  *   alloc_program peak                 heap growth and shrinkage: prints its peak above the start (exact)
- *   alloc_program loop PAIRS           64-byte malloc/free pairs on one thread (scripts/bench-tracker)
+ *   alloc_program loop PAIRS [THREADS] 64-byte malloc/free pairs, split evenly over THREADS threads (default 1:
+ *                                      the main thread itself) (scripts/bench-tracker)
  *   alloc_program threads COUNT        COUNT short threads one after another (more than the record's slots)
  *   alloc_program errno                errno survives tracked calls that succeed (exit 0) or not (exit 1)
  *   alloc_program dontunmap            1 MiB anonymous mapping moved by mremap(MREMAP_DONTUNMAP): 2 MiB stay mapped
@@ -104,6 +105,15 @@ static void* stress_thread(void* arg) {
   return NULL;
 }
 
+static void* loop_thread(void* arg) {
+  long pairs = ((struct Stress*)arg)->pairs;
+  for (long i = 0; i < pairs; i++) {
+    void* volatile p = malloc(64);
+    free(p);
+  }
+  return NULL;
+}
+
 static int stress(int threads, long pairs) {
   pthread_t ids[64];
   struct Stress arg = {pairs};
@@ -194,10 +204,15 @@ int main(int argc, char** argv) {
     phase("after peak");
     printf("peak above start %lld\n", highest);
   } else if (argc > 2 && strcmp(argv[1], "loop") == 0) {
-    long pairs = atol(argv[2]);
-    for (long i = 0; i < pairs; i++) {
-      void* volatile p = malloc(64);
-      free(p);
+    int threads = argc > 3 ? atoi(argv[3]) : 1;
+    if (threads < 1 || threads > 64) return fprintf(stderr, "loop: THREADS must be 1 to 64\n"), 2;
+    struct Stress share = {atol(argv[2]) / threads};
+    if (threads == 1) {
+      loop_thread(&share);
+    } else {
+      pthread_t ids[64];
+      for (int i = 0; i < threads; i++) pthread_create(&ids[i], NULL, loop_thread, &share);
+      for (int i = 0; i < threads; i++) pthread_join(ids[i], NULL);
     }
   } else if (argc > 1 && strcmp(argv[1], "errno") == 0) {
     /* Enough traffic to cross the tracker's fold and sampling points (1 MiB, 64 MiB of change). */
@@ -296,7 +311,7 @@ int main(int argc, char** argv) {
   } else {
     fprintf(stderr,
             "usage: alloc_program probes|small|calloc-overflow|mapfile PATH BYTES|stress THREADS PAIRS|peak|loop "
-            "PAIRS|threads COUNT|errno|dontunmap|unmap-parts|remap-parts|commit BYTES\n");
+            "PAIRS [THREADS]|threads COUNT|errno|dontunmap|unmap-parts|remap-parts|commit BYTES\n");
     return 2;
   }
   return 0;
