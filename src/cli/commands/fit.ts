@@ -23,7 +23,7 @@ import {
   checkCgroupUsable,
 } from '../options';
 import { DEFAULT_TRAINING_SEGMENTS } from '../../clip/onnx/train';
-import { resolveClipConfig, WEIGHT_FORMATS, type WeightFormat } from '../../clip/config';
+import { WEIGHT_FORMATS, type WeightFormat } from '../../clip/config';
 import { ensureBaseline } from '../../commands/calibrate';
 import { verifyBoundary, type Verification } from '../../commands/verify';
 import { LIMIT_KINDS } from '../../core/limits';
@@ -33,7 +33,7 @@ import {
   FIT_SCHEMA,
   fitPlan,
   LIMIT_MEASURES,
-  limitedFigure,
+  type LimitedFigure,
   type FitAnswer,
   type FitLimit,
 } from '../../estimate/fit';
@@ -145,16 +145,14 @@ function limitOf(args: FitArgs): FitLimit {
   return { kind: given[0]!, bytes: limits[given[0]!]! };
 }
 
-function describeAnswer(a: FitAnswer, limit: FitLimit): string {
-  const config = resolveClipConfig(a.model);
-  const figure = (e: FitAnswer['estimate']) => {
-    const u = e.uncertainty ? ` ± ${formatBytes(limit.kind === 'mem' ? e.uncertainty.rss : e.uncertainty.vmSize)}` : '';
-    return `${formatBytes(limitedFigure(e, limit.kind, config))}${u}`;
-  };
+function describeAnswer(a: FitAnswer): string {
+  const figure = (f: LimitedFigure) =>
+    `${formatBytes(f.predicted)} ± ${formatBytes(f.band)}, up to ${formatBytes(f.upper)}`;
   const what = `${a.model} ${a.dtype}${a.estimate.phase === 'train' ? ` ${a.optimizer}${a.segments !== DEFAULT_TRAINING_SEGMENTS ? `, ${a.segments} segments` : ''}` : ''}`;
-  if (a.batch === 0) return `${what}: does not fit at batch 1 (needs ${figure(a.estimate)})`;
-  const next = a.next ? `; batch ${a.batch + 1} would need ${figure(a.next)}` : '';
-  return `${what}: batch ${a.batch} (needs ${figure(a.estimate)}${next})`;
+  const far = a.estimate.uncertainty.withinGoal ? '' : ` [band ${a.estimate.uncertainty.scope}: wider than ±10%]`;
+  if (a.batch === 0) return `${what}: does not fit at batch 1 (needs ${figure(a.limited)})${far}`;
+  const next = a.nextLimited ? `; batch ${a.batch + 1} would need ${figure(a.nextLimited)}` : '';
+  return `${what}: batch ${a.batch} (needs ${figure(a.limited)}${next})${far}`;
 }
 
 function renderVerification(v: Verification): string {
@@ -318,12 +316,12 @@ async function fitClip(args: FitArgs): Promise<void> {
   }
   const lines = [
     `clip-mem fit: ${args.phase} under ${LIMIT_MEASURES[limit.kind].option} ${formatBytes(limit.bytes)} (${limit.bytes} B), compared with ${LIMIT_MEASURES[limit.kind].counts}`,
-    `as asked: ${describeAnswer(plan.answer, limit)}`,
+    `as asked: ${describeAnswer(plan.answer)}`,
   ];
   if (plan.alternatives.length)
     lines.push(
       'changes, cheapest first:',
-      ...plan.alternatives.map((a) => `  ${a.change}: ${describeAnswer(a, limit)}`),
+      ...plan.alternatives.map((a) => `  ${a.change}: ${describeAnswer(a)}`),
     );
   if ([plan.answer, ...plan.alternatives].some((a) => a.estimate.phase === 'train' && a.optimizer === 'sgd'))
     lines.push(`note: ${SGD_MODEL_ONLY}`);
