@@ -29,15 +29,12 @@ export const MODEL_ONLY_MISS = 0.1;
 export const WIDTH_GOAL = 0.1;
 
 /**
- * Why a plain SGD step stays the terms and the baseline alone. Measured here (vit-b-32 fp32, 2 threads): the
- * SGD step in the training child grew 8 MiB per sample between batch 1 and 4 but ~28 MiB per sample between
- * 17 and 21 (malloc reuses the freed load buffers at small batches), so a calibration at 1 and 4 predicted
- * 110 MiB (8%) below the measured peak at batch 18, where the terms alone were 60 MiB (4%) above: on the
- * unsafe side, where `fit` must not be.
+ * Plain SGD (never run by `clip-mem run`) borrows AdamW's correction of the same model: only the constant
+ * (what the runtime and the allocator add), whose band is the family's. A slope fitted at batch 1 and 4 did
+ * not extrapolate (vit-b-32 SGD: 8 MiB/sample at batch 1-4, ~28 MiB/sample at 17-21): none is used.
  */
-export const SGD_MODEL_ONLY =
-  'plain SGD is model-only (the terms and the baseline, never calibrated): a calibration at small batches does not extrapolate to the ' +
-  'batches a limit decides (vit-b-32: 8 MiB/sample at batch 1-4, ~28 MiB/sample at 17-21); uncalibrated, it erred 4% high at batch 18';
+export const SGD_BORROWS =
+  "plain SGD borrows AdamW's correction of this model (the constant only), with the family's band";
 
 export interface EstimateRequest {
   /** Preset name, model directory or config.json. */

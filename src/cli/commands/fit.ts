@@ -27,7 +27,7 @@ import { WEIGHT_FORMATS, type WeightFormat } from '../../clip/config';
 import { ensureBaseline } from '../../commands/calibrate';
 import { verifyBoundary, type Verification } from '../../commands/verify';
 import { LIMIT_KINDS } from '../../core/limits';
-import { SGD_MODEL_ONLY } from '../../estimate/estimate';
+import { SGD_BORROWS } from '../../estimate/estimate';
 import {
   cheapest,
   FIT_SCHEMA,
@@ -38,6 +38,7 @@ import {
   type FitLimit,
 } from '../../estimate/fit';
 import { OPTIMIZERS, PHASES, type Optimizer, type Phase } from '../../estimate/model';
+import { storeFile } from '../../estimate/store';
 import { formatBytes, parseBytes } from '../../core/units';
 import {
   FIT_TARGETS,
@@ -173,6 +174,13 @@ function renderVerification(v: Verification): string {
     );
   else if (v.failed === 1) lines.push('proven: not even batch 1 passes under the limit');
   else lines.push(`every batch run up to ${v.passed} passed (--max-batch bounds the search)`);
+  for (const o of v.outsideBand)
+    lines.push(
+      `outside the band: batch ${o.batch} ${o.measure === 'rss' ? 'RSS' : 'VmSize'} ${formatBytes(o.measured)}, estimated ${formatBytes(o.predicted)} ± ${formatBytes(o.band)}` +
+        ` (${o.measured > o.predicted ? '+' : ''}${((100 * (o.measured - o.predicted)) / o.predicted).toFixed(1)}%): recorded in ${storeFile()}; the next estimate widens its band to it`,
+    );
+  if (!v.outsideBand.length && v.runs.some((r) => r.passed))
+    lines.push("every passing run landed inside the estimate's band");
   return lines.join('\n');
 }
 
@@ -295,7 +303,7 @@ async function fitClip(args: FitArgs): Promise<void> {
       limit,
       choice.batch,
       args['max-batch'],
-      args.threads,
+      record,
       progressLine,
     );
     endProgress();
@@ -319,12 +327,9 @@ async function fitClip(args: FitArgs): Promise<void> {
     `as asked: ${describeAnswer(plan.answer)}`,
   ];
   if (plan.alternatives.length)
-    lines.push(
-      'changes, cheapest first:',
-      ...plan.alternatives.map((a) => `  ${a.change}: ${describeAnswer(a)}`),
-    );
+    lines.push('changes, cheapest first:', ...plan.alternatives.map((a) => `  ${a.change}: ${describeAnswer(a)}`));
   if ([plan.answer, ...plan.alternatives].some((a) => a.estimate.phase === 'train' && a.optimizer === 'sgd'))
-    lines.push(`note: ${SGD_MODEL_ONLY}`);
+    lines.push(`note: ${SGD_BORROWS}`);
   if (!choice) lines.push('nothing fits: raise the limit');
   else if (choice !== plan.answer) lines.push(`cheapest change that fits: ${choice.change}, batch ${choice.batch}`);
   if (verification) lines.push(renderVerification(verification));
