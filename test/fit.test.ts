@@ -205,7 +205,7 @@ test.serial(
     t.regex(out, new RegExp(`batch +${passed}  PASS  RSS peak `));
     t.regex(out, new RegExp(`batch +${failed}  FAIL  RSS peak .* cause cgroup-oom-kill`));
     t.regex(out, /cheapest change that fits: --optimizer sgd/);
-    t.regex(out, /note: plain SGD borrows AdamW's correction/);
+    t.regex(out, /note: plain SGD is not calibrated/);
     t.regex(
       out,
       /every passing run landed inside the estimate's band|outside the band: batch \d+ (RSS|VmSize) .* recorded in /,

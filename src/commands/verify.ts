@@ -1,8 +1,7 @@
 // `clip-mem fit --verify`: the boundary the estimate predicts, proven by runs under the limit, each in its
 // own child (searchByRuns: the search and its loop, shared with `fit -- <command>`).
 import { resolveClipConfig } from '../clip/config';
-import { DEFAULT_TRAINING_SEGMENTS } from '../clip/onnx/train';
-import { estimatePhase } from '../estimate/estimate';
+import { estimatePhase, runsInTrainChild } from '../estimate/estimate';
 import { LIMIT_MEASURES, maxSearchRuns, searchByRuns, type FitConfig, type FitLimit } from '../estimate/fit';
 import type { Phase } from '../estimate/model';
 import { recordObservations, type Observation, type Peak, type RuntimeRecord } from '../estimate/store';
@@ -52,7 +51,7 @@ export interface OutsideBand {
  * The passing runs' peaks against the estimate's band at their batch (a failing run was stopped at the
  * limit: its peak is not the phase's). Each run outside becomes an observation of the estimate store.
  */
-function outsideTheBand(
+export function outsideTheBand(
   config: FitConfig,
   phase: Phase,
   limit: FitLimit,
@@ -164,7 +163,7 @@ export async function verifyBoundary(
 ): Promise<Verification> {
   const threads = record.threads;
   const run = (batch: number) =>
-    phase === 'train' && (config.optimizer !== 'adamw' || config.segments !== DEFAULT_TRAINING_SEGMENTS)
+    runsInTrainChild({ phase, ...config })
       ? runWithTrainChild(config, batch, limit, threads, progress)
       : runWithRunner(config, phase, batch, limit, threads, progress);
   const runs: VerifyRun[] = [];

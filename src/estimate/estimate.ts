@@ -29,12 +29,12 @@ export const MODEL_ONLY_MISS = 0.1;
 export const WIDTH_GOAL = 0.1;
 
 /**
- * Plain SGD (never run by `clip-mem run`) borrows AdamW's correction of the same model: only the constant
- * (what the runtime and the allocator add), whose band is the family's. A slope fitted at batch 1 and 4 did
- * not extrapolate (vit-b-32 SGD: 8 MiB/sample at batch 1-4, ~28 MiB/sample at 17-21): none is used.
+ * Plain SGD (never run by `clip-mem run`, so never calibrated) stays the terms and the baseline, with the
+ * uncalibrated band. It does not borrow AdamW's correction: the steps leave the heap differently (vit-b-32
+ * at batch 2: AdamW's constant, -64 MiB, put the SGD step 8.8% below its measured peak; without it, 2.1%).
  */
-export const SGD_BORROWS =
-  "plain SGD borrows AdamW's correction of this model (the constant only), with the family's band";
+export const SGD_UNCALIBRATED =
+  'plain SGD is not calibrated (`clip-mem run` trains with AdamW, whose correction does not carry over): the terms and the baseline, with the uncalibrated band';
 
 export interface EstimateRequest {
   /** Preset name, model directory or config.json. */
@@ -49,7 +49,7 @@ export interface EstimateRequest {
 
 /**
  * How far the band's figures stand from what was measured: `calibrated` (this model, dtype, phase and
- * optimizer were run here), `family` (the same model run in another dtype or optimizer), `transferred`
+ * optimizer were run here), `family` (the same model run in another dtype or thread count, or at other segments), `transferred`
  * (another model's correction, scaled), `uncalibrated` (the terms and the baseline alone).
  */
 export type BandScope = 'calibrated' | 'family' | 'transferred' | 'uncalibrated';
@@ -89,8 +89,8 @@ export function fitLine(points: readonly { batch: number; y: number }[]): Linear
 
 /**
  * The calibration that applies: this model, dtype, phase and optimizer at this thread count (calibrated);
- * else this model's in another dtype, optimizer or thread count (family); else another model's of the
- * same phase (transferred). Only the constant is borrowed: the runtime and allocator beyond the terms.
+ * else this model's in another dtype or thread count, or at other segments (family); else another model's
+ * of the same phase and optimizer (transferred). Only the constant is borrowed: the runtime and allocator beyond the terms.
  */
 function pickCalibration(
   record: RuntimeRecord,
@@ -98,29 +98,31 @@ function pickCalibration(
   request: EstimateRequest,
 ): { calibration: Calibration; scope: BandScope; source: RuntimeRecord } | null {
   const { phase, optimizer, dtype } = request;
-  const optimizerOf = (c: Calibration) => (phase === 'train' ? (c.optimizer ?? 'adamw') : optimizer);
-  const own = record.calibrations.filter((c) => c.phase === phase);
+  // A training step's correction belongs to its optimizer (they leave the heap differently: SGD_UNCALIBRATED).
+  const ofPhase = (c: Calibration) =>
+    c.phase === phase && (phase !== 'train' || (c.optimizer ?? 'adamw') === optimizer);
+  const own = record.calibrations.filter(ofPhase);
   // Each calibration with the record it was measured in (its baseline is what its residual is measured over).
   const sourceOf = new Map<Calibration, RuntimeRecord>(own.map((c) => [c, record]));
   for (const other of record.otherThreads ?? [])
-    for (const c of other.calibrations) if (c.phase === phase) sourceOf.set(c, other);
+    for (const c of other.calibrations) if (ofPhase(c)) sourceOf.set(c, other);
   const all = [...sourceOf.keys()];
   const sameSegments =
     phase !== 'train' || (request.segments ?? DEFAULT_TRAINING_SEGMENTS) === DEFAULT_TRAINING_SEGMENTS; // calibration runs `clip-mem run`: the trainer's default
-  const exact = own.find(
-    (c) => sameSegments && c.model === config.name && c.dtype === dtype && optimizerOf(c) === optimizer,
-  );
+  const exact = own.find((c) => sameSegments && c.model === config.name && c.dtype === dtype);
   if (exact) return { calibration: exact, scope: 'calibrated', source: record };
-  // Nearest first: the same dtype and optimizer, then the same optimizer, then any.
-  const nearest = (candidates: Calibration[]) =>
-    candidates.find((c) => c.dtype === dtype && optimizerOf(c) === optimizer) ??
-    candidates.find((c) => optimizerOf(c) === optimizer) ??
-    candidates[0];
+  // Nearest first: the same dtype, then any.
+  const nearest = (candidates: Calibration[]) => candidates.find((c) => c.dtype === dtype) ?? candidates[0];
   const family = nearest(all.filter((c) => c.model === config.name));
   if (family) return { calibration: family, scope: 'family', source: sourceOf.get(family)! };
   const other = nearest(all);
   return other ? { calibration: other, scope: 'transferred', source: sourceOf.get(other)! } : null;
 }
+
+/** Plain SGD and other segment counts: what `fit --verify` and the holdout run in clip-mem's training child. */
+export const runsInTrainChild = (request: Pick<EstimateRequest, 'phase' | 'optimizer' | 'segments'>): boolean =>
+  request.phase === 'train' &&
+  (request.optimizer !== 'adamw' || (request.segments ?? DEFAULT_TRAINING_SEGMENTS) !== DEFAULT_TRAINING_SEGMENTS);
 
 export function estimatePhase(config: ClipConfig, request: EstimateRequest, record: RuntimeRecord): PhaseEstimate {
   const baseline = record.baseline;
@@ -133,13 +135,17 @@ export function estimatePhase(config: ClipConfig, request: EstimateRequest, reco
     request.optimizer,
     request.segments ?? DEFAULT_TRAINING_SEGMENTS,
   );
-  const base = baseline.phases[request.phase];
+  // A training step `clip-mem run` does not offer runs in clip-mem's training child: its own baseline.
+  const child = runsInTrainChild(request) && baseline.trainChild;
+  const base = child || baseline.phases[request.phase];
   const components: Component[] = [
     {
       name: 'runtime baseline',
       rss: base.rss,
       vmSize: base.vmSize,
-      basis: `Node + onnxruntime, measured: the ${BASELINE_MODEL} preset's ${request.phase} in a child`,
+      basis: child
+        ? `Node + onnxruntime, measured: the ${BASELINE_MODEL} preset's plain SGD step in clip-mem's training child`
+        : `Node + onnxruntime, measured: the ${BASELINE_MODEL} preset's ${request.phase} in a child`,
     },
     ...terms.components,
   ];
@@ -158,6 +164,24 @@ export function estimatePhase(config: ClipConfig, request: EstimateRequest, reco
   }
   const picked = pickCalibration(record, config, request);
   if (!picked) {
+    const adamw =
+      request.optimizer === 'sgd' ? pickCalibration(record, config, { ...request, optimizer: 'adamw' }) : null;
+    if (adamw) {
+      // The address space malloc's arenas reserve beyond the terms is alike for both optimizers (vit-b-32
+      // SGD at batch 2: 13% above the terms without AdamW's VmSize constant, 1.3% below with it); the heap
+      // they leave resident is not (SGD_UNCALIBRATED).
+      const correction = correctionOf(adamw.calibration, adamw.source);
+      const vmSize = Math.round(transferScale(config, adamw) * correction.constant.vmSize);
+      components.push({
+        name: 'calibration',
+        rss: 0,
+        vmSize,
+        basis: `VmSize only, borrowed from AdamW's ${correction.from}: the address space malloc's arenas reserve beyond the terms`,
+      });
+      estimate.predicted = { rss: modelled.rss, vmSize: modelled.vmSize + vmSize };
+      estimate.calibration = { kind: 'transferred', from: correction.from };
+      estimate.uncertainty = uncalibratedBand(estimate.predicted, termsGrowth(config, request, 1));
+    }
     estimate.uncertainty = widenToObservations(estimate.uncertainty, config, request, record, estimate.predicted);
     return estimate;
   }
@@ -168,10 +192,7 @@ export function estimatePhase(config: ClipConfig, request: EstimateRequest, reco
   // from batch 1 to 4, then rose 250 MB from 8 to 16).
   // Another model's constant shrinks with its parameters, never grows (the baseline is the tiny preset's
   // own peak, so a small model has little left to correct; vit-l-14 was seen to need more, not less).
-  const scale =
-    scope === 'transferred'
-      ? Math.min(1, trainableBytes(config) / trainableBytes(resolveClipConfig(calibration.model)))
-      : 1;
+  const scale = transferScale(config, picked);
   const residual = {
     rss: Math.round(scale * correction.constant.rss),
     vmSize: Math.round(scale * correction.constant.vmSize),
@@ -199,6 +220,13 @@ export function estimatePhase(config: ClipConfig, request: EstimateRequest, reco
     estimate.predicted,
   );
   return estimate;
+}
+
+/** Another model's constant, scaled by the parameters' ratio when that model is smaller (1 otherwise). */
+function transferScale(config: ClipConfig, picked: { calibration: Calibration; scope: BandScope }): number {
+  return picked.scope === 'transferred'
+    ? Math.min(1, trainableBytes(config) / trainableBytes(resolveClipConfig(picked.calibration.model)))
+    : 1;
 }
 
 /** What a calibration measured beyond the terms: the mean residual over its points and the observations of the same config. */
@@ -282,7 +310,7 @@ function finish(rss: number, vmSize: number, scope: BandScope, predicted: Peak, 
 /** Why a band is wide, per scope. */
 const FAR: Record<BandScope, string> = {
   calibrated: 'far beyond the calibrated batches',
-  family: 'this dtype or optimizer was not calibrated',
+  family: 'this dtype, thread count or segment count was not calibrated',
   transferred: 'a model far from the calibrated one',
   uncalibrated: 'nothing near was calibrated',
 };

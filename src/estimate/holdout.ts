@@ -36,6 +36,8 @@ export interface HoldoutFile {
   schema: string;
   measuredAt: string;
   machine: string;
+  /** What the file is (which holdout, what it was used for). */
+  note?: string;
   /** The runtime record each thread count's estimates read (baseline, calibrations). */
   records: Record<number, RuntimeRecord>;
   rows: HoldoutRow[];

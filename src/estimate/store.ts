@@ -66,7 +66,15 @@ export interface RuntimeRecord {
   versions: { backend: string; node: string; clipMem: string };
   threads: number;
   /** Runtime baseline per phase: the tiny preset's measured peak minus its own (negligible) terms. */
-  baseline?: { measuredAt: string; phases: Record<Phase, Peak> };
+  baseline?: {
+    measuredAt: string;
+    phases: Record<Phase, Peak>;
+    /**
+     * The same for a training step in clip-mem's own training child (plain SGD, other segment counts:
+     * what `clip-mem run` does not offer), which loads less than the scenario runner (tiny: 38 MiB less RSS).
+     */
+    trainChild?: Peak;
+  };
   calibrations: Calibration[];
   /** Runs that landed outside their band (absent in stores written before them). */
   observations?: Observation[];

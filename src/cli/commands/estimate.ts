@@ -21,7 +21,7 @@ import {
 import { DEFAULT_TRAINING_SEGMENTS } from '../../clip/onnx/train';
 import { resolveClipConfig, WEIGHT_FORMATS, type WeightFormat } from '../../clip/config';
 import { calibrate, ensureBaseline } from '../../commands/calibrate';
-import { ESTIMATE_SCHEMA, estimatePhase, SGD_BORROWS, type PhaseEstimate } from '../../estimate/estimate';
+import { ESTIMATE_SCHEMA, estimatePhase, SGD_UNCALIBRATED, type PhaseEstimate } from '../../estimate/estimate';
 import { OPTIMIZERS, PHASES, phasesOf, type Optimizer, type Phase } from '../../estimate/model';
 import { renderAccelerate, renderHeader, renderPhase } from '../../estimate/render';
 import { loadRuntimeRecord, storeFile } from '../../estimate/store';
@@ -111,7 +111,7 @@ export const estimateCommand: CommandModule<object, EstimateArgs> = {
         type: 'boolean',
         default: false,
         describe:
-          'run the phases (or --phase) at --calibrate-batches in children and store the fits for this runtime (training: AdamW; plain SGD borrows its correction)',
+          'run the phases (or --phase) at --calibrate-batches in children and store the fits for this runtime (training: AdamW; plain SGD stays uncalibrated)',
       })
       .option('calibrate-batches', { type: 'string', default: '1,4', describe: 'batch sizes --calibrate runs' })
       .option('refresh-baseline', { type: 'boolean', default: false, describe: 'measure the runtime baseline again' })
@@ -168,7 +168,7 @@ async function estimate(args: EstimateArgs): Promise<void> {
           `the terms miss ${formatBytes(c.residualFit.rss.constant)} + ${formatBytes(c.residualFit.rss.slope)} x batch  [${points}]\n`,
       );
     }
-    if (calibrations.some((c) => c.phase === 'train')) process.stdout.write(`train (sgd): ${SGD_BORROWS}\n`);
+    if (calibrations.some((c) => c.phase === 'train')) process.stdout.write(`train (sgd): ${SGD_UNCALIBRATED}\n`);
     process.stdout.write(`stored in ${storeFile()} for ${loadRuntimeRecord(args.threads).key}\n`);
     return;
   }

@@ -27,7 +27,7 @@ import { WEIGHT_FORMATS, type WeightFormat } from '../../clip/config';
 import { ensureBaseline } from '../../commands/calibrate';
 import { verifyBoundary, type Verification } from '../../commands/verify';
 import { LIMIT_KINDS } from '../../core/limits';
-import { SGD_BORROWS } from '../../estimate/estimate';
+import { SGD_UNCALIBRATED } from '../../estimate/estimate';
 import {
   cheapest,
   FIT_SCHEMA,
@@ -329,7 +329,7 @@ async function fitClip(args: FitArgs): Promise<void> {
   if (plan.alternatives.length)
     lines.push('changes, cheapest first:', ...plan.alternatives.map((a) => `  ${a.change}: ${describeAnswer(a)}`));
   if ([plan.answer, ...plan.alternatives].some((a) => a.estimate.phase === 'train' && a.optimizer === 'sgd'))
-    lines.push(`note: ${SGD_BORROWS}`);
+    lines.push(`note: ${SGD_UNCALIBRATED}`);
   if (!choice) lines.push('nothing fits: raise the limit');
   else if (choice !== plan.answer) lines.push(`cheapest change that fits: ${choice.change}, batch ${choice.batch}`);
   if (verification) lines.push(renderVerification(verification));
