@@ -27,12 +27,12 @@ test('the band holds on the holdout: at least 95% of the measured RSS and VmSize
   }
 });
 
-test('a band wider than ±10% says so and why; a calibrated config within 12 samples of its calibration stays within it', (t) => {
+test('a band wider than ±10% (or uncalibrated) says so and why; a calibrated config within 12 samples of its calibration stays within it', (t) => {
   for (const j of [...judge(tuning), ...judge(fresh)]) {
     const u = j.estimate.uncertainty;
-    const within = j.width.rss <= WIDTH_GOAL && j.width.vmSize <= WIDTH_GOAL;
+    const within = u.scope !== 'uncalibrated' && j.width.rss <= WIDTH_GOAL && j.width.vmSize <= WIDTH_GOAL;
     t.is(u.withinGoal, within);
-    if (!within) t.regex(u.basis, /wider than ±10%: /);
+    if (!within) t.regex(u.basis, /not within the ±10% goal: /);
     if (u.scope === 'calibrated' && j.row.batch <= 16) t.true(within, `${j.row.model} ${j.row.phase} ${j.row.batch}`);
   }
 });

@@ -23,7 +23,7 @@ export const BORROWED_MISS: Record<BandScope, number> = {
   transferred: 0.06,
   uncalibrated: 0,
 };
-/** The terms and the baseline alone: their worst miss in the holdout, as a share of the peak. */
+/** The terms and the baseline alone: with the growth share, 126 of the holdout's 132 peaks inside without calibration (issue 17). */
 export const MODEL_ONLY_MISS = 0.1;
 /** The band's width goal within a calibrated family (issue 17). */
 export const WIDTH_GOAL = 0.1;
@@ -59,7 +59,7 @@ export interface Uncertainty {
   rss: number;
   vmSize: number;
   scope: BandScope;
-  /** false when the band is wider than ±10% of the prediction (the goal within a calibrated family). */
+  /** false when the band is wider than ±10% of the prediction (the goal within a calibrated family), or uncalibrated. */
   withinGoal: boolean;
   basis: string;
 }
@@ -297,13 +297,15 @@ const percentOf = (band: number, predicted: number) => `${((100 * band) / predic
 
 function finish(rss: number, vmSize: number, scope: BandScope, predicted: Peak, basis: string): Uncertainty {
   const band = { rss: Math.round(rss), vmSize: Math.round(vmSize) };
-  const withinGoal = band.rss <= WIDTH_GOAL * predicted.rss && band.vmSize <= WIDTH_GOAL * predicted.vmSize;
+  // The goal holds within a calibrated family; an uncalibrated band never meets it (it is at least 10%).
+  const withinGoal =
+    scope !== 'uncalibrated' && band.rss <= WIDTH_GOAL * predicted.rss && band.vmSize <= WIDTH_GOAL * predicted.vmSize;
   const width = `±${percentOf(band.rss, predicted.rss)} RSS, ±${percentOf(band.vmSize, predicted.vmSize)} VmSize`;
   return {
     ...band,
     scope,
     withinGoal,
-    basis: `${width}${withinGoal ? '' : ` (wider than ±${100 * WIDTH_GOAL}%: ${FAR[scope]})`}: ${basis}`,
+    basis: `${width}${withinGoal ? '' : ` (not within the ±${100 * WIDTH_GOAL}% goal: ${FAR[scope]})`}: ${basis}`,
   };
 }
 
@@ -386,7 +388,7 @@ function uncalibratedBand(predicted: Peak, growth: Peak): Uncertainty {
     half('vmSize'),
     'uncalibrated',
     predicted,
-    `not calibrated here: ${100 * MODEL_ONLY_MISS}% of the peak (the terms and the baseline alone missed by up to 6% in the holdout) + ${100 * GROWTH_MISS}% of what the terms add beyond batch 1; \`clip-mem estimate --calibrate\` narrows it`,
+    `not calibrated here: ${100 * MODEL_ONLY_MISS}% of the peak + ${100 * GROWTH_MISS}% of what the terms add beyond batch 1 (without calibration, 95% of the holdout's peaks fell inside; int8 forward missed by up to 19%); \`clip-mem estimate --calibrate\` narrows it`,
   );
 }
 

@@ -150,7 +150,8 @@ function describeAnswer(a: FitAnswer): string {
   const figure = (f: LimitedFigure) =>
     `${formatBytes(f.predicted)} ± ${formatBytes(f.band)}, up to ${formatBytes(f.upper)}`;
   const what = `${a.model} ${a.dtype}${a.estimate.phase === 'train' ? ` ${a.optimizer}${a.segments !== DEFAULT_TRAINING_SEGMENTS ? `, ${a.segments} segments` : ''}` : ''}`;
-  const far = a.estimate.uncertainty.withinGoal ? '' : ` [band ${a.estimate.uncertainty.scope}: wider than ±10%]`;
+  const u = a.estimate.uncertainty;
+  const far = u.withinGoal ? '' : ` [band ${u.scope}, ±${((100 * a.limited.band) / a.limited.predicted).toFixed(1)}%]`;
   if (a.batch === 0) return `${what}: does not fit at batch 1 (needs ${figure(a.limited)})${far}`;
   const next = a.nextLimited ? `; batch ${a.batch + 1} would need ${figure(a.nextLimited)}` : '';
   return `${what}: batch ${a.batch} (needs ${figure(a.limited)}${next})${far}`;
