@@ -1,6 +1,6 @@
-// `clip-mem estimate`: the model terms (model.ts) on top of the measured runtime baseline, corrected by
-// calibration when there is one, with the uncertainty that follows from what was measured; and the
-// calibration itself (children at a few batch sizes, least-squares fits).
+// `clip-mem estimate`: the model terms (model.ts) on top of the measured runtime baseline, plus the
+// calibration's constant when there is one near (this config, its family, another model), and the band the
+// measured peak is expected in, as wide as that distance and the holdout (scripts/holdout.ts) say.
 import { resolveClipConfig, type ClipConfig, type WeightFormat } from '../clip/config';
 import { DEFAULT_TRAINING_SEGMENTS } from '../clip/onnx/train';
 import { modelTerms, sumRss, sumVmSize, trainableBytes, type Component, type Optimizer, type Phase } from './model';

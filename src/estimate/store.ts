@@ -35,7 +35,7 @@ export interface Calibration {
   points: { batch: number; measured: Peak; modelled: Peak }[];
   /** measured = constant + slope x batch (least squares over the points). */
   measuredFit: { rss: LinearFit; vmSize: LinearFit };
-  /** measured - modelled = constant + slope x batch when calibrated (estimates refit it against the current model). */
+  /** measured - modelled = constant + slope x batch when calibrated, for reference: estimates take the mean of measured - modelled against the current model (a constant). */
   residualFit: { rss: LinearFit; vmSize: LinearFit };
 }
 
