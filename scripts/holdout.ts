@@ -219,7 +219,7 @@ async function main(): Promise<void> {
 
   const table = coverage(fileOf());
   console.log(
-    `\ncoverage (share of measured values inside the band) and mean band width, ${rows.filter((r) => r.measured).length} measured run(s):`,
+    `\ncoverage (share of measured values inside the band) and the widest band, ${rows.filter((r) => r.measured).length} measured run(s):`,
   );
   for (const line of table.lines) console.log(`  ${line}`);
   if (jsonFile) console.log(`wrote ${jsonFile}`);
