@@ -90,9 +90,10 @@ function touchedTokenTable(config: ClipConfig, batch: number, tokenRow: number, 
  * forward: onnxruntime maps the checkpoint and reads every weight once (file-backed pages), except the
  * token table, of which only the looked-up rows are touched (each fault maps the 64 KiB around it);
  * it also allocates the weights' size from its allocator without touching it (address space only).
- * Activations: the most of the planner's buffers held at once (onnxruntime's arena hands a freed chunk to
- * any request that fits in it, so buffers of different sizes share memory; measured on vit-b-32 fp32, the
- * peak grew 118 MiB from batch 1 to 32, where the held buffers grow 91 MiB and the sum of all buffers 197).
+ * Activations: the sum of the planner's buffers (exact-size reuse). On vit-b-32 fp32 the peak grew 118 MiB
+ * from batch 1 to 32, between the most held at once (91 MiB) and this sum (197 MiB); at batch 128 and at
+ * tiny's batch 3045 the most held at once fell below the measured peak (a fix proposed from it was
+ * OOM-killed), so the sum, on the safe side, stays.
  */
 function forwardTerms(config: ClipConfig, format: WeightFormat, batch: number, graph: GraphMemory): ModelTerms {
   const w = weightBytes(config, format);
@@ -110,9 +111,9 @@ function forwardTerms(config: ClipConfig, format: WeightFormat, batch: number, g
       },
       {
         name: 'activations',
-        rss: graph.plannedPeakBytes + graph.constantBytes,
-        vmSize: graph.plannedPeakBytes + graph.constantBytes,
-        basis: `inference graph: the most of onnxruntime's planned buffers held at once (${graph.peakBytes} B of live tensors at most)`,
+        rss: graph.plannedBytes + graph.constantBytes,
+        vmSize: graph.plannedBytes + graph.constantBytes,
+        basis: `inference graph: onnxruntime's planned buffers (exact-size reuse; ${graph.peakBytes} B live at most)`,
       },
     ],
   };
