@@ -123,7 +123,7 @@ function record(): RuntimeRecord {
   };
 }
 
-test('fitPlan: AdamW training of vit-b-32 does not fit 1500 MiB; the cheapest change is plain SGD, at the last batch under the limit', (t) => {
+test("fitPlan: AdamW training of vit-b-32 does not fit 1500 MiB; the cheapest change is plain SGD, at the last batch whose band's upper edge is under the limit", (t) => {
   const limit = { kind: 'mem' as const, bytes: 1500 * MiB };
   const plan = fitPlan(
     { model: 'vit-b-32', dtype: 'fp32', optimizer: 'adamw', segments: DEFAULT_TRAINING_SEGMENTS },
@@ -155,9 +155,14 @@ test('fitPlan: AdamW training of vit-b-32 does not fit 1500 MiB; the cheapest ch
       'mem',
       config,
     );
-  t.true(at(choice.batch) <= limit.bytes);
-  t.true(at(choice.batch + 1) > limit.bytes);
+  // The proposal carries the band: the upper edge fits, the next batch's does not
+  t.deepEqual(choice.limited, at(choice.batch));
+  t.is(choice.limited.upper, choice.limited.predicted + choice.limited.band);
+  t.true(choice.limited.band > 0);
+  t.true(choice.limited.upper <= limit.bytes);
+  t.true(at(choice.batch + 1).upper > limit.bytes);
   t.is(choice.next!.batch, choice.batch + 1);
+  t.deepEqual(choice.nextLimited, at(choice.batch + 1));
 });
 
 test('fitPlan: --limit-as compares VmSize, --limit-data leaves out the read-only weight mapping', (t) => {
@@ -168,9 +173,18 @@ test('fitPlan: --limit-as compares VmSize, --limit-data leaves out the read-only
     { model: 'vit-b-32', dtype: 'fp32', optimizer: 'adamw', batch: 2, phase: 'forward' },
     r,
   );
-  t.is(limitedFigure(e, 'as', config), e.predicted.vmSize);
-  t.is(limitedFigure(e, 'data', config), e.predicted.vmSize - 605_110_268);
-  t.is(limitedFigure(e, 'mem', config), e.predicted.rss);
+  t.deepEqual(limitedFigure(e, 'as', config), {
+    predicted: e.predicted.vmSize,
+    band: e.uncertainty.vmSize,
+    upper: e.predicted.vmSize + e.uncertainty.vmSize,
+  });
+  t.is(limitedFigure(e, 'data', config).predicted, e.predicted.vmSize - 605_110_268);
+  t.is(limitedFigure(e, 'data', config).band, e.uncertainty.vmSize);
+  t.deepEqual(limitedFigure(e, 'mem', config), {
+    predicted: e.predicted.rss,
+    band: e.uncertainty.rss,
+    upper: e.predicted.rss + e.uncertainty.rss,
+  });
 });
 
 test.serial(
@@ -191,7 +205,11 @@ test.serial(
     t.regex(out, new RegExp(`batch +${passed}  PASS  RSS peak `));
     t.regex(out, new RegExp(`batch +${failed}  FAIL  RSS peak .* cause cgroup-oom-kill`));
     t.regex(out, /cheapest change that fits: --optimizer sgd/);
-    t.regex(out, /note: plain SGD is model-only/);
+    t.regex(out, /note: plain SGD is not calibrated/);
+    t.regex(
+      out,
+      /every passing run landed inside the estimate's band|outside the band: batch \d+ (RSS|VmSize) .* recorded in /,
+    );
     const runs = /verify: (\d+) run\(s\) .* \(at most (\d+): ceil\(log2\(--max-batch\)\) \+ 1\)/.exec(out)!;
     t.is(Number(runs[2]), 9);
     t.true(Number(runs[1]) <= 9, out);

@@ -1,8 +1,10 @@
 // `clip-mem fit --verify`: the boundary the estimate predicts, proven by runs under the limit, each in its
 // own child (searchByRuns: the search and its loop, shared with `fit -- <command>`).
-import { DEFAULT_TRAINING_SEGMENTS } from '../clip/onnx/train';
+import { resolveClipConfig } from '../clip/config';
+import { estimatePhase, runsInTrainChild } from '../estimate/estimate';
 import { LIMIT_MEASURES, maxSearchRuns, searchByRuns, type FitConfig, type FitLimit } from '../estimate/fit';
 import type { Phase } from '../estimate/model';
+import { recordObservations, type Observation, type Peak, type RuntimeRecord } from '../estimate/store';
 import type { Limits } from '../core/limits';
 import type { Cause } from '../diagnose';
 import { runPhases, runTrainStep } from './phase-runs';
@@ -32,6 +34,61 @@ export interface Verification {
   /** maxSearchRuns(maxBatch): the most runs the search may take. */
   maxRuns: number;
   proven: boolean;
+  /** Passing runs whose peak landed outside the estimate's band: recorded in the estimate store. */
+  outsideBand: OutsideBand[];
+}
+
+export interface OutsideBand {
+  batch: number;
+  measure: keyof Peak;
+  measured: number;
+  predicted: number;
+  /** The band's half-width. */
+  band: number;
+}
+
+/**
+ * The passing runs' peaks against the estimate's band at their batch (a failing run was stopped at the
+ * limit: its peak is not the phase's). Each run outside becomes an observation of the estimate store.
+ */
+export function outsideTheBand(
+  config: FitConfig,
+  phase: Phase,
+  limit: FitLimit,
+  runs: readonly VerifyRun[],
+  record: RuntimeRecord,
+): { outside: OutsideBand[]; observations: Observation[] } {
+  const clip = resolveClipConfig(config.model);
+  const outside: OutsideBand[] = [];
+  const observations: Observation[] = [];
+  for (const run of runs) {
+    if (!run.passed || run.rssPeak === null || run.vmSizePeak === null) continue;
+    const e = estimatePhase(clip, { ...config, batch: run.batch, phase }, record);
+    const measured = { rss: run.rssPeak, vmSize: run.vmSizePeak };
+    const misses = (['rss', 'vmSize'] as const).filter(
+      (key) => Math.abs(measured[key] - e.predicted[key]) > e.uncertainty[key],
+    );
+    for (const key of misses)
+      outside.push({
+        batch: run.batch,
+        measure: key,
+        measured: measured[key],
+        predicted: e.predicted[key],
+        band: e.uncertainty[key],
+      });
+    if (misses.length)
+      observations.push({
+        ...config,
+        phase,
+        batch: run.batch,
+        measured,
+        predicted: e.predicted,
+        band: { rss: e.uncertainty.rss, vmSize: e.uncertainty.vmSize },
+        source: `fit --verify ${LIMIT_MEASURES[limit.kind].option} ${limit.bytes}`,
+        measuredAt: new Date().toISOString(),
+      });
+  }
+  return { outside, observations };
 }
 
 function limitsOf(limit: FitLimit): Limits {
@@ -101,11 +158,12 @@ export async function verifyBoundary(
   limit: FitLimit,
   predicted: number,
   maxBatch: number,
-  threads: number,
+  record: RuntimeRecord,
   progress: (line: string) => void,
 ): Promise<Verification> {
+  const threads = record.threads;
   const run = (batch: number) =>
-    phase === 'train' && (config.optimizer !== 'adamw' || config.segments !== DEFAULT_TRAINING_SEGMENTS)
+    runsInTrainChild({ phase, ...config })
       ? runWithTrainChild(config, batch, limit, threads, progress)
       : runWithRunner(config, phase, batch, limit, threads, progress);
   const runs: VerifyRun[] = [];
@@ -115,6 +173,9 @@ export async function verifyBoundary(
     return result.passed;
   });
   const proven = passed >= 1 && failed <= maxBatch;
+  const { outside, observations } = outsideTheBand(config, phase, limit, runs, record);
+  // The next estimate (and calibration) of this model learns from them.
+  recordObservations(threads, observations);
   return {
     config,
     phase,
@@ -125,5 +186,6 @@ export async function verifyBoundary(
     failed: failed <= maxBatch ? failed : null,
     maxRuns: maxSearchRuns(maxBatch),
     proven,
+    outsideBand: outside,
   };
 }

@@ -43,18 +43,30 @@ export interface FitAnswer extends FitConfig {
   batch: number;
   /** The estimate at `batch` (or at batch 1 when none fits). */
   estimate: PhaseEstimate;
+  /** What the limit counts at `batch`: the batch fits when the band's upper edge is under the limit. */
+  limited: LimitedFigure;
   /** The estimate one batch up (absent at --max-batch). */
   next?: PhaseEstimate;
+  nextLimited?: LimitedFigure;
   /** What changed from the request, in words ('' for the request itself). */
   change: string;
 }
 
-export function limitedFigure(e: PhaseEstimate, kind: LimitKind, config: ClipConfig): number {
-  if (kind === 'mem') return e.predicted.rss;
-  if (kind === 'as') return e.predicted.vmSize;
+/** What the limit counts, as predicted, with the band's half-width and its upper edge (predicted + band). */
+export interface LimitedFigure {
+  predicted: number;
+  band: number;
+  upper: number;
+}
+
+export function limitedFigure(e: PhaseEstimate, kind: LimitKind, config: ClipConfig): LimitedFigure {
+  const key = kind === 'mem' ? 'rss' : 'vmSize';
   // Read-only file mappings (the forward's weights) are not data; the copy paths are.
-  const mapped = e.phase === 'forward' ? modelTerms(config, e.dtype, 'load', 0).components[0].vmSize : 0;
-  return e.predicted.vmSize - mapped;
+  const mapped =
+    kind === 'data' && e.phase === 'forward' ? modelTerms(config, e.dtype, 'load', 0).components[0].vmSize : 0;
+  const predicted = e.predicted[key] - mapped;
+  const band = e.uncertainty[key];
+  return { predicted, band, upper: predicted + band };
 }
 
 /** ceil(log2(maxBatch)) + 1: the most runs a search for the boundary in [1, maxBatch] takes. */
@@ -132,10 +144,21 @@ function answerFor(
 ): FitAnswer {
   const config = resolveClipConfig(request.model);
   const estimate = (batch: number) => estimatePhase(config, { ...request, batch, phase }, record);
-  const fits = (batch: number) => limitedFigure(estimate(batch), limit.kind, config) <= limit.bytes;
+  // The band's upper edge under the limit: a run lands above the prediction as often as below it.
+  const fits = (batch: number) => limitedFigure(estimate(batch), limit.kind, config).upper <= limit.bytes;
   const batch = phase === 'load' ? (fits(1) ? 1 : 0) : largestFitting(fits, maxBatch);
-  const answer: FitAnswer = { ...request, batch, estimate: estimate(Math.max(batch, 1)), change };
-  if (phase !== 'load' && batch < maxBatch) answer.next = estimate(batch + 1);
+  const at = estimate(Math.max(batch, 1));
+  const answer: FitAnswer = {
+    ...request,
+    batch,
+    estimate: at,
+    limited: limitedFigure(at, limit.kind, config),
+    change,
+  };
+  if (phase !== 'load' && batch < maxBatch) {
+    answer.next = estimate(batch + 1);
+    answer.nextLimited = limitedFigure(answer.next, limit.kind, config);
+  }
   return answer;
 }
 

@@ -6,6 +6,7 @@
 import { clipLayout, layoutTotals, type ClipConfig, type WeightFormat } from '../clip/config';
 import { DEFAULT_TRAINING_SEGMENTS } from '../clip/onnx/train';
 import { PHASES, type Phase } from '../scenarios/catalog';
+import { syntheticIds } from '../scenarios/inputs';
 import { forwardGraphMemory, trainingGraphMemory, type GraphMemory } from './graph-memory';
 
 export { PHASES, type Phase };
@@ -76,14 +77,27 @@ function loadTerms(config: ClipConfig, format: WeightFormat): ModelTerms {
 }
 
 /**
+ * The token table's pages a forward pass faults in: each distinct 64 KiB window (fault-around) of the
+ * rows that the ids `clip-mem run` feeds (scenarios/inputs.ts) look up, at most the whole table.
+ */
+function touchedTokenTable(config: ClipConfig, batch: number, tokenRow: number, tokenTable: number): number {
+  const window = Math.max(FAULT_AROUND_BYTES, tokenRow);
+  const windows = new Set(Array.from(syntheticIds(config, batch), (id) => Math.floor((id * tokenRow) / window)));
+  return Math.min(tokenTable, windows.size * window);
+}
+
+/**
  * forward: onnxruntime maps the checkpoint and reads every weight once (file-backed pages), except the
  * token table, of which only the looked-up rows are touched (each fault maps the 64 KiB around it);
  * it also allocates the weights' size from its allocator without touching it (address space only).
+ * Activations: the sum of the planner's buffers (exact-size reuse). On vit-b-32 fp32 the peak grew 118 MiB
+ * from batch 1 to 32, between the most held at once (91 MiB) and this sum (197 MiB); at batch 128 and at
+ * tiny's batch 3045 the most held at once fell below the measured peak (a fix proposed from it was
+ * OOM-killed), so the sum, on the safe side, stays.
  */
 function forwardTerms(config: ClipConfig, format: WeightFormat, batch: number, graph: GraphMemory): ModelTerms {
   const w = weightBytes(config, format);
-  const lookups = batch * config.text.maxPositionEmbeddings;
-  const touchedTable = Math.min(w.tokenTable, lookups * Math.max(FAULT_AROUND_BYTES, w.tokenRow));
+  const touchedTable = touchedTokenTable(config, batch, w.tokenRow, w.tokenTable);
   const resident = w.total - w.tokenTable + touchedTable;
   return {
     phase: 'forward',
@@ -93,7 +107,7 @@ function forwardTerms(config: ClipConfig, format: WeightFormat, batch: number, g
         name: 'weights',
         rss: resident,
         vmSize: 2 * w.total,
-        basis: `file-backed: all but the token table + ${lookups} looked-up rows x 64 KiB; address space: the mapping + onnxruntime's untouched copy`,
+        basis: `file-backed: all but the token table + the ${touchedTable / Math.max(FAULT_AROUND_BYTES, w.tokenRow)} 64 KiB windows its looked-up rows fall in; address space: the mapping + onnxruntime's untouched copy`,
       },
       {
         name: 'activations',

@@ -3,7 +3,7 @@
 import type { ClipConfig } from '../clip/config';
 import { DEFAULT_TRAINING_SEGMENTS } from '../clip/onnx/train';
 import { formatBytes } from '../core/units';
-import { accelerateFigures, SGD_MODEL_ONLY, type PhaseEstimate } from './estimate';
+import { accelerateFigures, type PhaseEstimate } from './estimate';
 import type { RuntimeRecord } from './store';
 
 const pad = (text: string, width: number) => text.padEnd(width);
@@ -24,16 +24,11 @@ export function renderPhase(e: PhaseEstimate): string {
   const lines = [`${phaseTitle(e)}`, `  ${pad('', 18)}${padLeft('RSS', 12)}${padLeft('VmSize', 12)}  how`];
   for (const c of e.components)
     lines.push(`  ${pad(c.name, 18)}${padLeft(signed(c.rss), 12)}${padLeft(signed(c.vmSize), 12)}  ${c.basis}`);
-  const plusMinus = (key: 'rss' | 'vmSize') => (e.uncertainty ? ` ± ${formatBytes(e.uncertainty[key])}` : '');
+  const plusMinus = (key: 'rss' | 'vmSize') => ` ± ${formatBytes(e.uncertainty[key])}`;
   lines.push(
     `  ${pad('peak', 18)}${padLeft(formatBytes(e.predicted.rss), 12)}${padLeft(formatBytes(e.predicted.vmSize), 12)}  (${e.predicted.rss} B RSS${plusMinus('rss')}; ${e.predicted.vmSize} B VmSize${plusMinus('vmSize')})`,
   );
-  if (e.uncertainty) lines.push(`  uncertainty: ${e.uncertainty.basis}`);
-  else if (e.phase === 'train' && e.optimizer === 'sgd') lines.push(`  uncertainty: ${SGD_MODEL_ONLY}`);
-  else
-    lines.push(
-      '  uncertainty: not calibrated on this machine: the model terms and the measured baseline only; `clip-mem estimate --calibrate` measures it',
-    );
+  lines.push(`  band (${e.uncertainty.scope}): ${e.uncertainty.basis}`);
   if (e.mmap)
     lines.push(
       `  by mmap instead: RSS ${formatBytes(e.mmap.rss)} (pages come in when used), VmSize ${formatBytes(e.mmap.vmSize)} (the whole file is mapped at once)`,

@@ -35,8 +35,29 @@ export interface Calibration {
   points: { batch: number; measured: Peak; modelled: Peak }[];
   /** measured = constant + slope x batch (least squares over the points). */
   measuredFit: { rss: LinearFit; vmSize: LinearFit };
-  /** measured - modelled = constant + slope x batch when calibrated (estimates refit it against the current model). */
+  /** measured - modelled = constant + slope x batch when calibrated, for reference: estimates take the mean of measured - modelled against the current model (a constant). */
   residualFit: { rss: LinearFit; vmSize: LinearFit };
+}
+
+/**
+ * A peak measured outside calibration that landed outside the band stated for it (`fit --verify` records
+ * each one): the next estimate of the same model and phase fits it with the calibration's points and
+ * widens its band to cover it.
+ */
+export interface Observation {
+  model: string;
+  dtype: string;
+  phase: Phase;
+  optimizer: string;
+  segments: number;
+  batch: number;
+  measured: Peak;
+  /** The estimate and its band (half-widths) when it was measured. */
+  predicted: Peak;
+  band: Peak;
+  /** What measured it, e.g. `fit --verify --limit-mem 1.46 GiB`. */
+  source: string;
+  measuredAt: string;
 }
 
 export interface RuntimeRecord {
@@ -45,8 +66,23 @@ export interface RuntimeRecord {
   versions: { backend: string; node: string; clipMem: string };
   threads: number;
   /** Runtime baseline per phase: the tiny preset's measured peak minus its own (negligible) terms. */
-  baseline?: { measuredAt: string; phases: Record<Phase, Peak> };
+  baseline?: {
+    measuredAt: string;
+    phases: Record<Phase, Peak>;
+    /**
+     * The same for a training step in clip-mem's own training child (plain SGD, other segment counts:
+     * what `clip-mem run` does not offer), which loads less than the scenario runner (tiny: 38 MiB less RSS).
+     */
+    trainChild?: Peak;
+  };
   calibrations: Calibration[];
+  /** Runs that landed outside their band (absent in stores written before them). */
+  observations?: Observation[];
+  /**
+   * The calibrations of the same runtime at other thread counts, read with the record and never saved
+   * with it: a thread count not calibrated borrows them (its own baseline holds what threads change).
+   */
+  otherThreads?: RuntimeRecord[];
 }
 
 interface StoreFile {
@@ -107,20 +143,32 @@ function readStore(): StoreFile {
 
 export function loadRuntimeRecord(threads: number): RuntimeRecord {
   const key = runtimeKey(threads);
-  return (
-    readStore().runtimes[key] ?? {
-      key,
-      backend: ESTIMATE_BACKEND,
-      versions: runtimeVersions(),
-      threads,
-      calibrations: [],
-    }
+  const runtimes = readStore().runtimes;
+  const record = runtimes[key] ?? {
+    key,
+    backend: ESTIMATE_BACKEND,
+    versions: runtimeVersions(),
+    threads,
+    calibrations: [],
+  };
+  const others = Object.values(runtimes).filter(
+    (r) => r.key !== key && JSON.stringify(r.versions) === JSON.stringify(record.versions),
   );
+  return { ...record, otherThreads: others };
+}
+
+/** Adds runs that landed outside their band to this runtime's record, for the next estimate and calibration. */
+export function recordObservations(threads: number, observations: readonly Observation[]): void {
+  if (!observations.length) return;
+  const record = loadRuntimeRecord(threads);
+  record.observations = [...(record.observations ?? []), ...observations];
+  saveRuntimeRecord(record);
 }
 
 export function saveRuntimeRecord(record: RuntimeRecord): void {
   const store = readStore();
-  store.runtimes[record.key] = record;
+  const { otherThreads: _borrowed, ...own } = record;
+  store.runtimes[record.key] = own;
   const file = storeFile();
   try {
     makeDirectory(path.dirname(file));

@@ -277,8 +277,8 @@ function cgroupFixes(result: Analysed, options: RunOptions): Fix[] {
 /** What the limit that bound counts, predicted with its uncertainty added (the cautious figure). */
 function needed(estimate: PhaseEstimate, cause: string): number | null {
   const u = estimate.uncertainty;
-  if (cause === 'address-space') return estimate.predicted.vmSize + (u?.vmSize ?? 0);
-  if (cause === 'cgroup-oom-kill' || cause === 'data-limit') return estimate.predicted.rss + (u?.rss ?? 0);
+  if (cause === 'address-space') return estimate.predicted.vmSize + u.vmSize;
+  if (cause === 'cgroup-oom-kill' || cause === 'data-limit') return estimate.predicted.rss + u.rss;
   return null;
 }
 
@@ -325,7 +325,7 @@ function estimatedFixes(
   // An uncalibrated VmSize misses what malloc reserves as the batch grows (tiny large-batch 4096: 1.80 GiB
   // predicted, 2.17 GiB measured, and "batch 3415 fits 1700M" failed): only a calibrated one is offered.
   // RSS uncalibrated stays on the safe side of a cgroup's charge (tiny batch 2459: 400 MiB predicted, 322 MiB charged).
-  if (cause === 'address-space' && !failing.uncertainty) {
+  if (cause === 'address-space' && failing.uncertainty.scope === 'uncalibrated') {
     // Calibrating this phase at this batch and a quarter of it measures what the model misses, here.
     const command = `clip-mem estimate --calibrate --model ${options.model} --dtype ${options.dtype} --threads ${options.threads} --phase ${phase} --calibrate-batches ${Math.max(1, Math.floor(batch / 4))},${batch}`;
     return {
@@ -344,9 +344,10 @@ function estimatedFixes(
   if (current === null || current <= limit) return none;
   const fixes: Fix[] = [];
   const counted = cause === 'address-space' ? 'VmSize' : 'RSS';
-  const how = failing.uncertainty
-    ? `${counted}, uncertainty included`
-    : `${counted}, not calibrated: \`clip-mem estimate --calibrate\` narrows it`;
+  const how =
+    failing.uncertainty.scope !== 'uncalibrated'
+      ? `${counted}, uncertainty included`
+      : `${counted}, not calibrated: \`clip-mem estimate --calibrate\` narrows it`;
   {
     const what =
       cause === 'address-space' ? '`ulimit -v`' : cause === 'data-limit' ? '`ulimit -d`' : 'the memory limit';

@@ -21,10 +21,10 @@ import {
 import { DEFAULT_TRAINING_SEGMENTS } from '../../clip/onnx/train';
 import { resolveClipConfig, WEIGHT_FORMATS, type WeightFormat } from '../../clip/config';
 import { calibrate, ensureBaseline } from '../../commands/calibrate';
-import { ESTIMATE_SCHEMA, estimatePhase, SGD_MODEL_ONLY, type PhaseEstimate } from '../../estimate/estimate';
+import { ESTIMATE_SCHEMA, estimatePhase, SGD_UNCALIBRATED, type PhaseEstimate } from '../../estimate/estimate';
 import { OPTIMIZERS, PHASES, phasesOf, type Optimizer, type Phase } from '../../estimate/model';
 import { renderAccelerate, renderHeader, renderPhase } from '../../estimate/render';
-import { loadRuntimeRecord, storeFile } from '../../estimate/store';
+import { loadRuntimeRecord, storeFile, type Calibration } from '../../estimate/store';
 import { formatBytes } from '../../core/units';
 
 interface EstimateArgs extends JsonArgs {
@@ -50,6 +50,11 @@ export const progressLine = (line: string): void => {
 export const endProgress = (): void => {
   if (process.stderr.isTTY) process.stderr.write('\r\x1b[K');
 };
+
+/** The mean of measured - modelled over a calibration's points: the constant the estimate adds. */
+const meanMiss = (c: Calibration, key: 'rss' | 'vmSize') =>
+  c.points.reduce((sum, p) => sum + p.measured[key] - p.modelled[key], 0) / c.points.length;
+const signedBytes = (bytes: number) => (bytes < 0 ? `-${formatBytes(-bytes)}` : `+${formatBytes(bytes)}`);
 
 export function parseBatches(text: string): number[] {
   const option = '--calibrate-batches';
@@ -111,7 +116,7 @@ export const estimateCommand: CommandModule<object, EstimateArgs> = {
         type: 'boolean',
         default: false,
         describe:
-          'run the phases (or --phase) at --calibrate-batches in children and store the fits for this runtime (training: AdamW; plain SGD stays model-only)',
+          'run the phases (or --phase) at --calibrate-batches in children and store the fits for this runtime (training: AdamW; plain SGD stays uncalibrated)',
       })
       .option('calibrate-batches', { type: 'string', default: '1,4', describe: 'batch sizes --calibrate runs' })
       .option('refresh-baseline', { type: 'boolean', default: false, describe: 'measure the runtime baseline again' })
@@ -165,11 +170,10 @@ async function estimate(args: EstimateArgs): Promise<void> {
         .join(', ');
       process.stdout.write(
         `${c.model} ${c.dtype} ${c.phase}: measured peak RSS = ${formatBytes(c.measuredFit.rss.constant)} + ${formatBytes(c.measuredFit.rss.slope)} x batch; ` +
-          `the terms miss ${formatBytes(c.residualFit.rss.constant)} + ${formatBytes(c.residualFit.rss.slope)} x batch  [${points}]\n`,
+          `the terms miss ${signedBytes(meanMiss(c, 'rss'))} of RSS and ${signedBytes(meanMiss(c, 'vmSize'))} of VmSize (the constant the estimate adds)  [${points}]\n`,
       );
     }
-    if (calibrations.some((c) => c.phase === 'train'))
-      process.stdout.write(`train (sgd): not calibrated: ${SGD_MODEL_ONLY}\n`);
+    if (calibrations.some((c) => c.phase === 'train')) process.stdout.write(`train (sgd): ${SGD_UNCALIBRATED}\n`);
     process.stdout.write(`stored in ${storeFile()} for ${loadRuntimeRecord(args.threads).key}\n`);
     return;
   }

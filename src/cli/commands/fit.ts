@@ -23,21 +23,22 @@ import {
   checkCgroupUsable,
 } from '../options';
 import { DEFAULT_TRAINING_SEGMENTS } from '../../clip/onnx/train';
-import { resolveClipConfig, WEIGHT_FORMATS, type WeightFormat } from '../../clip/config';
+import { WEIGHT_FORMATS, type WeightFormat } from '../../clip/config';
 import { ensureBaseline } from '../../commands/calibrate';
 import { verifyBoundary, type Verification } from '../../commands/verify';
 import { LIMIT_KINDS } from '../../core/limits';
-import { SGD_MODEL_ONLY } from '../../estimate/estimate';
+import { SGD_UNCALIBRATED } from '../../estimate/estimate';
 import {
   cheapest,
   FIT_SCHEMA,
   fitPlan,
   LIMIT_MEASURES,
-  limitedFigure,
+  type LimitedFigure,
   type FitAnswer,
   type FitLimit,
 } from '../../estimate/fit';
 import { OPTIMIZERS, PHASES, type Optimizer, type Phase } from '../../estimate/model';
+import { storeFile } from '../../estimate/store';
 import { formatBytes, parseBytes } from '../../core/units';
 import {
   FIT_TARGETS,
@@ -145,16 +146,15 @@ function limitOf(args: FitArgs): FitLimit {
   return { kind: given[0]!, bytes: limits[given[0]!]! };
 }
 
-function describeAnswer(a: FitAnswer, limit: FitLimit): string {
-  const config = resolveClipConfig(a.model);
-  const figure = (e: FitAnswer['estimate']) => {
-    const u = e.uncertainty ? ` ± ${formatBytes(limit.kind === 'mem' ? e.uncertainty.rss : e.uncertainty.vmSize)}` : '';
-    return `${formatBytes(limitedFigure(e, limit.kind, config))}${u}`;
-  };
+function describeAnswer(a: FitAnswer): string {
+  const figure = (f: LimitedFigure) =>
+    `${formatBytes(f.predicted)} ± ${formatBytes(f.band)}, up to ${formatBytes(f.upper)}`;
   const what = `${a.model} ${a.dtype}${a.estimate.phase === 'train' ? ` ${a.optimizer}${a.segments !== DEFAULT_TRAINING_SEGMENTS ? `, ${a.segments} segments` : ''}` : ''}`;
-  if (a.batch === 0) return `${what}: does not fit at batch 1 (needs ${figure(a.estimate)})`;
-  const next = a.next ? `; batch ${a.batch + 1} would need ${figure(a.next)}` : '';
-  return `${what}: batch ${a.batch} (needs ${figure(a.estimate)}${next})`;
+  const u = a.estimate.uncertainty;
+  const far = u.withinGoal ? '' : ` [band ${u.scope}, ±${((100 * a.limited.band) / a.limited.predicted).toFixed(1)}%]`;
+  if (a.batch === 0) return `${what}: does not fit at batch 1 (needs ${figure(a.limited)})${far}`;
+  const next = a.nextLimited ? `; batch ${a.batch + 1} would need ${figure(a.nextLimited)}` : '';
+  return `${what}: batch ${a.batch} (needs ${figure(a.limited)}${next})${far}`;
 }
 
 function renderVerification(v: Verification): string {
@@ -175,6 +175,13 @@ function renderVerification(v: Verification): string {
     );
   else if (v.failed === 1) lines.push('proven: not even batch 1 passes under the limit');
   else lines.push(`every batch run up to ${v.passed} passed (--max-batch bounds the search)`);
+  for (const o of v.outsideBand)
+    lines.push(
+      `outside the band: batch ${o.batch} ${o.measure === 'rss' ? 'RSS' : 'VmSize'} ${formatBytes(o.measured)}, estimated ${formatBytes(o.predicted)} ± ${formatBytes(o.band)}` +
+        ` (${o.measured > o.predicted ? '+' : ''}${((100 * (o.measured - o.predicted)) / o.predicted).toFixed(1)}%): recorded in ${storeFile()}; the next estimate widens its band to it`,
+    );
+  if (!v.outsideBand.length && v.runs.some((r) => r.passed))
+    lines.push("every passing run landed inside the estimate's band");
   return lines.join('\n');
 }
 
@@ -297,7 +304,7 @@ async function fitClip(args: FitArgs): Promise<void> {
       limit,
       choice.batch,
       args['max-batch'],
-      args.threads,
+      record,
       progressLine,
     );
     endProgress();
@@ -318,15 +325,12 @@ async function fitClip(args: FitArgs): Promise<void> {
   }
   const lines = [
     `clip-mem fit: ${args.phase} under ${LIMIT_MEASURES[limit.kind].option} ${formatBytes(limit.bytes)} (${limit.bytes} B), compared with ${LIMIT_MEASURES[limit.kind].counts}`,
-    `as asked: ${describeAnswer(plan.answer, limit)}`,
+    `as asked: ${describeAnswer(plan.answer)}`,
   ];
   if (plan.alternatives.length)
-    lines.push(
-      'changes, cheapest first:',
-      ...plan.alternatives.map((a) => `  ${a.change}: ${describeAnswer(a, limit)}`),
-    );
+    lines.push('changes, cheapest first:', ...plan.alternatives.map((a) => `  ${a.change}: ${describeAnswer(a)}`));
   if ([plan.answer, ...plan.alternatives].some((a) => a.estimate.phase === 'train' && a.optimizer === 'sgd'))
-    lines.push(`note: ${SGD_MODEL_ONLY}`);
+    lines.push(`note: ${SGD_UNCALIBRATED}`);
   if (!choice) lines.push('nothing fits: raise the limit');
   else if (choice !== plan.answer) lines.push(`cheapest change that fits: ${choice.change}, batch ${choice.batch}`);
   if (verification) lines.push(renderVerification(verification));

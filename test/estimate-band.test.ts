@@ -1,0 +1,116 @@
+// The estimate's band on recorded real measurements: the peaks scripts/holdout.ts measured here (each a
+// run in its own child, never calibrated on), with the runtime records they were estimated from
+// (test/fixtures/holdout-*.json: the tuning file's misses set the band's constants, the fresh file was
+// measured after). Then `fit --verify`'s report of a run outside its band, and what the store learns.
+import test from 'ava';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { presetConfig } from '../src/clip/config';
+import { outsideTheBand, type VerifyRun } from '../src/commands/verify';
+import { estimatePhase } from '../src/estimate/estimate';
+import { COVERAGE_GOAL, coverage, judge, WIDTH_GOAL, type HoldoutFile } from '../src/estimate/holdout';
+import { loadRuntimeRecord, recordObservations, runtimeKey, saveRuntimeRecord } from '../src/estimate/store';
+import { fixtures } from './helpers/paths';
+
+const read = (name: string) => JSON.parse(fs.readFileSync(path.join(fixtures, name), 'utf8')) as HoldoutFile;
+const tuning = read('holdout-tuning.json');
+const fresh = read('holdout-fresh.json');
+
+// The goal is 95% of each measure inside the band. Met on the tuning holdout and for VmSize on the fresh
+// one (97%); the fresh one's RSS is 88 of 93 (94.6%, not met: docs/estimate.md says which and why). The
+// floors are what was measured, so the band cannot get worse unnoticed.
+test('the band on the holdout: RSS and VmSize peaks inside it, 95% on the runs that tuned it, 94.6% and 96.8% on fresh ones', (t) => {
+  for (const [file, floor] of [
+    [tuning, { rss: COVERAGE_GOAL, vmSize: COVERAGE_GOAL }],
+    [fresh, { rss: 88 / 93, vmSize: COVERAGE_GOAL }],
+  ] as const) {
+    const overall = coverage(file).groups.find((g) => g.name === 'overall')!;
+    t.log(`${file.note}\n  ${coverage(file).lines.join('\n  ')}`);
+    t.true(overall.runs >= 20);
+    t.true(overall.coverage.rss >= floor.rss - 1e-9, coverage(file).lines.join('\n'));
+    t.true(overall.coverage.vmSize >= floor.vmSize, coverage(file).lines.join('\n'));
+  }
+});
+
+test('a band wider than ±10% (or uncalibrated) says so and why; a calibrated config within 12 samples of its calibration stays within it', (t) => {
+  for (const j of [...judge(tuning), ...judge(fresh)]) {
+    const u = j.estimate.uncertainty;
+    const within = u.scope !== 'uncalibrated' && j.width.rss <= WIDTH_GOAL && j.width.vmSize <= WIDTH_GOAL;
+    t.is(u.withinGoal, within);
+    if (!within) t.regex(u.basis, /not within the ±10% goal: /);
+    if (u.scope === 'calibrated' && j.row.batch <= 16) t.true(within, `${j.row.model} ${j.row.phase} ${j.row.batch}`);
+  }
+});
+
+test("the issue's misses land inside the band: vit-l-14 fp32 train batch 2 (RSS was +9.2% outside), vit-b-32 fp32 train batch 32 (VmSize was +15%)", (t) => {
+  const find = (model: string, batch: number) =>
+    judge(tuning).find((j) => j.row.model === model && j.row.phase === 'train' && j.row.batch === batch)!;
+  for (const j of [find('vit-l-14', 2), find('vit-b-32', 32)]) {
+    t.deepEqual(j.inside, { rss: true, vmSize: true });
+    t.log(
+      `${j.row.model} batch ${j.row.batch}: RSS ${j.row.measured!.rss} in ${j.estimate.predicted.rss} ± ${j.estimate.uncertainty.rss}, VmSize ${j.row.measured!.vmSize} in ${j.estimate.predicted.vmSize} ± ${j.estimate.uncertainty.vmSize}`,
+    );
+  }
+  // vit-l-14 is far from the calibrated vit-b-32: its band is wider, and says so only when over ±10%
+  t.is(find('vit-l-14', 2).estimate.uncertainty.scope, 'transferred');
+});
+
+test('fit --verify: a passing run outside its band is reported and recorded in the estimate store; the next estimate takes it in and covers it', (t) => {
+  // vit-l-14 plain SGD at batch 2 as measured (the training child, the path fit --verify takes), against
+  // the record before any calibration: 16% and 18% above the terms and the baseline, outside the band.
+  const row = fresh.rows.find((r) => r.model === 'vit-l-14' && r.optimizer === 'sgd' && r.batch === 2)!;
+  const uncalibrated = { ...fresh.records[2], calibrations: [], otherThreads: [] };
+  const config = { model: row.model, dtype: row.dtype, optimizer: row.optimizer, segments: 4 };
+  const run: VerifyRun = {
+    batch: row.batch,
+    passed: true,
+    rssPeak: row.measured!.rss,
+    vmSizePeak: row.measured!.vmSize,
+    limitedPeak: null,
+    cause: 'none',
+    evidence: [],
+    command: '',
+  };
+  const limit = { kind: 'mem' as const, bytes: 4 * 2 ** 30 };
+  const { outside, observations } = outsideTheBand(config, 'train', limit, [run], uncalibrated);
+  const before = estimatePhase(presetConfig(row.model), { ...config, batch: row.batch, phase: 'train' }, uncalibrated);
+  t.deepEqual(
+    outside,
+    (['rss', 'vmSize'] as const).map((measure) => ({
+      batch: 2,
+      measure,
+      measured: row.measured![measure],
+      predicted: before.predicted[measure],
+      band: before.uncertainty[measure],
+    })),
+  );
+  t.is(observations.length, 1);
+  t.is(observations[0].source, `fit --verify --limit-mem ${4 * 2 ** 30}`);
+  // The failing runs of a search are stopped at the limit: never compared
+  t.is(outsideTheBand(config, 'train', limit, [{ ...run, passed: false }], uncalibrated).outside.length, 0);
+
+  const cache = fs.mkdtempSync(path.join(os.tmpdir(), 'clip-mem-band-'));
+  const saved = process.env.CLIPMEM_CACHE;
+  process.env.CLIPMEM_CACHE = cache;
+  try {
+    saveRuntimeRecord({ ...uncalibrated, key: runtimeKey(2) });
+    recordObservations(2, observations);
+    const learned = loadRuntimeRecord(2);
+    t.is(learned.observations!.length, 1);
+    const after = estimatePhase(presetConfig(row.model), { ...config, batch: row.batch, phase: 'train' }, learned);
+    t.true(Math.abs(row.measured!.rss - after.predicted.rss) <= after.uncertainty.rss + 1);
+    t.true(Math.abs(row.measured!.vmSize - after.predicted.vmSize) <= after.uncertainty.vmSize + 1);
+    t.regex(after.uncertainty.basis, /widened to the largest miss of 1 run\(s\) recorded outside their band/);
+    // a nearby batch of the same model and phase is widened too
+    const near = estimatePhase(presetConfig(row.model), { ...config, batch: 1, phase: 'train' }, learned);
+    t.true(
+      near.uncertainty.rss >=
+        ((row.measured!.rss - before.predicted.rss) / before.predicted.rss) * near.predicted.rss - 1,
+    );
+  } finally {
+    process.env.CLIPMEM_CACHE = saved;
+    if (saved === undefined) delete process.env.CLIPMEM_CACHE;
+    fs.rmSync(cache, { recursive: true, force: true });
+  }
+});
