@@ -258,6 +258,24 @@ test.serial('the default run: all eight scenarios pass on vit-b-32, and compare 
 });
 
 test.serial(
+  'clip-train under RLIMIT_AS between one AdamW moment and two: the holders at the failure name the weights and the moments by their phase',
+  (t) => {
+    // The training step allocates the second moment after the first: 3300M leaves room for the weights and
+    // one moment (VmSize 3.04 GiB here), not for the other. Their blocks share every native frame (node's
+    // ArrayBuffer allocator): the phase each was allocated in tells them apart.
+    const result = run(['clip-train', '--limit-as', '3300M']);
+    const train = scenario(result.results, 'clip-train');
+    t.is(train.status, 'failed');
+    t.is(train.failure!.size, 605109252, 'the second moment: one float32 copy of the parameters');
+    t.regex(train.failure!.phase, /^train AdamW moments/);
+    const holders = train.diagnosis.evidence.find((e) => e.startsWith('at failure #1: '));
+    t.truthy(holders, train.diagnosis.evidence.join('\n'));
+    t.regex(holders!, /\b5\d\d MiB held by .* in phase "train weights \(float32 parameters\)"/);
+    t.regex(holders!, /, 5\d\d MiB by .* in phase "train AdamW moments \(two float32 copies of the parameters\)"/);
+  },
+);
+
+test.serial(
   'dtype and MALLOC_ARENA_MAX fixes are offered only when the measured headroom supports them, and then they work',
   (t) => {
     const baseline = run(['clip-load-copy']);

@@ -171,15 +171,29 @@ test("a program's own kill -9 while the OOM killer kills a process elsewhere on 
     const dir = scratchDir('clipmem-endings-');
     const json = path.join(dir, 'trace.json');
     const started = path.join(dir, 'started');
+    const victimDone = path.join(dir, 'victim-done');
+    // The kill elsewhere falls inside the run: once the command runs clip-mem has read the counter, and the
+    // command kills itself only after the victim is gone.
     const traced = spawn(
       process.execPath,
-      [bin, 'trace', '--json', json, '--', 'sh', '-c', 'touch "$0"; sleep 3; kill -9 $$', started],
+      [
+        bin,
+        'trace',
+        '--json',
+        json,
+        '--',
+        'sh',
+        '-c',
+        'touch "$0"; while [ ! -e "$1" ]; do sleep 0.1; done; kill -9 $$',
+        started,
+        victimDone,
+      ],
       { cwd: repoRoot, stdio: 'ignore' },
     );
-    // The kill elsewhere must fall inside the run: once the command runs, clip-mem has read the counter.
     while (!fs.existsSync(started)) await new Promise((resolve) => setTimeout(resolve, 50));
     const victim = spawnSync('sh', ['-c', 'echo $$ > "$0"; exec "$@"', elsewhere.procsFile, python, '-c', touch200]);
     t.is(victim.signal, 'SIGKILL', 'the process elsewhere was OOM-killed');
+    fs.writeFileSync(victimDone, '');
     await new Promise((resolve) => traced.once('exit', resolve));
     const report = checked(json);
     t.is(report.exit.signal, 'SIGKILL');

@@ -192,6 +192,7 @@ Napi::Object ReadHeapProfile(Napi::Env env, const ClipmemRecordHeader* h, const 
     entry.Set("liveBlocks", bytes(env, snapshot(site.live_blocks)));
     entry.Set("liveVariance", Napi::Number::New(env, site.live_variance));
     entry.Set("allocBytes", bytes(env, snapshot(site.alloc_bytes)));
+    entry.Set("phaseIndex", site.phase);
     entry.Set("stack", ReadStack(env, site.stack, site.frame_module, nullptr, site.stack_depth, modules, modules_used));
     list.Set(list.Length(), entry);
   };

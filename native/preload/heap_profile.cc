@@ -94,7 +94,9 @@ uint32_t site_of(int fn, const uint64_t* stack, uint32_t depth) {
   ClipmemHeapSite* all = sites();
   constexpr uint32_t kRest = CLIPMEM_HEAP_SITE_CAPACITY - 1;
   constexpr uint32_t kMask = (1u << kSiteIndexBits) - 1;
-  uint64_t hash = stack_hash(fn, stack, depth);
+  uint32_t phase = load(record->current_phase);
+  uint64_t hash = stack_hash(fn, stack, depth) ^ (uint64_t(phase) * 0x9E3779B97F4A7C15ull);
+  hash = hash ? hash : 1;
   uint32_t slot = uint32_t(hash) & kMask;
   for (; site_index[slot]; slot = (slot + 1) & kMask)
     if (all[site_index[slot] - 1].hash == hash) return site_index[slot] - 1u;
@@ -103,6 +105,7 @@ uint32_t site_of(int fn, const uint64_t* stack, uint32_t depth) {
     ClipmemHeapSite& site = all[n];
     site.fn = uint32_t(fn);
     site.stack_depth = depth;
+    site.phase = phase;
     for (uint32_t f = 0; f < depth; ++f) {
       site.stack[f] = stack[f];
       site.frame_module[f] = frame_module(stack[f]);

@@ -19,7 +19,7 @@
 // in each sample), the Python stack of a failure, and the sampled live-heap profile; 5: the first two in
 // one layout; 6: all three; 7: exit_code, heap sites claimed in order; 8: the fast path's countdowns in
 // the thread slot (grow_left for grow_limit, shrink_left)
-#define CLIPMEM_RECORD_VERSION 8u
+#define CLIPMEM_RECORD_VERSION 9u
 
 // Environment handed from the launcher to the tracked process.
 #define CLIPMEM_ENV_RECORD_DIR "CLIPMEM_RECORD_DIR"  // private directory (0700) where each process writes <pid>.<n>.rec
@@ -222,6 +222,10 @@ typedef struct ClipmemHeapSite {
   uint32_t stack_depth;  // 0 for the last site: samples from sites that found the table full
   uint64_t stack[CLIPMEM_STACK_DEPTH];         // return addresses, innermost first (as in a failure)
   uint16_t frame_module[CLIPMEM_STACK_DEPTH];  // index into the module table, CLIPMEM_NO_MODULE if none
+  uint32_t phase;     // the phase marker in force at its samples (1-based, as current_phase; 0: none): part of
+                      // the site's identity, so that one allocator's blocks are told apart by what the program
+                      // was doing (a runtime's weights and its optimizer state share every native frame)
+  uint32_t reserved;  // 0
 } ClipmemHeapSite;
 
 // The top sites when the estimated live total reached a new peak (rate-limited: within 1/64 of it, or a
@@ -447,7 +451,7 @@ CLIPMEM_LAYOUT(CLIPMEM_ALIGNOF(ClipmemModule) == 8);
 CLIPMEM_OFFSET(ClipmemModule, base, 0);
 CLIPMEM_OFFSET(ClipmemModule, path, 8);
 // ClipmemHeapSite
-CLIPMEM_LAYOUT(sizeof(ClipmemHeapSite) == 368);
+CLIPMEM_LAYOUT(sizeof(ClipmemHeapSite) == 376);
 CLIPMEM_LAYOUT(CLIPMEM_ALIGNOF(ClipmemHeapSite) == 8);
 CLIPMEM_OFFSET(ClipmemHeapSite, hash, 0);
 CLIPMEM_OFFSET(ClipmemHeapSite, live_bytes, 8);
@@ -458,6 +462,7 @@ CLIPMEM_OFFSET(ClipmemHeapSite, fn, 40);
 CLIPMEM_OFFSET(ClipmemHeapSite, stack_depth, 44);
 CLIPMEM_OFFSET(ClipmemHeapSite, stack, 48);
 CLIPMEM_OFFSET(ClipmemHeapSite, frame_module, 304);
+CLIPMEM_OFFSET(ClipmemHeapSite, phase, 368);
 // ClipmemHeapSnapshot
 CLIPMEM_LAYOUT(sizeof(ClipmemHeapSnapshot) == 1336);
 CLIPMEM_LAYOUT(CLIPMEM_ALIGNOF(ClipmemHeapSnapshot) == 8);

@@ -16,8 +16,13 @@ export interface TraceHeapHolder {
   share: number;
   /** The allocation function (malloc, posix_memalign, mmap, ...). */
   fn: string;
-  /** The caller of the allocation function: "name (file:line)" or "name (module+0xoffset)". */
+  /**
+   * The caller of the allocation function ("name (file:line)" or "name (module+0xoffset)"), and the phase
+   * its blocks were allocated in when the program marked one (` in phase "..."`).
+   */
   site: string;
+  /** The phase its blocks were allocated in ('' when none was marked). */
+  phase: string;
   /** Innermost first. */
   stack: string[];
 }
@@ -91,14 +96,18 @@ function toMoment(record: AllocationRecord, m: HeapMoment, explains: boolean): T
     totalBytes: m.totalBytes,
     error: Math.round(2 * m.totalSigma),
     explains,
-    holders: kept.map((h, i) => ({
-      bytes: h.bytes,
-      error: Math.round(2 * h.sigma),
-      share: h.bytes / total,
-      fn: h.fn,
-      site: names[i]!,
-      stack: stacks[i]!,
-    })),
+    holders: kept.map((h, i) => {
+      const phase = h.phaseIndex ? phaseLabel(record, h.phaseIndex) : '';
+      return {
+        bytes: h.bytes,
+        error: Math.round(2 * h.sigma),
+        share: h.bytes / total,
+        fn: h.fn,
+        site: phase ? `${names[i]} in phase "${phase}"` : names[i]!,
+        phase,
+        stack: stacks[i]!,
+      };
+    }),
   };
 }
 
@@ -133,7 +142,7 @@ export function traceHeapProfile(records: readonly AllocationRecord[]): TraceHea
   for (const end of ends) {
     variance += (end.error / 2) ** 2;
     for (const h of end.holders) {
-      const key = `${h.fn}\n${h.stack.join('\n')}`;
+      const key = `${h.fn}\n${h.phase}\n${h.stack.join('\n')}`;
       const seen = bySite.get(key);
       if (seen) {
         seen.error = Math.round(2 * Math.sqrt((seen.error / 2) ** 2 + (h.error / 2) ** 2));

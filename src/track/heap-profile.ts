@@ -12,6 +12,8 @@ export interface HeapHolder {
   /** Standard deviation of that estimate (bytes). */
   sigma: number;
   fn: TrackedFn;
+  /** The phase its blocks were allocated in (1-based marker; 0: none). */
+  phaseIndex: number;
   /** Innermost first, from the caller of the allocation function. */
   stack: SymbolizedFrame[];
 }
@@ -111,6 +113,7 @@ function buildHeapProfile(record: AllocationRecord): HeapProfile | null {
           bytes: e.bytes,
           sigma: Math.sqrt(e.variance),
           fn: byIndex.get(e.site)!.fn,
+          phaseIndex: byIndex.get(e.site)!.phaseIndex,
           stack: stackOf.get(e.site) ?? [],
         })),
     })),

@@ -270,6 +270,8 @@ export interface RecordHeapSite {
   liveVariance: number;
   /** Estimated bytes ever allocated here. */
   allocBytes: number;
+  /** The phase marker in force at its samples (1-based; 0: none): a site is a stack in a phase. */
+  phaseIndex: number;
   /** Innermost first, from the caller of the hooked function; empty for the site gathering the rest once the table is full. */
   stack: RecordFrame[];
 }

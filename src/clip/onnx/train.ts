@@ -36,6 +36,7 @@ import type { ClipConfig } from '../config';
 import * as fs from 'node:fs';
 import { bfloat16BitsToFloat32, DTYPE_BYTES, float16BitsToFloat32 } from '../dtype';
 import { readSafetensorsHeader } from '../safetensors';
+import { withPhase } from '../../core/phase';
 import { clipHead, ClipParams, normalize, Tower, towerSegment, towerTokens } from './clip-graph';
 import { gradients } from './grad';
 import { ElemType, Graph, Value, numel } from './graph';
@@ -271,8 +272,10 @@ function readFloat32Params(file: string): {
     }
     shapes.set(entry.name, entry.shape);
   }
-  const params = parameterViews(
-    new Map(entries.map((entry) => [entry.name, entry.bytes / DTYPE_BYTES[entry.dtype as 'F32' | 'F16' | 'BF16']])),
+  const params = withPhase('train weights (float32 parameters)', () =>
+    parameterViews(
+      new Map(entries.map((entry) => [entry.name, entry.bytes / DTYPE_BYTES[entry.dtype as 'F32' | 'F16' | 'BF16']])),
+    ),
   );
   const fd = fs.openSync(file, 'r');
   try {
@@ -366,7 +369,10 @@ export async function createOnnxTrainer(model: ClipModelSpec, options: OnnxTrain
     const p = params.get(name)!;
     if (!moments) {
       const lengths = new Map([...params].map(([n, q]) => [n, q.length]));
-      const [first, second] = [parameterViews(lengths), parameterViews(lengths)];
+      const [first, second] = withPhase('train AdamW moments (two float32 copies of the parameters)', () => [
+        parameterViews(lengths),
+        parameterViews(lengths),
+      ]);
       moments = new Map([...params.keys()].map((n) => [n, { m: first.get(n)!, v: second.get(n)! }]));
     }
     const { m, v: s } = moments.get(name)!;
