@@ -49,7 +49,7 @@ TEST(RecordFormat, FixedSizesOfTheLayout) {
   EXPECT_EQ(sizeof(ClipmemFailure), 7608u);
   EXPECT_EQ(sizeof(ClipmemPyFrame), 184u);
   EXPECT_EQ(sizeof(ClipmemDevice), 64u);
-  EXPECT_EQ(sizeof(ClipmemHeapSite), 368u);
+  EXPECT_EQ(sizeof(ClipmemHeapSite), 376u);
   EXPECT_EQ(sizeof(ClipmemHeapSnapshot), 1336u);
   EXPECT_EQ(sizeof(ClipmemRecordHeader), 680u);
   EXPECT_EQ(offsetof(ClipmemRecordHeader, magic), 0u);
@@ -66,9 +66,9 @@ TEST(RecordFormat, ArrayOffsetsAsDocumented) {
   EXPECT_EQ(clipmem_modules_offset(), 2726592u);
   EXPECT_EQ(clipmem_devices_offset(), 2760384u);
   EXPECT_EQ(clipmem_heap_sites_offset(), 2761408u);
-  EXPECT_EQ(clipmem_heap_snapshots_offset(), 4268736u);
-  EXPECT_EQ(clipmem_heap_failure_snapshots_offset(), 4271424u);
-  EXPECT_EQ(clipmem_record_size(), 4284416u);
+  EXPECT_EQ(clipmem_heap_snapshots_offset(), 4301504u);
+  EXPECT_EQ(clipmem_heap_failure_snapshots_offset(), 4304192u);
+  EXPECT_EQ(clipmem_record_size(), 4317184u);
 }
 
 TEST(RecordFormat, HeaderLayoutDescribesTheArrays) {
