@@ -13,8 +13,10 @@ const bin = path.join(root, 'bin', 'clip-mem.js');
 const at = process.argv.indexOf('--batch');
 const batch = at > 0 ? process.argv[at + 1]! : '2';
 
+/** Runs a clip-mem command with `--json -` right after its name (before a `--` and the command fit runs). */
 function json<T>(args: string[]): T {
-  const result = spawnSync(process.execPath, [bin, ...args, '--json', '-'], {
+  const [command, ...rest] = args;
+  const result = spawnSync(process.execPath, [bin, command!, '--json', '-', ...rest], {
     encoding: 'utf8',
     stdio: ['ignore', 'pipe', 'inherit'],
     maxBuffer: 64 << 20,
