@@ -118,9 +118,14 @@ const loadsOf = (result: Analysed) => catalogEntry(result.name).loads;
  * What a loading scenario needs in all: the VmSize it started from plus every weight byte (by copy), or
  * plus the whole file (by mmap: the mapping covers the header too).
  */
-function loadingNeed(result: Analysed, scenario: ScenarioOptions, format: WeightFormat): number | null {
+function loadingNeed(
+  result: Analysed,
+  scenario: ScenarioOptions,
+  format: WeightFormat,
+  overhead: number,
+): number | null {
   if (result.memory.vmSizeBefore === null) return null;
-  return result.memory.vmSizeBefore + loadedBytes(result, scenario, format) + copyLoadOverhead(result, scenario);
+  return result.memory.vmSizeBefore + loadedBytes(result, scenario, format) + overhead;
 }
 
 /**
@@ -136,9 +141,7 @@ function copyLoadOverhead(result: Analysed, scenario: ScenarioOptions): number {
   const allowance = Math.max(0, threads - heaps) * ARENA_HEAP_BYTES;
   const f = result.failure;
   if (!f || f.vmSize == null) return allowance;
-  const entries = readSafetensorsHeader(scenario.checkpoint).entries;
-  const at = entries.findIndex((e) => e.name === f.phase);
-  const read = entries.slice(0, Math.max(at, 0)).reduce((sum, e) => sum + e.bytes, 0);
+  const read = tensorBytesAt(scenario.checkpoint, f.phase)?.read ?? 0;
   return Math.max(allowance, f.vmSize - result.memory.vmSizeBefore - read);
 }
 
@@ -162,10 +165,10 @@ function addressSpaceFixes(
   const fixes: Fix[] = [];
   const format = scenario.dtype as WeightFormat;
   const loading = loadsOf(result) !== undefined;
-  const need = loading ? loadingNeed(result, scenario, format) : f?.vmSize != null ? f.vmSize + f.size : null;
+  const overhead = copyLoadOverhead(result, scenario);
+  const need = loading ? loadingNeed(result, scenario, format, overhead) : f?.vmSize != null ? f.vmSize + f.size : null;
   if (need !== null) {
     const target = roundUpMiB(need * (1 + (loading ? SAFETY : 0)));
-    const overhead = copyLoadOverhead(result, scenario);
     const how = loading
       ? `loading ${scenario.model} ${format} needs VmSize ${formatBytes(result.memory.vmSizeBefore!)} before loading + ${exact(loadedBytes(result, scenario, format))} ${loadsOf(result) === 'mmap' ? 'for the file mapping' : 'of weights'}` +
         (overhead ? ` + up to ${formatBytes(overhead)} of glibc arena heaps its threads reserve while it loads` : '')
@@ -179,7 +182,7 @@ function addressSpaceFixes(
   // A smaller weight format fits when its bytes, and what the load reserved besides, fit in what the
   // limit left above the VmSize before loading.
   if (result.memory.vmSizeBefore !== null && (loading || /^load /.test(f?.phase ?? ''))) {
-    const headroom = limit - result.memory.vmSizeBefore - copyLoadOverhead(result, scenario);
+    const headroom = limit - result.memory.vmSizeBefore - overhead;
     for (const smaller of (['fp16', 'int8'] as const).filter(
       (d) => d !== format && weightBytes(scenario.model, d) < weightBytes(scenario.model, format),
     )) {
@@ -201,8 +204,7 @@ function addressSpaceFixes(
   // returns those too.
   const heaps = Math.max(
     Number(result.figures.mallocArenaHeaps ?? 0),
-    Number(result.figures.mallocArenaHeapsBefore ?? 0) +
-      Math.floor(copyLoadOverhead(result, scenario) / ARENA_HEAP_BYTES),
+    Number(result.figures.mallocArenaHeapsBefore ?? 0) + Math.floor(overhead / ARENA_HEAP_BYTES),
   );
   const wholeNeed = loading ? need : phaseNeed;
   const deficit = wholeNeed !== null ? wholeNeed - limit : null;
@@ -220,13 +222,15 @@ function addressSpaceFixes(
 }
 
 /**
- * Bytes a copy load still had to allocate when it failed: the tensor whose phase was in force and every
- * one after it in the file (the loaders set the phase to the tensor's name before reading it).
+ * Where a copy load stood when it failed, in tensor bytes: those read before the tensor whose phase was in
+ * force, and those left (that tensor and every one after it in the file; the loaders set the phase to the
+ * tensor's name before reading it). Null when the phase names no tensor.
  */
-function bytesLeftToLoad(checkpoint: string, phase: string): number | null {
+function tensorBytesAt(checkpoint: string, phase: string): { read: number; left: number } | null {
   const entries = readSafetensorsHeader(checkpoint).entries;
   const at = entries.findIndex((e) => e.name === phase);
-  return at < 0 ? null : entries.slice(at).reduce((sum, e) => sum + e.bytes, 0);
+  const sum = (list: typeof entries) => list.reduce((total, e) => total + e.bytes, 0);
+  return at < 0 ? null : { read: sum(entries.slice(0, at)), left: sum(entries.slice(at)) };
 }
 
 function dataLimitFixes(result: Analysed, options: RunOptions, scenario: ScenarioOptions): Fix[] {
@@ -235,7 +239,7 @@ function dataLimitFixes(result: Analysed, options: RunOptions, scenario: Scenari
   if (limit === undefined) return [];
   const fixes: Fix[] = [];
   if (f?.vmData != null) {
-    const left = loadsOf(result) === 'copy' ? bytesLeftToLoad(scenario.checkpoint, f.phase) : null;
+    const left = loadsOf(result) === 'copy' ? (tensorBytesAt(scenario.checkpoint, f.phase)?.left ?? null) : null;
     const need = f.vmData + (left ?? f.size);
     const target = roundUpMiB(need * (left !== null ? 1 + SAFETY : 1));
     fixes.push({
