@@ -6,7 +6,7 @@ import { formatBytes } from '../core/units';
 import { formatHeapProfile } from './heap-profile';
 import type { ProcessRow } from './process-rows';
 import { escapeHtml, lineChartSvg, type ChartSeries } from './svg-chart';
-import { formatFailures, type TraceReport } from './trace-report';
+import { formatFailures, treeEventTexts, treeFigureTexts, type TraceReport } from './trace-report';
 
 type Block =
   | { kind: 'text'; text: string }
@@ -83,24 +83,7 @@ function processesSection(report: TraceReport): Section {
     p.ending.text,
     p.ending.evidence,
   ]);
-  const tree = report.tree;
-  const figures: string[] = [];
-  if (tree.rssPeak !== null)
-    figures.push(`summed RSS of the tree at its peak: ${bytes(tree.rssPeak)} at ${seconds(tree.rssPeakAtMs)}`);
-  if (tree.largest) figures.push(`largest single process: pid ${tree.largest.pid}, RSS ${bytes(tree.largest.rss)}`);
-  if (report.cgroup?.peak != null) figures.push(`the memory cgroup's own peak: ${bytes(report.cgroup.peak)}`);
-  if (tree.recordsPageCache !== null)
-    figures.push(
-      `clip-mem's record files: ${bytes(tree.recordsPageCache)} of page cache at the end` +
-        (tree.recordsDiskPeak !== null ? `, at most ${bytes(tree.recordsDiskPeak)} of disk` : ''),
-    );
-  for (const v of report.oomKilled)
-    figures.push(
-      `OOM-killed: pid ${v.pid} (${v.exe ?? v.comm})${v.cgroup ? ` in cgroup ${v.cgroup}` : ''}` +
-        (v.rss !== null ? `, RSS ${formatBytes(v.rss)} when killed` : '') +
-        ' (kernel log)',
-    );
-  for (const o of report.outlived) figures.push(`outlived the command: pid ${o.pid} (${o.exe}): ${o.fate}`);
+  const figures = [...treeFigureTexts(report), ...treeEventTexts(report)];
   return {
     title: 'Processes',
     blocks: [

@@ -480,6 +480,43 @@ function requested(f: TraceFailure): string {
 
 const shownProcesses = 20;
 
+/**
+ * The tree's combined figures, each in words: its summed RSS at the peak, the largest single process, the
+ * cgroup's own peak, clip-mem's record files. The terminal and the Markdown/HTML documents say the same.
+ */
+export function treeFigureTexts(report: TraceReport): string[] {
+  const tree = report.tree;
+  const texts: string[] = [];
+  if (tree.rssPeak !== null)
+    texts.push(`summed RSS peak ${bytes(tree.rssPeak)} at ${((tree.rssPeakAtMs ?? 0) / 1000).toFixed(1)} s`);
+  if (tree.largest) texts.push(`largest single process: pid ${tree.largest.pid}, RSS ${bytes(tree.largest.rss)}`);
+  if (report.cgroup?.peak != null) texts.push(`the cgroup's own peak ${bytes(report.cgroup.peak)}`);
+  if (tree.recordsPageCache !== null)
+    texts.push(
+      `clip-mem's records: ${bytes(tree.recordsPageCache)} of page cache` +
+        (tree.recordsDiskPeak !== null ? `, at most ${bytes(tree.recordsDiskPeak)} of disk` : ''),
+    );
+  return texts;
+}
+
+/** What befell processes besides the rows' own endings: other processes the kernel log says were OOM-killed, and those that outlived the command. */
+export function treeEventTexts(report: TraceReport): string[] {
+  return [
+    ...report.oomKilled
+      .filter((v) => v.main !== true)
+      .map(
+        (v) =>
+          `OOM-killed meanwhile: pid ${v.pid} (${v.exe ?? v.comm})` +
+          (v.cgroup ? ` in cgroup ${v.cgroup}` : '') +
+          (v.rss !== null ? `, RSS ${formatBytes(v.rss)} when killed` : '') +
+          ' (kernel log)',
+      ),
+    ...report.outlived.map(
+      (p) => `outlived the command: pid ${p.pid} (${p.exe}) ${p.command ? `"${p.command}" ` : ''}- ${p.fate}`,
+    ),
+  ];
+}
+
 /** A row per process (the first 20; all in the JSON), and the tree's combined RSS next to the largest process. */
 function formatProcesses(report: TraceReport): string[] {
   if (report.processes.length < 2) return [];
@@ -499,16 +536,7 @@ function formatProcesses(report: TraceReport): string[] {
   if (report.processes.length > shownProcesses)
     lines.push(`    ... ${report.processes.length - shownProcesses} more (see --json)`);
   const tree = report.tree;
-  if (tree.rssPeak !== null)
-    lines.push(
-      `  tree: summed RSS peak ${bytes(tree.rssPeak)} at ${seconds(tree.rssPeakAtMs)} s` +
-        (tree.largest ? `; largest single process: pid ${tree.largest.pid}, RSS ${bytes(tree.largest.rss)}` : '') +
-        (report.cgroup?.peak != null ? `; the cgroup's own peak ${bytes(report.cgroup.peak)}` : '') +
-        (tree.recordsPageCache !== null
-          ? `; clip-mem's records: ${bytes(tree.recordsPageCache)} of page cache` +
-            (tree.recordsDiskPeak !== null ? `, at most ${bytes(tree.recordsDiskPeak)} of disk` : '')
-          : ''),
-    );
+  if (tree.rssPeak !== null) lines.push(`  tree: ${treeFigureTexts(report).join('; ')}`);
   // The cgroup is charged for page cache too: a peak well above the summed RSS is mostly files, clip-mem's own
   // records among them (reclaimable: they do not make the limit kill).
   if (tree.rssPeak !== null && report.cgroup?.peak != null && report.cgroup.peak > 1.5 * tree.rssPeak)
@@ -609,17 +637,7 @@ export function formatTraceReport(report: TraceReport): string {
     if (report.heapProfile) lines.push(...formatHeapProfile(report.heapProfile));
   }
   lines.push(...formatProcesses(report));
-  for (const v of report.oomKilled.filter((v) => v.main !== true)) {
-    lines.push(
-      `  OOM-killed meanwhile: pid ${v.pid} (${v.exe ?? v.comm})` +
-        (v.cgroup ? ` in cgroup ${v.cgroup}` : '') +
-        (v.rss !== null ? `, RSS ${formatBytes(v.rss)} when killed` : '') +
-        ' (kernel log)',
-    );
-  }
-  for (const p of report.outlived) {
-    lines.push(`  outlived the command: pid ${p.pid} (${p.exe}) ${p.command ? `"${p.command}" ` : ''}- ${p.fate}`);
-  }
+  for (const text of treeEventTexts(report)) lines.push(`  ${text}`);
   if (report.recordDirLeft) lines.push(`  left behind: ${report.recordDirLeft}`);
   if (report.cgroup?.removeError) lines.push(`  left behind: ${report.cgroup.removeError}`);
   lines.push(`  diagnosis: ${report.diagnosis.cause}`);
