@@ -6,8 +6,6 @@
 #include <sys/prctl.h>
 #include <sys/wait.h>
 
-#include <cerrno>
-
 #include "addon/module.h"
 
 namespace clipmem {

@@ -241,25 +241,21 @@ Napi::Object ReadHeapProfile(Napi::Env env, const ClipmemRecordHeader* h, const 
 
 // releaseRecordSpace(path): gives back the disk blocks (reserved at creation, see lifecycle.cc) of the parts
 // of a record its process never wrote. Only for the record of a process that is gone: a live writer would
-// need those blocks again. Returns the file's allocated bytes before and after; { before: 0, after: 0 }
-// for a file that is not a complete record.
+// need those blocks again. Returns the file's allocated bytes after; 0 for a file that is not a complete
+// record.
 Napi::Value ReleaseRecordSpace(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "releaseRecordSpace(path: string)");
   std::string path = info[0].As<Napi::String>();
-  Napi::Object out = Napi::Object::New(env);
-  out.Set("before", 0);
-  out.Set("after", 0);
   int fd = open(path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
-  if (fd < 0) return out;
+  if (fd < 0) return Napi::Number::New(env, 0);
   struct stat st;
   ClipmemRecordHeader h;
   if (fstat(fd, &st) != 0 || pread(fd, &h, sizeof h, 0) != ssize_t(sizeof h) ||
       clipmem_header_problem(&h, uint64_t(st.st_size))) {
     close(fd);
-    return out;
+    return Napi::Number::New(env, 0);
   }
-  out.Set("before", Napi::Number::New(env, double(st.st_blocks) * 512));
   uint64_t ranges[CLIPMEM_WRITTEN_RANGES][2];
   unsigned count = clipmem_written_ranges(&h, ranges);
   const uint64_t page = 4096;
@@ -274,9 +270,9 @@ Napi::Value ReleaseRecordSpace(const Napi::CallbackInfo& info) {
     if (ranges[i][0] + ranges[i][1] > cursor) cursor = ranges[i][0] + ranges[i][1];
   }
   release(cursor, h.total_size);
-  if (fstat(fd, &st) == 0) out.Set("after", Napi::Number::New(env, double(st.st_blocks) * 512));
+  double after = fstat(fd, &st) == 0 ? double(st.st_blocks) * 512 : 0;
   close(fd);
-  return out;
+  return Napi::Number::New(env, after);
 }
 
 // readRecord(path): one consistent-enough snapshot of the record (counters are read without stopping

@@ -307,7 +307,7 @@ export interface RecordHeapProfile {
 
 interface RecordAddon {
   readRecord(file: string): AllocationRecord;
-  releaseRecordSpace(file: string): { before: number; after: number };
+  releaseRecordSpace(file: string): number;
   trackedFunctions(): TrackedFn[];
   recordBytes: number;
 }
@@ -335,7 +335,7 @@ export function readRecord(file: string): AllocationRecord {
  * record was made); only for a process that is gone. Returns the file's allocated bytes after.
  */
 export function releaseRecordSpace(file: string): number {
-  return loadAddon<RecordAddon>().releaseRecordSpace(file).after;
+  return loadAddon<RecordAddon>().releaseRecordSpace(file);
 }
 
 /** The records in a launcher's record directory, by pid then exec generation. */
