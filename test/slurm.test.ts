@@ -17,10 +17,10 @@ import { JOB_NAME, leftoverCgroups, ourJobs, requireSlurm, srun } from './helper
 const MiB = 2 ** 20;
 const bin = path.join(repoRoot, 'bin', 'clip-mem.js');
 /** A program that touches `mib` MiB (bytes filled with 1s: every page written). */
-const touching = (mib: number) => [
+const touching = (mib: number, holdSeconds = 0) => [
   'python3',
   '-c',
-  `b = b"\\x01" * (${mib} << 20); print("touched", len(b) >> 20, "MiB")`,
+  `import time; b = b"\\x01" * (${mib} << 20); print("touched", len(b) >> 20, "MiB"); time.sleep(${holdSeconds})`,
 ];
 const jobIds: string[] = [];
 
@@ -304,7 +304,9 @@ test.serial(
   (t) => {
     requireSlurm(t, 'over-memory-kill');
     const json = path.join(scratchDir('clipmem-slurm-'), 'trace.json');
-    const srunCommand = ['srun', `--job-name=${JOB_NAME}`, '--mem=200M', ...touching(400)];
+    // Held for 5 s: Slurm samples the job's memory once a second (JobAcctGatherFrequency=1), and a program that
+    // is done sooner can end between two samples unkilled.
+    const srunCommand = ['srun', `--job-name=${JOB_NAME}`, '--mem=200M', ...touching(400, 5)];
     const run = spawnSync(process.execPath, [bin, 'trace', '--json', json, '--', ...srunCommand], {
       encoding: 'utf8',
       timeout: 120_000,

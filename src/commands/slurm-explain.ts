@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import type { Cause } from '../diagnose';
 import { isUnknown } from '../core/field';
 import { formatBytes } from '../core/units';
-import { type SacctJob, type ScontrolJob, sacctJob, scontrolJob, slurmConfig } from '../probe/slurm';
+import { type SacctJob, type ScontrolJob, sacctJob, scontrolJob, slurmConfig, slurmJobEnded } from '../probe/slurm';
 import type { TraceReport } from '../report/trace-report';
 import { oomKillsSince } from '../track/kernel-log';
 
@@ -54,6 +54,11 @@ function readable(file: string | null): string | null {
   } catch {
     return null;
   }
+}
+
+/** "ended OUT_OF_MEMORY", or "is COMPLETING (not ended yet)" for a state that may still change. */
+function ended(state: string): string {
+  return slurmJobEnded(state) ? `ended ${state}` : `is ${state} (not ended yet)`;
 }
 
 function step(steps: Map<string, StepFinding>, id: string): StepFinding {
@@ -190,8 +195,8 @@ export function explainSlurmJob(jobId: string, traceReports: TraceReport[] = [])
   const where = killedSteps.map((s) => (s.stepId === 'job' ? 'the job' : `step ${s.stepId}`)).join(', ');
   const summary = killed.length
     ? `${name} ran out of its memory request ${request ?? '(not known)'}: ${where} killed for it` +
-      (state ? `; the job ended ${state}` : '')
-    : `${name}${state ? ` ended ${state}` : ''}: no memory kill found in the sources read`;
+      (state ? `; the job ${ended(state)}` : '')
+    : `${name}${state ? ` ${ended(state)}` : ''}: no memory kill found in the sources read`;
 
   const fix = traces.map((t) => t.fix).find((f) => f?.needAtLeast != null);
   let recommend: SlurmExplanation['recommend'];

@@ -9,7 +9,7 @@ import { spawn } from 'node:child_process';
 import * as path from 'node:path';
 import { isUnknown } from '../core/field';
 import { packageRoot } from '../core/native';
-import { scontrolJob, slurmReachable } from '../probe/slurm';
+import { scontrolJob, slurmJobEnded, slurmReachable } from '../probe/slurm';
 import { formatBytes } from '../core/units';
 import { readResults, type RunResults } from '../report/result';
 
@@ -114,10 +114,10 @@ export async function runInSlurm(request: SlurmRunRequest): Promise<SlurmRunOutc
   const status = await new Promise<number>((resolve) =>
     child.once('close', (code, signal) => resolve(code ?? 128 + (signal ? 9 : 0))),
   );
-  const job = jobId ? scontrolJob(jobId) : null;
+  const job = jobId ? await scontrolJobOnceEnded(jobId) : null;
   const ending =
     job && !isUnknown(job)
-      ? `Slurm job ${job.jobId} on ${job.nodeList ?? '?'}, ${job.request ?? 'no memory request'}: ${job.state ?? '?'} (exit ${job.exitCode ?? '?'}); \`clip-mem slurm explain ${job.jobId}\` for the job's side`
+      ? `Slurm job ${job.jobId} on ${job.nodeList ?? '?'}, ${job.request ?? 'no memory request'}: ${job.state ?? '?'}${slurmJobEnded(job.state) ? '' : ` (not ended after ${endingWaitSeconds} s)`} (exit ${job.exitCode ?? '?'}); \`clip-mem slurm explain ${job.jobId}\` for the job's side`
       : `srun exited ${status}${job ? ` (${job.slice('unknown: '.length)})` : ''}`;
   const nodes = perNodeRun
     ? started.map((node) => {
@@ -130,6 +130,18 @@ export async function runInSlurm(request: SlurmRunRequest): Promise<SlurmRunOutc
       })
     : null;
   return { status, jobId, ending, nodes };
+}
+
+/** Seconds srun's return may precede the job's final state (the epilog, the cgroup's OOM count); then the state as it is. */
+const endingWaitSeconds = 30;
+
+/** The job as scontrol has it once its state is final, asking each half second for up to endingWaitSeconds. */
+async function scontrolJobOnceEnded(jobId: string): Promise<ReturnType<typeof scontrolJob>> {
+  for (let waited = 0; ; waited += 0.5) {
+    const job = scontrolJob(jobId);
+    if (isUnknown(job) || slurmJobEnded(job.state) || waited >= endingWaitSeconds) return job;
+    await new Promise((resolve) => setTimeout(resolve, 500));
+  }
 }
 
 /** The cluster report: a row per node, its limits inside the job and each scenario's outcome. */

@@ -129,6 +129,27 @@ export function scontrolJob(jobId: string, env: NodeJS.ProcessEnv = process.env)
   return parseScontrolJob(run.stdout) ?? unknown(`scontrol show job ${jobId} printed no job: ${said}`);
 }
 
+/**
+ * Whether Slurm has put the job in one of its final states. Anything else (PENDING, RUNNING, COMPLETING while
+ * the epilog and the cgroup's OOM accounting finish, REQUEUED...) may still change: an OOM-killed job reads
+ * COMPLETING for a moment after srun returns, and OUT_OF_MEMORY only then.
+ */
+export function slurmJobEnded(state: string | null): boolean {
+  return state !== null && slurmFinalStates.has(state);
+}
+
+const slurmFinalStates = new Set([
+  'BOOT_FAIL',
+  'CANCELLED',
+  'COMPLETED',
+  'DEADLINE',
+  'FAILED',
+  'NODE_FAIL',
+  'OUT_OF_MEMORY',
+  'PREEMPTED',
+  'TIMEOUT',
+]);
+
 /** The job's and step's groups among this process's memory cgroups (readCgroups walks up through both). */
 export function slurmCgroups(cgroups: CgroupReport, jobId: string): SlurmCgroups | null {
   for (const hierarchy of cgroups.hierarchies) {
