@@ -12,8 +12,8 @@ import { allocProgram } from './helpers/trace';
 const bin = path.join(repoRoot, 'bin', 'clip-mem.js');
 const MiB = 2 ** 20;
 
-function cli(args: string[]) {
-  return spawnSync(process.execPath, [bin, ...args], { cwd: repoRoot, encoding: 'utf8', timeout: 300_000 });
+function cli(args: string[], { timeout = 300_000 } = {}) {
+  return spawnSync(process.execPath, [bin, ...args], { cwd: repoRoot, encoding: 'utf8', timeout });
 }
 
 interface Fit {
@@ -23,7 +23,7 @@ interface Fit {
   step: number;
   recommended: number | null;
   say: string[];
-  runs: { limit: number; passed: boolean; cause: string }[];
+  runs: { limit: number; passed: boolean; cause: string; evidence: string[] }[];
   maxRuns: number;
 }
 
@@ -69,6 +69,43 @@ test('--for mem: python3 touching 96 MiB gets the cgroup limit it passes under, 
   t.regex(result.say.join(' '), /docker run --memory=\d+m/);
   t.true(result.runs.filter((r) => !r.passed).every((r) => r.cause === 'cgroup-oom-kill'));
   t.is(trace('--limit-mem', result.recommended!, command).status, 0);
+});
+
+test('--for mem -- clip-mem run clip-train: the cgroup limit proven by runs agrees with the CLIP estimate fit plans from, within 5%', (t) => {
+  const estimate = JSON.parse(cli(['estimate', '--phase', 'train', '--batch', '2', '--json', '-']).stdout) as {
+    estimates: { phase: string; predicted: { rss: number } }[];
+  };
+  const predicted = estimate.estimates.find((e) => e.phase === 'train')!.predicted.rss;
+  // A 32 MiB step (1.5% of the boundary) keeps it to about ten runs of the training step.
+  const result = cli(
+    ['fit', '--for', 'mem', '--runs', '1', '--step', '32M', '--json', '-', '--'].concat(
+      process.execPath,
+      bin,
+      'run',
+      'clip-train',
+      '--batch',
+      '2',
+    ),
+    { timeout: 540_000 },
+  );
+  const found = JSON.parse(result.stdout) as Fit;
+  t.is(schemaErrors('fit', found), '');
+  // The boundary may move by a step on its repeat (the page cache the cgroup reclaims differs from run to
+  // run): fit then says flaky and exits 1, and the limits it saw pass are still the ones to compare.
+  t.deepEqual([found.outcome, result.status], found.outcome === 'flaky' ? ['flaky', 1] : ['found', 0], result.stderr);
+  const ratio = predicted / found.passes!;
+  t.true(Math.abs(ratio - 1) <= 0.05, `estimate ${predicted} B, proven ${found.passes} B: ratio ${ratio.toFixed(3)}`);
+  // The top of the range, the search within its bound, the boundary's repeat.
+  t.true(found.runs.length <= 1 + found.maxRuns + 2, `${found.runs.length} runs, at most ${found.maxRuns} searching`);
+  // clip-mem run exits 1 when its scenario child is OOM-killed: the kill is in the evidence, the cause stays
+  // unknown since the runner's exit code alone does not say it came from the kill.
+  for (const run of found.runs.filter((r) => !r.passed)) {
+    t.is(run.cause, 'unknown');
+    t.true(
+      run.evidence.some((e) => /was killed by the kernel OOM killer in cgroup /.test(e)),
+      run.evidence.join('\n'),
+    );
+  }
 });
 
 test('--for slurm speaks in sbatch --mem, rounded up to MiB', (t) => {
