@@ -84,6 +84,21 @@ test('prefaultForWrite populates a fresh buffer before any write and advises its
   });
 });
 
+test('adviseHugePages advises the same 2 MiB-aligned interior and populates nothing: RSS rises only as the program writes', (t) => {
+  const addon = loadAddon<{ adviseHugePages(buffer: ArrayBuffer): number }>();
+  const buffer = new ArrayBuffer(16 * MiB + 12345);
+  const before = rssAnon();
+  const advised = addon.adviseHugePages(buffer);
+  t.true(rssAnon() - before < MiB, `RssAnon grew ${rssAnon() - before} bytes`);
+  if (fs.existsSync('/sys/kernel/mm/transparent_hugepage/enabled')) {
+    t.is(advised % (2 * MiB), 0);
+    t.true(advised >= 14 * MiB && advised <= 16 * MiB, String(advised));
+  } else t.is(advised, 0);
+  t.throws(() => addon.adviseHugePages(new Uint8Array(8) as unknown as ArrayBuffer), {
+    message: /adviseHugePages\(buffer\): buffer must be an ArrayBuffer/,
+  });
+});
+
 test('mmap and copy load identical tensors; mmap views share one mapping', (t) => {
   const mapped = loadSafetensors(reference, { mode: 'mmap' });
   const copied = loadSafetensors(reference, { mode: 'copy' });

@@ -22,6 +22,7 @@ const Export kFunctions[] = {
     {"mappedBytes", MappedBytes},                    //
     {"residentBytes", ResidentBytes},                //
     {"prefaultForWrite", PrefaultForWrite},          // prefault.cc: a fresh buffer's pages, before a read fills it
+    {"adviseHugePages", AdviseHugePages},            //
     {"probeAllocator", ProbeAllocator},              // probe_allocator.cc: what can be allocated now
     {"readResourceLimits", ReadResourceLimits},      // probe_limits.cc: getrlimit
     {"readMallinfo", ReadMallinfo},                  //

@@ -19,6 +19,7 @@ Napi::Value MappedBytes(const Napi::CallbackInfo& info);
 Napi::Value ResidentBytes(const Napi::CallbackInfo& info);
 // prefault.cc
 Napi::Value PrefaultForWrite(const Napi::CallbackInfo& info);
+Napi::Value AdviseHugePages(const Napi::CallbackInfo& info);
 // probe_allocator.cc
 Napi::Value ProbeAllocator(const Napi::CallbackInfo& info);
 // probe_limits.cc

@@ -10,9 +10,16 @@
 // Neither allocates: the buffer stays the one allocation the program made (a failure under a limit stays
 // that allocation's), and the pages populated are the ones the read would have faulted in. Either advice
 // is skipped where the kernel refuses it (0 bytes reported): the read then faults the pages in as before.
+//
+// adviseHugePages(buffer) -> bytes advised: the huge-page advice alone, for a fresh buffer the program fills
+// bit by bit (the training step's AdamW moments, written as each gradient comes): populating it at once would
+// make it resident before the program writes it, which RSS would show earlier than without clip-mem's help.
 #include <stdint.h>
 #include <sys/mman.h>
 #include <unistd.h>
+
+#include <string>
+#include <utility>
 
 #include "addon/module.h"
 
@@ -33,15 +40,20 @@ size_t AdviseInterior(uintptr_t begin, uintptr_t end, uintptr_t unit, int advice
   return madvise(reinterpret_cast<void*>(first), last - first, advice) == 0 ? last - first : 0;
 }
 
+// The [begin, end) of the ArrayBuffer in info[0]; a TypeError naming `function` when it is not one.
+std::pair<uintptr_t, uintptr_t> BufferBounds(const Napi::CallbackInfo& info, const char* function) {
+  if (info.Length() < 1 || !info[0].IsArrayBuffer())
+    throw Napi::TypeError::New(info.Env(), std::string(function) + "(buffer): buffer must be an ArrayBuffer");
+  Napi::ArrayBuffer buffer = info[0].As<Napi::ArrayBuffer>();
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(buffer.Data());
+  return {begin, begin + buffer.ByteLength()};
+}
+
 }  // namespace
 
 Napi::Value PrefaultForWrite(const Napi::CallbackInfo& info) {
+  const auto [begin, end] = BufferBounds(info, "prefaultForWrite");
   Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsArrayBuffer())
-    throw Napi::TypeError::New(env, "prefaultForWrite(buffer): buffer must be an ArrayBuffer");
-  Napi::ArrayBuffer buffer = info[0].As<Napi::ArrayBuffer>();
-  const uintptr_t begin = reinterpret_cast<uintptr_t>(buffer.Data());
-  const uintptr_t end = begin + buffer.ByteLength();
   // Huge pages first: populating first would fault in 4 KiB pages that the advice then cannot use.
   const size_t huge = AdviseInterior(begin, end, kHugePage, MADV_HUGEPAGE);
   const size_t populated = AdviseInterior(begin, end, uintptr_t(sysconf(_SC_PAGESIZE)), MADV_POPULATE_WRITE);
@@ -49,6 +61,11 @@ Napi::Value PrefaultForWrite(const Napi::CallbackInfo& info) {
   result.Set("hugePageBytes", Napi::Number::New(env, double(huge)));
   result.Set("populatedBytes", Napi::Number::New(env, double(populated)));
   return result;
+}
+
+Napi::Value AdviseHugePages(const Napi::CallbackInfo& info) {
+  const auto [begin, end] = BufferBounds(info, "adviseHugePages");
+  return Napi::Number::New(info.Env(), double(AdviseInterior(begin, end, kHugePage, MADV_HUGEPAGE)));
 }
 
 }  // namespace clipmem

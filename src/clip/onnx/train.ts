@@ -36,6 +36,7 @@ import type { ClipConfig } from '../config';
 import * as fs from 'node:fs';
 import { bfloat16BitsToFloat32, DTYPE_BYTES, float16BitsToFloat32 } from '../dtype';
 import { readSafetensorsHeader } from '../safetensors';
+import { loadAddon } from '../../core/native';
 import { withPhase } from '../../core/phase';
 import { clipHead, ClipParams, normalize, Tower, towerSegment, towerTokens } from './clip-graph';
 import { gradients } from './grad';
@@ -233,16 +234,28 @@ function widenTable(dtype: 'F16' | 'BF16'): Float32Array {
   return table;
 }
 
+interface HugePageAddon {
+  prefaultForWrite(buffer: ArrayBuffer): unknown;
+  adviseHugePages(buffer: ArrayBuffer): number;
+}
+
 /**
  * One float32 array per name, all views of a single buffer. Most of a training step's setup is the kernel
  * faulting in this fresh memory 4 KiB at a time (docs/benchmarks.md, setup); one block is what a huge-page
- * allocation can take whole: in an experiment with glibc's glibc.malloc.hugetlb=1, the step's faults fell
- * from ~180k with one array per tensor to ~15k.
+ * allocation can take whole (~180k faults for the step with one array per tensor, ~15k in huge pages).
  */
-function parameterViews(lengths: ReadonlyMap<string, number>): Map<string, Float32Array> {
+function parameterViews(
+  lengths: ReadonlyMap<string, number>,
+  filled: 'at once' | 'bit by bit',
+): Map<string, Float32Array> {
   let total = 0;
   for (const length of lengths.values()) total += length;
   const buffer = new Float32Array(total);
+  // Huge pages where the kernel offers them; pages populated up front only for a buffer written whole at
+  // once, so that RSS rises when the program writes, as it would without this.
+  const addon = loadAddon<HugePageAddon>();
+  if (filled === 'at once') addon.prefaultForWrite(buffer.buffer);
+  else addon.adviseHugePages(buffer.buffer);
   const views = new Map<string, Float32Array>();
   let at = 0;
   for (const [name, length] of lengths) {
@@ -275,6 +288,7 @@ function readFloat32Params(file: string): {
   const params = withPhase('train weights (float32 parameters)', () =>
     parameterViews(
       new Map(entries.map((entry) => [entry.name, entry.bytes / DTYPE_BYTES[entry.dtype as 'F32' | 'F16' | 'BF16']])),
+      'at once',
     ),
   );
   const fd = fs.openSync(file, 'r');
@@ -370,8 +384,8 @@ export async function createOnnxTrainer(model: ClipModelSpec, options: OnnxTrain
     if (!moments) {
       const lengths = new Map([...params].map(([n, q]) => [n, q.length]));
       const [first, second] = withPhase('train AdamW moments (two float32 copies of the parameters)', () => [
-        parameterViews(lengths),
-        parameterViews(lengths),
+        parameterViews(lengths, 'bit by bit'),
+        parameterViews(lengths, 'bit by bit'),
       ]);
       moments = new Map([...params.keys()].map((n) => [n, { m: first.get(n)!, v: second.get(n)! }]));
     }
