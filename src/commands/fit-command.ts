@@ -274,7 +274,7 @@ async function search(request: CommandFitRequest, result: CommandFit): Promise<C
 
   const attempt = async (limit: number): Promise<LimitRun> => {
     const { run, passed, why } = await traced(limit, timeoutMs);
-    const report = buildTraceReport(run);
+    const report = buildTraceReport(run, { heapProfile: 'diagnosis' });
     const entry: LimitRun = {
       limit,
       passed,

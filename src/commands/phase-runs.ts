@@ -146,7 +146,7 @@ export async function runTrainStep(request: TrainStepRunRequest): Promise<TrainS
     const passed = run.exit.code === 0 && report !== null;
     const record = run.record;
     // The one path from a traced run to its diagnosis (the holders of the live heap included), as trace's.
-    const diagnosis = buildTraceReport(run).diagnosis;
+    const diagnosis = buildTraceReport(run, { heapProfile: 'diagnosis' }).diagnosis;
     const tracked = (v: number | undefined) => (v !== undefined && v > 0 ? v : null);
     return {
       passed,

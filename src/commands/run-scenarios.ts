@@ -190,7 +190,7 @@ export function scenarioResult(
       phase: phaseLabel(record!, s.phaseIndex),
     }));
   // The child reports a caught error (e.g. a runtime's dlopen message) in its report, not on stderr.
-  const traced = buildTraceReport(run, report?.error);
+  const traced = buildTraceReport(run, { reportedError: report?.error, heapProfile: 'diagnosis' });
   const status =
     run.exit.code === 0 && !run.timedOut && report !== null && report.finished && report.error === null
       ? 'passed'

@@ -182,6 +182,16 @@ export function heldBy(profile: TraceHeapProfile | null, pid: number): Diagnosis
   };
 }
 
+/**
+ * heldBy from the command's own record alone, symbolized only when it has a moment that can explain an
+ * ending (a snapshot at a failure, or the end of a killed process): what the diagnosis needs, without the
+ * cost of symbolizing every process of the tree.
+ */
+export function ownHeldBy(record: AllocationRecord | undefined): DiagnosisInput['heldBy'] {
+  if (!record || (!record.heapProfile.atFailures.length && record.state !== 'running')) return undefined;
+  return heldBy(traceHeapProfile([record]), record.pid);
+}
+
 function holderLine(h: TraceHeapHolder): string {
   const error = h.error > 0 ? ` ± ${formatBytes(h.error)}` : '';
   return `${formatBytes(h.bytes).padStart(10)}${error} (${Math.round(h.share * 100)}%) ${h.fn} from ${h.site}`;

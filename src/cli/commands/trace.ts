@@ -181,7 +181,7 @@ export const traceCommandModule: CommandModule<object, TraceArgs> = {
           : isPresetName(args.model)
             ? presetConfig(args.model)
             : resolveClipModel(args.model).config;
-      const report = buildTraceReport(run, undefined, model);
+      const report = buildTraceReport(run, { model });
       process.stderr.write(formatTraceReport(report));
       writeJson(args, report);
       if (args.markdown !== undefined) fs.writeFileSync(args.markdown, renderTraceMarkdown(report));
