@@ -37,7 +37,10 @@ test('the kernel log: the oom-kill line and the Killed process line make one kil
 test('another process OOM-killed, the command exited 3: unknown, never the command "killed by the OOM killer"', (t) => {
   const d = diagnose(input({ exit: { code: 3, signal: null }, cgroup, oomKilled: [worker] }));
   t.is(d.cause, 'unknown');
-  t.is(d.evidence[0], 'exited with code 3; no allocation of its own failed for lack of memory');
+  t.is(
+    d.evidence[0],
+    'exited with code 3, and another process in its cgroup was OOM-killed during the run; no allocation of its own failed for lack of memory',
+  );
   t.is(
     d.evidence[1],
     'meanwhile pid 12 (python3) was killed by the kernel OOM killer in cgroup /job/clipmem-1-1 at limit 50 MiB; its RSS was 56 MiB when killed',

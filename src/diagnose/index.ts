@@ -702,7 +702,10 @@ function diagnoseEnding(input: DiagnosisInput): Diagnosis {
   if (meanwhile.length) {
     // Another process of the group was OOM-killed and this one ended otherwise: whether its ending follows
     // from that kill is more than the evidence shows.
-    evidence.unshift(`${endingOf(exit)}; no allocation of its own failed for lack of memory`);
+    // The kill in the first line: a caller that shows one line (fit's table of runs) still shows it.
+    evidence.unshift(
+      `${endingOf(exit)}, and another process in its cgroup was OOM-killed during the run; no allocation of its own failed for lack of memory`,
+    );
     evidence.push(...meanwhile);
     evidence.push(
       `whether the command ${ourKill ? 'hung' : `${endingOf(exit)}`} because of that kill is not known: ` +
