@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import type { Cause } from '../diagnose';
 import { isUnknown } from '../core/field';
 import { formatBytes } from '../core/units';
-import { type SacctJob, type ScontrolJob, sacctJob, scontrolJob, slurmConfig, slurmJobEnded } from '../probe/slurm';
+import { type SacctJob, type ScontrolJob, sacctJob, scontrolJobWhen, slurmConfig, slurmJobEnded } from '../probe/slurm';
 import type { TraceReport } from '../report/trace-report';
 import { oomKillsSince } from '../track/kernel-log';
 
@@ -103,7 +103,8 @@ export function explainSlurmJob(jobId: string, traceReports: TraceReport[] = [])
   const sources: SourceNote[] = [];
   const steps = new Map<string, StepFinding>();
 
-  const scontrol = scontrolJob(jobId);
+  // Right after the job ends it reads COMPLETING for a moment; its final state follows (OUT_OF_MEMORY...).
+  const scontrol = scontrolJobWhen(jobId, (state) => state !== 'COMPLETING');
   const job = isUnknown(scontrol) ? null : scontrol;
   sources.push({
     source: 'scontrol show job',

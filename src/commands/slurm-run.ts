@@ -9,7 +9,7 @@ import { spawn } from 'node:child_process';
 import * as path from 'node:path';
 import { isUnknown } from '../core/field';
 import { packageRoot } from '../core/native';
-import { scontrolJob, slurmJobEnded, slurmReachable } from '../probe/slurm';
+import { scontrolJobWhen, slurmJobEnded, slurmReachable } from '../probe/slurm';
 import { formatBytes } from '../core/units';
 import { readResults, type RunResults } from '../report/result';
 
@@ -114,7 +114,8 @@ export async function runInSlurm(request: SlurmRunRequest): Promise<SlurmRunOutc
   const status = await new Promise<number>((resolve) =>
     child.once('close', (code, signal) => resolve(code ?? 128 + (signal ? 9 : 0))),
   );
-  const job = jobId ? await scontrolJobOnceEnded(jobId) : null;
+  // srun made the job and has returned: any state but a final one is on its way to one.
+  const job = jobId ? scontrolJobWhen(jobId, slurmJobEnded, endingWaitSeconds) : null;
   const ending =
     job && !isUnknown(job)
       ? `Slurm job ${job.jobId} on ${job.nodeList ?? '?'}, ${job.request ?? 'no memory request'}: ${job.state ?? '?'}${slurmJobEnded(job.state) ? '' : ` (not ended after ${endingWaitSeconds} s)`} (exit ${job.exitCode ?? '?'}); \`clip-mem slurm explain ${job.jobId}\` for the job's side`
@@ -132,17 +133,8 @@ export async function runInSlurm(request: SlurmRunRequest): Promise<SlurmRunOutc
   return { status, jobId, ending, nodes };
 }
 
-/** Seconds srun's return may precede the job's final state (the epilog, the cgroup's OOM count); then the state as it is. */
+/** Seconds the job may take from srun's return to its final state; then the state as it is. */
 const endingWaitSeconds = 30;
-
-/** The job as scontrol has it once its state is final, asking each half second for up to endingWaitSeconds. */
-async function scontrolJobOnceEnded(jobId: string): Promise<ReturnType<typeof scontrolJob>> {
-  for (let waited = 0; ; waited += 0.5) {
-    const job = scontrolJob(jobId);
-    if (isUnknown(job) || slurmJobEnded(job.state) || waited >= endingWaitSeconds) return job;
-    await new Promise((resolve) => setTimeout(resolve, 500));
-  }
-}
 
 /** The cluster report: a row per node, its limits inside the job and each scenario's outcome. */
 export function formatClusterReport(outcome: SlurmRunOutcome): string {

@@ -150,6 +150,24 @@ const slurmFinalStates = new Set([
   'TIMEOUT',
 ]);
 
+/**
+ * scontrolJob once `settled(state)` holds, asked every half second for at most `seconds`; then the job as
+ * it is (or unknown, at once). A job that just ended reads COMPLETING for a moment (its epilog, the
+ * cgroup's OOM count) before its final state: OUT_OF_MEMORY only then.
+ */
+export function scontrolJobWhen(
+  jobId: string,
+  settled: (state: string | null) => boolean,
+  seconds = 30,
+): Field<ScontrolJob> {
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  for (let waited = 0; ; waited += 0.5) {
+    const job = scontrolJob(jobId);
+    if (isUnknown(job) || settled(job.state) || waited >= seconds) return job;
+    Atomics.wait(pause, 0, 0, 500); // a synchronous half-second sleep
+  }
+}
+
 /** The job's and step's groups among this process's memory cgroups (readCgroups walks up through both). */
 export function slurmCgroups(cgroups: CgroupReport, jobId: string): SlurmCgroups | null {
   for (const hierarchy of cgroups.hierarchies) {
