@@ -16,14 +16,17 @@ import { fixtures } from './helpers/paths';
 const read = (name: string) => JSON.parse(fs.readFileSync(path.join(fixtures, name), 'utf8')) as HoldoutFile;
 const tuning = read('holdout-tuning.json');
 const fresh = read('holdout-fresh.json');
+const quiet = read('holdout-quiet.json');
 
-// The goal is 95% of each measure inside the band. Met on the tuning holdout and for VmSize on the fresh
-// one (97%); the fresh one's RSS is 88 of 93 (94.6%, not met: docs/estimate.md says which and why). The
-// floors are what was measured, so the band cannot get worse unnoticed.
-test('the band on the holdout: RSS and VmSize peaks inside it, 95% on the runs that tuned it, 94.6% and 96.8% on fresh ones', (t) => {
+// The goal is 95% of each measure inside the band. Met on the tuning holdout, and on the same fresh grid
+// run again on a quiet machine (90 of 93 for each, 96.8%); on the shared machine's fresh run the RSS was 88
+// of 93 (94.6%: docs/estimate.md says which and why). The floors are what was measured, so the band cannot
+// get worse unnoticed.
+test('the band on the holdout: RSS and VmSize peaks inside it, 95% on the runs that tuned it and on a quiet fresh run, 94.6% and 96.8% on a loaded one', (t) => {
   for (const [file, floor] of [
     [tuning, { rss: COVERAGE_GOAL, vmSize: COVERAGE_GOAL }],
     [fresh, { rss: 88 / 93, vmSize: COVERAGE_GOAL }],
+    [quiet, { rss: 90 / 93, vmSize: 90 / 93 }],
   ] as const) {
     const overall = coverage(file).groups.find((g) => g.name === 'overall')!;
     t.log(`${file.note}\n  ${coverage(file).lines.join('\n  ')}`);
@@ -34,7 +37,7 @@ test('the band on the holdout: RSS and VmSize peaks inside it, 95% on the runs t
 });
 
 test('a band wider than ±10% (or uncalibrated) says so and why; a calibrated config within 12 samples of its calibration stays within it', (t) => {
-  for (const j of [...judge(tuning), ...judge(fresh)]) {
+  for (const j of [...judge(tuning), ...judge(fresh), ...judge(quiet)]) {
     const u = j.estimate.uncertainty;
     const within = u.scope !== 'uncalibrated' && j.width.rss <= WIDTH_GOAL && j.width.vmSize <= WIDTH_GOAL;
     t.is(u.withinGoal, within);
