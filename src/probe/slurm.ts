@@ -129,11 +129,7 @@ export function scontrolJob(jobId: string, env: NodeJS.ProcessEnv = process.env)
   return parseScontrolJob(run.stdout) ?? unknown(`scontrol show job ${jobId} printed no job: ${said}`);
 }
 
-/**
- * Whether Slurm has put the job in one of its final states. Anything else (PENDING, RUNNING, COMPLETING while
- * the epilog and the cgroup's OOM accounting finish, REQUEUED...) may still change: an OOM-killed job reads
- * COMPLETING for a moment after srun returns, and OUT_OF_MEMORY only then.
- */
+/** Whether the job's state is one of Slurm's final ones; any other (PENDING, RUNNING, COMPLETING...) may still change. */
 export function slurmJobEnded(state: string | null): boolean {
   return state !== null && slurmFinalStates.has(state);
 }
