@@ -16,12 +16,12 @@ import { DEFAULT_TRAINING_SEGMENTS } from '../src/clip/onnx/train';
 import { calibrate, ensureBaseline } from '../src/commands/calibrate';
 import { runPhases, runTrainStep } from '../src/commands/phase-runs';
 import { formatBytes, parseBytes } from '../src/core/units';
-import { estimatePhase, type PhaseEstimate } from '../src/estimate/estimate';
+import { estimatePhase, insideBand, type PhaseEstimate } from '../src/estimate/estimate';
 import type { Optimizer, Phase } from '../src/estimate/model';
 import { loadRuntimeRecord, type Peak, type RuntimeRecord } from '../src/estimate/store';
 import { stopSignal, stopTraces } from '../src/track/launcher';
 import { HOLDOUT_SCHEMA, type HoldoutConfig, type HoldoutFile, type HoldoutRow } from '../src/estimate/holdout';
-import { bandOf, coverage } from '../src/estimate/holdout';
+import { coverage } from '../src/estimate/holdout';
 
 /** The calibration the holdout is measured against: what `estimate --calibrate` runs by default. */
 const CALIBRATED = { model: 'vit-b-32', dtypes: ['fp32', 'fp16'] as WeightFormat[], batches: [1, 4], threads: 2 };
@@ -139,8 +139,8 @@ function describe(r: HoldoutRow, e: PhaseEstimate): string {
   const name = `${r.model} ${r.dtype} ${r.phase}${r.phase === 'load' ? '' : ` b${r.batch}`}${r.phase === 'train' ? ` ${r.optimizer}` : ''} ${r.threads}t`;
   if (!r.measured) return `${name.padEnd(34)} ${r.status}`;
   const cell = (key: keyof Peak) => {
-    const band = bandOf(e, key);
-    const inside = Math.abs(r.measured![key] - e.predicted[key]) <= band;
+    const band = e.uncertainty[key];
+    const inside = insideBand(e, r.measured!, key);
     return `${formatBytes(r.measured![key]).padStart(9)} pred ${formatBytes(e.predicted[key]).padStart(9)} ± ${(
       (100 * band) /
       e.predicted[key]
@@ -178,7 +178,7 @@ async function main(): Promise<void> {
     .filter((c) => !calibratedPoint(c) && !measured.has(configKey(c)) && (!only || only.includes(c.model)))
     .filter((c) => {
       const e = estimatePhase(presetConfig(c.model), c, records[c.threads]);
-      const fits = e.predicted.rss + bandOf(e, 'rss') <= maxRss;
+      const fits = e.predicted.rss + e.uncertainty.rss <= maxRss;
       if (!fits) progress(`skipped ${c.model} ${c.dtype} ${c.phase} batch ${c.batch}: predicted above --max-rss`);
       return fits;
     })

@@ -1,7 +1,7 @@
 // `clip-mem fit --verify`: the boundary the estimate predicts, proven by runs under the limit, each in its
 // own child (searchByRuns: the search and its loop, shared with `fit -- <command>`).
 import { resolveClipConfig } from '../clip/config';
-import { estimatePhase, runsInTrainChild } from '../estimate/estimate';
+import { estimatePhase, insideBand, runsInTrainChild } from '../estimate/estimate';
 import { LIMIT_MEASURES, maxSearchRuns, searchByRuns, type FitConfig, type FitLimit } from '../estimate/fit';
 import type { Phase } from '../estimate/model';
 import { recordObservations, type Observation, type Peak, type RuntimeRecord } from '../estimate/store';
@@ -65,9 +65,7 @@ export function outsideTheBand(
     if (!run.passed || run.rssPeak === null || run.vmSizePeak === null) continue;
     const e = estimatePhase(clip, { ...config, batch: run.batch, phase }, record);
     const measured = { rss: run.rssPeak, vmSize: run.vmSizePeak };
-    const misses = (['rss', 'vmSize'] as const).filter(
-      (key) => Math.abs(measured[key] - e.predicted[key]) > e.uncertainty[key],
-    );
+    const misses = (['rss', 'vmSize'] as const).filter((key) => !insideBand(e, measured, key));
     for (const key of misses)
       outside.push({
         batch: run.batch,

@@ -77,6 +77,11 @@ export interface PhaseEstimate extends EstimateRequest {
   mmap?: Peak;
 }
 
+/** Whether a measured peak lies inside the estimate's band for `key`: predicted ± its half-width. */
+export function insideBand(e: PhaseEstimate, measured: Peak, key: keyof Peak): boolean {
+  return Math.abs(measured[key] - e.predicted[key]) <= e.uncertainty[key];
+}
+
 /** Least squares of y = constant + slope x batch; one distinct batch gives a constant only. */
 export function fitLine(points: readonly { batch: number; y: number }[]): LinearFit {
   const n = points.length;

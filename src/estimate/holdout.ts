@@ -4,7 +4,7 @@
 // (baseline, calibrations) they were estimated from, so the same figures can be judged again after a
 // change of the model.
 import { presetConfig, type WeightFormat } from '../clip/config';
-import { estimatePhase, type PhaseEstimate } from './estimate';
+import { estimatePhase, insideBand, type PhaseEstimate } from './estimate';
 import type { Optimizer, Phase } from './model';
 import type { Peak, RuntimeRecord } from './store';
 
@@ -43,9 +43,6 @@ export interface HoldoutFile {
   rows: HoldoutRow[];
 }
 
-/** Half the band's width: the estimate's stated uncertainty. */
-export const bandOf = (e: PhaseEstimate, key: keyof Peak): number => e.uncertainty[key];
-
 export interface Judged {
   row: HoldoutRow;
   estimate: PhaseEstimate;
@@ -60,13 +57,14 @@ export function judge(file: HoldoutFile): Judged[] {
     .filter((row) => row.measured)
     .map((row) => {
       const estimate = estimatePhase(presetConfig(row.model), row, file.records[row.threads]);
-      const check = (key: keyof Peak) =>
-        Math.abs(row.measured![key] - estimate.predicted[key]) <= bandOf(estimate, key);
-      const width = (key: keyof Peak) => bandOf(estimate, key) / estimate.predicted[key];
+      const width = (key: keyof Peak) => estimate.uncertainty[key] / estimate.predicted[key];
       return {
         row,
         estimate,
-        inside: { rss: check('rss'), vmSize: check('vmSize') },
+        inside: {
+          rss: insideBand(estimate, row.measured!, 'rss'),
+          vmSize: insideBand(estimate, row.measured!, 'vmSize'),
+        },
         width: { rss: width('rss'), vmSize: width('vmSize') },
       };
     });
