@@ -20,6 +20,7 @@ import type {
   TimelinePoint,
 } from '../report/result';
 import { RUN_SCHEMA, ResultWriter } from '../report/result';
+import { thin } from '../report/svg-chart';
 import type { AllocationRecord } from '../track/record';
 import { CHILD_REQUEST_ENV, CHILD_RESULT_ENV, type ChildReport, type ChildRequest } from '../scenarios/child-protocol';
 import { memoryAnalysis, proposeFixes } from '../report/fixes';
@@ -237,15 +238,6 @@ export function scenarioResult(
 function lastLines(text: string): string | null {
   const lines = text.trim().split('\n').filter(Boolean);
   return lines.length ? lines.slice(-3).join(' | ').slice(0, 1000) : null;
-}
-
-/** At most `max` points, evenly spread, always keeping the last (where a failure shows). */
-function thin(points: TimelinePoint[], max: number): TimelinePoint[] {
-  if (points.length <= max) return points;
-  const step = points.length / max;
-  const kept = Array.from({ length: max - 1 }, (_, i) => points[Math.floor(i * step)]);
-  kept.push(points[points.length - 1]);
-  return kept;
 }
 
 /** Runs the scenarios one after another; a failing one never stops the rest. */

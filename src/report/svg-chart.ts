@@ -7,6 +7,16 @@ export function escapeHtml(text: string): string {
   return text.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
 }
 
+/** At most `count` readings, evenly spaced, the first, the last (where a failure shows) and the highest kept. */
+export function thin<T extends { rss: number | null }>(points: readonly T[], count: number): T[] {
+  if (points.length <= count) return [...points];
+  const top = points.reduce((best, p) => ((p.rss ?? -1) > (best.rss ?? -1) ? p : best), points[0]!);
+  const picked = new Set<T>([points[0]!, points.at(-1)!, top]);
+  for (let i = 1; picked.size < count && i < count; i++)
+    picked.add(points[Math.round((i * (points.length - 1)) / count)]!);
+  return points.filter((p) => picked.has(p));
+}
+
 export interface ChartSeries {
   label: string;
   color: string;

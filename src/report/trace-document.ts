@@ -5,7 +5,7 @@
 import { formatBytes } from '../core/units';
 import { formatHeapProfile } from './heap-profile';
 import type { ProcessRow } from './process-rows';
-import { escapeHtml, lineChartSvg, type ChartSeries } from './svg-chart';
+import { escapeHtml, lineChartSvg, thin, type ChartSeries } from './svg-chart';
 import { formatFailures, treeEventTexts, treeFigureTexts, type TraceReport } from './trace-report';
 
 type Block =
@@ -23,16 +23,6 @@ interface Section {
 
 const bytes = (value: number | null | undefined) => (value === null || value === undefined ? '?' : formatBytes(value));
 const seconds = (ms: number | null) => (ms === null ? '?' : `${(ms / 1000).toFixed(1)} s`);
-
-/** At most `count` readings, evenly spaced, the first, the last and the highest kept. */
-function thin<T extends { rss: number | null }>(points: readonly T[], count: number): T[] {
-  if (points.length <= count) return [...points];
-  const top = points.reduce((best, p) => ((p.rss ?? -1) > (best.rss ?? -1) ? p : best), points[0]!);
-  const picked = new Set<T>([points[0]!, points.at(-1)!, top]);
-  for (let i = 1; picked.size < count && i < count; i++)
-    picked.add(points[Math.round((i * (points.length - 1)) / count)]!);
-  return points.filter((p) => picked.has(p));
-}
 
 function processName(p: ProcessRow): string {
   return (p.command ?? p.exe).replace(/\s+/g, ' ');
