@@ -487,6 +487,11 @@ function bytes(value: number | null): string {
   return value === null || value < 0 ? '?' : formatBytes(value);
 }
 
+/** Milliseconds as seconds with one decimal ("2.5"), '?' when not known. */
+function seconds(ms: number | null): string {
+  return ms === null ? '?' : (ms / 1000).toFixed(1);
+}
+
 function requested(f: TraceFailure): string {
   if (f.sizeOverflow) return `${BigInt(f.detail.nmemb)} x ${BigInt(f.detail.elemSize)} bytes (more than 2^64)`;
   return `${f.size} bytes (${formatBytes(f.size)})`;
@@ -501,8 +506,7 @@ const shownProcesses = 20;
 export function treeFigureTexts(report: TraceReport): string[] {
   const tree = report.tree;
   const texts: string[] = [];
-  if (tree.rssPeak !== null)
-    texts.push(`summed RSS peak ${bytes(tree.rssPeak)} at ${((tree.rssPeakAtMs ?? 0) / 1000).toFixed(1)} s`);
+  if (tree.rssPeak !== null) texts.push(`summed RSS peak ${bytes(tree.rssPeak)} at ${seconds(tree.rssPeakAtMs)} s`);
   if (tree.largest) texts.push(`largest single process: pid ${tree.largest.pid}, RSS ${bytes(tree.largest.rss)}`);
   if (report.cgroup?.peak != null) texts.push(`the cgroup's own peak ${bytes(report.cgroup.peak)}`);
   if (tree.recordsPageCache !== null)
@@ -535,7 +539,6 @@ export function treeEventTexts(report: TraceReport): string[] {
 function formatProcesses(report: TraceReport): string[] {
   if (report.processes.length < 2) return [];
   const lines = [`  processes (${report.processes.length}):`];
-  const seconds = (value: number | null) => (value === null ? '?' : (value / 1000).toFixed(1));
   for (const p of report.processes.slice(0, shownProcesses)) {
     const name = (p.command ?? p.exe).replace(/\s+/g, ' ');
     lines.push(
