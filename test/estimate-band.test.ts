@@ -8,8 +8,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { presetConfig } from '../src/clip/config';
 import { outsideTheBand, type VerifyRun } from '../src/commands/verify';
-import { estimatePhase } from '../src/estimate/estimate';
-import { COVERAGE_GOAL, coverage, judge, WIDTH_GOAL, type HoldoutFile } from '../src/estimate/holdout';
+import { estimatePhase, WIDTH_GOAL } from '../src/estimate/estimate';
+import { COVERAGE_GOAL, coverage, judge, type HoldoutFile } from '../src/estimate/holdout';
 import { loadRuntimeRecord, recordObservations, runtimeKey, saveRuntimeRecord } from '../src/estimate/store';
 import { fixtures } from './helpers/paths';
 
