@@ -1,4 +1,5 @@
 // The limits a traced process runs under: one type for `trace`, `run`, `estimate`, `fit` and the diagnosis.
+import { formatBytes } from './units';
 
 /** Limits in bytes; an absent one is not set (the process may still inherit one: see the record's rlimits). */
 export interface Limits {
@@ -13,6 +14,15 @@ export interface Limits {
 export type LimitKind = keyof Limits;
 
 export const LIMIT_KINDS: readonly LimitKind[] = ['as', 'data', 'mem'];
+
+/** Each limit set, in words: "RLIMIT_AS 4.00 GiB", "RLIMIT_DATA ...", "cgroup memory ...". */
+export function limitTexts(limits: Limits): string[] {
+  const parts: string[] = [];
+  if (limits.as !== undefined) parts.push(`RLIMIT_AS ${formatBytes(limits.as)}`);
+  if (limits.data !== undefined) parts.push(`RLIMIT_DATA ${formatBytes(limits.data)}`);
+  if (limits.mem !== undefined) parts.push(`cgroup memory ${formatBytes(limits.mem)}`);
+  return parts;
+}
 
 /** The command-line option that sets each limit, in every command. */
 export const LIMIT_OPTIONS: Record<LimitKind, string> = { as: '--limit-as', data: '--limit-data', mem: '--limit-mem' };

@@ -1,7 +1,7 @@
 // The terminal report: the seed's passing/failing list, one line of figures per scenario, and for each
 // failure the allocation that failed, the cause with its evidence, and the fixes.
 import { formatBytes } from '../core/units';
-import type { Limits } from '../core/limits';
+import { limitTexts, type Limits } from '../core/limits';
 import type { RunHeader, ScenarioResult } from './result';
 import type { RunOptions } from '../scenarios/scenario';
 
@@ -18,10 +18,7 @@ export function seconds(ms: number): string {
 }
 
 export function describeLimits(limits: Limits): string {
-  const parts: string[] = [];
-  if (limits.as !== undefined) parts.push(`RLIMIT_AS ${formatBytes(limits.as)}`);
-  if (limits.data !== undefined) parts.push(`RLIMIT_DATA ${formatBytes(limits.data)}`);
-  if (limits.mem !== undefined) parts.push(`cgroup memory ${formatBytes(limits.mem)}`);
+  const parts = limitTexts(limits);
   return parts.length ? parts.join(', ') : 'none (the limits this shell already has)';
 }
 

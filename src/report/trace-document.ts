@@ -2,6 +2,7 @@
 // issue. Both are written from one outline (sections of text, lists, tables, code and charts), so the two
 // always say the same: how the command ended, the diagnosis and fix, every failed allocation with its
 // frames, a row per process, the tree's combined figures and a timeline per process and for the tree.
+import { limitTexts } from '../core/limits';
 import { formatBytes } from '../core/units';
 import { formatHeapProfile } from './heap-profile';
 import type { ProcessRow } from './process-rows';
@@ -29,11 +30,7 @@ function processName(p: ProcessRow): string {
 }
 
 function summary(report: TraceReport): Section {
-  const limits = [
-    report.limits.as !== undefined ? `RLIMIT_AS ${formatBytes(report.limits.as)}` : '',
-    report.limits.data !== undefined ? `RLIMIT_DATA ${formatBytes(report.limits.data)}` : '',
-    report.limits.mem !== undefined ? `memory cgroup ${formatBytes(report.limits.mem)}` : '',
-  ].filter(Boolean);
+  const limits = limitTexts(report.limits);
   const p = report.peaks;
   const blocks: Block[] = [
     { kind: 'text', text: `pid ${report.pid} ${report.ending}.` },

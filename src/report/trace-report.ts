@@ -9,7 +9,7 @@ import { diagnose, explainFailure, slurmJobName, type Diagnosis } from '../diagn
 import { diagnosisInput, effectiveLimits } from '../diagnose/input';
 import { phaseLabel } from '../track/phases';
 import { formatBytes } from '../core/units';
-import type { Limits } from '../core/limits';
+import { limitTexts, type Limits } from '../core/limits';
 import type { TraceRun } from '../track/launcher';
 import { type PythonStack, type RecordDevice, type RecordFailure, type RecordGpuFailure } from '../track/record';
 import type { SlurmStepOutcome } from '../track/slurm';
@@ -612,11 +612,7 @@ export function formatFailures(report: TraceReport): string[] {
 export function formatTraceReport(report: TraceReport): string {
   const lines: string[] = [];
   lines.push(`clip-mem trace: ${report.command.join(' ')} (pid ${report.pid}) ${report.ending}`);
-  const limits = [
-    report.limits.as !== undefined ? `RLIMIT_AS ${formatBytes(report.limits.as)}` : '',
-    report.limits.data !== undefined ? `RLIMIT_DATA ${formatBytes(report.limits.data)}` : '',
-    report.limits.mem !== undefined ? `cgroup memory ${formatBytes(report.limits.mem)}` : '',
-  ].filter(Boolean);
+  const limits = limitTexts(report.limits);
   if (limits.length) lines.push(`  limits: ${limits.join(', ')}`);
   if (report.slurm) {
     const where = report.slurm.cgroup ? `, enforced by cgroup ${report.slurm.cgroup}` : ', no Slurm memory cgroup';
