@@ -3,7 +3,7 @@
 // the outermost frame; each frame's width is the bytes allocated under it; hovering shows the figures.
 import { formatBytes } from '../core/units';
 import type { TraceHeapMoment, TraceHeapProfile } from './heap-profile';
-import { escapeHtml } from './svg-chart';
+import { escapeHtml } from './markup';
 import { momentName } from '../track/heap-profile';
 
 interface Node {

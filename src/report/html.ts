@@ -4,13 +4,9 @@
 import { formatBytes } from '../core/units';
 import type { Limits } from '../core/limits';
 import type { RunResults, ScenarioResult } from './result';
-import { escapeHtml, lineChartSvg, type Chart } from './svg-chart';
+import { escapeHtml, htmlWithCode } from './markup';
+import { lineChartSvg, type Chart } from './svg-chart';
 import { bytesOrUnknown, describeBatch, describeExit, describeFailure, describeLimits, seconds } from './terminal';
-
-/** Escaped text whose `backticked` spans (commands and options in the fixes' texts) become <code>. */
-function withCode(text: string): string {
-  return escapeHtml(text).replace(/`([^`]+)`/g, '<code>$1</code>');
-}
 
 const SERIES = [
   { key: 'rss', label: 'RSS', color: '#1f77b4' },
@@ -75,7 +71,7 @@ function scenarioHtml(result: ScenarioResult, limits: Limits): string {
       ? `<ul class="evidence">${result.diagnosis.evidence.map((e) => `<li>${escapeHtml(e)}</li>`).join('')}</ul>`
       : '';
   const fixes = result.fixes.length
-    ? `<h4>Fixes</h4><ul class="fixes">${result.fixes.map((f) => `<li>${withCode(f.text)}${f.command ? `<pre>${escapeHtml(f.command)}</pre>` : ''}</li>`).join('')}</ul>`
+    ? `<h4>Fixes</h4><ul class="fixes">${result.fixes.map((f) => `<li>${htmlWithCode(f.text)}${f.command ? `<pre>${escapeHtml(f.command)}</pre>` : ''}</li>`).join('')}</ul>`
     : '';
   return (
     `<section class="scenario ${result.status}" id="scenario-${escapeHtml(result.name)}"><h3>${escapeHtml(result.name)}: ${result.status}</h3>` +

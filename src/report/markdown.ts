@@ -3,6 +3,7 @@
 // figure comes from the run's results; nothing here is estimated.
 import { formatBytes } from '../core/units';
 import { elideTemplates } from '../track/symbolize';
+import { markdownCell } from './markup';
 import type { RunResults, ScenarioResult } from './result';
 import {
   bytesOrUnknown,
@@ -13,10 +14,6 @@ import {
   exactBytes,
   seconds,
 } from './terminal';
-
-function cell(text: string): string {
-  return text.replace(/\|/g, '\\|').replace(/\n/g, ' ');
-}
 
 function scenarioSection(result: ScenarioResult): string[] {
   const m = result.memory;
@@ -99,7 +96,7 @@ export function renderMarkdown(results: RunResults): string {
     ...scenarios.map((s) => {
       const a = s.analysis;
       const exact = (v: number | null) => (v === null ? '?' : exactBytes(v));
-      return `| ${s.name} | ${cell(a.resource)} | ${exact(a.required)} | ${exact(a.available)} | ${exact(a.deficit)} | ${cell(a.note ? `${a.basis}; ${a.note}` : a.basis)} |`;
+      return `| ${s.name} | ${markdownCell(a.resource)} | ${exact(a.required)} | ${exact(a.available)} | ${exact(a.deficit)} | ${markdownCell(a.note ? `${a.basis}; ${a.note}` : a.basis)} |`;
     }),
     '',
     '## Reproducible commands',

@@ -2,10 +2,7 @@
 // horizontal lines, events (a failure, a kill) as vertical red lines with a label. The run report's
 // scenario timelines and the trace report's process tree draw with it.
 import { formatBytes } from '../core/units';
-
-export function escapeHtml(text: string): string {
-  return text.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
-}
+import { escapeHtml } from './markup';
 
 /** At most `count` readings, evenly spaced, the first, the last (where a failure shows) and the highest kept. */
 export function thin<T extends { rss: number | null }>(points: readonly T[], count: number): T[] {

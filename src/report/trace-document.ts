@@ -6,7 +6,8 @@ import { limitTexts } from '../core/limits';
 import { formatBytes } from '../core/units';
 import { formatHeapProfile } from './heap-profile';
 import type { ProcessRow } from './process-rows';
-import { escapeHtml, lineChartSvg, thin, type ChartSeries } from './svg-chart';
+import { escapeHtml, htmlWithCode, markdownCell } from './markup';
+import { lineChartSvg, thin, type ChartSeries } from './svg-chart';
 import { formatFailures, treeEventTexts, treeFigureTexts, type TraceReport } from './trace-report';
 
 type Block =
@@ -192,10 +193,6 @@ export function traceOutline(report: TraceReport): { title: string; sections: Se
   return { title: `clip-mem trace: ${report.command.join(' ')}`, sections };
 }
 
-function markdownCell(text: string): string {
-  return text.replace(/\|/g, '\\|').replace(/\n/g, ' ');
-}
-
 export function renderTraceMarkdown(report: TraceReport): string {
   const outline = traceOutline(report);
   const lines = [`# ${outline.title}`, ''];
@@ -220,11 +217,11 @@ export function renderTraceMarkdown(report: TraceReport): string {
 
 export function renderTraceHtml(report: TraceReport): string {
   const outline = traceOutline(report);
-  const html = (text: string) => escapeHtml(text).replace(/`([^`]+)`/g, '<code>$1</code>');
   const body = outline.sections.map((section) => {
     const blocks = section.blocks.map((block) => {
-      if (block.kind === 'text') return `<p>${html(block.text)}</p>`;
-      if (block.kind === 'list') return `<ul>${block.items.map((item) => `<li>${html(item)}</li>`).join('')}</ul>`;
+      if (block.kind === 'text') return `<p>${htmlWithCode(block.text)}</p>`;
+      if (block.kind === 'list')
+        return `<ul>${block.items.map((item) => `<li>${htmlWithCode(item)}</li>`).join('')}</ul>`;
       if (block.kind === 'code') return `<pre>${escapeHtml(block.lines.join('\n'))}</pre>`;
       if (block.kind === 'table')
         return (
