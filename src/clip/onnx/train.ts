@@ -240,22 +240,28 @@ interface HugePageAddon {
 }
 
 /**
- * One float32 array per name, all views of a single buffer. Most of a training step's setup is the kernel
- * faulting in this fresh memory 4 KiB at a time (docs/benchmarks.md, setup); one block is what a huge-page
- * allocation can take whole (~180k faults for the step with one array per tensor, ~15k in huge pages).
+ * A float32 buffer in huge pages where the kernel offers them. Most of a training step's setup is the
+ * kernel faulting in fresh memory 4 KiB at a time (docs/benchmarks.md, setup); one block is what a
+ * huge-page allocation can take whole (~180k faults for the step with one array per tensor, ~15k in huge
+ * pages). Its pages are populated up front only for a buffer written whole at once, so that RSS rises
+ * when the program writes, as it would without this.
  */
+function hugePageFloats(length: number, filled: 'at once' | 'bit by bit'): Float32Array {
+  const buffer = new Float32Array(length);
+  const addon = loadAddon<HugePageAddon>();
+  if (filled === 'at once') addon.prefaultForWrite(buffer.buffer);
+  else addon.adviseHugePages(buffer.buffer);
+  return buffer;
+}
+
+/** One float32 array per name, all views of a single hugePageFloats buffer. */
 function parameterViews(
   lengths: ReadonlyMap<string, number>,
   filled: 'at once' | 'bit by bit',
 ): Map<string, Float32Array> {
   let total = 0;
   for (const length of lengths.values()) total += length;
-  const buffer = new Float32Array(total);
-  // Huge pages where the kernel offers them; pages populated up front only for a buffer written whole at
-  // once, so that RSS rises when the program writes, as it would without this.
-  const addon = loadAddon<HugePageAddon>();
-  if (filled === 'at once') addon.prefaultForWrite(buffer.buffer);
-  else addon.adviseHugePages(buffer.buffer);
+  const buffer = hugePageFloats(total, filled);
   const views = new Map<string, Float32Array>();
   let at = 0;
   for (const [name, length] of lengths) {
@@ -335,7 +341,7 @@ export async function createOnnxTrainer(model: ClipModelSpec, options: OnnxTrain
   for (const [name, data] of params) paramFeeds[name] = new (onnxruntime().Tensor)('float32', data, shapes.get(name)!);
   // One buffer for the gradients of the largest segment, carved into per-parameter views for each graph.
   const gradElements = (m: TrainingModel) => m.params.reduce((sum, name) => sum + params.get(name)!.length, 0);
-  const pool = new Float32Array(Math.max(1, ...models.backward.map(gradElements)));
+  const pool = hugePageFloats(Math.max(1, ...models.backward.map(gradElements)), 'bit by bit');
   const backward: Array<{
     session: ort.InferenceSession;
     views: Map<string, Float32Array>;
