@@ -13,6 +13,7 @@ import {
   limitedFigure,
   maxSearchRuns,
   searchBoundary,
+  type BatchRange,
   type Boundary,
 } from '../src/estimate/fit';
 import type { RuntimeRecord } from '../src/estimate/store';
@@ -45,10 +46,10 @@ test('largestFitting: the last batch that fits, 0 when batch 1 does not, bounded
 /** The batches the search runs when exactly the batches up to `boundary` pass (0: none does), and what it finds. */
 function searched(
   maxBatch: number,
-  predicted: number | undefined,
+  expected: number | BatchRange | undefined,
   boundary: number,
 ): { tried: number[]; found: Boundary } {
-  const search = searchBoundary(maxBatch, predicted);
+  const search = searchBoundary(maxBatch, typeof expected === 'number' ? { from: expected, to: expected } : expected);
   const tried: number[] = [];
   let step = search.next();
   while (!step.done) {
@@ -101,6 +102,45 @@ test('searchBoundary: every boundary under every prediction found within the bou
           (boundary === maxBatch || tried.includes(boundary + 1));
         if (!ok)
           wrong.push(`maxBatch ${maxBatch}, predicted ${predicted}, boundary ${boundary}: ran ${tried.join(', ')}`);
+      }
+    }
+  }
+  t.deepEqual(wrong, []);
+});
+
+test("searchBoundary: a band's range is bisected first, then what is left of 1..maxBatch, within the same bound", (t) => {
+  // fit --verify's SGD case (3 December 2026): proposed 11 by the band's upper edge, 25 by its lower one; 21 passes.
+  // The batch above the range first: once it fails, 26 candidates are left for 8 runs, and 4 bisect the range.
+  t.deepEqual(searched(256, { from: 11, to: 25 }, 21), {
+    tried: [26, 18, 22, 20, 21],
+    found: { passed: 21, failed: 22 },
+  });
+  // The range's ends, and a boundary outside it on either side
+  t.deepEqual(searched(256, { from: 11, to: 25 }, 11), {
+    tried: [26, 18, 14, 12, 11],
+    found: { passed: 11, failed: 12 },
+  });
+  t.deepEqual(searched(256, { from: 11, to: 25 }, 25), {
+    tried: [26, 18, 22, 24, 25],
+    found: { passed: 25, failed: 26 },
+  });
+  t.deepEqual(searched(256, { from: 11, to: 25 }, 40).found, { passed: 40, failed: 41 });
+  t.deepEqual(searched(256, { from: 11, to: 25 }, 3).found, { passed: 3, failed: 4 });
+  const wrong: string[] = [];
+  for (const maxBatch of [1, 2, 3, 5, 8, 13, 33]) {
+    for (let from = 0; from <= maxBatch; from++) {
+      for (let to = from; to <= maxBatch; to++) {
+        for (let boundary = 0; boundary <= maxBatch; boundary++) {
+          const { tried, found } = searched(maxBatch, { from, to }, boundary);
+          const ok =
+            found.passed === boundary &&
+            found.failed === boundary + 1 &&
+            tried.length <= maxSearchRuns(maxBatch) &&
+            new Set(tried).size === tried.length &&
+            tried.every((b) => b >= 1 && b <= maxBatch);
+          if (!ok)
+            wrong.push(`maxBatch ${maxBatch}, expected ${from}-${to}, boundary ${boundary}: ran ${tried.join(', ')}`);
+        }
       }
     }
   }
@@ -205,6 +245,7 @@ test.serial(
     t.regex(out, new RegExp(`batch +${passed}  PASS  RSS peak `));
     t.regex(out, new RegExp(`batch +${failed}  FAIL  RSS peak .* cause cgroup-oom-kill`));
     t.regex(out, /cheapest change that fits: --optimizer sgd/);
+    t.regex(out, /\(proposed \d+; expected between \d+ and \d+ by the band(, found outside)?\)/);
     t.regex(out, /note: plain SGD is not calibrated/);
     t.regex(
       out,

@@ -309,11 +309,12 @@ async function search(request: CommandFitRequest, result: CommandFit): Promise<C
   }
   result.maxRuns = maxSearchRuns(n);
   // The peak predicts the boundary for RLIMIT_AS and a cgroup; for RLIMIT_DATA VmSize is only a bound.
-  const predicted = target === 'data' ? undefined : Math.max(0, Math.min(n, Math.floor((top - peak) / step)));
+  const predicted = Math.max(0, Math.min(n, Math.floor((top - peak) / step)));
+  const expected = target === 'data' ? undefined : { from: predicted, to: predicted };
   // The bracket known so far: the smallest limit seen to pass and the largest seen to fail.
   let passing = top;
   let failing: number | null = null;
-  const { passed, failed } = await searchByRuns(n, predicted, async (b, run) => {
+  const { passed, failed } = await searchByRuns(n, expected, async (b, run) => {
     const bracket = `boundary between ${failing === null ? 'the floor' : formatBytes(failing)} and ${formatBytes(passing)}`;
     progress(`run ${run} of at most ${result.maxRuns}: ${formatBytes(limitAt(b))} (${bracket})`);
     const ok = (await attempt(limitAt(b))).passed;

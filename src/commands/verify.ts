@@ -2,7 +2,14 @@
 // own child (searchByRuns: the search and its loop, shared with `fit -- <command>`).
 import { resolveClipConfig } from '../clip/config';
 import { estimatePhase, insideBand, runsInTrainChild } from '../estimate/estimate';
-import { LIMIT_MEASURES, maxSearchRuns, searchByRuns, type FitConfig, type FitLimit } from '../estimate/fit';
+import {
+  LIMIT_MEASURES,
+  maxSearchRuns,
+  searchByRuns,
+  type BatchRange,
+  type FitConfig,
+  type FitLimit,
+} from '../estimate/fit';
 import type { Phase } from '../estimate/model';
 import { recordObservations, type Observation, type Peak, type RuntimeRecord } from '../estimate/store';
 import type { Limits } from '../core/limits';
@@ -26,7 +33,10 @@ export interface Verification {
   config: FitConfig;
   phase: Phase;
   limit: FitLimit;
+  /** The batch proposed (expected.from). */
   predicted: number;
+  /** Where the largest passing batch was expected (expectedBoundary): searched first. */
+  expected: BatchRange;
   runs: VerifyRun[];
   /** Largest batch seen to pass and smallest seen to fail (null when the bracket's end was not run). */
   passed: number | null;
@@ -146,15 +156,15 @@ async function runWithTrainChild(
 }
 
 /**
- * Runs the search for the boundary (searchBoundary) in children under the limit, seeded by the predicted
- * batch: the prediction and the batch above it when it is right, a bisection of 1..maxBatch otherwise,
- * at most maxSearchRuns(maxBatch) runs.
+ * Runs the search for the boundary (searchBoundary) in children under the limit, seeded by the estimate:
+ * a bisection of the batches between the band's edges (expectedBoundary) while the boundary can be there,
+ * of 1..maxBatch otherwise, at most maxSearchRuns(maxBatch) runs.
  */
 export async function verifyBoundary(
   config: FitConfig,
   phase: Phase,
   limit: FitLimit,
-  predicted: number,
+  expected: BatchRange,
   maxBatch: number,
   record: RuntimeRecord,
   progress: (line: string) => void,
@@ -165,7 +175,7 @@ export async function verifyBoundary(
       ? runWithTrainChild(config, batch, limit, threads, progress)
       : runWithRunner(config, phase, batch, limit, threads, progress);
   const runs: VerifyRun[] = [];
-  const { passed, failed } = await searchByRuns(maxBatch, predicted, async (batch) => {
+  const { passed, failed } = await searchByRuns(maxBatch, expected, async (batch) => {
     const result = await run(batch);
     runs.push(result);
     return result.passed;
@@ -178,7 +188,8 @@ export async function verifyBoundary(
     config,
     phase,
     limit,
-    predicted,
+    predicted: expected.from,
+    expected,
     runs,
     passed: passed >= 1 ? passed : null,
     failed: failed <= maxBatch ? failed : null,

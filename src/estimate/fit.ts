@@ -82,15 +82,22 @@ export interface Boundary {
   failed: number;
 }
 
+/** Batches from..to (inclusive). */
+export interface BatchRange {
+  from: number;
+  to: number;
+}
+
 /**
  * The boundary between the batches in [1, maxBatch] that pass and those that fail (a batch passes when
  * every smaller one does): yields each batch to try and is sent whether it passed; returns once the
- * largest passing batch and the one above it are known (the range's ends count as known). A bisection
- * that aims at `predicted` and the batch above it while the prediction still stands (2 runs when it is
- * right), at the middle otherwise; each try stays where either outcome leaves no more candidates than the
- * remaining runs can halve down, so it never takes more than maxSearchRuns(maxBatch).
+ * largest passing batch and the one above it are known (the range's ends count as known). `expected`:
+ * where the largest passing batch likely is (a prediction, or the batches between a band's two edges).
+ * While the boundary can still be there, the search runs the batch above that range, then bisects the
+ * range (2 runs when it is one batch and right); it bisects the whole of what is left otherwise; each try stays where either outcome leaves no more candidates than
+ * the remaining runs can halve down, so it never takes more than maxSearchRuns(maxBatch).
  */
-export function* searchBoundary(maxBatch: number, predicted?: number): Generator<number, Boundary, boolean> {
+export function* searchBoundary(maxBatch: number, expected?: BatchRange): Generator<number, Boundary, boolean> {
   let passed = 0;
   let failed = maxBatch + 1;
   for (let left = maxSearchRuns(maxBatch); failed - passed > 1; left--) {
@@ -101,7 +108,12 @@ export function* searchBoundary(maxBatch: number, predicted?: number): Generator
     if (left === 0 || low > high)
       throw new Error(`the boundary search over 1..${maxBatch} ran out of runs between ${passed} and ${failed}`);
     const middle = (passed + failed) / 2;
-    const target = predicted !== undefined && passed <= predicted && predicted < failed ? predicted + 0.5 : middle;
+    // The largest passing batch is one of passed..failed - 1; of those, the expected ones. The batch above
+    // them first when, once it fails, what is left leaves a run to spare under the bound to aim with.
+    const from = Math.max(passed, expected?.from ?? Infinity);
+    const to = Math.min(failed - 1, expected?.to ?? -Infinity);
+    const above = to + 1 < failed && to + 1 - passed <= 2 ** (left - 2);
+    const target = from > to ? middle : above ? to + 1 : (from + to + 1) / 2;
     const [batch] = [Math.floor(target), Math.ceil(target)]
       .map((b) => Math.min(Math.max(b, low), high))
       .sort((a, b) => Math.abs(a - target) - Math.abs(b - target) || Math.abs(a - middle) - Math.abs(b - middle));
@@ -117,10 +129,10 @@ export function* searchBoundary(maxBatch: number, predicted?: number): Generator
  */
 export async function searchByRuns(
   maxBatch: number,
-  predicted: number | undefined,
+  expected: BatchRange | undefined,
   attempt: (candidate: number, run: number) => Promise<boolean>,
 ): Promise<Boundary> {
-  const search = searchBoundary(maxBatch, predicted);
+  const search = searchBoundary(maxBatch, expected);
   let step = search.next();
   for (let run = 1; !step.done; run++) step = search.next(await attempt(step.value, run));
   return step.value;
@@ -160,6 +172,26 @@ function answerFor(
     answer.nextLimited = limitedFigure(answer.next, limit.kind, config);
   }
   return answer;
+}
+
+/**
+ * Where runs will likely find the largest passing batch of an answer: from the batch whose band's upper
+ * edge fits (the answer) to the last whose lower edge does. `fit --verify` searches there first.
+ */
+export function expectedBoundary(
+  answer: FitAnswer,
+  phase: Phase,
+  limit: FitLimit,
+  record: RuntimeRecord,
+  maxBatch: number,
+): BatchRange {
+  if (phase === 'load') return { from: answer.batch, to: answer.batch };
+  const config = resolveClipConfig(answer.model);
+  const lowerEdgeFits = (batch: number) => {
+    const figure = limitedFigure(estimatePhase(config, { ...answer, batch, phase }, record), limit.kind, config);
+    return figure.predicted - figure.band <= limit.bytes;
+  };
+  return { from: answer.batch, to: Math.max(answer.batch, largestFitting(lowerEdgeFits, maxBatch)) };
 }
 
 /**

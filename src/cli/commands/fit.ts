@@ -36,6 +36,7 @@ import {
   type LimitedFigure,
   type FitAnswer,
   type FitLimit,
+  expectedBoundary,
 } from '../../estimate/fit';
 import { OPTIMIZERS, PHASES, type Optimizer, type Phase } from '../../estimate/model';
 import { storeFile } from '../../estimate/store';
@@ -157,6 +158,14 @@ function describeAnswer(a: FitAnswer): string {
   return `${what}: batch ${a.batch} (needs ${figure(a.limited)}${next})${far}`;
 }
 
+/** The proven boundary beside the proposal and the range the band gave it. */
+function expectation(v: Verification): string {
+  const { from, to } = v.expected;
+  if (from === to) return v.passed === from ? ' (as predicted)' : ` (predicted ${from})`;
+  const outside = v.passed! < from || v.passed! > to ? ', found outside' : '';
+  return ` (proposed ${from}; expected between ${from} and ${to} by the band${outside})`;
+}
+
 function renderVerification(v: Verification): string {
   const lines = [
     `verify: ${v.runs.length} run(s) in children under ${LIMIT_MEASURES[v.limit.kind].option} ${formatBytes(v.limit.bytes)} (at most ${v.maxRuns}: ceil(log2(--max-batch)) + 1)`,
@@ -170,9 +179,7 @@ function renderVerification(v: Verification): string {
     );
   }
   if (v.proven)
-    lines.push(
-      `proven: batch ${v.passed} passes and batch ${v.failed} fails under the limit${v.passed === v.predicted ? ' (as predicted)' : ` (predicted ${v.predicted})`}`,
-    );
+    lines.push(`proven: batch ${v.passed} passes and batch ${v.failed} fails under the limit` + expectation(v));
   else if (v.failed === 1) lines.push('proven: not even batch 1 passes under the limit');
   else lines.push(`every batch run up to ${v.passed} passed (--max-batch bounds the search)`);
   for (const o of v.outsideBand)
@@ -302,7 +309,7 @@ async function fitClip(args: FitArgs): Promise<void> {
       choice,
       args.phase,
       limit,
-      choice.batch,
+      expectedBoundary(choice, args.phase, limit, record, args['max-batch']),
       args['max-batch'],
       record,
       progressLine,
