@@ -23,6 +23,7 @@ function asScenario(run: TraceRun, limits: Limits, timeoutMs: number) {
     limits,
     timeoutMs,
     scenarios: ['basic-ops'],
+    jobs: 1,
   };
   const scenarioOptions: ScenarioOptions = { ...options, config: resolveClipConfig('tiny'), checkpoint: '' };
   return scenarioResult('basic-ops', run, null, { options, scenarioOptions }, currentEnvironment(), run.durationMs);

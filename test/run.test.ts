@@ -218,6 +218,35 @@ test.serial('every scenario on tiny: reports written, reproducible commands, --h
   }
 });
 
+test.serial('--jobs 2: two children at once, the longest started first, results in the order asked for', (t) => {
+  const dir = tempDir();
+  const json = path.join(dir, 'run.json');
+  const result = spawnSync(
+    process.execPath,
+    [bin, 'run', 'clip-load', 'clip-processor', 'clip-load-copy', '--model', 'tiny', '--jobs', '2', '--json', json],
+    { encoding: 'utf8', timeout: 600_000 },
+  );
+  t.is(result.status, 0, result.stdout + result.stderr);
+  const results = readResults(json);
+  t.deepEqual(
+    results.scenarios.map((s) => s.name),
+    ['clip-load', 'clip-processor', 'clip-load-copy'],
+  );
+  t.is(results.header.options.jobs, 2);
+  t.regex(results.header.command, / --jobs 2 --json /);
+  t.regex(result.stdout, /2 scenarios at once/);
+  // They overlapped: the whole run took less than its scenarios one after another.
+  const total = results.scenarios.reduce((sum, s) => sum + s.wallMs, 0);
+  t.true(results.end!.wallMs < total, `run ${results.end!.wallMs} ms, scenarios ${total} ms in all`);
+  // The longest by the catalog started first (clip-load-copy, then clip-processor beside it); the progress
+  // on standard error says so.
+  t.deepEqual(
+    [...result.stderr.matchAll(/^\[\d\/3\] (\S+) +0\.0 s +starting/gm)].map((m) => m[1]),
+    ['clip-load-copy', 'clip-processor', 'clip-load'],
+  );
+  for (const line of [results.header, ...results.scenarios, results.end]) t.is(schemaErrors(line), '');
+});
+
 test.serial('the default run: all eight scenarios pass on vit-b-32, and compare gates a 10% regression', (t) => {
   t.timeout(LONG_TEST_MS);
   const result = run([]);

@@ -46,7 +46,8 @@ for (const value of durations) {
   add(['run', 'basic-ops', '--timeout', value], '--timeout');
 }
 for (const value of counts) {
-  for (const option of ['--batch', '--large-batch', '--threads']) add(['run', 'basic-ops', option, value], option);
+  for (const option of ['--batch', '--large-batch', '--threads', '--jobs'])
+    add(['run', 'basic-ops', option, value], option);
   for (const option of ['--batch', '--threads', '--segments']) add(['estimate', option, value], option);
   for (const option of ['--max-batch', '--threads', '--segments'])
     add(['fit', '--limit-as', '2G', option, value], option);
@@ -56,6 +57,7 @@ for (const value of ['0', '1,0', 'a,b', '1,,4', '-1'])
   add(['estimate', '--calibrate-batches', value], '--calibrate-batches');
 for (const option of ['--dtype', '--backend']) add(['run', 'basic-ops', option, 'nope'], option.slice(2));
 add(['run', 'nope'], 'scenarios');
+add(['run', 'basic-ops', 'small-mlp', '--jobs', '2', '--limit-mem', '1G'], '--jobs');
 add(['run', 'basic-ops', '--model', missing], '--model');
 add(['run', 'basic-ops', '--model', ''], '--model');
 add(['run', 'basic-ops', '--markdown', `${missing}.md`], '--markdown');
@@ -224,6 +226,7 @@ const OPTIONS: Record<string, [string, keyof typeof VALUES | 'boolean'][]> = {
     ['--batch', 'count'],
     ['--large-batch', 'count'],
     ['--threads', 'count'],
+    ['--jobs', 'count'],
     ['--timeout', 'duration'],
     ['--model', 'model'],
     ['--dtype', 'dtype'],

@@ -246,6 +246,8 @@ export function durationOption(option: string, describe: string, defaultValue?: 
 export const BATCH_RANGE: Range = { min: 1, max: 65536 };
 /** Compute threads. */
 export const THREADS_RANGE: Range = { min: 1, max: 1024 };
+/** Scenarios of `clip-mem run` at once (there are eight). */
+export const JOBS_RANGE: Range = { min: 1, max: 8 };
 /** Backward segments per tower (at most one per layer; checked against the model where it is known). */
 export const SEGMENTS_RANGE: Range = { min: 1, max: 256 };
 

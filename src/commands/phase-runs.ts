@@ -60,6 +60,8 @@ export async function runPhases(request: PhaseRunRequest): Promise<PhaseRun[]> {
     limits: request.limits ?? {},
     timeoutMs: (request.timeoutS ?? 600) * 1000,
     scenarios: names,
+    // Measurements: each phase alone, so that its peak is its own (and its page cache charged to it).
+    jobs: 1,
   };
   const scenarioOptions: ScenarioOptions = {
     model: request.model,

@@ -6,7 +6,14 @@ import type { Limits } from '../core/limits';
 import type { RunResults, ScenarioResult } from './result';
 import { escapeHtml, htmlWithCode } from './markup';
 import { lineChartSvg, type Chart } from './svg-chart';
-import { bytesOrUnknown, describeBatch, describeExit, describeFailure, describeLimits, seconds } from './terminal';
+import {
+  bytesOrUnknown,
+  describeRunSettings,
+  describeExit,
+  describeFailure,
+  describeLimits,
+  seconds,
+} from './terminal';
 
 const SERIES = [
   { key: 'rss', label: 'RSS', color: '#1f77b4' },
@@ -112,7 +119,7 @@ section.scenario{border-top:1px solid #ccc;margin-top:1.5em}
 </style></head><body>
 <h1>clip-mem run report: ${escapeHtml(o.model)}</h1>
 <h2>Summary</h2>
-<p id="summary">${scenarios.length - failed} of ${scenarios.length} scenarios passed${results.end ? '' : ' (the run did not finish)'}. ${escapeHtml(`${o.dtype}, ${describeBatch(o)}, backend ${o.backend}, ${o.threads} thread(s); limits: ${describeLimits(o.limits)}`)}.</p>
+<p id="summary">${scenarios.length - failed} of ${scenarios.length} scenarios passed${results.end ? '' : ' (the run did not finish)'}. ${escapeHtml(`${describeRunSettings(o)}; limits: ${describeLimits(o.limits)}`)}.</p>
 <table id="scenarios"><tr><th>scenario</th><th>status</th><th>time</th><th>RSS peak</th><th>VmSize peak</th><th>cause</th></tr>${summaryRows}</table>
 <h2>Environment</h2>
 <p>${escapeHtml(`clip-mem ${env.clipMemVersion}, Node.js ${env.node}, ${env.platform}/${env.arch}, ${env.cpus} CPUs; MemTotal ${bytesOrUnknown(env.memTotal)}, MemAvailable ${bytesOrUnknown(env.memAvailable)}; started ${header.startedAt}`)}</p>

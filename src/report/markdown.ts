@@ -7,7 +7,7 @@ import { markdownCell } from './markup';
 import type { RunResults, ScenarioResult } from './result';
 import {
   bytesOrUnknown,
-  describeBatch,
+  describeRunSettings,
   describeExit,
   describeFailure,
   describeLimits,
@@ -66,7 +66,7 @@ export function renderMarkdown(results: RunResults): string {
     '',
     `${scenarios.length - failed.length} of ${scenarios.length} scenarios passed` +
       (results.end ? '' : ' (the run did not finish: only the scenarios that finished are reported)') +
-      `. Model ${o.model}, ${o.dtype}, ${describeBatch(o)}, backend ${o.backend}, ${o.threads} thread(s); limits: ${describeLimits(o.limits)}.`,
+      `. Model ${o.model}, ${describeRunSettings(o)}; limits: ${describeLimits(o.limits)}.`,
     '',
     '| scenario | status | time | RSS peak | memory increase | VmSize peak | cause |',
     '|---|---|---|---|---|---|---|',

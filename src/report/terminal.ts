@@ -76,18 +76,21 @@ export function scenarioLines(result: ScenarioResult): string[] {
   return lines;
 }
 
-/** The batch the run's scenarios used: --batch, and --large-batch where the large-batch scenario ran. */
-export function describeBatch(o: RunOptions): string {
-  return `batch ${o.batch}` + (o.scenarios.includes('large-batch') ? `, large batch ${o.largeBatch}` : '');
+/**
+ * How the run's scenarios ran, after the model: the weight format, --batch (and --large-batch where the
+ * large-batch scenario ran), the backend, the threads, and how many ran at once when more than one did.
+ */
+export function describeRunSettings(o: RunOptions): string {
+  const batch = `batch ${o.batch}` + (o.scenarios.includes('large-batch') ? `, large batch ${o.largeBatch}` : '');
+  // Runs written before --jobs have none: they ran one at a time.
+  const atOnce = (o as Partial<RunOptions>).jobs ?? 1;
+  const jobs = atOnce > 1 && o.scenarios.length > 1 ? `, ${atOnce} scenarios at once` : '';
+  return `${o.dtype}, ${batch}, backend ${o.backend}, ${o.threads} thread(s)${jobs}`;
 }
 
 export function renderTerminal(header: RunHeader, scenarios: ScenarioResult[]): string {
   const o = header.options;
-  const lines = [
-    `clip-mem run: ${o.model} ${o.dtype}, ${describeBatch(o)}, backend ${o.backend}, ${o.threads} thread(s)`,
-    `limits: ${describeLimits(o.limits)}`,
-    '',
-  ];
+  const lines = [`clip-mem run: ${o.model} ${describeRunSettings(o)}`, `limits: ${describeLimits(o.limits)}`, ''];
   for (const result of scenarios) lines.push(...scenarioLines(result));
   const failed = scenarios.filter((s) => s.status === 'failed').length;
   lines.push('', `${scenarios.length - failed} passed, ${failed} failed`);

@@ -35,6 +35,11 @@ export interface CatalogEntry {
   measures?: Phase;
   /** What --backend chooses among for it: tfjs backends, onnxruntime, or nothing (no model runtime). */
   runtimes: 'tfjs' | 'onnxruntime-or-tfjs' | 'none';
+  /**
+   * Its wall time alone on vit-b-32, 2 cores (docs/benchmarks.md, 3 December 2026): with --jobs above 1
+   * the longest start first, so that the short ones fill the other cores instead of waiting behind it.
+   */
+  typicalSeconds: number;
 }
 
 /** In the order `clip-mem run` runs them (cheap checks first, as in the seed report). */
@@ -44,12 +49,14 @@ export const SCENARIO_CATALOG: readonly CatalogEntry[] = [
     summary: `tensor creation (zeros, ones, seeded normal ${BASIC_OPS_N}x${BASIC_OPS_N}) and a ${BASIC_OPS_N}x${BASIC_OPS_N} matmul`,
     usesCheckpoint: false,
     runtimes: 'tfjs',
+    typicalSeconds: 1.0,
   },
   {
     name: 'small-mlp',
     summary: `MLP ${MLP_WIDTHS.join('-')}, batch ${MLP_BATCH}, forward and backward`,
     usesCheckpoint: false,
     runtimes: 'tfjs',
+    typicalSeconds: 0.8,
   },
   {
     name: 'clip-processor',
@@ -57,6 +64,7 @@ export const SCENARIO_CATALOG: readonly CatalogEntry[] = [
     usesCheckpoint: false,
     batchOption: 'batch',
     runtimes: 'none',
+    typicalSeconds: 0.5,
   },
   {
     name: 'clip-load',
@@ -64,6 +72,7 @@ export const SCENARIO_CATALOG: readonly CatalogEntry[] = [
     usesCheckpoint: true,
     loads: 'mmap',
     runtimes: 'none',
+    typicalSeconds: 0.2,
   },
   {
     name: 'clip-load-copy',
@@ -72,6 +81,7 @@ export const SCENARIO_CATALOG: readonly CatalogEntry[] = [
     loads: 'copy',
     measures: 'load',
     runtimes: 'none',
+    typicalSeconds: 1.9,
   },
   {
     name: 'clip-forward',
@@ -81,6 +91,7 @@ export const SCENARIO_CATALOG: readonly CatalogEntry[] = [
     estimatedAs: 'forward',
     measures: 'forward',
     runtimes: 'onnxruntime-or-tfjs',
+    typicalSeconds: 1.0,
   },
   {
     name: 'clip-train',
@@ -90,6 +101,7 @@ export const SCENARIO_CATALOG: readonly CatalogEntry[] = [
     estimatedAs: 'train',
     measures: 'train',
     runtimes: 'onnxruntime-or-tfjs',
+    typicalSeconds: 8.1,
   },
   {
     name: 'large-batch',
@@ -98,6 +110,7 @@ export const SCENARIO_CATALOG: readonly CatalogEntry[] = [
     batchOption: 'largeBatch',
     estimatedAs: 'forward',
     runtimes: 'onnxruntime-or-tfjs',
+    typicalSeconds: 3.4,
   },
 ];
 

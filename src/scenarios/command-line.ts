@@ -17,6 +17,8 @@ export function commandLine(names: readonly string[], options: RunOptions, outpu
     parts.push(`--large-batch ${options.largeBatch}`);
   }
   parts.push(`--backend ${options.backend}`, `--threads ${options.threads}`);
+  // How many ran at once changes their times (not their memory): said when there was more than one.
+  if (names.length > 1) parts.push(`--jobs ${options.jobs}`);
   for (const kind of LIMIT_KINDS) {
     const bytes = options.limits[kind];
     if (bytes !== undefined) parts.push(`${LIMIT_OPTIONS[kind]} ${limitText(bytes)}`);

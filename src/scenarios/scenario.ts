@@ -18,6 +18,8 @@ export interface RunOptions {
   limits: Limits;
   timeoutMs: number;
   scenarios: string[];
+  /** How many scenarios run at once, each in its own child (--jobs). */
+  jobs: number;
 }
 
 export interface ScenarioOptions {

@@ -69,6 +69,7 @@ export function sampleResults(): RunResults {
         limits: { as: 1300 * MiB },
         timeoutMs: 600000,
         scenarios: ['basic-ops', 'clip-load-copy'],
+        jobs: 1,
       },
       environment: {
         clipMemVersion: '0.1.0',

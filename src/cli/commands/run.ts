@@ -22,6 +22,7 @@ import {
   durationOption,
   exitStatus,
   THREADS_RANGE,
+  JOBS_RANGE,
   jsonTarget,
   LIMIT_BOUNDS,
   limitsFrom,
@@ -43,6 +44,7 @@ interface RunArgs extends LimitArgs, JsonArgs {
   'large-batch': number;
   backend: string;
   threads: number;
+  jobs?: number;
   timeout: number;
   markdown?: string;
   html?: string;
@@ -86,9 +88,14 @@ function resolveModel(model: string, dtype: WeightFormat, progress: (text: strin
   });
 }
 
+/**
+ * Progress on standard error: on a terminal one line that rewrites itself, showing every scenario in
+ * flight; in a log a line each time a scenario's phase changes.
+ */
 function progressPrinter(): (event: ProgressEvent | string) => void {
   const tty = process.stderr.isTTY;
-  let lastKey = '';
+  const lastPhase = new Map<string, string>();
+  const inFlight = new Map<string, string>();
   return (event) => {
     if (typeof event === 'string') {
       process.stderr.write(tty ? `\r\x1b[K${event}` : `${event}\n`);
@@ -96,9 +103,13 @@ function progressPrinter(): (event: ProgressEvent | string) => void {
     }
     const memory = event.rss !== null ? `  RSS ${formatBytes(event.rss)}  VmSize ${formatBytes(event.vmSize!)}` : '';
     const line = `[${event.index}/${event.total}] ${event.scenario}  ${(event.elapsedMs / 1000).toFixed(1)} s  ${event.phase || 'running'}${memory}`;
-    if (tty) process.stderr.write(`\r\x1b[K${line.slice(0, (process.stderr.columns || 120) - 1)}`);
-    else if (`${event.scenario} ${event.phase}` !== lastKey) process.stderr.write(`${line}\n`);
-    lastKey = `${event.scenario} ${event.phase}`;
+    if (event.ended) inFlight.delete(event.scenario);
+    else inFlight.set(event.scenario, line);
+    if (tty) {
+      const all = [...inFlight.values()].join('  |  ');
+      process.stderr.write(`\r\x1b[K${all.slice(0, (process.stderr.columns || 120) - 1)}`);
+    } else if (lastPhase.get(event.scenario) !== event.phase) process.stderr.write(`${line}\n`);
+    lastPhase.set(event.scenario, event.phase);
   };
 }
 
@@ -139,6 +150,12 @@ export const runCommand: CommandModule<object, RunArgs> = {
         'threads',
         countOption('threads', 'compute threads of the runtime', THREADS_RANGE, Math.min(os.cpus().length, 4)),
       )
+      .option('jobs', {
+        type: 'string',
+        describe: `scenarios run at once, each in its own child (${JOBS_RANGE.min} to ${JOBS_RANGE.max}), the longest first; times grow when children share the cores (--jobs 1 times each alone)`,
+        defaultDescription: '2 with 2+ cores and 8 GiB available, else 1; 1 under --limit-mem',
+        coerce: (value: unknown) => (value === undefined ? undefined : parseCount(value, '--jobs', JOBS_RANGE)),
+      })
       .option(
         'timeout',
         durationOption('timeout', 'seconds before a child and its whole process group are killed', 600),
@@ -177,6 +194,11 @@ export const runCommand: CommandModule<object, RunArgs> = {
           if (args.mem !== undefined) parseBytes(args.mem, '--mem', LIMIT_BOUNDS);
           for (const option of ['markdown', 'html'] as const) checkOutputFile(args[option], `--${option}`);
           checkDistinctOutputs({ '--json': jsonTarget(args), '--markdown': args.markdown, '--html': args.html });
+          if (args.jobs !== undefined && args.jobs > 1 && limitsFrom(args).mem !== undefined)
+            throw new Error(
+              "--jobs: under --limit-mem the scenarios run one at a time (each one's cgroup is charged for the " +
+                'checkpoint pages it reads first, and its analysis counts what was cached before it started): drop --jobs',
+            );
           checkCgroupUsable(limitsFrom(args).mem);
           // The whole checkpoint (config, weights file, every tensor the config needs) before any scenario.
           const names = [...new Set(args.scenarios)];
@@ -221,6 +243,8 @@ export const runCommand: CommandModule<object, RunArgs> = {
     const needsCheckpoint = names.some((n) => catalogEntry(n).usesCheckpoint);
     const model = resolveModel(args.model, args.dtype, print);
     if (needsCheckpoint && process.stderr.isTTY) process.stderr.write('\r\x1b[K');
+    // Loaded here, not at the top: other commands (native-probe) must start without the ML runtimes.
+    const { defaultJobs, runScenarios } = await import('../../commands/run-scenarios');
     const options: RunOptions = {
       model: args.model,
       dtype: args.dtype,
@@ -231,6 +255,7 @@ export const runCommand: CommandModule<object, RunArgs> = {
       limits,
       timeoutMs: args.timeout * 1000,
       scenarios: names,
+      jobs: args.jobs ?? defaultJobs(limits),
     };
     const scenarioOptions: ScenarioOptions = {
       model: args.model,
@@ -248,8 +273,6 @@ export const runCommand: CommandModule<object, RunArgs> = {
       args.markdown ? ` --markdown ${args.markdown}` : '',
       args.html ? ` --html ${args.html}` : '',
     ].join('');
-    // Loaded here, not at the top: other commands (native-probe) must start without the ML runtimes.
-    const { runScenarios } = await import('../../commands/run-scenarios');
     // SIGINT, SIGTERM, SIGHUP: the running child is killed, no further scenario starts; the JSON lines
     // keep every scenario that finished.
     await stoppable(async () => {
