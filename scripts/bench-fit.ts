@@ -77,9 +77,18 @@ if (!skip.has('verify')) {
     { encoding: 'utf8', maxBuffer: 64 << 20 },
   );
   const seconds = (performance.now() - started) / 1000;
-  const runs = result.status === 0 ? (JSON.parse(result.stdout).verification?.runs?.length ?? '?') : '?';
+  const output =
+    result.status === 0
+      ? (JSON.parse(result.stdout) as {
+          choice: { optimizer: string; estimate: { uncertainty: { scope: string } } } | null;
+          verification: { runs: unknown[] } | null;
+        })
+      : null;
+  const runs = output?.verification?.runs.length ?? '?';
+  // The runs the search needs follow the band's width: say which band the proposal had.
+  const band = output?.choice ? `${output.choice.optimizer}'s band ${output.choice.estimate.uncertainty.scope}` : '?';
   console.log(
-    `\nfit --verify --limit-mem 1500M --phase train: ${seconds.toFixed(1)} s, ${runs} training runs (exit ${result.status}); ` +
+    `\nfit --verify --limit-mem 1500M --phase train: ${seconds.toFixed(1)} s, ${runs} training runs (${band}; exit ${result.status}); ` +
       `goal <= ${VERIFY_GOAL_SECONDS} s: ${(seconds / VERIFY_GOAL_SECONDS).toFixed(2)}x of it, ${seconds <= VERIFY_GOAL_SECONDS ? 'met' : 'NOT met'}`,
   );
 }

@@ -17,6 +17,7 @@ import {
   type Boundary,
 } from '../src/estimate/fit';
 import type { RuntimeRecord } from '../src/estimate/store';
+import { scratchDir } from './helpers/scratch';
 
 // Tests that run several children, minutes each under load: ava's 10-minute inactivity timeout waits for them.
 const LONG_TEST_MS = 20 * 60_000;
@@ -246,7 +247,9 @@ test.serial(
     t.regex(out, new RegExp(`batch +${failed}  FAIL  RSS peak .* cause cgroup-oom-kill`));
     t.regex(out, /cheapest change that fits: --optimizer sgd/);
     t.regex(out, /\(proposed \d+; expected between \d+ and \d+ by the band(, found outside)?\)/);
-    t.regex(out, /note: plain SGD is not calibrated/);
+    // The note stands where SGD's band is the uncalibrated one (a store here may hold an SGD calibration).
+    const sgdLine = out.split('\n').find((line) => line.startsWith('  --optimizer sgd (no optimizer state)'))!;
+    t.is(/band uncalibrated/.test(sgdLine), /note: plain SGD is not calibrated/.test(out), out);
     t.regex(
       out,
       /every passing run landed inside the estimate's band|outside the band: batch \d+ (RSS|VmSize) .* recorded in /,
@@ -255,5 +258,43 @@ test.serial(
     t.is(Number(runs[2]), 9);
     t.true(Number(runs[1]) <= 9, out);
     t.is(out.match(/^ {2}batch +\d+ {2}(PASS|FAIL)/gm)!.length, Number(runs[1]));
+  },
+);
+
+test.serial(
+  "estimate --calibrate --optimizer sgd: the plain SGD step calibrated in the training child, AdamW's calibration kept, fit's note gone",
+  (t) => {
+    t.timeout(LONG_TEST_MS);
+    const env = { ...process.env, CLIP_MEM_CACHE: scratchDir('clip-mem-sgd-calibration-') };
+    const cli = (args: string[]) =>
+      spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', env, timeout: 600_000 });
+    const batches = ['--model', 'tiny', '--calibrate-batches', '1,2'];
+    const adamw = cli(['estimate', '--calibrate', '--phase', 'train', ...batches]);
+    t.is(adamw.status, 0, adamw.stdout + adamw.stderr);
+    t.regex(
+      adamw.stdout,
+      /train \(sgd\): plain SGD is not calibrated .* `clip-mem estimate --calibrate --optimizer sgd`/,
+    );
+    const sgd = cli(['estimate', '--calibrate', '--optimizer', 'sgd', ...batches]);
+    t.is(sgd.status, 0, sgd.stdout + sgd.stderr);
+    t.regex(sgd.stdout, /^tiny fp32 train: measured peak RSS = .*\[batch 1: .*, batch 2: /m);
+    t.notRegex(sgd.stdout, /not calibrated/);
+    const trainEstimate = (optimizer: string) =>
+      (
+        JSON.parse(
+          cli(['estimate', '--model', 'tiny', '--phase', 'train', '--optimizer', optimizer, '--json', '-']).stdout,
+        ) as { estimates: { calibration: { kind: string }; uncertainty: { scope: string } }[] }
+      ).estimates[0]!;
+    for (const optimizer of ['sgd', 'adamw']) {
+      t.is(trainEstimate(optimizer).calibration.kind, 'this config', optimizer);
+      t.is(trainEstimate(optimizer).uncertainty.scope, 'calibrated', optimizer);
+    }
+    const fit = cli(['fit', '--model', 'tiny', '--phase', 'train', '--limit-mem', '300M']);
+    t.is(fit.status, 0, fit.stdout + fit.stderr);
+    t.regex(fit.stdout, /--optimizer sgd \(no optimizer state\): tiny fp32 sgd: batch \d+/);
+    t.notRegex(fit.stdout, /note: plain SGD/);
+    const refused = cli(['estimate', '--calibrate', '--optimizer', 'sgd', '--phase', 'forward', '--model', 'tiny']);
+    t.is(refused.status, 2);
+    t.regex(refused.stderr, /--optimizer sgd: only the train phase has an optimizer/);
   },
 );

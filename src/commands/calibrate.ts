@@ -3,7 +3,7 @@
 // the estimate (estimate/estimate.ts) reads them back.
 import { resolveClipConfig, type WeightFormat } from '../clip/config';
 import { BASELINE_MODEL, estimatePhase, fitLine } from '../estimate/estimate';
-import { modelTerms, PHASES, phasesOf, sumRss, sumVmSize, type Phase } from '../estimate/model';
+import { modelTerms, PHASES, phasesOf, sumRss, sumVmSize, type Optimizer, type Phase } from '../estimate/model';
 import {
   loadRuntimeRecord,
   saveRuntimeRecord,
@@ -65,7 +65,9 @@ async function trainChildBaseline(threads: number, progress: (line: string) => v
 
 /**
  * `estimate --calibrate`: each phase of the model at each batch in its own child; per phase, the
- * measured peaks and the fits (measured, and measured minus modelled) are stored with the runtime.
+ * measured peaks and the fits (measured, and measured minus modelled) are stored with the runtime. The
+ * training step is the optimizer's: AdamW through `clip-mem run`'s clip-train, plain SGD (`sgd`: the train
+ * phase only, the others have no optimizer) in clip-mem's training child, as `fit --verify` runs it.
  */
 export async function calibrate(
   model: string,
@@ -74,34 +76,56 @@ export async function calibrate(
   threads: number,
   progress: (line: string) => void,
   only?: Phase,
+  optimizer: Optimizer = 'adamw',
 ): Promise<Calibration[]> {
   let record = await ensureBaseline(threads, progress);
   const config = resolveClipConfig(model);
-  const phases = phasesOf(dtype, only);
+  const phases = optimizer === 'sgd' ? (['train'] as const) : phasesOf(dtype, only);
   const points = new Map<Phase, Calibration['points']>(phases.map((p) => [p, []]));
   for (const [i, batch] of batches.entries()) {
     // The load does not depend on the batch: measured once.
-    const runs = await runPhases({
-      model,
-      dtype,
-      batch,
-      phases: i === 0 ? phases : phases.filter((p) => p !== 'load'),
-      threads,
-      progress,
-    });
-    for (const run of runs) {
-      const m = run.result.memory;
-      if (run.result.status !== 'passed' || m.rssPeak === null || m.vmSizePeak === null) {
+    const measured: { phase: Phase; peak: Peak }[] = [];
+    if (optimizer === 'sgd') {
+      const run = await runTrainStep({
+        model,
+        dtype,
+        batch,
+        optimizer,
+        segments: DEFAULT_TRAINING_SEGMENTS,
+        threads,
+        progress,
+      });
+      if (!run.passed || run.rssPeak === null || run.vmSizePeak === null)
         throw new Error(
-          `calibration run ${run.result.name} at batch ${batch} failed: ${run.result.error ?? run.result.diagnosis.cause}; try \`${run.result.command}\``,
+          `calibration run of the plain SGD step at batch ${batch} failed: ${run.cause}${run.evidence[0] ? ` (${run.evidence[0]})` : ''}`,
         );
+      measured.push({ phase: 'train', peak: { rss: run.rssPeak, vmSize: run.vmSizePeak } });
+    } else {
+      const runs = await runPhases({
+        model,
+        dtype,
+        batch,
+        phases: i === 0 ? phases : phases.filter((p) => p !== 'load'),
+        threads,
+        progress,
+      });
+      for (const run of runs) {
+        const m = run.result.memory;
+        if (run.result.status !== 'passed' || m.rssPeak === null || m.vmSizePeak === null) {
+          throw new Error(
+            `calibration run ${run.result.name} at batch ${batch} failed: ${run.result.error ?? run.result.diagnosis.cause}; try \`${run.result.command}\``,
+          );
+        }
+        measured.push({ phase: run.phase, peak: { rss: m.rssPeak, vmSize: m.vmSizePeak } });
       }
+    }
+    for (const { phase, peak } of measured) {
       const modelled = estimatePhase(
         config,
-        { model, dtype, batch, phase: run.phase, optimizer: 'adamw' },
+        { model, dtype, batch, phase, optimizer },
         { ...record, calibrations: [] },
       ).modelled;
-      points.get(run.phase)!.push({ batch, measured: { rss: m.rssPeak, vmSize: m.vmSizePeak }, modelled });
+      points.get(phase)!.push({ batch, measured: peak, modelled });
     }
   }
   const calibrations = phases.map((phase): Calibration => {
@@ -112,7 +136,7 @@ export async function calibrate(
       model: config.name,
       dtype,
       phase,
-      ...(phase === 'train' ? { optimizer: 'adamw' } : {}),
+      ...(phase === 'train' ? { optimizer } : {}),
       measuredAt: new Date().toISOString(),
       points: ps,
       measuredFit: { rss: line((p) => p.measured.rss), vmSize: line((p) => p.measured.vmSize) },
@@ -122,11 +146,14 @@ export async function calibrate(
       },
     };
   });
+  // Replaced: this model's and dtype's calibrations of the phases measured (a training step's of this optimizer only).
+  const replaced = (c: Calibration) =>
+    c.model === config.name &&
+    c.dtype === dtype &&
+    phases.includes(c.phase) &&
+    (c.phase !== 'train' || (c.optimizer ?? 'adamw') === optimizer);
   record = loadRuntimeRecord(threads);
-  record.calibrations = [
-    ...record.calibrations.filter((c) => !(c.model === config.name && c.dtype === dtype && phases.includes(c.phase))),
-    ...calibrations,
-  ];
+  record.calibrations = [...record.calibrations.filter((c) => !replaced(c)), ...calibrations];
   saveRuntimeRecord(record);
   return calibrations;
 }

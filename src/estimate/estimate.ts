@@ -29,12 +29,13 @@ export const MODEL_ONLY_MISS = 0.1;
 export const WIDTH_GOAL = 0.1;
 
 /**
- * Plain SGD (never run by `clip-mem run`, so never calibrated) stays the terms and the baseline, with the
- * uncalibrated band. It does not borrow AdamW's correction: the steps leave the heap differently (vit-b-32
- * at batch 2: AdamW's constant, -64 MiB, put the SGD step 8.8% below its measured peak; without it, 2.1%).
+ * Plain SGD without a calibration of its own (`estimate --calibrate --optimizer sgd`) stays the terms and
+ * the baseline, with the uncalibrated band. It does not borrow AdamW's correction: the steps leave the
+ * heap differently (vit-b-32 at batch 2: AdamW's constant, -64 MiB, put the SGD step 8.8% below its
+ * measured peak; without it, 2.1%).
  */
 export const SGD_UNCALIBRATED =
-  'plain SGD is not calibrated (`clip-mem run` trains with AdamW, whose correction does not carry over): the terms and the baseline, with the uncalibrated band';
+  "plain SGD is not calibrated (AdamW's correction does not carry over): the terms and the baseline, with the uncalibrated band; `clip-mem estimate --calibrate --optimizer sgd` calibrates it";
 
 export interface EstimateRequest {
   /** Preset name, model directory or config.json. */

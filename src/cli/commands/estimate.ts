@@ -116,7 +116,7 @@ export const estimateCommand: CommandModule<object, EstimateArgs> = {
         type: 'boolean',
         default: false,
         describe:
-          'run the phases (or --phase) at --calibrate-batches in children and store the fits for this runtime (training: AdamW; plain SGD stays uncalibrated)',
+          'run the phases (or --phase) at --calibrate-batches in children and store the fits for this runtime; training with --optimizer (with sgd: the train phase only, in the training child fit --verify uses)',
       })
       .option('calibrate-batches', { type: 'string', default: '1,4', describe: 'batch sizes --calibrate runs' })
       .option('refresh-baseline', { type: 'boolean', default: false, describe: 'measure the runtime baseline again' })
@@ -127,6 +127,16 @@ export const estimateCommand: CommandModule<object, EstimateArgs> = {
             throw new Error(
               '--phase train needs --dtype fp32 or fp16: the trainer refuses int8 weight-only checkpoints',
             );
+          if (args.calibrate && args.optimizer === 'sgd') {
+            if (args.phase !== undefined && args.phase !== 'train')
+              throw new Error(
+                `--optimizer sgd: only the train phase has an optimizer; --calibrate --phase ${args.phase} calibrates it without --optimizer`,
+              );
+            if (args.dtype === 'int8')
+              throw new Error(
+                '--optimizer sgd needs --dtype fp32 or fp16: the trainer refuses int8 weight-only checkpoints',
+              );
+          }
           parseBatches(args['calibrate-batches']);
         }),
       )
@@ -135,6 +145,10 @@ export const estimateCommand: CommandModule<object, EstimateArgs> = {
       .example(
         '$0 estimate --calibrate --dtype fp16',
         'measure vit-b-32 fp16 at batch 1 and 4 in children, store the fits',
+      )
+      .example(
+        '$0 estimate --calibrate --optimizer sgd',
+        "the plain SGD step too (what fit proposes when AdamW's moments do not fit)",
       )
       .epilogue(
         'Each phase lists the runtime baseline (measured once per runtime in children, cached in ' +
@@ -158,6 +172,7 @@ async function estimate(args: EstimateArgs): Promise<void> {
       args.threads,
       progressLine,
       args.phase,
+      args.optimizer,
     );
     endProgress();
     if (jsonTarget(args) !== null) {
@@ -173,7 +188,11 @@ async function estimate(args: EstimateArgs): Promise<void> {
           `the terms miss ${signedBytes(meanMiss(c, 'rss'))} of RSS and ${signedBytes(meanMiss(c, 'vmSize'))} of VmSize (the constant the estimate adds)  [${points}]\n`,
       );
     }
-    if (calibrations.some((c) => c.phase === 'train')) process.stdout.write(`train (sgd): ${SGD_UNCALIBRATED}\n`);
+    const sgdCalibrated = loadRuntimeRecord(args.threads).calibrations.some(
+      (c) => c.model === config.name && c.dtype === args.dtype && c.phase === 'train' && c.optimizer === 'sgd',
+    );
+    if (calibrations.some((c) => c.phase === 'train') && !sgdCalibrated)
+      process.stdout.write(`train (sgd): ${SGD_UNCALIBRATED}\n`);
     process.stdout.write(`stored in ${storeFile()} for ${loadRuntimeRecord(args.threads).key}\n`);
     return;
   }

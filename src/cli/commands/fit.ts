@@ -336,8 +336,9 @@ async function fitClip(args: FitArgs): Promise<void> {
   ];
   if (plan.alternatives.length)
     lines.push('changes, cheapest first:', ...plan.alternatives.map((a) => `  ${a.change}: ${describeAnswer(a)}`));
-  if ([plan.answer, ...plan.alternatives].some((a) => a.estimate.phase === 'train' && a.optimizer === 'sgd'))
-    lines.push(`note: ${SGD_UNCALIBRATED}`);
+  const sgdUncalibrated = (a: FitAnswer) =>
+    a.estimate.phase === 'train' && a.optimizer === 'sgd' && a.estimate.uncertainty.scope === 'uncalibrated';
+  if ([plan.answer, ...plan.alternatives].some(sgdUncalibrated)) lines.push(`note: ${SGD_UNCALIBRATED}`);
   if (!choice) lines.push('nothing fits: raise the limit');
   else if (choice !== plan.answer) lines.push(`cheapest change that fits: ${choice.change}, batch ${choice.batch}`);
   if (verification) lines.push(renderVerification(verification));
