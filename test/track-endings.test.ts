@@ -236,6 +236,23 @@ test('a static binary is untracked: cause unknown, with what is missing', (t) =>
   t.true(report.diagnosis.evidence.some((e) => e.startsWith('missing: the allocation record')));
 });
 
+test("a program that exec's an untracked one, which runs out of address space: cause unknown, never not-memory", (t) => {
+  // env is tracked, then execs python with LD_PRELOAD cleared: python's MemoryError is not in any record.
+  const { status, report } = traceWith(
+    ['--limit-as', `${300 * MiB}`],
+    ['sh', '-c', 'exec env -u LD_PRELOAD "$0" -c "b = bytearray(400 << 20)"', python],
+  );
+  t.is(status, 1);
+  t.truthy(report.lostTrack);
+  t.is(report.diagnosis.cause, 'unknown');
+  t.is(
+    report.diagnosis.evidence[0],
+    "exited with code 1; why is not known: the program it exec'd was not tracked, and no allocation failed before",
+  );
+  t.true(report.diagnosis.evidence.includes(report.lostTrack!));
+  t.true(report.diagnosis.evidence.some((e) => e.startsWith("missing: the allocations of the program it exec'd")));
+});
+
 /** A 64 KiB tmpfs at dir (read-only if asked), unmounted after the test; false when mount is not allowed. */
 function smallTmpfs(t: ExecutionContext, dir: string, readOnly: boolean): boolean {
   const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', `${readOnly ? 'ro,' : ''}size=64k`, 'tmpfs', dir]);

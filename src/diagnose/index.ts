@@ -693,8 +693,24 @@ function diagnoseEnding(input: DiagnosisInput): Diagnosis {
     if (last && killed) evidence.push(last);
     return { cause: 'unknown', evidence };
   }
+  if (input.lostTrack && !survived) {
+    // What ran after the exec is not in the record: "no allocation failed" would speak for a program never seen.
+    evidence.unshift(
+      `${endingOf(exit)}; why is not known: the program it exec'd was not tracked, and no allocation failed before`,
+    );
+    evidence.push(
+      "missing: the allocations of the program it exec'd (which failed, its size, errno and the limit it hit); " +
+        'to get them, trace that program itself, dynamically linked, with LD_PRELOAD kept',
+    );
+    evidence.push(...meanwhile);
+    return { cause: 'unknown', evidence };
+  }
   if (survived) {
-    evidence.unshift('exited with code 0' + (input.failures.length ? '' : '; no allocation failed'));
+    // After a lost track, only what ran before the exec is known not to have failed.
+    const noFailure = input.lostTrack
+      ? '; no allocation failed before the exec (what ran after it is not tracked)'
+      : '; no allocation failed';
+    evidence.unshift('exited with code 0' + (input.failures.length ? '' : noFailure));
     if (recovered) evidence.push(recovered);
     evidence.push(...meanwhile);
     return { cause: 'none', evidence };
