@@ -253,6 +253,42 @@ test("a program that exec's an untracked one, which runs out of address space: c
   t.true(report.diagnosis.evidence.some((e) => e.startsWith("missing: the allocations of the program it exec'd")));
 });
 
+test('a job script that lowers ulimit -v for the python it starts: address-space in that process, the fix says where the limit is', (t) => {
+  const script = (after: string) => [
+    'sh',
+    '-c',
+    `ulimit -v 300000; "$0" -c "b = bytearray(400 << 20)"${after}`,
+    python,
+  ];
+  const passedOn = traceWith([], script(''));
+  t.is(passedOn.status, 1);
+  t.is(passedOn.report.diagnosis.cause, 'address-space');
+  t.regex(
+    passedOn.report.diagnosis.evidence[0]!,
+    /^exited with code 1, passing on the exit code of pid \d+ \(\/usr\/bin\/python3[.\d]*\), whose allocation was refused$/,
+  );
+  t.regex(passedOn.report.diagnosis.evidence[1]!, /^pid \d+ .*: VmSize .* \+ 400 MiB > RLIMIT_AS 293 MiB: /);
+  // No limit from outside can raise one the script sets: no fit command, the size it needs.
+  t.is(passedOn.report.fix!.command, null);
+  t.regex(
+    passedOn.report.fix!.text,
+    /^the command lowers `ulimit -v` itself: pid \d+ .* ran under 293 MiB, the command under none; /,
+  );
+  t.true(passedOn.report.fix!.needAtLeast! > 400 * MiB);
+  // The script's own exit code, not python's: the refusal is evidence, not proof.
+  const ownCode = traceWith([], script('; exit 3'));
+  t.is(ownCode.status, 3);
+  t.is(ownCode.report.diagnosis.cause, 'unknown');
+  t.regex(
+    ownCode.report.diagnosis.evidence.at(-1)!,
+    /^whether the command exited with code 3 because of it is not known: /,
+  );
+  // The limit set from outside, inherited: the fit command raises it.
+  const outside = traceWith(['--limit-as', `${300 * MiB}`], ['sh', '-c', '"$0" -c "b = bytearray(400 << 20)"', python]);
+  t.is(outside.report.diagnosis.cause, 'address-space');
+  t.regex(outside.report.fix!.command!, /^clip-mem fit --for as -- /);
+});
+
 /** A 64 KiB tmpfs at dir (read-only if asked), unmounted after the test; false when mount is not allowed. */
 function smallTmpfs(t: ExecutionContext, dir: string, readOnly: boolean): boolean {
   const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', `${readOnly ? 'ro,' : ''}size=64k`, 'tmpfs', dir]);

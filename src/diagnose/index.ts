@@ -128,6 +128,17 @@ export interface DiagnosisInput {
     cgroupLimit: boolean;
   }[];
   kernelLog?: string;
+  /**
+   * Processes the command started (tracked) that had allocations refused, with the limits their own
+   * records saw (a `ulimit` set inside the job shows only there) and the code they exited with.
+   */
+  descendantFailures?: {
+    pid: number;
+    exe: string;
+    exitCode: number | null;
+    limits: Limits;
+    failures: FailureFacts[];
+  }[];
   /** Descendants whose record ends without a clean exit (killed, or exec'd an untracked program). */
   endedUnclean?: { pid: number; exe: string }[];
   /**
@@ -195,6 +206,54 @@ function countsAsData(f: FailureFacts): boolean {
  * The cause of one failed allocation and the arithmetic that shows it; undefined if nothing explains it.
  * `output`: the program's output, where a framework's own out-of-memory message is evidence for a GPU failure.
  */
+/** A process the command started, with a refused allocation a limit explains (descendantFailures). */
+export interface StartedProcessRefusal {
+  process: NonNullable<DiagnosisInput['descendantFailures']>[number];
+  failure: FailureFacts;
+  explained: Diagnosis;
+}
+
+/** The first refusal a limit explains among the processes the command started, in the order they started. */
+export function startedProcessRefusal(
+  input: Pick<DiagnosisInput, 'descendantFailures' | 'output'>,
+): StartedProcessRefusal | undefined {
+  for (const process of input.descendantFailures ?? []) {
+    for (const failure of process.failures) {
+      const explained = explainFailure(failure, process.limits, input.output);
+      if (explained && explained.cause !== 'not-memory') return { process, failure, explained };
+    }
+  }
+  return undefined;
+}
+
+/**
+ * A command that exited non-zero without a refused allocation of its own, and a process it started whose
+ * allocation a limit refused: that limit is the cause when the command exited with that process's own
+ * code (a shell or launcher passing it on), `unknown` otherwise (the refusal is evidence, not proof).
+ */
+function startedProcessFailure(input: DiagnosisInput): Diagnosis | undefined {
+  const refusal = startedProcessRefusal(input);
+  if (!refusal) return undefined;
+  const { process, explained } = refusal;
+  const { exit } = input;
+  const who = `pid ${process.pid} (${process.exe})`;
+  const evidence = explained.evidence.map((line, i) => (i === 0 ? `${who}: ${line}` : line));
+  if (process.exitCode !== null && process.exitCode === exit.code)
+    return {
+      ...explained,
+      evidence: [`${endingOf(exit)}, passing on the exit code of ${who}, whose allocation was refused`, ...evidence],
+    };
+  return {
+    cause: 'unknown',
+    evidence: [
+      `${endingOf(exit)}; no allocation of its own failed, but ${who}, a process it started, had one refused (${explained.cause})`,
+      ...evidence,
+      `whether the command ${endingOf(exit)} because of it is not known: ${who} ` +
+        (process.exitCode === null ? 'did not exit normally' : `exited with code ${process.exitCode}`),
+    ],
+  };
+}
+
 export function explainFailure(f: FailureFacts, limits: Limits, output?: string): Diagnosis | undefined {
   if (f.injected) return undefined;
   if (f.gpu) return explainGpuFailure({ fn: f.fn, size: f.size, gpu: f.gpu }, output);
@@ -656,6 +715,13 @@ function diagnoseEnding(input: DiagnosisInput): Diagnosis {
   }
   const injected = input.failures.length - real.length;
   const survived = exit.code === 0 && exit.signal === null;
+  if (!found && !survived && exit.signal === null) {
+    const started = startedProcessFailure(input);
+    if (started) {
+      started.evidence.push(...meanwhile);
+      return started;
+    }
+  }
   const recovered = survived && real.length > 0 ? `recovered: ${real.length} allocation(s) failed, exit 0` : undefined;
   if (found) {
     if (recovered) found.evidence.push(recovered);

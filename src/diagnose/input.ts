@@ -66,6 +66,20 @@ export function diagnosisInput(
     })),
     kernelLog: run.kernelLog,
     endedUnclean: run.endedUnclean,
+    descendantFailures: run.descendants
+      .filter((r) => r.failures.some((f) => !f.injected))
+      .map((r) => ({
+        pid: r.pid,
+        exe: r.exe,
+        exitCode: r.exitCode,
+        // Its own record's limits: lowered inside the job (a shell's `ulimit -v`), they show only there.
+        limits: {
+          ...run.limits,
+          ...(r.rlimitAs >= 0 ? { as: r.rlimitAs } : {}),
+          ...(r.rlimitData >= 0 ? { data: r.rlimitData } : {}),
+        },
+        failures: r.failures,
+      })),
     heldBy,
   };
 }

@@ -49,11 +49,11 @@ function summary(report: TraceReport): Section {
     { kind: 'text', text: `Diagnosis: \`${report.diagnosis.cause}\`` },
     { kind: 'list', items: report.diagnosis.evidence },
   ];
-  if (report.fix)
-    blocks.push(
-      { kind: 'text', text: `Fix: ${report.fix.text}` },
-      { kind: 'code', lines: [`# the real minimum, proven by runs`, report.fix.command] },
-    );
+  if (report.fix) {
+    blocks.push({ kind: 'text', text: `Fix: ${report.fix.text}` });
+    if (report.fix.command)
+      blocks.push({ kind: 'code', lines: [`# the real minimum, proven by runs`, report.fix.command] });
+  }
   for (const fix of report.gpuFixes) blocks.push({ kind: 'text', text: `Fix (${fix.kind}): ${fix.text}` });
   return { title: 'Summary', blocks };
 }

@@ -5,7 +5,14 @@ import * as path from 'node:path';
 import { tensorsOfSize, type ClipConfig, type TensorOfSize } from '../clip/config';
 import { cudaErrorName } from '../core/cuda-error';
 import { errnoName } from '../core/errno';
-import { diagnose, explainFailure, slurmJobName, type Diagnosis } from '../diagnose';
+import {
+  diagnose,
+  explainFailure,
+  slurmJobName,
+  startedProcessRefusal,
+  type Diagnosis,
+  type StartedProcessRefusal,
+} from '../diagnose';
 import { diagnosisInput, effectiveLimits } from '../diagnose/input';
 import { phaseLabel } from '../track/phases';
 import { formatBytes } from '../core/units';
@@ -228,8 +235,11 @@ export interface TraceFix {
   needAtLeast: number | null;
   /** The sentence with the arithmetic. */
   text: string;
-  /** `clip-mem fit --for ... -- <the command>`: bisects the limit to the smallest that passes. */
-  command: string;
+  /**
+   * `clip-mem fit --for ... -- <the command>`: bisects the limit to the smallest that passes. Null when a
+   * limit from outside cannot help: the command lowers it itself (a `ulimit -v` in a job script).
+   */
+  command: string | null;
 }
 
 /** A command line as a shell takes it back: arguments with spaces or shell characters single-quoted. */
@@ -240,7 +250,8 @@ function shellWords(words: readonly string[]): string {
 /**
  * The fix for the limit that bound the run: the least it needed (the failed request on top of what the
  * process held) and the `fit` command that finds the real minimum by running it. Only for a limit clip-mem
- * can size: address space, data segment, a cgroup.
+ * can size: address space, data segment, a cgroup. `started`: the refusal in a process the command started
+ * when the diagnosis came from it; `commandLimits`: the limits the command itself ran under.
  */
 export function traceFix(
   command: readonly string[],
@@ -249,18 +260,41 @@ export function traceFix(
   cgroup: TraceRun['cgroup'],
   slurm: SlurmStepOutcome | null = null,
   peaks: TraceReport['peaks'] | null = null,
+  started?: StartedProcessRefusal,
+  commandLimits: Limits = {},
 ): TraceFix | null {
   const fit = (target: string) => `clip-mem fit --for ${target} -- ${shellWords(command)}`;
-  const failure = failures.find((f) => !f.injected && f.limit?.cause === diagnosis.cause);
   if (diagnosis.cause === 'address-space' || diagnosis.cause === 'data-limit') {
     const as = diagnosis.cause === 'address-space';
-    const held = failure ? (as ? failure.vmSize : failure.vmData) : null;
+    const kind = as ? 'as' : 'data';
+    const own = failures.find((f) => !f.injected && f.limit?.cause === diagnosis.cause);
+    const inStarted = !own && started?.explained.cause === diagnosis.cause ? started : undefined;
+    const failure = own ?? inStarted?.failure;
+    const reading = failure ? (as ? failure.vmSize : failure.vmData) : undefined;
+    const held = reading !== undefined && reading !== null && reading >= 0 ? reading : null;
     const ulimit = as ? '`ulimit -v`' : '`ulimit -d`';
+    // A process the command started ran under a lower limit than the command: the command lowered it.
+    const lowered = inStarted?.process.limits[kind];
+    const outside = commandLimits[kind];
+    if (inStarted && lowered !== undefined && (outside === undefined || lowered < outside)) {
+      const who = `pid ${inStarted.process.pid} (${inStarted.process.exe})`;
+      const need = held !== null ? held + inStarted.failure.size : null;
+      return {
+        needAtLeast: need,
+        text:
+          `the command lowers ${ulimit} itself: ${who} ran under ${formatBytes(lowered)}, the command under ` +
+          `${outside === undefined ? 'none' : formatBytes(outside)}; raise it where the command sets it` +
+          (need !== null
+            ? `, to at least ${Math.ceil(need / 1024)} KiB (${formatBytes(need)}: ${as ? 'VmSize' : 'VmData'} ${formatBytes(held!)} + ${formatBytes(inStarted.failure.size)} requested); later steps may need more`
+            : ''),
+        command: null,
+      };
+    }
     if (!failure || held === null) {
       return {
         needAtLeast: null,
         text: `${ulimit} must allow more; how much is not known (no reading at the failure)`,
-        command: fit(as ? 'as' : 'data'),
+        command: fit(kind),
       };
     }
     const need = held + failure.size;
@@ -269,7 +303,7 @@ export function traceFix(
       text:
         `${as ? 'VmSize' : 'VmData'} ${formatBytes(held)} + ${formatBytes(failure.size)} requested: ${ulimit} needs at least ` +
         `${Math.ceil(need / 1024)} KiB (${formatBytes(need)}); later steps may need more`,
-      command: fit(as ? 'as' : 'data'),
+      command: fit(kind),
     };
   }
   if (diagnosis.cause === 'cgroup-oom-kill' && slurm && !cgroup) return slurmFix(command, slurm, peaks);
@@ -477,7 +511,16 @@ export function buildTraceReport(run: TraceRun, options: TraceReportOptions = {}
     ...(run.recordDirLeft !== undefined ? { recordDirLeft: run.recordDirLeft } : {}),
     heapProfile,
     diagnosis,
-    fix: traceFix(run.command, diagnosis, failures, run.cgroup, run.slurm ?? null, peaks),
+    fix: traceFix(
+      run.command,
+      diagnosis,
+      failures,
+      run.cgroup,
+      run.slurm ?? null,
+      peaks,
+      startedProcessRefusal(input),
+      limits,
+    ),
     gpu: record ? { devices: record.devices, pinnedPeak: record.pinnedPeak, untracked: record.deviceUntracked } : null,
     gpuFixes: diagnosis.gpu ? gpuFixes(diagnosis.gpu, shellWords(run.command)) : [],
   };
@@ -655,8 +698,10 @@ export function formatTraceReport(report: TraceReport): string {
   if (report.cgroup?.removeError) lines.push(`  left behind: ${report.cgroup.removeError}`);
   lines.push(`  diagnosis: ${report.diagnosis.cause}`);
   for (const sentence of report.diagnosis.evidence) lines.push(`    ${sentence}`);
-  if (report.fix)
-    lines.push(`  fix: ${report.fix.text}`, `    the real minimum, proven by runs: ${report.fix.command}`);
+  if (report.fix) {
+    lines.push(`  fix: ${report.fix.text}`);
+    if (report.fix.command) lines.push(`    the real minimum, proven by runs: ${report.fix.command}`);
+  }
   for (const fix of report.gpuFixes) {
     lines.push(`  fix (${fix.kind}): ${fix.text}`);
     if (fix.command) lines.push(`    ${fix.command}`);
