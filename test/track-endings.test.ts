@@ -253,6 +253,24 @@ test("a program that exec's an untracked one, which runs out of address space: c
   t.true(report.diagnosis.evidence.some((e) => e.startsWith("missing: the allocations of the program it exec'd")));
 });
 
+test('a command that exits non-zero after a process it started went untracked: unknown, never not-memory', (t) => {
+  // sh forks env (tracked), which execs python with LD_PRELOAD cleared; sh then exits 1 on its own.
+  const { status, report } = traceWith(
+    [],
+    ['sh', '-c', 'env -u LD_PRELOAD "$0" -c "b = bytearray(64 << 20)"; exit 1', python],
+  );
+  t.is(status, 1);
+  t.is(report.diagnosis.cause, 'unknown');
+  t.is(
+    report.diagnosis.evidence[0],
+    'exited with code 1; no tracked process had an allocation refused, but not all that ran was tracked; why is not known',
+  );
+  t.regex(report.diagnosis.evidence[1]!, /^the record of pid \d+ \(\/usr\/bin\/env\) ends without a clean exit/);
+  // All of it tracked: the same ending is not-memory.
+  const tracked = traceWith([], ['sh', '-c', '"$0" -c "b = bytearray(64 << 20)"; exit 1', python]);
+  t.is(tracked.report.diagnosis.cause, 'not-memory');
+});
+
 test('a job script that lowers ulimit -v for the python it starts: address-space in that process, the fix says where the limit is', (t) => {
   const script = (after: string) => [
     'sh',

@@ -139,6 +139,8 @@ export interface DiagnosisInput {
     limits: Limits;
     failures: FailureFacts[];
   }[];
+  /** Processes the command started that were seen running (/proc) but wrote no record: not tracked. */
+  untrackedStarted?: { pid: number; exe: string }[];
   /** Descendants whose record ends without a clean exit (killed, or exec'd an untracked program). */
   endedUnclean?: { pid: number; exe: string }[];
   /**
@@ -794,6 +796,25 @@ function diagnoseEnding(input: DiagnosisInput): Diagnosis {
         'its own output and exit code do not say',
     );
     if (last && killed) evidence.push(last);
+    return { cause: 'unknown', evidence };
+  }
+  const unseen = [
+    ...(input.untrackedStarted ?? []).map((p) => `pid ${p.pid} (${p.exe}) ran untracked`),
+    ...(input.endedUnclean ?? []).map(
+      (p) =>
+        `the record of pid ${p.pid} (${p.exe}) ends without a clean exit (killed, or it exec'd an untracked program)`,
+    ),
+  ];
+  if (!killed && unseen.length) {
+    // "No allocation failed" holds for what was tracked only: the exit code may come from what was not.
+    evidence.unshift(
+      `${endingOf(exit)}; no tracked process had an allocation refused, but not all that ran was tracked; why is not known`,
+      ...unseen,
+    );
+    evidence.push(
+      'missing: the allocations of the processes not tracked (static binaries, setuid programs, LD_PRELOAD cleared); ' +
+        'to get them, trace those programs themselves, dynamically linked, with LD_PRELOAD kept',
+    );
     return { cause: 'unknown', evidence };
   }
   evidence.unshift(

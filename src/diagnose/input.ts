@@ -66,6 +66,9 @@ export function diagnosisInput(
     })),
     kernelLog: run.kernelLog,
     endedUnclean: run.endedUnclean,
+    untrackedStarted: run.watched
+      .filter((p) => p.pid !== run.pid && !run.descendants.some((r) => r.pid === p.pid))
+      .map((p) => ({ pid: p.pid, exe: p.exe || p.command.split(' ')[0] || '?' })),
     descendantFailures: run.descendants
       .filter((r) => r.failures.some((f) => !f.injected))
       .map((r) => ({
