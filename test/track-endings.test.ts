@@ -253,6 +253,23 @@ test("a program that exec's an untracked one, which runs out of address space: c
   t.true(report.diagnosis.evidence.some((e) => e.startsWith("missing: the allocations of the program it exec'd")));
 });
 
+test("a multiprocessing pool re-raising a worker's MemoryError: the worker's refusal names the limit", (t) => {
+  const pool =
+    'import multiprocessing as mp\n' +
+    'def work(n): return len(bytearray(n << 20))\n' +
+    "if __name__ == '__main__':\n" +
+    '    with mp.Pool(2) as pool: print(pool.map(work, [10, 400]))';
+  const { status, report } = traceWith(['--limit-as', `${350 * MiB}`], [python, '-c', pool]);
+  t.is(status, 1);
+  t.is(report.diagnosis.cause, 'address-space');
+  t.regex(
+    report.diagnosis.evidence[0]!,
+    /^exited with code 1 after Python's MemoryError, and pid \d+ \(.*python3.*\), a process it started, had an allocation refused$/,
+  );
+  t.regex(report.diagnosis.evidence[1]!, /\+ 400 MiB > RLIMIT_AS 350 MiB: /);
+  t.regex(report.fix!.command!, /^clip-mem fit --for as -- /);
+});
+
 test('a command that exits non-zero after a process it started went untracked: unknown, never not-memory', (t) => {
   // sh forks env (tracked), which execs python with LD_PRELOAD cleared; sh then exits 1 on its own.
   const { status, report } = traceWith(

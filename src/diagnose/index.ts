@@ -208,6 +208,9 @@ function countsAsData(f: FailureFacts): boolean {
  * The cause of one failed allocation and the arithmetic that shows it; undefined if nothing explains it.
  * `output`: the program's output, where a framework's own out-of-memory message is evidence for a GPU failure.
  */
+/** The last line of a Python traceback for a failed allocation ("MemoryError", or with a message). */
+const PYTHON_MEMORY_ERROR = /^MemoryError\b/m;
+
 /** A process the command started, with a refused allocation a limit explains (descendantFailures). */
 export interface StartedProcessRefusal {
   process: NonNullable<DiagnosisInput['descendantFailures']>[number];
@@ -231,7 +234,8 @@ export function startedProcessRefusal(
 /**
  * A command that exited non-zero without a refused allocation of its own, and a process it started whose
  * allocation a limit refused: that limit is the cause when the command exited with that process's own
- * code (a shell or launcher passing it on), `unknown` otherwise (the refusal is evidence, not proof).
+ * code (a shell or launcher passing it on) or ended with Python's MemoryError (a pool re-raising a
+ * worker's), `unknown` otherwise (the refusal is evidence, not proof).
  */
 function startedProcessFailure(input: DiagnosisInput): Diagnosis | undefined {
   const refusal = startedProcessRefusal(input);
@@ -244,6 +248,16 @@ function startedProcessFailure(input: DiagnosisInput): Diagnosis | undefined {
     return {
       ...explained,
       evidence: [`${endingOf(exit)}, passing on the exit code of ${who}, whose allocation was refused`, ...evidence],
+    };
+  // Python re-raises a worker's MemoryError in the parent (multiprocessing, concurrent.futures): the
+  // command says it failed for memory, and the refusal in the tree says which limit.
+  if (input.output && PYTHON_MEMORY_ERROR.test(input.output))
+    return {
+      ...explained,
+      evidence: [
+        `${endingOf(exit)} after Python's MemoryError, and ${who}, a process it started, had an allocation refused`,
+        ...evidence,
+      ],
     };
   return {
     cause: 'unknown',
