@@ -1,4 +1,5 @@
 import test from 'ava';
+import { defaultJobs, jobsRefusal } from '../src/scenarios/jobs';
 import * as path from 'node:path';
 import {
   cgroupDirectory,
@@ -135,4 +136,14 @@ test('native-probe --json: a value that could not be read is null, with why unde
   t.regex(json.unknowns[`cgroups.hierarchies.0.groups.${index}.peak`]!, /step_0\/memory\.peak: ENOENT/);
   // The report itself keeps the reading's reason for the terminal.
   t.regex(report.cgroups.hierarchies[0]!.groups[index]!.peak as string, /^unknown: /);
+});
+
+test('--jobs above 1 is refused under a cgroup limit, ours or inherited, and allowed otherwise', (t) => {
+  t.regex(jobsRefusal({ mem: 2 ** 30 }, null)!, /^under --limit-mem the scenarios run one at a time/);
+  t.is(
+    jobsRefusal({}, 1500 * 2 ** 20),
+    "this runs in a cgroup limited to 1.46 GiB (a Slurm job's --mem, a container's limit): scenarios at once would add up against it, so they run one at a time",
+  );
+  t.is(jobsRefusal({ as: 2 ** 32 }, null), null);
+  t.is(defaultJobs({ mem: 2 ** 30 }), 1);
 });

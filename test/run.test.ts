@@ -6,7 +6,7 @@ import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { readResults, type ScenarioResult } from '../src/report/result';
-import { readCgroups } from '../src/probe/cgroup';
+import { inheritedMemoryLimit, readCgroups } from '../src/probe/cgroup';
 import { clipMemCacheDir } from '../src/clip/synthetic';
 import { resolveClipModel } from '../src/clip/checkpoint';
 import { scratchDir } from './helpers/scratch';
@@ -219,6 +219,15 @@ test.serial('every scenario on tiny: reports written, reproducible commands, --h
 });
 
 test.serial('--jobs 2: two children at once, the longest started first, results in the order asked for', (t) => {
+  // Inside a memory-limited cgroup (a container, a Slurm job) the scenarios share the limit: refused.
+  if (inheritedMemoryLimit() !== null) {
+    const refused = spawnSync(process.execPath, [bin, 'run', 'clip-load', 'clip-processor', '--jobs', '2'], {
+      encoding: 'utf8',
+    });
+    t.is(refused.status, 2);
+    t.regex(refused.stderr, /--jobs: this runs in a cgroup limited to /);
+    return;
+  }
   const dir = tempDir();
   const json = path.join(dir, 'run.json');
   const result = spawnSync(

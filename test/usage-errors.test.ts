@@ -58,6 +58,7 @@ for (const value of ['0', '1,0', 'a,b', '1,,4', '-1'])
 for (const option of ['--dtype', '--backend']) add(['run', 'basic-ops', option, 'nope'], option.slice(2));
 add(['run', 'nope'], 'scenarios');
 add(['run', 'basic-ops', 'small-mlp', '--jobs', '2', '--limit-mem', '1G'], '--jobs');
+add(['run', 'basic-ops', 'small-mlp', '--jobs', '2', '--slurm'], '--jobs');
 add(['run', 'basic-ops', '--model', missing], '--model');
 add(['run', 'basic-ops', '--model', ''], '--model');
 add(['run', 'basic-ops', '--markdown', `${missing}.md`], '--markdown');

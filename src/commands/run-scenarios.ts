@@ -5,7 +5,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { readCgroups } from '../probe/cgroup';
+import { inheritedMemoryLimit } from '../probe/cgroup';
 import { known, type Limit } from '../core/field';
 import { probeAddon } from '../probe/native';
 import { pageCacheBytes, readHostMemory } from '../probe/proc';
@@ -28,7 +28,6 @@ import { buildTraceReport, type TraceReport } from '../report/trace-report';
 import { commandLine } from '../scenarios/command-line';
 import { catalogEntry } from '../scenarios/catalog';
 import type { RunOptions, ScenarioOptions } from '../scenarios/scenario';
-import type { Limits } from '../core/limits';
 import { stopSignal, traceCommand, type TraceRun } from '../track/launcher';
 import { phaseLabel } from '../track/phases';
 
@@ -68,8 +67,7 @@ function limitOf(value: Limit): number | null {
 }
 
 export function currentEnvironment(): Environment {
-  const tightest = readCgroups().tightest;
-  const cgroupLimit = tightest ? limitOf(known(tightest.limit) ?? 'unlimited') : null;
+  const cgroupLimit = inheritedMemoryLimit();
   const host = readHostMemory();
   const rlimits = probeAddon().readResourceLimits();
   return {
@@ -251,20 +249,6 @@ export function scenarioResult(
 function lastLines(text: string): string | null {
   const lines = text.trim().split('\n').filter(Boolean);
   return lines.length ? lines.slice(-3).join(' | ').slice(0, 1000) : null;
-}
-
-/** Host memory available before a second scenario runs beside the first (vit-b-32's two largest: ~3 GiB). */
-const MEMORY_FOR_TWO = 8 * 1024 ** 3;
-
-/**
- * --jobs when not given: two scenarios at once on a machine with 2 or more cores and 8 GiB available,
- * else one. Always one under a cgroup limit: the checkpoint's page cache is charged to whichever child
- * reads it first, and the analysis of each scenario counts what was cached before it started.
- */
-export function defaultJobs(limits: Limits): number {
-  if (limits.mem !== undefined) return 1;
-  const available = known(readHostMemory().memAvailable);
-  return os.cpus().length >= 2 && available !== undefined && available >= MEMORY_FOR_TWO ? 2 : 1;
 }
 
 /**

@@ -288,3 +288,12 @@ export function readCgroups(sources: CgroupSources = {}): CgroupReport {
   const tightest = tightestGroup(hierarchies.map((h) => h.tightest).filter((g): g is MemoryCgroup => g !== null));
   return { hierarchies, tightest, notes };
 }
+
+/**
+ * The memory limit of the tightest cgroup this process is in (a Slurm job's --mem, a container's limit),
+ * in bytes; null when no group limits memory or it cannot be read. Every child shares it.
+ */
+export function inheritedMemoryLimit(sources: CgroupSources = {}): number | null {
+  const limit = readCgroups(sources).tightest?.limit;
+  return limit === undefined || isUnknown(limit) || limit === 'unlimited' ? null : limit;
+}

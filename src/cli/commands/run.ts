@@ -13,6 +13,7 @@ import { BACKENDS, SCENARIO_CATALOG, SCENARIO_NAMES, catalogEntry } from '../../
 import type { RunOptions, ScenarioOptions } from '../../scenarios/scenario';
 import { formatBytes, parseBytes } from '../../core/units';
 import { partitionNodes } from '../../probe/slurm';
+import { defaultJobs, jobsRefusal } from '../../scenarios/jobs';
 import {
   BATCH_RANGE,
   checkModel,
@@ -153,7 +154,7 @@ export const runCommand: CommandModule<object, RunArgs> = {
       .option('jobs', {
         type: 'string',
         describe: `scenarios run at once, each in its own child (${JOBS_RANGE.min} to ${JOBS_RANGE.max}), the longest first; times grow when children share the cores (--jobs 1 times each alone)`,
-        defaultDescription: '2 with 2+ cores and 8 GiB available, else 1; 1 under --limit-mem',
+        defaultDescription: '2 with 2+ cores and 8 GiB available, else 1; 1 under --limit-mem or a cgroup limit',
         coerce: (value: unknown) => (value === undefined ? undefined : parseCount(value, '--jobs', JOBS_RANGE)),
       })
       .option(
@@ -194,11 +195,14 @@ export const runCommand: CommandModule<object, RunArgs> = {
           if (args.mem !== undefined) parseBytes(args.mem, '--mem', LIMIT_BOUNDS);
           for (const option of ['markdown', 'html'] as const) checkOutputFile(args[option], `--${option}`);
           checkDistinctOutputs({ '--json': jsonTarget(args), '--markdown': args.markdown, '--html': args.html });
-          if (args.jobs !== undefined && args.jobs > 1 && limitsFrom(args).mem !== undefined)
-            throw new Error(
-              "--jobs: under --limit-mem the scenarios run one at a time (each one's cgroup is charged for the " +
-                'checkpoint pages it reads first, and its analysis counts what was cached before it started): drop --jobs',
-            );
+          // Inside a Slurm job the scenarios share the job's memory cgroup, as in any limited cgroup.
+          const refusal =
+            args.jobs !== undefined && args.jobs > 1
+              ? args.slurm
+                ? "with --slurm the scenarios run one at a time (they would share the job's memory cgroup)"
+                : jobsRefusal(limitsFrom(args))
+              : null;
+          if (refusal !== null) throw new Error(`--jobs: ${refusal}: drop --jobs`);
           checkCgroupUsable(limitsFrom(args).mem);
           // The whole checkpoint (config, weights file, every tensor the config needs) before any scenario.
           const names = [...new Set(args.scenarios)];
@@ -244,7 +248,7 @@ export const runCommand: CommandModule<object, RunArgs> = {
     const model = resolveModel(args.model, args.dtype, print);
     if (needsCheckpoint && process.stderr.isTTY) process.stderr.write('\r\x1b[K');
     // Loaded here, not at the top: other commands (native-probe) must start without the ML runtimes.
-    const { defaultJobs, runScenarios } = await import('../../commands/run-scenarios');
+    const { runScenarios } = await import('../../commands/run-scenarios');
     const options: RunOptions = {
       model: args.model,
       dtype: args.dtype,
