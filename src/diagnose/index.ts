@@ -249,9 +249,12 @@ function startedProcessFailure(input: DiagnosisInput): Diagnosis | undefined {
       ...explained,
       evidence: [`${endingOf(exit)}, passing on the exit code of ${who}, whose allocation was refused`, ...evidence],
     };
-  // Python re-raises a worker's MemoryError in the parent (multiprocessing, concurrent.futures): the
-  // command says it failed for memory, and the refusal in the tree says which limit.
-  if (input.output && PYTHON_MEMORY_ERROR.test(input.output))
+  // Python re-raises a worker's MemoryError in the parent (multiprocessing, concurrent.futures): the worker
+  // lives on (or is stopped by the pool), the command says it failed for memory, and the refusal in the
+  // tree says which limit. A process that died of its refusal with a code the command did not pass on
+  // leaves the command's own code unexplained.
+  const survivedIt = process.exitCode === null || process.exitCode === 0;
+  if (survivedIt && input.output && PYTHON_MEMORY_ERROR.test(input.output))
     return {
       ...explained,
       evidence: [
