@@ -17,16 +17,19 @@ const read = (name: string) => JSON.parse(fs.readFileSync(path.join(fixtures, na
 const tuning = read('holdout-tuning.json');
 const fresh = read('holdout-fresh.json');
 const quiet = read('holdout-quiet.json');
+const halfway = read('holdout-halfway.json');
 
 // The goal is 95% of each measure inside the band. Met on the tuning holdout, and on the same fresh grid
 // run again on a quiet machine (90 of 93 for each, 96.8%); on the shared machine's fresh run the RSS was 88
-// of 93 (94.6%: docs/estimate.md says which and why). The floors are what was measured, so the band cannot
-// get worse unnoticed.
-test('the band on the holdout: RSS and VmSize peaks inside it, 95% on the runs that tuned it and on a quiet fresh run, 94.6% and 96.8% on a loaded one', (t) => {
+// of 93 (94.6%: docs/estimate.md says which and why). The grid run once more after the forward term moved
+// halfway (111 runs): 109 and 108 of 111. Each file is judged with the estimate as it is now; the floors
+// are the coverage measured on it, so the band cannot get worse unnoticed.
+test('the band on the holdout: RSS and VmSize peaks inside it, 95% on the runs that tuned it and on quiet fresh runs, 94.6% and 96.8% on a loaded one', (t) => {
   for (const [file, floor] of [
     [tuning, { rss: COVERAGE_GOAL, vmSize: COVERAGE_GOAL }],
     [fresh, { rss: 88 / 93, vmSize: COVERAGE_GOAL }],
     [quiet, { rss: 90 / 93, vmSize: 90 / 93 }],
+    [halfway, { rss: 109 / 111, vmSize: 108 / 111 }],
   ] as const) {
     const overall = coverage(file).groups.find((g) => g.name === 'overall')!;
     t.log(`${file.note}\n  ${coverage(file).lines.join('\n  ')}`);
@@ -34,10 +37,14 @@ test('the band on the holdout: RSS and VmSize peaks inside it, 95% on the runs t
     t.true(overall.coverage.rss >= floor.rss - 1e-9, coverage(file).lines.join('\n'));
     t.true(overall.coverage.vmSize >= floor.vmSize, coverage(file).lines.join('\n'));
   }
+  // The calibrated family's widest band on the last run: ±18.1% of RSS (forward at batch 128), ±26.5% before
+  // the forward term moved halfway; the ±10% goal is met only near the calibrated batches.
+  const calibrated = coverage(halfway).groups.find((g) => g.name === 'calibrated')!;
+  t.true(calibrated.widest.rss <= 0.182 && calibrated.widest.vmSize <= 0.1, JSON.stringify(calibrated.widest));
 });
 
 test('a band wider than ±10% (or uncalibrated) says so and why; a calibrated config within 12 samples of its calibration stays within it', (t) => {
-  for (const j of [...judge(tuning), ...judge(fresh), ...judge(quiet)]) {
+  for (const j of [...judge(tuning), ...judge(fresh), ...judge(quiet), ...judge(halfway)]) {
     const u = j.estimate.uncertainty;
     const within = u.scope !== 'uncalibrated' && j.width.rss <= WIDTH_GOAL && j.width.vmSize <= WIDTH_GOAL;
     t.is(u.withinGoal, within);

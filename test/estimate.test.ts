@@ -58,7 +58,8 @@ test("forward: resident weights are all but the token table, plus the 64 KiB win
   t.is(terms.components[0].vmSize, 2 * 605_110_268);
   const graph = forwardGraphMemory(vitB32, 'fp32', 2);
   t.is(graph.outputBytes, 2 * 512 * 4 * 2 + 2 * 2 * 4 + 4); // two embeddings [2, 512], logits [2, 2], loss
-  t.is(terms.components[1].rss, graph.plannedBytes + graph.constantBytes);
+  // Activations: halfway between the planner's buffers held at once and their sum
+  t.is(terms.components[1].rss, Math.round((graph.plannedPeakBytes + graph.plannedBytes) / 2) + graph.constantBytes);
   t.true(graph.plannedBytes >= graph.plannedPeakBytes && graph.plannedPeakBytes >= graph.peakBytes);
   // tiny: its table (100 x 32 x 4 B) is smaller than one fault-around window, so all of it counts
   t.is(modelTerms(tiny, 'fp32', 'forward', 2).components[0].rss, 183_564);
