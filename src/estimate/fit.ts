@@ -1,6 +1,6 @@
 // `clip-mem fit`: the largest batch whose predicted peak stays under a limit, the cheapest change (dtype,
-// optimizer, preset) when none does, and `--verify`: the answer and the next batch up run in children
-// under the limit, a bisection of 1..--max-batch when the prediction was wrong.
+// optimizer, preset) when none does, and `--verify`'s search: batches run in children under the limit,
+// the ones between the band's edges first, until a passing batch and the failing one above it are known.
 import { PRESET_NAMES, resolveClipConfig, type ClipConfig, type WeightFormat } from '../clip/config';
 import type { LimitKind } from '../core/limits';
 import { estimatePhase, type PhaseEstimate } from './estimate';

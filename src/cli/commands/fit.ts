@@ -246,7 +246,7 @@ export const fitCommand: CommandModule<object, FitArgs> = {
         type: 'boolean',
         default: false,
         describe:
-          'run the answer and the next batch up in children under the limit (a bisection of 1..--max-batch if the prediction was wrong)',
+          "prove the boundary by runs in children under the limit: the batches between the band's edges first, then the rest of 1..--max-batch if the boundary is not there",
       })
       .check(
         usageCheck((args) => {
