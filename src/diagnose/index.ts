@@ -204,10 +204,6 @@ function countsAsData(f: FailureFacts): boolean {
   return (prot & PROT_WRITE) !== 0 && (flags & MAP_SHARED) === 0 && (flags & MAP_GROWSDOWN) === 0;
 }
 
-/**
- * The cause of one failed allocation and the arithmetic that shows it; undefined if nothing explains it.
- * `output`: the program's output, where a framework's own out-of-memory message is evidence for a GPU failure.
- */
 /** The last line of a Python traceback for a failed allocation ("MemoryError", or with a message). */
 const PYTHON_MEMORY_ERROR = /^MemoryError\b/m;
 
@@ -273,6 +269,10 @@ function startedProcessFailure(input: DiagnosisInput): Diagnosis | undefined {
   };
 }
 
+/**
+ * The cause of one failed allocation and the arithmetic that shows it; undefined if nothing explains it.
+ * `output`: the program's output, where a framework's own out-of-memory message is evidence for a GPU failure.
+ */
 export function explainFailure(f: FailureFacts, limits: Limits, output?: string): Diagnosis | undefined {
   if (f.injected) return undefined;
   if (f.gpu) return explainGpuFailure({ fn: f.fn, size: f.size, gpu: f.gpu }, output);
