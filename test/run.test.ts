@@ -537,9 +537,14 @@ test.serial(
     const load = () => scenario(run(['clip-forward', '--batch', '1', '--limit-mem', '2G']).results, 'clip-forward');
     // Out of the page cache (written back first: dirty pages cannot be dropped; then coreutils' documented
     // way to drop a file's cached pages), then run: only what checking the header read in, nothing to say.
-    execFileSync('sync', [weights]);
-    execFileSync('dd', [`if=${weights}`, 'iflag=nocache', 'count=0'], { stdio: 'ignore' });
-    const cold = load();
+    // Another test file running beside this one may read the same checkpoint back in: drop it again then.
+    let cold: ScenarioResult;
+    let attempts = 0;
+    do {
+      execFileSync('sync', [weights]);
+      execFileSync('dd', [`if=${weights}`, 'iflag=nocache', 'count=0'], { stdio: 'ignore' });
+      cold = load();
+    } while (cold.memory.checkpointCached! >= 2 ** 20 && ++attempts < 3);
     t.true(cold.memory.checkpointCached! < 2 ** 20, `${cold.memory.checkpointCached} cached`);
     t.is(cold.analysis.note, undefined);
     // Read whole (cached, charged to this test's cgroup), then run: the run's cgroup is not charged for it.
