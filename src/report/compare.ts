@@ -112,8 +112,8 @@ const COMPARED_OPTIONS: readonly {
   { option: '--large-batch', value: (o) => String(o.largeBatch), touches: (s) => batchOptionOf(s, 'largeBatch') },
   { option: '--backend', value: (o) => String(o.backend), touches: () => true },
   { option: '--threads', value: (o) => String(o.threads), touches: () => true },
-  // Children sharing the cores take longer. Runs written before --jobs ran one at a time.
-  { option: '--jobs', value: (o) => String((o as Partial<RunOptions>).jobs ?? 1), touches: () => true },
+  // Children sharing the cores take longer.
+  { option: '--jobs', value: (o) => String(o.jobs), touches: () => true },
   ...LIMIT_KINDS.map((kind) => ({
     option: LIMIT_OPTIONS[kind],
     value: (o: RunOptions) => {

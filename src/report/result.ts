@@ -213,8 +213,13 @@ export function readResults(file: string): RunResults {
     else throw new Error(`${file}:${index + 1}: unknown kind ${JSON.stringify(value.kind)}`);
   });
   if (!header) throw new Error(`${file}: no run header line; is this a \`clip-mem run --json\` file?`);
-  // With --jobs above 1 the lines are in the order the scenarios ended: read back in the order asked for.
-  const asked = (header as RunHeader).options?.scenarios;
-  if (Array.isArray(asked)) scenarios.sort((a, b) => asked.indexOf(a.name) - asked.indexOf(b.name));
+  const options = (header as RunHeader).options as Partial<RunHeader['options']> | undefined;
+  if (options && typeof options === 'object') {
+    // Runs written before --jobs ran one at a time.
+    options.jobs ??= 1;
+    // With --jobs above 1 the lines are in the order the scenarios ended: read back in the order asked for.
+    const asked = options.scenarios;
+    if (Array.isArray(asked)) scenarios.sort((a, b) => asked.indexOf(a.name) - asked.indexOf(b.name));
+  }
   return { header, scenarios, end };
 }

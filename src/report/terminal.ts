@@ -82,9 +82,7 @@ export function scenarioLines(result: ScenarioResult): string[] {
  */
 export function describeRunSettings(o: RunOptions): string {
   const batch = `batch ${o.batch}` + (o.scenarios.includes('large-batch') ? `, large batch ${o.largeBatch}` : '');
-  // Runs written before --jobs have none: they ran one at a time.
-  const atOnce = (o as Partial<RunOptions>).jobs ?? 1;
-  const jobs = atOnce > 1 && o.scenarios.length > 1 ? `, ${atOnce} scenarios at once` : '';
+  const jobs = o.jobs > 1 && o.scenarios.length > 1 ? `, ${o.jobs} scenarios at once` : '';
   return `${o.dtype}, ${batch}, backend ${o.backend}, ${o.threads} thread(s)${jobs}`;
 }
 
