@@ -188,12 +188,13 @@ async function estimate(args: EstimateArgs): Promise<void> {
           `the terms miss ${signedBytes(meanMiss(c, 'rss'))} of RSS and ${signedBytes(meanMiss(c, 'vmSize'))} of VmSize (the constant the estimate adds)  [${points}]\n`,
       );
     }
-    const sgdCalibrated = loadRuntimeRecord(args.threads).calibrations.some(
+    const stored = loadRuntimeRecord(args.threads);
+    const sgdCalibrated = stored.calibrations.some(
       (c) => c.model === config.name && c.dtype === args.dtype && c.phase === 'train' && c.optimizer === 'sgd',
     );
     if (calibrations.some((c) => c.phase === 'train') && !sgdCalibrated)
       process.stdout.write(`train (sgd): ${SGD_UNCALIBRATED}\n`);
-    process.stdout.write(`stored in ${storeFile()} for ${loadRuntimeRecord(args.threads).key}\n`);
+    process.stdout.write(`stored in ${storeFile()} for ${stored.key}\n`);
     return;
   }
   const record = await ensureBaseline(args.threads, quiet, args['refresh-baseline']);
