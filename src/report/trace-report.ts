@@ -273,36 +273,37 @@ export function traceFix(
     const reading = failure ? (as ? failure.vmSize : failure.vmData) : undefined;
     const held = reading !== undefined && reading !== null && reading >= 0 ? reading : null;
     const ulimit = as ? '`ulimit -v`' : '`ulimit -d`';
+    // What it held + what it was refused, and the least the limit must allow for it.
+    const need = failure && held !== null ? held + failure.size : null;
+    const arithmetic =
+      need !== null
+        ? `${as ? 'VmSize' : 'VmData'} ${formatBytes(held!)} + ${formatBytes(failure!.size)} requested`
+        : '';
+    const atLeast = need !== null ? `at least ${Math.ceil(need / 1024)} KiB` : '';
     // A process the command started ran under a lower limit than the command: the command lowered it.
     const lowered = inStarted?.process.limits[kind];
     const outside = commandLimits[kind];
     if (inStarted && lowered !== undefined && (outside === undefined || lowered < outside)) {
       const who = `pid ${inStarted.process.pid} (${inStarted.process.exe})`;
-      const need = held !== null ? held + inStarted.failure.size : null;
       return {
         needAtLeast: need,
         text:
           `the command lowers ${ulimit} itself: ${who} ran under ${formatBytes(lowered)}, the command under ` +
           `${outside === undefined ? 'none' : formatBytes(outside)}; raise it where the command sets it` +
-          (need !== null
-            ? `, to at least ${Math.ceil(need / 1024)} KiB (${formatBytes(need)}: ${as ? 'VmSize' : 'VmData'} ${formatBytes(held!)} + ${formatBytes(inStarted.failure.size)} requested); later steps may need more`
-            : ''),
+          (need !== null ? `, to ${atLeast} (${formatBytes(need)}: ${arithmetic}); later steps may need more` : ''),
         command: null,
       };
     }
-    if (!failure || held === null) {
+    if (need === null) {
       return {
         needAtLeast: null,
         text: `${ulimit} must allow more; how much is not known (no reading at the failure)`,
         command: fit(kind),
       };
     }
-    const need = held + failure.size;
     return {
       needAtLeast: need,
-      text:
-        `${as ? 'VmSize' : 'VmData'} ${formatBytes(held)} + ${formatBytes(failure.size)} requested: ${ulimit} needs at least ` +
-        `${Math.ceil(need / 1024)} KiB (${formatBytes(need)}); later steps may need more`,
+      text: `${arithmetic}: ${ulimit} needs ${atLeast} (${formatBytes(need)}); later steps may need more`,
       command: fit(kind),
     };
   }
