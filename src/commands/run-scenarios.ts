@@ -253,8 +253,8 @@ function lastLines(text: string): string | null {
 
 /**
  * Runs the scenarios one after another, or `options.jobs` at a time with the longest first (catalog
- * `typicalSeconds`); a failing one never stops the rest. Each result is appended to the JSON lines as its child ends; the results come back
- * in the order asked for.
+ * `typicalSeconds`); a failing one never stops the rest. Each result is appended to the JSON lines as
+ * its child ends; the results come back in the order asked for.
  */
 export async function runScenarios(request: RunRequest): Promise<RunResults> {
   const header: RunHeader = {

@@ -94,8 +94,9 @@ export interface BatchRange {
  * largest passing batch and the one above it are known (the range's ends count as known). `expected`:
  * where the largest passing batch likely is (a prediction, or the batches between a band's two edges).
  * While the boundary can still be there, the search runs the batch above that range, then bisects the
- * range (2 runs when it is one batch and right); it bisects the whole of what is left otherwise; each try stays where either outcome leaves no more candidates than
- * the remaining runs can halve down, so it never takes more than maxSearchRuns(maxBatch).
+ * range (2 runs when it is one batch and right); it bisects the whole of what is left otherwise. Each
+ * try stays where either outcome leaves no more candidates than the remaining runs can halve down, so it
+ * never takes more than maxSearchRuns(maxBatch).
  */
 export function* searchBoundary(maxBatch: number, expected?: BatchRange): Generator<number, Boundary, boolean> {
   let passed = 0;
