@@ -7,6 +7,7 @@ import {
   parseCgroupMounts,
   parseProcCgroup,
   readCgroups,
+  readTaskCgroup,
 } from '../src/probe/cgroup';
 import { probeJson, runProbe } from '../src/probe/probe';
 import { schemaErrors } from './helpers/schema';
@@ -146,4 +147,20 @@ test('--jobs above 1 is refused under a cgroup limit, ours or inherited, and all
   );
   t.is(jobsRefusal({ as: 2 ** 32 }, null), null);
   t.is(defaultJobs({ mem: 2 ** 30 }), 1);
+});
+
+test("v2 pids: the smallest pids.max on the chain, where it is set, and each group's count of refusals", (t) => {
+  const group = readTaskCgroup(sample('cgroup-v2'));
+  const top = path.join(fixtures, 'cgroup-v2', 'sys', 'fs', 'cgroup');
+  t.like(group, { path: '/slurm/job_42/step_0', limit: 64, limitedAt: '/slurm/job_42' });
+  t.deepEqual(
+    [...group!.refusals],
+    [
+      [path.join(top, 'slurm', 'job_42', 'step_0'), 0],
+      [path.join(top, 'slurm', 'job_42'), 3],
+      [path.join(top, 'slurm'), 3],
+    ],
+  );
+  // The v1 container sample has no pids hierarchy mounted: nothing to read.
+  t.is(readTaskCgroup(sample('cgroup-v1-container')), null);
 });

@@ -251,3 +251,76 @@ test("V8's heap-out-of-memory abort after a refusal a limit explains: the limit 
   const unexplained = failure({ fn: 'malloc', size: 64, errno: 12, memTotal: 24 * GiB });
   t.is(diagnose(run({ failures: [unexplained], output: 'JavaScript heap out of memory' })).cause, 'js-heap');
 });
+
+// The figures of a real refused fork: a 7 GiB parent under vm.overcommit_memory=2 on this machine.
+const refusedFork = failure({
+  fn: 'fork',
+  size: 7524544512,
+  vmSize: 7532175360,
+  vmData: 7524409344,
+  overcommitMemory: 2,
+  committedAs: 7643697152,
+  commitLimit: 12638015488,
+  memTotal: 25276035072,
+});
+
+test('a fork the commit limit refused: commit-limit, with what the child must commit', (t) => {
+  const d = diagnose(run({ failures: [refusedFork] }));
+  t.is(d.cause, 'commit-limit');
+  t.deepEqual(d.evidence, [
+    'Committed_AS 7.12 GiB + 7.01 GiB > CommitLimit 11.77 GiB (vm.overcommit_memory=2): fork of a process with 7.01 GiB of private writable memory (VmData + VmStk) cannot be committed',
+    "the child shares the parent's pages until either writes them, but the kernel commits the whole copy at the fork: a large parent cannot start workers under this limit however little they use",
+  ]);
+});
+
+test('a fork is never refused by RLIMIT_AS, RLIMIT_DATA or the map count; its EAGAIN is a task limit', (t) => {
+  const limits = { as: 7 * GiB, data: 7 * GiB };
+  const underLimits = failure({ ...refusedFork, overcommitMemory: 0, mapCount: 65530 });
+  t.is(explainFailure(underLimits, limits), undefined);
+  const d = diagnose(run({ limits, failures: [underLimits] }));
+  t.is(d.cause, 'unknown');
+  t.true(d.evidence.some((line) => line.startsWith('fork also fails with ENOMEM when the kernel cannot allocate')));
+  const eagain = explainFailure(failure({ ...refusedFork, errno: 11 }), limits);
+  t.deepEqual(eagain, {
+    cause: 'not-memory',
+    evidence: [
+      'fork of a process with 7.01 GiB of private writable memory (VmData + VmStk) failed with EAGAIN, which is not a memory shortage',
+      "fork's EAGAIN is a limit on processes and threads (RLIMIT_NPROC, the pids cgroup's pids.max, kernel.threads-max)",
+    ],
+  });
+});
+
+test('a refusal for lack of memory that no limit explains: unknown, never not-memory, and what is missing', (t) => {
+  const hugePages = failure({ fn: 'mmap', size: 2 * MiB, prot: 3, flags: 0x40022, fd: -1, vmSize: 19 * MiB });
+  const d = diagnose(run({ failures: [hugePages] }));
+  t.is(d.cause, 'unknown');
+  t.deepEqual(d.evidence.slice(0, 3), [
+    'exited with code 1; why is not known: an allocation was refused as if memory ran out, and no limit clip-mem reads explains it',
+    'mmap of an anonymous mapping, 2097152 bytes (2.0 MiB) failed with ENOMEM',
+    "MAP_HUGETLB takes its pages from the kernel's huge page pool (vm.nr_hugepages; HugePages_Free in /proc/meminfo), which free ordinary memory does not refill: an empty or exhausted pool refuses with ENOMEM",
+  ]);
+  t.regex(d.evidence[3]!, /^missing: what refused it: /);
+  // A refusal of another kind beside it does not make the ending "not memory".
+  const denied = failure({ fn: 'mprotect', size: 4096, errno: 13, prot: 7, flags: 0x02, fd: -1 });
+  t.is(diagnose(run({ failures: [denied, hugePages] })).cause, 'unknown');
+  // Survived: the ending is not in question. Killed by a SIGKILL no OOM killer counted: not memory.
+  t.is(diagnose(run({ exit: { code: 0, signal: null }, failures: [hugePages] })).cause, 'none');
+  t.is(diagnose(run({ exit: { code: null, signal: 'SIGKILL' }, failures: [hugePages] })).cause, 'not-memory');
+  // glibc's EAGAIN for a thread: its stack, or a task limit.
+  const thread = failure({ fn: 'pthread_create', size: 8 * MiB, errno: 11, vmSize: 1.2 * GiB });
+  const threadDiagnosis = diagnose(run({ failures: [thread] }));
+  t.is(threadDiagnosis.cause, 'unknown');
+  t.regex(threadDiagnosis.evidence[2]!, /^glibc's pthread_create says EAGAIN both when the thread's stack/);
+});
+
+test('a process the command started had a refusal no limit explains: unknown for the command too', (t) => {
+  const hugePages = failure({ fn: 'mmap', size: 2 * MiB, prot: 3, flags: 0x40022, fd: -1 });
+  const d = diagnose(
+    run({ descendantFailures: [{ pid: 12, exe: '/usr/bin/worker', exitCode: 1, limits: {}, failures: [hugePages] }] }),
+  );
+  t.is(d.cause, 'unknown');
+  t.is(
+    d.evidence[1],
+    'pid 12 (/usr/bin/worker): mmap of an anonymous mapping, 2097152 bytes (2.0 MiB) failed with ENOMEM',
+  );
+});

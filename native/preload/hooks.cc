@@ -10,6 +10,7 @@
 #include "preload/heap_profile.h"
 #include "preload/inject.h"
 #include "preload/mappings.h"
+#include "preload/proc.h"
 #include "preload/tracker.h"
 
 #ifndef MREMAP_DONTUNMAP  // Linux 5.7; older glibc headers lack the name
@@ -457,6 +458,35 @@ int pthread_create_hook(pthread_t* thread, const pthread_attr_t* attr, void* (*s
     record_failure(args);
   }
   return error;
+}
+
+namespace {
+// What fork asks the kernel to commit again for the child (vm.overcommit_memory=2 refuses it past the
+// commit limit): the private writable memory, VmData, and the stack, VmStk. Read before the call.
+uint64_t private_writable_bytes() {
+  char text[4096];
+  if (read_small_file("/proc/self/status", text, sizeof text) <= 0) return 0;
+  int64_t data = field_kib(text, "VmData:"), stack = field_kib(text, "VmStk:");
+  return uint64_t((data > 0 ? data : 0) + (stack > 0 ? stack : 0));
+}
+}  // namespace
+
+// A refused fork is Python's "OSError: [Errno 12] Cannot allocate memory" when a DataLoader or a pool
+// starts its workers: the failure names what the child needed, so the commit limit can be checked.
+pid_t fork_hook() {
+  ensure_resolved();
+  if (!tracking()) return real.fork();
+  FailureArgs args{CLIPMEM_FN_FORK};
+  args.size = private_writable_bytes();
+  if (UNLIKELY(injected(CLIPMEM_FN_FORK, args))) return errno = ENOMEM, -1;
+  pid_t pid = real.fork();
+  if (pid == 0) return 0;  // the child, whose own record began inside the call (lifecycle.cc)
+  count_call(CLIPMEM_FN_FORK);
+  if (pid < 0) {
+    args.error = errno;
+    record_failure(args);
+  }
+  return pid;
 }
 
 }  // namespace clipmem

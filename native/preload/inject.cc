@@ -63,7 +63,7 @@ void parse_injections(const char* spec) {
       snprintf(rule, sizeof rule, "%.*s", int(length), spec);
       say(CLIPMEM_ENV_FAIL ": cannot read rule \"", rule,
           "\"; write fn:nth=N (N >= 1) or fn:above=BYTES with fn one of malloc, calloc, realloc, ..., mmap, mremap, "
-          "pthread_create, mprotect");
+          "pthread_create, mprotect, fork");
     } else {
       injections[fn].active = true;
       if (nth)

@@ -40,5 +40,6 @@
   X(EXPLICIT, mremap,         MREMAP,         void*, (void* old_address, size_t old_size, size_t new_size, int flags, ...), ()) \
   X(FORWARD,  pthread_create, PTHREAD_CREATE, int,   (pthread_t* thread, const pthread_attr_t* attr, void* (*start)(void*), void* arg), \
                                                                                 (thread, attr, start, arg)) \
-  X(FORWARD,  mprotect,       MPROTECT,       int,   (void* addr, size_t length, int prot),    (addr, length, prot))
+  X(FORWARD,  mprotect,       MPROTECT,       int,   (void* addr, size_t length, int prot),    (addr, length, prot)) \
+  X(FORWARD,  fork,           FORK,           pid_t, (void),                                   ())
 // clang-format on

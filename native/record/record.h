@@ -19,7 +19,7 @@
 // in each sample), the Python stack of a failure, and the sampled live-heap profile; 5: the first two in
 // one layout; 6: all three; 7: exit_code, heap sites claimed in order; 8: the fast path's countdowns in
 // the thread slot (grow_left for grow_limit, shrink_left)
-#define CLIPMEM_RECORD_VERSION 9u
+#define CLIPMEM_RECORD_VERSION 10u
 
 // Environment handed from the launcher to the tracked process.
 #define CLIPMEM_ENV_RECORD_DIR "CLIPMEM_RECORD_DIR"  // private directory (0700) where each process writes <pid>.<n>.rec
@@ -353,8 +353,9 @@ typedef struct ClipmemRecordHeader {
 #define CLIPMEM_OFFSET(type, field, offset) CLIPMEM_LAYOUT(offsetof(type, field) == (offset))
 
 // The call table: adding a hooked function changes the slot (and the version), never an existing index.
-CLIPMEM_LAYOUT(CLIPMEM_FN_COUNT == 16);
-CLIPMEM_LAYOUT(CLIPMEM_FN_MALLOC == 0 && CLIPMEM_FN_FREE == 4 && CLIPMEM_FN_MMAP == 10 && CLIPMEM_FN_MPROTECT == 15);
+CLIPMEM_LAYOUT(CLIPMEM_FN_COUNT == 17);
+CLIPMEM_LAYOUT(CLIPMEM_FN_MALLOC == 0 && CLIPMEM_FN_FREE == 4 && CLIPMEM_FN_MMAP == 10 && CLIPMEM_FN_MPROTECT == 15 &&
+               CLIPMEM_FN_FORK == 16);
 // Each thread slot fills whole 64-byte cache lines: threads writing neighbouring slots never share one.
 CLIPMEM_LAYOUT(sizeof(ClipmemThreadSlot) % 64 == 0);
 // Fixed-width fields only: a 64-bit reader reads any 64-bit writer.
@@ -373,9 +374,9 @@ CLIPMEM_OFFSET(ClipmemThreadSlot, heap_delta, 8);
 CLIPMEM_OFFSET(ClipmemThreadSlot, grow_left, 16);
 CLIPMEM_OFFSET(ClipmemThreadSlot, request, 24);
 CLIPMEM_OFFSET(ClipmemThreadSlot, calls, 32);
-CLIPMEM_OFFSET(ClipmemThreadSlot, histogram, 160);
-CLIPMEM_OFFSET(ClipmemThreadSlot, sample_left, 544);
-CLIPMEM_OFFSET(ClipmemThreadSlot, shrink_left, 552);
+CLIPMEM_OFFSET(ClipmemThreadSlot, histogram, 168);
+CLIPMEM_OFFSET(ClipmemThreadSlot, sample_left, 552);
+CLIPMEM_OFFSET(ClipmemThreadSlot, shrink_left, 560);
 // ClipmemFailure
 CLIPMEM_LAYOUT(sizeof(ClipmemFailure) == 7608);
 CLIPMEM_LAYOUT(CLIPMEM_ALIGNOF(ClipmemFailure) == 8);

@@ -23,7 +23,10 @@
  *                                      shrunk in place there, a piece of the tail copied with MREMAP_DONTUNMAP; all
  *                                      unmapped (over the holes left); a phase after each
  *   alloc_program commit BYTES         reserves BYTES (rounded up to pages) PROT_NONE, then makes exactly BYTES
- *                                      of it read-write with mprotect (how V8 and glibc arenas commit memory) */
+ *                                      of it read-write with mprotect (how V8 and glibc arenas commit memory)
+ *   alloc_program fork BYTES           maps BYTES private read-write (untouched), prints what a fork must commit
+ *                                      (VmData + VmStk, as "fork commits N"), forks a child that exits at once
+ *   alloc_program hugetlb              maps 2 MiB with MAP_HUGETLB (refused with ENOMEM when no huge page is free) */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
@@ -50,6 +53,17 @@ static void phase(const char* label) {
 static void* idle(void* arg) { return arg; }
 
 static void report(const char* what, int ok) { printf("%s %s\n", what, ok ? "ok" : "failed"); }
+
+/* A "Key:   N kB" line of /proc/self/status, in KiB (0 when absent). */
+static unsigned long long status_kib(const char* key) {
+  char text[4096];
+  FILE* file = fopen("/proc/self/status", "r");
+  size_t n = file ? fread(text, 1, sizeof text - 1, file) : 0;
+  if (file) fclose(file);
+  text[n] = 0;
+  const char* line = strstr(text, key);
+  return line ? strtoull(line + strlen(key), NULL, 10) : 0;
+}
 
 /* One call of each tracked function, sized `base + k` so every failure is recognizable. */
 static void each_function(size_t base) {
@@ -306,12 +320,30 @@ int main(int argc, char** argv) {
     int ok = mprotect(reservation, bytes, PROT_READ | PROT_WRITE) == 0;
     report("mprotect", ok);
     return ok ? 0 : 1;
+  } else if (argc > 1 && strcmp(argv[1], "hugetlb") == 0) {
+    int ok =
+        mmap(NULL, 2 << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0) != MAP_FAILED;
+    report("mmap", ok);
+    return ok ? 0 : 1;
+  } else if (argc > 2 && strcmp(argv[1], "fork") == 0) {
+    size_t bytes = strtoull(argv[2], NULL, 10);
+    if (mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) == MAP_FAILED)
+      return report("mmap", 0), 1;
+    printf("fork commits %llu\n", (unsigned long long)status_kib("VmData:") * 1024 + status_kib("VmStk:") * 1024);
+    fflush(stdout);
+    pid_t child = fork();
+    if (child == 0) _exit(0);
+    int status = 0;
+    int ok = child > 0 && waitpid(child, &status, 0) == child;
+    if (!ok) perror("fork");
+    report("fork", ok);
+    return ok ? 0 : 1;
   } else if (argc > 3 && strcmp(argv[1], "stress") == 0) {
     return stress(atoi(argv[2]), atol(argv[3]));
   } else {
     fprintf(stderr,
             "usage: alloc_program probes|small|calloc-overflow|mapfile PATH BYTES|stress THREADS PAIRS|peak|loop "
-            "PAIRS [THREADS]|threads COUNT|errno|dontunmap|unmap-parts|remap-parts|commit BYTES\n");
+            "PAIRS [THREADS]|threads COUNT|errno|dontunmap|unmap-parts|remap-parts|commit BYTES|fork BYTES|hugetlb\n");
     return 2;
   }
   return 0;

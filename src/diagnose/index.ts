@@ -95,6 +95,8 @@ export interface DiagnosisInput {
   };
   /** Kernel OOM kills on the host during the run (/proc/vmstat oom_kill difference). */
   hostOomKills?: number | null;
+  /** The pids cgroup the run was in: its limit on tasks, where set, and the new tasks it refused during the run. */
+  tasks?: TaskLimitFacts | null;
   /** The tail of the process's stderr (and stdout): runtimes say some things only there. */
   output?: string;
   /** Peak bytes of file-backed mappings, when tracked. */
@@ -150,6 +152,22 @@ export interface DiagnosisInput {
   heldBy?: { moment: string; holders: { bytes: number; site: string }[] };
 }
 
+/** A pids cgroup's limit on processes and threads, and how many new ones it refused during the run (pids.events). */
+export interface TaskLimitFacts {
+  cgroup: string;
+  limit: number | null;
+  limitedAt: string | null;
+  refused: number;
+}
+
+/** "the pids cgroup /x refused 2 new task(s) during the run (pids.events), at its limit of 40 (pids.max)". */
+function taskRefusals(tasks: TaskLimitFacts | null | undefined): string | undefined {
+  if (!tasks || tasks.refused <= 0) return undefined;
+  const where = tasks.limitedAt !== null && tasks.limitedAt !== tasks.cgroup ? ` of ${tasks.limitedAt}` : '';
+  const limit = tasks.limit !== null ? `, at the limit of ${tasks.limit} tasks (pids.max${where})` : '';
+  return `the pids cgroup ${tasks.cgroup} refused ${tasks.refused} new process(es) or thread(s) during the run (pids.events)${limit}`;
+}
+
 const PROT_WRITE = 2;
 const MAP_SHARED = 1;
 const MAP_GROWSDOWN = 0x100;
@@ -179,6 +197,8 @@ function protName(prot: number | undefined): string {
 function describeRequest(f: FailureFacts): string {
   const bytes = `${f.size} bytes (${formatBytes(f.size)})`;
   if (f.fn === 'pthread_create') return `pthread_create of a thread with a ${formatBytes(f.size)} stack`;
+  if (f.fn === 'fork')
+    return `fork of a process with ${formatBytes(f.size)} of private writable memory (VmData + VmStk)`;
   if (f.fn === 'mprotect') {
     const what = f.fdPath ? `a mapping of ${f.fdPath}` : 'anonymous memory';
     return `mprotect making ${bytes} of ${what} ${protName(f.prot)}`;
@@ -204,6 +224,46 @@ function countsAsData(f: FailureFacts): boolean {
   return (prot & PROT_WRITE) !== 0 && (flags & MAP_SHARED) === 0 && (flags & MAP_GROWSDOWN) === 0;
 }
 
+const MAP_HUGETLB = 0x40000;
+
+/** A refusal that reads as memory running out: ENOMEM, or pthread_create's EAGAIN (glibc's word for a stack it could not map). */
+function refusedAsMemory(f: FailureFacts): boolean {
+  return f.errno === ENOMEM || (f.fn === 'pthread_create' && f.errno === EAGAIN);
+}
+
+/** Refusals that read as memory running out and that no limit clip-mem reads explains, with where they happened. */
+function unexplainedRefusals(input: DiagnosisInput): { who: string; failure: FailureFacts }[] {
+  const explained = (failure: FailureFacts, limits: Limits) =>
+    explainFailure(failure, limits, undefined, input.tasks) !== undefined;
+  const own = input.failures.map((failure) => ({ who: '', limits: input.limits, failure }));
+  const started = (input.descendantFailures ?? []).flatMap((p) =>
+    p.failures.map((failure) => ({ who: `pid ${p.pid} (${p.exe}): `, limits: p.limits, failure })),
+  );
+  return [...own, ...started]
+    .filter(({ failure, limits }) => !failure.injected && refusedAsMemory(failure) && !explained(failure, limits))
+    .map(({ who, failure }) => ({ who, failure }));
+}
+
+/** What else can refuse such a request, for the evidence of an unexplained refusal. */
+function otherRefusers(f: FailureFacts): string {
+  if ((f.fn === 'mmap' || f.fn === 'mmap64') && ((f.flags ?? 0) & MAP_HUGETLB) !== 0)
+    return (
+      "MAP_HUGETLB takes its pages from the kernel's huge page pool (vm.nr_hugepages; HugePages_Free in " +
+      '/proc/meminfo), which free ordinary memory does not refill: an empty or exhausted pool refuses with ENOMEM'
+    );
+  if (f.fn === 'pthread_create')
+    return (
+      "glibc's pthread_create says EAGAIN both when the thread's stack cannot be mapped and when the kernel " +
+      "refuses a new task (RLIMIT_NPROC, the pids cgroup's pids.max, kernel.threads-max)"
+    );
+  if (f.fn === 'fork')
+    return (
+      'fork also fails with ENOMEM when the kernel cannot allocate the child (its page tables, under a cgroup ' +
+      "that limits kernel memory) or when the PID namespace's first process has exited"
+    );
+  return 'a hugetlb or kernel-memory cgroup limit, the huge page pool or a locked-memory limit can also refuse it';
+}
+
 /** The last line of a Python traceback for a failed allocation ("MemoryError", or with a message). */
 const PYTHON_MEMORY_ERROR = /^MemoryError\b/m;
 
@@ -216,11 +276,11 @@ export interface StartedProcessRefusal {
 
 /** The first refusal a limit explains among the processes the command started, in the order they started. */
 export function startedProcessRefusal(
-  input: Pick<DiagnosisInput, 'descendantFailures' | 'output'>,
+  input: Pick<DiagnosisInput, 'descendantFailures' | 'output' | 'tasks'>,
 ): StartedProcessRefusal | undefined {
   for (const process of input.descendantFailures ?? []) {
     for (const failure of process.failures) {
-      const explained = explainFailure(failure, process.limits, input.output);
+      const explained = explainFailure(failure, process.limits, input.output, input.tasks);
       if (explained && explained.cause !== 'not-memory') return { process, failure, explained };
     }
   }
@@ -273,7 +333,12 @@ function startedProcessFailure(input: DiagnosisInput): Diagnosis | undefined {
  * The cause of one failed allocation and the arithmetic that shows it; undefined if nothing explains it.
  * `output`: the program's output, where a framework's own out-of-memory message is evidence for a GPU failure.
  */
-export function explainFailure(f: FailureFacts, limits: Limits, output?: string): Diagnosis | undefined {
+export function explainFailure(
+  f: FailureFacts,
+  limits: Limits,
+  output?: string,
+  tasks?: TaskLimitFacts | null,
+): Diagnosis | undefined {
   if (f.injected) return undefined;
   if (f.gpu) return explainGpuFailure({ fn: f.fn, size: f.size, gpu: f.gpu }, output);
   const request = describeRequest(f);
@@ -287,12 +352,18 @@ export function explainFailure(f: FailureFacts, limits: Limits, output?: string)
       ],
     };
   }
-  if (f.errno !== ENOMEM && !(f.fn === 'pthread_create' && f.errno === EAGAIN)) {
-    return {
-      cause: 'not-memory',
-      evidence: [`${request} failed with ${errnoName(f.errno)}, which is not a memory shortage`],
-    };
+  if (!refusedAsMemory(f)) {
+    const evidence = [`${request} failed with ${errnoName(f.errno)}, which is not a memory shortage`];
+    if (f.fn === 'fork' && f.errno === EAGAIN)
+      evidence.push(
+        taskRefusals(tasks) ??
+          "fork's EAGAIN is a limit on processes and threads (RLIMIT_NPROC, the pids cgroup's pids.max, kernel.threads-max)",
+      );
+    return { cause: 'not-memory', evidence };
   }
+  // fork maps nothing new in the parent: only the commit limit judges it (the child's copy of the private
+  // writable memory is committed in full), never RLIMIT_AS, RLIMIT_DATA or the map count.
+  if (f.fn === 'fork') return commitRefusal(f, request);
   const readOnlyFile =
     (f.fn === 'mmap' || f.fn === 'mmap64') && f.fd !== undefined && f.fd >= 0 && ((f.prot ?? 0) & PROT_WRITE) === 0;
   // mprotect maps nothing new: RLIMIT_AS never refuses it (the kernel checks it for mmap, mremap, brk).
@@ -335,18 +406,13 @@ export function explainFailure(f: FailureFacts, limits: Limits, output?: string)
       evidence: [`${f.mapCount} mappings = vm.max_map_count ${f.maxMapCount}: ${request} needs one more mapping`],
     };
   }
-  if (
-    f.overcommitMemory === 2 &&
-    known(f.committedAs) &&
-    known(f.commitLimit) &&
-    f.committedAs + f.size > f.commitLimit
-  ) {
+  const committed = commitRefusal(f, request);
+  if (committed) return committed;
+  const refusedTasks = f.fn === 'pthread_create' ? taskRefusals(tasks) : undefined;
+  if (refusedTasks) {
     return {
-      cause: 'commit-limit',
-      evidence: [
-        `Committed_AS ${formatBytes(f.committedAs)} + ${formatBytes(f.size)} > CommitLimit ${formatBytes(f.commitLimit)} ` +
-          `(vm.overcommit_memory=2): ${request} cannot be committed`,
-      ],
+      cause: 'not-memory',
+      evidence: [`${request} failed with EAGAIN: ${refusedTasks}; a limit on processes and threads, not memory`],
     };
   }
   if (f.overcommitMemory === 0 && known(f.memTotal) && f.size > f.memTotal) {
@@ -359,6 +425,22 @@ export function explainFailure(f: FailureFacts, limits: Limits, output?: string)
     };
   }
   return undefined;
+}
+
+/** Under vm.overcommit_memory=2, a request past what the commit limit leaves. */
+function commitRefusal(f: FailureFacts, request: string): Diagnosis | undefined {
+  if (f.overcommitMemory !== 2 || !known(f.committedAs) || !known(f.commitLimit)) return undefined;
+  if (f.committedAs + f.size <= f.commitLimit) return undefined;
+  const evidence = [
+    `Committed_AS ${formatBytes(f.committedAs)} + ${formatBytes(f.size)} > CommitLimit ${formatBytes(f.commitLimit)} ` +
+      `(vm.overcommit_memory=2): ${request} cannot be committed`,
+  ];
+  if (f.fn === 'fork')
+    evidence.push(
+      "the child shares the parent's pages until either writes them, but the kernel commits the whole copy at " +
+        'the fork: a large parent cannot start workers under this limit however little they use',
+    );
+  return { cause: 'commit-limit', evidence };
 }
 
 /** ld.so's "failed to map segment" under a limit: which library, and why the limit counts it. */
@@ -707,7 +789,7 @@ function diagnoseEnding(input: DiagnosisInput): Diagnosis {
   // The first failure a memory limit explains; a refusal for another reason (an mprotect EACCES, an mmap
   // EEXIST of MAP_FIXED_NOREPLACE) is the cause only when no failure was for lack of memory.
   const explanations = real
-    .map((failure) => explainFailure(failure, limits, input.output))
+    .map((failure) => explainFailure(failure, limits, input.output, input.tasks))
     .filter((e): e is Diagnosis => e !== undefined);
   const explained = explanations.find((e) => e.cause !== 'not-memory') ?? explanations[0];
   if (found?.cause === 'gpu-memory' && explained?.cause !== 'gpu-memory') {
@@ -742,6 +824,25 @@ function diagnoseEnding(input: DiagnosisInput): Diagnosis {
     }
   }
   const recovered = survived && real.length > 0 ? `recovered: ${real.length} allocation(s) failed, exit 0` : undefined;
+  // A refusal no limit explains leaves the cause open: "not memory" would speak for a refusal of memory.
+  const unexplained = survived || killed ? [] : unexplainedRefusals(input);
+  if (unexplained.length && (!found || found.cause === 'not-memory')) {
+    return {
+      cause: 'unknown',
+      evidence: [
+        `${endingOf(exit)}; why is not known: an allocation was refused as if memory ran out, and no limit clip-mem reads explains it`,
+        ...unexplained.map(
+          ({ who, failure }) => `${who}${describeRequest(failure)} failed with ${errnoName(failure.errno)}`,
+        ),
+        ...new Set(unexplained.map(({ failure }) => otherRefusers(failure))),
+        ...(found ? found.evidence : []),
+        'missing: what refused it: at each failure clip-mem reads RLIMIT_AS, RLIMIT_DATA, vm.max_map_count and the ' +
+          "commit limit, and none was reached; what else refuses memory shows in the kernel's own accounting " +
+          '(/proc/meminfo, the cgroup files) at that moment',
+        ...meanwhile,
+      ],
+    };
+  }
   if (found) {
     if (recovered) found.evidence.push(recovered);
     else if (real.length > 1) found.evidence.push(`${real.length} allocations failed in all`);

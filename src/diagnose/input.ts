@@ -38,6 +38,7 @@ export function diagnosisInput(
       peak: run.cgroup.peak,
     },
     hostOomKills: run.hostOomKills,
+    tasks: run.tasks,
     slurm: run.slurm,
     output: reportedError ? `${output}\n${reportedError}` : output,
     filePeak: record?.counters.filePeak,

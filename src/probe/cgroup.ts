@@ -297,3 +297,51 @@ export function inheritedMemoryLimit(sources: CgroupSources = {}): number | null
   const limit = readCgroups(sources).tightest?.limit;
   return limit === undefined || isUnknown(limit) || limit === 'unlimited' ? null : limit;
 }
+
+/**
+ * This process's pids cgroup (v1's pids hierarchy, or v2 with the pids controller): the most tasks it and
+ * its ancestors allow, and each group's count of forks and thread starts its limit refused so far.
+ */
+export interface TaskCgroup {
+  /** The group's path inside its hierarchy. */
+  path: string;
+  /** The smallest pids.max from the group up to the top of the mount; null when none is set. */
+  limit: number | null;
+  /** The group that sets it. */
+  limitedAt: string | null;
+  /** "max" of pids.events per group directory, the group first: it counts refusals since the group began. */
+  refusals: Map<string, number>;
+}
+
+/** The pids cgroup this process is in, or null where no pids controller shows it. */
+export function readTaskCgroup(sources: CgroupSources = {}): TaskCgroup | null {
+  const root = sources.root ?? '';
+  const procText = readText(sources.procSelfCgroup ?? '/proc/self/cgroup');
+  const mountText = readText(sources.mountinfo ?? '/proc/self/mountinfo');
+  if (isUnknown(procText) || isUnknown(mountText)) return null;
+  const entries = parseProcCgroup(procText);
+  const mounts = parseCgroupMounts(mountText);
+  const v1Entry = entries.find((entry) => entry.hierarchyId !== 0 && entry.controllers.includes('pids'));
+  const v1Mount = mounts.find((mount) => mount.version === 1 && mount.superOptions.includes('pids'));
+  const v2Entry = entries.find((entry) => entry.hierarchyId === 0);
+  const v2Mount = mounts.find((mount) => mount.version === 2);
+  const [mount, cgroupPath] =
+    v1Entry && v1Mount ? [v1Mount, v1Entry.path] : v2Entry && v2Mount ? [v2Mount, v2Entry.path] : [];
+  const directory = mount && cgroupPath !== undefined ? cgroupDirectory(mount, cgroupPath, root) : undefined;
+  if (!mount || cgroupPath === undefined || !directory || !fs.existsSync(path.join(directory, 'pids.max'))) return null;
+  const top = path.resolve(root + mount.mountPoint);
+  const group: TaskCgroup = { path: cgroupPath, limit: null, limitedAt: null, refusals: new Map() };
+  let groupPath = cgroupPath;
+  for (let dir = directory; ; dir = path.dirname(dir), groupPath = path.posix.dirname(groupPath)) {
+    const max = readText(path.join(dir, 'pids.max'));
+    const limit = isUnknown(max) ? undefined : parseCount(max);
+    if (limit !== undefined && (group.limit === null || limit < group.limit)) {
+      group.limit = limit;
+      group.limitedAt = groupPath;
+    }
+    const events = readText(path.join(dir, 'pids.events'));
+    if (!isUnknown(events)) group.refusals.set(dir, parseKeyValues(events).get('max') ?? 0);
+    if (path.resolve(dir) === top || dir === path.dirname(dir)) break;
+  }
+  return group;
+}

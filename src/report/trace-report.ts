@@ -250,7 +250,8 @@ function shellWords(words: readonly string[]): string {
 /**
  * The fix for the limit that bound the run: the least it needed (the failed request on top of what the
  * process held) and the `fit` command that finds the real minimum by running it. Only for a limit clip-mem
- * can size: address space, data segment, a cgroup. `started`: the refusal in a process the command started
+ * can size: address space, data segment, a cgroup; and for a fork the commit limit refused, how to start
+ * workers without committing a copy of a large parent. `started`: the refusal in a process the command started
  * when the diagnosis came from it; `commandLimits`: the limits the command itself ran under.
  */
 export function traceFix(
@@ -305,6 +306,19 @@ export function traceFix(
       needAtLeast: need,
       text: `${arithmetic}: ${ulimit} needs ${atLeast} (${formatBytes(need)}); later steps may need more`,
       command: fit(kind),
+    };
+  }
+  const fork = failures.find((f) => !f.injected && f.fn === 'fork' && f.limit?.cause === 'commit-limit');
+  if (diagnosis.cause === 'commit-limit' && fork) {
+    return {
+      needAtLeast: null,
+      text:
+        `the child of a fork is committed a full copy of the parent's ${formatBytes(fork.size)} of private ` +
+        'writable memory: start worker processes from a small process (Python: ' +
+        "multiprocessing.set_start_method('forkserver') or 'spawn'; PyTorch: " +
+        "DataLoader(..., multiprocessing_context='forkserver')), or before the model is loaded; or have the " +
+        'administrator raise vm.overcommit_ratio or add swap',
+      command: null,
     };
   }
   if (diagnosis.cause === 'cgroup-oom-kill' && slurm && !cgroup) return slurmFix(command, slurm, peaks);
@@ -426,7 +440,7 @@ export function buildTraceReport(run: TraceRun, options: TraceReportOptions = {}
       javascript: null,
       sizeOverflow: f.sizeOverflow,
       injected: f.injected,
-      limit: explainFailure(f, limits, input.output),
+      limit: explainFailure(f, limits, input.output, input.tasks),
       vmSize: knownBytes(f.vmSize),
       vmData: knownBytes(f.vmData),
       rss: knownBytes(f.rss),

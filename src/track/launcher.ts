@@ -14,6 +14,7 @@ import { AllocationRecord, finalRecordOf, listRecords, readRecord, recordBytes }
 import { describeError, known } from '../core/field';
 import { inHostPidNamespace, kernelLogCursor, oomKillsSince } from './kernel-log';
 import { pageCacheBytes } from '../probe/proc';
+import { readTaskCgroup, type TaskCgroup } from '../probe/cgroup';
 import { RecordSpace } from './record-space';
 import {
   adoptOrphans,
@@ -112,6 +113,8 @@ export interface TraceRun {
   lastSeen: { rss: number; vmSize: number; atMs: number } | null;
   /** Kernel OOM kills anywhere on the host during the run (/proc/vmstat oom_kill). */
   hostOomKills: number | null;
+  /** The pids cgroup the run was in (null: none shows), and the new tasks its limit refused during the run. */
+  tasks: TaskLimitOutcome | null;
   /**
    * The processes the kernel log (/dev/kmsg) says its OOM killer killed during the run, in the run's cgroup
    * or with a pid of the run; empty when none or when the log could not be read (then kernelLog says why).
@@ -152,6 +155,25 @@ export interface TraceRun {
 }
 
 const tailBytes = 64 * 1024;
+
+/** A pids cgroup's limit on tasks, and how many forks or thread starts it refused during a run. */
+export interface TaskLimitOutcome {
+  cgroup: string;
+  limit: number | null;
+  limitedAt: string | null;
+  refused: number;
+}
+
+/** The refusals counted during the run: the largest increase of any group on the chain (each counts them once). */
+function taskLimitOutcome(before: TaskCgroup | null, after: TaskCgroup | null): TaskLimitOutcome | null {
+  if (!before || !after) return null;
+  let refused = 0;
+  for (const [directory, count] of after.refusals) {
+    const earlier = before.refusals.get(directory);
+    if (earlier !== undefined) refused = Math.max(refused, count - earlier);
+  }
+  return { cgroup: after.path, limit: after.limit, limitedAt: after.limitedAt, refused };
+}
 
 function hostOomKillCount(): number | null {
   try {
@@ -358,6 +380,7 @@ export async function traceCommand(options: TraceOptions): Promise<TraceRun> {
     else delete env.CLIPMEM_FAIL;
     const slurmWatch = watchSlurmJob(env);
     const hostOomBefore = hostOomKillCount();
+    const tasksBefore = readTaskCgroup();
     const kernelBefore = kernelLogCursor();
     const started = Date.now();
     const startNs = process.hrtime.bigint();
@@ -461,6 +484,7 @@ export async function traceCommand(options: TraceOptions): Promise<TraceRun> {
     if (poller) clearInterval(poller);
     const durationMs = Date.now() - started;
     const hostOomAfter = hostOomKillCount();
+    const tasksAfter = readTaskCgroup();
 
     // Before reading them: the reader's own page faults would count.
     const recordsPageCache = recordDir === undefined ? null : recordPageCache(recordDir);
@@ -588,6 +612,7 @@ export async function traceCommand(options: TraceOptions): Promise<TraceRun> {
       ...(slurm ? { slurm } : {}),
       lastSeen: lastSeenOf(watch.processes.get(child.pid!)),
       hostOomKills: hostOomBefore !== null && hostOomAfter !== null ? hostOomAfter - hostOomBefore : null,
+      tasks: taskLimitOutcome(tasksBefore, tasksAfter),
       oomKilled,
       kernelLog: Array.isArray(logged) ? undefined : logged.unreadable,
       endedUnclean,

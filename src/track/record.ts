@@ -25,7 +25,8 @@ export type TrackedFn =
   | 'munmap'
   | 'mremap'
   | 'pthread_create'
-  | 'mprotect';
+  | 'mprotect'
+  | 'fork';
 
 /**
  * A GPU allocation function the tracker interposes (CUDA runtime and driver), as a failure's `fn` names

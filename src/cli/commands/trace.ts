@@ -142,7 +142,7 @@ export const traceCommandModule: CommandModule<object, TraceArgs> = {
       )
       .epilogue(
         "The command runs with LD_PRELOAD set to clip-mem's interposer, which records every malloc, calloc, realloc, " +
-          'posix_memalign, mmap, mremap, pthread_create and mprotect (making reserved pages writable commits them) that fails, ' +
+          'posix_memalign, mmap, mremap, pthread_create, mprotect (making reserved pages writable commits them) and fork that fails, ' +
           'with the exact size, errno, stack and phase, into a ' +
           'file that survives the process being killed. It also samples the allocations (one per 512 KiB on average, ' +
           'CLIPMEM_HEAP_SAMPLE=BYTES to change it, 0 for none) to estimate which call sites hold the live memory. ' +
