@@ -1,6 +1,7 @@
 // The cause vocabulary and its evidence sentences, from facts as a traced run reports them.
 import test from 'ava';
 import { DiagnosisInput, FailureFacts, diagnose, explainFailure } from '../src/diagnose';
+import { traceFix } from '../src/report/trace-report';
 
 const GiB = 2 ** 30;
 const MiB = 2 ** 20;
@@ -323,4 +324,26 @@ test('a process the command started had a refusal no limit explains: unknown for
     d.evidence[1],
     'pid 12 (/usr/bin/worker): mmap of an anonymous mapping, 2097152 bytes (2.0 MiB) failed with ENOMEM',
   );
+});
+
+test("a refused fork's fix: start the workers from a small process, no limit to size", (t) => {
+  const limit = explainFailure(refusedFork, {})!;
+  const forkFailure = {
+    fn: 'fork',
+    size: refusedFork.size,
+    injected: false,
+    limit,
+    vmSize: refusedFork.vmSize!,
+    vmData: refusedFork.vmData!,
+  };
+  const fix = traceFix(['python3', 'train.py'], limit, [forkFailure], undefined);
+  t.deepEqual(fix, {
+    needAtLeast: null,
+    text:
+      "the child of a fork is committed a full copy of the parent's 7.01 GiB of private writable memory: start " +
+      "worker processes from a small process (Python: multiprocessing.set_start_method('forkserver') or 'spawn'; " +
+      "PyTorch: DataLoader(..., multiprocessing_context='forkserver')), or before the model is loaded; or have the " +
+      'administrator raise vm.overcommit_ratio or add swap',
+    command: null,
+  });
 });

@@ -257,7 +257,7 @@ function shellWords(words: readonly string[]): string {
 export function traceFix(
   command: readonly string[],
   diagnosis: Diagnosis,
-  failures: readonly TraceFailure[],
+  failures: readonly Pick<TraceFailure, 'fn' | 'size' | 'injected' | 'limit' | 'vmSize' | 'vmData'>[],
   cgroup: TraceRun['cgroup'],
   slurm: SlurmStepOutcome | null = null,
   peaks: TraceReport['peaks'] | null = null,
