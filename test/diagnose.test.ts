@@ -347,3 +347,36 @@ test("a refused fork's fix: start the workers from a small process, no limit to 
     command: null,
   });
 });
+
+test("a worker the OOM killer killed, and the parent's own words that its worker was killed: the OOM kill is the cause", (t) => {
+  const worker = { pid: 24553, name: 'python3', main: false, rss: 386 * MiB, cgroup: '/audit', cgroupLimit: true };
+  const output =
+    'RuntimeError: DataLoader worker (pid 24553) is killed by signal: Killed. \nRuntimeError: DataLoader worker (pid(s) 24553) exited unexpectedly\n';
+  const d = diagnose(run({ oomKilled: [worker], output }));
+  t.deepEqual(d, {
+    cause: 'cgroup-oom-kill',
+    evidence: [
+      'exited with code 1 because a process it started was killed, as its output says: "RuntimeError: DataLoader worker (pid 24553) is killed by signal: Killed."',
+      'pid 24553 (python3) was killed by the kernel OOM killer in cgroup /audit (a memory cgroup this run did not make); its RSS was 386 MiB when killed',
+    ],
+  });
+  // A worker named that is not the one killed: whether the ending follows from the kill is not known.
+  t.is(diagnose(run({ oomKilled: [worker], output: output.replace(/24553/g, '999') })).cause, 'unknown');
+  // The program says nothing of its worker: not known either, the kill said as "meanwhile".
+  const silent = diagnose(run({ oomKilled: [worker], output: 'Traceback ...\nValueError: bad\n' }));
+  t.is(silent.cause, 'unknown');
+  t.regex(
+    silent.evidence[1]!,
+    /^meanwhile pid 24553 \(python3\) was killed by the kernel OOM killer in cgroup \/audit/,
+  );
+  // Passed on as 137 by a shell: the kill is the cause; with the host out of memory, host-oom-kill.
+  t.is(diagnose(run({ exit: { code: 137, signal: null }, oomKilled: [worker] })).cause, 'cgroup-oom-kill');
+  const hostKill = { ...worker, cgroup: '', cgroupLimit: false };
+  t.is(diagnose(run({ oomKilled: [hostKill], output })).cause, 'host-oom-kill');
+  // The pool's words name no pid; a kill the run's own cgroup counted (kernel log unread) is enough.
+  const pool = 'concurrent.futures.process.BrokenProcessPool: A process in the process pool was terminated abruptly';
+  const counted = diagnose(
+    run({ output: pool, cgroup: { path: '/run', limit: 300 * MiB, oomKills: 1 }, kernelLog: 'not readable' }),
+  );
+  t.is(counted.cause, 'cgroup-oom-kill');
+});

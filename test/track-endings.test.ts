@@ -166,6 +166,59 @@ test("inside a memory cgroup someone else made (a scheduler's stand-in): its OOM
   );
 });
 
+/** A pool whose second worker touches 400 MiB: the worker is killed, and the pool says so (BrokenProcessPool). */
+const poolScript = [
+  'from concurrent.futures import ProcessPoolExecutor',
+  'def work(n):',
+  '    b = bytearray(n << 20)',
+  '    for i in range(0, len(b), 4096): b[i] = 1',
+  '    return n',
+  "if __name__ == '__main__':",
+  '    with ProcessPoolExecutor(2) as pool: print(list(pool.map(work, [1, 400])))',
+].join('\n');
+
+test("a pool worker OOM-killed in a cgroup someone else made, the pool saying so: cgroup-oom-kill, from the program's own words", (t) => {
+  requireProgram(t, python, 'apt-get install python3');
+  const { status, report } = traceInsideCgroup(250 * MiB, [python, '-c', poolScript]);
+  t.is(status, 1);
+  if (report.kernelLog !== undefined) return t.log(`kernel log unreadable: ${report.kernelLog}`);
+  t.is(report.diagnosis.cause, 'cgroup-oom-kill', report.diagnosis.evidence.join('\n'));
+  t.regex(
+    report.diagnosis.evidence[0]!,
+    /^exited with code 1 because a process it started was killed, as its output says: "concurrent\.futures\.process\.BrokenProcessPool: A process in the process pool was terminated abruptly/,
+  );
+  t.regex(
+    report.diagnosis.evidence[1]!,
+    /^pid \d+ \(python3, .*\) was killed by the kernel OOM killer in cgroup \/.*clipmem-\d+-\d+ \(a memory cgroup this run did not make\)/,
+  );
+});
+
+test("a PyTorch DataLoader worker OOM-killed in the run's cgroup: cgroup-oom-kill, the worker's pid in the parent's error", (t) => {
+  requireProgram(t, python, 'apt-get install python3-torch');
+  const torch = spawnSync(python, ['-c', 'import torch'], { encoding: 'utf8' });
+  if (torch.status !== 0) return t.fail(`PyTorch is needed (Debian: apt-get install python3-torch): ${torch.stderr}`);
+  const script = [
+    'import torch',
+    'from torch.utils.data import DataLoader, Dataset',
+    'class Big(Dataset):',
+    '    def __len__(self): return 2',
+    '    def __getitem__(self, i):',
+    '        b = bytearray(400 << 20)',
+    '        for j in range(0, len(b), 4096): b[j] = 1',
+    '        return torch.zeros(1)',
+    'for batch in DataLoader(Big(), num_workers=1): pass',
+  ].join('\n');
+  const { status, report } = traceWith(['--limit-mem', '300M'], [python, '-c', script]);
+  t.is(status, 1);
+  t.is(report.diagnosis.cause, 'cgroup-oom-kill', report.diagnosis.evidence.join('\n'));
+  const worker = /DataLoader worker \(pid (\d+)\) is killed by signal: Killed/.exec(report.diagnosis.evidence[0]!);
+  t.truthy(worker, report.diagnosis.evidence[0]);
+  if (report.kernelLog === undefined) t.true(report.oomKilled.some((v) => v.pid === Number(worker![1])));
+  t.true(
+    report.diagnosis.evidence.some((e) => /killed by the kernel OOM killer in cgroup .* at limit 300 MiB/.test(e)),
+  );
+});
+
 test("a program's own kill -9 while the OOM killer kills a process elsewhere on the host: not an OOM kill of it", async (t) => {
   requireProgram(t, python, 'apt-get install python3');
   // Elsewhere: a process outside the run, OOM-killed in a 50 MiB cgroup while the traced shell sleeps.

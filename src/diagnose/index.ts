@@ -583,6 +583,47 @@ function othersKilled(others: Victim[], input: DiagnosisInput, where: string): s
   return `another process in its group${guess} was killed by the kernel OOM killer ${where}${why}`;
 }
 
+/** Where the kernel log says a victim was killed: "in cgroup /x (a memory cgroup this run did not make)". */
+function victimsPlace(victim: Victim, slurm: DiagnosisInput['slurm']): string {
+  if (!victim.cgroupLimit || victim.cgroup === '') return 'with the host out of memory (no cgroup limit)';
+  if (slurm?.cgroup && victim.cgroup.startsWith(slurm.cgroup)) return `in the cgroup of ${slurmJobName(slurm)}`;
+  return `in cgroup ${victim.cgroup} (a memory cgroup this run did not make)`;
+}
+
+/**
+ * What a program prints when a process it started died by SIGKILL, and the pids it names: PyTorch's
+ * DataLoader and torchrun name them; concurrent.futures, joblib's loky and subprocess do not.
+ */
+const WORKER_KILLED: { pattern: RegExp; pids?: (match: RegExpExecArray) => number[] }[] = [
+  {
+    pattern: /DataLoader worker \(pid(?:\(s\))? ([\d, ]+)\) is killed by signal: Killed/,
+    pids: (match) => match[1]!.split(/[, ]+/).filter(Boolean).map(Number),
+  },
+  { pattern: /Signal 9 \(SIGKILL\) received by PID (\d+)/, pids: (match) => [Number(match[1])] },
+  { pattern: /A process in the process pool was terminated abruptly/ },
+  { pattern: /The exit codes of the workers are \{[^}]*SIGKILL/ },
+  { pattern: /died with <Signals\.SIGKILL: 9>/ },
+];
+
+/**
+ * The line of the output that says a process the command started died by SIGKILL; a line naming pids
+ * counts only when one is a process the kernel log says its OOM killer killed (unless the log's pids are
+ * another PID namespace's). Undefined when the output says no such thing.
+ */
+function workerKilledSign(output: string | undefined, others: Victim[]): string | undefined {
+  if (!output) return undefined;
+  const comparable = others.length > 0 && others.every((v) => v.main !== null);
+  for (const { pattern, pids } of WORKER_KILLED) {
+    const match = pattern.exec(output);
+    if (!match) continue;
+    if (pids && comparable && !pids(match).some((pid) => others.some((v) => v.pid === pid))) continue;
+    const start = output.lastIndexOf('\n', match.index) + 1;
+    const end = output.indexOf('\n', match.index);
+    return output.slice(start, end < 0 ? undefined : end).trim();
+  }
+  return undefined;
+}
+
 function endingOf(exit: DiagnosisInput['exit']): string {
   return exit.signal ? `killed by ${exit.signal}` : `exited with code ${exit.code}`;
 }
@@ -715,6 +756,20 @@ function diagnoseEnding(input: DiagnosisInput): Diagnosis {
     evidence.push(`the kernel log names it: ${victimName(mainVictim)}${victimRss([mainVictim])}`);
     if (last) evidence.push(last);
     return { cause: inGroup ? 'cgroup-oom-kill' : 'host-oom-kill', evidence };
+  } else if (others.length && !mainVictim) {
+    // The kernel log names a kill of another process of the run, in a cgroup someone else made (a
+    // container's, a Slurm job's) or with the host out of memory: the same as a kill in a cgroup of ours.
+    const where = victimsPlace(others[0]!, slurm);
+    if (exit.code === 137 && !ourKill) {
+      return {
+        cause: others[0]!.cgroupLimit ? 'cgroup-oom-kill' : 'host-oom-kill',
+        evidence: [
+          othersKilled(others, input, where),
+          'the command exited with code 137 (128 + SIGKILL), as a shell or wrapper does when the process it waits for is killed',
+        ],
+      };
+    }
+    meanwhile.push(`meanwhile ${othersKilled(others, input, where)}`);
   }
   if (killed && !ourKill && slurm && (slurm.oomKills ?? 0) > 0 && victims.length === 0) {
     // The kernel log is not read (or does not name it), but the job's cgroup counted the kill: /proc/vmstat
@@ -900,6 +955,18 @@ function diagnoseEnding(input: DiagnosisInput): Diagnosis {
     if (recovered) evidence.push(recovered);
     evidence.push(...meanwhile);
     return { cause: 'none', evidence };
+  }
+  const workerKilled = meanwhile.length && !ourKill ? workerKilledSign(input.output, others) : undefined;
+  if (workerKilled) {
+    // The command says itself that it failed because a process it started died by SIGKILL, and the kernel
+    // (its log, or the run's cgroup's count) says the OOM killer killed one of the run's processes.
+    return {
+      cause: others.length && !others[0]!.cgroupLimit ? 'host-oom-kill' : 'cgroup-oom-kill',
+      evidence: [
+        `${endingOf(exit)} because a process it started was killed, as its output says: "${workerKilled}"`,
+        ...meanwhile.map((line) => line.replace(/^meanwhile /, '')),
+      ],
+    };
   }
   if (meanwhile.length) {
     // Another process of the group was OOM-killed and this one ended otherwise: whether its ending follows
