@@ -336,7 +336,7 @@ test("a refused fork's fix: start the workers from a small process, no limit to 
     vmSize: refusedFork.vmSize!,
     vmData: refusedFork.vmData!,
   };
-  const fix = traceFix(['python3', 'train.py'], limit, [forkFailure], undefined);
+  const fix = traceFix(['python3', 'train.py'], limit, { failures: [forkFailure] });
   t.deepEqual(fix, {
     needAtLeast: null,
     text:

@@ -191,6 +191,12 @@ test("a pool worker OOM-killed in a cgroup someone else made, the pool saying so
     report.diagnosis.evidence[1]!,
     /^pid \d+ \(python3, .*\) was killed by the kernel OOM killer in cgroup \/.*clipmem-\d+-\d+ \(a memory cgroup this run did not make\)/,
   );
+  // The group's limit, read where clip-mem ran, is in the fix.
+  t.is(report.fix!.needAtLeast, 250 * MiB + 1);
+  t.regex(
+    report.fix!.text,
+    /^the memory cgroup \/.*clipmem-\d+-\d+, made outside clip-mem .* to 250 MiB of RSS \+ page cache/,
+  );
 });
 
 test("a PyTorch DataLoader worker OOM-killed in the run's cgroup: cgroup-oom-kill, the worker's pid in the parent's error", (t) => {

@@ -247,23 +247,31 @@ function shellWords(words: readonly string[]): string {
   return words.map((w) => (/^[\w@%+=:,./-]+$/.test(w) ? w : `'${w.replace(/'/g, `'\\''`)}'`)).join(' ');
 }
 
+/** What traceFix reads of a traced run besides its diagnosis. */
+export interface FixFacts {
+  failures: readonly Pick<TraceFailure, 'fn' | 'size' | 'injected' | 'limit' | 'vmSize' | 'vmData'>[];
+  /** The memory cgroup clip-mem made for the run (--limit-mem). */
+  cgroup?: TraceRun['cgroup'];
+  slurm?: SlurmStepOutcome | null;
+  peaks?: TraceReport['peaks'] | null;
+  /** The refusal in a process the command started, when the diagnosis came from it. */
+  started?: StartedProcessRefusal;
+  /** The limits the command itself ran under. */
+  commandLimits?: Limits;
+  /** The processes the kernel log says its OOM killer killed, and the limited memory cgroups clip-mem ran in. */
+  oomKilled?: TraceRun['oomKilled'];
+  memoryCgroups?: TraceRun['memoryCgroups'];
+}
+
 /**
  * The fix for the limit that bound the run: the least it needed (the failed request on top of what the
  * process held) and the `fit` command that finds the real minimum by running it. Only for a limit clip-mem
- * can size: address space, data segment, a cgroup; and for a fork the commit limit refused, how to start
- * workers without committing a copy of a large parent. `started`: the refusal in a process the command started
- * when the diagnosis came from it; `commandLimits`: the limits the command itself ran under.
+ * can size: address space, data segment, a cgroup (its own, a Slurm job's, or one someone else made that
+ * the kernel log names); and for a fork the commit limit refused, how to start workers without committing
+ * a copy of a large parent.
  */
-export function traceFix(
-  command: readonly string[],
-  diagnosis: Diagnosis,
-  failures: readonly Pick<TraceFailure, 'fn' | 'size' | 'injected' | 'limit' | 'vmSize' | 'vmData'>[],
-  cgroup: TraceRun['cgroup'],
-  slurm: SlurmStepOutcome | null = null,
-  peaks: TraceReport['peaks'] | null = null,
-  started?: StartedProcessRefusal,
-  commandLimits: Limits = {},
-): TraceFix | null {
+export function traceFix(command: readonly string[], diagnosis: Diagnosis, facts: FixFacts): TraceFix | null {
+  const { failures, cgroup, slurm = null, peaks = null, started, commandLimits = {} } = facts;
   const fit = (target: string) => `clip-mem fit --for ${target} -- ${shellWords(command)}`;
   if (diagnosis.cause === 'address-space' || diagnosis.cause === 'data-limit') {
     const as = diagnosis.cause === 'address-space';
@@ -322,11 +330,31 @@ export function traceFix(
     };
   }
   if (diagnosis.cause === 'cgroup-oom-kill' && slurm && !cgroup) return slurmFix(command, slurm, peaks);
+  const outside = !cgroup && diagnosis.cause === 'cgroup-oom-kill' ? outsideGroupFix(facts) : null;
+  if (outside) return outside;
   if (diagnosis.cause === 'cgroup-oom-kill' && cgroup) {
     return {
       needAtLeast: cgroup.limit + 1,
       text: `the cgroup's ${formatBytes(cgroup.limit)} was not enough: the job needs more (a Slurm --mem, a container's --memory)`,
       command: fit('mem'),
+    };
+  }
+  return null;
+}
+
+/** A kill at the limit of a memory cgroup someone else made (a container's): that limit, and what to change. */
+function outsideGroupFix(facts: FixFacts): TraceFix | null {
+  for (const victim of facts.oomKilled ?? []) {
+    const group = facts.memoryCgroups?.find((g) => victim.cgroupLimit && g.path === victim.cgroup);
+    if (!group) continue;
+    return {
+      needAtLeast: group.limit + 1,
+      text:
+        `the memory cgroup ${group.path}, made outside clip-mem (a container's or a service's), holds every process ` +
+        `in it to ${formatBytes(group.limit)} of RSS + page cache, and the OOM killer killed pid ${victim.pid} (${victim.comm}) ` +
+        'there: raise that limit where it is set (docker run --memory, Kubernetes resources.limits.memory, systemd ' +
+        'MemoryMax=), or use less: a smaller batch, fewer or lighter worker processes',
+      command: null,
     };
   }
   return null;
@@ -526,16 +554,16 @@ export function buildTraceReport(run: TraceRun, options: TraceReportOptions = {}
     ...(run.recordDirLeft !== undefined ? { recordDirLeft: run.recordDirLeft } : {}),
     heapProfile,
     diagnosis,
-    fix: traceFix(
-      run.command,
-      diagnosis,
+    fix: traceFix(run.command, diagnosis, {
       failures,
-      run.cgroup,
-      run.slurm ?? null,
+      cgroup: run.cgroup,
+      slurm: run.slurm ?? null,
       peaks,
-      startedProcessRefusal(input),
-      limits,
-    ),
+      started: startedProcessRefusal(input),
+      commandLimits: limits,
+      oomKilled: run.oomKilled,
+      memoryCgroups: run.memoryCgroups,
+    }),
     gpu: record ? { devices: record.devices, pinnedPeak: record.pinnedPeak, untracked: record.deviceUntracked } : null,
     gpuFixes: diagnosis.gpu ? gpuFixes(diagnosis.gpu, shellWords(run.command)) : [],
   };

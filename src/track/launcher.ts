@@ -14,7 +14,7 @@ import { AllocationRecord, finalRecordOf, listRecords, readRecord, recordBytes }
 import { describeError, known } from '../core/field';
 import { inHostPidNamespace, kernelLogCursor, oomKillsSince } from './kernel-log';
 import { pageCacheBytes } from '../probe/proc';
-import { readTaskCgroup, type TaskCgroup } from '../probe/cgroup';
+import { readCgroups, readTaskCgroup, type TaskCgroup } from '../probe/cgroup';
 import { RecordSpace } from './record-space';
 import {
   adoptOrphans,
@@ -113,6 +113,11 @@ export interface TraceRun {
   lastSeen: { rss: number; vmSize: number; atMs: number } | null;
   /** Kernel OOM kills anywhere on the host during the run (/proc/vmstat oom_kill). */
   hostOomKills: number | null;
+  /**
+   * The memory cgroups with a limit that clip-mem itself runs in (a container's, a service's, a Slurm
+   * job's), the run's own excepted: each holds the run too.
+   */
+  memoryCgroups: { path: string; limit: number }[];
   /** The pids cgroup the run was in (null: none shows), and the new tasks its limit refused during the run. */
   tasks: TaskLimitOutcome | null;
   /**
@@ -381,6 +386,9 @@ export async function traceCommand(options: TraceOptions): Promise<TraceRun> {
     const slurmWatch = watchSlurmJob(env);
     const hostOomBefore = hostOomKillCount();
     const tasksBefore = readTaskCgroup();
+    const memoryCgroups = readCgroups()
+      .hierarchies.flatMap((h) => h.groups)
+      .flatMap((g) => (typeof g.limit === 'number' ? [{ path: g.path, limit: g.limit }] : []));
     const kernelBefore = kernelLogCursor();
     const started = Date.now();
     const startNs = process.hrtime.bigint();
@@ -613,6 +621,7 @@ export async function traceCommand(options: TraceOptions): Promise<TraceRun> {
       lastSeen: lastSeenOf(watch.processes.get(child.pid!)),
       hostOomKills: hostOomBefore !== null && hostOomAfter !== null ? hostOomAfter - hostOomBefore : null,
       tasks: taskLimitOutcome(tasksBefore, tasksAfter),
+      memoryCgroups,
       oomKilled,
       kernelLog: Array.isArray(logged) ? undefined : logged.unreadable,
       endedUnclean,
