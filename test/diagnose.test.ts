@@ -380,3 +380,24 @@ test("a worker the OOM killer killed, and the parent's own words that its worker
   );
   t.is(counted.cause, 'cgroup-oom-kill');
 });
+
+test("a pids cgroup's refusals during the run are said, even when no tracked call saw them", (t) => {
+  const tasks = { cgroup: '/job', limit: 40, limitedAt: '/job', refused: 2 };
+  const d = diagnose(run({ tasks }));
+  t.deepEqual(d, {
+    cause: 'not-memory',
+    evidence: [
+      'exited with code 1; no allocation failed for lack of memory',
+      'the pids cgroup /job refused 2 new process(es) or thread(s) during the run (pids.events), at the limit of 40 tasks (pids.max)',
+    ],
+  });
+  // A thread refused by it is that limit, not memory; set by a parent group, the group is named.
+  const thread = failure({ fn: 'pthread_create', size: 8 * MiB, errno: 11, vmSize: 1.2 * GiB });
+  const byParent = { ...tasks, cgroup: '/job/step', refused: 1 };
+  t.deepEqual(explainFailure(thread, {}, undefined, byParent), {
+    cause: 'not-memory',
+    evidence: [
+      'pthread_create of a thread with a 8.0 MiB stack failed with EAGAIN: the pids cgroup /job/step refused 1 new process(es) or thread(s) during the run (pids.events), at the limit of 40 tasks (pids.max of /job); a limit on processes and threads, not memory',
+    ],
+  });
+});

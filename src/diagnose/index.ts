@@ -1008,5 +1008,8 @@ function diagnoseEnding(input: DiagnosisInput): Diagnosis {
       : `${endingOf(exit)}; no allocation failed for lack of memory`,
   );
   if (last && killed) evidence.push(last);
+  // A process started without a tracked call (Python's subprocess uses vfork) is refused in silence.
+  const refusedTasks = taskRefusals(input.tasks);
+  if (refusedTasks && !evidence.some((line) => line.includes(refusedTasks))) evidence.push(refusedTasks);
   return { cause: 'not-memory', evidence };
 }
