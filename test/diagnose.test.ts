@@ -401,3 +401,24 @@ test("a pids cgroup's refusals during the run are said, even when no tracked cal
     ],
   });
 });
+
+test('a failed write into /dev/shm: shared-memory when seen full, unknown when not, and a silent SIGBUS only when full', (t) => {
+  const output =
+    'ERROR: Unexpected bus error encountered in worker. This might be caused by insufficient shared memory (shm).\n';
+  const full = { size: 32 * MiB, usedAtStart: 0, peakUsed: 33280000, readEveryMs: 5 };
+  t.deepEqual(diagnose(run({ output, sharedMemory: full })), {
+    cause: 'shared-memory',
+    evidence: [
+      'exited with code 1 after a write into shared memory failed, as its output says: "ERROR: Unexpected bus error encountered in worker. This might be caused by insufficient shared memory (shm)."',
+      '/dev/shm, the shared memory file system (a tmpfs), holds 32 MiB; its use peaked at 32 MiB during the run (read every 5 ms; 0 B at the start): full',
+      'a write into shared memory past what that file system holds kills the writer with SIGBUS, or is refused (ENOSPC)',
+    ],
+  });
+  const halfway = diagnose(run({ output, sharedMemory: { ...full, peakUsed: 16 * MiB } }));
+  t.is(halfway.cause, 'unknown');
+  t.regex(halfway.evidence[2]!, /^missing: \/dev\/shm's use at the moment the write failed/);
+  t.is(diagnose(run({ output, sharedMemory: null })).cause, 'unknown');
+  const bus = { code: null, signal: 'SIGBUS' };
+  t.is(diagnose(run({ exit: bus, sharedMemory: full })).cause, 'shared-memory');
+  t.is(diagnose(run({ exit: bus, sharedMemory: { ...full, peakUsed: 0 } })).cause, 'not-memory');
+});

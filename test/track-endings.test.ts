@@ -225,6 +225,35 @@ test("a PyTorch DataLoader worker OOM-killed in the run's cgroup: cgroup-oom-kil
   );
 });
 
+test('a write into a full /dev/shm kills the writer with SIGBUS: shared-memory, with the tmpfs seen full', (t) => {
+  requireProgram(t, python, 'apt-get install python3');
+  requireProgram(t, 'unshare', 'apt-get install util-linux');
+  // A 32 MiB /dev/shm of its own, in a mount namespace, as a container has; the 64 MiB file stays there.
+  const json = path.join(scratchDir('clipmem-endings-'), 'trace.json');
+  const write = [
+    'import mmap, os',
+    "fd = os.open('/dev/shm/clipmem-test', os.O_CREAT | os.O_RDWR)",
+    'os.ftruncate(fd, 64 << 20)',
+    'm = mmap.mmap(fd, 64 << 20)',
+    'for i in range(0, 64 << 20, 4096): m[i] = 1',
+  ].join('\n');
+  const inside = 'mount -t tmpfs -o size=32M tmpfs /dev/shm && exec "$@"';
+  const result = spawnSync(
+    'unshare',
+    ['-m', 'sh', '-c', inside, 'sh', process.execPath, bin, 'trace', '--json', json, '--', python, '-c', write],
+    { cwd: repoRoot, encoding: 'utf8', timeout: 120000 },
+  );
+  if (!fs.existsSync(json)) return t.fail(`unshare -m and mount are needed (root): ${result.stderr}`);
+  const report = checked(json);
+  t.deepEqual(report.exit, { code: null, signal: 'SIGBUS' });
+  t.is(report.diagnosis.cause, 'shared-memory', report.diagnosis.evidence.join('\n'));
+  t.deepEqual(report.diagnosis.evidence.slice(0, 2), [
+    'killed by SIGBUS, as a process writing into a shared mapping is when the file system behind it is full',
+    '/dev/shm, the shared memory file system (a tmpfs), holds 32 MiB; its use peaked at 32 MiB during the run (read every 5 ms; 0 B at the start): full',
+  ]);
+  t.regex(report.fix!.text, /^\/dev\/shm holds 32 MiB: give it more room \(docker run --shm-size=2g/);
+});
+
 test("a program's own kill -9 while the OOM killer kills a process elsewhere on the host: not an OOM kill of it", async (t) => {
   requireProgram(t, python, 'apt-get install python3');
   // Elsewhere: a process outside the run, OOM-killed in a 50 MiB cgroup while the traced shell sleeps.

@@ -20,6 +20,7 @@ export type Cause =
   | 'host-oom-kill'
   | 'gpu-memory'
   | 'js-heap'
+  | 'shared-memory'
   | 'not-memory'
   | 'none'
   | 'unknown';
@@ -34,6 +35,7 @@ export const causes: readonly Cause[] = [
   'host-oom-kill',
   'gpu-memory',
   'js-heap',
+  'shared-memory',
   'not-memory',
   'none',
   'unknown',
@@ -95,6 +97,8 @@ export interface DiagnosisInput {
   };
   /** Kernel OOM kills on the host during the run (/proc/vmstat oom_kill difference). */
   hostOomKills?: number | null;
+  /** /dev/shm (a tmpfs): its size, and its use at the start and at most during the run (read every readEveryMs). */
+  sharedMemory?: { size: number; usedAtStart: number; peakUsed: number; readEveryMs: number } | null;
   /** The pids cgroup the run was in: its limit on tasks, where set, and the new tasks it refused during the run. */
   tasks?: TaskLimitFacts | null;
   /** The tail of the process's stderr (and stdout): runtimes say some things only there. */
@@ -583,6 +587,63 @@ function othersKilled(others: Victim[], input: DiagnosisInput, where: string): s
   return `another process in its group${guess} was killed by the kernel OOM killer ${where}${why}`;
 }
 
+/**
+ * What PyTorch and Python print when a write into shared memory failed: a DataLoader worker killed by
+ * SIGBUS (its guess: "out of shared memory"), or the file for a tensor refused (ENOSPC).
+ */
+const SHARED_MEMORY_FAILED =
+  /insufficient shared memory|out of shared memory|unable to (?:write to|allocate shared memory\(shm\) for) file <?\/torch_|No space left on device.*\/dev\/shm|\/dev\/shm.*No space left on device/;
+
+/** The free room left in /dev/shm at its fullest for it to count as full: one 1 MiB write, or 2% of it. */
+function sharedMemoryFull(shm: { size: number; peakUsed: number }): boolean {
+  return shm.size - shm.peakUsed <= Math.max(2 ** 20, 0.02 * shm.size);
+}
+
+/**
+ * A command that failed as a write into shared memory failed (its output says so): the shared memory file
+ * system filling up is the cause when its use was seen at full during the run, `unknown` otherwise.
+ */
+function sharedMemoryEnding(input: DiagnosisInput): Diagnosis | undefined {
+  const { output, exit } = input;
+  const match = output ? SHARED_MEMORY_FAILED.exec(output) : null;
+  const shm = input.sharedMemory;
+  // Killed by SIGBUS itself, saying nothing: shared memory only when it was seen full (a truncated file
+  // mapping or a hardware fault raise SIGBUS too).
+  if (!match && !(exit.signal === 'SIGBUS' && shm && sharedMemoryFull(shm))) return undefined;
+  const line = match && output ? outputLine(output, match.index) : undefined;
+  const lead = line
+    ? `${endingOf(exit)} after a write into shared memory failed, as its output says: "${line}"`
+    : 'killed by SIGBUS, as a process writing into a shared mapping is when the file system behind it is full';
+  if (!shm)
+    return {
+      cause: 'unknown',
+      evidence: [
+        lead,
+        'missing: the size and use of the shared memory file system: /dev/shm is not a tmpfs of its own here',
+      ],
+    };
+  const figures =
+    `/dev/shm, the shared memory file system (a tmpfs), holds ${formatBytes(shm.size)}; its use peaked at ` +
+    `${formatBytes(shm.peakUsed)} during the run (read every ${shm.readEveryMs} ms; ${formatBytes(shm.usedAtStart)} at the start)`;
+  if (sharedMemoryFull(shm))
+    return {
+      cause: 'shared-memory',
+      evidence: [
+        lead,
+        `${figures}: full`,
+        'a write into shared memory past what that file system holds kills the writer with SIGBUS, or is refused (ENOSPC)',
+      ],
+    };
+  return {
+    cause: 'unknown',
+    evidence: [
+      lead,
+      `${figures}, short of full`,
+      "missing: /dev/shm's use at the moment the write failed, which may fall between two reads; watch `df /dev/shm` while the job runs",
+    ],
+  };
+}
+
 /** Where the kernel log says a victim was killed: "in cgroup /x (a memory cgroup this run did not make)". */
 function victimsPlace(victim: Victim, slurm: DiagnosisInput['slurm']): string {
   if (!victim.cgroupLimit || victim.cgroup === '') return 'with the host out of memory (no cgroup limit)';
@@ -617,11 +678,15 @@ function workerKilledSign(output: string | undefined, others: Victim[]): string 
     const match = pattern.exec(output);
     if (!match) continue;
     if (pids && comparable && !pids(match).some((pid) => others.some((v) => v.pid === pid))) continue;
-    const start = output.lastIndexOf('\n', match.index) + 1;
-    const end = output.indexOf('\n', match.index);
-    return output.slice(start, end < 0 ? undefined : end).trim();
+    return outputLine(output, match.index);
   }
   return undefined;
+}
+
+/** The whole line of the output around a position, trimmed. */
+function outputLine(output: string, index: number): string {
+  const end = output.indexOf('\n', index);
+  return output.slice(output.lastIndexOf('\n', index) + 1, end < 0 ? undefined : end).trim();
 }
 
 function endingOf(exit: DiagnosisInput['exit']): string {
@@ -956,6 +1021,8 @@ function diagnoseEnding(input: DiagnosisInput): Diagnosis {
     evidence.push(...meanwhile);
     return { cause: 'none', evidence };
   }
+  const sharedMemory = ourKill ? undefined : sharedMemoryEnding(input);
+  if (sharedMemory) return sharedMemory;
   const workerKilled = meanwhile.length && !ourKill ? workerKilledSign(input.output, others) : undefined;
   if (workerKilled) {
     // The command says itself that it failed because a process it started died by SIGKILL, and the kernel

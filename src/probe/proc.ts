@@ -1,6 +1,7 @@
 // Readers for the kernel's view of this process and the host: /proc/self/status, /proc/self/maps,
 // /proc/meminfo, the overcommit and map-count sysctls, transparent hugepages. Each value that cannot be
 // read is "unknown: <why>"; the parsers are exported for other modules reading other pids' files.
+import * as fs from 'node:fs';
 import { loadAddon } from '../core/native';
 import { Field, isUnknown, parseCount, parseField, readText, unknown } from '../core/field';
 
@@ -107,6 +108,24 @@ export function readHostMemory(sources: HostSources = {}): HostMemory {
 export function pageCacheBytes(file: string): number | null {
   try {
     return loadAddon<{ residentBytes(path: string): number }>().residentBytes(file);
+  } catch {
+    return null;
+  }
+}
+
+/** /dev/shm, where POSIX shared memory lives (shm_open; PyTorch's DataLoader hands tensors through it). */
+export const SHARED_MEMORY_DIR = '/dev/shm';
+const TMPFS_MAGIC = 0x01021994;
+
+/**
+ * The size and use of the shared memory file system, in bytes: a tmpfs whose size a container sets
+ * (Docker's default is 64 MiB); null when /dev/shm is missing or not a tmpfs of its own.
+ */
+export function readSharedMemory(directory = SHARED_MEMORY_DIR): { size: number; used: number } | null {
+  try {
+    const stats = fs.statfsSync(directory);
+    if (stats.type !== TMPFS_MAGIC) return null;
+    return { size: stats.blocks * stats.bsize, used: (stats.blocks - stats.bfree) * stats.bsize };
   } catch {
     return null;
   }

@@ -261,6 +261,8 @@ export interface FixFacts {
   /** The processes the kernel log says its OOM killer killed, and the limited memory cgroups clip-mem ran in. */
   oomKilled?: TraceRun['oomKilled'];
   memoryCgroups?: TraceRun['memoryCgroups'];
+  /** /dev/shm's size and use during the run. */
+  sharedMemory?: TraceRun['sharedMemory'];
 }
 
 /**
@@ -330,6 +332,17 @@ export function traceFix(command: readonly string[], diagnosis: Diagnosis, facts
     };
   }
   if (diagnosis.cause === 'cgroup-oom-kill' && slurm && !cgroup) return slurmFix(command, slurm, peaks);
+  if (diagnosis.cause === 'shared-memory' && facts.sharedMemory) {
+    return {
+      needAtLeast: null,
+      text:
+        `/dev/shm holds ${formatBytes(facts.sharedMemory.size)}: give it more room (docker run --shm-size=2g, or ` +
+        '--ipc=host; Kubernetes: an emptyDir volume with medium: Memory mounted at /dev/shm), or pass less ' +
+        "through it: fewer DataLoader workers (num_workers=0 uses none), smaller batches; the tmpfs's pages are " +
+        'memory, charged to the cgroup of whoever writes them',
+      command: null,
+    };
+  }
   const outside = !cgroup && diagnosis.cause === 'cgroup-oom-kill' ? outsideGroupFix(facts) : null;
   if (outside) return outside;
   if (diagnosis.cause === 'cgroup-oom-kill' && cgroup) {
@@ -563,6 +576,7 @@ export function buildTraceReport(run: TraceRun, options: TraceReportOptions = {}
       commandLimits: limits,
       oomKilled: run.oomKilled,
       memoryCgroups: run.memoryCgroups,
+      sharedMemory: run.sharedMemory,
     }),
     gpu: record ? { devices: record.devices, pinnedPeak: record.pinnedPeak, untracked: record.deviceUntracked } : null,
     gpuFixes: diagnosis.gpu ? gpuFixes(diagnosis.gpu, shellWords(run.command)) : [],

@@ -148,7 +148,7 @@ export const traceCommandModule: CommandModule<object, TraceArgs> = {
           'CLIPMEM_HEAP_SAMPLE=BYTES to change it, 0 for none) to estimate which call sites hold the live memory. ' +
           'After the command ends, trace prints how it ended, the peaks, every ' +
           'failure with the limit it hit (with the arithmetic), who held the memory at the failure, the peak and the kill, and a diagnosis: address-space, data-limit, commit-limit, ' +
-          'overcommit-heuristic, map-count, cgroup-oom-kill, host-oom-kill, gpu-memory, js-heap, not-memory, none, or unknown ' +
+          'overcommit-heuristic, map-count, cgroup-oom-kill, host-oom-kill, gpu-memory, js-heap, shared-memory, not-memory, none, or unknown ' +
           '(the evidence is not there: it says what is missing). ' +
           "Exit status: the command's own (128 + signal number when it was killed); 2 on a usage error (a bad option " +
           'or value, or a program that does not exist), found before the command starts.',
