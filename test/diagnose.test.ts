@@ -422,3 +422,15 @@ test('a failed write into /dev/shm: shared-memory when seen full, unknown when n
   t.is(diagnose(run({ exit: bus, sharedMemory: full })).cause, 'shared-memory');
   t.is(diagnose(run({ exit: bus, sharedMemory: { ...full, peakUsed: 0 } })).cause, 'not-memory');
 });
+
+test('mremap growing in place without MREMAP_MAYMOVE: not memory, unless a limit refused the growth', (t) => {
+  const inPlace = failure({ fn: 'mremap', size: 2 * MiB, oldSize: 1 * MiB, flags: 0, vmSize: 100 * MiB });
+  t.deepEqual(explainFailure(inPlace, {}), {
+    cause: 'not-memory',
+    evidence: [
+      'mremap of 2097152 bytes (2.0 MiB) failed with ENOMEM: without MREMAP_MAYMOVE a mapping can only grow in place, and the address space right after it is in use (not a memory shortage)',
+    ],
+  });
+  t.is(explainFailure(inPlace, { as: 101 * MiB })?.cause, 'address-space');
+  t.is(explainFailure({ ...inPlace, flags: 1 }, {}), undefined, 'free to move: nothing known refused it');
+});

@@ -59,6 +59,8 @@ export interface FailureFacts {
   elemSize?: number;
   prot?: number;
   flags?: number;
+  /** mremap: the mapping's size before. */
+  oldSize?: number;
   fd?: number;
   fdPath?: string;
   vmSize?: number;
@@ -229,6 +231,7 @@ function countsAsData(f: FailureFacts): boolean {
 }
 
 const MAP_HUGETLB = 0x40000;
+const MREMAP_MAYMOVE = 1;
 
 /** A refusal that reads as memory running out: ENOMEM, or pthread_create's EAGAIN (glibc's word for a stack it could not map). */
 function refusedAsMemory(f: FailureFacts): boolean {
@@ -401,6 +404,16 @@ export function explainFailure(
       evidence: [
         `VmData ${formatBytes(f.vmData)} + ${formatBytes(f.size)} > RLIMIT_DATA ${formatBytes(limits.data)}: ` +
           `${request} is private writable memory, which RLIMIT_DATA counts`,
+      ],
+    };
+  }
+  if (f.fn === 'mremap' && ((f.flags ?? 0) & MREMAP_MAYMOVE) === 0 && f.size > (f.oldSize ?? 0)) {
+    // The kernel refuses a growth in place with ENOMEM when the pages after the mapping are taken.
+    return {
+      cause: 'not-memory',
+      evidence: [
+        `${request} failed with ENOMEM: without MREMAP_MAYMOVE a mapping can only grow in place, and the ` +
+          'address space right after it is in use (not a memory shortage)',
       ],
     };
   }
