@@ -434,3 +434,13 @@ test('mremap growing in place without MREMAP_MAYMOVE: not memory, unless a limit
   t.is(explainFailure(inPlace, { as: 101 * MiB })?.cause, 'address-space');
   t.is(explainFailure({ ...inPlace, flags: 1 }, {}), undefined, 'free to move: nothing known refused it');
 });
+
+test('mprotect of a range with nothing mapped at its start (flags 0 from /proc/self/maps): not memory', (t) => {
+  const unmapped = failure({ fn: 'mprotect', size: 4096, prot: 3, flags: 0, fd: -1, vmData: 40 * MiB });
+  t.deepEqual(explainFailure(unmapped, { data: 40 * MiB }), {
+    cause: 'not-memory',
+    evidence: [
+      'mprotect making 4096 bytes (4.0 KiB) of an address range read-write failed with ENOMEM: nothing is mapped at its start (not a memory shortage)',
+    ],
+  });
+});

@@ -206,7 +206,7 @@ function describeRequest(f: FailureFacts): string {
   if (f.fn === 'fork')
     return `fork of a process with ${formatBytes(f.size)} of private writable memory (VmData + VmStk)`;
   if (f.fn === 'mprotect') {
-    const what = f.fdPath ? `a mapping of ${f.fdPath}` : 'anonymous memory';
+    const what = f.fdPath ? `a mapping of ${f.fdPath}` : f.flags === 0 ? 'an address range' : 'anonymous memory';
     return `mprotect making ${bytes} of ${what} ${protName(f.prot)}`;
   }
   if (f.fn === 'mmap' || f.fn === 'mmap64') {
@@ -367,6 +367,14 @@ export function explainFailure(
           "fork's EAGAIN is a limit on processes and threads (RLIMIT_NPROC, the pids cgroup's pids.max, kernel.threads-max)",
       );
     return { cause: 'not-memory', evidence };
+  }
+  // The tracker describes the mapping at mprotect's start from /proc/self/maps: none there, the kernel
+  // refused an address range that is not mapped, with the same ENOMEM.
+  if (f.fn === 'mprotect' && f.flags === 0) {
+    return {
+      cause: 'not-memory',
+      evidence: [`${request} failed with ENOMEM: nothing is mapped at its start (not a memory shortage)`],
+    };
   }
   // fork maps nothing new in the parent: only the commit limit judges it (the child's copy of the private
   // writable memory is committed in full), never RLIMIT_AS, RLIMIT_DATA or the map count.
