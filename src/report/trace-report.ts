@@ -116,6 +116,10 @@ export interface TraceReport {
   /** The Slurm job the run was inside: its request, its memory cgroup, the OOM kills it counted; null outside Slurm. */
   slurm: SlurmStepOutcome | null;
   hostOomKills: number | null;
+  /** The limited memory cgroups clip-mem ran in; the pids cgroup and its refusals; /dev/shm's size and use. */
+  memoryCgroups: TraceRun['memoryCgroups'];
+  tasks: TraceRun['tasks'];
+  sharedMemory: TraceRun['sharedMemory'];
   /** Processes the kernel log says the OOM killer killed during the run (its own process or others). */
   oomKilled: TraceRun['oomKilled'];
   /** Why the kernel log could not be read, when it could not (then who was OOM-killed is not known). */
@@ -559,6 +563,9 @@ export function buildTraceReport(run: TraceRun, options: TraceReportOptions = {}
     cgroup: run.cgroup,
     slurm: run.slurm ?? null,
     hostOomKills: run.hostOomKills,
+    memoryCgroups: run.memoryCgroups,
+    tasks: run.tasks,
+    sharedMemory: run.sharedMemory,
     oomKilled: run.oomKilled,
     ...(run.kernelLog !== undefined ? { kernelLog: run.kernelLog } : {}),
     processes,
