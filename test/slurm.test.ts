@@ -111,6 +111,40 @@ test.serial('native-probe --cluster: a row per node, probed in a job step there'
 });
 
 test.serial(
+  "srun --mem=400M clip-mem trace -- a pool whose worker is OOM-killed: the job's kill, and a --mem fix that does not size the tree from the program alone",
+  (t) => {
+    requireSlurm(t);
+    const json = path.join(scratchDir('clipmem-slurm-'), 'trace.json');
+    const pool = [
+      'from concurrent.futures import ProcessPoolExecutor',
+      'def work(n):',
+      '    b = bytearray(n << 20)',
+      '    for i in range(0, len(b), 4096): b[i] = 1',
+      '    return n',
+      "if __name__ == '__main__':",
+      '    with ProcessPoolExecutor(2) as pool: print(list(pool.map(work, [1, 600])))',
+    ].join('\n');
+    const run = srun(['--mem=400M'], [process.execPath, bin, 'trace', '--json', json, '--', 'python3', '-c', pool]);
+    t.not(run.status, 0);
+    const report = JSON.parse(fs.readFileSync(json, 'utf8')) as TraceReport;
+    t.is(schemaErrors('trace', report), '');
+    jobIds.push(report.slurm!.jobId);
+    if (report.kernelLog !== undefined) return t.log(`kernel log unreadable: ${report.kernelLog}`);
+    t.is(report.diagnosis.cause, 'cgroup-oom-kill', report.diagnosis.evidence.join('\n'));
+    t.regex(report.diagnosis.evidence[0]!, /^exited with code 1 because a process it started was killed/);
+    t.regex(
+      report.diagnosis.evidence[1]!,
+      new RegExp(
+        `^pid \\d+ \\(python3.*\\) was killed by the kernel OOM killer in the cgroup of Slurm job ${report.slurm!.jobId} \\(step 0\\), --mem=400M`,
+      ),
+    );
+    t.is(report.fix!.needAtLeast, 400 * MiB + 1);
+    t.regex(report.fix!.text, /--mem=400M was not enough for the step's processes together: pid \d+ \(python3\)/);
+    t.regex(report.fix!.text, /ask for --mem above 400M; how much more is not known from one run$/);
+  },
+);
+
+test.serial(
   'srun --mem=300M clip-mem trace -- a 600 MiB program: cgroup-oom-kill of the Slurm job, and the --mem that passes',
   (t) => {
     requireSlurm(t);

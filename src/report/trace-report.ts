@@ -335,7 +335,8 @@ export function traceFix(command: readonly string[], diagnosis: Diagnosis, facts
       command: null,
     };
   }
-  if (diagnosis.cause === 'cgroup-oom-kill' && slurm && !cgroup) return slurmFix(command, slurm, peaks);
+  if (diagnosis.cause === 'cgroup-oom-kill' && slurm && !cgroup)
+    return slurmFix(command, slurm, peaks, facts.oomKilled);
   if (diagnosis.cause === 'shared-memory' && facts.sharedMemory) {
     return {
       needAtLeast: null,
@@ -383,14 +384,32 @@ function outsideGroupFix(facts: FixFacts): TraceFix | null {
  * (heap + anonymous + file mappings, or its RSS at the kill); rounded up to MiB. Without a record, only
  * "more than the request" is known.
  */
-function slurmFix(command: readonly string[], slurm: SlurmStepOutcome, peaks: TraceReport['peaks'] | null): TraceFix {
+function slurmFix(
+  command: readonly string[],
+  slurm: SlurmStepOutcome,
+  peaks: TraceReport['peaks'] | null,
+  oomKilled: TraceRun['oomKilled'] = [],
+): TraceFix {
   const fit = `clip-mem fit --for slurm -- ${shellWords(command)}`;
   const job = `Slurm job ${slurm.jobId}${slurm.stepId !== null ? ` (step ${slurm.stepId})` : ''}: ${slurm.request ?? 'its memory request'}`;
+  const above = slurm.limit !== null ? ` above ${Math.ceil(slurm.limit / MiB)}M` : '';
+  // A worker killed, not the program: the program's own figures do not bound what the step's processes
+  // need together.
+  const worker = oomKilled.find((v) => v.main === false);
+  if (worker && !oomKilled.some((v) => v.main === true)) {
+    const rss = worker.rss !== null ? ` with RSS ${formatBytes(worker.rss)}` : '';
+    return {
+      needAtLeast: slurm.limit !== null ? slurm.limit + 1 : null,
+      text:
+        `${job} was not enough for the step's processes together: pid ${worker.pid} (${worker.comm}), a process ` +
+        `the command started, was killed${rss}; ask for --mem${above}; how much more is not known from one run`,
+      command: fit,
+    };
+  }
   const mapped = peaks?.vmSize != null ? peaks.vmSize - (peaks.reserved ?? 0) : null;
   const held = peaks?.heap != null ? peaks.heap + (peaks.anon ?? 0) + (peaks.file ?? 0) : null;
   const need = highest([mapped, held, peaks?.rss]);
   if (need === null || (slurm.limit !== null && need <= slurm.limit)) {
-    const above = slurm.limit !== null ? ` above ${Math.ceil(slurm.limit / MiB)}M` : '';
     return {
       needAtLeast: slurm.limit !== null ? slurm.limit + 1 : null,
       text: `${job} was not enough; ask for --mem${above}; how much more is not known (the program's own mappings were not recorded)`,
