@@ -444,3 +444,27 @@ test('mprotect of a range with nothing mapped at its start (flags 0 from /proc/s
     ],
   });
 });
+
+test("the kernel log unreadable: a kill counted by a cgroup someone else made is that cgroup's, never the host's", (t) => {
+  const memoryCgroups = [{ path: '/docker/abc', limit: 400 * MiB, oomKills: 1 }];
+  const kernelLog = 'the kernel log /dev/kmsg could not be read (EPERM (operation not permitted))';
+  const killed = { code: null, signal: 'SIGKILL' };
+  const d = diagnose(run({ exit: killed, memoryCgroups, kernelLog, hostOomKills: 1 }));
+  t.is(d.cause, 'cgroup-oom-kill');
+  t.deepEqual(d.evidence, [
+    'killed by SIGKILL in the memory cgroup /docker/abc (made outside clip-mem, limit 400 MiB), which counted 1 OOM kill(s) during the run (memory.oom_control or memory.events)',
+    `which process was killed is not confirmed: ${kernelLog}`,
+  ]);
+  // Nothing counted there: the host-wide counter alone stays "possibly".
+  const none = [{ ...memoryCgroups[0]!, oomKills: 0 }];
+  t.is(diagnose(run({ exit: killed, memoryCgroups: none, kernelLog, hostOomKills: 1 })).cause, 'unknown');
+  // The kernel log readable and naming no kill of this run: the cgroup's count is another process's.
+  t.is(diagnose(run({ exit: killed, memoryCgroups, oomKilled: [], hostOomKills: 1 })).cause, 'not-memory');
+  // Exited non-zero meanwhile, saying nothing of a worker: unknown, the kill said.
+  const exited = diagnose(run({ memoryCgroups, kernelLog, output: 'ValueError: bad' }));
+  t.is(exited.cause, 'unknown');
+  t.regex(
+    exited.evidence[1]!,
+    /^meanwhile a process was killed by the kernel OOM killer in the memory cgroup \/docker\/abc/,
+  );
+});

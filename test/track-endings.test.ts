@@ -128,24 +128,19 @@ test('the process itself OOM-killed: named by the kernel log, and its peaks are 
  * Runs `clip-mem trace` inside a memory cgroup the test makes around it, as a scheduler or a container
  * runtime would (under the test's own group, removed afterwards).
  */
-function traceInsideCgroup(limit: number, command: string[]): Traced {
+function traceInsideCgroup(limit: number, command: string[], unprivileged = false): Traced {
   const outer = createChildCgroup(limit);
   try {
-    const json = path.join(scratchDir('clipmem-endings-'), 'trace.json');
+    const dir = scratchDir('clipmem-endings-');
+    // As nobody, as in an unprivileged container: the kernel log is unreadable, the cgroup's files are not.
+    if (unprivileged) fs.chmodSync(dir, 0o777);
+    const json = path.join(dir, 'trace.json');
+    const enter = unprivileged
+      ? 'echo $$ > "$0"; exec setpriv --reuid=nobody --regid=nogroup --clear-groups "$@"'
+      : 'echo $$ > "$0"; exec "$@"';
     const result = spawnSync(
       'sh',
-      [
-        '-c',
-        'echo $$ > "$0"; exec "$@"',
-        outer.procsFile,
-        process.execPath,
-        bin,
-        'trace',
-        '--json',
-        json,
-        '--',
-        ...command,
-      ],
+      ['-c', enter, outer.procsFile, process.execPath, bin, 'trace', '--json', json, '--', ...command],
       { cwd: repoRoot, encoding: 'utf8', timeout: 120000 },
     );
     return { status: result.status, report: checked(json), stderr: result.stderr };
@@ -176,6 +171,30 @@ const poolScript = [
   "if __name__ == '__main__':",
   '    with ProcessPoolExecutor(2) as pool: print(list(pool.map(work, [1, 400])))',
 ].join('\n');
+
+test("an unprivileged run in a cgroup someone else made, kernel log unreadable: the cgroup's own count names the kill", (t) => {
+  requireProgram(t, python, 'apt-get install python3');
+  requireProgram(t, 'setpriv', 'apt-get install util-linux');
+  const own = traceInsideCgroup(250 * MiB, [python, '-c', touch200.replace('200 << 20', '400 << 20')], true);
+  t.is(own.status, 137);
+  t.regex(own.report.kernelLog!, /^the kernel log \/dev\/kmsg could not be read/);
+  t.is(own.report.diagnosis.cause, 'cgroup-oom-kill', own.report.diagnosis.evidence.join('\n'));
+  t.regex(
+    own.report.diagnosis.evidence[0]!,
+    /^killed by SIGKILL in the memory cgroup \/.*clipmem-\d+-\d+ \(made outside clip-mem, limit 250 MiB\), which counted 1 OOM kill\(s\) during the run/,
+  );
+  t.is(own.report.fix!.needAtLeast, 250 * MiB + 1);
+  const group = own.report.memoryCgroups.find((g) => g.limit === 250 * MiB)!;
+  t.is(group.oomKills, 1);
+
+  const worker = traceInsideCgroup(250 * MiB, [python, '-c', poolScript], true);
+  t.is(worker.status, 1);
+  t.is(worker.report.diagnosis.cause, 'cgroup-oom-kill', worker.report.diagnosis.evidence.join('\n'));
+  t.regex(
+    worker.report.diagnosis.evidence[1]!,
+    /^a process was killed by the kernel OOM killer in the memory cgroup .* which one is not known/,
+  );
+});
 
 test("a pool worker OOM-killed in a cgroup someone else made, the pool saying so: cgroup-oom-kill, from the program's own words", (t) => {
   requireProgram(t, python, 'apt-get install python3');

@@ -101,6 +101,11 @@ export interface DiagnosisInput {
   hostOomKills?: number | null;
   /** /dev/shm (a tmpfs): its size, and its use at the start and at most during the run (read every readEveryMs). */
   sharedMemory?: { size: number; usedAtStart: number; peakUsed: number; readEveryMs: number } | null;
+  /**
+   * The memory cgroups with a limit that clip-mem ran in, made by someone else (a container's), and the OOM
+   * kills each counted during the run (null: not read): the word of a kill where the kernel log is unreadable.
+   */
+  memoryCgroups?: { path: string; limit: number; oomKills: number | null }[];
   /** The pids cgroup the run was in: its limit on tasks, where set, and the new tasks it refused during the run. */
   tasks?: TaskLimitFacts | null;
   /** The tail of the process's stderr (and stdout): runtimes say some things only there. */
@@ -665,6 +670,11 @@ function sharedMemoryEnding(input: DiagnosisInput): Diagnosis | undefined {
   };
 }
 
+/** The first memory cgroup made outside clip-mem that counted an OOM kill during the run (its own group first). */
+function countedOutside(input: DiagnosisInput): NonNullable<DiagnosisInput['memoryCgroups']>[number] | undefined {
+  return input.memoryCgroups?.find((group) => (group.oomKills ?? 0) > 0);
+}
+
 /** Where the kernel log says a victim was killed: "in cgroup /x (a memory cgroup this run did not make)". */
 function victimsPlace(victim: Victim, slurm: DiagnosisInput['slurm']): string {
   if (!victim.cgroupLimit || victim.cgroup === '') return 'with the host out of memory (no cgroup limit)';
@@ -842,6 +852,29 @@ function diagnoseEnding(input: DiagnosisInput): Diagnosis {
     evidence.push(`the kernel log names it: ${victimName(mainVictim)}${victimRss([mainVictim])}`);
     if (last) evidence.push(last);
     return { cause: inGroup ? 'cgroup-oom-kill' : 'host-oom-kill', evidence };
+  } else if (victims.length === 0 && input.kernelLog !== undefined && !slurm && countedOutside(input)) {
+    // The kernel log cannot be read (an unprivileged container), but the container's own cgroup counted a
+    // kill during the run: the same word as a cgroup of ours counting one.
+    const group = countedOutside(input)!;
+    const where =
+      `in the memory cgroup ${group.path} (made outside clip-mem, limit ${formatBytes(group.limit)}), which counted ` +
+      `${group.oomKills} OOM kill(s) during the run (memory.oom_control or memory.events)`;
+    if (!ourKill && exit.signal === 'SIGKILL') {
+      evidence.push(`killed by SIGKILL ${where}`, `which process was killed is not confirmed: ${input.kernelLog}`);
+      if (last) evidence.push(last);
+      return { cause: 'cgroup-oom-kill', evidence };
+    }
+    const someone = `a process was killed by the kernel OOM killer ${where}; which one is not known (${input.kernelLog})`;
+    if (!ourKill && exit.code === 137) {
+      return {
+        cause: 'cgroup-oom-kill',
+        evidence: [
+          someone,
+          'the command exited with code 137 (128 + SIGKILL), as a shell or wrapper does when the process it waits for is killed',
+        ],
+      };
+    }
+    meanwhile.push(`meanwhile ${someone}`);
   } else if (others.length && !mainVictim) {
     // The kernel log names a kill of another process of the run, in a cgroup someone else made (a
     // container's, a Slurm job's) or with the host out of memory: the same as a kill in a cgroup of ours.

@@ -39,6 +39,7 @@ export function diagnosisInput(
     },
     hostOomKills: run.hostOomKills,
     tasks: run.tasks,
+    memoryCgroups: run.memoryCgroups,
     sharedMemory: run.sharedMemory,
     slurm: run.slurm,
     output: reportedError ? `${output}\n${reportedError}` : output,

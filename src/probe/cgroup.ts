@@ -188,6 +188,11 @@ export function readCgroupV2(directory: string, cgroupPath: string): MemoryCgrou
 }
 
 /** The group with the smallest numeric hard limit, or null. */
+/** The same group read again (its counters now). */
+export function rereadCgroup(group: MemoryCgroup): MemoryCgroup {
+  return (group.version === 1 ? readCgroupV1 : readCgroupV2)(group.directory, group.path);
+}
+
 export function tightestGroup(groups: MemoryCgroup[]): MemoryCgroup | null {
   let best: MemoryCgroup | null = null;
   for (const group of groups) {

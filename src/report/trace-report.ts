@@ -362,6 +362,18 @@ export function traceFix(command: readonly string[], diagnosis: Diagnosis, facts
 
 /** A kill at the limit of a memory cgroup someone else made (a container's): that limit, and what to change. */
 function outsideGroupFix(facts: FixFacts): TraceFix | null {
+  const counted = (facts.oomKilled ?? []).length === 0 && facts.memoryCgroups?.find((g) => (g.oomKills ?? 0) > 0);
+  if (counted) {
+    return {
+      needAtLeast: counted.limit + 1,
+      text:
+        `the memory cgroup ${counted.path}, made outside clip-mem (a container's or a service's), holds every process ` +
+        `in it to ${formatBytes(counted.limit)} of RSS + page cache, and counted ${counted.oomKills} OOM kill(s) during ` +
+        'the run: raise that limit where it is set (docker run --memory, Kubernetes resources.limits.memory, systemd ' +
+        'MemoryMax=), or use less: a smaller batch, fewer or lighter worker processes',
+      command: null,
+    };
+  }
   for (const victim of facts.oomKilled ?? []) {
     const group = facts.memoryCgroups?.find((g) => victim.cgroupLimit && g.path === victim.cgroup);
     if (!group) continue;

@@ -14,7 +14,7 @@ import { AllocationRecord, finalRecordOf, listRecords, readRecord, recordBytes }
 import { describeError, known } from '../core/field';
 import { inHostPidNamespace, kernelLogCursor, oomKillsSince } from './kernel-log';
 import { pageCacheBytes, readSharedMemory } from '../probe/proc';
-import { readCgroups, readTaskCgroup, type TaskCgroup } from '../probe/cgroup';
+import { readCgroups, readTaskCgroup, rereadCgroup, type MemoryCgroup, type TaskCgroup } from '../probe/cgroup';
 import { RecordSpace } from './record-space';
 import {
   adoptOrphans,
@@ -115,9 +115,10 @@ export interface TraceRun {
   hostOomKills: number | null;
   /**
    * The memory cgroups with a limit that clip-mem itself runs in (a container's, a service's, a Slurm
-   * job's), the run's own excepted: each holds the run too.
+   * job's), the run's own excepted: each holds the run too. `oomKills`: the kills each counted during the
+   * run (null: not read), the word of a kill where the kernel log cannot be read (a container).
    */
-  memoryCgroups: { path: string; limit: number }[];
+  memoryCgroups: { path: string; limit: number; oomKills: number | null }[];
   /**
    * /dev/shm (a tmpfs): its size and the most of it in use at the start and at any read during the run
    * (every SHARED_MEMORY_READ_MS); null where it is not a tmpfs. A write past its size kills the writer (SIGBUS).
@@ -174,6 +175,13 @@ export interface TaskLimitOutcome {
   limit: number | null;
   limitedAt: string | null;
   refused: number;
+}
+
+/** The OOM kills a memory cgroup counted between two reads of it; null where either read failed. */
+function cgroupOomKillsSince(before: MemoryCgroup, after: MemoryCgroup): number | null {
+  return typeof before.oomKills === 'number' && typeof after.oomKills === 'number'
+    ? after.oomKills - before.oomKills
+    : null;
 }
 
 /** The refusals counted during the run: the largest increase of any group on the chain (each counts them once). */
@@ -393,9 +401,9 @@ export async function traceCommand(options: TraceOptions): Promise<TraceRun> {
     const slurmWatch = watchSlurmJob(env);
     const hostOomBefore = hostOomKillCount();
     const tasksBefore = readTaskCgroup();
-    const memoryCgroups = readCgroups()
+    const limitedGroups = readCgroups()
       .hierarchies.flatMap((h) => h.groups)
-      .flatMap((g) => (typeof g.limit === 'number' ? [{ path: g.path, limit: g.limit }] : []));
+      .filter((g): g is MemoryCgroup & { limit: number } => typeof g.limit === 'number');
     const kernelBefore = kernelLogCursor();
     const started = Date.now();
     const startNs = process.hrtime.bigint();
@@ -642,7 +650,11 @@ export async function traceCommand(options: TraceOptions): Promise<TraceRun> {
         peakUsed: shmPeak,
         readEveryMs: SHARED_MEMORY_READ_MS,
       },
-      memoryCgroups,
+      memoryCgroups: limitedGroups.map((before) => ({
+        path: before.path,
+        limit: before.limit,
+        oomKills: cgroupOomKillsSince(before, rereadCgroup(before)),
+      })),
       oomKilled,
       kernelLog: Array.isArray(logged) ? undefined : logged.unreadable,
       endedUnclean,
