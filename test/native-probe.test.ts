@@ -209,3 +209,32 @@ test('without the GPU libraries: "not available" with the reason, and the report
   t.regex(run.stdout, /CUDA driver \(\/nonexistent\/libcuda\.so\.1\): not available: /);
   t.regex(run.stdout, /8\. Verdict/);
 });
+
+const pidsMount = '/sys/fs/cgroup/pids';
+const pidsWritable =
+  fs.existsSync(path.join(pidsMount, 'cgroup.procs')) && fs.statSync(pidsMount).uid === process.getuid?.();
+(pidsWritable ? test.serial : test.serial.skip)(
+  "in a pids cgroup allowing 60 tasks: the limit and the group in `tasks`; /dev/shm's size in `sharedMemory`",
+  (t) => {
+    const group = path.join(pidsMount, `clip-mem-probe-test-${process.pid}`);
+    fs.mkdirSync(group);
+    try {
+      fs.writeFileSync(path.join(group, 'pids.max'), '60');
+      const script = `echo $$ > ${group}/cgroup.procs && exec "$0" "$@"`;
+      const report = probeJson([], { wrapper: ['sh', '-c', script] });
+      t.deepEqual(report.tasks, {
+        cgroup: `/${path.basename(group)}`,
+        limit: 60,
+        limitedAt: `/${path.basename(group)}`,
+        refused: 0,
+      });
+      const shm = fs.statfsSync('/dev/shm');
+      if (shm.type === 0x01021994) t.is(report.sharedMemory!.size, shm.blocks * shm.bsize);
+      else t.is(report.sharedMemory, null);
+      const text = runNativeProbe([], { wrapper: ['sh', '-c', script] }).stdout;
+      t.regex(text, new RegExp(`pids +60 tasks \\(pids\\.max\\) in /${path.basename(group)}, 0 refused so far`));
+    } finally {
+      removeCgroup(group);
+    }
+  },
+);

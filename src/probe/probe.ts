@@ -2,11 +2,11 @@
 // the verdict. Cheap (a few ms, no pages touched) so it can run at the start of any job.
 import type { WeightFormat } from '../clip/config';
 import { nativeDescription, toolVersion } from '../core/native';
-import { CgroupReport, CgroupSources, readCgroups } from './cgroup';
+import { CgroupReport, CgroupSources, readCgroups, readTaskCgroup } from './cgroup';
 import { unknownsAsNull, type Field } from '../core/field';
 import { probeGpu } from './gpu';
 import { AllocatorProbe, GpuReport, Mallinfo, ResourceLimits, probeAddon } from './native';
-import { HostMemory, ProcessStatus, countMappings, readHostMemory, readProcessStatus } from './proc';
+import { HostMemory, ProcessStatus, countMappings, readHostMemory, readProcessStatus, readSharedMemory } from './proc';
 import { SlurmJob, probeSlurmJob } from './slurm';
 import { ModelFit, ProbeFacts, Verdict, modelFit, verdict } from './verdict';
 
@@ -33,6 +33,10 @@ export interface NativeProbeReport {
   process: ProcessMemory;
   host: HostMemory;
   cgroups: CgroupReport;
+  /** /dev/shm when it is a tmpfs (a container's is 64 MiB unless --shm-size): where DataLoader batches pass. */
+  sharedMemory: { size: number; used: number } | null;
+  /** The pids cgroup: the most tasks it and its ancestors allow, where set, and the forks or threads refused so far. */
+  tasks: { cgroup: string; limit: number | null; limitedAt: string | null; refused: number } | null;
   slurm: SlurmJob | null;
   gpu: GpuReport;
   allocator: AllocatorProbe;
@@ -83,12 +87,22 @@ export function runProbe(options: ProbeOptions = {}): NativeProbeReport {
     },
     host,
     cgroups,
+    sharedMemory: readSharedMemory(),
+    tasks: taskLimit(options.cgroupSources),
     slurm,
     gpu,
     allocator,
     verdict: result,
     models,
   };
+}
+
+/** The pids cgroup's limit and the refusals its own group counted since it began (pids.events). */
+function taskLimit(sources?: CgroupSources): NativeProbeReport['tasks'] {
+  const group = readTaskCgroup(sources);
+  if (!group) return null;
+  const refused = Math.max(0, ...group.refusals.values());
+  return { cgroup: group.path, limit: group.limit, limitedAt: group.limitedAt, refused };
 }
 
 /** The report as `native-probe --json` writes it: unreadable values null, with why in `unknowns`. */

@@ -118,6 +118,14 @@ function cudaLines(cuda: CudaReport): string[] {
   return lines;
 }
 
+/** "40 tasks (pids.max of /job) in /job/step, 2 refused so far". */
+function tasksText(tasks: NativeProbeReport['tasks']): string {
+  if (!tasks) return 'no pids limit';
+  const where = tasks.limitedAt !== tasks.cgroup ? ` of ${tasks.limitedAt}` : '';
+  const limit = tasks.limit === null ? 'no limit' : `${tasks.limit} tasks (pids.max${where})`;
+  return `${limit} in ${tasks.cgroup}, ${tasks.refused} refused so far`;
+}
+
 export function renderProbe(report: NativeProbeReport): string {
   const { limits, process: proc, host, cgroups, slurm, gpu, allocator, verdict } = report;
   const out: string[] = [
@@ -178,6 +186,14 @@ export function renderProbe(report: NativeProbeReport): string {
         `${host.overcommitRatio}%, overcommit_kbytes ${host.overcommitKbytes}`,
       ],
       ['transparent hugepages', String(host.transparentHugepage), 'max_map_count', String(host.maxMapCount)],
+      [
+        '/dev/shm',
+        report.sharedMemory
+          ? `${formatBytes(report.sharedMemory.size)} tmpfs, ${formatBytes(report.sharedMemory.used)} used`
+          : 'not a tmpfs of its own',
+        'pids',
+        tasksText(report.tasks),
+      ],
     ]),
   );
   out.push('');
