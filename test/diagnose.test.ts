@@ -468,3 +468,17 @@ test("the kernel log unreadable: a kill counted by a cgroup someone else made is
     /^meanwhile a process was killed by the kernel OOM killer in the memory cgroup \/docker\/abc/,
   );
 });
+
+test('the program says memory was refused, and no tracked call was: unknown, never not-memory', (t) => {
+  const d = diagnose(run({ output: 'Traceback (most recent call last):\n  ...\nMemoryError\n' }));
+  t.is(d.cause, 'unknown');
+  t.is(
+    d.evidence[0],
+    'exited with code 1; its output says memory was refused ("MemoryError"), but no tracked call was',
+  );
+  t.regex(d.evidence[2]!, /^missing: the refused call/);
+  const errno = diagnose(run({ output: 'OSError: [Errno 12] Cannot allocate memory\n' }));
+  t.is(errno.cause, 'unknown');
+  // Without such words the ending is not memory's.
+  t.is(diagnose(run({ output: 'ValueError: bad shape\n' })).cause, 'not-memory');
+});

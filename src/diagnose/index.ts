@@ -714,6 +714,30 @@ function workerKilledSign(output: string | undefined, others: Victim[]): string 
   return undefined;
 }
 
+/** What a program prints when memory was refused to it: Python's MemoryError, strerror(ENOMEM), C++'s bad_alloc. */
+const REFUSAL_SAID = /^MemoryError\b|Cannot allocate memory|\[Errno 12\]|std::bad_alloc/m;
+
+/**
+ * The program says memory was refused, and no tracked call in the run was: a check inside the program, or
+ * a call the tracker does not hook, refused it; which, and whether for memory, is not known.
+ */
+function refusalWithoutRecord(input: DiagnosisInput): Diagnosis | undefined {
+  const match = input.output ? REFUSAL_SAID.exec(input.output) : null;
+  if (!match || !input.output) return undefined;
+  if (input.failures.length || input.descendantFailures?.length) return undefined;
+  return {
+    cause: 'unknown',
+    evidence: [
+      `${endingOf(input.exit)}; its output says memory was refused ("${outputLine(input.output, match.index)}"), but no tracked call was`,
+      'a refusal the tracker does not see: a size check inside the program (Python raises MemoryError for a ' +
+        'request larger than it can index, e.g. [0] * 2**62, without asking for memory), or a call it does not hook ' +
+        '(a raw system call, shmget, mlock, io_uring)',
+      'missing: the refused call, its size and what refused it; the stack of the message (a Python traceback) says ' +
+        'which code asked',
+    ],
+  };
+}
+
 /** The whole line of the output around a position, trimmed. */
 function outputLine(output: string, index: number): string {
   const end = output.indexOf('\n', index);
@@ -1123,6 +1147,8 @@ function diagnoseEnding(input: DiagnosisInput): Diagnosis {
     );
     return { cause: 'unknown', evidence };
   }
+  const refusalSaid = killed ? undefined : refusalWithoutRecord(input);
+  if (refusalSaid) return refusalSaid;
   evidence.unshift(
     killed
       ? `${endingOf(exit)}, but no OOM killer counted a kill (not an out-of-memory kill)`
