@@ -4,6 +4,8 @@
 // src/report/fixes.ts. Pure: no I/O, no process access (the layer check in `npm test` enforces it).
 import { errnoName } from '../core/errno';
 import type { Limits } from '../core/limits';
+import type { LimitedGroupKills, TaskLimit } from '../probe/cgroup';
+import type { SharedMemoryWatch } from '../probe/proc';
 import { formatBytes } from '../core/units';
 import { explainGpuFailure, gpuFromOutput, type GpuDiagnosis, type GpuFacts } from './gpu';
 
@@ -100,14 +102,14 @@ export interface DiagnosisInput {
   /** Kernel OOM kills on the host during the run (/proc/vmstat oom_kill difference). */
   hostOomKills?: number | null;
   /** /dev/shm (a tmpfs): its size, and its use at the start and at most during the run (read every readEveryMs). */
-  sharedMemory?: { size: number; usedAtStart: number; peakUsed: number; readEveryMs: number } | null;
+  sharedMemory?: SharedMemoryWatch | null;
   /**
    * The memory cgroups with a limit that clip-mem ran in, made by someone else (a container's), and the OOM
    * kills each counted during the run (null: not read): the word of a kill where the kernel log is unreadable.
    */
-  memoryCgroups?: { path: string; limit: number; oomKills: number | null }[];
+  memoryCgroups?: LimitedGroupKills[];
   /** The pids cgroup the run was in: its limit on tasks, where set, and the new tasks it refused during the run. */
-  tasks?: TaskLimitFacts | null;
+  tasks?: TaskLimit | null;
   /** The tail of the process's stderr (and stdout): runtimes say some things only there. */
   output?: string;
   /** Peak bytes of file-backed mappings, when tracked. */
@@ -163,16 +165,8 @@ export interface DiagnosisInput {
   heldBy?: { moment: string; holders: { bytes: number; site: string }[] };
 }
 
-/** A pids cgroup's limit on processes and threads, and how many new ones it refused during the run (pids.events). */
-export interface TaskLimitFacts {
-  cgroup: string;
-  limit: number | null;
-  limitedAt: string | null;
-  refused: number;
-}
-
-/** "the pids cgroup /x refused 2 new task(s) during the run (pids.events), at its limit of 40 (pids.max)". */
-function taskRefusals(tasks: TaskLimitFacts | null | undefined): string | undefined {
+/** "the pids cgroup /x refused 2 new process(es) or thread(s) during the run (pids.events), at the limit of 40 tasks (pids.max)". */
+function taskRefusals(tasks: TaskLimit | null | undefined): string | undefined {
   if (!tasks || tasks.refused <= 0) return undefined;
   const where = tasks.limitedAt !== null && tasks.limitedAt !== tasks.cgroup ? ` of ${tasks.limitedAt}` : '';
   const limit = tasks.limit !== null ? `, at the limit of ${tasks.limit} tasks (pids.max${where})` : '';
@@ -349,7 +343,7 @@ export function explainFailure(
   f: FailureFacts,
   limits: Limits,
   output?: string,
-  tasks?: TaskLimitFacts | null,
+  tasks?: TaskLimit | null,
 ): Diagnosis | undefined {
   if (f.injected) return undefined;
   if (f.gpu) return explainGpuFailure({ fn: f.fn, size: f.size, gpu: f.gpu }, output);
@@ -621,7 +615,7 @@ const SHARED_MEMORY_FAILED =
   /insufficient shared memory|out of shared memory|unable to (?:write to|allocate shared memory\(shm\) for) file <?\/torch_|No space left on device.*\/dev\/shm|\/dev\/shm.*No space left on device/;
 
 /** The free room left in /dev/shm at its fullest for it to count as full: one 1 MiB write, or 2% of it. */
-function sharedMemoryFull(shm: { size: number; peakUsed: number }): boolean {
+function sharedMemoryFull(shm: SharedMemoryWatch): boolean {
   return shm.size - shm.peakUsed <= Math.max(2 ** 20, 0.02 * shm.size);
 }
 
@@ -671,7 +665,7 @@ function sharedMemoryEnding(input: DiagnosisInput): Diagnosis | undefined {
 }
 
 /** The first memory cgroup made outside clip-mem that counted an OOM kill during the run (its own group first). */
-function countedOutside(input: DiagnosisInput): NonNullable<DiagnosisInput['memoryCgroups']>[number] | undefined {
+function countedOutside(input: DiagnosisInput): LimitedGroupKills | undefined {
   return input.memoryCgroups?.find((group) => (group.oomKills ?? 0) > 0);
 }
 

@@ -188,6 +188,13 @@ export function readCgroupV2(directory: string, cgroupPath: string): MemoryCgrou
 }
 
 /** The group with the smallest numeric hard limit, or null. */
+/** A memory cgroup with a limit that a run was held by, and the OOM kills it counted during the run (null: not read). */
+export interface LimitedGroupKills {
+  path: string;
+  limit: number;
+  oomKills: number | null;
+}
+
 /** The same group read again (its counters now). */
 export function rereadCgroup(group: MemoryCgroup): MemoryCgroup {
   return (group.version === 1 ? readCgroupV1 : readCgroupV2)(group.directory, group.path);
@@ -301,6 +308,17 @@ export function readCgroups(sources: CgroupSources = {}): CgroupReport {
 export function inheritedMemoryLimit(sources: CgroupSources = {}): number | null {
   const limit = readCgroups(sources).tightest?.limit;
   return limit === undefined || isUnknown(limit) || limit === 'unlimited' ? null : limit;
+}
+
+/**
+ * A pids cgroup's limit on processes and threads as a run or the probe saw it: the smallest pids.max from
+ * the group up (null: none), the group that sets it, and the forks or thread starts it refused (pids.events).
+ */
+export interface TaskLimit {
+  cgroup: string;
+  limit: number | null;
+  limitedAt: string | null;
+  refused: number;
 }
 
 /**

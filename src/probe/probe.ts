@@ -2,7 +2,7 @@
 // the verdict. Cheap (a few ms, no pages touched) so it can run at the start of any job.
 import type { WeightFormat } from '../clip/config';
 import { nativeDescription, toolVersion } from '../core/native';
-import { CgroupReport, CgroupSources, readCgroups, readTaskCgroup } from './cgroup';
+import { CgroupReport, CgroupSources, TaskLimit, readCgroups, readTaskCgroup } from './cgroup';
 import { unknownsAsNull, type Field } from '../core/field';
 import { probeGpu } from './gpu';
 import { AllocatorProbe, GpuReport, Mallinfo, ResourceLimits, probeAddon } from './native';
@@ -36,7 +36,7 @@ export interface NativeProbeReport {
   /** /dev/shm when it is a tmpfs (a container's is 64 MiB unless --shm-size): where DataLoader batches pass. */
   sharedMemory: { size: number; used: number } | null;
   /** The pids cgroup: the most tasks it and its ancestors allow, where set, and the forks or threads refused so far. */
-  tasks: { cgroup: string; limit: number | null; limitedAt: string | null; refused: number } | null;
+  tasks: TaskLimit | null;
   slurm: SlurmJob | null;
   gpu: GpuReport;
   allocator: AllocatorProbe;

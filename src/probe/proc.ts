@@ -113,6 +113,14 @@ export function pageCacheBytes(file: string): number | null {
   }
 }
 
+/** /dev/shm watched through a run: its size, its use at the start, the most seen in use, how often it was read. */
+export interface SharedMemoryWatch {
+  size: number;
+  usedAtStart: number;
+  peakUsed: number;
+  readEveryMs: number;
+}
+
 /** /dev/shm, where POSIX shared memory lives (shm_open; PyTorch's DataLoader hands tensors through it). */
 export const SHARED_MEMORY_DIR = '/dev/shm';
 const TMPFS_MAGIC = 0x01021994;

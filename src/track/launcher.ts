@@ -13,8 +13,16 @@ import { ProgramKind, programKind } from './program';
 import { AllocationRecord, finalRecordOf, listRecords, readRecord, recordBytes } from './record';
 import { describeError, known } from '../core/field';
 import { inHostPidNamespace, kernelLogCursor, oomKillsSince } from './kernel-log';
-import { pageCacheBytes, readSharedMemory } from '../probe/proc';
-import { readCgroups, readTaskCgroup, rereadCgroup, type MemoryCgroup, type TaskCgroup } from '../probe/cgroup';
+import { pageCacheBytes, readSharedMemory, type SharedMemoryWatch } from '../probe/proc';
+import {
+  readCgroups,
+  readTaskCgroup,
+  rereadCgroup,
+  type LimitedGroupKills,
+  type MemoryCgroup,
+  type TaskCgroup,
+  type TaskLimit,
+} from '../probe/cgroup';
 import { RecordSpace } from './record-space';
 import {
   adoptOrphans,
@@ -118,14 +126,14 @@ export interface TraceRun {
    * job's), the run's own excepted: each holds the run too. `oomKills`: the kills each counted during the
    * run (null: not read), the word of a kill where the kernel log cannot be read (a container).
    */
-  memoryCgroups: { path: string; limit: number; oomKills: number | null }[];
+  memoryCgroups: LimitedGroupKills[];
   /**
    * /dev/shm (a tmpfs): its size and the most of it in use at the start and at any read during the run
    * (every SHARED_MEMORY_READ_MS); null where it is not a tmpfs. A write past its size kills the writer (SIGBUS).
    */
-  sharedMemory: { size: number; usedAtStart: number; peakUsed: number; readEveryMs: number } | null;
+  sharedMemory: SharedMemoryWatch | null;
   /** The pids cgroup the run was in (null: none shows), and the new tasks its limit refused during the run. */
-  tasks: TaskLimitOutcome | null;
+  tasks: TaskLimit | null;
   /**
    * The processes the kernel log (/dev/kmsg) says its OOM killer killed during the run, in the run's cgroup
    * or with a pid of the run; empty when none or when the log could not be read (then kernelLog says why).
@@ -169,14 +177,6 @@ const tailBytes = 64 * 1024;
 /** How often /dev/shm's use is read while the command runs. */
 const SHARED_MEMORY_READ_MS = 5;
 
-/** A pids cgroup's limit on tasks, and how many forks or thread starts it refused during a run. */
-export interface TaskLimitOutcome {
-  cgroup: string;
-  limit: number | null;
-  limitedAt: string | null;
-  refused: number;
-}
-
 /** The OOM kills a memory cgroup counted between two reads of it; null where either read failed. */
 function cgroupOomKillsSince(before: MemoryCgroup, after: MemoryCgroup): number | null {
   return typeof before.oomKills === 'number' && typeof after.oomKills === 'number'
@@ -185,7 +185,7 @@ function cgroupOomKillsSince(before: MemoryCgroup, after: MemoryCgroup): number 
 }
 
 /** The refusals counted during the run: the largest increase of any group on the chain (each counts them once). */
-function taskLimitOutcome(before: TaskCgroup | null, after: TaskCgroup | null): TaskLimitOutcome | null {
+function taskLimitOutcome(before: TaskCgroup | null, after: TaskCgroup | null): TaskLimit | null {
   if (!before || !after) return null;
   let refused = 0;
   for (const [directory, count] of after.refusals) {
