@@ -2,6 +2,10 @@
 import test from 'ava';
 import { DiagnosisInput, FailureFacts, diagnose, explainFailure } from '../src/diagnose';
 import { traceFix } from '../src/report/trace-report';
+import { userspaceOomKillers } from '../src/probe/proc';
+import * as path from 'node:path';
+
+const fixtures = path.resolve(__dirname, '..', '..', 'test', 'fixtures');
 
 const GiB = 2 ** 30;
 const MiB = 2 ** 20;
@@ -481,4 +485,31 @@ test('the program says memory was refused, and no tracked call was: unknown, nev
   t.is(errno.cause, 'unknown');
   // Without such words the ending is not memory's.
   t.is(diagnose(run({ output: 'ValueError: bad shape\n' })).cause, 'not-memory');
+});
+
+test('killed by a signal from another process while a user-space OOM killer runs: unknown, naming it', (t) => {
+  const killers = userspaceOomKillers(path.join(fixtures, 'host', 'proc-with-earlyoom'));
+  t.deepEqual(killers, [{ pid: 812, name: 'earlyoom' }]);
+  const d = diagnose(run({ exit: { code: null, signal: 'SIGKILL' }, hostOomKills: 0, userspaceOomKillers: killers }));
+  t.deepEqual(d, {
+    cause: 'unknown',
+    evidence: [
+      'killed by SIGKILL: a signal from another process, and the kernel counted no OOM kill of it; why is not known',
+      "earlyoom (pid 812) runs here: a user-space OOM killer, which kills by SIGTERM or SIGKILL when memory runs low, unseen by the kernel's OOM counters and log",
+      "missing: who sent the signal; earlyoom's own log says whether it did (journalctl -u earlyoom)",
+    ],
+  });
+  t.is(diagnose(run({ exit: { code: null, signal: 'SIGTERM' }, userspaceOomKillers: killers })).cause, 'unknown');
+  // None runs: the kernel's silence is the answer.
+  t.is(
+    diagnose(run({ exit: { code: null, signal: 'SIGKILL' }, hostOomKills: 0, userspaceOomKillers: [] })).cause,
+    'not-memory',
+  );
+  // A non-zero exit of its own is not a kill.
+  t.is(diagnose(run({ userspaceOomKillers: killers })).cause, 'not-memory');
+  // clip-mem's own kill at the timeout is clip-mem's.
+  t.is(
+    diagnose(run({ exit: { code: null, signal: 'SIGKILL' }, timeoutMs: 1000, userspaceOomKillers: killers })).cause,
+    'not-memory',
+  );
 });

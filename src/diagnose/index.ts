@@ -108,6 +108,8 @@ export interface DiagnosisInput {
    * kills each counted during the run (null: not read): the word of a kill where the kernel log is unreadable.
    */
   memoryCgroups?: LimitedGroupKills[];
+  /** User-space OOM killers running (earlyoom, systemd-oomd): they kill by signal, unseen by the kernel's counters. */
+  userspaceOomKillers?: { pid: number; name: string }[];
   /** The pids cgroup the run was in: its limit on tasks, where set, and the new tasks it refused during the run. */
   tasks?: TaskLimit | null;
   /** The tail of the process's stderr (and stdout): runtimes say some things only there. */
@@ -732,6 +734,26 @@ function refusalWithoutRecord(input: DiagnosisInput): Diagnosis | undefined {
   };
 }
 
+/**
+ * Killed by a signal from another process, no kernel OOM kill of it counted, while a user-space OOM killer
+ * runs here: it kills by SIGTERM or SIGKILL when memory runs low, and the kernel's counters never see it.
+ */
+function userspaceKill(input: DiagnosisInput, ourKill: boolean): Diagnosis | undefined {
+  const { exit } = input;
+  const killers = input.userspaceOomKillers ?? [];
+  const signalled = ['SIGKILL', 'SIGTERM'].includes(exit.signal ?? '') || exit.code === 137 || exit.code === 143;
+  if (ourKill || !signalled || !killers.length) return undefined;
+  const names = killers.map((k) => `${k.name} (pid ${k.pid})`).join(', ');
+  const evidence = [
+    `${endingOf(exit)}: a signal from another process, and the kernel counted no OOM kill of it; why is not known`,
+    `${names} runs here: a user-space OOM killer, which kills by SIGTERM or SIGKILL when memory runs low, unseen by the kernel's OOM counters and log`,
+    `missing: who sent the signal; ${killers[0]!.name}'s own log says whether it did (journalctl -u ${killers[0]!.name})`,
+  ];
+  const last = lastState(input.last);
+  if (last) evidence.push(last);
+  return { cause: 'unknown', evidence };
+}
+
 /** The whole line of the output around a position, trimmed. */
 function outputLine(output: string, index: number): string {
   const end = output.indexOf('\n', index);
@@ -926,6 +948,8 @@ function diagnoseEnding(input: DiagnosisInput): Diagnosis {
   if (killed && !ourKill && (input.hostOomKills ?? 0) > 0) {
     const counted = `/proc/vmstat counted ${input.hostOomKills} OOM kill(s) on this host during the run`;
     const meanwhileOthers = others.length ? [`meanwhile ${othersKilled(others, input, '')}`.trimEnd()] : [];
+    const userspace = userspaceKill(input, ourKill);
+    if (userspace) return userspace;
     if (input.kernelLog === undefined && victims.every((v) => v.main !== null)) {
       // The kernel log names each process its OOM killer kills, and names none of this one.
       evidence.push(
@@ -1143,6 +1167,8 @@ function diagnoseEnding(input: DiagnosisInput): Diagnosis {
   }
   const refusalSaid = killed ? undefined : refusalWithoutRecord(input);
   if (refusalSaid) return refusalSaid;
+  const userspace = userspaceKill(input, ourKill);
+  if (userspace) return userspace;
   evidence.unshift(
     killed
       ? `${endingOf(exit)}, but no OOM killer counted a kill (not an out-of-memory kill)`

@@ -39,6 +39,7 @@ export function diagnosisInput(
     },
     hostOomKills: run.hostOomKills,
     tasks: run.tasks,
+    userspaceOomKillers: run.userspaceOomKillers,
     memoryCgroups: run.memoryCgroups,
     sharedMemory: run.sharedMemory,
     slurm: run.slurm,

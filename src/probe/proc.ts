@@ -138,3 +138,29 @@ export function readSharedMemory(directory = SHARED_MEMORY_DIR): { size: number;
     return null;
   }
 }
+
+/**
+ * Daemons that kill processes from user space when memory runs low, by SIGKILL or SIGTERM, without the
+ * kernel's OOM counters or log seeing it; their names as /proc/PID/comm gives them (15 characters at most).
+ */
+const USERSPACE_OOM_KILLERS = ['earlyoom', 'systemd-oomd', 'oomd', 'nohang', 'low-memory-moni'];
+
+/** The user-space OOM killers running now (where this process can see them: not across a PID namespace). */
+export function userspaceOomKillers(proc = '/proc'): { pid: number; name: string }[] {
+  const found: { pid: number; name: string }[] = [];
+  let entries: string[];
+  try {
+    entries = fs.readdirSync(proc).filter((name) => /^\d+$/.test(name));
+  } catch {
+    return found;
+  }
+  for (const pid of entries) {
+    try {
+      const name = fs.readFileSync(`${proc}/${pid}/comm`, 'utf8').trim();
+      if (USERSPACE_OOM_KILLERS.includes(name)) found.push({ pid: Number(pid), name });
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return found;
+}

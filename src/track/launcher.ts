@@ -13,7 +13,7 @@ import { ProgramKind, programKind } from './program';
 import { AllocationRecord, finalRecordOf, listRecords, readRecord, recordBytes } from './record';
 import { describeError, known } from '../core/field';
 import { inHostPidNamespace, kernelLogCursor, oomKillsSince } from './kernel-log';
-import { pageCacheBytes, readSharedMemory, type SharedMemoryWatch } from '../probe/proc';
+import { pageCacheBytes, readSharedMemory, userspaceOomKillers, type SharedMemoryWatch } from '../probe/proc';
 import {
   readCgroups,
   readTaskCgroup,
@@ -132,6 +132,8 @@ export interface TraceRun {
    * (every SHARED_MEMORY_READ_MS); null where it is not a tmpfs. A write past its size kills the writer (SIGBUS).
    */
   sharedMemory: SharedMemoryWatch | null;
+  /** User-space OOM killers running at the end (earlyoom, systemd-oomd): they kill by signal, unseen by the kernel's counters. */
+  userspaceOomKillers: { pid: number; name: string }[];
   /** The pids cgroup the run was in (null: none shows), and the new tasks its limit refused during the run. */
   tasks: TaskLimit | null;
   /**
@@ -644,6 +646,7 @@ export async function traceCommand(options: TraceOptions): Promise<TraceRun> {
       lastSeen: lastSeenOf(watch.processes.get(child.pid!)),
       hostOomKills: hostOomBefore !== null && hostOomAfter !== null ? hostOomAfter - hostOomBefore : null,
       tasks: taskLimitOutcome(tasksBefore, tasksAfter),
+      userspaceOomKillers: userspaceOomKillers(),
       sharedMemory: shmAtStart && {
         size: shmAtStart.size,
         usedAtStart: shmAtStart.used,
