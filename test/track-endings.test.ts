@@ -414,7 +414,7 @@ test('a job script that lowers ulimit -v for the python it starts: address-space
   t.is(passedOn.report.fix!.command, null);
   t.regex(
     passedOn.report.fix!.text,
-    /^the command lowers `ulimit -v` itself: pid \d+ .* ran under 293 MiB, the command under none; /,
+    /^the command lowers `ulimit -v` itself: pid \d+ .* ran under 293 MiB, the command started under none; /,
   );
   t.true(passedOn.report.fix!.needAtLeast! > 400 * MiB);
   // The script's own exit code, not python's: the refusal is evidence, not proof.
@@ -438,6 +438,24 @@ function smallTmpfs(t: ExecutionContext, dir: string, readOnly: boolean): boolea
   t.teardown(() => spawnSync('umount', [dir]));
   return true;
 }
+
+test('python lowering its own RLIMIT_AS after it started: address-space under the limit in force at the failure, the fix says the program sets it', (t) => {
+  requireProgram(t, python, 'apt-get install python3');
+  const script = [
+    'import resource',
+    'resource.setrlimit(resource.RLIMIT_AS, (300 << 20, 300 << 20))',
+    'b = bytearray(400 << 20)',
+  ].join('\n');
+  const { status, report } = traceWith([], [python, '-c', script]);
+  t.is(status, 1);
+  t.is(report.diagnosis.cause, 'address-space', report.diagnosis.evidence.join('\n'));
+  t.regex(report.diagnosis.evidence[0]!, /^VmSize .* \+ 400 MiB > RLIMIT_AS 300 MiB: malloc of 419430401 bytes/);
+  t.is(report.fix!.command, null);
+  t.regex(
+    report.fix!.text,
+    /^the command lowers `ulimit -v` itself: it ran under 300 MiB at the failure, the command started under none; /,
+  );
+});
 
 test('TMPDIR full: the record cannot be created, the 1 TiB malloc is not "none", cause unknown with the reason', (t) => {
   requireProgram(t, 'python3', 'apt-get install python3');

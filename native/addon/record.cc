@@ -318,6 +318,8 @@ Napi::Value ReadRecord(const Napi::CallbackInfo& info) {
   out.Set("exitCode", exit_code < 0 ? env.Null() : Napi::Number::New(env, exit_code));
   out.Set("rlimitAs", bytes(env, h->rlimit_as));
   out.Set("rlimitData", bytes(env, h->rlimit_data));
+  out.Set("failureRlimitAs", bytes(env, h->failure_rlimit_as));
+  out.Set("failureRlimitData", bytes(env, h->failure_rlimit_data));
   out.Set("exe", bounded(h->exe, sizeof h->exe));
 
   // Heap: the folded counter plus every thread's unfolded delta.

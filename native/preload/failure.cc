@@ -75,6 +75,7 @@ void record_failure(const FailureArgs& args) {
   f->map_count = scan_maps(described, &f->map_flags, f->fd_path, sizeof f->fd_path);
   f->max_map_count = read_number_file("/proc/sys/vm/max_map_count");
   f->overcommit_memory = int32_t(read_number_file("/proc/sys/vm/overcommit_memory"));
+  read_rlimits(&record->failure_rlimit_as, &record->failure_rlimit_data);
   f->tid = int32_t(syscall(SYS_gettid));
   f->time_ns = now_ns();
   ClipmemThreadSlot* slot = my_slot();

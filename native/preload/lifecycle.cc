@@ -8,7 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -84,11 +83,7 @@ bool create_record(int parent_pid) {
   header->exec_generation = generation;
   header->state = CLIPMEM_STATE_RUNNING;
   header->start_ns = now_ns();
-  rlimit limit;
-  header->rlimit_as =
-      getrlimit(RLIMIT_AS, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY ? int64_t(limit.rlim_cur) : -1;
-  header->rlimit_data =
-      getrlimit(RLIMIT_DATA, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY ? int64_t(limit.rlim_cur) : -1;
+  read_rlimits(&header->rlimit_as, &header->rlimit_data);
   ssize_t n = readlink("/proc/self/exe", header->exe, sizeof header->exe - 1);
   header->exe[n > 0 ? n : 0] = 0;
   char* bytes = static_cast<char*>(base);

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "preload/state.h"
@@ -97,6 +98,12 @@ void read_statm(int64_t* vm_size, int64_t* rss) {
   long long resident = strtoll(end, nullptr, 10);
   *vm_size = size * int64_t(page_size);
   *rss = resident * int64_t(page_size);
+}
+
+void read_rlimits(int64_t* as, int64_t* data) {
+  rlimit limit;
+  *as = getrlimit(RLIMIT_AS, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY ? int64_t(limit.rlim_cur) : -1;
+  *data = getrlimit(RLIMIT_DATA, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY ? int64_t(limit.rlim_cur) : -1;
 }
 
 }  // namespace clipmem

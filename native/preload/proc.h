@@ -20,6 +20,8 @@ int64_t read_number_file(const char* path);
 int64_t scan_maps(uintptr_t address, int* flags, char* path, size_t path_size);
 // /proc/self/statm: virtual size and resident bytes (-1 if unreadable).
 void read_statm(int64_t* vm_size, int64_t* rss);
+// RLIMIT_AS and RLIMIT_DATA in force now, in bytes (-1: unlimited).
+void read_rlimits(int64_t* as, int64_t* data);
 
 }  // namespace clipmem
 

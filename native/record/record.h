@@ -337,6 +337,10 @@ typedef struct ClipmemRecordHeader {
   uint64_t heap_samples_total;            // blocks ever sampled
   uint32_t heap_dropped;                  // samples not kept: the table of sampled blocks was full
   int32_t exit_code;  // the status exit() or _exit() was given, & 0xff; -1: neither ran (killed, or not yet ended)
+  // RLIMIT_AS and RLIMIT_DATA at the latest failure (-1: unlimited; read once a failure is recorded): a
+  // program may lower its own after it started (Python's resource.setrlimit).
+  int64_t failure_rlimit_as;
+  int64_t failure_rlimit_data;
 } ClipmemRecordHeader;
 
 // ---------------------------------------------------------------- layout pins
@@ -502,7 +506,7 @@ CLIPMEM_OFFSET(ClipmemPhase, anon_mapped, 24);
 CLIPMEM_OFFSET(ClipmemPhase, file_mapped, 32);
 CLIPMEM_OFFSET(ClipmemPhase, label, 40);
 // ClipmemRecordHeader
-CLIPMEM_LAYOUT(sizeof(ClipmemRecordHeader) == 680);
+CLIPMEM_LAYOUT(sizeof(ClipmemRecordHeader) == 696);
 CLIPMEM_LAYOUT(CLIPMEM_ALIGNOF(ClipmemRecordHeader) == 8);
 CLIPMEM_OFFSET(ClipmemRecordHeader, magic, 0);
 CLIPMEM_OFFSET(ClipmemRecordHeader, version, 8);
@@ -573,6 +577,8 @@ CLIPMEM_OFFSET(ClipmemRecordHeader, heap_failure_snapshots_total, 656);
 CLIPMEM_OFFSET(ClipmemRecordHeader, heap_samples_total, 664);
 CLIPMEM_OFFSET(ClipmemRecordHeader, heap_dropped, 672);
 CLIPMEM_OFFSET(ClipmemRecordHeader, exit_code, 676);
+CLIPMEM_OFFSET(ClipmemRecordHeader, failure_rlimit_as, 680);
+CLIPMEM_OFFSET(ClipmemRecordHeader, failure_rlimit_data, 688);
 #undef CLIPMEM_OFFSET
 #undef CLIPMEM_ALIGNOF
 #undef CLIPMEM_LAYOUT
@@ -643,6 +649,7 @@ static inline void clipmem_header_layout(ClipmemRecordHeader* h) {
   h->heap_failure_snapshots_offset = clipmem_heap_failure_snapshots_offset();
   h->heap_failure_snapshots_capacity = CLIPMEM_HEAP_FAILURE_SNAPSHOTS;
   h->exit_code = -1;
+  h->failure_rlimit_as = h->failure_rlimit_data = -1;
 }
 
 // Checks that a mapped file of `file_size` bytes is a record this reader understands; returns NULL or a

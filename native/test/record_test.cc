@@ -51,7 +51,7 @@ TEST(RecordFormat, FixedSizesOfTheLayout) {
   EXPECT_EQ(sizeof(ClipmemDevice), 64u);
   EXPECT_EQ(sizeof(ClipmemHeapSite), 376u);
   EXPECT_EQ(sizeof(ClipmemHeapSnapshot), 1336u);
-  EXPECT_EQ(sizeof(ClipmemRecordHeader), 680u);
+  EXPECT_EQ(sizeof(ClipmemRecordHeader), 696u);
   EXPECT_EQ(offsetof(ClipmemRecordHeader, magic), 0u);
   EXPECT_EQ(offsetof(ClipmemRecordHeader, version), 8u);
   EXPECT_EQ(offsetof(ClipmemRecordHeader, header_size), 12u);

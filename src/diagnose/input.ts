@@ -2,15 +2,26 @@
 // `fit --verify` all build it here, so the same child is diagnosed the same way whichever command ran it.
 import type { Limits } from '../core/limits';
 import type { TraceRun } from '../track/launcher';
+import type { AllocationRecord } from '../track/record';
 import { phaseLabel } from '../track/phases';
 import type { DiagnosisInput } from './index';
 
-/** Limits in force: what clip-mem set, else what the record saw in the process (inherited ulimits). */
+/**
+ * The RLIMIT_AS and RLIMIT_DATA a record's process ran under: at its latest failure when it had one (a
+ * program may lower its own after it starts, Python's resource.setrlimit), else at its start; `at: 'start'`
+ * for the start alone. Absent: unlimited.
+ */
+export function recordLimits(record: AllocationRecord, at: 'failure' | 'start' = 'failure'): Limits {
+  const failed = at === 'failure' && record.failures.length > 0;
+  const as = failed ? record.failureRlimitAs : record.rlimitAs;
+  const data = failed ? record.failureRlimitData : record.rlimitData;
+  return { ...(as >= 0 ? { as } : {}), ...(data >= 0 ? { data } : {}) };
+}
+
+/** Limits in force: the record's (clip-mem's --limit-as and --limit-data are in it), and the cgroup clip-mem made. */
 export function effectiveLimits(run: TraceRun): Limits {
-  const limits: Limits = { ...run.limits };
-  if (limits.as === undefined && run.record && run.record.rlimitAs >= 0) limits.as = run.record.rlimitAs;
-  if (limits.data === undefined && run.record && run.record.rlimitData >= 0) limits.data = run.record.rlimitData;
-  return limits;
+  if (!run.record) return { ...run.limits };
+  return { ...(run.limits.mem !== undefined ? { mem: run.limits.mem } : {}), ...recordLimits(run.record) };
 }
 
 /**
@@ -80,11 +91,7 @@ export function diagnosisInput(
         exe: r.exe,
         exitCode: r.exitCode,
         // Its own record's limits: lowered inside the job (a shell's `ulimit -v`), they show only there.
-        limits: {
-          ...run.limits,
-          ...(r.rlimitAs >= 0 ? { as: r.rlimitAs } : {}),
-          ...(r.rlimitData >= 0 ? { data: r.rlimitData } : {}),
-        },
+        limits: { ...(run.limits.mem !== undefined ? { mem: run.limits.mem } : {}), ...recordLimits(r) },
         failures: r.failures,
       })),
     heldBy,

@@ -13,7 +13,7 @@ import {
   type Diagnosis,
   type StartedProcessRefusal,
 } from '../diagnose';
-import { diagnosisInput, effectiveLimits } from '../diagnose/input';
+import { diagnosisInput, effectiveLimits, recordLimits } from '../diagnose/input';
 import { phaseLabel } from '../track/phases';
 import { formatBytes } from '../core/units';
 import { limitTexts, type Limits } from '../core/limits';
@@ -260,8 +260,9 @@ export interface FixFacts {
   peaks?: TraceReport['peaks'] | null;
   /** The refusal in a process the command started, when the diagnosis came from it. */
   started?: StartedProcessRefusal;
-  /** The limits the command itself ran under. */
+  /** The limits the command itself ran under, at its failure; and at its start. */
   commandLimits?: Limits;
+  startLimits?: Limits;
   /** The processes the kernel log says its OOM killer killed, and the limited memory cgroups clip-mem ran in. */
   oomKilled?: TraceRun['oomKilled'];
   memoryCgroups?: TraceRun['memoryCgroups'];
@@ -277,7 +278,15 @@ export interface FixFacts {
  * a copy of a large parent.
  */
 export function traceFix(command: readonly string[], diagnosis: Diagnosis, facts: FixFacts): TraceFix | null {
-  const { failures, cgroup, slurm = null, peaks = null, started, commandLimits = {} } = facts;
+  const {
+    failures,
+    cgroup,
+    slurm = null,
+    peaks = null,
+    started,
+    commandLimits = {},
+    startLimits = commandLimits,
+  } = facts;
   const fit = (target: string) => `clip-mem fit --for ${target} -- ${shellWords(command)}`;
   if (diagnosis.cause === 'address-space' || diagnosis.cause === 'data-limit') {
     const as = diagnosis.cause === 'address-space';
@@ -295,15 +304,17 @@ export function traceFix(command: readonly string[], diagnosis: Diagnosis, facts
         ? `${as ? 'VmSize' : 'VmData'} ${formatBytes(held!)} + ${formatBytes(failure!.size)} requested`
         : '';
     const atLeast = need !== null ? `at least ${Math.ceil(need / 1024)} KiB` : '';
-    // A process the command started ran under a lower limit than the command: the command lowered it.
-    const lowered = inStarted?.process.limits[kind];
-    const outside = commandLimits[kind];
-    if (inStarted && lowered !== undefined && (outside === undefined || lowered < outside)) {
-      const who = `pid ${inStarted.process.pid} (${inStarted.process.exe})`;
+    // The refusing process ran under a lower limit than the command started with: the command lowered it
+    // (a job script's `ulimit -v` for a process it starts, or its own setrlimit before the failure).
+    const lowered = inStarted ? inStarted.process.limits[kind] : commandLimits[kind];
+    const outside = startLimits[kind];
+    if (failure && lowered !== undefined && (outside === undefined || lowered < outside)) {
+      const who = inStarted ? `pid ${inStarted.process.pid} (${inStarted.process.exe})` : 'it';
+      const when = inStarted ? '' : ' at the failure';
       return {
         needAtLeast: need,
         text:
-          `the command lowers ${ulimit} itself: ${who} ran under ${formatBytes(lowered)}, the command under ` +
+          `the command lowers ${ulimit} itself: ${who} ran under ${formatBytes(lowered)}${when}, the command started under ` +
           `${outside === undefined ? 'none' : formatBytes(outside)}; raise it where the command sets it` +
           (need !== null ? `, to ${atLeast} (${formatBytes(need)}: ${arithmetic}); later steps may need more` : ''),
         command: null,
@@ -612,6 +623,9 @@ export function buildTraceReport(run: TraceRun, options: TraceReportOptions = {}
       peaks,
       started: startedProcessRefusal(input),
       commandLimits: limits,
+      startLimits: record
+        ? { ...(run.limits.mem !== undefined ? { mem: run.limits.mem } : {}), ...recordLimits(record, 'start') }
+        : limits,
       oomKilled: run.oomKilled,
       memoryCgroups: run.memoryCgroups,
       sharedMemory: run.sharedMemory,

@@ -232,6 +232,9 @@ export interface AllocationRecord {
   /** -1: unlimited. */
   rlimitAs: number;
   rlimitData: number;
+  /** RLIMIT_AS and RLIMIT_DATA at the latest failure (-1: unlimited, or no failure yet): a program may lower its own. */
+  failureRlimitAs: number;
+  failureRlimitData: number;
   exe: string;
   counters: RecordCounters;
   calls: Record<TrackedFn, number>;
