@@ -10,6 +10,7 @@ import type { SlurmExplanation } from '../src/commands/slurm-explain';
 import { formatBytes } from '../src/core/units';
 import type { TraceReport } from '../src/report/trace-report';
 import { repoRoot } from './helpers/paths';
+import { poolWithWorkerTouching } from './helpers/python-jobs';
 import { schemaErrors } from './helpers/schema';
 import { scratchDir } from './helpers/scratch';
 import { JOB_NAME, leftoverCgroups, ourJobs, requireSlurm, srun } from './helpers/slurm';
@@ -115,15 +116,7 @@ test.serial(
   (t) => {
     requireSlurm(t);
     const json = path.join(scratchDir('clipmem-slurm-'), 'trace.json');
-    const pool = [
-      'from concurrent.futures import ProcessPoolExecutor',
-      'def work(n):',
-      '    b = bytearray(n << 20)',
-      '    for i in range(0, len(b), 4096): b[i] = 1',
-      '    return n',
-      "if __name__ == '__main__':",
-      '    with ProcessPoolExecutor(2) as pool: print(list(pool.map(work, [1, 600])))',
-    ].join('\n');
+    const pool = poolWithWorkerTouching(600);
     const run = srun(['--mem=400M'], [process.execPath, bin, 'trace', '--json', json, '--', 'python3', '-c', pool]);
     t.not(run.status, 0);
     const report = JSON.parse(fs.readFileSync(json, 'utf8')) as TraceReport;

@@ -7,6 +7,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { TraceReport } from '../src/report/trace-report';
 import { allocProgram } from './helpers/trace';
+import { poolWithWorkerTouching } from './helpers/python-jobs';
 import { repoRoot } from './helpers/paths';
 import { requireProgram } from './helpers/require-program';
 import { schemaErrors } from './helpers/schema';
@@ -162,15 +163,7 @@ test("inside a memory cgroup someone else made (a scheduler's stand-in): its OOM
 });
 
 /** A pool whose second worker touches 400 MiB: the worker is killed, and the pool says so (BrokenProcessPool). */
-const poolScript = [
-  'from concurrent.futures import ProcessPoolExecutor',
-  'def work(n):',
-  '    b = bytearray(n << 20)',
-  '    for i in range(0, len(b), 4096): b[i] = 1',
-  '    return n',
-  "if __name__ == '__main__':",
-  '    with ProcessPoolExecutor(2) as pool: print(list(pool.map(work, [1, 400])))',
-].join('\n');
+const poolScript = poolWithWorkerTouching(400);
 
 // nobody must be able to run clip-mem from where this checkout is (not under a 0700 home directory).
 const nobodyRunsClipMem =
