@@ -462,7 +462,8 @@ int pthread_create_hook(pthread_t* thread, const pthread_attr_t* attr, void* (*s
 
 namespace {
 // What fork asks the kernel to commit again for the child (vm.overcommit_memory=2 refuses it past the
-// commit limit): the private writable memory, VmData, and the stack, VmStk. Read before the call.
+// commit limit): the private writable memory, VmData, and the stack, VmStk. A refused fork leaves the
+// parent as it was, so it is read only for a failure (or for a fault-injection rule that needs the size).
 uint64_t private_writable_bytes() {
   char text[4096];
   if (read_small_file("/proc/self/status", text, sizeof text) <= 0) return 0;
@@ -477,14 +478,16 @@ pid_t fork_hook() {
   ensure_resolved();
   if (!tracking()) return real.fork();
   FailureArgs args{CLIPMEM_FN_FORK};
-  args.size = private_writable_bytes();
+  if (UNLIKELY(any_injection)) args.size = private_writable_bytes();
   if (UNLIKELY(injected(CLIPMEM_FN_FORK, args))) return errno = ENOMEM, -1;
   pid_t pid = real.fork();
   if (pid == 0) return 0;  // the child, whose own record began inside the call (lifecycle.cc)
   count_call(CLIPMEM_FN_FORK);
   if (pid < 0) {
     args.error = errno;
+    args.size = private_writable_bytes();
     record_failure(args);
+    errno = args.error;
   }
   return pid;
 }
