@@ -2,10 +2,11 @@
 // the arithmetic ("VmSize 3.95 GiB + 96.5 MiB > RLIMIT_AS 4.00 GiB"). Input is what a traced run
 // observed, built from a traced run by diagnosisInput (input.ts); fixes are built on top of this by
 // src/report/fixes.ts. Pure: no I/O, no process access (the layer check in `npm test` enforces it).
+import { killedOrTerminated, type Ending } from '../core/ending';
 import { errnoName } from '../core/errno';
 import type { Limits } from '../core/limits';
 import type { LimitedGroupKills, TaskLimit } from '../probe/cgroup';
-import type { SharedMemoryWatch } from '../probe/proc';
+import type { OomKillerProcess, SharedMemoryWatch } from '../probe/proc';
 import { formatBytes } from '../core/units';
 import { explainGpuFailure, gpuFromOutput, type GpuDiagnosis, type GpuFacts } from './gpu';
 
@@ -79,7 +80,7 @@ export interface FailureFacts {
 }
 
 export interface DiagnosisInput {
-  exit: { code: number | null; signal: string | null };
+  exit: Ending;
   /** Limits in force for the process, set by clip-mem or inherited (absent: none). */
   limits: Limits;
   failures: FailureFacts[];
@@ -109,7 +110,7 @@ export interface DiagnosisInput {
    */
   memoryCgroups?: LimitedGroupKills[];
   /** User-space OOM killers running (earlyoom, systemd-oomd): they kill by signal, unseen by the kernel's counters. */
-  userspaceOomKillers?: { pid: number; name: string }[];
+  userspaceOomKillers?: OomKillerProcess[];
   /** The pids cgroup the run was in: its limit on tasks, where set, and the new tasks it refused during the run. */
   tasks?: TaskLimit | null;
   /** The tail of the process's stderr (and stdout): runtimes say some things only there. */
@@ -667,9 +668,13 @@ function sharedMemoryEnding(input: DiagnosisInput): Diagnosis | undefined {
 }
 
 /** The first memory cgroup made outside clip-mem that counted an OOM kill during the run (its own group first). */
-function countedOutside(input: DiagnosisInput): LimitedGroupKills | undefined {
-  return input.memoryCgroups?.find((group) => (group.oomKills ?? 0) > 0);
+export function groupThatCountedKills(groups: readonly LimitedGroupKills[] | undefined): LimitedGroupKills | undefined {
+  return groups?.find((group) => (group.oomKills ?? 0) > 0);
 }
+
+/** A shell or wrapper passing on its command's SIGKILL: its ending follows from the kill. */
+const PASSED_ON_KILL =
+  'the command exited with code 137 (128 + SIGKILL), as a shell or wrapper does when the process it waits for is killed';
 
 /** Where the kernel log says a victim was killed: "in cgroup /x (a memory cgroup this run did not make)". */
 function victimsPlace(victim: Victim, slurm: DiagnosisInput['slurm']): string {
@@ -741,8 +746,7 @@ function refusalWithoutRecord(input: DiagnosisInput): Diagnosis | undefined {
 function userspaceKill(input: DiagnosisInput, ourKill: boolean): Diagnosis | undefined {
   const { exit } = input;
   const killers = input.userspaceOomKillers ?? [];
-  const signalled = ['SIGKILL', 'SIGTERM'].includes(exit.signal ?? '') || exit.code === 137 || exit.code === 143;
-  if (ourKill || !signalled || !killers.length) return undefined;
+  if (ourKill || !killedOrTerminated(exit) || !killers.length) return undefined;
   const names = killers.map((k) => `${k.name} (pid ${k.pid})`).join(', ');
   const evidence = [
     `${endingOf(exit)}: a signal from another process, and the kernel counted no OOM kill of it; why is not known`,
@@ -835,6 +839,11 @@ function diagnoseEnding(input: DiagnosisInput): Diagnosis {
   const others = victims.filter((v) => v.main !== true);
   /** What happened to other processes of the run meanwhile, said after the main process's own ending. */
   const meanwhile: string[] = [];
+  // Where the kernel log cannot be read, a kill counted by a cgroup someone else made (Slurm's has its own words).
+  const outsideKill =
+    victims.length === 0 && input.kernelLog !== undefined && !slurm
+      ? groupThatCountedKills(input.memoryCgroups)
+      : undefined;
 
   if (input.cgroup && (input.cgroup.oomKills ?? 0) > 0) {
     const kills = input.cgroup.oomKills ?? 0;
@@ -857,10 +866,7 @@ function diagnoseEnding(input: DiagnosisInput): Diagnosis {
     }
     if (exit.code === 137 && !ourKill) {
       // A shell (or a wrapper) reports its command's SIGKILL as 128 + 9: its ending follows from the kill.
-      evidence.push(othersKilled(others, input, where));
-      evidence.push(
-        'the command exited with code 137 (128 + SIGKILL), as a shell or wrapper does when the process it waits for is killed',
-      );
+      evidence.push(othersKilled(others, input, where), PASSED_ON_KILL);
       if (peak) evidence.push(peak);
       return { cause: 'cgroup-oom-kill', evidence };
     }
@@ -892,10 +898,10 @@ function diagnoseEnding(input: DiagnosisInput): Diagnosis {
     evidence.push(`the kernel log names it: ${victimName(mainVictim)}${victimRss([mainVictim])}`);
     if (last) evidence.push(last);
     return { cause: inGroup ? 'cgroup-oom-kill' : 'host-oom-kill', evidence };
-  } else if (victims.length === 0 && input.kernelLog !== undefined && !slurm && countedOutside(input)) {
+  } else if (outsideKill) {
     // The kernel log cannot be read (an unprivileged container), but the container's own cgroup counted a
     // kill during the run: the same word as a cgroup of ours counting one.
-    const group = countedOutside(input)!;
+    const group = outsideKill;
     const where =
       `in the memory cgroup ${group.path} (made outside clip-mem, limit ${formatBytes(group.limit)}), which counted ` +
       `${group.oomKills} OOM kill(s) during the run (memory.oom_control or memory.events)`;
@@ -905,15 +911,7 @@ function diagnoseEnding(input: DiagnosisInput): Diagnosis {
       return { cause: 'cgroup-oom-kill', evidence };
     }
     const someone = `a process was killed by the kernel OOM killer ${where}; which one is not known (${input.kernelLog})`;
-    if (!ourKill && exit.code === 137) {
-      return {
-        cause: 'cgroup-oom-kill',
-        evidence: [
-          someone,
-          'the command exited with code 137 (128 + SIGKILL), as a shell or wrapper does when the process it waits for is killed',
-        ],
-      };
-    }
+    if (!ourKill && exit.code === 137) return { cause: 'cgroup-oom-kill', evidence: [someone, PASSED_ON_KILL] };
     meanwhile.push(`meanwhile ${someone}`);
   } else if (others.length && !mainVictim) {
     // The kernel log names a kill of another process of the run, in a cgroup someone else made (a
@@ -922,10 +920,7 @@ function diagnoseEnding(input: DiagnosisInput): Diagnosis {
     if (exit.code === 137 && !ourKill) {
       return {
         cause: others[0]!.cgroupLimit ? 'cgroup-oom-kill' : 'host-oom-kill',
-        evidence: [
-          othersKilled(others, input, where),
-          'the command exited with code 137 (128 + SIGKILL), as a shell or wrapper does when the process it waits for is killed',
-        ],
+        evidence: [othersKilled(others, input, where), PASSED_ON_KILL],
       };
     }
     meanwhile.push(`meanwhile ${othersKilled(others, input, where)}`);
@@ -1177,6 +1172,6 @@ function diagnoseEnding(input: DiagnosisInput): Diagnosis {
   if (last && killed) evidence.push(last);
   // A process started without a tracked call (Python's subprocess uses vfork) is refused in silence.
   const refusedTasks = taskRefusals(input.tasks);
-  if (refusedTasks && !evidence.some((line) => line.includes(refusedTasks))) evidence.push(refusedTasks);
+  if (refusedTasks) evidence.push(refusedTasks);
   return { cause: 'not-memory', evidence };
 }

@@ -7,21 +7,25 @@ import { phaseLabel } from '../track/phases';
 import type { DiagnosisInput } from './index';
 
 /**
- * The RLIMIT_AS and RLIMIT_DATA a record's process ran under: at its latest failure when it had one (a
- * program may lower its own after it starts, Python's resource.setrlimit), else at its start; `at: 'start'`
- * for the start alone. Absent: unlimited.
+ * The limits a record's process ran under: RLIMIT_AS and RLIMIT_DATA at its latest failure when it had one
+ * (a program may lower its own after it starts, Python's resource.setrlimit), else at its start (`at:
+ * 'start'` for the start alone; absent: unlimited), and `mem`, the cgroup clip-mem made for the run.
  */
-export function recordLimits(record: AllocationRecord, at: 'failure' | 'start' = 'failure'): Limits {
+export function recordLimits(
+  record: AllocationRecord,
+  mem: number | undefined,
+  at: 'failure' | 'start' = 'failure',
+): Limits {
   const failed = at === 'failure' && record.failures.length > 0;
   const as = failed ? record.failureRlimitAs : record.rlimitAs;
   const data = failed ? record.failureRlimitData : record.rlimitData;
-  return { ...(as >= 0 ? { as } : {}), ...(data >= 0 ? { data } : {}) };
+  return { ...(as >= 0 ? { as } : {}), ...(data >= 0 ? { data } : {}), ...(mem !== undefined ? { mem } : {}) };
 }
 
 /** Limits in force: the record's (clip-mem's --limit-as and --limit-data are in it), and the cgroup clip-mem made. */
 export function effectiveLimits(run: TraceRun): Limits {
   if (!run.record) return { ...run.limits };
-  return { ...(run.limits.mem !== undefined ? { mem: run.limits.mem } : {}), ...recordLimits(run.record) };
+  return recordLimits(run.record, run.limits.mem);
 }
 
 /**
@@ -91,7 +95,7 @@ export function diagnosisInput(
         exe: r.exe,
         exitCode: r.exitCode,
         // Its own record's limits: lowered inside the job (a shell's `ulimit -v`), they show only there.
-        limits: { ...(run.limits.mem !== undefined ? { mem: run.limits.mem } : {}), ...recordLimits(r) },
+        limits: recordLimits(r, run.limits.mem),
         failures: r.failures,
       })),
     heldBy,

@@ -209,24 +209,32 @@ export function tightestGroup(groups: MemoryCgroup[]): MemoryCgroup | null {
   return best;
 }
 
+/** A group and each of its ancestors up to the top of the mount (the top included): directory and path. */
+function chainToTop(directory: string, groupPath: string, mountTop: string): { directory: string; path: string }[] {
+  const top = path.resolve(mountTop);
+  const chain = [{ directory, path: groupPath }];
+  while (path.resolve(directory) !== top && directory !== path.dirname(directory)) {
+    directory = path.dirname(directory);
+    groupPath = path.posix.dirname(groupPath);
+    chain.push({ directory, path: groupPath });
+  }
+  return chain;
+}
+
 function readHierarchy(own: OwnMemoryCgroup, root: string): CgroupHierarchy {
   const { mount, path: cgroupPath } = own;
   const read = mount.version === 1 ? readCgroupV1 : readCgroupV2;
   const limitFile = mount.version === 1 ? 'memory.limit_in_bytes' : 'memory.max';
-  const top = path.resolve(root + mount.mountPoint);
-  const groups: MemoryCgroup[] = [];
-  let directory = own.directory;
-  let groupPath = cgroupPath;
-  for (;;) {
-    const atTop = path.resolve(directory) === top;
+  const chain = chainToTop(own.directory, cgroupPath, root + mount.mountPoint);
+  const groups = chain
     // The hierarchy's real root has no limit (v2 has no limit files there; v1's cannot be set). The top
     // of a container's mount or cgroup namespace is a real group, with limit files: that one counts.
-    const isRealRoot = !fs.existsSync(path.join(directory, limitFile)) || (mount.version === 1 && groupPath === '/');
-    if (!atTop || !isRealRoot) groups.push(read(directory, groupPath));
-    if (atTop || directory === path.dirname(directory)) break;
-    directory = path.dirname(directory);
-    groupPath = path.posix.dirname(groupPath);
-  }
+    .filter(
+      (group, i) =>
+        i < chain.length - 1 ||
+        (fs.existsSync(path.join(group.directory, limitFile)) && !(mount.version === 1 && group.path === '/')),
+    )
+    .map((group) => read(group.directory, group.path));
   return {
     version: mount.version,
     mountPoint: mount.mountPoint,
@@ -352,10 +360,8 @@ export function readTaskCgroup(sources: CgroupSources = {}): TaskCgroup | null {
     v1Entry && v1Mount ? [v1Mount, v1Entry.path] : v2Entry && v2Mount ? [v2Mount, v2Entry.path] : [];
   const directory = mount && cgroupPath !== undefined ? cgroupDirectory(mount, cgroupPath, root) : undefined;
   if (!mount || cgroupPath === undefined || !directory || !fs.existsSync(path.join(directory, 'pids.max'))) return null;
-  const top = path.resolve(root + mount.mountPoint);
   const group: TaskCgroup = { path: cgroupPath, limit: null, limitedAt: null, refusals: new Map() };
-  let groupPath = cgroupPath;
-  for (let dir = directory; ; dir = path.dirname(dir), groupPath = path.posix.dirname(groupPath)) {
+  for (const { directory: dir, path: groupPath } of chainToTop(directory, cgroupPath, root + mount.mountPoint)) {
     const max = readText(path.join(dir, 'pids.max'));
     const limit = isUnknown(max) ? undefined : parseCount(max);
     if (limit !== undefined && (group.limit === null || limit < group.limit)) {
@@ -364,7 +370,6 @@ export function readTaskCgroup(sources: CgroupSources = {}): TaskCgroup | null {
     }
     const events = readText(path.join(dir, 'pids.events'));
     if (!isUnknown(events)) group.refusals.set(dir, parseKeyValues(events).get('max') ?? 0);
-    if (path.resolve(dir) === top || dir === path.dirname(dir)) break;
   }
   return group;
 }

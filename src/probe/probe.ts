@@ -6,7 +6,15 @@ import { CgroupReport, CgroupSources, TaskLimit, readCgroups, readTaskCgroup } f
 import { unknownsAsNull, type Field } from '../core/field';
 import { probeGpu } from './gpu';
 import { AllocatorProbe, GpuReport, Mallinfo, ResourceLimits, probeAddon } from './native';
-import { HostMemory, ProcessStatus, countMappings, readHostMemory, readProcessStatus, readSharedMemory } from './proc';
+import {
+  HostMemory,
+  ProcessStatus,
+  SharedMemoryUse,
+  countMappings,
+  readHostMemory,
+  readProcessStatus,
+  readSharedMemory,
+} from './proc';
 import { SlurmJob, probeSlurmJob } from './slurm';
 import { ModelFit, ProbeFacts, Verdict, modelFit, verdict } from './verdict';
 
@@ -34,7 +42,7 @@ export interface NativeProbeReport {
   host: HostMemory;
   cgroups: CgroupReport;
   /** /dev/shm when it is a tmpfs (a container's is 64 MiB unless --shm-size): where DataLoader batches pass. */
-  sharedMemory: { size: number; used: number } | null;
+  sharedMemory: SharedMemoryUse | null;
   /** The pids cgroup: the most tasks it and its ancestors allow, where set, and the forks or threads refused so far. */
   tasks: TaskLimit | null;
   slurm: SlurmJob | null;

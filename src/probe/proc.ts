@@ -121,6 +121,12 @@ export interface SharedMemoryWatch {
   readEveryMs: number;
 }
 
+/** /dev/shm's size and the bytes in use, as read once. */
+export interface SharedMemoryUse {
+  size: number;
+  used: number;
+}
+
 /** /dev/shm, where POSIX shared memory lives (shm_open; PyTorch's DataLoader hands tensors through it). */
 export const SHARED_MEMORY_DIR = '/dev/shm';
 const TMPFS_MAGIC = 0x01021994;
@@ -129,7 +135,7 @@ const TMPFS_MAGIC = 0x01021994;
  * The size and use of the shared memory file system, in bytes: a tmpfs whose size a container sets
  * (Docker's default is 64 MiB); null when /dev/shm is missing or not a tmpfs of its own.
  */
-export function readSharedMemory(directory = SHARED_MEMORY_DIR): { size: number; used: number } | null {
+export function readSharedMemory(directory = SHARED_MEMORY_DIR): SharedMemoryUse | null {
   try {
     const stats = fs.statfsSync(directory);
     if (stats.type !== TMPFS_MAGIC) return null;
@@ -145,9 +151,15 @@ export function readSharedMemory(directory = SHARED_MEMORY_DIR): { size: number;
  */
 const USERSPACE_OOM_KILLERS = ['earlyoom', 'systemd-oomd', 'oomd', 'nohang', 'low-memory-moni'];
 
+/** A user-space OOM killer found running. */
+export interface OomKillerProcess {
+  pid: number;
+  name: string;
+}
+
 /** The user-space OOM killers running now (where this process can see them: not across a PID namespace). */
-export function userspaceOomKillers(proc = '/proc'): { pid: number; name: string }[] {
-  const found: { pid: number; name: string }[] = [];
+export function userspaceOomKillers(proc = '/proc'): OomKillerProcess[] {
+  const found: OomKillerProcess[] = [];
   let entries: string[];
   try {
     entries = fs.readdirSync(proc).filter((name) => /^\d+$/.test(name));

@@ -8,6 +8,7 @@ import { errnoName } from '../core/errno';
 import {
   diagnose,
   explainFailure,
+  groupThatCountedKills,
   slurmJobName,
   startedProcessRefusal,
   type Diagnosis,
@@ -17,6 +18,7 @@ import { diagnosisInput, effectiveLimits, recordLimits } from '../diagnose/input
 import { phaseLabel } from '../track/phases';
 import { formatBytes } from '../core/units';
 import { limitTexts, type Limits } from '../core/limits';
+import type { LimitedGroupKills } from '../probe/cgroup';
 import type { TraceRun } from '../track/launcher';
 import { type PythonStack, type RecordDevice, type RecordFailure, type RecordGpuFailure } from '../track/record';
 import type { SlurmStepOutcome } from '../track/slurm';
@@ -373,30 +375,21 @@ export function traceFix(command: readonly string[], diagnosis: Diagnosis, facts
 
 /** A kill at the limit of a memory cgroup someone else made (a container's): that limit, and what to change. */
 function outsideGroupFix(facts: FixFacts): TraceFix | null {
-  const counted = (facts.oomKilled ?? []).length === 0 && facts.memoryCgroups?.find((g) => (g.oomKills ?? 0) > 0);
-  if (counted) {
-    return {
-      needAtLeast: counted.limit + 1,
-      text:
-        `the memory cgroup ${counted.path}, made outside clip-mem (a container's or a service's), holds every process ` +
-        `in it to ${formatBytes(counted.limit)} of RSS + page cache, and counted ${counted.oomKills} OOM kill(s) during ` +
-        'the run: raise that limit where it is set (docker run --memory, Kubernetes resources.limits.memory, systemd ' +
-        'MemoryMax=), or use less: a smaller batch, fewer or lighter worker processes',
-      command: null,
-    };
-  }
-  for (const victim of facts.oomKilled ?? []) {
+  const fix = (group: LimitedGroupKills, what: string): TraceFix => ({
+    needAtLeast: group.limit + 1,
+    text:
+      `the memory cgroup ${group.path}, made outside clip-mem (a container's or a service's), holds every process ` +
+      `in it to ${formatBytes(group.limit)} of RSS + page cache, and ${what}: raise that limit where it is set ` +
+      '(docker run --memory, Kubernetes resources.limits.memory, systemd MemoryMax=), or use less: a smaller ' +
+      'batch, fewer or lighter worker processes',
+    command: null,
+  });
+  const victims = facts.oomKilled ?? [];
+  const counted = victims.length === 0 ? groupThatCountedKills(facts.memoryCgroups) : undefined;
+  if (counted) return fix(counted, `counted ${counted.oomKills} OOM kill(s) during the run`);
+  for (const victim of victims) {
     const group = facts.memoryCgroups?.find((g) => victim.cgroupLimit && g.path === victim.cgroup);
-    if (!group) continue;
-    return {
-      needAtLeast: group.limit + 1,
-      text:
-        `the memory cgroup ${group.path}, made outside clip-mem (a container's or a service's), holds every process ` +
-        `in it to ${formatBytes(group.limit)} of RSS + page cache, and the OOM killer killed pid ${victim.pid} (${victim.comm}) ` +
-        'there: raise that limit where it is set (docker run --memory, Kubernetes resources.limits.memory, systemd ' +
-        'MemoryMax=), or use less: a smaller batch, fewer or lighter worker processes',
-      command: null,
-    };
+    if (group) return fix(group, `the OOM killer killed pid ${victim.pid} (${victim.comm}) there`);
   }
   return null;
 }
@@ -623,9 +616,7 @@ export function buildTraceReport(run: TraceRun, options: TraceReportOptions = {}
       peaks,
       started: startedProcessRefusal(input),
       commandLimits: limits,
-      startLimits: record
-        ? { ...(run.limits.mem !== undefined ? { mem: run.limits.mem } : {}), ...recordLimits(record, 'start') }
-        : limits,
+      startLimits: record ? recordLimits(record, run.limits.mem, 'start') : limits,
       oomKilled: run.oomKilled,
       memoryCgroups: run.memoryCgroups,
       sharedMemory: run.sharedMemory,

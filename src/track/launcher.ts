@@ -13,7 +13,14 @@ import { ProgramKind, programKind } from './program';
 import { AllocationRecord, finalRecordOf, listRecords, readRecord, recordBytes } from './record';
 import { describeError, known } from '../core/field';
 import { inHostPidNamespace, kernelLogCursor, oomKillsSince } from './kernel-log';
-import { pageCacheBytes, readSharedMemory, userspaceOomKillers, type SharedMemoryWatch } from '../probe/proc';
+import {
+  pageCacheBytes,
+  readSharedMemory,
+  userspaceOomKillers,
+  type OomKillerProcess,
+  type SharedMemoryWatch,
+} from '../probe/proc';
+import { killedOrTerminated } from '../core/ending';
 import {
   readCgroups,
   readTaskCgroup,
@@ -132,8 +139,11 @@ export interface TraceRun {
    * (every SHARED_MEMORY_READ_MS); null where it is not a tmpfs. A write past its size kills the writer (SIGBUS).
    */
   sharedMemory: SharedMemoryWatch | null;
-  /** User-space OOM killers running at the end (earlyoom, systemd-oomd): they kill by signal, unseen by the kernel's counters. */
-  userspaceOomKillers: { pid: number; name: string }[];
+  /**
+   * User-space OOM killers running at the end (earlyoom, systemd-oomd), looked for only when the command was
+   * killed or terminated: they kill by signal, unseen by the kernel's counters.
+   */
+  userspaceOomKillers: OomKillerProcess[];
   /** The pids cgroup the run was in (null: none shows), and the new tasks its limit refused during the run. */
   tasks: TaskLimit | null;
   /**
@@ -646,7 +656,7 @@ export async function traceCommand(options: TraceOptions): Promise<TraceRun> {
       lastSeen: lastSeenOf(watch.processes.get(child.pid!)),
       hostOomKills: hostOomBefore !== null && hostOomAfter !== null ? hostOomAfter - hostOomBefore : null,
       tasks: taskLimitOutcome(tasksBefore, tasksAfter),
-      userspaceOomKillers: userspaceOomKillers(),
+      userspaceOomKillers: killedOrTerminated(exit) ? userspaceOomKillers() : [],
       sharedMemory: shmAtStart && {
         size: shmAtStart.size,
         usedAtStart: shmAtStart.used,
