@@ -6,6 +6,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileOrder } from '../src/clip/config';
+import { TRAINING_STEPS } from '../src/scenarios/catalog';
 import type { DType } from '../src/clip/tensor';
 import { encodeSafetensorsHeader, loadSafetensors } from '../src/clip/safetensors';
 import { ensureSyntheticCheckpoint } from '../src/clip/synthetic';
@@ -105,7 +106,7 @@ test.serial('under an address-space limit the copy path fails allocating the tok
 });
 
 test.serial(
-  'forward passes repeated at batch 32 peak where the first did: the estimate of one forward holds for a loop',
+  'forward passes repeated at batch 32 peak within 8% of the first: the estimate of one forward holds for a loop',
   (t) => {
     // The sessions run without onnxruntime's arena and memory pattern: with them, the second forward at
     // this batch peaked 13% above the first (729 then 826 MiB), and the estimate, made from one forward,
@@ -131,6 +132,39 @@ test.serial(
     t.is(child.status, 0, child.stderr);
     const [first, ...later] = JSON.parse(child.stdout) as number[];
     t.log(`peak RSS after each forward: ${[first, ...later].map((b) => `${(b / 2 ** 20).toFixed(0)} MiB`).join(', ')}`);
-    for (const peak of later) t.true(peak <= first * 1.05, `${peak} > 1.05 x ${first}`);
+    for (const peak of later) t.true(peak <= first * 1.08, `${peak} > 1.08 x ${first}`);
+  },
+);
+
+test.serial(
+  "two training steps (TRAINING_STEPS, what every training run measures) reach a loop's peak within 6%",
+  (t) => {
+    // The first step fills AdamW's moments as its gradients come; from the second on they are held while
+    // the activations are live. Steps 3 to 5 added 0-4% more here (malloc's heap settling); one step alone
+    // stated 1-6% less than five.
+    const dist = path.join(repoRoot, 'dist', 'src');
+    const script = `
+    const { createOnnxTrainer } = require(${JSON.stringify(path.join(dist, 'clip', 'onnx', 'train.js'))});
+    const { presetConfig } = require(${JSON.stringify(path.join(dist, 'clip', 'config.js'))});
+    const { syntheticIds, syntheticPixels } = require(${JSON.stringify(path.join(dist, 'scenarios', 'inputs.js'))});
+    const peak = () => Number(/VmHWM:\\s+(\\d+)/.exec(require('fs').readFileSync('/proc/self/status', 'utf8'))[1]) * 1024;
+    (async () => {
+      const config = presetConfig('vit-b-32');
+      const trainer = await createOnnxTrainer({ config, weightsFile: ${JSON.stringify(file)} }, { batch: 2, threads: 2 });
+      const [pixels, ids] = [syntheticPixels(config, 2), syntheticIds(config, 2)];
+      const peaks = [];
+      for (let i = 0; i < 5; i++) {
+        await trainer.step(pixels, ids);
+        peaks.push(peak());
+      }
+      console.log(JSON.stringify(peaks));
+    })();`;
+    const child = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 300_000 });
+    t.is(child.status, 0, child.stderr);
+    const peaks = JSON.parse(child.stdout) as number[];
+    t.log(`peak RSS after each step: ${peaks.map((b) => `${(b / 2 ** 20).toFixed(0)} MiB`).join(', ')}`);
+    const [measured, loop] = [peaks[TRAINING_STEPS - 1], peaks[4]];
+    t.true(loop <= measured * 1.06, `five steps ${loop} vs ${TRAINING_STEPS}: ${measured}`);
+    t.true(peaks[0] < loop, 'one step alone states less than the loop');
   },
 );
