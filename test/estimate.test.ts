@@ -3,7 +3,7 @@
 import test from 'ava';
 import { presetConfig } from '../src/clip/config';
 import { ElemType, Graph } from '../src/clip/onnx/graph';
-import { accelerateFigures, estimatePhase, fitLine, MODEL_ONLY_MISS } from '../src/estimate/estimate';
+import { accelerateFigures, ARENA_HEAP_BYTES, estimatePhase, fitLine, MODEL_ONLY_MISS } from '../src/estimate/estimate';
 import { forwardGraphMemory, plannedPeak, trainingGraphMemory } from '../src/estimate/graph-memory';
 import { modelTerms, trainableBytes } from '../src/estimate/model';
 import type { RuntimeRecord } from '../src/estimate/store';
@@ -169,7 +169,9 @@ test('estimatePhase: baseline + terms with an uncalibrated band, then the consta
   t.is(calibrated.calibration.kind, 'this config');
   t.is(calibrated.uncertainty.scope, 'calibrated');
   t.is(calibrated.uncertainty.rss, Math.round(0.03 * calibrated.predicted.rss)); // one point, no growth: the 3% floor
-  t.true(calibrated.uncertainty.withinGoal);
+  // VmSize: the 3% floor and one malloc arena heap, which on this 0.6 GB peak is wider than the ±10% goal
+  t.is(calibrated.uncertainty.vmSize, Math.round(0.03 * calibrated.predicted.vmSize + ARENA_HEAP_BYTES));
+  t.false(calibrated.uncertainty.withinGoal);
   // fp16 was never calibrated: this model's fp32 constant is borrowed, with 3% + 4% of the peak
   const family = estimatePhase(vitB32, { ...request, dtype: 'fp16' }, r);
   t.is(family.uncertainty.scope, 'family');
