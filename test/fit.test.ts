@@ -273,7 +273,7 @@ test.serial(
     t.is(adamw.status, 0, adamw.stdout + adamw.stderr);
     t.regex(
       adamw.stdout,
-      /train \(sgd\): plain SGD is not calibrated: .* `clip-mem estimate --calibrate --optimizer sgd`/,
+      /train \(sgd\): plain SGD is not calibrated .* `clip-mem estimate --calibrate --optimizer sgd`/,
     );
     const sgd = cli(['estimate', '--calibrate', '--optimizer', 'sgd', ...batches]);
     t.is(sgd.status, 0, sgd.stdout + sgd.stderr);

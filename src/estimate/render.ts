@@ -17,7 +17,7 @@ function phaseTitle(e: PhaseEstimate): string {
   if (e.phase === 'load') return 'load (by copy: every weight read into memory)';
   if (e.phase === 'forward') return `forward, batch ${e.batch} (onnxruntime, no gradients)`;
   const segments = `, backward in ${e.segments ?? DEFAULT_TRAINING_SEGMENTS} segment(s) per tower`;
-  return `train, batch ${e.batch} (onnxruntime gradients${segments} + ${e.optimizer === 'adamw' ? 'AdamW' : 'plain SGD'}; a loop's peak, reached at its second step)`;
+  return `train step, batch ${e.batch} (onnxruntime gradients${segments} + ${e.optimizer === 'adamw' ? 'AdamW' : 'plain SGD'})`;
 }
 
 export function renderPhase(e: PhaseEstimate): string {
@@ -55,7 +55,7 @@ export function renderAccelerate(config: ClipConfig, estimates: readonly PhaseEs
   lines.push(
     'why they differ:',
     '  - accelerate counts parameters only: no runtime (Node + onnxruntime: the baseline row), no activations, no allocator slack;',
-    '  - it says nothing of address space: RLIMIT_AS counts VmSize, which here is GiBs above RSS (thread stacks, malloc arenas, V8 reservations, the mapped checkpoint);',
+    "  - it says nothing of address space: RLIMIT_AS counts VmSize, which here is GiBs above RSS (thread stacks, malloc arenas, V8 reservations, onnxruntime's untouched copy of mapped weights);",
     "  - our trainer keeps float32 parameters and moments whatever the checkpoint dtype, and holds one tower's gradients twice (onnxruntime's output and the JS buffer) instead of all gradients once;",
     '  - by mmap the weights are file-backed: only the pages used count in RSS (the token table is gathered, so most of it never does).',
   );

@@ -8,7 +8,6 @@ import { createOnnxTrainer } from '../clip/onnx';
 import { resolveClipConfig } from '../clip/config';
 import { known } from '../core/field';
 import { readProcessStatus } from '../probe/proc';
-import { TRAINING_STEPS } from '../scenarios/catalog';
 import { syntheticIds, syntheticPixels } from '../scenarios/inputs';
 import { setPhase } from '../core/phase';
 
@@ -44,22 +43,18 @@ async function main(): Promise<void> {
     { config, weightsFile: request.weightsFile },
     { batch: request.batch, threads: request.threads, segments: request.segments, adamw: { lr: request.lr } },
   );
+  setPhase(
+    `train step batch ${request.batch} (onnxruntime gradients, ${request.segments} segment(s) per tower + ${request.optimizer})`,
+  );
   const pixels = syntheticPixels(config, request.batch);
   const ids = syntheticIds(config, request.batch);
-  let loss = NaN;
-  for (let step = 1; step <= TRAINING_STEPS; step++) {
-    setPhase(
-      `train step ${step} of ${TRAINING_STEPS}, batch ${request.batch} (onnxruntime gradients, ${request.segments} segment(s) per tower + ${request.optimizer})`,
-    );
-    const stepLoss =
-      request.optimizer === 'adamw'
-        ? await trainer.step(pixels, ids)
-        : await trainer.computeGradients(pixels, ids, (name, grad) => {
-            const p = trainer.params.get(name)!;
-            for (let i = 0; i < p.length; i++) p[i] -= request.lr * grad[i];
-          });
-    if (step === 1) loss = stepLoss;
-  }
+  const loss =
+    request.optimizer === 'adamw'
+      ? await trainer.step(pixels, ids)
+      : await trainer.computeGradients(pixels, ids, (name, grad) => {
+          const p = trainer.params.get(name)!;
+          for (let i = 0; i < p.length; i++) p[i] -= request.lr * grad[i];
+        });
   const status = readProcessStatus();
   const report: TrainStepReport = { rssPeak: known(status.vmHwm) ?? -1, vmSizePeak: known(status.vmPeak) ?? -1, loss };
   fs.writeFileSync(resultFile, JSON.stringify(report));

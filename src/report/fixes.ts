@@ -326,18 +326,17 @@ function estimatedFixes(
       record,
     );
   const failing = at(batch);
-  // An uncalibrated estimate misses what malloc keeps as the batch grows: VmSize (tiny large-batch 4096:
-  // 1.80 GiB predicted, 2.17 GiB measured, and "batch 3415 fits 1700M" failed), and RSS since the sessions
-  // run without onnxruntime's arena (tiny batch 2635: 314 MiB ± 86 predicted, 385-466 MiB measured, and
-  // "batch 2635 fits 400M" was OOM-killed). Only a calibrated one is offered.
-  if (failing.uncertainty.scope === 'uncalibrated') {
+  // An uncalibrated VmSize misses what malloc reserves as the batch grows (tiny large-batch 4096: 1.80 GiB
+  // predicted, 2.17 GiB measured, and "batch 3415 fits 1700M" failed): only a calibrated one is offered.
+  // RSS uncalibrated stays on the safe side of a cgroup's charge (tiny batch 2459: 400 MiB predicted, 322 MiB charged).
+  if (cause === 'address-space' && failing.uncertainty.scope === 'uncalibrated') {
     // Calibrating this phase at this batch and a quarter of it measures what the model misses, here.
     const command = `clip-mem estimate --calibrate --model ${options.model} --dtype ${options.dtype} --threads ${options.threads} --phase ${phase} --calibrate-batches ${Math.max(1, Math.floor(batch / 4))},${batch}`;
     return {
       fixes: [
         {
           kind: 'calibrate',
-          text: `for the batch that fits under ${formatBytes(limit)}, calibrate the estimate first (uncalibrated, it misses what malloc keeps as the batch grows), then run this scenario again`,
+          text: `for the batch that fits under ${formatBytes(limit)}, calibrate the estimate first (uncalibrated, it misses what malloc reserves as the batch grows), then run this scenario again`,
           command,
         },
       ],
@@ -349,7 +348,10 @@ function estimatedFixes(
   if (current === null || current <= limit) return none;
   const fixes: Fix[] = [];
   const counted = cause === 'address-space' ? 'VmSize' : 'RSS';
-  const how = `${counted}, uncertainty included`;
+  const how =
+    failing.uncertainty.scope !== 'uncalibrated'
+      ? `${counted}, uncertainty included`
+      : `${counted}, not calibrated: \`clip-mem estimate --calibrate\` narrows it`;
   {
     const what =
       cause === 'address-space' ? '`ulimit -v`' : cause === 'data-limit' ? '`ulimit -d`' : 'the memory limit';

@@ -1,5 +1,4 @@
-// clip-train: two training steps at --batch (2 by default): loss, every gradient, an AdamW update each;
-// the second step holds the moments the first filled, as a training loop does.
+// clip-train: one training step at --batch (2 by default): loss, every gradient, an AdamW update.
 import { trainScenario } from './model-runtime';
 import { catalogEntry } from './catalog';
 import type { Scenario } from './scenario';

@@ -7,7 +7,6 @@ import type { ClipBatch, ClipTfjs } from '../clip/tfjs/model';
 import { setPhase } from '../core/phase';
 import type { Figures, ScenarioOptions } from './scenario';
 import { syntheticIds, syntheticPixels } from './inputs';
-import { TRAINING_STEPS } from './catalog';
 
 /** The tfjs backend --backend names: anything but auto and onnxruntime (the option's choices, catalog.ts). */
 function tfjsBackend(options: ScenarioOptions): TfjsBackendName | null {
@@ -58,7 +57,7 @@ export async function forwardScenario(options: ScenarioOptions, batch: number, l
   return { runtime: 'onnxruntime', batch, embeddingValues: out.imageEmbeds.length, loss: Number(out.loss.toFixed(4)) };
 }
 
-/** TRAINING_STEPS training steps (loss, gradients of every parameter, AdamW update); the first step's loss. */
+/** One training step: loss, gradients of every parameter, AdamW update. */
 export async function trainScenario(options: ScenarioOptions, batch: number): Promise<Figures> {
   const config = options.config;
   const inputs = syntheticBatch(options, batch);
@@ -67,26 +66,18 @@ export async function trainScenario(options: ScenarioOptions, batch: number): Pr
   const backend = tfjsBackend(options);
   if (backend) {
     const model = await tfjsModel(options, backend);
-    let loss = NaN;
-    for (let step = 1; step <= TRAINING_STEPS; step++) {
-      setPhase(`train step ${step} of ${TRAINING_STEPS}, batch ${batch} (tfjs ${model.backend.name})`);
-      const result = model.trainStep(inputs);
-      if (step === 1) loss = result.loss;
-    }
-    return { runtime: `tfjs ${model.backend.name}`, batch, loss: Number(loss.toFixed(4)) };
+    setPhase(`train step batch ${batch} (tfjs ${model.backend.name})`);
+    const step = model.trainStep(inputs);
+    return { runtime: `tfjs ${model.backend.name}`, batch, loss: Number(step.loss.toFixed(4)) };
   }
   setPhase('train load weights and build the training graph');
   const trainer = await createOnnxTrainer(
     { config, weightsFile: options.checkpoint },
     { batch, threads: options.threads },
   );
-  let loss = NaN;
-  for (let step = 1; step <= TRAINING_STEPS; step++) {
-    setPhase(`train step ${step} of ${TRAINING_STEPS}, batch ${batch} (onnxruntime gradients + AdamW)`);
-    const stepLoss = await trainer.step(pixels, ids);
-    if (step === 1) loss = stepLoss;
-  }
-  setPhase('train loss after the steps');
+  setPhase(`train step batch ${batch} (onnxruntime gradients + AdamW)`);
+  const loss = await trainer.step(pixels, ids);
+  setPhase('train loss after the step');
   const after = await trainer.loss(pixels, ids);
   await trainer.close();
   return { runtime: 'onnxruntime', batch, loss: Number(loss.toFixed(4)), lossAfterStep: Number(after.toFixed(4)) };

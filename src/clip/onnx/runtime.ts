@@ -180,15 +180,6 @@ export function sessionOptions(threads: number, externalDataDir?: string): ort.I
     intraOpNumThreads: threads,
     interOpNumThreads: 1,
     graphOptimizationLevel: 'all',
-    // No arena: what a run allocates goes back to malloc when the run returns. onnxruntime's arena grows
-    // by regions of doubling size and keeps them: vit-b-16 int8 at batch 32 reserved a 512 MiB region to
-    // hold ~435 MiB of activations (1 GiB of address space for them), and a second run at the same batch
-    // peaked 26-45% above the first (docs/estimate.md). Training frees each graph's tensors for the next.
-    enableCpuMemArena: false,
-    // No memory pattern: with it each later run allocates the whole planned block on top of the first
-    // run's heap (vit-b-32 fp32 batch 128: 1043 then 1136 MiB); without it later runs stay within 5% of
-    // the first's peak (1107 then 1116 MiB), and the address space is 560 MiB lower.
-    enableMemPattern: false,
     extra: {
       session: {
         // The weights live in the checkpoint; keep them there instead of packed or folded copies.

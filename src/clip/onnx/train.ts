@@ -333,7 +333,9 @@ export async function createOnnxTrainer(model: ClipModelSpec, options: OnnxTrain
 
   const { params, shapes } = readFloat32Params(file);
   const models = buildTrainingModels(config, shapes, batch, seq, options.segments ?? DEFAULT_TRAINING_SEGMENTS);
-  const options_ = sessionOptions(options.threads ?? 2);
+  // No arena: what a run allocates goes back to the allocator when it returns, so the next graph's
+  // gradients reuse it instead of adding to the peak.
+  const options_ = { ...sessionOptions(options.threads ?? 2), enableCpuMemArena: false };
   const head = await onnxruntime().InferenceSession.create(models.head.bytes, options_);
   const paramFeeds: Record<string, ort.Tensor> = {};
   for (const [name, data] of params) paramFeeds[name] = new (onnxruntime().Tensor)('float32', data, shapes.get(name)!);
