@@ -941,10 +941,10 @@ function diagnoseEnding(input: DiagnosisInput): Diagnosis {
   // The host-wide counter counts every OOM kill on the machine, in any cgroup, of any process: alone it is
   // never proof that this one was killed (a kill clip-mem sent at the timeout is not the kernel's either).
   if (killed && !ourKill && (input.hostOomKills ?? 0) > 0) {
-    const counted = `/proc/vmstat counted ${input.hostOomKills} OOM kill(s) on this host during the run`;
-    const meanwhileOthers = others.length ? [`meanwhile ${othersKilled(others, input, '')}`.trimEnd()] : [];
     const userspace = userspaceKill(input, ourKill);
     if (userspace) return userspace;
+    const counted = `/proc/vmstat counted ${input.hostOomKills} OOM kill(s) on this host during the run`;
+    const meanwhileOthers = others.length ? [`meanwhile ${othersKilled(others, input, '')}`.trimEnd()] : [];
     if (input.kernelLog === undefined && victims.every((v) => v.main !== null)) {
       // The kernel log names each process its OOM killer kills, and names none of this one.
       evidence.push(

@@ -187,7 +187,6 @@ export function readCgroupV2(directory: string, cgroupPath: string): MemoryCgrou
   };
 }
 
-/** The group with the smallest numeric hard limit, or null. */
 /** A memory cgroup with a limit that a run was held by, and the OOM kills it counted during the run (null: not read). */
 export interface LimitedGroupKills {
   path: string;
@@ -200,6 +199,7 @@ export function rereadCgroup(group: MemoryCgroup): MemoryCgroup {
   return (group.version === 1 ? readCgroupV1 : readCgroupV2)(group.directory, group.path);
 }
 
+/** The group with the smallest numeric hard limit, or null. */
 export function tightestGroup(groups: MemoryCgroup[]): MemoryCgroup | null {
   let best: MemoryCgroup | null = null;
   for (const group of groups) {
