@@ -8,7 +8,7 @@
 //   npm run build:ts && nice node dist/scripts/holdout.js [--quick] [--json FILE] [--max-rss 7G] [--only vit-b-32,...] [--skip FILE]
 //
 // --json writes the runtime records (baseline, calibrations) and every measurement, so the measurements
-// become recorded real ones: test/fixtures/holdout.json is such a file, and the band's tests read it.
+// become recorded real ones: test/fixtures/holdout-*.json are such files, and the band's tests read them.
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { presetConfig, type WeightFormat } from '../src/clip/config';

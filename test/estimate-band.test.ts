@@ -1,7 +1,7 @@
 // The estimate's band on recorded real measurements: the peaks scripts/holdout.ts measured here (each a
 // run in its own child, never calibrated on), with the runtime records they were estimated from
-// (test/fixtures/holdout-*.json: the tuning file's misses set the band's constants, the fresh file was
-// measured after). Then `fit --verify`'s report of a run outside its band, and what the store learns.
+// (test/fixtures/holdout-*.json: the tuning file's misses set the arena term, the fresh file was measured
+// after, with its own baseline and calibration). Then `fit --verify`'s report of a run outside its band, and what the store learns.
 import test from 'ava';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -16,35 +16,31 @@ import { fixtures } from './helpers/paths';
 const read = (name: string) => JSON.parse(fs.readFileSync(path.join(fixtures, name), 'utf8')) as HoldoutFile;
 const tuning = read('holdout-tuning.json');
 const fresh = read('holdout-fresh.json');
-const quiet = read('holdout-quiet.json');
-const halfway = read('holdout-halfway.json');
 
-// The goal is 95% of each measure inside the band. Met on the tuning holdout, and on the same fresh grid
-// run again on a quiet machine (90 of 93 for each, 96.8%); on the shared machine's fresh run the RSS was 88
-// of 93 (94.6%: docs/estimate.md says which and why). The grid run once more after the forward term moved
-// halfway (111 runs): 109 and 108 of 111. Each file is judged with the estimate as it is now; the floors
-// are the coverage measured on it, so the band cannot get worse unnoticed.
-test('the band on the holdout: RSS and VmSize peaks inside it, 95% on the runs that tuned it and on quiet fresh runs, 94.6% and 96.8% on a loaded one', (t) => {
+// The goal is 95% of each measure inside the band. Both files are the full grid on a quiet machine, judged
+// with the estimate as it is now; the floors are the coverage measured on them (109 of 111 for RSS, all 111
+// for VmSize, on each: the two RSS misses are vit-l-14 plain SGD, docs/estimate.md), so the band cannot get
+// worse unnoticed.
+test('the band on the holdout: RSS and VmSize peaks inside it, 95% or more on the runs that tuned it and on fresh runs', (t) => {
   for (const [file, floor] of [
-    [tuning, { rss: COVERAGE_GOAL, vmSize: COVERAGE_GOAL }],
-    [fresh, { rss: 88 / 93, vmSize: COVERAGE_GOAL }],
-    [quiet, { rss: 90 / 93, vmSize: 90 / 93 }],
-    [halfway, { rss: 109 / 111, vmSize: 108 / 111 }],
+    [tuning, { rss: 109 / 111, vmSize: 1 }],
+    [fresh, { rss: 109 / 111, vmSize: 1 }],
   ] as const) {
     const overall = coverage(file).groups.find((g) => g.name === 'overall')!;
     t.log(`${file.note}\n  ${coverage(file).lines.join('\n  ')}`);
-    t.true(overall.runs >= 20);
+    t.true(overall.runs >= 100);
     t.true(overall.coverage.rss >= floor.rss - 1e-9, coverage(file).lines.join('\n'));
-    t.true(overall.coverage.vmSize >= floor.vmSize, coverage(file).lines.join('\n'));
+    t.true(overall.coverage.vmSize >= floor.vmSize - 1e-9, coverage(file).lines.join('\n'));
+    t.true(Math.min(floor.rss, floor.vmSize) >= COVERAGE_GOAL);
   }
-  // The calibrated family's widest band on the last run: ±18.1% of RSS (forward at batch 128), ±26.5% before
-  // the forward term moved halfway; the ±10% goal is met only near the calibrated batches.
-  const calibrated = coverage(halfway).groups.find((g) => g.name === 'calibrated')!;
-  t.true(calibrated.widest.rss <= 0.182 && calibrated.widest.vmSize <= 0.1, JSON.stringify(calibrated.widest));
+  // The calibrated family's widest band: ±18.1% of RSS (forward at batch 128) and ±20.5% of VmSize (the
+  // arena term's rounding at batch 128); the ±10% goal is met only near the calibrated batches.
+  const calibrated = coverage(tuning).groups.find((g) => g.name === 'calibrated')!;
+  t.true(calibrated.widest.rss <= 0.182 && calibrated.widest.vmSize <= 0.206, JSON.stringify(calibrated.widest));
 });
 
 test('a band wider than ±10% (or uncalibrated) says so and why; a calibrated config within 12 samples of its calibration stays within it', (t) => {
-  for (const j of [...judge(tuning), ...judge(fresh), ...judge(quiet), ...judge(halfway)]) {
+  for (const j of [...judge(tuning), ...judge(fresh)]) {
     const u = j.estimate.uncertainty;
     const within = u.scope !== 'uncalibrated' && j.width.rss <= WIDTH_GOAL && j.width.vmSize <= WIDTH_GOAL;
     t.is(u.withinGoal, within);
@@ -55,7 +51,15 @@ test('a band wider than ±10% (or uncalibrated) says so and why; a calibrated co
 
 test("the issue's misses land inside the band: vit-l-14 fp32 train batch 2 (RSS was +9.2% outside), vit-b-32 fp32 train batch 32 (VmSize was +15%)", (t) => {
   const find = (model: string, batch: number) =>
-    judge(tuning).find((j) => j.row.model === model && j.row.phase === 'train' && j.row.batch === batch)!;
+    judge(tuning).find(
+      (j) =>
+        j.row.model === model &&
+        j.row.dtype === 'fp32' &&
+        j.row.phase === 'train' &&
+        j.row.optimizer === 'adamw' &&
+        j.row.threads === 2 &&
+        j.row.batch === batch,
+    )!;
   for (const j of [find('vit-l-14', 2), find('vit-b-32', 32)]) {
     t.deepEqual(j.inside, { rss: true, vmSize: true });
     t.log(
@@ -68,9 +72,9 @@ test("the issue's misses land inside the band: vit-l-14 fp32 train batch 2 (RSS 
 
 test('fit --verify: a passing run outside its band is reported and recorded in the estimate store; the next estimate takes it in and covers it', (t) => {
   // vit-l-14 plain SGD at batch 2 as measured (the training child, the path fit --verify takes), against
-  // the record before any calibration: 16% and 18% above the terms and the baseline, outside the band.
-  const row = fresh.rows.find((r) => r.model === 'vit-l-14' && r.optimizer === 'sgd' && r.batch === 2)!;
-  const uncalibrated = { ...fresh.records[2], calibrations: [], otherThreads: [] };
+  // the record before any calibration: 15% and 18% above the terms and the baseline, outside the band.
+  const row = tuning.rows.find((r) => r.model === 'vit-l-14' && r.optimizer === 'sgd' && r.batch === 2)!;
+  const uncalibrated = { ...tuning.records[2], calibrations: [], otherThreads: [] };
   const config = { model: row.model, dtype: row.dtype, optimizer: row.optimizer, segments: 4 };
   const run: VerifyRun = {
     batch: row.batch,

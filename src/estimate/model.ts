@@ -26,6 +26,38 @@ export type Optimizer = (typeof OPTIMIZERS)[number];
 /** The kernel maps this much around each faulting page of a file mapping (fault_around_bytes). */
 export const FAULT_AROUND_BYTES = 64 * 1024;
 
+/**
+ * onnxruntime's CPU arena (an inference session's) grows by regions of 1 MiB, 2 MiB, 4 MiB, ... up to
+ * 1 GiB each (its max_power_of_two_extend_bytes), and keeps them (strace of vit-b-16 int8 at batch 32: 1,
+ * 2, 4, ... 256, then 512 MiB for ~435 MiB in use: a tensor fits only in one region's free space).
+ */
+export const ARENA_FIRST_REGION = 2 ** 20;
+export const ARENA_LARGEST_REGION = 2 ** 30;
+/** How far the activations in use may exceed the forward's term (the forward band's growth share). */
+export const ARENA_SPAN = 0.25;
+
+/** The address space the arena's regions take once `inUse` bytes fit in them. */
+function arenaReservation(inUse: number): number {
+  let region = ARENA_FIRST_REGION;
+  let reserved = region;
+  while (reserved < inUse) {
+    region = Math.min(2 * region, ARENA_LARGEST_REGION);
+    reserved += region;
+  }
+  return reserved;
+}
+
+/**
+ * The address space the arena may reserve beyond the forward's activations: which side of a doubling a
+ * run lands on turns on activations the terms know only to ARENA_SPAN, and on how the tensors fragment the
+ * regions (vit-b-16 fp16 at batch 32: ~516 MiB in use took a 512 MiB region more, 1023 MiB in all; vit-b-32
+ * fp32 at batch 32 stayed within 127 MiB of regions). Half of it is the `arena` term; the band holds the
+ * other half on either side (estimate.ts), so it spans none to all of it.
+ */
+export function arenaRounding(activations: number): number {
+  return Math.max(0, arenaReservation(activations * (1 + ARENA_SPAN)) - activations);
+}
+
 export interface Component {
   /** weights, gradients, optimizer states, activations, runtime baseline, calibration. */
   name: string;
@@ -88,8 +120,9 @@ function touchedTokenTable(config: ClipConfig, batch: number, tokenRow: number, 
 
 /**
  * forward: onnxruntime maps the checkpoint and reads every weight once (file-backed pages), except the
- * token table, of which only the looked-up rows are touched (each fault maps the 64 KiB around it);
- * it also allocates the weights' size from its allocator without touching it (address space only).
+ * token table, of which only the looked-up rows are touched (each fault maps the 64 KiB around it).
+ * The mapping is all the address space the weights take: the sessions run without onnxruntime's memory
+ * pattern, which reserved the weights' size once more, untouched (vit-b-32 fp32: 577 MiB of VmSize).
  * Activations: halfway between the most of the planner's buffers held at once and their sum (exact-size
  * reuse). The measured peaks grew between the two: on vit-b-16 and vit-l-14 as the most held at once, on
  * vit-b-32 up to the sum (fp32, batch 4 -> 32: 174 MiB, held 82, sum 179), so the held figure alone falls
@@ -101,6 +134,7 @@ function forwardTerms(config: ClipConfig, format: WeightFormat, batch: number, g
   const touchedTable = touchedTokenTable(config, batch, w.tokenRow, w.tokenTable);
   const resident = w.total - w.tokenTable + touchedTable;
   const activations = Math.round((graph.plannedPeakBytes + graph.plannedBytes) / 2) + graph.constantBytes;
+  const rounding = arenaRounding(activations);
   return {
     phase: 'forward',
     batch,
@@ -108,14 +142,20 @@ function forwardTerms(config: ClipConfig, format: WeightFormat, batch: number, g
       {
         name: 'weights',
         rss: resident,
-        vmSize: 2 * w.total,
-        basis: `file-backed: all but the token table + the ${touchedTable / Math.max(FAULT_AROUND_BYTES, w.tokenRow)} 64 KiB windows its looked-up rows fall in; address space: the mapping + onnxruntime's untouched copy`,
+        vmSize: w.total,
+        basis: `file-backed: all but the token table + the ${touchedTable / Math.max(FAULT_AROUND_BYTES, w.tokenRow)} 64 KiB windows its looked-up rows fall in; address space: the mapping`,
       },
       {
         name: 'activations',
         rss: activations,
         vmSize: activations,
         basis: `inference graph: halfway between onnxruntime's planned buffers held at once (${graph.plannedPeakBytes} B) and their sum (${graph.plannedBytes} B), + ${graph.constantBytes} B of constants`,
+      },
+      {
+        name: 'arena',
+        rss: 0,
+        vmSize: Math.round(rounding / 2),
+        basis: `onnxruntime's arena keeps regions of doubling size: up to ${rounding} B of address space beyond the activations, half of it here (the band holds the other half)`,
       },
     ],
   };

@@ -55,7 +55,7 @@ export function renderAccelerate(config: ClipConfig, estimates: readonly PhaseEs
   lines.push(
     'why they differ:',
     '  - accelerate counts parameters only: no runtime (Node + onnxruntime: the baseline row), no activations, no allocator slack;',
-    "  - it says nothing of address space: RLIMIT_AS counts VmSize, which here is GiBs above RSS (thread stacks, malloc arenas, V8 reservations, onnxruntime's untouched copy of mapped weights);",
+    '  - it says nothing of address space: RLIMIT_AS counts VmSize, which here is GiBs above RSS (thread stacks, malloc arenas, V8 reservations);',
     "  - our trainer keeps float32 parameters and moments whatever the checkpoint dtype, and holds one tower's gradients twice (onnxruntime's output and the JS buffer) instead of all gradients once;",
     '  - by mmap the weights are file-backed: only the pages used count in RSS (the token table is gathered, so most of it never does).',
   );
