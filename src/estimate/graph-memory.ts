@@ -32,6 +32,8 @@ export const valueBytes = (v: Value): number => numel(v.shape) * ELEMENT_BYTES[v
 export interface GraphMemory {
   /** Largest sum of live intermediate tensors (outputs included while they are alive). */
   peakBytes: number;
+  /** Largest sum of live tensors that are not graph outputs (what the run frees before it returns). */
+  intermediatePeakBytes: number;
   /** Sum of the buffers the planner allocates when freed buffers serve only tensors of their exact size. */
   plannedBytes: number;
   /** The most of those buffers held at once, each released after the last use of the last tensor it served. */
@@ -69,7 +71,9 @@ export function plannedPeak(g: Graph): GraphMemory {
     freeAt.set(index, [...(freeAt.get(index) ?? []), buffer]);
   }
   let live = 0;
+  let liveOutputs = 0;
   let peakBytes = 0;
+  let intermediatePeakBytes = 0;
   let peakAt = { index: -1, op: '' };
   // The planner's buffers: a freed one serves the next tensor of its exact size; each is released after
   // the last use of the last tensor it served.
@@ -81,6 +85,7 @@ export function plannedPeak(g: Graph): GraphMemory {
       if (ownBuffer(output) !== output) continue;
       const bytes = valueBytes(output);
       live += bytes;
+      if (outputs.has(output)) liveOutputs += bytes;
       const spare = spareBySize.get(bytes)?.pop();
       const id = spare ?? buffers.push({ bytes, from: index, until: index }) - 1;
       buffers[id].until = lastUse.get(output) ?? index;
@@ -90,6 +95,7 @@ export function plannedPeak(g: Graph): GraphMemory {
       peakBytes = live;
       peakAt = { index, op: node.op };
     }
+    intermediatePeakBytes = Math.max(intermediatePeakBytes, live - liveOutputs);
     for (const buffer of freeAt.get(index) ?? []) {
       live -= valueBytes(buffer);
       const id = bufferOfTensor.get(buffer)!;
@@ -111,7 +117,7 @@ export function plannedPeak(g: Graph): GraphMemory {
   let constantBytes = 0;
   for (const [value, init] of g.initializers) if (init.raw) constantBytes += valueBytes(value);
   const outputBytes = [...outputs].reduce((sum, v) => sum + valueBytes(v), 0);
-  return { peakBytes, plannedBytes, plannedPeakBytes, peakAt, outputBytes, constantBytes };
+  return { peakBytes, intermediatePeakBytes, plannedBytes, plannedPeakBytes, peakAt, outputBytes, constantBytes };
 }
 
 /** A header with the layout of the checkpoint this config and format would have (no file is read). */
