@@ -166,8 +166,9 @@ function forwardTerms(config: ClipConfig, format: WeightFormat, batch: number, g
  * backward graph, AdamW's two moments, and the graph runs (head, then each tower's segments). The
  * training sessions run without onnxruntime's arena: a run's tensors go back to malloc, which keeps the
  * heap they grew. A tower's segments have the same shapes and reuse it; the other tower's do not, nor do
- * AdamW's moments (allocated at once). So the head and each tower add the peak of live tensors of their
- * largest run, its gradient outputs included (onnxruntime copies them into the JS buffer, then frees them).
+ * AdamW's moments (allocated at once). So the head adds its peak of live tensors, and each tower its
+ * largest run's intermediates at most beside that run's gradient outputs (onnxruntime copies them into the
+ * JS buffer, then frees them), which come while the intermediates are live and outlive them.
  */
 function trainTerms(config: ClipConfig, batch: number, optimizer: Optimizer, segments: number): ModelTerms {
   const graphs = trainingGraphMemory(config, batch, segments);
