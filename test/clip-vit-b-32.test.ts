@@ -153,7 +153,7 @@ test.serial(
 test.serial("one training step peaks within 6% of a loop's five", (t) => {
   // AdamW's moments are populated at the first step (train.ts), as a loop holds them from its second step
   // on: filled as the first step's gradients came, one step stated 5-10% less than five (batch 2: 2216
-  // then 2331 MiB; batch 8: 2278 then 2504). What later steps still add is malloc's heap settling (2-4%).
+  // then 2331 MiB; batch 8: 2278 then 2504). What later steps still add is malloc's heap settling (2-5%).
   const peaks = peaksInChild(
     t,
     `const model = await createOnnxTrainer({ config, weightsFile: file }, { batch: 2, threads: 2 });

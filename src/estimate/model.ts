@@ -205,7 +205,7 @@ function trainTerms(config: ClipConfig, batch: number, optimizer: Optimizer, seg
       {
         name: 'activations',
         ...both(live - outputs),
-        basis: `graph walks: the live tensors at most of the head and of ${perTower}, whose heap malloc keeps`,
+        basis: `graph walks: the head's live tensors at most + the intermediates at most beside the gradient outputs of ${perTower} (malloc keeps both)`,
       },
     ],
   };
