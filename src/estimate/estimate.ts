@@ -172,43 +172,61 @@ export function estimatePhase(config: ClipConfig, request: EstimateRequest, reco
     ...terms.components,
   ];
   const modelled = { rss: sumRss(components), vmSize: sumVmSize(components) };
+  const { correction, predicted, calibration, band } = applyCalibration(config, request, record, modelled);
+  if (correction) components.push(correction);
   const estimate: PhaseEstimate = {
     ...request,
     components,
     modelled,
-    predicted: modelled,
-    calibration: { kind: 'none' },
-    uncertainty: finish(uncalibratedBand(modelled, termsGrowth(config, request, 1), request.phase), modelled),
+    predicted,
+    calibration,
+    uncertainty: finish(widenToObservations(widenForArena(band, terms), config, request, record, predicted), predicted),
   };
   if (request.phase === 'load') {
     const weights = terms.components[0].vmSize;
     estimate.mmap = { rss: base.rss, vmSize: base.vmSize + weights };
   }
+  return estimate;
+}
+
+/**
+ * The calibration nearest to the request (pickCalibration) applied to the modelled peak: its correction
+ * as a component (none when nothing is near), the prediction, and the band before `finish`.
+ */
+function applyCalibration(
+  config: ClipConfig,
+  request: EstimateRequest,
+  record: RuntimeRecord,
+  modelled: Peak,
+): { correction?: Component; predicted: Peak; calibration: PhaseEstimate['calibration']; band: Band } {
   const picked = pickCalibration(record, config, request);
   if (!picked) {
     const adamw =
       request.optimizer === 'sgd' ? pickCalibration(record, config, { ...request, optimizer: 'adamw' }) : null;
-    if (adamw) {
-      // The address space malloc's arenas reserve beyond the terms is alike for both optimizers (vit-b-32
-      // SGD at batch 2: 13% above the terms without AdamW's VmSize constant, 1.3% below with it); the heap
-      // they leave resident is not (SGD_UNCALIBRATED).
-      const correction = correctionOf(adamw.calibration, adamw.source);
-      const vmSize = Math.round(transferScale(config, adamw) * correction.level.vmSize);
-      components.push({
+    if (!adamw) {
+      return {
+        predicted: modelled,
+        calibration: { kind: 'none' },
+        band: uncalibratedBand(modelled, termsGrowth(config, request, 1), request.phase),
+      };
+    }
+    // The address space malloc's arenas reserve beyond the terms is alike for both optimizers (vit-b-32
+    // SGD at batch 2: 13% above the terms without AdamW's VmSize constant, 1.3% below with it); the heap
+    // they leave resident is not (SGD_UNCALIBRATED).
+    const correction = correctionOf(adamw.calibration, adamw.source);
+    const vmSize = Math.round(transferScale(config, adamw) * correction.level.vmSize);
+    const predicted = { rss: modelled.rss, vmSize: modelled.vmSize + vmSize };
+    return {
+      correction: {
         name: 'calibration',
         rss: 0,
         vmSize,
         basis: `VmSize only, borrowed from AdamW's ${correction.from}: the address space malloc's arenas reserve beyond the terms`,
-      });
-      estimate.predicted = { rss: modelled.rss, vmSize: modelled.vmSize + vmSize };
-      estimate.calibration = { kind: 'transferred', from: correction.from };
-    }
-    const band = uncalibratedBand(estimate.predicted, termsGrowth(config, request, 1), request.phase);
-    estimate.uncertainty = finish(
-      widenToObservations(widenForArena(band, terms), config, request, record, estimate.predicted),
-      estimate.predicted,
-    );
-    return estimate;
+      },
+      predicted,
+      calibration: { kind: 'transferred', from: correction.from },
+      band: uncalibratedBand(predicted, termsGrowth(config, request, 1), request.phase),
+    };
   }
   const { calibration, scope, source } = picked;
   const correction = correctionOf(calibration, source);
@@ -222,28 +240,26 @@ export function estimatePhase(config: ClipConfig, request: EstimateRequest, reco
     scope === 'calibrated'
       ? { rss: Math.round(own('rss')), vmSize: Math.round(own('vmSize')) }
       : { rss: Math.round(scale * correction.level.rss), vmSize: Math.round(scale * correction.level.vmSize) };
-  components.push({
-    name: 'calibration',
-    rss: residual.rss,
-    vmSize: residual.vmSize,
-    basis: `${scope === 'calibrated' ? 'measured' : 'borrowed from'} ${correction.from}${scale < 1 ? ` x ${scale.toFixed(3)} (the parameters' ratio)` : ''}: what the terms miss (allocator slack, runtime buffers)`,
-  });
-  estimate.predicted = { rss: modelled.rss + residual.rss, vmSize: modelled.vmSize + residual.vmSize };
-  estimate.calibration = { kind: scope === 'calibrated' ? 'this config' : 'transferred', from: correction.from };
-  const band = calibratedBand(
-    scope,
-    correction,
-    residual,
-    familySpread(config, request, source, scope, residual, record.threads),
-    estimate.predicted,
-    termsGrowth(config, request, correction.maxBatch),
-    request.phase,
-  );
-  estimate.uncertainty = finish(
-    widenToObservations(widenForArena(band, terms), config, request, record, estimate.predicted),
-    estimate.predicted,
-  );
-  return estimate;
+  const predicted = { rss: modelled.rss + residual.rss, vmSize: modelled.vmSize + residual.vmSize };
+  return {
+    correction: {
+      name: 'calibration',
+      rss: residual.rss,
+      vmSize: residual.vmSize,
+      basis: `${scope === 'calibrated' ? 'measured' : 'borrowed from'} ${correction.from}${scale < 1 ? ` x ${scale.toFixed(3)} (the parameters' ratio)` : ''}: what the terms miss (allocator slack, runtime buffers)`,
+    },
+    predicted,
+    calibration: { kind: scope === 'calibrated' ? 'this config' : 'transferred', from: correction.from },
+    band: calibratedBand(
+      scope,
+      correction,
+      residual,
+      familySpread(config, request, source, scope, residual, record.threads),
+      predicted,
+      termsGrowth(config, request, correction.maxBatch),
+      request.phase,
+    ),
+  };
 }
 
 /** Another model's constant, scaled by the parameters' ratio when that model is smaller (1 otherwise). */
