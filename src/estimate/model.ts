@@ -31,10 +31,10 @@ export const FAULT_AROUND_BYTES = 64 * 1024;
  * 1 GiB each (its max_power_of_two_extend_bytes), and keeps them (strace of vit-b-16 int8 at batch 32: 1,
  * 2, 4, ... 256, then 512 MiB for ~435 MiB in use: a tensor fits only in one region's free space).
  */
-export const ARENA_FIRST_REGION = 2 ** 20;
-export const ARENA_LARGEST_REGION = 2 ** 30;
-/** How far the activations in use may exceed the forward's term (the forward band's growth share). */
-export const ARENA_SPAN = 0.25;
+const ARENA_FIRST_REGION = 2 ** 20;
+const ARENA_LARGEST_REGION = 2 ** 30;
+/** How far the activations in use may exceed the forward's term: the forward band's growth share (estimate.ts). */
+const ARENA_SPAN = 0.25;
 
 /** The address space the arena's regions take once `inUse` bytes fit in them. */
 function arenaReservation(inUse: number): number {
@@ -54,7 +54,7 @@ function arenaReservation(inUse: number): number {
  * fp32 at batch 32 stayed within 127 MiB of regions). Half of it is the `arena` term; the band holds the
  * other half on either side (estimate.ts), so it spans none to all of it.
  */
-export function arenaRounding(activations: number): number {
+function arenaRounding(activations: number): number {
   return Math.max(0, arenaReservation(activations * (1 + ARENA_SPAN)) - activations);
 }
 
@@ -181,10 +181,11 @@ function trainTerms(config: ClipConfig, batch: number, optimizer: Optimizer, seg
   const heapOf = (g: GraphMemory) => g.intermediatePeakBytes + g.outputBytes;
   const largest = [graphs.text, graphs.vision].map((runs) => runs.reduce((a, b) => (heapOf(b) > heapOf(a) ? b : a)));
   const outputs = largest.reduce((sum, g) => sum + g.outputBytes, 0);
-  const live =
+  // What the heap holds beyond the gradient outputs (counted under gradients)
+  const activations =
     graphs.head.peakBytes +
     graphs.head.constantBytes +
-    largest.reduce((sum, g) => sum + heapOf(g) + g.constantBytes, 0);
+    largest.reduce((sum, g) => sum + g.intermediatePeakBytes + g.constantBytes, 0);
   const both = (rss: number) => ({ rss, vmSize: rss });
   const perTower = segments === 1 ? 'both towers' : `each tower's largest of ${segments} segments`;
   return {
@@ -204,7 +205,7 @@ function trainTerms(config: ClipConfig, batch: number, optimizer: Optimizer, seg
       },
       {
         name: 'activations',
-        ...both(live - outputs),
+        ...both(activations),
         basis: `graph walks: the head's live tensors at most + the intermediates at most beside the gradient outputs of ${perTower} (malloc keeps both)`,
       },
     ],
