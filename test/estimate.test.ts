@@ -58,10 +58,8 @@ test("forward: resident weights are all but the token table, plus the 64 KiB win
   t.is(terms.components[0].vmSize, 605_110_268); // the mapping: no memory pattern reserving it again
   const graph = forwardGraphMemory(vitB32, 'fp32', 2);
   t.is(graph.outputBytes, 2 * 512 * 4 * 2 + 2 * 2 * 4 + 4); // two embeddings [2, 512], logits [2, 2], loss
-  // The caller's inputs: 2 images of 3 x 224 x 224 float32, 2 x 77 ids as int32 and as int64
-  t.is(byName(terms.components).inputs, 2 * 3 * 224 * 224 * 4 + 2 * 77 * (4 + 8));
-  // Activations: the planner's buffers held at once (each taken from the arena and given back in turn)
-  t.is(byName(terms.components).activations, graph.plannedPeakBytes + graph.constantBytes);
+  // Activations: halfway between the planner's buffers held at once and their sum
+  t.is(terms.components[1].rss, Math.round((graph.plannedPeakBytes + graph.plannedBytes) / 2) + graph.constantBytes);
   t.true(graph.plannedBytes >= graph.plannedPeakBytes && graph.plannedPeakBytes >= graph.peakBytes);
   // tiny: its table (100 x 32 x 4 B) is smaller than one fault-around window, so all of it counts
   t.is(modelTerms(tiny, 'fp32', 'forward', 2).components[0].rss, 183_564);
@@ -75,11 +73,11 @@ test("forward's arena term: half of what onnxruntime's doubling regions may rese
     t.is(arena.rss, 0); // the regions are touched only where tensors land: the activations term's RSS
     return { activations: components.find((c) => c.name === 'activations')!.vmSize, arena: arena.vmSize };
   };
-  // vit-b-32 batch 2: ~6 MiB of activations, x 1.25 fits in regions of 1 + 2 + 4 + 8 MiB
+  // vit-b-32 batch 2: ~9 MiB of activations, x 1.25 fits in regions of 1 + 2 + 4 + 8 MiB
   const small = arenaOf(vitB32, 'fp32', 2);
   t.true(small.activations * 1.25 > 7 * MiB && small.activations * 1.25 <= 15 * MiB);
   t.is(small.arena, Math.round((15 * MiB - small.activations) / 2));
-  // vit-b-16 fp16 batch 32 (~445 MiB held, x 1.25 = ~556): the next region is 512 MiB, 1023 MiB in all (measured: 2.43 GiB of
+  // vit-b-16 fp16 batch 32 (~516 MiB): the next region is 512 MiB, 1023 MiB in all (measured: 2.43 GiB of
   // VmSize where the terms without it said 1.92)
   const doubled = arenaOf(presetConfig('vit-b-16'), 'fp16', 32);
   t.true(doubled.activations * 1.25 > 511 * MiB && doubled.activations * 1.25 <= 1023 * MiB);

@@ -33,7 +33,7 @@ export const FAULT_AROUND_BYTES = 64 * 1024;
  */
 const ARENA_FIRST_REGION = 2 ** 20;
 const ARENA_LARGEST_REGION = 2 ** 30;
-/** How far the arena's chunks in use may exceed the activations term: the term's own miss (up to 16% of its growth on the holdout) and the chunks' splits. */
+/** How far the activations in use may exceed the forward's term: the forward band's growth share (estimate.ts). */
 const ARENA_SPAN = 0.25;
 
 /** The address space the arena's regions take once `inUse` bytes fit in them. */
@@ -123,23 +123,18 @@ function touchedTokenTable(config: ClipConfig, batch: number, tokenRow: number, 
  * token table, of which only the looked-up rows are touched (each fault maps the 64 KiB around it).
  * The mapping is all the address space the weights take: the sessions run without onnxruntime's memory
  * pattern, which reserved the weights' size once more, untouched (vit-b-32 fp32: 577 MiB of VmSize).
- * Activations: the most of the planner's buffers held at once. Without the memory pattern each buffer
- * is taken from the arena when its node runs and given back after its last use, so the arena's peak is
- * about that figure; their sum, which the memory pattern allocated as one block, no longer applies. The inputs are the
- * caller's: the float32 pixels (0.57 MiB per 224 x 224 image, which the term missed before: vit-b-32's
- * peak grew 1.24x the held buffers, vit-b-16's 0.99x, vit-l-14's 0.95x) and the ids, as int32 and int64.
- * Measured growth beside held buffers + inputs: 0.84-1.16x on every preset and dtype (holdout, issue 17).
+ * Activations: halfway between the most of the planner's buffers held at once and their sum (exact-size
+ * reuse). The measured peaks grew between the two: on vit-b-16 and vit-l-14 as the most held at once, on
+ * vit-b-32 up to the sum (fp32, batch 4 -> 32: 174 MiB, held 82, sum 179), so the held figure alone falls
+ * below some peaks (a fix proposed from it was OOM-killed); the sum overshot batch 128 by up to 60%
+ * (holdout, issue 17). Halfway stayed above every measured growth (by 3-16%), and the band covers the rest.
  */
 function forwardTerms(config: ClipConfig, format: WeightFormat, batch: number, graph: GraphMemory): ModelTerms {
   const w = weightBytes(config, format);
   const touchedTable = touchedTokenTable(config, batch, w.tokenRow, w.tokenTable);
   const resident = w.total - w.tokenTable + touchedTable;
-  const activations = graph.plannedPeakBytes + graph.constantBytes;
+  const activations = Math.round((graph.plannedPeakBytes + graph.plannedBytes) / 2) + graph.constantBytes;
   const rounding = arenaRounding(activations);
-  const v = config.vision;
-  const pixels = batch * v.numChannels * v.imageSize * v.imageSize * Float32Array.BYTES_PER_ELEMENT;
-  const ids =
-    batch * config.text.maxPositionEmbeddings * (Int32Array.BYTES_PER_ELEMENT + BigInt64Array.BYTES_PER_ELEMENT);
   return {
     phase: 'forward',
     batch,
@@ -151,16 +146,10 @@ function forwardTerms(config: ClipConfig, format: WeightFormat, batch: number, g
         basis: `file-backed: all but the token table + the ${touchedTable / Math.max(FAULT_AROUND_BYTES, w.tokenRow)} 64 KiB windows its looked-up rows fall in; address space: the mapping`,
       },
       {
-        name: 'inputs',
-        rss: pixels + ids,
-        vmSize: pixels + ids,
-        basis: `the caller's float32 pixel values (${pixels} B) and token ids as int32 and int64 (${ids} B)`,
-      },
-      {
         name: 'activations',
         rss: activations,
         vmSize: activations,
-        basis: `inference graph: onnxruntime's planned buffers held at once (${graph.plannedPeakBytes} B), + ${graph.constantBytes} B of constants`,
+        basis: `inference graph: halfway between onnxruntime's planned buffers held at once (${graph.plannedPeakBytes} B) and their sum (${graph.plannedBytes} B), + ${graph.constantBytes} B of constants`,
       },
       {
         name: 'arena',
