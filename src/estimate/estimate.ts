@@ -5,6 +5,7 @@ import { resolveClipConfig, type ClipConfig, type WeightFormat } from '../clip/c
 import { DEFAULT_TRAINING_SEGMENTS } from '../clip/onnx/train';
 import { formatBytes } from '../core/units';
 import {
+  GROWTH_MISS,
   modelTerms,
   sumRss,
   sumVmSize,
@@ -24,14 +25,6 @@ export const BASELINE_MODEL = 'tiny';
 /** The run-to-run variation of a phase's peak seen on this project's machine (training, vit-b-32). */
 export const RUN_TO_RUN = 0.03;
 
-/**
- * How far the terms' growth with the batch may be off beyond the calibrated batches, per phase (holdout,
- * issue 17): a training step grew within 3% of its terms from batch 4 to 16 and 32 (vit-b-32 fp32 and
- * fp16, two runs; 31% less while AdamW's moments were filled during the step, before they were populated
- * at its start); a forward pass, whose activations the terms put between the planner's peak and its sum
- * (model.ts), 3-16% less (every preset, up to batch 128). The load does not grow with the batch.
- */
-export const GROWTH_MISS: Record<Phase, number> = { load: 0, forward: 0.25, train: 0.2 };
 /** A borrowed correction's own miss, as a share of the peak, by how far it is borrowed (holdout, issue 17). */
 export const BORROWED_MISS: Record<BandScope, number> = {
   calibrated: 0,
