@@ -3,7 +3,6 @@
 // measured peak is expected in, as wide as that distance and the holdout (scripts/holdout.ts) say.
 import { resolveClipConfig, type ClipConfig, type WeightFormat } from '../clip/config';
 import { DEFAULT_TRAINING_SEGMENTS } from '../clip/onnx/train';
-import { formatBytes } from '../core/units';
 import {
   GROWTH_MISS,
   modelTerms,
@@ -11,7 +10,6 @@ import {
   sumVmSize,
   trainableBytes,
   type Component,
-  type ModelTerms,
   type Optimizer,
   type Phase,
 } from './model';
@@ -32,7 +30,7 @@ export const BORROWED_MISS: Record<BandScope, number> = {
   transferred: 0.06,
   uncalibrated: 0,
 };
-/** The terms and the baseline alone: with the growth share, 877 of the holdouts' 888 peaks inside without calibration (issue 17). */
+/** The terms and the baseline alone: with the growth share, 881 of the holdouts' 888 peaks inside without calibration (issue 17). */
 export const MODEL_ONLY_MISS = 0.1;
 /** The band's width goal within a calibrated family (issue 17). */
 export const WIDTH_GOAL = 0.1;
@@ -173,7 +171,7 @@ export function estimatePhase(config: ClipConfig, request: EstimateRequest, reco
     modelled,
     predicted,
     calibration,
-    uncertainty: finish(widenToObservations(widenForArena(band, terms), config, request, record, predicted), predicted),
+    uncertainty: finish(widenToObservations(band, config, request, record, predicted), predicted),
   };
   if (request.phase === 'load') {
     const weights = terms.components[0].vmSize;
@@ -445,7 +443,7 @@ function uncalibratedBand(predicted: Peak, growth: Peak, phase: Phase): Band {
     rss: half('rss'),
     vmSize: half('vmSize'),
     scope: 'uncalibrated',
-    basis: `not calibrated here: ${100 * MODEL_ONLY_MISS}% of the peak + ${100 * GROWTH_MISS[phase]}% of what the terms add beyond batch 1 (with the calibrations taken away, 877 of the holdouts' 888 peaks fell inside); \`clip-mem estimate --calibrate\` narrows it`,
+    basis: `not calibrated here: ${100 * MODEL_ONLY_MISS}% of the peak + ${100 * GROWTH_MISS[phase]}% of what the terms add beyond batch 1 (with the calibrations taken away, 881 of the holdouts' 888 peaks fell inside); \`clip-mem estimate --calibrate\` narrows it`,
   };
 }
 
@@ -483,17 +481,6 @@ function widenToObservations(
     vmSize: widest('vmSize'),
     scope: band.scope,
     basis: `${band.basis}; widened to the largest miss of ${related.length} run(s) recorded outside their band`,
-  };
-}
-
-/** The other half of the arena term's rounding (model.ts, arenaRounding), on either side of the VmSize. */
-function widenForArena(band: Band, terms: ModelTerms): Band {
-  const arena = terms.components.find((c) => c.name === 'arena');
-  if (!arena?.vmSize) return band;
-  return {
-    ...band,
-    vmSize: band.vmSize + arena.vmSize,
-    basis: `${band.basis}; VmSize + the arena term again (${formatBytes(arena.vmSize)}: none to all of its rounding)`,
   };
 }
 

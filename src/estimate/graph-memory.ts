@@ -1,43 +1,25 @@
 // Activation memory from the graphs clip-mem really runs: the onnxruntime inference graph
-// (src/clip/onnx/runtime.ts) and the three training graphs (src/clip/onnx/train.ts), built for the
-// model's shapes and batch, then executed on paper in node order: each node's outputs are allocated when
-// it runs, every tensor is freed after its last consumer, shape-only ops (Reshape) share their input's
-// buffer, graph outputs live until the run returns. Two figures come out of the one walk:
-// - peakBytes: freed memory goes straight back (the training sessions run without onnxruntime's arena);
-// - plannedBytes: onnxruntime's planner, which hands a freed buffer only to a later tensor of exactly the
-//   same size and keeps every buffer for the run (the inference sessions, with the arena).
-// Both are exact in bytes for our graphs; what the allocators add on top, calibration measures.
+// (src/clip/onnx/runtime.ts), replayed through onnxruntime's planner and arena (onnxruntime-arena.ts), and
+// the three training graphs (src/clip/onnx/train.ts), built for the model's shapes and batch, then
+// executed on paper in node order: each node's outputs are allocated when it runs, every tensor is freed
+// after its last consumer, shape-only ops (Reshape) share their input's buffer, graph outputs live until
+// the run returns, and freed memory goes straight back (the training sessions run without onnxruntime's
+// arena). Both are exact in bytes for our graphs; what the allocators add on top, calibration measures.
 import type { ClipConfig, WeightFormat } from '../clip/config';
 import { clipLayout, fileOrder } from '../clip/config';
 import { inferenceGraph } from '../clip/onnx/runtime';
 import { buildTrainingModels, DEFAULT_TRAINING_SEGMENTS } from '../clip/onnx/train';
-import { ElemType, numel, type Graph, type Value } from '../clip/onnx/graph';
+import type { Graph, Value } from '../clip/onnx/graph';
 import type { SafetensorsHeader } from '../clip/safetensors';
+import { ALIASING_OPS, arenaRun, valueBytes, type ArenaRun } from './onnxruntime-arena';
 
-const ELEMENT_BYTES: Record<ElemType, number> = {
-  [ElemType.FLOAT]: 4,
-  [ElemType.UINT8]: 1,
-  [ElemType.INT8]: 1,
-  [ElemType.INT32]: 4,
-  [ElemType.INT64]: 8,
-  [ElemType.BOOL]: 1,
-  [ElemType.FLOAT16]: 2,
-};
-
-/** Ops whose output is a view of their input's buffer in onnxruntime. */
-const ALIASING_OPS = new Set(['Reshape', 'Squeeze', 'Unsqueeze', 'Flatten']);
-
-export const valueBytes = (v: Value): number => numel(v.shape) * ELEMENT_BYTES[v.type];
+export { valueBytes };
 
 export interface GraphMemory {
   /** Largest sum of live intermediate tensors (outputs included while they are alive). */
   peakBytes: number;
   /** Largest sum of live tensors that are not graph outputs (what the run frees before it returns). */
   intermediatePeakBytes: number;
-  /** Sum of the buffers the planner allocates when freed buffers serve only tensors of their exact size. */
-  plannedBytes: number;
-  /** The most of those buffers held at once, each released after the last use of the last tensor it served. */
-  plannedPeakBytes: number;
   /** The op at which the peak is reached and the node's index, for explanations. */
   peakAt: { index: number; op: string };
   /** The graph's outputs (onnxruntime-node copies each into a JS buffer when the run returns). */
@@ -46,7 +28,7 @@ export interface GraphMemory {
   constantBytes: number;
 }
 
-/** Walks the graph in node order with the planner's lifetimes (see the file comment). */
+/** Walks the graph in node order, each tensor freed after its last use (see the file comment). */
 export function plannedPeak(g: Graph): GraphMemory {
   const inputs = new Set(g.inputs);
   const outputs = new Set(g.outputs);
@@ -75,49 +57,28 @@ export function plannedPeak(g: Graph): GraphMemory {
   let peakBytes = 0;
   let intermediatePeakBytes = 0;
   let peakAt = { index: -1, op: '' };
-  // The planner's buffers: a freed one serves the next tensor of its exact size; each is released after
-  // the last use of the last tensor it served.
-  const buffers: { bytes: number; from: number; until: number }[] = [];
-  const spareBySize = new Map<number, number[]>();
-  const bufferOfTensor = new Map<Value, number>();
   g.nodes.forEach((node, index) => {
     for (const output of node.outputs) {
       if (ownBuffer(output) !== output) continue;
       const bytes = valueBytes(output);
       live += bytes;
       if (outputs.has(output)) liveOutputs += bytes;
-      const spare = spareBySize.get(bytes)?.pop();
-      const id = spare ?? buffers.push({ bytes, from: index, until: index }) - 1;
-      buffers[id].until = lastUse.get(output) ?? index;
-      bufferOfTensor.set(output, id);
     }
     if (live > peakBytes) {
       peakBytes = live;
       peakAt = { index, op: node.op };
     }
     intermediatePeakBytes = Math.max(intermediatePeakBytes, live - liveOutputs);
-    for (const buffer of freeAt.get(index) ?? []) {
-      live -= valueBytes(buffer);
-      const id = bufferOfTensor.get(buffer)!;
-      spareBySize.set(buffers[id].bytes, [...(spareBySize.get(buffers[id].bytes) ?? []), id]);
-    }
+    for (const buffer of freeAt.get(index) ?? []) live -= valueBytes(buffer);
   });
-  const plannedBytes = buffers.reduce((sum, b) => sum + b.bytes, 0);
-  const delta = new Map<number, number>();
-  for (const b of buffers) {
-    delta.set(b.from, (delta.get(b.from) ?? 0) + b.bytes);
-    if (b.until !== Infinity) delta.set(b.until + 1, (delta.get(b.until + 1) ?? 0) - b.bytes);
-  }
-  let held = 0;
-  let plannedPeakBytes = 0;
-  for (const index of [...delta.keys()].sort((a, b) => a - b)) {
-    held += delta.get(index)!;
-    plannedPeakBytes = Math.max(plannedPeakBytes, held);
-  }
-  let constantBytes = 0;
-  for (const [value, init] of g.initializers) if (init.raw) constantBytes += valueBytes(value);
   const outputBytes = [...outputs].reduce((sum, v) => sum + valueBytes(v), 0);
-  return { peakBytes, intermediatePeakBytes, plannedBytes, plannedPeakBytes, peakAt, outputBytes, constantBytes };
+  return { peakBytes, intermediatePeakBytes, peakAt, outputBytes, constantBytes: constantBytes(g) };
+}
+
+function constantBytes(g: Graph): number {
+  let bytes = 0;
+  for (const [value, init] of g.initializers) if (init.raw) bytes += valueBytes(value);
+  return bytes;
 }
 
 /** A header with the layout of the checkpoint this config and format would have (no file is read). */
@@ -146,11 +107,23 @@ function remembered<T>(key: string, walk: () => T): T {
 }
 const shapesKey = (config: ClipConfig) => JSON.stringify({ ...config, name: '' });
 
+export interface ForwardMemory extends ArenaRun {
+  /** The tensors the caller hands onnxruntime (float32 pixels, int64 token ids). */
+  inputBytes: number;
+  /** Inline constants (masks, scalars, shape operands): held for the session's life. */
+  constantBytes: number;
+}
+
 /** The inference graph `clip-mem run clip-forward` runs (both towers, logits, loss) at this batch. */
-export function forwardGraphMemory(config: ClipConfig, format: WeightFormat, batch: number): GraphMemory {
-  return remembered(`forward ${shapesKey(config)} ${format} ${batch}`, () =>
-    plannedPeak(inferenceGraph(layoutHeader(config, format), config, 'both', batch, config.text.maxPositionEmbeddings)),
-  );
+export function forwardGraphMemory(config: ClipConfig, format: WeightFormat, batch: number): ForwardMemory {
+  return remembered(`forward ${shapesKey(config)} ${format} ${batch}`, () => {
+    const g = inferenceGraph(layoutHeader(config, format), config, 'both', batch, config.text.maxPositionEmbeddings);
+    return {
+      ...arenaRun(g),
+      inputBytes: g.inputs.reduce((sum, v) => sum + valueBytes(v), 0),
+      constantBytes: constantBytes(g),
+    };
+  });
 }
 
 export interface TrainingGraphsMemory {
