@@ -143,6 +143,8 @@ const rules: Record<string, Rule> = {
     );
   },
   Expand: (g, n, dy) => [unbroadcast(g, dy, n.inputs[0]!.shape)],
+  // Reads only its input's shape.
+  EyeLike: () => [],
   Slice: (g, n, dy) => {
     const x = n.inputs[0]!;
     const [start] = g.initializerInt64s(n.inputs[1]!);

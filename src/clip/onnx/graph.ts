@@ -9,7 +9,7 @@
 //   g.constant(data, shape) / g.int64s(values, shape?)       small inline initializers
 //   g.external(name, type, shape, {location, offset, length}) an initializer that stays in a file
 //   op helpers: gemm, matmul, add, sub, mul, div, neg, reshape, transpose, layerNorm, softmax,
-//     logSoftmax, sigmoid, exp, sqrt, reduceSum, reduceMean, gather, concat, split, expand, slice, pad,
+//     logSoftmax, sigmoid, exp, eyeLike, sqrt, reduceSum, reduceMean, gather, concat, split, expand, slice, pad,
 //     oneHot, argMax, cast, dequantize
 //   g.toModel(opset = 17): Uint8Array                          serialized ModelProto
 import { AttributeValue, ElemType, encodeModel, NodeSpec, TensorSpec } from './proto';
@@ -164,6 +164,11 @@ export class Graph {
   }
   exp(x: Value): Value {
     return this.unary('Exp', x);
+  }
+  /** The identity matrix of a 2-D value's shape, made when the graph runs (no [n, n] constant in the model). */
+  eyeLike(x: Value): Value {
+    if (x.shape.length !== 2) throw new Error(`EyeLike: ${describe(x)} is not 2-D`);
+    return this.unary('EyeLike', x);
   }
   sqrt(x: Value): Value {
     return this.unary('Sqrt', x);
