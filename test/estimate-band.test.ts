@@ -2,8 +2,9 @@
 // run in its own child, never calibrated on), with the runtime records they were estimated from
 // (test/fixtures/holdout-*.json: the tuning file's misses set the arena term, the fresh file was measured
 // after with its own baseline and calibration, the validation file after the training growth share changed;
-// the training term's heap was then chosen on those three, and the heap-check file measured after it,
-// docs/estimate.md). Then `fit --verify`'s report of a run outside its band, and what the store learns.
+// the training term's heap was then chosen on those three, and the heap-check file measured after it; the
+// replay-check file with the forward replaying onnxruntime's arena, the tiny-large one on tiny's forward at
+// batch 1024 and 4096, docs/estimate.md). Then `fit --verify`'s report of a run outside its band, and what the store learns.
 import test from 'ava';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -20,6 +21,8 @@ const tuning = read('holdout-tuning.json');
 const fresh = read('holdout-fresh.json');
 const validation = read('holdout-validation.json');
 const heapCheck = read('holdout-heap-check.json');
+const replayCheck = read('holdout-replay-check.json');
+const tinyLarge = read('holdout-tiny-large.json');
 
 // The goal is 95% of each measure inside the band. The four files are the full grid on a quiet machine,
 // judged with the estimate as it is now; the floors are the coverage measured on them (all 111 runs of
@@ -30,6 +33,7 @@ test('the band on the holdout: RSS and VmSize peaks inside it, 95% or more on th
     [fresh, { rss: 1, vmSize: 1 }],
     [validation, { rss: 1, vmSize: 1 }],
     [heapCheck, { rss: 1, vmSize: 1 }],
+    [replayCheck, { rss: 1, vmSize: 1 }],
   ] as const) {
     const overall = coverage(file).groups.find((g) => g.name === 'overall')!;
     t.log(`${file.note}\n  ${coverage(file).lines.join('\n  ')}`);
@@ -38,14 +42,20 @@ test('the band on the holdout: RSS and VmSize peaks inside it, 95% or more on th
     t.true(overall.coverage.vmSize >= floor.vmSize - 1e-9, coverage(file).lines.join('\n'));
     t.true(Math.min(floor.rss, floor.vmSize) >= COVERAGE_GOAL);
   }
-  // The calibrated family's widest band: ±8.3% of RSS (forward at batch 128) and ±6.4% of VmSize (train at
-  // batch 32), within the ±10% goal since the forward replays onnxruntime's arena.
+  // The calibrated family's widest band: ±9.1% of RSS (forward at batch 32, the token table's folios) and
+  // ±6.4% of VmSize (train at batch 32), within the ±10% goal since the forward replays onnxruntime's arena.
   const calibrated = coverage(tuning).groups.find((g) => g.name === 'calibrated')!;
-  t.true(calibrated.widest.rss <= 0.084 && calibrated.widest.vmSize <= 0.065, JSON.stringify(calibrated.widest));
+  t.true(calibrated.widest.rss <= 0.092 && calibrated.widest.vmSize <= 0.065, JSON.stringify(calibrated.widest));
+});
+
+test("tiny's forward at batch 1024 and 4096, where batch proposals under small limits land: every peak inside its band", (t) => {
+  const judged = judge(tinyLarge);
+  t.is(judged.length, 6);
+  for (const j of judged) t.true(j.inside.rss && j.inside.vmSize, `${j.row.dtype} batch ${j.row.batch}`);
 });
 
 test('a band wider than ±10% (or uncalibrated) says so and why; a calibrated config within 12 samples of its calibration stays within it', (t) => {
-  for (const j of [tuning, fresh, validation, heapCheck].flatMap((file) => judge(file))) {
+  for (const j of [tuning, fresh, validation, heapCheck, replayCheck].flatMap((file) => judge(file))) {
     const u = j.estimate.uncertainty;
     const within = u.scope !== 'uncalibrated' && j.width.rss <= WIDTH_GOAL && j.width.vmSize <= WIDTH_GOAL;
     t.is(u.withinGoal, within);

@@ -2,6 +2,7 @@
 // calibration's constant when there is one near (this config, its family, another model), and the band the
 // measured peak is expected in, as wide as that distance and the holdout (scripts/holdout.ts) say.
 import { resolveClipConfig, type ClipConfig, type WeightFormat } from '../clip/config';
+import { formatBytes } from '../core/units';
 import { DEFAULT_TRAINING_SEGMENTS } from '../clip/onnx/train';
 import {
   GROWTH_MISS,
@@ -10,6 +11,7 @@ import {
   sumVmSize,
   trainableBytes,
   type Component,
+  type ModelTerms,
   type Optimizer,
   type Phase,
 } from './model';
@@ -171,7 +173,10 @@ export function estimatePhase(config: ClipConfig, request: EstimateRequest, reco
     modelled,
     predicted,
     calibration,
-    uncertainty: finish(widenToObservations(band, config, request, record, predicted), predicted),
+    uncertainty: finish(
+      widenToObservations(widenForFolios(band, terms), config, request, record, predicted),
+      predicted,
+    ),
   };
   if (request.phase === 'load') {
     const weights = terms.components[0].vmSize;
@@ -481,6 +486,17 @@ function widenToObservations(
     vmSize: widest('vmSize'),
     scope: band.scope,
     basis: `${band.basis}; widened to the largest miss of ${related.length} run(s) recorded outside their band`,
+  };
+}
+
+/** The other half of the token table's folios (model.ts, LARGEST_FOLIO_BYTES), on either side of the RSS. */
+function widenForFolios(band: Band, terms: ModelTerms): Band {
+  const folios = terms.components.find((c) => c.name === 'folios');
+  if (!folios?.rss) return band;
+  return {
+    ...band,
+    rss: band.rss + folios.rss,
+    basis: `${band.basis}; RSS + the folios term again (${formatBytes(folios.rss)}: the table's rows in 64 KiB windows to all in 2 MiB folios)`,
   };
 }
 

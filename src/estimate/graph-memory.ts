@@ -110,6 +110,8 @@ const shapesKey = (config: ClipConfig) => JSON.stringify({ ...config, name: '' }
 export interface ForwardMemory extends ArenaRun {
   /** The tensors the caller hands onnxruntime (float32 pixels, int64 token ids). */
   inputBytes: number;
+  /** The run's outputs, which onnxruntime-node copies into JS buffers when it returns (logits: batch x batch). */
+  outputBytes: number;
   /** Inline constants (masks, scalars, shape operands): held for the session's life. */
   constantBytes: number;
 }
@@ -121,6 +123,7 @@ export function forwardGraphMemory(config: ClipConfig, format: WeightFormat, bat
     return {
       ...arenaRun(g),
       inputBytes: g.inputs.reduce((sum, v) => sum + valueBytes(v), 0),
+      outputBytes: g.outputs.reduce((sum, v) => sum + valueBytes(v), 0),
       constantBytes: constantBytes(g),
     };
   });

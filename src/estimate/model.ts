@@ -88,14 +88,29 @@ function loadTerms(config: ClipConfig, format: WeightFormat): ModelTerms {
 }
 
 /**
- * The token table's pages a forward pass faults in: each distinct 64 KiB window (fault-around) of the
- * rows that the ids `clip-mem run` feeds (scenarios/inputs.ts) look up, at most the whole table.
+ * The token table's pages a forward pass faults in: each distinct window of `window` bytes (64 KiB: the
+ * kernel's fault-around) holding a row that the ids `clip-mem run` feeds (scenarios/inputs.ts) look up, at
+ * most the whole table.
  */
-function touchedTokenTable(config: ClipConfig, batch: number, tokenRow: number, tokenTable: number): number {
-  const window = Math.max(FAULT_AROUND_BYTES, tokenRow);
-  const windows = new Set(Array.from(syntheticIds(config, batch), (id) => Math.floor((id * tokenRow) / window)));
-  return Math.min(tokenTable, windows.size * window);
+function touchedTokenTable(
+  config: ClipConfig,
+  batch: number,
+  tokenRow: number,
+  tokenTable: number,
+  window: number,
+): number {
+  const size = Math.max(window, tokenRow);
+  const windows = new Set(Array.from(syntheticIds(config, batch), (id) => Math.floor((id * tokenRow) / size)));
+  return Math.min(tokenTable, windows.size * size);
 }
+
+/**
+ * Since Linux 6.16 ext4, like xfs and btrfs before it, keeps file data in large folios (up to 2 MiB) when it
+ * is read in big pieces, and a fault maps the whole folio: a looked-up row then brings in up to 2 MiB of the
+ * table, not 64 KiB. Which one a run gets depends on how the checkpoint came into the page cache (vit-b-32
+ * fp32 at batch 8: 549 MiB of file pages after onnxruntime faulted it in, 600 MiB after a `cat` of the file).
+ */
+export const LARGEST_FOLIO_BYTES = 2 * 2 ** 20;
 
 /**
  * forward: onnxruntime maps the checkpoint and reads every weight once (file-backed pages), except the
@@ -104,11 +119,18 @@ function touchedTokenTable(config: ClipConfig, batch: number, tokenRow: number, 
  * pattern, which reserved the weights' size once more, untouched (vit-b-32 fp32: 577 MiB of VmSize).
  * Activations: the run replayed through onnxruntime's planner and arena (onnxruntime-arena.ts): the pages
  * of the arena's regions its tensors were written to (RSS) and the regions themselves (address space).
- * Inputs: the pixels and token ids the caller hands over, held through the run.
+ * Inputs and outputs: the pixels and token ids the caller hands over, held through the run, and the
+ * outputs copied back into JS buffers while the arena still holds its pages.
  */
 function forwardTerms(config: ClipConfig, format: WeightFormat, batch: number, run: ForwardMemory): ModelTerms {
   const w = weightBytes(config, format);
-  const touchedTable = touchedTokenTable(config, batch, w.tokenRow, w.tokenTable);
+  const touchedTable = touchedTokenTable(config, batch, w.tokenRow, w.tokenTable, FAULT_AROUND_BYTES);
+  // One folio more than the rows' own: the table need not start on a folio's boundary.
+  const inFolios = Math.min(
+    w.tokenTable,
+    touchedTokenTable(config, batch, w.tokenRow, w.tokenTable, LARGEST_FOLIO_BYTES) + LARGEST_FOLIO_BYTES,
+  );
+  const folios = Math.max(0, Math.round((inFolios - touchedTable) / 2));
   const resident = w.total - w.tokenTable + touchedTable;
   return {
     phase: 'forward',
@@ -121,16 +143,22 @@ function forwardTerms(config: ClipConfig, format: WeightFormat, batch: number, r
         basis: `file-backed: all but the token table + the ${touchedTable / Math.max(FAULT_AROUND_BYTES, w.tokenRow)} 64 KiB windows its looked-up rows fall in; address space: the mapping`,
       },
       {
+        name: 'folios',
+        rss: folios,
+        vmSize: 0,
+        basis: `the page cache may map the table in folios of up to 2 MiB: up to ${inFolios} B of it resident instead of ${touchedTable} B, half of the difference here (the band holds the other half)`,
+      },
+      {
         name: 'activations',
         rss: run.touchedBytes + run.constantBytes,
         vmSize: run.reservedBytes + run.constantBytes,
         basis: `onnxruntime's arena, the run replayed: ${run.requestedPeakBytes} B of tensors at most at once in ${run.inUsePeakBytes} B of chunks; ${run.touchedBytes} B of its regions' pages written, ${run.reservedBytes} B of regions (address space); + ${run.constantBytes} B of constants`,
       },
       {
-        name: 'inputs',
-        rss: run.inputBytes,
-        vmSize: run.inputBytes,
-        basis: 'the float32 pixels and int64 token ids handed to onnxruntime',
+        name: 'inputs and outputs',
+        rss: run.inputBytes + run.outputBytes,
+        vmSize: run.inputBytes + run.outputBytes,
+        basis: `the float32 pixels and int64 token ids handed to onnxruntime (${run.inputBytes} B), and the outputs it copies back (${run.outputBytes} B: embeddings, batch x batch logits, loss)`,
       },
     ],
   };
