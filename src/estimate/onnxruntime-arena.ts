@@ -144,17 +144,17 @@ function plannedAllocations(g: Graph, order: Node[]): Allocation[] {
   const allocationOf = new Map<Value, Allocation>();
   const allocations: Allocation[] = [];
   const freelist: Value[] = [];
-  const share = (value: Value, with_: Value, at: number) => {
-    bufferOf.set(value, with_);
-    remaining.set(with_, (remaining.get(with_) ?? 0) + uses.get(value)!);
-    const allocation = allocationOf.get(with_);
+  const share = (value: Value, owner: Value, at: number) => {
+    bufferOf.set(value, owner);
+    remaining.set(owner, (remaining.get(owner) ?? 0) + uses.get(value)!);
+    const allocation = allocationOf.get(owner);
     if (allocation) allocation.until = Math.max(allocation.until, at);
   };
   order.forEach((n, at) => {
     n.outputs.forEach((o, index) => {
       const input = n.inputs[0];
       if (graphOutputs.has(o)) {
-        // allocated below, held until the run returns
+        // a buffer of its own (below), held until the run returns
       } else if (index === 0 && input && ALIASING_OPS.has(n.op)) {
         return share(o, buffer(input), at);
       } else if (
