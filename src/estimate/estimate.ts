@@ -2,8 +2,8 @@
 // calibration's constant when there is one near (this config, its family, another model), and the band the
 // measured peak is expected in, as wide as that distance and the holdout (scripts/holdout.ts) say.
 import { resolveClipConfig, type ClipConfig, type WeightFormat } from '../clip/config';
-import { formatBytes } from '../core/units';
 import { DEFAULT_TRAINING_SEGMENTS } from '../clip/onnx/train';
+import { formatBytes } from '../core/units';
 import {
   GROWTH_MISS,
   modelTerms,

@@ -13,8 +13,6 @@ import type { Graph, Value } from '../clip/onnx/graph';
 import type { SafetensorsHeader } from '../clip/safetensors';
 import { ALIASING_OPS, arenaRun, valueBytes, type ArenaRun } from './onnxruntime-arena';
 
-export { valueBytes };
-
 export interface GraphMemory {
   /** Largest sum of live intermediate tensors (outputs included while they are alive). */
   peakBytes: number;
@@ -71,9 +69,10 @@ export function plannedPeak(g: Graph): GraphMemory {
     intermediatePeakBytes = Math.max(intermediatePeakBytes, live - liveOutputs);
     for (const buffer of freeAt.get(index) ?? []) live -= valueBytes(buffer);
   });
-  const outputBytes = [...outputs].reduce((sum, v) => sum + valueBytes(v), 0);
-  return { peakBytes, intermediatePeakBytes, peakAt, outputBytes, constantBytes: constantBytes(g) };
+  return { peakBytes, intermediatePeakBytes, peakAt, outputBytes: bytesOf(outputs), constantBytes: constantBytes(g) };
 }
+
+const bytesOf = (values: Iterable<Value>): number => [...values].reduce((sum, v) => sum + valueBytes(v), 0);
 
 function constantBytes(g: Graph): number {
   let bytes = 0;
@@ -122,8 +121,8 @@ export function forwardGraphMemory(config: ClipConfig, format: WeightFormat, bat
     const g = inferenceGraph(layoutHeader(config, format), config, 'both', batch, config.text.maxPositionEmbeddings);
     return {
       ...arenaRun(g),
-      inputBytes: g.inputs.reduce((sum, v) => sum + valueBytes(v), 0),
-      outputBytes: g.outputs.reduce((sum, v) => sum + valueBytes(v), 0),
+      inputBytes: bytesOf(g.inputs),
+      outputBytes: bytesOf(g.outputs),
       constantBytes: constantBytes(g),
     };
   });

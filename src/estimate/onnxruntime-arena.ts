@@ -18,7 +18,7 @@
 //   that fits is taken (lowest address among equals) and split when it is at least twice the request or
 //   128 MiB larger; freed chunks merge with free neighbours. When nothing fits, a region is added: 1 MiB
 //   first, each next one twice the last (up to 1 GiB), or the request's next power of two.
-import { ElemType, numel, type Graph, type Node, type Value } from '../clip/onnx/graph';
+import { ElemType, numel, sameShape, type Graph, type Node, type Value } from '../clip/onnx/graph';
 
 const ELEMENT_BYTES: Record<ElemType, number> = {
   [ElemType.FLOAT]: 4,
@@ -127,11 +127,8 @@ function plannedAllocations(g: Graph, order: Node[]): Allocation[] {
   const graphOutputs = new Set(g.outputs);
   // Never released during the run: weights, the caller's inputs, the run's outputs.
   const stored = (v: Value) => g.initializers.has(v) || graphInputs.has(v) || graphOutputs.has(v);
-  const elementBytes = (v: Value) => ELEMENT_BYTES[v.type];
   const sameSize = (a: Value, b: Value) =>
-    elementBytes(a) === elementBytes(b) &&
-    a.shape.length === b.shape.length &&
-    a.shape.every((d, i) => d === b.shape[i]);
+    ELEMENT_BYTES[a.type] === ELEMENT_BYTES[b.type] && sameShape(a.shape, b.shape);
   // Each value's uses: its consumers, plus one for being produced (an output nobody reads stays at 1).
   const uses = new Map<Value, number>();
   for (const n of order) {
